@@ -1,0 +1,1 @@
+"""BPF C sources of lbtui (lb.h, lb.c), shipped as package data; compiled at run time by BCC."""

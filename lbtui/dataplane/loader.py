@@ -1,0 +1,295 @@
+"""Compile, load, attach and detach lbtui's BPF programs (the only bcc and pyroute2 user).
+
+XDP is attached through BCC (netlink), TC egress as a clsact direct-action filter through pyroute2.
+Both attachments outlive the process (PITFALLS.md #9), so `detach` runs on every exit path and
+`remove_stale` clears attachments a crashed earlier run left on our interfaces.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from lbtui.dataplane import structs
+
+log = logging.getLogger(__name__)
+
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+XDP_PROG = "lbtui_xdp"
+TC_PROG = "lbtui_tc"
+TC_PARENT_EGRESS = "ffff:fff3"
+TC_PRIO = 0xC000  # our egress filter's preference; a fixed value so we can find and remove it
+TC_HANDLE = 1
+
+
+class DataplaneError(Exception):
+    """The kernel refused something (compile, load, attach): exit code 3 territory."""
+
+
+@dataclass(frozen=True)
+class DataplaneSpec:
+    """Compile-time sizes of the maps (DESIGN.md section 3: all sizes configurable)."""
+
+    table_size: int = 65537
+    conntrack_entries: int = 524288  # two per flow
+    max_backends: int = 4096
+    max_groups: int = 64
+    max_services: int = 64
+    max_routes: int = 1024
+    ringbuf_pages: int = 256
+
+    def cflags(self) -> list[str]:
+        return [
+            f"-DLB_TABLE_SIZE={self.table_size}",
+            f"-DLB_CT_SIZE={self.conntrack_entries}",
+            f"-DLB_MAX_BACKENDS={self.max_backends}",
+            f"-DLB_MAX_GROUPS={self.max_groups}",
+            f"-DLB_MAX_SERVICES={self.max_services}",
+            f"-DLB_MAX_ROUTES={self.max_routes}",
+            f"-DLB_RINGBUF_PAGES={self.ringbuf_pages}",
+        ]
+
+
+def bpf_source_dir() -> Path:
+    """bpf/ in a checkout, or the lbtui.bpf package data when installed."""
+    return Path(str(resources.files("lbtui.bpf")))
+
+
+def check_privileges() -> str | None:
+    """None if we can load BPF programs here, else what is wrong and what to do."""
+    if os.geteuid() != 0:
+        return "lbtui must run as root (it loads BPF programs and changes interfaces); try sudo"
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return (
+            "the BCC Python module is not importable: install python3-bpfcc and run lbtui from a "
+            "virtualenv made with /usr/bin/python3 -m venv --system-site-packages (scripts/setup does this)"
+        )
+    if (
+        not Path("/sys/kernel/btf/vmlinux").exists()
+        and not Path(f"/lib/modules/{os.uname().release}/build").exists()
+    ):
+        return "no kernel headers or BTF for the running kernel: run scripts/setup (it links headers)"
+    return None
+
+
+class Loaded:
+    """A compiled and loaded BPF object: program fds and maps, not attached anywhere yet."""
+
+    def __init__(self, spec: DataplaneSpec):
+        from bcc import BPF
+
+        self.spec = spec
+        src = bpf_source_dir()
+        try:
+            self.bpf: Any = BPF(src_file=str(src / "lb.c"), cflags=[f"-I{src}", *spec.cflags()])
+            self.xdp_fn = self.bpf.load_func(XDP_PROG, BPF.XDP)
+            self.tc_fn = self.bpf.load_func(TC_PROG, BPF.SCHED_CLS)
+        except Exception as exc:  # BCC raises bare Exception on compile/verifier failures
+            raise DataplaneError(f"cannot load the BPF programs: {exc}") from exc
+        structs.check_layouts(
+            {
+                name: (
+                    self._sizeof(self.bpf[name].Key),
+                    self._sizeof(getattr(self.bpf[name], "sLeaf", self.bpf[name].Leaf)),
+                )
+                for name in structs.MAP_LAYOUTS
+            }
+        )
+
+    @staticmethod
+    def _sizeof(t: Any) -> int:
+        import ctypes
+
+        return ctypes.sizeof(t)
+
+    def table(self, name: str) -> Any:
+        return self.bpf[name]
+
+    def close(self) -> None:
+        self.bpf.cleanup()
+
+
+class Attachment:
+    """XDP + TC egress on a set of interfaces of the current network namespace."""
+
+    def __init__(self, loaded: Loaded, interfaces: Sequence[str], xdp_mode: str = "auto"):
+        self.loaded = loaded
+        self.interfaces = tuple(interfaces)
+        self.xdp_mode = xdp_mode
+        self._xdp_flags: dict[str, int] = {}
+        self._tc: set[str] = set()
+        self._created_clsact: set[str] = set()
+
+    def attach(self) -> None:
+        try:
+            for ifname in self.interfaces:
+                remove_stale(ifname)
+                self._attach_xdp(ifname)
+                self._attach_tc(ifname)
+        except Exception:
+            self.detach()
+            raise
+
+    def _attach_xdp(self, ifname: str) -> None:
+        from bcc import BPF
+
+        modes = {
+            "native": [XDP_FLAGS_DRV_MODE],
+            "generic": [XDP_FLAGS_SKB_MODE],
+            "auto": [XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE],
+        }[self.xdp_mode]
+        last: Exception | None = None
+        for flags in modes:
+            try:
+                BPF.attach_xdp(ifname, self.loaded.xdp_fn, flags)
+                self._xdp_flags[ifname] = flags
+                log.info(
+                    "XDP attached to %s (%s mode)",
+                    ifname,
+                    "native" if flags == XDP_FLAGS_DRV_MODE else "generic",
+                )
+                return
+            except Exception as exc:
+                last = exc
+        raise DataplaneError(f"cannot attach XDP to {ifname}: {last}")
+
+    def _attach_tc(self, ifname: str) -> None:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        with IPRoute() as ipr:
+            idx = _ifindex(ipr, ifname)
+            try:
+                ipr.tc("add", "clsact", idx)
+                self._created_clsact.add(ifname)
+            except NetlinkError as exc:
+                if exc.code != 17:  # EEXIST: someone else's clsact, share it
+                    raise DataplaneError(f"cannot add clsact qdisc on {ifname}: {exc}") from exc
+            fn = self.loaded.tc_fn
+            try:
+                ipr.tc(
+                    "add-filter",
+                    "bpf",
+                    idx,
+                    TC_HANDLE,
+                    fd=fn.fd,
+                    name=fn.name,
+                    parent=TC_PARENT_EGRESS,
+                    classid=1,
+                    direct_action=True,
+                    prio=TC_PRIO,
+                )
+            except NetlinkError as exc:
+                raise DataplaneError(f"cannot attach the TC egress program on {ifname}: {exc}") from exc
+        self._tc.add(ifname)
+        log.info("TC egress attached to %s", ifname)
+
+    def detach(self) -> None:
+        """Remove what we attached; safe to call twice and on a half-attached state."""
+        from bcc import BPF
+
+        for ifname, flags in list(self._xdp_flags.items()):
+            try:
+                BPF.remove_xdp(ifname, flags)
+            except Exception as exc:
+                log.warning("removing XDP from %s: %s", ifname, exc)
+            del self._xdp_flags[ifname]
+        for ifname in list(self._tc):
+            _remove_tc_filter(ifname, delete_clsact=ifname in self._created_clsact)
+            self._tc.discard(ifname)
+        self._created_clsact.clear()
+
+
+def _ifindex(ipr: Any, ifname: str) -> int:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise DataplaneError(f"no interface named {ifname!r} in this network namespace")
+    return int(found[0])
+
+
+def _remove_tc_filter(ifname: str, delete_clsact: bool) -> None:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return
+        idx = found[0]
+        try:
+            ipr.tc("del-filter", "bpf", idx, TC_HANDLE, parent=TC_PARENT_EGRESS, prio=TC_PRIO)
+        except NetlinkError as exc:
+            if exc.code not in (2, 22):  # ENOENT / EINVAL: already gone
+                log.warning("removing TC filter from %s: %s", ifname, exc)
+        if delete_clsact or not _egress_filters(ipr, idx) and not _ingress_filters(ipr, idx):
+            try:
+                ipr.tc("del", "clsact", idx)
+            except NetlinkError:
+                pass
+
+
+def _egress_filters(ipr: Any, idx: int) -> list[Any]:
+    try:
+        return list(ipr.get_filters(idx, parent=0xFFFFFFF3))
+    except Exception:
+        return []
+
+
+def _ingress_filters(ipr: Any, idx: int) -> list[Any]:
+    try:
+        return list(ipr.get_filters(idx, parent=0xFFFFFFF2))
+    except Exception:
+        return []
+
+
+def attached_programs(ifname: str) -> dict[str, str | None]:
+    """Names of the XDP program and of our TC egress filter on an interface (None if absent)."""
+    out = subprocess.run(["ip", "-j", "-d", "link", "show", "dev", ifname], capture_output=True, text=True)
+    xdp_name = None
+    if out.returncode == 0:
+        info = json.loads(out.stdout or "[]")
+        if info:
+            xdp_name = info[0].get("xdp", {}).get("prog", {}).get("name")
+    tc_name = None
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if found:
+            for flt in _egress_filters(ipr, found[0]):
+                opts = flt.get_attr("TCA_OPTIONS")
+                name = opts.get_attr("TCA_BPF_NAME") if opts is not None else None
+                if name:
+                    tc_name = name
+    return {"xdp": xdp_name, "tc": tc_name}
+
+
+def remove_stale(ifname: str) -> bool:
+    """Detach lbtui programs left on an interface by a process that died. True if any was found."""
+    from bcc import BPF
+
+    progs = attached_programs(ifname)
+    found = False
+    if progs["xdp"] == XDP_PROG:
+        log.warning("removing a stale lbtui XDP program from %s (left by an earlier run)", ifname)
+        for flags in (XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, 0):
+            try:
+                BPF.remove_xdp(ifname, flags)
+            except Exception:
+                continue
+        found = True
+    if progs["tc"] == TC_PROG:
+        log.warning("removing a stale lbtui TC filter from %s (left by an earlier run)", ifname)
+        _remove_tc_filter(ifname, delete_clsact=False)
+        found = True
+    return found

@@ -1,0 +1,302 @@
+"""Typed access to lbtui's BPF maps: Python values in, Python values out.
+
+The control plane speaks in addresses, ids and frozen dataclasses; this module turns them into the
+map layouts of structs.py (via the tables BCC generated) and back. Batch syscalls are used for the
+big maps (selection slots, conntrack) where the kernel supports them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lbtui.dataplane import structs
+from lbtui.dataplane.loader import Loaded
+from lbtui.model import Counters
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FlowKey:
+    saddr: str
+    daddr: str
+    sport: int
+    dport: int
+    protocol: str
+
+
+@dataclass(frozen=True)
+class FlowEntry:
+    """One conntrack entry (forward or reverse direction)."""
+
+    key: FlowKey
+    direction: int  # structs.DIR_*
+    client: tuple[str, int]
+    vip: tuple[str, int]
+    backend: tuple[str, int]
+    protocol: str
+    backend_id: int
+    service_id: int
+    flags: int
+    created_ns: int
+    last_seen_ns: int
+    synack_ns: int
+    packets: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class RawFlowEvent:
+    """A ring-buffer event, decoded but not yet tied to proxy names."""
+
+    type: int
+    ts_ns: int
+    created_ns: int
+    synack_ns: int
+    client: tuple[str, int]
+    vip: tuple[str, int]
+    backend: tuple[str, int]
+    protocol: str
+    backend_id: int
+    service_id: int
+    packets_in: int
+    bytes_in: int
+    packets_out: int
+    bytes_out: int
+    reason: str | None
+
+
+class Maps:
+    def __init__(self, loaded: Loaded):
+        self._loaded = loaded
+        self.spec = loaded.spec
+        self._services = loaded.table("lb_services")
+        self._routes = loaded.table("lb_routes")
+        self._backends = loaded.table("lb_backends")
+        self._select = loaded.table("lb_select")
+        self._ct = loaded.table("lb_conntrack")
+        self._backend_stats = loaded.table("lb_backend_stats")
+        self._service_stats = loaded.table("lb_service_stats")
+        self._global = loaded.table("lb_global_stats")
+
+    # ---- services and routes --------------------------------------------------------------------
+
+    def _service_key(self, vip: str, port: int, protocol: str) -> Any:
+        k = self._services.Key()
+        k.vip = structs.ip_to_be32(vip)
+        k.port = structs.port_to_be16(port)
+        k.proto = structs.PROTO_NUMBERS[protocol]
+        return k
+
+    def set_service(
+        self,
+        vip: str,
+        port: int,
+        protocol: str,
+        service_id: int,
+        default_group: int,
+        algorithm: str,
+        events: bool,
+    ) -> None:
+        v = self._services.Leaf()
+        v.id = service_id
+        v.default_group = default_group
+        v.algorithm = structs.ALGORITHM_CODES[algorithm]
+        v.flags = structs.SVC_F_EVENTS if events else 0
+        self._services[self._service_key(vip, port, protocol)] = v
+
+    def delete_service(self, vip: str, port: int, protocol: str) -> None:
+        try:
+            del self._services[self._service_key(vip, port, protocol)]
+        except KeyError:
+            pass
+
+    def _route_key(self, service_id: int, cidr: str) -> Any:
+        net = ipaddress.IPv4Network(cidr)
+        k = self._routes.Key()
+        k.prefixlen = 32 + net.prefixlen
+        k.service_id = service_id
+        k.saddr = structs.ip_to_be32(str(net.network_address))
+        return k
+
+    def set_route(self, service_id: int, cidr: str, group: int) -> None:
+        self._routes[self._route_key(service_id, cidr)] = self._routes.Leaf(group)
+
+    def delete_route(self, service_id: int, cidr: str) -> None:
+        try:
+            del self._routes[self._route_key(service_id, cidr)]
+        except KeyError:
+            pass
+
+    # ---- backends and selection tables ----------------------------------------------------------
+
+    def set_backend(self, backend_id: int, ip: str, port: int, active: bool) -> None:
+        v = self._backends.Leaf()
+        v.ip = structs.ip_to_be32(ip)
+        v.port = structs.port_to_be16(port)
+        v.flags = structs.BE_F_ACTIVE if active else 0
+        self._backends[self._backends.Key(backend_id)] = v
+
+    def clear_backend_stats(self, backend_id: int) -> None:
+        self._backend_stats.clearitem(self._backend_stats.Key(backend_id))
+
+    def write_slots(self, group: int, changes: Sequence[tuple[int, int]]) -> None:
+        """Set slot -> backend id for the given (slot, backend id) pairs of one group's table."""
+        if not changes:
+            return
+        base = group * self.spec.table_size
+        n = len(changes)
+        keys = (self._select.Key * n)()
+        values = (self._select.Leaf * n)()
+        for i, (slot, backend_id) in enumerate(changes):
+            keys[i] = base + slot
+            values[i] = backend_id
+        self._select.items_update_batch(keys, values)
+
+    def read_table(self, group: int) -> list[int]:
+        base = group * self.spec.table_size
+        return [self._select[self._select.Key(base + i)].value for i in range(self.spec.table_size)]
+
+    # ---- counters -------------------------------------------------------------------------------
+
+    def backend_counters(self, backend_ids: Iterable[int]) -> dict[int, tuple[Counters, int]]:
+        """backend id -> (counters summed over CPUs, closes)."""
+        out: dict[int, tuple[Counters, int]] = {}
+        for bid in backend_ids:
+            per_cpu = self._backend_stats.getvalue(self._backend_stats.Key(bid))
+            tot = [0] * 8
+            for cpu in per_cpu:
+                for i, (name, _) in enumerate(structs.BackendStats._fields_):
+                    tot[i] += getattr(cpu, name)
+            out[bid] = (
+                Counters(
+                    packets_in=tot[0],
+                    bytes_in=tot[1],
+                    packets_out=tot[2],
+                    bytes_out=tot[3],
+                    new_flows=tot[4],
+                    handshakes=tot[5],
+                    conn_failures=tot[6],
+                ),
+                tot[7],
+            )
+        return out
+
+    def service_counters(self, service_id: int) -> tuple[Counters, dict[str, int]]:
+        per_cpu = self._service_stats.getvalue(self._service_stats.Key(service_id))
+        tot = [0] * 5
+        drops = [0] * len(structs.DROP_REASONS)
+        for cpu in per_cpu:
+            for i, name in enumerate(("packets_in", "bytes_in", "packets_out", "bytes_out", "new_flows")):
+                tot[i] += getattr(cpu, name)
+            for i in range(len(drops)):
+                drops[i] += cpu.drops[i]
+        return (
+            Counters(
+                packets_in=tot[0], bytes_in=tot[1], packets_out=tot[2], bytes_out=tot[3], new_flows=tot[4]
+            ),
+            dict(zip(structs.DROP_REASONS, drops, strict=True)),
+        )
+
+    def global_counters(self) -> dict[str, int]:
+        out = {}
+        for i, name in enumerate(structs.GLOBAL_COUNTERS):
+            out[name] = int(sum(v for v in self._global.getvalue(self._global.Key(i))))
+        return out
+
+    # ---- conntrack ------------------------------------------------------------------------------
+
+    def conntrack(self) -> list[tuple[Any, FlowEntry]]:
+        """Every conntrack entry as (raw key, decoded entry); one batch read."""
+        out = []
+        for k, v in self._ct.items_lookup_batch():
+            out.append((k, self._decode_entry(k, v)))
+        return out
+
+    def conntrack_count(self) -> int:
+        return sum(1 for _ in self._ct.items_lookup_batch())
+
+    @staticmethod
+    def _decode_entry(k: Any, v: Any) -> FlowEntry:
+        proto = structs.PROTO_NAMES.get(v.proto, str(v.proto))
+        return FlowEntry(
+            key=FlowKey(
+                structs.be32_to_ip(k.saddr),
+                structs.be32_to_ip(k.daddr),
+                structs.be16_to_port(k.sport),
+                structs.be16_to_port(k.dport),
+                structs.PROTO_NAMES.get(k.proto, str(k.proto)),
+            ),
+            direction=v.dir,
+            client=(structs.be32_to_ip(v.client_ip), structs.be16_to_port(v.client_port)),
+            vip=(structs.be32_to_ip(v.vip), structs.be16_to_port(v.vip_port)),
+            backend=(structs.be32_to_ip(v.backend_ip), structs.be16_to_port(v.backend_port)),
+            protocol=proto,
+            backend_id=v.backend_id,
+            service_id=v.service_id,
+            flags=v.flags,
+            created_ns=v.created_ns,
+            last_seen_ns=v.last_seen_ns,
+            synack_ns=v.synack_ns,
+            packets=v.packets,
+            bytes=v.bytes,
+        )
+
+    def delete_conntrack(self, raw_keys: Sequence[Any]) -> None:
+        if not raw_keys:
+            return
+        n = len(raw_keys)
+        keys = (self._ct.Key * n)()
+        for i, k in enumerate(raw_keys):
+            keys[i] = k
+        try:
+            self._ct.items_delete_batch(keys)
+        except Exception:
+            # entries evicted between read and delete make the batch fail: fall back one by one
+            for k in raw_keys:
+                try:
+                    del self._ct[k]
+                except KeyError:
+                    pass
+
+    def insert_conntrack_raw(self, key: Any, entry: Any) -> None:
+        self._ct[key] = entry
+
+    # ---- events ---------------------------------------------------------------------------------
+
+    def open_events(self, callback: Any) -> None:
+        """Call callback(RawFlowEvent) for every ring-buffer event, from poll_events()."""
+
+        def on_event(_ctx: Any, data: Any, _size: int) -> None:
+            ev = ctypes.cast(data, ctypes.POINTER(structs.Event)).contents
+            callback(decode_event(ev))
+
+        self._loaded.table("lb_events").open_ring_buffer(on_event)
+
+    def poll_events(self, timeout_ms: int) -> None:
+        self._loaded.bpf.ring_buffer_poll(timeout_ms)
+
+
+def decode_event(ev: structs.Event) -> RawFlowEvent:
+    return RawFlowEvent(
+        type=ev.type,
+        ts_ns=ev.ts_ns,
+        created_ns=ev.created_ns,
+        synack_ns=ev.synack_ns,
+        client=(structs.be32_to_ip(ev.client_ip), structs.be16_to_port(ev.client_port)),
+        vip=(structs.be32_to_ip(ev.vip), structs.be16_to_port(ev.vip_port)),
+        backend=(structs.be32_to_ip(ev.backend_ip), structs.be16_to_port(ev.backend_port)),
+        protocol=structs.PROTO_NAMES.get(ev.proto, str(ev.proto)),
+        backend_id=ev.backend_id,
+        service_id=ev.service_id,
+        packets_in=ev.packets_in,
+        bytes_in=ev.bytes_in,
+        packets_out=ev.packets_out,
+        bytes_out=ev.bytes_out,
+        reason=structs.CLOSE_REASONS.get(ev.reason) if ev.type == structs.EV_CLOSED else None,
+    )

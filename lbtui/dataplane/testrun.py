@@ -1,0 +1,54 @@
+"""BPF_PROG_TEST_RUN through the bpf(2) syscall (BCC 0.26 has no binding for it).
+
+Used by the data-path tests (verdict and every output byte of one packet) and by bench/ (kernel-timed
+ns per run). With repeat > 1 the kernel runs the program on the same buffer without resetting it
+(PITFALLS.md #11), so callers that measure the DNAT path run one packet per call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import struct
+from dataclasses import dataclass
+
+_NR_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
+_BPF_PROG_TEST_RUN = 10
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
+TC_ACT_OK = 0
+TC_ACT_SHOT = 2
+
+
+@dataclass(frozen=True)
+class RunResult:
+    retval: int
+    data: bytes
+    duration_ns: int
+
+
+def run_program(prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes | None = None) -> RunResult:
+    """Run a loaded program on one packet `repeat` times; returns the verdict and the output packet."""
+    buf_in = ctypes.create_string_buffer(data, len(data))
+    buf_out = ctypes.create_string_buffer(len(data) + 512)
+    ctx_in = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None
+    attr = ctypes.create_string_buffer(128)  # union bpf_attr, zero padded
+    # struct { u32 prog_fd, retval, data_size_in, data_size_out; u64 data_in, data_out;
+    #          u32 repeat, duration, ctx_size_in, ctx_size_out; u64 ctx_in, ctx_out; u32 flags, cpu; }
+    struct.pack_into("=IIII", attr, 0, prog_fd, 0, len(data), len(buf_out))
+    struct.pack_into("=QQ", attr, 16, ctypes.addressof(buf_in), ctypes.addressof(buf_out))
+    struct.pack_into("=II", attr, 32, repeat, 0)
+    if ctx_in is not None:
+        struct.pack_into("=II", attr, 40, len(ctx_in), 0)
+        struct.pack_into("=Q", attr, 48, ctypes.addressof(ctx_in))
+    r = _libc.syscall(_NR_BPF, _BPF_PROG_TEST_RUN, attr, 128)
+    if r != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "BPF_PROG_TEST_RUN: " + os.strerror(err))
+    (retval,) = struct.unpack_from("=I", attr, 4)
+    (size_out,) = struct.unpack_from("=I", attr, 12)
+    (duration,) = struct.unpack_from("=I", attr, 36)
+    return RunResult(retval=retval, data=buf_out.raw[:size_out], duration_ns=duration)

@@ -1,0 +1,366 @@
+"""Values exchanged between the engine and its front ends: snapshots, events, commands, results.
+
+Everything here is a frozen dataclass of plain Python values (no map layouts, no UI types), so the
+same objects travel to the in-process console, the headless front end and, serialised as JSON, to
+the control socket. Fields a feature has not filled yet are None; front ends show "—" for them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Health(enum.StrEnum):
+    UNKNOWN = "unknown"  # no health check configured yet / not checked yet
+    UP = "up"
+    DOWN = "down"
+
+
+class Circuit(enum.StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class DrainState(enum.StrEnum):
+    ACTIVE = "active"
+    DRAINING = "draining"  # no new flows; existing ones still counted down
+    DRAINED = "drained"  # drain finished (0 flows left or timeout); still excluded until undrain
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Monotonic data-path counters of one backend or service (summed over CPUs)."""
+
+    packets_in: int = 0  # client -> backend
+    bytes_in: int = 0
+    packets_out: int = 0  # backend -> client (replies)
+    bytes_out: int = 0
+    new_flows: int = 0
+    handshakes: int = 0  # TCP SYN-ACK seen on the reply path
+    conn_failures: int = 0  # RST answering a SYN (+ SYNs left unanswered, counted by userspace)
+
+
+@dataclass(frozen=True)
+class BackendView:
+    proxy: str
+    address: str  # "ip:port", as written in the config
+    group: str  # "default" or the source route's CIDR
+    configured_weight: int
+    effective_weight: int
+    counters: Counters
+    active_flows: int = 0
+    health: Health = Health.UNKNOWN
+    circuit: Circuit | None = None  # None: no circuit breaker configured
+    drain: DrainState = DrainState.ACTIVE
+    source: str = "static"  # "static" or "dns:<hostname>"
+    new_flows_per_s: float | None = None
+    bytes_in_per_s: float | None = None
+    bytes_out_per_s: float | None = None
+    handshake_p50_ms: float | None = None
+    handshake_p99_ms: float | None = None
+    health_check_ms: float | None = None
+    last_change: str = ""  # human reason of the last weight change
+
+
+@dataclass(frozen=True)
+class RouteView:
+    cidr: str
+    backends: tuple[BackendView, ...]
+
+
+@dataclass(frozen=True)
+class RateLimitView:
+    per_source_rate: int | None = None
+    per_source_burst: int | None = None
+    per_backend_rate: int | None = None
+    per_backend_burst: int | None = None
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    name: str
+    vip: str
+    port: int
+    protocol: str  # "tcp" | "udp"
+    algorithm: str
+    interfaces: tuple[str, ...]
+    backends: tuple[BackendView, ...]  # default group
+    routes: tuple[RouteView, ...] = ()
+    counters: Counters = field(default_factory=Counters)
+    active_flows: int = 0
+    drops: dict[str, int] = field(default_factory=dict)  # reason -> count
+    rate_limit: RateLimitView = field(default_factory=RateLimitView)
+    panic: bool = False  # every backend had weight 0: traffic spread over all non-drained
+
+    def all_backends(self) -> tuple[BackendView, ...]:
+        return self.backends + tuple(b for r in self.routes for b in r.backends)
+
+
+@dataclass(frozen=True)
+class FlowView:
+    """One connection as seen in conntrack (the forward entry plus its reverse counters)."""
+
+    protocol: str
+    client: str  # "ip:port"
+    vip: str  # "ip:port"
+    backend: str  # "ip:port"
+    proxy: str
+    state: str  # "syn_sent" | "established" | "closing" | "udp"
+    age_s: float
+    idle_s: float
+    packets_in: int
+    bytes_in: int
+    packets_out: int
+    bytes_out: int
+
+
+@dataclass(frozen=True)
+class ConntrackSummary:
+    entries: int = 0  # map entries (forward + reverse)
+    flows: int = 0  # forward entries
+    tcp: int = 0
+    udp: int = 0
+    closing: int = 0
+    capacity: int = 0
+    swept_total: int = 0  # entries removed by the idle sweep since start
+
+
+@dataclass(frozen=True)
+class DnsStatus:
+    hostname: str
+    proxy: str
+    addresses: tuple[str, ...] = ()
+    last_success: float | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+
+
+@dataclass(frozen=True)
+class CircuitTransition:
+    ts: float
+    proxy: str
+    backend: str
+    old: Circuit
+    new: Circuit
+    reason: str
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Cumulative-free histogram: counts[i] = observations in (bounds[i-1], bounds[i]]; last = +Inf."""
+
+    bounds_ms: tuple[float, ...]
+    counts: tuple[int, ...]
+    count: int = 0
+    sum_ms: float = 0.0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class LatencyView:
+    proxy: str
+    backend: str
+    handshake: Histogram | None = None
+    duration: Histogram | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    taken_at: float
+    started_at: float
+    config_path: str | None
+    services: tuple[ServiceView, ...]
+    conntrack: ConntrackSummary
+    flows: tuple[FlowView, ...]  # bounded top-N (by bytes), never the whole table
+    totals: Counters = field(default_factory=Counters)
+    dns: tuple[DnsStatus, ...] = ()
+    circuit_log: tuple[CircuitTransition, ...] = ()
+    latency: tuple[LatencyView, ...] = ()
+    access_log_tail: tuple[str, ...] = ()
+    events_dropped: int = 0
+    running: bool = True
+
+    def service(self, name: str) -> ServiceView | None:
+        return next((s for s in self.services if s.name == name), None)
+
+    def backend(self, proxy: str, address: str) -> BackendView | None:
+        svc = self.service(proxy)
+        if svc is None:
+            return None
+        return next((b for b in svc.all_backends() if b.address == address), None)
+
+
+class Level(enum.StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something the engine did or saw; shown by the console's events pane and logged headless."""
+
+    seq: int
+    ts: float
+    kind: str  # "started", "weight", "drain", "health", "circuit", "panic", "command", "reload", ...
+    message: str
+    level: Level = Level.INFO
+    proxy: str | None = None
+    backend: str | None = None
+
+
+# ---- commands: what a front end may ask the engine to do ---------------------------------------
+
+
+@dataclass(frozen=True)
+class SetWeight:
+    proxy: str
+    backend: str  # "ip:port"
+    weight: int
+
+
+@dataclass(frozen=True)
+class AddBackend:
+    proxy: str
+    backend: str
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class RemoveBackend:
+    proxy: str
+    backend: str
+
+
+@dataclass(frozen=True)
+class Drain:
+    proxy: str
+    backend: str
+    timeout_s: float | None = None  # None: settings.drain_timeout_s
+
+
+@dataclass(frozen=True)
+class Undrain:
+    proxy: str
+    backend: str
+
+
+@dataclass(frozen=True)
+class SetRateLimit:
+    proxy: str
+    per_source_rate: int | None = None  # None: unchanged; 0: limit removed
+    per_source_burst: int | None = None
+    per_backend_rate: int | None = None
+    per_backend_burst: int | None = None
+
+
+@dataclass(frozen=True)
+class Reload:
+    path: str | None = None  # None: the file the engine was started with
+
+
+@dataclass(frozen=True)
+class CircuitCommand:
+    proxy: str
+    backend: str
+    action: str  # "force_open" | "force_close" | "reset"
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+Command = (
+    SetWeight | AddBackend | RemoveBackend | Drain | Undrain | SetRateLimit | Reload | CircuitCommand | Stop
+)
+
+COMMAND_TYPES: dict[str, type] = {
+    c.__name__: c
+    for c in (
+        SetWeight,
+        AddBackend,
+        RemoveBackend,
+        Drain,
+        Undrain,
+        SetRateLimit,
+        Reload,
+        CircuitCommand,
+        Stop,
+    )
+}
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    ok: bool
+    message: str
+
+
+class EngineHandle(Protocol):
+    """What a front end (console, headless, control socket) needs from an engine.
+
+    Two implementations: the in-process runner (engine on its own thread and event loop) and the
+    control-socket client. All methods are safe to call from any thread.
+    """
+
+    def snapshot(self) -> Snapshot: ...
+
+    def submit(self, command: Command, timeout: float = 10.0) -> CommandResult: ...
+
+    def events_since(self, seq: int, limit: int = 1000) -> Sequence[Event]: ...
+
+    def close(self) -> None: ...
+
+
+def now() -> float:
+    return time.time()
+
+
+def to_jsonable(value: Any) -> Any:
+    """A dataclass tree as plain JSON values (enums become their strings)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return out
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (tuple, list)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class FlowEvent:
+    """A connection opened or closed, as reported by the data path (ring buffer) or the idle sweep."""
+
+    kind: str  # "new" | "closed"
+    ts: float  # unix time of the event
+    proxy: str
+    protocol: str  # "tcp" | "udp"
+    client_ip: str
+    client_port: int
+    vip_ip: str
+    vip_port: int
+    backend_ip: str
+    backend_port: int
+    packets_in: int = 0  # client -> backend
+    bytes_in: int = 0
+    packets_out: int = 0  # backend -> client
+    bytes_out: int = 0
+    duration_s: float | None = None  # closed events: first packet -> close
+    handshake_s: float | None = None  # TCP: SYN -> SYN-ACK, measured in the data path
+    close_reason: str | None = None  # "fin" | "rst" | "idle" | "evicted"
+
+    @property
+    def backend(self) -> str:
+        return f"{self.backend_ip}:{self.backend_port}"
