@@ -1,0 +1,90 @@
+"""The kernel side of lbtui: compile/load/attach the BPF programs and typed access to their maps.
+
+This package is the only importer of bcc and pyroute2 and the only place that knows map layouts.
+`Dataplane` bundles what the engine needs: the loaded programs, the maps, the attachments and the
+event ring-buffer reader thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from lbtui.dataplane.loader import Attachment, DataplaneError, DataplaneSpec, Loaded, check_privileges
+from lbtui.dataplane.maps import FlowEntry, Maps, RawFlowEvent
+
+__all__ = ["Dataplane", "DataplaneError", "DataplaneSpec", "FlowEntry", "RawFlowEvent", "check_privileges"]
+
+log = logging.getLogger(__name__)
+
+
+class Dataplane:
+    def __init__(self, spec: DataplaneSpec, xdp_mode: str = "auto"):
+        self.spec = spec
+        self.xdp_mode = xdp_mode
+        self._loaded: Loaded | None = None
+        self._maps: Maps | None = None
+        self._attachments: dict[str, Attachment] = {}
+        self._reader: threading.Thread | None = None
+        self._reader_stop = threading.Event()
+
+    def load(self) -> None:
+        self._loaded = Loaded(self.spec)
+        self._maps = Maps(self._loaded)
+
+    @property
+    def maps(self) -> Maps:
+        if self._maps is None:
+            raise DataplaneError("the data path is not loaded")
+        return self._maps
+
+    @property
+    def loaded(self) -> Loaded:
+        if self._loaded is None:
+            raise DataplaneError("the data path is not loaded")
+        return self._loaded
+
+    @property
+    def interfaces(self) -> tuple[str, ...]:
+        return tuple(self._attachments)
+
+    def set_interfaces(self, wanted: Sequence[str]) -> None:
+        """Attach to interfaces that are new, detach from those no longer wanted."""
+        for ifname in [i for i in self._attachments if i not in wanted]:
+            self._attachments.pop(ifname).detach()
+        for ifname in wanted:
+            if ifname not in self._attachments:
+                att = Attachment(self.loaded, [ifname], self.xdp_mode)
+                att.attach()
+                self._attachments[ifname] = att
+
+    def start_event_reader(self, callback: Callable[[RawFlowEvent], None]) -> None:
+        """Poll the ring buffer on a thread of its own; callback runs on that thread."""
+        self.maps.open_events(callback)
+
+        def run() -> None:
+            while not self._reader_stop.is_set():
+                try:
+                    self.maps.poll_events(100)
+                except Exception:  # never let one bad event stop the reader
+                    log.exception("event reader")
+
+        self._reader = threading.Thread(target=run, name="lbtui-events", daemon=True)
+        self._reader.start()
+
+    def close(self) -> None:
+        """Detach everything and release the programs and maps; safe on any partial state."""
+        self._reader_stop.set()
+        if self._reader is not None:
+            self._reader.join(timeout=2)
+            self._reader = None
+        for ifname in list(self._attachments):
+            try:
+                self._attachments.pop(ifname).detach()
+            except Exception:
+                log.exception("detaching from %s", ifname)
+        if self._loaded is not None:
+            self._loaded.close()
+            self._loaded = None
+            self._maps = None

@@ -7,15 +7,18 @@ Both attachments outlive the process (PITFALLS.md #9), so `detach` runs on every
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
 import json
 import logging
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lbtui.dataplane import structs
 
@@ -28,6 +31,27 @@ TC_PROG = "lbtui_tc"
 TC_PARENT_EGRESS = "ffff:fff3"
 TC_PRIO = 0xC000  # our egress filter's preference; a fixed value so we can find and remove it
 TC_HANDLE = 1
+T = TypeVar("T")
+
+
+def _off_loop(fn: Callable[..., T]) -> Callable[..., T]:
+    """Run a pyroute2 call on a short-lived thread when this thread runs an asyncio loop.
+
+    pyroute2 0.9's synchronous API drives an asyncio loop of its own in the calling thread, which
+    fails inside a running loop (the engine's). Netlink calls are rare (attach/detach), so a thread
+    each is fine.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return fn(*args, **kwargs)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(fn, *args, **kwargs).result()
+
+    return wrapper
 
 
 class DataplaneError(Exception):
@@ -163,6 +187,7 @@ class Attachment:
                 last = exc
         raise DataplaneError(f"cannot attach XDP to {ifname}: {last}")
 
+    @_off_loop
     def _attach_tc(self, ifname: str) -> None:
         from pyroute2 import IPRoute
         from pyroute2.netlink.exceptions import NetlinkError
@@ -217,6 +242,7 @@ def _ifindex(ipr: Any, ifname: str) -> int:
     return int(found[0])
 
 
+@_off_loop
 def _remove_tc_filter(ifname: str, delete_clsact: bool) -> None:
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
@@ -252,6 +278,7 @@ def _ingress_filters(ipr: Any, idx: int) -> list[Any]:
         return []
 
 
+@_off_loop
 def attached_programs(ifname: str) -> dict[str, str | None]:
     """Names of the XDP program and of our TC egress filter on an interface (None if absent)."""
     out = subprocess.run(["ip", "-j", "-d", "link", "show", "dev", ifname], capture_output=True, text=True)

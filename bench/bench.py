@@ -1,0 +1,466 @@
+#!/usr/bin/env python3
+"""lbtui side-by-side traffic benchmark.
+
+For every repetition and every mode a fresh lab (``lbtui.lab.Lab``: client ns -> LB ns -> backend
+namespaces on a bridge) is built, nginx backends are started, the load balancer under test is started
+in the LB namespace, and the same wrk loads run from the client namespace. Fresh namespaces per
+(rep, mode) cell keep backend TIME_WAIT / conntrack state of one mode from hurting the next
+(PITFALLS #12). After each mode the LB namespace is checked for XDP, tc and nftables leftovers.
+
+Modes:
+  direct   client -> backend 1 (10.0.2.11:8080) directly, routed through the LB ns (the ceiling)
+  nft      nftables DNAT, ``numgen random`` over the backends (kernel conntrack + NAT)
+  haproxy  HAProxy in TCP mode, 1 thread (a full proxy: two TCP connections per client connection)
+  lbtui    ``ip netns exec <p>lb PYTHON -m lbtui -c CFG --no-ui`` (XDP DNAT + TC SNAT), stopped by SIGTERM
+
+Loads (wrk, 1 thread, --conns connections):
+  keepalive  HTTP/1.1 keep-alive: per-packet cost of the LB path
+  close      ``Connection: close``: a new TCP connection per request (per-flow cost); wrk's latency
+             excludes the handshake (PITFALLS #14)
+
+Prints a markdown table of medians and ratios to ``direct`` and writes every sample as JSON.
+Needs root, wrk, nginx, nft, haproxy, curl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+try:
+    from lbtui.lab import Lab, LabSpec
+except ImportError:  # run from a checkout without the package installed
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from lbtui.lab import Lab, LabSpec
+
+MODES = ("direct", "nft", "haproxy", "lbtui")
+LOADS = ("keepalive", "close")
+BACKEND_PORT = 8080
+VIP_PORT = 80
+NFT_TABLE = "lbtui_bench"
+REQUIRED_TOOLS = {"direct": [], "nft": ["nft"], "haproxy": ["haproxy"], "lbtui": []}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class ModeRecord:
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    spread: list[dict[str, int]] = field(default_factory=list)
+    ready_s: list[float] = field(default_factory=list)
+    leftovers: list[list[str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- backends and load balancers
+
+
+def nginx_conf(workdir: str, name: str) -> str:
+    return f"""worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {workdir}/tmp; proxy_temp_path {workdir}/tmp; fastcgi_temp_path {workdir}/tmp;
+  uwsgi_temp_path {workdir}/tmp; scgi_temp_path {workdir}/tmp;
+  keepalive_requests 1000000;
+  server {{
+    listen {BACKEND_PORT} reuseport backlog=4096;
+    location / {{ default_type text/plain; return 200 "{name}\\n"; }}
+  }}
+}}
+"""
+
+
+def start_nginx_backends(lab: Lab) -> None:
+    for i in lab.backend_ids:
+        d = os.path.join(lab.workdir, f"nginx-b{i}")
+        os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(nginx_conf(d, f"b{i}"))
+        out = open(os.path.join(d, "stdout.log"), "w")  # noqa: SIM115 (the child keeps it)
+        lab.popen(lab.ns_backend(i), "nginx", "-c", conf, stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+    for i in lab.backend_ids:
+        url = f"http://{lab.backend_ip(i)}:{BACKEND_PORT}/"
+        if not wait_for_body(lab, lab.ns_lb, url, f"b{i}", timeout=10):
+            raise RuntimeError(f"nginx backend b{i} did not come up")
+
+
+def curl_body(lab: Lab, ns: str, url: str) -> str | None:
+    r = lab.run(ns, "curl", "-s", "-m", "1", url, check=False, timeout=5)
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def wait_for_body(lab: Lab, ns: str, url: str, pattern: str, timeout: float, proc: Any = None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        body = curl_body(lab, ns, url)
+        if body is not None and re.fullmatch(pattern, body):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+class LoadBalancer:
+    """One mode's load balancer inside the lab's LB namespace."""
+
+    def __init__(self, mode: str, lab: Lab, args: argparse.Namespace) -> None:
+        self.mode, self.lab, self.args = mode, lab, args
+        self.proc: subprocess.Popen[Any] | None = None
+        self.logfile = os.path.join(lab.workdir, f"lb-{mode}.log")
+
+    @property
+    def target(self) -> str:
+        if self.mode == "direct":
+            return f"http://{self.lab.backend_ip(1)}:{BACKEND_PORT}/"
+        return f"http://{self.lab.vip}:{VIP_PORT}/"
+
+    def backends(self) -> list[str]:
+        return [f"{self.lab.backend_ip(i)}:{BACKEND_PORT}" for i in self.lab.backend_ids]
+
+    def start(self) -> float:
+        """Start; returns seconds until the target answered with a backend name."""
+        t0 = time.monotonic()
+        lab, ns = self.lab, self.lab.ns_lb
+        if self.mode == "nft":
+            elems = ", ".join(
+                f"{n} : {b.split(':')[0]} . {b.split(':')[1]}" for n, b in enumerate(self.backends())
+            )
+            rules = (
+                f"table ip {NFT_TABLE} {{\n chain prerouting {{\n"
+                "  type nat hook prerouting priority dstnat; policy accept;\n"
+                f"  ip daddr {lab.vip} tcp dport {VIP_PORT} "
+                f"dnat ip to numgen random mod {len(self.backends())} map {{ {elems} }}\n }}\n}}\n"
+            )
+            path = os.path.join(lab.workdir, "nft.rules")
+            with open(path, "w") as f:
+                f.write(rules)
+            lab.run(ns, "nft", "-f", path)
+        elif self.mode == "haproxy":
+            servers = "".join(f"  server b{n + 1} {b}\n" for n, b in enumerate(self.backends()))
+            cfg = (
+                "global\n  maxconn 8000\n  nbthread 1\n"  # higher maxconn exceeds the FD limit (PITFALLS #15)
+                "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n"
+                f"frontend fe\n  bind {lab.vip}:{VIP_PORT}\n  default_backend be\n"
+                f"backend be\n  balance roundrobin\n{servers}"
+            )
+            path = os.path.join(lab.workdir, "haproxy.cfg")
+            with open(path, "w") as f:
+                f.write(cfg)
+            self._popen("haproxy", "-db", "-f", path)
+        elif self.mode == "lbtui":
+            path = os.path.join(lab.workdir, "lbtui.toml")
+            with open(path, "w") as f:
+                f.write(lab.config_toml(weights=(1,) * lab.spec.backends))
+            self._popen(self.args.python, "-m", "lbtui", "-c", path, "--no-ui")
+        if not wait_for_body(lab, lab.ns_client, self.target, r"b\d+", self.args.ready_timeout, self.proc):
+            state = "exited" if self.proc is not None and self.proc.poll() is not None else "not answering"
+            raise RuntimeError(f"{self.mode} {state} on {self.target}; log: {self._log_tail()}")
+        return time.monotonic() - t0
+
+    def _popen(self, *cmd: str) -> None:
+        out = open(self.logfile, "a")  # noqa: SIM115 (the child keeps it)
+        self.proc = self.lab.popen(self.lab.ns_lb, *cmd, stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+
+    def _log_tail(self, n: int = 800) -> str:
+        try:
+            with open(self.logfile) as f:
+                return f.read()[-n:].strip() or "(empty)"
+        except FileNotFoundError:
+            return "(none)"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            # SIGTERM first and give the LB time to detach its programs itself
+            Lab.stop_process(self.proc, timeout=15.0)
+            self.proc = None
+        if self.mode == "nft":
+            self.lab.run(self.lab.ns_lb, "nft", "delete", "table", "ip", NFT_TABLE, check=False)
+
+
+def leftovers(lab: Lab) -> list[str]:
+    """XDP programs, clsact/ingress qdiscs or nftables rules still present in the LB namespace."""
+    found = []
+    ns = lab.ns_lb
+    for line in lab.run(ns, "ip", "-o", "link", "show", check=False).stdout.splitlines():
+        if re.search(r"\bxdp(generic|drv|offload)?\b|prog/xdp", line):
+            found.append("xdp on " + line.split(":")[1].strip().split("@")[0])
+    for line in lab.run(ns, "tc", "qdisc", "show", check=False).stdout.splitlines():
+        if line.startswith(("qdisc clsact", "qdisc ingress")):
+            found.append(line.strip())
+    if lab.run(ns, "nft", "list", "ruleset", check=False).stdout.strip():
+        found.append("nftables ruleset not empty")
+    return found
+
+
+# ---------------------------------------------------------------- load
+
+
+_UNITS_US = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0, "m": 60_000_000.0}
+
+
+def _to_us(value: str, unit: str) -> float:
+    return float(value) * _UNITS_US[unit]
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    """Requests/s, p50/p90/p99 latency (µs) and errors from ``wrk --latency`` text output."""
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    total = re.search(r"^\s*(\d+) requests in ([\d.]+)(\w+),", out, re.M)
+    if rps is None or total is None:
+        raise RuntimeError(f"cannot parse wrk output:\n{out}")
+    res: dict[str, Any] = {"rps": float(rps.group(1)), "requests": int(total.group(1))}
+    for pct in (50, 90, 99):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+        res[f"p{pct}_us"] = round(_to_us(m.group(1), m.group(2)), 1) if m else None
+    errors = 0
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sock:
+        errors += sum(int(x) for x in sock.groups())
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    res["errors"] = errors
+    return res
+
+
+def run_wrk(lab: Lab, load: str, url: str, duration: int, args: argparse.Namespace) -> dict[str, Any]:
+    bound = duration + 20
+    cmd = [
+        "timeout",
+        str(bound),
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.conns}",
+        f"-d{duration}s",
+        "--latency",
+    ]
+    if load == "close":
+        cmd += ["-H", "Connection: close"]
+    r = lab.run(lab.ns_client, *cmd, url, check=False, timeout=bound + 10)
+    if r.returncode != 0:
+        raise RuntimeError(f"wrk failed ({r.returncode}): {r.stdout}{r.stderr}")
+    return parse_wrk(r.stdout)
+
+
+# ---------------------------------------------------------------- main loop
+
+
+def run_cell(mode: str, rep: int, args: argparse.Namespace, record: ModeRecord) -> None:
+    lab = Lab(LabSpec(prefix=args.prefix, backends=args.backends, second_client=False))
+    lb: LoadBalancer | None = None
+    try:
+        lab.up()
+        # haproxy originates connections from the LB namespace: many ports, TIME_WAIT reuse
+        lab.sysctl(lab.ns_lb, "net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1")
+        start_nginx_backends(lab)
+        lb = LoadBalancer(mode, lab, args)
+        record.ready_s.append(round(lb.start(), 2))
+        record.spread.append(lab.http_requests(12, url=lb.target))
+        if args.warmup:
+            run_wrk(lab, "keepalive", lb.target, args.warmup, args)
+        for load in args.loads:
+            res = run_wrk(lab, load, lb.target, args.duration, args)
+            res["rep"] = rep
+            record.samples.setdefault(load, []).append(res)
+            log(
+                f"   {load:<9} {res['rps']:>10.0f} req/s  p50 {res['p50_us']:>8}us  "
+                f"p99 {res['p99_us']:>8}us  errors {res['errors']}"
+            )
+    except Exception as e:  # keep going with the other cells
+        log(f"   ERROR {mode}: {e}")
+        record.errors.append(str(e)[:1000])
+    finally:
+        if lb is not None:
+            lb.stop()
+            left = leftovers(lab)
+            if left:
+                record.leftovers.append(left)
+                log(f"   {mode} left behind: {', '.join(left)}")
+        lab.down()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.monotonic()
+    records = {m: ModeRecord() for m in args.modes}
+    skipped = 0
+    for rep in range(1, args.reps + 1):
+        shift = (rep - 1) % len(args.modes)
+        order = args.modes[shift:] + args.modes[:shift]  # rotate so slow drift hits every mode alike
+        for mode in order:
+            if time.monotonic() - started > args.max_minutes * 60:
+                skipped += 1
+                continue
+            log(f"== rep {rep}/{args.reps} mode {mode}")
+            run_cell(mode, rep, args, records[mode])
+    if skipped:
+        log(f"time budget of {args.max_minutes} min used up: {skipped} cells skipped")
+    return {
+        "info": {
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "kernel": platform.release(),
+            "cpus": os.cpu_count(),
+            "args": {k: v for k, v in vars(args).items() if k != "out"},
+            "elapsed_s": round(time.monotonic() - started, 1),
+            "skipped_cells": skipped,
+        },
+        "modes": {
+            m: {
+                "samples": r.samples,
+                "spread": r.spread,
+                "ready_s": r.ready_s,
+                "leftovers": r.leftovers,
+                "errors": r.errors,
+            }
+            for m, r in records.items()
+        },
+    }
+
+
+# ---------------------------------------------------------------- report
+
+
+def _median(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def _fmt(x: float | None, spec: str = ",.0f") -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    info, modes = report["info"], report["modes"]
+    loads = info["args"]["loads"]
+    a = info["args"]
+    lines = [
+        f"{info['date']}, kernel {info['kernel']}, {info['cpus']} CPUs; {a['backends']} nginx backends "
+        f"(1 worker each); wrk -t{a['threads']} -c{a['conns']}, {a['duration']} s per load, "
+        f"{a['reps']} rep(s), medians; x = ratio of req/s to `direct`.",
+        "",
+    ]
+    head, sep = "| mode |", "|---|"
+    for load in loads:
+        head += f" {load} req/s | x | p50 µs | p99 µs | errors |"
+        sep += "---:|---:|---:|---:|---:|"
+    lines += [head, sep]
+    ceiling = {
+        load: _median([s["rps"] for s in modes.get("direct", {}).get("samples", {}).get(load, [])])
+        for load in loads
+    }
+    for mode, rec in modes.items():
+        row = f"| {mode} |"
+        for load in loads:
+            samples = rec["samples"].get(load, [])
+            if not samples:
+                row += " — | — | — | — | — |"
+                continue
+            rps = _median([s["rps"] for s in samples])
+            c = ceiling[load]
+            ratio = f"{rps / c:.2f}" if rps is not None and c else "—"
+            row += (
+                f" {_fmt(rps)} | {ratio} | {_fmt(_median([s['p50_us'] for s in samples]))} |"
+                f" {_fmt(_median([s['p99_us'] for s in samples]))} | {sum(s['errors'] for s in samples)} |"
+            )
+        lines.append(row)
+    lines.append("")
+    for mode, rec in modes.items():
+        notes = []
+        if rec["spread"]:
+            notes.append("spread of 12 requests " + json.dumps(rec["spread"][0], sort_keys=True))
+        if rec["ready_s"]:
+            notes.append(f"ready after {_fmt(_median(rec['ready_s']), '.2f')} s")
+        notes.append(f"leftovers: {rec['leftovers'][0]}" if rec["leftovers"] else "no leftovers")
+        if rec["errors"]:
+            notes.append(f"ERRORS: {rec['errors'][0][:300]}")
+        lines.append(f"- `{mode}`: " + "; ".join(notes))
+    if info["skipped_cells"]:
+        lines.append(f"- time budget used up: {info['skipped_cells']} cells skipped")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)}")
+    ap.add_argument("--loads", default=",".join(LOADS), help=f"comma list of {', '.join(LOADS)}")
+    ap.add_argument("--duration", type=int, default=5, help="seconds per load (integer, wrk wants one)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--backends", type=int, default=3)
+    ap.add_argument("--conns", type=int, default=8, help="wrk connections")
+    ap.add_argument("--threads", type=int, default=1, help="wrk threads")
+    ap.add_argument(
+        "--warmup", type=int, default=1, help="seconds of keep-alive load before measuring (0 = none)"
+    )
+    ap.add_argument("--prefix", default="lbb", help="lab name prefix (max 4 chars)")
+    ap.add_argument("--python", default=sys.executable, help="Python that runs `-m lbtui` (mode lbtui)")
+    ap.add_argument("--ready-timeout", type=float, default=30.0, help="seconds for an LB to start answering")
+    ap.add_argument("--max-minutes", type=float, default=30.0, help="stop starting new cells after this")
+    ap.add_argument("--out", help="JSON output path (default: a new file under the system temp dir)")
+    args = ap.parse_args(argv)
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    args.loads = [x.strip() for x in args.loads.split(",") if x.strip()]
+    bad = [m for m in args.modes if m not in MODES] + [x for x in args.loads if x not in LOADS]
+    if bad or not args.modes or not args.loads:
+        ap.error(f"unknown or empty modes/loads: {bad}")
+    if not (1 <= args.duration <= 120 and 1 <= args.reps <= 20 and 1 <= args.conns <= 1024):
+        ap.error("keep it bounded: 1 <= duration <= 120, 1 <= reps <= 20, 1 <= conns <= 1024")
+    if not (0 <= args.warmup <= 30 and 1 <= args.threads <= 16 and 0 < args.max_minutes <= 240):
+        ap.error("keep it bounded: 0 <= warmup <= 30, 1 <= threads <= 16, 0 < max-minutes <= 240")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        log("needs root (network namespaces, nftables, XDP)")
+        return 2
+    tools = {"ip", "ethtool", "ping", "curl", "wrk", "nginx"}
+    for m in args.modes:
+        tools.update(REQUIRED_TOOLS[m])
+    missing = sorted(t for t in tools if shutil.which(t) is None)
+    if missing:
+        log(f"missing tools: {', '.join(missing)}")
+        return 2
+
+    def on_term(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # unwinds through run_cell's finally: the lab is removed
+
+    signal.signal(signal.SIGTERM, on_term)
+    report = run(args)
+    out = args.out or os.path.join(
+        tempfile.gettempdir(), f"lbtui-bench-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
+    )
+    with open(out, "w") as f:
+        json.dump(report, f, indent=1, sort_keys=True)
+    print(markdown(report))
+    log(f"samples written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

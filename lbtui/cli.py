@@ -1,0 +1,136 @@
+"""Command line (DESIGN.md section 6).
+
+    lbtui -c FILE                 console with the engine embedded
+    lbtui -c FILE --no-ui         headless
+    lbtui --check -c FILE         validate only
+    lbtui demo [--no-ui]          the demo lab with the load balancer on it
+
+Exit codes: 0 clean stop, 1 bad config, 2 usage, 3 kernel/privilege problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from lbtui.config import Config, ConfigError, load_config
+
+EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_KERNEL = 0, 1, 2, 3
+
+log = logging.getLogger("lbtui")
+
+
+def _main_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lbtui",
+        description="Layer-4 load balancer (XDP/TC data path) with an operator console.",
+        epilog="Other commands: `lbtui demo [--no-ui]` runs a self-contained demo lab.",
+    )
+    p.add_argument("-c", "--config", metavar="FILE", help="configuration file (TOML)")
+    p.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    p.add_argument("--no-ui", action="store_true", help="run headless (logs to stderr)")
+    p.add_argument(
+        "--stats-interval",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="headless: seconds between stats lines (default 10)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def _demo_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lbtui demo",
+        description=(
+            "Build a lab of network namespaces (a client, the load-balancer host, three HTTP/UDP backends), "
+            "run lbtui on it with light background traffic, and remove everything on exit."
+        ),
+    )
+    p.add_argument("--no-ui", action="store_true", help="run headless")
+    p.add_argument("--prefix", default="lbtd", help="name prefix of the lab's namespaces (default lbtd)")
+    p.add_argument("--rate", type=float, default=20.0, help="background requests per second (default 20)")
+    p.add_argument("--stats-interval", type=float, default=10.0, metavar="S")
+    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "demo":
+        from lbtui.demo import run_demo
+
+        dargs = _demo_parser().parse_args(args[1:])
+        _setup_logging(dargs.verbose, quiet=not dargs.no_ui)
+        return run_demo(
+            no_ui=dargs.no_ui,
+            prefix=dargs.prefix,
+            rate=dargs.rate,
+            stats_interval_s=dargs.stats_interval,
+            duration_s=dargs.duration,
+        )
+    parser = _main_parser()
+    ns = parser.parse_args(args)
+    if not ns.config:
+        parser.error("-c FILE is required")
+    try:
+        config = load_config(ns.config)
+    except ConfigError as exc:
+        print(f"lbtui: invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if ns.check:
+        print(f"{ns.config}: ok ({len(config.proxies)} proxies)")
+        return EXIT_OK
+    _setup_logging(ns.verbose, quiet=not ns.no_ui)
+    return run(config, no_ui=ns.no_ui, stats_interval_s=ns.stats_interval)
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    from lbtui.headless import configure_logging
+
+    # with the console on screen, only warnings reach stderr (the console shows the events)
+    configure_logging(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+
+
+def run(config: Config, no_ui: bool, stats_interval_s: float = 10.0) -> int:
+    """Start the engine for `config` and run a front end until it stops."""
+    from lbtui.dataplane import DataplaneError, check_privileges
+    from lbtui.runner import EngineRunner
+
+    problem = check_privileges()
+    if problem:
+        print(f"lbtui: {problem}", file=sys.stderr)
+        return EXIT_KERNEL
+    runner = EngineRunner(config)
+    try:
+        runner.start()
+    except DataplaneError as exc:
+        print(f"lbtui: {exc}", file=sys.stderr)
+        return EXIT_KERNEL
+    except (OSError, RuntimeError, ValueError) as exc:
+        print(f"lbtui: cannot start: {exc}", file=sys.stderr)
+        return EXIT_KERNEL
+    if no_ui:
+        from lbtui.headless import run_headless
+
+        return run_headless(runner, stats_interval_s, is_alive=lambda: runner.engine.running)
+    return run_console(runner, config)
+
+
+def run_console(runner: object, config: Config, title: str = "lbtui") -> int:
+    from lbtui.app import LbtuiApp
+
+    app = LbtuiApp(runner, refresh_s=config.settings.console.refresh_s, title=title)  # type: ignore[arg-type]
+    try:
+        app.run()
+    finally:
+        runner.close()  # type: ignore[attr-defined]
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""Tiny servers and clients for the demo/test lab (stdlib only, no lbtui imports).
+
+Run inside a backend namespace:
+
+    python -m lbtui.labservers --name b1 --http-port 8080 --udp-port 5353 [--health-port N]
+                               [--record FILE] [--ready-file FILE]
+
+- HTTP/1.1 with keep-alive: ``GET /`` -> "b1\\n", ``GET /healthz`` -> 200 "ok",
+  ``GET /sleep?ms=N`` -> "b1\\n" after N ms, anything else -> 404. ``Connection: close`` is honoured.
+- UDP echo: a datagram "x" is answered with "b1 x".
+- ``--record FILE``: one line "client_ip:client_port" per accepted TCP connection, flushed per line.
+- ``--ready-file FILE``: created once every socket is bound (the lab waits for it).
+
+Run inside a client namespace (each prints one JSON line on stdout):
+
+    python -m lbtui.labservers client http --url URL --count N (--new-conn | --keepalive)
+    python -m lbtui.labservers client udp --host H --port P --count N
+    python -m lbtui.labservers client hold --host H --port P --count N --seconds S
+    python -m lbtui.labservers client traffic --url URL --udp-host H --udp-port P --rate R
+
+``http``/``udp`` print ``{"b1": k, ..., "errors": e}``. ``hold`` opens N keep-alive connections,
+asks each once, prints ``{"event": "opened", "backends": {...}, "errors": e}``, holds them S seconds,
+asks each again and prints ``{"event": "done", "backends": {...}, "errors": e}`` (backends that still
+answered on the same connection). ``traffic`` runs until killed and prints one line per request:
+``http b1``, ``udp b2``, ``http !`` (failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import http.client
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Sequence
+from typing import TextIO, cast
+
+log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 16384
+ERRORS_KEY = "errors"
+
+
+# ---------------------------------------------------------------- servers
+
+
+class BackendServer:
+    """HTTP + UDP echo server answering with its backend name."""
+
+    def __init__(self, name: str, record: TextIO | None) -> None:
+        self.name = name
+        self.record = record
+
+    async def handle_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        if self.record is not None and peer:
+            self.record.write(f"{peer[0]}:{peer[1]}\n")
+            self.record.flush()
+        try:
+            while await self._serve_one_request(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            pass  # client went away or sent garbage: just close
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def _serve_one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; False when the connection must be closed."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as e:
+            if e.partial.strip():
+                raise
+            return False  # clean EOF between requests
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, version = _parse_request_line(lines[0])
+        headers = _parse_headers(lines[1:])
+        length = int(headers.get("content-length", "0") or "0")
+        if length:
+            await reader.readexactly(length)  # body is ignored, but must be consumed
+        conn_tokens = {t.strip() for t in headers.get("connection", "").lower().split(",")}
+        keep_alive = "keep-alive" in conn_tokens if version == "HTTP/1.0" else "close" not in conn_tokens
+        status, body = await self._route(method, target)
+        head_out = (
+            f"HTTP/1.1 {status}\r\n"
+            f"Content-Type: text/plain\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            f"X-Backend: {self.name}\r\n"
+            f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
+        )
+        writer.write(head_out.encode() + (body if method != "HEAD" else b""))
+        await writer.drain()
+        return keep_alive
+
+    async def _route(self, method: str, target: str) -> tuple[str, bytes]:
+        if method not in ("GET", "HEAD"):
+            return "405 Method Not Allowed", b"method not allowed\n"
+        url = urllib.parse.urlsplit(target)
+        if url.path == "/":
+            return "200 OK", f"{self.name}\n".encode()
+        if url.path == "/healthz":
+            return "200 OK", b"ok"
+        if url.path == "/sleep":
+            query = urllib.parse.parse_qs(url.query)
+            ms = min(int(query.get("ms", ["0"])[0]), 3_600_000)
+            await asyncio.sleep(ms / 1000)
+            return "200 OK", f"{self.name}\n".encode()
+        return "404 Not Found", b"not found\n"
+
+
+class UdpEcho(asyncio.DatagramProtocol):
+    def __init__(self, name: str) -> None:
+        self.prefix = f"{name} ".encode()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.transport is not None:
+            self.transport.sendto(self.prefix + data, addr)
+
+
+def _parse_request_line(line: str) -> tuple[str, str, str]:
+    parts = line.split(" ")
+    if len(parts) != 3:
+        raise ValueError(f"bad request line {line!r}")
+    return parts[0], parts[1], parts[2]
+
+
+def _parse_headers(lines: Sequence[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for line in lines:
+        if ":" in line:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+    return headers
+
+
+async def serve(args: argparse.Namespace) -> None:
+    record = open(args.record, "a", buffering=1) if args.record else None  # noqa: SIM115 (lives as long as the server)
+    server = BackendServer(args.name, record)
+    loop = asyncio.get_running_loop()
+    servers = []
+    ports = [args.http_port] + ([args.health_port] if args.health_port else [])
+    for port in ports:
+        servers.append(
+            await asyncio.start_server(
+                server.handle_http, args.bind, port, backlog=4096, reuse_address=True, limit=MAX_HEADER_BYTES
+            )
+        )
+    transport = None
+    if args.udp_port:
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: UdpEcho(args.name), local_addr=(args.bind, args.udp_port)
+        )
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if args.ready_file:
+        with open(args.ready_file, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    await stop.wait()
+    for s in servers:
+        s.close()
+    if transport is not None:
+        transport.close()
+    if record is not None:
+        record.close()
+
+
+# ---------------------------------------------------------------- clients
+
+
+def _backend_of_body(body: bytes) -> str:
+    return body.decode(errors="replace").strip().split(" ")[0] or "?"
+
+
+def _http_get(conn: http.client.HTTPConnection, path: str, close: bool) -> str:
+    headers = {"Connection": "close"} if close else {}
+    conn.request("GET", path, headers=headers)
+    resp = conn.getresponse()
+    body = resp.read()
+    if resp.status != 200:
+        raise OSError(f"HTTP status {resp.status}")
+    return _backend_of_body(body)
+
+
+def _split_url(url: str) -> tuple[str, int, str]:
+    u = urllib.parse.urlsplit(url)
+    path = u.path or "/"
+    if u.query:
+        path += "?" + u.query
+    return u.hostname or "127.0.0.1", u.port or 80, path
+
+
+def http_counts(url: str, count: int, new_conn: bool, timeout: float) -> dict[str, int]:
+    host, port, path = _split_url(url)
+    counts: Counter[str] = Counter()
+    errors = 0
+    conn: http.client.HTTPConnection | None = None
+    for _ in range(count):
+        if conn is None:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            counts[_http_get(conn, path, close=new_conn)] += 1
+        except (OSError, http.client.HTTPException):
+            errors += 1
+            conn.close()
+            conn = None  # a broken keep-alive connection is replaced by a new one
+            continue
+        if new_conn:
+            conn.close()
+            conn = None
+    if conn is not None:
+        conn.close()
+    return {**dict(counts), ERRORS_KEY: errors}
+
+
+def udp_counts(host: str, port: int, count: int, timeout: float) -> dict[str, int]:
+    """One fresh socket (so one fresh source port, i.e. one new flow) per query."""
+    counts: Counter[str] = Counter()
+    errors = 0
+    for i in range(count):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(timeout)
+            payload = f"q{i}".encode()
+            try:
+                s.sendto(payload, (host, port))
+                data, _ = s.recvfrom(2048)
+            except OSError:
+                errors += 1
+                continue
+            name, _, echoed = data.decode(errors="replace").partition(" ")
+            if echoed != payload.decode():
+                errors += 1
+                continue
+            counts[name] += 1
+    return {**dict(counts), ERRORS_KEY: errors}
+
+
+def hold_connections(host: str, port: int, count: int, seconds: float, timeout: float) -> None:
+    conns: list[http.client.HTTPConnection] = []
+    first: Counter[str] = Counter()
+    errors = 0
+    for _ in range(count):
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            first[_http_get(conn, "/", close=False)] += 1
+            conns.append(conn)
+        except (OSError, http.client.HTTPException):
+            errors += 1
+            conn.close()
+    _emit({"event": "opened", "backends": dict(first), ERRORS_KEY: errors})
+    time.sleep(seconds)
+    second: Counter[str] = Counter()
+    errors = 0
+    for held in conns:
+        try:
+            second[_http_get(held, "/", close=True)] += 1
+        except (OSError, http.client.HTTPException):
+            errors += 1
+        held.close()
+    _emit({"event": "done", "backends": dict(second), ERRORS_KEY: errors})
+
+
+def traffic(url: str, udp_host: str | None, udp_port: int, rate: float, timeout: float) -> None:
+    """Light steady load until killed: alternating HTTP (new connection) and UDP (new socket)."""
+    interval = 1.0 / rate
+    next_at = time.monotonic()
+    do_udp = False
+    while True:
+        if do_udp and udp_host:
+            r = udp_counts(udp_host, udp_port, 1, timeout)
+            kind = "udp"
+        else:
+            r = http_counts(url, 1, new_conn=True, timeout=timeout)
+            kind = "http"
+        do_udp = not do_udp
+        names = [k for k, v in r.items() if k != ERRORS_KEY and v]
+        print(f"{kind} {names[0] if names else '!'}", flush=True)
+        next_at += interval
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            next_at = time.monotonic()  # fell behind: do not burst to catch up
+
+
+def _emit(obj: object) -> None:
+    print(json.dumps(obj, sort_keys=True), flush=True)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _server_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lbtui.labservers", description="lab backend servers")
+    p.add_argument("--name", required=True)
+    p.add_argument("--bind", default="0.0.0.0")
+    p.add_argument("--http-port", type=int, default=8080)
+    p.add_argument("--udp-port", type=int, default=5353, help="0 = no UDP echo")
+    p.add_argument("--health-port", type=int, default=None, help="a second HTTP port with the same handler")
+    p.add_argument("--record", help="append client_ip:client_port per accepted TCP connection")
+    p.add_argument("--ready-file", help="created once all sockets are bound")
+    return p
+
+
+def _client_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lbtui.labservers client", description="lab clients")
+    sub = p.add_subparsers(dest="kind", required=True)
+    h = sub.add_parser("http")
+    h.add_argument("--url", default="http://10.0.0.1/")
+    h.add_argument("--count", type=int, default=10)
+    mode = h.add_mutually_exclusive_group()
+    mode.add_argument("--new-conn", dest="new_conn", action="store_true", default=True)
+    mode.add_argument("--keepalive", dest="new_conn", action="store_false")
+    h.add_argument("--timeout", type=float, default=2.0)
+    u = sub.add_parser("udp")
+    u.add_argument("--host", default="10.0.0.1")
+    u.add_argument("--port", type=int, default=5353)
+    u.add_argument("--count", type=int, default=10)
+    u.add_argument("--timeout", type=float, default=1.0)
+    o = sub.add_parser("hold")
+    o.add_argument("--host", default="10.0.0.1")
+    o.add_argument("--port", type=int, default=80)
+    o.add_argument("--count", type=int, default=10)
+    o.add_argument("--seconds", type=float, default=10.0)
+    o.add_argument("--timeout", type=float, default=5.0)
+    t = sub.add_parser("traffic")
+    t.add_argument("--url", default="http://10.0.0.1/")
+    t.add_argument("--udp-host", default="10.0.0.1", help="empty = HTTP only")
+    t.add_argument("--udp-port", type=int, default=5353)
+    t.add_argument("--rate", type=float, default=20.0, help="requests per second (HTTP and UDP together)")
+    t.add_argument("--timeout", type=float, default=1.0)
+    return p
+
+
+def run_client(argv: Sequence[str]) -> int:
+    a = _client_parser().parse_args(argv)
+    if a.kind == "http":
+        _emit(http_counts(a.url, a.count, a.new_conn, a.timeout))
+    elif a.kind == "udp":
+        _emit(udp_counts(a.host, a.port, a.count, a.timeout))
+    elif a.kind == "hold":
+        hold_connections(a.host, a.port, a.count, a.seconds, a.timeout)
+    elif a.kind == "traffic":
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
+            traffic(a.url, a.udp_host or None, a.udp_port, max(a.rate, 0.1), a.timeout)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["client"]:
+        return run_client(args[1:])
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(serve(_server_parser().parse_args(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
