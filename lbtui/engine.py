@@ -434,9 +434,10 @@ class Engine:
                     self._emit("drain", f"{a} back in rotation", proxy=p, backend=a)
                     return model.CommandResult(True, f"{a} back in rotation")
                 case model.AddBackend(proxy=p, backend=a, weight=w):
-                    proxy = self._proxies.get(p)
-                    if proxy is None:
+                    found = self._proxies.get(p)
+                    if found is None:
                         return model.CommandResult(False, f"no proxy named {p!r}")
+                    proxy = found
                     _split_address(a)
                     if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= MAX_WEIGHT:
                         return model.CommandResult(
@@ -450,9 +451,10 @@ class Engine:
                     self._sync_group(proxy, group, wanted)
                     return model.CommandResult(True, f"added {a} weight {w} to {p}")
                 case model.RemoveBackend(proxy=p, backend=a):
-                    proxy = self._proxies.get(p)
-                    if proxy is None:
+                    found = self._proxies.get(p)
+                    if found is None:
                         return model.CommandResult(False, f"no proxy named {p!r}")
+                    proxy = found
                     group = proxy.groups[DEFAULT_GROUP]
                     if a not in group.backends:
                         return model.CommandResult(False, f"{p} has no backend {a} in its default group")

@@ -942,7 +942,10 @@ def test_cli_check(tmp_path: Path) -> None:
     good = check(REPO / "configs" / "minimal.toml")
     assert good.returncode == 0, good.stderr
     bad = {case[0]: case for case in BAD_CASES}
-    for case_id in ("port-0", "unknown-backend", "cidr-host-bits"):
+    # the CLI on a table of 30 bad files: exit 1 and the key path on stderr for each
+    cases = [case_id for case_id, content, key_path, _ in BAD_CASES if isinstance(content, str) and key_path]
+    chosen = ["port-0", "unknown-backend", "cidr-host-bits"] + cases[:27]
+    for case_id in dict.fromkeys(chosen):
         _, content, key_path, _ = bad[case_id]
         assert isinstance(content, str)
         path = tmp_path / f"{case_id}.toml"

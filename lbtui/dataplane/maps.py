@@ -171,7 +171,7 @@ class Maps:
             per_cpu = self._backend_stats.getvalue(self._backend_stats.Key(bid))
             tot = [0] * 8
             for cpu in per_cpu:
-                for i, (name, _) in enumerate(structs.BackendStats._fields_):
+                for i, name in enumerate(structs.BACKEND_STATS_FIELDS):
                     tot[i] += getattr(cpu, name)
             out[bid] = (
                 Counters(

@@ -122,20 +122,20 @@ class CtEntry(ctypes.Structure):
     ]
 
 
+BACKEND_STATS_FIELDS = (
+    "packets_in",
+    "bytes_in",
+    "packets_out",
+    "bytes_out",
+    "new_flows",
+    "handshakes",
+    "conn_failures",
+    "closes",
+)
+
+
 class BackendStats(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_uint64)
-        for name in (
-            "packets_in",
-            "bytes_in",
-            "packets_out",
-            "bytes_out",
-            "new_flows",
-            "handshakes",
-            "conn_failures",
-            "closes",
-        )
-    ]
+    _fields_ = [(name, ctypes.c_uint64) for name in BACKEND_STATS_FIELDS]
 
 
 class ServiceStats(ctypes.Structure):

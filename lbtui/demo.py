@@ -1,0 +1,133 @@
+"""`lbtui demo`: a live load balancer to look at, in one command.
+
+Builds the lab (client namespaces, the load-balancer namespace, three backends answering with their
+names), starts light background traffic, and runs lbtui on the lab's client-facing interfaces, with
+the console or headless. Everything is removed on exit, including leftovers of a crashed earlier run.
+
+The engine must run inside the lab's LB namespace (XDP/TC attach by interface of the current
+namespace), so the demo re-executes lbtui there: `ip netns exec <prefix>lb python -m lbtui -c CFG`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lbtui.lab import Lab, LabSpec, TrafficGenerator
+
+log = logging.getLogger(__name__)
+
+HEALTH = """
+[proxy.health]
+type = "http"
+path = "/healthz"
+interval_ms = 1000
+timeout_ms = 500
+rise = 2
+fall = 2
+
+[proxy.circuit_breaker]
+error_rate = 0.5
+min_requests = 10
+window_s = 10
+open_s = 10
+half_open_successes = 3
+"""
+
+
+def demo_config(lab: Lab) -> str:
+    return lab.config_toml(weights=(3, 2, 1), extra_proxy_toml=HEALTH)
+
+
+def _wait_ready(lab: Lab, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """Start the background traffic only once the VIP answers (no failures from a cold start)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if not lab.http_requests(1, timeout=1.0).get("errors"):
+                return
+        except Exception:
+            pass
+        time.sleep(0.3)
+
+
+def run_demo(
+    no_ui: bool,
+    prefix: str = "lbtd",
+    rate: float = 20.0,
+    stats_interval_s: float = 10.0,
+    duration_s: float | None = None,
+) -> int:
+    if os.geteuid() != 0:
+        print(
+            "lbtui demo must run as root (it creates network namespaces and loads BPF programs)",
+            file=sys.stderr,
+        )
+        return 3
+    lab = Lab(LabSpec(prefix=prefix))
+    workdir = Path(tempfile.mkdtemp(prefix="lbtui-demo-"))
+    print(f"lbtui demo: building the lab ({', '.join(lab.namespaces)})...", file=sys.stderr)
+    lab.up()
+    traffic = TrafficGenerator(lab, rate_per_s=rate)
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        lab.start_backends()
+        cfg = workdir / "demo.toml"
+        cfg.write_text(demo_config(lab))
+        cmd = ["ip", "netns", "exec", lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg)]
+        if no_ui:
+            cmd += ["--no-ui", "--stats-interval", str(stats_interval_s)]
+        print(
+            f"lbtui demo: VIP {lab.vip}:80 (tcp) and :5353 (udp), backends "
+            f"{', '.join(lab.backend_ip(i) for i in lab.backend_ids)}; config {cfg}",
+            file=sys.stderr,
+        )
+        # the child gets the terminal (console) or our stderr (headless); Ctrl-C reaches both
+        proc = subprocess.Popen(cmd)
+        _wait_ready(lab, proc)
+        traffic.start()
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        stopping = False
+
+        def forward(signum: int, _frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+            traffic.stop()  # before the load balancer goes away, so no request fails on the way out
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
+
+        signal.signal(signal.SIGTERM, forward)
+        if no_ui:
+            signal.signal(signal.SIGINT, forward)
+        else:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the console handles its own keys
+        while proc.poll() is None:
+            time.sleep(0.2)
+            if deadline is not None and time.monotonic() > deadline and not stopping:
+                stopping = True
+                traffic.stop()
+                proc.send_signal(signal.SIGTERM)
+        rc = proc.returncode
+        counts = traffic.counts()
+        print(
+            f"lbtui demo: background traffic answered by {dict(counts.http_ok)} (http), "
+            f"{dict(counts.udp_ok)} (udp); failed {counts.http_failed + counts.udp_failed}",
+            file=sys.stderr,
+        )
+        return 0 if rc in (0, -signal.SIGTERM, -signal.SIGINT) else rc
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        traffic.stop()
+        lab.down()
+        print("lbtui demo: lab removed", file=sys.stderr)
