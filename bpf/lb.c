@@ -157,11 +157,69 @@ static __always_inline void track_tcp(struct lb_ct_entry *fwd, __u8 tcp_flags, i
     emit_event(LB_EV_CLOSED, fwd, rev, (now_flags & LB_CT_F_RST) ? LB_CLOSE_RST : LB_CLOSE_FIN, now);
 }
 
+#define LB_TOKEN 1000000000ull
+#define LB_MAX_REFILL_NS 10000000000ull  // cap the refill interval so elapsed * rate cannot overflow
+
+// Take one token from a bucket (lock held briefly); 1 if allowed.
+static __always_inline int bucket_take(struct lb_bucket *b, __u32 rate, __u32 burst, __u64 now)
+{
+    int ok = 0;
+    bpf_spin_lock(&b->lock);
+    __u64 elapsed = now - b->last_ns;
+    if (elapsed > LB_MAX_REFILL_NS)
+        elapsed = LB_MAX_REFILL_NS;
+    __u64 tokens = b->tokens + elapsed * rate;
+    __u64 cap = (__u64)burst * LB_TOKEN;
+    if (tokens > cap)
+        tokens = cap;
+    b->last_ns = now;
+    if (tokens >= LB_TOKEN) {
+        tokens -= LB_TOKEN;
+        ok = 1;
+    }
+    b->tokens = tokens;
+    bpf_spin_unlock(&b->lock);
+    return ok;
+}
+
+static __always_inline int source_allowed(struct lb_service *svc, __u32 saddr, __u64 now)
+{
+    if (!svc->src_rate)
+        return 1;
+    struct lb_rl_key k = {};
+    k.service_id = svc->id;
+    k.saddr = saddr;
+    struct lb_bucket *b = lb_rl_source.lookup(&k);
+    if (!b) {
+        // a new source starts with a full bucket (minus this connection)
+        struct lb_bucket fresh = {};
+        fresh.tokens = (__u64)svc->src_burst * LB_TOKEN;
+        fresh.last_ns = now;
+        lb_rl_source.insert(&k, &fresh);
+        b = lb_rl_source.lookup(&k);
+        if (!b)
+            return 1;               // table full: fail open (userspace sweeps idle buckets)
+    }
+    return bucket_take(b, svc->src_rate, svc->src_burst, now);
+}
+
+static __always_inline int backend_allowed(struct lb_service *svc, __u32 backend_id, __u64 now)
+{
+    if (!svc->be_rate)
+        return 1;
+    struct lb_bucket *b = lb_rl_backend.lookup(&backend_id);
+    if (!b)
+        return 1;
+    return bucket_take(b, svc->be_rate, svc->be_burst, now);
+}
+
 // Pick a backend for a new flow and insert both conntrack entries. Returns 0 and fills *out, or
 // a negative drop reason.
 static __always_inline int new_flow(struct lb_service *svc, struct lb_ct_key *fk, __u32 ip_len,
                                     __u64 now, struct lb_ct_entry *out)
 {
+    if (!source_allowed(svc, fk->saddr, now))
+        return -1 - LB_DROP_RATE_SOURCE;
     __u32 group = svc->default_group;
     struct lb_route_key rkey = {};
     rkey.prefixlen = 64;
@@ -189,6 +247,8 @@ static __always_inline int new_flow(struct lb_service *svc, struct lb_ct_key *fk
     struct lb_backend *be = lb_backends.lookup(&backend_id);
     if (!be || !(be->flags & LB_BE_F_ACTIVE))
         return -1 - LB_DROP_NO_BACKEND;
+    if (!backend_allowed(svc, backend_id, now))
+        return -1 - LB_DROP_RATE_BACKEND;
 
     struct lb_ct_entry e = {};
     e.client_ip = fk->saddr;

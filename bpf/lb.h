@@ -32,6 +32,9 @@
 #ifndef LB_MAX_ROUTES
 #define LB_MAX_ROUTES 1024
 #endif
+#ifndef LB_RL_SOURCES         // per-source rate-limit buckets
+#define LB_RL_SOURCES 65536
+#endif
 #ifndef LB_RINGBUF_PAGES
 #define LB_RINGBUF_PAGES 256
 #endif
@@ -57,6 +60,10 @@ struct lb_service {
     __u32 default_group;       // selection table used when no source route matches
     __u32 algorithm;           // enum lb_algorithm
     __u32 flags;               // LB_SVC_F_*
+    __u32 src_rate;            // new connections per second per client address (0: no limit)
+    __u32 src_burst;
+    __u32 be_rate;             // new connections per second per backend (0: no limit)
+    __u32 be_burst;
 };
 #define LB_SVC_F_EVENTS 1      // emit ring-buffer events for this service's flows
 
@@ -118,6 +125,21 @@ struct lb_ct_entry {
     __u64 synack_ns;           // forward entry: when the SYN-ACK passed (0: not yet)
     __u64 packets;             // this direction
     __u64 bytes;               // this direction, IP total length
+};
+
+// rate limits: token buckets shared by all CPUs (a spin lock, never per-CPU copies that would
+// multiply the limit by the number of CPUs). Tokens are kept in billionths, so that
+// elapsed_ns * rate (tokens/s) adds exactly.
+struct lb_bucket {
+    struct bpf_spin_lock lock;
+    __u32 pad;
+    __u64 tokens;              // 1e9 = one new connection
+    __u64 last_ns;
+};
+
+struct lb_rl_key {
+    __u32 service_id;
+    __u32 saddr;
 };
 
 // per-CPU counters; userspace sums the CPUs
@@ -194,6 +216,8 @@ BPF_LPM_TRIE(lb_routes, struct lb_route_key, __u32, LB_MAX_ROUTES);
 BPF_ARRAY(lb_backends, struct lb_backend, LB_MAX_BACKENDS);
 BPF_ARRAY(lb_select, __u32, LB_MAX_GROUPS * LB_TABLE_SIZE);
 BPF_TABLE("lru_hash", struct lb_ct_key, struct lb_ct_entry, lb_conntrack, LB_CT_SIZE);
+BPF_HASH(lb_rl_source, struct lb_rl_key, struct lb_bucket, LB_RL_SOURCES);
+BPF_ARRAY(lb_rl_backend, struct lb_bucket, LB_MAX_BACKENDS);
 BPF_PERCPU_ARRAY(lb_backend_stats, struct lb_backend_stats, LB_MAX_BACKENDS);
 BPF_PERCPU_ARRAY(lb_service_stats, struct lb_service_stats, LB_MAX_SERVICES);
 BPF_PERCPU_ARRAY(lb_global_stats, __u64, LB_G_MAX);

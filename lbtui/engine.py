@@ -1,10 +1,12 @@
 """The control-plane facade: runs the load balancer for one configuration, without any UI.
 
 `Engine` owns the data path (lbtui.dataplane), turns the configuration into map contents, runs the
-periodic loops (counters, conntrack sweep, drain progress) on one asyncio loop, executes commands
-and publishes immutable snapshots and events. Every change of who gets traffic goes through one
-place: `_write_group`, which composes effective weights (control.weights) and writes the selection
-table delta (control.selection).
+control loops (counters, health checks and circuit breakers, least-connections, DNS, conntrack
+sweep, drains) on one asyncio loop, executes commands and publishes immutable snapshots and events.
+
+Who gets traffic changes in one place only: `_write_group` composes the effective weights of a
+group (control.weights) from its inputs (configured or runtime weight, health, drain, circuit,
+algorithm factor) and writes the selection-table delta (control.selection).
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from lbtui import model
-from lbtui.config import Config, ConfigError, ProxyConfig, load_config
-from lbtui.control import selection
+from lbtui.config import BackendConfig, Config, ConfigError, ProxyConfig, load_config
+from lbtui.control import conntrack, selection
+from lbtui.control.dns import DnsBackendResolver
+from lbtui.control.supervisor import BackendKey, BackendSupervisor, Factors, Supervised, SynTimeoutCounter
 from lbtui.control.weights import BackendState, compose
-from lbtui.dataplane import Dataplane, DataplaneSpec, FlowEntry, RawFlowEvent
+from lbtui.dataplane import Dataplane, DataplaneSpec, RawFlowEvent
 from lbtui.dataplane import structs as _structs
+from lbtui.dataplane.maps import FlowEntry, RateLimits
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,12 @@ MAX_EVENTS = 10_000
 TOP_FLOWS = 200
 MAX_WEIGHT = 2**31 - 1
 DEFAULT_GROUP = "default"
+# Weights are scaled before composition so that fractional factors (slow start, half-open trickle,
+# least-connections 1/(1+active)) keep their proportions after rounding to integer slot weights.
+WEIGHT_SCALE = 1000
+CONTROL_TICK_S = 0.25
+RATE_BUCKET_IDLE_NS = 60_000_000_000
+NEUTRAL = Factors(1.0, model.Health.UNKNOWN, 1.0, None)
 
 
 @dataclass
@@ -42,19 +54,25 @@ class _Backend:
     group: str
     ip: str
     port: int
-    configured: int
-    weight: int  # runtime weight (configured, or set by a command)
+    configured: int  # from the configuration
+    weight: int  # runtime weight: configured, or set by a command
     source: str = "static"
     drain: model.DrainState = model.DrainState.ACTIVE
     drain_deadline: float | None = None
-    health: model.Health = model.Health.UNKNOWN
+    factors: Factors = NEUTRAL
+    algorithm_factor: float = 1.0
     effective: int = 0
     reason: str = ""
     active_flows: int = 0
+    expired: int = 0  # flows removed by the idle sweep without a close (least-connections bookkeeping)
 
     @property
     def address(self) -> str:
         return f"{self.ip}:{self.port}"
+
+    @property
+    def key(self) -> BackendKey:
+        return BackendKey(self.proxy, self.address)
 
 
 @dataclass
@@ -70,7 +88,20 @@ class _Group:
 class _Proxy:
     cfg: ProxyConfig
     service_id: int
+    limits: RateLimits
     groups: dict[str, _Group] = field(default_factory=dict)
+
+
+def config_limits(cfg: ProxyConfig) -> RateLimits:
+    rl = cfg.rate_limit
+    src = rl.per_source if rl else None
+    be = rl.per_backend if rl else None
+    return RateLimits(
+        src_rate=src.rate if src else 0,
+        src_burst=src.burst if src else 0,
+        be_rate=be.rate if be else 0,
+        be_burst=be.burst if be else 0,
+    )
 
 
 def dataplane_spec(config: Config) -> DataplaneSpec:
@@ -78,15 +109,26 @@ def dataplane_spec(config: Config) -> DataplaneSpec:
     return DataplaneSpec(table_size=s.table_size, conntrack_entries=2 * s.max_connections)
 
 
-def _split_address(address: str) -> tuple[str, int]:
+def split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
-    if not sep:
-        raise ValueError(f"expected ip:port, got {address!r}")
-    ipaddress.IPv4Address(host)
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected a backend as ip:port, got {address!r}")
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ValueError(f"expected an IPv4 address in {address!r}") from None
     p = int(port)
     if not 1 <= p <= 65535:
         raise ValueError(f"port out of range in {address!r}")
     return host, p
+
+
+def _all_backends(p: ProxyConfig) -> list[BackendConfig]:
+    return [*p.backends, *(b for r in p.source_routes for b in r.backends)]
+
+
+def _valid_weight(w: object) -> bool:
+    return isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= MAX_WEIGHT
 
 
 class Engine:
@@ -111,7 +153,9 @@ class Engine:
         self._flow_events: asyncio.Queue[RawFlowEvent] | None = None
         self.flow_events_dropped = 0
         self.flow_observers: list[Callable[[model.FlowEvent], None]] = []
+        self.snapshot_decorators: list[Callable[[model.Snapshot], model.Snapshot]] = []
         self._counters: dict[int, model.Counters] = {}
+        self._closes: dict[int, int] = {}
         self._service_counters: dict[int, tuple[model.Counters, dict[str, int]]] = {}
         self._ct_summary = model.ConntrackSummary(capacity=2 * config.settings.max_connections)
         self._flows: tuple[model.FlowView, ...] = ()
@@ -119,6 +163,11 @@ class Engine:
         self._rates: dict[tuple[int, str], tuple[float, int, float | None]] = {}
         self._running = False
         self._stopped = asyncio.Event()
+        self._supervisor: BackendSupervisor | None = None
+        self._dns: DnsBackendResolver | None = None
+        self._syn_timeouts = SynTimeoutCounter()
+        self._syn_failures: collections.Counter[BackendKey] = collections.Counter()
+        self._last_least_conn = 0.0
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -126,18 +175,23 @@ class Engine:
         """Load the programs, fill the maps from the configuration, attach, start the loops."""
         self._loop = asyncio.get_running_loop()
         self._flow_events = asyncio.Queue(maxsize=65536)
+        self._supervisor = BackendSupervisor(on_change=self._on_factors, on_event=self._on_supervisor_event)
+        self._dns = DnsBackendResolver(self.config.settings.dns.nameservers, on_change=self._on_dns_change)
         try:
+            await self._resolve_dns_names(self.config)
             self._dp.load()
             self._apply_config(self.config, first=True)
             self._dp.set_interfaces(self._wanted_interfaces(self.config))
             self._dp.start_event_reader(self._on_raw_event)
-        except Exception:
+        except BaseException:
             self._dp.close()
+            await self._supervisor.close()
+            await self._dns.close()
             raise
         self._running = True
         self._refresh_counters()
         self._publish_snapshot()
-        for coro in (self._counter_loop(), self._sweep_loop(), self._flow_event_loop()):
+        for coro in (self._control_loop(), self._sweep_loop(), self._flow_event_loop()):
             self._tasks.append(asyncio.create_task(coro))
         ifaces = ", ".join(self._dp.interfaces)
         self._emit("started", f"load balancer running on {ifaces} with {len(self._proxies)} proxies")
@@ -145,12 +199,17 @@ class Engine:
     async def stop(self) -> None:
         if not self._running:
             self._dp.close()
+            self._stopped.set()
             return
         self._running = False
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self._supervisor is not None:
+            await self._supervisor.close()
+        if self._dns is not None:
+            await self._dns.close()
         self._dp.close()
         self._emit("stopped", "load balancer stopped; programs detached")
         self._publish_snapshot()
@@ -167,23 +226,19 @@ class Engine:
 
     @staticmethod
     def _wanted_interfaces(config: Config) -> list[str]:
-        seen: dict[str, None] = {}
-        for p in config.proxies:
-            for i in p.interfaces:
-                seen[i] = None
-        return list(seen)
+        return list(dict.fromkeys(i for p in config.proxies for i in p.interfaces))
 
     def _alloc(self, free: list[int], attr: str, limit: int, what: str) -> int:
         if free:
             return free.pop()
-        n = getattr(self, attr)
+        n = int(getattr(self, attr))
         if n >= limit:
             raise RuntimeError(f"too many {what} (the data path holds {limit})")
         setattr(self, attr, n + 1)
-        return int(n)
+        return n
 
     def _alloc_backend_id(self) -> int:
-        # reuse ids oldest-freed first, so a removed backend's counters are not inherited at once
+        # fresh ids first, then the oldest freed: a removed backend's counters are not inherited soon
         if self._next_backend_id < self._dp.spec.max_backends:
             self._next_backend_id += 1
             return self._next_backend_id - 1
@@ -192,83 +247,106 @@ class Engine:
         raise RuntimeError(f"too many backends (the data path holds {self._dp.spec.max_backends})")
 
     def _apply_config(self, config: Config, first: bool = False) -> list[str]:
-        """Make the maps match `config`: returns what changed, for the reload event."""
+        """Make the maps match `config` (a difference against the running state); what changed."""
         changes: list[str] = []
-        maps = self._dp.maps
         wanted = {p.name: p for p in config.proxies}
         for name in [n for n in self._proxies if n not in wanted]:
             self._remove_proxy(name)
             changes.append(f"removed proxy {name}")
         for pcfg in config.proxies:
-            current = self._proxies.get(pcfg.name)
-            if current is not None and (current.cfg.vip, current.cfg.port, current.cfg.protocol) != (
+            proxy = self._proxies.get(pcfg.name)
+            if proxy is not None and (proxy.cfg.vip, proxy.cfg.port, proxy.cfg.protocol) != (
                 pcfg.vip,
                 pcfg.port,
                 pcfg.protocol,
             ):
                 self._remove_proxy(pcfg.name)
-                current = None
-            if current is None:
+                changes.append(f"{pcfg.name}: moved to {pcfg.vip}:{pcfg.port}/{pcfg.protocol}")
+                proxy = None
+            if proxy is None:
                 sid = self._alloc(self._free_services, "_next_service", self._dp.spec.max_services, "proxies")
-                current = _Proxy(cfg=pcfg, service_id=sid)
-                self._proxies[pcfg.name] = current
+                proxy = _Proxy(cfg=pcfg, service_id=sid, limits=config_limits(pcfg))
+                self._proxies[pcfg.name] = proxy
                 if not first:
                     changes.append(f"added proxy {pcfg.name}")
-            current.cfg = pcfg
-            # groups: the default one plus one per source route
-            wanted_groups: dict[str, dict[str, int]] = {
-                DEFAULT_GROUP: {str(b.address): b.weight for b in pcfg.backends if b.address is not None}
-            }
+            elif config_limits(pcfg) != config_limits(proxy.cfg):
+                proxy.limits = config_limits(pcfg)  # a changed file wins over a runtime command
+                changes.append(f"{pcfg.name}: rate limits changed")
+            if proxy.cfg != pcfg and proxy.cfg.algorithm != pcfg.algorithm:
+                changes.append(f"{pcfg.name}: algorithm {proxy.cfg.algorithm} -> {pcfg.algorithm}")
+                for g in proxy.groups.values():
+                    g.table = []  # rebuild whole tables for the new index scheme
+            proxy.cfg = pcfg
+            wanted_groups = {DEFAULT_GROUP: self._group_members(pcfg.name, pcfg.backends)}
             for route in pcfg.source_routes:
-                wanted_groups[route.cidr] = {
-                    str(b.address): b.weight for b in route.backends if b.address is not None
-                }
-            for label in [g for g in current.groups if g not in wanted_groups]:
-                self._remove_group(current, label)
+                wanted_groups[route.cidr] = self._group_members(pcfg.name, route.backends)
+            for label in [g for g in proxy.groups if g not in wanted_groups]:
+                self._remove_group(proxy, label)
                 changes.append(f"{pcfg.name}: removed route {label}")
-            for label, backends in wanted_groups.items():
-                group = current.groups.get(label)
+            for label, members in wanted_groups.items():
+                group = proxy.groups.get(label)
                 if group is None:
                     gid = self._alloc(self._free_groups, "_next_group", self._dp.spec.max_groups, "groups")
                     group = _Group(id=gid, label=label)
-                    current.groups[label] = group
+                    proxy.groups[label] = group
                     if label != DEFAULT_GROUP and not first:
                         changes.append(f"{pcfg.name}: added route {label}")
-                changes += self._sync_group(current, group, backends)
-            default = current.groups[DEFAULT_GROUP]
-            maps.set_service(
-                pcfg.vip,
-                pcfg.port,
-                pcfg.protocol,
-                current.service_id,
-                default.id,
-                pcfg.algorithm,
-                events=True,
-            )
-            for label, group in current.groups.items():
+                changes += self._sync_group(proxy, group, members)
+            self._write_service(proxy)
+            for label, group in proxy.groups.items():
                 if label != DEFAULT_GROUP:
-                    maps.set_route(current.service_id, label, group.id)
-            for host in {b.host for b in pcfg.backends if b.host}:
-                self._emit(
-                    "dns",
-                    f"{pcfg.name}: DNS backend {host} is not resolved by this version; ignored",
-                    level=model.Level.WARNING,
-                    proxy=pcfg.name,
-                )
+                    self._dp.maps.set_route(proxy.service_id, label, group.id)
         self.config = config
+        self._configure_supervisor()
+        if self._dns is not None:
+            self._dns.set_names(
+                {
+                    (p.name, b.host): b.dns_refresh_s
+                    for p in config.proxies
+                    for b in _all_backends(p)
+                    if b.host
+                }
+            )
         return changes
 
-    def _sync_group(self, proxy: _Proxy, group: _Group, wanted: dict[str, int]) -> list[str]:
+    def _write_service(self, proxy: _Proxy) -> None:
+        cfg = proxy.cfg
+        self._dp.maps.set_service(
+            cfg.vip,
+            cfg.port,
+            cfg.protocol,
+            proxy.service_id,
+            proxy.groups[DEFAULT_GROUP].id,
+            cfg.algorithm,
+            events=True,
+            limits=proxy.limits,
+        )
+
+    def _group_members(self, proxy: str, backends: Sequence[BackendConfig]) -> dict[str, tuple[int, str]]:
+        """address -> (weight, source) of a group: static backends, then the addresses of DNS names.
+
+        The A records of a name share its weight (each gets weight // n, at least 1); an address that
+        is also configured statically keeps its static entry.
+        """
+        members = {str(b.address): (b.weight, "static") for b in backends if b.address is not None}
+        for b in backends:
+            if not b.host or self._dns is None:
+                continue
+            addrs = self._dns.addresses(proxy, b.host)
+            for ip in addrs:
+                members.setdefault(f"{ip}:{b.port}", (max(1, b.weight // len(addrs)), f"dns:{b.host}"))
+        return members
+
+    def _sync_group(self, proxy: _Proxy, group: _Group, wanted: dict[str, tuple[int, str]]) -> list[str]:
         changes = []
-        maps = self._dp.maps
         name = proxy.cfg.name
         for address in [a for a in group.backends if a not in wanted]:
             self._retire_backend(group.backends.pop(address))
             changes.append(f"{name}: removed backend {address}")
-        for address, weight in wanted.items():
+        for address, (weight, source) in wanted.items():
             be = group.backends.get(address)
             if be is None:
-                ip, port = _split_address(address)
+                ip, port = split_address(address)
                 be = _Backend(
                     id=self._alloc_backend_id(),
                     proxy=name,
@@ -277,9 +355,12 @@ class Engine:
                     port=port,
                     configured=weight,
                     weight=weight,
+                    source=source,
                 )
-                maps.clear_backend_stats(be.id)
-                maps.set_backend(be.id, ip, port, active=True)
+                if self._supervisor is not None:
+                    be.factors = self._supervisor.factors(be.key)
+                self._dp.maps.clear_backend_stats(be.id)
+                self._dp.maps.set_backend(be.id, ip, port, active=True)
                 group.backends[address] = be
                 self._backends_by_id[be.id] = be
                 changes.append(f"{name}: added backend {address} weight {weight}")
@@ -291,8 +372,8 @@ class Engine:
         return changes
 
     def _retire_backend(self, be: _Backend) -> None:
-        # the backend entry stays valid for flows already tracked (conntrack keeps its address);
-        # only new picks stop, because the selection tables no longer point at it
+        # tracked flows keep working (conntrack holds the backend's address); only new picks stop,
+        # because no selection table points at it any more
         self._dp.maps.set_backend(be.id, be.ip, be.port, active=False)
         self._backends_by_id.pop(be.id, None)
         self._free_backend_ids.append(be.id)
@@ -317,16 +398,20 @@ class Engine:
     # ---- the one writer of selection state ------------------------------------------------------
 
     def _write_group(self, proxy: _Proxy, group: _Group, cause: str) -> None:
-        states = [
-            BackendState(
-                key=b.address,
-                configured=b.weight,
-                health=0.0 if b.health == model.Health.DOWN else 1.0,
-                drained=b.drain != model.DrainState.ACTIVE,
-            )
-            for b in group.backends.values()
-        ]
-        comp = compose(states)
+        least_conn = proxy.cfg.algorithm == "least-connections"
+        comp = compose(
+            [
+                BackendState(
+                    key=b.address,
+                    configured=b.weight * WEIGHT_SCALE,
+                    health=b.factors.health,
+                    drained=b.drain != model.DrainState.ACTIVE,
+                    circuit=b.factors.circuit,
+                    algorithm=b.algorithm_factor if least_conn else 1.0,
+                )
+                for b in group.backends.values()
+            ]
+        )
         by_id = {b.id: comp.weights.get(b.address, 0) for b in group.backends.values()}
         size = self._dp.spec.table_size
         if proxy.cfg.algorithm == "maglev":
@@ -337,34 +422,96 @@ class Engine:
         changed = selection.diff_slots(group.table, new) if group.table else list(enumerate(new))
         self._dp.maps.write_slots(group.id, changed)
         group.table = new
+        where = f"{proxy.cfg.name}/{group.label}"
         if comp.panic and not group.panic:
             self._emit(
                 "panic",
-                f"{proxy.cfg.name}/{group.label}: every backend is out of rotation; "
-                "spreading traffic over all non-drained backends",
+                f"{where}: every backend is out of rotation; spreading traffic over all non-drained backends",
                 level=model.Level.WARNING,
                 proxy=proxy.cfg.name,
             )
+        elif group.panic and not comp.panic:
+            self._emit("panic", f"{where}: panic over, normal selection again", proxy=proxy.cfg.name)
         group.panic = comp.panic
         for b in group.backends.values():
-            eff = comp.weights.get(b.address, 0)
-            if eff != b.effective:
+            scaled = comp.weights.get(b.address, 0)
+            eff = max(1, round(scaled / WEIGHT_SCALE)) if scaled > 0 else 0
+            b.reason = comp.reasons.get(b.address, "")
+            if eff != b.effective and cause != "least-connections":
                 self._emit(
                     "weight",
-                    f"{b.address} effective weight {b.effective} -> {eff} "
-                    f"({comp.reasons.get(b.address, cause)}; {cause})",
+                    f"{b.address} effective weight {b.effective} -> {eff} ({b.reason}; {cause})",
                     proxy=b.proxy,
                     backend=b.address,
                 )
             b.effective = eff
-            b.reason = comp.reasons.get(b.address, "")
-        if group.backends and not any(comp.weights.values()):
+        if group.backends and not any(comp.weights.values()) and cause != "least-connections":
             self._emit(
                 "weight",
-                f"{proxy.cfg.name}/{group.label}: no backend can take new connections; they are refused",
+                f"{where}: no backend can take new connections; they are refused",
                 level=model.Level.WARNING,
                 proxy=proxy.cfg.name,
             )
+
+    # ---- inputs of the writer: health/circuit, DNS ----------------------------------------------
+
+    def _configure_supervisor(self) -> None:
+        if self._supervisor is None:
+            return
+        items: dict[BackendKey, Supervised] = {}
+        for proxy in self._proxies.values():
+            for group in proxy.groups.values():
+                for be in group.backends.values():
+                    items[be.key] = Supervised(
+                        key=be.key,
+                        ip=be.ip,
+                        port=be.port,
+                        health=proxy.cfg.health,
+                        circuit=proxy.cfg.circuit_breaker,
+                    )
+        self._supervisor.configure(list(items.values()))
+
+    def _on_factors(self, key: BackendKey, factors: Factors) -> None:
+        proxy = self._proxies.get(key.proxy)
+        if proxy is None:
+            return
+        for group in proxy.groups.values():
+            be = group.backends.get(key.address)
+            if be is not None:
+                be.factors = factors
+                self._write_group(proxy, group, factors.reason or "health/circuit")
+
+    def _on_supervisor_event(
+        self, kind: str, message: str, level: model.Level, proxy: str | None, backend: str | None
+    ) -> None:
+        self._emit(kind, message, level=level, proxy=proxy, backend=backend)
+
+    async def _resolve_dns_names(self, config: Config) -> None:
+        """First resolution before traffic, so DNS backends exist from the start."""
+        assert self._dns is not None
+        names = sorted({(p.name, b.host) for p in config.proxies for b in _all_backends(p) if b.host})
+        results = await asyncio.gather(*(self._dns.resolve_now(p, h) for p, h in names))
+        for (p, h), res in zip(names, results, strict=True):
+            if res is None:
+                self._emit(
+                    "dns",
+                    f"{p}: {h} did not resolve; it has no backends until it does",
+                    level=model.Level.WARNING,
+                    proxy=p,
+                )
+            else:
+                self._emit("dns", f"{p}: {h} resolves to {', '.join(res.addresses)}", proxy=p)
+
+    def _on_dns_change(self, proxy: str, host: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
+        self._emit(
+            "dns",
+            f"{proxy}: {host} now resolves to {', '.join(new) or 'nothing'} "
+            f"(was {', '.join(old) or 'nothing'})",
+            proxy=proxy,
+        )
+        if self._running:
+            self._apply_config(self.config)
+            self._publish_snapshot()
 
     # ---- commands -------------------------------------------------------------------------------
 
@@ -387,94 +534,136 @@ class Engine:
     def _find(self, proxy_name: str, address: str) -> tuple[_Proxy, list[_Backend]]:
         proxy = self._proxies.get(proxy_name)
         if proxy is None:
-            raise LookupError(
-                f"no proxy named {proxy_name!r} (have: {', '.join(sorted(self._proxies)) or 'none'})"
-            )
+            have = ", ".join(sorted(self._proxies)) or "none"
+            raise LookupError(f"no proxy named {proxy_name!r} (have: {have})")
         found = [g.backends[address] for g in proxy.groups.values() if address in g.backends]
         if not found:
             raise LookupError(f"proxy {proxy_name!r} has no backend {address}")
         return proxy, found
 
+    def _proxy(self, name: str) -> _Proxy:
+        proxy = self._proxies.get(name)
+        if proxy is None:
+            raise LookupError(f"no proxy named {name!r}")
+        return proxy
+
     def _execute(self, cmd: model.Command) -> model.CommandResult:
         try:
             match cmd:
-                case model.SetWeight(proxy=p, backend=a, weight=w):
-                    if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= MAX_WEIGHT:
-                        return model.CommandResult(
-                            False, f"weight must be an integer 1..{MAX_WEIGHT}, got {w!r}"
-                        )
-                    proxy, bes = self._find(p, a)
-                    for be in bes:
-                        be.weight = w
-                        self._write_group(proxy, proxy.groups[be.group], f"weight set to {w}")
-                    return model.CommandResult(True, f"{a} weight {w}")
-                case model.Drain(proxy=p, backend=a, timeout_s=t):
-                    proxy, bes = self._find(p, a)
-                    timeout = self.config.settings.drain_timeout_s if t is None else t
-                    if timeout < 0:
-                        return model.CommandResult(False, "drain timeout must be >= 0")
-                    for be in bes:
-                        be.drain = model.DrainState.DRAINING
-                        be.drain_deadline = time.monotonic() + timeout
-                        self._write_group(proxy, proxy.groups[be.group], "drain")
-                    alone = all(len(proxy.groups[be.group].backends) == 1 for be in bes)
-                    msg = (
-                        f"{a} draining: no new connections, {sum(b.active_flows for b in bes)} flows continue"
-                    )
-                    if alone:
-                        msg += "; it is the only backend of its group, so new connections are refused"
-                    self._emit("drain", msg, proxy=p, backend=a)
-                    return model.CommandResult(True, msg)
+                case model.SetWeight():
+                    return self._set_weight(cmd)
+                case model.Drain():
+                    return self._drain(cmd)
                 case model.Undrain(proxy=p, backend=a):
                     proxy, bes = self._find(p, a)
                     for be in bes:
-                        be.drain = model.DrainState.ACTIVE
-                        be.drain_deadline = None
+                        be.drain, be.drain_deadline = model.DrainState.ACTIVE, None
                         self._write_group(proxy, proxy.groups[be.group], "undrain")
                     self._emit("drain", f"{a} back in rotation", proxy=p, backend=a)
                     return model.CommandResult(True, f"{a} back in rotation")
                 case model.AddBackend(proxy=p, backend=a, weight=w):
-                    found = self._proxies.get(p)
-                    if found is None:
-                        return model.CommandResult(False, f"no proxy named {p!r}")
-                    proxy = found
-                    _split_address(a)
-                    if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= MAX_WEIGHT:
+                    proxy = self._proxy(p)
+                    split_address(a)
+                    if not _valid_weight(w):
                         return model.CommandResult(
                             False, f"weight must be an integer 1..{MAX_WEIGHT}, got {w!r}"
                         )
                     group = proxy.groups[DEFAULT_GROUP]
                     if a in group.backends:
                         return model.CommandResult(False, f"{p} already has backend {a}")
-                    wanted = {addr: b.weight for addr, b in group.backends.items()}
-                    wanted[a] = w
+                    wanted = {addr: (b.weight, b.source) for addr, b in group.backends.items()}
+                    wanted[a] = (w, "static")
                     self._sync_group(proxy, group, wanted)
+                    self._configure_supervisor()
                     return model.CommandResult(True, f"added {a} weight {w} to {p}")
                 case model.RemoveBackend(proxy=p, backend=a):
-                    found = self._proxies.get(p)
-                    if found is None:
-                        return model.CommandResult(False, f"no proxy named {p!r}")
-                    proxy = found
+                    proxy = self._proxy(p)
                     group = proxy.groups[DEFAULT_GROUP]
                     if a not in group.backends:
                         return model.CommandResult(False, f"{p} has no backend {a} in its default group")
-                    wanted = {addr: b.weight for addr, b in group.backends.items() if addr != a}
+                    wanted = {addr: (b.weight, b.source) for addr, b in group.backends.items() if addr != a}
                     self._sync_group(proxy, group, wanted)
+                    self._configure_supervisor()
                     return model.CommandResult(True, f"removed {a} from {p}; its established flows continue")
+                case model.SetRateLimit():
+                    return self._set_rate_limit(cmd)
+                case model.CircuitCommand(proxy=p, backend=a, action=action):
+                    self._find(p, a)
+                    assert self._supervisor is not None
+                    return self._supervisor.circuit_command(BackendKey(p, a), action)
                 case model.Reload(path=path):
-                    return self._reload(path)
+                    return self.reload(path)
                 case model.Stop():
                     assert self._loop is not None
                     self._loop.create_task(self.stop())
                     return model.CommandResult(True, "stopping")
                 case _:
-                    return model.CommandResult(
-                        False, f"{type(cmd).__name__} is not supported by this version"
-                    )
+                    return model.CommandResult(False, f"unknown command {type(cmd).__name__}")
         except (LookupError, ValueError) as exc:
             return model.CommandResult(False, str(exc))
 
-    def _reload(self, path: str | None) -> model.CommandResult:
+    def _set_weight(self, cmd: model.SetWeight) -> model.CommandResult:
+        if not _valid_weight(cmd.weight):
+            return model.CommandResult(
+                False, f"weight must be an integer 1..{MAX_WEIGHT}, got {cmd.weight!r}"
+            )
+        proxy, bes = self._find(cmd.proxy, cmd.backend)
+        for be in bes:
+            be.weight = cmd.weight
+            self._write_group(proxy, proxy.groups[be.group], f"weight set to {cmd.weight}")
+        return model.CommandResult(True, f"{cmd.backend} weight {cmd.weight}")
+
+    def _drain(self, cmd: model.Drain) -> model.CommandResult:
+        proxy, bes = self._find(cmd.proxy, cmd.backend)
+        timeout = self.config.settings.drain_timeout_s if cmd.timeout_s is None else cmd.timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+            return model.CommandResult(
+                False, f"drain timeout must be a number of seconds >= 0, got {timeout!r}"
+            )
+        for be in bes:
+            be.drain = model.DrainState.DRAINING
+            be.drain_deadline = time.monotonic() + timeout
+            self._write_group(proxy, proxy.groups[be.group], "drain")
+        msg = (
+            f"{cmd.backend} draining (timeout {timeout:g} s): no new connections, "
+            f"{sum(b.active_flows for b in bes)} flows continue"
+        )
+        if all(len(proxy.groups[be.group].backends) == 1 for be in bes):
+            msg += "; it is the only backend of its group, so new connections are refused"
+        self._emit("drain", msg, proxy=cmd.proxy, backend=cmd.backend)
+        return model.CommandResult(True, msg)
+
+    def _set_rate_limit(self, cmd: model.SetRateLimit) -> model.CommandResult:
+        proxy = self._proxy(cmd.proxy)
+        values = (cmd.per_source_rate, cmd.per_source_burst, cmd.per_backend_rate, cmd.per_backend_burst)
+        for v in values:
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_WEIGHT):
+                return model.CommandResult(
+                    False, f"rates and bursts must be integers 0..{MAX_WEIGHT}, got {v!r}"
+                )
+        old = proxy.limits
+        src_rate = old.src_rate if cmd.per_source_rate is None else cmd.per_source_rate
+        src_burst = old.src_burst if cmd.per_source_burst is None else cmd.per_source_burst
+        be_rate = old.be_rate if cmd.per_backend_rate is None else cmd.per_backend_rate
+        be_burst = old.be_burst if cmd.per_backend_burst is None else cmd.per_backend_burst
+        # a rate without a burst gets one second's worth; a rate of 0 removes the limit
+        src_burst = 0 if src_rate == 0 else (src_burst or src_rate)
+        be_burst = 0 if be_rate == 0 else (be_burst or be_rate)
+        proxy.limits = RateLimits(src_rate, src_burst, be_rate, be_burst)
+        self._write_service(proxy)
+
+        def show(rate: int, burst: int) -> str:
+            return f"{rate}/s burst {burst}" if rate else "off"
+
+        msg = (
+            f"{cmd.proxy} rate limits: per source {show(src_rate, src_burst)}, "
+            f"per backend {show(be_rate, be_burst)}"
+        )
+        self._emit("ratelimit", msg, proxy=cmd.proxy)
+        return model.CommandResult(True, msg)
+
+    def reload(self, path: str | None = None) -> model.CommandResult:
+        """Parse, validate, apply the difference; on any failure roll back to the running state."""
         path = path or self.config.path
         if not path:
             return model.CommandResult(False, "no configuration file to reload (started from a string)")
@@ -485,9 +674,15 @@ class Engine:
             return model.CommandResult(False, str(exc))
         old = self.config
         if dataplane_spec(new) != dataplane_spec(old) or new.settings.xdp_mode != old.settings.xdp_mode:
-            msg = "settings.table_size, max_connections and xdp_mode need a restart; configuration unchanged"
+            msg = (
+                f"{path}: settings.table_size, settings.max_connections and settings.xdp_mode need a "
+                "restart; configuration unchanged"
+            )
             self._emit("reload", msg, level=model.Level.ERROR)
             return model.CommandResult(False, msg)
+        if new == old:
+            self._emit("reload", f"reloaded {path}: nothing changed")
+            return model.CommandResult(True, "nothing changed")
         try:
             changes = self._apply_config(new)
             self._dp.set_interfaces(self._wanted_interfaces(new))
@@ -495,10 +690,10 @@ class Engine:
             log.exception("reload")
             self._apply_config(old)
             self._dp.set_interfaces(self._wanted_interfaces(old))
-            msg = f"reload failed and was rolled back: {exc}"
+            msg = f"reload of {path} failed and was rolled back: {exc}"
             self._emit("reload", msg, level=model.Level.ERROR)
             return model.CommandResult(False, msg)
-        summary = "; ".join(changes) if changes else "nothing changed"
+        summary = "; ".join(changes) if changes else "settings changed"
         self._emit("reload", f"reloaded {path}: {summary}")
         return model.CommandResult(True, summary)
 
@@ -542,7 +737,7 @@ class Engine:
     def _on_raw_event(self, raw: RawFlowEvent) -> None:
         """Ring-buffer callback (reader thread): hand over to the loop without ever blocking."""
         loop, queue = self._loop, self._flow_events
-        if loop is None or queue is None:
+        if loop is None or queue is None or loop.is_closed():
             return
 
         def put() -> None:
@@ -551,15 +746,16 @@ class Engine:
             except asyncio.QueueFull:
                 self.flow_events_dropped += 1
 
-        loop.call_soon_threadsafe(put)
+        try:
+            loop.call_soon_threadsafe(put)
+        except RuntimeError:  # loop closed while stopping
+            pass
 
     async def _flow_event_loop(self) -> None:
         assert self._flow_events is not None
         while True:
             raw = await self._flow_events.get()
-            ev = self._to_flow_event(raw)
-            if ev is not None:
-                self._notify_flow(ev)
+            self._notify_flow(self._to_flow_event(raw))
 
     def _notify_flow(self, ev: model.FlowEvent) -> None:
         for observer in self.flow_observers:
@@ -568,18 +764,16 @@ class Engine:
             except Exception:
                 log.exception("flow observer")
 
-    def _to_flow_event(self, raw: RawFlowEvent) -> model.FlowEvent | None:
-        be = self._backends_by_id.get(raw.backend_id)
-        proxy = (
-            be.proxy
-            if be
-            else next((p.cfg.name for p in self._proxies.values() if p.service_id == raw.service_id), "?")
-        )
+    def _proxy_name(self, service_id: int) -> str:
+        return next((p.cfg.name for p in self._proxies.values() if p.service_id == service_id), "?")
+
+    def _to_flow_event(self, raw: RawFlowEvent) -> model.FlowEvent:
         mono_to_unix = time.time() - time.monotonic()
+        closed = raw.type != _structs.EV_NEW
         return model.FlowEvent(
-            kind="new" if raw.type == _structs.EV_NEW else "closed",
+            kind="closed" if closed else "new",
             ts=raw.ts_ns / 1e9 + mono_to_unix,
-            proxy=proxy,
+            proxy=self._proxy_name(raw.service_id),
             protocol=raw.protocol,
             client_ip=raw.client[0],
             client_port=raw.client[1],
@@ -591,42 +785,103 @@ class Engine:
             bytes_in=raw.bytes_in,
             packets_out=raw.packets_out,
             bytes_out=raw.bytes_out,
-            duration_s=(raw.ts_ns - raw.created_ns) / 1e9 if raw.type != _structs.EV_NEW else None,
+            duration_s=(raw.ts_ns - raw.created_ns) / 1e9 if closed else None,
             handshake_s=(raw.synack_ns - raw.created_ns) / 1e9 if raw.synack_ns else None,
             close_reason=raw.reason,
         )
 
+    def _idle_close_event(self, f: FlowEntry, r: FlowEntry | None) -> model.FlowEvent:
+        last = max(f.last_seen_ns, r.last_seen_ns if r else 0)
+        return model.FlowEvent(
+            kind="closed",
+            ts=time.time(),
+            proxy=self._proxy_name(f.service_id),
+            protocol=f.protocol,
+            client_ip=f.client[0],
+            client_port=f.client[1],
+            vip_ip=f.vip[0],
+            vip_port=f.vip[1],
+            backend_ip=f.backend[0],
+            backend_port=f.backend[1],
+            packets_in=f.packets,
+            bytes_in=f.bytes,
+            packets_out=r.packets if r else 0,
+            bytes_out=r.bytes if r else 0,
+            duration_s=max(0.0, (last - f.created_ns) / 1e9),
+            handshake_s=(f.synack_ns - f.created_ns) / 1e9 if f.synack_ns else None,
+            close_reason="idle",
+        )
+
     # ---- periodic loops -------------------------------------------------------------------------
 
-    async def _counter_loop(self) -> None:
+    async def _control_loop(self) -> None:
+        """Every 250 ms: counters, circuit breakers, slow start, least-connections; snapshot each 1 s."""
+        tick = 0
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(CONTROL_TICK_S)
+            tick += 1
             try:
                 self._refresh_counters()
-                self._publish_snapshot()
+                self._feed_supervisor()
+                self._least_connections()
+                if tick % 4 == 0:
+                    self._publish_snapshot()
             except Exception:
-                log.exception("counter refresh")
+                log.exception("control tick")
 
     def _refresh_counters(self) -> None:
         maps = self._dp.maps
         now = time.monotonic()
-        for bid, (counters, _closes) in maps.backend_counters(list(self._backends_by_id)).items():
+        for bid, (counters, closes) in maps.backend_counters(list(self._backends_by_id)).items():
             self._counters[bid] = counters
+            self._closes[bid] = closes
             for name in ("new_flows", "bytes_in", "bytes_out"):
                 self._rate((bid, name), getattr(counters, name), now)
         for proxy in self._proxies.values():
             self._service_counters[proxy.service_id] = maps.service_counters(proxy.service_id)
 
     def _rate(self, key: tuple[int, str], value: int, now: float) -> None:
+        """Per-second rate over the last ≥1 s window (finer ticks would make it jumpy)."""
         prev = self._rates.get(key)
-        rate = None
-        if prev is not None and now > prev[0] and value >= prev[1]:
-            rate = (value - prev[1]) / (now - prev[0])
-        self._rates[key] = (now, value, rate)
+        if prev is None:
+            self._rates[key] = (now, value, None)
+        elif now - prev[0] >= 1.0:
+            rate = (value - prev[1]) / (now - prev[0]) if value >= prev[1] else None
+            self._rates[key] = (now, value, rate)
 
     def _rate_of(self, bid: int, name: str) -> float | None:
         r = self._rates.get((bid, name))
         return r[2] if r else None
+
+    def _feed_supervisor(self) -> None:
+        if self._supervisor is None:
+            return
+        totals: dict[BackendKey, list[int]] = {}
+        for be in self._backends_by_id.values():
+            c = self._counters.get(be.id)
+            if c is not None:
+                t = totals.setdefault(be.key, [0, 0])
+                t[0] += c.handshakes
+                t[1] += c.conn_failures
+        for key, (handshakes, failures) in totals.items():
+            self._supervisor.observe_counters(key, handshakes, failures + self._syn_failures[key])
+        self._supervisor.tick()
+
+    def _least_connections(self) -> None:
+        """weight / (1 + live flows), live = new flows - closes - idle expiries (from counters)."""
+        now = time.monotonic()
+        for proxy in self._proxies.values():
+            if proxy.cfg.algorithm != "least-connections":
+                continue
+            if now - self._last_least_conn < proxy.cfg.least_connections_interval_ms / 1000:
+                continue
+            for group in proxy.groups.values():
+                for be in group.backends.values():
+                    c = self._counters.get(be.id)
+                    live = max(0, (c.new_flows if c else 0) - self._closes.get(be.id, 0) - be.expired)
+                    be.algorithm_factor = 1.0 / (1 + live)
+                self._write_group(proxy, group, "least-connections")
+            self._last_least_conn = now
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -639,112 +894,51 @@ class Engine:
     def sweep(self) -> None:
         """Expire idle flows, count active flows per backend, keep the bounded top-N view."""
         s = self.config.settings
-        entries = self._dp.maps.conntrack()
         now_ns = time.monotonic_ns()
-        forward: dict[tuple[str, int, str, int, str], tuple[object, FlowEntry]] = {}
-        reverse: dict[tuple[str, int, str, int, str], tuple[object, FlowEntry]] = {}
-        for raw_key, e in entries:
-            flow_id = (*e.client, *e.vip, e.protocol)
-            (forward if e.direction == _structs.DIR_FORWARD else reverse)[flow_id] = (raw_key, e)
-        expired: list[object] = []
-        active: collections.Counter[int] = collections.Counter()
-        views: list[model.FlowView] = []
-        tcp = udp = closing = 0
-        closes: list[model.FlowEvent] = []
-        for flow_id, (raw_key, f) in forward.items():
-            r = reverse.get(flow_id)
-            last = max(f.last_seen_ns, r[1].last_seen_ns if r else 0)
-            idle_s = (now_ns - last) / 1e9
-            is_closing = bool(f.flags & (_structs.CT_F_CLOSED | _structs.CT_F_RST))
-            if f.protocol == "udp":
-                timeout = s.udp_timeout_s
-            elif is_closing or not f.flags & _structs.CT_F_SYNACK:
-                timeout = s.tcp_closing_timeout_s if is_closing else max(s.tcp_closing_timeout_s, 30.0)
-            else:
-                timeout = s.tcp_timeout_s
-            if idle_s > timeout:
-                expired.append(raw_key)
-                if r:
-                    expired.append(r[0])
-                if not f.flags & _structs.CT_F_CLOSED:
-                    closes.append(self._idle_close_event(f, r[1] if r else None, now_ns))
-                continue
-            if f.protocol == "udp":
-                udp += 1
-            else:
-                tcp += 1
-            if is_closing:
-                closing += 1
-            else:
-                active[f.backend_id] += 1
-            be = self._backends_by_id.get(f.backend_id)
-            views.append(
-                model.FlowView(
-                    protocol=f.protocol,
-                    client=f"{f.client[0]}:{f.client[1]}",
-                    vip=f"{f.vip[0]}:{f.vip[1]}",
-                    backend=f"{f.backend[0]}:{f.backend[1]}",
-                    proxy=be.proxy if be else "?",
-                    state="udp"
-                    if f.protocol == "udp"
-                    else "closing"
-                    if is_closing
-                    else "established"
-                    if f.flags & _structs.CT_F_SYNACK
-                    else "syn_sent",
-                    age_s=(now_ns - f.created_ns) / 1e9,
-                    idle_s=idle_s,
-                    packets_in=f.packets,
-                    bytes_in=f.bytes,
-                    packets_out=r[1].packets if r else 0,
-                    bytes_out=r[1].bytes if r else 0,
-                )
-            )
-        # reverse entries whose forward entry is gone (LRU) and that went idle
-        for flow_id, (raw_key, r_entry) in reverse.items():
-            if flow_id not in forward and (now_ns - r_entry.last_seen_ns) / 1e9 > s.tcp_closing_timeout_s:
-                expired.append(raw_key)
-        self._dp.maps.delete_conntrack(expired)
-        self._swept_total += len(expired)
+        res = conntrack.sweep(
+            self._dp.maps.conntrack(),
+            now_ns,
+            conntrack.Timeouts(
+                tcp_s=s.tcp_timeout_s, tcp_closing_s=s.tcp_closing_timeout_s, udp_s=s.udp_timeout_s
+            ),
+            TOP_FLOWS,
+            {p.service_id: p.cfg.name for p in self._proxies.values()},
+        )
+        self._dp.maps.delete_conntrack(res.expired_keys)
+        self._swept_total += len(res.expired_keys)
         for be in self._backends_by_id.values():
-            be.active_flows = active.get(be.id, 0)
-        views.sort(key=lambda v: v.bytes_in + v.bytes_out, reverse=True)
-        self._flows = tuple(views[:TOP_FLOWS])
+            be.active_flows = res.active.get(be.id, 0)
+        for f, r in res.expired_flows:
+            gone = self._backends_by_id.get(f.backend_id)
+            if gone is not None:
+                gone.expired += 1
+            self._notify_flow(self._idle_close_event(f, r))
+        self._flows = tuple(res.top)
         self._ct_summary = model.ConntrackSummary(
-            entries=len(entries) - len(expired),
-            flows=tcp + udp,
-            tcp=tcp,
-            udp=udp,
-            closing=closing,
+            entries=res.entries - len(res.expired_keys),
+            flows=res.tcp + res.udp,
+            tcp=res.tcp,
+            udp=res.udp,
+            closing=res.closing,
             capacity=2 * s.max_connections,
             swept_total=self._swept_total,
         )
-        for ev in closes:
-            self._notify_flow(ev)
+        self._count_syn_timeouts(res.unanswered)
+        self._dp.maps.sweep_rate_buckets(idle_ns=RATE_BUCKET_IDLE_NS, now_ns=now_ns)
         self._check_drains()
 
-    def _idle_close_event(self, f: FlowEntry, r: FlowEntry | None, now_ns: int) -> model.FlowEvent:
-        be = self._backends_by_id.get(f.backend_id)
-        mono_to_unix = time.time() - time.monotonic()
-        return model.FlowEvent(
-            kind="closed",
-            ts=now_ns / 1e9 + mono_to_unix,
-            proxy=be.proxy if be else "?",
-            protocol=f.protocol,
-            client_ip=f.client[0],
-            client_port=f.client[1],
-            vip_ip=f.vip[0],
-            vip_port=f.vip[1],
-            backend_ip=f.backend[0],
-            backend_port=f.backend[1],
-            packets_in=f.packets,
-            bytes_in=f.bytes,
-            packets_out=r.packets if r else 0,
-            bytes_out=r.bytes if r else 0,
-            duration_s=(max(f.last_seen_ns, r.last_seen_ns if r else 0) - f.created_ns) / 1e9,
-            handshake_s=(f.synack_ns - f.created_ns) / 1e9 if f.synack_ns else None,
-            close_reason="idle",
-        )
+    def _count_syn_timeouts(self, unanswered: list[tuple[Any, int, float]]) -> None:
+        """A SYN left unanswered past the circuit breaker's syn_timeout_ms is a connection failure."""
+        by_timeout: dict[float, list[Any]] = {}
+        for flow_id, backend_id, age in unanswered:
+            be = self._backends_by_id.get(backend_id)
+            proxy = self._proxies.get(be.proxy) if be else None
+            if be is not None and proxy is not None and proxy.cfg.circuit_breaker is not None:
+                timeout = proxy.cfg.circuit_breaker.syn_timeout_ms / 1000
+                by_timeout.setdefault(timeout, []).append((flow_id, be.key, age))
+        for timeout, items in by_timeout.items():
+            for key, n in self._syn_timeouts.observe(items, timeout).items():
+                self._syn_failures[key] += n
 
     def _check_drains(self) -> None:
         now = time.monotonic()
@@ -789,12 +983,14 @@ class Engine:
             effective_weight=be.effective,
             counters=self._counters.get(be.id, model.Counters()),
             active_flows=be.active_flows,
-            health=be.health,
+            health=be.factors.health_state,
+            circuit=be.factors.circuit_state,
             drain=be.drain,
             source=be.source,
             new_flows_per_s=self._rate_of(be.id, "new_flows"),
             bytes_in_per_s=self._rate_of(be.id, "bytes_in"),
             bytes_out_per_s=self._rate_of(be.id, "bytes_out"),
+            health_check_ms=be.factors.health_check_ms,
             last_change=be.reason,
         )
 
@@ -813,8 +1009,7 @@ class Engine:
                 for label, g in proxy.groups.items()
                 if label != DEFAULT_GROUP
             )
-            backends = tuple(self._backend_view(b) for b in default.backends.values()) if default else ()
-            rl = cfg.rate_limit
+            lim = proxy.limits
             services.append(
                 model.ServiceView(
                     name=cfg.name,
@@ -823,7 +1018,9 @@ class Engine:
                     protocol=cfg.protocol,
                     algorithm=cfg.algorithm,
                     interfaces=tuple(cfg.interfaces),
-                    backends=backends,
+                    backends=tuple(self._backend_view(b) for b in default.backends.values())
+                    if default
+                    else (),
                     routes=routes,
                     counters=counters,
                     active_flows=sum(
@@ -832,14 +1029,14 @@ class Engine:
                     drops=drops,
                     panic=any(g.panic for g in proxy.groups.values()),
                     rate_limit=model.RateLimitView(
-                        per_source_rate=rl.per_source.rate if rl and rl.per_source else None,
-                        per_source_burst=rl.per_source.burst if rl and rl.per_source else None,
-                        per_backend_rate=rl.per_backend.rate if rl and rl.per_backend else None,
-                        per_backend_burst=rl.per_backend.burst if rl and rl.per_backend else None,
+                        per_source_rate=lim.src_rate or None,
+                        per_source_burst=lim.src_burst or None,
+                        per_backend_rate=lim.be_rate or None,
+                        per_backend_burst=lim.be_burst or None,
                     ),
                 )
             )
-        self._snapshot = model.Snapshot(
+        snap = model.Snapshot(
             taken_at=time.time(),
             started_at=self._started_at,
             config_path=self.config.path,
@@ -847,9 +1044,17 @@ class Engine:
             conntrack=self._ct_summary,
             flows=self._flows,
             totals=totals,
+            dns=self._dns.status() if self._dns else (),
+            circuit_log=self._supervisor.transitions() if self._supervisor else (),
             events_dropped=self.flow_events_dropped,
             running=self._running,
         )
+        for decorate in self.snapshot_decorators:
+            try:
+                snap = decorate(snap)
+            except Exception:
+                log.exception("snapshot decorator")
+        self._snapshot = snap
 
     # ---- for tests and tools --------------------------------------------------------------------
 

@@ -345,3 +345,50 @@ def test_evicted_reverse_entry_is_restored(dp):
     xdp(dp, Ether() / IP(src=CLIENT, dst=VIP) / TCP(sport=49000, dport=80, flags="A"))
     verdict, snat = tc(dp, reply_for(out, flags="A"))
     assert (Ether(snat)[IP].src, Ether(snat)[TCP].sport) == (VIP, 80)
+
+
+def test_per_source_rate_limit_counts_new_connections_only(dp):
+    loaded, maps = dp
+    from lbtui.dataplane.maps import RateLimits
+
+    maps.set_service(
+        VIP,
+        83,
+        "tcp",
+        service_id=4,
+        default_group=0,
+        algorithm="weighted-random",
+        events=False,
+        limits=RateLimits(src_rate=1, src_burst=5),
+    )
+    verdicts = [xdp(dp, syn(src="10.0.5.1", sport=50000 + i, dport=83))[0] for i in range(20)]
+    assert verdicts.count(XDP_PASS) == 5 and verdicts.count(XDP_DROP) == 15
+    # another source has its own bucket
+    assert xdp(dp, syn(src="10.0.5.2", sport=50000, dport=83))[0] == XDP_PASS
+    # established flows of the limited source are never limited
+    for i in range(20):
+        p = Ether() / IP(src="10.0.5.1", dst=VIP) / TCP(sport=50000, dport=83, flags="A", seq=i)
+        assert xdp(dp, p)[0] == XDP_PASS
+    _, drops = maps.service_counters(4)
+    assert drops["rate_limit_source"] == 15
+
+
+def test_per_backend_rate_limit(dp):
+    loaded, maps = dp
+    from lbtui.dataplane.maps import RateLimits
+
+    maps.write_slots(3, [(i, 1) for i in range(TABLE)])
+    maps.set_service(
+        VIP,
+        84,
+        "tcp",
+        service_id=5,
+        default_group=3,
+        algorithm="weighted-random",
+        events=False,
+        limits=RateLimits(be_rate=1, be_burst=3),
+    )
+    verdicts = [xdp(dp, syn(src=f"10.0.6.{i}", sport=51000, dport=84))[0] for i in range(10)]
+    assert verdicts.count(XDP_PASS) == 3
+    _, drops = maps.service_counters(5)
+    assert drops["rate_limit_backend"] == 7

@@ -71,6 +71,16 @@ class RawFlowEvent:
     reason: str | None
 
 
+@dataclass(frozen=True)
+class RateLimits:
+    """New connections per second (0 = no limit) and bucket sizes of one service."""
+
+    src_rate: int = 0
+    src_burst: int = 0
+    be_rate: int = 0
+    be_burst: int = 0
+
+
 class Maps:
     def __init__(self, loaded: Loaded):
         self._loaded = loaded
@@ -102,12 +112,20 @@ class Maps:
         default_group: int,
         algorithm: str,
         events: bool,
+        limits: RateLimits | None = None,
     ) -> None:
         v = self._services.Leaf()
         v.id = service_id
         v.default_group = default_group
         v.algorithm = structs.ALGORITHM_CODES[algorithm]
         v.flags = structs.SVC_F_EVENTS if events else 0
+        lim = limits or RateLimits()
+        v.src_rate, v.src_burst, v.be_rate, v.be_burst = (
+            lim.src_rate,
+            lim.src_burst,
+            lim.be_rate,
+            lim.be_burst,
+        )
         self._services[self._service_key(vip, port, protocol)] = v
 
     def delete_service(self, vip: str, port: int, protocol: str) -> None:
@@ -208,6 +226,17 @@ class Maps:
         for i, name in enumerate(structs.GLOBAL_COUNTERS):
             out[name] = int(sum(v for v in self._global.getvalue(self._global.Key(i))))
         return out
+
+    def sweep_rate_buckets(self, idle_ns: int, now_ns: int) -> int:
+        """Forget per-source buckets idle for idle_ns (a returning source starts with a full bucket)."""
+        table = self._loaded.table("lb_rl_source")
+        stale = [k for k, v in table.items_lookup_batch() if now_ns - v.last_ns > idle_ns]
+        for k in stale:
+            try:
+                del table[k]
+            except KeyError:
+                pass
+        return len(stale)
 
     # ---- conntrack ------------------------------------------------------------------------------
 

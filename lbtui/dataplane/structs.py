@@ -78,7 +78,24 @@ class Service(ctypes.Structure):
         ("default_group", ctypes.c_uint32),
         ("algorithm", ctypes.c_uint32),
         ("flags", ctypes.c_uint32),
+        ("src_rate", ctypes.c_uint32),
+        ("src_burst", ctypes.c_uint32),
+        ("be_rate", ctypes.c_uint32),
+        ("be_burst", ctypes.c_uint32),
     ]
+
+
+class Bucket(ctypes.Structure):
+    _fields_ = [
+        ("lock", ctypes.c_uint32),  # struct bpf_spin_lock
+        ("pad", ctypes.c_uint32),
+        ("tokens", ctypes.c_uint64),
+        ("last_ns", ctypes.c_uint64),
+    ]
+
+
+class RateKey(ctypes.Structure):
+    _fields_ = [("service_id", ctypes.c_uint32), ("saddr", ctypes.c_uint32)]
 
 
 class RouteKey(ctypes.Structure):
@@ -178,6 +195,8 @@ MAP_LAYOUTS: dict[str, tuple[Any, Any]] = {
     "lb_backend_stats": (ctypes.c_uint32, BackendStats),
     "lb_service_stats": (ctypes.c_uint32, ServiceStats),
     "lb_global_stats": (ctypes.c_uint32, ctypes.c_uint64),
+    "lb_rl_source": (RateKey, Bucket),
+    "lb_rl_backend": (ctypes.c_uint32, Bucket),
 }
 
 

@@ -1,0 +1,400 @@
+"""Prometheus metrics (render, promtool, HTTP serving, monotonic counters) and rate meters."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from lbtui import model
+from lbtui.observe.metrics import BUCKETS_S, Metrics, parse_listen, rate_limit_scope
+from lbtui.observe.rates import RateMeter
+
+
+def backend(
+    address: str = "10.0.2.11:8080",
+    counters: model.Counters | None = None,
+    health: model.Health = model.Health.UP,
+    circuit: model.Circuit | None = model.Circuit.CLOSED,
+    active: int = 3,
+    weight: int = 5,
+) -> model.BackendView:
+    return model.BackendView(
+        proxy="web",
+        address=address,
+        group="default",
+        configured_weight=weight,
+        effective_weight=weight,
+        counters=counters or model.Counters(10, 1000, 8, 8000, 4, 4, 1),
+        active_flows=active,
+        health=health,
+        circuit=circuit,
+    )
+
+
+def snapshot(
+    backends: tuple[model.BackendView, ...] | None = None,
+    drops: dict[str, int] | None = None,
+    dns: tuple[model.DnsStatus, ...] = (),
+) -> model.Snapshot:
+    if backends is None:
+        backends = (
+            backend("10.0.2.11:8080"),
+            backend("10.0.2.12:8080", health=model.Health.DOWN, circuit=model.Circuit.OPEN, weight=0),
+            backend("10.0.2.13:8080", health=model.Health.UNKNOWN, circuit=model.Circuit.HALF_OPEN),
+        )
+    svc = model.ServiceView(
+        name="web",
+        vip="10.0.0.1",
+        port=80,
+        protocol="tcp",
+        algorithm="weighted_round_robin",
+        interfaces=("eth0",),
+        backends=backends,
+        drops=drops if drops is not None else {"no_backend": 2, "conntrack_full": 0, "rate_limit_source": 7},
+    )
+    return model.Snapshot(
+        taken_at=1_700_000_000.0,
+        started_at=1_699_999_000.0,
+        config_path=None,
+        services=(svc,),
+        conntrack=model.ConntrackSummary(entries=6, flows=3, tcp=3, capacity=1024),
+        flows=(),
+        dns=dns,
+    )
+
+
+def flow_event(kind: str = "closed", duration_s: float | None = 1.5, handshake_s: float | None = 0.0004):
+    return model.FlowEvent(
+        kind=kind,
+        ts=1_700_000_000.0,
+        proxy="web",
+        protocol="tcp",
+        client_ip="10.0.1.5",
+        client_port=40000,
+        vip_ip="10.0.0.1",
+        vip_port=80,
+        backend_ip="10.0.2.11",
+        backend_port=8080,
+        duration_s=duration_s,
+        handshake_s=handshake_s,
+        close_reason="fin",
+    )
+
+
+def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return samples(metrics).get((name, tuple(sorted(labels.items()))))
+
+
+def test_render_parses_and_has_every_family() -> None:
+    snap = snapshot(dns=(model.DnsStatus("api.example", "web", last_success=1.0),))
+    metrics = Metrics(lambda: snap, version="9.9.9")
+    metrics.observe_event(flow_event())
+    metrics.observe_health_check("web", "10.0.2.11:8080", 0.003)
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+    expected = {
+        "lb_connections_active": "gauge",
+        "lb_connections": "counter",
+        "lb_bytes": "counter",
+        "lb_packets": "counter",
+        "lb_backend_health": "gauge",
+        "lb_backend_effective_weight": "gauge",
+        "lb_circuit_breaker_state": "gauge",
+        "lb_health_check_latency_seconds": "histogram",
+        "lb_backend_handshake_seconds": "histogram",
+        "lb_connection_duration_seconds": "histogram",
+        "lb_dns_resolution_status": "gauge",
+        "lb_drops": "counter",
+        "lb_rate_limited": "counter",
+        "lb_info": "gauge",
+    }
+    for name, kind in expected.items():
+        assert name in families, name
+        assert families[name].type == kind, name
+
+    pb = {"proxy": "web", "backend": "10.0.2.11:8080"}
+    assert value(metrics, "lb_info", version="9.9.9") == 1
+    assert value(metrics, "lb_connections_total", **pb) == 4
+    assert value(metrics, "lb_bytes_total", direction="in", **pb) == 1000
+    assert value(metrics, "lb_bytes_total", direction="out", **pb) == 8000
+    assert value(metrics, "lb_packets_total", direction="in", **pb) == 10
+    assert value(metrics, "lb_packets_total", direction="out", **pb) == 8
+    assert value(metrics, "lb_connections_active", **pb) == 3
+    assert value(metrics, "lb_backend_effective_weight", **pb) == 5
+    assert value(metrics, "lb_backend_health", **pb) == 1
+    assert value(metrics, "lb_backend_health", proxy="web", backend="10.0.2.12:8080") == 0
+    assert value(metrics, "lb_backend_health", proxy="web", backend="10.0.2.13:8080") is None  # unknown
+    assert value(metrics, "lb_circuit_breaker_state", **pb) == 0
+    assert value(metrics, "lb_circuit_breaker_state", proxy="web", backend="10.0.2.13:8080") == 1
+    assert value(metrics, "lb_circuit_breaker_state", proxy="web", backend="10.0.2.12:8080") == 2
+    assert value(metrics, "lb_drops_total", proxy="web", reason="no_backend") == 2
+    assert value(metrics, "lb_drops_total", proxy="web", reason="rate_limit_source") == 7
+    assert value(metrics, "lb_rate_limited_total", proxy="web", scope="source") == 7
+    assert value(metrics, "lb_dns_resolution_status", proxy="web", hostname="api.example") == 1
+    assert value(metrics, "lb_backend_handshake_seconds_count", **pb) == 1
+    assert value(metrics, "lb_backend_handshake_seconds_sum", **pb) == pytest.approx(0.0004)
+    assert value(metrics, "lb_connection_duration_seconds_count", **pb) == 1
+    assert value(metrics, "lb_connection_duration_seconds_bucket", le="1.0", **pb) == 0
+    assert value(metrics, "lb_connection_duration_seconds_bucket", le="2.0", **pb) == 1
+    assert value(metrics, "lb_health_check_latency_seconds_count", **pb) == 1
+
+
+def test_histogram_buckets_match_the_console_histograms() -> None:
+    assert BUCKETS_S[0] == 0.00005
+    assert BUCKETS_S[-1] == 600.0
+    assert len(BUCKETS_S) == 30
+
+
+def test_new_events_do_not_count_twice() -> None:
+    metrics = Metrics(lambda: None)
+    metrics.observe_event(flow_event(kind="new", duration_s=None))
+    metrics.observe_event(flow_event(kind="closed"))
+    pb = {"proxy": "web", "backend": "10.0.2.11:8080"}
+    assert value(metrics, "lb_backend_handshake_seconds_count", **pb) == 1
+    assert value(metrics, "lb_connection_duration_seconds_count", **pb) == 1
+
+
+def test_dns_status_failing_and_never_resolved() -> None:
+    snap = snapshot(
+        dns=(
+            model.DnsStatus(
+                "a.example", "web", last_success=1.0, consecutive_failures=2, last_error="timeout"
+            ),
+            model.DnsStatus("b.example", "web"),
+        )
+    )
+    metrics = Metrics(lambda: snap)
+    assert value(metrics, "lb_dns_resolution_status", proxy="web", hostname="a.example") == 0
+    assert value(metrics, "lb_dns_resolution_status", proxy="web", hostname="b.example") == 0
+
+
+def test_promtool_accepts_the_page(tmp_path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed")
+    snap = snapshot(dns=(model.DnsStatus("api.example", "web", last_success=1.0),))
+    metrics = Metrics(lambda: snap)
+    metrics.observe_event(flow_event())
+    metrics.observe_health_check("web", "10.0.2.11:8080", 0.003)
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=metrics.render(), capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_snapshot_or_a_failing_one_still_renders() -> None:
+    assert value(Metrics(lambda: None, version="1"), "lb_info", version="1") == 1
+
+    def broken() -> model.Snapshot:
+        raise RuntimeError("engine gone")
+
+    assert value(Metrics(broken, version="1"), "lb_info", version="1") == 1
+
+
+def test_two_instances_do_not_clash() -> None:
+    first = Metrics(lambda: snapshot())
+    second = Metrics(lambda: None)
+    first.observe_event(flow_event())
+    pb = {"proxy": "web", "backend": "10.0.2.11:8080"}
+    assert value(first, "lb_connection_duration_seconds_count", **pb) == 1
+    assert value(second, "lb_connection_duration_seconds_count", **pb) is None
+
+
+def test_counters_never_decrease_across_resets_and_removal() -> None:
+    current = {
+        "snap": snapshot(backends=(backend(counters=model.Counters(100, 10_000, 90, 90_000, 50, 50, 0)),))
+    }
+    metrics = Metrics(lambda: current["snap"])
+    pb = {"proxy": "web", "backend": "10.0.2.11:8080"}
+    assert value(metrics, "lb_connections_total", **pb) == 50
+
+    # the data-path counters start again (backend re-added / maps recreated)
+    current["snap"] = snapshot(backends=(backend(counters=model.Counters(2, 200, 1, 100, 1, 1, 0)),))
+    assert value(metrics, "lb_connections_total", **pb) == 51
+    assert value(metrics, "lb_bytes_total", direction="in", **pb) == 10_200
+
+    # the backend disappears, then comes back from zero
+    current["snap"] = snapshot(backends=())
+    assert value(metrics, "lb_connections_total", **pb) is None
+    current["snap"] = snapshot(backends=(backend(counters=model.Counters(1, 10, 0, 0, 3, 0, 0)),))
+    assert value(metrics, "lb_connections_total", **pb) == 54
+    assert value(metrics, "lb_bytes_total", direction="in", **pb) == 10_210
+
+    # drops reset too
+    current["snap"] = snapshot(
+        backends=(backend(counters=model.Counters(1, 10, 0, 0, 3, 0, 0)),), drops={"rate_limit_source": 1}
+    )
+    assert value(metrics, "lb_rate_limited_total", proxy="web", scope="source") == 8
+    assert value(metrics, "lb_drops_total", proxy="web", reason="rate_limit_source") == 8
+
+
+def test_counters_are_monotonic_over_random_snapshots() -> None:
+    import random
+
+    rng = random.Random(7)
+    current = {"snap": snapshot()}
+    metrics = Metrics(lambda: current["snap"])
+    previous: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for _ in range(60):
+        picked = tuple(
+            backend(
+                address,
+                counters=model.Counters(*(rng.randrange(0, 1000) for _ in range(7))),
+            )
+            for address in ("10.0.2.11:8080", "10.0.2.12:8080")
+            if rng.random() < 0.8
+        )
+        current["snap"] = snapshot(backends=picked, drops={"no_backend": rng.randrange(0, 50)})
+        for key, v in samples(metrics).items():
+            name = key[0]
+            if name.endswith("_total") and key in previous:
+                assert v >= previous[key], key
+            previous[key] = v
+
+
+def test_track_notices_resets_between_scrapes() -> None:
+    current = {"snap": snapshot(backends=(backend(counters=model.Counters(new_flows=100)),))}
+    metrics = Metrics(lambda: current["snap"])
+    metrics.track(current["snap"])
+    metrics.track(snapshot(backends=(backend(counters=model.Counters(new_flows=5)),)))  # reset
+    current["snap"] = snapshot(backends=(backend(counters=model.Counters(new_flows=150)),))
+    # without track() the scrape would see 100 -> 150 and report 150; with it: 100 + 150
+    assert value(metrics, "lb_connections_total", proxy="web", backend="10.0.2.11:8080") == 250
+
+
+def test_an_older_snapshot_is_not_taken_for_a_reset() -> None:
+    newer = dataclasses.replace(
+        snapshot(backends=(backend(counters=model.Counters(new_flows=200)),)), taken_at=2_000_000_000.0
+    )
+    older = snapshot(backends=(backend(counters=model.Counters(new_flows=100)),))
+    metrics = Metrics(lambda: older)  # a scrape that fetched its snapshot before track() ran
+    metrics.track(newer)
+    assert value(metrics, "lb_connections_total", proxy="web", backend="10.0.2.11:8080") == 200
+    metrics.track(dataclasses.replace(newer, taken_at=2_000_000_001.0))
+    assert value(metrics, "lb_connections_total", proxy="web", backend="10.0.2.11:8080") == 200
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        # SO_REUSEADDR as any server sets it: TIME_WAIT leftovers do not count, a listener would
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def test_serves_only_on_its_path_and_stop_frees_the_port() -> None:
+    metrics = Metrics(lambda: snapshot(), version="1.2.3")
+    metrics.start("127.0.0.1:0", "/metrics")
+    try:
+        address = metrics.server_address
+        assert address is not None
+        host, port = address
+        assert not port_is_free(port)  # the check below means something
+        status, body = http_get(f"http://{host}:{port}/metrics")
+        assert status == 200
+        assert b'lb_info{version="1.2.3"} 1.0' in body
+        assert b"lb_connections_total" in body
+        assert http_get(f"http://{host}:{port}/other")[0] == 404
+        assert http_get(f"http://{host}:{port}/")[0] == 404
+        with pytest.raises(RuntimeError):
+            metrics.start("127.0.0.1:0", "/metrics")
+    finally:
+        metrics.stop()
+    assert metrics.server_address is None
+    assert port_is_free(port)
+
+    # start/stop again on the same port, several times
+    for _ in range(3):
+        metrics.start(f"127.0.0.1:{port}", "custom")
+        try:
+            assert http_get(f"http://127.0.0.1:{port}/custom")[0] == 200
+            assert http_get(f"http://127.0.0.1:{port}/metrics")[0] == 404
+        finally:
+            metrics.stop()
+        assert port_is_free(port)
+    metrics.stop()  # stopping twice is harmless
+
+
+def test_parse_listen() -> None:
+    assert parse_listen("127.0.0.1:9100") == ("127.0.0.1", 9100)
+    assert parse_listen("[::1]:9100") == ("::1", 9100)
+    assert parse_listen(":9100") == ("0.0.0.0", 9100)
+    for bad in ("127.0.0.1", "host:port", "1.2.3.4:70000", ""):
+        with pytest.raises(ValueError):
+            parse_listen(bad)
+
+
+def test_rate_limit_scope() -> None:
+    assert rate_limit_scope("rate_source") == "source"
+    assert rate_limit_scope("rate_limit_backend") == "backend"
+    assert rate_limit_scope("no_backend") is None
+    assert rate_limit_scope("rate_") is None
+
+
+# ---- rates ---------------------------------------------------------------------------------------
+
+
+def test_rate_last_interval() -> None:
+    meter = RateMeter(tau_s=0)
+    assert meter.rate("k", 100, now=10.0) is None  # baseline
+    assert meter.rate("k", 300, now=12.0) == pytest.approx(100.0)
+    assert meter.rate("k", 300, now=13.0) == pytest.approx(0.0)
+    assert meter.rate("k", 300, now=13.0) == pytest.approx(0.0)  # no time passed: last rate
+
+
+def test_rate_ewma_converges_and_weights_by_time() -> None:
+    meter = RateMeter(tau_s=2.0)
+    meter.rate("k", 0, now=0.0)
+    assert meter.rate("k", 50, now=1.0) == pytest.approx(50.0)  # first rate: no warm-up bias
+    value = 50
+    rate = None
+    for t in range(2, 40):
+        value += 200
+        rate = meter.rate("k", value, now=float(t))
+    assert rate == pytest.approx(200.0, rel=1e-3)
+    # a long gap moves the average almost all the way to the new rate
+    rate = meter.rate("k", value, now=100.0)
+    assert rate is not None and rate < 1.0
+
+
+def test_rate_reset_and_keys() -> None:
+    meter = RateMeter(tau_s=0)
+    meter.rate("a", 1000, now=0.0)
+    meter.rate("b", 10, now=0.0)
+    assert meter.rate("a", 5, now=1.0) is None  # counter went down: new baseline
+    assert meter.rate("a", 15, now=2.0) == pytest.approx(10.0)
+    meter.retain(["a"])
+    assert meter.rate("b", 20, now=2.0) is None  # forgotten, so baseline again
+    meter.forget("a")
+    assert meter.rate("a", 30, now=3.0) is None
+
+
+def test_snapshot_dataclasses_still_match() -> None:
+    # the collector relies on these model fields; fail loudly if they are renamed
+    names = {f.name for f in dataclasses.fields(model.Counters)}
+    assert {"packets_in", "bytes_in", "packets_out", "bytes_out", "new_flows"} <= names
