@@ -105,7 +105,10 @@ def run(config: Config, no_ui: bool, stats_interval_s: float = 10.0) -> int:
     if problem:
         print(f"lbtui: {problem}", file=sys.stderr)
         return EXIT_KERNEL
-    runner = EngineRunner(config)
+    from lbtui.engine import Engine
+
+    # with the console on the terminal, the access log may not write to stdout
+    runner = EngineRunner(config, lambda c: Engine(c, allow_stdout=no_ui))
     try:
         runner.start()
     except DataplaneError as exc:

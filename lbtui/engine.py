@@ -30,6 +30,7 @@ from lbtui.control.weights import BackendState, compose
 from lbtui.dataplane import Dataplane, DataplaneSpec, RawFlowEvent
 from lbtui.dataplane import structs as _structs
 from lbtui.dataplane.maps import FlowEntry, RateLimits
+from lbtui.observe.hub import ObservabilityHub
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,10 @@ def _valid_weight(w: object) -> bool:
 
 
 class Engine:
-    def __init__(self, config: Config, *, dataplane: Dataplane | None = None):
+    def __init__(self, config: Config, *, dataplane: Dataplane | None = None, allow_stdout: bool = True):
         self.config = config
+        self._allow_stdout = allow_stdout
+        self.observability: ObservabilityHub | None = None
         self._dp = dataplane or Dataplane(dataplane_spec(config), config.settings.xdp_mode)
         self._proxies: dict[str, _Proxy] = {}
         self._backends_by_id: dict[int, _Backend] = {}
@@ -175,7 +178,14 @@ class Engine:
         """Load the programs, fill the maps from the configuration, attach, start the loops."""
         self._loop = asyncio.get_running_loop()
         self._flow_events = asyncio.Queue(maxsize=65536)
-        self._supervisor = BackendSupervisor(on_change=self._on_factors, on_event=self._on_supervisor_event)
+        self.observability = hub = ObservabilityHub(self.snapshot, allow_stdout=self._allow_stdout)
+        self.flow_observers.append(hub.observe)
+        self.snapshot_decorators.append(hub.decorate)
+        self._supervisor = BackendSupervisor(
+            on_change=self._on_factors,
+            on_event=self._on_supervisor_event,
+            on_health_latency=lambda key, s: hub.observe_health_check(key.proxy, key.address, s),
+        )
         self._dns = DnsBackendResolver(self.config.settings.dns.nameservers, on_change=self._on_dns_change)
         try:
             await self._resolve_dns_names(self.config)
@@ -183,7 +193,9 @@ class Engine:
             self._apply_config(self.config, first=True)
             self._dp.set_interfaces(self._wanted_interfaces(self.config))
             self._dp.start_event_reader(self._on_raw_event)
+            hub.configure(self.config.settings)
         except BaseException:
+            hub.close()
             self._dp.close()
             await self._supervisor.close()
             await self._dns.close()
@@ -211,6 +223,10 @@ class Engine:
         if self._dns is not None:
             await self._dns.close()
         self._dp.close()
+        await asyncio.sleep(0)  # let the reader's last hand-overs land in the queue
+        self._drain_flow_events()
+        if self.observability is not None:
+            self.observability.close()  # after the data path: the last events are flushed too
         self._emit("stopped", "load balancer stopped; programs detached")
         self._publish_snapshot()
         self._stopped.set()
@@ -686,10 +702,14 @@ class Engine:
         try:
             changes = self._apply_config(new)
             self._dp.set_interfaces(self._wanted_interfaces(new))
+            if self.observability is not None:
+                self.observability.configure(new.settings)
         except Exception as exc:
             log.exception("reload")
             self._apply_config(old)
             self._dp.set_interfaces(self._wanted_interfaces(old))
+            if self.observability is not None:
+                self.observability.configure(old.settings)
             msg = f"reload of {path} failed and was rolled back: {exc}"
             self._emit("reload", msg, level=model.Level.ERROR)
             return model.CommandResult(False, msg)
@@ -756,6 +776,11 @@ class Engine:
         while True:
             raw = await self._flow_events.get()
             self._notify_flow(self._to_flow_event(raw))
+
+    def _drain_flow_events(self) -> None:
+        queue = self._flow_events
+        while queue is not None and not queue.empty():
+            self._notify_flow(self._to_flow_event(queue.get_nowait()))
 
     def _notify_flow(self, ev: model.FlowEvent) -> None:
         for observer in self.flow_observers:

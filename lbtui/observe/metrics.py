@@ -135,6 +135,7 @@ def _counter_samples(snap: model.Snapshot) -> Iterator[tuple[str, tuple[str, ...
             if scope is not None:
                 yield "lb_rate_limited_total", (svc.name, scope), count
     yield "lb_conntrack_swept_total", (), snap.conntrack.swept_total
+    yield "lb_events_dropped_total", (), snap.events_dropped
 
 
 COUNTER_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -155,6 +156,10 @@ COUNTER_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "lb_drops_total": ("Packets dropped by the data path, by reason.", ("proxy", "reason")),
     "lb_rate_limited_total": ("New connections refused by a rate limit.", ("proxy", "scope")),
     "lb_conntrack_swept_total": ("Conntrack entries removed by the idle sweep.", ()),
+    "lb_events_dropped_total": (
+        "Flow events or access-log lines dropped because a consumer was too slow (memory stays bounded).",
+        (),
+    ),
 }
 
 
