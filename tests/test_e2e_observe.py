@@ -214,3 +214,56 @@ def test_clean_stop_flushes_the_log(run):
     assert lb.wait(15) == 0
     lines = [json.loads(x) for x in access.read_text().splitlines() if x.strip()]
     assert len([x for x in lines if x["event"] == "closed" and x["vip_port"] == 80]) == N
+
+
+def rss_kb(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_slow_log_consumer_drops_lines_not_memory_or_traffic(tmp_path):
+    """The access log goes to a FIFO whose reader never reads: writes block once the pipe is full.
+
+    The engine must keep balancing, drop (and count) log lines instead of queueing them without
+    bound, and show the drops in the metrics.
+    """
+    lab = Lab(LabSpec(prefix="lts", second_client=False))
+    lab.up()
+    reader = None
+    lb = None
+    try:
+        lab.start_backends()
+        fifo = tmp_path / "access.fifo"
+        os.mkfifo(fifo)
+        # holds the FIFO open for reading and never reads
+        reader = subprocess.Popen(["bash", "-c", f"exec 3<{fifo}; sleep 600"])
+        cfg = tmp_path / "lbtui.toml"
+        text = lab.config_toml(weights=(1, 1, 1))
+        text = text.replace(
+            "[settings.metrics]\nenabled = false",
+            f'[settings.metrics]\nenabled = true\nlisten = "127.0.0.1:{METRICS_PORT}"\n\n'
+            f'[settings.access_log]\nformat = "json"\nlog_new = true\nfile = "{fifo}"',
+        )
+        cfg.write_text(text)
+        log = tmp_path / "lbtui.log"
+        with open(log, "w") as err:
+            lb = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
+        assert wait_until(lambda: "started" in log.read_text()), log.read_text()
+        rss_before = rss_kb(lb.pid)
+        got = lab.http_requests(6000, new_conn=True)
+        assert got.get("errors", 0) == 0, got  # balancing went on
+        assert sum(v for k, v in got.items() if k != "errors") == 6000
+        assert wait_until(lambda: metric(scrape(lab), "lb_events_dropped_total") > 0, timeout=10)
+        dropped = metric(scrape(lab), "lb_events_dropped_total")
+        assert dropped >= 12000 - 10000 - 2000, dropped  # 12,000 lines, a 10,000-line queue, a 64 KiB pipe
+        assert rss_kb(lb.pid) - rss_before < 100_000, "memory stays bounded"
+    finally:
+        if reader is not None:
+            reader.kill()  # unblocks the writer (broken pipe) so the clean stop can finish
+            reader.wait()
+        if lb is not None and lb.poll() is None:
+            lb.send_signal(signal.SIGTERM)
+            lb.wait(30)
+        lab.down()
