@@ -211,16 +211,27 @@ struct lb_event {
     __u32 reason;              // LB_CLOSE_* for closed events
 };
 
-BPF_HASH(lb_services, struct lb_service_key, struct lb_service, LB_MAX_SERVICES);
-BPF_LPM_TRIE(lb_routes, struct lb_route_key, __u32, LB_MAX_ROUTES);
-BPF_ARRAY(lb_backends, struct lb_backend, LB_MAX_BACKENDS);
-BPF_ARRAY(lb_select, __u32, LB_MAX_GROUPS * LB_TABLE_SIZE);
-BPF_TABLE("lru_hash", struct lb_ct_key, struct lb_ct_entry, lb_conntrack, LB_CT_SIZE);
-BPF_HASH(lb_rl_source, struct lb_rl_key, struct lb_bucket, LB_RL_SOURCES);
-BPF_ARRAY(lb_rl_backend, struct lb_bucket, LB_MAX_BACKENDS);
-BPF_PERCPU_ARRAY(lb_backend_stats, struct lb_backend_stats, LB_MAX_BACKENDS);
-BPF_PERCPU_ARRAY(lb_service_stats, struct lb_service_stats, LB_MAX_SERVICES);
-BPF_PERCPU_ARRAY(lb_global_stats, __u64, LB_G_MAX);
+// With LB_PIN_DIR (a string literal) every map except the ring buffer is pinned in bpffs under that
+// directory: an existing pin is reused, so a restarted lbtui adopts the running state (conntrack,
+// tables, counters) instead of starting empty.
+#ifdef LB_PIN_DIR
+#define LB_TABLE(_type, _key, _leaf, _name, _size, _flags) \
+    BPF_F_TABLE(_type ":" LB_PIN_DIR "/" #_name, _key, _leaf, _name, _size, _flags)
+#else
+#define LB_TABLE(_type, _key, _leaf, _name, _size, _flags) \
+    BPF_F_TABLE(_type, _key, _leaf, _name, _size, _flags)
+#endif
+
+LB_TABLE("hash", struct lb_service_key, struct lb_service, lb_services, LB_MAX_SERVICES, 0);
+LB_TABLE("lpm_trie", struct lb_route_key, __u32, lb_routes, LB_MAX_ROUTES, BPF_F_NO_PREALLOC);
+LB_TABLE("array", __u32, struct lb_backend, lb_backends, LB_MAX_BACKENDS, 0);
+LB_TABLE("array", __u32, __u32, lb_select, LB_MAX_GROUPS * LB_TABLE_SIZE, 0);
+LB_TABLE("lru_hash", struct lb_ct_key, struct lb_ct_entry, lb_conntrack, LB_CT_SIZE, 0);
+LB_TABLE("hash", struct lb_rl_key, struct lb_bucket, lb_rl_source, LB_RL_SOURCES, 0);
+LB_TABLE("array", __u32, struct lb_bucket, lb_rl_backend, LB_MAX_BACKENDS, 0);
+LB_TABLE("percpu_array", __u32, struct lb_backend_stats, lb_backend_stats, LB_MAX_BACKENDS, 0);
+LB_TABLE("percpu_array", __u32, struct lb_service_stats, lb_service_stats, LB_MAX_SERVICES, 0);
+LB_TABLE("percpu_array", __u32, __u64, lb_global_stats, LB_G_MAX, 0);
 BPF_RINGBUF_OUTPUT(lb_events, LB_RINGBUF_PAGES);
 
 #endif

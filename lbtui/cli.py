@@ -32,6 +32,11 @@ def _main_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="validate the configuration and exit")
     p.add_argument("--no-ui", action="store_true", help="run headless (logs to stderr)")
     p.add_argument(
+        "--keep-dataplane",
+        action="store_true",
+        help="on stop, leave the programs attached and the maps pinned (a restart adopts them)",
+    )
+    p.add_argument(
         "--stats-interval",
         type=float,
         default=10.0,
@@ -86,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{ns.config}: ok ({len(config.proxies)} proxies)")
         return EXIT_OK
     _setup_logging(ns.verbose, quiet=not ns.no_ui)
-    return run(config, no_ui=ns.no_ui, stats_interval_s=ns.stats_interval)
+    return run(config, no_ui=ns.no_ui, stats_interval_s=ns.stats_interval, keep_dataplane=ns.keep_dataplane)
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
@@ -96,7 +101,7 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     configure_logging(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
 
 
-def run(config: Config, no_ui: bool, stats_interval_s: float = 10.0) -> int:
+def run(config: Config, no_ui: bool, stats_interval_s: float = 10.0, keep_dataplane: bool = False) -> int:
     """Start the engine for `config` and run a front end until it stops."""
     from lbtui.dataplane import DataplaneError, check_privileges
     from lbtui.runner import EngineRunner
@@ -108,7 +113,7 @@ def run(config: Config, no_ui: bool, stats_interval_s: float = 10.0) -> int:
     from lbtui.engine import Engine
 
     # with the console on the terminal, the access log may not write to stdout
-    runner = EngineRunner(config, lambda c: Engine(c, allow_stdout=no_ui))
+    runner = EngineRunner(config, lambda c: Engine(c, allow_stdout=no_ui, keep_dataplane=keep_dataplane))
     try:
         runner.start()
     except DataplaneError as exc:

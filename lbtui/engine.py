@@ -105,9 +105,22 @@ def config_limits(cfg: ProxyConfig) -> RateLimits:
     )
 
 
+PIN_ROOT = "/run/lbtui/bpffs"
+
+
+def instance_name(config: Config) -> str:
+    """An instance is named after its control socket (one socket per running instance)."""
+    base = config.settings.control_socket.rstrip("/").rsplit("/", 1)[-1]
+    return base.removesuffix(".sock") or "lbtui"
+
+
 def dataplane_spec(config: Config) -> DataplaneSpec:
     s = config.settings
-    return DataplaneSpec(table_size=s.table_size, conntrack_entries=2 * s.max_connections)
+    return DataplaneSpec(
+        table_size=s.table_size,
+        conntrack_entries=2 * s.max_connections,
+        pin_dir=f"{PIN_ROOT}/{instance_name(config)}",
+    )
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -133,8 +146,21 @@ def _valid_weight(w: object) -> bool:
 
 
 class Engine:
-    def __init__(self, config: Config, *, dataplane: Dataplane | None = None, allow_stdout: bool = True):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        dataplane: Dataplane | None = None,
+        allow_stdout: bool = True,
+        keep_dataplane: bool = False,
+    ):
         self.config = config
+        self.keep_dataplane = keep_dataplane
+        # ids found in pinned maps of an earlier run, claimed by the matching configuration items
+        self._adopt_services: dict[tuple[str, int, str], int] = {}
+        self._adopt_groups: dict[tuple[int, str], int] = {}
+        self._adopt_backends: dict[tuple[int, str], int] = {}
+        self._adopt_tables: dict[int, list[int]] = {}
         self._allow_stdout = allow_stdout
         self.observability: ObservabilityHub | None = None
         self._dp = dataplane or Dataplane(dataplane_spec(config), config.settings.xdp_mode)
@@ -190,7 +216,11 @@ class Engine:
         try:
             await self._resolve_dns_names(self.config)
             self._dp.load()
+            if self._dp.adopted:
+                self._adopt()
             self._apply_config(self.config, first=True)
+            if self._dp.adopted:
+                self._release_unclaimed()
             self._dp.set_interfaces(self._wanted_interfaces(self.config))
             self._dp.start_event_reader(self._on_raw_event)
             hub.configure(self.config.settings)
@@ -222,12 +252,17 @@ class Engine:
             await self._supervisor.close()
         if self._dns is not None:
             await self._dns.close()
-        self._dp.close()
+        self._dp.close(keep=self.keep_dataplane)
         await asyncio.sleep(0)  # let the reader's last hand-overs land in the queue
         self._drain_flow_events()
         if self.observability is not None:
             self.observability.close()  # after the data path: the last events are flushed too
-        self._emit("stopped", "load balancer stopped; programs detached")
+        how = (
+            "programs left attached and maps pinned (--keep-dataplane)"
+            if self.keep_dataplane
+            else "programs detached and unpinned"
+        )
+        self._emit("stopped", f"load balancer stopped; {how}")
         self._publish_snapshot()
         self._stopped.set()
 
@@ -280,7 +315,11 @@ class Engine:
                 changes.append(f"{pcfg.name}: moved to {pcfg.vip}:{pcfg.port}/{pcfg.protocol}")
                 proxy = None
             if proxy is None:
-                sid = self._alloc(self._free_services, "_next_service", self._dp.spec.max_services, "proxies")
+                sid = self._adopt_services.pop((pcfg.vip, pcfg.port, pcfg.protocol), None)
+                if sid is None:
+                    sid = self._alloc(
+                        self._free_services, "_next_service", self._dp.spec.max_services, "proxies"
+                    )
                 proxy = _Proxy(cfg=pcfg, service_id=sid, limits=config_limits(pcfg))
                 self._proxies[pcfg.name] = proxy
                 if not first:
@@ -302,8 +341,12 @@ class Engine:
             for label, members in wanted_groups.items():
                 group = proxy.groups.get(label)
                 if group is None:
-                    gid = self._alloc(self._free_groups, "_next_group", self._dp.spec.max_groups, "groups")
-                    group = _Group(id=gid, label=label)
+                    gid = self._adopt_groups.pop((proxy.service_id, label), None)
+                    if gid is None:
+                        gid = self._alloc(
+                            self._free_groups, "_next_group", self._dp.spec.max_groups, "groups"
+                        )
+                    group = _Group(id=gid, label=label, table=self._adopt_tables.pop(gid, []))
                     proxy.groups[label] = group
                     if label != DEFAULT_GROUP and not first:
                         changes.append(f"{pcfg.name}: added route {label}")
@@ -324,6 +367,60 @@ class Engine:
                 }
             )
         return changes
+
+    def _adopt(self) -> None:
+        """Read the ids and tables an earlier run left in the pinned maps, to take them over."""
+        maps = self._dp.maps
+        services = maps.read_services()
+        for vip, port, proto, sid, default_group in services:
+            self._adopt_services[(vip, port, proto)] = sid
+            self._adopt_groups[(sid, DEFAULT_GROUP)] = default_group
+        for sid, cidr, gid in maps.read_routes():
+            self._adopt_groups[(sid, cidr)] = gid
+        backends = maps.read_backends()
+        for gid in set(self._adopt_groups.values()):
+            table = maps.read_table(gid)
+            self._adopt_tables[gid] = table
+            for bid in set(table) - {selection.EMPTY}:
+                if bid in backends:
+                    ip, port, _active = backends[bid]
+                    self._adopt_backends[(gid, f"{ip}:{port}")] = bid
+        # id allocation continues above everything the earlier run used
+        self._next_service = max((sid for *_, sid, _ in services), default=-1) + 1
+        self._next_group = max(self._adopt_groups.values(), default=-1) + 1
+        self._next_backend_id = max(backends, default=-1) + 1
+        used_groups = set(self._adopt_groups.values())
+        self._free_groups = [g for g in range(self._next_group) if g not in used_groups]
+        used_services = set(self._adopt_services.values())
+        self._free_services = [i for i in range(self._next_service) if i not in used_services]
+        used_backends = set(self._adopt_backends.values())
+        self._free_backend_ids.extend(b for b in range(self._next_backend_id) if b not in used_backends)
+        flows = sum(1 for _ in maps.conntrack()) // 2
+        self._emit(
+            "adopted",
+            f"took over the data path of an earlier run: {len(services)} services, "
+            f"{len(backends)} backends, about {flows} flows in conntrack",
+        )
+
+    def _release_unclaimed(self) -> None:
+        """Pinned state the configuration no longer has: delete it (flows already tracked go on)."""
+        maps = self._dp.maps
+        for (vip, port, proto), sid in self._adopt_services.items():
+            maps.delete_service(vip, port, proto)
+            self._free_services.append(sid)
+        for (sid, label), gid in self._adopt_groups.items():
+            if label != DEFAULT_GROUP:
+                maps.delete_route(sid, label)
+            maps.write_slots(gid, [(i, selection.EMPTY) for i in range(self._dp.spec.table_size)])
+            self._free_groups.append(gid)
+        live = set(self._backends_by_id)
+        for bid, (ip, port, active) in maps.read_backends().items():
+            if active and bid not in live:
+                maps.set_backend(bid, ip, port, active=False)
+        self._adopt_services.clear()
+        self._adopt_groups.clear()
+        self._adopt_backends.clear()
+        self._adopt_tables.clear()
 
     def _write_service(self, proxy: _Proxy) -> None:
         cfg = proxy.cfg
@@ -363,8 +460,9 @@ class Engine:
             be = group.backends.get(address)
             if be is None:
                 ip, port = split_address(address)
+                adopted_id = self._adopt_backends.pop((group.id, address), None)
                 be = _Backend(
-                    id=self._alloc_backend_id(),
+                    id=self._alloc_backend_id() if adopted_id is None else adopted_id,
                     proxy=name,
                     group=group.label,
                     ip=ip,
@@ -375,7 +473,8 @@ class Engine:
                 )
                 if self._supervisor is not None:
                     be.factors = self._supervisor.factors(be.key)
-                self._dp.maps.clear_backend_stats(be.id)
+                if adopted_id is None:
+                    self._dp.maps.clear_backend_stats(be.id)  # adopted backends keep their counters
                 self._dp.maps.set_backend(be.id, ip, port, active=True)
                 group.backends[address] = be
                 self._backends_by_id[be.id] = be

@@ -138,8 +138,8 @@ def test_stop_detaches_everything(lab, lb):
         assert "clsact" not in qdiscs, qdiscs
 
 
-def test_stale_attachments_of_a_crashed_run_are_removed(lab, tmp_path):
-    """kill -9 leaves XDP/TC attached (they live in the kernel); the next start removes them."""
+def test_a_crashed_run_is_adopted_then_cleaned_up(lab, tmp_path):
+    """kill -9 leaves XDP/TC attached and the maps pinned; the next start takes them over."""
     cfg = tmp_path / "c.toml"
     cfg.write_text(lab.config_toml())
     log = tmp_path / "c.log"
@@ -153,13 +153,14 @@ def test_stale_attachments_of_a_crashed_run_are_removed(lab, tmp_path):
     with open(log, "w") as err:
         proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
     assert wait_until(lambda: "started" in log.read_text()), log.read_text()
-    assert "stale" in log.read_text()
+    assert "took over the data path" in log.read_text()
     got = lab.http_requests(30)
     assert got.get("errors", 0) == 0 and sum(v for k, v in got.items() if k != "errors") == 30
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
     link = lab.run(lab.ns_lb, "ip", "-d", "link", "show", "dev", lab.client_ifaces[0]).stdout
     assert "xdp" not in link
+    assert not Path("/run/lbtui/bpffs/lte").exists(), "a clean stop unpins everything"
 
 
 def test_not_root_exits_3(tmp_path):

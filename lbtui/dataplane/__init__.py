@@ -11,7 +11,14 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from lbtui.dataplane.loader import Attachment, DataplaneError, DataplaneSpec, Loaded, check_privileges
+from lbtui.dataplane.loader import (
+    Attachment,
+    DataplaneError,
+    DataplaneSpec,
+    Loaded,
+    check_privileges,
+    remove_pins,
+)
 from lbtui.dataplane.maps import FlowEntry, Maps, RawFlowEvent
 
 __all__ = ["Dataplane", "DataplaneError", "DataplaneSpec", "FlowEntry", "RawFlowEvent", "check_privileges"]
@@ -46,6 +53,11 @@ class Dataplane:
         return self._loaded
 
     @property
+    def adopted(self) -> bool:
+        """True if the maps were taken over from an earlier run of this instance (pinned state)."""
+        return self._loaded is not None and self._loaded.adopted
+
+    @property
     def interfaces(self) -> tuple[str, ...]:
         return tuple(self._attachments)
 
@@ -73,18 +85,26 @@ class Dataplane:
         self._reader = threading.Thread(target=run, name="lbtui-events", daemon=True)
         self._reader.start()
 
-    def close(self) -> None:
-        """Detach everything and release the programs and maps; safe on any partial state."""
+    def close(self, keep: bool = False) -> None:
+        """Detach everything, unpin and release; safe on any partial state.
+
+        keep=True (`--keep-dataplane`) leaves the programs attached and the maps pinned, so the load
+        balancer goes on with its last tables and a later start adopts them.
+        """
         self._reader_stop.set()
         if self._reader is not None:
             self._reader.join(timeout=2)
             self._reader = None
-        for ifname in list(self._attachments):
-            try:
-                self._attachments.pop(ifname).detach()
-            except Exception:
-                log.exception("detaching from %s", ifname)
+        if not keep:
+            for ifname in list(self._attachments):
+                try:
+                    self._attachments.pop(ifname).detach()
+                except Exception:
+                    log.exception("detaching from %s", ifname)
+        self._attachments.clear()
         if self._loaded is not None:
             self._loaded.close()
             self._loaded = None
             self._maps = None
+        if not keep:
+            remove_pins(self.spec.pin_dir)

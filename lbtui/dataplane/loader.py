@@ -69,9 +69,12 @@ class DataplaneSpec:
     max_services: int = 64
     max_routes: int = 1024
     ringbuf_pages: int = 256
+    pin_dir: str | None = None  # bpffs directory for this instance's maps and programs
 
     def cflags(self) -> list[str]:
+        pin = [f'-DLB_PIN_DIR="{self.pin_dir}"'] if self.pin_dir else []
         return [
+            *pin,
             f"-DLB_TABLE_SIZE={self.table_size}",
             f"-DLB_CT_SIZE={self.conntrack_entries}",
             f"-DLB_MAX_BACKENDS={self.max_backends}",
@@ -106,20 +109,85 @@ def check_privileges() -> str | None:
     return None
 
 
+BPF_FS_TYPE = "bpf"
+PINNED_PROGRAMS = ("prog_xdp", "prog_tc")
+
+
+def ensure_bpffs(path: str) -> None:
+    """Make `path` a directory on a bpf filesystem (mount one on its parent if needed).
+
+    bpffs must live outside /sys: `ip netns exec` remounts /sys, hiding a bpffs there (PITFALLS #8).
+    A mount made inside `ip netns exec` is private to that process's mount namespace, so
+    scripts/setup mounts /run/lbtui/bpffs once in the host's namespace.
+    """
+    root = os.path.dirname(path.rstrip("/"))
+    if not _on_bpffs(root):
+        os.makedirs(root, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "bpf", "bpf", root], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise DataplaneError(f"cannot mount a bpf filesystem on {root}: {r.stderr.strip()}")
+        log.warning("mounted bpffs on %s (pins survive only while this mount does)", root)
+    os.makedirs(path, exist_ok=True)
+
+
+def _on_bpffs(path: str) -> bool:
+    real = os.path.realpath(path)
+    best = ("", "")
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            mnt, fstype = parts[1], parts[2]
+            if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best[0]):
+                best = (mnt, fstype)
+    return best[1] == BPF_FS_TYPE
+
+
+def has_pinned_state(pin_dir: str | None) -> bool:
+    return bool(pin_dir) and os.path.exists(os.path.join(str(pin_dir), "lb_conntrack"))
+
+
+def remove_pins(pin_dir: str | None) -> None:
+    """Unpin this instance's maps and programs (the kernel frees them once nothing holds them)."""
+    if not pin_dir or not os.path.isdir(pin_dir):
+        return
+    for name in os.listdir(pin_dir):
+        try:
+            os.unlink(os.path.join(pin_dir, name))
+        except OSError as exc:
+            log.warning("unpinning %s: %s", name, exc)
+    try:
+        os.rmdir(pin_dir)
+    except OSError as exc:
+        log.warning("removing %s: %s", pin_dir, exc)
+
+
 class Loaded:
-    """A compiled and loaded BPF object: program fds and maps, not attached anywhere yet."""
+    """A compiled and loaded BPF object: program fds and maps, not attached anywhere yet.
+
+    With spec.pin_dir, maps already pinned there by an earlier run of the same instance are reused
+    (`adopted`): conntrack, tables and counters carry over.
+    """
 
     def __init__(self, spec: DataplaneSpec):
         from bcc import BPF
 
         self.spec = spec
+        self.adopted = has_pinned_state(spec.pin_dir)
+        if spec.pin_dir:
+            ensure_bpffs(spec.pin_dir)
         src = bpf_source_dir()
         try:
             self.bpf: Any = BPF(src_file=str(src / "lb.c"), cflags=[f"-I{src}", *spec.cflags()])
             self.xdp_fn = self.bpf.load_func(XDP_PROG, BPF.XDP)
             self.tc_fn = self.bpf.load_func(TC_PROG, BPF.SCHED_CLS)
         except Exception as exc:  # BCC raises bare Exception on compile/verifier failures
-            raise DataplaneError(f"cannot load the BPF programs: {exc}") from exc
+            hint = ""
+            if self.adopted:
+                hint = (
+                    f" (maps pinned in {spec.pin_dir} by an earlier run may not fit this configuration's "
+                    "sizes: stop that instance cleanly or remove the directory)"
+                )
+            raise DataplaneError(f"cannot load the BPF programs: {exc}{hint}") from exc
         structs.check_layouts(
             {
                 name: (
@@ -129,6 +197,19 @@ class Loaded:
                 for name in structs.MAP_LAYOUTS
             }
         )
+
+        if spec.pin_dir:
+            self._pin_programs(spec.pin_dir)
+
+    def _pin_programs(self, pin_dir: str) -> None:
+        from bcc.libbcc import lib
+
+        for name, fn in zip(PINNED_PROGRAMS, (self.xdp_fn, self.tc_fn), strict=True):
+            path = os.path.join(pin_dir, name)
+            if os.path.exists(path):
+                os.unlink(path)  # the earlier run's program; attaching replaces it
+            if lib.bpf_obj_pin(fn.fd, path.encode()) != 0:
+                log.warning("could not pin %s at %s", name, path)
 
     @staticmethod
     def _sizeof(t: Any) -> int:
@@ -157,7 +238,8 @@ class Attachment:
     def attach(self) -> None:
         try:
             for ifname in self.interfaces:
-                remove_stale(ifname)
+                if not self.loaded.adopted:
+                    remove_stale(ifname)  # an adopting run replaces the old programs without a gap
                 self._attach_xdp(ifname)
                 self._attach_tc(ifname)
         except Exception:
@@ -203,7 +285,7 @@ class Attachment:
             fn = self.loaded.tc_fn
             try:
                 ipr.tc(
-                    "add-filter",
+                    "replace-filter",
                     "bpf",
                     idx,
                     TC_HANDLE,

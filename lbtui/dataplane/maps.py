@@ -176,6 +176,39 @@ class Maps:
             values[i] = backend_id
         self._select.items_update_batch(keys, values)
 
+    def read_services(self) -> list[tuple[str, int, str, int, int]]:
+        """(vip, port, protocol, service id, default group) of every service in the map."""
+        return [
+            (
+                structs.be32_to_ip(k.vip),
+                structs.be16_to_port(k.port),
+                structs.PROTO_NAMES.get(k.proto, "?"),
+                v.id,
+                v.default_group,
+            )
+            for k, v in self._services.items()
+        ]
+
+    def read_routes(self) -> list[tuple[int, str, int]]:
+        """(service id, cidr, group) of every source route in the map."""
+        out = []
+        for k, v in self._routes.items():
+            prefix = k.prefixlen - 32
+            out.append((k.service_id, f"{structs.be32_to_ip(k.saddr)}/{prefix}", v.value))
+        return out
+
+    def read_backends(self) -> dict[int, tuple[str, int, bool]]:
+        """backend id -> (ip, port, active) for every slot that was ever written."""
+        out = {}
+        for k, v in self._backends.items():
+            if v.ip or v.port:
+                out[k.value] = (
+                    structs.be32_to_ip(v.ip),
+                    structs.be16_to_port(v.port),
+                    bool(v.flags & structs.BE_F_ACTIVE),
+                )
+        return out
+
     def read_table(self, group: int) -> list[int]:
         base = group * self.spec.table_size
         return [self._select[self._select.Key(base + i)].value for i in range(self.spec.table_size)]
