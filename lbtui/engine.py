@@ -15,11 +15,14 @@ import asyncio
 import collections
 import ipaddress
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import watchfiles
 
 from lbtui import model
 from lbtui.config import BackendConfig, Config, ConfigError, ProxyConfig, load_config
@@ -233,7 +236,7 @@ class Engine:
         self._running = True
         self._refresh_counters()
         self._publish_snapshot()
-        for coro in (self._control_loop(), self._sweep_loop(), self._flow_event_loop()):
+        for coro in (self._control_loop(), self._sweep_loop(), self._flow_event_loop(), self._watch_config()):
             self._tasks.append(asyncio.create_task(coro))
         ifaces = ", ".join(self._dp.interfaces)
         self._emit("started", f"load balancer running on {ifaces} with {len(self._proxies)} proxies")
@@ -1006,6 +1009,22 @@ class Engine:
                     be.algorithm_factor = 1.0 / (1 + live)
                 self._write_group(proxy, group, "least-connections")
             self._last_least_conn = now
+
+    async def _watch_config(self) -> None:
+        """Reload when the configuration file changes (editors that replace the file included)."""
+        path = self.config.path
+        if not path:
+            return
+        target = os.path.realpath(path)
+        directory = os.path.dirname(target)
+
+        def is_ours(_change: watchfiles.Change, changed: str) -> bool:
+            return os.path.realpath(changed) == target
+
+        async for _changes in watchfiles.awatch(directory, watch_filter=is_ours, debounce=200, step=50):
+            if os.path.exists(target):
+                self.reload()
+                self._publish_snapshot()
 
     async def _sweep_loop(self) -> None:
         while True:
