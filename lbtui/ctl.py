@@ -1,0 +1,270 @@
+"""`lbtui ctl`: ask a running instance, over its control socket, for its status or to run a command.
+
+    lbtui ctl [--socket PATH] [--json] status
+    lbtui ctl drain PROXY BACKEND [--timeout S]
+    lbtui ctl undrain PROXY BACKEND
+    lbtui ctl weight PROXY BACKEND N
+    lbtui ctl ratelimit PROXY [--per-source RATE[/BURST]] [--per-backend RATE[/BURST]]
+    lbtui ctl reload [--file PATH]
+
+Exit codes: 0 done, 1 refused by the engine (its reason is printed), 2 usage, 3 no instance answers
+(or the socket may not be opened: it is root-only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from lbtui import model, wire
+from lbtui.control_socket import DEFAULT_SOCKET, RemoteError, SocketEngineHandle
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+def _common() -> argparse.ArgumentParser:
+    # accepted before or after the subcommand; SUPPRESS keeps a later default from hiding an earlier value
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help=f"the instance's control socket (default {DEFAULT_SOCKET})",
+    )
+    p.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="take the socket path from this configuration's settings.control_socket",
+    )
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    return p
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common()
+    p = argparse.ArgumentParser(
+        prog="lbtui ctl",
+        parents=[common],
+        description="Talk to a running lbtui instance over its control socket.",
+        epilog="Exit codes: 0 done, 1 refused (with the reason), 2 usage, 3 no instance answers.",
+    )
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+    sub.add_parser("status", parents=[common], help="backends per proxy: weight, health, drain, flows")
+
+    d = sub.add_parser("drain", parents=[common], help="stop sending new connections to a backend")
+    d.add_argument("proxy", metavar="PROXY")
+    d.add_argument("backend", metavar="BACKEND", help="as written in the config, e.g. 10.0.2.11:8080")
+    d.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="S",
+        help="end the drain after S seconds even if flows remain (default: settings.drain_timeout_s)",
+    )
+
+    u = sub.add_parser("undrain", parents=[common], help="put a drained backend back in rotation")
+    u.add_argument("proxy", metavar="PROXY")
+    u.add_argument("backend", metavar="BACKEND")
+
+    w = sub.add_parser("weight", parents=[common], help="set a backend's configured weight")
+    w.add_argument("proxy", metavar="PROXY")
+    w.add_argument("backend", metavar="BACKEND")
+    w.add_argument("weight", metavar="N", type=int)
+
+    r = sub.add_parser(
+        "ratelimit",
+        parents=[common],
+        help="set a proxy's rate limits (new connections per second; 0 turns a limit off)",
+    )
+    r.add_argument("proxy", metavar="PROXY")
+    r.add_argument("--per-source", type=_rate, metavar="RATE[/BURST]", help="per client address")
+    r.add_argument("--per-backend", type=_rate, metavar="RATE[/BURST]", help="per backend")
+
+    rl = sub.add_parser("reload", parents=[common], help="reload the configuration file")
+    rl.add_argument(
+        "--file", metavar="PATH", help="load this file instead of the one the instance started with"
+    )
+    return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"seconds must be >= 0, got {text!r}")
+    return value
+
+
+def _rate(text: str) -> tuple[int, int | None]:
+    rate, slash, burst = text.partition("/")
+    try:
+        parsed = int(rate), (int(burst) if slash else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected RATE or RATE/BURST (integers), got {text!r}") from None
+    if parsed[0] < 0 or (parsed[1] is not None and parsed[1] < 0):
+        raise argparse.ArgumentTypeError(f"rates and bursts must be >= 0, got {text!r}")
+    return parsed
+
+
+def _command(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> model.Command:
+    match ns.cmd:
+        case "drain":
+            return model.Drain(ns.proxy, ns.backend, ns.timeout)
+        case "undrain":
+            return model.Undrain(ns.proxy, ns.backend)
+        case "weight":
+            return model.SetWeight(ns.proxy, ns.backend, ns.weight)
+        case "ratelimit":
+            if ns.per_source is None and ns.per_backend is None:
+                parser.error("ratelimit: give --per-source and/or --per-backend")
+            src = ns.per_source or (None, None)
+            be = ns.per_backend or (None, None)
+            return model.SetRateLimit(ns.proxy, src[0], src[1], be[0], be[1])
+        case "reload":
+            # the instance runs elsewhere (another cwd): send an absolute path
+            return model.Reload(os.path.abspath(ns.file) if ns.file else None)
+    raise AssertionError(ns.cmd)
+
+
+def _socket_path(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    if hasattr(ns, "socket"):
+        return str(ns.socket)
+    if hasattr(ns, "config"):
+        from lbtui.config import ConfigError, load_config
+
+        try:
+            return load_config(ns.config).settings.control_socket
+        except ConfigError as exc:
+            parser.error(f"{ns.config}: {exc}")
+        except OSError as exc:
+            parser.error(f"cannot read {ns.config}: {exc.strerror}")
+    return DEFAULT_SOCKET
+
+
+def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run `lbtui ctl ARGV`; returns the exit code."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = _parser()
+    try:
+        ns = parser.parse_args(list(argv))
+        path = _socket_path(ns, parser)
+        command = None if ns.cmd == "status" else _command(ns, parser)
+    except SystemExit as exc:  # argparse: usage errors (2) and --help (0)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    as_json = getattr(ns, "json", False)
+    handle = SocketEngineHandle(path)
+    try:
+        if command is None:
+            return _status(handle, as_json, out)
+        return _run(handle, command, as_json, out, err)
+    except ConnectionError as exc:
+        print(f"lbtui ctl: {exc}", file=err)
+        return EXIT_UNREACHABLE
+    except RemoteError as exc:
+        print(f"lbtui ctl: {exc}", file=err)
+        return EXIT_REFUSED
+    finally:
+        handle.close()
+
+
+def _run(handle: SocketEngineHandle, command: model.Command, as_json: bool, out: TextIO, err: TextIO) -> int:
+    result = handle.submit(command, timeout=30.0)
+    if as_json:
+        print(json.dumps({**wire.encode_result(result), "command": wire.encode_command(command)}), file=out)
+    elif result.ok:
+        print(result.message, file=out)
+    else:
+        print(f"lbtui ctl: refused: {result.message}", file=err)
+    return EXIT_OK if result.ok else EXIT_REFUSED
+
+
+def _status(handle: SocketEngineHandle, as_json: bool, out: TextIO) -> int:
+    snap = handle.snapshot()
+    if as_json:
+        print(json.dumps({"instance": handle.instance, "snapshot": wire.encode_snapshot(snap)}), file=out)
+    else:
+        out.write(format_status(snap, handle.instance))
+    return EXIT_OK
+
+
+# ---- human summary -------------------------------------------------------------------------------
+
+
+def format_status(snap: model.Snapshot, instance: dict[str, Any] | None = None) -> str:
+    """The `ctl status` text: the instance, then per proxy its backends."""
+    info = instance or {}
+    lines = [
+        f"lbtui {info.get('lbtui', '?')} pid {info.get('pid', '?')}, "
+        f"{'running' if snap.running else 'stopping'}, up {_duration(snap.taken_at - snap.started_at)}, "
+        f"config {snap.config_path or '-'}",
+        f"conntrack: {snap.conntrack.flows} flows ({snap.conntrack.tcp} tcp, {snap.conntrack.udp} udp), "
+        f"{snap.conntrack.entries}/{snap.conntrack.capacity} entries",
+    ]
+    header = ("BACKEND", "GROUP", "WEIGHT", "EFF", "HEALTH", "CIRCUIT", "DRAIN", "ACTIVE", "NEW/S", "NOTE")
+    for svc in snap.services:
+        lines.append("")
+        title = (
+            f"{svc.name}  {svc.vip}:{svc.port}/{svc.protocol}  {svc.algorithm}  "
+            f"{svc.active_flows} active flows"
+        )
+        limits = _limits(svc.rate_limit)
+        if limits:
+            title += f"  rate limit {limits}"
+        if svc.panic:
+            title += "  PANIC (no backend had weight: spread over all)"
+        lines.append(title)
+        rows = [header] + [
+            (
+                b.address,
+                b.group,
+                str(b.configured_weight),
+                str(b.effective_weight),
+                b.health.value,
+                b.circuit.value if b.circuit is not None else "-",
+                b.drain.value,
+                str(b.active_flows),
+                "-" if b.new_flows_per_s is None else f"{b.new_flows_per_s:.1f}",
+                b.last_change,
+            )
+            for b in svc.all_backends()
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        numeric = {2, 3, 7, 8}
+        for row in rows:
+            cells = [
+                c.rjust(w) if i in numeric else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            ]
+            lines.append("  " + "  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _limits(r: model.RateLimitView) -> str:
+    parts = []
+    for name, rate, burst in (
+        ("per-source", r.per_source_rate, r.per_source_burst),
+        ("per-backend", r.per_backend_rate, r.per_backend_burst),
+    ):
+        if rate:
+            parts.append(f"{name} {rate}/s" + (f" burst {burst}" if burst else ""))
+    return ", ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, int(seconds))
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d" if d else "") + f"{h}h{m:02d}m{s:02d}s"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

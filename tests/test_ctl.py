@@ -1,0 +1,249 @@
+"""`lbtui ctl`: commands, output and exit codes against a control socket served from a FakeEngine."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fake_engine import BAD_RELOAD_MESSAGE, FakeEngine
+
+from lbtui import ctl, model, wire
+from lbtui.control_socket import ControlServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="lbtctl-", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def sock(engine: FakeEngine, sock_dir: str) -> Iterator[str]:
+    srv = ControlServer(engine, os.path.join(sock_dir, "lbtui.sock"))
+    srv.start()
+    yield srv.path
+    srv.stop()
+
+
+def run(sock: str, *args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = ctl.main(["--socket", sock, *args], out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_status_lists_every_backend_per_proxy(sock: str):
+    code, out, err = run(sock, "status")
+    assert code == 0, err
+    assert f"pid {os.getpid()}" in out and "up 1h02m03s" in out and "configs/demo.toml" in out
+    lines = out.splitlines()
+    web = next(i for i, line in enumerate(lines) if line.startswith("web "))
+    dns = next(i for i, line in enumerate(lines) if line.startswith("dns "))
+    assert "10.0.0.1:80/tcp" in lines[web] and "74 active flows" in lines[web]
+    assert "per-source 100/s burst 200" in lines[web]
+    assert lines[web + 1].split() == [
+        "BACKEND", "GROUP", "WEIGHT", "EFF", "HEALTH", "CIRCUIT", "DRAIN", "ACTIVE", "NEW/S", "NOTE"
+    ]  # fmt: skip
+    assert lines[web + 2].split() == [
+        "10.0.2.11:8080",
+        "default",
+        "3",
+        "3",
+        "up",
+        "closed",
+        "active",
+        "42",
+        "31.5",
+    ]
+    assert lines[web + 4].split()[:9] == [
+        "10.0.2.13:8080",
+        "default",
+        "1",
+        "0",
+        "down",
+        "open",
+        "active",
+        "0",
+        "0.0",
+    ]
+    assert "health: down" in lines[web + 4]
+    assert lines[web + 5].split()[:2] == ["10.0.3.10:8080", "192.168.0.0/16"]
+    assert lines[dns + 2].split() == [
+        "10.0.4.10:53",
+        "default",
+        "1",
+        "1",
+        "unknown",
+        "-",
+        "active",
+        "12",
+        "8.0",
+    ]
+
+
+def test_status_json_is_the_snapshot(engine: FakeEngine, sock: str):
+    code, out, _ = run(sock, "status", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["instance"]["pid"] == os.getpid()
+    assert wire.decode_snapshot(data["snapshot"]) == engine.snapshot()
+
+
+def test_drain_then_undrain(engine: FakeEngine, sock: str):
+    code, out, err = run(sock, "drain", "web", "10.0.2.11:8080", "--timeout", "30")
+    assert (code, err) == (0, "") and "draining" in out
+    assert engine.commands[-1] == model.Drain("web", "10.0.2.11:8080", 30.0)
+    assert engine.backend("web", "10.0.2.11:8080").drain is model.DrainState.DRAINING
+
+    code, out, err = run(sock, "drain", "web", "10.0.2.11:8080")
+    assert code == 1 and out == ""
+    assert err == "lbtui ctl: refused: 10.0.2.11:8080 is already draining\n"
+
+    code, out, _ = run(sock, "undrain", "web", "10.0.2.11:8080")
+    assert code == 0 and "active again" in out
+    assert engine.commands[-1] == model.Undrain("web", "10.0.2.11:8080")
+
+
+def test_weight(engine: FakeEngine, sock: str):
+    assert run(sock, "weight", "web", "10.0.2.12:8080", "7")[0] == 0
+    assert engine.backend("web", "10.0.2.12:8080").weight == 7
+    code, _, err = run(sock, "weight", "web", "10.0.2.12:8080", "0")
+    assert code == 1 and "weight must be a positive integer" in err
+    code, _, err = run(sock, "weight", "web", "10.9.9.9:1", "2")
+    assert code == 1 and "no backend 10.9.9.9:1" in err
+
+
+def test_ratelimit(engine: FakeEngine, sock: str):
+    assert run(sock, "ratelimit", "web", "--per-source", "50/80", "--per-backend", "0")[0] == 0
+    assert engine.commands[-1] == model.SetRateLimit("web", 50, 80, 0, None)
+    assert run(sock, "ratelimit", "web", "--per-backend", "900")[0] == 0
+    assert engine.commands[-1] == model.SetRateLimit("web", None, None, 900, None)
+
+
+def test_reload(engine: FakeEngine, sock: str, sock_dir: str):
+    code, out, _ = run(sock, "reload")
+    assert code == 0 and "reloaded configs/demo.toml" in out
+    assert engine.commands[-1] == model.Reload(None)
+    # a relative path is sent absolute: the instance does not share our working directory
+    code, _, _ = run(sock, "reload", "--file", "configs/other.toml")
+    assert code == 0
+    assert engine.commands[-1] == model.Reload(os.path.abspath("configs/other.toml"))
+    engine.reload_should_fail = True
+    code, out, err = run(sock, "--json", "reload")
+    assert code == 1
+    assert json.loads(out) == {
+        "ok": False,
+        "message": BAD_RELOAD_MESSAGE,
+        "command": {"type": "Reload", "path": None},
+    }
+
+
+def test_options_before_or_after_the_command(sock: str):
+    assert ctl.main(["status", "--socket", sock], out=io.StringIO(), err=io.StringIO()) == 0
+    out = io.StringIO()
+    assert ctl.main(["--json", "--socket", sock, "undrain", "web", "10.0.2.13:8080"], out=out) == 1
+    assert json.loads(out.getvalue())["ok"] is False
+
+
+def test_socket_path_from_the_config(sock: str, sock_dir: str):
+    config = Path(sock_dir, "lbtui.toml")
+    minimal = (REPO / "configs" / "minimal.toml").read_text()
+    config.write_text(f'[settings]\ncontrol_socket = "{sock}"\n\n{minimal}')
+    out, err = io.StringIO(), io.StringIO()
+    assert ctl.main(["-c", str(config), "status"], out=out, err=err) == 0, err.getvalue()
+    assert "10.0.2.11:8080" in out.getvalue()
+    # --socket wins over the config
+    missing = os.path.join(sock_dir, "none.sock")
+    assert ctl.main(["-c", str(config), "--socket", missing, "status"], out=out, err=err) == 3
+
+
+def test_unreadable_config_is_a_usage_error(sock_dir: str, capsys):
+    assert ctl.main(["-c", os.path.join(sock_dir, "missing.toml"), "status"]) == 2
+    assert "missing.toml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["frobnicate"],
+        ["drain", "web"],
+        ["weight", "web", "10.0.2.11:8080", "heavy"],
+        ["drain", "web", "10.0.2.11:8080", "--timeout", "-1"],
+        ["ratelimit", "web"],
+        ["ratelimit", "web", "--per-source", "fast"],
+        ["ratelimit", "web", "--per-source", "10/"],
+        ["ratelimit", "web", "--per-source", "-3"],
+    ],
+)
+def test_usage_errors_exit_2_without_contacting_anyone(args: list[str], sock_dir: str, capsys):
+    assert ctl.main(["--socket", os.path.join(sock_dir, "none.sock"), *args]) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys):
+    assert ctl.main(["--help"]) == 0
+    assert "status" in capsys.readouterr().out
+
+
+def test_no_instance_exits_3(sock_dir: str):
+    missing = os.path.join(sock_dir, "none.sock")
+    for args in (["status"], ["drain", "web", "10.0.2.11:8080"], ["reload"]):
+        code, out, err = run(missing, *args)
+        assert code == 3 and out == ""
+        assert err.startswith(f"lbtui ctl: cannot connect to {missing}: no lbtui instance is running")
+
+
+def test_stale_socket_without_listener_exits_3(sock_dir: str):
+    import socket
+
+    path = os.path.join(sock_dir, "stale.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.close()
+    assert run(path, "status")[0] == 3
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_non_root_user_gets_permission_denied(sock: str):
+    # the directory must be traversable so that the socket's own 0600 mode is what refuses
+    os.chmod(os.path.dirname(sock), 0o755)
+    out = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "lbtui.ctl",
+            "--socket",
+            sock,
+            "status",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert out.returncode == 3, out
+    assert out.stdout == ""
+    assert out.stderr == (
+        f"lbtui ctl: cannot connect to {sock}: "
+        "permission denied (the control socket is root-only; use sudo)\n"
+    )
