@@ -1,0 +1,160 @@
+"""`lbtui ctl` against a headless instance in a lab: drain, undrain, weight, reload, exit codes.
+
+Every effect is checked from the data path: which backend answers new connections from the client
+namespace (backends answer with their own name).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+if os.geteuid() != 0:  # pragma: no cover
+    pytest.skip("needs root for namespaces and BPF", allow_module_level=True)
+
+from lbtui.lab import Lab, LabSpec  # noqa: E402
+
+SOCK = "/run/lbtui/lct.sock"
+
+
+def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lbtui", "ctl", "--socket", SOCK, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def served(got: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in got.items() if k != "errors" and v}
+
+
+def wait_until(pred, timeout=20.0, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return False
+
+
+@pytest.fixture(scope="module")
+def lb(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ctl")
+    lab = Lab(LabSpec(prefix="lct", second_client=False))
+    lab.up()
+    proc = None
+    try:
+        lab.start_backends()
+        cfg = tmp / "lbtui.toml"
+        cfg.write_text(lab.config_toml(weights=(1, 1, 1)))
+        log = tmp / "lbtui.log"
+        with open(log, "w") as err:
+            proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
+        assert wait_until(lambda: "started" in log.read_text() or proc.poll() is not None), log.read_text()
+        yield lab, cfg, proc
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+        lab.down()
+
+
+def test_status(lb):
+    lab, _, _ = lb
+    r = ctl("status")
+    assert r.returncode == 0, r.stderr
+    assert "web" in r.stdout and f"{lab.backend_ip(1)}:8080" in r.stdout
+    r = ctl("--json", "status")
+    assert r.returncode == 0
+    data = json.loads(r.stdout)
+    assert {s["name"] for s in data["snapshot"]["services"]} == {"web", "udp"}
+
+
+def test_drain_and_undrain(lb):
+    lab, _, _ = lb
+    b1 = f"{lab.backend_ip(1)}:8080"
+    held = lab.hold(9, seconds=2.0)
+    opened = held.opened()
+    r = ctl("drain", "web", b1, "--timeout", "60")
+    assert r.returncode == 0, r.stderr
+    # the command returns once the selection table is written: the next connection already avoids b1
+    got = lab.http_requests(90)
+    assert "b1" not in served(got) and got.get("errors", 0) == 0, got
+    done = held.done()
+    assert done.get("errors", 0) == 0 and done["backends"] == opened["backends"], (opened, done)
+    r = ctl("undrain", "web", b1)
+    assert r.returncode == 0, r.stderr
+    assert "b1" in served(lab.http_requests(90))
+
+
+def test_weight_changes_the_distribution(lb):
+    lab, _, _ = lb
+    r = ctl("weight", "web", f"{lab.backend_ip(1)}:8080", "8")
+    assert r.returncode == 0, r.stderr
+    got = lab.http_requests(500)
+    observed = [got.get("b1", 0), got.get("b2", 0), got.get("b3", 0)]
+    expected = [400.0, 50.0, 50.0]
+    x = sum((o - e) ** 2 / e for o, e in zip(observed, expected, strict=True))
+    assert math.exp(-x / 2) > 1e-6, observed  # chi-square, 2 degrees of freedom
+    assert ctl("weight", "web", f"{lab.backend_ip(1)}:8080", "1").returncode == 0
+
+
+def test_reload_applies_an_edited_file(lb):
+    lab, cfg, _ = lb
+    original = cfg.read_text()
+    cfg.write_text(
+        lab.config_toml(weights=(1, 1, 1)).replace(
+            f'address = "{lab.backend_ip(3)}:8080"\nweight = 1',
+            f'address = "{lab.backend_ip(3)}:8080"\nweight = 1000',
+        )
+    )
+    try:
+        r = ctl("reload")
+        assert r.returncode == 0, r.stderr
+        got = lab.http_requests(100)
+        assert got.get("b3", 0) >= 95, got
+    finally:
+        cfg.write_text(original)
+        ctl("reload")
+
+
+def test_refused_command_exits_1_with_the_reason(lb):
+    r = ctl("drain", "web", "10.9.9.9:8080")
+    assert r.returncode == 1
+    assert "no backend 10.9.9.9:8080" in r.stderr + r.stdout
+    r = ctl("weight", "nosuch", "10.0.2.11:8080", "3")
+    assert r.returncode == 1
+
+
+def test_no_instance_exits_3():
+    r = subprocess.run(
+        [sys.executable, "-m", "lbtui", "ctl", "--socket", "/run/lbtui/nobody-here.sock", "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 3
+    assert "/run/lbtui/nobody-here.sock" in r.stderr
+
+
+def test_second_instance_on_the_same_socket_is_refused(lb, tmp_path):
+    lab, cfg, _ = lb
+    r = subprocess.run(
+        ["ip", "netns", "exec", lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 3
+    assert "running lbtui" in r.stderr
