@@ -1,0 +1,250 @@
+"""DNS backends end to end, against a real dnsmasq started by the test inside the lab.
+
+dnsmasq runs in the lab's LB namespace on the bridge address (10.0.2.1:53) and answers
+`web.lab.test` from an addn-hosts file with the addresses of backends b1..b3. `lbtui --no-ui` runs
+in the same namespace with proxy "web" = one static backend (b4) + the DNS name, refreshed every
+second. The test changes the records (SIGHUP makes dnsmasq reread the file), then stops dnsmasq,
+and watches the groups, the DNS status, the events and real traffic from the client namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+DNSMASQ = "/usr/sbin/dnsmasq"
+
+if os.geteuid() != 0:  # pragma: no cover
+    pytest.skip("needs root for namespaces and BPF", allow_module_level=True)
+if not Path(DNSMASQ).exists():  # pragma: no cover
+    pytest.skip("dnsmasq not installed", allow_module_level=True)
+
+from lbtui import model  # noqa: E402
+from lbtui.control_socket import SocketEngineHandle  # noqa: E402
+from lbtui.lab import Lab, LabSpec, TrafficGenerator  # noqa: E402
+
+PREFIX = "ldn"
+NAME = "web.lab.test"
+SERVER = "10.0.2.1"  # the lab bridge's address in the LB namespace
+REFRESH_S = 1.0
+# Longest wait between two refreshes is REFRESH_S + 10 % jitter; the rest is margin for a loaded
+# machine (query, group rewrite, snapshot publication).
+FOLLOW_BOUND_S = REFRESH_S * 1.1 + 3.0
+# In the foreground, no config file, answers only from the hosts file; root so that it can reread
+# a file under pytest's private tmp dir on SIGHUP; other names under lab.test are NXDOMAIN.
+DNSMASQ_FLAGS = (
+    "--no-daemon --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces --port=53"
+    " --user=root --local=/lab.test/ --log-facility=- --log-queries"
+).split()
+
+
+def wait_until(pred: Callable[[], object], timeout: float = 20.0, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def write_hosts(path: Path, addresses: list[str]) -> None:
+    path.write_text("".join(f"{address} {NAME}\n" for address in addresses))
+
+
+def config_text(lab: Lab) -> str:
+    ifaces = ", ".join(f'"{i}"' for i in lab.client_ifaces)
+    return f"""
+[settings]
+control_socket = "/run/lbtui/{lab.prefix}.sock"
+xdp_mode = "generic"
+sweep_interval_s = 0.25
+
+[settings.metrics]
+enabled = false
+
+[settings.dns]
+nameservers = ["{SERVER}"]
+
+[[proxy]]
+name = "web"
+interfaces = [{ifaces}]
+vip = "{lab.vip}"
+port = 80
+protocol = "tcp"
+algorithm = "weighted-random"
+
+[[proxy.backend]]
+address = "{lab.backend_ip(4)}:8080"
+weight = 1
+
+# the name's weight is shared by its A records: 3 // 3 = 1 each, later 3 // 2 = 1 each
+[[proxy.backend]]
+host = "{NAME}"
+port = 8080
+weight = 3
+dns_refresh_s = {REFRESH_S}
+"""
+
+
+class Dnsmasq:
+    """dnsmasq in the lab's LB namespace, answering from `hosts`; stopped by lab.down() at the latest."""
+
+    def __init__(self, lab: Lab, hosts: Path, log: Path) -> None:
+        self.lab = lab
+        self.hosts = hosts
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = self.lab.popen(
+                self.lab.ns_lb,
+                DNSMASQ,
+                *DNSMASQ_FLAGS,
+                f"--addn-hosts={self.hosts}",
+                f"--listen-address={SERVER}",
+                f"--pid-file={self.log.with_suffix('.pid')}",
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        proc = self.proc
+        assert wait_until(lambda: self.listening() or proc.poll() is not None, timeout=10), (
+            self.log.read_text()
+        )
+        assert proc.poll() is None, self.log.read_text()
+
+    def listening(self) -> bool:
+        out = self.lab.run(self.lab.ns_lb, "ss", "-Hunl", check=False).stdout
+        return f"{SERVER}:53" in out
+
+    def reload(self) -> None:
+        assert self.proc is not None
+        # `ip netns exec` execs dnsmasq in place: the Popen's pid is dnsmasq's own.
+        self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            Lab.stop_process(self.proc)
+            self.proc = None
+
+
+@contextmanager
+def running_lb_with_dns(tmp: Path) -> Iterator[tuple[Lab, SocketEngineHandle, Dnsmasq]]:
+    lab = Lab(LabSpec(prefix=PREFIX, backends=4, second_client=False))
+    proc = None
+    handle = None
+    dnsmasq = None
+    try:
+        lab.up()
+        lab.start_backends()
+        hosts = tmp / "hosts"
+        write_hosts(hosts, [lab.backend_ip(i) for i in (1, 2, 3)])
+        dnsmasq = Dnsmasq(lab, hosts, tmp / "dnsmasq.log")
+        dnsmasq.start()
+        cfg = tmp / "lbtui.toml"
+        cfg.write_text(config_text(lab))
+        log = tmp / "lbtui.log"
+        with open(log, "w") as err:
+            proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
+        assert wait_until(lambda: "started" in log.read_text() or proc.poll() is not None), log.read_text()
+        assert proc.poll() is None, log.read_text()
+        handle = SocketEngineHandle(f"/run/lbtui/{PREFIX}.sock")
+        yield lab, handle, dnsmasq
+    finally:
+        if handle is not None:
+            handle.close()
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+        if dnsmasq is not None:
+            dnsmasq.stop()
+        lab.down()
+
+
+def served(got: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in got.items() if k != "errors" and v}
+
+
+def web_backends(handle: SocketEngineHandle) -> dict[str, str]:
+    """address -> source of proxy "web"'s default group."""
+    svc = handle.snapshot().service("web")
+    assert svc is not None
+    return {b.address: b.source for b in svc.backends}
+
+
+def dns_status(handle: SocketEngineHandle) -> model.DnsStatus:
+    (status,) = [s for s in handle.snapshot().dns if s.hostname == NAME and s.proxy == "web"]
+    return status
+
+
+def test_dns_backends_follow_records_and_survive_server_outage(tmp_path):
+    with running_lb_with_dns(tmp_path) as (lab, h, dnsmasq):
+        ip = {i: lab.backend_ip(i) for i in (1, 2, 3, 4)}
+        static = f"{ip[4]}:8080"
+        source = f"dns:{NAME}"
+
+        # ---- phase 1: three A records -> three DNS backends + the static one, all get traffic
+        status = dns_status(h)
+        assert status.addresses == (ip[1], ip[2], ip[3]), status
+        assert status.consecutive_failures == 0 and status.last_error is None and status.last_success
+        assert web_backends(h) == {
+            static: "static",
+            f"{ip[1]}:8080": source,
+            f"{ip[2]}:8080": source,
+            f"{ip[3]}:8080": source,
+        }
+        got = lab.http_requests(120)
+        assert got.get("errors", 0) == 0 and set(served(got)) == {"b1", "b2", "b3", "b4"}, got
+
+        traffic = TrafficGenerator(lab, rate_per_s=20, udp=False)
+        traffic.start()
+        try:
+            # ---- phase 2: the records change; the group follows within a refresh (+ jitter)
+            write_hosts(dnsmasq.hosts, [ip[1], ip[2]])
+            dnsmasq.reload()
+            t0 = time.monotonic()
+            assert wait_until(lambda: len(web_backends(h)) == 3, timeout=15, interval=0.05), web_backends(h)
+            took = time.monotonic() - t0
+            assert took < FOLLOW_BOUND_S, f"followed the change after {took:.2f} s"
+            assert web_backends(h) == {static: "static", f"{ip[1]}:8080": source, f"{ip[2]}:8080": source}
+            assert dns_status(h).addresses == (ip[1], ip[2])
+            b3_before = len(lab.recorded_peers(3))
+            got = lab.http_requests(120)
+            assert got.get("errors", 0) == 0 and set(served(got)) == {"b1", "b2", "b4"}, got
+            assert len(lab.recorded_peers(3)) == b3_before, "b3 got new connections after its removal"
+            messages = [e.message for e in h.events_since(0) if e.kind == "dns"]
+            assert any(f"{NAME} resolves to {ip[1]}, {ip[2]}, {ip[3]}" in m for m in messages), messages
+            changed = f"{NAME} now resolves to {ip[1]}, {ip[2]} (was {ip[1]}, {ip[2]}, {ip[3]})"
+            assert any(changed in m for m in messages), messages
+
+            # ---- phase 3: the server is gone; the last good set stays and traffic goes on
+            good_at = dns_status(h).last_success
+            dnsmasq.stop()
+            assert wait_until(lambda: dns_status(h).consecutive_failures >= 2, timeout=20), dns_status(h)
+            status = dns_status(h)
+            assert status.last_error, status
+            assert status.addresses == (ip[1], ip[2]) and status.last_success == good_at, status
+            assert web_backends(h) == {static: "static", f"{ip[1]}:8080": source, f"{ip[2]}:8080": source}
+            got = lab.http_requests(120)
+            assert got.get("errors", 0) == 0 and set(served(got)) == {"b1", "b2", "b4"}, got
+            counts_before_stop = traffic.counts()
+        finally:
+            traffic.stop()
+        # the background traffic ran through the change and the outage without a single error
+        counts = traffic.counts()
+        assert counts.http_failed == 0, counts
+        assert counts_before_stop.http_ok.get("b4", 0) > 0, counts
+        assert set(counts.http_ok) <= {"b1", "b2", "b3", "b4"}, counts
+        # a failure never reported the name as changed
+        messages = [e.message for e in h.events_since(0) if e.kind == "dns" and "now resolves" in e.message]
+        assert len(messages) == 1, messages
