@@ -398,7 +398,7 @@ class Engine:
         self._free_services = [i for i in range(self._next_service) if i not in used_services]
         used_backends = set(self._adopt_backends.values())
         self._free_backend_ids.extend(b for b in range(self._next_backend_id) if b not in used_backends)
-        flows = sum(1 for _ in maps.conntrack()) // 2
+        flows = maps.conntrack_count() // 2
         self._emit(
             "adopted",
             f"took over the data path of an earlier run: {len(services)} services, "
@@ -1030,25 +1030,35 @@ class Engine:
         while True:
             await asyncio.sleep(self.config.settings.sweep_interval_s)
             try:
-                self.sweep()
+                await self.sweep()
             except Exception:
                 log.exception("conntrack sweep")
 
-    def sweep(self) -> None:
-        """Expire idle flows, count active flows per backend, keep the bounded top-N view."""
+    async def sweep(self) -> None:
+        """Expire idle flows, count active flows per backend, keep the bounded top-N view.
+
+        Reading and analysing the map (up to millions of entries) runs on a worker thread, so
+        commands and the control tick go on meanwhile; the results are applied on the loop.
+        """
         s = self.config.settings
-        now_ns = time.monotonic_ns()
-        res = conntrack.sweep(
-            self._dp.maps.conntrack(),
-            now_ns,
-            conntrack.Timeouts(
-                tcp_s=s.tcp_timeout_s, tcp_closing_s=s.tcp_closing_timeout_s, udp_s=s.udp_timeout_s
-            ),
-            TOP_FLOWS,
-            {p.service_id: p.cfg.name for p in self._proxies.values()},
+        timeouts = conntrack.Timeouts(
+            tcp_s=s.tcp_timeout_s, tcp_closing_s=s.tcp_closing_timeout_s, udp_s=s.udp_timeout_s
         )
-        self._dp.maps.delete_conntrack(res.expired_keys)
-        self._swept_total += len(res.expired_keys)
+        proxy_of = {p.service_id: p.cfg.name for p in self._proxies.values()}
+        track_syns = any(p.cfg.circuit_breaker is not None for p in self._proxies.values())
+        maps = self._dp.maps
+
+        def work() -> tuple[conntrack.SweepResult, int]:
+            now_ns = time.monotonic_ns()
+            keys, vals = maps.conntrack_arrays()
+            res = conntrack.sweep(keys, vals, now_ns, timeouts, TOP_FLOWS, proxy_of, track_syns)
+            if res.expired_keys is not None and len(res.expired_keys):
+                maps.delete_conntrack_keys(res.expired_keys)
+            maps.sweep_rate_buckets(idle_ns=RATE_BUCKET_IDLE_NS, now_ns=now_ns)
+            return res, now_ns
+
+        res, now_ns = await asyncio.to_thread(work)
+        self._swept_total += res.expired_count
         for be in self._backends_by_id.values():
             be.active_flows = res.active.get(be.id, 0)
         for f, r in res.expired_flows:
@@ -1058,7 +1068,7 @@ class Engine:
             self._notify_flow(self._idle_close_event(f, r))
         self._flows = tuple(res.top)
         self._ct_summary = model.ConntrackSummary(
-            entries=res.entries - len(res.expired_keys),
+            entries=res.entries - res.expired_count,
             flows=res.tcp + res.udp,
             tcp=res.tcp,
             udp=res.udp,
@@ -1067,7 +1077,6 @@ class Engine:
             swept_total=self._swept_total,
         )
         self._count_syn_timeouts(res.unanswered)
-        self._dp.maps.sweep_rate_buckets(idle_ns=RATE_BUCKET_IDLE_NS, now_ns=now_ns)
         self._check_drains()
 
     def _count_syn_timeouts(self, unanswered: list[tuple[Any, int, float]]) -> None:

@@ -8,11 +8,16 @@ big maps (selection slots, conntrack) where the kernel supports them.
 from __future__ import annotations
 
 import ctypes
+import errno
 import ipaddress
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+from bcc.libbcc import lib
 
 from lbtui.dataplane import structs
 from lbtui.dataplane.loader import Loaded
@@ -81,6 +86,74 @@ class RateLimits:
     be_burst: int = 0
 
 
+CT_KEY_DTYPE = np.dtype(structs.CtKey)
+CT_ENTRY_DTYPE = np.dtype(structs.CtEntry)
+
+
+class _BatchReader:
+    """BPF_MAP_LOOKUP_BATCH of a whole hash map into preallocated buffers."""
+
+    def __init__(self, fd: int, capacity: int):
+        self.fd = fd
+        self.capacity = capacity
+        self.keys = (structs.CtKey * capacity)()
+        self.values = (structs.CtEntry * capacity)()
+
+    def read(self) -> tuple[np.ndarray, np.ndarray]:
+        ksize, vsize = ctypes.sizeof(structs.CtKey), ctypes.sizeof(structs.CtEntry)
+        token = ctypes.c_uint32(0)
+        total = 0
+        first = True
+        while total < self.capacity:
+            count = ctypes.c_uint32(self.capacity - total)
+            res = lib.bpf_lookup_batch(
+                self.fd,
+                None if first else ctypes.byref(token),
+                ctypes.byref(token),
+                ctypes.byref(self.keys, ksize * total),
+                ctypes.byref(self.values, vsize * total),
+                ctypes.byref(count),
+            )
+            err = ctypes.get_errno()
+            total += count.value
+            first = False
+            if res != 0:
+                if err == errno.ENOENT:
+                    break  # the whole map was read
+                raise OSError(err, f"BPF_MAP_LOOKUP_BATCH on conntrack: {os.strerror(err)}")
+            if count.value == 0:
+                break
+        keys = np.frombuffer(memoryview(self.keys), dtype=CT_KEY_DTYPE, count=total)
+        values = np.frombuffer(memoryview(self.values), dtype=CT_ENTRY_DTYPE, count=total)
+        return keys, values
+
+
+def entry_from_record(key: Any, v: Any) -> FlowEntry:
+    """A FlowEntry from one row of the numpy arrays (or any object with the lb.h field names)."""
+    return FlowEntry(
+        key=FlowKey(
+            structs.be32_to_ip(int(key["saddr"])),
+            structs.be32_to_ip(int(key["daddr"])),
+            structs.be16_to_port(int(key["sport"])),
+            structs.be16_to_port(int(key["dport"])),
+            structs.PROTO_NAMES.get(int(key["proto"]), str(key["proto"])),
+        ),
+        direction=int(v["dir"]),
+        client=(structs.be32_to_ip(int(v["client_ip"])), structs.be16_to_port(int(v["client_port"]))),
+        vip=(structs.be32_to_ip(int(v["vip"])), structs.be16_to_port(int(v["vip_port"]))),
+        backend=(structs.be32_to_ip(int(v["backend_ip"])), structs.be16_to_port(int(v["backend_port"]))),
+        protocol=structs.PROTO_NAMES.get(int(v["proto"]), str(v["proto"])),
+        backend_id=int(v["backend_id"]),
+        service_id=int(v["service_id"]),
+        flags=int(v["flags"]),
+        created_ns=int(v["created_ns"]),
+        last_seen_ns=int(v["last_seen_ns"]),
+        synack_ns=int(v["synack_ns"]),
+        packets=int(v["packets"]),
+        bytes=int(v["bytes"]),
+    )
+
+
 class Maps:
     def __init__(self, loaded: Loaded):
         self._loaded = loaded
@@ -93,6 +166,7 @@ class Maps:
         self._backend_stats = loaded.table("lb_backend_stats")
         self._service_stats = loaded.table("lb_service_stats")
         self._global = loaded.table("lb_global_stats")
+        self._ct_reader: _BatchReader | None = None
 
     # ---- services and routes --------------------------------------------------------------------
 
@@ -281,7 +355,31 @@ class Maps:
         return out
 
     def conntrack_count(self) -> int:
-        return sum(1 for _ in self._ct.items_lookup_batch())
+        keys, _ = self.conntrack_arrays()
+        return len(keys)
+
+    def conntrack_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole conntrack map as numpy record arrays (keys, entries), read with batch syscalls.
+
+        The arrays are views of buffers reused by the next call: copy what must outlive it. Field
+        names are those of lb.h (the dtypes come from the structs.py mirrors).
+        """
+        if self._ct_reader is None:
+            self._ct_reader = _BatchReader(self._ct.map_fd, self.spec.conntrack_entries)
+        return self._ct_reader.read()
+
+    def delete_conntrack_keys(self, keys: np.ndarray) -> int:
+        """Delete entries by key (a CtKey record array); keys already gone are skipped. Returns deleted."""
+        keys = np.ascontiguousarray(keys, dtype=CT_KEY_DTYPE)
+        done = 0
+        while done < len(keys):
+            count = ctypes.c_uint32(len(keys) - done)
+            ptr = keys.ctypes.data + done * keys.itemsize
+            res = lib.bpf_delete_batch(self._ct.map_fd, ctypes.c_void_p(ptr), ctypes.byref(count))
+            done += count.value
+            if res != 0:
+                done += 1  # that key vanished (LRU eviction or the data path): skip it
+        return done
 
     @staticmethod
     def _decode_entry(k: Any, v: Any) -> FlowEntry:

@@ -1,0 +1,52 @@
+"""The one-line header: which instance, how long it has run, and the totals that matter at a glance."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from lbtui.model import Snapshot
+from lbtui.widgets import fmt
+from lbtui.widgets.backends import all_backends
+
+
+def total_new_per_s(snapshot: Snapshot) -> float | None:
+    rates = [b.new_flows_per_s for b in all_backends(snapshot) if b.new_flows_per_s is not None]
+    return sum(rates) if rates else None
+
+
+def summary_text(snapshot: Snapshot, title: str, attached: bool) -> Text:
+    instance = snapshot.config_path.rsplit("/", 1)[-1] if snapshot.config_path else "no config file"
+    ct = snapshot.conntrack
+    active = sum(s.active_flows for s in snapshot.services)
+    sep = (" │ ", "dim")
+    text = Text.assemble(
+        (f" {title} ", "bold reverse"),
+        " ",
+        (instance, "bold"),
+        (" (attached)" if attached else "", "dim"),
+        sep,
+        ("up ", "dim"),
+        fmt.duration(snapshot.taken_at - snapshot.started_at),
+        sep,
+        ("flows ", "dim"),
+        (fmt.compact(active), "bold"),
+        sep,
+        ("conntrack ", "dim"),
+        (fmt.compact(ct.entries), "bold"),
+        ("/", "dim"),
+        fmt.compact(ct.capacity),
+        sep,
+        (fmt.rate(total_new_per_s(snapshot)), "bold"),
+        (" new/s", "dim"),
+    )
+    if not snapshot.running:
+        text.append("  stopped", style="bold red")
+    if snapshot.events_dropped:
+        text.append(f"  {snapshot.events_dropped:,} events dropped", style="yellow")
+    return text
+
+
+class SummaryBar(Static):
+    def show(self, snapshot: Snapshot, title: str, attached: bool) -> None:
+        self.update(summary_text(snapshot, title, attached))
