@@ -213,6 +213,23 @@ static __always_inline int backend_allowed(struct lb_service *svc, __u32 backend
     return bucket_take(b, svc->be_rate, svc->be_burst, now);
 }
 
+// True if the reverse entry `rk` belongs to a live flow other than `fk`.
+static __always_inline int reverse_owned_by_other(struct lb_ct_key *rk, struct lb_ct_key *fk)
+{
+    struct lb_ct_entry *old = lb_conntrack.lookup(rk);
+    if (!old || old->dir != LB_DIR_REVERSE)
+        return 0;
+    if (old->client_ip == fk->saddr && old->vip == fk->daddr && old->client_port == fk->sport &&
+        old->vip_port == fk->dport)
+        return 0;                   // our own flow's (left from an earlier use of this tuple)
+    struct lb_ct_key ok = {};
+    forward_key_of(old, &ok);
+    struct lb_ct_entry *owner = lb_conntrack.lookup(&ok);
+    if (!owner)
+        return 0;                   // a leftover whose flow is gone: overwrite it
+    return owner->backend_ip == old->backend_ip && owner->backend_port == old->backend_port;
+}
+
 // Pick a backend for a new flow and insert both conntrack entries. Returns 0 and fills *out, or
 // a negative drop reason.
 static __always_inline int new_flow(struct lb_service *svc, struct lb_ct_key *fk, __u32 ip_len,
@@ -239,24 +256,48 @@ static __always_inline int new_flow(struct lb_service *svc, struct lb_ct_key *fk
                                ((__u32)fk->sport << 16) | fk->dport) % LB_TABLE_SIZE;
     else
         slot = bpf_get_prandom_u32() % LB_TABLE_SIZE;
-    __u32 idx = group * LB_TABLE_SIZE + slot;
-    __u32 *bid = lb_select.lookup(&idx);
-    if (!bid || *bid == LB_EMPTY_SLOT || *bid >= LB_MAX_BACKENDS)
-        return -1 - LB_DROP_NO_BACKEND;
-    __u32 backend_id = *bid;
-    struct lb_backend *be = lb_backends.lookup(&backend_id);
-    if (!be || !(be->flags & LB_BE_F_ACTIVE))
-        return -1 - LB_DROP_NO_BACKEND;
+    // The reverse entry is keyed by backend and client address:port only, so two live flows of one
+    // client port (to two VIPs or VIP ports) must not share a backend address:port: the backend would
+    // see one 4-tuple for two connections. On such a clash the next slots are tried.
+    __u32 backend_id = LB_EMPTY_SLOT, ip = 0;
+    __u16 port = 0;
+    int clash = 0;
+    for (int i = 0; i < LB_PICK_TRIES; i++) {
+        __u32 idx = group * LB_TABLE_SIZE + (slot + i) % LB_TABLE_SIZE;
+        __u32 *bid = lb_select.lookup(&idx);
+        if (!bid || *bid == LB_EMPTY_SLOT || *bid >= LB_MAX_BACKENDS)
+            return -1 - LB_DROP_NO_BACKEND;
+        __u32 cand = *bid;
+        struct lb_backend *be = lb_backends.lookup(&cand);
+        if (!be || !(be->flags & LB_BE_F_ACTIVE))
+            return -1 - LB_DROP_NO_BACKEND;
+        struct lb_ct_key ck = {};
+        ck.saddr = be->ip;
+        ck.daddr = fk->saddr;
+        ck.sport = be->port;
+        ck.dport = fk->sport;
+        ck.proto = fk->proto;
+        if (reverse_owned_by_other(&ck, fk)) {
+            clash = 1;
+            continue;
+        }
+        backend_id = cand;
+        ip = be->ip;
+        port = be->port;
+        break;
+    }
+    if (backend_id == LB_EMPTY_SLOT)
+        return -1 - (clash ? LB_DROP_CONFLICT : LB_DROP_NO_BACKEND);
     if (!backend_allowed(svc, backend_id, now))
         return -1 - LB_DROP_RATE_BACKEND;
 
     struct lb_ct_entry e = {};
     e.client_ip = fk->saddr;
     e.vip = fk->daddr;
-    e.backend_ip = be->ip;
+    e.backend_ip = ip;
     e.client_port = fk->sport;
     e.vip_port = fk->dport;
-    e.backend_port = be->port;
+    e.backend_port = port;
     e.proto = fk->proto;
     e.dir = LB_DIR_FORWARD;
     e.backend_id = backend_id;
@@ -384,6 +425,9 @@ int lbtui_xdp(struct xdp_md *ctx)
     struct lb_ct_entry *fwd = lb_conntrack.lookup(&fk);
     // a SYN on a flow that already closed reuses the client port: start a new flow
     if (fwd && is_syn && (fwd->flags & (LB_CT_F_CLOSED | LB_CT_F_RST))) {
+        struct lb_ct_key old_rk = {};
+        reverse_key_of(fwd, &old_rk);
+        lb_conntrack.delete(&old_rk);   // late packets of the old flow must not reach the new one
         lb_conntrack.delete(&fk);
         fwd = 0;
     }
@@ -542,7 +586,8 @@ int lbtui_tc(struct __sk_buff *skb)
         struct lb_ct_key fk = {};
         forward_key_of(rev, &fk);
         struct lb_ct_entry *fwd = lb_conntrack.lookup(&fk);
-        if (fwd)
+        // only the flow this reverse entry belongs to (not a later flow on the same client port)
+        if (fwd && fwd->backend_ip == rev->backend_ip && fwd->backend_port == rev->backend_port)
             track_tcp(fwd, tcp_flags, 1, now);
     }
     struct lb_backend_stats *bs = lb_backend_stats.lookup(&backend_id);

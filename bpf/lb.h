@@ -40,6 +40,7 @@
 #endif
 
 #define LB_EMPTY_SLOT 0xFFFFFFFFu
+#define LB_PICK_TRIES 4            // slots tried when a pick clashes with another flow of the client port
 
 // services: (VIP, port, protocol) -> service
 struct lb_service_key {
@@ -159,7 +160,8 @@ enum lb_drop_reason {
     LB_DROP_CT_FULL = 1,       // conntrack insert failed
     LB_DROP_RATE_SOURCE = 2,   // per-source new-connection limit
     LB_DROP_RATE_BACKEND = 3,  // per-backend new-connection limit
-    LB_DROP_MAX = 4,
+    LB_DROP_CONFLICT = 4,      // every candidate backend already serves this client address:port
+    LB_DROP_MAX = 5,
 };
 
 struct lb_service_stats {

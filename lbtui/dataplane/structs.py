@@ -42,7 +42,7 @@ CT_F_RST = 0x08
 CT_F_CLOSED = 0x10
 CT_F_FAILED = 0x20
 
-DROP_REASONS = ("no_backend", "conntrack_full", "rate_limit_source", "rate_limit_backend")
+DROP_REASONS = ("no_backend", "conntrack_full", "rate_limit_source", "rate_limit_backend", "tuple_conflict")
 
 GLOBAL_COUNTERS = (
     "xdp_packets",
