@@ -1082,11 +1082,18 @@ class Oracle:
         old = self.ct.get((endpoint[0], view.saddr, endpoint[1], view.sport, view.proto))
         if old is None or old.dir != DIR_REVERSE:
             return False
-        if (old.client_ip, old.vip, old.client_port, old.vip_port) == (view.saddr, view.daddr, view.sport,
-                                                                       view.dport):
+        if (old.client_ip, old.vip, old.client_port, old.vip_port) == (
+            view.saddr,
+            view.daddr,
+            view.sport,
+            view.dport,
+        ):
             return False
         owner = self.ct.get(old.forward_key())
-        return owner is not None and (owner.backend_ip, owner.backend_port) == (old.backend_ip, old.backend_port)
+        return owner is not None and (owner.backend_ip, owner.backend_port) == (
+            old.backend_ip,
+            old.backend_port,
+        )
 
     def _new_flow(self, svc: FuzzService, view: View, key: CtKey, data: bytes, out: bytes) -> None:
         backend = (bytes(out[view.l3 + 16 : view.l3 + 20]), _u16(out, view.l4 + 2))

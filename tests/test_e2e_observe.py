@@ -144,7 +144,7 @@ def test_byte_and_packet_counts_match_packet_captures(run):
     lab, lb, log, access, captures, got = run
     lines = {(x["client_ip"], x["client_port"]): x for x in close_lines(access)}
     checked = 0
-    for i, (_, pcap) in captures.items():
+    for _, pcap in captures.values():
         flows: dict[tuple[str, int], dict] = {}
         for pkt in PcapReader(str(pcap)):
             if IP not in pkt or TCP not in pkt:
