@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ipaddress
 import logging
 import os
@@ -85,6 +86,7 @@ class _Group:
     label: str
     backends: dict[str, _Backend] = field(default_factory=dict)
     table: list[int] = field(default_factory=list)
+    inputs: tuple[object, ...] = ()  # what the table was last built from
     panic: bool = False
 
 
@@ -200,6 +202,7 @@ class Engine:
         self._syn_timeouts = SynTimeoutCounter()
         self._syn_failures: collections.Counter[BackendKey] = collections.Counter()
         self._last_least_conn = 0.0
+        self._watch_ready = asyncio.Event()
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -238,6 +241,9 @@ class Engine:
         self._publish_snapshot()
         for coro in (self._control_loop(), self._sweep_loop(), self._flow_event_loop(), self._watch_config()):
             self._tasks.append(asyncio.create_task(coro))
+        if self.config.path:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._watch_ready.wait(), timeout=5)
         ifaces = ", ".join(self._dp.interfaces)
         self._emit("started", f"load balancer running on {ifaces} with {len(self._proxies)} proxies")
 
@@ -532,14 +538,17 @@ class Engine:
         )
         by_id = {b.id: comp.weights.get(b.address, 0) for b in group.backends.values()}
         size = self._dp.spec.table_size
-        if proxy.cfg.algorithm == "maglev":
-            named = {b.id: (b.address, by_id[b.id]) for b in group.backends.values() if by_id[b.id] > 0}
-            new = selection.maglev_table(named, size) if named else [selection.EMPTY] * size
-        else:
-            new = selection.weighted_table(by_id, size, group.table or None)
-        changed = selection.diff_slots(group.table, new) if group.table else list(enumerate(new))
-        self._dp.maps.write_slots(group.id, changed)
-        group.table = new
+        inputs = (proxy.cfg.algorithm, tuple(sorted(by_id.items())))
+        if inputs != group.inputs or not group.table:  # the same weights make the same table: skip
+            if proxy.cfg.algorithm == "maglev":
+                named = {b.id: (b.address, by_id[b.id]) for b in group.backends.values() if by_id[b.id] > 0}
+                new = selection.maglev_table(named, size) if named else [selection.EMPTY] * size
+            else:
+                new = selection.weighted_table(by_id, size, group.table or None)
+            changed = selection.diff_slots(group.table, new) if group.table else list(enumerate(new))
+            self._dp.maps.write_slots(group.id, changed)
+            group.table = new
+            group.inputs = inputs
         where = f"{proxy.cfg.name}/{group.label}"
         if comp.panic and not group.panic:
             self._emit(
@@ -785,6 +794,7 @@ class Engine:
         path = path or self.config.path
         if not path:
             return model.CommandResult(False, "no configuration file to reload (started from a string)")
+        t0 = time.perf_counter()
         try:
             new = load_config(path)
         except ConfigError as exc:
@@ -816,8 +826,9 @@ class Engine:
             self._emit("reload", msg, level=model.Level.ERROR)
             return model.CommandResult(False, msg)
         summary = "; ".join(changes) if changes else "settings changed"
-        self._emit("reload", f"reloaded {path}: {summary}")
-        return model.CommandResult(True, summary)
+        took_ms = (time.perf_counter() - t0) * 1000
+        self._emit("reload", f"reloaded {path} in {took_ms:.1f} ms: {summary}")
+        return model.CommandResult(True, f"{summary} (applied in {took_ms:.1f} ms)")
 
     # ---- events ---------------------------------------------------------------------------------
 
@@ -1021,10 +1032,36 @@ class Engine:
         def is_ours(_change: watchfiles.Change, changed: str) -> bool:
             return os.path.realpath(changed) == target
 
-        async for _changes in watchfiles.awatch(directory, watch_filter=is_ours, debounce=200, step=50):
-            if os.path.exists(target):
-                self.reload()
-                self._publish_snapshot()
+        ready = False
+        try:
+            async for changes in watchfiles.awatch(
+                directory,
+                watch_filter=is_ours,
+                debounce=200,
+                step=50,
+                rust_timeout=500,
+                yield_on_timeout=True,
+            ):
+                if not ready:
+                    # the watcher is live; a change made while it was starting would be missed
+                    ready = True
+                    self._watch_ready.set()
+                    if self._file_differs(target):
+                        self.reload()
+                        self._publish_snapshot()
+                if changes and os.path.exists(target):
+                    self.reload()
+                    self._publish_snapshot()
+        except Exception:
+            log.exception("watching %s: reloads need SIGHUP or `lbtui ctl reload` now", path)
+        finally:
+            self._watch_ready.set()
+
+    def _file_differs(self, path: str) -> bool:
+        try:
+            return load_config(path) != self.config
+        except ConfigError:
+            return True  # reload() reports the error
 
     async def _sweep_loop(self) -> None:
         while True:

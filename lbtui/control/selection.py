@@ -21,6 +21,8 @@ import hashlib
 import heapq
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 EMPTY = 0xFFFFFFFF  # slot value meaning "no backend" (every weight is 0)
 
 _U32 = 0xFFFFFFFF
@@ -86,7 +88,9 @@ def diff_slots(old: Sequence[int], new: Sequence[int]) -> list[tuple[int, int]]:
     """(slot, new backend id) for every slot whose backend differs; what the writer must update."""
     if len(old) != len(new):
         raise ValueError(f"tables differ in size: {len(old)} != {len(new)}")
-    return [(slot, n) for slot, (o, n) in enumerate(zip(old, new, strict=True)) if o != n]
+    a, b = np.asarray(old, dtype=np.int64), np.asarray(new, dtype=np.int64)
+    changed = np.flatnonzero(a != b)
+    return list(zip(changed.tolist(), b[changed].tolist(), strict=True))
 
 
 def is_prime(n: int) -> bool:
@@ -131,16 +135,22 @@ def apportion(weights: Mapping[int, int], size: int) -> dict[int, int]:
 
 
 def _interleave(counts: Mapping[int, int]) -> list[int]:
-    """A sequence holding each id counts[id] times, spread evenly (k-th copy at (k + 1/2) / count)."""
-    keyed = [((2 * k + 1) / (2 * n), bid) for bid, n in counts.items() for k in range(n)]
-    keyed.sort()
-    return [bid for _, bid in keyed]
+    """A sequence holding each id counts[id] times, spread evenly (k-th copy at (k + 1/2) / count).
+
+    Ordered by position, then by id (numpy, so a 65537-slot table takes milliseconds).
+    """
+    live = [(bid, n) for bid, n in counts.items() if n > 0]
+    if not live:
+        return []
+    ids = np.concatenate([np.full(n, bid, dtype=np.int64) for bid, n in live])
+    pos = np.concatenate([(2 * np.arange(n, dtype=np.float64) + 1) / (2 * n) for _, n in live])
+    return ids[np.lexsort((ids, pos))].tolist()
 
 
-def _evenly_spaced(items: Sequence[int], pick: int) -> list[int]:
+def _evenly_spaced(items: np.ndarray, pick: int) -> np.ndarray:
     """`pick` elements of `items` spread over its whole length (deterministic)."""
     n = len(items)
-    return [items[((2 * j + 1) * n) // (2 * pick)] for j in range(pick)]
+    return items[((2 * np.arange(pick, dtype=np.int64) + 1) * n) // (2 * pick)]
 
 
 def weighted_table(weights: Mapping[int, int], size: int, previous: Sequence[int] | None = None) -> list[int]:
@@ -159,28 +169,26 @@ def weighted_table(weights: Mapping[int, int], size: int, previous: Sequence[int
     if previous is None or len(previous) != size:
         return _interleave(counts)
 
-    slots_of: dict[int, list[int]] = {}
-    free: list[int] = []
-    for slot, backend in enumerate(previous):
-        if backend in counts:
-            slots_of.setdefault(backend, []).append(slot)
-        else:
-            free.append(slot)
-
-    table = list(previous)
+    prev = np.asarray(previous, dtype=np.int64)
+    order = np.argsort(prev, kind="stable")  # slots grouped by backend, in slot order within a group
+    grouped = prev[order]
+    free_parts = [order[~np.isin(grouped, np.fromiter(counts, dtype=np.int64))]]
     deficits: dict[int, int] = {}
     for backend, wanted in counts.items():
-        held = slots_of.get(backend, [])
+        lo, hi = np.searchsorted(grouped, backend, "left"), np.searchsorted(grouped, backend, "right")
+        held = order[lo:hi]
         if len(held) > wanted:
-            free.extend(_evenly_spaced(held, len(held) - wanted))
+            free_parts.append(_evenly_spaced(held, len(held) - wanted))
         elif len(held) < wanted:
             deficits[backend] = wanted - len(held)
-    free.sort()
-    receivers = _interleave(deficits)
+    free = np.sort(np.concatenate(free_parts))
+    receivers = np.asarray(_interleave(deficits), dtype=np.int64)
     # Surplus and deficit both sum to `size` minus the kept slots, so they pair up exactly.
-    for slot, backend in zip(free, receivers, strict=True):
-        table[slot] = backend
-    return table
+    if len(free) != len(receivers):
+        raise AssertionError("selection table bookkeeping: free slots and deficits differ")
+    table = prev.copy()
+    table[free] = receivers
+    return table.tolist()
 
 
 # ---- Maglev -------------------------------------------------------------------------------------
