@@ -165,14 +165,19 @@ static __always_inline int bucket_take(struct lb_bucket *b, __u32 rate, __u32 bu
 {
     int ok = 0;
     bpf_spin_lock(&b->lock);
-    __u64 elapsed = now - b->last_ns;
+    // `now` was read before the lock: another CPU may have stamped a later time meanwhile, and
+    // now - last_ns would wrap around (a full refill on every race)
+    __u64 elapsed = 0;
+    if (now > b->last_ns) {
+        elapsed = now - b->last_ns;
+        b->last_ns = now;
+    }
     if (elapsed > LB_MAX_REFILL_NS)
         elapsed = LB_MAX_REFILL_NS;
     __u64 tokens = b->tokens + elapsed * rate;
     __u64 cap = (__u64)burst * LB_TOKEN;
     if (tokens > cap)
         tokens = cap;
-    b->last_ns = now;
     if (tokens >= LB_TOKEN) {
         tokens -= LB_TOKEN;
         ok = 1;

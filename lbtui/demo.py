@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lbtui.dataplane.loader import remove_pins
+from lbtui.engine import PIN_ROOT
 from lbtui.lab import Lab, LabSpec, TrafficGenerator
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ def run_demo(
     workdir = Path(tempfile.mkdtemp(prefix="lbtui-demo-"))
     print(f"lbtui demo: building the lab ({', '.join(lab.namespaces)})...", file=sys.stderr)
     lab.up()
+    # the lab is new: state pinned by a crashed earlier demo belongs to namespaces that are gone
+    remove_pins(f"{PIN_ROOT}/{prefix}")
     traffic = TrafficGenerator(lab, rate_per_s=rate)
     proc: subprocess.Popen[bytes] | None = None
     try:

@@ -648,13 +648,14 @@ class Engine:
         except Exception as exc:  # a command never takes the engine down
             log.exception("command %s", cmd)
             result = model.CommandResult(False, f"internal error: {exc}")
-        self._emit(
-            "command",
-            f"{type(cmd).__name__}: {'ok' if result.ok else 'refused'}: {result.message}",
-            level=model.Level.INFO if result.ok else model.Level.ERROR,
-            proxy=getattr(cmd, "proxy", None),
-            backend=getattr(cmd, "backend", None),
-        )
+        if not result.ok:  # a successful command shows as its own event (drain, weight, reload, ...)
+            self._emit(
+                "command",
+                f"{type(cmd).__name__} refused: {result.message}",
+                level=model.Level.ERROR,
+                proxy=getattr(cmd, "proxy", None),
+                backend=getattr(cmd, "backend", None),
+            )
         self._publish_snapshot()
         return result
 

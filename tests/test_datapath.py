@@ -392,3 +392,44 @@ def test_per_backend_rate_limit(dp):
     assert verdicts.count(XDP_PASS) == 3
     _, drops = maps.service_counters(5)
     assert drops["rate_limit_backend"] == 7
+
+
+def test_per_source_bucket_shared_by_two_cpus():
+    """One source's SYNs on both CPUs at once: the limit must not double (or refill on races)."""
+    import multiprocessing
+
+    from lbtui.dataplane.maps import RateLimits
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs 2 CPUs")
+    n = 20_000  # SYNs per CPU, one source address, distinct source ports
+    loaded = Loaded(DataplaneSpec(table_size=TABLE, conntrack_entries=4 * n, max_groups=1))
+    try:
+        maps = Maps(loaded)
+        maps.set_backend(0, "10.0.2.11", 8080, active=True)
+        maps.write_slots(0, list(enumerate(weighted_table({0: 1}, TABLE))))
+        maps.set_service(
+            VIP, 80, "tcp", 0, 0, "weighted-random", events=False, limits=RateLimits(src_rate=1, src_burst=5)
+        )
+        template = bytearray(bytes(Ether() / IP(src="10.0.9.9", dst=VIP) / TCP(sport=1, dport=80, flags="S")))
+        ctx = multiprocessing.get_context("fork")
+        barrier, results = ctx.Barrier(2), ctx.Queue()
+
+        def run_on(cpu: int) -> None:  # a process per CPU, so both test runs really overlap
+            os.sched_setaffinity(0, {cpu})
+            frames = []
+            for i in range(n):
+                template[34:36] = (1024 + cpu * n + i).to_bytes(2, "big")
+                frames.append(bytes(template))
+            barrier.wait()
+            results.put(sum(run_program(loaded.xdp_fn.fd, f).retval == XDP_PASS for f in frames))
+
+        procs = [ctx.Process(target=run_on, args=(cpu,)) for cpu in (0, 1)]
+        for p in procs:
+            p.start()
+        admitted = results.get(timeout=120) + results.get(timeout=120)
+        for p in procs:
+            p.join()
+        assert admitted <= 8, f"{admitted} of {2 * n} SYNs admitted by a 1/s, burst 5 bucket"
+    finally:
+        loaded.close()
