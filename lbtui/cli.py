@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -179,6 +180,11 @@ def run(
 def run_console(handle: object, title: str = "lbtui", refresh_s: float = 1.0, attached: bool = False) -> int:
     from lbtui.app import LbtuiApp
 
+    if sys.stderr.isatty():
+        # Textual sizes the screen from COLUMNS/LINES when they are set; a value exported by some
+        # parent (tmux, test runners, scripts) would pin the console to a stale size
+        os.environ.pop("COLUMNS", None)
+        os.environ.pop("LINES", None)
     app = LbtuiApp(handle, refresh_s=refresh_s, title=title, attached=attached)  # type: ignore[arg-type]
     app.run()
     return EXIT_OK

@@ -1,0 +1,184 @@
+"""The console in a real terminal (tmux): `lbtui demo`, and `lbtui attach` to a headless instance.
+
+Keys go in with `tmux send-keys`, the screen comes back with `tmux capture-pane`; what the screen
+claims is checked against the data path (the engine's counters through the control socket, or
+which backend answers new connections).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+if os.geteuid() != 0 or not shutil.which("tmux"):  # pragma: no cover
+    pytest.skip("needs root and tmux", allow_module_level=True)
+
+from lbtui import model  # noqa: E402
+from lbtui.control_socket import SocketEngineHandle  # noqa: E402
+from lbtui.lab import Lab, LabSpec, lab_namespaces  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+
+
+def wait_until(pred, timeout=30.0, interval=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return False
+
+
+class Tmux:
+    def __init__(self, name: str, command: str, width: int = 160, height: int = 48):
+        self.name = name
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+        subprocess.run(
+            ["tmux", "new-session", "-d", "-s", name, "-x", str(width), "-y", str(height), command],
+            check=True,
+        )
+
+    def screen(self) -> str:
+        r = subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True)
+        return r.stdout
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+
+    def alive(self) -> bool:
+        return subprocess.run(["tmux", "has-session", "-t", self.name], capture_output=True).returncode == 0
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+
+def rows(screen: str, proxy: str = "web") -> dict[str, dict[str, str]]:
+    """The Backends table's rows of one proxy: address -> {drain, bytes_in, ...}."""
+    out = {}
+    for line in screen.splitlines():
+        m = re.match(
+            rf"\s*{proxy}\s+\S+\s+(\d+\.\d+\.\d+\.\d+:\d+)\s+(\d+)\s+(\d+)\s+(\w+)\s+(\S+)\s+(\w+)\s+(\d+)"
+            r"\s+(\S+)\s+(\S+ \w+|—)\s+(\S+ \w+|—)",
+            line,
+        )
+        if m:
+            out[m.group(1)] = {
+                "eff": m.group(3),
+                "health": m.group(4),
+                "drain": m.group(6),
+                "bytes_in": m.group(9),
+            }
+    return out
+
+
+def size(text: str) -> float:
+    if text == "—":
+        return 0.0
+    value, unit = text.split()
+    return float(value) * UNITS[unit]
+
+
+def new_flows(h: SocketEngineHandle, address: str) -> int:
+    b = h.snapshot().backend("web", address)
+    assert b is not None
+    return b.counters.new_flows
+
+
+def test_demo_under_the_console(tmp_path):
+    prefix = "ltc"
+    tmux = Tmux("lbtui-demo-test", f"cd {REPO} && {sys.executable} -m lbtui demo --prefix {prefix} --rate 30")
+    try:
+        assert wait_until(lambda: len(rows(tmux.screen())) == 3, timeout=60), tmux.screen()
+        addresses = sorted(rows(tmux.screen()))
+        first = {a: size(r["bytes_in"]) for a, r in rows(tmux.screen()).items()}
+        assert wait_until(
+            lambda: all(size(rows(tmux.screen())[a]["bytes_in"]) > first[a] for a in addresses), timeout=20
+        ), tmux.screen()
+        # drain the selected (first) backend: d, then confirm
+        h = SocketEngineHandle(f"/run/lbtui/{prefix}.sock")
+        target = addresses[0]
+        tmux.keys("d")
+        assert wait_until(lambda: "Drain " in tmux.screen() and "(y)" in tmux.screen(), timeout=10), (
+            tmux.screen()
+        )
+        tmux.keys("y")
+        assert wait_until(
+            lambda: rows(tmux.screen()).get(target, {}).get("drain") in ("draining", "drained"), timeout=10
+        ), tmux.screen()
+        assert h.snapshot().backend("web", target).drain != model.DrainState.ACTIVE
+        time.sleep(1.0)  # let connections opened before the drain finish
+        before = {a: new_flows(h, a) for a in addresses}
+        time.sleep(4.0)
+        after = {a: new_flows(h, a) for a in addresses}
+        assert after[target] == before[target], (before, after)  # no new connections to it
+        assert all(after[a] > before[a] for a in addresses if a != target), (before, after)
+        # quit: q, confirm; the lab goes away with the demo
+        tmux.keys("q")
+        assert wait_until(lambda: "Quit lbtui?" in tmux.screen(), timeout=10), tmux.screen()
+        tmux.keys("y")
+        assert wait_until(lambda: not tmux.alive(), timeout=30)
+        assert wait_until(lambda: not lab_namespaces(prefix), timeout=15)
+        h.close()
+    finally:
+        tmux.kill()
+        subprocess.run(["pkill", "-f", f"lbtui demo --prefix {prefix}"], capture_output=True)
+        wait_until(lambda: not lab_namespaces(prefix), timeout=15)
+
+
+def test_attach_drives_a_headless_instance(tmp_path):
+    prefix = "lta"
+    lab = Lab(LabSpec(prefix=prefix, second_client=False))
+    lab.up()
+    proc = None
+    tmux = None
+    try:
+        lab.start_backends()
+        cfg = tmp_path / "lbtui.toml"
+        cfg.write_text(lab.config_toml(weights=(1, 1, 1)))
+        log = tmp_path / "lbtui.log"
+        with open(log, "w") as err:
+            proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
+        assert wait_until(lambda: "started" in log.read_text(), timeout=30), log.read_text()
+        sock = f"/run/lbtui/{prefix}.sock"
+        tmux = Tmux("lbtui-attach-test", f"cd {REPO} && {sys.executable} -m lbtui attach --socket {sock}")
+        assert wait_until(lambda: len(rows(tmux.screen())) == 3, timeout=30), tmux.screen()
+        before = {a: size(r["bytes_in"]) for a, r in rows(tmux.screen()).items()}
+        lab.http_requests(60)
+        assert wait_until(
+            lambda: all(size(rows(tmux.screen())[a]["bytes_in"]) > before[a] for a in before), timeout=10
+        ), tmux.screen()  # live counters
+        target = sorted(before)[0]
+        name = f"b{int(target.split(':')[0].rsplit('.', 1)[1]) - 10}"
+        tmux.keys("d")
+        assert wait_until(lambda: "(y)" in tmux.screen(), timeout=10), tmux.screen()
+        tmux.keys("y")
+        assert wait_until(
+            lambda: rows(tmux.screen()).get(target, {}).get("drain") in ("draining", "drained"), timeout=10
+        ), tmux.screen()
+        got = lab.http_requests(90)
+        assert name not in {k for k, v in got.items() if v and k != "errors"} and not got.get("errors"), got
+        tmux.keys("q")
+        assert wait_until(lambda: "keeps running" in tmux.screen(), timeout=10), tmux.screen()
+        tmux.keys("y")
+        assert wait_until(lambda: not tmux.alive(), timeout=15)
+        assert proc.poll() is None, "quitting an attached console leaves the load balancer running"
+        got = lab.http_requests(60)
+        assert got.get("errors", 0) == 0 and sum(v for k, v in got.items() if k != "errors") == 60
+    finally:
+        if tmux is not None:
+            tmux.kill()
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+        lab.down()
