@@ -1044,7 +1044,7 @@ class Oracle:
         if verdict == XDP_DROP and DROP_CONFLICT in outcomes:
             self.counters["drop_conflict"] += 1
             return Verdict(DROPPED, ())
-        candidates = {o for o in outcomes if o != DROP_CONFLICT}
+        candidates = {o for o in outcomes if isinstance(o, tuple)}
         problems = _check_rewrite(data, verdict, out, view, "dst", candidates)
         if not problems:
             self._new_flow(svc, view, key, data, out)
