@@ -151,6 +151,13 @@ static __always_inline void track_tcp(struct lb_ct_entry *fwd, __u8 tcp_flags, i
         return;                                     // the other CPU won the race
     if (bs)
         bs->closes += 1;
+    struct lb_service_key sk = {};
+    sk.vip = fwd->vip;
+    sk.port = fwd->vip_port;
+    sk.proto = fwd->proto;
+    struct lb_service *svc = lb_services.lookup(&sk);
+    if (!svc || !(svc->flags & LB_SVC_F_EV_CLOSED))
+        return;
     struct lb_ct_key rk = {};
     reverse_key_of(fwd, &rk);
     struct lb_ct_entry *rev = lb_conntrack.lookup(&rk);
@@ -480,7 +487,7 @@ int lbtui_xdp(struct xdp_md *ctx)
                 nbs->new_flows += 1;
             if (ss)
                 ss->new_flows += 1;
-            if (svc->flags & LB_SVC_F_EVENTS)
+            if (svc->flags & LB_SVC_F_EV_NEW)
                 emit_event(LB_EV_NEW, &e, 0, 0, now);
         }
     }

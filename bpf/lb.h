@@ -66,7 +66,8 @@ struct lb_service {
     __u32 be_rate;             // new connections per second per backend (0: no limit)
     __u32 be_burst;
 };
-#define LB_SVC_F_EVENTS 1      // emit ring-buffer events for this service's flows
+#define LB_SVC_F_EV_NEW 1      // ring-buffer event for every new flow (only the access log needs it)
+#define LB_SVC_F_EV_CLOSED 2   // ring-buffer event for every closed flow (latency, access log)
 
 // source routes: LPM on (service id, client address) -> group id.
 // prefixlen counts the 32 bits of service_id plus the CIDR's prefix length.

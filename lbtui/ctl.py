@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="end the drain after S seconds even if flows remain (default: settings.drain_timeout_s)",
     )
+    d.add_argument(
+        "--cut",
+        action="store_true",
+        help="at the timeout, cut the connections still open (their conntrack entries are removed)",
+    )
 
     u = sub.add_parser("undrain", parents=[common], help="put a drained backend back in rotation")
     u.add_argument("proxy", metavar="PROXY")
@@ -116,7 +121,7 @@ def _rate(text: str) -> tuple[int, int | None]:
 def _command(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> model.Command:
     match ns.cmd:
         case "drain":
-            return model.Drain(ns.proxy, ns.backend, ns.timeout)
+            return model.Drain(ns.proxy, ns.backend, ns.timeout, ns.cut)
         case "undrain":
             return model.Undrain(ns.proxy, ns.backend)
         case "weight":

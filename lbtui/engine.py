@@ -39,6 +39,7 @@ from lbtui.observe.hub import ObservabilityHub
 log = logging.getLogger(__name__)
 
 MAX_EVENTS = 10_000
+MAX_PENDING_EVENTS = 65_536  # flow events waiting for the loop; beyond, they are dropped and counted
 TOP_FLOWS = 200
 MAX_WEIGHT = 2**31 - 1
 DEFAULT_GROUP = "default"
@@ -64,6 +65,7 @@ class _Backend:
     source: str = "static"
     drain: model.DrainState = model.DrainState.ACTIVE
     drain_deadline: float | None = None
+    drain_cut: bool = False
     factors: Factors = NEUTRAL
     algorithm_factor: float = 1.0
     effective: int = 0
@@ -184,7 +186,9 @@ class Engine:
         self._started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._flow_events: asyncio.Queue[RawFlowEvent] | None = None
+        self._events_new = False  # "new flow" events cost a ring-buffer record each: only for the log
+        self._pending_events = 0  # flow events handed to the loop and not yet processed
+        self._pending_lock = threading.Lock()
         self.flow_events_dropped = 0
         self.flow_observers: list[Callable[[model.FlowEvent], None]] = []
         self.snapshot_decorators: list[Callable[[model.Snapshot], model.Snapshot]] = []
@@ -209,7 +213,6 @@ class Engine:
     async def start(self) -> None:
         """Load the programs, fill the maps from the configuration, attach, start the loops."""
         self._loop = asyncio.get_running_loop()
-        self._flow_events = asyncio.Queue(maxsize=65536)
         self.observability = hub = ObservabilityHub(self.snapshot, allow_stdout=self._allow_stdout)
         self.flow_observers.append(hub.observe)
         self.snapshot_decorators.append(hub.decorate)
@@ -228,7 +231,7 @@ class Engine:
             if self._dp.adopted:
                 self._release_unclaimed()
             self._dp.set_interfaces(self._wanted_interfaces(self.config))
-            self._dp.start_event_reader(self._on_raw_event)
+            self._dp.start_event_reader(self._on_raw_events)
             hub.configure(self.config.settings)
         except BaseException:
             hub.close()
@@ -239,7 +242,7 @@ class Engine:
         self._running = True
         self._refresh_counters()
         self._publish_snapshot()
-        for coro in (self._control_loop(), self._sweep_loop(), self._flow_event_loop(), self._watch_config()):
+        for coro in (self._control_loop(), self._sweep_loop(), self._watch_config()):
             self._tasks.append(asyncio.create_task(coro))
         if self.config.path:
             with contextlib.suppress(TimeoutError):
@@ -262,8 +265,7 @@ class Engine:
         if self._dns is not None:
             await self._dns.close()
         self._dp.close(keep=self.keep_dataplane)
-        await asyncio.sleep(0)  # let the reader's last hand-overs land in the queue
-        self._drain_flow_events()
+        await asyncio.sleep(0)  # the reader's last hand-overs run on the loop before the logs close
         if self.observability is not None:
             self.observability.close()  # after the data path: the last events are flushed too
         how = (
@@ -309,6 +311,12 @@ class Engine:
     def _apply_config(self, config: Config, first: bool = False) -> list[str]:
         """Make the maps match `config` (a difference against the running state); what changed."""
         changes: list[str] = []
+        log_cfg = config.settings.access_log
+        events_new = log_cfg.log_new and bool(log_cfg.file or log_cfg.stdout)
+        if events_new != self._events_new:
+            self._events_new = events_new
+            for existing in self._proxies.values():
+                self._write_service(existing)
         wanted = {p.name: p for p in config.proxies}
         for name in [n for n in self._proxies if n not in wanted]:
             self._remove_proxy(name)
@@ -442,6 +450,7 @@ class Engine:
             cfg.algorithm,
             events=True,
             limits=proxy.limits,
+            events_new=self._events_new,
         )
 
     def _group_members(self, proxy: str, backends: Sequence[BackendConfig]) -> dict[str, tuple[int, str]]:
@@ -749,6 +758,7 @@ class Engine:
                 False, f"drain timeout must be a number of seconds >= 0, got {timeout!r}"
             )
         for be in bes:
+            be.drain_cut = bool(cmd.cut)
             be.drain = model.DrainState.DRAINING
             be.drain_deadline = time.monotonic() + timeout
             self._write_group(proxy, proxy.groups[be.group], "drain")
@@ -760,6 +770,19 @@ class Engine:
             msg += "; it is the only backend of its group, so new connections are refused"
         self._emit("drain", msg, proxy=cmd.proxy, backend=cmd.backend)
         return model.CommandResult(True, msg)
+
+    def _restore_tables(
+        self, saved: dict[tuple[str, str], tuple[int, list[int], tuple[object, ...]]]
+    ) -> None:
+        """After a rollback, put back the exact slot layouts (a recomputed table has the same shares
+        but may place them differently, which would move flows of source-hash/Maglev services)."""
+        for (name, label), (gid, table, inputs) in saved.items():
+            proxy = self._proxies.get(name)
+            group = proxy.groups.get(label) if proxy else None
+            if group is None or group.id != gid or group.table == table:
+                continue
+            self._dp.maps.write_slots(gid, selection.diff_slots(group.table, table))
+            group.table, group.inputs = table, inputs
 
     def _set_rate_limit(self, cmd: model.SetRateLimit) -> model.CommandResult:
         proxy = self._proxy(cmd.proxy)
@@ -812,6 +835,11 @@ class Engine:
         if new == old:
             self._emit("reload", f"reloaded {path}: nothing changed")
             return model.CommandResult(True, "nothing changed")
+        saved_tables = {
+            (name, label): (g.id, list(g.table), g.inputs)
+            for name, p in self._proxies.items()
+            for label, g in p.groups.items()
+        }
         try:
             changes = self._apply_config(new)
             self._dp.set_interfaces(self._wanted_interfaces(new))
@@ -820,6 +848,7 @@ class Engine:
         except Exception as exc:
             log.exception("reload")
             self._apply_config(old)
+            self._restore_tables(saved_tables)
             self._dp.set_interfaces(self._wanted_interfaces(old))
             if self.observability is not None:
                 self.observability.configure(old.settings)
@@ -868,33 +897,33 @@ class Engine:
         with self._events_lock:
             return [e for e in self._events if e.seq > seq][:limit]
 
-    def _on_raw_event(self, raw: RawFlowEvent) -> None:
-        """Ring-buffer callback (reader thread): hand over to the loop without ever blocking."""
-        loop, queue = self._loop, self._flow_events
-        if loop is None or queue is None or loop.is_closed():
+    def _on_raw_events(self, batch: list[RawFlowEvent]) -> None:
+        """Ring-buffer reader (its own thread): hand a batch to the loop without ever blocking.
+
+        Batches waiting for the loop are bounded (MAX_PENDING_EVENTS): past that, events are
+        dropped and counted instead of queueing without limit.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
             return
-
-        def put() -> None:
-            try:
-                queue.put_nowait(raw)
-            except asyncio.QueueFull:
-                self.flow_events_dropped += 1
-
+        with self._pending_lock:
+            room = MAX_PENDING_EVENTS - self._pending_events
+            if room < len(batch):
+                self.flow_events_dropped += len(batch) - max(room, 0)
+                batch = batch[: max(room, 0)]
+            if not batch:
+                return
+            self._pending_events += len(batch)
         try:
-            loop.call_soon_threadsafe(put)
+            loop.call_soon_threadsafe(self._handle_raw_events, batch)
         except RuntimeError:  # loop closed while stopping
             pass
 
-    async def _flow_event_loop(self) -> None:
-        assert self._flow_events is not None
-        while True:
-            raw = await self._flow_events.get()
+    def _handle_raw_events(self, batch: list[RawFlowEvent]) -> None:
+        with self._pending_lock:
+            self._pending_events -= len(batch)
+        for raw in batch:
             self._notify_flow(self._to_flow_event(raw))
-
-    def _drain_flow_events(self) -> None:
-        queue = self._flow_events
-        while queue is not None and not queue.empty():
-            self._notify_flow(self._to_flow_event(queue.get_nowait()))
 
     def _notify_flow(self, ev: model.FlowEvent) -> None:
         for observer in self.flow_observers:
@@ -1130,6 +1159,15 @@ class Engine:
             for key, n in self._syn_timeouts.observe(items, timeout).items():
                 self._syn_failures[key] += n
 
+    def _cut_flows(self, backend_id: int) -> int:
+        """Remove every conntrack entry of a backend: its flows' next packets are no longer forwarded
+        (a TCP client then gets a reset from the load-balancer host)."""
+        keys, vals = self._dp.maps.conntrack_arrays()
+        mine = vals["backend_id"] == backend_id
+        flows = int((mine & (vals["dir"] == _structs.DIR_FORWARD)).sum())
+        self._dp.maps.delete_conntrack_keys(keys[mine].copy())
+        return flows
+
     def _check_drains(self) -> None:
         now = time.monotonic()
         for be in self._backends_by_id.values():
@@ -1140,9 +1178,12 @@ class Engine:
                 self._emit("drain", f"{be.address} drained: 0 flows left", proxy=be.proxy, backend=be.address)
             elif be.drain_deadline is not None and now >= be.drain_deadline:
                 be.drain = model.DrainState.DRAINED
+                left = f"{be.active_flows} flows still open"
+                if be.drain_cut:
+                    left = f"{self._cut_flows(be.id)} flows cut (conntrack entries removed)"
                 self._emit(
                     "drain",
-                    f"{be.address} drain timeout: {be.active_flows} flows still open",
+                    f"{be.address} drain timeout: {left}",
                     level=model.Level.WARNING,
                     proxy=be.proxy,
                     backend=be.address,

@@ -245,6 +245,7 @@ class Drain:
     proxy: str
     backend: str
     timeout_s: float | None = None  # None: settings.drain_timeout_s
+    cut: bool = False  # at the timeout, cut the flows still open (their conntrack entries removed)
 
 
 @dataclass(frozen=True)

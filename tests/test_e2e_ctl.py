@@ -158,3 +158,71 @@ def test_second_instance_on_the_same_socket_is_refused(lb, tmp_path):
     )
     assert r.returncode == 3
     assert "running lbtui" in r.stderr
+
+
+def test_protocol_garbage_and_many_clients_against_the_real_engine(lb):
+    """1,000 malformed or random requests and 50 concurrent clients: each gets a reply or a clean
+    close, the engine keeps balancing, and the instance's memory stays bounded."""
+    import random
+    import socket as socketlib
+    import threading
+
+    lab, _, proc = lb
+
+    def rss_kb() -> int:
+        for line in open(f"/proc/{proc.pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    rng = random.Random(7)
+    bodies = [
+        b'{"v": 1, "id": 1, "op": "nope"}\n',
+        b"not json\n",
+        b'{"op": "command", "command": 5}\n',
+        b'{"v": 99, "op": "hello"}\n',
+        b"[]\n",
+        b'{"op": "events", "since": -1}\n',
+        b'{"op": "command", "command": {"type": "SetWeight", "proxy": "web", "backend": "x", '
+        b'"weight": true}}\n',
+        b"\xff\xfe\x00garbage\n",
+        b"{" * 5000 + b"\n",
+        b"x" * 70000 + b"\n",
+    ]
+    outcomes = {"reply": 0, "closed": 0}
+    lock = threading.Lock()
+
+    def one(payload: bytes) -> None:
+        s = socketlib.socket(socketlib.AF_UNIX)
+        s.settimeout(10)
+        try:
+            s.connect(SOCK)
+            s.sendall(payload)
+            data = s.recv(65536)
+            with lock:
+                outcomes["reply" if data else "closed"] += 1
+        except (ConnectionResetError, BrokenPipeError):
+            with lock:
+                outcomes["closed"] += 1
+        finally:
+            s.close()
+
+    before = rss_kb()
+    traffic = threading.Thread(target=lambda: outcomes.__setitem__("traffic", lab.http_requests(300)))
+    traffic.start()
+    payloads = [
+        rng.choice(bodies) if i % 2 else bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300))) + b"\n"
+        for i in range(1000)
+    ]
+    for start in range(0, 1000, 50):  # 50 concurrent clients at a time
+        threads = [threading.Thread(target=one, args=(p,)) for p in payloads[start : start + 50]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    traffic.join(60)
+    assert outcomes["reply"] + outcomes["closed"] == 1000, outcomes
+    assert outcomes["traffic"].get("errors", 0) == 0, outcomes["traffic"]  # balancing went on
+    assert ctl("status").returncode == 0  # and the socket still answers properly
+    assert rss_kb() - before < 50_000, "memory stays bounded"
+    assert proc.poll() is None

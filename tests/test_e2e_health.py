@@ -251,3 +251,20 @@ def test_panic_when_every_backend_is_down(tmp_path):
             assert served(got) == {"b1": 60}, got
         finally:
             lab.stop_process(listener)
+
+
+def test_drain_timeout_can_cut_the_remaining_flows(tmp_path):
+    with running_lb("ldc", tmp_path) as (lab, h):
+        b1 = f"{lab.backend_ip(1)}:8080"
+        held = lab.hold(15, seconds=6.0)
+        opened = held.opened()
+        on_b1 = opened["backends"].get("b1", 0)
+        assert on_b1 > 0, opened
+        assert h.submit(model.Drain("web", b1, timeout_s=1.0, cut=True)).ok
+        assert wait_until(lambda: backend(h, b1).drain == model.DrainState.DRAINED, timeout=10)
+        events = [e.message for e in h.events_since(0) if e.kind == "drain"]
+        assert any(f"{on_b1} flows cut" in m for m in events), events
+        done = held.done()
+        # the cut connections fail their second request; the others' work
+        assert done.get("errors", 0) == on_b1, (opened, done)
+        assert "b1" not in done["backends"], done

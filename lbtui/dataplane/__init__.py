@@ -71,8 +71,8 @@ class Dataplane:
                 att.attach()
                 self._attachments[ifname] = att
 
-    def start_event_reader(self, callback: Callable[[RawFlowEvent], None]) -> None:
-        """Poll the ring buffer on a thread of its own; callback runs on that thread."""
+    def start_event_reader(self, callback: Callable[[list[RawFlowEvent]], None]) -> None:
+        """Poll the ring buffer on a thread of its own; callback(batch) runs on that thread."""
         self.maps.open_events(callback)
 
         def run() -> None:

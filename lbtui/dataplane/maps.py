@@ -187,12 +187,15 @@ class Maps:
         algorithm: str,
         events: bool,
         limits: RateLimits | None = None,
+        events_new: bool = True,
     ) -> None:
         v = self._services.Leaf()
         v.id = service_id
         v.default_group = default_group
         v.algorithm = structs.ALGORITHM_CODES[algorithm]
-        v.flags = structs.SVC_F_EVENTS if events else 0
+        v.flags = (structs.SVC_F_EV_NEW if events and events_new else 0) | (
+            structs.SVC_F_EV_CLOSED if events else 0
+        )
         lim = limits or RateLimits()
         v.src_rate, v.src_burst, v.be_rate, v.be_burst = (
             lim.src_rate,
@@ -430,16 +433,27 @@ class Maps:
     # ---- events ---------------------------------------------------------------------------------
 
     def open_events(self, callback: Any) -> None:
-        """Call callback(RawFlowEvent) for every ring-buffer event, from poll_events()."""
+        """Call callback(list of RawFlowEvent) once per poll_events() that found events.
 
-        def on_event(_ctx: Any, data: Any, _size: int) -> None:
-            ev = ctypes.cast(data, ctypes.POINTER(structs.Event)).contents
-            callback(decode_event(ev))
+        Events are handed over in batches: per-event hand-offs between threads cost more than the
+        decoding itself under connection-heavy load.
+        """
+        batch: list[RawFlowEvent] = []
 
+        def on_event(_ctx: Any, data: Any, _size: int) -> int:
+            batch.append(decode_event(ctypes.cast(data, ctypes.POINTER(structs.Event)).contents))
+            return 0  # BCC's wrapper turns the return value into the C callback's int
+
+        self._events_batch = batch
+        self._events_callback = callback
         self._loaded.table("lb_events").open_ring_buffer(on_event)
 
     def poll_events(self, timeout_ms: int) -> None:
         self._loaded.bpf.ring_buffer_poll(timeout_ms)
+        if self._events_batch:
+            events = list(self._events_batch)
+            self._events_batch.clear()
+            self._events_callback(events)
 
 
 def decode_event(ev: structs.Event) -> RawFlowEvent:
