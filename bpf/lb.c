@@ -91,7 +91,9 @@ static __always_inline void emit_event(__u8 type, struct lb_ct_entry *fwd, struc
     ev->proto = fwd->proto;
     ev->type = type;
     ev->reason = reason;
-    lb_events.ringbuf_submit(ev, 0);
+    // no wake-up per event: the reader drains the ring on its own schedule (every few tens of ms),
+    // so a connection-heavy load does not cost a userspace wake-up per connection
+    lb_events.ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline void reverse_key_of(struct lb_ct_entry *e, struct lb_ct_key *k)

@@ -36,7 +36,7 @@
 #define LB_RL_SOURCES 65536
 #endif
 #ifndef LB_RINGBUF_PAGES
-#define LB_RINGBUF_PAGES 256
+#define LB_RINGBUF_PAGES 1024       // 4 MiB: ~40,000 events between two drains
 #endif
 
 #define LB_EMPTY_SLOT 0xFFFFFFFFu

@@ -25,6 +25,8 @@ __all__ = ["Dataplane", "DataplaneError", "DataplaneSpec", "FlowEntry", "RawFlow
 
 log = logging.getLogger(__name__)
 
+EVENT_DRAIN_INTERVAL_S = 0.05
+
 
 class Dataplane:
     def __init__(self, spec: DataplaneSpec, xdp_mode: str = "auto"):
@@ -76,11 +78,16 @@ class Dataplane:
         self.maps.open_events(callback)
 
         def run() -> None:
-            while not self._reader_stop.is_set():
+            # the programs submit events without waking anyone (BPF_RB_NO_WAKEUP): drain on a timer
+            while not self._reader_stop.wait(EVENT_DRAIN_INTERVAL_S):
                 try:
-                    self.maps.poll_events(100)
+                    self.maps.poll_events()
                 except Exception:  # never let one bad event stop the reader
                     log.exception("event reader")
+            try:
+                self.maps.poll_events()  # the last events before a stop
+            except Exception:
+                log.exception("event reader")
 
         self._reader = threading.Thread(target=run, name="lbtui-events", daemon=True)
         self._reader.start()

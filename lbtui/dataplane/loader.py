@@ -68,7 +68,7 @@ class DataplaneSpec:
     max_groups: int = 64
     max_services: int = 64
     max_routes: int = 1024
-    ringbuf_pages: int = 256
+    ringbuf_pages: int = 1024
     pin_dir: str | None = None  # bpffs directory for this instance's maps and programs
 
     def cflags(self) -> list[str]:

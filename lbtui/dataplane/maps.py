@@ -448,8 +448,9 @@ class Maps:
         self._events_callback = callback
         self._loaded.table("lb_events").open_ring_buffer(on_event)
 
-    def poll_events(self, timeout_ms: int) -> None:
-        self._loaded.bpf.ring_buffer_poll(timeout_ms)
+    def poll_events(self) -> None:
+        """Drain the ring buffer (non-blocking) and hand what was there over as one batch."""
+        self._loaded.bpf.ring_buffer_consume()
         if self._events_batch:
             events = list(self._events_batch)
             self._events_batch.clear()
