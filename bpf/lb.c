@@ -114,6 +114,40 @@ static __always_inline void forward_key_of(struct lb_ct_entry *e, struct lb_ct_k
     k->proto = e->proto;
 }
 
+// log2 histogram bucket of a duration in microseconds (see struct lb_latency)
+static __always_inline __u32 hist_bucket(__u64 us)
+{
+    if (us == 0)
+        return 0;
+    __u32 b = 0;                                    // floor(log2(us)), by halving the range
+    if (us >> 32) { b += 32; us >>= 32; }
+    if (us >> 16) { b += 16; us >>= 16; }
+    if (us >> 8) { b += 8; us >>= 8; }
+    if (us >> 4) { b += 4; us >>= 4; }
+    if (us >> 2) { b += 2; us >>= 2; }
+    if (us >> 1) { b += 1; }
+    b += 1;
+    return b < LB_HIST_BUCKETS ? b : LB_HIST_BUCKETS - 1;
+}
+
+static __always_inline void record_latency(__u32 backend_id, int duration, __u64 ns)
+{
+    struct lb_latency *l = lb_latency.lookup(&backend_id);
+    if (!l)
+        return;
+    __u64 us = ns / 1000;
+    __u32 b = hist_bucket(us);
+    if (b >= LB_HIST_BUCKETS)
+        return;
+    if (duration) {
+        l->duration[b] += 1;
+        l->duration_sum_us += us;
+    } else {
+        l->handshake[b] += 1;
+        l->handshake_sum_us += us;
+    }
+}
+
 // Flag bookkeeping shared by both directions. `fwd` is the forward entry; `tcp_flags` the flags
 // byte of the current packet; `from_backend` tells the direction. Reports a close exactly once.
 static __always_inline void track_tcp(struct lb_ct_entry *fwd, __u8 tcp_flags, int from_backend,
@@ -137,6 +171,7 @@ static __always_inline void track_tcp(struct lb_ct_entry *fwd, __u8 tcp_flags, i
         fwd->synack_ns = now;
         if (bs)
             bs->handshakes += 1;
+        record_latency(be, 0, now - fwd->created_ns);
     }
     // a reset from the backend before any SYN-ACK: the connection was refused
     if (from_backend && (set & LB_CT_F_RST) && !(old & LB_CT_F_SYNACK) && !(old & LB_CT_F_FAILED)) {
@@ -153,6 +188,7 @@ static __always_inline void track_tcp(struct lb_ct_entry *fwd, __u8 tcp_flags, i
         return;                                     // the other CPU won the race
     if (bs)
         bs->closes += 1;
+    record_latency(be, 1, now - fwd->created_ns);
     struct lb_service_key sk = {};
     sk.vip = fwd->vip;
     sk.port = fwd->vip_port;

@@ -156,6 +156,17 @@ struct lb_backend_stats {
     __u64 closes;              // FIN both ways or RST
 };
 
+// latency histograms per backend, kept in the data path (no per-connection event needed):
+// bucket 0 counts values below 1 µs, bucket k (k >= 1) values in [2^(k-1), 2^k) µs, the last one
+// everything from 2^(LB_HIST_BUCKETS-2) µs (~18 min) up
+#define LB_HIST_BUCKETS 32
+struct lb_latency {
+    __u64 handshake[LB_HIST_BUCKETS];   // SYN -> SYN-ACK on the reply path
+    __u64 duration[LB_HIST_BUCKETS];    // first packet -> FIN both ways or RST
+    __u64 handshake_sum_us;
+    __u64 duration_sum_us;
+};
+
 enum lb_drop_reason {
     LB_DROP_NO_BACKEND = 0,    // selection table empty (every backend drained)
     LB_DROP_CT_FULL = 1,       // conntrack insert failed
@@ -234,6 +245,7 @@ LB_TABLE("hash", struct lb_rl_key, struct lb_bucket, lb_rl_source, LB_RL_SOURCES
 LB_TABLE("array", __u32, struct lb_bucket, lb_rl_backend, LB_MAX_BACKENDS, 0);
 LB_TABLE("percpu_array", __u32, struct lb_backend_stats, lb_backend_stats, LB_MAX_BACKENDS, 0);
 LB_TABLE("percpu_array", __u32, struct lb_service_stats, lb_service_stats, LB_MAX_SERVICES, 0);
+LB_TABLE("percpu_array", __u32, struct lb_latency, lb_latency, LB_MAX_BACKENDS, 0);
 LB_TABLE("percpu_array", __u32, __u64, lb_global_stats, LB_G_MAX, 0);
 BPF_RINGBUF_OUTPUT(lb_events, LB_RINGBUF_PAGES);
 

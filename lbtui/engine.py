@@ -33,7 +33,8 @@ from lbtui.control.supervisor import BackendKey, BackendSupervisor, Factors, Sup
 from lbtui.control.weights import BackendState, compose
 from lbtui.dataplane import Dataplane, DataplaneSpec, RawFlowEvent
 from lbtui.dataplane import structs as _structs
-from lbtui.dataplane.maps import FlowEntry, RateLimits
+from lbtui.dataplane.maps import FlowEntry, LatencyCounts, RateLimits
+from lbtui.observe.histogram import histogram_from_counts
 from lbtui.observe.hub import ObservabilityHub
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,9 @@ class Engine:
         self._started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._events_new = False  # "new flow" events cost a ring-buffer record each: only for the log
+        self._flow_event_flags = (False, False)  # (closed, new) flow events wanted from the data path
+        self._latency: dict[int, LatencyCounts] = {}
+        self._idle_durations: dict[int, tuple[list[int], int]] = {}  # flows closed by the idle sweep
         self._pending_events = 0  # flow events handed to the loop and not yet processed
         self._pending_lock = threading.Lock()
         self.flow_events_dropped = 0
@@ -311,10 +314,13 @@ class Engine:
     def _apply_config(self, config: Config, first: bool = False) -> list[str]:
         """Make the maps match `config` (a difference against the running state); what changed."""
         changes: list[str] = []
+        # ring-buffer events feed only the access log (latency histograms live in the data path):
+        # without a log, a connection costs userspace nothing
         log_cfg = config.settings.access_log
-        events_new = log_cfg.log_new and bool(log_cfg.file or log_cfg.stdout)
-        if events_new != self._events_new:
-            self._events_new = events_new
+        logging_on = bool(log_cfg.file or log_cfg.stdout)
+        events = (logging_on, logging_on and log_cfg.log_new)
+        if events != self._flow_event_flags:
+            self._flow_event_flags = events
             for existing in self._proxies.values():
                 self._write_service(existing)
         wanted = {p.name: p for p in config.proxies}
@@ -448,9 +454,9 @@ class Engine:
             proxy.service_id,
             proxy.groups[DEFAULT_GROUP].id,
             cfg.algorithm,
-            events=True,
+            events=self._flow_event_flags[0],
             limits=proxy.limits,
-            events_new=self._events_new,
+            events_new=self._flow_event_flags[1],
         )
 
     def _group_members(self, proxy: str, backends: Sequence[BackendConfig]) -> dict[str, tuple[int, str]]:
@@ -493,6 +499,7 @@ class Engine:
                     be.factors = self._supervisor.factors(be.key)
                 if adopted_id is None:
                     self._dp.maps.clear_backend_stats(be.id)  # adopted backends keep their counters
+                    self._idle_durations.pop(be.id, None)
                 self._dp.maps.set_backend(be.id, ip, port, active=True)
                 group.backends[address] = be
                 self._backends_by_id[be.id] = be
@@ -1132,6 +1139,11 @@ class Engine:
             gone = self._backends_by_id.get(f.backend_id)
             if gone is not None:
                 gone.expired += 1
+                last = max(f.last_seen_ns, r.last_seen_ns if r else 0)
+                us = max(0, (last - f.created_ns) // 1000)  # the data path only sees FIN/RST closes
+                counts, total = self._idle_durations.setdefault(gone.id, ([0] * _structs.HIST_BUCKETS, 0))
+                counts[_structs.hist_bucket(us)] += 1
+                self._idle_durations[gone.id] = (counts, total + us)
             self._notify_flow(self._idle_close_event(f, r))
         self._flows = tuple(res.top)
         self._ct_summary = model.ConntrackSummary(
@@ -1206,6 +1218,7 @@ class Engine:
         return snap
 
     def _backend_view(self, be: _Backend) -> model.BackendView:
+        hs = self._latency_view(be).handshake
         return model.BackendView(
             proxy=be.proxy,
             address=be.address,
@@ -1223,9 +1236,34 @@ class Engine:
             bytes_out_per_s=self._rate_of(be.id, "bytes_out"),
             health_check_ms=be.factors.health_check_ms,
             last_change=be.reason,
+            handshake_p50_ms=hs.p50_ms if hs else None,
+            handshake_p99_ms=hs.p99_ms if hs else None,
+        )
+
+    def _latency_view(self, be: _Backend) -> model.LatencyView:
+        """The data path's histograms of one backend (plus the durations of flows the sweep closed)."""
+        lat = self._latency.get(be.id)
+        idle_counts, idle_sum = self._idle_durations.get(be.id, ((0,) * _structs.HIST_BUCKETS, 0))
+        if lat is None:
+            return model.LatencyView(proxy=be.proxy, backend=be.address)
+        duration = [a + b for a, b in zip(lat.duration, idle_counts, strict=True)]
+        return model.LatencyView(
+            proxy=be.proxy,
+            backend=be.address,
+            handshake=histogram_from_counts(
+                _structs.HIST_BOUNDS_MS, lat.handshake, lat.handshake_sum_us / 1000
+            ),
+            duration=histogram_from_counts(
+                _structs.HIST_BOUNDS_MS, duration, (lat.duration_sum_us + idle_sum) / 1000
+            ),
         )
 
     def _publish_snapshot(self) -> None:
+        if self._running:
+            try:
+                self._latency = self._dp.maps.latency(list(self._backends_by_id))
+            except Exception:
+                log.exception("reading latency histograms")
         services = []
         totals = model.Counters()
         for proxy in self._proxies.values():
@@ -1276,6 +1314,7 @@ class Engine:
             flows=self._flows,
             totals=totals,
             dns=self._dns.status() if self._dns else (),
+            latency=tuple(self._latency_view(b) for b in self._backends_by_id.values()),
             circuit_log=self._supervisor.transitions() if self._supervisor else (),
             events_dropped=self.flow_events_dropped,
             running=self._running,

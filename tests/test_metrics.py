@@ -13,6 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lbtui import model
+from lbtui.dataplane.structs import HIST_BOUNDS_MS, HIST_BUCKETS, hist_bucket
+from lbtui.observe.histogram import histogram_from_counts
 from lbtui.observe.metrics import BUCKETS_S, Metrics, parse_listen, rate_limit_scope
 from lbtui.observe.rates import RateMeter
 
@@ -42,6 +44,8 @@ def snapshot(
     backends: tuple[model.BackendView, ...] | None = None,
     drops: dict[str, int] | None = None,
     dns: tuple[model.DnsStatus, ...] = (),
+    latency: tuple[model.LatencyView, ...] = (),
+    taken_at: float = 1_700_000_000.0,
 ) -> model.Snapshot:
     if backends is None:
         backends = (
@@ -60,13 +64,14 @@ def snapshot(
         drops=drops if drops is not None else {"no_backend": 2, "conntrack_full": 0, "rate_limit_source": 7},
     )
     return model.Snapshot(
-        taken_at=1_700_000_000.0,
+        taken_at=taken_at,
         started_at=1_699_999_000.0,
         config_path=None,
         services=(svc,),
         conntrack=model.ConntrackSummary(entries=6, flows=3, tcp=3, capacity=1024),
         flows=(),
         dns=dns,
+        latency=latency,
     )
 
 
@@ -88,6 +93,20 @@ def flow_event(kind: str = "closed", duration_s: float | None = 1.5, handshake_s
     )
 
 
+def latency_view(n: int = 1) -> model.LatencyView:
+    """n connections of 1.5 s with a 0.4 ms handshake, in the data path's log2 buckets."""
+    hs = [0] * HIST_BUCKETS
+    du = [0] * HIST_BUCKETS
+    hs[hist_bucket(400)] = n
+    du[hist_bucket(1_500_000)] = n
+    return model.LatencyView(
+        proxy="web",
+        backend="10.0.2.11:8080",
+        handshake=histogram_from_counts(HIST_BOUNDS_MS, hs, 0.4 * n),
+        duration=histogram_from_counts(HIST_BOUNDS_MS, du, 1500.0 * n),
+    )
+
+
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     out = {}
     for family in text_string_to_metric_families(metrics.render().decode()):
@@ -101,9 +120,8 @@ def value(metrics: Metrics, name: str, **labels: str) -> float | None:
 
 
 def test_render_parses_and_has_every_family() -> None:
-    snap = snapshot(dns=(model.DnsStatus("api.example", "web", last_success=1.0),))
+    snap = snapshot(dns=(model.DnsStatus("api.example", "web", last_success=1.0),), latency=(latency_view(),))
     metrics = Metrics(lambda: snap, version="9.9.9")
-    metrics.observe_event(flow_event())
     metrics.observe_health_check("web", "10.0.2.11:8080", 0.003)
     families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
     expected = {
@@ -148,8 +166,9 @@ def test_render_parses_and_has_every_family() -> None:
     assert value(metrics, "lb_backend_handshake_seconds_count", **pb) == 1
     assert value(metrics, "lb_backend_handshake_seconds_sum", **pb) == pytest.approx(0.0004)
     assert value(metrics, "lb_connection_duration_seconds_count", **pb) == 1
-    assert value(metrics, "lb_connection_duration_seconds_bucket", le="1.0", **pb) == 0
-    assert value(metrics, "lb_connection_duration_seconds_bucket", le="2.0", **pb) == 1
+    assert value(metrics, "lb_connection_duration_seconds_sum", **pb) == pytest.approx(1.5)
+    assert value(metrics, "lb_connection_duration_seconds_bucket", le="1.048576", **pb) == 0
+    assert value(metrics, "lb_connection_duration_seconds_bucket", le="2.097152", **pb) == 1
     assert value(metrics, "lb_health_check_latency_seconds_count", **pb) == 1
 
 
@@ -159,13 +178,15 @@ def test_histogram_buckets_match_the_console_histograms() -> None:
     assert len(BUCKETS_S) == 30
 
 
-def test_new_events_do_not_count_twice() -> None:
-    metrics = Metrics(lambda: None)
-    metrics.observe_event(flow_event(kind="new", duration_s=None))
-    metrics.observe_event(flow_event(kind="closed"))
+def test_histograms_never_go_down_when_the_data_path_restarts_them() -> None:
+    current = {"snap": snapshot(latency=(latency_view(n=5),))}
+    metrics = Metrics(lambda: current["snap"])
     pb = {"proxy": "web", "backend": "10.0.2.11:8080"}
-    assert value(metrics, "lb_backend_handshake_seconds_count", **pb) == 1
-    assert value(metrics, "lb_connection_duration_seconds_count", **pb) == 1
+    assert value(metrics, "lb_connection_duration_seconds_count", **pb) == 5
+    current["snap"] = snapshot(
+        latency=(latency_view(n=2),), taken_at=1_700_000_002.0
+    )  # a new backend id: counts restart
+    assert value(metrics, "lb_connection_duration_seconds_count", **pb) == 7
 
 
 def test_dns_status_failing_and_never_resolved() -> None:
@@ -186,9 +207,8 @@ def test_promtool_accepts_the_page(tmp_path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed")
-    snap = snapshot(dns=(model.DnsStatus("api.example", "web", last_success=1.0),))
+    snap = snapshot(dns=(model.DnsStatus("api.example", "web", last_success=1.0),), latency=(latency_view(),))
     metrics = Metrics(lambda: snap)
-    metrics.observe_event(flow_event())
     metrics.observe_health_check("web", "10.0.2.11:8080", 0.003)
     result = subprocess.run(
         [promtool, "check", "metrics"], input=metrics.render(), capture_output=True, timeout=60
@@ -206,9 +226,8 @@ def test_no_snapshot_or_a_failing_one_still_renders() -> None:
 
 
 def test_two_instances_do_not_clash() -> None:
-    first = Metrics(lambda: snapshot())
+    first = Metrics(lambda: snapshot(latency=(latency_view(),)))
     second = Metrics(lambda: None)
-    first.observe_event(flow_event())
     pb = {"proxy": "web", "backend": "10.0.2.11:8080"}
     assert value(first, "lb_connection_duration_seconds_count", **pb) == 1
     assert value(second, "lb_connection_duration_seconds_count", **pb) is None

@@ -77,6 +77,16 @@ class RawFlowEvent:
 
 
 @dataclass(frozen=True)
+class LatencyCounts:
+    """Bucket counts (structs.HIST_BOUNDS_MS) and sums of one backend's latency histograms."""
+
+    handshake: tuple[int, ...]
+    handshake_sum_us: int
+    duration: tuple[int, ...]
+    duration_sum_us: int
+
+
+@dataclass(frozen=True)
 class RateLimits:
     """New connections per second (0 = no limit) and bucket sizes of one service."""
 
@@ -239,6 +249,25 @@ class Maps:
 
     def clear_backend_stats(self, backend_id: int) -> None:
         self._backend_stats.clearitem(self._backend_stats.Key(backend_id))
+        latency = self._loaded.table("lb_latency")
+        latency.clearitem(latency.Key(backend_id))
+
+    def latency(self, backend_ids: Iterable[int]) -> dict[int, LatencyCounts]:
+        """Per backend: the data path's handshake and duration histograms, summed over CPUs."""
+        table = self._loaded.table("lb_latency")
+        out = {}
+        for bid in backend_ids:
+            hs = [0] * structs.HIST_BUCKETS
+            du = [0] * structs.HIST_BUCKETS
+            hs_sum = du_sum = 0
+            for cpu in table.getvalue(table.Key(bid)):
+                for i in range(structs.HIST_BUCKETS):
+                    hs[i] += cpu.handshake[i]
+                    du[i] += cpu.duration[i]
+                hs_sum += cpu.handshake_sum_us
+                du_sum += cpu.duration_sum_us
+            out[bid] = LatencyCounts(tuple(hs), hs_sum, tuple(du), du_sum)
+        return out
 
     def write_slots(self, group: int, changes: Sequence[tuple[int, int]]) -> None:
         """Set slot -> backend id for the given (slot, backend id) pairs of one group's table."""

@@ -163,6 +163,25 @@ class ServiceStats(ctypes.Structure):
     ] + [("drops", ctypes.c_uint64 * len(DROP_REASONS))]
 
 
+HIST_BUCKETS = 32
+# upper bounds of the latency buckets in ms: bucket 0 < 1 µs, bucket k < 2^k µs, the last one +Inf
+HIST_BOUNDS_MS = tuple(2**k / 1000 for k in range(HIST_BUCKETS - 1))
+
+
+class Latency(ctypes.Structure):
+    _fields_ = [
+        ("handshake", ctypes.c_uint64 * HIST_BUCKETS),
+        ("duration", ctypes.c_uint64 * HIST_BUCKETS),
+        ("handshake_sum_us", ctypes.c_uint64),
+        ("duration_sum_us", ctypes.c_uint64),
+    ]
+
+
+def hist_bucket(us: int) -> int:
+    """The data path's bucket of a duration in microseconds (lb.c hist_bucket)."""
+    return 0 if us <= 0 else min(int(us).bit_length(), HIST_BUCKETS - 1)
+
+
 class Event(ctypes.Structure):
     _fields_ = [
         ("ts_ns", ctypes.c_uint64),
@@ -197,6 +216,7 @@ MAP_LAYOUTS: dict[str, tuple[Any, Any]] = {
     "lb_service_stats": (ctypes.c_uint32, ServiceStats),
     "lb_global_stats": (ctypes.c_uint32, ctypes.c_uint64),
     "lb_rl_source": (RateKey, Bucket),
+    "lb_latency": (ctypes.c_uint32, Latency),
     "lb_rl_backend": (ctypes.c_uint32, Bucket),
 }
 

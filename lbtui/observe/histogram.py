@@ -123,6 +123,25 @@ def _percentile(
     return max_seen
 
 
+def histogram_from_counts(
+    bounds_ms: tuple[float, ...], counts: tuple[int, ...] | list[int], sum_ms: float
+) -> model.Histogram:
+    """A model.Histogram (with percentiles) from bucket counts kept elsewhere, e.g. in the data path.
+
+    counts has len(bounds_ms) + 1 entries, the last one for +Inf.
+    """
+    count = sum(counts)
+    counts = tuple(counts)
+    # the smallest and largest values are not known: use the edges of the first and last used buckets
+    used = [i for i, c in enumerate(counts) if c]
+    lo = bounds_ms[used[0] - 1] if used and used[0] > 0 else 0.0
+    hi = (bounds_ms[used[-1]] if used and used[-1] < len(bounds_ms) else bounds_ms[-1] * 2) if used else 0.0
+    p50, p95, p99 = (_percentile(bounds_ms, counts, count, lo, hi, q) for q in PERCENTILES)
+    return model.Histogram(
+        bounds_ms=bounds_ms, counts=counts, count=count, sum_ms=sum_ms, p50_ms=p50, p95_ms=p95, p99_ms=p99
+    )
+
+
 class LatencyBook:
     """Handshake and connection-duration histograms per (proxy, backend), fed by flow events.
 

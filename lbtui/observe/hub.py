@@ -1,8 +1,8 @@
 """Wires the observability parts to an engine: flow events in, snapshot fields and endpoints out.
 
-The engine calls `observe(ev)` for every flow event (never blocking: the access log queues, the
-histograms are in memory) and `decorate(snap)` for every snapshot it publishes; `configure` follows
-settings changes on reload (metrics listener, access log) without losing histogram state.
+The engine calls `observe(ev)` for every flow event (it never blocks: the access log queues) and
+`decorate(snap)` for every snapshot it publishes; `configure` follows settings changes on reload
+(metrics listener, access log). Latency histograms come from the data path with the snapshot.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import logging
 from lbtui import model
 from lbtui.config import AccessLogConfig, MetricsConfig, Settings
 from lbtui.observe.accesslog import AccessLog
-from lbtui.observe.histogram import LatencyBook
 from lbtui.observe.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -23,7 +22,6 @@ TAIL_LINES = 200
 
 class ObservabilityHub:
     def __init__(self, get_snapshot: object, allow_stdout: bool = True):
-        self.latency = LatencyBook()
         self.metrics = Metrics(get_snapshot)  # type: ignore[arg-type]
         self.access_log: AccessLog | None = None
         self._allow_stdout = allow_stdout
@@ -51,8 +49,6 @@ class ObservabilityHub:
             self._access_cfg = access
 
     def observe(self, ev: model.FlowEvent) -> None:
-        self.latency.observe_event(ev)
-        self.metrics.observe_event(ev)
         if self.access_log is not None:
             self.access_log.log(ev)
 
@@ -60,34 +56,10 @@ class ObservabilityHub:
         self.metrics.observe_health_check(proxy, backend, seconds)
 
     def decorate(self, snap: model.Snapshot) -> model.Snapshot:
-        """Latency percentiles per backend, histograms and the access-log tail into the snapshot."""
-        views = self.latency.views()
-        by_backend = {(v.proxy, v.backend): v for v in views}
-
-        def with_latency(b: model.BackendView) -> model.BackendView:
-            v = by_backend.get((b.proxy, b.address))
-            if v is None or v.handshake is None:
-                return b
-            return dataclasses.replace(
-                b, handshake_p50_ms=v.handshake.p50_ms, handshake_p99_ms=v.handshake.p99_ms
-            )
-
-        services = tuple(
-            dataclasses.replace(
-                s,
-                backends=tuple(with_latency(b) for b in s.backends),
-                routes=tuple(
-                    dataclasses.replace(r, backends=tuple(with_latency(b) for b in r.backends))
-                    for r in s.routes
-                ),
-            )
-            for s in snap.services
-        )
+        """The access-log tail and its drops into the snapshot; note counters for the metrics."""
         dropped = snap.events_dropped + (self.access_log.dropped if self.access_log else 0)
         out = dataclasses.replace(
             snap,
-            services=services,
-            latency=views,
             access_log_tail=self.access_log.tail(TAIL_LINES) if self.access_log else (),
             events_dropped=dropped,
         )

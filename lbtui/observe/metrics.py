@@ -19,6 +19,7 @@ is noticed and traffic between the last sample and a reset stays within one snap
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -29,7 +30,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from lbtui import model
 from lbtui.observe.histogram import DEFAULT_BOUNDS_MS
@@ -134,8 +135,32 @@ def _counter_samples(snap: model.Snapshot) -> Iterator[tuple[str, tuple[str, ...
             scope = rate_limit_scope(reason)
             if scope is not None:
                 yield "lb_rate_limited_total", (svc.name, scope), count
+    for view in snap.latency:  # the data path's histograms: buckets are counters too
+        for name, hist in (
+            ("lb_backend_handshake_seconds", view.handshake),
+            ("lb_connection_duration_seconds", view.duration),
+        ):
+            if hist is None:
+                continue
+            cumulative = 0
+            for bound, count in zip((*hist.bounds_ms, math.inf), hist.counts, strict=True):
+                cumulative += count
+                yield f"{name}_bucket", (view.proxy, view.backend, _le(bound)), cumulative
+            yield f"{name}_sum", (view.proxy, view.backend), hist.sum_ms / 1000
     yield "lb_conntrack_swept_total", (), snap.conntrack.swept_total
     yield "lb_events_dropped_total", (), snap.events_dropped
+
+
+HISTOGRAM_HELP = {
+    "lb_backend_handshake_seconds": "TCP handshake time through the balancer (SYN to SYN-ACK), measured "
+    "in the data path.",
+    "lb_connection_duration_seconds": "Connection lifetime, first packet to close (FIN both ways, RST, "
+    "or idle expiry).",
+}
+
+
+def _le(bound_ms: float) -> str:
+    return "+Inf" if math.isinf(bound_ms) else repr(bound_ms / 1000)
 
 
 COUNTER_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -195,9 +220,23 @@ class SnapshotCollector:
             name: CounterMetricFamily(name, text, labels=list(labels))
             for name, (text, labels) in COUNTER_HELP.items()
         }
+        hist: dict[str, dict[tuple[str, ...], dict[str, Any]]] = {name: {} for name in HISTOGRAM_HELP}
         for name, labels, exported in self._tracker.update(snap.taken_at, _counter_samples(snap)):
-            families[name].add_metric(list(labels), exported)
+            if name in families:
+                families[name].add_metric(list(labels), exported)
+                continue
+            base, _, part = name.rpartition("_")
+            series = hist[base].setdefault(labels[:2], {"buckets": [], "sum": 0.0})
+            if part == "bucket":
+                series["buckets"].append((labels[2], exported))
+            else:
+                series["sum"] = exported
         yield from families.values()
+        for base, text in HISTOGRAM_HELP.items():
+            family = HistogramMetricFamily(base, text, labels=["proxy", "backend"])
+            for labels, series in hist[base].items():
+                family.add_metric(list(labels), series["buckets"], series["sum"])
+            yield family
 
     def _gauges(self, snap: model.Snapshot) -> Iterator[Metric]:
         pb = ["proxy", "backend"]
@@ -255,33 +294,10 @@ class Metrics:
             registry=self.registry,
             buckets=BUCKETS_S,
         )
-        self._handshake = Histogram(
-            "lb_backend_handshake_seconds",
-            "TCP handshake time through the balancer (SYN to SYN-ACK), one per closed connection.",
-            pb,
-            registry=self.registry,
-            buckets=BUCKETS_S,
-        )
-        self._duration = Histogram(
-            "lb_connection_duration_seconds",
-            "Connection lifetime, first packet to close.",
-            pb,
-            registry=self.registry,
-            buckets=BUCKETS_S,
-        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     # ---- feeding ----------------------------------------------------------------------------
-
-    def observe_event(self, ev: model.FlowEvent) -> None:
-        """Closed events feed the duration and handshake histograms (each flow counted once)."""
-        if ev.kind != "closed":
-            return
-        if ev.duration_s is not None:
-            self._duration.labels(ev.proxy, ev.backend).observe(max(ev.duration_s, 0.0))
-        if ev.handshake_s is not None:
-            self._handshake.labels(ev.proxy, ev.backend).observe(max(ev.handshake_s, 0.0))
 
     def observe_health_check(self, proxy: str, backend: str, seconds: float) -> None:
         self._health_check.labels(proxy, backend).observe(max(seconds, 0.0))
