@@ -102,6 +102,9 @@ def test_failed_backend_leaves_rotation_and_returns_with_slow_start(tmp_path):
         assert wait_until(lambda: backend(h, b2).effective_weight == 0, timeout=10, interval=0.05)
         took = time.monotonic() - t0
         # interval x fall + timeout = 1.25 s; generous bound for a loaded 2-CPU machine
+        print(
+            f"\nhealth: left rotation {took:.2f} s after the kill (interval 0.5 s x fall 2 + 0.25 s)"
+        )
         assert took < 4.0, f"left rotation after {took:.2f} s"
         assert backend(h, b2).health == model.Health.DOWN
         got = lab.http_requests(150)
@@ -113,6 +116,7 @@ def test_failed_backend_leaves_rotation_and_returns_with_slow_start(tmp_path):
         while time.monotonic() < deadline:
             ramp.append(backend(h, b2).effective_weight)
             time.sleep(0.2)
+        print(f"health: slow-start effective weights every 0.2 s: {ramp}")
         assert ramp[0] < 10 and ramp[-1] == 10, ramp
         assert ramp == sorted(ramp), f"slow start ramps up monotonically: {ramp}"
         assert len(set(ramp)) >= 3, f"the ramp has intermediate steps: {ramp}"
