@@ -13,15 +13,11 @@ import ctypes
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,57 +27,16 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 if os.geteuid() != 0:  # pragma: no cover
     pytest.skip("needs root for namespaces and BPF", allow_module_level=True)
 
+from labtools import backend, running_lb, served, wait_until  # noqa: E402
+
 from lbtui import model  # noqa: E402
 from lbtui.control import selection  # noqa: E402
 from lbtui.control_socket import SocketEngineHandle  # noqa: E402
 from lbtui.dataplane import structs  # noqa: E402
 from lbtui.engine import PIN_ROOT  # noqa: E402
-from lbtui.lab import Lab, LabSpec  # noqa: E402
+from lbtui.lab import Lab  # noqa: E402
 
 TABLE_SIZE = 65537  # settings.table_size default: what the running instances use
-
-
-def wait_until(pred: Callable[[], object], timeout: float = 20.0, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return False
-
-
-@contextmanager
-def running_lb(
-    prefix: str,
-    tmp: Path,
-    algorithm: str,
-    weights: tuple[int, ...] = (1, 1, 1),
-    extra: str = "",
-    second_client: bool = False,
-) -> Iterator[tuple[Lab, SocketEngineHandle]]:
-    lab = Lab(LabSpec(prefix=prefix, second_client=second_client))
-    lab.up()
-    proc = None
-    handle = None
-    try:
-        lab.start_backends()
-        cfg = tmp / "lbtui.toml"
-        text = lab.config_toml(weights=weights, algorithm=algorithm, extra_proxy_toml=extra)
-        cfg.write_text(text.replace("[settings]\n", "[settings]\nsweep_interval_s = 0.25\n", 1))
-        log = tmp / "lbtui.log"
-        with open(log, "w") as err:
-            proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
-        assert wait_until(lambda: "started" in log.read_text() or proc.poll() is not None), log.read_text()
-        assert proc.poll() is None, log.read_text()
-        handle = SocketEngineHandle(f"/run/lbtui/{prefix}.sock")
-        yield lab, handle
-    finally:
-        if handle is not None:
-            handle.close()
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(20)
-        lab.down()
 
 
 def backend_names(lab: Lab) -> dict[str, str]:
@@ -93,16 +48,6 @@ def web(h: SocketEngineHandle) -> model.ServiceView:
     svc = h.snapshot().service("web")
     assert svc is not None
     return svc
-
-
-def backend(h: SocketEngineHandle, address: str) -> model.BackendView:
-    b = h.snapshot().backend("web", address)
-    assert b is not None
-    return b
-
-
-def served(got: dict[str, int]) -> dict[str, int]:
-    return {k: v for k, v in got.items() if k != "errors" and v}
 
 
 # ---- reading a running instance's pinned maps ---------------------------------------------------
@@ -290,7 +235,7 @@ def add_client_addresses(lab: Lab, *ips: str) -> None:
 
 def test_least_connections_sends_new_connections_to_the_idle_backends(tmp_path):
     extra = "least_connections_interval_ms = 250"
-    with running_lb("lbl", tmp_path, "least-connections", extra=extra) as (lab, h):
+    with running_lb("lbl", tmp_path, algorithm="least-connections", extra=extra) as (lab, h):
         b1 = f"{lab.backend_ip(1)}:8080"
         # steer 50 long-lived connections to b1, then give every backend the same weight again
         assert h.submit(model.SetWeight("web", b1, 100_000)).ok
@@ -315,7 +260,7 @@ def test_least_connections_sends_new_connections_to_the_idle_backends(tmp_path):
 
 
 def test_maglev_table_is_the_python_table_and_picks_follow_the_hash(tmp_path):
-    with running_lb("lbm", tmp_path, "maglev") as (lab, h):
+    with running_lb("lbm", tmp_path, algorithm="maglev") as (lab, h):
         assert web(h).algorithm == "maglev"
         pinned = PinnedMaps("lbm")
         try:
@@ -350,7 +295,7 @@ def test_maglev_table_is_the_python_table_and_picks_follow_the_hash(tmp_path):
 
 
 def test_source_hash_keeps_a_client_on_one_backend_and_spreads_clients(tmp_path):
-    with running_lb("lbs", tmp_path, "source-hash") as (lab, h):
+    with running_lb("lbs", tmp_path, algorithm="source-hash") as (lab, h):
         got = lab.http_requests(200)
         assert got.get("errors", 0) == 0 and len(served(got)) == 1, got
 
@@ -470,7 +415,7 @@ def expected_admitted(rate: int, burst: int, span: float) -> float:
 
 
 def test_per_source_rate_limit(tmp_path):
-    with running_lb("lbr", tmp_path, "weighted-random", extra=RATE_LIMIT, second_client=True) as (lab, h):
+    with running_lb("lbr", tmp_path, extra=RATE_LIMIT, second_client=True) as (lab, h):
         add_client_addresses(lab, "10.0.0.4")  # a fresh source (a full bucket) for the runtime change
         view = web(h).rate_limit
         assert (view.per_source_rate, view.per_source_burst) == (RATE, BURST)
@@ -512,7 +457,7 @@ def test_per_source_rate_limit(tmp_path):
 
 
 def test_per_source_rate_limit_is_shared_by_all_cpus(tmp_path):
-    with running_lb("lbq", tmp_path, "weighted-random", extra=RATE_LIMIT) as (lab, h):
+    with running_lb("lbq", tmp_path, extra=RATE_LIMIT) as (lab, h):
         add_client_addresses(lab, "10.0.0.3")
         pinned = PinnedMaps("lbq")
         try:

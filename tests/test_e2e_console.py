@@ -23,21 +23,14 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 if os.geteuid() != 0 or not shutil.which("tmux"):  # pragma: no cover
     pytest.skip("needs root and tmux", allow_module_level=True)
 
+from labtools import wait_until  # noqa: E402
+
 from lbtui import model  # noqa: E402
 from lbtui.control_socket import SocketEngineHandle  # noqa: E402
 from lbtui.lab import Lab, LabSpec, lab_namespaces  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
-
-
-def wait_until(pred, timeout=30.0, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return False
 
 
 class Tmux:

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -20,6 +19,8 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 if os.geteuid() != 0:  # pragma: no cover
     pytest.skip("needs root for namespaces and BPF", allow_module_level=True)
+
+from labtools import served, wait_until  # noqa: E402
 
 from lbtui.lab import Lab, LabSpec  # noqa: E402
 
@@ -33,19 +34,6 @@ def ctl(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
-
-
-def served(got: dict[str, int]) -> dict[str, int]:
-    return {k: v for k, v in got.items() if k != "errors" and v}
-
-
-def wait_until(pred, timeout=20.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return False
 
 
 @pytest.fixture(scope="module")

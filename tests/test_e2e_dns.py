@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,6 +28,8 @@ if os.geteuid() != 0:  # pragma: no cover
     pytest.skip("needs root for namespaces and BPF", allow_module_level=True)
 if not Path(DNSMASQ).exists():  # pragma: no cover
     pytest.skip("dnsmasq not installed", allow_module_level=True)
+
+from labtools import served, wait_until  # noqa: E402
 
 from lbtui import model  # noqa: E402
 from lbtui.control_socket import SocketEngineHandle  # noqa: E402
@@ -46,15 +48,6 @@ DNSMASQ_FLAGS = (
     "--no-daemon --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces --port=53"
     " --user=root --local=/lab.test/ --log-facility=- --log-queries"
 ).split()
-
-
-def wait_until(pred: Callable[[], object], timeout: float = 20.0, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def write_hosts(path: Path, addresses: list[str]) -> None:
@@ -169,10 +162,6 @@ def running_lb_with_dns(tmp: Path) -> Iterator[tuple[Lab, SocketEngineHandle, Dn
         if dnsmasq is not None:
             dnsmasq.stop()
         lab.down()
-
-
-def served(got: dict[str, int]) -> dict[str, int]:
-    return {k: v for k, v in got.items() if k != "errors" and v}
 
 
 def web_backends(handle: SocketEngineHandle) -> dict[str, str]:

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,8 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 if os.geteuid() != 0:  # pragma: no cover
     pytest.skip("needs root for namespaces and BPF", allow_module_level=True)
+
+from labtools import wait_until  # noqa: E402
 
 from lbtui.lab import Lab, LabSpec  # noqa: E402
 
@@ -34,15 +35,6 @@ def chi_square_p_df2(observed: list[int], expected: list[float]) -> float:
     """p-value of Pearson's chi-square with 2 degrees of freedom (3 categories): exp(-x/2)."""
     x = sum((o - e) ** 2 / e for o, e in zip(observed, expected, strict=True))
     return math.exp(-x / 2)
-
-
-def wait_until(pred, timeout=15.0, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return False
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,8 @@ client namespace.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
@@ -22,64 +18,9 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 if os.geteuid() != 0:  # pragma: no cover
     pytest.skip("needs root for namespaces and BPF", allow_module_level=True)
 
+from labtools import backend, running_lb, served, wait_until  # noqa: E402
+
 from lbtui import model  # noqa: E402
-from lbtui.control_socket import SocketEngineHandle  # noqa: E402
-from lbtui.lab import Lab, LabSpec  # noqa: E402
-
-
-def wait_until(pred: Callable[[], object], timeout: float = 20.0, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return False
-
-
-@contextmanager
-def running_lb(
-    prefix: str,
-    tmp: Path,
-    weights=(1, 1, 1),
-    extra: str = "",
-    health_port: int | None = None,
-    settings: str = "",
-) -> Iterator[tuple[Lab, SocketEngineHandle]]:
-    lab = Lab(LabSpec(prefix=prefix, second_client=False))
-    lab.up()
-    proc = None
-    handle = None
-    try:
-        lab.start_backends(health_port=health_port)
-        cfg = tmp / "lbtui.toml"
-        text = lab.config_toml(weights=weights, extra_proxy_toml=extra)
-        text = text.replace("[settings]\n", f"[settings]\nsweep_interval_s = 0.25\n{settings}", 1)
-        cfg.write_text(text)
-        log = tmp / "lbtui.log"
-        with open(log, "w") as err:
-            proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
-        assert wait_until(lambda: "started" in log.read_text() or proc.poll() is not None), log.read_text()
-        assert proc.poll() is None, log.read_text()
-        handle = SocketEngineHandle(f"/run/lbtui/{prefix}.sock")
-        yield lab, handle
-    finally:
-        if handle is not None:
-            handle.close()
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(20)
-        lab.down()
-
-
-def backend(handle: SocketEngineHandle, address: str, proxy: str = "web") -> model.BackendView:
-    b = handle.snapshot().backend(proxy, address)
-    assert b is not None
-    return b
-
-
-def served(got: dict[str, int]) -> dict[str, int]:
-    return {k: v for k, v in got.items() if k != "errors" and v}
-
 
 HEALTH = """
 [proxy.health]
@@ -102,9 +43,7 @@ def test_failed_backend_leaves_rotation_and_returns_with_slow_start(tmp_path):
         assert wait_until(lambda: backend(h, b2).effective_weight == 0, timeout=10, interval=0.05)
         took = time.monotonic() - t0
         # interval x fall + timeout = 1.25 s; generous bound for a loaded 2-CPU machine
-        print(
-            f"\nhealth: left rotation {took:.2f} s after the kill (interval 0.5 s x fall 2 + 0.25 s)"
-        )
+        print(f"\nhealth: left rotation {took:.2f} s after the kill (interval 0.5 s x fall 2 + 0.25 s)")
         assert took < 4.0, f"left rotation after {took:.2f} s"
         assert backend(h, b2).health == model.Health.DOWN
         got = lab.http_requests(150)

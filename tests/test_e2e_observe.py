@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 if os.geteuid() != 0:  # pragma: no cover
     pytest.skip("needs root for namespaces and BPF", allow_module_level=True)
 
+from labtools import wait_until  # noqa: E402
 from scapy.layers.inet import IP, TCP  # noqa: E402
 from scapy.utils import PcapReader  # noqa: E402
 
@@ -32,15 +33,6 @@ from lbtui.lab import Lab, LabSpec  # noqa: E402
 
 METRICS_PORT = 9109
 N = 500
-
-
-def wait_until(pred, timeout=20.0, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def scrape(lab: Lab) -> str:
@@ -257,9 +249,7 @@ def test_slow_log_consumer_drops_lines_not_memory_or_traffic(tmp_path):
         assert sum(v for k, v in got.items() if k != "errors") == 6000
         assert wait_until(lambda: metric(scrape(lab), "lb_events_dropped_total") > 0, timeout=10)
         dropped = metric(scrape(lab), "lb_events_dropped_total")
-        print(
-            f"\nslow consumer: 12,000 lines, {dropped:.0f} dropped; RSS +{rss_kb(lb.pid) - rss_before} KiB"
-        )
+        print(f"\nslow consumer: 12,000 lines, {dropped:.0f} dropped; RSS +{rss_kb(lb.pid) - rss_before} KiB")
         assert dropped >= 12000 - 10000 - 2000, dropped  # 12,000 lines, a 10,000-line queue, a 64 KiB pipe
         assert rss_kb(lb.pid) - rss_before < 100_000, "memory stays bounded"
     finally:

@@ -26,6 +26,8 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 if os.geteuid() != 0:  # pragma: no cover
     pytest.skip("needs root for namespaces and BPF", allow_module_level=True)
 
+from labtools import wait_until  # noqa: E402
+
 from lbtui import model  # noqa: E402
 from lbtui.control_socket import SocketEngineHandle  # noqa: E402
 from lbtui.lab import Lab, LabSpec  # noqa: E402
@@ -35,15 +37,6 @@ ROUTE = """
 cidr = "10.0.1.0/24"
 backends = [{ address = "10.0.2.13:8080", weight = 1 }]
 """
-
-
-def wait_until(pred, timeout=20.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return False
 
 
 class Wrk:

@@ -1,0 +1,73 @@
+"""Helpers shared by the end-to-end tests: waiting, running lbtui headless in a lab, reading results."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from lbtui import model
+from lbtui.control_socket import SocketEngineHandle
+from lbtui.lab import Lab, LabSpec
+
+
+def wait_until(pred: Callable[[], object], timeout: float = 20.0, interval: float = 0.1) -> bool:
+    """Poll pred until it is true or the timeout passes (state is polled, never slept on blindly)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def served(got: dict[str, int]) -> dict[str, int]:
+    """The backends that answered (name -> count), without the error count."""
+    return {k: v for k, v in got.items() if k != "errors" and v}
+
+
+def backend(handle: SocketEngineHandle, address: str, proxy: str = "web") -> model.BackendView:
+    b = handle.snapshot().backend(proxy, address)
+    assert b is not None
+    return b
+
+
+@contextmanager
+def running_lb(
+    prefix: str,
+    tmp: Path,
+    weights: tuple[int, ...] = (1, 1, 1),
+    extra: str = "",
+    health_port: int | None = None,
+    settings: str = "",
+    algorithm: str = "weighted-random",
+    second_client: bool = False,
+) -> Iterator[tuple[Lab, SocketEngineHandle]]:
+    """A lab with `lbtui --no-ui` in its LB namespace, and a handle on its control socket."""
+    lab = Lab(LabSpec(prefix=prefix, second_client=second_client))
+    lab.up()
+    proc = None
+    handle = None
+    try:
+        lab.start_backends(health_port=health_port)
+        cfg = tmp / "lbtui.toml"
+        text = lab.config_toml(weights=weights, algorithm=algorithm, extra_proxy_toml=extra)
+        text = text.replace("[settings]\n", f"[settings]\nsweep_interval_s = 0.25\n{settings}", 1)
+        cfg.write_text(text)
+        log = tmp / "lbtui.log"
+        with open(log, "w") as err:
+            proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
+        assert wait_until(lambda: "started" in log.read_text() or proc.poll() is not None), log.read_text()
+        assert proc.poll() is None, log.read_text()
+        handle = SocketEngineHandle(f"/run/lbtui/{prefix}.sock")
+        yield lab, handle
+    finally:
+        if handle is not None:
+            handle.close()
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+        lab.down()
