@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import watchfiles
 
 from lbtui import model
@@ -83,12 +84,16 @@ class _Backend:
         return BackendKey(self.proxy, self.address)
 
 
+def _no_table() -> np.ndarray:
+    return np.empty(0, dtype=np.int64)
+
+
 @dataclass
 class _Group:
     id: int
     label: str
     backends: dict[str, _Backend] = field(default_factory=dict)
-    table: list[int] = field(default_factory=list)
+    table: np.ndarray = field(default_factory=lambda: _no_table())  # slot -> backend id, as in the map
     inputs: tuple[object, ...] = ()  # what the table was last built from
     panic: bool = False
 
@@ -168,7 +173,7 @@ class Engine:
         self._adopt_services: dict[tuple[str, int, str], int] = {}
         self._adopt_groups: dict[tuple[int, str], int] = {}
         self._adopt_backends: dict[tuple[int, str], int] = {}
-        self._adopt_tables: dict[int, list[int]] = {}
+        self._adopt_tables: dict[int, np.ndarray] = {}
         self._allow_stdout = allow_stdout
         self.observability: ObservabilityHub | None = None
         self._dp = dataplane or Dataplane(dataplane_spec(config), config.settings.xdp_mode)
@@ -353,7 +358,7 @@ class Engine:
             if proxy.cfg != pcfg and proxy.cfg.algorithm != pcfg.algorithm:
                 changes.append(f"{pcfg.name}: algorithm {proxy.cfg.algorithm} -> {pcfg.algorithm}")
                 for g in proxy.groups.values():
-                    g.table = []  # rebuild whole tables for the new index scheme
+                    g.table = _no_table()  # rebuild whole tables for the new index scheme
             proxy.cfg = pcfg
             wanted_groups = {DEFAULT_GROUP: self._group_members(pcfg.name, pcfg.backends)}
             for route in pcfg.source_routes:
@@ -369,7 +374,7 @@ class Engine:
                         gid = self._alloc(
                             self._free_groups, "_next_group", self._dp.spec.max_groups, "groups"
                         )
-                    group = _Group(id=gid, label=label, table=self._adopt_tables.pop(gid, []))
+                    group = _Group(id=gid, label=label, table=self._adopt_tables.pop(gid, _no_table()))
                     proxy.groups[label] = group
                     if label != DEFAULT_GROUP and not first:
                         changes.append(f"{pcfg.name}: added route {label}")
@@ -403,7 +408,7 @@ class Engine:
         backends = maps.read_backends()
         for gid in set(self._adopt_groups.values()):
             table = maps.read_table(gid)
-            self._adopt_tables[gid] = table
+            self._adopt_tables[gid] = np.asarray(table, dtype=np.int64)
             for bid in set(table) - {selection.EMPTY}:
                 if bid in backends:
                     ip, port, _active = backends[bid]
@@ -434,7 +439,7 @@ class Engine:
         for (sid, label), gid in self._adopt_groups.items():
             if label != DEFAULT_GROUP:
                 maps.delete_route(sid, label)
-            maps.write_slots(gid, [(i, selection.EMPTY) for i in range(self._dp.spec.table_size)])
+            self._clear_table(gid)
             self._free_groups.append(gid)
         live = set(self._backends_by_id)
         for bid, (ip, port, active) in maps.read_backends().items():
@@ -524,7 +529,7 @@ class Engine:
             self._dp.maps.delete_route(proxy.service_id, label)
         for be in group.backends.values():
             self._retire_backend(be)
-        self._dp.maps.write_slots(group.id, [(i, selection.EMPTY) for i in range(self._dp.spec.table_size)])
+        self._clear_table(group.id)
         self._free_groups.append(group.id)
 
     def _remove_proxy(self, name: str) -> None:
@@ -555,15 +560,16 @@ class Engine:
         by_id = {b.id: comp.weights.get(b.address, 0) for b in group.backends.values()}
         size = self._dp.spec.table_size
         inputs = (proxy.cfg.algorithm, tuple(sorted(by_id.items())))
-        if inputs != group.inputs or not group.table:  # the same weights make the same table: skip
+        built = len(group.table) == size
+        if inputs != group.inputs or not built:  # the same weights make the same table: skip
             if proxy.cfg.algorithm == "maglev":
                 named = {b.id: (b.address, by_id[b.id]) for b in group.backends.values() if by_id[b.id] > 0}
-                new = selection.maglev_table(named, size) if named else [selection.EMPTY] * size
+                new = np.asarray(
+                    selection.maglev_table(named, size) if named else [selection.EMPTY] * size, dtype=np.int64
+                )
             else:
-                new = selection.weighted_table(by_id, size, group.table or None)
-            changed = selection.diff_slots(group.table, new) if group.table else list(enumerate(new))
-            self._dp.maps.write_slots(group.id, changed)
-            group.table = new
+                new = selection.weighted_table_array(by_id, size, group.table if built else None)
+            self._write_table(group, new)
             group.inputs = inputs
         where = f"{proxy.cfg.name}/{group.label}"
         if comp.panic and not group.panic:
@@ -779,17 +785,30 @@ class Engine:
         return model.CommandResult(True, msg)
 
     def _restore_tables(
-        self, saved: dict[tuple[str, str], tuple[int, list[int], tuple[object, ...]]]
+        self, saved: dict[tuple[str, str], tuple[int, np.ndarray, tuple[object, ...]]]
     ) -> None:
         """After a rollback, put back the exact slot layouts (a recomputed table has the same shares
         but may place them differently, which would move flows of source-hash/Maglev services)."""
         for (name, label), (gid, table, inputs) in saved.items():
             proxy = self._proxies.get(name)
             group = proxy.groups.get(label) if proxy else None
-            if group is None or group.id != gid or group.table == table:
+            if group is None or group.id != gid or np.array_equal(group.table, table):
                 continue
-            self._dp.maps.write_slots(gid, selection.diff_slots(group.table, table))
-            group.table, group.inputs = table, inputs
+            self._write_table(group, table)
+            group.inputs = inputs
+
+    def _clear_table(self, gid: int) -> None:
+        size = self._dp.spec.table_size
+        self._dp.maps.write_slot_array(gid, np.arange(size), np.full(size, selection.EMPTY, dtype=np.int64))
+
+    def _write_table(self, group: _Group, new: np.ndarray) -> None:
+        """Write only the slots that differ from what the map holds (all of them the first time)."""
+        if len(group.table) == len(new):
+            slots = np.flatnonzero(group.table != new)
+        else:
+            slots = np.arange(len(new))
+        self._dp.maps.write_slot_array(group.id, slots, new[slots])
+        group.table = new
 
     def _set_rate_limit(self, cmd: model.SetRateLimit) -> model.CommandResult:
         proxy = self._proxy(cmd.proxy)
@@ -843,7 +862,7 @@ class Engine:
             self._emit("reload", f"reloaded {path}: nothing changed")
             return model.CommandResult(True, "nothing changed")
         saved_tables = {
-            (name, label): (g.id, list(g.table), g.inputs)
+            (name, label): (g.id, g.table.copy(), g.inputs)
             for name, p in self._proxies.items()
             for label, g in p.groups.items()
         }
@@ -1333,7 +1352,7 @@ class Engine:
         return self._dp
 
     def group_table(self, proxy: str, label: str = DEFAULT_GROUP) -> Sequence[int]:
-        return tuple(self._proxies[proxy].groups[label].table)
+        return tuple(int(x) for x in self._proxies[proxy].groups[label].table.tolist())
 
     def backend_id(self, proxy: str, address: str, label: str = DEFAULT_GROUP) -> int:
         return self._proxies[proxy].groups[label].backends[address].id

@@ -153,7 +153,9 @@ def _evenly_spaced(items: np.ndarray, pick: int) -> np.ndarray:
     return items[((2 * np.arange(pick, dtype=np.int64) + 1) * n) // (2 * pick)]
 
 
-def weighted_table(weights: Mapping[int, int], size: int, previous: Sequence[int] | None = None) -> list[int]:
+def weighted_table_array(
+    weights: Mapping[int, int], size: int, previous: Sequence[int] | np.ndarray | None = None
+) -> np.ndarray:
     """A table of `size` slots where each backend holds a share of slots proportional to its weight.
 
     With `previous` (a table of the same size), the change is minimal: a backend keeps all of its
@@ -165,9 +167,9 @@ def weighted_table(weights: Mapping[int, int], size: int, previous: Sequence[int
         raise ValueError(f"table size must be positive, got {size}")
     counts = apportion(weights, size)
     if not counts:
-        return [EMPTY] * size
+        return np.full(size, EMPTY, dtype=np.int64)
     if previous is None or len(previous) != size:
-        return _interleave(counts)
+        return np.asarray(_interleave(counts), dtype=np.int64)
 
     prev = np.asarray(previous, dtype=np.int64)
     order = np.argsort(prev, kind="stable")  # slots grouped by backend, in slot order within a group
@@ -188,7 +190,12 @@ def weighted_table(weights: Mapping[int, int], size: int, previous: Sequence[int
         raise AssertionError("selection table bookkeeping: free slots and deficits differ")
     table = prev.copy()
     table[free] = receivers
-    return table.tolist()
+    return table
+
+
+def weighted_table(weights: Mapping[int, int], size: int, previous: Sequence[int] | None = None) -> list[int]:
+    """weighted_table_array as a list of ints."""
+    return [int(x) for x in weighted_table_array(weights, size, previous).tolist()]
 
 
 # ---- Maglev -------------------------------------------------------------------------------------

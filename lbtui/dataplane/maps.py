@@ -282,6 +282,23 @@ class Maps:
             values[i] = backend_id
         self._select.items_update_batch(keys, values)
 
+    def write_slot_array(self, group: int, slots: np.ndarray, backend_ids: np.ndarray) -> None:
+        """write_slots for numpy arrays of slots and backend ids, one batch syscall, no Python loop."""
+        if len(slots) == 0:
+            return
+        keys = np.ascontiguousarray(slots + group * self.spec.table_size, dtype=np.uint32)
+        values = np.ascontiguousarray(backend_ids, dtype=np.uint32)
+        count = ctypes.c_uint32(len(keys))
+        r = lib.bpf_update_batch(
+            self._select.map_fd,
+            ctypes.c_void_p(keys.ctypes.data),
+            ctypes.c_void_p(values.ctypes.data),
+            ctypes.byref(count),
+        )
+        if r != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"writing selection slots: {os.strerror(err)}")
+
     def read_services(self) -> list[tuple[str, int, str, int, int]]:
         """(vip, port, protocol, service id, default group) of every service in the map."""
         return [
