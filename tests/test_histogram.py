@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lbtui import model
-from lbtui.observe.histogram import DEFAULT_BOUNDS_MS, LatencyBook, LatencyHistogram
+from lbtui.observe.histogram import DEFAULT_BOUNDS_MS, LatencyHistogram
 
 
 def closed(
@@ -141,49 +141,3 @@ def test_estimate_lies_in_the_bucket_of_the_true_percentile(values: list[float])
         upper = DEFAULT_BOUNDS_MS[index] if index < len(DEFAULT_BOUNDS_MS) else math.inf
         assert lower <= estimate <= upper
         assert ordered[0] <= estimate <= ordered[-1]
-
-
-def test_book_counts_each_flow_once_from_its_closed_event() -> None:
-    book = LatencyBook()
-    book.observe_event(closed(kind="new", duration_s=None, handshake_s=0.002))  # ignored
-    book.observe_event(closed(duration_s=2.0, handshake_s=0.002))
-    book.observe_event(closed(duration_s=4.0, handshake_s=0.004))
-    (view,) = book.views()
-    assert (view.proxy, view.backend) == ("web", "10.0.2.11:8080")
-    assert view.handshake is not None and view.duration is not None
-    assert view.handshake.count == 2
-    assert view.handshake.sum_ms == pytest.approx(6.0)
-    assert view.duration.count == 2
-    assert view.duration.sum_ms == pytest.approx(6000.0)
-    assert view.duration.p50_ms is not None and 2000.0 <= view.duration.p50_ms <= 4000.0
-
-
-def test_book_keeps_backends_apart_and_sorted() -> None:
-    book = LatencyBook()
-    book.observe_event(closed(backend_ip="10.0.2.12"))
-    book.observe_event(closed(backend_ip="10.0.2.11"))
-    book.observe_event(closed(backend_ip="10.0.2.11", proxy="api"))
-    keys = [(v.proxy, v.backend) for v in book.views()]
-    assert keys == [("api", "10.0.2.11:8080"), ("web", "10.0.2.11:8080"), ("web", "10.0.2.12:8080")]
-    assert all(v.duration is not None and v.duration.count == 1 for v in book.views())
-
-
-def test_book_udp_flow_has_no_handshake_histogram() -> None:
-    book = LatencyBook()
-    book.observe_event(closed(protocol="udp", handshake_s=None, duration_s=0.5))
-    (view,) = book.views()
-    assert view.handshake is None
-    assert view.duration is not None and view.duration.count == 1
-
-
-def test_book_forget_and_lookup() -> None:
-    book = LatencyBook()
-    book.observe_event(closed(backend_ip="10.0.2.11"))
-    book.observe_event(closed(backend_ip="10.0.2.12"))
-    book.observe_event(closed(backend_ip="10.0.2.13", proxy="api"))
-    assert book.view("web", "10.0.2.12:8080") is not None
-    book.forget("web", "10.0.2.12:8080")
-    assert book.view("web", "10.0.2.12:8080") is None
-    assert [v.backend for v in book.views() if v.proxy == "web"] == ["10.0.2.11:8080"]
-    book.forget("web")
-    assert [(v.proxy, v.backend) for v in book.views()] == [("api", "10.0.2.13:8080")]

@@ -1,9 +1,9 @@
-"""Latency histograms with fixed log-spaced buckets, and a per-backend book of them.
+"""Latency histograms: percentile estimates from bucket counts, and an in-memory histogram.
 
-The bounds follow a 1-2-3-5 series from 0.05 ms to 600,000 ms (10 minutes): 30 finite buckets that
-cover a sub-millisecond handshake on a local network as well as a connection that lives for minutes,
-with every bound a round number an operator can read. The Prometheus histograms in metrics.py use the
-same bounds (in seconds), so the console and Grafana agree on what a bucket is.
+The data path counts handshake times and connection durations per backend in log2 microsecond
+buckets (lbtui/dataplane/structs.py HIST_BOUNDS_MS); `histogram_from_counts` turns such counts into
+the snapshot's model.Histogram with p50/p95/p99. `LatencyHistogram` keeps its own 1-2-3-5 series of
+bounds (0.05 ms to 600,000 ms), used for the health-check latency histogram's buckets (metrics.py).
 """
 
 from __future__ import annotations
@@ -140,67 +140,3 @@ def histogram_from_counts(
     return model.Histogram(
         bounds_ms=bounds_ms, counts=counts, count=count, sum_ms=sum_ms, p50_ms=p50, p95_ms=p95, p99_ms=p99
     )
-
-
-class LatencyBook:
-    """Handshake and connection-duration histograms per (proxy, backend), fed by flow events.
-
-    Each flow counts once: the duration and the handshake both come from its "closed" event (the
-    data path repeats the handshake time there), so "new" events are ignored and a flow whose new
-    event carried a handshake is not counted twice.
-    """
-
-    def __init__(self, bounds_ms: tuple[float, ...] = DEFAULT_BOUNDS_MS) -> None:
-        self.bounds_ms = bounds_ms
-        self._handshake: dict[tuple[str, str], LatencyHistogram] = {}
-        self._duration: dict[tuple[str, str], LatencyHistogram] = {}
-        self._lock = threading.Lock()
-
-    def observe_event(self, ev: model.FlowEvent) -> None:
-        if ev.kind != "closed":
-            return
-        key = (ev.proxy, ev.backend)
-        if ev.duration_s is not None:
-            self._histogram(self._duration, key).observe(ev.duration_s * 1000.0)
-        if ev.handshake_s is not None:
-            self._histogram(self._handshake, key).observe(ev.handshake_s * 1000.0)
-
-    def _histogram(
-        self, table: dict[tuple[str, str], LatencyHistogram], key: tuple[str, str]
-    ) -> LatencyHistogram:
-        with self._lock:
-            hist = table.get(key)
-            if hist is None:
-                hist = table[key] = LatencyHistogram(self.bounds_ms)
-            return hist
-
-    def forget(self, proxy: str, backend: str | None = None) -> None:
-        """Drop the histograms of a removed backend (or of every backend of a removed proxy)."""
-        with self._lock:
-            for table in (self._handshake, self._duration):
-                for key in [k for k in table if k[0] == proxy and backend in (None, k[1])]:
-                    del table[key]
-
-    def view(self, proxy: str, backend: str) -> model.LatencyView | None:
-        """One backend's histograms; None if it has no observations yet."""
-        key = (proxy, backend)
-        with self._lock:
-            handshake, duration = self._handshake.get(key), self._duration.get(key)
-        if handshake is None and duration is None:
-            return None
-        return model.LatencyView(
-            proxy=proxy,
-            backend=backend,
-            handshake=handshake.view() if handshake is not None else None,
-            duration=duration.view() if duration is not None else None,
-        )
-
-    def views(self) -> tuple[model.LatencyView, ...]:
-        """Every backend with at least one observation, sorted by (proxy, backend).
-
-        A histogram with no observations (e.g. the handshake of a UDP backend) is None.
-        """
-        with self._lock:
-            keys = sorted(set(self._handshake) | set(self._duration))
-        views = (self.view(proxy, backend) for proxy, backend in keys)
-        return tuple(v for v in views if v is not None)
