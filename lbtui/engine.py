@@ -1029,7 +1029,7 @@ class Engine:
         for bid, (counters, closes) in maps.backend_counters(list(self._backends_by_id)).items():
             self._counters[bid] = counters
             self._closes[bid] = closes
-            for name in ("new_flows", "bytes_in", "bytes_out"):
+            for name in ("new_flows", "bytes_in", "bytes_out", "packets_in", "packets_out"):
                 self._rate((bid, name), getattr(counters, name), now)
         for proxy in self._proxies.values():
             self._service_counters[proxy.service_id] = maps.service_counters(proxy.service_id)
@@ -1253,6 +1253,8 @@ class Engine:
             new_flows_per_s=self._rate_of(be.id, "new_flows"),
             bytes_in_per_s=self._rate_of(be.id, "bytes_in"),
             bytes_out_per_s=self._rate_of(be.id, "bytes_out"),
+            packets_in_per_s=self._rate_of(be.id, "packets_in"),
+            packets_out_per_s=self._rate_of(be.id, "packets_out"),
             health_check_ms=be.factors.health_check_ms,
             last_change=be.reason,
             handshake_p50_ms=hs.p50_ms if hs else None,

@@ -62,6 +62,8 @@ class BackendView:
     new_flows_per_s: float | None = None
     bytes_in_per_s: float | None = None
     bytes_out_per_s: float | None = None
+    packets_in_per_s: float | None = None
+    packets_out_per_s: float | None = None
     handshake_p50_ms: float | None = None
     handshake_p99_ms: float | None = None
     health_check_ms: float | None = None
