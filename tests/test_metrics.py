@@ -16,7 +16,6 @@ from lbtui import model
 from lbtui.dataplane.structs import HIST_BOUNDS_MS, HIST_BUCKETS, hist_bucket
 from lbtui.observe.histogram import histogram_from_counts
 from lbtui.observe.metrics import BUCKETS_S, Metrics, parse_listen, rate_limit_scope
-from lbtui.observe.rates import RateMeter
 
 
 def backend(
@@ -373,44 +372,6 @@ def test_rate_limit_scope() -> None:
     assert rate_limit_scope("rate_limit_backend") == "backend"
     assert rate_limit_scope("no_backend") is None
     assert rate_limit_scope("rate_") is None
-
-
-# ---- rates ---------------------------------------------------------------------------------------
-
-
-def test_rate_last_interval() -> None:
-    meter = RateMeter(tau_s=0)
-    assert meter.rate("k", 100, now=10.0) is None  # baseline
-    assert meter.rate("k", 300, now=12.0) == pytest.approx(100.0)
-    assert meter.rate("k", 300, now=13.0) == pytest.approx(0.0)
-    assert meter.rate("k", 300, now=13.0) == pytest.approx(0.0)  # no time passed: last rate
-
-
-def test_rate_ewma_converges_and_weights_by_time() -> None:
-    meter = RateMeter(tau_s=2.0)
-    meter.rate("k", 0, now=0.0)
-    assert meter.rate("k", 50, now=1.0) == pytest.approx(50.0)  # first rate: no warm-up bias
-    value = 50
-    rate = None
-    for t in range(2, 40):
-        value += 200
-        rate = meter.rate("k", value, now=float(t))
-    assert rate == pytest.approx(200.0, rel=1e-3)
-    # a long gap moves the average almost all the way to the new rate
-    rate = meter.rate("k", value, now=100.0)
-    assert rate is not None and rate < 1.0
-
-
-def test_rate_reset_and_keys() -> None:
-    meter = RateMeter(tau_s=0)
-    meter.rate("a", 1000, now=0.0)
-    meter.rate("b", 10, now=0.0)
-    assert meter.rate("a", 5, now=1.0) is None  # counter went down: new baseline
-    assert meter.rate("a", 15, now=2.0) == pytest.approx(10.0)
-    meter.retain(["a"])
-    assert meter.rate("b", 20, now=2.0) is None  # forgotten, so baseline again
-    meter.forget("a")
-    assert meter.rate("a", 30, now=3.0) is None
 
 
 def test_snapshot_dataclasses_still_match() -> None:
