@@ -5,6 +5,7 @@
     lbtui ctl undrain PROXY BACKEND
     lbtui ctl weight PROXY BACKEND N
     lbtui ctl ratelimit PROXY [--per-source RATE[/BURST]] [--per-backend RATE[/BURST]]
+    lbtui ctl circuit PROXY BACKEND force-open|force-close|reset
     lbtui ctl reload [--file PATH]
 
 Exit codes: 0 done, 1 refused by the engine (its reason is printed), 2 usage, 3 no instance answers
@@ -90,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--per-source", type=_rate, metavar="RATE[/BURST]", help="per client address")
     r.add_argument("--per-backend", type=_rate, metavar="RATE[/BURST]", help="per backend")
 
+    c = sub.add_parser(
+        "circuit", parents=[common], help="force a backend's circuit breaker open or closed, or reset it"
+    )
+    c.add_argument("proxy", metavar="PROXY")
+    c.add_argument("backend", metavar="BACKEND")
+    c.add_argument("action", choices=("force-open", "force-close", "reset"))
+
     rl = sub.add_parser("reload", parents=[common], help="reload the configuration file")
     rl.add_argument(
         "--file", metavar="PATH", help="load this file instead of the one the instance started with"
@@ -126,6 +134,8 @@ def _command(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> model.C
             return model.Undrain(ns.proxy, ns.backend)
         case "weight":
             return model.SetWeight(ns.proxy, ns.backend, ns.weight)
+        case "circuit":
+            return model.CircuitCommand(ns.proxy, ns.backend, ns.action.replace("-", "_"))
         case "ratelimit":
             if ns.per_source is None and ns.per_backend is None:
                 parser.error("ratelimit: give --per-source and/or --per-backend")

@@ -8,6 +8,7 @@ client namespace.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 
@@ -114,6 +115,34 @@ def test_circuit_opens_from_data_path_signals_and_closes_after_fix(tmp_path):
         assert [t.ts for t in log] == sorted(t.ts for t in log)
         got = lab.http_requests(90)
         assert "b3" in served(got)
+        # the operator's override through `lbtui ctl circuit`
+        b1 = f"{lab.backend_ip(1)}:8080"
+
+        def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "lbtui",
+                    "ctl",
+                    "--socket",
+                    "/run/lbtui/lcb.sock",
+                    "circuit",
+                    "web",
+                    b1,
+                    *args,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        assert ctl("force-open").returncode == 0
+        assert backend(h, b1).circuit == model.Circuit.OPEN
+        assert "b1" not in served(lab.http_requests(60))
+        assert ctl("reset").returncode == 0
+        assert backend(h, b1).circuit == model.Circuit.CLOSED
+        assert "b1" in served(lab.http_requests(60))
 
 
 def test_drain_under_load_completes_when_flows_end(tmp_path):
