@@ -118,14 +118,18 @@ def test_exactly_one_close_line_per_connection_matching_backends(run):
     assert wait_until(lambda: len(close_lines(access)) >= N, timeout=10), len(close_lines(access))
     lines = close_lines(access)
     assert len(lines) == N
-    seen = {(x["client_ip"], x["client_port"]): f"{x['backend_ip']}:{x['backend_port']}" for x in lines}
-    assert len(seen) == N, "one line per connection"
-    recorded = {}
+    # the client may reuse a source port for a later connection: compare multisets, not sets
+    seen = collections.Counter(
+        ((x["client_ip"], x["client_port"]), f"{x['backend_ip']}:{x['backend_port']}") for x in lines
+    )
+    recorded: collections.Counter[tuple[tuple[str, int], str]] = collections.Counter()
     for i in lab.backend_ids:
         for peer in lab.recorded_peers(i):
-            recorded[peer] = f"{lab.backend_ip(i)}:8080"
-    assert recorded == seen
-    per_backend = collections.Counter(seen.values())
+            recorded[(peer, f"{lab.backend_ip(i)}:8080")] += 1
+    assert recorded == seen, "one close line per accepted connection, on the backend that accepted it"
+    per_backend: collections.Counter[str] = collections.Counter()
+    for (_, backend), n in seen.items():
+        per_backend[backend] += n
     assert sorted(per_backend.values()) == sorted(v for k, v in got.items() if k != "errors")
     assert all(x["close_reason"] == "fin" for x in lines)
     assert all(x["handshake_ms"] is not None and x["handshake_ms"] >= 0 for x in lines)
@@ -134,17 +138,25 @@ def test_exactly_one_close_line_per_connection_matching_backends(run):
 
 def test_byte_and_packet_counts_match_packet_captures(run):
     lab, lb, log, access, captures, got = run
-    lines = {(x["client_ip"], x["client_port"]): x for x in close_lines(access)}
+    # close lines per (client ip:port, backend ip), in the order the connections ended
+    lines: dict[tuple[str, int, str], list[dict]] = collections.defaultdict(list)
+    for x in sorted(close_lines(access), key=lambda x: x["timestamp"]):
+        lines[(x["client_ip"], x["client_port"], x["backend_ip"])].append(x)
     checked = 0
-    for _, pcap in captures.values():
-        flows: dict[tuple[str, int], dict] = {}
+    for i, (_, pcap) in captures.items():
+        # per client ip:port, one record per connection (a client SYN starts the next one)
+        conns: dict[tuple[str, int], list[dict]] = collections.defaultdict(list)
         for pkt in PcapReader(str(pcap)):
             if IP not in pkt or TCP not in pkt:
                 continue
             ip, tcp = pkt[IP], pkt[TCP]
             inbound = tcp.dport == 8080
             client = (ip.src, tcp.sport) if inbound else (ip.dst, tcp.dport)
-            f = flows.setdefault(client, {"pin": 0, "bin": 0, "pout": 0, "bout": 0, "fins": 0, "done": False})
+            if inbound and tcp.flags & 0x12 == 0x02:
+                conns[client].append({"pin": 0, "bin": 0, "pout": 0, "bout": 0, "fins": 0, "done": False})
+            if not conns[client]:
+                continue
+            f = conns[client][-1]
             if f["done"]:
                 continue  # the ACK after both FINs is not part of the close event
             if inbound:
@@ -157,15 +169,13 @@ def test_byte_and_packet_counts_match_packet_captures(run):
                 f["fins"] += 1
                 if f["fins"] == 2:
                     f["done"] = True
-        for client, f in flows.items():
-            line = lines[client]
-            assert (line["packets_in"], line["bytes_in"], line["packets_out"], line["bytes_out"]) == (
-                f["pin"],
-                f["bin"],
-                f["pout"],
-                f["bout"],
-            ), (client, line, f)
-            checked += 1
+        for client, records in conns.items():
+            logged = lines[(*client, lab.backend_ip(i))]
+            assert len(logged) == len(records), (client, logged, records)
+            for line, f in zip(logged, records, strict=True):
+                counted = (line["packets_in"], line["bytes_in"], line["packets_out"], line["bytes_out"])
+                assert counted == (f["pin"], f["bin"], f["pout"], f["bout"]), (client, line, f)
+                checked += 1
     assert checked == N
 
 
