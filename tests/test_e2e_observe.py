@@ -150,7 +150,7 @@ def test_byte_and_packet_counts_match_packet_captures(run):
             if IP not in pkt or TCP not in pkt:
                 continue
             ip, tcp = pkt[IP], pkt[TCP]
-            inbound = tcp.dport == 8080
+            inbound = ip.dst == lab.backend_ip(i)  # not by port: a client may use 8080 as its own port
             client = (ip.src, tcp.sport) if inbound else (ip.dst, tcp.dport)
             if inbound and tcp.flags & 0x12 == 0x02:
                 conns[client].append({"pin": 0, "bin": 0, "pout": 0, "bout": 0, "fins": 0, "done": False})
