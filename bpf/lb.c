@@ -269,6 +269,8 @@ static __always_inline int reverse_owned_by_other(struct lb_ct_key *rk, struct l
     struct lb_ct_entry *old = lb_conntrack.lookup(rk);
     if (!old || old->dir != LB_DIR_REVERSE)
         return 0;
+    if (old->created_ns == LB_CT_REAPING)
+        return 1;                   // being removed this instant: a fresh entry would be deleted with it
     if (old->client_ip == fk->saddr && old->vip == fk->daddr && old->client_port == fk->sport &&
         old->vip_port == fk->dport)
         return 0;                   // our own flow's (left from an earlier use of this tuple)
@@ -475,9 +477,23 @@ int lbtui_xdp(struct xdp_md *ctx)
     struct lb_ct_entry *fwd = lb_conntrack.lookup(&fk);
     // a SYN on a flow that already closed reuses the client port: start a new flow
     if (fwd && is_syn && (fwd->flags & (LB_CT_F_CLOSED | LB_CT_F_RST))) {
+        // claim the old entries (see LB_CT_REAPING): if the sweep is removing them this instant,
+        // drop the SYN and let the client retransmit rather than build a flow the sweep deletes
+        __u64 seen = fwd->created_ns;
+        if (seen == LB_CT_REAPING ||
+            __sync_val_compare_and_swap(&fwd->created_ns, seen, LB_CT_REAPING) != seen) {
+            struct lb_service_stats *bss = lb_service_stats.lookup(&service_id);
+            if (bss)
+                bss->drops[LB_DROP_CT_BUSY] += 1;
+            return XDP_DROP;
+        }
         struct lb_ct_key old_rk = {};
         reverse_key_of(fwd, &old_rk);
-        lb_conntrack.delete(&old_rk);   // late packets of the old flow must not reach the new one
+        // late packets of the old flow must not reach the new one; a reverse entry another flow
+        // has taken over since (after an LRU eviction) is not ours to delete
+        struct lb_ct_entry *old_rev = lb_conntrack.lookup(&old_rk);
+        if (old_rev && __sync_val_compare_and_swap(&old_rev->created_ns, seen, LB_CT_REAPING) == seen)
+            lb_conntrack.delete(&old_rk);
         lb_conntrack.delete(&fk);
         fwd = 0;
     }
@@ -491,7 +507,7 @@ int lbtui_xdp(struct xdp_md *ctx)
         // the LRU may have evicted the reverse entry alone: re-create it from the forward one
         struct lb_ct_key rk = {};
         reverse_key_of(fwd, &rk);
-        if (!lb_conntrack.lookup(&rk)) {
+        if (fwd->created_ns != LB_CT_REAPING && !lb_conntrack.lookup(&rk)) {
             struct lb_ct_entry r = *fwd;
             r.dir = LB_DIR_REVERSE;
             r.packets = 0;
@@ -662,4 +678,28 @@ int lbtui_tc(struct __sk_buff *skb)
     bpf_skb_store_bytes(skb, l4_off, &new_port, sizeof(new_port), 0);   // source port: first L4 field
     global_inc(LB_G_TC_SNAT);
     return TC_ACT_OK;
+}
+
+// Not attached anywhere: the engine runs it with BPF_PROG_TEST_RUN on a buffer of lb_reap_rec to
+// remove conntrack entries (expired flows, a drain cut) without racing the data path, because a
+// userspace delete by key cannot tell the flow it meant from a new flow on the same tuple.
+int lbtui_reap(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    struct lb_reap_rec *rec = data;
+    for (int i = 0; i < LB_REAP_BATCH; i++) {
+        if ((void *)(rec + 1) > data_end)
+            break;
+        struct lb_ct_key key = rec->key;
+        __u64 want = rec->created_ns;
+        struct lb_ct_entry *e = lb_conntrack.lookup(&key);
+        if (e && want != LB_CT_REAPING &&
+            __sync_val_compare_and_swap(&e->created_ns, want, LB_CT_REAPING) == want) {
+            lb_conntrack.delete(&key);
+            rec->created_ns = 0;                    // removed
+        }
+        rec++;
+    }
+    return XDP_PASS;
 }

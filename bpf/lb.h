@@ -109,6 +109,20 @@ struct lb_ct_key {
 #define LB_CT_F_CLOSED      0x10   // close already reported (event + counter), once per flow
 #define LB_CT_F_FAILED      0x20   // connect failure already counted (RST answering a SYN)
 
+// Removing an entry races with a SYN that reuses its tuple: a delete by key issued for the old flow
+// would remove the new one. So whoever removes an entry first claims it by swapping its created_ns
+// (unique per flow) to LB_CT_REAPING with compare-and-swap, and deletes only if the swap succeeded:
+// the sweep (through lbtui_reap), the XDP path reusing a closed flow's tuple, a drain cut.
+#define LB_CT_REAPING 0
+
+// one record of lbtui_reap's input: delete `key` only if its entry is still the flow created at
+// created_ns; lbtui_reap sets created_ns to 0 in its output for each record it removed
+struct lb_reap_rec {
+    struct lb_ct_key key;
+    __u64 created_ns;
+};
+#define LB_REAP_BATCH 128   // records per run: 128 * 24 bytes fits an XDP test-run buffer
+
 struct lb_ct_entry {
     __u32 client_ip;
     __u32 vip;
@@ -173,7 +187,8 @@ enum lb_drop_reason {
     LB_DROP_RATE_SOURCE = 2,   // per-source new-connection limit
     LB_DROP_RATE_BACKEND = 3,  // per-backend new-connection limit
     LB_DROP_CONFLICT = 4,      // every candidate backend already serves this client address:port
-    LB_DROP_MAX = 5,
+    LB_DROP_CT_BUSY = 5,       // a SYN reused a tuple whose old entry was being removed right then
+    LB_DROP_MAX = 6,
 };
 
 struct lb_service_stats {

@@ -482,9 +482,10 @@ class Engine:
     def _sync_group(self, proxy: _Proxy, group: _Group, wanted: dict[str, tuple[int, str]]) -> list[str]:
         changes = []
         name = proxy.cfg.name
-        for address in [a for a in group.backends if a not in wanted]:
-            self._retire_backend(group.backends.pop(address))
-            changes.append(f"{name}: removed backend {address}")
+        # removed backends leave the selection table first and are deactivated after it is written:
+        # a new flow must never pick a slot that still points at a deactivated backend
+        removed = [group.backends.pop(a) for a in [a for a in group.backends if a not in wanted]]
+        changes += [f"{name}: removed backend {be.address}" for be in removed]
         for address, (weight, source) in wanted.items():
             be = group.backends.get(address)
             if be is None:
@@ -514,6 +515,8 @@ class Engine:
                 be.configured = weight
                 be.weight = weight
         self._write_group(proxy, group, "configuration")
+        for be in removed:
+            self._retire_backend(be)
         return changes
 
     def _retire_backend(self, be: _Backend) -> None:
@@ -1145,8 +1148,8 @@ class Engine:
             now_ns = time.monotonic_ns()
             keys, vals = maps.conntrack_arrays()
             res = conntrack.sweep(keys, vals, now_ns, timeouts, TOP_FLOWS, proxy_of, track_syns)
-            if res.expired_keys is not None and len(res.expired_keys):
-                maps.delete_conntrack_keys(res.expired_keys)
+            if res.expired_keys is not None and res.expired_created is not None and len(res.expired_keys):
+                maps.reap_conntrack(res.expired_keys, res.expired_created)
             maps.sweep_rate_buckets(idle_ns=RATE_BUCKET_IDLE_NS, now_ns=now_ns)
             return res, now_ns
 
@@ -1196,7 +1199,7 @@ class Engine:
         keys, vals = self._dp.maps.conntrack_arrays()
         mine = vals["backend_id"] == backend_id
         flows = int((mine & (vals["dir"] == _structs.DIR_FORWARD)).sum())
-        self._dp.maps.delete_conntrack_keys(keys[mine].copy())
+        self._dp.maps.reap_conntrack(keys[mine].copy(), vals["created_ns"][mine].copy())
         return flows
 
     def _check_drains(self) -> None:

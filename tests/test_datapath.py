@@ -347,6 +347,57 @@ def test_evicted_reverse_entry_is_restored(dp):
     assert (Ether(snat)[IP].src, Ether(snat)[TCP].sport) == (VIP, 80)
 
 
+def close_flow(dp, sport: int) -> bytes:
+    """A whole TCP flow through XDP and TC: SYN, SYN-ACK, FIN both ways; returns the DNATed SYN."""
+    _, out = xdp(dp, syn(sport=sport))
+    tc(dp, reply_for(out, flags="SA"))
+    xdp(dp, Ether() / IP(src=CLIENT, dst=VIP) / TCP(sport=sport, dport=80, flags="FA"))
+    tc(dp, reply_for(out, flags="FA"))
+    return out
+
+
+def entries_of(maps, sport: int):
+    """(CtKey records, created_ns) of one client port's conntrack entries, as the sweep reads them."""
+    keys, vals = maps.conntrack_arrays()
+    mine = vals["client_port"] == structs.port_to_be16(sport)
+    return keys[mine].copy(), vals["created_ns"][mine].copy()
+
+
+def test_sweep_removal_spares_a_new_flow_on_the_same_tuple(dp):
+    # the sweep read a closed flow as expired; before its delete, the client reused the port
+    _, maps = dp
+    close_flow(dp, 48800)
+    old_keys, old_created = entries_of(maps, 48800)
+    assert len(old_keys) == 2
+    verdict, new_syn = xdp(dp, syn(sport=48800))
+    assert verdict == XDP_PASS
+    assert maps.reap_conntrack(old_keys, old_created) == 0
+    keys, created = entries_of(maps, 48800)
+    assert len(keys) == 2 and not set(created) & set(old_created)
+    verdict, ack = xdp(dp, Ether() / IP(src=CLIENT, dst=VIP) / TCP(sport=48800, dport=80, flags="A"))
+    assert verdict == XDP_PASS and backend_of(ack) == backend_of(new_syn)  # still tracked, not mid-stream
+    # once the new flow's entries are what the sweep read, they go
+    assert maps.reap_conntrack(keys, created) == 2
+    assert len(entries_of(maps, 48800)[0]) == 0
+
+
+def test_syn_meeting_an_entry_being_removed_is_dropped_and_counted(dp):
+    loaded, maps = dp
+    close_flow(dp, 48900)
+    ct = loaded.table("lb_conntrack")
+    for k, e in maps.conntrack():
+        if e.direction == structs.DIR_FORWARD and e.client[1] == 48900:
+            raw = ct[k]
+            raw.created_ns = structs.CT_REAPING  # the sweep claimed it and is about to delete it
+            ct[k] = raw
+    _, before = maps.service_counters(0)
+    verdict, _ = xdp(dp, syn(sport=48900))
+    assert verdict == XDP_DROP  # the client retransmits once the entry is gone
+    _, after = maps.service_counters(0)
+    assert after["conntrack_busy"] == before["conntrack_busy"] + 1
+    assert len(entries_of(maps, 48900)[0]) == 2  # nothing of the old flow touched by the SYN
+
+
 def test_per_source_rate_limit_counts_new_connections_only(dp):
     loaded, maps = dp
     from lbtui.dataplane.maps import RateLimits

@@ -33,6 +33,7 @@ class Timeouts:
 @dataclass
 class SweepResult:
     expired_keys: np.ndarray | None = None  # CtKey records to delete
+    expired_created: np.ndarray | None = None  # their entries' created_ns (delete only if unchanged)
     expired_flows: list[tuple[FlowEntry, FlowEntry | None]] = field(default_factory=list)  # not closed before
     active: dict[int, int] = field(default_factory=dict)  # backend id -> live (not closing) flows
     unanswered: list[tuple[FlowId, int, float]] = field(default_factory=list)  # (flow, backend id, age s)
@@ -105,6 +106,7 @@ def sweep(
 
     expired_entries = order[expired[group_of]]
     res.expired_keys = keys[expired_entries].copy()
+    res.expired_created = vals["created_ns"][expired_entries].copy()
     lost = np.flatnonzero(expired & has_fwd & ((flags & np.uint64(CT_F_CLOSED)) == 0))
     for g in lost:
         f = entry_from_record(keys[first[g]], vals[first[g]])

@@ -28,6 +28,7 @@ XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 XDP_PROG = "lbtui_xdp"
 TC_PROG = "lbtui_tc"
+REAP_PROG = "lbtui_reap"  # run with BPF_PROG_TEST_RUN, never attached
 TC_PARENT_EGRESS = "ffff:fff3"
 TC_PRIO = 0xC000  # our egress filter's preference; a fixed value so we can find and remove it
 TC_HANDLE = 1
@@ -180,6 +181,7 @@ class Loaded:
             self.bpf: Any = BPF(src_file=str(src / "lb.c"), cflags=[f"-I{src}", *spec.cflags()])
             self.xdp_fn = self.bpf.load_func(XDP_PROG, BPF.XDP)
             self.tc_fn = self.bpf.load_func(TC_PROG, BPF.SCHED_CLS)
+            self.reap_fn = self.bpf.load_func(REAP_PROG, BPF.XDP)
         except Exception as exc:  # BCC raises bare Exception on compile/verifier failures
             hint = ""
             if self.adopted:

@@ -21,6 +21,7 @@ from bcc.libbcc import lib
 
 from lbtui.dataplane import structs
 from lbtui.dataplane.loader import Loaded
+from lbtui.dataplane.testrun import run_program
 from lbtui.model import Counters
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class RateLimits:
 
 CT_KEY_DTYPE = np.dtype(structs.CtKey)
 CT_ENTRY_DTYPE = np.dtype(structs.CtEntry)
+REAP_REC_DTYPE = np.dtype(structs.ReapRec)
 
 
 class _BatchReader:
@@ -417,18 +419,24 @@ class Maps:
             self._ct_reader = _BatchReader(self._ct.map_fd, self.spec.conntrack_entries)
         return self._ct_reader.read()
 
-    def delete_conntrack_keys(self, keys: np.ndarray) -> int:
-        """Delete entries by key (a CtKey record array); keys already gone are skipped. Returns deleted."""
-        keys = np.ascontiguousarray(keys, dtype=CT_KEY_DTYPE)
-        done = 0
-        while done < len(keys):
-            count = ctypes.c_uint32(len(keys) - done)
-            ptr = keys.ctypes.data + done * keys.itemsize
-            res = lib.bpf_delete_batch(self._ct.map_fd, ctypes.c_void_p(ptr), ctypes.byref(count))
-            done += count.value
-            if res != 0:
-                done += 1  # that key vanished (LRU eviction or the data path): skip it
-        return done
+    def reap_conntrack(self, keys: np.ndarray, created_ns: np.ndarray) -> int:
+        """Remove conntrack entries (a CtKey record array), each only while it is still the flow created
+        at its created_ns: a tuple a new flow has reused since it was read stays. Returns removed.
+
+        The compare-and-delete runs in the kernel (lbtui_reap, see LB_CT_REAPING in lb.h), because
+        a delete by key from here cannot tell the old flow from a new one on the same tuple.
+        """
+        recs = np.zeros(len(keys), dtype=REAP_REC_DTYPE)
+        recs["key"] = np.ascontiguousarray(keys, dtype=CT_KEY_DTYPE)
+        recs["created_ns"] = created_ns
+        removed = 0
+        fd = self._loaded.reap_fn.fd
+        for start in range(0, len(recs), structs.REAP_BATCH):
+            chunk = recs[start : start + structs.REAP_BATCH]
+            out = run_program(fd, chunk.tobytes())
+            done = np.frombuffer(out.data, dtype=REAP_REC_DTYPE, count=len(chunk))
+            removed += int(np.count_nonzero(done["created_ns"] == structs.CT_REAPING))
+        return removed
 
     @staticmethod
     def _decode_entry(k: Any, v: Any) -> FlowEntry:

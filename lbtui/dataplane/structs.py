@@ -43,7 +43,14 @@ CT_F_RST = 0x08
 CT_F_CLOSED = 0x10
 CT_F_FAILED = 0x20
 
-DROP_REASONS = ("no_backend", "conntrack_full", "rate_limit_source", "rate_limit_backend", "tuple_conflict")
+DROP_REASONS = (
+    "no_backend",
+    "conntrack_full",
+    "rate_limit_source",
+    "rate_limit_backend",
+    "tuple_conflict",
+    "conntrack_busy",
+)
 
 GLOBAL_COUNTERS = (
     "xdp_packets",
@@ -116,6 +123,16 @@ class CtKey(ctypes.Structure):
         ("proto", ctypes.c_uint8),
         ("pad", ctypes.c_uint8 * 3),
     ]
+
+
+CT_REAPING = 0  # LB_CT_REAPING: created_ns of an entry being removed
+REAP_BATCH = 128  # LB_REAP_BATCH
+
+
+class ReapRec(ctypes.Structure):
+    """struct lb_reap_rec: remove `key` only while its entry is the flow created at created_ns."""
+
+    _fields_ = [("key", CtKey), ("created_ns", ctypes.c_uint64)]
 
 
 class CtEntry(ctypes.Structure):
