@@ -6,7 +6,8 @@ conntrack map with N flows (2 entries each, written with batch syscalls), then m
   - the engine's sweep over the whole map (batch read + vectorised analysis + bounded top-N view),
   - the engine's CPU share while idle-running with that map (sweep every settings.sweep_interval_s),
   - the console's refresh (snapshot fetch + table updates), headless with App.run_test, and the
-    process CPU share with the console running.
+    process CPU share with the console running,
+  - removing every entry at once through lbtui_reap (the sweep's compare-and-delete).
 
     sudo .venv/bin/python bench/console_refresh.py [--flows 500000] [--seconds 20]
 """
@@ -204,6 +205,13 @@ async def measure(flows: int, seconds: float) -> dict[str, object]:
         out["refreshes"] = len(applied)
         out["refresh_apply_ms_median"] = round(statistics.median(applied) * 1000, 2) if applied else None
         out["refresh_apply_ms_max"] = round(max(applied) * 1000, 2) if applied else None
+        # expiring everything at once: removal through lbtui_reap (compare-and-swap per entry)
+        maps = engine.dataplane.maps
+        keys, vals = maps.conntrack_arrays()
+        keys, created = keys.copy(), vals["created_ns"].copy()
+        t = time.perf_counter()
+        out["reaped_entries"] = maps.reap_conntrack(keys, created)
+        out["reap_all_ms"] = round((time.perf_counter() - t) * 1000, 1)
     finally:
         runner.close()
         os.unlink(f.name)
