@@ -21,6 +21,7 @@ from textual.worker import Worker, WorkerState
 
 from lbtui.model import (
     BackendView,
+    CircuitCommand,
     Command,
     CommandResult,
     Drain,
@@ -35,6 +36,7 @@ from lbtui.model import (
     Stop,
     Undrain,
 )
+from lbtui.screens.circuit import CIRCUIT_ACTIONS, CircuitScreen
 from lbtui.screens.commands import ConsoleCommands
 from lbtui.screens.confirm import ConfirmScreen
 from lbtui.screens.help import HelpScreen
@@ -75,6 +77,8 @@ def describe_command(command: Command) -> str:
             return f"rate limits {proxy}"
         case Reload(path=path):
             return f"reload {path}" if path else "reload"
+        case CircuitCommand(proxy=proxy, backend=backend, action=action):
+            return f"circuit {proxy} {backend} {action.replace('_', '-')}"
         case Stop():
             return "stop"
     return type(command).__name__
@@ -136,6 +140,14 @@ class LbtuiApp(App[CommandResult | None]):
             "Limits",
             id="rate_limits",
             tooltip="rate limits of the selected backend's proxy",
+        ),
+        Binding(
+            "c",
+            "circuit",
+            "Circuit",
+            show=False,
+            id="circuit",
+            tooltip="circuit breaker of the selected backend: hold open, hold closed, reset",
         ),
         Binding("r", "reload", "Reload", id="reload", tooltip="reload the configuration file"),
         Binding("slash", "filter", "Filter", id="filter", tooltip="filter the conntrack flows"),
@@ -387,6 +399,28 @@ class LbtuiApp(App[CommandResult | None]):
 
         self.push_screen(RateLimitScreen(service.name, service.rate_limit), chosen)
 
+    def action_circuit(self) -> None:
+        b = self._selection_or_warn()
+        if b is None:
+            return
+        if b.circuit is None:
+            self.notify(f"{b.proxy} has no circuit breaker configured", severity="warning")
+            return
+
+        def chosen(action: str | None) -> None:
+            if action is None:
+                return
+            command = CircuitCommand(b.proxy, b.address, action)
+            if action == "reset":  # back to automatic: nothing to confirm
+                self.submit_command(command)
+                return
+            held = "open" if action == "force_open" else "closed"
+            effect = CIRCUIT_ACTIONS[action][1].split(", ", 1)[1]
+            question = f"Hold the circuit of {b.address} of {b.proxy} {held}? Until a reset, {effect}."
+            self._confirm_then_submit(question, f"Hold {held}", command, danger=True)
+
+        self.push_screen(CircuitScreen(b.proxy, b.address, b.circuit.value), chosen)
+
     def action_reload(self) -> None:
         path = self.snapshot.config_path if self.snapshot else None
         source = path or "the configuration file"
@@ -470,6 +504,11 @@ class LbtuiApp(App[CommandResult | None]):
                 f"Rate limits of {proxy}",
                 "per source and per backend new conns/s (l)",
                 self.action_rate_limits,
+            ),
+            (
+                f"Circuit breaker of {target}",
+                "hold it open, hold it closed, or reset it (c)",
+                self.action_circuit,
             ),
             ("Reload configuration", "re-read the configuration file (r)", self.action_reload),
             ("Filter flows", "conntrack: show flows containing a text (/)", self.action_filter),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from lbtui.model import (
     BackendView,
     Circuit,
+    CircuitCommand,
     CircuitTransition,
     Command,
     CommandResult,
@@ -290,6 +291,8 @@ class FakeEngine:
             return CommandResult(True, f"reloaded {command.path or self.config_path}: no changes")
         if isinstance(command, SetRateLimit):
             return self._set_rate_limit(command)
+        if isinstance(command, CircuitCommand):
+            return self._circuit(command)
         if isinstance(command, SetWeight | Drain | Undrain):
             try:
                 backend = self.backend(command.proxy, command.backend)
@@ -311,6 +314,16 @@ class FakeEngine:
             backend.drain = DrainState.ACTIVE
             return CommandResult(True, f"{command.proxy} {command.backend}: active again")
         return CommandResult(False, f"{type(command).__name__} is not supported by the fake engine")
+
+    def _circuit(self, command: CircuitCommand) -> CommandResult:
+        try:
+            backend = self.backend(command.proxy, command.backend)
+        except KeyError:
+            return CommandResult(False, f"no backend {command.backend} in proxy {command.proxy}")
+        if backend.circuit is None:
+            return CommandResult(False, f"{command.backend} has no circuit breaker configured")
+        backend.circuit = Circuit.OPEN if command.action == "force_open" else Circuit.CLOSED
+        return CommandResult(True, f"circuit of {command.backend} {backend.circuit}")
 
     def _set_rate_limit(self, command: SetRateLimit) -> CommandResult:
         try:

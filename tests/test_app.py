@@ -18,6 +18,7 @@ from textual.widgets.data_table import ColumnKey, RowKey
 
 from lbtui.app import QUIT_ATTACHED, QUIT_EMBEDDED, LbtuiApp
 from lbtui.model import (
+    CircuitCommand,
     Drain,
     DrainState,
     RateLimitView,
@@ -28,6 +29,7 @@ from lbtui.model import (
     Stop,
     Undrain,
 )
+from lbtui.screens.circuit import CircuitScreen
 from lbtui.screens.confirm import ConfirmScreen
 from lbtui.screens.help import HelpScreen
 from lbtui.screens.ratelimit import RateLimitScreen, rate_limit_command
@@ -289,6 +291,48 @@ async def test_rate_limit_dialog_validates_and_submits_only_changes() -> None:
         assert fake.proxy("web").rate_limit == RateLimitView(
             per_source_rate=50, per_source_burst=200, per_backend_rate=5000, per_backend_burst=None
         )
+
+
+async def test_circuit_dialog_holds_open_after_confirmation_then_resets() -> None:
+    fake = FakeEngine()
+    app = LbtuiApp(fake, refresh_s=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        await pilot.press("c")
+        await wait_until(lambda: isinstance(app.screen, CircuitScreen), "the circuit dialog", pilot)
+        await pilot.press("escape")  # cancel: nothing submitted
+        await pilot.pause()
+        assert fake.commands == []
+
+        await pilot.press("c")
+        await wait_until(lambda: isinstance(app.screen, CircuitScreen), "the circuit dialog", pilot)
+        await pilot.press("o")
+        question = await confirm(pilot, app)
+        assert question.startswith("Hold the circuit of 10.0.2.11:8080 of web open?")
+        await wait_until(lambda: cell_text(app, WEB1_KEY, "circuit") == "open", "open circuit cell", pilot)
+        assert fake.commands == [CircuitCommand("web", WEB1, "force_open")]
+        assert any("circuit web 10.0.2.11:8080 force-open: done" in n for n in notifications(app))
+
+        await pilot.press("c")
+        await wait_until(lambda: isinstance(app.screen, CircuitScreen), "the circuit dialog", pilot)
+        await pilot.press("r")  # reset: back to automatic, no confirmation
+        await wait_until(lambda: cell_text(app, WEB1_KEY, "circuit") == "closed", "closed circuit", pilot)
+        assert fake.commands[-1] == CircuitCommand("web", WEB1, "reset")
+
+
+async def test_circuit_key_on_a_backend_without_breaker_explains_and_submits_nothing() -> None:
+    fake = FakeEngine()
+    app = LbtuiApp(fake, refresh_s=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        table = app.backends_table
+        table.move_cursor(row=table.row_keys.index("dns|default|10.0.4.10:53"))
+        await pilot.pause()
+        await pilot.press("c")
+        await pilot.pause()
+        assert not isinstance(app.screen, CircuitScreen)
+        assert any("dns has no circuit breaker configured" in n for n in notifications(app))
+        assert fake.commands == []
 
 
 async def test_reload_with_a_broken_file_reports_the_error_and_keeps_the_config() -> None:
