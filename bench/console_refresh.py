@@ -7,6 +7,7 @@ conntrack map with N flows (2 entries each, written with batch syscalls), then m
   - the engine's CPU share while idle-running with that map (sweep every settings.sweep_interval_s),
   - the console's refresh (snapshot fetch + table updates), headless with App.run_test, and the
     process CPU share with the console running,
+  - a filtered, sorted flow query over every flow (what the console's `/` and `s` ask for),
   - removing every entry at once through lbtui_reap (the sweep's compare-and-delete).
 
     sudo .venv/bin/python bench/console_refresh.py [--flows 500000] [--seconds 20]
@@ -205,6 +206,17 @@ async def measure(flows: int, seconds: float) -> dict[str, object]:
         out["refreshes"] = len(applied)
         out["refresh_apply_ms_median"] = round(statistics.median(applied) * 1000, 2) if applied else None
         out["refresh_apply_ms_max"] = round(max(applied) * 1000, 2) if applied else None
+        # a console's filter, answered by the engine over every flow (then cached until the next sweep)
+        from lbtui.model import FlowQuery
+
+        query = FlowQuery(text="10.100.3.7: established", sort="age")
+        t = time.perf_counter()
+        found = runner.snapshot(query)
+        out["query_ms_first"] = round((time.perf_counter() - t) * 1000, 1)
+        t = time.perf_counter()
+        runner.snapshot(query)
+        out["query_ms_cached"] = round((time.perf_counter() - t) * 1000, 2)
+        out["query_matched"] = found.flows_matched
         # expiring everything at once: removal through lbtui_reap (compare-and-swap per entry)
         maps = engine.dataplane.maps
         keys, vals = maps.conntrack_arrays()

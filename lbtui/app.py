@@ -28,6 +28,7 @@ from lbtui.model import (
     DrainState,
     EngineHandle,
     Event,
+    FlowQuery,
     Level,
     Reload,
     SetRateLimit,
@@ -234,11 +235,11 @@ class LbtuiApp(App[CommandResult | None]):
     def _start_poll(self) -> None:
         self._poll_timer = None
         self._polling = True
-        self._fetch(self._event_seq)
+        self._fetch(self._event_seq, self.conntrack.flow_query)
 
     @work(thread=True, name="poll", group="poll", exit_on_error=False)
-    def _fetch(self, after_seq: int) -> tuple[Snapshot, list[Event]]:
-        snapshot = self.handle.snapshot()
+    def _fetch(self, after_seq: int, flows: FlowQuery) -> tuple[Snapshot, list[Event]]:
+        snapshot = self.handle.snapshot(flows)
         events = list(self.handle.events_since(after_seq))
         return snapshot, events
 
@@ -250,6 +251,9 @@ class LbtuiApp(App[CommandResult | None]):
         if self._poll_timer is not None:
             self._poll_timer.stop()
         self._start_poll()
+
+    def on_conntrack_pane_query_changed(self, _: ConntrackPane.QueryChanged) -> None:
+        self.refresh_now()
 
     def _poll_finished(self) -> None:
         self._polling = False

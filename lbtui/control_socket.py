@@ -362,7 +362,13 @@ class ControlServer:
             if op == "hello":
                 return _ok(req_id, dict(self._info))
             if op == "snapshot":
-                return await loop.run_in_executor(self._reads, self._snapshot_reply, req_id)
+                query = None
+                if request.get("flows") is not None:
+                    try:
+                        query = wire.decode_flow_query(request["flows"])
+                    except wire.WireError as exc:
+                        raise _BadRequest(str(exc)) from None
+                return await loop.run_in_executor(self._reads, self._snapshot_reply, req_id, query)
             if op == "events":
                 since, limit = _events_args(request)
                 return await loop.run_in_executor(self._reads, self._events_reply, req_id, since, limit)
@@ -384,8 +390,8 @@ class ControlServer:
 
     # these run on the pools' threads: the engine call and the JSON encoding of big replies
 
-    def _snapshot_reply(self, req_id: Any) -> bytes:
-        return _ok(req_id, wire.encode_snapshot(self.handle.snapshot()))
+    def _snapshot_reply(self, req_id: Any, query: model.FlowQuery | None) -> bytes:
+        return _ok(req_id, wire.encode_snapshot(self.handle.snapshot(query)))
 
     def _events_reply(self, req_id: Any, since: int, limit: int) -> bytes:
         events = self.handle.events_since(since, limit)
@@ -432,8 +438,11 @@ class SocketEngineHandle:
 
     # ---- EngineHandle -------------------------------------------------------------------------
 
-    def snapshot(self) -> model.Snapshot:
-        data = self._call({"op": "snapshot"}, self.connect_timeout + 25.0)
+    def snapshot(self, flows: model.FlowQuery | None = None) -> model.Snapshot:
+        request: dict[str, Any] = {"op": "snapshot"}
+        if flows is not None and flows != model.FlowQuery():
+            request["flows"] = wire.encode_value(flows)
+        data = self._call(request, self.connect_timeout + 25.0)
         try:
             return wire.decode_snapshot(data)
         except wire.WireError as exc:

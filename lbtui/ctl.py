@@ -1,6 +1,7 @@
 """`lbtui ctl`: ask a running instance, over its control socket, for its status or to run a command.
 
     lbtui ctl [--socket PATH] [--json] status
+    lbtui ctl flows [FILTER ...] [--sort bytes|age|idle|backend] [--limit N]
     lbtui ctl drain PROXY BACKEND [--timeout S]
     lbtui ctl undrain PROXY BACKEND
     lbtui ctl weight PROXY BACKEND N
@@ -57,6 +58,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
     sub.add_parser("status", parents=[common], help="backends per proxy: weight, health, drain, flows")
+
+    f = sub.add_parser(
+        "flows",
+        parents=[common],
+        help="flows in conntrack matching a filter (searched among all of them), biggest first",
+    )
+    f.add_argument(
+        "filter",
+        nargs="*",
+        metavar="FILTER",
+        help="terms that must all match a flow's addresses, proxy, state or protocol (10.0.0.2: :8080 web)",
+    )
+    f.add_argument("--sort", choices=model.FLOW_SORTS, default="bytes", help="order (default: bytes)")
+    f.add_argument("--limit", type=int, default=50, metavar="N", help="rows (default 50; the view holds 200)")
 
     d = sub.add_parser("drain", parents=[common], help="stop sending new connections to a backend")
     d.add_argument("proxy", metavar="PROXY")
@@ -171,12 +186,19 @@ def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = No
     try:
         ns = parser.parse_args(list(argv))
         path = _socket_path(ns, parser)
-        command = None if ns.cmd == "status" else _command(ns, parser)
+        command = None if ns.cmd in ("status", "flows") else _command(ns, parser)
+        query = None
+        if ns.cmd == "flows":
+            query = model.FlowQuery(text=" ".join(ns.filter), sort=ns.sort)
+            if query.problem():
+                parser.error(str(query.problem()))
     except SystemExit as exc:  # argparse: usage errors (2) and --help (0)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     as_json = getattr(ns, "json", False)
     handle = SocketEngineHandle(path)
     try:
+        if query is not None:
+            return _flows(handle, query, ns.limit, as_json, out)
         if command is None:
             return _status(handle, as_json, out)
         return _run(handle, command, as_json, out, err)
@@ -210,7 +232,32 @@ def _status(handle: SocketEngineHandle, as_json: bool, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _flows(handle: SocketEngineHandle, query: model.FlowQuery, limit: int, as_json: bool, out: TextIO) -> int:
+    snap = handle.snapshot(query)
+    flows = snap.flows[: max(0, limit)]
+    if as_json:
+        data = {"matched": snap.flows_matched, "flows": [wire.encode_value(f) for f in flows]}
+        print(json.dumps(data), file=out)
+    else:
+        out.write(format_flows(snap, flows))
+    return EXIT_OK
+
+
 # ---- human summary -------------------------------------------------------------------------------
+
+
+def format_flows(snap: model.Snapshot, flows: Sequence[model.FlowView]) -> str:
+    header = ("proto", "client", "vip", "backend", "state", "in", "out", "age")
+    lines = ["{:5} {:21} {:21} {:21} {:11} {:>9} {:>9} {:>10}".format(*header)]
+    for f in flows:
+        lines.append(
+            f"{f.protocol:5} {f.client:21} {f.vip:21} {f.backend:21} {f.state:11} "
+            f"{f.bytes_in:>9} {f.bytes_out:>9} {_duration(f.age_s):>10}"
+        )
+    query = snap.flow_query
+    what = f"matching {query.text!r}" if query.text else "in conntrack"
+    lines.append(f"{len(flows)} of {snap.flows_matched} flows {what}, by {query.sort}")
+    return "\n".join(lines) + "\n"
 
 
 def format_status(snap: model.Snapshot, instance: dict[str, Any] | None = None) -> str:

@@ -205,6 +205,12 @@ class Engine:
         self._service_counters: dict[int, tuple[model.Counters, dict[str, int]]] = {}
         self._ct_summary = model.ConntrackSummary(capacity=2 * config.settings.max_connections)
         self._flows: tuple[model.FlowView, ...] = ()
+        self._flows_matched = 0
+        # every live flow of the last sweep, for front ends' queries; each query's answer is kept
+        # until the next sweep (consoles refresh more often than the sweep runs)
+        self._flow_table: conntrack.FlowTable | None = None
+        self._query_cache: dict[model.FlowQuery, tuple[tuple[model.FlowView, ...], int]] = {}
+        self._query_lock = threading.Lock()
         self._swept_total = 0
         self._rates: dict[tuple[int, str], tuple[float, int, float | None]] = {}
         self._running = False
@@ -1168,6 +1174,10 @@ class Engine:
                 self._idle_durations[gone.id] = (counts, total + us)
             self._notify_flow(self._idle_close_event(f, r))
         self._flows = tuple(res.top)
+        self._flows_matched = res.matched
+        with self._query_lock:
+            self._flow_table = res.flows
+            self._query_cache = {}
         self._ct_summary = model.ConntrackSummary(
             entries=res.entries - res.expired_count,
             flows=res.tcp + res.udp,
@@ -1225,7 +1235,11 @@ class Engine:
 
     # ---- snapshots ------------------------------------------------------------------------------
 
-    def snapshot(self) -> model.Snapshot:
+    def snapshot(self, flows: model.FlowQuery | None = None) -> model.Snapshot:
+        """The latest snapshot; its flow view answers `flows` (default: the biggest flows by bytes).
+
+        Raises ValueError for a query the engine refuses (FlowQuery.problem). Safe from any thread.
+        """
         snap = self._snapshot
         if snap is None:
             return model.Snapshot(
@@ -1237,7 +1251,30 @@ class Engine:
                 flows=(),
                 running=self._running,
             )
-        return snap
+        if flows is None or flows == model.FlowQuery():
+            return snap
+        problem = flows.problem()
+        if problem:
+            raise ValueError(problem)
+        view, matched = self._query_flows(flows)
+        return replace(snap, flows=view, flow_query=flows, flows_matched=matched)
+
+    def _query_flows(self, q: model.FlowQuery) -> tuple[tuple[model.FlowView, ...], int]:
+        with self._query_lock:
+            table, cache = self._flow_table, self._query_cache
+            cached = cache.get(q)
+        if cached is not None:
+            return cached
+        if table is None:
+            return (), 0
+        view, matched = conntrack.query(table, q, TOP_FLOWS)
+        answer = (tuple(view), matched)
+        with self._query_lock:
+            if self._query_cache is cache:  # no sweep since: keep it (a few queries at most)
+                if len(cache) >= 32:
+                    cache.clear()
+                cache[q] = answer
+        return answer
 
     def _backend_view(self, be: _Backend) -> model.BackendView:
         hs = self._latency_view(be).handshake
@@ -1336,6 +1373,7 @@ class Engine:
             services=tuple(services),
             conntrack=self._ct_summary,
             flows=self._flows,
+            flows_matched=self._flows_matched,
             totals=totals,
             dns=self._dns.status() if self._dns else (),
             latency=tuple(self._latency_view(b) for b in self._backends_by_id.values()),

@@ -122,6 +122,33 @@ class FlowView:
     bytes_out: int
 
 
+FLOW_SORTS = ("bytes", "age", "idle", "backend")  # bytes, age, idle: largest first; backend: address
+MAX_QUERY_TEXT = 200
+
+
+@dataclass(frozen=True)
+class FlowQuery:
+    """Which flows a front end wants in its bounded view, chosen among all flows in conntrack.
+
+    `text`: whitespace-separated terms, all of which must match (case-insensitive); a term matches
+    a flow when it is part of its client, VIP or backend "ip:port", its proxy, state or protocol.
+    """
+
+    text: str = ""
+    sort: str = "bytes"
+
+    def terms(self) -> tuple[str, ...]:
+        return tuple(self.text.lower().split())
+
+    def problem(self) -> str | None:
+        """Why the engine refuses this query, or None."""
+        if self.sort not in FLOW_SORTS:
+            return f"unknown sort {self.sort!r} (expected one of {', '.join(FLOW_SORTS)})"
+        if len(self.text) > MAX_QUERY_TEXT:
+            return f"filter text longer than {MAX_QUERY_TEXT} characters"
+        return None
+
+
 @dataclass(frozen=True)
 class ConntrackSummary:
     entries: int = 0  # map entries (forward + reverse)
@@ -181,7 +208,7 @@ class Snapshot:
     config_path: str | None
     services: tuple[ServiceView, ...]
     conntrack: ConntrackSummary
-    flows: tuple[FlowView, ...]  # bounded top-N (by bytes), never the whole table
+    flows: tuple[FlowView, ...]  # bounded top-N of the flows matching flow_query, never the whole table
     totals: Counters = field(default_factory=Counters)
     dns: tuple[DnsStatus, ...] = ()
     circuit_log: tuple[CircuitTransition, ...] = ()
@@ -189,6 +216,8 @@ class Snapshot:
     access_log_tail: tuple[str, ...] = ()
     events_dropped: int = 0
     running: bool = True
+    flow_query: FlowQuery = field(default_factory=FlowQuery)  # what `flows` was chosen by
+    flows_matched: int = 0  # live flows matching flow_query (all live flows for the default query)
 
     def service(self, name: str) -> ServiceView | None:
         return next((s for s in self.services if s.name == name), None)
@@ -315,7 +344,7 @@ class EngineHandle(Protocol):
     control-socket client. All methods are safe to call from any thread.
     """
 
-    def snapshot(self) -> Snapshot: ...
+    def snapshot(self, flows: FlowQuery | None = None) -> Snapshot: ...
 
     def submit(self, command: Command, timeout: float = 10.0) -> CommandResult: ...
 

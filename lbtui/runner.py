@@ -63,8 +63,8 @@ class EngineRunner:
 
     # ---- EngineHandle ---------------------------------------------------------------------------
 
-    def snapshot(self) -> model.Snapshot:
-        return self._engine.snapshot()
+    def snapshot(self, flows: model.FlowQuery | None = None) -> model.Snapshot:
+        return self._engine.snapshot(flows)
 
     def submit(self, command: model.Command, timeout: float = 10.0) -> model.CommandResult:
         if not self._thread.is_alive():

@@ -84,6 +84,15 @@ def decode_result(data: Any) -> model.CommandResult:
     return decode_dataclass(model.CommandResult, data, "result", strict=False)
 
 
+def decode_flow_query(data: Any) -> model.FlowQuery:
+    """A snapshot request's flow query; WireError on wrong fields or a query the engine refuses."""
+    query = decode_dataclass(model.FlowQuery, data, "flows", strict=True)
+    problem = query.problem()
+    if problem:
+        raise WireError(f"flows: {problem}")
+    return query
+
+
 def decode_command(data: Any) -> model.Command:
     """A command from its JSON object; WireError on an unknown type, missing/extra fields, wrong types."""
     if not isinstance(data, Mapping):

@@ -24,6 +24,7 @@ from lbtui.model import (
     Drain,
     DrainState,
     Event,
+    FlowQuery,
     FlowView,
     Health,
     Histogram,
@@ -39,6 +40,7 @@ from lbtui.model import (
     Stop,
     Undrain,
 )
+from lbtui.widgets.conntrack import select_flows
 
 BAD_RELOAD_MESSAGE = "configs/bad.toml: proxy[0].port: expected an integer 1..65535, got 0"
 START = 1_700_000_000.0
@@ -207,6 +209,7 @@ class FakeEngine:
         self.snapshot_error: Exception | None = None  # set to make snapshot() raise
         self.commands: list[Command] = []
         self.snapshot_calls = 0
+        self.flow_queries: list[FlowQuery | None] = []  # what each snapshot() call asked for
         self._flow_rows = flows
         self._flow_total: int | None = None
         self._tick = 0
@@ -250,14 +253,23 @@ class FakeEngine:
 
     # ---- EngineHandle -----------------------------------------------------------------------
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, flows: FlowQuery | None = None) -> Snapshot:
         with self._lock:
             self.snapshot_calls += 1
+            self.flow_queries.append(flows)
             if self.snapshot_error is not None:
                 raise self.snapshot_error
             if self.grow:
                 self._tick += 1
-            return self._build()
+            snap = self._build()
+        if flows is None or flows == FlowQuery():
+            return snap
+        # the engine's answer: the matching flows in the query's order (the fake has few flows)
+        chosen = select_flows(snap.flows, flows.text, flows.sort)
+        matched = len(chosen)
+        if self._flow_total is not None and not flows.text:
+            matched = self._flow_total
+        return replace(snap, flows=tuple(chosen), flow_query=flows, flows_matched=matched)
 
     def submit(self, command: Command, timeout: float = 10.0) -> CommandResult:
         with self._lock:
@@ -364,6 +376,7 @@ class FakeEngine:
                 capacity=2_097_152 if self._flow_total else 262_144,
             ),
             flows=flows,
+            flows_matched=total_flows,
             totals=totals,
             circuit_log=self._circuit_log(),
             latency=self._latency(),

@@ -21,6 +21,7 @@ from lbtui.model import (
     CircuitCommand,
     Drain,
     DrainState,
+    FlowQuery,
     RateLimitView,
     Reload,
     SetRateLimit,
@@ -139,12 +140,12 @@ async def test_polls_keep_coming_and_never_overlap() -> None:
     real_snapshot = fake.snapshot
     in_flight = 0
 
-    def snapshot() -> Snapshot:
+    def snapshot(flows: FlowQuery | None = None) -> Snapshot:
         nonlocal in_flight
         in_flight += 1
         overlapping.append(in_flight > 1)
         try:
-            return real_snapshot()
+            return real_snapshot(flows)
         finally:
             in_flight -= 1
 
@@ -416,8 +417,9 @@ async def test_help_lists_every_binding() -> None:
         assert not isinstance(app.screen, HelpScreen)
 
 
-async def test_filter_narrows_the_conntrack_rows() -> None:
-    app = LbtuiApp(FakeEngine(), refresh_s=0.05)
+async def test_filter_narrows_the_conntrack_rows_and_asks_the_engine() -> None:
+    fake = FakeEngine()
+    app = LbtuiApp(fake, refresh_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         table = app.conntrack.query_one(FlowTable)
@@ -428,8 +430,14 @@ async def test_filter_narrows_the_conntrack_rows() -> None:
         await pilot.pause()
         assert 0 < table.row_count < 24
         assert all(key.split("|")[1].startswith("192.168.") for key in table.row_keys)
+        # the engine is asked for the matching flows among all of them, not just the ones shown
+        answered = lambda: app.snapshot and app.snapshot.flow_query.text == "192.168"  # noqa: E731
+        await wait_until(answered, "the answer", pilot)
+        assert FlowQuery(text="192.168") in fake.flow_queries
+        await pilot.pause()
         status = static_text(app.conntrack.query_one("#ct-status", Static))
-        assert f"showing {table.row_count} of 24 flows" in status and "'192.168'" in status
+        n = table.row_count
+        assert f"showing {n} of {n} matching flows (24 in conntrack)" in status and "'192.168'" in status
 
         await pilot.press("slash", "escape")
         await pilot.pause()
@@ -459,6 +467,7 @@ async def test_sort_cycles_bytes_age_idle_backend() -> None:
         assert [k for k in table.row_keys] == sorted(table.row_keys, key=lambda k: table.get_row(k)[2])
         await pilot.press("s")
         assert app.conntrack.sort == "bytes"
+        await wait_until(lambda: FlowQuery(sort="backend") in fake.flow_queries, "the engine asked", pilot)
 
 
 async def test_big_conntrack_shows_the_bounded_view_and_the_real_total() -> None:

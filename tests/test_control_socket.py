@@ -249,6 +249,28 @@ def test_client_reads_snapshots_and_events_and_runs_commands(engine: FakeEngine,
     assert len(client.events_since(0, limit=2)) == 2
 
 
+def test_flow_queries_reach_the_engine_and_bad_ones_are_refused(
+    engine: FakeEngine, client: SocketEngineHandle, server: ControlServer
+):
+    query = model.FlowQuery(text="192.168 web", sort="age")
+    snap = client.snapshot(query)
+    assert engine.flow_queries[-1] == query
+    assert snap.flow_query == query and snap.flows and snap.flows_matched == len(snap.flows)
+    assert all("192.168" in f.client for f in snap.flows)
+    client.snapshot()
+    assert engine.flow_queries[-1] is None  # the default view is asked for without a query
+    for flows, message in (
+        ({"text": "x", "sort": "size"}, "flows: unknown sort 'size'"),
+        ({"text": "x" * 201}, "flows: filter text longer than 200"),
+        ({"text": 5}, "flows.text: expected"),
+        ({"txt": "x"}, "flows: unknown field(s) 'txt'"),
+        ("web", "flows: expected an object"),
+    ):
+        reply = request(server.path, op="snapshot", flows=flows)
+        assert not reply["ok"] and message in reply["error"], (flows, reply)
+    assert client.snapshot().running
+
+
 def test_client_is_thread_safe(engine: FakeEngine, client: SocketEngineHandle):
     expected = engine.snapshot()
     errors: list[BaseException] = []

@@ -1,4 +1,5 @@
-"""`lbtui ctl` against a headless instance in a lab: drain, undrain, weight, reload, exit codes.
+"""`lbtui ctl` against a headless instance in a lab: drain, undrain, weight, reload, flow queries,
+exit codes.
 
 Every effect is checked from the data path: which backend answers new connections from the client
 namespace (backends answer with their own name).
@@ -22,7 +23,9 @@ if os.geteuid() != 0:  # pragma: no cover
 
 from labtools import served, wait_until  # noqa: E402
 
+from lbtui.control_socket import RemoteError, SocketEngineHandle  # noqa: E402
 from lbtui.lab import Lab, LabSpec  # noqa: E402
+from lbtui.model import FlowQuery  # noqa: E402
 
 SOCK = "/run/lbtui/lct.sock"
 
@@ -84,6 +87,44 @@ def test_drain_and_undrain(lb):
     r = ctl("undrain", "web", b1)
     assert r.returncode == 0, r.stderr
     assert "b1" in served(lab.http_requests(90))
+
+
+def test_flows_are_searched_among_all_of_them(lb):
+    """250 held connections (more than the 200-row view): a filter finds any of them, exactly."""
+    lab, _, _ = lb
+    held = lab.hold(250, seconds=8.0)
+    opened = held.opened()
+    assert opened.get("errors", 0) == 0, opened
+    b2 = f"{lab.backend_ip(2)}:8080"
+    h = SocketEngineHandle(SOCK)
+    try:
+        # the next sweep (every 2 s) puts the new flows in the engine's table
+        on_b2 = FlowQuery(text=f"{b2} established")
+        want = opened["backends"]["b2"]
+        assert wait_until(lambda: h.snapshot(on_b2).flows_matched >= want, timeout=10)
+        snap = h.snapshot(on_b2)
+        assert snap.flows_matched == want and len(snap.flows) == min(200, want)
+        assert all(f.backend == b2 and f.state == "established" for f in snap.flows)
+
+        default = h.snapshot()
+        assert default.flows_matched >= 250 and len(default.flows) == 200
+        oldest = h.snapshot(FlowQuery(text=f"{lab.client_ips[0]}: web", sort="age"))
+        assert oldest.flows_matched >= 250 and len(oldest.flows) == 200
+        ages = [f.age_s for f in oldest.flows]
+        assert ages == sorted(ages, reverse=True)
+
+        # a query the engine refuses gets a clear error; the instance keeps answering
+        with pytest.raises(RemoteError, match="unknown sort 'size'"):
+            h.snapshot(FlowQuery(sort="size"))
+        assert h.snapshot().running
+    finally:
+        h.close()
+    r = ctl("flows", f"{b2}", "established", "--limit", "5")
+    assert r.returncode == 0, r.stderr
+    assert f"5 of {want} flows matching '{b2} established', by bytes" in r.stdout
+    assert ctl("flows", "--sort", "size").returncode == 2
+    done = held.done()
+    assert done.get("errors", 0) == 0, done
 
 
 def test_weight_changes_the_distribution(lb):

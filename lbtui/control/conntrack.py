@@ -1,23 +1,31 @@
-"""The conntrack sweep: which flows expired, who is active, the bounded top-N view.
+"""The conntrack sweep (which flows expired, who is active) and the bounded flow view of any query.
 
 The engine reads the whole conntrack map in one batch into numpy record arrays and hands them here;
 nothing in this module touches a map. The work is vectorised so that a million entries take a
 fraction of a second: entries are grouped by flow (the forward entry and its reverse entry carry the
 same client and VIP fields), a flow's idle time runs from the later of its entries' last packets,
-and expiry follows DESIGN.md section 3's timeouts.
+and expiry follows DESIGN.md section 3's timeouts. The live flows are kept as columns until the next
+sweep, so a console can filter and sort all of them and still receive only a bounded view.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from lbtui import model
 from lbtui.dataplane.maps import FlowEntry, entry_from_record
-from lbtui.dataplane.structs import CT_F_CLOSED, CT_F_RST, CT_F_SYNACK, DIR_FORWARD, IPPROTO_UDP
+from lbtui.dataplane.structs import (
+    CT_F_CLOSED,
+    CT_F_RST,
+    CT_F_SYNACK,
+    DIR_FORWARD,
+    IPPROTO_UDP,
+    be16_to_port,
+    be32_to_ip,
+)
 
 FlowId = tuple[int, int]
 
@@ -37,7 +45,9 @@ class SweepResult:
     expired_flows: list[tuple[FlowEntry, FlowEntry | None]] = field(default_factory=list)  # not closed before
     active: dict[int, int] = field(default_factory=dict)  # backend id -> live (not closing) flows
     unanswered: list[tuple[FlowId, int, float]] = field(default_factory=list)  # (flow, backend id, age s)
-    top: list[model.FlowView] = field(default_factory=list)
+    flows: FlowTable | None = None  # every live flow, for queries until the next sweep
+    top: list[model.FlowView] = field(default_factory=list)  # the default query's view
+    matched: int = 0
     tcp: int = 0
     udp: int = 0
     closing: int = 0
@@ -46,14 +56,6 @@ class SweepResult:
     @property
     def expired_count(self) -> int:
         return 0 if self.expired_keys is None else len(self.expired_keys)
-
-
-def _state(proto: int, flags: int) -> str:
-    if proto == IPPROTO_UDP:
-        return "udp"
-    if flags & (CT_F_CLOSED | CT_F_RST):
-        return "closing"
-    return "established" if flags & CT_F_SYNACK else "syn_sent"
 
 
 def sweep(
@@ -133,41 +135,157 @@ def sweep(
                 )
             )
 
-    candidates = np.flatnonzero(live)
-    if len(candidates) and top_n > 0:
-        rev_bytes = np.where(rev[candidates] >= 0, vals["bytes"][np.maximum(rev[candidates], 0)], 0)
-        total = vals["bytes"][first[candidates]] + rev_bytes
-        k = min(top_n, len(candidates))
-        pick = np.argpartition(-total.astype(np.int64), k - 1)[:k]
-        pick = pick[np.argsort(-total[pick].astype(np.int64), kind="stable")]
-        for p in pick:
-            g = candidates[p]
-            res.top.append(_view(keys, vals, first[g], rev[g], now_ns, float(idle_s[g]), proxy_of))
+    fi = first[live]
+    ri = rev[live]
+    has_rev = ri >= 0
+    ri0 = np.maximum(ri, 0)
+    state = np.where(
+        udp, STATE_UDP, np.where(closing, STATE_CLOSING, np.where(syn_sent, STATE_SYN, STATE_EST))
+    )
+    res.flows = FlowTable(
+        now_ns=now_ns,
+        proxy_of=dict(proxy_of),
+        client_ip=vals["client_ip"][fi],
+        client_port=vals["client_port"][fi],
+        vip=vals["vip"][fi],
+        vip_port=vals["vip_port"][fi],
+        backend_ip=vals["backend_ip"][fi],
+        backend_port=vals["backend_port"][fi],
+        proto=vals["proto"][fi],
+        service_id=vals["service_id"][fi],
+        state=state[live].astype(np.uint8),
+        created_ns=vals["created_ns"][fi],
+        idle_s=idle_s[live],
+        packets_in=vals["packets"][fi],
+        bytes_in=vals["bytes"][fi],
+        packets_out=np.where(has_rev, vals["packets"][ri0], 0).astype(np.uint64),
+        bytes_out=np.where(has_rev, vals["bytes"][ri0], 0).astype(np.uint64),
+    )
+    res.top, res.matched = query(res.flows, model.FlowQuery(), top_n)
     return res
 
 
-def _view(
-    keys: np.ndarray,
-    vals: np.ndarray,
-    fi: Any,
-    ri: Any,
-    now_ns: int,
-    idle_s: float,
-    proxy_of: Mapping[int, str],
-) -> model.FlowView:
-    f = entry_from_record(keys[fi], vals[fi])
-    r = entry_from_record(keys[ri], vals[ri]) if ri >= 0 else None
-    return model.FlowView(
-        protocol=f.protocol,
-        client=f"{f.client[0]}:{f.client[1]}",
-        vip=f"{f.vip[0]}:{f.vip[1]}",
-        backend=f"{f.backend[0]}:{f.backend[1]}",
-        proxy=proxy_of.get(f.service_id, "?"),
-        state=_state(int(vals["proto"][fi]), f.flags),
-        age_s=(now_ns - f.created_ns) / 1e9,
-        idle_s=idle_s,
-        packets_in=f.packets,
-        bytes_in=f.bytes,
-        packets_out=r.packets if r else 0,
-        bytes_out=r.bytes if r else 0,
-    )
+# ---- the flow view: any query over every live flow, bounded ----------------------------------------
+
+STATE_SYN, STATE_EST, STATE_CLOSING, STATE_UDP = range(4)
+STATE_NAMES = ("syn_sent", "established", "closing", "udp")
+PROTO_NAMES = {6: "tcp", 17: "udp"}
+
+
+@dataclass
+class FlowTable:
+    """Every live flow of one sweep as columns (lb.h byte order for addresses and ports)."""
+
+    now_ns: int
+    proxy_of: dict[int, str]
+    client_ip: np.ndarray
+    client_port: np.ndarray
+    vip: np.ndarray
+    vip_port: np.ndarray
+    backend_ip: np.ndarray
+    backend_port: np.ndarray
+    proto: np.ndarray
+    service_id: np.ndarray
+    state: np.ndarray
+    created_ns: np.ndarray
+    idle_s: np.ndarray
+    packets_in: np.ndarray
+    bytes_in: np.ndarray
+    packets_out: np.ndarray
+    bytes_out: np.ndarray
+    _texts: dict[str, tuple[list[str], np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.client_ip)
+
+    def _text_of(self, column: str) -> tuple[list[str], np.ndarray]:
+        """The distinct values of an address or port column as text, and each row's index into them.
+
+        Filters test these few strings instead of formatting every row: a million flows come from
+        far fewer addresses, and there are at most 65,536 ports.
+        """
+        cached = self._texts.get(column)
+        if cached is None:
+            values, inverse = np.unique(getattr(self, column), return_inverse=True)
+            fmt = be32_to_ip if column.endswith("ip") or column == "vip" else be16_to_port
+            cached = self._texts[column] = ([str(fmt(int(v))) for v in values], inverse)
+        return cached
+
+    def _where(self, column: str, test: Callable[[str], bool]) -> np.ndarray:
+        texts, inverse = self._text_of(column)
+        ok = np.fromiter((test(t) for t in texts), dtype=bool, count=len(texts))
+        return ok[inverse]
+
+    def _address_matches(self, ip_column: str, port_column: str, term: str) -> np.ndarray:
+        # "ip:port" has exactly one colon: a term with a colon must span it (the end of the
+        # address, then the start of the port); one without lies within the address or the port
+        if ":" in term:
+            head, _, tail = term.partition(":")
+            if ":" in tail:
+                return np.zeros(len(self), dtype=bool)
+            return self._where(ip_column, lambda t: t.endswith(head)) & self._where(
+                port_column, lambda t: t.startswith(tail)
+            )
+        return self._where(ip_column, lambda t: term in t) | self._where(port_column, lambda t: term in t)
+
+    def matches(self, term: str) -> np.ndarray:
+        """Rows whose client, VIP or backend address, proxy, state or protocol contains `term`."""
+        m = self._address_matches("client_ip", "client_port", term)
+        m |= self._address_matches("vip", "vip_port", term)
+        m |= self._address_matches("backend_ip", "backend_port", term)
+        for code, name in enumerate(STATE_NAMES):
+            if term in name:
+                m |= self.state == code
+        for proto, name in PROTO_NAMES.items():
+            if term in name:
+                m |= self.proto == proto
+        for sid, name in self.proxy_of.items():
+            if term in name.lower():
+                m |= self.service_id == sid
+        return m
+
+    def view(self, i: int) -> model.FlowView:
+        def addr(ip: np.ndarray, port: np.ndarray) -> str:
+            return f"{be32_to_ip(int(ip[i]))}:{be16_to_port(int(port[i]))}"
+
+        proto = int(self.proto[i])
+        return model.FlowView(
+            protocol=PROTO_NAMES.get(proto, str(proto)),
+            client=addr(self.client_ip, self.client_port),
+            vip=addr(self.vip, self.vip_port),
+            backend=addr(self.backend_ip, self.backend_port),
+            proxy=self.proxy_of.get(int(self.service_id[i]), "?"),
+            state=STATE_NAMES[int(self.state[i])],
+            age_s=(self.now_ns - int(self.created_ns[i])) / 1e9,
+            idle_s=float(self.idle_s[i]),
+            packets_in=int(self.packets_in[i]),
+            bytes_in=int(self.bytes_in[i]),
+            packets_out=int(self.packets_out[i]),
+            bytes_out=int(self.bytes_out[i]),
+        )
+
+
+def query(table: FlowTable, q: model.FlowQuery, top_n: int) -> tuple[list[model.FlowView], int]:
+    """The first `top_n` flows matching `q` in its order, and how many match in all."""
+    mask = np.ones(len(table), dtype=bool)
+    for term in q.terms():
+        mask &= table.matches(term)
+    rows = np.flatnonzero(mask)
+    matched = len(rows)
+    if matched == 0 or top_n <= 0:
+        return [], matched
+    k = min(top_n, matched)
+    total = (table.bytes_in[rows] + table.bytes_out[rows]).astype(np.int64)
+    if q.sort == "backend":  # by address (numerically), then the biggest flows first
+        by_address = (-total, table.backend_port[rows].byteswap(), table.backend_ip[rows].byteswap())
+        order = np.lexsort(by_address)[:k]
+    else:
+        if q.sort == "age":
+            key = -table.created_ns[rows].astype(np.int64)  # oldest first
+        elif q.sort == "idle":
+            key = table.idle_s[rows]
+        else:
+            key = total
+        part = np.argpartition(-key, k - 1)[:k]
+        order = part[np.argsort(-key[part], kind="stable")]
+    return [table.view(int(i)) for i in rows[order]], matched

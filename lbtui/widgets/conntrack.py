@@ -1,7 +1,12 @@
-"""Live flows: the bounded top-N view the engine hands over, filtered and sorted locally."""
+"""Live flows: the bounded view the engine chose among all flows for this pane's filter and sort.
+
+The engine answers the pane's FlowQuery over every flow in conntrack; the same filter and sort are
+applied locally too, so that typing narrows the rows at once, before the next answer arrives.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any
 
@@ -10,27 +15,37 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import Input, Static
 
-from lbtui.model import FlowView, Snapshot
+from lbtui.model import FLOW_SORTS, MAX_QUERY_TEXT, FlowQuery, FlowView, Snapshot
 from lbtui.widgets import fmt
 from lbtui.widgets.keyed_table import KeyedTable
 
-# Sort modes, cycled by `s`: name -> (key, reverse)
+
+def _address_key(address: str) -> tuple[int, int]:
+    ip, _, port = address.rpartition(":")
+    try:
+        return int(ipaddress.IPv4Address(ip)), int(port)
+    except ValueError:
+        return 0, 0
+
+
+# Sort modes, cycled by `s`, in the engine's order (model.FLOW_SORTS): name -> (key, reverse)
 SORTS: dict[str, tuple[Callable[[FlowView], Any], bool]] = {
     "bytes": (lambda f: f.bytes_in + f.bytes_out, True),
     "age": (lambda f: f.age_s, True),
     "idle": (lambda f: f.idle_s, True),
-    "backend": (lambda f: (f.backend, -(f.bytes_in + f.bytes_out)), False),
+    "backend": (lambda f: (_address_key(f.backend), -(f.bytes_in + f.bytes_out)), False),
 }
+assert tuple(SORTS) == FLOW_SORTS
 STATE_STYLE = {"established": "green", "syn_sent": "yellow", "closing": "magenta", "udp": "cyan"}
 
 
 def flow_matches(flow: FlowView, needle: str) -> bool:
-    if not needle:
-        return True
-    haystack = " ".join((flow.protocol, flow.client, flow.vip, flow.backend, flow.proxy, flow.state))
-    return needle.lower() in haystack.lower()
+    """Every whitespace-separated term of `needle` is part of one of the flow's fields (FlowQuery)."""
+    fields = [x.lower() for x in (flow.protocol, flow.client, flow.vip, flow.backend, flow.proxy, flow.state)]
+    return all(any(term in f for f in fields) for term in needle.lower().split())
 
 
 def select_flows(flows: tuple[FlowView, ...], needle: str, sort: str) -> list[FlowView]:
@@ -81,6 +96,9 @@ class ConntrackPane(Vertical):
 
     BINDINGS = [Binding("escape", "close_filter", "Clear filter", show=False)]
 
+    class QueryChanged(Message):
+        """The filter or sort changed: the engine should be asked again."""
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.needle = ""
@@ -92,6 +110,10 @@ class ConntrackPane(Vertical):
         yield FlowTable(id="ct-table")
         yield Input(placeholder="filter flows: address, backend, proxy, state…", id="ct-filter", compact=True)
 
+    @property
+    def flow_query(self) -> FlowQuery:
+        return FlowQuery(text=self.needle, sort=self.sort)
+
     def show(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
         self._refresh_rows()
@@ -100,6 +122,7 @@ class ConntrackPane(Vertical):
         modes = list(SORTS)
         self.sort = modes[(modes.index(self.sort) + 1) % len(modes)]
         self._refresh_rows()
+        self.post_message(self.QueryChanged())
         return self.sort
 
     def open_filter(self) -> None:
@@ -117,8 +140,11 @@ class ConntrackPane(Vertical):
 
     @on(Input.Changed, "#ct-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        self.needle = event.value.strip()
-        self._refresh_rows()
+        needle = event.value.strip()[:MAX_QUERY_TEXT]
+        if needle != self.needle:
+            self.needle = needle
+            self._refresh_rows()
+            self.post_message(self.QueryChanged())
 
     @on(Input.Submitted, "#ct-filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
@@ -136,15 +162,18 @@ class ConntrackPane(Vertical):
 
     def status_text(self, shown: int, snapshot: Snapshot) -> Text:
         total = snapshot.conntrack.flows
+        query = snapshot.flow_query
+        matched = snapshot.flows_matched
         text = Text.assemble(
-            ("showing ", "dim"),
-            (f"{shown:,}", "bold"),
-            (" of ", "dim"),
-            (f"{total:,}", "bold"),
-            (" flows", "dim"),
+            ("showing ", "dim"), (f"{shown:,}", "bold"), (" of ", "dim"), (f"{matched:,}", "bold")
         )
-        if len(snapshot.flows) < total:
-            text.append(f" (top {len(snapshot.flows):,} by bytes)", style="dim")
+        if query.text:
+            text.append(" matching flows", style="dim")
+            text.append(f" ({total:,} in conntrack)", style="dim")
+        else:
+            text.append(" flows", style="dim")
+        if len(snapshot.flows) < matched:
+            text.append(f" (top {len(snapshot.flows):,} by {query.sort})", style="dim")
         text.append("  sort ", style="dim")
         text.append(self.sort, style="bold cyan")
         if self.needle:
