@@ -151,6 +151,18 @@ def test_attach_drives_a_headless_instance(tmp_path):
         assert wait_until(
             lambda: all(size(rows(tmux.screen())[a]["bytes_in"]) > before[a] for a in before), timeout=10
         ), tmux.screen()  # live counters
+        # the conntrack filter is answered by the engine over all its flows (20 held open meanwhile)
+        held = lab.hold(20, seconds=30.0)
+        held.opened()
+        for keys in (["2"], ["/"], ["-l", f"{lab.client_ips[0]}: established"], ["Enter"]):
+            tmux.keys(*keys)
+            time.sleep(0.3)  # typed, not pasted
+        matching = re.compile(r"showing (\d+) of (\d+) matching flows \((\d+) in conntrack\)")
+        assert wait_until(
+            lambda: (m := matching.search(tmux.screen())) is not None and int(m.group(2)) == 20, timeout=15
+        ), tmux.screen()
+        held.stop()
+        tmux.keys("1")
         target = sorted(before)[0]
         name = f"b{int(target.split(':')[0].rsplit('.', 1)[1]) - 10}"
         tmux.keys("d")
