@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -26,6 +27,7 @@ from lbtui import model, wire
 from lbtui.control_socket import DEFAULT_SOCKET, RemoteError, SocketEngineHandle
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+FLOWS_WAIT_S = 30.0  # a sweep runs every settings.sweep_interval_s (default 2 s)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -234,6 +236,12 @@ def _status(handle: SocketEngineHandle, as_json: bool, out: TextIO) -> int:
 
 def _flows(handle: SocketEngineHandle, query: model.FlowQuery, limit: int, as_json: bool, out: TextIO) -> int:
     snap = handle.snapshot(query)
+    deadline = time.monotonic() + FLOWS_WAIT_S
+    while snap.flow_query != query and time.monotonic() < deadline:
+        time.sleep(0.2)  # the engine answers queries from its next conntrack sweep on
+        snap = handle.snapshot(query)
+    if snap.flow_query != query:
+        raise RemoteError(f"the instance did not answer the flow query within {FLOWS_WAIT_S:g} s")
     flows = snap.flows[: max(0, limit)]
     if as_json:
         data = {"matched": snap.flows_matched, "flows": [wire.encode_value(f) for f in flows]}

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 MAX_EVENTS = 10_000
 MAX_PENDING_EVENTS = 65_536  # flow events waiting for the loop; beyond, they are dropped and counted
 TOP_FLOWS = 200
+FLOW_QUERY_KEEP_S = 30.0  # after a front end's last flow query, sweeps keep every flow this long
 MAX_WEIGHT = 2**31 - 1
 DEFAULT_GROUP = "default"
 # Weights are scaled before composition so that fractional factors (slow start, half-open trickle,
@@ -211,6 +212,8 @@ class Engine:
         self._flow_table: conntrack.FlowTable | None = None
         self._query_cache: dict[model.FlowQuery, tuple[tuple[model.FlowView, ...], int]] = {}
         self._query_lock = threading.Lock()
+        # the sweep keeps every flow only while front ends ask for queries (it costs a copy)
+        self._flows_wanted_until = 0.0
         self._swept_total = 0
         self._rates: dict[tuple[int, str], tuple[float, int, float | None]] = {}
         self._running = False
@@ -1153,7 +1156,8 @@ class Engine:
         def work() -> tuple[conntrack.SweepResult, int]:
             now_ns = time.monotonic_ns()
             keys, vals = maps.conntrack_arrays()
-            res = conntrack.sweep(keys, vals, now_ns, timeouts, TOP_FLOWS, proxy_of, track_syns)
+            keep = time.monotonic() < self._flows_wanted_until
+            res = conntrack.sweep(keys, vals, now_ns, timeouts, TOP_FLOWS, proxy_of, track_syns, keep)
             if res.expired_keys is not None and res.expired_created is not None and len(res.expired_keys):
                 maps.reap_conntrack(res.expired_keys, res.expired_created)
             maps.sweep_rate_buckets(idle_ns=RATE_BUCKET_IDLE_NS, now_ns=now_ns)
@@ -1238,7 +1242,9 @@ class Engine:
     def snapshot(self, flows: model.FlowQuery | None = None) -> model.Snapshot:
         """The latest snapshot; its flow view answers `flows` (default: the biggest flows by bytes).
 
-        Raises ValueError for a query the engine refuses (FlowQuery.problem). Safe from any thread.
+        Sweeps keep every flow for queries only while front ends ask: after a pause, the first
+        query gets the default view (its flow_query says so) and the answer comes from the next
+        sweep on. Raises ValueError for a query the engine refuses. Safe from any thread.
         """
         snap = self._snapshot
         if snap is None:
@@ -1256,17 +1262,21 @@ class Engine:
         problem = flows.problem()
         if problem:
             raise ValueError(problem)
-        view, matched = self._query_flows(flows)
+        answer = self._query_flows(flows)
+        if answer is None:  # answered from the next sweep on: for now the default view, marked so
+            return snap
+        view, matched = answer
         return replace(snap, flows=view, flow_query=flows, flows_matched=matched)
 
-    def _query_flows(self, q: model.FlowQuery) -> tuple[tuple[model.FlowView, ...], int]:
+    def _query_flows(self, q: model.FlowQuery) -> tuple[tuple[model.FlowView, ...], int] | None:
+        self._flows_wanted_until = time.monotonic() + FLOW_QUERY_KEEP_S
         with self._query_lock:
             table, cache = self._flow_table, self._query_cache
             cached = cache.get(q)
         if cached is not None:
             return cached
         if table is None:
-            return (), 0
+            return None
         view, matched = conntrack.query(table, q, TOP_FLOWS)
         answer = (tuple(view), matched)
         with self._query_lock:

@@ -98,10 +98,15 @@ def test_flows_are_searched_among_all_of_them(lb):
     b2 = f"{lab.backend_ip(2)}:8080"
     h = SocketEngineHandle(SOCK)
     try:
-        # the next sweep (every 2 s) puts the new flows in the engine's table
+        # queries are answered from the next sweep (every 2 s) on, which also sees the new flows
         on_b2 = FlowQuery(text=f"{b2} established")
         want = opened["backends"]["b2"]
-        assert wait_until(lambda: h.snapshot(on_b2).flows_matched >= want, timeout=10)
+
+        def answered() -> bool:
+            snap = h.snapshot(on_b2)
+            return snap.flow_query == on_b2 and snap.flows_matched >= want
+
+        assert wait_until(answered, timeout=10)
         snap = h.snapshot(on_b2)
         assert snap.flows_matched == want and len(snap.flows) == min(200, want)
         assert all(f.backend == b2 and f.state == "established" for f in snap.flows)

@@ -61,7 +61,8 @@ def conntrack_arrays(n: int = N) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def table() -> conntrack.FlowTable:
     keys, vals = conntrack_arrays()
-    res = conntrack.sweep(keys, vals, NOW, TIMEOUTS, 200, PROXIES)
+    res = conntrack.sweep(keys, vals, NOW, TIMEOUTS, 200, PROXIES, keep_flows=True)
+    assert conntrack.sweep(keys, vals, NOW, TIMEOUTS, 200, PROXIES).flows is None  # nobody asked
     assert res.flows is not None and len(res.flows) == N
     return res.flows
 
@@ -121,7 +122,8 @@ def test_query_matches_the_per_flow_rule_on_every_flow(
 def test_a_small_flow_outside_the_default_view_is_found_by_a_filter(table: conntrack.FlowTable) -> None:
     top, matched = conntrack.query(table, model.FlowQuery(), 200)
     assert matched == N and len(top) == 200
-    smallest = min(range(len(table)), key=lambda i: int(table.bytes_in[i] + table.bytes_out[i]))
+    total = table.column("bytes_in") + table.column("bytes_out")
+    smallest = int(np.argmin(total))
     flow = table.view(smallest)
     assert flow not in top
     view, matched = conntrack.query(table, model.FlowQuery(text=f"{flow.client} {flow.vip}"), 200)

@@ -45,7 +45,7 @@ class SweepResult:
     expired_flows: list[tuple[FlowEntry, FlowEntry | None]] = field(default_factory=list)  # not closed before
     active: dict[int, int] = field(default_factory=dict)  # backend id -> live (not closing) flows
     unanswered: list[tuple[FlowId, int, float]] = field(default_factory=list)  # (flow, backend id, age s)
-    flows: FlowTable | None = None  # every live flow, for queries until the next sweep
+    flows: FlowTable | None = None  # every live flow, for queries until the next sweep (keep_flows)
     top: list[model.FlowView] = field(default_factory=list)  # the default query's view
     matched: int = 0
     tcp: int = 0
@@ -66,7 +66,9 @@ def sweep(
     top_n: int,
     proxy_of: Mapping[int, str],
     track_unanswered: bool = True,
+    keep_flows: bool = False,
 ) -> SweepResult:
+    """keep_flows: also return every live flow (res.flows) for queries until the next sweep."""
     res = SweepResult(entries=len(vals))
     n = len(vals)
     if n == 0:
@@ -135,33 +137,24 @@ def sweep(
                 )
             )
 
-    fi = first[live]
-    ri = rev[live]
-    has_rev = ri >= 0
-    ri0 = np.maximum(ri, 0)
     state = np.where(
         udp, STATE_UDP, np.where(closing, STATE_CLOSING, np.where(syn_sent, STATE_SYN, STATE_EST))
     )
-    res.flows = FlowTable(
+    flows = FlowTable(
         now_ns=now_ns,
         proxy_of=dict(proxy_of),
-        client_ip=vals["client_ip"][fi],
-        client_port=vals["client_port"][fi],
-        vip=vals["vip"][fi],
-        vip_port=vals["vip_port"][fi],
-        backend_ip=vals["backend_ip"][fi],
-        backend_port=vals["backend_port"][fi],
-        proto=vals["proto"][fi],
-        service_id=vals["service_id"][fi],
+        entries=vals,
+        fwd=first[live],
+        rev=rev[live],
         state=state[live].astype(np.uint8),
-        created_ns=vals["created_ns"][fi],
         idle_s=idle_s[live],
-        packets_in=vals["packets"][fi],
-        bytes_in=vals["bytes"][fi],
-        packets_out=np.where(has_rev, vals["packets"][ri0], 0).astype(np.uint64),
-        bytes_out=np.where(has_rev, vals["bytes"][ri0], 0).astype(np.uint64),
     )
-    res.top, res.matched = query(res.flows, model.FlowQuery(), top_n)
+    res.top, res.matched = query(flows, model.FlowQuery(), top_n)
+    if keep_flows:
+        # the reader reuses its buffers: keep a copy (one sequential copy; columns are gathered
+        # from it only when a query needs them). Without a front end asking, this is skipped.
+        flows.entries = vals.copy()
+        res.flows = flows
     return res
 
 
@@ -174,29 +167,35 @@ PROTO_NAMES = {6: "tcp", 17: "udp"}
 
 @dataclass
 class FlowTable:
-    """Every live flow of one sweep as columns (lb.h byte order for addresses and ports)."""
+    """Every live flow of one sweep: indexes into a copy of the conntrack entries it read.
+
+    Columns (lb.h field names; `_in` from the forward entry, `_out` from the reverse one) are
+    gathered on first use and kept, so the sweep pays only for the copy.
+    """
 
     now_ns: int
     proxy_of: dict[int, str]
-    client_ip: np.ndarray
-    client_port: np.ndarray
-    vip: np.ndarray
-    vip_port: np.ndarray
-    backend_ip: np.ndarray
-    backend_port: np.ndarray
-    proto: np.ndarray
-    service_id: np.ndarray
-    state: np.ndarray
-    created_ns: np.ndarray
+    entries: np.ndarray  # CtEntry records
+    fwd: np.ndarray  # per flow: index of its forward entry
+    rev: np.ndarray  # per flow: index of its reverse entry, or -1
+    state: np.ndarray  # STATE_*
     idle_s: np.ndarray
-    packets_in: np.ndarray
-    bytes_in: np.ndarray
-    packets_out: np.ndarray
-    bytes_out: np.ndarray
+    _columns: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _texts: dict[str, tuple[list[str], np.ndarray]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
-        return len(self.client_ip)
+        return len(self.fwd)
+
+    def column(self, name: str) -> np.ndarray:
+        col = self._columns.get(name)
+        if col is None:
+            if name in ("packets_out", "bytes_out"):
+                values = self.entries[name.removesuffix("_out")][np.maximum(self.rev, 0)]
+                col = np.where(self.rev >= 0, values, 0).astype(np.uint64)
+            else:
+                col = self.entries[name.removesuffix("_in")][self.fwd]
+            self._columns[name] = col
+        return col
 
     def _text_of(self, column: str) -> tuple[list[str], np.ndarray]:
         """The distinct values of an address or port column as text, and each row's index into them.
@@ -206,7 +205,7 @@ class FlowTable:
         """
         cached = self._texts.get(column)
         if cached is None:
-            values, inverse = np.unique(getattr(self, column), return_inverse=True)
+            values, inverse = np.unique(self.column(column), return_inverse=True)
             fmt = be32_to_ip if column.endswith("ip") or column == "vip" else be16_to_port
             cached = self._texts[column] = ([str(fmt(int(v))) for v in values], inverse)
         return cached
@@ -238,30 +237,33 @@ class FlowTable:
                 m |= self.state == code
         for proto, name in PROTO_NAMES.items():
             if term in name:
-                m |= self.proto == proto
+                m |= self.column("proto") == proto
         for sid, name in self.proxy_of.items():
             if term in name.lower():
-                m |= self.service_id == sid
+                m |= self.column("service_id") == sid
         return m
 
     def view(self, i: int) -> model.FlowView:
-        def addr(ip: np.ndarray, port: np.ndarray) -> str:
-            return f"{be32_to_ip(int(ip[i]))}:{be16_to_port(int(port[i]))}"
+        f = self.entries[self.fwd[i]]
+        r = self.entries[self.rev[i]] if self.rev[i] >= 0 else None
 
-        proto = int(self.proto[i])
+        def addr(ip: str, port: str) -> str:
+            return f"{be32_to_ip(int(f[ip]))}:{be16_to_port(int(f[port]))}"
+
+        proto = int(f["proto"])
         return model.FlowView(
             protocol=PROTO_NAMES.get(proto, str(proto)),
-            client=addr(self.client_ip, self.client_port),
-            vip=addr(self.vip, self.vip_port),
-            backend=addr(self.backend_ip, self.backend_port),
-            proxy=self.proxy_of.get(int(self.service_id[i]), "?"),
+            client=addr("client_ip", "client_port"),
+            vip=addr("vip", "vip_port"),
+            backend=addr("backend_ip", "backend_port"),
+            proxy=self.proxy_of.get(int(f["service_id"]), "?"),
             state=STATE_NAMES[int(self.state[i])],
-            age_s=(self.now_ns - int(self.created_ns[i])) / 1e9,
+            age_s=(self.now_ns - int(f["created_ns"])) / 1e9,
             idle_s=float(self.idle_s[i]),
-            packets_in=int(self.packets_in[i]),
-            bytes_in=int(self.bytes_in[i]),
-            packets_out=int(self.packets_out[i]),
-            bytes_out=int(self.bytes_out[i]),
+            packets_in=int(f["packets"]),
+            bytes_in=int(f["bytes"]),
+            packets_out=int(r["packets"]) if r is not None else 0,
+            bytes_out=int(r["bytes"]) if r is not None else 0,
         )
 
 
@@ -275,13 +277,13 @@ def query(table: FlowTable, q: model.FlowQuery, top_n: int) -> tuple[list[model.
     if matched == 0 or top_n <= 0:
         return [], matched
     k = min(top_n, matched)
-    total = (table.bytes_in[rows] + table.bytes_out[rows]).astype(np.int64)
+    total = (table.column("bytes_in")[rows] + table.column("bytes_out")[rows]).astype(np.int64)
     if q.sort == "backend":  # by address (numerically), then the biggest flows first
-        by_address = (-total, table.backend_port[rows].byteswap(), table.backend_ip[rows].byteswap())
-        order = np.lexsort(by_address)[:k]
+        port, ip = table.column("backend_port")[rows], table.column("backend_ip")[rows]
+        order = np.lexsort((-total, port.byteswap(), ip.byteswap()))[:k]
     else:
         if q.sort == "age":
-            key = -table.created_ns[rows].astype(np.int64)  # oldest first
+            key = -table.column("created_ns")[rows].astype(np.int64)  # oldest first
         elif q.sort == "idle":
             key = table.idle_s[rows]
         else:

@@ -174,6 +174,8 @@ class ConntrackPane(Vertical):
             text.append(" flows", style="dim")
         if len(snapshot.flows) < matched:
             text.append(f" (top {len(snapshot.flows):,} by {query.sort})", style="dim")
+        if query != self.flow_query:  # the engine answers from its next sweep on
+            text.append("  searching all flows…", style="bold yellow")
         text.append("  sort ", style="dim")
         text.append(self.sort, style="bold cyan")
         if self.needle:
