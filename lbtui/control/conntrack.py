@@ -4,8 +4,9 @@ The engine reads the whole conntrack map in one batch into numpy record arrays a
 nothing in this module touches a map. The work is vectorised so that a million entries take a
 fraction of a second: entries are grouped by flow (the forward entry and its reverse entry carry the
 same client and VIP fields), a flow's idle time runs from the later of its entries' last packets,
-and expiry follows DESIGN.md section 3's timeouts. The live flows are kept as columns until the next
-sweep, so a console can filter and sort all of them and still receive only a bounded view.
+and expiry follows DESIGN.md section 3's timeouts. While front ends ask for flow queries, the live
+flows are kept until the next sweep, so a console can filter and sort all of them and still receive
+only a bounded view.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from lbtui.dataplane.structs import (
     CT_F_SYNACK,
     DIR_FORWARD,
     IPPROTO_UDP,
+    PROTO_NAMES,
     be16_to_port,
     be32_to_ip,
 )
@@ -162,7 +164,6 @@ def sweep(
 
 STATE_SYN, STATE_EST, STATE_CLOSING, STATE_UDP = range(4)
 STATE_NAMES = ("syn_sent", "established", "closing", "udp")
-PROTO_NAMES = {6: "tcp", 17: "udp"}
 
 
 @dataclass
@@ -170,7 +171,7 @@ class FlowTable:
     """Every live flow of one sweep: indexes into a copy of the conntrack entries it read.
 
     Columns (lb.h field names; `_in` from the forward entry, `_out` from the reverse one) are
-    gathered on first use and kept, so the sweep pays only for the copy.
+    gathered on first use and kept: a sweep gathers only what its default view needs.
     """
 
     now_ns: int
