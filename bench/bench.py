@@ -40,11 +40,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-try:
-    from lbtui.lab import Lab, LabSpec
-except ImportError:  # run from a checkout without the package installed
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from lbtui.lab import Lab, LabSpec
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's root
+from lbtui.lab import LabSpec  # noqa: E402
+from tests.support.lab import ClientLab  # noqa: E402
 
 MODES = ("direct", "nft", "haproxy", "lbtui")
 LOADS = ("keepalive", "close")
@@ -89,7 +87,7 @@ http {{
 """
 
 
-def start_nginx_backends(lab: Lab) -> None:
+def start_nginx_backends(lab: ClientLab) -> None:
     for i in lab.backend_ids:
         d = os.path.join(lab.workdir, f"nginx-b{i}")
         os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
@@ -105,12 +103,12 @@ def start_nginx_backends(lab: Lab) -> None:
             raise RuntimeError(f"nginx backend b{i} did not come up")
 
 
-def curl_body(lab: Lab, ns: str, url: str) -> str | None:
+def curl_body(lab: ClientLab, ns: str, url: str) -> str | None:
     r = lab.run(ns, "curl", "-s", "-m", "1", url, check=False, timeout=5)
     return r.stdout.strip() if r.returncode == 0 else None
 
 
-def wait_for_body(lab: Lab, ns: str, url: str, pattern: str, timeout: float, proc: Any = None) -> bool:
+def wait_for_body(lab: ClientLab, ns: str, url: str, pattern: str, timeout: float, proc: Any = None) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -125,7 +123,7 @@ def wait_for_body(lab: Lab, ns: str, url: str, pattern: str, timeout: float, pro
 class LoadBalancer:
     """One mode's load balancer inside the lab's LB namespace."""
 
-    def __init__(self, mode: str, lab: Lab, args: argparse.Namespace) -> None:
+    def __init__(self, mode: str, lab: ClientLab, args: argparse.Namespace) -> None:
         self.mode, self.lab, self.args = mode, lab, args
         self.proc: subprocess.Popen[Any] | None = None
         self.logfile = os.path.join(lab.workdir, f"lb-{mode}.log")
@@ -194,13 +192,13 @@ class LoadBalancer:
     def stop(self) -> None:
         if self.proc is not None:
             # SIGTERM first and give the LB time to detach its programs itself
-            Lab.stop_process(self.proc, timeout=15.0)
+            ClientLab.stop_process(self.proc, timeout=15.0)
             self.proc = None
         if self.mode == "nft":
             self.lab.run(self.lab.ns_lb, "nft", "delete", "table", "ip", NFT_TABLE, check=False)
 
 
-def leftovers(lab: Lab) -> list[str]:
+def leftovers(lab: ClientLab) -> list[str]:
     """XDP programs, clsact/ingress qdiscs or nftables rules still present in the LB namespace."""
     found = []
     ns = lab.ns_lb
@@ -246,7 +244,7 @@ def parse_wrk(out: str) -> dict[str, Any]:
     return res
 
 
-def run_wrk(lab: Lab, load: str, url: str, duration: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_wrk(lab: ClientLab, load: str, url: str, duration: int, args: argparse.Namespace) -> dict[str, Any]:
     bound = duration + 20
     cmd = [
         "timeout",
@@ -269,7 +267,7 @@ def run_wrk(lab: Lab, load: str, url: str, duration: int, args: argparse.Namespa
 
 
 def run_cell(mode: str, rep: int, args: argparse.Namespace, record: ModeRecord) -> None:
-    lab = Lab(LabSpec(prefix=args.prefix, backends=args.backends, second_client=False))
+    lab = ClientLab(LabSpec(prefix=args.prefix, backends=args.backends, second_client=False))
     lb: LoadBalancer | None = None
     try:
         lab.up()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Config fuzzing: hypothesis-generated TOML documents through lbtui.config (checker: lbtui/fuzzing.py).
+"""Config fuzzing: hypothesis-generated TOML documents through lbtui.config (checker: tests/fuzz/configs.py).
 
 Four sources share the examples: schema-based documents with wrong types, out-of-range values,
 unknown and missing keys ("document"); text mutations of configs/full.toml ("mutated"); value and key
@@ -26,14 +26,11 @@ import tempfile
 import time
 from typing import Any
 
-try:
-    from lbtui import fuzzing
-except ImportError:  # run from a checkout without the package installed
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from lbtui import fuzzing
-
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's root
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
+
+from tests.fuzz import configs as fuzzing  # noqa: E402
 
 SOURCES = ("document", "mutated", "restructured", "raw")
 

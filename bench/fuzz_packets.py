@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Packet fuzzing of lbtui's BPF programs through BPF_PROG_TEST_RUN (generator + oracle: lbtui/fuzzing.py).
+"""Packet fuzzing of lbtui's BPF programs through BPF_PROG_TEST_RUN (oracle: tests/fuzz/packets.py).
 
 Every frame runs through the XDP ingress or the TC egress program of a private copy of the programs
 (no attach, no traffic); the oracle predicts the verdict and every output byte, verifies checksums
@@ -22,11 +22,8 @@ import os
 import sys
 import time
 
-try:
-    from lbtui import fuzzing
-except ImportError:  # run from a checkout without the package installed
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from lbtui import fuzzing
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's root
+from tests.fuzz import packets as fuzzing  # noqa: E402
 
 
 def _worker(args: tuple[int, int, int]) -> fuzzing.FuzzStats:

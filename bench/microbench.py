@@ -2,7 +2,7 @@
 """Kernel-timed ns/packet of lbtui's BPF programs per packet class (BPF_PROG_TEST_RUN).
 
 No traffic, no namespace, no attach: the programs of ``lbtui.dataplane.loader.Loaded`` run on
-synthetic frames through ``lbtui.dataplane.testrun.run_program``. Every call runs ONE packet
+synthetic frames through ``lbtui.dataplane.progrun.run_program``. Every call runs ONE packet
 (repeat=1): the programs rewrite the packet in place and the kernel does not reset it between
 repetitions (PITFALLS #11), so repeat > 1 would measure the "not for a VIP" path after the first run.
 The duration of each call is the kernel's (ktime around the program run); this script collects one
@@ -53,7 +53,7 @@ except ImportError:  # run from a checkout without the package installed
     from lbtui.control.selection import weighted_table
 from lbtui.dataplane.loader import DataplaneSpec, Loaded
 from lbtui.dataplane.maps import Maps
-from lbtui.dataplane.testrun import TC_ACT_OK, XDP_PASS, run_program
+from lbtui.dataplane.progrun import TC_ACT_OK, XDP_PASS, run_program
 
 VIP = "10.0.0.1"
 PORT_QUIET = 80  # service 0: events off

@@ -51,11 +51,8 @@ def _wait_ready(lab: Lab, proc: subprocess.Popen[bytes], timeout_s: float = 30.0
     """Start the background traffic only once the VIP answers (no failures from a cold start)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if not lab.http_requests(1, timeout=1.0).get("errors"):
-                return
-        except Exception:
-            pass
+        if lab.vip_answers(timeout=1.0):
+            return
         time.sleep(0.3)
 
 

@@ -16,11 +16,9 @@ client's source address.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -74,10 +72,10 @@ class ServerParams:
 
 
 def _ip(*args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return _run_cmd(["ip", *args], check=check, timeout=timeout)
+    return run_cmd(["ip", *args], check=check, timeout=timeout)
 
 
-def _run_cmd(
+def run_cmd(
     cmd: list[str], check: bool = True, timeout: float = 30, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -313,7 +311,7 @@ class Lab:
         self, ns: str, *cmd: str, check: bool = True, timeout: float = 30
     ) -> subprocess.CompletedProcess[str]:
         """Run a command inside namespace ``ns`` and capture its output."""
-        return _run_cmd(["ip", "netns", "exec", ns, *cmd], check=check, timeout=timeout)
+        return run_cmd(["ip", "netns", "exec", ns, *cmd], check=check, timeout=timeout)
 
     def popen(self, ns: str, *cmd: str, **kw: Any) -> subprocess.Popen[Any]:
         """Start a command inside ``ns``; it gets its own process group and is killed on down()."""
@@ -433,62 +431,17 @@ class Lab:
         if not self._is_up:
             raise LabError(f"lab {self.prefix} is not up")
 
-    # ------------------------------------------------------------ clients
-
-    def _client(self, client: int, *args: str, timeout: float) -> dict[str, Any]:
-        cmd = self.python_cmd("-m", "lbtui.labservers", "client", *args)
-        r = _run_cmd(
-            ["ip", "netns", "exec", self.client_ns(client), *cmd], timeout=timeout, env=self._child_env()
+    def vip_answers(self, client: int = 1, timeout: float = 1.0) -> bool:
+        """One HTTP GET to the VIP from a client namespace: is the load balancer serving yet?"""
+        cmd = self.python_cmd("-m", "lbtui.labservers", "client", "probe", "--url", f"http://{self.vip}/")
+        cmd += ["--timeout", str(timeout)]
+        r = run_cmd(
+            ["ip", "netns", "exec", self.client_ns(client), *cmd],
+            check=False,
+            timeout=timeout + 30,
+            env=self._child_env(),
         )
-        result: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
-        return result
-
-    def http_requests(
-        self, count: int, new_conn: bool = True, client: int = 1, url: str | None = None, timeout: float = 2.0
-    ) -> dict[str, int]:
-        """GET ``url`` (default the VIP) ``count`` times from a client namespace.
-
-        Returns requests answered per backend name plus ``"errors"``. ``new_conn`` opens a new TCP
-        connection per request; otherwise one keep-alive connection carries them all."""
-        args = ["http", "--url", url or f"http://{self.vip}/", "--count", str(count)]
-        args += ["--new-conn" if new_conn else "--keepalive", "--timeout", str(timeout)]
-        return self._client(client, *args, timeout=30 + count * timeout)
-
-    def udp_requests(
-        self, count: int, client: int = 1, host: str | None = None, port: int = 5353, timeout: float = 1.0
-    ) -> dict[str, int]:
-        """``count`` UDP queries (a new socket, so a new flow, each); answers per backend + "errors"."""
-        args = ["udp", "--host", host or self.vip, "--port", str(port), "--count", str(count)]
-        args += ["--timeout", str(timeout)]
-        return self._client(client, *args, timeout=30 + count * timeout)
-
-    def hold(
-        self, count: int, seconds: float, client: int = 1, host: str | None = None, port: int = HTTP_VIP_PORT
-    ) -> HeldConnections:
-        """Open ``count`` keep-alive connections and keep them ``seconds`` (drain tests)."""
-        args = ["hold", "--host", host or self.vip, "--port", str(port)]
-        args += ["--count", str(count), "--seconds", str(seconds)]
-        proc = self.popen(
-            self.client_ns(client),
-            *self.python_cmd("-m", "lbtui.labservers", "client", *args),
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        return HeldConnections(self, proc, seconds)
-
-    def nstat_csum_errors(self) -> dict[str, dict[str, int]]:
-        """Absolute TcpInCsumErrors / UdpInCsumErrors per namespace of the lab."""
-        out: dict[str, dict[str, int]] = {}
-        keys = ("TcpInCsumErrors", "UdpInCsumErrors")
-        for ns in self.namespaces:
-            r = self.run(ns, "nstat", "-asz", *keys, check=False)
-            counts = dict.fromkeys(keys, 0)
-            for line in r.stdout.splitlines():
-                parts = line.split()
-                if len(parts) >= 2 and parts[0] in counts and parts[1].isdigit():
-                    counts[parts[0]] = int(parts[1])
-            out[ns] = counts
-        return out
+        return r.returncode == 0
 
     # ------------------------------------------------------------ configuration
 
@@ -539,39 +492,6 @@ class Lab:
                     "",
                 ]
         return "\n".join(lines)
-
-
-class HeldConnections:
-    """A ``client hold`` process: N keep-alive connections held open for a while."""
-
-    def __init__(self, lab: Lab, proc: subprocess.Popen[str], seconds: float) -> None:
-        self.lab = lab
-        self.proc = proc
-        self.seconds = seconds
-
-    def _read_event(self, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            if ready:
-                line = self.proc.stdout.readline()
-                if not line:
-                    break
-                event: dict[str, Any] = json.loads(line)
-                return event
-        raise LabError(f"held connections: no answer within {timeout}s (exit {self.proc.poll()})")
-
-    def opened(self, timeout: float = 60.0) -> dict[str, Any]:
-        """{"event": "opened", "backends": {name: n}, "errors": e} once every connection is open."""
-        return self._read_event(timeout)
-
-    def done(self, timeout: float | None = None) -> dict[str, Any]:
-        """{"event": "done", "backends": {...}, "errors": e}: who still answered on the same connection."""
-        return self._read_event(timeout if timeout is not None else self.seconds + 60.0)
-
-    def stop(self) -> None:
-        Lab.stop_process(self.proc)
 
 
 @dataclass(frozen=True)

@@ -11,18 +11,13 @@ Run inside a backend namespace:
 - ``--record FILE``: one line "client_ip:client_port" per accepted TCP connection, flushed per line.
 - ``--ready-file FILE``: created once every socket is bound (the lab waits for it).
 
-Run inside a client namespace (each prints one JSON line on stdout):
+Run inside a client namespace (the demo's background traffic):
 
-    python -m lbtui.labservers client http --url URL --count N (--new-conn | --keepalive)
-    python -m lbtui.labservers client udp --host H --port P --count N
-    python -m lbtui.labservers client hold --host H --port P --count N --seconds S
     python -m lbtui.labservers client traffic --url URL --udp-host H --udp-port P --rate R
+    python -m lbtui.labservers client probe --url URL        (exit 0 if one GET is answered)
 
-``http``/``udp`` print ``{"b1": k, ..., "errors": e}``. ``hold`` opens N keep-alive connections,
-asks each once, prints ``{"event": "opened", "backends": {...}, "errors": e}``, holds them S seconds,
-asks each again and prints ``{"event": "done", "backends": {...}, "errors": e}`` (backends that still
-answered on the same connection). ``traffic`` runs until killed and prints one line per request:
-``http b1``, ``udp b2``, ``http !`` (failure).
+``traffic`` runs until killed and prints one line per request: ``http b1``, ``udp b2``, ``http !``
+(failure). The test clients built on the same functions are in tests/support/labclients.py.
 """
 
 from __future__ import annotations
@@ -186,7 +181,7 @@ def _backend_of_body(body: bytes) -> str:
     return body.decode(errors="replace").strip().split(" ")[0] or "?"
 
 
-def _http_get(conn: http.client.HTTPConnection, path: str, close: bool) -> str:
+def http_get(conn: http.client.HTTPConnection, path: str, close: bool) -> str:
     headers = {"Connection": "close"} if close else {}
     conn.request("GET", path, headers=headers)
     resp = conn.getresponse()
@@ -213,7 +208,7 @@ def http_counts(url: str, count: int, new_conn: bool, timeout: float) -> dict[st
         if conn is None:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
         try:
-            counts[_http_get(conn, path, close=new_conn)] += 1
+            counts[http_get(conn, path, close=new_conn)] += 1
         except (OSError, http.client.HTTPException):
             errors += 1
             conn.close()
@@ -247,31 +242,6 @@ def udp_counts(host: str, port: int, count: int, timeout: float) -> dict[str, in
                 continue
             counts[name] += 1
     return {**dict(counts), ERRORS_KEY: errors}
-
-
-def hold_connections(host: str, port: int, count: int, seconds: float, timeout: float) -> None:
-    conns: list[http.client.HTTPConnection] = []
-    first: Counter[str] = Counter()
-    errors = 0
-    for _ in range(count):
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        try:
-            first[_http_get(conn, "/", close=False)] += 1
-            conns.append(conn)
-        except (OSError, http.client.HTTPException):
-            errors += 1
-            conn.close()
-    _emit({"event": "opened", "backends": dict(first), ERRORS_KEY: errors})
-    time.sleep(seconds)
-    second: Counter[str] = Counter()
-    errors = 0
-    for held in conns:
-        try:
-            second[_http_get(held, "/", close=True)] += 1
-        except (OSError, http.client.HTTPException):
-            errors += 1
-        held.close()
-    _emit({"event": "done", "backends": dict(second), ERRORS_KEY: errors})
 
 
 def traffic(url: str, udp_host: str | None, udp_port: int, rate: float, timeout: float) -> None:
@@ -319,24 +289,9 @@ def _server_parser() -> argparse.ArgumentParser:
 def _client_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lbtui.labservers client", description="lab clients")
     sub = p.add_subparsers(dest="kind", required=True)
-    h = sub.add_parser("http")
-    h.add_argument("--url", default="http://10.0.0.1/")
-    h.add_argument("--count", type=int, default=10)
-    mode = h.add_mutually_exclusive_group()
-    mode.add_argument("--new-conn", dest="new_conn", action="store_true", default=True)
-    mode.add_argument("--keepalive", dest="new_conn", action="store_false")
-    h.add_argument("--timeout", type=float, default=2.0)
-    u = sub.add_parser("udp")
-    u.add_argument("--host", default="10.0.0.1")
-    u.add_argument("--port", type=int, default=5353)
-    u.add_argument("--count", type=int, default=10)
-    u.add_argument("--timeout", type=float, default=1.0)
-    o = sub.add_parser("hold")
-    o.add_argument("--host", default="10.0.0.1")
-    o.add_argument("--port", type=int, default=80)
-    o.add_argument("--count", type=int, default=10)
-    o.add_argument("--seconds", type=float, default=10.0)
-    o.add_argument("--timeout", type=float, default=5.0)
+    pr = sub.add_parser("probe", help="exit 0 if one GET is answered")
+    pr.add_argument("--url", default="http://10.0.0.1/")
+    pr.add_argument("--timeout", type=float, default=1.0)
     t = sub.add_parser("traffic")
     t.add_argument("--url", default="http://10.0.0.1/")
     t.add_argument("--udp-host", default="10.0.0.1", help="empty = HTTP only")
@@ -348,13 +303,9 @@ def _client_parser() -> argparse.ArgumentParser:
 
 def run_client(argv: Sequence[str]) -> int:
     a = _client_parser().parse_args(argv)
-    if a.kind == "http":
-        _emit(http_counts(a.url, a.count, a.new_conn, a.timeout))
-    elif a.kind == "udp":
-        _emit(udp_counts(a.host, a.port, a.count, a.timeout))
-    elif a.kind == "hold":
-        hold_connections(a.host, a.port, a.count, a.seconds, a.timeout)
-    elif a.kind == "traffic":
+    if a.kind == "probe":
+        return 1 if http_counts(a.url, 1, new_conn=True, timeout=a.timeout)[ERRORS_KEY] else 0
+    if a.kind == "traffic":
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
             traffic(a.url, a.udp_host or None, a.udp_port, max(a.rate, 0.1), a.timeout)

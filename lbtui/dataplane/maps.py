@@ -21,7 +21,7 @@ from bcc.libbcc import lib
 
 from lbtui.dataplane import structs
 from lbtui.dataplane.loader import Loaded
-from lbtui.dataplane.testrun import run_program
+from lbtui.dataplane.progrun import run_program
 from lbtui.model import Counters
 
 log = logging.getLogger(__name__)

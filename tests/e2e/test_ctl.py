@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
 
 import pytest
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
-
-if os.geteuid() != 0:  # pragma: no cover
-    pytest.skip("needs root for namespaces and BPF", allow_module_level=True)
-
-from labtools import served, wait_until  # noqa: E402
-
-from lbtui.control_socket import RemoteError, SocketEngineHandle  # noqa: E402
-from lbtui.lab import Lab, LabSpec  # noqa: E402
-from lbtui.model import FlowQuery  # noqa: E402
+from lbtui.control_socket import RemoteError, SocketEngineHandle
+from lbtui.lab import LabSpec
+from lbtui.model import FlowQuery
+from tests.support.lab import ClientLab
+from tests.support.labtools import served, wait_until
 
 SOCK = "/run/lbtui/lct.sock"
 
@@ -42,7 +36,7 @@ def ctl(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def lb(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ctl")
-    lab = Lab(LabSpec(prefix="lct", second_client=False))
+    lab = ClientLab(LabSpec(prefix="lct", second_client=False))
     lab.up()
     proc = None
     try:

@@ -7,21 +7,12 @@ client namespace.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 
-import pytest
-
-pytestmark = [pytest.mark.root, pytest.mark.slow]
-
-if os.geteuid() != 0:  # pragma: no cover
-    pytest.skip("needs root for namespaces and BPF", allow_module_level=True)
-
-from labtools import backend, running_lb, served, wait_until  # noqa: E402
-
-from lbtui import model  # noqa: E402
+from lbtui import model
+from tests.support.labtools import backend, running_lb, served, wait_until
 
 HEALTH = """
 [proxy.health]

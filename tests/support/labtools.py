@@ -11,7 +11,8 @@ from pathlib import Path
 
 from lbtui import model
 from lbtui.control_socket import SocketEngineHandle
-from lbtui.lab import Lab, LabSpec
+from lbtui.lab import LabSpec
+from tests.support.lab import ClientLab
 
 
 def wait_until(pred: Callable[[], object], timeout: float = 20.0, interval: float = 0.1) -> bool:
@@ -45,9 +46,9 @@ def running_lb(
     settings: str = "",
     algorithm: str = "weighted-random",
     second_client: bool = False,
-) -> Iterator[tuple[Lab, SocketEngineHandle]]:
+) -> Iterator[tuple[ClientLab, SocketEngineHandle]]:
     """A lab with `lbtui --no-ui` in its LB namespace, and a handle on its control socket."""
-    lab = Lab(LabSpec(prefix=prefix, second_client=second_client))
+    lab = ClientLab(LabSpec(prefix=prefix, second_client=second_client))
     lab.up()
     proc = None
     handle = None

@@ -1,16 +1,14 @@
-"""DNS backends: unit tests with a fake resolve function, and tests against a real dnsmasq.
+"""DNS backends against a real dnsmasq.
 
-The dnsmasq tests need root: each one makes its own network namespace (prefix "dnst" + pid) with the
-server's address on the namespace's loopback, runs dnsmasq there on port 53, and drives the resolver
-in a child process inside the namespace (the program is CHILD below) over a JSON-lines protocol.
+Each test makes its own network namespace (prefix "dnst" + pid) with the server's address on the
+namespace's loopback, runs dnsmasq there on port 53, and drives the resolver in a child process inside
+the namespace (the program is CHILD below) over a JSON-lines protocol.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import random
 import select
 import shutil
 import signal
@@ -21,357 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dns.exception
-import dns.resolver
 import pytest
 
-from lbtui.control.dns import (
-    DnsBackendResolver,
-    Resolution,
-    ResolveError,
-    ResolveFn,
-    describe_error,
-    jittered_interval,
-    usable_addresses,
-)
-
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PYTHON = REPO / ".venv" / "bin" / "python"
 DNSMASQ = "/usr/sbin/dnsmasq"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class FakeDns:
-    """A resolve function whose answer per name is set by the test (a tuple, or an exception to raise)."""
-
-    def __init__(self) -> None:
-        self.answers: dict[str, Any] = {}
-        self.calls: list[str] = []
-        self.called = asyncio.Event()
-
-    async def __call__(self, hostname: str) -> tuple[str, ...]:
-        self.calls.append(hostname)
-        self.called.set()
-        answer = self.answers.get(hostname, dns.resolver.NXDOMAIN())
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
-
-    async def wait_calls(self, count: int) -> None:
-        while len(self.calls) < count:
-            self.called.clear()
-            await asyncio.wait_for(self.called.wait(), 5.0)
-
-
-Change = tuple[str, str, tuple[str, ...], tuple[str, ...]]
-
-
-def make_resolver(
-    fake: ResolveFn, changes: list[Change] | None = None, **kwargs: Any
-) -> tuple[DnsBackendResolver, FakeClock]:
-    clock = FakeClock()
-
-    def on_change(proxy: str, hostname: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
-        if changes is not None:
-            changes.append((proxy, hostname, old, new))
-
-    resolver = DnsBackendResolver(
-        on_change=on_change, clock=clock, rng=random.Random(7), resolve_fn=fake, **kwargs
-    )
-    return resolver, clock
-
-
-# ---------------------------------------------------------------- pure functions
-
-
-def test_jitter_stays_within_ten_percent_and_spreads():
-    rng = random.Random(1)
-    waits = [jittered_interval(30.0, rng) for _ in range(2000)]
-    assert all(27.0 <= w <= 33.0 for w in waits)
-    assert min(waits) < 27.5 and max(waits) > 32.5  # uses the whole ±10 % band
-    assert 29.7 < sum(waits) / len(waits) < 30.3  # centred on the interval
-    assert len(set(waits)) == len(waits)  # no two waits alike: names drift apart
-
-
-def test_jitter_has_a_floor():
-    assert jittered_interval(0.0, random.Random(1)) > 0
-
-
-def test_usable_addresses_filters_and_sorts_numerically():
-    answers = [
-        "10.0.0.10",
-        "not-an-ip",
-        "::1",
-        "300.1.1.1",
-        "0.0.0.0",
-        "224.0.0.1",
-        "255.255.255.255",
-        "10.0.0.9",
-        "10.0.0.10",
-        "",
-        5,
-        None,
-        "10.0.0.9 ",
-    ]
-    assert usable_addresses(answers) == ("10.0.0.9", "10.0.0.10")
-    assert usable_addresses([]) == ()
-
-
-def test_describe_error_is_short_and_says_what_happened():
-    assert "NXDOMAIN" in describe_error(dns.resolver.NXDOMAIN(), 2.0)
-    assert describe_error(dns.resolver.NoAnswer(), 2.0) == "no A records"
-    assert describe_error(dns.exception.Timeout(), 1.5) == "timeout after 1.5s"
-    assert describe_error(TimeoutError(), 2.0) == "timeout after 2s"
-    assert describe_error(ValueError("bad label"), 2.0) == "ValueError: bad label"
-    assert describe_error(ResolveError("no usable IPv4 address"), 2.0) == "no usable IPv4 address"
-
-
-# ---------------------------------------------------------------- resolver with a fake resolve function
-
-
-def test_resolve_now_gives_sorted_set_and_status():
-    async def main() -> None:
-        fake = FakeDns()
-        fake.answers["api"] = ("10.0.0.3", "10.0.0.1", "10.0.0.2", "10.0.0.1")
-        changes: list[Change] = []
-        resolver, clock = make_resolver(fake, changes)
-        result = await resolver.resolve_now("web", "api")
-        assert result == Resolution("api", ("10.0.0.1", "10.0.0.2", "10.0.0.3"))
-        assert resolver.addresses("web", "api") == ("10.0.0.1", "10.0.0.2", "10.0.0.3")
-        (status,) = resolver.status()
-        assert (status.proxy, status.hostname) == ("web", "api")
-        assert status.addresses == result.addresses
-        assert status.last_success == clock.t
-        assert status.last_error is None and status.consecutive_failures == 0
-        assert changes == []  # the caller of resolve_now has the answer; no callback by default
-        await resolver.close()
-
-    asyncio.run(main())
-
-
-@pytest.mark.parametrize(
-    "failure, error_part",
-    [
-        (dns.resolver.NXDOMAIN(), "NXDOMAIN"),
-        (dns.resolver.NoAnswer(), "no A records"),
-        (dns.exception.Timeout(), "timeout"),
-        (dns.resolver.NoNameservers(), "no server answered"),
-        ((), "no usable IPv4 address"),  # an empty answer
-        (("garbage", "::1", "0.0.0.0"), "no usable IPv4 address"),
-        (RuntimeError("server sent nonsense"), "RuntimeError: server sent nonsense"),
-    ],
-)
-def test_failure_keeps_last_good_set(failure: Any, error_part: str):
-    async def main() -> None:
-        fake = FakeDns()
-        fake.answers["api"] = ("10.0.0.1", "10.0.0.2")
-        changes: list[Change] = []
-        resolver, clock = make_resolver(fake, changes)
-        await resolver.resolve_now("web", "api", notify=True)
-        good_at = clock.t
-        fake.answers["api"] = failure
-        for attempt in (1, 2, 3):
-            clock.t += 10
-            assert await resolver.resolve_now("web", "api", notify=True) is None
-            (status,) = resolver.status()
-            assert status.addresses == ("10.0.0.1", "10.0.0.2")
-            assert status.consecutive_failures == attempt
-            assert status.last_error is not None and error_part in status.last_error
-            assert status.last_success == good_at
-        assert resolver.addresses("web", "api") == ("10.0.0.1", "10.0.0.2")
-        assert changes == [("web", "api", (), ("10.0.0.1", "10.0.0.2"))]  # never an empty set
-
-        fake.answers["api"] = ("10.0.0.2", "10.0.0.4")  # recovery with a new set
-        clock.t += 10
-        assert await resolver.resolve_now("web", "api", notify=True) == Resolution(
-            "api", ("10.0.0.2", "10.0.0.4")
-        )
-        (status,) = resolver.status()
-        assert status.consecutive_failures == 0 and status.last_error is None
-        assert status.last_success == clock.t
-        assert changes[-1] == ("web", "api", ("10.0.0.1", "10.0.0.2"), ("10.0.0.2", "10.0.0.4"))
-        await resolver.close()
-
-    asyncio.run(main())
-
-
-def test_failure_before_any_success_has_no_addresses():
-    async def main() -> None:
-        fake = FakeDns()  # every name: NXDOMAIN
-        resolver, _ = make_resolver(fake)
-        assert await resolver.resolve_now("web", "missing") is None
-        (status,) = resolver.status()
-        assert status.addresses == () and status.last_success is None
-        assert status.consecutive_failures == 1 and "NXDOMAIN" in (status.last_error or "")
-        assert resolver.addresses("web", "missing") == ()
-        assert resolver.addresses("web", "never-asked") == ()
-        await resolver.close()
-
-    asyncio.run(main())
-
-
-def test_hanging_resolve_function_becomes_a_timeout():
-    async def main() -> None:
-        async def hang(hostname: str) -> tuple[str, ...]:
-            await asyncio.sleep(3600)
-            return ()
-
-        resolver = DnsBackendResolver(timeout_s=0.01, resolve_fn=hang)
-        assert await resolver.resolve_now("web", "api") is None
-        (status,) = resolver.status()
-        assert status.consecutive_failures == 1 and "timeout" in (status.last_error or "")
-        await resolver.close()
-
-    asyncio.run(main())
-
-
-class RecordingRandom(random.Random):
-    def __init__(self, seed: int) -> None:
-        super().__init__(seed)
-        self.uniform_calls: list[tuple[float, float, float]] = []
-
-    def uniform(self, a: float, b: float) -> float:
-        value = super().uniform(a, b)
-        self.uniform_calls.append((a, b, value))
-        return value
-
-
-def test_refresh_tasks_are_jittered_and_not_in_lockstep():
-    async def main() -> None:
-        fake = FakeDns()
-        names = {("web", f"n{i}"): 0.05 for i in range(10)}
-        for _, host in names:
-            fake.answers[host] = ("10.0.0.1",)
-        rng = RecordingRandom(3)
-        resolver = DnsBackendResolver(rng=rng, resolve_fn=fake)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        resolver.set_names(names)
-        await fake.wait_calls(10)
-        # The first refresh comes after a jittered interval, not at once (some slack for clocks).
-        assert loop.time() - started >= 0.05 * 0.9 - 0.005
-        await resolver.close()
-        assert len(rng.uniform_calls) >= 10
-        assert all((a, b) == (0.9, 1.1) for a, b, _ in rng.uniform_calls)
-        factors = [value for _, _, value in rng.uniform_calls]
-        assert len(set(factors)) == len(factors)  # every name got its own wait
-
-    asyncio.run(main())
-
-
-def test_periodic_refresh_reports_changes_but_never_an_empty_set():
-    async def main() -> None:
-        changes: list[Change] = []
-        script: list[Any] = [
-            ("10.0.0.1",),
-            ("10.0.0.1",),  # same: no change
-            TimeoutError(),
-            (),
-            ("10.0.0.1", "10.0.0.2"),
-            dns.resolver.NXDOMAIN(),
-            ("10.0.0.2",),
-        ]
-        done = asyncio.Event()
-
-        async def scripted(hostname: str) -> tuple[str, ...]:
-            answer = script.pop(0) if script else ("10.0.0.2",)
-            if not script:
-                done.set()
-            if isinstance(answer, BaseException):
-                raise answer
-            return answer
-
-        resolver, _ = make_resolver(scripted, changes)
-        resolver.set_names({("web", "api"): 0.01})
-        await asyncio.wait_for(done.wait(), 5.0)
-        await resolver.close()
-        assert changes == [
-            ("web", "api", (), ("10.0.0.1",)),
-            ("web", "api", ("10.0.0.1",), ("10.0.0.1", "10.0.0.2")),
-            ("web", "api", ("10.0.0.1", "10.0.0.2"), ("10.0.0.2",)),
-        ]
-        assert resolver.addresses("web", "api") == ("10.0.0.2",)
-
-    asyncio.run(main())
-
-
-def test_callback_errors_do_not_stop_the_refresh():
-    async def main() -> None:
-        fake = FakeDns()
-        seen: list[tuple[str, ...]] = []
-
-        def on_change(proxy: str, hostname: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
-            seen.append(new)
-            raise RuntimeError("callback bug")
-
-        resolver = DnsBackendResolver(on_change=on_change, resolve_fn=fake)
-        fake.answers["api"] = ("10.0.0.1",)
-        resolver.set_names({("web", "api"): 0.01})
-        await fake.wait_calls(1)
-        fake.answers["api"] = ("10.0.0.2",)
-        await fake.wait_calls(len(fake.calls) + 2)
-        await resolver.close()
-        assert seen[:2] == [("10.0.0.1",), ("10.0.0.2",)]
-
-    asyncio.run(main())
-
-
-def test_set_names_starts_stops_and_keeps_state():
-    async def main() -> None:
-        fake = FakeDns()
-        fake.answers.update(a=("10.0.0.1",), b=("10.0.0.2",))
-        resolver, _ = make_resolver(fake)
-        resolver.set_names({("web", "a"): 60.0, ("web", "b"): 60.0})
-        await resolver.resolve_now("web", "a")
-        await resolver.resolve_now("web", "b")
-        assert [(s.proxy, s.hostname) for s in resolver.status()] == [("web", "a"), ("web", "b")]
-
-        resolver.set_names({("web", "a"): 30.0, ("api", "c"): 60.0})  # a: new interval, b: gone
-        assert [(s.proxy, s.hostname) for s in resolver.status()] == [("api", "c"), ("web", "a")]
-        assert resolver.addresses("web", "a") == ("10.0.0.1",)  # kept across the interval change
-        assert resolver.addresses("web", "b") == ()
-        (c_status,) = [s for s in resolver.status() if s.hostname == "c"]
-        assert c_status.addresses == () and c_status.last_error is None  # not resolved yet
-        assert sorted(task.get_name() for task in resolver._tasks.values()) == ["dns api c", "dns web a"]
-
-        await resolver.close()
-        assert resolver._tasks == {}
-        assert all(task.done() for task in asyncio.all_tasks() if task.get_name().startswith("dns "))
-
-    asyncio.run(main())
-
-
-def test_missing_system_resolver_config_is_a_failure_status(monkeypatch: pytest.MonkeyPatch):
-    def no_config(*args: Any, **kwargs: Any) -> Any:
-        raise dns.resolver.NoResolverConfiguration("no /etc/resolv.conf")
-
-    async def main() -> None:
-        resolver = DnsBackendResolver(timeout_s=0.5)
-        monkeypatch.setattr(resolver, "_make_resolver", no_config)
-        assert await resolver.resolve_now("web", "api.example") is None
-        (status,) = resolver.status()
-        assert status.consecutive_failures == 1 and status.last_error
-        await resolver.close()
-
-    asyncio.run(main())
-
-
-def test_configured_nameservers_are_used_exclusively():
-    resolver = DnsBackendResolver(nameservers=["10.9.8.7", "10.9.8.6"], timeout_s=0.7)
-    made = resolver._make_resolver()
-    assert made.nameservers == ["10.9.8.7", "10.9.8.6"]
-    assert made.port == 53
-    assert made.lifetime == 0.7
-
-
-# ---------------------------------------------------------------- against a real dnsmasq (root)
 
 CHILD = r"""
 import asyncio, dataclasses, json, random, sys
@@ -467,9 +119,6 @@ async def main():
 asyncio.run(main())
 """
 
-root = pytest.mark.root
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
-needs_dnsmasq = pytest.mark.skipif(not Path(DNSMASQ).exists(), reason="dnsmasq not installed")
 
 SERVER = "10.53.0.1"
 # In the foreground, no config file, answers only from the hosts file; root so it can reread a file
@@ -618,8 +267,8 @@ THREE = ["10.53.1.1", "10.53.1.2", "10.53.1.3"]
 
 
 def dnsmasq_test(test: Callable[..., None]) -> Callable[..., None]:
-    """Mark a test as needing root and dnsmasq (skipped without either)."""
-    marked: Callable[..., None] = root(needs_root(needs_dnsmasq(test)))
+    """Mark a test as needing root (namespaces) and dnsmasq."""
+    marked: Callable[..., None] = pytest.mark.root(pytest.mark.requires(DNSMASQ)(test))
     return marked
 
 

@@ -7,7 +7,6 @@ and asserts which backend answered (the backends answer with their own name).
 from __future__ import annotations
 
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -15,14 +14,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
-
-if os.geteuid() != 0:  # pragma: no cover
-    pytest.skip("needs root for namespaces and BPF", allow_module_level=True)
-
-from labtools import wait_until  # noqa: E402
-
-from lbtui.lab import Lab, LabSpec  # noqa: E402
+from lbtui.lab import LabSpec
+from tests.support.lab import ClientLab
+from tests.support.labtools import wait_until
 
 ROUTE = """
 [[proxy.source_route]]
@@ -39,7 +33,7 @@ def chi_square_p_df2(observed: list[int], expected: list[float]) -> float:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    lab = Lab(LabSpec(prefix="lte"))
+    lab = ClientLab(LabSpec(prefix="lte"))
     lab.up()
     try:
         lab.start_backends()
@@ -156,7 +150,7 @@ def test_a_crashed_run_is_adopted_then_cleaned_up(lab, tmp_path):
 
 
 def test_not_root_exits_3(tmp_path):
-    cfg = Path(__file__).resolve().parent.parent / "configs" / "minimal.toml"
+    cfg = Path(__file__).resolve().parents[2] / "configs" / "minimal.toml"
     r = subprocess.run(
         [
             "setpriv",

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_engine import BAD_RELOAD_MESSAGE, FakeEngine
 
 from lbtui import ctl, model, wire
 from lbtui.control_socket import ControlServer
+from tests.support.fake_engine import BAD_RELOAD_MESSAGE, FakeEngine
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -219,7 +219,8 @@ def test_stale_socket_without_listener_exits_3(sock_dir: str):
     assert run(path, "status")[0] == 3
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+@pytest.mark.root
+@pytest.mark.requires("setpriv")
 def test_non_root_user_gets_permission_denied(sock: str):
     # the directory must be traversable so that the socket's own 0600 mode is what refuses
     os.chmod(os.path.dirname(sock), 0o755)

@@ -8,27 +8,20 @@ written, as the engine does) and conntrack was emptied, so every flow is picked 
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 import struct
 from collections import Counter
 
 import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
 
-pytestmark = pytest.mark.root
-
-if os.geteuid() != 0:  # pragma: no cover
-    pytest.skip("needs root for BPF", allow_module_level=True)
-
-from scapy.layers.inet import IP, TCP  # noqa: E402
-from scapy.layers.l2 import Ether  # noqa: E402
-
-from lbtui.control.selection import diff_slots, jhash_3words, maglev_table  # noqa: E402
-from lbtui.dataplane import structs  # noqa: E402
-from lbtui.dataplane.loader import DataplaneSpec, Loaded  # noqa: E402
-from lbtui.dataplane.maps import Maps  # noqa: E402
-from lbtui.dataplane.testrun import XDP_PASS, run_program  # noqa: E402
+from lbtui.control.selection import diff_slots, jhash_3words, maglev_table
+from lbtui.dataplane import structs
+from lbtui.dataplane.loader import DataplaneSpec, Loaded
+from lbtui.dataplane.maps import Maps
+from lbtui.dataplane.progrun import XDP_PASS, run_program
 
 VIP = "10.0.0.1"
 PORT = 80

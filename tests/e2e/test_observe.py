@@ -19,23 +19,18 @@ import sys
 import time
 
 import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.utils import PcapReader
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
-
-if os.geteuid() != 0:  # pragma: no cover
-    pytest.skip("needs root for namespaces and BPF", allow_module_level=True)
-
-from labtools import wait_until  # noqa: E402
-from scapy.layers.inet import IP, TCP  # noqa: E402
-from scapy.utils import PcapReader  # noqa: E402
-
-from lbtui.lab import Lab, LabSpec  # noqa: E402
+from lbtui.lab import LabSpec
+from tests.support.lab import ClientLab
+from tests.support.labtools import wait_until
 
 METRICS_PORT = 9109
 N = 500
 
 
-def scrape(lab: Lab) -> str:
+def scrape(lab: ClientLab) -> str:
     r = lab.run(lab.ns_lb, "curl", "-sf", f"http://127.0.0.1:{METRICS_PORT}/metrics")
     return r.stdout
 
@@ -53,7 +48,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("observe")
-    lab = Lab(LabSpec(prefix="lto"))
+    lab = ClientLab(LabSpec(prefix="lto"))
     lab.up()
     procs = []
     try:
@@ -231,7 +226,7 @@ def test_slow_log_consumer_drops_lines_not_memory_or_traffic(tmp_path):
     The engine must keep balancing, drop (and count) log lines instead of queueing them without
     bound, and show the drops in the metrics.
     """
-    lab = Lab(LabSpec(prefix="lts", second_client=False))
+    lab = ClientLab(LabSpec(prefix="lts", second_client=False))
     lab.up()
     reader = None
     lb = None

@@ -9,21 +9,15 @@ from __future__ import annotations
 import os
 
 import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
+from scapy.layers.l2 import ARP, Dot1Q, Ether
+from scapy.packet import Raw
 
-pytestmark = pytest.mark.root
-
-if os.geteuid() != 0:  # pragma: no cover
-    pytest.skip("needs root for BPF", allow_module_level=True)
-
-from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment  # noqa: E402
-from scapy.layers.l2 import ARP, Dot1Q, Ether  # noqa: E402
-from scapy.packet import Raw  # noqa: E402
-
-from lbtui.control.selection import weighted_table  # noqa: E402
-from lbtui.dataplane import structs  # noqa: E402
-from lbtui.dataplane.loader import DataplaneSpec, Loaded  # noqa: E402
-from lbtui.dataplane.maps import Maps  # noqa: E402
-from lbtui.dataplane.testrun import TC_ACT_OK, XDP_DROP, XDP_PASS, run_program  # noqa: E402
+from lbtui.control.selection import weighted_table
+from lbtui.dataplane import structs
+from lbtui.dataplane.loader import DataplaneSpec, Loaded
+from lbtui.dataplane.maps import Maps
+from lbtui.dataplane.progrun import TC_ACT_OK, XDP_DROP, XDP_PASS, run_program
 
 VIP = "10.0.0.1"
 CLIENT = "10.0.0.2"

@@ -7,9 +7,7 @@ which backend answers new connections).
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,18 +16,15 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+from lbtui import model
+from lbtui.control_socket import SocketEngineHandle
+from lbtui.lab import LabSpec, lab_namespaces
+from tests.support.lab import ClientLab
+from tests.support.labtools import wait_until
 
-if os.geteuid() != 0 or not shutil.which("tmux"):  # pragma: no cover
-    pytest.skip("needs root and tmux", allow_module_level=True)
+pytestmark = pytest.mark.requires("tmux")
 
-from labtools import wait_until  # noqa: E402
-
-from lbtui import model  # noqa: E402
-from lbtui.control_socket import SocketEngineHandle  # noqa: E402
-from lbtui.lab import Lab, LabSpec, lab_namespaces  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 
 
@@ -131,7 +126,7 @@ def test_demo_under_the_console(tmp_path):
 
 def test_attach_drives_a_headless_instance(tmp_path):
     prefix = "lta"
-    lab = Lab(LabSpec(prefix=prefix, second_client=False))
+    lab = ClientLab(LabSpec(prefix=prefix, second_client=False))
     lab.up()
     proc = None
     tmux = None

@@ -12,16 +12,8 @@ the maps, and the snapshot's effective weights are unchanged.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-
-import pytest
-
-pytestmark = pytest.mark.root
-
-if os.geteuid() != 0:  # pragma: no cover
-    pytest.skip("needs root for BPF", allow_module_level=True)
 
 NS = "lbtrs"
 

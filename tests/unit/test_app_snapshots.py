@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from fake_engine import FakeEngine
 from textual.pilot import Pilot
 
 from lbtui.app import LbtuiApp
+from tests.support.fake_engine import FakeEngine
 
 PANE_KEYS = {"backends": "1", "conntrack": "2", "circuits": "3", "latency": "4", "access": "5", "events": "6"}
 SIZES = {"80x24": (80, 24), "160x48": (160, 48)}

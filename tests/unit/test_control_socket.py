@@ -1,6 +1,6 @@
 """The control socket: JSON form of the model, server and client, robustness, socket file handling.
 
-No BPF: the engine is tests/fake_engine.py's FakeEngine (an in-memory EngineHandle).
+No BPF: the engine is tests/support/fake_engine.py's FakeEngine (an in-memory EngineHandle).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fake_engine import FakeEngine
 
 from lbtui import model, wire
 from lbtui.control_socket import (
@@ -28,6 +27,7 @@ from lbtui.control_socket import (
     SocketEngineHandle,
     SocketInUse,
 )
+from tests.support.fake_engine import FakeEngine
 
 # ---- helpers -----------------------------------------------------------------------------------
 
@@ -675,7 +675,8 @@ def test_stop_leaves_a_newer_instances_socket_alone(engine: FakeEngine, sock_dir
     assert not os.path.exists(path)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+@pytest.mark.root
+@pytest.mark.requires("setpriv")
 def test_other_users_are_refused_even_if_the_socket_mode_is_opened(engine: FakeEngine, server: ControlServer):
     import subprocess
     import sys
@@ -701,7 +702,7 @@ def test_other_users_are_refused_even_if_the_socket_mode_is_opened(engine: FakeE
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert out.returncode == 3, out
     assert "permission denied" in out.stdout

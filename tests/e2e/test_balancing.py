@@ -20,26 +20,18 @@ import time
 from collections import Counter
 from typing import Any
 
-import pytest
-
-pytestmark = [pytest.mark.root, pytest.mark.slow]
-
-if os.geteuid() != 0:  # pragma: no cover
-    pytest.skip("needs root for namespaces and BPF", allow_module_level=True)
-
-from labtools import backend, running_lb, served, wait_until  # noqa: E402
-
-from lbtui import model  # noqa: E402
-from lbtui.control import selection  # noqa: E402
-from lbtui.control_socket import SocketEngineHandle  # noqa: E402
-from lbtui.dataplane import structs  # noqa: E402
-from lbtui.engine import PIN_ROOT  # noqa: E402
-from lbtui.lab import Lab  # noqa: E402
+from lbtui import model
+from lbtui.control import selection
+from lbtui.control_socket import SocketEngineHandle
+from lbtui.dataplane import structs
+from lbtui.engine import PIN_ROOT
+from tests.support.lab import ClientLab
+from tests.support.labtools import backend, running_lb, served, wait_until
 
 TABLE_SIZE = 65537  # settings.table_size default: what the running instances use
 
 
-def backend_names(lab: Lab) -> dict[str, str]:
+def backend_names(lab: ClientLab) -> dict[str, str]:
     """ "ip:port" -> the name the backend's HTTP server answers with ("b1", ...)."""
     return {f"{lab.backend_ip(i)}:8080": f"b{i}" for i in lab.backend_ids}
 
@@ -203,7 +195,7 @@ print(json.dumps({"sent": len(sent), "first": sent[0], "last": sent[-1]}), flush
 """
 
 
-def connect_from(lab: Lab, pairs: list[tuple[str, int]], client: int = 1) -> list[str]:
+def connect_from(lab: ClientLab, pairs: list[tuple[str, int]], client: int = 1) -> list[str]:
     """Backend name per connection ("!" for a failure); one connection per (address, port) pair."""
     r = lab.run(
         lab.client_ns(client),
@@ -218,13 +210,13 @@ def connect_from(lab: Lab, pairs: list[tuple[str, int]], client: int = 1) -> lis
     return names
 
 
-def mac_of(lab: Lab, ns: str, ifname: str) -> str:
+def mac_of(lab: ClientLab, ns: str, ifname: str) -> str:
     r = lab.run(ns, "ip", "-j", "link", "show", "dev", ifname)
     mac: str = json.loads(r.stdout)[0]["address"]
     return mac
 
 
-def add_client_addresses(lab: Lab, *ips: str) -> None:
+def add_client_addresses(lab: ClientLab, *ips: str) -> None:
     """Extra source addresses on the client veth (their client answers SYN-ACKs to raw SYNs with RST)."""
     for ip in ips:
         lab.run(lab.ns_client, "ip", "addr", "add", f"{ip}/24", "dev", f"{lab.prefix}c0")
@@ -340,7 +332,7 @@ def web_counts(h: SocketEngineHandle, after: float) -> tuple[int, int]:
 class SynBurst:
     """SYN_SCRIPT sender processes (one per CPU given) started together."""
 
-    def __init__(self, lab: Lab, src: str, first_port: int, cpus: list[int]) -> None:
+    def __init__(self, lab: ClientLab, src: str, first_port: int, cpus: list[int]) -> None:
         self.lab = lab
         ns, cif = lab.ns_client, f"{lab.prefix}c0"
         smac, dmac = mac_of(lab, ns, cif), mac_of(lab, lab.ns_lb, f"{lab.prefix}l0")
@@ -387,7 +379,7 @@ class SynBurst:
 class KeepAlive:
     """KEEPALIVE_SCRIPT: one established connection asked every 20 ms."""
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: ClientLab) -> None:
         self.proc = lab.popen(
             lab.ns_client,
             sys.executable,

@@ -1,141 +1,16 @@
-"""Packet fuzzing of the data path (lbtui/fuzzing.py): the oracle itself, then 20,000 frames and
+"""Packet fuzzing of the data path (tests/fuzz/packets.py): 20,000 frames and
 truncation sweeps through BPF_PROG_TEST_RUN (root). bench/fuzz_packets.py runs the same with 1e6."""
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from lbtui import fuzzing as fz
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for BPF")
-CLIENT = fz.addr("172.16.5.6")
-
-
-def syn_frame(**kw: Any) -> fz.Built:
-    gen = fz.FrameGenerator(0, scapy_pool=0)
-    return gen.l4_frame(CLIENT, fz.VIP_B, fz.TCP, 40000, 80, flags=0x02, payload=b"", **kw)
-
-
-def udp_frame(**kw: Any) -> fz.Built:
-    gen = fz.FrameGenerator(0, scapy_pool=0)
-    return gen.l4_frame(CLIENT, fz.VIP_B, fz.UDP, 5000, 53, payload=b"query", **kw)
-
-
-def dnat_of(built: fz.Built, backend: tuple[str, int]) -> bytes:
-    """What a correct DNAT of `built` to `backend` looks like, with checksums computed from scratch."""
-    out = bytearray(built.data)
-    out[built.l3 + 16 : built.l3 + 20] = fz.addr(backend[0])
-    out[built.l4 + 2 : built.l4 + 4] = backend[1].to_bytes(2, "big")
-    fz.fix_checksums(out, built.l3)
-    return bytes(out)
-
-
-# ---- the oracle and the checksum code, without BPF ------------------------------------------------
-
-
-def test_checksums_agree_with_scapy() -> None:
-    from scapy.layers.inet import IP, TCP, UDP
-    from scapy.layers.l2 import Ether
-
-    gen = fz.FrameGenerator(11, scapy_pool=0)
-    for i in range(300):
-        kw: dict[str, Any] = {}
-        if i % 3 == 0:
-            kw["ip_options"] = gen.ip_options()
-        if i % 4 == 0:
-            kw["vlans"] = gen.vlans()
-        built = gen.to_vip(**kw)
-        frame = bytes(built.data)
-        pkt = Ether(frame)
-        fresh = pkt[IP].copy()
-        del fresh.chksum
-        l4 = fresh[TCP] if TCP in fresh else fresh[UDP]
-        zero_udp = UDP in pkt and pkt[UDP].chksum == 0
-        if not zero_udp:
-            del l4.chksum
-        rebuilt = IP(bytes(fresh))
-        assert rebuilt.chksum == pkt[IP].chksum
-        if not zero_udp:
-            layer = TCP if TCP in pkt else UDP
-            assert rebuilt[layer].chksum == pkt[layer].chksum
-        view = fz.parse_xdp(frame)
-        assert isinstance(view, fz.View)
-        assert fz.checksums_verify(frame, view) == (True, True)
-
-
-def test_parser_mirrors_lb_c() -> None:
-    good = bytes(syn_frame().data)
-    assert isinstance(fz.parse_xdp(good), fz.View)
-    assert fz.parse_xdp(good[:13]) == fz.REFUSED
-    assert fz.parse_xdp(good[:-1]) == fz.MALFORMED  # tot_len beyond the frame
-    assert isinstance(fz.parse_xdp(good + b"\0" * 6), fz.View)  # Ethernet padding is fine
-    assert fz.parse_xdp(bytes(syn_frame(frag=0x2000).data)) == fz.FRAGMENT
-    assert fz.parse_xdp(bytes(syn_frame(frag=5).data)) == fz.FRAGMENT
-    assert isinstance(fz.parse_xdp(bytes(syn_frame(frag=0x4000).data)), fz.View)  # DF only
-    bad_ihl = bytearray(good)
-    bad_ihl[14] = 0x44
-    assert fz.parse_xdp(bytes(bad_ihl)) == fz.MALFORMED
-    bad_doff = bytearray(good)
-    bad_doff[14 + 20 + 12] = 0x40
-    assert fz.parse_xdp(bytes(bad_doff)) == fz.MALFORMED
-    udp = udp_frame(udp_zero=False)
-    long_udp = bytearray(udp.data)
-    long_udp[udp.l4 + 5] += 1  # UDP length one more than the IP payload
-    assert fz.parse_xdp(bytes(long_udp)) == fz.MALFORMED
-    short_udp = bytearray(udp.data)
-    short_udp[udp.l4 + 5] -= 1  # shorter than the IP payload: legal
-    assert isinstance(fz.parse_xdp(bytes(short_udp)), fz.View)
-    assert fz.parse_xdp(bytes(syn_frame(vlans=[(0x8100, 5), (0x8100, 6)]).data)) == fz.NOT_OURS
-
-
-def test_oracle_accepts_a_correct_dnat_and_rejects_every_kind_of_wrong_one() -> None:
-    built = syn_frame()
-    frame = bytes(built.data)
-    good = dnat_of(built, fz.BACKENDS[0])
-    assert fz.Oracle().check_xdp(frame, fz.XDP_PASS, good).problems == ()
-
-    def problems(out: bytes, verdict: int = fz.XDP_PASS) -> tuple[str, ...]:
-        return fz.Oracle().check_xdp(frame, verdict, out).problems
-
-    assert problems(good, fz.XDP_DROP)
-    assert problems(frame)  # not rewritten at all
-    assert problems(dnat_of(built, ("10.0.3.10", 8080)))  # a backend of another group
-    stray = bytearray(good)
-    stray[14 + 8] ^= 1  # TTL
-    assert any("outside" in p for p in problems(bytes(stray)))
-    bad_ip = bytearray(good)
-    bad_ip[14 + 10] ^= 1
-    assert any("IP header checksum" in p for p in problems(bytes(bad_ip)))
-    bad_l4 = bytearray(good)
-    bad_l4[built.l4 + 17] ^= 1
-    assert any("L4 checksum" in p for p in problems(bytes(bad_l4)))
-    assert problems(good[:-1])
-
-
-def test_oracle_udp_zero_checksum_rules() -> None:
-    built = udp_frame(udp_zero=True)
-    out = bytearray(built.data)
-    out[built.l3 + 16 : built.l3 + 20] = fz.addr("10.0.2.12")
-    out[built.l4 + 2 : built.l4 + 4] = (8080).to_bytes(2, "big")
-    fz.fix_checksums(out, built.l3)  # leaves a zero UDP checksum alone
-    assert fz.Oracle().check_xdp(bytes(built.data), fz.XDP_PASS, bytes(out)).problems == ()
-    out[built.l4 + 6 : built.l4 + 8] = b"\x12\x34"
-    assert fz.Oracle().check_xdp(bytes(built.data), fz.XDP_PASS, bytes(out)).problems
-
-
-def test_generator_is_deterministic_and_covers_every_family() -> None:
-    a, b = fz.FrameGenerator(5), fz.FrameGenerator(5)
-    frames = [a.next([]) for _ in range(3000)]
-    assert frames == [b.next([]) for _ in range(3000)]
-    assert {f.family for f in frames} >= set(fz.XDP_FAMILIES) - {"tcp_followup", "udp_followup"}
-
-
-# ---- against the programs ---------------------------------------------------------------------------
+from tests.fuzz import packets as fz
+from tests.fuzz.samples import CLIENT, syn_frame, udp_frame
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +24,6 @@ def _report(stats: fz.FuzzStats) -> str:
     return "\n\n".join(str(f) for f in stats.failures) + "\n\n" + fz.summary_table(stats)
 
 
-@needs_root
-@pytest.mark.root
 @pytest.mark.parametrize("seed", [1, 2])
 def test_fuzz_10000_frames(dataplane, seed: int) -> None:
     loaded, maps = dataplane
@@ -174,8 +47,6 @@ def _sweep(fuzzer: fz.PacketFuzzer, family: str, frame: bytes, hook: str = "xdp"
     return outcomes
 
 
-@needs_root
-@pytest.mark.root
 @pytest.mark.parametrize(
     "name",
     ["syn", "vlan_udp", "ip_options_syn"],
@@ -197,8 +68,6 @@ def test_truncation_sweep(dataplane, name: str) -> None:
     assert fuzzer.stats.failure_count == 0, _report(fuzzer.stats)
 
 
-@needs_root
-@pytest.mark.root
 def test_truncation_sweep_of_a_reply(dataplane) -> None:
     loaded, maps = dataplane
     fuzzer = fz.PacketFuzzer(loaded, maps, 0)
@@ -218,8 +87,6 @@ def test_truncation_sweep_of_a_reply(dataplane) -> None:
     assert fuzzer.stats.failure_count == 0, _report(fuzzer.stats)
 
 
-@needs_root
-@pytest.mark.root
 def test_two_services_never_share_one_backend_tuple(dataplane) -> None:
     """The same client address:port to VIP:80 and VIP:81 must not both reach one backend ip:port.
 
@@ -238,8 +105,6 @@ def test_two_services_never_share_one_backend_tuple(dataplane) -> None:
         assert (first.backend_ip, first.backend_port) != (second.backend_ip, second.backend_port), sport
 
 
-@needs_root
-@pytest.mark.root
 def test_late_reply_of_an_old_flow_does_not_touch_the_new_flow(dataplane) -> None:
     """Flow 1 closes (FIN both ways), the client reuses its port, the new SYN lands on another backend;
     a late RST from flow 1's backend goes through flow 1's leftover reverse entry and marks the NEW

@@ -1,4 +1,4 @@
-"""Config fuzzing (checker and strategies: lbtui/fuzzing.py; 10,000 examples: bench/fuzz_config.py).
+"""Config fuzzing (checker and strategies: tests/fuzz/configs.py; 10,000 examples: bench/fuzz_config.py).
 
 parse_config/load_config only ever raise ConfigError; every issue has a message and a key path into
 the document (file-level only for TOML syntax and encoding errors); valid documents round-trip
@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lbtui import config as lbconfig
-from lbtui import fuzzing
 from lbtui.config import ConfigError, ConfigIssue
+from tests.fuzz import configs as fuzzing
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STRATEGIES = fuzzing.config_strategies()
 
 

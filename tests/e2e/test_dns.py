@@ -9,7 +9,6 @@ and watches the groups, the DNS status, the events and real traffic from the cli
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -20,20 +19,15 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+from lbtui import model
+from lbtui.control_socket import SocketEngineHandle
+from lbtui.lab import LabSpec, TrafficGenerator
+from tests.support.lab import ClientLab
+from tests.support.labtools import served, wait_until
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 
-if os.geteuid() != 0:  # pragma: no cover
-    pytest.skip("needs root for namespaces and BPF", allow_module_level=True)
-if not Path(DNSMASQ).exists():  # pragma: no cover
-    pytest.skip("dnsmasq not installed", allow_module_level=True)
-
-from labtools import served, wait_until  # noqa: E402
-
-from lbtui import model  # noqa: E402
-from lbtui.control_socket import SocketEngineHandle  # noqa: E402
-from lbtui.lab import Lab, LabSpec, TrafficGenerator  # noqa: E402
+pytestmark = pytest.mark.requires(DNSMASQ)
 
 PREFIX = "ldn"
 NAME = "web.lab.test"
@@ -54,7 +48,7 @@ def write_hosts(path: Path, addresses: list[str]) -> None:
     path.write_text("".join(f"{address} {NAME}\n" for address in addresses))
 
 
-def config_text(lab: Lab) -> str:
+def config_text(lab: ClientLab) -> str:
     ifaces = ", ".join(f'"{i}"' for i in lab.client_ifaces)
     return f"""
 [settings]
@@ -92,7 +86,7 @@ dns_refresh_s = {REFRESH_S}
 class Dnsmasq:
     """dnsmasq in the lab's LB namespace, answering from `hosts`; stopped by lab.down() at the latest."""
 
-    def __init__(self, lab: Lab, hosts: Path, log: Path) -> None:
+    def __init__(self, lab: ClientLab, hosts: Path, log: Path) -> None:
         self.lab = lab
         self.hosts = hosts
         self.log = log
@@ -127,13 +121,13 @@ class Dnsmasq:
 
     def stop(self) -> None:
         if self.proc is not None:
-            Lab.stop_process(self.proc)
+            ClientLab.stop_process(self.proc)
             self.proc = None
 
 
 @contextmanager
-def running_lb_with_dns(tmp: Path) -> Iterator[tuple[Lab, SocketEngineHandle, Dnsmasq]]:
-    lab = Lab(LabSpec(prefix=PREFIX, backends=4, second_client=False))
+def running_lb_with_dns(tmp: Path) -> Iterator[tuple[ClientLab, SocketEngineHandle, Dnsmasq]]:
+    lab = ClientLab(LabSpec(prefix=PREFIX, backends=4, second_client=False))
     proc = None
     handle = None
     dnsmasq = None

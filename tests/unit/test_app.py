@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fake_engine import BAD_RELOAD_MESSAGE, FakeEngine
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -38,6 +37,7 @@ from lbtui.screens.weight import MAX_WEIGHT, WeightScreen, parse_weight
 from lbtui.widgets.conntrack import FlowTable
 from lbtui.widgets.keyed_table import KeyedTable
 from lbtui.widgets.logs import new_tail_items
+from tests.support.fake_engine import BAD_RELOAD_MESSAGE, FakeEngine
 
 pytestmark = pytest.mark.anyio
 

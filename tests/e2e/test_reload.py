@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -22,16 +21,11 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
-
-if os.geteuid() != 0:  # pragma: no cover
-    pytest.skip("needs root for namespaces and BPF", allow_module_level=True)
-
-from labtools import wait_until  # noqa: E402
-
-from lbtui import model  # noqa: E402
-from lbtui.control_socket import SocketEngineHandle  # noqa: E402
-from lbtui.lab import Lab, LabSpec  # noqa: E402
+from lbtui import model
+from lbtui.control_socket import SocketEngineHandle
+from lbtui.lab import LabSpec
+from tests.support.lab import ClientLab
+from tests.support.labtools import wait_until
 
 ROUTE = """
 [[proxy.source_route]]
@@ -43,7 +37,7 @@ backends = [{ address = "10.0.2.13:8080", weight = 1 }]
 class Wrk:
     """wrk in the client namespace against the VIP, in the background; parse() after it ends."""
 
-    def __init__(self, lab: Lab, seconds: int, close: bool, conns: int = 4):
+    def __init__(self, lab: ClientLab, seconds: int, close: bool, conns: int = 4):
         cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "3s"]
         if close:
             cmd += ["-H", "Connection: close"]
@@ -57,7 +51,7 @@ class Wrk:
         return {"requests": requests, "errors": errors, "non2xx": non2xx, "raw": out}  # type: ignore[dict-item]
 
 
-def start_lb(lab: Lab, cfg: Path, log: Path) -> subprocess.Popen:
+def start_lb(lab: ClientLab, cfg: Path, log: Path) -> subprocess.Popen:
     before = log.read_text().count("msg=started") if log.exists() else 0
     with open(log, "a") as err:
         proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
@@ -70,7 +64,7 @@ def start_lb(lab: Lab, cfg: Path, log: Path) -> subprocess.Popen:
 
 @pytest.fixture
 def lab():
-    lab = Lab(LabSpec(prefix="lrl", backends=4))
+    lab = ClientLab(LabSpec(prefix="lrl", backends=4))
     lab.up()
     try:
         lab.start_backends()
@@ -79,7 +73,7 @@ def lab():
         lab.down()
 
 
-def config_for(lab: Lab, weights: tuple[int, ...], four: bool, route: bool) -> str:
+def config_for(lab: ClientLab, weights: tuple[int, ...], four: bool, route: bool) -> str:
     text = lab.config_toml(weights=weights, extra_proxy_toml=ROUTE if route else "")
     if not four:  # drop backend 4 from both proxies
         for port in (8080, 5353):
@@ -91,7 +85,7 @@ def config_for(lab: Lab, weights: tuple[int, ...], four: bool, route: bool) -> s
     return text
 
 
-def effective(h: SocketEngineHandle, lab: Lab) -> dict[str, int]:
+def effective(h: SocketEngineHandle, lab: ClientLab) -> dict[str, int]:
     svc = h.snapshot().service("web")
     assert svc is not None
     return {b.address: b.effective_weight for b in svc.backends}

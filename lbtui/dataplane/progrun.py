@@ -1,8 +1,10 @@
-"""BPF_PROG_TEST_RUN through the bpf(2) syscall (BCC 0.26 has no binding for it).
+"""Run a loaded BPF program on a buffer: BPF_PROG_TEST_RUN through the bpf(2) syscall (BCC 0.26 has
+no binding for it).
 
-Used by the data-path tests (verdict and every output byte of one packet) and by bench/ (kernel-timed
-ns per run). With repeat > 1 the kernel runs the program on the same buffer without resetting it
-(PITFALLS.md #11), so callers that measure the DNAT path run one packet per call.
+The engine removes conntrack entries this way (`lbtui_reap`, see maps.reap_conntrack); the data-path
+tests use it for the verdict and every output byte of one packet, bench/ for kernel-timed ns per run.
+With repeat > 1 the kernel runs the program on the same buffer without resetting it, so callers that
+measure the DNAT path run one packet per call.
 """
 
 from __future__ import annotations

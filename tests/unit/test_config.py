@@ -28,7 +28,7 @@ from lbtui.config import (
     parse_config,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.toml"))
 
 MINIMAL = """\

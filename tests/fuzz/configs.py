@@ -1,0 +1,601 @@
+"""Config fuzzing: a checker for the loader's contract (`check_config_text` / `check_config_bytes`)
+and hypothesis strategies that generate documents (`config_strategies`), for tests/unit/test_fuzz_config.py
+and bench/fuzz_config.py.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+_INDEX_RE = re.compile(r"\[([0-9]+)\]")
+
+
+def parse_key_path(text: str) -> list[str | int]:
+    """`proxy[0].backend[1]."odd key"` -> ["proxy", 0, "backend", 1, "odd key"]; ValueError if malformed."""
+    steps: list[str | int] = []
+    i = 0
+    decoder = json.JSONDecoder()
+    while True:
+        if i < len(text) and text[i] == '"':
+            key, i = decoder.raw_decode(text, i)
+            if not isinstance(key, str):
+                raise ValueError(f"bad quoted key in {text!r}")
+            steps.append(key)
+        else:
+            match = _BARE_KEY_RE.match(text, i)
+            if match is None:
+                raise ValueError(f"bad key at offset {i} of {text!r}")
+            steps.append(match.group())
+            i = match.end()
+        while (index := _INDEX_RE.match(text, i)) is not None:
+            steps.append(int(index.group(1)))
+            i = index.end()
+        if i == len(text):
+            return steps
+        if text[i] != ".":
+            raise ValueError(f"expected '.' at offset {i} of {text!r}")
+        i += 1
+
+
+def resolve_key_path(document: Any, steps: Sequence[str | int]) -> bool:
+    """True if the steps lead to a value in the parsed TOML document."""
+    node = document
+    for step in steps:
+        if isinstance(step, int) and isinstance(node, list) and step < len(node):
+            node = node[step]
+        elif isinstance(step, str) and isinstance(node, dict) and step in node:
+            node = node[step]
+        else:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class ConfigCheck:
+    outcome: str  # "valid" | "invalid" | "toml-error"
+    issues: tuple[Any, ...]  # lbtui.config.ConfigIssue values
+    problems: tuple[str, ...]  # violations of the loader's contract; () when it behaved
+
+
+def check_config_text(text: str, file: str = "fuzz.toml") -> ConfigCheck:
+    """parse_config's contract on one document.
+
+    It raises nothing but ConfigError; every issue has a message and the file; when the TOML itself
+    parses, every issue has a key path that leads to a value of the document, or (for "missing ..."
+    issues) to the table that lacks it; a valid document round-trips through config_to_toml to an
+    equal Config, and writing that again gives the same text.
+    """
+    from lbtui.config import ConfigError, config_to_toml, parse_config
+
+    try:
+        document: Any = tomllib.loads(text)
+    except (ValueError, RecursionError):
+        document = None
+    try:
+        config = parse_config(text, file)
+    except ConfigError as err:
+        problems = _issue_problems(err.issues, document, file)
+        return ConfigCheck("invalid" if document is not None else "toml-error", err.issues, tuple(problems))
+    except Exception as exc:  # the contract: nothing but ConfigError
+        return ConfigCheck("crash", (), (f"parse_config raised {type(exc).__name__}: {exc}",))
+    if document is None:
+        return ConfigCheck("valid", (), ("parse_config accepted text that tomllib rejects",))
+    problems = []
+    try:
+        written = config_to_toml(config)
+        again = parse_config(written, file)
+        if again != config:
+            problems.append(f"round trip changed the config:\n{config}\n->\n{again}")
+        elif config_to_toml(again) != written:
+            problems.append("config_to_toml is not stable: writing the re-read config gives other text")
+    except Exception as exc:
+        problems.append(f"round trip raised {type(exc).__name__}: {exc}")
+    return ConfigCheck("valid", (), tuple(problems))
+
+
+def _issue_problems(issues: Sequence[Any], document: Any, file: str) -> list[str]:
+    problems = []
+    if not issues:
+        problems.append("ConfigError without issues")
+    for issue in issues:
+        if issue.file != file:
+            problems.append(f"issue names file {issue.file!r}, not {file!r}: {issue}")
+        if not issue.message:
+            problems.append(f"issue without a message at {issue.key_path!r}")
+        if document is None:
+            if issue.key_path:
+                problems.append(f"a TOML syntax error should be file-level, got key path: {issue}")
+            continue
+        if not issue.key_path:
+            problems.append(f"issue without a key path in a document that is valid TOML: {issue}")
+            continue
+        try:
+            steps = parse_key_path(issue.key_path)
+        except ValueError as exc:
+            problems.append(f"unparseable key path {issue.key_path!r}: {exc}")
+            continue
+        if not resolve_key_path(document, steps[:-1]):
+            problems.append(f"key path {issue.key_path!r} does not lead into the document: {issue}")
+        elif not issue.message.startswith("missing") and not resolve_key_path(document, steps):
+            problems.append(f"key path {issue.key_path!r} names no value of the document: {issue}")
+    return problems
+
+
+def check_config_bytes(data: bytes, directory: str) -> ConfigCheck:
+    """load_config on raw bytes (non-UTF-8, NULs, BOMs): only ConfigError, file-level for bad bytes."""
+    from lbtui.config import ConfigError, load_config
+
+    path = os.path.join(directory, "fuzz.toml")
+    with open(path, "wb") as handle:
+        handle.write(data)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    try:
+        load_config(path)
+    except ConfigError as err:
+        if text is None:
+            bad = [str(i) for i in err.issues if i.key_path or "UTF-8" not in i.message]
+            problems = [f"non-UTF-8 bytes should give one file-level issue, got {bad}"] if bad else []
+            return ConfigCheck("toml-error", err.issues, tuple(problems))
+        return check_config_text(text, path)
+    except Exception as exc:
+        return ConfigCheck("crash", (), (f"load_config raised {type(exc).__name__}: {exc}",))
+    if text is None:
+        return ConfigCheck("valid", (), ("load_config accepted bytes that are not UTF-8",))
+    return check_config_text(text, path)
+
+
+# ---- TOML writing for generated documents (independent of config_to_toml) -------------------------
+
+
+def toml_string(text: str) -> str:
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char in '"\\' or code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04x}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append("?")  # lone surrogates cannot be written in TOML
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+def toml_key(key: str) -> str:
+    return key if _BARE_KEY_RE.fullmatch(key) else toml_string(key)
+
+
+def toml_inline(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_inline(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{toml_key(k)} = {toml_inline(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__}")
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
+
+
+def toml_document(document: dict[str, Any], *, sections: bool = True) -> str:
+    """TOML text for a document: [table] / [[array]] sections (or everything inline)."""
+    if not sections:
+        return "".join(f"{toml_key(k)} = {toml_inline(v)}\n" for k, v in document.items())
+    lines: list[str] = []
+
+    def emit(prefix: str, table: dict[str, Any]) -> None:
+        nested = {k: v for k, v in table.items() if isinstance(v, dict) or _is_table_array(v)}
+        for key, value in table.items():
+            if key not in nested:
+                lines.append(f"{toml_key(key)} = {toml_inline(value)}")
+        for key, value in nested.items():
+            path = f"{prefix}.{toml_key(key)}" if prefix else toml_key(key)
+            if isinstance(value, dict):
+                lines.append(f"\n[{path}]")
+                emit(path, value)
+            else:
+                for item in value:
+                    lines.append(f"\n[[{path}]]")
+                    emit(path, item)
+
+    emit("", document)
+    return "\n".join(lines) + "\n"
+
+
+# ---- the schema the document strategies follow ----------------------------------------------------
+# Leaves are kinds: ("int", low, high), ("num",) (> 0), ("num0",) (>= 0), ("rate",) (0 < x <= 1),
+# ("bool",), ("choice", options), ("list", kind) and the names of string kinds in _STRING_SAMPLES.
+
+
+def config_schema() -> dict[str, Any]:
+    from lbtui import config as c
+
+    big = c.INT_MAX
+    positive = ("int", 1, big)
+    bucket = {"rate": positive, "burst": positive}
+    backend = {
+        "address": ("endpoint",),
+        "host": ("host",),
+        "port": ("int", 1, 65535),
+        "weight": positive,
+        "dns_refresh_s": ("num",),
+    }
+    proxy = {
+        "name": ("name",),
+        "interfaces": ("list", ("ifname",)),
+        "vip": ("ip",),
+        "port": ("int", 1, 65535),
+        "protocol": ("choice", c.PROTOCOLS),
+        "algorithm": ("choice", c.ALGORITHMS),
+        "least_connections_interval_ms": positive,
+        "health": {
+            "type": ("choice", c.HEALTH_TYPES),
+            "path": ("urlpath",),
+            "http_host": ("host",),
+            "interval_ms": positive,
+            "timeout_ms": positive,
+            "rise": positive,
+            "fall": positive,
+            "expected_status": ("list", ("int", 100, 599)),
+            "port": ("int", 1, 65535),
+            "slow_start_s": ("num0",),
+        },
+        "circuit_breaker": {
+            "error_rate": ("rate",),
+            "min_requests": positive,
+            "window_s": ("num",),
+            "open_s": ("num",),
+            "half_open_successes": positive,
+            "syn_timeout_ms": positive,
+        },
+        "rate_limit": {"per_source": bucket, "per_backend": bucket},
+        "backend": [backend],
+        "source_route": [{"cidr": ("cidr",), "backends": [backend]}],
+    }
+    settings = {
+        "max_connections": ("int", c.MAX_CONNECTIONS_MIN, c.MAX_CONNECTIONS_MAX),
+        "tcp_timeout_s": ("num",),
+        "tcp_closing_timeout_s": ("num",),
+        "udp_timeout_s": ("num",),
+        "drain_timeout_s": ("num",),
+        "control_socket": ("file",),
+        "table_size": ("prime",),
+        "xdp_mode": ("choice", c.XDP_MODES),
+        "sweep_interval_s": ("num",),
+        "metrics": {"enabled": ("bool",), "listen": ("listen",), "path": ("urlpath",)},
+        "dns": {"nameservers": ("list", ("nameserver",))},
+        "access_log": {
+            "format": ("choice", c.ACCESS_LOG_FORMATS),
+            "stdout": ("bool",),
+            "file": ("file",),
+            "max_bytes": ("int", 1024, big),
+            "max_files": positive,
+            "log_new": ("bool",),
+        },
+        "console": {"refresh_s": ("num",)},
+    }
+    return {"settings": settings, "proxy": [proxy]}
+
+
+# (valid samples, invalid samples) of the string kinds
+_STRING_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
+    "name": (["web", "dns", "a.b-c_d", "x" * 64], ["", "x y", "x" * 65, "ä", "a/b"]),
+    "ifname": (["eth0", "lo", "veth-a.1", "x" * 15], ["", "x" * 16, "a b", "a/b", "a:b", ".", "..", "\x01"]),
+    "ip": (
+        ["10.0.0.1", "192.168.1.1", "1.2.3.4"],
+        [
+            "",
+            "1.2.3",
+            "10.000.0.1",
+            "10.0.0.256",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "10.0.0.1 ",
+        ],
+    ),
+    "endpoint": (
+        ["10.0.2.11:8080", "10.0.2.12:1", "1.2.3.4:65535"],
+        ["10.0.2.11", "10.0.2.11:0", "10.0.2.11:65536", ":80", "host:80", "10.0.2.11:+80", "10.0.2.11:08a"],
+    ),
+    "host": (
+        ["api.internal", "example.com", "a-b.c.", "x" * 63],
+        ["", "-a", "a..b", "x" * 64, "10.0.0.1", "a b", "a_" * 130, "."],
+    ),
+    "cidr": (
+        ["192.168.0.0/16", "10.0.0.0/8", "0.0.0.0/0", "1.2.3.4/32"],
+        ["192.168.1.0/16", "10.0.0.0/33", "x", ""],
+    ),
+    "listen": (
+        ["127.0.0.1:9100", "[::1]:9100", "localhost:9100", "0.0.0.0:1"],
+        ["9100", ":9100", "127.0.0.1:0", "[::1:9100", "a b:1", "127.0.0.1:99999"],
+    ),
+    "urlpath": (["/metrics", "/healthz", "/a/b?c=d", "/"], ["metrics", "", "/a b", "/\x7f"]),
+    "file": (["/run/lbtui/lbtui.sock", "/tmp/a.sock", "rel/path"], ["", "/tmp/a\x00b", "/" + "x" * 120]),
+    "nameserver": (["10.0.0.53", "::1", "2001:db8::53"], ["", "dns.google", "10.0.0.300"]),
+}
+# keys without a default (the loader reports them missing); the strategies rarely omit them
+_REQUIRED_KEYS = {
+    "name",
+    "interfaces",
+    "vip",
+    "port",
+    "backend",
+    "type",
+    "cidr",
+    "backends",
+    "rate",
+    "address",
+    "host",
+}
+_PRIMES = [7, 11, 13, 251, 4099, 65537]
+_NOT_PRIMES = [0, 1, 5, 9, 65536, 65539, 100000, -7]
+_ANY_SCALARS: list[Any] = ["", "x", "10.0.0.1", 0, 1, -1, 2**31, 10**30, 0.5, float("nan"), True, [], {}]
+
+
+def config_strategies() -> dict[str, Any]:
+    """hypothesis strategies: "document" (schema-based text), "mutated" (text mutations of
+    configs/full.toml), "restructured" (value/key mutations of its parsed form), "raw" (bytes)."""
+    from hypothesis import strategies as st
+
+    schema = config_schema()
+    scalars = st.one_of(
+        st.sampled_from(_ANY_SCALARS),
+        st.integers(),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.booleans(),
+        st.text(max_size=12),
+    )
+    keys = st.one_of(
+        st.sampled_from(["x", "Port", "backends", "proxy", "name", "a.b", ""]), st.text(max_size=8)
+    )
+    anything = st.recursive(
+        scalars,
+        lambda children: st.one_of(
+            st.lists(children, max_size=3), st.dictionaries(keys, children, max_size=3)
+        ),
+        max_leaves=8,
+    )
+
+    octet = st.integers(0, 255)
+    unicast = st.builds(
+        lambda a, b, c, d: f"{a}.{b}.{c}.{d}", st.integers(1, 223), octet, octet, st.integers(1, 254)
+    )
+    generated: dict[str, Any] = {
+        "ip": unicast,
+        "endpoint": st.builds(lambda ip, port: f"{ip}:{port}", unicast, st.integers(1, 65535)),
+        "name": st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True),
+        "ifname": st.from_regex(r"[a-z][a-z0-9.-]{0,14}", fullmatch=True),
+        "cidr": st.builds(
+            lambda ip, bits: str(ipaddress.IPv4Network(f"{ip}/{bits}", strict=False)),
+            unicast,
+            st.integers(0, 32),
+        ),
+        "host": st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z][a-z0-9-]{0,20}){0,3}", fullmatch=True).filter(
+            lambda name: not name.endswith("-") and "-." not in name
+        ),
+    }
+
+    def valid(kind: tuple[Any, ...]) -> Any:
+        name = kind[0]
+        if name == "int":
+            low, high = kind[1], kind[2]
+            return st.one_of(st.integers(low, min(high, low + 1000)), st.sampled_from([low, high]))
+        if name in ("num", "num0"):
+            low = 0.0 if name == "num0" else 0.001
+            return st.one_of(
+                st.floats(low, 1e6), st.integers(1, 10**6), st.sampled_from([low, 365 * 24 * 3600])
+            )
+        if name == "rate":
+            return st.one_of(st.floats(0.01, 1.0), st.just(1))
+        if name == "bool":
+            return st.booleans()
+        if name == "choice":
+            return st.sampled_from(kind[1])
+        if name == "prime":
+            return st.sampled_from(_PRIMES)
+        if name == "list":
+            return st.lists(valid(kind[1]), min_size=1, max_size=3, unique_by=repr)
+        samples = st.sampled_from(_STRING_SAMPLES[name][0])
+        return st.one_of(samples, generated[name]) if name in generated else samples
+
+    def invalid(kind: tuple[Any, ...]) -> Any:
+        name = kind[0]
+        if name == "int":
+            low, high = kind[1], kind[2]
+            return st.sampled_from([low - 1, high + 1, 0, -1, 2**63, -(2**63), 10**40, 1.0, "1", True])
+        if name in ("num", "num0", "rate"):
+            return st.sampled_from([0, -1, -0.5, float("nan"), float("inf"), 1e300, 10**400, "1", True, 2.5])
+        if name == "bool":
+            return st.sampled_from([0, 1, "true", "yes"])
+        if name == "choice":
+            return st.sampled_from(["", "TCP", kind[1][0].upper(), kind[1][0] + " ", 1])
+        if name == "prime":
+            return st.sampled_from(_NOT_PRIMES)
+        if name == "list":
+            return st.one_of(
+                st.just([]),
+                st.lists(invalid(kind[1]), min_size=1, max_size=2),
+                valid(kind[1]),  # a bare value where an array belongs
+                st.lists(valid(kind[1]), min_size=2, max_size=2).map(lambda xs: [xs[0], xs[0]]),
+            )
+        return st.sampled_from(_STRING_SAMPLES[name][1] + [1])
+
+    @st.composite
+    def table(draw: Any, spec: dict[str, Any], chaos: float) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        keys_here = list(spec)
+        if "address" in spec and draw(st.floats(0, 1)) >= chaos:
+            # a backend: usually one form only, as a valid one would be
+            drop = ("host", "port", "dns_refresh_s") if draw(st.booleans()) else ("address",)
+            keys_here = [k for k in keys_here if k not in drop]
+        for key in keys_here:
+            kind = spec[key]
+            roll = draw(st.floats(0, 1))
+            if roll < (chaos * 0.3 if key in _REQUIRED_KEYS else 0.4):
+                continue  # omitted: an optional key, or a required one (a "missing" issue)
+            roll = draw(st.floats(0, 1))
+            if roll < chaos * 0.5:
+                out[key] = draw(anything)
+            elif isinstance(kind, dict):
+                out[key] = draw(table(kind, chaos))
+            elif isinstance(kind, list):
+                out[key] = draw(
+                    st.lists(table(kind[0], chaos), min_size=0 if roll < chaos else 1, max_size=3)
+                )
+            elif roll < chaos:
+                out[key] = draw(invalid(kind))
+            else:
+                out[key] = draw(valid(kind))
+        if draw(st.floats(0, 1)) < chaos * 0.3:
+            out[draw(keys)] = draw(anything)
+        return out
+
+    @st.composite
+    def document_text(draw: Any) -> str:
+        chaos = draw(st.sampled_from([0.0, 0.0, 0.02, 0.1, 0.3]))
+        document = {}
+        if draw(st.booleans()):
+            document["settings"] = draw(table(schema["settings"], chaos))
+        if draw(st.floats(0, 1)) >= chaos * 0.2:
+            document["proxy"] = draw(st.lists(table(schema["proxy"][0], chaos), min_size=1, max_size=3))
+        return toml_document(document, sections=draw(st.booleans()))
+
+    full_text = _full_example()
+
+    @st.composite
+    def mutated_text(draw: Any) -> str:
+        text = full_text
+        for _ in range(draw(st.integers(1, 4))):
+            lines = text.split("\n")
+            op = draw(
+                st.sampled_from(
+                    [
+                        "del-line",
+                        "dup-line",
+                        "swap",
+                        "ins-text",
+                        "cut-line",
+                        "del-span",
+                        "number",
+                        "string",
+                        "char",
+                    ]
+                )
+            )
+            i = draw(st.integers(0, len(lines) - 1))
+            if op == "del-line":
+                del lines[i]
+            elif op == "dup-line":
+                lines.insert(i, lines[i])
+            elif op == "swap":
+                j = draw(st.integers(0, len(lines) - 1))
+                lines[i], lines[j] = lines[j], lines[i]
+            elif op == "ins-text":
+                lines.insert(i, draw(st.text(max_size=30)))
+            elif op == "cut-line":
+                lines[i] = lines[i][: draw(st.integers(0, len(lines[i])))]
+            text = "\n".join(lines)
+            if op == "del-span" and text:
+                a = draw(st.integers(0, len(text) - 1))
+                text = text[:a] + text[a + draw(st.integers(1, 20)) :]
+            elif op == "number":
+                numbers = list(re.finditer(r"\b[0-9]+(\.[0-9]+)?\b", text))
+                if numbers:
+                    m = draw(st.sampled_from(numbers))
+                    new = draw(
+                        st.sampled_from(
+                            ["0", "-1", "1e400", "inf", "nan", "65536", "2147483648", "1.5", str(2**64)]
+                        )
+                    )
+                    text = text[: m.start()] + new + text[m.end() :]
+            elif op == "string":
+                strings = list(re.finditer(r'"[^"\n]*"', text))
+                if strings:
+                    m = draw(st.sampled_from(strings))
+                    text = text[: m.start()] + toml_string(draw(st.text(max_size=20))) + text[m.end() :]
+            elif op == "char" and text:
+                a = draw(st.integers(0, len(text) - 1))
+                text = text[:a] + draw(st.sampled_from(list("[]{}=\"'#.,\n\\ 0a"))) + text[a:]
+        return text
+
+    def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        found = [prefix]
+        if isinstance(value, dict):
+            for key, child in value.items():
+                found += paths(child, (*prefix, key))
+        elif isinstance(value, list):
+            for index, child in enumerate(value):
+                found += paths(child, (*prefix, index))
+        return found
+
+    @st.composite
+    def restructured_text(draw: Any) -> str:
+        document = tomllib.loads(full_text)
+        for _ in range(draw(st.integers(1, 3))):
+            path = draw(st.sampled_from(paths(document)))
+            if not path:
+                continue
+            parent = document
+            for step in path[:-1]:
+                parent = parent[step]
+            last = path[-1]
+            op = draw(st.sampled_from(["replace", "delete", "add-key", "duplicate"]))
+            if op == "replace":
+                parent[last] = draw(anything)
+            elif op == "delete":
+                del parent[last]
+            elif op == "add-key" and isinstance(parent[last], dict):
+                parent[last][draw(keys)] = draw(anything)
+            elif op == "duplicate" and isinstance(parent, list):
+                parent.append(parent[last])
+        return toml_document(document, sections=draw(st.booleans()))
+
+    @st.composite
+    def raw_bytes(draw: Any) -> bytes:
+        data = bytearray(full_text.encode())
+        for _ in range(draw(st.integers(1, 3))):
+            at = draw(st.integers(0, len(data)))
+            data[at:at] = draw(
+                st.sampled_from([b"\xff", b"\xc3", b"\x00", b"\xef\xbb\xbf", b"\xed\xa0\x80", b"\r"])
+            )
+        return bytes(data)
+
+    return {
+        "document": document_text(),
+        "mutated": mutated_text(),
+        "restructured": restructured_text(),
+        "raw": raw_bytes(),
+    }
+
+
+def _full_example() -> str:
+    """configs/full.toml of the checkout (every key, commented)."""
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(here, "configs", "full.toml"), encoding="utf-8") as handle:
+        return handle.read()
