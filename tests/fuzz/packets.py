@@ -3,7 +3,7 @@
 One implementation for bench/fuzz_packets.py (a million frames) and tests/bpf/test_fuzz_packets.py (a
 sample). The generator builds frames byte by byte (scapy builds ~1 ms per packet, too slow for a
 million; it only supplies a pool of templates for the exotic families). The oracle predicts, from
-the input frame and a mirror of the conntrack map alone, what lb.c must do (DESIGN.md section 3):
+the input frame and a mirror of the conntrack map, what lb.c must do (docs/datapath.md#what-the-programs-do):
 
 - XDP: anything that is not a well-formed IPv4 TCP/UDP non-fragment to a configured VIP:port passes
   untouched; a new flow (TCP SYN without ACK, any UDP, any TCP for maglev) and every packet of a
@@ -17,7 +17,7 @@ Checksums are verified by this module's own one's complement code, not by the pr
 must keep every checksum's residual (so a frame whose checksums verified still verifies, and a
 broken one stays exactly as broken), and a zero UDP checksum stays zero. The conntrack mirror is
 compared entry by entry (flags and counters included) with the real map, and the global counters
-with the mirror's, every `sync_every` frames. Behaviour that mirrors lb.c but contradicts DESIGN.md
+with the mirror's, every `sync_every` frames. Behaviour that mirrors lb.c but contradicts docs/datapath.md
 is counted as a finding (FINDINGS), not a failure.
 """
 
@@ -982,7 +982,7 @@ class Oracle:
         self.ct: dict[CtKey, CtEntry] = {}
         self.counters: Counter[str] = Counter()
         self.flows: list[Flow] = []
-        # behaviour that mirrors lb.c exactly but breaks DESIGN.md: kind -> count, first examples
+        # behaviour that mirrors lb.c exactly but breaks docs/datapath.md: kind -> count, first examples
         self.findings: Counter[str] = Counter()
         self.finding_examples: dict[str, list[str]] = {}
 

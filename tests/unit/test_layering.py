@@ -1,6 +1,6 @@
 """The engine side never imports the console's libraries; the console never imports the kernel side.
 
-Each module is imported in a fresh interpreter and its sys.modules inspected (DESIGN.md section 2).
+Each module is imported in a fresh interpreter and its sys.modules inspected (docs/architecture.md#layers).
 """
 
 from __future__ import annotations
