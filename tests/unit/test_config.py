@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 import tomllib
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
@@ -795,38 +795,8 @@ values = st.recursive(
 )
 
 
-def toml_value(value: Any) -> str:
-    """Inline TOML for any generated value (the tests' own writer, independent of config_to_toml)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, str):
-        return toml_key(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(item) for item in value) + "]"
-    assert isinstance(value, dict)
-    return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-
-
-def toml_key(text: str) -> str:
-    escaped = []
-    for char in text:
-        if char in '"\\' or ord(char) < 0x20 or ord(char) == 0x7F:
-            escaped.append(f"\\u{ord(char):04x}")
-        elif 0xD800 <= ord(char) <= 0xDFFF:
-            escaped.append("?")  # lone surrogates cannot be written in TOML
-        else:
-            escaped.append(char)
-    return '"' + "".join(escaped) + '"'
-
-
 def toml_document(document: dict[str, Any]) -> str:
-    return "".join(f"{toml_key(key)} = {toml_value(value)}\n" for key, value in document.items())
+    return tomli_w.dumps(document)  # the project's one TOML writer (config_to_toml uses it too)
 
 
 def check_parse(text: str) -> None:
