@@ -27,6 +27,7 @@ from lbtui.config import (
     load_config,
     parse_config,
 )
+from lbtui.config.keys import Table, Tables, declared_keys
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.toml"))
@@ -125,6 +126,34 @@ def test_full_example_uses_every_key() -> None:
     assert settings.access_log.file == "/var/log/lbtui/access.log"
     assert settings.console.refresh_s == 1.0
     assert config.proxy("nope") is None
+
+
+def test_full_toml_shows_every_declared_key_and_no_other() -> None:
+    """configs/full.toml documents the format: every key of every table, and only declared keys."""
+    shown: dict[type, set[str]] = {}
+
+    def walk(cls: type, table: dict[str, Any]) -> None:
+        declared = {d.name: d.key for d in declared_keys(cls)}
+        shown.setdefault(cls, set()).update(table)
+        for name, value in table.items():
+            assert name in declared, f"full.toml shows {name!r}, which {cls.__name__} does not declare"
+            kind = declared[name]
+            if isinstance(kind, Table):
+                walk(kind.cls, value)
+            elif isinstance(kind, Tables):
+                for item in value:
+                    walk(kind.cls, item)
+
+    def tables(cls: type) -> list[type]:
+        nested = [d.key.cls for d in declared_keys(cls) if isinstance(d.key, Table | Tables)]
+        return [cls, *(sub for table in nested for sub in tables(table))]
+
+    walk(Config, tomllib.loads((REPO / "configs" / "full.toml").read_text()))
+    for cls in tables(Config):
+        declared = declared_keys(cls)
+        assert all(d.key.doc for d in declared), f"{cls.__name__}: a key without a doc line"
+        missing = {d.name for d in declared} - shown.get(cls, set())
+        assert not missing, f"configs/full.toml does not show {sorted(missing)} of {cls.__name__}"
 
 
 def test_demo_config_matches_the_lab() -> None:
