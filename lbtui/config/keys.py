@@ -105,14 +105,7 @@ def _int_expectation(low: int, high: int) -> str:
 
 
 def _is_prime(number: int) -> bool:
-    if number < 2:
-        return False
-    divisor = 2
-    while divisor * divisor <= number:
-        if number % divisor == 0:
-            return False
-        divisor += 1
-    return True
+    return number >= 2 and all(number % divisor for divisor in range(2, math.isqrt(number) + 1))
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,12 @@ def _backend_key(table: Checked) -> str | None:
     return None
 
 
-UNIQUE_BACKENDS = (Unique(_backend_key, lambda key, first: f"duplicate backend {key} (already at {first})"),)
+def _backend_group(doc: str, toml: str = "") -> Tables:
+    """A group of backends (the default one, a source route's): at least one, each named once."""
+    duplicate = Unique(_backend_key, lambda key, first: f"duplicate backend {key} (already at {first})")
+    return Tables(
+        doc, cls=BackendConfig, toml=toml, required=True, empty="at least one backend", unique=(duplicate,)
+    )
 
 
 @dataclass(frozen=True)
@@ -98,16 +103,7 @@ class SourceRouteConfig:
     """[[proxy.source_route]]: clients from this network use these backends instead of the default group."""
 
     cidr: Annotated[str, Text("IPv4 network without host bits; longest prefix wins", CIDR, required=True)]
-    backends: Annotated[
-        tuple[BackendConfig, ...],
-        Tables(
-            "this network's backends",
-            cls=BackendConfig,
-            required=True,
-            empty="at least one backend",
-            unique=UNIQUE_BACKENDS,
-        ),
-    ]
+    backends: Annotated[tuple[BackendConfig, ...], _backend_group("this network's backends")]
 
 
 @dataclass(frozen=True)
@@ -210,17 +206,7 @@ class ProxyConfig:
     ]
     vip: Annotated[str, Text("the virtual IPv4 address clients connect to", IPV4, required=True)]
     port: Annotated[int, Int("the VIP's port", high=65535, expect=PORT, required=True)]
-    backends: Annotated[
-        tuple[BackendConfig, ...],
-        Tables(
-            "the default backend group",
-            cls=BackendConfig,
-            toml="backend",
-            required=True,
-            empty="at least one backend",
-            unique=UNIQUE_BACKENDS,
-        ),
-    ]
+    backends: Annotated[tuple[BackendConfig, ...], _backend_group("the default backend group", "backend")]
     protocol: Annotated[str, Choice('"tcp" or "udp"', PROTOCOLS)] = "tcp"
     algorithm: Annotated[str, Choice("how a new flow picks its backend", ALGORITHMS)] = "weighted-random"
     source_routes: Annotated[
