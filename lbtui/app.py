@@ -592,7 +592,8 @@ class LbtuiApp(App[CommandResult | None]):
 
     def action_export(self) -> None:
         try:
-            svg, data = export_view(self, self.export_dir, str(self.tabs.active))
+            view = "chart" if isinstance(self.screen, ChartScreen) else str(self.tabs.active)
+            svg, data = export_view(self, self.export_dir, view)
         except OSError as exc:
             self.notify(
                 f"cannot export to {self.export_dir}: {error_text(exc)}", severity="error", timeout=10
