@@ -3,7 +3,8 @@
 
 The JSON is the control protocol's form of the snapshot (docs/control-protocol.md), so what the
 operator saved reads like `lbtui ctl status --json`. Files are named by time and pane, never
-overwritten, and written to the console's export directory (`--export-dir`, default: the current one).
+overwritten, and written to the console's export directory (LbtuiApp(export_dir=...): the current
+directory when lbtui starts the console).
 """
 
 from __future__ import annotations

@@ -121,3 +121,19 @@ def test_windows_travel_in_the_snapshot(engine: FakeEngine, client: SocketEngine
     assert udp is not None and all(w.handshake is None for w in udp.windows)
     assert snap.access_log_target == "/var/log/lbtui/access.log" and snap.history_s == 3600
     assert wire.decode_snapshot(wire.encode_snapshot(snap)) == snap
+
+
+def test_the_engine_side_says_where_the_access_log_goes(tmp_path) -> None:
+    from lbtui.config import AccessLogConfig, MetricsConfig, Settings
+    from lbtui.observe.hub import ObservabilityHub
+
+    snap = model.Snapshot(0.0, 0.0, None, (), model.ConntrackSummary(), ())
+    hub = ObservabilityHub(lambda: snap, allow_stdout=False)
+    try:
+        hub.configure(Settings(metrics=MetricsConfig(enabled=False)))
+        assert hub.decorate(snap).access_log_target is None  # console: "no access log configured"
+        path = str(tmp_path / "access.log")
+        hub.configure(Settings(metrics=MetricsConfig(enabled=False), access_log=AccessLogConfig(file=path)))
+        assert hub.decorate(snap).access_log_target == path
+    finally:
+        hub.close()
