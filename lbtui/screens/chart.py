@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from rich.text import Text
 from textual import work
-from textual.app import ComposeResult
+from textual.app import ComposeResult, RenderResult
 from textual.binding import Binding
 from textual.containers import Grid, Vertical
 from textual.screen import Screen
@@ -40,6 +40,17 @@ LINE_COLORS = (
     ("blue", "blue"),
 )  # plotext, Rich
 SCALES = ((2**30, "Gi"), (2**20, "Mi"), (2**10, "Ki"))
+
+
+class TimePlot(PlotextPlot):
+    """A PlotextPlot whose time ticks are chosen for the width it has when it renders."""
+
+    ticks: Callable[[int], tuple[list[float], list[str]]] | None = None
+
+    def render(self) -> RenderResult:
+        if self.ticks is not None:
+            self.plt.xticks(*self.ticks(self.size.width - 6))  # minus the y axis and its labels
+        return super().render()
 
 
 @dataclass(frozen=True)
@@ -68,9 +79,15 @@ CHARTS = (
 )
 
 
-def time_ticks(end: int, span_s: int) -> tuple[list[float], list[str]]:
-    """x positions (seconds relative to `end`) at round wall-clock times, labelled HH:MM."""
-    step = 60 if span_s <= 300 else 180 if span_s <= 900 else 600
+TICK_STEPS_S = (60, 120, 180, 300, 600, 900, 1200, 1800)
+TICK_CELLS = 9  # a label (HH:MM) and room around it: plotext drops colliding labels unpredictably
+
+
+def time_ticks(end: int, span_s: int, width: int = 200) -> tuple[list[float], list[str]]:
+    """x positions (seconds relative to `end`) at round wall-clock times, labelled HH:MM, no closer
+    than TICK_CELLS columns on a plot `width` columns wide."""
+    per_cell = span_s / max(width, 1)
+    step = next((s for s in TICK_STEPS_S if s / per_cell >= TICK_CELLS), TICK_STEPS_S[-1])
     first = (end - span_s) // step * step + step
     positions, labels = [], []
     for t in range(first, end + 1, step):
@@ -150,7 +167,7 @@ class ChartScreen(Screen[None]):
             for spec in CHARTS:
                 with Vertical(classes="chart"):
                     yield Static(id=f"{spec.id}-legend", classes="legend")
-                    yield PlotextPlot(id=spec.id)
+                    yield TimePlot(id=spec.id)
         yield Static(id="chart-marks")
         yield Footer(show_command_palette=False, compact=True)
 
@@ -259,10 +276,11 @@ class ChartScreen(Screen[None]):
         return out
 
     def _draw_chart(self, spec: ChartSpec, end: int | None) -> None:
-        widget = self.query_one(f"#{spec.id}", PlotextPlot)
+        widget = self.query_one(f"#{spec.id}", TimePlot)
         plt = widget.plt
         plt.clear_data()
         plt.clear_figure()
+        widget.ticks = None
         lines = []
         peak = 0.0
         for name, label in self._names(spec) if end is not None else []:
@@ -285,7 +303,8 @@ class ChartScreen(Screen[None]):
             self._draw_marks(plt, end, top)
             plt.xlim(-self.span_s + 1, 0)
             plt.ylim(0, top)
-            plt.xticks(*time_ticks(end, self.span_s))
+            span = self.span_s
+            widget.ticks = lambda width: time_ticks(end, span, width)
         widget.refresh()
 
     def _marks_in_view(self, end: int) -> list[Event]:

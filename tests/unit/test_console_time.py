@@ -139,7 +139,7 @@ async def test_chart_of_the_selected_backend_with_events_on_its_time_axis() -> N
         assert "circuit" not in marks  # another backend's event
         plot = str(chart.query_one("#chart-conns").render())
         assert "D" in plot and "R" in plot  # the marks' letters on the chart
-        ticks = time_ticks(int(now), 900)[1]
+        ticks = time_ticks(int(now), 900, chart.query_one("#chart-conns").size.width - 6)[1]
         assert all(label in plot for label in ticks[1:-1])  # wall-clock labels on the time axis
 
         await pilot.press("p")  # the proxy as a whole
