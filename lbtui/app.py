@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
@@ -42,10 +42,11 @@ from lbtui.model import (
 )
 from lbtui.screens.chart import ChartScreen
 from lbtui.screens.circuit import CIRCUIT_ACTIONS, CircuitScreen
-from lbtui.screens.commands import ConsoleCommands
+from lbtui.screens.commands import ConsoleCommands, console_actions
 from lbtui.screens.confirm import ConfirmScreen
 from lbtui.screens.export import export_view
 from lbtui.screens.help import HelpScreen
+from lbtui.screens.keys import APP_CSS, BINDINGS, PANES, key_help
 from lbtui.screens.ratelimit import RateLimitScreen
 from lbtui.screens.weight import WeightScreen
 from lbtui.widgets import fmt
@@ -60,15 +61,6 @@ from lbtui.widgets.notes import pane_notes
 from lbtui.widgets.summary import SummaryBar
 
 log = logging.getLogger(__name__)
-
-PANES = (
-    ("backends", "Backends"),
-    ("conntrack", "Conntrack"),
-    ("circuits", "Circuits"),
-    ("latency", "Latency"),
-    ("access", "Access log"),
-    ("events", "Events"),
-)
 
 LATENCY_WINDOWS: tuple[int | None, ...] = (10, 60, 300, None)  # t cycles; None: lifetime
 FILTERED = {
@@ -112,119 +104,11 @@ def error_text(error: BaseException | None) -> str:
 class LbtuiApp(App[CommandResult | None]):
     """Operator console. `run()` returns the result of the Stop command when quitting stopped the engine."""
 
-    CSS = """
-    #summary { height: 1; background: $panel; }
-    #banner { display: none; height: auto; padding: 0 1; background: $error; color: $text; text-style: bold; }
-    #banner.stopped { background: $warning; }
-    TabbedContent { height: 1fr; }
-    TabPane { padding: 0; }
-    #ct-status { height: 1; padding: 0 1; }
-    #ct-filter { display: none; dock: bottom; }
-    .pane-filter { display: none; dock: bottom; }
-    .pane-note { display: none; height: auto; padding: 0 1; color: $text-muted; text-style: italic; }
-    #backends-table { height: 1fr; }
-    #proxies { height: auto; max-height: 50%; padding: 0 1; border-top: solid $primary-darken-2; }
-    #circuit-table { height: auto; max-height: 60%; }
-    #circuit-log { height: 1fr; min-height: 3; border-top: solid $primary-darken-2; }
-    LatencyPane { padding: 0 1; }
-    ModalScreen { align: center middle; }
-    .dialog {
-        width: 66; max-width: 100%; height: auto; max-height: 100%;
-        padding: 1 2 0 2; border: round $primary; background: $surface;
-    }
-    .dialog Label { width: 100%; }
-    .dialog Input { margin-top: 1; }
-    .dialog .buttons { height: auto; align-horizontal: right; margin: 1 0; }
-    .dialog .buttons Button { margin-left: 2; min-width: 12; }
-    .dialog .error { display: none; color: $error; text-style: bold; height: auto; margin-top: 1; }
-    #limits { grid-size: 2; grid-columns: 1fr 14; grid-rows: 1; grid-gutter: 1 0; height: auto; }
-    #limits { margin-top: 1; }
-    #limits Input { margin: 0; }
-    #help { width: 76; }
-    #help VerticalScroll { height: auto; max-height: 24; margin: 1 0; }
-    """
+    CSS = APP_CSS
 
     COMMANDS = App.COMMANDS | {ConsoleCommands}  # Textual's own commands (theme, keys, screenshot) too
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding(
-            "d",
-            "drain",
-            "Drain",
-            id="drain",
-            tooltip="drain the selected backend (no new connections), or undrain it",
-        ),
-        Binding("w", "reweight", "Weight", id="reweight", tooltip="set the selected backend's weight"),
-        Binding(
-            "l",
-            "rate_limits",
-            "Limits",
-            id="rate_limits",
-            tooltip="rate limits of the selected backend's proxy",
-        ),
-        Binding(
-            "c",
-            "circuit",
-            "Circuit",
-            show=False,
-            id="circuit",
-            tooltip="circuit breaker of the selected backend: hold open, hold closed, reset",
-        ),
-        Binding("r", "reload", "Reload", id="reload", tooltip="reload the configuration file"),
-        Binding(
-            "g",
-            "chart",
-            "Chart",
-            id="chart",
-            tooltip="chart of the selected backend's history (p: its proxy)",
-        ),
-        Binding(
-            "t",
-            "latency_window",
-            "Window",
-            id="latency_window",
-            tooltip="latency window: 10 s, 1 min, 5 min, lifetime (shown beside lifetime)",
-        ),
-        Binding("slash", "filter", "Filter", id="filter", tooltip="filter the pane you are in"),
-        Binding("s", "sort", "Sort", id="sort", tooltip="sort flows: bytes, age, idle, backend"),
-        Binding(
-            "e",
-            "export",
-            "Export",
-            show=False,
-            id="export",
-            tooltip="export this view: an SVG screenshot and the snapshot as JSON (paths shown)",
-        ),
-        Binding("question_mark", "help", "Help", id="help", tooltip="this list of keys"),
-        Binding(
-            "colon",
-            "command_palette",
-            "Commands",
-            id="command_palette",
-            tooltip="command palette: every action by name, and Textual's (theme, keys, screenshot)",
-        ),
-        Binding(
-            "ctrl+p",
-            "command_palette",
-            "Commands",
-            show=False,
-            id="command_palette_ctrl",
-            priority=True,  # even from inside a text box
-            tooltip="the command palette too",
-        ),
-        Binding("q", "quit", "Quit", id="quit", tooltip="quit (asks first)"),
-        *(
-            Binding(
-                str(n),
-                f"show_pane('{pane}')",
-                title,
-                show=False,
-                id=f"pane_{pane}",
-                tooltip=f"show the {title} pane",
-            )
-            for n, (pane, title) in enumerate(PANES, start=1)
-        ),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = BINDINGS
 
     def __init__(
         self,
@@ -646,24 +530,7 @@ class LbtuiApp(App[CommandResult | None]):
     # ---- help and palette -------------------------------------------------------------------
 
     def key_help(self) -> list[tuple[str, str]]:
-        rows = []
-        panes = []
-        for binding in self.BINDINGS:
-            assert isinstance(binding, Binding)
-            if binding.action.startswith("show_pane"):
-                panes.append((binding.key, binding.description))
-                continue
-            keys = " ".join(self.get_key_display(Binding(key, "")) for key in binding.key.split(","))
-            rows.append((keys, binding.tooltip or binding.description))
-        rows += [
-            (" ".join(key for key, _ in panes), "show a pane: " + ", ".join(title for _, title in panes)),
-            ("ctrl+q", "quit (asks first)"),
-            ("↑ ↓ pgup pgdn", "move the selection in a table"),
-            ("tab shift+tab", "move between the tabs, the table and other widgets"),
-            ("enter", "on a backend: its chart (like g)"),
-            ("escape", "close a dialog or the chart; in a filter: clear it"),
-        ]
-        return rows
+        return key_help(self)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Textual's commands (theme, keys, screenshot...) but not its quit: ours asks first."""
@@ -672,33 +539,5 @@ class LbtuiApp(App[CommandResult | None]):
                 yield command
 
     def palette_actions(self) -> list[tuple[str, str, Callable[[], object]]]:
-        b = self.selected_backend()
-        target = f"{b.address} of {b.proxy}" if b else "the selected backend"
-        drain = "Undrain" if b is not None and b.drain is not DrainState.ACTIVE else "Drain"
-        proxy = b.proxy if b else "the selected backend's proxy"
-        return [
-            (f"{drain} {target}", "drain: no new connections, existing ones continue (d)", self.action_drain),
-            (f"Reweight {target}", "set the configured weight (w)", self.action_reweight),
-            (
-                f"Rate limits of {proxy}",
-                "per source and per backend new conns/s (l)",
-                self.action_rate_limits,
-            ),
-            (
-                f"Circuit breaker of {target}",
-                "hold it open, hold it closed, or reset it (c)",
-                self.action_circuit,
-            ),
-            (f"Chart of {target}", "its history, events on the time axis (g)", self.action_chart),
-            (
-                "Latency window",
-                "percentiles over 10 s, 1 min, 5 min or lifetime (t)",
-                self.action_latency_window,
-            ),
-            ("Reload configuration", "re-read the configuration file (r)", self.action_reload),
-            ("Filter this pane", "show only rows or lines containing a text (/)", self.action_filter),
-            ("Export view", "SVG screenshot and the snapshot as JSON (e)", self.action_export),
-            ("Sort flows", "conntrack: bytes, age, idle, backend (s)", self.action_sort),
-            ("Help", "list every key (?)", self.action_help),
-            ("Quit", "quit the console (q)", self.action_quit),
-        ]
+        """The console's commands for the palette, titles naming the current selection."""
+        return console_actions(self)
