@@ -149,6 +149,7 @@ def key_help(app: App[Any]) -> list[tuple[str, str]]:
         ("↑ ↓ pgup pgdn", "move the selection in a table"),
         ("tab shift+tab", "move between the tabs, the table and other widgets"),
         ("enter", "on a backend: its chart (like g)"),
+        ("p z", "in the chart: the proxy as a whole or the backend; span 5 min, 15 min, 1 h"),
         ("escape", "close a dialog or the chart; in a filter: clear it"),
     ]
     return rows
