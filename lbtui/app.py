@@ -125,6 +125,7 @@ class LbtuiApp(App[CommandResult | None]):
         self.window_s: int | None = LATENCY_WINDOWS[0]
         self.trends = SeriesCache(keep=TREND_S)  # new/s of every target, for the backends sparklines
         self.history_error: str | None = None
+        self._note_texts: dict[str, str | None] = {}
         self.refresh_s = refresh_s
         self.title = title
         self.attached = attached
@@ -296,6 +297,9 @@ class LbtuiApp(App[CommandResult | None]):
         if self.snapshot is None:
             return
         for pane, text in pane_notes(self.snapshot, self.filtered, self.conntrack).items():
+            if self._note_texts.get(pane) == text:  # notes start hidden and empty (None)
+                continue  # unchanged: no relayout
+            self._note_texts[pane] = text
             note = self.notes[pane]
             note.update(text or "")
             note.display = text is not None

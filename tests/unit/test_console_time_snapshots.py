@@ -42,6 +42,7 @@ def after(app: LbtuiApp, keys: Sequence[str], chart: bool = False) -> Callable[[
                     break
                 await pilot.pause(0.01)
         await pilot.pause()
+        await pilot.pause()  # auto-height parts are laid out on the refresh after their update
 
     return run_before
 
