@@ -11,6 +11,16 @@ Two pure parts (no engine, no maps, no threads) that an engine drives once per s
 - `LatencyWindows` turns the data path's cumulative histograms (counts since the maps began) into
   percentiles over the last 10 s, 1 min and 5 min by subtracting an older sample of the same
   histogram: one sample per second for the shortest window, one per 10 s beyond it.
+
+How an engine uses them, once per second in its control loop (target = (proxy, address), or
+(proxy, None) for the proxy as a whole):
+  1. `windows.observe(now, target, (handshake counts, sum ms) or None for UDP, (duration counts, sum))`
+     with the cumulative histograms it read from the data path;
+  2. `store.record(int(now), {target: {series: value}})` with model.HISTORY_SERIES per backend and
+     proxy (rates over the last second; `*_p99_ms` from `windows.p99(target, kind)`; per proxy also
+     "drops.<reason>");
+  3. in snapshots: `LatencyView.windows = windows.windows(target)`, `Snapshot.history_s = store.keep_s`;
+  4. `EngineHandle.history(query)` is `answer(store, query, events, now)`.
 """
 
 from __future__ import annotations
@@ -286,3 +296,46 @@ class LatencyWindows:
             return model.Percentiles()
         counts, sum_ms, _covered = got
         return percentiles(self.bounds_ms, counts, sum_ms)
+
+
+# ---- answering EngineHandle.history --------------------------------------------------------------
+
+
+def chosen_targets(query: model.HistoryQuery, targets: Iterable[Target]) -> list[Target]:
+    """The targets a query asks for: one backend, one proxy as a whole, or every target."""
+    if query.proxy is None:
+        return list(targets)
+    return [t for t in targets if t == (query.proxy, query.backend)]
+
+
+def marks_for(
+    query: model.HistoryQuery, events: Iterable[model.Event], first: float, last: float
+) -> tuple[model.Event, ...]:
+    """The events to mark on the asked target's time axis: kinds model.HISTORY_MARK_KINDS between
+    first and last (inclusive, whole seconds), of that backend, of its proxy as a whole (no backend),
+    or of everything (no proxy); a proxy's chart gets its backends' events too."""
+    out = []
+    for event in events:
+        if event.kind not in model.HISTORY_MARK_KINDS or not first <= event.ts < last + 1:
+            continue
+        if query.proxy is not None and event.proxy is not None:
+            if event.proxy != query.proxy:
+                continue
+            if query.backend is not None and event.backend not in (None, query.backend):
+                continue
+        out.append(event)
+    return tuple(out)
+
+
+def answer(
+    store: HistoryStore, query: model.HistoryQuery, events: Iterable[model.Event], now: float
+) -> model.HistoryAnswer:
+    """EngineHandle.history from a store and the engine's recent events; ValueError on a bad query."""
+    problem = query.problem()
+    if problem:
+        raise ValueError(problem)
+    targets = chosen_targets(query, store.targets)
+    histories = tuple(store.history(t, query.since, query.series) for t in targets)
+    span = store.span(query.since)
+    marks = marks_for(query, events, span.start, span.stop - 1) if span else ()
+    return model.HistoryAnswer(taken_at=now, kept_s=store.keep_s, histories=histories, marks=marks)

@@ -21,6 +21,7 @@ from lbtui.model import (
     Level,
     Series,
 )
+from lbtui.observe.history import chosen_targets, marks_for
 
 KEPT_S = 3600
 WEB = {"10.0.2.11:8080": 31.5, "10.0.2.12:8080": 20.9, "10.0.2.13:8080": 12.0, "10.0.3.10:8080": 2.2}
@@ -123,7 +124,7 @@ def answer(query: HistoryQuery, now: float, kept_s: int = KEPT_S) -> HistoryAnsw
     first = last - kept_s + 1
     if query.since is not None:
         first = max(first, math.floor(query.since) + 1)
-    chosen = [t for t in targets() if query.proxy is None or (t[0] == query.proxy and t[1] == query.backend)]
+    chosen = chosen_targets(query, targets())
     histories = []
     for target in chosen:
         names = [n for n in (query.series or series_names(target)) if n in series_names(target)]
@@ -137,17 +138,17 @@ def answer(query: HistoryQuery, now: float, kept_s: int = KEPT_S) -> HistoryAnsw
 
 
 def marks_between(first: int, last: int, query: HistoryQuery) -> tuple[Event, ...]:
-    """The story's marks inside [first, last] that concern the asked target (a mark without a
-    backend concerns its whole proxy; one without a proxy concerns everything)."""
-    out = []
-    for n, (ago, kind, message, level, proxy, backend) in enumerate(MARKS, start=1):
-        ts = float(last - ago)
-        if not first <= ts <= last:
-            continue
-        if query.proxy is not None and proxy is not None:
-            if proxy != query.proxy or (query.backend is not None and backend not in (None, query.backend)):
-                continue
-        out.append(
-            Event(seq=1000 + n, ts=ts, kind=kind, message=message, level=level, proxy=proxy, backend=backend)
+    """The story's marks inside [first, last] that concern the asked target."""
+    events = [
+        Event(
+            seq=1000 + n,
+            ts=float(last - ago),
+            kind=kind,
+            message=message,
+            level=level,
+            proxy=proxy,
+            backend=backend,
         )
-    return tuple(out)
+        for n, (ago, kind, message, level, proxy, backend) in enumerate(MARKS, start=1)
+    ]
+    return marks_for(query, events, first, last)

@@ -168,3 +168,32 @@ def test_udp_backends_have_no_handshake_windows() -> None:
     for w in windows.windows(("dns", "10.0.4.10:53")):
         assert w.handshake is None
         assert w.duration is not None and w.duration.count == 2
+
+
+def test_answer_picks_targets_and_the_marks_of_their_span() -> None:
+    from lbtui.observe.history import answer
+
+    store = HistoryStore(keep_s=60)
+    b2 = ("web", "10.0.2.12:8080")
+    for i in range(30):
+        store.record(T0 + i, {B1: {"new_flows": 1.0}, b2: {"new_flows": 2.0}, WEB: {"new_flows": 3.0}})
+
+    def event(seq: int, ts: float, kind: str, proxy: str | None, backend: str | None) -> model.Event:
+        return model.Event(seq=seq, ts=ts, kind=kind, message=kind, proxy=proxy, backend=backend)
+
+    events = [
+        event(1, T0 + 5, "drain", "web", B1[1]),
+        event(2, T0 + 6, "circuit", "web", b2[1]),
+        event(3, T0 + 7, "reload", None, None),
+        event(4, T0 + 8, "ratelimit", "web", None),  # not a kind the chart marks
+        event(5, T0 - 100, "health", "web", B1[1]),  # before the span
+    ]
+    got = answer(store, model.HistoryQuery("web", B1[1], since=T0 + 2), events, T0 + 30.5)
+    assert [(h.proxy, h.backend, h.start) for h in got.histories] == [("web", B1[1], T0 + 3)]
+    assert [m.seq for m in got.marks] == [1, 3] and got.kept_s == 60 and got.taken_at == T0 + 30.5
+    proxy = answer(store, model.HistoryQuery("web"), events, T0 + 30)
+    assert [h.backend for h in proxy.histories] == [None] and [m.seq for m in proxy.marks] == [1, 2, 3]
+    everything = answer(store, model.HistoryQuery(series=("new_flows",)), events, T0 + 30)
+    assert len(everything.histories) == 3
+    with pytest.raises(ValueError, match="a backend needs its proxy"):
+        answer(store, model.HistoryQuery(backend="x"), events, T0)
