@@ -40,7 +40,7 @@ WRITE_TIMEOUT_S = 30.0  # a client that does not read its replies for this long 
 MAX_EVENTS = 1000  # most events in one reply
 MAX_SUBMIT_TIMEOUT_S = 300.0
 MAX_REPLY = 256 * 1024 * 1024  # longest reply the client accepts (a snapshot is bounded well below)
-OPS = ("hello", "snapshot", "events", "command")
+OPS = ("hello", "snapshot", "events", "command", "history")
 
 
 class SocketInUse(RuntimeError):
@@ -372,6 +372,12 @@ class ControlServer:
             if op == "events":
                 since, limit = _events_args(request)
                 return await loop.run_in_executor(self._reads, self._events_reply, req_id, since, limit)
+            if op == "history":
+                try:
+                    history_query = wire.decode_history_query(request.get("query", {}))
+                except wire.WireError as exc:
+                    raise _BadRequest(str(exc)) from None
+                return await loop.run_in_executor(self._reads, self._history_reply, req_id, history_query)
             if op == "command":
                 try:
                     command = wire.decode_command(request.get("command"))
@@ -396,6 +402,9 @@ class ControlServer:
     def _events_reply(self, req_id: Any, since: int, limit: int) -> bytes:
         events = self.handle.events_since(since, limit)
         return _ok(req_id, [wire.encode_event(e) for e in events])
+
+    def _history_reply(self, req_id: Any, query: model.HistoryQuery) -> bytes:
+        return _ok(req_id, wire.encode_value(self.handle.history(query)))
 
     def _command_reply(self, req_id: Any, command: model.Command, timeout: float) -> bytes:
         return _ok(req_id, wire.encode_result(self.handle.submit(command, timeout)))
@@ -467,6 +476,19 @@ class SocketEngineHandle:
             return [wire.decode_event(e) for e in data]
         except wire.WireError as exc:
             raise RemoteError(f"unreadable events from {self.path}: {exc}") from exc
+
+    def history(self, query: model.HistoryQuery) -> model.HistoryAnswer:
+        request = {"op": "history", "query": wire.encode_value(query)}
+        try:
+            data = self._call(request, self.connect_timeout + 25.0)
+        except RemoteError as exc:
+            if "unknown op 'history'" in str(exc):  # an instance from before history existed
+                return model.HistoryAnswer(taken_at=time.time())
+            raise
+        try:
+            return wire.decode_history(data)
+        except wire.WireError as exc:
+            raise RemoteError(f"unreadable history from {self.path}: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from lbtui import model
@@ -77,6 +78,15 @@ class EngineRunner:
 
     def events_since(self, seq: int, limit: int = 1000) -> Sequence[model.Event]:
         return self._engine.events_since(seq, limit)
+
+    def history(self, query: model.HistoryQuery) -> model.HistoryAnswer:
+        # an engine records history once it has a `history` method (issue 15's engine half,
+        # on lbtui/observe/history.py); until then the answer says it keeps none (kept_s 0)
+        recorded = getattr(self._engine, "history", None)
+        if recorded is None:
+            return model.HistoryAnswer(taken_at=time.time())
+        answer: model.HistoryAnswer = recorded(query)
+        return answer
 
     def close(self) -> None:
         """Stop the engine (detaching its programs) and wait for its thread."""

@@ -182,6 +182,19 @@ def decode_flow_query(data: Any) -> model.FlowQuery:
     return query
 
 
+def decode_history_query(data: Any) -> model.HistoryQuery:
+    """A history request's query; WireError on wrong fields or a query the engine refuses."""
+    query = decode_dataclass(model.HistoryQuery, data, "query", strict=True)
+    problem = query.problem()
+    if problem:
+        raise WireError(f"query: {problem}")
+    return query
+
+
+def decode_history(data: Any) -> model.HistoryAnswer:
+    return decode_dataclass(model.HistoryAnswer, data, "history", strict=False)
+
+
 def decode_command(data: Any) -> model.Command:
     """A command from its JSON object; WireError on an unknown type, missing/extra fields, wrong types."""
     if not isinstance(data, Mapping):

@@ -61,10 +61,19 @@ class ObservabilityHub:
         out = dataclasses.replace(
             snap,
             access_log_tail=self.access_log.tail(TAIL_LINES) if self.access_log else (),
+            access_log_target=self._access_target(),
             events_dropped=dropped,
         )
         self.metrics.track(out)
         return out
+
+    def _access_target(self) -> str | None:
+        """Where the access log goes, for the console ("no access log configured" when None)."""
+        cfg = self._access_cfg
+        if self.access_log is None or cfg is None:
+            return None
+        targets = [t for t in (cfg.file, "stdout" if cfg.stdout else None) if t]
+        return ", ".join(targets) or "configured"
 
     def close(self) -> None:
         self.metrics.stop()

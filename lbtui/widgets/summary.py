@@ -40,6 +40,10 @@ def summary_text(snapshot: Snapshot, title: str, attached: bool) -> Text:
         (fmt.rate(total_new_per_s(snapshot)), "bold"),
         (" new/s", "dim"),
     )
+    version = getattr(snapshot, "version", None)  # Snapshot.version: from instances that report it
+    if version:
+        text.append(" │ ", style="dim")
+        text.append(f"v{version}", style="dim")
     if not snapshot.running:
         text.append("  stopped", style="bold red")
     if snapshot.events_dropped:

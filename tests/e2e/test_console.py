@@ -57,7 +57,7 @@ def rows(screen: str, proxy: str = "web") -> dict[str, dict[str, str]]:
     for line in screen.splitlines():
         m = re.match(
             rf"\s*{proxy}\s+\S+\s+(\d+\.\d+\.\d+\.\d+:\d+)\s+(\d+)\s+(\d+)\s+(\w+)\s+(\S+)\s+(\w+)\s+(\d+)"
-            r"\s+(\S+)\s+(\S+ \w+|—)\s+(\S+ \w+|—)",
+            r"\s+(\S+)\s+\S+\s+(\S+ \w+|—)\s+(\S+ \w+|—)",  # \S+: the new/s sparkline
             line,
         )
         if m:

@@ -424,7 +424,7 @@ async def test_filter_narrows_the_conntrack_rows_and_asks_the_engine() -> None:
         await started(app, pilot)
         table = app.conntrack.query_one(FlowTable)
         assert table.row_count == 24
-        await pilot.press("slash")
+        await pilot.press("2", "slash")  # `/` filters the pane you are in
         assert app.tabs.active == "conntrack"
         await pilot.press(*"192.168", "enter")
         await pilot.pause()

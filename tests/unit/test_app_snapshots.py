@@ -37,6 +37,7 @@ def show_pane(app: LbtuiApp, key: str) -> Callable[[Pilot], object]:
             await pilot.pause(0.01)
         await pilot.press(key)
         await pilot.pause()
+        await pilot.pause()  # a pane's auto-height parts are laid out on the refresh after their update
 
     return run_before
 
