@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Packet fuzzing of lbtui's BPF programs through BPF_PROG_TEST_RUN (oracle: tests/fuzz/packets.py).
+"""Packet fuzzing of lbtui's BPF programs through BPF_PROG_TEST_RUN (oracle: tests/fuzz/packets/).
 
 Every frame runs through the XDP ingress or the TC egress program of a private copy of the programs
 (no attach, no traffic); the oracle predicts the verdict and every output byte, verifies checksums
@@ -23,12 +23,13 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's root
-from tests.fuzz import packets as fuzzing  # noqa: E402
+from tests.fuzz.packets import harness as fuzzing  # noqa: E402
+from tests.fuzz.packets.oracle import FINDINGS  # noqa: E402
 
 
 def _worker(args: tuple[int, int, int]) -> fuzzing.FuzzStats:
     seed, frames, sync_every = args
-    return fuzzing.fuzz_packets(seed, frames, sync_every=sync_every)
+    return fuzzing.fuzz_packets(seed, frames, sync_every=sync_every, cpu=seed % 1000)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print(failure)
     for kind, count in sorted(total.findings.items()):
         print()
-        print(f"finding ({kind}): {count} times {fuzzing.FINDINGS[kind]}; for example:")
+        print(f"finding ({kind}): {count} times {FINDINGS[kind]}; for example:")
         for text in total.finding_examples.get(kind, []):
             print(f"  {text}")
     return 1 if total.failure_count else 0
