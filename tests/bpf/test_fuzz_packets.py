@@ -1,20 +1,26 @@
-"""Packet fuzzing of the data path (tests/fuzz/packets/): 20,000 frames and truncation sweeps through
-BPF_PROG_TEST_RUN (root). bench/fuzz_packets.py runs the same with many seeds."""
+"""Packet fuzzing of the data path (tests/fuzz/packets/): 20,000 frames, truncation sweeps and the
+recorded regression cases (tests/fuzz/cases/) through BPF_PROG_TEST_RUN (root). bench/fuzz_packets.py
+runs the same with many seeds."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.fuzz.packets.conntrack import CT_F_RST, DIR_FORWARD
+from tests.fuzz.packets.cases import FrameEvent, load_case
+from tests.fuzz.packets.conntrack import CT_F_RST, DIR_FORWARD, DIR_REVERSE
 from tests.fuzz.packets.frames import FAMILIES, Frame
-from tests.fuzz.packets.harness import Dataplane, FuzzStats, PacketFuzzer, summary_table
-from tests.fuzz.packets.oracle import DNAT, MIDSTREAM, SNAT, TC_MISS
+from tests.fuzz.packets.harness import Dataplane, FuzzStats, PacketFuzzer, flow_key, summary_table
+from tests.fuzz.packets.oracle import DNAT, DROPPED, MIDSTREAM, SNAT, TC_MISS
 from tests.fuzz.packets.parse import FRAGMENT, MALFORMED, NOT_OURS, REFUSED, TC_PASS
-from tests.fuzz.packets.topology import VIP_B
+from tests.fuzz.packets.replay import describe_case, replay
+from tests.fuzz.packets.topology import BACKEND_BY_ENDPOINT, VIP_B
 from tests.fuzz.packets.wire import TCP, TPID_8021Q, Built
 from tests.fuzz.samples import CLIENT, syn_frame, udp_frame
+
+CASES = sorted((Path(__file__).parents[1] / "fuzz" / "cases").glob("*.json"))
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +137,64 @@ def test_late_reply_of_an_old_flow_does_not_touch_the_new_flow(dataplane: Datapl
     forward = next(e for e in dataplane.conntrack() if e.dir == DIR_FORWARD and e.key[2] == sport)
     assert forward.backend == (new.backend_ip, new.backend_port)
     assert not forward.flags & CT_F_RST, "the new flow was marked reset by the old flow's backend"
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_recorded_case(dataplane: Dataplane, path: Path) -> None:
+    """Each case shrunk from a failing fuzz run replays exactly (the recorded weighted-random draws
+    are made again) and must now pass. `bench/fuzz_packets.py --replay CASE --verbose` lists one."""
+    case = load_case(path)
+    stats, _ = replay(dataplane, case)
+    listing = "\n".join(describe_case(case))
+    assert stats.failure_count == 0, _report(stats) + "\n\n" + listing
+    assert stats.forced_picks == sum(isinstance(e, FrameEvent) and e.pick is not None for e in case.events)
+
+
+def test_syn_on_a_closed_flow_leaves_the_reverse_entry_another_flow_took(dataplane: Dataplane) -> None:
+    """The rule behind tests/fuzz/cases/seed7-ct-restored.json and seed21-dnat-clash.json.
+
+    Flow A (client port -> VIP:80) is reset and its reverse entry evicted; flow B (same client port ->
+    VIP:81) gets A's backend X and so takes the reverse key (X, client port). A SYN reusing A's tuple
+    removes A's forward entry but not that reverse entry: it is B's (lb.c compares created_ns). The
+    new flow must not get X (X already serves the client port for B), B's replies still go back as
+    VIP:81, and B's next packet finds its reverse entry (nothing to restore).
+    """
+    fuzzer = PacketFuzzer(dataplane, 0)
+    gen = fuzzer.generator
+    sport = 43000
+
+    def send(frame: Built, hook: str) -> str:
+        result = fuzzer.check_frame(Frame("rule", hook, bytes(frame.data)))
+        assert result.problems == (), result.problems
+        return result.outcome
+
+    def syn(port: int) -> Built:
+        return gen.l4_frame(CLIENT, VIP_B, TCP, sport, port, flags=0x02, payload=b"")
+
+    send(syn(81), "xdp")  # Maglev: B's backend follows from the tuple alone
+    x = fuzzer.oracle.flows[-1]
+    backend_x = BACKEND_BY_ENDPOINT[(x.backend_ip, x.backend_port)]
+    fuzzer.sync()
+
+    with dataplane.force_pick(0, backend_x):  # A (weighted random) gets X too
+        send(syn(80), "xdp")
+    a = fuzzer.oracle.flows[-1]
+    send(gen.reply(a, flags=0x04, payload=b""), "tc")  # X resets A
+    fuzzer.evict(flow_key(a, reverse=True))
+    send(syn(81), "xdp")
+    b = fuzzer.oracle.flows[-1]
+    assert (b.backend_ip, b.backend_port) == (a.backend_ip, a.backend_port)
+    restored_before = dataplane.global_counters()["xdp_ct_restored"]
+
+    outcome = send(syn(80), "xdp")  # reuses A's closed tuple
+    entries = {e.key: e for e in dataplane.conntrack()}
+    reverse = entries[flow_key(b, reverse=True)]
+    assert (reverse.dir, reverse.vip[1]) == (DIR_REVERSE, 81), "B's reverse entry was removed with A"
+    if outcome != DROPPED:
+        new = entries[flow_key(a, reverse=False)]
+        assert new.backend != (x.backend_ip, x.backend_port), "the new flow got the backend B uses"
+    send(gen.followup(b, flags=0x10, payload=b""), "xdp")
+    assert dataplane.global_counters()["xdp_ct_restored"] == restored_before
+    assert send(gen.reply(b, flags=0x10, payload=b""), "tc") == SNAT
+    fuzzer.sync()
+    assert fuzzer.stats.failure_count == 0, _report(fuzzer.stats)
