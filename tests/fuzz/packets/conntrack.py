@@ -9,6 +9,7 @@ by entry.
 
 from __future__ import annotations
 
+import itertools
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ class CtEntry:
     flags: int = 0
     packets: int = 0
     octets: int = 0  # lb_ct_entry.bytes
+    # which flow wrote the entry: lb.c's created_ns, unique per flow and copied into its reverse
+    # entry (also when one is restored); lb.c compares it before removing a reverse entry
+    flow: int = 0
     last_frame: bytes = b""  # the last input frame that changed this entry (for reports)
 
     def reverse_key(self) -> CtKey:
@@ -79,6 +83,7 @@ class ConntrackMirror:
 
     def __init__(self) -> None:
         self.entries: dict[CtKey, CtEntry] = {}
+        self._flows = itertools.count(1)
 
     def get(self, key: CtKey) -> CtEntry | None:
         return self.entries.get(key)
@@ -89,6 +94,7 @@ class ConntrackMirror:
     def create(self, entry: CtEntry) -> CtEntry | None:
         """lb.c new_flow: insert the forward entry and write the reverse one over whatever holds its
         key. Returns the reverse entry of another flow that was overwritten, if any."""
+        entry.flow = next(self._flows)
         self.entries[entry.forward_key()] = entry
         rkey = entry.reverse_key()
         old = self.entries.get(rkey)
@@ -106,9 +112,14 @@ class ConntrackMirror:
         return True
 
     def reverse_removed_with(self, fwd: CtEntry) -> CtKey | None:
-        """The reverse entry lb.c removes together with a closed flow's forward entry (None: none)."""
+        """The reverse entry lb.c removes together with a closed flow's forward entry (None: none).
+
+        Only the flow's own: after an eviction another flow of the same client port may have taken
+        the key (same backend, another VIP port), and that flow is still live.
+        """
         rkey = fwd.reverse_key()
-        return rkey if rkey in self.entries else None
+        rev = self.entries.get(rkey)
+        return rkey if rev is not None and rev.flow == fwd.flow else None
 
     def end_closed(self, fwd: CtEntry) -> None:
         """lb.c: a SYN reusing a closed flow's tuple removes the old flow's entries."""
