@@ -13,7 +13,7 @@ from tests.fuzz.packets.cases import FrameEvent, load_case
 from tests.fuzz.packets.conntrack import CT_F_RST, DIR_FORWARD, DIR_REVERSE
 from tests.fuzz.packets.frames import FAMILIES, Frame
 from tests.fuzz.packets.harness import Dataplane, FuzzStats, PacketFuzzer, flow_key, summary_table
-from tests.fuzz.packets.oracle import DNAT, DROPPED, MIDSTREAM, SNAT, TC_MISS
+from tests.fuzz.packets.oracle import DNAT, DROPPED, FINDING_SHARED_AFTER_EVICTION, MIDSTREAM, SNAT, TC_MISS
 from tests.fuzz.packets.parse import FRAGMENT, MALFORMED, NOT_OURS, REFUSED, TC_PASS
 from tests.fuzz.packets.replay import describe_case, replay
 from tests.fuzz.packets.topology import BACKEND_BY_ENDPOINT, VIP_B
@@ -196,5 +196,36 @@ def test_syn_on_a_closed_flow_leaves_the_reverse_entry_another_flow_took(datapla
     send(gen.followup(b, flags=0x10, payload=b""), "xdp")
     assert dataplane.global_counters()["xdp_ct_restored"] == restored_before
     assert send(gen.reply(b, flags=0x10, payload=b""), "tc") == SNAT
+    fuzzer.sync()
+    assert fuzzer.stats.failure_count == 0, _report(fuzzer.stats)
+
+
+def test_a_live_flow_whose_reverse_entry_was_evicted_can_lose_its_backend_tuple(dataplane: Dataplane) -> None:
+    """A known limit, reported as a finding: lb.c keeps two flows of one client port off one backend
+    address:port by looking at that backend's reverse entry; once the LRU evicted it, flow B (to the
+    other VIP port) can get live flow A's backend. The backend then sees one 4-tuple for both, A's
+    next packet cannot restore its reverse entry (B holds the key) and A's replies leave as VIP:81."""
+    fuzzer = PacketFuzzer(dataplane, 0)
+    gen = fuzzer.generator
+    sport = 43100
+
+    def send(frame: Built, hook: str) -> None:
+        assert fuzzer.check_frame(Frame("limit", hook, bytes(frame.data))).problems == ()
+
+    def syn(port: int) -> Built:
+        return gen.l4_frame(CLIENT, VIP_B, TCP, sport, port, flags=0x02, payload=b"")
+
+    send(syn(81), "xdp")
+    x = fuzzer.oracle.flows[-1]
+    fuzzer.sync()
+    with dataplane.force_pick(0, BACKEND_BY_ENDPOINT[(x.backend_ip, x.backend_port)]):
+        send(syn(80), "xdp")
+    a = fuzzer.oracle.flows[-1]
+    fuzzer.evict(flow_key(a, reverse=True))
+    send(syn(81), "xdp")
+    assert fuzzer.oracle.findings[FINDING_SHARED_AFTER_EVICTION] == 1
+    send(gen.followup(a, flags=0x10, payload=b""), "xdp")
+    reverse = {e.key: e for e in dataplane.conntrack()}[flow_key(a, reverse=True)]
+    assert reverse.vip[1] == 81
     fuzzer.sync()
     assert fuzzer.stats.failure_count == 0, _report(fuzzer.stats)

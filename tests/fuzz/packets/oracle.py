@@ -47,6 +47,7 @@ from tests.fuzz.packets.topology import (
     BACKEND_BY_ENDPOINT,
     MAGLEV,
     SERVICE_BY_KEY,
+    SERVICES,
     WEIGHTED_RANDOM,
     Endpoint,
     FuzzService,
@@ -71,10 +72,16 @@ COUNTER_OF = {
 }
 CHECKED_COUNTERS = ("xdp_packets", *COUNTER_OF.values(), "xdp_ct_restored")
 FINDING_REVERSE_CLASH = "reverse-entry clash"
+FINDING_SHARED_AFTER_EVICTION = "backend tuple shared after an eviction"
 FINDINGS = {
     FINDING_REVERSE_CLASH: (
         "a new flow overwrote the reverse conntrack entry of another live flow: same client "
         "address:port, same backend address:port, another VIP port or VIP"
+    ),
+    FINDING_SHARED_AFTER_EVICTION: (
+        "a new flow got the backend address:port a live flow of the same client address:port (to "
+        "another VIP port) already uses, because that flow's reverse entry had been evicted: the "
+        "backend sees one 4-tuple for two connections"
     ),
 }
 
@@ -230,7 +237,22 @@ class Oracle:
                     f"flow {flow_text(displaced)} lost its reverse entry to {flow_text(entry)}: "
                     f"replies of the first are now SNATed to port {entry.vip_port}",
                 )
+        for other in self._same_client_port(entry):
+            if other.backend() == entry.backend() and not other.flags & (CT_F_CLOSED | CT_F_RST):
+                self._finding(
+                    FINDING_SHARED_AFTER_EVICTION,
+                    f"{flow_text(entry)} shares its backend tuple with live {flow_text(other)}",
+                )
         self.flows.append(Flow(view.saddr, view.sport, view.dport, view.proto, backend[0], backend[1]))
+
+    def _same_client_port(self, entry: CtEntry) -> list[CtEntry]:
+        """Forward entries of the same client address:port and protocol to the VIP's other ports."""
+        keys = [
+            (entry.client_ip, entry.vip, entry.client_port, svc.port, svc.proto)
+            for svc in SERVICES
+            if svc.proto == entry.proto and svc.port != entry.vip_port
+        ]
+        return [e for e in map(self.ct.get, keys) if e is not None and e.dir == DIR_FORWARD]
 
     # -- TC ------------------------------------------------------------------------------------
 
