@@ -1,17 +1,22 @@
 """The packet fuzzer's own parts, without BPF: its checksum code against scapy, its parser against
-lb.c's rules, and the oracle accepting exactly the correct rewrites (tests/fuzz/packets/)."""
+lb.c's rules, the oracle accepting exactly the correct rewrites, its conntrack mirror's rules, and the
+case files (tests/fuzz/packets/)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+from tests.fuzz.packets.cases import Case, EvictEvent, FrameEvent, failure_kind, load_case, save_case
+from tests.fuzz.packets.conntrack import CT_F_CLOSED, CT_F_RST, DIR_FORWARD, ConntrackMirror, CtEntry
 from tests.fuzz.packets.frames import XDP_FAMILIES, FrameGenerator
-from tests.fuzz.packets.oracle import Oracle
+from tests.fuzz.packets.oracle import PICK_DROPPED, Oracle
 from tests.fuzz.packets.parse import FRAGMENT, MALFORMED, NOT_OURS, REFUSED, View, parse_xdp
 from tests.fuzz.packets.rewrite import XDP_DROP, XDP_PASS, checksums_verify
 from tests.fuzz.packets.topology import BACKENDS
-from tests.fuzz.packets.wire import addr, fix_checksums
-from tests.fuzz.samples import dnat_of, syn_frame, udp_frame
+from tests.fuzz.packets.wire import TCP, addr, fix_checksums
+from tests.fuzz.samples import CLIENT, dnat_of, syn_frame, udp_frame
 
 
 def test_checksums_agree_with_scapy() -> None:
@@ -111,4 +116,49 @@ def test_generator_is_deterministic_and_covers_every_family() -> None:
     assert {f.family for f in frames} >= set(XDP_FAMILIES) - {"tcp_followup", "udp_followup"}
 
 
-# ---- against the programs ---------------------------------------------------------------------------
+def test_case_files_round_trip(tmp_path: Path) -> None:
+    events = (
+        FrameEvent("xdp", "tcp_syn", bytes(syn_frame().data), pick=1),
+        EvictEvent((addr("10.0.2.11"), CLIENT, 8080, 40000, TCP)),
+        FrameEvent("tc", "tc_reply", b"\x01\x02", failed=True),
+        FrameEvent("xdp", "udp_vip", bytes(udp_frame().data), pick=PICK_DROPPED),
+    )
+    case = Case(events, {"seed": 7}, "[-] conntrack-sync:\n  x", "x")
+    path = save_case(case, tmp_path / "c.json")
+    assert load_case(path) == case
+    assert json.loads(path.read_text())["events"][1] == {"evict": "10.0.2.11:8080 > 172.16.5.6:40000/tcp"}
+
+
+def test_failure_kind_keeps_the_words_and_drops_the_numbers() -> None:
+    assert failure_kind("global counter xdp_ct_restored: expected 26, map has 25") == failure_kind(
+        "global counter xdp_ct_restored: expected 1, map has 0\nmore"
+    )
+    a = "DNAT: rewritten to 10.0.2.11:8080, expected one of ['10.0.2.12:8080']"
+    assert failure_kind(a) == "DNAT: rewritten to #.#.#.#:#, expected one of ['#.#.#.#:#']"
+    assert failure_kind(a) != failure_kind("SNAT: bytes outside address/port/checksums changed: [22]")
+
+
+def _entry(vip_port: int, backend: str, **kw: Any) -> CtEntry:
+    return CtEntry(
+        CLIENT, addr("10.0.0.1"), addr(backend), 40000, vip_port, 8080, TCP, DIR_FORWARD, 0, 0, **kw
+    )
+
+
+def test_mirror_removes_a_closed_flows_reverse_entry_only_while_it_is_still_that_flows() -> None:
+    mirror = ConntrackMirror()
+    a = _entry(80, "10.0.2.11", flags=CT_F_RST | CT_F_CLOSED)
+    mirror.create(a)
+    assert mirror.reverse_removed_with(a) == a.reverse_key()
+    mirror.evict(a.reverse_key())
+    b = _entry(81, "10.0.2.11")  # same client port, same backend: takes A's reverse key
+    mirror.create(b)
+    assert mirror.reverse_removed_with(a) is None
+    mirror.end_closed(a)
+    assert mirror.get(a.forward_key()) is None
+    kept = mirror.get(b.reverse_key())
+    assert kept is not None and kept.vip_port == 81
+    restored = _entry(82, "10.0.2.12")
+    mirror.create(restored)
+    mirror.evict(restored.reverse_key())
+    assert mirror.restore_reverse(restored)  # a restored reverse entry is still its flow's
+    assert mirror.reverse_removed_with(restored) == restored.reverse_key()
