@@ -13,6 +13,11 @@ a frame (which parser outcome, which tracked flow, which closed flow a SYN repla
 new flow may get); `check_xdp` compares the program's verdict and output with the plan and applies it
 to the mirror. `check_tc` does the same for lbtui_tc. Behaviour that mirrors lb.c but contradicts the
 design is counted as a finding (FINDINGS), not a failure.
+
+Where an extension goes: a new frame family (ICMP errors, IPv6) gets its parser in parse.py and its
+own `_plan_*` branch in plan_xdp (and a `_tc_*` one in check_tc); TCP state rules (sequence cases)
+live in conntrack.track_tcp; a new way to pick a backend in pick.py; a verdict the program may take
+before conntrack (a fast path) is one more plan outcome.
 """
 
 from __future__ import annotations
