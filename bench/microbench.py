@@ -4,7 +4,8 @@
 No traffic, no namespace, no attach: the programs of ``lbtui.dataplane.loader.Loaded`` run on
 synthetic frames through ``lbtui.dataplane.progrun.run_program``. Every call runs ONE packet
 (repeat=1): the programs rewrite the packet in place and the kernel does not reset it between
-repetitions (PITFALLS #11), so repeat > 1 would measure the "not for a VIP" path after the first run.
+repetitions (docs/datapath.md#test-run), so repeat > 1 would measure the "not for a VIP" path after
+the first run.
 The duration of each call is the kernel's (ktime around the program run); this script collects one
 sample per call and reports median and p90 per class.
 

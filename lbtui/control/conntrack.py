@@ -4,7 +4,7 @@ The engine reads the whole conntrack map in one batch into numpy record arrays a
 nothing in this module touches a map. The work is vectorised so that a million entries take a
 fraction of a second: entries are grouped by flow (the forward entry and its reverse entry carry the
 same client and VIP fields), a flow's idle time runs from the later of its entries' last packets,
-and expiry follows DESIGN.md section 3's timeouts. While front ends ask for flow queries, the live
+and expiry follows the timeouts of docs/datapath.md#conntrack. While front ends ask for flow queries, the live
 flows are kept until the next sweep, so a console can filter and sort all of them and still receive
 only a bounded view.
 """

@@ -1,4 +1,4 @@
-"""Active health checks: TCP connect or HTTP GET, all on one asyncio loop (DESIGN.md section 4).
+"""Active health checks: TCP connect or HTTP GET on one asyncio loop (docs/architecture.md#who-gets-traffic).
 
 - `check_tcp` / `check_http`: one check, never raising; the result says what happened.
 - `HealthTracker`: rise/fall hysteresis and the slow-start ramp of one backend (pure, injected clock).

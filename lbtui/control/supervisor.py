@@ -1,4 +1,4 @@
-"""Health checks and circuit breakers of every backend, in one place (DESIGN.md section 4).
+"""Health checks and circuit breakers of every backend, in one place (docs/architecture.md#who-gets-traffic).
 
 `BackendSupervisor` runs the health checks (control.health.HealthChecker) and one circuit breaker
 (control.circuit.CircuitBreaker) per backend, turns their transitions into engine events and tells

@@ -190,15 +190,7 @@ class Loaded:
                     "sizes: stop that instance cleanly or remove the directory)"
                 )
             raise DataplaneError(f"cannot load the BPF programs: {exc}{hint}") from exc
-        structs.check_layouts(
-            {
-                name: (
-                    self._sizeof(self.bpf[name].Key),
-                    self._sizeof(getattr(self.bpf[name], "sLeaf", self.bpf[name].Leaf)),
-                )
-                for name in structs.MAP_LAYOUTS
-            }
-        )
+        structs.check_layouts(structs.map_types(self.bpf))
 
         if spec.pin_dir:
             self._pin_programs(spec.pin_dir)
@@ -212,12 +204,6 @@ class Loaded:
                 os.unlink(path)  # the earlier run's program; attaching replaces it
             if lib.bpf_obj_pin(fn.fd, path.encode()) != 0:
                 log.warning("could not pin %s at %s", name, path)
-
-    @staticmethod
-    def _sizeof(t: Any) -> int:
-        import ctypes
-
-        return ctypes.sizeof(t)
 
     def table(self, name: str) -> Any:
         return self.bpf[name]

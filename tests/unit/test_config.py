@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 import tomllib
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
@@ -27,6 +27,7 @@ from lbtui.config import (
     load_config,
     parse_config,
 )
+from lbtui.config.keys import Table, Tables, declared_keys
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.toml"))
@@ -125,6 +126,34 @@ def test_full_example_uses_every_key() -> None:
     assert settings.access_log.file == "/var/log/lbtui/access.log"
     assert settings.console.refresh_s == 1.0
     assert config.proxy("nope") is None
+
+
+def test_full_toml_shows_every_declared_key_and_no_other() -> None:
+    """configs/full.toml documents the format: every key of every table, and only declared keys."""
+    shown: dict[type, set[str]] = {}
+
+    def walk(cls: type, table: dict[str, Any]) -> None:
+        declared = {d.name: d.key for d in declared_keys(cls)}
+        shown.setdefault(cls, set()).update(table)
+        for name, value in table.items():
+            assert name in declared, f"full.toml shows {name!r}, which {cls.__name__} does not declare"
+            kind = declared[name]
+            if isinstance(kind, Table):
+                walk(kind.cls, value)
+            elif isinstance(kind, Tables):
+                for item in value:
+                    walk(kind.cls, item)
+
+    def tables(cls: type) -> list[type]:
+        nested = [d.key.cls for d in declared_keys(cls) if isinstance(d.key, Table | Tables)]
+        return [cls, *(sub for table in nested for sub in tables(table))]
+
+    walk(Config, tomllib.loads((REPO / "configs" / "full.toml").read_text()))
+    for cls in tables(Config):
+        declared = declared_keys(cls)
+        assert all(d.key.doc for d in declared), f"{cls.__name__}: a key without a doc line"
+        missing = {d.name for d in declared} - shown.get(cls, set())
+        assert not missing, f"configs/full.toml does not show {sorted(missing)} of {cls.__name__}"
 
 
 def test_demo_config_matches_the_lab() -> None:
@@ -795,38 +824,8 @@ values = st.recursive(
 )
 
 
-def toml_value(value: Any) -> str:
-    """Inline TOML for any generated value (the tests' own writer, independent of config_to_toml)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, str):
-        return toml_key(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(item) for item in value) + "]"
-    assert isinstance(value, dict)
-    return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-
-
-def toml_key(text: str) -> str:
-    escaped = []
-    for char in text:
-        if char in '"\\' or ord(char) < 0x20 or ord(char) == 0x7F:
-            escaped.append(f"\\u{ord(char):04x}")
-        elif 0xD800 <= ord(char) <= 0xDFFF:
-            escaped.append("?")  # lone surrogates cannot be written in TOML
-        else:
-            escaped.append(char)
-    return '"' + "".join(escaped) + '"'
-
-
 def toml_document(document: dict[str, Any]) -> str:
-    return "".join(f"{toml_key(key)} = {toml_value(value)}\n" for key, value in document.items())
+    return tomli_w.dumps(document)  # the project's one TOML writer (config_to_toml uses it too)
 
 
 def check_parse(text: str) -> None:

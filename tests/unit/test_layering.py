@@ -1,6 +1,6 @@
 """The engine side never imports the console's libraries; the console never imports the kernel side.
 
-Each module is imported in a fresh interpreter and its sys.modules inspected (DESIGN.md section 2).
+Each module is imported in a fresh interpreter and its sys.modules inspected (docs/architecture.md#layers).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ CONSOLE_MODULES = {"lbtui.app"} | {
 }
 ENGINE_MODULES = {f"lbtui.{m.name}" for m in pkgutil.iter_modules(lbtui.__path__) if not m.ispkg} | {
     f"lbtui.{pkg}.{m.name}"
-    for pkg in ("control", "observe", "dataplane")
+    for pkg in ("config", "control", "observe", "dataplane")
     for m in pkgutil.iter_modules([f"{lbtui.__path__[0]}/{pkg}"])
 }
 ENGINE_MODULES -= CONSOLE_MODULES | {"lbtui.app", "lbtui.cli", "lbtui.__main__"}

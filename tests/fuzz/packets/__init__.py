@@ -3,8 +3,8 @@
 One implementation for bench/fuzz_packets.py (soaks of many seeds) and tests/bpf/test_fuzz_packets.py
 (a sample with a fresh seed, and the recorded regression cases). The generator builds frames byte by
 byte (scapy builds ~1 ms per packet, too slow for a million; it only supplies a pool of templates for
-the exotic families). The oracle predicts, from the input frame and a mirror of the conntrack map
-alone, what lb.c must do (DESIGN.md section 3).
+the exotic families). The oracle predicts, from the input frame and a mirror of the conntrack map,
+what lb.c must do (docs/datapath.md#what-the-programs-do).
 
     wire.py       checksums and frames built byte by byte
     topology.py   the VIP, services, backends and selection tables the harness loads

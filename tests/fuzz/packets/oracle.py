@@ -11,8 +11,8 @@
 Every decision has one place. `plan_xdp` decides, without changing anything, what lbtui_xdp does with
 a frame (which parser outcome, which tracked flow, which closed flow a SYN replaces, which backends a
 new flow may get); `check_xdp` compares the program's verdict and output with the plan and applies it
-to the mirror. `check_tc` does the same for lbtui_tc. Behaviour that mirrors lb.c but contradicts the
-design is counted as a finding (FINDINGS), not a failure.
+to the mirror. `check_tc` does the same for lbtui_tc. Behaviour that mirrors lb.c but contradicts
+docs/datapath.md is counted as a finding (FINDINGS), not a failure.
 
 Where an extension goes: a new frame family (ICMP errors, IPv6) gets its parser in parse.py and its
 own `_plan_*` branch in plan_xdp (and a `_tc_*` one in check_tc); TCP state rules (sequence cases)
@@ -129,7 +129,7 @@ class Oracle:
         self.ct = ConntrackMirror()
         self.counters: Counter[str] = Counter()
         self.flows: list[Flow] = []
-        # behaviour that mirrors lb.c exactly but breaks the design: kind -> count, first examples
+        # behaviour that mirrors lb.c exactly but breaks docs/datapath.md: kind -> count, first examples
         self.findings: Counter[str] = Counter()
         self.finding_examples: dict[str, list[str]] = {}
 
