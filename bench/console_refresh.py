@@ -80,7 +80,7 @@ def fill(engine, flows: int) -> None:  # type: ignore[no-untyped-def]
     from bcc.libbcc import lib
 
     from lbtui.dataplane import structs
-    from lbtui.dataplane.maps import CT_ENTRY_DTYPE, CT_KEY_DTYPE
+    from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE
 
     table = engine.dataplane.loaded.table("lb_conntrack")
     now = time.monotonic_ns()

@@ -32,9 +32,16 @@ from lbtui.control import conntrack, selection
 from lbtui.control.dns import DnsBackendResolver
 from lbtui.control.supervisor import BackendKey, BackendSupervisor, Factors, Supervised, SynTimeoutCounter
 from lbtui.control.weights import BackendState, compose
-from lbtui.dataplane import Dataplane, DataplaneSpec, RawFlowEvent
 from lbtui.dataplane import structs as _structs
-from lbtui.dataplane.maps import FlowEntry, LatencyCounts, RateLimits
+from lbtui.dataplane.port import (
+    Dataplane,
+    DataplaneSpec,
+    FlowEntry,
+    LatencyCounts,
+    RateLimits,
+    RawFlowEvent,
+    ServiceEntry,
+)
 from lbtui.observe.histogram import histogram_from_counts
 from lbtui.observe.hub import ObservabilityHub
 
@@ -177,7 +184,11 @@ class Engine:
         self._adopt_tables: dict[int, np.ndarray] = {}
         self._allow_stdout = allow_stdout
         self.observability: ObservabilityHub | None = None
-        self._dp = dataplane or Dataplane(dataplane_spec(config), config.settings.xdp_mode)
+        if dataplane is None:
+            from lbtui.dataplane.kernel import KernelDataplane
+
+            dataplane = KernelDataplane(dataplane_spec(config), config.settings.xdp_mode)
+        self._dp: Dataplane = dataplane
         self._proxies: dict[str, _Proxy] = {}
         self._backends_by_id: dict[int, _Backend] = {}
         self._free_backend_ids: collections.deque[int] = collections.deque()
@@ -391,7 +402,7 @@ class Engine:
             self._write_service(proxy)
             for label, group in proxy.groups.items():
                 if label != DEFAULT_GROUP:
-                    self._dp.maps.set_route(proxy.service_id, label, group.id)
+                    self._dp.set_route(proxy.service_id, label, group.id)
         self.config = config
         self._configure_supervisor()
         if self._dns is not None:
@@ -407,7 +418,7 @@ class Engine:
 
     def _adopt(self) -> None:
         """Read the ids and tables an earlier run left in the pinned maps, to take them over."""
-        maps = self._dp.maps
+        maps = self._dp
         services = maps.read_services()
         for vip, port, proto, sid, default_group in services:
             self._adopt_services[(vip, port, proto)] = sid
@@ -441,7 +452,7 @@ class Engine:
 
     def _release_unclaimed(self) -> None:
         """Pinned state the configuration no longer has: delete it (flows already tracked go on)."""
-        maps = self._dp.maps
+        maps = self._dp
         for (vip, port, proto), sid in self._adopt_services.items():
             maps.delete_service(vip, port, proto)
             self._free_services.append(sid)
@@ -461,16 +472,18 @@ class Engine:
 
     def _write_service(self, proxy: _Proxy) -> None:
         cfg = proxy.cfg
-        self._dp.maps.set_service(
-            cfg.vip,
-            cfg.port,
-            cfg.protocol,
-            proxy.service_id,
-            proxy.groups[DEFAULT_GROUP].id,
-            cfg.algorithm,
-            events=self._flow_event_flags[0],
-            limits=proxy.limits,
-            events_new=self._flow_event_flags[1],
+        self._dp.set_service(
+            ServiceEntry(
+                vip=cfg.vip,
+                port=cfg.port,
+                protocol=cfg.protocol,
+                service_id=proxy.service_id,
+                default_group=proxy.groups[DEFAULT_GROUP].id,
+                algorithm=cfg.algorithm,
+                events_closed=self._flow_event_flags[0],
+                events_new=self._flow_event_flags[0] and self._flow_event_flags[1],
+                limits=proxy.limits,
+            )
         )
 
     def _group_members(self, proxy: str, backends: Sequence[BackendConfig]) -> dict[str, tuple[int, str]]:
@@ -513,9 +526,9 @@ class Engine:
                 if self._supervisor is not None:
                     be.factors = self._supervisor.factors(be.key)
                 if adopted_id is None:
-                    self._dp.maps.clear_backend_stats(be.id)  # adopted backends keep their counters
+                    self._dp.clear_backend_stats(be.id)  # adopted backends keep their counters
                     self._idle_durations.pop(be.id, None)
-                self._dp.maps.set_backend(be.id, ip, port, active=True)
+                self._dp.set_backend(be.id, ip, port, active=True)
                 group.backends[address] = be
                 self._backends_by_id[be.id] = be
                 changes.append(f"{name}: added backend {address} weight {weight}")
@@ -531,14 +544,14 @@ class Engine:
     def _retire_backend(self, be: _Backend) -> None:
         # tracked flows keep working (conntrack holds the backend's address); only new picks stop,
         # because no selection table points at it any more
-        self._dp.maps.set_backend(be.id, be.ip, be.port, active=False)
+        self._dp.set_backend(be.id, be.ip, be.port, active=False)
         self._backends_by_id.pop(be.id, None)
         self._free_backend_ids.append(be.id)
 
     def _remove_group(self, proxy: _Proxy, label: str) -> None:
         group = proxy.groups.pop(label)
         if label != DEFAULT_GROUP:
-            self._dp.maps.delete_route(proxy.service_id, label)
+            self._dp.delete_route(proxy.service_id, label)
         for be in group.backends.values():
             self._retire_backend(be)
         self._clear_table(group.id)
@@ -547,7 +560,7 @@ class Engine:
     def _remove_proxy(self, name: str) -> None:
         proxy = self._proxies.pop(name)
         cfg = proxy.cfg
-        self._dp.maps.delete_service(cfg.vip, cfg.port, cfg.protocol)
+        self._dp.delete_service(cfg.vip, cfg.port, cfg.protocol)
         for label in list(proxy.groups):
             self._remove_group(proxy, label)
         self._free_services.append(proxy.service_id)
@@ -811,7 +824,7 @@ class Engine:
 
     def _clear_table(self, gid: int) -> None:
         size = self._dp.spec.table_size
-        self._dp.maps.write_slot_array(gid, np.arange(size), np.full(size, selection.EMPTY, dtype=np.int64))
+        self._dp.write_slots(gid, np.arange(size), np.full(size, selection.EMPTY, dtype=np.int64))
 
     def _write_table(self, group: _Group, new: np.ndarray) -> None:
         """Write only the slots that differ from what the map holds (all of them the first time)."""
@@ -819,7 +832,7 @@ class Engine:
             slots = np.flatnonzero(group.table != new)
         else:
             slots = np.arange(len(new))
-        self._dp.maps.write_slot_array(group.id, slots, new[slots])
+        self._dp.write_slots(group.id, slots, new[slots])
         group.table = new
 
     def _set_rate_limit(self, cmd: model.SetRateLimit) -> model.CommandResult:
@@ -1036,7 +1049,7 @@ class Engine:
                 log.exception("control tick")
 
     def _refresh_counters(self) -> None:
-        maps = self._dp.maps
+        maps = self._dp
         now = time.monotonic()
         for bid, (counters, closes) in maps.backend_counters(list(self._backends_by_id)).items():
             self._counters[bid] = counters
@@ -1151,7 +1164,7 @@ class Engine:
         )
         proxy_of = {p.service_id: p.cfg.name for p in self._proxies.values()}
         track_syns = any(p.cfg.circuit_breaker is not None for p in self._proxies.values())
-        maps = self._dp.maps
+        maps = self._dp
 
         def work() -> tuple[conntrack.SweepResult, int]:
             now_ns = time.monotonic_ns()
@@ -1210,10 +1223,10 @@ class Engine:
     def _cut_flows(self, backend_id: int) -> int:
         """Remove every conntrack entry of a backend: its flows' next packets are no longer forwarded
         (a TCP client then gets a reset from the load-balancer host)."""
-        keys, vals = self._dp.maps.conntrack_arrays()
+        keys, vals = self._dp.conntrack_arrays()
         mine = vals["backend_id"] == backend_id
         flows = int((mine & (vals["dir"] == _structs.DIR_FORWARD)).sum())
-        self._dp.maps.reap_conntrack(keys[mine].copy(), vals["created_ns"][mine].copy())
+        self._dp.reap_conntrack(keys[mine].copy(), vals["created_ns"][mine].copy())
         return flows
 
     def _check_drains(self) -> None:
@@ -1332,7 +1345,7 @@ class Engine:
     def _publish_snapshot(self) -> None:
         if self._running:
             try:
-                self._latency = self._dp.maps.latency(list(self._backends_by_id))
+                self._latency = self._dp.latency(list(self._backends_by_id))
             except Exception:
                 log.exception("reading latency histograms")
         services = []

@@ -11,6 +11,7 @@ import pytest
 
 from tests.fuzz import packets as fz
 from tests.fuzz.samples import CLIENT, syn_frame, udp_frame
+from tests.support.maps import conntrack_entries
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +133,9 @@ def test_late_reply_of_an_old_flow_does_not_touch_the_new_flow(dataplane) -> Non
     else:
         pytest.fail("the weighted-random pick never changed backend")
     send(gen.reply(old, flags=0x04, payload=b""), "tc")  # the old backend's late RST
-    assert fuzzer.oracle.conntrack_problems([e for _, e in maps.conntrack()]) == []  # the mirror is right
-    forward = next(e for _, e in maps.conntrack() if e.direction == fz.DIR_FORWARD and e.key.sport == sport)
+    assert fuzzer.oracle.conntrack_problems(conntrack_entries(maps)) == []  # the mirror is right
+    forward = next(
+        e for e in conntrack_entries(maps) if e.direction == fz.DIR_FORWARD and e.key.sport == sport
+    )
     assert forward.backend == (socket.inet_ntoa(new.backend_ip), new.backend_port)
     assert not forward.flags & fz.CT_F_RST, "the new flow was marked reset by the old flow's backend"

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lbtui.control.selection import jhash_3words, maglev_table, weighted_table
+from lbtui.dataplane.port import ServiceEntry
+from tests.support.maps import conntrack_entries, remove_conntrack, write_table
 
 log = logging.getLogger(__name__)
 
@@ -1340,21 +1342,15 @@ class FuzzStats:
 
 
 def setup_maps(maps: Any) -> None:
-    """Fill a fresh lbtui.dataplane.maps.Maps with the fuzz topology."""
+    """Fill fresh maps (lbtui.dataplane.maps.Maps) with the fuzz topology."""
     for bid, (ip, port) in BACKENDS.items():
         maps.set_backend(bid, ip, port, active=True)
     for svc in SERVICES:
-        maps.set_service(
-            VIP,
-            svc.port,
-            "tcp" if svc.proto == TCP else "udp",
-            service_id=svc.service_id,
-            default_group=svc.group,
-            algorithm=svc.algorithm,
-            events=svc.service_id == 0,
-        )
+        ev = svc.service_id == 0
+        proto = "tcp" if svc.proto == TCP else "udp"
+        maps.set_service(ServiceEntry(VIP, svc.port, proto, svc.service_id, svc.group, svc.algorithm, ev, ev))
     for group, table in GROUP_TABLES.items():
-        maps.write_slots(group, list(enumerate(table)))
+        write_table(maps, group, table)
     maps.set_route(ROUTE_SERVICE, ROUTE_CIDR, ROUTE_GROUP)
 
 
@@ -1448,22 +1444,23 @@ class PacketFuzzer:
             key = (flow.client_ip, VIP_B, flow.client_port, flow.vip_port, flow.proto)
         if key not in self.oracle.ct:
             return
-        table = self.loaded.table("lb_conntrack")
-        raw = table.Key()
-        raw.saddr = int.from_bytes(key[0], "little")
-        raw.daddr = int.from_bytes(key[1], "little")
-        raw.sport = socket.htons(key[2])
-        raw.dport = socket.htons(key[3])
-        raw.proto = key[4]
-        self.maps.delete_conntrack([raw])
+        saddr, daddr = int.from_bytes(key[0], "little"), int.from_bytes(key[1], "little")
+        sport, dport, proto = socket.htons(key[2]), socket.htons(key[3]), key[4]
+        remove_conntrack(
+            self.maps,
+            lambda k, _v: (k["saddr"] == saddr)
+            & (k["daddr"] == daddr)
+            & (k["sport"] == sport)
+            & (k["dport"] == dport)
+            & (k["proto"] == proto),
+        )
         del self.oracle.ct[key]
         self.stats.evictions += 1
 
     def sync(self) -> None:
         """Compare conntrack and counters with the mirror, then empty conntrack on both sides."""
         self.stats.syncs += 1
-        entries = self.maps.conntrack()
-        problems = self.oracle.conntrack_problems([e for _, e in entries])
+        problems = self.oracle.conntrack_problems(conntrack_entries(self.maps))
         counters = self.maps.global_counters()
         for name in CHECKED_COUNTERS:
             got = counters[name] - self._baseline.get(name, 0)
@@ -1475,11 +1472,11 @@ class PacketFuzzer:
             self._fail(Failure("conntrack-sync", "-", tuple(problems[:10]), "", ""))
             self._resync()
             return
-        self.maps.delete_conntrack([k for k, _ in entries])
+        remove_conntrack(self.maps)
         self.oracle.reset()
 
     def _resync(self) -> None:
-        self.maps.delete_conntrack([k for k, _ in self.maps.conntrack()])
+        remove_conntrack(self.maps)
         self.oracle.reset()
         self.oracle.counters.clear()
         self._baseline = self.maps.global_counters()
