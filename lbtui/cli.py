@@ -137,7 +137,7 @@ def run(
     """Start the engine for `config`, serve the control socket, run a front end until it stops."""
     from lbtui.control_socket import ControlServer, SocketInUse
     from lbtui.dataplane import DataplaneError, check_privileges
-    from lbtui.engine import Engine, instance_name
+    from lbtui.engine import Engine, instance_name, kernel_dataplane
     from lbtui.runner import EngineRunner
 
     problem = check_privileges()
@@ -145,7 +145,8 @@ def run(
         print(f"lbtui: {problem}", file=sys.stderr)
         return EXIT_KERNEL
     # with the console on the terminal, the access log may not write to stdout
-    runner = EngineRunner(config, lambda c: Engine(c, allow_stdout=no_ui, keep_dataplane=keep_dataplane))
+    engine = Engine(config, kernel_dataplane(config), allow_stdout=no_ui, keep_dataplane=keep_dataplane)
+    runner = EngineRunner(engine)
     path = socket_path or config.settings.control_socket
     server = ControlServer(runner, path, instance={"instance": instance_name(config), "config": config.path})
     try:

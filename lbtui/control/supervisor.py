@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from lbtui import model
 from lbtui.config import CircuitBreakerConfig, HealthConfig
 from lbtui.control.circuit import CircuitBreaker, Transition
-from lbtui.control.health import CheckResult, HealthChecker, Target
+from lbtui.control.health import CheckFn, CheckResult, HealthChecker, Target, run_check
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ class BackendSupervisor:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        check: CheckFn = run_check,
     ) -> None:
         self._on_change = on_change
         self._on_event = on_event
@@ -118,7 +119,7 @@ class BackendSupervisor:
         self._transitions: collections.deque[model.CircuitTransition] = collections.deque(
             maxlen=MAX_TRANSITIONS
         )
-        self._checker = HealthChecker(self._on_health_result, clock=clock, rng=rng)
+        self._checker = HealthChecker(self._on_health_result, clock=clock, rng=rng, check=check)
 
     # ---- configuration --------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ NS = "lbtrs"
 CHILD = r'''
 import asyncio, json, random, sys, tempfile
 from lbtui.config import ConfigError, load_config
-from lbtui.engine import Engine
+from lbtui.engine import Engine, kernel_dataplane
 
 GOOD = """
 [settings]
@@ -68,7 +68,7 @@ def state(e):
         "services": sorted(maps.read_services()),
         "routes": sorted(maps.read_routes()),
         "backends": sorted(maps.read_backends().items()),
-        "map_tables": {k: maps.read_table(e._proxies[k.split("|")[0]].groups[k.split("|")[1]].id) for k in tables},
+        "map_tables": {k: maps.read_table(e.group_id(*k.split("|"))) for k in tables},
         "weights": sorted((b.proxy, b.group, b.address, b.configured_weight, b.effective_weight)
                           for s in snap.services for b in s.all_backends()),
     }
@@ -94,7 +94,8 @@ def mutate(rng, text):
 async def main():
     path = tempfile.mktemp(suffix=".toml")
     open(path, "w").write(GOOD)
-    e = Engine(load_config(path))
+    config = load_config(path)
+    e = Engine(config, kernel_dataplane(config))
     await e.start()
     try:
         before = state(e)
