@@ -157,25 +157,14 @@ class Topology:
     ) -> list[str]:
         changes = []
         name = proxy.name
-        # removed backends leave the selection table first and are deactivated after it is written:
-        # a new flow must never pick a slot that still points at a deactivated backend
-        removed = [group.members.pop(a) for a in [a for a in group.members if a not in wanted]]
+        removed = [m for a, m in group.members.items() if a not in wanted]
         changes += [f"{name}: removed backend {m.address}" for m in removed]
         dirty = bool(removed)
         for address, spec in wanted.items():
             m = group.members.get(address)
             drain = spec.drain.state if spec.drain else model.DrainState.ACTIVE
             if m is None:
-                ip, port = split_address(address)
-                bid, adopted = self._ids.backend(group.id, address)
-                m = Member(bid, name, group.label, ip, port, spec.configured, spec.weight, spec.source, drain)
-                m.factors = self._factors_of(m.key)
-                if not adopted:
-                    self._dp.clear_backend_stats(bid)  # adopted backends keep their counters
-                    self._on_new_backend(bid)
-                self._dp.set_backend(bid, ip, port, active=True)
-                group.members[address] = m
-                self.backends[bid] = m
+                m = self._add_member(proxy, group, address, spec, drain)
                 changes.append(f"{name}: added backend {address} weight {spec.weight}")
                 dirty = True
                 continue
@@ -184,11 +173,41 @@ class Topology:
             was_drained = m.drain != model.DrainState.ACTIVE
             dirty |= m.weight != spec.weight or was_drained != (drain != model.DrainState.ACTIVE)
             m.configured, m.weight, m.source, m.drain = spec.configured, spec.weight, spec.source, drain
-        if dirty or full:
-            self.write_group(proxy, group, cause)
+        # removed backends leave the selection table first and are deactivated after it is written:
+        # a new flow must never pick a slot that still points at a deactivated backend
+        for m in removed:
+            del group.members[m.address]
+        try:
+            if dirty or full:
+                self.write_group(proxy, group, cause)
+        except Exception:
+            for m in removed:  # still in the table the map holds: still members
+                group.members[m.address] = m
+            raise
         for m in removed:
             self._retire(m)
         return changes
+
+    def _add_member(
+        self, proxy: Proxy, group: Group, address: str, spec: MemberSpec, drain: model.DrainState
+    ) -> Member:
+        ip, port = split_address(address)
+        bid, adopted = self._ids.backend(group.id, address)
+        try:
+            m = Member(
+                bid, proxy.name, group.label, ip, port, spec.configured, spec.weight, spec.source, drain
+            )
+            m.factors = self._factors_of(m.key)
+            if not adopted:
+                self._dp.clear_backend_stats(bid)  # adopted backends keep their counters
+                self._on_new_backend(bid)
+            self._dp.set_backend(bid, ip, port, active=True)
+        except Exception:
+            self._ids.backends.give_back(bid)
+            raise
+        group.members[address] = m
+        self.backends[bid] = m
+        return m
 
     def _retire(self, m: Member) -> None:
         # tracked flows keep working (conntrack holds the backend's address); only new picks stop,
