@@ -129,20 +129,21 @@ class Traffic:
         """The backend's SYN-ACK: a handshake, timed from the flow's first packet."""
         with self.lock:
             fwd = self._forward(flow)
-            if int(fwd["flags"]) & structs.CT_F_SYNACK:
+            if int(fwd["flags"][0]) & structs.CT_F_SYNACK:
                 return
             now = self.clock_ns()
             fwd["flags"] |= structs.CT_F_SYNACK
             fwd["synack_ns"] = now
             self.state.backend_stat(flow.backend_id)["handshakes"] += 1
-            self.state.histograms(flow.backend_id).add((now - int(fwd["created_ns"])) // 1000, duration=False)
+            created = int(fwd["created_ns"][0])
+            self.state.histograms(flow.backend_id).add((now - created) // 1000, duration=False)
             self._store(flow, fwd)
 
     def refuse(self, flow: MemoryFlow) -> None:
         """A reset from the backend before any SYN-ACK: a connection failure (and a close)."""
         with self.lock:
             fwd = self._forward(flow)
-            if not int(fwd["flags"]) & (structs.CT_F_SYNACK | structs.CT_F_FAILED):
+            if not int(fwd["flags"][0]) & (structs.CT_F_SYNACK | structs.CT_F_FAILED):
                 fwd["flags"] |= structs.CT_F_FAILED
                 self.state.backend_stat(flow.backend_id)["conn_failures"] += 1
             self._store(flow, fwd)

@@ -14,7 +14,7 @@ import os
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lbtui.config import load_config, parse_config
 from lbtui.control.health import CheckResult, Target
@@ -100,7 +100,11 @@ def make_engine(
     """An engine (not started) over a fresh memory dataplane for the configuration `text`."""
     clock = clock or ManualClock()
     probes = probes or Probes()
-    config = load_config(config_file(text)) if from_file else parse_config(BASE_SETTINGS + text)
+    config = (
+        load_config(config_file(text))
+        if from_file
+        else replace(parse_config(BASE_SETTINGS + text), path=None)
+    )
     dp = MemoryDataplane(
         dataplane_spec(config), pins=pins, clock_ns=clock.monotonic_ns, available_interfaces=interfaces
     )
@@ -142,3 +146,56 @@ async def settle(predicate: Callable[[], object], what: str, timeout_s: float = 
 
 def messages(engine: Engine, kind: str | None = None) -> list[str]:
     return [e.message for e in engine.events_since(0, 100_000) if kind is None or e.kind == kind]
+
+
+# Two proxies like a small production setup: TCP "web" (three backends, a source route, health
+# checks and a circuit breaker) and UDP "dns" (two backends, per-source rate limit).
+TWO_PROXIES = """
+[[proxy]]
+name = "web"
+interfaces = ["lb0"]
+vip = "10.0.0.1"
+port = 80
+[proxy.health]
+type = "tcp"
+interval_ms = 20
+timeout_ms = 10
+rise = 1
+fall = 1
+[proxy.circuit_breaker]
+error_rate = 0.5
+min_requests = 10
+window_s = 10
+open_s = 30
+half_open_successes = 3
+syn_timeout_ms = 3000
+[proxy.rate_limit]
+per_source = { rate = 100, burst = 200 }
+per_backend = { rate = 5000, burst = 10000 }
+[[proxy.backend]]
+address = "10.0.2.11:8080"
+weight = 3
+[[proxy.backend]]
+address = "10.0.2.12:8080"
+weight = 2
+[[proxy.backend]]
+address = "10.0.2.13:8080"
+weight = 1
+[[proxy.source_route]]
+cidr = "192.168.0.0/16"
+backends = [{ address = "10.0.3.10:8080", weight = 1 }]
+
+[[proxy]]
+name = "dns"
+interfaces = ["lb0"]
+vip = "10.0.0.1"
+port = 53
+protocol = "udp"
+algorithm = "maglev"
+[[proxy.backend]]
+address = "10.0.4.10:53"
+weight = 1
+[[proxy.backend]]
+address = "10.0.4.11:53"
+weight = 1
+"""

@@ -75,7 +75,6 @@ class ClientLab(Lab):
         return out
 
 
-
 class HeldConnections:
     """A ``client hold`` process: N keep-alive connections held open for a while."""
 
@@ -107,5 +106,3 @@ class HeldConnections:
 
     def stop(self) -> None:
         Lab.stop_process(self.proc)
-
-

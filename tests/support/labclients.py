@@ -52,7 +52,6 @@ def hold_connections(host: str, port: int, count: int, seconds: float, timeout: 
     _emit({"event": "done", "backends": dict(second), ERRORS_KEY: errors})
 
 
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tests.support.labclients", description="lab test clients")
     sub = p.add_subparsers(dest="kind", required=True)
