@@ -7,6 +7,7 @@ Everything is read on the engine's loop (the control tick and snapshot publicati
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 
 from lbtui import model
@@ -111,16 +112,18 @@ class LeastConnections:
     least_connections_interval_ms."""
 
     def __init__(self) -> None:
-        self._last = 0.0  # when the weights were last updated
+        self._last: dict[str, float] = {}  # proxy -> when its weights were last updated
 
     def update(self, topology: Topology, measurements: Measurements, now: float) -> None:
+        for name in [n for n in self._last if n not in topology.proxies]:
+            del self._last[name]
         for proxy in topology.proxies.values():
             if proxy.cfg.algorithm != "least-connections":
                 continue
-            if now - self._last < proxy.cfg.least_connections_interval_ms / 1000:
+            if now - self._last.get(proxy.name, -math.inf) < proxy.cfg.least_connections_interval_ms / 1000:
                 continue
             for group in proxy.groups.values():
                 for m in group.members.values():
                     m.algorithm_factor = 1.0 / (1 + measurements.live_flows(m))
                 topology.write_group(proxy, group, "least-connections")
-            self._last = now
+            self._last[proxy.name] = now
