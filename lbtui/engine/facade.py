@@ -297,8 +297,7 @@ class Engine:
             proxy=proxy,
         )
         if self._running:
-            # the configuration is applied again, as if it had just been loaded
-            self._overrides = replace(self._overrides, added={}, removed={})
+            # the members of the name's groups change; every runtime override stays (the file did not)
             self._apply("configuration")
             self.publish()
 

@@ -99,9 +99,6 @@ async def test_a_failing_server_keeps_the_last_good_set():
         assert "10.0.5.1:8080" in members(e)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug 2: a DNS change re-applies the configuration without the runtime backends"
-)
 async def test_a_dns_change_keeps_every_runtime_override_in_every_proxy():
     probes = Probes(dns={NAME: ("10.0.5.1", "10.0.5.2")})
     text = dns_proxy("web", 80) + dns_proxy("api", 81)
