@@ -113,14 +113,12 @@ class Sweeper:
         self._count_syn_timeouts(res.unanswered)
 
     def _count_syn_timeouts(self, unanswered: Sequence[tuple[Hashable, int, float]]) -> None:
-        """A SYN left unanswered past the circuit breaker's syn_timeout_ms is a connection failure."""
-        by_timeout: dict[float, list[tuple[Hashable, BackendKey, float]]] = {}
+        """A SYN left unanswered past its proxy's syn_timeout_ms is a connection failure (once)."""
+        flows = []
         for flow_id, backend_id, age in unanswered:
             m = self._topology.backends.get(backend_id)
             proxy = self._topology.proxies.get(m.proxy) if m else None
             if m is not None and proxy is not None and proxy.cfg.circuit_breaker is not None:
-                timeout = proxy.cfg.circuit_breaker.syn_timeout_ms / 1000
-                by_timeout.setdefault(timeout, []).append((flow_id, m.key, age))
-        for timeout, items in by_timeout.items():
-            for key, n in self._syn_timeouts.observe(items, timeout).items():
-                self.syn_failures[key] += n
+                flows.append((flow_id, m.key, age, proxy.cfg.circuit_breaker.syn_timeout_ms / 1000))
+        for key, n in self._syn_timeouts.observe(flows).items():
+            self.syn_failures[key] += n

@@ -190,7 +190,6 @@ async def test_circuit_opens_on_failures_probes_half_open_and_closes():
         ]
 
 
-@pytest.mark.xfail(strict=True, reason="bug 3: each observe() call replaces the counted set")
 async def test_unanswered_syns_are_counted_once_each_whatever_the_proxies_timeouts():
     # two proxies whose breakers wait differently long for a SYN-ACK
     text = proxy("web", 80, BREAKER.format(syn=1000)) + proxy("api", 81, BREAKER.format(syn=2000))
