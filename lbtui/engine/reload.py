@@ -74,8 +74,8 @@ class Reloader:
         old, old_overrides = target.config, target.overrides
         if restart_needed(old, new):
             msg = (
-                f"{path}: settings.table_size, settings.max_connections and settings.xdp_mode need a "
-                "restart; configuration unchanged"
+                f"{path}: settings.table_size, settings.max_connections, settings.xdp_mode and "
+                "settings.control_socket need a restart; configuration unchanged"
             )
             self._events.emit("reload", msg, level=model.Level.ERROR)
             return model.CommandResult(False, msg)

@@ -145,3 +145,14 @@ def test_memory_conntrack_evicts_the_least_recently_used_and_reaps_only_the_flow
     ct.insert(newer_keys, newer_vals)
     assert ct.reap(keys, vals["created_ns"]) == 3
     assert ct.arrays()[0]["sport"].tolist() == [2]
+
+
+def test_an_instance_is_named_after_the_socket_it_serves():
+    from lbtui.engine import dataplane_spec, instance_name
+
+    assert instance_name("/run/lbtui/lbtui.sock") == "lbtui"
+    assert instance_name("/run/lbtui/edge.sock") == "edge"
+    elsewhere = instance_name("/tmp/x/edge.sock")
+    assert elsewhere.startswith("edge-") and elsewhere != instance_name("/tmp/y/edge.sock")
+    assert dataplane_spec(CONFIG).pin_dir == "/run/lbtui/bpffs/unit"  # the file's socket
+    assert dataplane_spec(CONFIG, "/run/lbtui/other.sock").pin_dir == "/run/lbtui/bpffs/other"

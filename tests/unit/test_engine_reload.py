@@ -108,8 +108,8 @@ async def test_nothing_changed_and_refusals_leave_everything_as_it_was():
         r = e.reload()
         assert r == model.CommandResult(
             False,
-            f"{e.config.path}: settings.table_size, settings.max_connections and settings.xdp_mode need a "
-            "restart; configuration unchanged",
+            f"{e.config.path}: settings.table_size, settings.max_connections, settings.xdp_mode and "
+            "settings.control_socket need a restart; configuration unchanged",
         )
         assert state(e) == before
 
