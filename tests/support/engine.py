@@ -76,12 +76,15 @@ class Probes:
         return CheckResult(True, 0.001, "connected")
 
 
-def config_file(text: str, directory: str | None = None) -> str:
-    """`text` (with BASE_SETTINGS unless it has its own [settings]) in a file; its path."""
+def config_file(text: str, path: str | None = None) -> str:
+    """`text` (with BASE_SETTINGS unless it has its own [settings]) in a file (`path`, else a new
+    temporary one); its path."""
     if "[settings]" not in text:
         text = BASE_SETTINGS + text
-    fd, path = tempfile.mkstemp(suffix=".toml", dir=directory)
-    with os.fdopen(fd, "w") as f:
+    if path is None:
+        fd, path = tempfile.mkstemp(suffix=".toml")
+        os.close(fd)
+    with open(path, "w") as f:
         f.write(text)
     return path
 
@@ -95,16 +98,17 @@ def make_engine(
     interfaces: set[str] | None = None,
     loops: bool = False,
     from_file: bool = True,
+    path: str | None = None,
     **kwargs: object,
 ) -> tuple[Engine, MemoryDataplane]:
-    """An engine (not started) over a fresh memory dataplane for the configuration `text`."""
+    """An engine (not started) over a fresh memory dataplane for the configuration `text` (written
+    to `path`, else to a temporary file; from_file=False: no file at all)."""
     clock = clock or ManualClock()
     probes = probes or Probes()
-    config = (
-        load_config(config_file(text))
-        if from_file
-        else replace(parse_config(BASE_SETTINGS + text), path=None)
-    )
+    if from_file:
+        config = load_config(config_file(text, path))
+    else:
+        config = replace(parse_config(BASE_SETTINGS + text), path=None)
     dp = MemoryDataplane(
         dataplane_spec(config), pins=pins, clock_ns=clock.monotonic_ns, available_interfaces=interfaces
     )
