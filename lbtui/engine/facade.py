@@ -17,13 +17,13 @@ from dataclasses import replace
 
 from lbtui import model
 from lbtui.config import Config
-from lbtui.control.dns import DnsBackendResolver, ResolveFn
+from lbtui.control.dns import ResolveFn
 from lbtui.control.health import CheckFn, run_check
-from lbtui.control.supervisor import NEUTRAL, BackendKey, BackendSupervisor, Factors, Supervised
+from lbtui.control.supervisor import BackendKey, Factors
 from lbtui.dataplane.port import Dataplane
 from lbtui.engine.clock import SYSTEM_CLOCK, Clock
 from lbtui.engine.commands import Commands
-from lbtui.engine.desired import Desired, all_backends, compose, from_config
+from lbtui.engine.desired import Desired, compose, from_config
 from lbtui.engine.drains import Drains
 from lbtui.engine.events import EventLog
 from lbtui.engine.flowquery import FlowQueries
@@ -33,6 +33,7 @@ from lbtui.engine.measurements import LeastConnections, Measurements
 from lbtui.engine.overrides import Overrides
 from lbtui.engine.reload import WATCH_START_TIMEOUT_S, Reloader
 from lbtui.engine.snapshots import Status, build_snapshot, empty_snapshot
+from lbtui.engine.supervision import Supervision
 from lbtui.engine.sweep import Sweeper
 from lbtui.engine.topology import Topology
 from lbtui.observe.hub import ObservabilityHub
@@ -64,8 +65,6 @@ class Engine:
         self._dp = dataplane
         self._clock = clock
         self._allow_stdout = allow_stdout
-        self._resolve = resolve
-        self._health_check = health_check
         self._loops = loops
         self.observability: ObservabilityHub | None = None
         self.events = EventLog(clock)
@@ -74,6 +73,7 @@ class Engine:
         self.topology = topology = Topology(
             dataplane, self.ids, self.events, self._factors_of, self.measurements.forget
         )
+        self.supervision = Supervision(clock, self.events, topology, health_check, resolve)
         self.flows = FlowEvents(clock, topology.proxy_name)
         self.queries = FlowQueries(clock)
         self.sweeper = Sweeper(
@@ -94,7 +94,7 @@ class Engine:
             topology,
             self.drains,
             self.events,
-            lambda: self._supervisor,
+            lambda: self.supervision.supervisor,
             self.reload,
             self._request_stop,
         )
@@ -106,8 +106,6 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
         self._stopped = asyncio.Event()
-        self._supervisor: BackendSupervisor | None = None
-        self._dns: DnsBackendResolver | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -117,22 +115,9 @@ class Engine:
         self.observability = hub = ObservabilityHub(self.snapshot, allow_stdout=self._allow_stdout)
         self.flows.observers.append(hub.observe)
         self.snapshot_decorators.append(hub.decorate)
-        self._supervisor = BackendSupervisor(
-            on_change=self._on_factors,
-            on_event=self._on_supervisor_event,
-            on_health_latency=lambda key, s: hub.observe_health_check(key.proxy, key.address, s),
-            clock=self._clock.monotonic,
-            wall=self._clock.time,
-            check=self._health_check,
-        )
-        self._dns = DnsBackendResolver(
-            self.config.settings.dns.nameservers,
-            on_change=self._on_dns_change,
-            clock=self._clock.time,
-            resolve_fn=self._resolve,
-        )
+        self.supervision.start(self.config, hub, self.topology.set_factors, self._on_dns_change)
         try:
-            await self._resolve_dns_names(self.config)
+            await self.supervision.resolve_first(self.config)
             self._dp.load()
             if self._dp.adopted:
                 self._adopt()
@@ -145,8 +130,7 @@ class Engine:
         except BaseException:
             hub.close()
             self._dp.close()
-            await self._supervisor.close()
-            await self._dns.close()
+            await self.supervision.close()
             raise
         self._running = True
         self.measurements.refresh(self._dp, self.topology, self._clock.monotonic())
@@ -172,10 +156,7 @@ class Engine:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        if self._supervisor is not None:
-            await self._supervisor.close()
-        if self._dns is not None:
-            await self._dns.close()
+        await self.supervision.close()
         self._dp.close(keep=self.keep_dataplane)
         await asyncio.sleep(0)  # the reader's last hand-overs run on the loop before the logs close
         if self.observability is not None:
@@ -214,27 +195,15 @@ class Engine:
     def overrides(self) -> Overrides:
         return self._overrides
 
-    def _addresses(self, proxy: str, host: str) -> tuple[str, ...]:
-        return self._dns.addresses(proxy, host) if self._dns is not None else ()
-
     def from_config(self, config: Config) -> Desired:
-        return from_config(config, self._addresses)
+        return from_config(config, self.supervision.addresses)
 
     def _apply(self, cause: str, full: bool = True, first: bool = False) -> list[str]:
         """Compose the configuration and the overrides (the one place) and make the maps match."""
-        desired = compose(self.config, self._addresses, self._overrides)
+        desired = compose(self.config, self.supervision.addresses, self._overrides)
         changes = self.topology.apply(desired, cause, full=full, first=first)
         self._overrides = self._overrides.pruned(desired.backends(), set(desired.proxies))
-        self._configure_supervisor()
-        if self._dns is not None:
-            self._dns.set_names(
-                {
-                    (p.name, b.host): b.dns_refresh_s
-                    for p in self.config.proxies
-                    for b in all_backends(p)
-                    if b.host
-                }
-            )
+        self.supervision.configure(self.config)
         return changes
 
     def change(self, overrides: Overrides, cause: str) -> None:
@@ -252,42 +221,8 @@ class Engine:
         if self.observability is not None:
             self.observability.configure(config.settings)
 
-    def _configure_supervisor(self) -> None:
-        if self._supervisor is None:
-            return
-        items: dict[BackendKey, Supervised] = {}
-        for proxy, _group, m in self.topology.members():
-            items[m.key] = Supervised(
-                key=m.key, ip=m.ip, port=m.port, health=proxy.cfg.health, circuit=proxy.cfg.circuit_breaker
-            )
-        self._supervisor.configure(list(items.values()))
-
     def _factors_of(self, key: BackendKey) -> Factors:
-        return self._supervisor.factors(key) if self._supervisor is not None else NEUTRAL
-
-    def _on_factors(self, key: BackendKey, factors: Factors) -> None:
-        self.topology.set_factors(key, factors)
-
-    def _on_supervisor_event(
-        self, kind: str, message: str, level: model.Level, proxy: str | None, backend: str | None
-    ) -> None:
-        self.events.emit(kind, message, level=level, proxy=proxy, backend=backend)
-
-    async def _resolve_dns_names(self, config: Config) -> None:
-        """First resolution before traffic, so DNS backends exist from the start."""
-        assert self._dns is not None
-        names = sorted({(p.name, b.host) for p in config.proxies for b in all_backends(p) if b.host})
-        results = await asyncio.gather(*(self._dns.resolve_now(p, h) for p, h in names))
-        for (p, h), res in zip(names, results, strict=True):
-            if res is None:
-                self.events.emit(
-                    "dns",
-                    f"{p}: {h} did not resolve; it has no backends until it does",
-                    level=model.Level.WARNING,
-                    proxy=p,
-                )
-            else:
-                self.events.emit("dns", f"{p}: {h} resolves to {', '.join(res.addresses)}", proxy=p)
+        return self.supervision.factors(key)
 
     def _on_dns_change(self, proxy: str, host: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
         self.events.emit(
@@ -318,7 +253,7 @@ class Engine:
         """One control tick: counters, circuit breakers and slow start, least-connections."""
         now = self._clock.monotonic()
         self.measurements.refresh(self._dp, self.topology, now)
-        self._feed_supervisor()
+        self.supervision.feed(self.measurements, self.sweeper.syn_failures)
         self.least_connections.update(self.topology, self.measurements, now)
 
     async def sweep(self) -> None:
@@ -347,21 +282,6 @@ class Engine:
             except Exception:
                 log.exception("conntrack sweep")
 
-    def _feed_supervisor(self) -> None:
-        if self._supervisor is None:
-            return
-        totals: dict[BackendKey, list[int]] = {}
-        for m in self.topology.backends.values():
-            c = self.measurements.counters.get(m.id)
-            if c is not None:
-                t = totals.setdefault(m.key, [0, 0])
-                t[0] += c.handshakes
-                t[1] += c.conn_failures
-        syn_failures = self.sweeper.syn_failures
-        for key, (handshakes, failures) in totals.items():
-            self._supervisor.observe_counters(key, handshakes, failures + syn_failures[key])
-        self._supervisor.tick()
-
     # ---- snapshots and events -------------------------------------------------------------------
 
     def _status(self) -> Status:
@@ -370,8 +290,8 @@ class Engine:
             started_at=self._started_at,
             config_path=self.config.path,
             running=self._running,
-            dns=self._dns.status() if self._dns else (),
-            circuit_log=self._supervisor.transitions() if self._supervisor else (),
+            dns=self.supervision.dns_status(),
+            circuit_log=self.supervision.transitions(),
             events_dropped=self.flows.dropped,
         )
 
