@@ -1,4 +1,4 @@
-"""Command line (DESIGN.md section 6).
+"""Command line (README.md shows every use).
 
     lbtui -c FILE                 console with the engine embedded
     lbtui -c FILE --no-ui         headless

@@ -6,6 +6,7 @@ Everything is read on the engine's loop (the control tick and snapshot publicati
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Iterable
@@ -20,15 +21,7 @@ from lbtui.observe.histogram import histogram_from_counts
 log = logging.getLogger(__name__)
 
 RATE_FIELDS = ("new_flows", "bytes_in", "bytes_out", "packets_in", "packets_out")
-COUNTER_FIELDS = (
-    "packets_in",
-    "bytes_in",
-    "packets_out",
-    "bytes_out",
-    "new_flows",
-    "handshakes",
-    "conn_failures",
-)
+COUNTER_FIELDS = tuple(f.name for f in dataclasses.fields(model.Counters))
 
 
 class Measurements:
