@@ -119,6 +119,7 @@ class Reloader:
         try:
             async for changes in watchfiles.awatch(
                 directory,
+                recursive=False,  # the file's own directory only (it may be /tmp or /etc)
                 watch_filter=is_ours,
                 debounce=200,
                 step=50,
