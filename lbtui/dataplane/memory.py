@@ -24,6 +24,7 @@ import numpy as np
 from lbtui.dataplane.memory_state import MapState
 from lbtui.dataplane.memory_traffic import MemoryFlow, Traffic
 from lbtui.dataplane.port import (
+    Dataplane,
     DataplaneError,
     DataplaneSpec,
     EventCallback,
@@ -226,3 +227,7 @@ class MemoryDataplane(Traffic):
             for k in stale:
                 del buckets[k]
             return len(stale)
+
+
+def _implements_the_port(dp: MemoryDataplane) -> Dataplane:
+    return dp  # mypy checks here that MemoryDataplane has every method of the port
