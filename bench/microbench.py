@@ -47,6 +47,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 try:
     from lbtui.control.selection import weighted_table
 except ImportError:  # run from a checkout without the package installed
@@ -54,6 +56,7 @@ except ImportError:  # run from a checkout without the package installed
     from lbtui.control.selection import weighted_table
 from lbtui.dataplane.loader import DataplaneSpec, Loaded
 from lbtui.dataplane.maps import Maps
+from lbtui.dataplane.port import ServiceEntry
 from lbtui.dataplane.progrun import TC_ACT_OK, XDP_PASS, run_program
 
 VIP = "10.0.0.1"
@@ -150,9 +153,10 @@ class Bench:
         for bid, (ip, port) in BACKENDS.items():
             self.maps.set_backend(bid, ip, port, active=True)
         table_size = self.loaded.spec.table_size
-        self.maps.write_slots(0, list(enumerate(weighted_table({0: 1, 1: 1, 2: 1}, table_size))))
+        table = np.asarray(weighted_table({0: 1, 1: 1, 2: 1}, table_size))
+        self.maps.write_slots(0, np.arange(table_size), table)
         for sid, port, events in ((0, PORT_QUIET, False), (1, PORT_EVENTS, True)):
-            self.maps.set_service(VIP, port, "tcp", sid, 0, "weighted-random", events=events)
+            self.maps.set_service(ServiceEntry(VIP, port, "tcp", sid, 0, "weighted-random", events, events))
         self.empty = BPF(text=EMPTY_PROGRAMS)
         self.empty_xdp_fd = self.empty.load_func("empty_xdp", BPF.XDP).fd
         self.empty_tc_fd = self.empty.load_func("empty_tc", BPF.SCHED_CLS).fd

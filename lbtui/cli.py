@@ -137,17 +137,19 @@ def run(
     """Start the engine for `config`, serve the control socket, run a front end until it stops."""
     from lbtui.control_socket import ControlServer, SocketInUse
     from lbtui.dataplane import DataplaneError, check_privileges
-    from lbtui.engine import Engine, instance_name
+    from lbtui.engine import Engine, instance_name, kernel_dataplane
     from lbtui.runner import EngineRunner
 
     problem = check_privileges()
     if problem:
         print(f"lbtui: {problem}", file=sys.stderr)
         return EXIT_KERNEL
-    # with the console on the terminal, the access log may not write to stdout
-    runner = EngineRunner(config, lambda c: Engine(c, allow_stdout=no_ui, keep_dataplane=keep_dataplane))
+    # the instance is the socket it serves: its pins follow that path, not the file's setting
     path = socket_path or config.settings.control_socket
-    server = ControlServer(runner, path, instance={"instance": instance_name(config), "config": config.path})
+    # with the console on the terminal, the access log may not write to stdout
+    engine = Engine(config, kernel_dataplane(config, path), allow_stdout=no_ui, keep_dataplane=keep_dataplane)
+    runner = EngineRunner(engine)
+    server = ControlServer(runner, path, instance={"instance": instance_name(path), "config": config.path})
     try:
         server.start()  # first: a live instance on the same socket must stop us before we touch the kernel
     except SocketInUse as exc:

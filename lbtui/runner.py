@@ -12,10 +12,9 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from lbtui import model
-from lbtui.config import Config
 from lbtui.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -24,8 +23,8 @@ log = logging.getLogger(__name__)
 class EngineRunner:
     """Implements model.EngineHandle for an engine running in this process."""
 
-    def __init__(self, config: Config, engine_factory: Callable[[Config], Engine] = Engine):
-        self._engine = engine_factory(config)
+    def __init__(self, engine: Engine):
+        self._engine = engine
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="lbtui-engine", daemon=True)
         self._started = concurrent.futures.Future[None]()

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lbtui import model
-from lbtui.dataplane.maps import FlowEntry, entry_from_record
+from lbtui.dataplane.port import FlowEntry
+from lbtui.dataplane.records import entry_from_record
 from lbtui.dataplane.structs import (
     CT_F_CLOSED,
     CT_F_RST,

@@ -15,7 +15,7 @@ import pytest
 from lbtui import model
 from lbtui.control import conntrack
 from lbtui.dataplane import structs
-from lbtui.dataplane.maps import CT_ENTRY_DTYPE, CT_KEY_DTYPE
+from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE
 from lbtui.widgets.conntrack import SORTS, flow_matches
 
 NOW = 10_000 * 10**9

@@ -25,6 +25,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from lbtui.dataplane.port import ServiceEntry
 from tests.fuzz.packets.cases import Case, Event, EvictEvent, FrameEvent, failure_kind, save_case
 from tests.fuzz.packets.conntrack import CtKey, RealEntry
 from tests.fuzz.packets.frames import Flow, Frame, FrameGenerator
@@ -45,6 +48,7 @@ from tests.fuzz.packets.topology import (
     group_of,
 )
 from tests.fuzz.packets.wire import TCP, UDP, addr, hexdump
+from tests.support.maps import conntrack_entries, remove_conntrack, write_table
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +99,12 @@ class Dataplane:
         for bid, (ip, port) in BACKENDS.items():
             self.maps.set_backend(bid, ip, port, active=True)
         for svc in SERVICES:
-            self.maps.set_service(
-                VIP,
-                svc.port,
-                "tcp" if svc.proto == TCP else "udp",
-                service_id=svc.service_id,
-                default_group=svc.group,
-                algorithm=svc.algorithm,
-                events=svc.service_id == 0,
+            events = svc.service_id == 0
+            proto = "tcp" if svc.proto == TCP else "udp"
+            entry = ServiceEntry(
+                VIP, svc.port, proto, svc.service_id, svc.group, svc.algorithm, events, events
             )
+            self.maps.set_service(entry)
         for group, table in GROUP_TABLES.items():
             self.write_table(group, table)
         self.maps.set_route(ROUTE_SERVICE, ROUTE_CIDR, ROUTE_GROUP)
@@ -141,7 +142,7 @@ class Dataplane:
     # -- the only calls into lbtui.dataplane.maps that the engine split may change: keep them here
 
     def write_table(self, group: int, backend_ids: Sequence[int]) -> None:
-        self.maps.write_slots(group, list(enumerate(backend_ids)))
+        write_table(self.maps, group, backend_ids)
 
     def conntrack(self) -> list[RealEntry]:
         return [
@@ -157,21 +158,33 @@ class Dataplane:
                 packets=e.packets,
                 octets=e.bytes,
             )
-            for _, e in self.maps.conntrack()
+            for e in conntrack_entries(self.maps)
         ]
 
     def delete(self, keys: Iterable[CtKey]) -> None:
-        table = self.loaded.table("lb_conntrack")
-        raws = []
-        for key in keys:
-            raw = table.Key()
-            raw.saddr = int.from_bytes(key[0], "little")
-            raw.daddr = int.from_bytes(key[1], "little")
-            raw.sport = socket.htons(key[2])
-            raw.dport = socket.htons(key[3])
-            raw.proto = key[4]
-            raws.append(raw)
-        self.maps.delete_conntrack(raws)
+        wanted = {
+            (
+                int.from_bytes(k[0], "little"),
+                int.from_bytes(k[1], "little"),
+                socket.htons(k[2]),
+                socket.htons(k[3]),
+                k[4],
+            )
+            for k in keys
+        }
+
+        def chosen(raw: np.ndarray, _values: np.ndarray) -> np.ndarray:
+            return np.fromiter(
+                (
+                    (int(r["saddr"]), int(r["daddr"]), int(r["sport"]), int(r["dport"]), int(r["proto"]))
+                    in wanted
+                    for r in raw
+                ),
+                dtype=bool,
+                count=len(raw),
+            )
+
+        remove_conntrack(self.maps, chosen)
 
 
 _PROTO = {"tcp": TCP, "udp": UDP}
