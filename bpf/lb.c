@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 // lbtui data path (docs/datapath.md#what-the-programs-do):
 //   lbtui_xdp  XDP on the client-facing interfaces: parse, conntrack lookup, backend pick for new
 //              flows, DNAT with incremental checksum updates, counters, events; always XDP_PASS

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Command line (README.md#command-line).
 
     lbtui -c FILE                 console with the engine embedded

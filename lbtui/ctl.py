@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`lbtui ctl`: ask a running instance, over its control socket, for its status or to run a command.
 
     lbtui ctl [--socket PATH] [--json] status

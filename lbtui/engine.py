@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The control-plane facade: runs the load balancer for one configuration, without any UI.
 
 `Engine` owns the data path (lbtui.dataplane), turns the configuration into map contents, runs the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`lbtui --no-ui`: the engine without the console, for systemd and scripts.
 
 Logs go to stderr (structured key=value lines), a one-line stats summary is logged periodically,

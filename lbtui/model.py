@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Values exchanged between the engine and its front ends: snapshots, events, commands, results.
 
 Everything here is a frozen dataclass of plain Python values (no map layouts, no UI types), so the

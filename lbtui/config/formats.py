@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The string formats of config values: each checks a non-empty string and converts it.
 
 A `Format` raises `Invalid` with the whole message; its `name` keys the config fuzzer's sample

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The configuration's keys, each declared once: the frozen dataclasses the engine runs on, with every
 config key's kind, range or choices, TOML name and one-line doc in its `Annotated` metadata and its
 default as the field's default (kinds: keys.py, string formats: formats.py). configs/full.toml shows

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The kernel side of lbtui: compile/load/attach the BPF programs and typed access to their maps.
 
 This package is the only importer of bcc and pyroute2 and the only place that knows map layouts.

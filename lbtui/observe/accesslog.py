@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Access log: one line per closed connection (optionally per new one), as JSON or Common Log Format.
 
 The engine's loop only builds a LogRecord and offers it to a bounded queue (put_nowait); a

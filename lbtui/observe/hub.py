@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Wires the observability parts to an engine: flow events in, snapshot fields and endpoints out.
 
 The engine calls `observe(ev)` for every flow event (it never blocks: the access log queues) and

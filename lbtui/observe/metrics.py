@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Prometheus metrics: a collector over the latest snapshot, histograms fed by events, an HTTP server.
 
 Everything lives in the instance's own CollectorRegistry (never prometheus_client's global one), so two

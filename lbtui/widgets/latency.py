@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Latency histograms per backend, one text sparkline per histogram (one character per bucket)."""
 
 from __future__ import annotations

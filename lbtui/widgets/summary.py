@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The one-line header: which instance, how long it has run, and the totals that matter at a glance."""
 
 from __future__ import annotations

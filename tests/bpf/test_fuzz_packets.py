@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Packet fuzzing of the data path (tests/fuzz/packets.py): 20,000 frames and
 truncation sweeps through BPF_PROG_TEST_RUN (root). bench/fuzz_packets.py runs the same with 1e6."""
 

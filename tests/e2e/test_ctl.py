@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`lbtui ctl` against a headless instance in a lab: drain, undrain, weight, reload, flow queries,
 exit codes.
 

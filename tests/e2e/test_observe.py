@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Observability end to end: ring-buffer events -> access log, histograms, Prometheus, in a real lab.
 
 500 HTTP requests, each on a new connection, go through the VIP. The access log must hold exactly

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Config fuzzing: a checker for the loader's contract (`check_config_text` / `check_config_bytes`)
 and hypothesis strategies that generate documents (`config_strategies`), for tests/unit/test_fuzz_config.py
 and bench/fuzz_config.py.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """An in-memory EngineHandle for console tests: two proxies, flows, counters, commands applied.
 
 Deterministic by default in what it shows (fixed data); `grow=True` makes counters, flows and the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Access log: JSON and CLF lines (checked by jq, goaccess and a strict regex), rotation, back-pressure."""
 
 from __future__ import annotations

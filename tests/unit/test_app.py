@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Console behaviour through Textual's Pilot, against the in-memory FakeEngine."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Screenshots of every pane at the smallest supported terminal (80x24) and a large one (160x48).
 
 The fake engine is frozen (fixed clock, counters that do not grow) and event times are shown in

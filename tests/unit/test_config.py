@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Config loading: the example files, strict validation with key paths, round trips, fuzzing."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The control socket: JSON form of the model, server and client, robustness, socket file handling.
 
 No BPF: the engine is tests/support/fake_engine.py's FakeEngine (an in-memory EngineHandle).

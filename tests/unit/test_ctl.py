@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`lbtui ctl`: commands, output and exit codes against a control socket served from a FakeEngine."""
 
 from __future__ import annotations

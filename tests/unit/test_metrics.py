@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Prometheus metrics (render, promtool, HTTP serving, monotonic counters) and rate meters."""
 
 from __future__ import annotations
