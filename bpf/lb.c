@@ -9,6 +9,10 @@
 // XDP checksum updates assume a complete L4 checksum (what a NIC delivers); see docs/datapath.md#checksums.
 #include "lb.h"
 
+// The program license the kernel sees (BCC's footer turns it into the "license" section): this file's
+// dual license, which the kernel counts as GPL-compatible, so GPL-only helpers stay usable.
+#define BPF_LICENSE Dual BSD/GPL
+
 #define ETH_P_8021Q_BE  0x0081     // htons(0x8100)
 #define ETH_P_8021AD_BE 0xA888     // htons(0x88A8)
 #define IP_MF_OFFSET_BE 0xFF3F     // htons(IP_MF | IP_OFFSET)
