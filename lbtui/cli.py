@@ -20,6 +20,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from lbtui import __version__
 from lbtui.config import Config, ConfigError, load_config
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_KERNEL = 0, 1, 2, 3
@@ -33,6 +34,7 @@ def _main_parser() -> argparse.ArgumentParser:
         description="Layer-4 load balancer (XDP/TC data path) with an operator console.",
         epilog="Other commands: `lbtui demo [--no-ui]`, `lbtui ctl ...`, `lbtui attach`.",
     )
+    p.add_argument("--version", action="version", version=f"lbtui {__version__}")
     p.add_argument("-c", "--config", metavar="FILE", help="configuration file (TOML)")
     p.add_argument("--check", action="store_true", help="validate the configuration and exit")
     p.add_argument("--no-ui", action="store_true", help="run headless (logs to stderr)")

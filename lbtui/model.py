@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from lbtui import __version__
+
 
 class Health(enum.StrEnum):
     UNKNOWN = "unknown"  # no health check configured yet / not checked yet
@@ -219,6 +221,7 @@ class Snapshot:
     running: bool = True
     flow_query: FlowQuery = field(default_factory=FlowQuery)  # what `flows` was chosen by
     flows_matched: int = 0  # live flows matching flow_query (all live flows for the default query)
+    version: str = __version__  # of the lbtui that built the snapshot
 
     def service(self, name: str) -> ServiceView | None:
         return next((s for s in self.services if s.name == name), None)

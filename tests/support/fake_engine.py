@@ -364,6 +364,7 @@ class FakeEngine:
             new_flows=sum(s.counters.new_flows for s in services),
         )
         return Snapshot(
+            version="0.0.0",  # fixed: console snapshots must not change with every release
             taken_at=self.clock() + t,
             started_at=self.started_at,
             config_path=self.config_path,
