@@ -225,6 +225,7 @@ class Engine:
         self._syn_failures: collections.Counter[BackendKey] = collections.Counter()
         self._last_least_conn = 0.0
         self._watch_ready = asyncio.Event()
+        self.heartbeat = time.monotonic()  # the control loop's last tick (headless feeds systemd's watchdog)
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -1027,6 +1028,7 @@ class Engine:
         while True:
             await asyncio.sleep(CONTROL_TICK_S)
             tick += 1
+            self.heartbeat = time.monotonic()
             try:
                 self._refresh_counters()
                 self._feed_supervisor()
