@@ -98,6 +98,38 @@ def _attach_parser() -> argparse.ArgumentParser:
     return p
 
 
+# shtab's completion actions (shtab.FILE, shtab.DIRECTORY), without importing shtab at run time
+_FILE = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f"}
+
+
+def manpage_parser() -> argparse.ArgumentParser:
+    """The whole command line in one parser, for the man page (argparse-manpage) and the shell
+    completions (shtab) that scripts/package generates. main() dispatches `demo`, `ctl` and `attach`
+    itself before it parses, so each keeps its own parser; this one only describes them together."""
+    from lbtui import ctl
+
+    p = _main_parser()
+    p.description = (
+        "A layer-4 (TCP/UDP) load balancer for one Linux host: XDP picks a backend and rewrites the "
+        "destination, TC egress rewrites replies back to the VIP, and a control plane keeps the BPF maps in "
+        "step with the configuration (health checks, circuit breakers, draining, DNS, rate limits, hot "
+        "reload). It runs with its operator console, or headless under systemd (--no-ui)."
+    )
+    p.epilog = None
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, parser, text in (
+        ("ctl", ctl._parser(), "talk to a running instance over its control socket"),
+        ("attach", _attach_parser(), "the console, on an instance that is already running"),
+        ("demo", _demo_parser(), "a lab of network namespaces with lbtui on it"),
+    ):
+        sub.add_parser(name, parents=[parser], add_help=False, help=text, description=parser.description)
+    for parser in (p, *sub.choices.values()):
+        for action in parser._actions:
+            if {"-c", "--config", "--file", "--socket"} & set(action.option_strings):
+                action.complete = _FILE  # type: ignore[attr-defined]
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "demo":

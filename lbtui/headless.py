@@ -21,6 +21,8 @@ from lbtui.sdnotify import Notifier
 
 log = logging.getLogger("lbtui")
 
+STATUS_INTERVAL_S = 5.0  # systemd's STATUS= (`systemctl status`), independent of the stats log lines
+
 
 def stats_line(snap: model.Snapshot) -> str:
     parts = [f"flows={snap.conntrack.flows}", f"ct_entries={snap.conntrack.entries}"]
@@ -85,6 +87,7 @@ def run_headless(
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
     next_stats = time.monotonic() + stats_interval_s
+    next_status = time.monotonic() + STATUS_INTERVAL_S
     try:
         while not stop.is_set():
             stop.wait(tick)
@@ -102,12 +105,16 @@ def run_headless(
                 if now - heartbeat() < watchdog_s / 2:
                     notifier.watchdog()
                 next_ping = now + watchdog_s / 4
+            if now >= next_status and notifier.enabled:
+                next_status = now + STATUS_INTERVAL_S
+                try:
+                    notifier.status(f"running: {status_line(handle.snapshot())}")
+                except Exception as exc:
+                    log.warning("status: %s", exc)
             if now >= next_stats:
                 next_stats = now + stats_interval_s
                 try:
-                    snap = handle.snapshot()
-                    log.info(stats_line(snap))
-                    notifier.status(status_line(snap))
+                    log.info(stats_line(handle.snapshot()))
                 except Exception as exc:
                     log.warning("stats: %s", exc)
     finally:

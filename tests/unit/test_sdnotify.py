@@ -114,5 +114,5 @@ def test_headless_pings_the_watchdog_only_while_the_engine_ticks(tmp_path: Path)
     pings = [m for _, m in got if m == "WATCHDOG=1"]
     # about 10 pings while it ticked (1 s at 0.1 s), then none once the heartbeat is 0.2 s stale
     assert 5 <= len(pings) <= 14, got
-    assert any(m.startswith("STATUS=0 proxies, 0/0 backends") for _, m in got)
+    assert not any(m.startswith("STATUS=") for _, m in got)  # every 5 s: not within these 2 s
     assert got[-1][1].startswith("STOPPING=1\n")
