@@ -333,7 +333,7 @@ class Engine:
         # ring-buffer events feed only the access log (latency histograms live in the data path):
         # without a log, a connection costs userspace nothing
         log_cfg = config.settings.access_log
-        logging_on = bool(log_cfg.file or log_cfg.stdout)
+        logging_on = bool(log_cfg.file or log_cfg.stdout or log_cfg.syslog)
         events = (logging_on, logging_on and log_cfg.log_new)
         if events != self._flow_event_flags:
             self._flow_event_flags = events

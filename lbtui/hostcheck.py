@@ -166,7 +166,7 @@ def exit_code(checks: list[Check]) -> int:
 def manage_sysctls(config: Config, probe: Probe | None = None) -> list[str]:
     """With settings.manage_sysctls, turn IPv4 forwarding on; what was changed (for the log)."""
     p = probe or Probe()
-    if not getattr(config.settings, "manage_sysctls", False) or not config.proxies:
+    if not config.settings.manage_sysctls or not config.proxies:
         return []
     if p.sysctl(IP_FORWARD) == "1":
         return []
@@ -245,7 +245,7 @@ def _forwarding(config: Config, p: Probe) -> Check:
     value = p.sysctl(IP_FORWARD)
     if value == "1":
         return ok("ip_forward", f"{IP_FORWARD} = 1")
-    if getattr(config.settings, "manage_sysctls", False):
+    if config.settings.manage_sysctls:
         return ok(
             "ip_forward", f"{IP_FORWARD} = {value}; lbtui sets it to 1 at start (settings.manage_sysctls)"
         )
@@ -340,7 +340,7 @@ def _access_log(config: Config, p: Probe) -> list[Check]:
                 "settings.access_log.file",
             )
         )
-    syslog = getattr(a, "syslog", None)
+    syslog = a.syslog
     if syslog and syslog.startswith("/") and not p.is_socket(syslog):
         checks.append(
             error("access_log", f"syslog socket {syslog} does not exist", "settings.access_log.syslog")

@@ -463,3 +463,40 @@ def test_a_bad_syslog_target_is_refused_at_start(tmp_path: Path) -> None:
             AccessLog(ProdCfg(syslog=bad)).start()
     with pytest.raises(ValueError):
         AccessLog(ProdCfg(syslog="127.0.0.1:514", syslog_facility="nonsense")).start()
+
+
+def test_production_keys_in_the_configuration(tmp_path: Path) -> None:
+    from lbtui.config import ConfigError, parse_config
+    from lbtui.observe.hub import ObservabilityHub
+
+    base = '[[proxy]]\nname = "w"\ninterfaces = ["eth0"]\nvip = "10.0.0.1"\nport = 80\n'
+    base += '[[proxy.backend]]\naddress = "10.0.2.1:80"\n'
+    config = parse_config('[settings.access_log]\nfile_mode = 0o600\nsyslog = "tcp://[::1]:514"\n' + base)
+    log = config.settings.access_log
+    assert (log.file_mode, log.syslog, log.syslog_facility) == (0o600, "tcp://[::1]:514", "local0")
+    assert config.settings.metrics.listen == "127.0.0.1:17100" and not config.settings.manage_sysctls
+    for bad, key in (
+        ('syslog = "514"', "settings.access_log.syslog"),
+        ('syslog_facility = "local9"', "settings.access_log.syslog_facility"),
+        ("file_mode = 0o1777", "settings.access_log.file_mode"),
+    ):
+        with pytest.raises(ConfigError) as exc:
+            parse_config(f"[settings.access_log]\n{bad}\n" + base, "x.toml")
+        assert f"x.toml: {key}: " in str(exc.value)
+
+    # syslog alone is enough for the hub to run an access log
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        path = str(tmp_path / "log.sock")
+        server.bind(path)
+        server.settimeout(5)
+        config = parse_config(
+            f'[settings.metrics]\nenabled = false\n[settings.access_log]\nsyslog = "{path}"\n' + base
+        )
+        hub = ObservabilityHub(lambda: None)
+        hub.configure(config.settings)
+        try:
+            assert hub.access_log is not None
+            hub.observe(event())
+        finally:
+            hub.close()
+        assert server.recv(4096).startswith(b"<134>lbtui[")

@@ -170,7 +170,7 @@ def test_demo_config_matches_the_lab() -> None:
     assert (dns.vip, dns.port, dns.protocol) == ("10.0.0.1", 5353, "udp")
     assert [b.key for b in dns.backends] == ["10.0.2.11:5353", "10.0.2.12:5353", "10.0.2.13:5353"]
     assert web.health is not None and (web.health.type, web.health.path) == ("http", "/healthz")
-    assert config.settings.metrics.enabled and config.settings.metrics.listen == "127.0.0.1:9100"
+    assert config.settings.metrics.enabled and config.settings.metrics.listen == "127.0.0.1:17100"
 
 
 def test_minimal_gets_defaults() -> None:
