@@ -89,6 +89,7 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     deb = ROOT / "dist" / f"lbtui_{VERSION}_amd64.deb"
     assert deb.exists(), r.stdout
     before = listing()
+    owned: list[str] = []
     try:
         r = dpkg("-i", str(deb))
         assert r.returncode == 0, r.stdout + r.stderr
