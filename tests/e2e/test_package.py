@@ -140,8 +140,8 @@ def test_installed_command_config_man_page_and_completion(package: Path) -> None
     assert r.returncode == 0 and not r.stderr.strip(), r.stdout + r.stderr
     assert "/etc/lbtui/lbtui.toml" in run("dpkg-query", "-W", "-f=${Conffiles}", "lbtui").stdout
     for doc in (
-        "deployment.md.gz",
-        "metrics.md.gz",
+        "deployment.md",
+        "metrics.md",
         "examples/full.toml",
         "examples/lbtui-alerts.yml",
         "copyright",
