@@ -40,8 +40,6 @@ def summary_text(snapshot: Snapshot, title: str, attached: bool) -> Text:
         sep,
         (fmt.rate(total_new_per_s(snapshot)), "bold"),
         (" new/s", "dim"),
-        sep,
-        (f"v{snapshot.version}", "dim"),
     )
     if not snapshot.running:
         text.append("  stopped", style="bold red")
