@@ -167,7 +167,12 @@ def test_the_installed_lbtui_balances_in_a_lab(package: Path, tmp_path: Path) ->
         )
         assert proc.poll() is None, log.read_text()
         assert Path(f"/proc/{proc.pid}/exe").resolve().name.startswith("python3")
-        assert "/opt/lbtui/venv/bin/lbtui" in Path(f"/proc/{proc.pid}/cmdline").read_text()
+        # the installed interpreter runs the installed script (/usr/bin/lbtui -> the venv's console script)
+        assert (
+            Path(f"/proc/{proc.pid}/cmdline")
+            .read_text()
+            .startswith("/opt/lbtui/venv/bin/python\0/usr/bin/lbtui\0")
+        )
         got = lab.http_requests(60)
         assert got["errors"] == 0 and len(served(got)) == 3, got
         status = run("lbtui", "ctl", "--socket", f"/run/lbtui/{PREFIX}.sock", "status", env=clean_env())
