@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Kernel-timed ns/packet of lbtui's BPF programs per packet class (BPF_PROG_TEST_RUN).
 
 No traffic, no namespace, no attach: the programs of ``lbtui.dataplane.loader.Loaded`` run on
