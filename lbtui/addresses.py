@@ -165,3 +165,25 @@ def parse_address_or_endpoint(text: str) -> tuple[str, int | None]:
 
 def same_family(a: str, b: str) -> bool:
     return family(a) == family(b)
+
+
+def search_term(term: str) -> str:
+    """A filter term as it is matched against shown text (lower case), with an address or endpoint
+    in any spelling made canonical, so "[FD00:0::1]:80" finds what is shown as "[fd00::1]:80".
+    A bracketed address keeps its brackets: "[fd00::1]" matches that address, not fd00::10."""
+    lowered = term.lower()
+    try:
+        if lowered.startswith("[") and lowered.endswith("]"):
+            return f"[{parse_ip(lowered[1:-1])}]"
+        if lowered.startswith("["):
+            return format_endpoint(*parse_endpoint(lowered))
+        if lowered.count(":") >= 2:
+            return parse_ip(lowered)
+    except AddressError:
+        pass
+    return lowered
+
+
+def search_terms(text: str) -> tuple[str, ...]:
+    """The whitespace-separated terms of a filter, each as `search_term` makes it."""
+    return tuple(search_term(term) for term in text.split())
