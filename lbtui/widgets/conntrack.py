@@ -109,7 +109,7 @@ class ConntrackPane(Vertical):
         self._snapshot: Snapshot | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(id="ct-status")
+        yield Static(id="ct-status", markup=False)  # it quotes the filter, maybe "[fd00::1]"
         yield FlowTable(id="ct-table")
         yield Input(placeholder="filter flows: address, backend, proxy, state…", id="ct-filter", compact=True)
 
