@@ -89,3 +89,23 @@ async def test_ipv6_endpoints_show_whole_and_filter_by_address(engine: Ipv6Flows
         await pilot.pause()
         assert table.row_count > 0
         assert {str(table.get_row(key)[2]) for key in table.row_keys} == {backend}
+
+
+async def test_dialogs_name_ipv6_backends_with_their_brackets() -> None:
+    from textual.app import App
+    from textual.widgets import Label
+
+    from lbtui.screens.confirm import ConfirmScreen
+    from lbtui.screens.weight import WeightScreen
+
+    question = "Drain [fd00:20::11]:8080 of web6? New connections stop; existing ones continue."
+    app: App[None] = App()
+    async with app.run_test() as pilot:
+        await app.push_screen(ConfirmScreen(question))
+        await pilot.pause()
+        assert str(app.screen.query_one("#question", Label).render()) == question
+        app.pop_screen()
+        await app.push_screen(WeightScreen("web6", "[fd00:20::11]:8080", 3))
+        await pilot.pause()
+        shown = [str(label.render()) for label in app.screen.query(Label)]
+        assert "Weight of [fd00:20::11]:8080 in web6 (now 3)" in shown
