@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-PYTHON = REPO / ".venv" / "bin" / "python"
+from tests.support.netns import json_from_child
+
 DNSMASQ = "/usr/sbin/dnsmasq"
 SERVER4 = "10.56.0.1"
 SERVER6 = "fd00:56::1"
@@ -106,17 +106,7 @@ def dnsmasq(tmp_path: Path) -> Iterator[str]:
 
 
 def resolve(ns: str, nameservers: list[str], names: list[tuple[str, str, str]]) -> dict[str, Any]:
-    request = json.dumps({"nameservers": nameservers, "names": names})
-    out = subprocess.run(
-        ["ip", "netns", "exec", ns, str(PYTHON), "-c", CHILD, request],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    answer: dict[str, Any] = json.loads(out.stdout)
-    return answer
+    return json_from_child(ns, CHILD, json.dumps({"nameservers": nameservers, "names": names}))
 
 
 @pytest.mark.root

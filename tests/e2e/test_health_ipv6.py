@@ -9,7 +9,6 @@ TCP and HTTP up, then refused once the server is gone.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -19,8 +18,8 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-PYTHON = REPO / ".venv" / "bin" / "python"
+from tests.support.netns import PYTHON, json_from_child
+
 CHECKER, BACKEND = "fd00:57::1", "fd00:57::2"
 
 SERVER = r"""
@@ -109,16 +108,7 @@ def link() -> Iterator[tuple[str, str]]:
 
 
 def checks(ns: str) -> dict[str, Any]:
-    out = subprocess.run(
-        ["ip", "netns", "exec", ns, str(PYTHON), "-c", CHILD, BACKEND],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    answer: dict[str, Any] = json.loads(out.stdout)
-    return answer
+    return json_from_child(ns, CHILD, BACKEND)
 
 
 @pytest.mark.root
