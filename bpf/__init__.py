@@ -1,1 +1,1 @@
-"""BPF C sources of lbtui (lb.h, lb.c), shipped as package data; compiled at run time by BCC."""
+"""BPF C sources of lbtui (lb.h, lb.c; decap.c for backends): package data, compiled at run time by BCC."""
