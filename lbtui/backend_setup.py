@@ -232,6 +232,7 @@ class BackendSetup:
 
     def _undo(self, state: BackendState) -> None:
         from lbtui.dataplane import decap
+        from lbtui.dataplane.loader import DataplaneError
 
         decap.detach(state.interface, delete_clsact=state.clsact_created)
         for prefix in state.added_addresses:
@@ -239,7 +240,7 @@ class BackendSetup:
         for key, value in state.sysctls:  # after the VIPs are gone, as setup set them before
             try:
                 self.net.write_sysctl(key, value)
-            except Exception as exc:  # noqa: BLE001 - an interface gone since: restore the others
+            except DataplaneError as exc:  # an interface gone since: restore the others
                 self.out(f"warning: {exc}")
 
     # ------------------------------------------------------------ status

@@ -59,6 +59,7 @@ class ScaleOutSpec:
     backends: int = 3
     bird: bool = True
     backend_setup: bool = True
+    bfd: bool = True  # False: the BGP sessions rely on the hold timer alone (routers without BFD)
     vips: tuple[str, ...] = (VIP,)
 
     def __post_init__(self) -> None:
@@ -261,6 +262,8 @@ class ScaleOutLab(NamespaceLab):
 
     def _start_bird(self, ns: str, template: str, values: dict[str, object]) -> None:
         conf = render_config((BIRD_TEMPLATES / template).read_text(), values)
+        if not self.spec.bfd:
+            conf = conf.replace("    bfd on;", "    bfd off;")
         # the templates log to syslog; the lab keeps each BIRD's log beside its config
         conf += f'\nlog "{os.path.join(self.workdir, ns + ".bird.log")}" all;\n'
         path = os.path.join(self.workdir, f"{ns}.bird.conf")
@@ -289,25 +292,30 @@ class ScaleOutLab(NamespaceLab):
         r = subprocess.run(["bird", "-p", "-c", conf], capture_output=True, text=True, timeout=10)
         return (r.stderr or r.stdout).strip() or "configuration parses"
 
-    def start_bird_router(self) -> None:
-        values: dict[str, object] = {
-            "ROUTER_ID": f"{CLIENT_NET}.1",
-            "ROUTER_AS": ROUTER_AS,
-            "LB_HOSTS": LB_HOSTS_RANGE,
-            "LB_AS": LB_AS,
-            "VIP_PREFIXES": VIP_PREFIXES,
-        }
-        self._start_bird(self.ns_router, "router.conf", values)
-
-    def start_bird_host(self, i: int) -> None:
-        values: dict[str, object] = {
+    def bird_values(self, ns: str) -> dict[str, object]:
+        """The placeholders of the router's (ns_router) or a host's BIRD template."""
+        if ns == self.ns_router:
+            return {
+                "ROUTER_ID": f"{CLIENT_NET}.1",
+                "ROUTER_AS": ROUTER_AS,
+                "LB_HOSTS": LB_HOSTS_RANGE,
+                "LB_AS": LB_AS,
+                "VIP_PREFIXES": VIP_PREFIXES,
+            }
+        i = next(i for i in self.host_ids if self.ns_host(i) == ns)
+        return {
             "ROUTER_ID": self.host_ip(i),
             "LOCAL_AS": LB_AS,
             "ROUTER_IP": self.host_gateway(i),
             "ROUTER_AS": ROUTER_AS,
             "VIP_TABLE": VIP_TABLE,
         }
-        self._start_bird(self.ns_host(i), "lb-host.conf", values)
+
+    def start_bird_router(self) -> None:
+        self._start_bird(self.ns_router, "router.conf", self.bird_values(self.ns_router))
+
+    def start_bird_host(self, i: int) -> None:
+        self._start_bird(self.ns_host(i), "lb-host.conf", self.bird_values(self.ns_host(i)))
 
     def signal_bird(self, ns: str, sig: int = signal.SIGKILL) -> None:
         """Send `sig` to the BIRD of `ns` (SIGKILL: a crash; SIGSTOP: a hung host; SIGTERM: a clean stop)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
@@ -13,8 +14,10 @@ from lbtui.bird import BirdControl, BirdError, parse_bgp_sessions, parse_protoco
 REPO = Path(__file__).resolve().parents[2]
 
 REPLIES = Path(__file__).parent / "bird_replies"
-# BIRD 2.0.12's replies to `show protocols` and `show protocols all` (trailing spaces matter: a
-# code followed by a space ends a reply, so the replies live in files)
+# Replies of BIRD 2.0.12 in files (trailing spaces matter: a code followed by a space ends a reply).
+# host_* and router_* were recorded from the configs/bird templates with one session up;
+# show_protocols*.txt are edited from such recordings to hold a session that is down, and the
+# "iso long" time format.
 SHOW_PROTOCOLS = (REPLIES / "show_protocols.txt").read_text()
 SHOW_PROTOCOLS_ALL = (REPLIES / "show_protocols_all.txt").read_text()
 
@@ -28,7 +31,7 @@ def test_show_protocols_rows():
     rows = parse_protocols(parse_reply(SHOW_PROTOCOLS))
     assert [(r.name, r.proto, r.state) for r in rows] == [
         ("device1", "Device", "up"),
-        ("lbtui_vips4", "Kernel", "up"),
+        ("lbtui_kernel4", "Kernel", "up"),
         ("bfd1", "BFD", "up"),
         ("uplink", "BGP", "up"),
         ("down1", "BGP", "start"),
@@ -45,6 +48,21 @@ def test_bgp_sessions_with_neighbours():
     assert up.last_error is None
     assert not down.established and down.state == "Active" and down.neighbor == "10.1.2.1"
     assert down.last_error == "Socket: Connection refused" and down.since == "2026-12-06 04:25:39"
+
+
+def test_recorded_host_and_router_sessions():
+    host = parse_bgp_sessions(parse_reply((REPLIES / "host_show_protocols_all.txt").read_text()))
+    assert [(s.name, s.state, s.neighbor, s.neighbor_as, s.local_as) for s in host] == [
+        ("uplink", "Established", "10.1.1.1", 65000, 65100)
+    ]
+    rows = parse_protocols(parse_reply((REPLIES / "host_show_protocols.txt").read_text()))
+    assert [(r.name, r.proto, r.table) for r in rows][1] == ("lbtui_kernel4", "Kernel", "lbtui_vips4")
+    router = parse_bgp_sessions(parse_reply((REPLIES / "router_show_protocols_all.txt").read_text()))
+    # the dynamic-neighbour template (no address: a range) and the session it spawned
+    assert [(s.name, s.state, s.neighbor) for s in router] == [
+        ("lb_hosts", "Passive", None),
+        ("lbhost1", "Established", "10.1.1.2"),
+    ]
 
 
 def test_render_fills_code_not_comments():
@@ -71,6 +89,20 @@ def test_shipped_templates_have_exactly_the_documented_placeholders(template, va
     for name in values:
         assert f"#   @{name}@" in text, f"{template}: @{name}@ is not documented in the header"
     render_config(text, values)
+
+
+@pytest.mark.requires("bird")
+@pytest.mark.parametrize("template", ["lb-host.conf", "router.conf"])
+def test_filled_templates_parse(tmp_path, template):
+    """What the scale-out lab writes is a configuration BIRD accepts (`bird -p`: parse only)."""
+    from lbtui.scaleout_lab import ScaleOutLab, ScaleOutSpec
+
+    lab = ScaleOutLab(ScaleOutSpec(prefix="sxu"))  # only for its values; never brought up
+    values = lab.bird_values(lab.ns_router if template == "router.conf" else lab.ns_host(1))
+    conf = tmp_path / template
+    conf.write_text(render_config((REPO / "configs" / "bird" / template).read_text(), values))
+    r = subprocess.run(["bird", "-p", "-c", str(conf)], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
 
 
 class FakeBird:
