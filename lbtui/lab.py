@@ -81,10 +81,11 @@ def cleanup_prefix(prefix: str) -> None:
 class Lab(NamespaceLab):
     vip = VIP
     SUFFIX_RE = _SUFFIX_RE
+    BACKEND_NET = BACKEND_NET
 
     def __init__(self, spec: LabSpec | None = None) -> None:
         self.spec = spec or LabSpec()
-        super().__init__(self.spec.prefix)
+        super().__init__(self.spec.prefix, self.spec.backends)
 
     # ------------------------------------------------------------ names
 
@@ -99,18 +100,6 @@ class Lab(NamespaceLab):
     @property
     def ns_client2(self) -> str:
         return f"{self.prefix}cli2"
-
-    def ns_backend(self, i: int) -> str:
-        self._check_backend(i)
-        return f"{self.prefix}b{i}"
-
-    def backend_ip(self, i: int) -> str:
-        self._check_backend(i)
-        return f"{BACKEND_NET}.{10 + i}"
-
-    @property
-    def backend_ids(self) -> range:
-        return range(1, self.spec.backends + 1)
 
     @property
     def client_ifaces(self) -> list[str]:
@@ -136,10 +125,6 @@ class Lab(NamespaceLab):
         if client == 2 and self.spec.second_client:
             return self.ns_client2
         raise ValueError(f"no client {client} in this lab")
-
-    def _check_backend(self, i: int) -> None:
-        if not 1 <= i <= self.spec.backends:
-            raise ValueError(f"backend {i}: this lab has backends 1..{self.spec.backends}")
 
     # ------------------------------------------------------------ topology
 

@@ -129,10 +129,12 @@ class NamespaceLab:
     """Namespaces under a prefix, processes in them, lab backend servers; subclasses build topologies."""
 
     SUFFIX_RE: ClassVar[str] = r"(?!)"  # the namespace suffixes of this kind of lab (a regex group)
+    BACKEND_NET: ClassVar[str] = "10.0.2"  # backend i is <prefix>b<i>, address BACKEND_NET.<10+i>
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, backends: int) -> None:
         check_prefix(prefix)
         self.prefix = prefix
+        self.backend_count = backends
         self._procs: list[_Tracked] = []
         self._servers: dict[int, _Tracked] = {}
         self._server_params: ServerParams | None = None
@@ -146,22 +148,29 @@ class NamespaceLab:
     def namespaces(self) -> list[str]:
         raise NotImplementedError
 
-    @property
-    def backend_ids(self) -> range:
-        raise NotImplementedError
-
-    def ns_backend(self, i: int) -> str:
-        raise NotImplementedError
-
     def _build(self) -> None:
         raise NotImplementedError
 
     def _before_down(self) -> None:
         """Undo what the lab did that outlives its namespaces (a subclass hook; must not raise)."""
 
+    # ------------------------------------------------------------ backends: names and addresses
+
+    @property
+    def backend_ids(self) -> range:
+        return range(1, self.backend_count + 1)
+
     def _check_backend(self, i: int) -> None:
         if i not in self.backend_ids:
-            raise ValueError(f"backend {i}: this lab has backends {list(self.backend_ids)}")
+            raise ValueError(f"backend {i}: this lab has backends 1..{self.backend_count}")
+
+    def ns_backend(self, i: int) -> str:
+        self._check_backend(i)
+        return f"{self.prefix}b{i}"
+
+    def backend_ip(self, i: int) -> str:
+        self._check_backend(i)
+        return f"{self.BACKEND_NET}.{10 + i}"
 
     # ------------------------------------------------------------ lifecycle
 

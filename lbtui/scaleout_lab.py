@@ -76,10 +76,11 @@ def scaleout_namespaces(prefix: str) -> list[str]:
 
 class ScaleOutLab(NamespaceLab):
     SUFFIX_RE = _SUFFIX_RE
+    BACKEND_NET = BACKEND_NET
 
     def __init__(self, spec: ScaleOutSpec | None = None) -> None:
         self.spec = spec or ScaleOutSpec()
-        super().__init__(self.spec.prefix)
+        super().__init__(self.spec.prefix, self.spec.backends)
         self._bird: dict[str, subprocess.Popen[Any]] = {}
         self._routes: RouteReader | None = None
 
@@ -131,21 +132,9 @@ class ScaleOutLab(NamespaceLab):
         self._check_host(i)
         return f"10.1.{i}.1"
 
-    @property
-    def backend_ids(self) -> range:
-        return range(1, self.spec.backends + 1)
-
-    def ns_backend(self, i: int) -> str:
-        self._check_backend(i)
-        return f"{self.prefix}b{i}"
-
     def backend_iface(self, i: int) -> str:
         self._check_backend(i)
         return f"{self.prefix}b{i}"
-
-    def backend_ip(self, i: int) -> str:
-        self._check_backend(i)
-        return f"{BACKEND_NET}.{10 + i}"
 
     @property
     def namespaces(self) -> list[str]:
