@@ -201,10 +201,10 @@ class BackendSetup:
         wanted = [self.net.host_prefix(v) for v in vips]
         added = list(state.added_addresses)
         for prefix in [p for p in added if p not in wanted]:  # VIPs dropped from the request
-            self.net.del_loopback_address(prefix)
+            self.net.set_loopback_address(prefix, present=False)
             added.remove(prefix)
         for prefix in wanted:
-            if self.net.add_loopback_address(prefix) and prefix not in added:
+            if self.net.set_loopback_address(prefix, present=True) and prefix not in added:
                 added.append(prefix)
         state = dataclasses.replace(state, vips=tuple(vips), added_addresses=tuple(added))
         self.save(state)
@@ -236,7 +236,7 @@ class BackendSetup:
 
         decap.detach(state.interface, delete_clsact=state.clsact_created)
         for prefix in state.added_addresses:
-            self.net.del_loopback_address(prefix)
+            self.net.set_loopback_address(prefix, present=False)
         for key, value in state.sysctls:  # after the VIPs are gone, as setup set them before
             try:
                 self.net.write_sysctl(key, value)

@@ -97,8 +97,9 @@ def loopback_addresses() -> set[str]:
 
 
 @off_loop
-def add_loopback_address(prefix: str) -> bool:
-    """Put "address/prefixlen" on the loopback device; False if it was there already."""
+def set_loopback_address(prefix: str, present: bool) -> bool:
+    """Put "address/prefixlen" on the loopback device (present) or take it off; False if it
+    already was (or was not) there."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -106,27 +107,12 @@ def add_loopback_address(prefix: str) -> bool:
     with IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=LOOPBACK)[0]
         try:
-            ipr.addr("add", index=idx, address=str(net.ip), prefixlen=net.network.prefixlen)
+            ipr.addr(
+                "add" if present else "del", index=idx, address=str(net.ip), prefixlen=net.network.prefixlen
+            )
         except NetlinkError as exc:
-            if exc.code == _EEXIST:
+            if exc.code == (_EEXIST if present else _EADDRNOTAVAIL):
                 return False
-            raise DataplaneError(f"cannot add {prefix} to {LOOPBACK}: {exc}") from exc
-    return True
-
-
-@off_loop
-def del_loopback_address(prefix: str) -> bool:
-    """Remove "address/prefixlen" from the loopback device; False if it was not there."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    net = ipaddress.ip_interface(prefix)
-    with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=LOOPBACK)[0]
-        try:
-            ipr.addr("del", index=idx, address=str(net.ip), prefixlen=net.network.prefixlen)
-        except NetlinkError as exc:
-            if exc.code == _EADDRNOTAVAIL:
-                return False
-            raise DataplaneError(f"cannot remove {prefix} from {LOOPBACK}: {exc}") from exc
+            verb = "add" if present else "remove"
+            raise DataplaneError(f"cannot {verb} {prefix} on {LOOPBACK}: {exc}") from exc
     return True
