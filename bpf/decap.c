@@ -72,9 +72,12 @@ int lbtui_decap(struct __sk_buff *skb)
 {
     const __u32 outer_at = sizeof(struct ethhdr);
     const __u32 inner_at = outer_at + sizeof(struct iphdr);
-    // headers must be in the linear part before they can be read; a short packet pulls what it has
+    // the headers must be in the linear part to be read; pull them only when they are not (a pull
+    // may copy the head of a cloned skb: not something to pay on every packet of the backend)
     __u32 want = inner_at + sizeof(struct ipv6hdr);
-    bpf_skb_pull_data(skb, skb->len < want ? skb->len : want);
+    __u32 linear = skb->data_end - skb->data;
+    if (linear < want && skb->len > linear)
+        bpf_skb_pull_data(skb, skb->len < want ? skb->len : want);
 
     void *data = (void *)(long)skb->data;
     void *data_end = (void *)(long)skb->data_end;
