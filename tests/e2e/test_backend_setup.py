@@ -10,6 +10,7 @@ the backend as it was (addresses, sysctls, no program, no qdisc, no state file).
 from __future__ import annotations
 
 import re
+import subprocess
 
 import pytest
 
@@ -101,6 +102,31 @@ def test_other_tunnel_packets_are_passed_and_counted(lab, clean_backend):
     assert wait_until(lambda: lab.backend_status(1)["program"]["counters"]["pass_not_vip"] == 1, timeout=5)
     send_ipip(lab, inner_dst=VIP)
     assert wait_until(lambda: lab.backend_status(1)["program"]["counters"]["decap_ipip"] == 1, timeout=5)
+
+
+def test_ipv6_in_ipv4_reaches_a_socket_bound_to_an_ipv6_vip(lab, clean_backend):
+    lab.backend_setup(1, "--vip", VIP, "--vip", VIP6)
+    receiver = lab.popen(
+        lab.ns_backend(1),
+        *lab.python_cmd(
+            "-c",
+            "import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
+            f"s.bind(('{VIP6}', 5999)); print('ready', flush=True); s.settimeout(20); "
+            "data, peer = s.recvfrom(100); print(data.decode(), peer[0], flush=True)",
+        ),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert receiver.stdout.readline().strip() == "ready"
+    code = (
+        "from scapy.all import IP, IPv6, UDP, Raw, send; "
+        f"send(IP(dst='{lab.backend_ip(1)}', proto=41) / IPv6(src='fd00:1::2', dst='{VIP6}') / "
+        "UDP(sport=4444, dport=5999) / Raw(b'hello6'), verbose=0)"
+    )
+    lab.run(lab.ns_host(1), *lab.python_cmd("-c", code))
+    out, _ = receiver.communicate(timeout=30)
+    assert out.strip() == "hello6 fd00:1::2"
+    assert lab.backend_status(1)["program"]["counters"]["decap_ip6ip"] == 1
 
 
 def test_undo_restores_what_was_there_before(lab, clean_backend):

@@ -19,6 +19,8 @@ The host's own kernel must not act on the VIP's packets: the lab gives it a blac
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import signal
 import socket
 import struct
@@ -60,7 +62,12 @@ def relay(iface: str, vip: str, backends: Sequence[str], log_path: str, ready_pa
         ready.write("ready\n")
         ready.close()
         while True:
-            packet, addr = rx.recvfrom(65535)
+            try:
+                packet, addr = rx.recvfrom(65535)
+            except OSError as exc:  # the interface went down: the socket resumes when it is up again
+                if exc.errno != errno.ENETDOWN:
+                    raise
+                continue
             if addr[2] == PACKET_OUTGOING:
                 continue
             flow = flow_of(packet)
@@ -77,7 +84,8 @@ def relay(iface: str, vip: str, backends: Sequence[str], log_path: str, ready_pa
             if flow not in seen:
                 seen.add(flow)
                 log.write(" ".join(map(str, (*flow, backend))) + "\n")
-            tx.sendto(packet, (backend, 0))
+            with contextlib.suppress(OSError):  # no route while the link is down: the packet is lost
+                tx.sendto(packet, (backend, 0))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
