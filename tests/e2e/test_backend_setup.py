@@ -9,12 +9,14 @@ the backend as it was (addresses, sysctls, no program, no qdisc, no state file).
 
 from __future__ import annotations
 
+import glob
+import os
 import re
 import subprocess
 
 import pytest
 
-from lbtui.scaleout_lab import ScaleOutSpec
+from lbtui.scaleout_lab import ScaleOutSpec, scaleout_namespaces
 from tests.support.labtools import served, wait_until
 from tests.support.scaleout import ScaleOutClientLab
 
@@ -170,3 +172,25 @@ def test_refusals(lab, clean_backend):
     r = lab.run(lab.ns_backend(1), *cmd, check=False)
     assert r.returncode == 1 and "no such interface" in r.stderr
     assert lab.backend_snapshot(1) == clean_backend
+
+
+def test_a_crashed_lab_is_cleaned_up_by_the_next_one():
+    """up() removes what a lab that never ran down() left: namespaces, processes, state files."""
+    spec = ScaleOutSpec(prefix="sbc", hosts=1, backends=1, bird=False, backend_setup=True)
+    crashed = ScaleOutClientLab(spec)
+    crashed.up()
+    crashed.start_backends(http_port=80, bind=VIP)
+    stale_state = crashed.backend_status(1)["state_file"]
+    assert stale_state and scaleout_namespaces("sbc")
+    crashed._procs.clear()  # as if this process had died: nothing left to stop them cleanly
+    crashed.workdir = ""
+    lab = ScaleOutClientLab(spec)
+    try:
+        lab.up()
+        assert not os.path.exists(stale_state)
+        assert lab.backend_status(1)["state_file"] != stale_state
+        assert sorted(scaleout_namespaces("sbc")) == sorted(lab.namespaces)
+    finally:
+        lab.down()
+    assert scaleout_namespaces("sbc") == []
+    assert not [p for p in glob.glob("/run/lbtui/backend-setup-netns*.json") if "sbcb" in open(p).read()]
