@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """lbtui side-by-side traffic benchmark.
 
 For every repetition and every mode a fresh lab (``lbtui.lab.Lab``: client ns -> LB ns -> backend
 namespaces on a bridge) is built, nginx backends are started, the load balancer under test is started
 in the LB namespace, and the same wrk loads run from the client namespace. Fresh namespaces per
 (rep, mode) cell keep backend TIME_WAIT / conntrack state of one mode from hurting the next
-(PITFALLS #12). After each mode the LB namespace is checked for XDP, tc and nftables leftovers.
+(bench/README.md#harness-pitfalls). After each mode the LB namespace is checked for XDP, tc and
+nftables leftovers.
 
 Modes:
   direct   client -> backend 1 (10.0.2.11:8080) directly, routed through the LB ns (the ceiling)
@@ -16,7 +18,7 @@ Modes:
 Loads (wrk, 1 thread, --conns connections):
   keepalive  HTTP/1.1 keep-alive: per-packet cost of the LB path
   close      ``Connection: close``: a new TCP connection per request (per-flow cost); wrk's latency
-             excludes the handshake (PITFALLS #14)
+             excludes the handshake (bench/README.md#harness-pitfalls)
 
 Prints a markdown table of medians and ratios to ``direct`` and writes every sample as JSON.
 Needs root, wrk, nginx, nft, haproxy, curl.
@@ -157,8 +159,9 @@ class LoadBalancer:
             lab.run(ns, "nft", "-f", path)
         elif self.mode == "haproxy":
             servers = "".join(f"  server b{n + 1} {b}\n" for n, b in enumerate(self.backends()))
+            # a higher maxconn exceeds the FD limit (bench/README.md#harness-pitfalls)
             cfg = (
-                "global\n  maxconn 8000\n  nbthread 1\n"  # higher maxconn exceeds the FD limit (PITFALLS #15)
+                "global\n  maxconn 8000\n  nbthread 1\n"
                 "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n"
                 f"frontend fe\n  bind {lab.vip}:{VIP_PORT}\n  default_backend be\n"
                 f"backend be\n  balance roundrobin\n{servers}"

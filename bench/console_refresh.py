@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Console refresh with 1,000,000 conntrack entries in the map (issue: operator console).
 
 Runs a real Engine (BPF programs loaded and attached to a veth in a private namespace), fills its
@@ -80,7 +81,7 @@ def fill(engine, flows: int) -> None:  # type: ignore[no-untyped-def]
     from bcc.libbcc import lib
 
     from lbtui.dataplane import structs
-    from lbtui.dataplane.maps import CT_ENTRY_DTYPE, CT_KEY_DTYPE
+    from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE
 
     table = engine.dataplane.loaded.table("lb_conntrack")
     now = time.monotonic_ns()
@@ -154,11 +155,13 @@ async def measure(flows: int, seconds: float) -> dict[str, object]:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from lbtui.app import LbtuiApp
     from lbtui.config import load_config
+    from lbtui.engine import Engine, kernel_dataplane
     from lbtui.runner import EngineRunner
 
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
         f.write(CONFIG.format(max_conn=max(1024, flows + flows // 4)))
-    runner = EngineRunner(load_config(f.name))
+    config = load_config(f.name)
+    runner = EngineRunner(Engine(config, kernel_dataplane(config)))
     runner.start()
     engine = runner.engine
     out: dict[str, object] = {"flows": flows}

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """How fast the router follows a load-balancer host, in the scale-out lab (docs/scale-out.md).
 
 Every time is measured at the router: from the moment of the event to the moment the router's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 // lbtui backend decapsulation (docs/scale-out.md), attached by `lbtui backend-setup`:
 //   lbtui_decap  TC clsact ingress (direct action) on a backend's interface. An IPv4 packet of
 //                protocol 4 (IPv4-in-IPv4) or 41 (IPv6-in-IPv4) whose outer destination is one of

@@ -1,12 +1,17 @@
-// lbtui data path (DESIGN.md section 3):
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
+// lbtui data path (docs/datapath.md#what-the-programs-do):
 //   lbtui_xdp  XDP on the client-facing interfaces: parse, conntrack lookup, backend pick for new
 //              flows, DNAT with incremental checksum updates, counters, events; always XDP_PASS
 //              except for new flows that cannot be served (empty table, conntrack insert failure).
 //   lbtui_tc   TC clsact egress (direct action) on the same interfaces: replies of tracked flows get
 //              their source rewritten back to VIP:port; FIN/RST/SYN-ACK tracking for the reply side.
 //
-// XDP checksum updates assume a complete L4 checksum (what a NIC delivers); see PITFALLS.md #1.
+// XDP checksum updates assume a complete L4 checksum (what a NIC delivers); see docs/datapath.md#checksums.
 #include "lb.h"
+
+// The program license the kernel sees (BCC's footer turns it into the "license" section): this file's
+// dual license, which the kernel counts as GPL-compatible, so GPL-only helpers stay usable.
+#define BPF_LICENSE Dual BSD/GPL
 
 #define ETH_P_8021Q_BE  0x0081     // htons(0x8100)
 #define ETH_P_8021AD_BE 0xA888     // htons(0x88A8)
@@ -519,8 +524,9 @@ int lbtui_xdp(struct xdp_md *ctx)
         if (is_tcp)
             track_tcp(fwd, tcp_flags, 0, now);
     } else {
+        // no mid-stream re-pick except with Maglev (docs/datapath.md#what-the-programs-do)
         if (is_tcp && !is_syn && svc->algorithm != LB_ALG_MAGLEV) {
-            global_inc(LB_G_XDP_MIDSTREAM);         // no mid-stream re-pick (DESIGN.md 3.3)
+            global_inc(LB_G_XDP_MIDSTREAM);
             return XDP_PASS;
         }
         struct lb_ct_entry e = {};

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Textual operator console: shows the engine's snapshots and submits the operator's commands.
 
 It talks to the engine only through an `EngineHandle` (in-process runner or control-socket client),
@@ -9,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import ClassVar
 
-from textual import work
-from textual.app import App, ComposeResult
-from textual.binding import Binding, BindingType
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import BindingType
+from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from lbtui.model import (
@@ -29,6 +31,8 @@ from lbtui.model import (
     EngineHandle,
     Event,
     FlowQuery,
+    HistoryAnswer,
+    HistoryQuery,
     Level,
     Reload,
     SetRateLimit,
@@ -37,29 +41,36 @@ from lbtui.model import (
     Stop,
     Undrain,
 )
+from lbtui.screens.chart import ChartScreen
 from lbtui.screens.circuit import CIRCUIT_ACTIONS, CircuitScreen
-from lbtui.screens.commands import ConsoleCommands
+from lbtui.screens.commands import ConsoleCommands, console_actions
 from lbtui.screens.confirm import ConfirmScreen
+from lbtui.screens.export import export_view
 from lbtui.screens.help import HelpScreen
+from lbtui.screens.keys import APP_CSS, BINDINGS, PANES, key_help
 from lbtui.screens.ratelimit import RateLimitScreen
 from lbtui.screens.weight import WeightScreen
-from lbtui.widgets.backends import BackendsTable, ProxiesSummary, find_backend
+from lbtui.widgets import fmt
+from lbtui.widgets.backends import TREND_S, BackendsTable, ProxiesSummary, find_backend
 from lbtui.widgets.circuits import CircuitsPane, CircuitTable
 from lbtui.widgets.conntrack import ConntrackPane
+from lbtui.widgets.filter import Filterable, PaneFilter
+from lbtui.widgets.history_cache import SeriesCache
 from lbtui.widgets.latency import LatencyPane
 from lbtui.widgets.logs import AccessLog, EventLog
+from lbtui.widgets.notes import pane_notes
 from lbtui.widgets.summary import SummaryBar
 
 log = logging.getLogger(__name__)
 
-PANES = (
-    ("backends", "Backends"),
-    ("conntrack", "Conntrack"),
-    ("circuits", "Circuits"),
-    ("latency", "Latency"),
-    ("access", "Access log"),
-    ("events", "Events"),
-)
+LATENCY_WINDOWS: tuple[int | None, ...] = (10, 60, 300, None)  # t cycles; None: lifetime
+FILTERED = {
+    "backends": "backends",
+    "circuits": "backends",
+    "latency": "backends",
+    "access": "lines",
+    "events": "events",
+}
 
 QUIT_EMBEDDED = "Quit lbtui? This stops the load balancer and detaches its programs."
 QUIT_ATTACHED = "Quit the console? The load balancer keeps running."
@@ -94,93 +105,28 @@ def error_text(error: BaseException | None) -> str:
 class LbtuiApp(App[CommandResult | None]):
     """Operator console. `run()` returns the result of the Stop command when quitting stopped the engine."""
 
-    CSS = """
-    #summary { height: 1; background: $panel; }
-    #banner { display: none; height: auto; padding: 0 1; background: $error; color: $text; text-style: bold; }
-    #banner.stopped { background: $warning; }
-    TabbedContent { height: 1fr; }
-    TabPane { padding: 0; }
-    #ct-status { height: 1; padding: 0 1; }
-    #ct-filter { display: none; dock: bottom; }
-    #backends-table { height: 1fr; }
-    #proxies { height: auto; max-height: 50%; padding: 0 1; border-top: solid $primary-darken-2; }
-    #circuit-table { height: auto; max-height: 60%; }
-    #circuit-log { height: 1fr; min-height: 3; border-top: solid $primary-darken-2; }
-    LatencyPane { padding: 0 1; }
-    ModalScreen { align: center middle; }
-    .dialog {
-        width: 66; max-width: 100%; height: auto; max-height: 100%;
-        padding: 1 2 0 2; border: round $primary; background: $surface;
-    }
-    .dialog Label { width: 100%; }
-    .dialog Input { margin-top: 1; }
-    .dialog .buttons { height: auto; align-horizontal: right; margin: 1 0; }
-    .dialog .buttons Button { margin-left: 2; min-width: 12; }
-    .dialog .error { display: none; color: $error; text-style: bold; height: auto; margin-top: 1; }
-    #limits { grid-size: 2; grid-columns: 1fr 14; grid-rows: 1; grid-gutter: 1 0; height: auto; }
-    #limits { margin-top: 1; }
-    #limits Input { margin: 0; }
-    #help { width: 76; }
-    #help VerticalScroll { height: auto; max-height: 24; margin: 1 0; }
-    """
+    CSS = APP_CSS
 
-    COMMANDS = {ConsoleCommands}
+    COMMANDS = App.COMMANDS | {ConsoleCommands}  # Textual's own commands (theme, keys, screenshot) too
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding(
-            "d",
-            "drain",
-            "Drain",
-            id="drain",
-            tooltip="drain the selected backend (no new connections), or undrain it",
-        ),
-        Binding("w", "reweight", "Weight", id="reweight", tooltip="set the selected backend's weight"),
-        Binding(
-            "l",
-            "rate_limits",
-            "Limits",
-            id="rate_limits",
-            tooltip="rate limits of the selected backend's proxy",
-        ),
-        Binding(
-            "c",
-            "circuit",
-            "Circuit",
-            show=False,
-            id="circuit",
-            tooltip="circuit breaker of the selected backend: hold open, hold closed, reset",
-        ),
-        Binding("r", "reload", "Reload", id="reload", tooltip="reload the configuration file"),
-        Binding("slash", "filter", "Filter", id="filter", tooltip="filter the conntrack flows"),
-        Binding("s", "sort", "Sort", id="sort", tooltip="sort flows: bytes, age, idle, backend"),
-        Binding("question_mark", "help", "Help", id="help", tooltip="this list of keys"),
-        Binding(
-            "ctrl+p",
-            "command_palette",
-            "Commands",
-            id="command_palette",
-            priority=True,
-            tooltip="command palette: every action by name",
-        ),
-        Binding("q", "quit", "Quit", id="quit", tooltip="quit (asks first)"),
-        *(
-            Binding(
-                str(n),
-                f"show_pane('{pane}')",
-                title,
-                show=False,
-                id=f"pane_{pane}",
-                tooltip=f"show the {title} pane",
-            )
-            for n, (pane, title) in enumerate(PANES, start=1)
-        ),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = BINDINGS
 
     def __init__(
-        self, handle: EngineHandle, *, refresh_s: float = 1.0, title: str = "lbtui", attached: bool = False
+        self,
+        handle: EngineHandle,
+        *,
+        refresh_s: float = 1.0,
+        title: str = "lbtui",
+        attached: bool = False,
+        export_dir: str = ".",
     ) -> None:
         super().__init__()
         self.handle = handle
+        self.export_dir = export_dir
+        self.window_s: int | None = LATENCY_WINDOWS[0]
+        self.trends = SeriesCache(keep=TREND_S)  # new/s of every target, for the backends sparklines
+        self.history_error: str | None = None
+        self._note_texts: dict[str, str | None] = {}
         self.refresh_s = refresh_s
         self.title = title
         self.attached = attached
@@ -201,18 +147,29 @@ class LbtuiApp(App[CommandResult | None]):
         yield Static(id="banner")
         with TabbedContent(id="tabs", initial="backends"):
             with TabPane("Backends", id="backends"):
+                yield Static(id="backends-note", classes="pane-note")
                 yield BackendsTable(id="backends-table")
                 yield ProxiesSummary(id="proxies")
+                yield PaneFilter("backends", FILTERED["backends"])
             with TabPane("Conntrack", id="conntrack"):
+                yield Static(id="conntrack-note", classes="pane-note")
                 yield ConntrackPane(id="conntrack-pane")
             with TabPane("Circuits", id="circuits"):
+                yield Static(id="circuits-note", classes="pane-note")
                 yield CircuitsPane(id="circuits-pane")
+                yield PaneFilter("circuits", FILTERED["circuits"])
             with TabPane("Latency", id="latency"):
+                yield Static(id="latency-note", classes="pane-note")
                 yield LatencyPane(id="latency-pane")
+                yield PaneFilter("latency", FILTERED["latency"])
             with TabPane("Access log", id="access"):
+                yield Static(id="access-note", classes="pane-note")
                 yield AccessLog(id="access-log")
+                yield PaneFilter("access", FILTERED["access"])
             with TabPane("Events", id="events"):
+                yield Static(id="events-note", classes="pane-note")
                 yield EventLog(id="event-log")
+                yield PaneFilter("events", FILTERED["events"])
         yield Footer(show_command_palette=False, compact=True)
 
     def on_mount(self) -> None:
@@ -227,6 +184,14 @@ class LbtuiApp(App[CommandResult | None]):
         self.latency = self.query_one(LatencyPane)
         self.access_log = self.query_one(AccessLog)
         self.event_log = self.query_one(EventLog)
+        self.filtered: dict[str, Filterable] = {
+            "backends": self.backends_table,
+            "circuits": self.circuits.query_one(CircuitTable),
+            "latency": self.latency,
+            "access": self.access_log,
+            "events": self.event_log,
+        }
+        self.notes = {pane: self.query_one(f"#{pane}-note", Static) for pane, _ in PANES}
         self.backends_table.focus()
         self._start_poll()
 
@@ -235,13 +200,29 @@ class LbtuiApp(App[CommandResult | None]):
     def _start_poll(self) -> None:
         self._poll_timer = None
         self._polling = True
-        self._fetch(self._event_seq, self.conntrack.flow_query)
+        self._fetch(self._event_seq, self.conntrack.flow_query, self.trends.since)
 
     @work(thread=True, name="poll", group="poll", exit_on_error=False)
-    def _fetch(self, after_seq: int, flows: FlowQuery) -> tuple[Snapshot, list[Event]]:
+    def _fetch(
+        self, after_seq: int, flows: FlowQuery, trends_since: float | None
+    ) -> tuple[Snapshot, list[Event], HistoryAnswer | None]:
         snapshot = self.handle.snapshot(flows)
         events = list(self.handle.events_since(after_seq))
-        return snapshot, events
+        return snapshot, events, self._fetch_trends(snapshot, trends_since)
+
+    def _fetch_trends(self, snapshot: Snapshot, since: float | None) -> HistoryAnswer | None:
+        """The new/s points since the last poll, for the sparklines; None if none are kept or on error."""
+        if not snapshot.history_s:
+            return None
+        if since is None:
+            since = snapshot.taken_at - TREND_S
+        try:
+            answer = self.handle.history(HistoryQuery(since=since, series=("new_flows",)))
+        except Exception as exc:  # sparklines are extra: a failure must not cost the snapshot
+            self.history_error = error_text(exc)
+            return None
+        self.history_error = None
+        return answer
 
     def refresh_now(self) -> None:
         """Poll as soon as possible, without overlapping a poll in flight."""
@@ -271,7 +252,9 @@ class LbtuiApp(App[CommandResult | None]):
             return  # not ours, or the app is shutting down and its widgets are going away
         if worker.name == "poll":
             if event.state is WorkerState.SUCCESS and worker.result is not None:
-                snapshot, events = worker.result
+                snapshot, events, trends = worker.result
+                if trends is not None:
+                    self.trends.merge(trends)
                 self._apply(snapshot, events)
             elif event.state is WorkerState.ERROR:
                 self._lost(worker.error)
@@ -291,16 +274,36 @@ class LbtuiApp(App[CommandResult | None]):
             self.snapshot = snapshot
             self.summary.show(snapshot, self.title, self.attached)
             self._show_banner(None if snapshot.running else "the load balancer has stopped", stopped=True)
-            self.backends_table.show(snapshot)
+            self.backends_table.show(snapshot, self._trend_points(snapshot))
             self.proxies.show(snapshot)
             self.conntrack.show(snapshot)
             self.circuits.show(snapshot)
             self.latency.show(snapshot)
             self.access_log.show(snapshot.access_log_tail)
             self.event_log.add_events(events)
+            self.show_notes()
         if events:
             self._event_seq = events[-1].seq
         self.refreshes += 1
+
+    def _trend_points(self, snapshot: Snapshot) -> dict[tuple[str, str], Sequence[float | None]]:
+        return {
+            (b.proxy, b.address): self.trends.values((b.proxy, b.address), "new_flows")
+            for s in snapshot.services
+            for b in s.all_backends()
+        }
+
+    def show_notes(self) -> None:
+        """Say why a pane shows nothing (nothing configured, nothing yet, or nothing matches)."""
+        if self.snapshot is None:
+            return
+        for pane, text in pane_notes(self.snapshot, self.filtered, self.conntrack).items():
+            if self._note_texts.get(pane) == text:  # notes start hidden and empty (None)
+                continue  # unchanged: no relayout
+            self._note_texts[pane] = text
+            note = self.notes[pane]
+            note.update(text or "")
+            note.display = text is not None
 
     def _lost(self, error: BaseException | None) -> None:
         message = f"lost connection to the instance: {error_text(error)}"
@@ -432,8 +435,62 @@ class LbtuiApp(App[CommandResult | None]):
         self._confirm_then_submit(question, "Reload", Reload(), danger=False)
 
     def action_filter(self) -> None:
-        self.action_show_pane("conntrack")
-        self.conntrack.open_filter()
+        """`/`: filter the pane on screen (conntrack's filter is answered by the engine)."""
+        pane = str(self.tabs.active)
+        if pane == "conntrack":
+            self.conntrack.open_filter()
+        else:
+            self.query_one(f"#{pane}-filter", PaneFilter).open()
+
+    @on(Input.Changed, ".pane-filter")
+    def _pane_filter_changed(self, event: Input.Changed) -> None:
+        box = event.input
+        assert isinstance(box, PaneFilter)
+        self.filtered[box.pane].set_filter(box.needle)
+        self.show_notes()
+
+    @on(Input.Submitted, ".pane-filter")
+    def _pane_filter_submitted(self, event: Input.Submitted) -> None:
+        box = event.input
+        assert isinstance(box, PaneFilter)
+        box.display = bool(box.needle)  # a filter in force stays in sight
+        self.action_show_pane(box.pane)
+
+    def action_latency_window(self) -> None:
+        index = LATENCY_WINDOWS.index(self.window_s)
+        self.window_s = LATENCY_WINDOWS[(index + 1) % len(LATENCY_WINDOWS)]
+        self.backends_table.set_window(self.window_s)
+        self.latency.set_window(self.window_s)
+        name = "lifetime" if self.window_s is None else f"the last {fmt.window(self.window_s)}"
+        self.notify(
+            f"latency percentiles over {name} (lifetime beside them)", title="latency window", timeout=3
+        )
+
+    def action_chart(self) -> None:
+        b = self._selection_or_warn()
+        if b is None:
+            return
+        now = self.snapshot.taken_at if self.snapshot else time.time()
+        self.push_screen(
+            ChartScreen(self.handle.history, b.proxy, b.address, now=now, refresh_s=self.refresh_s)
+        )
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table is self.backends_table:  # enter on a backend: its chart
+            self.action_chart()
+
+    def action_export(self) -> None:
+        try:
+            view = "chart" if isinstance(self.screen, ChartScreen) else str(self.tabs.active)
+            svg, data = export_view(self, self.export_dir, view)
+        except OSError as exc:
+            self.notify(
+                f"cannot export to {self.export_dir}: {error_text(exc)}", severity="error", timeout=10
+            )
+            return
+        message = f"screenshot {svg}" + (f", snapshot {data}" if data else " (no snapshot received yet)")
+        self.event_log.add_note(time.time(), f"exported {message}")
+        self.notify(message, title="exported", timeout=10)
 
     def action_sort(self) -> None:
         self.action_show_pane("conntrack")
@@ -478,45 +535,14 @@ class LbtuiApp(App[CommandResult | None]):
     # ---- help and palette -------------------------------------------------------------------
 
     def key_help(self) -> list[tuple[str, str]]:
-        rows = []
-        panes = []
-        for binding in self.BINDINGS:
-            assert isinstance(binding, Binding)
-            if binding.action.startswith("show_pane"):
-                panes.append((binding.key, binding.description))
-                continue
-            keys = " ".join(self.get_key_display(Binding(key, "")) for key in binding.key.split(","))
-            rows.append((keys, binding.tooltip or binding.description))
-        rows += [
-            (" ".join(key for key, _ in panes), "show a pane: " + ", ".join(title for _, title in panes)),
-            ("ctrl+q", "quit (asks first)"),
-            ("↑ ↓ pgup pgdn", "move the selection in a table"),
-            ("tab shift+tab", "move between the tabs, the table and other widgets"),
-            ("escape", "close a dialog; in the conntrack filter: clear it"),
-        ]
-        return rows
+        return key_help(self)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's commands (theme, keys, screenshot...) but not its quit: ours asks first."""
+        for command in super().get_system_commands(screen):
+            if command.title != "Quit":
+                yield command
 
     def palette_actions(self) -> list[tuple[str, str, Callable[[], object]]]:
-        b = self.selected_backend()
-        target = f"{b.address} of {b.proxy}" if b else "the selected backend"
-        drain = "Undrain" if b is not None and b.drain is not DrainState.ACTIVE else "Drain"
-        proxy = b.proxy if b else "the selected backend's proxy"
-        return [
-            (f"{drain} {target}", "drain: no new connections, existing ones continue (d)", self.action_drain),
-            (f"Reweight {target}", "set the configured weight (w)", self.action_reweight),
-            (
-                f"Rate limits of {proxy}",
-                "per source and per backend new conns/s (l)",
-                self.action_rate_limits,
-            ),
-            (
-                f"Circuit breaker of {target}",
-                "hold it open, hold it closed, or reset it (c)",
-                self.action_circuit,
-            ),
-            ("Reload configuration", "re-read the configuration file (r)", self.action_reload),
-            ("Filter flows", "conntrack: show flows containing a text (/)", self.action_filter),
-            ("Sort flows", "conntrack: bytes, age, idle, backend (s)", self.action_sort),
-            ("Help", "list every key (?)", self.action_help),
-            ("Quit", "quit the console (q)", self.action_quit),
-        ]
+        """The console's commands for the palette, titles naming the current selection."""
+        return console_actions(self)

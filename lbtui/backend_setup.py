@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`lbtui backend-setup`: make this host a DSR backend for VIPs that reach it encapsulated in IPIP.
 
     lbtui backend-setup --vip VIP [--vip VIP ...] [--interface IF]   set up (again: declarative)
@@ -32,10 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lbtui import exitcodes
+
 if TYPE_CHECKING:
     from lbtui.dataplane.decap import DecapState
 
-EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_KERNEL = 0, 1, 2, 3
 STATE_DIR = Path("/run/lbtui")
 STATE_VERSION = 1
 
@@ -232,7 +234,7 @@ class BackendSetup:
 
     def _undo(self, state: BackendState) -> None:
         from lbtui.dataplane import decap
-        from lbtui.dataplane.loader import DataplaneError
+        from lbtui.dataplane.port import DataplaneError
 
         decap.detach(state.interface, delete_clsact=state.clsact_created)
         for prefix in state.added_addresses:
@@ -329,8 +331,8 @@ def main(argv: Sequence[str]) -> int:
             "lbtui backend-setup must run as root (it changes addresses, sysctls and loads BPF)",
             file=sys.stderr,
         )
-        return EXIT_KERNEL
-    from lbtui.dataplane.loader import DataplaneError
+        return exitcodes.HOST
+    from lbtui.dataplane.port import DataplaneError
 
     try:
         vips = parse_vips(ns.vip)
@@ -339,7 +341,7 @@ def main(argv: Sequence[str]) -> int:
             if ns.status:
                 status = setup.status(ns.interface)
                 print(json.dumps(status.to_dict(), indent=2) if ns.json else "\n".join(status.lines()))
-                return EXIT_OK
+                return exitcodes.OK
             if ns.undo:
                 undone = setup.undo(ns.interface)
                 print(
@@ -347,16 +349,16 @@ def main(argv: Sequence[str]) -> int:
                     if undone
                     else "backend-setup: nothing to undo"
                 )
-                return EXIT_OK
+                return exitcodes.OK
             state = setup.setup(vips, ns.interface)
     except SetupError as exc:
         print(f"lbtui backend-setup: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+        return exitcodes.CONFIG
     except DataplaneError as exc:
         print(f"lbtui backend-setup: {exc}", file=sys.stderr)
-        return EXIT_KERNEL
+        return exitcodes.HOST
     print(
         f"backend-setup: {state.interface}: VIPs {', '.join(state.vips)} on lo, ARP/rp_filter for DSR, "
         f"decapsulation at TC ingress; undo with `lbtui backend-setup --undo` (state {setup.state_path})"
     )
-    return EXIT_OK
+    return exitcodes.OK

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """BIRD 2's state, read over its control socket (the line protocol `birdc` speaks; stdlib only).
 
 BIRD's user guide ("Remote control") defines the replies: every line starts with a four-digit code,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The control socket: a running instance's engine served on a unix socket, and the client for it.
 
 `ControlServer` answers JSON-lines requests (docs/control-protocol.md) from `lbtui ctl`, `lbtui attach`
@@ -25,10 +26,9 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from importlib import metadata
 from typing import Any
 
-from lbtui import model, wire
+from lbtui import __version__, model, wire
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ WRITE_TIMEOUT_S = 30.0  # a client that does not read its replies for this long 
 MAX_EVENTS = 1000  # most events in one reply
 MAX_SUBMIT_TIMEOUT_S = 300.0
 MAX_REPLY = 256 * 1024 * 1024  # longest reply the client accepts (a snapshot is bounded well below)
-OPS = ("hello", "snapshot", "events", "command")
+OPS = ("hello", "snapshot", "events", "command", "history")
 
 
 class SocketInUse(RuntimeError):
@@ -53,13 +53,6 @@ class RemoteError(RuntimeError):
 
 class ControlPermissionError(ConnectionError):
     """The socket exists but we may not connect to it (not root)."""
-
-
-def _version() -> str:
-    try:
-        return metadata.version("lbtui")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _line(message: Mapping[str, Any]) -> bytes:
@@ -102,7 +95,7 @@ class ControlServer:
         self._info: dict[str, Any] = {
             "protocol": wire.PROTOCOL_VERSION,
             "pid": os.getpid(),
-            "lbtui": _version(),
+            "lbtui": __version__,
             "socket": path,
             **(instance or {}),
         }
@@ -372,6 +365,12 @@ class ControlServer:
             if op == "events":
                 since, limit = _events_args(request)
                 return await loop.run_in_executor(self._reads, self._events_reply, req_id, since, limit)
+            if op == "history":
+                try:
+                    history_query = wire.decode_history_query(request.get("query", {}))
+                except wire.WireError as exc:
+                    raise _BadRequest(str(exc)) from None
+                return await loop.run_in_executor(self._reads, self._history_reply, req_id, history_query)
             if op == "command":
                 try:
                     command = wire.decode_command(request.get("command"))
@@ -396,6 +395,9 @@ class ControlServer:
     def _events_reply(self, req_id: Any, since: int, limit: int) -> bytes:
         events = self.handle.events_since(since, limit)
         return _ok(req_id, [wire.encode_event(e) for e in events])
+
+    def _history_reply(self, req_id: Any, query: model.HistoryQuery) -> bytes:
+        return _ok(req_id, wire.encode_value(self.handle.history(query)))
 
     def _command_reply(self, req_id: Any, command: model.Command, timeout: float) -> bytes:
         return _ok(req_id, wire.encode_result(self.handle.submit(command, timeout)))
@@ -467,6 +469,19 @@ class SocketEngineHandle:
             return [wire.decode_event(e) for e in data]
         except wire.WireError as exc:
             raise RemoteError(f"unreadable events from {self.path}: {exc}") from exc
+
+    def history(self, query: model.HistoryQuery) -> model.HistoryAnswer:
+        request = {"op": "history", "query": wire.encode_value(query)}
+        try:
+            data = self._call(request, self.connect_timeout + 25.0)
+        except RemoteError as exc:
+            if "unknown op 'history'" in str(exc):  # an instance from before history existed
+                return model.HistoryAnswer(taken_at=time.time())
+            raise
+        try:
+            return wire.decode_history(data)
+        except wire.WireError as exc:
+            raise RemoteError(f"unreadable history from {self.path}: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:

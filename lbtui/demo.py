@@ -1,8 +1,11 @@
+# SPDX-License-Identifier: Apache-2.0
 """`lbtui demo`: a live load balancer to look at, in one command.
 
 Builds the lab (client namespaces, the load-balancer namespace, three backends answering with their
-names), starts light background traffic, and runs lbtui on the lab's client-facing interfaces, with
-the console or headless. Everything is removed on exit, including leftovers of a crashed earlier run.
+names), starts light background traffic that tells a story every 4 minutes (a slow backend, a short
+failure burst that opens and closes a circuit), writes an access log, and runs lbtui on the lab's
+client-facing interfaces, with the console or headless. Everything is removed on exit, including
+leftovers of a crashed earlier run.
 
 The engine must run inside the lab's LB namespace (XDP/TC attach by interface of the current
 namespace), so the demo re-executes lbtui there: `ip netns exec <prefix>lb python -m lbtui -c CFG`.
@@ -16,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -25,10 +29,12 @@ from lbtui.lab import Lab, LabSpec, TrafficGenerator
 
 log = logging.getLogger(__name__)
 
-HEALTH = """
+HEALTH_PORT = 8081  # health checks on a port of their own: a failure burst on :8080 leaves them up
+HEALTH = f"""
 [proxy.health]
 type = "http"
 path = "/healthz"
+port = {HEALTH_PORT}
 interval_ms = 1000
 timeout_ms = 500
 rise = 2
@@ -43,8 +49,64 @@ half_open_successes = 3
 """
 
 
-def demo_config(lab: Lab) -> str:
-    return lab.config_toml(weights=(3, 2, 1), extra_proxy_toml=HEALTH)
+def demo_config(lab: Lab, access_log: str) -> str:
+    """The lab's configuration with health checks, a circuit breaker and an access log (CLF)."""
+    base = lab.config_toml(weights=(3, 2, 1), extra_proxy_toml=HEALTH)
+    return base + f'\n[settings.access_log]\nformat = "clf"\nfile = "{access_log}"\n'
+
+
+# The background traffic's story, repeated every CYCLE_S seconds so that the charts, the latency
+# windows and the circuit pane always have something recent to show: (start s, end s, backend,
+# delay_ms, refuse). b3 answers after ~50 ms for a minute; b2 refuses connections for 12 s, which
+# opens its circuit (error_rate 0.5 over 10 s), and closes it again once the burst is over.
+CYCLE_S = 240
+STORY = (
+    (40, 100, 3, 50, False),
+    (140, 152, 2, 0, True),
+)
+
+
+class Story:
+    """Plays STORY on the lab's backends on a thread of its own (a file write per change)."""
+
+    def __init__(
+        self, lab: Lab, cycle_s: float = CYCLE_S, story: tuple[tuple[int, int, int, int, bool], ...] = STORY
+    ):
+        self.lab = lab
+        self.cycle_s = cycle_s
+        self.story = story
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-story", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def wanted(self, t: float) -> dict[int, tuple[int, bool]]:
+        """backend -> (delay_ms, refuse) at t seconds into the cycle; every backend listed."""
+        now = t % self.cycle_s
+        out = {i: (0, False) for i in self.lab.backend_ids}
+        for start, end, backend, delay_ms, refuse in self.story:
+            if start <= now < end:
+                out[backend] = (delay_ms, refuse)
+        return out
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        current: dict[int, tuple[int, bool]] = {}
+        while not self._stop.is_set():
+            for backend, behaviour in self.wanted(time.monotonic() - started).items():
+                if current.get(backend) != behaviour:
+                    try:
+                        self.lab.set_backend_behaviour(backend, *behaviour)
+                    except OSError:
+                        log.exception("demo story: backend b%d", backend)
+                    current[backend] = behaviour
+            self._stop.wait(0.5)
 
 
 def _wait_ready(lab: Lab, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
@@ -76,11 +138,12 @@ def run_demo(
     # the lab is new: state pinned by a crashed earlier demo belongs to namespaces that are gone
     remove_pins(f"{PIN_ROOT}/{prefix}")
     traffic = TrafficGenerator(lab, rate_per_s=rate)
+    story = Story(lab)
     proc: subprocess.Popen[bytes] | None = None
     try:
-        lab.start_backends()
+        lab.start_backends(health_port=HEALTH_PORT)
         cfg = workdir / "demo.toml"
-        cfg.write_text(demo_config(lab))
+        cfg.write_text(demo_config(lab, str(workdir / "access.log")))
         cmd = ["ip", "netns", "exec", lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg)]
         if no_ui:
             cmd += ["--no-ui", "--stats-interval", str(stats_interval_s)]
@@ -93,6 +156,7 @@ def run_demo(
         proc = subprocess.Popen(cmd)
         _wait_ready(lab, proc)
         traffic.start()
+        story.start()
         deadline = None if duration_s is None else time.monotonic() + duration_s
         stopping = False
 
@@ -123,6 +187,7 @@ def run_demo(
         )
         return 0 if rc in (0, -signal.SIGTERM, -signal.SIGINT) else rc
     finally:
+        story.stop()
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The demo/test lab: network namespaces, veths, a bridge and real backend servers (iproute2 calls).
 
 Topology for prefix ``p`` (every name starts with it, nothing is created in the root namespace):
@@ -9,7 +10,7 @@ Topology for prefix ``p`` (every name starts with it, nothing is created in the 
 
 The load balancer attaches to ``pl0`` and ``pl1`` (the client-facing interfaces) inside ``plb``.
 Client veths have tx checksum offload off so that packets reaching the LB carry full checksums, as
-on a wire (PITFALLS #1). Backends route everything back through ``plb`` because DNAT keeps the
+on a wire (docs/datapath.md#checksums). Backends route everything back through ``plb`` because DNAT keeps the
 client's source address.
 """
 
@@ -142,7 +143,7 @@ class Lab(NamespaceLab):
             ip("-n", ns, "link", "set", cif, "up")
             ip("-n", lb, "link", "set", lif, "up")
             ip("-n", ns, "route", "add", "default", "via", f"{net}.1")
-            # full checksums on packets entering the LB, as from a wire (PITFALLS #1)
+            # full checksums on packets entering the LB, as from a wire (docs/datapath.md#checksums)
             self.run(ns, "ethtool", "-K", cif, "tx", "off")
             # many ephemeral ports and TIME_WAIT reuse for connection-per-request loads
             self.sysctl(ns, "net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1")
@@ -160,7 +161,7 @@ class Lab(NamespaceLab):
             ip("-n", lb, "link", "set", port, "master", br)
             ip("-n", lb, "link", "set", port, "up")
             self.sysctl(ns, "net.core.somaxconn=4096")
-        # ethtool flaps the link (PITFALLS #17): ping every path before anyone uses it
+        # ethtool flaps the link (docs/datapath.md#checksums): ping every path before anyone uses it
         for ns, _cif, _lif, net in clients:
             self._wait_ping(ns, f"{net}.1")
         for i in self.backend_ids:

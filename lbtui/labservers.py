@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tiny servers and clients for the demo/test lab (stdlib only, no lbtui imports).
 
 Run inside a backend namespace:
@@ -10,6 +11,9 @@ Run inside a backend namespace:
 - UDP echo: a datagram "x" is answered with "b1 x".
 - ``--record FILE``: one line "client_ip:client_port" per accepted TCP connection, flushed per line.
 - ``--ready-file FILE``: created once every socket is bound (the lab waits for it).
+- ``--control FILE``: re-read every 0.5 s when it changes, JSON ``{"delay_ms": N, "refuse": bool}``:
+  answer ``GET /`` after N ms (a slow backend), or close the HTTP port (not the health port) so
+  new connections are refused with a RST (a failing backend). The demo drives its story with it.
 
 Run inside a client namespace (the demo's background traffic):
 
@@ -53,6 +57,7 @@ class BackendServer:
     def __init__(self, name: str, record: TextIO | None) -> None:
         self.name = name
         self.record = record
+        self.delay_ms = 0  # --control: extra time before answering GET /
 
     async def handle_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -102,6 +107,8 @@ class BackendServer:
             return "405 Method Not Allowed", b"method not allowed\n"
         url = urllib.parse.urlsplit(target)
         if url.path == "/":
+            if self.delay_ms:
+                await asyncio.sleep(self.delay_ms / 1000)
             return "200 OK", f"{self.name}\n".encode()
         if url.path == "/healthz":
             return "200 OK", b"ok"
@@ -165,13 +172,48 @@ async def serve(args: argparse.Namespace) -> None:
     if args.ready_file:
         with open(args.ready_file, "w") as f:
             f.write(f"{os.getpid()}\n")
+    watcher = None
+    if args.control:
+        watcher = asyncio.create_task(_follow_control(args, server, servers))
     await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
     for s in servers:
         s.close()
     if transport is not None:
         transport.close()
     if record is not None:
         record.close()
+
+
+async def _follow_control(
+    args: argparse.Namespace, server: BackendServer, servers: list[asyncio.Server]
+) -> None:
+    """Apply --control: servers[0] is the HTTP port, closed while "refuse" is true."""
+    seen: object = None
+    while True:
+        try:
+            with open(args.control) as f:
+                wanted = json.load(f)
+        except (OSError, ValueError):
+            wanted = {}
+        if wanted != seen and isinstance(wanted, dict):
+            seen = wanted
+            server.delay_ms = max(0, min(int(wanted.get("delay_ms", 0)), 10_000))
+            refuse = bool(wanted.get("refuse", False))
+            listening = servers[0].is_serving()
+            if refuse and listening:
+                servers[0].close()
+            elif not refuse and not listening:
+                servers[0] = await asyncio.start_server(
+                    server.handle_http,
+                    args.bind,
+                    args.http_port,
+                    backlog=4096,
+                    reuse_address=True,
+                    limit=MAX_HEADER_BYTES,
+                )
+        await asyncio.sleep(0.5)
 
 
 # ---------------------------------------------------------------- clients
@@ -283,6 +325,7 @@ def _server_parser() -> argparse.ArgumentParser:
     p.add_argument("--health-port", type=int, default=None, help="a second HTTP port with the same handler")
     p.add_argument("--record", help="append client_ip:client_port per accepted TCP connection")
     p.add_argument("--ready-file", help="created once all sockets are bound")
+    p.add_argument("--control", help='JSON file followed while running: {"delay_ms": N, "refuse": bool}')
     return p
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Values exchanged between the engine and its front ends: snapshots, events, commands, results.
 
 Everything here is a frozen dataclass of plain Python values (no map layouts, no UI types), so the
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from lbtui import __version__
 
 
 class Health(enum.StrEnum):
@@ -193,12 +197,41 @@ class Histogram:
     p99_ms: float | None = None
 
 
+LATENCY_WINDOWS_S = (10, 60, 300)  # the windows of LatencyView.windows, shortest first
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    """Percentiles of the observations inside one window (no buckets: a snapshot stays small)."""
+
+    count: int = 0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class WindowLatency:
+    """Handshake and connection-lifetime percentiles over the last `seconds` (histogram differences).
+
+    None: not measured (a UDP backend has no handshakes; an engine that keeps no windows).
+    """
+
+    seconds: int
+    handshake: Percentiles | None = None
+    duration: Percentiles | None = None
+
+
 @dataclass(frozen=True)
 class LatencyView:
     proxy: str
     backend: str
-    handshake: Histogram | None = None
+    handshake: Histogram | None = None  # lifetime (since the data path's counters began)
     duration: Histogram | None = None
+    windows: tuple[WindowLatency, ...] = ()  # one per LATENCY_WINDOWS_S, when the engine keeps them
+
+    def window(self, seconds: int) -> WindowLatency | None:
+        return next((w for w in self.windows if w.seconds == seconds), None)
 
 
 @dataclass(frozen=True)
@@ -218,6 +251,9 @@ class Snapshot:
     running: bool = True
     flow_query: FlowQuery = field(default_factory=FlowQuery)  # what `flows` was chosen by
     flows_matched: int = 0  # live flows matching flow_query (all live flows for the default query)
+    access_log_target: str | None = None  # where closed connections are logged; None: no access log
+    history_s: int = 0  # seconds of history the engine keeps (EngineHandle.history); 0: none
+    version: str = __version__  # of the lbtui that built the snapshot
 
     def service(self, name: str) -> ServiceView | None:
         return next((s for s in self.services if s.name == name), None)
@@ -227,6 +263,9 @@ class Snapshot:
         if svc is None:
             return None
         return next((b for b in svc.all_backends() if b.address == address), None)
+
+    def latency_of(self, proxy: str, address: str) -> LatencyView | None:
+        return next((v for v in self.latency if v.proxy == proxy and v.backend == address), None)
 
 
 class Level(enum.StrEnum):
@@ -337,6 +376,98 @@ class CommandResult:
     message: str
 
 
+# ---- history: per-second series of a proxy or backend, fetched on demand ----------------------
+
+# Every series the engine records, with its unit; one point per second. Per backend and per proxy
+# (a proxy's point sums its backends; its p99 merges their histograms), plus per proxy one
+# "drops.<reason>" series per drop reason (1/s). Rates are per second over that second; the
+# percentiles are those of the 10 s window ending at that second (None: no observation in it).
+HISTORY_SERIES: dict[str, str] = {
+    "new_flows": "1/s",  # new connections
+    "bytes_in": "B/s",  # client -> backend
+    "bytes_out": "B/s",  # backend -> client
+    "packets_in": "1/s",
+    "packets_out": "1/s",
+    "active_flows": "flows",
+    "failed_handshakes": "1/s",  # RST answering a SYN, SYN unanswered
+    "handshake_p99_ms": "ms",
+    "duration_p99_ms": "ms",
+}
+DROPS_SERIES_PREFIX = "drops."  # + reason, proxies only
+HISTORY_MARK_KINDS = ("drain", "reload", "circuit", "health")  # events marked on a chart's time axis
+MAX_HISTORY_SERIES = 64  # most series names in one query
+
+
+def series_unit(name: str) -> str | None:
+    if name.startswith(DROPS_SERIES_PREFIX) and len(name) > len(DROPS_SERIES_PREFIX):
+        return "1/s"
+    return HISTORY_SERIES.get(name)
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    """Which series a front end wants.
+
+    proxy and backend: that backend; proxy alone: the proxy as a whole; neither: every proxy and
+    every backend (for sparklines: ask for few series and a recent `since`). `since`: unix time;
+    only points after it (None: all that is kept). `series`: names (HISTORY_SERIES or
+    "drops.<reason>"); empty: all.
+    """
+
+    proxy: str | None = None
+    backend: str | None = None
+    since: float | None = None
+    series: tuple[str, ...] = ()
+
+    def problem(self) -> str | None:
+        """Why the engine refuses this query, or None."""
+        if self.backend is not None and self.proxy is None:
+            return "a backend needs its proxy"
+        if len(self.series) > MAX_HISTORY_SERIES:
+            return f"more than {MAX_HISTORY_SERIES} series"
+        unknown = [name for name in self.series if series_unit(name) is None]
+        if unknown:
+            known = ", ".join(HISTORY_SERIES)
+            return f"unknown series {unknown[0]!r} (known: {known}, {DROPS_SERIES_PREFIX}<reason>)"
+        if self.since is not None and not math.isfinite(self.since):
+            return "since must be a finite time"
+        return None
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    values: tuple[float | None, ...]  # one per step, oldest first; None: nothing recorded then
+
+
+@dataclass(frozen=True)
+class History:
+    """The series of one proxy (backend None) or one backend: values[i] is the second start + i * step_s."""
+
+    proxy: str
+    backend: str | None
+    start: float
+    step_s: float = 1.0
+    series: tuple[Series, ...] = ()
+
+    def get(self, name: str) -> Series | None:
+        return next((s for s in self.series if s.name == name), None)
+
+    @property
+    def end(self) -> float:
+        """Time of the newest point (start - step_s when empty)."""
+        points = max((len(s.values) for s in self.series), default=0)
+        return self.start + (points - 1) * self.step_s
+
+
+@dataclass(frozen=True)
+class HistoryAnswer:
+    taken_at: float
+    kept_s: int = 0  # how far back the engine keeps history; 0: it keeps none
+    histories: tuple[History, ...] = ()
+    marks: tuple[Event, ...] = ()  # HISTORY_MARK_KINDS events of the targets inside the answered span
+
+
 class EngineHandle(Protocol):
     """What a front end (console, headless, control socket) needs from an engine.
 
@@ -349,6 +480,8 @@ class EngineHandle(Protocol):
     def submit(self, command: Command, timeout: float = 10.0) -> CommandResult: ...
 
     def events_since(self, seq: int, limit: int = 1000) -> Sequence[Event]: ...
+
+    def history(self, query: HistoryQuery) -> HistoryAnswer: ...
 
     def close(self) -> None: ...
 

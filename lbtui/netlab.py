@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What every lab of network namespaces needs: names under a prefix, building and removing them,
 processes inside them, and the lab backend servers (lbtui.labservers).
 
@@ -11,6 +12,7 @@ Labs: lbtui.lab (the NAT demo lab), lbtui.scaleout_lab (routers, BGP, several lo
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -336,7 +338,7 @@ class NamespaceLab:
             os.unlink(ready)
         args = ["-m", "lbtui.labservers", "--name", f"b{i}", "--http-port", str(params.http_port)]
         args += ["--udp-port", str(params.udp_port), "--record", self.record_path(i), "--ready-file", ready]
-        args += ["--bind", params.bind]
+        args += ["--bind", params.bind, "--control", self.control_path(i)]
         if params.health_port:
             args += ["--health-port", str(params.health_port)]
         logf = open(os.path.join(self.workdir, f"b{i}.log"), "a")  # noqa: SIM115 (closed on stop)
@@ -364,6 +366,20 @@ class NamespaceLab:
         for f in tracked.files:
             with contextlib.suppress(OSError):
                 f.close()
+
+    def control_path(self, i: int) -> str:
+        """File backend i's server follows: see `set_backend_behaviour`."""
+        self._check_backend(i)
+        return os.path.join(self.workdir, f"b{i}.control")
+
+    def set_backend_behaviour(self, i: int, delay_ms: int = 0, refuse: bool = False) -> None:
+        """Make backend i answer `GET /` after delay_ms, or refuse new connections (RST), within ~0.5 s.
+
+        The health port (start_backends(health_port=...)) keeps answering either way."""
+        path = self.control_path(i)
+        with open(path + ".tmp", "w") as f:
+            json.dump({"delay_ms": delay_ms, "refuse": refuse}, f)
+        os.replace(path + ".tmp", path)  # the server never reads half a file
 
     def record_path(self, i: int) -> str:
         """File where backend i's server appends "client_ip:client_port" per accepted connection."""

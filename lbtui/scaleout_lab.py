@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The scale-out lab: a router spreading a VIP over load-balancer hosts with BGP and ECMP, and DSR
 backends behind it (docs/scale-out.md).
 
@@ -169,7 +170,7 @@ class ScaleOutLab(NamespaceLab):
         self.sysctl(rt, "net.ipv4.conf.all.rp_filter=2", "net.ipv4.conf.default.rp_filter=2")
         self.veth(self.ns_client, f"{p}c0", f"{self.client_ip}/24", rt, f"{p}rc", f"{CLIENT_NET}.1/24")
         ip("-n", self.ns_client, "route", "add", "default", "via", f"{CLIENT_NET}.1")
-        # full checksums on what the client sends, as from a wire (PITFALLS #1)
+        # full checksums on what the client sends, as from a wire (docs/datapath.md#checksums)
         self.run(self.ns_client, "ethtool", "-K", f"{p}c0", "tx", "off")
         self.sysctl(self.ns_client, "net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1")
         for i in self.host_ids:
@@ -190,7 +191,7 @@ class ScaleOutLab(NamespaceLab):
             ip("-n", rt, "link", "set", f"{p}b{j}p", "master", br)
             ip("-n", b, "route", "add", "default", "via", f"{BACKEND_NET}.1")
             self.sysctl(b, "net.core.somaxconn=4096")
-        # ethtool flaps the link (PITFALLS #17): ping every path before anyone uses it
+        # ethtool flaps the link (docs/datapath.md#checksums): ping every path before anyone uses it
         self._wait_ping(self.ns_client, f"{CLIENT_NET}.1")
         for i in self.host_ids:
             self._wait_ping(self.ns_host(i), self.host_gateway(i))

@@ -1,10 +1,11 @@
+# SPDX-License-Identifier: Apache-2.0
 """JSON form of the model's values (snapshots, events, commands, results) for the control socket.
 
-Encoding turns a dataclass tree into plain JSON values; decoding rebuilds it generically from the
-dataclass fields and their type hints, so a new model field needs no change here. Decoding checks
-every value against its type (a bool is not an int) and says where it went wrong. Non-finite floats
-(a histogram's last bound is +Inf) travel as the strings "inf", "-inf" and "nan", so every message
-is strict JSON that any language can read.
+Both directions are derived by cattrs from the model's dataclasses and their type hints, so a new
+model field needs no change here; the hooks below only say how the JSON types map to Python ones.
+Decoding checks every value against its type (a bool is not an int, an int is accepted as a
+float) and says where it went wrong. Non-finite floats (a histogram's last bound is +Inf) travel
+as the strings "inf", "-inf" and "nan", so every message is strict JSON that any language can read.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
+
+import cattrs
+from cattrs.cols import homogenous_tuple_structure_factory
+from cattrs.errors import AttributeValidationNote, ForbiddenExtraKeysError, IterableValidationNote
+from cattrs.gen import make_dict_structure_fn, mapping_structure_factory
 
 from lbtui import model
 
@@ -30,22 +35,107 @@ class WireError(ValueError):
     """A JSON value that does not decode to the expected model value; the message says where and why."""
 
 
+class _Refused(ValueError):
+    """A JSON value of the wrong type; the message says what was expected (WireError adds where)."""
+
+
+# ---- the converters ------------------------------------------------------------------------------
+
+
+def _exactly(kind: type, name: str) -> Callable[[Any, type], Any]:
+    def structure(value: Any, hint: type) -> Any:
+        if hint is not kind and _is_enum(hint):  # cattrs hands a StrEnum to the str hook
+            return _enum(hint)(value, hint)
+        if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+            return value
+        raise _Refused(f"expected {name}, got {_describe(value)}")
+
+    return structure
+
+
+def _number(value: Any, _: type) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value in _NON_FINITE:
+        return _NON_FINITE[value]
+    raise _Refused(f"expected a number, got {_describe(value)}")
+
+
+def _encode_number(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def _only(kind: type, name: str, structure: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """`structure` for JSON values of `kind` (cattrs would take any iterable or mapping)."""
+
+    def checked(value: Any, hint: Any) -> Any:
+        if not isinstance(value, kind):
+            raise _Refused(f"expected {name}, got {_describe(value)}")
+        return structure(value, hint)
+
+    return checked
+
+
+def _enum(hint: type[enum.Enum]) -> Callable[[Any, Any], Any]:
+    def structure(value: Any, _: Any) -> Any:
+        try:
+            return hint(value)
+        except ValueError:
+            allowed = ", ".join(repr(member.value) for member in hint)
+            raise _Refused(f"expected one of {allowed}, got {_describe(value)}") from None
+
+    return structure
+
+
+def _is_tuple(hint: Any) -> bool:
+    return typing.get_origin(hint) is tuple
+
+
+def _is_dict(hint: Any) -> bool:
+    return typing.get_origin(hint) is dict
+
+
+def _is_enum(hint: Any) -> bool:
+    return isinstance(hint, type) and issubclass(hint, enum.Enum)
+
+
+def _converter(forbid_extra_keys: bool) -> cattrs.Converter:
+    """Model values from JSON and back; forbid_extra_keys: unknown fields are errors (else ignored)."""
+    conv = cattrs.Converter(
+        detailed_validation=True,
+        forbid_extra_keys=forbid_extra_keys,
+        unstruct_collection_overrides={tuple: list},
+    )
+    conv.register_structure_hook(bool, _exactly(bool, "a boolean"))
+    conv.register_structure_hook(int, _exactly(int, "an integer"))
+    conv.register_structure_hook(str, _exactly(str, "a string"))
+    conv.register_structure_hook(float, _number)
+    conv.register_unstructure_hook(float, _encode_number)
+    conv.register_structure_hook_factory(_is_enum, _enum)
+    conv.register_structure_hook_factory(
+        _is_tuple, lambda hint: _only(list, "a list", homogenous_tuple_structure_factory(hint, conv))
+    )
+    conv.register_structure_hook_factory(
+        _is_dict, lambda hint: _only(dict, "an object", mapping_structure_factory(hint, conv))
+    )
+    conv.register_structure_hook_factory(
+        dataclasses.is_dataclass, lambda hint: _only(Mapping, "an object", make_dict_structure_fn(hint, conv))
+    )
+    return conv
+
+
+_LENIENT = _converter(forbid_extra_keys=False)  # what the server sends: a newer one may add fields
+_STRICT = _converter(forbid_extra_keys=True)  # what changes the load balancer: commands, queries
+
+
 # ---- encoding ----------------------------------------------------------------------------------
 
 
 def encode_value(value: Any) -> Any:
     """Any model value as plain JSON values (dataclasses -> objects, enums -> strings, tuples -> lists)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: encode_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, (tuple, list)):
-        return [encode_value(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): encode_value(v) for k, v in value.items()}
-    return value
+    return _LENIENT.unstructure(value)
 
 
 def encode_snapshot(snapshot: model.Snapshot) -> dict[str, Any]:
@@ -93,6 +183,19 @@ def decode_flow_query(data: Any) -> model.FlowQuery:
     return query
 
 
+def decode_history_query(data: Any) -> model.HistoryQuery:
+    """A history request's query; WireError on wrong fields or a query the engine refuses."""
+    query = decode_dataclass(model.HistoryQuery, data, "query", strict=True)
+    problem = query.problem()
+    if problem:
+        raise WireError(f"query: {problem}")
+    return query
+
+
+def decode_history(data: Any) -> model.HistoryAnswer:
+    return decode_dataclass(model.HistoryAnswer, data, "history", strict=False)
+
+
 def decode_command(data: Any) -> model.Command:
     """A command from its JSON object; WireError on an unknown type, missing/extra fields, wrong types."""
     if not isinstance(data, Mapping):
@@ -113,103 +216,29 @@ def decode_command(data: Any) -> model.Command:
 
 
 def decode_dataclass(cls: type[T], data: Any, where: str, strict: bool = True) -> T:
-    """Rebuild dataclass `cls` from a JSON object. strict: unknown keys are an error (else ignored)."""
-    if not isinstance(data, Mapping):
-        raise WireError(f"{where}: expected an object, got {_describe(data)}")
-    hints = _hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = [k for k in data if k not in fields]
-    if strict and unknown:
-        raise WireError(f"{where}: unknown field(s) {', '.join(map(repr, sorted(map(str, unknown))))}")
-    values: dict[str, Any] = {}
-    for name, f in fields.items():
-        if name in data:
-            values[name] = _decode(hints[name], data[name], f"{where}.{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise WireError(f"{where}: missing field {name!r}")
-    return cls(**values)
+    """Rebuild dataclass `cls` from a JSON object. strict: unknown keys are an error (else ignored);
+    a missing field without a default is always one."""
+    try:
+        return (_STRICT if strict else _LENIENT).structure(data, cls)
+    except Exception as exc:  # cattrs' exception groups, or one of our _Refused
+        raise WireError(_first_problem(exc, where)) from None
 
 
-_hint_cache: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    hints = _hint_cache.get(cls)
-    if hints is None:
-        hints = _hint_cache[cls] = typing.get_type_hints(cls)
-    return hints
-
-
-def _decode(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin is typing.Union or origin is types.UnionType:
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _decode(option, value, where)
-            except WireError as exc:
-                errors.append(exc)
-        if len(errors) == 1:
-            raise errors[0]
-        names = " or ".join(_name(o) for o in options)
-        raise WireError(f"{where}: expected {names}, got {_describe(value)}")
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise WireError(f"{where}: expected a list, got {_describe(value)}")
-        args = typing.get_args(hint)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-        if len(args) != len(value):
-            raise WireError(f"{where}: expected {len(args)} items, got {len(value)}")
-        return tuple(_decode(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise WireError(f"{where}: expected an object, got {_describe(value)}")
-        key_type, value_type = typing.get_args(hint)
-        return {
-            _decode(key_type, k, f"{where} key"): _decode(value_type, v, f"{where}[{k!r}]")
-            for k, v in value.items()
-        }
-    if hint is Any:
-        return value
-    if isinstance(hint, type):
-        if dataclasses.is_dataclass(hint):
-            return decode_dataclass(hint, value, where, strict=False)
-        if issubclass(hint, enum.Enum):
-            try:
-                return hint(value)
-            except ValueError:
-                allowed = ", ".join(repr(m.value) for m in hint)
-                raise WireError(f"{where}: expected one of {allowed}, got {_describe(value)}") from None
-        if hint is bool:
-            if isinstance(value, bool):
-                return value
-        elif hint is int:
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-        elif hint is float:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-            if isinstance(value, str) and value in _NON_FINITE:
-                return _NON_FINITE[value]
-        elif hint is str:
-            if isinstance(value, str):
-                return value
-        else:
-            raise WireError(f"{where}: cannot decode type {hint!r}")
-        raise WireError(f"{where}: expected {_name(hint)}, got {_describe(value)}")
-    raise WireError(f"{where}: cannot decode type {hint!r}")
-
-
-def _name(hint: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
-        hint, getattr(hint, "__name__", str(hint))
-    )
+def _first_problem(exc: BaseException, where: str) -> str:
+    """`where: what` for the first problem cattrs found (unknown fields before anything else)."""
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return f"{where}: unknown field(s) {', '.join(repr(k) for k in sorted(map(str, exc.extra_fields)))}"
+    if isinstance(exc, BaseExceptionGroup):
+        first = min(exc.exceptions, key=lambda sub: not isinstance(sub, ForbiddenExtraKeysError))
+        for note in getattr(first, "__notes__", ()):
+            if isinstance(note, AttributeValidationNote):
+                if isinstance(first, KeyError):
+                    return f"{where}: missing field {note.name!r}"
+                return _first_problem(first, f"{where}.{note.name}")
+            if isinstance(note, IterableValidationNote):
+                return _first_problem(first, f"{where}[{note.index!r}]")
+        return _first_problem(first, where)
+    return f"{where}: {exc}"
 
 
 def _describe(value: Any) -> str:

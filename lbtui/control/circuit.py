@@ -1,4 +1,5 @@
-"""Circuit breaker per backend, fed by data-path counter deltas (DESIGN.md section 4).
+# SPDX-License-Identifier: Apache-2.0
+"""Circuit breaker per backend, fed by data-path counter deltas (docs/architecture.md#who-gets-traffic).
 
 CLOSED -> OPEN when, over a sliding window of window_s seconds (one bucket per second),
 failures / (successes + failures) >= error_rate with at least min_requests requests;

@@ -1,10 +1,11 @@
+# SPDX-License-Identifier: Apache-2.0
 """The conntrack sweep (which flows expired, who is active) and the bounded flow view of any query.
 
 The engine reads the whole conntrack map in one batch into numpy record arrays and hands them here;
 nothing in this module touches a map. The work is vectorised so that a million entries take a
 fraction of a second: entries are grouped by flow (the forward entry and its reverse entry carry the
 same client and VIP fields), a flow's idle time runs from the later of its entries' last packets,
-and expiry follows DESIGN.md section 3's timeouts. While front ends ask for flow queries, the live
+and expiry follows the timeouts of docs/datapath.md#conntrack. While front ends ask for flow queries, the live
 flows are kept until the next sweep, so a console can filter and sort all of them and still receive
 only a bounded view.
 """
@@ -17,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lbtui import model
-from lbtui.dataplane.maps import FlowEntry, entry_from_record
+from lbtui.dataplane.port import FlowEntry
+from lbtui.dataplane.records import entry_from_record
 from lbtui.dataplane.structs import (
     CT_F_CLOSED,
     CT_F_RST,

@@ -1,4 +1,5 @@
-"""DNS backends: resolve host names to A records and follow changes (DESIGN.md section 4).
+# SPDX-License-Identifier: Apache-2.0
+"""DNS backends: resolve host names to A records and follow changes (docs/architecture.md#who-gets-traffic).
 
 One asyncio task per (proxy, hostname) re-resolves the name every refresh interval, jittered by
 ±10 % each time so many names drift apart instead of querying in lockstep. Every valid A record is

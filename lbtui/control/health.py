@@ -1,4 +1,5 @@
-"""Active health checks: TCP connect or HTTP GET, all on one asyncio loop (DESIGN.md section 4).
+# SPDX-License-Identifier: Apache-2.0
+"""Active health checks: TCP connect or HTTP GET on one asyncio loop (docs/architecture.md#who-gets-traffic).
 
 - `check_tcp` / `check_http`: one check, never raising; the result says what happened.
 - `HealthTracker`: rise/fall hysteresis and the slow-start ramp of one backend (pure, injected clock).
@@ -12,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -230,6 +231,7 @@ async def run_check(target: Target) -> CheckResult:
 
 
 OnResult = Callable[[str, CheckResult, tuple[Health, Health] | None], None]
+CheckFn = Callable[[Target], Awaitable[CheckResult]]  # run_check, or a stand-in for tests
 
 
 def _slow_start_s(cfg: HealthConfigLike) -> float:
@@ -249,8 +251,10 @@ class HealthChecker:
         on_result: OnResult,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        check: CheckFn = run_check,
     ) -> None:
         self._on_result = on_result
+        self._check = check
         self._clock = clock
         self._rng = rng or random.Random()
         self._targets: dict[str, Target] = {}
@@ -315,7 +319,7 @@ class HealthChecker:
         while True:
             started = loop.time()
             try:
-                result = await run_check(target)
+                result = await self._check(target)
             except Exception as exc:  # a bug in a check must not end the task
                 log.exception("health check of %s failed unexpectedly", key)
                 result = CheckResult(False, 0.0, f"internal error: {exc}")

@@ -1,4 +1,5 @@
-"""Health checks and circuit breakers of every backend, in one place (DESIGN.md section 4).
+# SPDX-License-Identifier: Apache-2.0
+"""Health checks and circuit breakers of every backend, in one place (docs/architecture.md#who-gets-traffic).
 
 `BackendSupervisor` runs the health checks (control.health.HealthChecker) and one circuit breaker
 (control.circuit.CircuitBreaker) per backend, turns their transitions into engine events and tells
@@ -22,7 +23,7 @@ from dataclasses import dataclass, replace
 from lbtui import model
 from lbtui.config import CircuitBreakerConfig, HealthConfig
 from lbtui.control.circuit import CircuitBreaker, Transition
-from lbtui.control.health import CheckResult, HealthChecker, Target
+from lbtui.control.health import CheckFn, CheckResult, HealthChecker, Target, run_check
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class BackendSupervisor:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        check: CheckFn = run_check,
     ) -> None:
         self._on_change = on_change
         self._on_event = on_event
@@ -118,7 +120,7 @@ class BackendSupervisor:
         self._transitions: collections.deque[model.CircuitTransition] = collections.deque(
             maxlen=MAX_TRANSITIONS
         )
-        self._checker = HealthChecker(self._on_health_result, clock=clock, rng=rng)
+        self._checker = HealthChecker(self._on_health_result, clock=clock, rng=rng, check=check)
 
     # ---- configuration --------------------------------------------------------------------------
 
@@ -360,22 +362,23 @@ class BackendSupervisor:
 
 
 class SynTimeoutCounter:
-    """Counts TCP flows whose SYN stayed unanswered longer than a timeout, each flow once.
+    """Counts TCP flows whose SYN stayed unanswered longer than their timeout, each flow once.
 
-    Memory stays bounded by the flows of the latest call: an id that is not reported any more is
-    forgotten (if the same id shows up again it is a new flow and may be counted again).
+    Every unanswered flow of one sweep is passed in one call, each with its own timeout (proxies
+    have their own syn_timeout_ms). Memory stays bounded by the flows of the latest call: an id
+    that is not reported any more is forgotten (if the same id shows up again it is a new flow and
+    may be counted again).
     """
 
     def __init__(self) -> None:
         self._counted: set[Hashable] = set()
 
-    def observe(
-        self, flows: Iterable[tuple[Hashable, BackendKey, float]], timeout_s: float
-    ) -> dict[BackendKey, int]:
-        """flows: (flow id, backend, age in seconds) of TCP flows that have not seen a SYN-ACK."""
+    def observe(self, flows: Iterable[tuple[Hashable, BackendKey, float, float]]) -> dict[BackendKey, int]:
+        """flows: (flow id, backend, age in seconds, timeout in seconds) of every TCP flow that has
+        not seen a SYN-ACK."""
         counted: set[Hashable] = set()
         out: dict[BackendKey, int] = {}
-        for flow_id, backend, age_s in flows:
+        for flow_id, backend, age_s, timeout_s in flows:
             if age_s < timeout_s:
                 continue
             if flow_id not in self._counted and flow_id not in counted:

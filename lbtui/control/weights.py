@@ -1,4 +1,5 @@
-"""The one weight composition function (DESIGN.md section 4).
+# SPDX-License-Identifier: Apache-2.0
+"""The one weight composition function (docs/architecture.md#who-gets-traffic).
 
 effective = round(configured x health x drain x circuit x algorithm), at least 1 while the product is
 above 0 (a half-open or slow-starting backend must keep a trickle). If that leaves every backend of

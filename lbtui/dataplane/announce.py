@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """VIP announcement, the kernel side: one host route per announced VIP in a routing table of its own.
 
 BIRD's kernel protocol learns the routes of that table (`kernel table N; learn;`) the moment they
@@ -17,8 +18,8 @@ import ipaddress
 import socket
 from typing import Any
 
-from lbtui.dataplane.loader import DataplaneError
 from lbtui.dataplane.netlink import off_loop
+from lbtui.dataplane.port import DataplaneError
 
 DEFAULT_TABLE = 4242
 ROUTE_PROTO = 241  # name it: `echo "241 lbtui" > /etc/iproute2/rt_protos.d/lbtui.conf`

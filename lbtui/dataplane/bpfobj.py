@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Read-only access to a BPF program that another process loaded, found by its id (bpf(2) syscalls).
 
 `lbtui backend-setup` is a one-shot command: the decapsulation program it attaches outlives it, held

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The backend's decapsulation program (bpf/decap.c): compile, fill, attach at TC ingress, find again.
 
 `lbtui backend-setup` loads a fresh program on every run, fills its tables with the VIPs and the
@@ -18,7 +19,8 @@ from typing import Any
 
 from lbtui.dataplane import tcfilter
 from lbtui.dataplane.bpfobj import program_maps
-from lbtui.dataplane.loader import DataplaneError, bpf_source_dir
+from lbtui.dataplane.loader import bpf_source_dir
+from lbtui.dataplane.port import DataplaneError
 
 log = logging.getLogger(__name__)
 

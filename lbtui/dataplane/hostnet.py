@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The host's network settings that DSR backends need: addresses on the loopback device, sysctls,
 the interface that carries the default route, the interface's own addresses.
 
@@ -11,8 +12,8 @@ import ipaddress
 import socket
 from pathlib import Path
 
-from lbtui.dataplane.loader import DataplaneError
 from lbtui.dataplane.netlink import off_loop
+from lbtui.dataplane.port import DataplaneError
 
 LOOPBACK = "lo"
 PROC_SYS = Path("/proc/sys")

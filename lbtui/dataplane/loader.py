@@ -1,8 +1,9 @@
+# SPDX-License-Identifier: Apache-2.0
 """Compile, load, attach and detach lbtui's BPF programs (the only bcc and pyroute2 user).
 
 XDP is attached through BCC (netlink), TC egress as a clsact direct-action filter through pyroute2.
-Both attachments outlive the process (PITFALLS.md #9), so `detach` runs on every exit path and
-`remove_stale` clears attachments a crashed earlier run left on our interfaces.
+Both attachments outlive the process (docs/datapath.md#attachments), so `detach` runs on every exit
+path and `remove_stale` clears attachments a crashed earlier run left on our interfaces.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import logging
 import os
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 from lbtui.dataplane import structs
+from lbtui.dataplane.port import DataplaneError, DataplaneSpec
 
 log = logging.getLogger(__name__)
 
@@ -55,37 +56,6 @@ def _off_loop(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-class DataplaneError(Exception):
-    """The kernel refused something (compile, load, attach): exit code 3 territory."""
-
-
-@dataclass(frozen=True)
-class DataplaneSpec:
-    """Compile-time sizes of the maps (DESIGN.md section 3: all sizes configurable)."""
-
-    table_size: int = 65537
-    conntrack_entries: int = 524288  # two per flow
-    max_backends: int = 4096
-    max_groups: int = 64
-    max_services: int = 64
-    max_routes: int = 1024
-    ringbuf_pages: int = 1024
-    pin_dir: str | None = None  # bpffs directory for this instance's maps and programs
-
-    def cflags(self) -> list[str]:
-        pin = [f'-DLB_PIN_DIR="{self.pin_dir}"'] if self.pin_dir else []
-        return [
-            *pin,
-            f"-DLB_TABLE_SIZE={self.table_size}",
-            f"-DLB_CT_SIZE={self.conntrack_entries}",
-            f"-DLB_MAX_BACKENDS={self.max_backends}",
-            f"-DLB_MAX_GROUPS={self.max_groups}",
-            f"-DLB_MAX_SERVICES={self.max_services}",
-            f"-DLB_MAX_ROUTES={self.max_routes}",
-            f"-DLB_RINGBUF_PAGES={self.ringbuf_pages}",
-        ]
-
-
 def bpf_source_dir() -> Path:
     """bpf/ in a checkout, or the lbtui.bpf package data when installed."""
     return Path(str(resources.files("lbtui.bpf")))
@@ -117,7 +87,8 @@ PINNED_PROGRAMS = ("prog_xdp", "prog_tc")
 def ensure_bpffs(path: str) -> None:
     """Make `path` a directory on a bpf filesystem (mount one on its parent if needed).
 
-    bpffs must live outside /sys: `ip netns exec` remounts /sys, hiding a bpffs there (PITFALLS #8).
+    bpffs must live outside /sys: `ip netns exec` remounts /sys, hiding a bpffs there
+    (docs/datapath.md#bpffs).
     A mount made inside `ip netns exec` is private to that process's mount namespace, so
     scripts/setup mounts /run/lbtui/bpffs once in the host's namespace.
     """
@@ -190,15 +161,7 @@ class Loaded:
                     "sizes: stop that instance cleanly or remove the directory)"
                 )
             raise DataplaneError(f"cannot load the BPF programs: {exc}{hint}") from exc
-        structs.check_layouts(
-            {
-                name: (
-                    self._sizeof(self.bpf[name].Key),
-                    self._sizeof(getattr(self.bpf[name], "sLeaf", self.bpf[name].Leaf)),
-                )
-                for name in structs.MAP_LAYOUTS
-            }
-        )
+        structs.check_layouts(structs.map_types(self.bpf))
 
         if spec.pin_dir:
             self._pin_programs(spec.pin_dir)
@@ -212,12 +175,6 @@ class Loaded:
                 os.unlink(path)  # the earlier run's program; attaching replaces it
             if lib.bpf_obj_pin(fn.fd, path.encode()) != 0:
                 log.warning("could not pin %s at %s", name, path)
-
-    @staticmethod
-    def _sizeof(t: Any) -> int:
-        import ctypes
-
-        return ctypes.sizeof(t)
 
     def table(self, name: str) -> Any:
         return self.bpf[name]

@@ -1,8 +1,9 @@
-"""Typed access to lbtui's BPF maps: Python values in, Python values out.
+# SPDX-License-Identifier: Apache-2.0
+"""Typed access to lbtui's BPF maps through BCC: Python values in, Python values out.
 
-The control plane speaks in addresses, ids and frozen dataclasses; this module turns them into the
-map layouts of structs.py (via the tables BCC generated) and back. Batch syscalls are used for the
-big maps (selection slots, conntrack) where the kernel supports them.
+The control plane speaks in addresses, ids and frozen dataclasses (lbtui.dataplane.port); this
+module turns them into the map layouts of structs.py (via the tables BCC generated) and back. Batch
+syscalls are used for the big maps (selection slots, conntrack) where the kernel supports them.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import errno
 import ipaddress
 import logging
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -21,85 +21,19 @@ from bcc.libbcc import lib
 
 from lbtui.dataplane import structs
 from lbtui.dataplane.loader import Loaded
+from lbtui.dataplane.port import (
+    LatencyCounts,
+    PinnedBackend,
+    PinnedRoute,
+    PinnedService,
+    RawFlowEvent,
+    ServiceEntry,
+)
 from lbtui.dataplane.progrun import run_program
+from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE, REAP_REC_DTYPE, decode_event
 from lbtui.model import Counters
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FlowKey:
-    saddr: str
-    daddr: str
-    sport: int
-    dport: int
-    protocol: str
-
-
-@dataclass(frozen=True)
-class FlowEntry:
-    """One conntrack entry (forward or reverse direction)."""
-
-    key: FlowKey
-    direction: int  # structs.DIR_*
-    client: tuple[str, int]
-    vip: tuple[str, int]
-    backend: tuple[str, int]
-    protocol: str
-    backend_id: int
-    service_id: int
-    flags: int
-    created_ns: int
-    last_seen_ns: int
-    synack_ns: int
-    packets: int
-    bytes: int
-
-
-@dataclass(frozen=True)
-class RawFlowEvent:
-    """A ring-buffer event, decoded but not yet tied to proxy names."""
-
-    type: int
-    ts_ns: int
-    created_ns: int
-    synack_ns: int
-    client: tuple[str, int]
-    vip: tuple[str, int]
-    backend: tuple[str, int]
-    protocol: str
-    backend_id: int
-    service_id: int
-    packets_in: int
-    bytes_in: int
-    packets_out: int
-    bytes_out: int
-    reason: str | None
-
-
-@dataclass(frozen=True)
-class LatencyCounts:
-    """Bucket counts (structs.HIST_BOUNDS_MS) and sums of one backend's latency histograms."""
-
-    handshake: tuple[int, ...]
-    handshake_sum_us: int
-    duration: tuple[int, ...]
-    duration_sum_us: int
-
-
-@dataclass(frozen=True)
-class RateLimits:
-    """New connections per second (0 = no limit) and bucket sizes of one service."""
-
-    src_rate: int = 0
-    src_burst: int = 0
-    be_rate: int = 0
-    be_burst: int = 0
-
-
-CT_KEY_DTYPE = np.dtype(structs.CtKey)
-CT_ENTRY_DTYPE = np.dtype(structs.CtEntry)
-REAP_REC_DTYPE = np.dtype(structs.ReapRec)
 
 
 class _BatchReader:
@@ -140,32 +74,6 @@ class _BatchReader:
         return keys, values
 
 
-def entry_from_record(key: Any, v: Any) -> FlowEntry:
-    """A FlowEntry from one row of the numpy arrays (or any object with the lb.h field names)."""
-    return FlowEntry(
-        key=FlowKey(
-            structs.be32_to_ip(int(key["saddr"])),
-            structs.be32_to_ip(int(key["daddr"])),
-            structs.be16_to_port(int(key["sport"])),
-            structs.be16_to_port(int(key["dport"])),
-            structs.PROTO_NAMES.get(int(key["proto"]), str(key["proto"])),
-        ),
-        direction=int(v["dir"]),
-        client=(structs.be32_to_ip(int(v["client_ip"])), structs.be16_to_port(int(v["client_port"]))),
-        vip=(structs.be32_to_ip(int(v["vip"])), structs.be16_to_port(int(v["vip_port"]))),
-        backend=(structs.be32_to_ip(int(v["backend_ip"])), structs.be16_to_port(int(v["backend_port"]))),
-        protocol=structs.PROTO_NAMES.get(int(v["proto"]), str(v["proto"])),
-        backend_id=int(v["backend_id"]),
-        service_id=int(v["service_id"]),
-        flags=int(v["flags"]),
-        created_ns=int(v["created_ns"]),
-        last_seen_ns=int(v["last_seen_ns"]),
-        synack_ns=int(v["synack_ns"]),
-        packets=int(v["packets"]),
-        bytes=int(v["bytes"]),
-    )
-
-
 class Maps:
     def __init__(self, loaded: Loaded):
         self._loaded = loaded
@@ -189,33 +97,22 @@ class Maps:
         k.proto = structs.PROTO_NUMBERS[protocol]
         return k
 
-    def set_service(
-        self,
-        vip: str,
-        port: int,
-        protocol: str,
-        service_id: int,
-        default_group: int,
-        algorithm: str,
-        events: bool,
-        limits: RateLimits | None = None,
-        events_new: bool = True,
-    ) -> None:
+    def set_service(self, entry: ServiceEntry) -> None:
         v = self._services.Leaf()
-        v.id = service_id
-        v.default_group = default_group
-        v.algorithm = structs.ALGORITHM_CODES[algorithm]
-        v.flags = (structs.SVC_F_EV_NEW if events and events_new else 0) | (
-            structs.SVC_F_EV_CLOSED if events else 0
+        v.id = entry.service_id
+        v.default_group = entry.default_group
+        v.algorithm = structs.ALGORITHM_CODES[entry.algorithm]
+        v.flags = (structs.SVC_F_EV_NEW if entry.events_new else 0) | (
+            structs.SVC_F_EV_CLOSED if entry.events_closed else 0
         )
-        lim = limits or RateLimits()
+        lim = entry.limits
         v.src_rate, v.src_burst, v.be_rate, v.be_burst = (
             lim.src_rate,
             lim.src_burst,
             lim.be_rate,
             lim.be_burst,
         )
-        self._services[self._service_key(vip, port, protocol)] = v
+        self._services[self._service_key(entry.vip, entry.port, entry.protocol)] = v
 
     def delete_service(self, vip: str, port: int, protocol: str) -> None:
         try:
@@ -271,21 +168,8 @@ class Maps:
             out[bid] = LatencyCounts(tuple(hs), hs_sum, tuple(du), du_sum)
         return out
 
-    def write_slots(self, group: int, changes: Sequence[tuple[int, int]]) -> None:
-        """Set slot -> backend id for the given (slot, backend id) pairs of one group's table."""
-        if not changes:
-            return
-        base = group * self.spec.table_size
-        n = len(changes)
-        keys = (self._select.Key * n)()
-        values = (self._select.Leaf * n)()
-        for i, (slot, backend_id) in enumerate(changes):
-            keys[i] = base + slot
-            values[i] = backend_id
-        self._select.items_update_batch(keys, values)
-
-    def write_slot_array(self, group: int, slots: np.ndarray, backend_ids: np.ndarray) -> None:
-        """write_slots for numpy arrays of slots and backend ids, one batch syscall, no Python loop."""
+    def write_slots(self, group: int, slots: np.ndarray, backend_ids: np.ndarray) -> None:
+        """Set slot -> backend id in one group's table: one batch syscall, no Python loop."""
         if len(slots) == 0:
             return
         keys = np.ascontiguousarray(slots + group * self.spec.table_size, dtype=np.uint32)
@@ -301,10 +185,10 @@ class Maps:
             err = ctypes.get_errno()
             raise OSError(err, f"writing selection slots: {os.strerror(err)}")
 
-    def read_services(self) -> list[tuple[str, int, str, int, int]]:
-        """(vip, port, protocol, service id, default group) of every service in the map."""
+    def read_services(self) -> list[PinnedService]:
+        """Every service in the map."""
         return [
-            (
+            PinnedService(
                 structs.be32_to_ip(k.vip),
                 structs.be16_to_port(k.port),
                 structs.PROTO_NAMES.get(k.proto, "?"),
@@ -314,20 +198,20 @@ class Maps:
             for k, v in self._services.items()
         ]
 
-    def read_routes(self) -> list[tuple[int, str, int]]:
-        """(service id, cidr, group) of every source route in the map."""
+    def read_routes(self) -> list[PinnedRoute]:
+        """Every source route in the map."""
         out = []
         for k, v in self._routes.items():
             prefix = k.prefixlen - 32
-            out.append((k.service_id, f"{structs.be32_to_ip(k.saddr)}/{prefix}", v.value))
+            out.append(PinnedRoute(k.service_id, f"{structs.be32_to_ip(k.saddr)}/{prefix}", v.value))
         return out
 
-    def read_backends(self) -> dict[int, tuple[str, int, bool]]:
-        """backend id -> (ip, port, active) for every slot that was ever written."""
+    def read_backends(self) -> dict[int, PinnedBackend]:
+        """backend id -> address and active flag, for every slot that was ever written."""
         out = {}
         for k, v in self._backends.items():
             if v.ip or v.port:
-                out[k.value] = (
+                out[k.value] = PinnedBackend(
                     structs.be32_to_ip(v.ip),
                     structs.be16_to_port(v.port),
                     bool(v.flags & structs.BE_F_ACTIVE),
@@ -398,13 +282,6 @@ class Maps:
 
     # ---- conntrack ------------------------------------------------------------------------------
 
-    def conntrack(self) -> list[tuple[Any, FlowEntry]]:
-        """Every conntrack entry as (raw key, decoded entry); one batch read."""
-        out = []
-        for k, v in self._ct.items_lookup_batch():
-            out.append((k, self._decode_entry(k, v)))
-        return out
-
     def conntrack_count(self) -> int:
         keys, _ = self.conntrack_arrays()
         return len(keys)
@@ -423,8 +300,9 @@ class Maps:
         """Remove conntrack entries (a CtKey record array), each only while it is still the flow created
         at its created_ns: a tuple a new flow has reused since it was read stays. Returns removed.
 
-        The compare-and-delete runs in the kernel (lbtui_reap, see LB_CT_REAPING in lb.h), because
-        a delete by key from here cannot tell the old flow from a new one on the same tuple.
+        The compare-and-delete runs in the kernel (lbtui_reap, see LB_CT_REAPING in lb.h and
+        docs/datapath.md#conntrack), because a delete by key from here cannot tell the old flow
+        from a new one on the same tuple.
         """
         recs = np.zeros(len(keys), dtype=REAP_REC_DTYPE)
         recs["key"] = np.ascontiguousarray(keys, dtype=CT_KEY_DTYPE)
@@ -438,55 +316,9 @@ class Maps:
             removed += int(np.count_nonzero(done["created_ns"] == structs.CT_REAPING))
         return removed
 
-    @staticmethod
-    def _decode_entry(k: Any, v: Any) -> FlowEntry:
-        proto = structs.PROTO_NAMES.get(v.proto, str(v.proto))
-        return FlowEntry(
-            key=FlowKey(
-                structs.be32_to_ip(k.saddr),
-                structs.be32_to_ip(k.daddr),
-                structs.be16_to_port(k.sport),
-                structs.be16_to_port(k.dport),
-                structs.PROTO_NAMES.get(k.proto, str(k.proto)),
-            ),
-            direction=v.dir,
-            client=(structs.be32_to_ip(v.client_ip), structs.be16_to_port(v.client_port)),
-            vip=(structs.be32_to_ip(v.vip), structs.be16_to_port(v.vip_port)),
-            backend=(structs.be32_to_ip(v.backend_ip), structs.be16_to_port(v.backend_port)),
-            protocol=proto,
-            backend_id=v.backend_id,
-            service_id=v.service_id,
-            flags=v.flags,
-            created_ns=v.created_ns,
-            last_seen_ns=v.last_seen_ns,
-            synack_ns=v.synack_ns,
-            packets=v.packets,
-            bytes=v.bytes,
-        )
-
-    def delete_conntrack(self, raw_keys: Sequence[Any]) -> None:
-        if not raw_keys:
-            return
-        n = len(raw_keys)
-        keys = (self._ct.Key * n)()
-        for i, k in enumerate(raw_keys):
-            keys[i] = k
-        try:
-            self._ct.items_delete_batch(keys)
-        except Exception:
-            # entries evicted between read and delete make the batch fail: fall back one by one
-            for k in raw_keys:
-                try:
-                    del self._ct[k]
-                except KeyError:
-                    pass
-
-    def insert_conntrack_raw(self, key: Any, entry: Any) -> None:
-        self._ct[key] = entry
-
     # ---- events ---------------------------------------------------------------------------------
 
-    def open_events(self, callback: Any) -> None:
+    def open_events(self, callback: Callable[[list[RawFlowEvent]], None]) -> None:
         """Call callback(list of RawFlowEvent) once per poll_events() that found events.
 
         Events are handed over in batches: per-event hand-offs between threads cost more than the
@@ -509,23 +341,3 @@ class Maps:
             events = list(self._events_batch)
             self._events_batch.clear()
             self._events_callback(events)
-
-
-def decode_event(ev: structs.Event) -> RawFlowEvent:
-    return RawFlowEvent(
-        type=ev.type,
-        ts_ns=ev.ts_ns,
-        created_ns=ev.created_ns,
-        synack_ns=ev.synack_ns,
-        client=(structs.be32_to_ip(ev.client_ip), structs.be16_to_port(ev.client_port)),
-        vip=(structs.be32_to_ip(ev.vip), structs.be16_to_port(ev.vip_port)),
-        backend=(structs.be32_to_ip(ev.backend_ip), structs.be16_to_port(ev.backend_port)),
-        protocol=structs.PROTO_NAMES.get(ev.proto, str(ev.proto)),
-        backend_id=ev.backend_id,
-        service_id=ev.service_id,
-        packets_in=ev.packets_in,
-        bytes_in=ev.bytes_in,
-        packets_out=ev.packets_out,
-        bytes_out=ev.bytes_out,
-        reason=structs.CLOSE_REASONS.get(ev.reason) if ev.type == structs.EV_CLOSED else None,
-    )

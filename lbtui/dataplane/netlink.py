@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Calling pyroute2's synchronous API from anywhere, including a thread that runs an asyncio loop.
 
 pyroute2 0.9 drives an asyncio loop of its own in the calling thread, which fails inside a running

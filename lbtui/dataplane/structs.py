@@ -1,14 +1,17 @@
+# SPDX-License-Identifier: Apache-2.0
 """The one Python mirror of bpf/lb.h: ctypes structs, constants and address conversions.
 
-Nothing else in lbtui knows a byte layout. `check_layouts` compares these mirrors with the types
-BCC generated from the C source at load time, so a change to lb.h that is not made here fails loudly
-at start-up instead of corrupting maps.
+Nothing else in lbtui knows a byte layout. `check_layouts` compares these mirrors, field by field
+(name, order, offset, size), with the types BCC generated from the compiled C: the loader checks
+every map's key and value at start-up, so a change to lb.h that is not made here fails loudly instead
+of corrupting maps; tests/bpf/test_layouts.py checks the structs that are no map's key or value.
 """
 
 from __future__ import annotations
 
 import ctypes
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 # ---- constants (lb.h) ---------------------------------------------------------------------------
@@ -237,17 +240,99 @@ MAP_LAYOUTS: dict[str, tuple[Any, Any]] = {
     "lb_rl_backend": (ctypes.c_uint32, Bucket),
 }
 
+# structs of lb.h that are no map's key or value, by C name: the ring-buffer record and lbtui_reap's
+# input. BCC generates no type for them at load time (and the loaded object's BTF holds only the
+# map types), so tests/bpf/test_layouts.py compiles them into maps of a check program instead.
+RECORD_LAYOUTS: dict[str, Any] = {
+    "lb_event": Event,
+    "lb_reap_rec": ReapRec,
+}
 
-def check_layouts(sizes: dict[str, tuple[int, int]]) -> None:
-    """Raise if BCC's generated key/value sizes differ from the mirrors above."""
-    for name, (key_t, val_t) in MAP_LAYOUTS.items():
-        want = (ctypes.sizeof(key_t), ctypes.sizeof(val_t))
-        got = sizes.get(name)
-        if got is not None and got != want:
-            raise RuntimeError(
-                f"bpf/lb.h and lbtui/dataplane/structs.py disagree on {name}: "
-                f"C has key/value sizes {got}, Python {want}"
+# everything check_layouts compares, by what it is in lb.h
+MIRRORS: dict[str, Any] = {
+    **{f"{name} key": key_t for name, (key_t, _) in MAP_LAYOUTS.items()},
+    **{f"{name} value": value_t for name, (_, value_t) in MAP_LAYOUTS.items()},
+    **{f"struct {name}": t for name, t in RECORD_LAYOUTS.items()},
+}
+
+
+class LayoutError(RuntimeError):
+    """bpf/lb.h and this module disagree on a layout: maps would be read and written wrongly."""
+
+
+def map_types(bpf: Any) -> dict[str, Any]:
+    """BCC's ctypes types of every mirrored map's key and value, generated from the compiled C.
+
+    `bpf` is a loaded `bcc.BPF`; keys as in MIRRORS. For per-CPU maps the value is one CPU's.
+    """
+    types: dict[str, Any] = {}
+    for name in MAP_LAYOUTS:
+        table = bpf[name]
+        types[f"{name} key"] = table.Key
+        types[f"{name} value"] = getattr(table, "sLeaf", table.Leaf)
+    return types
+
+
+def check_layouts(compiled: Mapping[str, Any], mirrors: Mapping[str, Any] = MIRRORS) -> None:
+    """Raise LayoutError unless every compiled type has its mirror's size and, for a struct, the
+    same field names in the same order at the same offsets with the same sizes (nested structs too).
+
+    `compiled` maps names of MIRRORS (e.g. "lb_conntrack value", "struct lb_event") to the ctypes
+    types BCC generated from the compiled C (`map_types`, or a check program's map types); names it
+    lacks are not checked.
+    """
+    problems: list[str] = []
+    for what, mirror in mirrors.items():
+        if what in compiled:
+            c_name = getattr(compiled[what], "__name__", "?")
+            problems += _compare(f"{what} (C {c_name}, Python {mirror.__name__})", compiled[what], mirror, "")
+    if problems:
+        raise LayoutError("bpf/lb.h and lbtui/dataplane/structs.py disagree:\n  " + "\n  ".join(problems))
+
+
+def _fields(t: Any) -> dict[str, tuple[int, int, Any]]:
+    """name -> (offset, size, type) of a struct's fields in declaration order; {} for other types.
+
+    Fields named __pad_* (__pad_1, __pad_end) are BCC's names for gaps the compiler left: not C fields.
+    """
+    if not (isinstance(t, type) and issubclass(t, (ctypes.Structure, ctypes.Union))):
+        return {}
+    out = {}
+    for field in t._fields_:
+        name, ftype = field[0], field[1]
+        if not name.startswith("__pad_"):
+            out[name] = (getattr(t, name).offset, ctypes.sizeof(ftype), ftype)
+    return out
+
+
+def _compare(what: str, c_type: Any, py_type: Any, path: str) -> list[str]:
+    c_size, py_size = ctypes.sizeof(c_type), ctypes.sizeof(py_type)
+    if c_size != py_size:
+        return [f"{what}: {c_size} bytes in C, {py_size} in Python"]  # fields of equal size recurse
+    c_fields, py_fields = _fields(c_type), _fields(py_type)
+    if not c_fields or not py_fields:
+        return []  # a scalar or array on one side (e.g. bpf_spin_lock mirrored as a u32): the size is all
+    problems = []
+    for name, (c_off, c_len, c_ft) in c_fields.items():
+        if name not in py_fields:
+            problems.append(f"{what}: field {path}{name} (C offset {c_off}) is missing in Python")
+            continue
+        py_off, py_len, py_ft = py_fields[name]
+        if (c_off, c_len) != (py_off, py_len):
+            problems.append(
+                f"{what}: field {path}{name} is at offset {c_off} ({c_len} bytes) in C, "
+                f"at offset {py_off} ({py_len} bytes) in Python"
             )
+        else:
+            problems += _compare(what, c_ft, py_ft, f"{path}{name}.")
+    for name, (py_off, _, _) in py_fields.items():
+        if name not in c_fields:
+            problems.append(f"{what}: field {path}{name} (Python offset {py_off}) is not in C")
+    if not problems and list(c_fields) != list(py_fields):
+        problems.append(
+            f"{what}: fields {path}* in C are in the order {list(c_fields)}, in Python {list(py_fields)}"
+        )
+    return problems
 
 
 # ---- wire values: addresses and ports are kept in network byte order in the maps ----------------

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """BPF programs as TC clsact filters (direct action): attach, list, detach, by interface name.
 
 Attaching goes through pyroute2. Listing reads `tc -j filter show`, because pyroute2 0.9 does not
@@ -12,7 +13,7 @@ import json
 import subprocess
 from dataclasses import dataclass
 
-from lbtui.dataplane.loader import DataplaneError
+from lbtui.dataplane.port import DataplaneError
 
 INGRESS = "ingress"
 EGRESS = "egress"

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Wires the observability parts to an engine: flow events in, snapshot fields and endpoints out.
 
 The engine calls `observe(ev)` for every flow event (it never blocks: the access log queues) and
@@ -43,7 +44,7 @@ class ObservabilityHub:
             if self.access_log is not None:
                 self.access_log.stop()  # flushes what is queued
                 self.access_log = None
-            if access.stdout or access.file:
+            if access.stdout or access.file or access.syslog:
                 self.access_log = AccessLog(access, tail_size=TAIL_LINES)
                 self.access_log.start()
             self._access_cfg = access
@@ -61,10 +62,19 @@ class ObservabilityHub:
         out = dataclasses.replace(
             snap,
             access_log_tail=self.access_log.tail(TAIL_LINES) if self.access_log else (),
+            access_log_target=self._access_target(),
             events_dropped=dropped,
         )
         self.metrics.track(out)
         return out
+
+    def _access_target(self) -> str | None:
+        """Where the access log goes, for the console ("no access log configured" when None)."""
+        cfg = self._access_cfg
+        if self.access_log is None or cfg is None:
+            return None
+        targets = [t for t in (cfg.file, "stdout" if cfg.stdout else None) if t]
+        return ", ".join(targets) or "configured"
 
     def close(self) -> None:
         self.metrics.stop()

@@ -1,10 +1,17 @@
-"""Command palette (ctrl+p): the console's own actions, nothing that bypasses a confirmation."""
+# SPDX-License-Identifier: Apache-2.0
+"""Command palette (: or ctrl+p): the console's own actions, nothing that bypasses a confirmation."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from lbtui.model import DrainState
+
+if TYPE_CHECKING:
+    from lbtui.app import LbtuiApp
 
 
 class ConsoleCommands(Provider):
@@ -27,3 +34,36 @@ class ConsoleCommands(Provider):
             score = matcher.match(title)
             if score > 0:
                 yield Hit(score, matcher.highlight(title), callback, text=title, help=help_text)
+
+
+def console_actions(app: LbtuiApp) -> list[tuple[str, str, Callable[[], object]]]:
+    b = app.selected_backend()
+    target = f"{b.address} of {b.proxy}" if b else "the selected backend"
+    drain = "Undrain" if b is not None and b.drain is not DrainState.ACTIVE else "Drain"
+    proxy = b.proxy if b else "the selected backend's proxy"
+    return [
+        (f"{drain} {target}", "drain: no new connections, existing ones continue (d)", app.action_drain),
+        (f"Reweight {target}", "set the configured weight (w)", app.action_reweight),
+        (
+            f"Rate limits of {proxy}",
+            "per source and per backend new conns/s (l)",
+            app.action_rate_limits,
+        ),
+        (
+            f"Circuit breaker of {target}",
+            "hold it open, hold it closed, or reset it (c)",
+            app.action_circuit,
+        ),
+        (f"Chart of {target}", "its history, events on the time axis (g)", app.action_chart),
+        (
+            "Latency window",
+            "percentiles over 10 s, 1 min, 5 min or lifetime (t)",
+            app.action_latency_window,
+        ),
+        ("Reload configuration", "re-read the configuration file (r)", app.action_reload),
+        ("Filter this pane", "show only rows or lines containing a text (/)", app.action_filter),
+        ("Export view", "SVG screenshot and the snapshot as JSON (e)", app.action_export),
+        ("Sort flows", "conntrack: bytes, age, idle, backend (s)", app.action_sort),
+        ("Help", "list every key (?)", app.action_help),
+        ("Quit", "quit the console (q)", app.action_quit),
+    ]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Circuit breakers: the state of every backend's breaker and the log of its transitions."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from lbtui.widgets import fmt
 from lbtui.widgets.backends import (
     KEY_COLUMNS,
     all_backends,
+    backend_text,
     circuit_cell,
     drain_cell,
     effective_weight_cell,
@@ -37,9 +39,28 @@ class CircuitTable(KeyedTable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(self.COLUMNS, KEY_COLUMNS, **kwargs)
+        self.needle = ""
+        self.shown = 0
+        self._snapshot: Snapshot | None = None
 
     def show(self, snapshot: Snapshot) -> None:
-        self.sync([self.cells(b) for b in all_backends(snapshot)])
+        self._snapshot = snapshot
+        self._refresh_rows()
+
+    def set_filter(self, needle: str) -> None:
+        self.needle = needle
+        self._refresh_rows()
+
+    def _refresh_rows(self) -> None:
+        if self._snapshot is None:
+            return
+        rows = [
+            b
+            for b in all_backends(self._snapshot)
+            if fmt.matches(self.needle, *backend_text(b), b.last_change)
+        ]
+        self.shown = len(rows)
+        self.sync([self.cells(b) for b in rows])
 
     @staticmethod
     def cells(b: BackendView) -> tuple[object, ...]:

@@ -1,7 +1,9 @@
+# SPDX-License-Identifier: Apache-2.0
 """Short, fixed-width text for the console's numbers; None (not measured yet) is always "—"."""
 
 from __future__ import annotations
 
+import math
 import time
 
 from rich.text import Text
@@ -77,3 +79,31 @@ def compact(value: int | None) -> str:
     if value < 1_000_000:
         return f"{value // 1000}k"
     return f"{value / 1_000_000:.1f}M"
+
+
+def latency(ms: float) -> str:
+    """A latency bound in the unit that reads best: 1µs, 512µs, 1.02ms, 250ms, 1.5s, 17.9min."""
+    if math.isinf(ms):
+        return "+Inf"
+    if ms < 1:
+        return f"{ms * 1000:.3g}µs"
+    if ms < 1000:
+        return f"{ms:.3g}ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.3g}s"
+    return f"{ms / 60_000:.3g}min"
+
+
+def window(seconds: int | None) -> str:
+    """The name of a latency window: 10s, 1m, 5m, or "life" for lifetime (None)."""
+    if seconds is None:
+        return "life"
+    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+
+
+def matches(needle: str, *fields: str) -> bool:
+    """Every whitespace-separated term of `needle` is part of one of `fields` (case-insensitive).
+
+    The rule of the conntrack filter (model.FlowQuery), used by `/` in every pane."""
+    lowered = [f.lower() for f in fields]
+    return all(any(term in f for f in lowered) for term in needle.lower().split())

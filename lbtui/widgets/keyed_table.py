@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A DataTable refreshed by row key, so a refresh touches only what changed and the cursor stays put."""
 
 from __future__ import annotations
@@ -40,6 +41,16 @@ class KeyedTable(DataTable[Any]):
     def on_mount(self) -> None:
         for label, key in self._column_spec:
             self.add_column(label, key=key)
+
+    def relabel(self, column: str, label: str) -> None:
+        """Change a column's header (e.g. the latency window it shows)."""
+        for key, spec in self.columns.items():
+            if key.value == column and spec.label.plain != label:
+                spec.label = Text(label)
+                # DataTable has no public way to relabel: its render caches hold the old header
+                self._clear_caches()
+                self._require_update_dimensions = True
+                self.refresh()
 
     def key_of(self, cells: Cells) -> str:
         return "|".join(str(cells[i]) for i in self._key_indexes)

@@ -1,7 +1,9 @@
+# SPDX-License-Identifier: Apache-2.0
 """Append-only panes: the access log tail and the events log (engine events and command results)."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -30,7 +32,38 @@ def new_tail_items(old: Sequence[T], new: Sequence[T]) -> list[T]:
     return new
 
 
-class AccessLog(RichLog):
+class FilteredLog(RichLog):
+    """A RichLog that keeps its lines (bounded), so `/` can show only those matching a filter."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.needle = ""
+        self.shown = 0  # lines written under the current filter
+        self._kept: deque[Text] = deque(maxlen=self.max_lines)
+
+    @property
+    def total(self) -> int:
+        return len(self._kept)
+
+    def add(self, line: Text) -> None:
+        self._kept.append(line)
+        if fmt.matches(self.needle, line.plain):
+            self.shown += 1
+            self.write(line)
+
+    def set_filter(self, needle: str) -> None:
+        if needle == self.needle:
+            return
+        self.needle = needle
+        self.clear()
+        self.shown = 0
+        for line in self._kept:
+            if fmt.matches(needle, line.plain):
+                self.shown += 1
+                self.write(line)
+
+
+class AccessLog(FilteredLog):
     """Tail of the access log: only lines not shown yet are written."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -40,11 +73,11 @@ class AccessLog(RichLog):
 
     def show(self, tail: tuple[str, ...]) -> None:
         for line in new_tail_items(self._tail, tail):
-            self.write(Text(line))
+            self.add(Text(line))
         self._tail = tail
 
 
-class EventLog(RichLog):
+class EventLog(FilteredLog):
     """Engine events, oldest first, and the result of every command the console submitted."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -62,7 +95,7 @@ class EventLog(RichLog):
                 " ",
                 event.message,
             )
-            self.write(line)
+            self.add(line)
 
     def add_result(self, ts: float, what: str, result: CommandResult) -> None:
         status = ("ok     ", "green") if result.ok else ("failed ", "bold red")
@@ -75,9 +108,9 @@ class EventLog(RichLog):
             " ",
             f"{what}: {result.message}",
         )
-        self.write(line)
+        self.add(line)
 
     def add_note(self, ts: float, message: str, level: Level = Level.INFO) -> None:
-        self.write(
+        self.add(
             Text.assemble((fmt.clock(ts), "dim"), " ", (f"{level:<7}", LEVEL_STYLE[level]), " ", message)
         )

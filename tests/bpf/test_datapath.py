@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The BPF programs on single packets (BPF_PROG_TEST_RUN): verdicts, every rewritten byte, checksums.
 
 Packets are built with scapy; checksums of outputs are recomputed from scratch by scapy (delete the
@@ -17,7 +18,9 @@ from lbtui.control.selection import weighted_table
 from lbtui.dataplane import structs
 from lbtui.dataplane.loader import DataplaneSpec, Loaded
 from lbtui.dataplane.maps import Maps
+from lbtui.dataplane.port import RateLimits, ServiceEntry
 from lbtui.dataplane.progrun import TC_ACT_OK, XDP_DROP, XDP_PASS, run_program
+from tests.support.maps import conntrack_entries, remove_conntrack, write_table
 
 VIP = "10.0.0.1"
 CLIENT = "10.0.0.2"
@@ -31,13 +34,17 @@ def dp():
     maps = Maps(loaded)
     for bid, (ip, port) in BACKENDS.items():
         maps.set_backend(bid, ip, port, active=True)
-    maps.set_service(VIP, 80, "tcp", service_id=0, default_group=0, algorithm="weighted-random", events=True)
-    maps.set_service(VIP, 53, "udp", service_id=1, default_group=0, algorithm="weighted-random", events=True)
-    maps.set_service(VIP, 81, "tcp", service_id=2, default_group=2, algorithm="maglev", events=False)
-    maps.write_slots(0, list(enumerate(weighted_table({0: 3, 1: 2, 2: 1}, TABLE))))
-    maps.write_slots(2, list(enumerate(weighted_table({0: 1, 1: 1, 2: 1}, TABLE))))
+    maps.set_service(
+        ServiceEntry(VIP, 80, "tcp", 0, 0, "weighted-random", events_closed=True, events_new=True)
+    )
+    maps.set_service(
+        ServiceEntry(VIP, 53, "udp", 1, 0, "weighted-random", events_closed=True, events_new=True)
+    )
+    maps.set_service(ServiceEntry(VIP, 81, "tcp", 2, 2, "maglev"))
+    write_table(maps, 0, weighted_table({0: 3, 1: 2, 2: 1}, TABLE))
+    write_table(maps, 2, weighted_table({0: 1, 1: 1, 2: 1}, TABLE))
     # group 1: only backend 2, for clients from 192.168.0.0/16 of service 0
-    maps.write_slots(1, [(i, 2) for i in range(TABLE)])
+    write_table(maps, 1, [2] * TABLE)
     maps.set_route(0, "192.168.0.0/16", 1)
     yield loaded, maps
     loaded.close()
@@ -46,7 +53,7 @@ def dp():
 @pytest.fixture(autouse=True)
 def empty_conntrack(dp):
     _, maps = dp
-    maps.delete_conntrack([k for k, _ in maps.conntrack()])
+    remove_conntrack(maps)
 
 
 def xdp(dp, pkt) -> tuple[int, bytes]:
@@ -130,7 +137,7 @@ def test_conntrack_holds_both_directions(dp):
     _, maps = dp
     _, out = xdp(dp, syn(sport=41500))
     bip, bport = backend_of(out)
-    entries = [e for _, e in maps.conntrack()]
+    entries = conntrack_entries(maps)
     fwd = [e for e in entries if e.direction == structs.DIR_FORWARD]
     rev = [e for e in entries if e.direction == structs.DIR_REVERSE]
     assert len(fwd) == 1 and len(rev) == 1
@@ -239,15 +246,15 @@ def test_maglev_picks_midstream_packets_consistently(dp):
     assert v1 == XDP_PASS and backend_of(out1) in BACKENDS.values()
     assert_checksums_valid(out1)
     _, maps = dp
-    maps.delete_conntrack([k for k, _ in maps.conntrack()])
+    remove_conntrack(maps)
     _, out2 = xdp(dp, p1)
     assert backend_of(out2) == backend_of(out1)  # same 5-tuple, same slot
 
 
 def test_empty_table_drops_new_flows_and_counts(dp):
     _, maps = dp
-    maps.write_slots(3, [(i, structs.EMPTY_SLOT) for i in range(TABLE)])
-    maps.set_service(VIP, 82, "tcp", service_id=3, default_group=3, algorithm="weighted-random", events=False)
+    write_table(maps, 3, [structs.EMPTY_SLOT] * TABLE)
+    maps.set_service(ServiceEntry(VIP, 82, "tcp", 3, 3, "weighted-random"))
     verdict, _ = xdp(dp, syn(sport=46000, dport=82))
     assert verdict == XDP_DROP
     _, drops = maps.service_counters(3)
@@ -316,7 +323,7 @@ def test_handshake_and_close_tracking(dp):
     after, closes_after = maps.backend_counters([bid])[bid]
     assert after.handshakes == before.handshakes + 1
     assert closes_after == closes_before + 1
-    fwd = next(e for _, e in maps.conntrack() if e.direction == structs.DIR_FORWARD)
+    fwd = next(e for e in conntrack_entries(maps) if e.direction == structs.DIR_FORWARD)
     assert fwd.flags & structs.CT_F_CLOSED and fwd.synack_ns > 0
 
 
@@ -334,8 +341,7 @@ def test_rst_answering_syn_counts_a_failure(dp):
 def test_evicted_reverse_entry_is_restored(dp):
     _, maps = dp
     _, out = xdp(dp, syn(sport=49000))
-    rev_keys = [k for k, e in maps.conntrack() if e.direction == structs.DIR_REVERSE]
-    maps.delete_conntrack(rev_keys)
+    assert remove_conntrack(maps, lambda _keys, vals: vals["dir"] == structs.DIR_REVERSE) == 1
     xdp(dp, Ether() / IP(src=CLIENT, dst=VIP) / TCP(sport=49000, dport=80, flags="A"))
     verdict, snat = tc(dp, reply_for(out, flags="A"))
     assert (Ether(snat)[IP].src, Ether(snat)[TCP].sport) == (VIP, 80)
@@ -379,8 +385,10 @@ def test_syn_meeting_an_entry_being_removed_is_dropped_and_counted(dp):
     loaded, maps = dp
     close_flow(dp, 48900)
     ct = loaded.table("lb_conntrack")
-    for k, e in maps.conntrack():
+    keys, vals = maps.conntrack_arrays()
+    for key, e in zip(keys, conntrack_entries(maps), strict=True):
         if e.direction == structs.DIR_FORWARD and e.client[1] == 48900:
+            k = ct.Key.from_buffer_copy(key.tobytes())
             raw = ct[k]
             raw.created_ns = structs.CT_REAPING  # the sweep claimed it and is about to delete it
             ct[k] = raw
@@ -394,17 +402,8 @@ def test_syn_meeting_an_entry_being_removed_is_dropped_and_counted(dp):
 
 def test_per_source_rate_limit_counts_new_connections_only(dp):
     loaded, maps = dp
-    from lbtui.dataplane.maps import RateLimits
-
     maps.set_service(
-        VIP,
-        83,
-        "tcp",
-        service_id=4,
-        default_group=0,
-        algorithm="weighted-random",
-        events=False,
-        limits=RateLimits(src_rate=1, src_burst=5),
+        ServiceEntry(VIP, 83, "tcp", 4, 0, "weighted-random", limits=RateLimits(src_rate=1, src_burst=5))
     )
     verdicts = [xdp(dp, syn(src="10.0.5.1", sport=50000 + i, dport=83))[0] for i in range(20)]
     assert verdicts.count(XDP_PASS) == 5 and verdicts.count(XDP_DROP) == 15
@@ -420,18 +419,9 @@ def test_per_source_rate_limit_counts_new_connections_only(dp):
 
 def test_per_backend_rate_limit(dp):
     loaded, maps = dp
-    from lbtui.dataplane.maps import RateLimits
-
-    maps.write_slots(3, [(i, 1) for i in range(TABLE)])
+    write_table(maps, 3, [1] * TABLE)
     maps.set_service(
-        VIP,
-        84,
-        "tcp",
-        service_id=5,
-        default_group=3,
-        algorithm="weighted-random",
-        events=False,
-        limits=RateLimits(be_rate=1, be_burst=3),
+        ServiceEntry(VIP, 84, "tcp", 5, 3, "weighted-random", limits=RateLimits(be_rate=1, be_burst=3))
     )
     verdicts = [xdp(dp, syn(src=f"10.0.6.{i}", sport=51000, dport=84))[0] for i in range(10)]
     assert verdicts.count(XDP_PASS) == 3
@@ -443,8 +433,6 @@ def test_per_source_bucket_shared_by_two_cpus():
     """One source's SYNs on both CPUs at once: the limit must not double (or refill on races)."""
     import multiprocessing
 
-    from lbtui.dataplane.maps import RateLimits
-
     if (os.cpu_count() or 1) < 2:
         pytest.skip("needs 2 CPUs")
     n = 20_000  # SYNs per CPU, one source address, distinct source ports
@@ -452,9 +440,9 @@ def test_per_source_bucket_shared_by_two_cpus():
     try:
         maps = Maps(loaded)
         maps.set_backend(0, "10.0.2.11", 8080, active=True)
-        maps.write_slots(0, list(enumerate(weighted_table({0: 1}, TABLE))))
+        write_table(maps, 0, weighted_table({0: 1}, TABLE))
         maps.set_service(
-            VIP, 80, "tcp", 0, 0, "weighted-random", events=False, limits=RateLimits(src_rate=1, src_burst=5)
+            ServiceEntry(VIP, 80, "tcp", 0, 0, "weighted-random", limits=RateLimits(src_rate=1, src_burst=5))
         )
         template = bytearray(bytes(Ether() / IP(src="10.0.9.9", dst=VIP) / TCP(sport=1, dport=80, flags="S")))
         ctx = multiprocessing.get_context("fork")

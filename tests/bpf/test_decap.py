@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The backend decapsulation program (bpf/decap.c) on single packets (BPF_PROG_TEST_RUN).
 
 IPIP (and IPv6-in-IPv4) addressed to the backend with a VIP inside comes out as the inner packet,

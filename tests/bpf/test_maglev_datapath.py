@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Maglev through the real XDP program (BPF_PROG_TEST_RUN): the table Python builds is the one the
 data path indexes, and removing one of ten backends moves few of the other backends' flows.
 
@@ -13,6 +14,7 @@ import socket
 import struct
 from collections import Counter
 
+import numpy as np
 import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
@@ -21,7 +23,9 @@ from lbtui.control.selection import diff_slots, jhash_3words, maglev_table
 from lbtui.dataplane import structs
 from lbtui.dataplane.loader import DataplaneSpec, Loaded
 from lbtui.dataplane.maps import Maps
+from lbtui.dataplane.port import ServiceEntry
 from lbtui.dataplane.progrun import XDP_PASS, run_program
+from tests.support.maps import remove_conntrack, write_table
 
 VIP = "10.0.0.1"
 PORT = 80
@@ -46,7 +50,7 @@ def dp():
     maps = Maps(loaded)
     for bid, (ip, port) in BACKENDS.items():
         maps.set_backend(bid, ip, port, active=True)
-    maps.set_service(VIP, PORT, "tcp", SERVICE_ID, GROUP, "maglev", events=False)
+    maps.set_service(ServiceEntry(VIP, PORT, "tcp", SERVICE_ID, GROUP, "maglev"))
     yield loaded, maps
     loaded.close()
 
@@ -80,7 +84,7 @@ def syn_frames(pairs: list[tuple[str, int]]) -> list[bytes]:
 def run_all(dp, frames: list[bytes]) -> list[int]:
     """The backend id each SYN was sent to (read from the rewritten destination)."""
     loaded, maps = dp
-    maps.delete_conntrack([k for k, _ in maps.conntrack()])
+    remove_conntrack(maps)
     by_address = {
         (socket.inet_aton(ip), struct.pack("!H", port)): bid for bid, (ip, port) in BACKENDS.items()
     }
@@ -108,7 +112,7 @@ def test_removing_one_of_ten_backends_moves_few_other_flows(dp):
     frames = syn_frames(pairs)
 
     full = maglev_table(names(BACKENDS), TABLE)
-    maps.write_slots(GROUP, list(enumerate(full)))
+    write_table(maps, GROUP, full)
     before = run_all(dp, frames)
     assert before == predicted(full, pairs), "the data path indexes the Python table with the same hash"
     spread = Counter(before)
@@ -118,7 +122,8 @@ def test_removing_one_of_ten_backends_moves_few_other_flows(dp):
     smaller = maglev_table(names(b for b in BACKENDS if b != REMOVED), TABLE)
     changes = diff_slots(full, smaller)
     assert 0 < len(changes) < len(full) // 5
-    maps.write_slots(GROUP, changes)
+    slots, ids = zip(*changes, strict=True)
+    maps.write_slots(GROUP, np.asarray(slots), np.asarray(ids))
     maps.set_backend(REMOVED, *BACKENDS[REMOVED], active=False)
     try:
         after = run_all(dp, frames)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # ruff: noqa: E501  (the child program below is a string)
 """A failed reload leaves the running state exactly as it was: in memory and in the BPF maps.
 
@@ -12,15 +13,18 @@ the maps, and the snapshot's effective weights are unchanged.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
-NS = "lbtrs"
+# per process: two runs at once (bpf tests do not take the e2e lock) must not share a namespace or
+# an instance (its pins are named after its socket)
+NS = f"lbtrs{os.getpid()}"
 
 CHILD = r'''
-import asyncio, json, random, sys, tempfile
+import asyncio, json, os, random, sys, tempfile
 from lbtui.config import ConfigError, load_config
-from lbtui.engine import Engine
+from lbtui.engine import Engine, kernel_dataplane
 
 GOOD = """
 [settings]
@@ -68,7 +72,7 @@ def state(e):
         "services": sorted(maps.read_services()),
         "routes": sorted(maps.read_routes()),
         "backends": sorted(maps.read_backends().items()),
-        "map_tables": {k: maps.read_table(e._proxies[k.split("|")[0]].groups[k.split("|")[1]].id) for k in tables},
+        "map_tables": {k: maps.read_table(e.group_id(*k.split("|"))) for k in tables},
         "weights": sorted((b.proxy, b.group, b.address, b.configured_weight, b.effective_weight)
                           for s in snap.services for b in s.all_backends()),
     }
@@ -94,7 +98,8 @@ def mutate(rng, text):
 async def main():
     path = tempfile.mktemp(suffix=".toml")
     open(path, "w").write(GOOD)
-    e = Engine(load_config(path))
+    config = load_config(path)
+    e = Engine(config, kernel_dataplane(config))
     await e.start()
     try:
         before = state(e)
@@ -139,11 +144,13 @@ async def main():
         print(json.dumps({"refused": refused, "tried": tried}))
     finally:
         await e.stop()
+        os.unlink(path)
 
 def load_config_from(text):
-    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+    with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
         f.write(text)
-    load_config(f.name)
+        f.flush()
+        load_config(f.name)
     return True
 
 asyncio.run(main())
@@ -160,7 +167,15 @@ def test_failed_reloads_leave_the_running_state_untouched():
         for dev in ("rs0", "rs1"):
             subprocess.run(["ip", "-n", NS, "link", "set", dev, "up"], check=True)
         r = subprocess.run(
-            ["ip", "netns", "exec", NS, sys.executable, "-c", CHILD],
+            [
+                "ip",
+                "netns",
+                "exec",
+                NS,
+                sys.executable,
+                "-c",
+                CHILD.replace("/run/lbtui/lbtrs.sock", f"/run/lbtui/{NS}.sock"),
+            ],
             capture_output=True,
             text=True,
             timeout=300,

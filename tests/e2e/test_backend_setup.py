@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`lbtui backend-setup` on a real backend, in the scale-out lab without BIRD (a static route sends
 the VIP to the one LB host, whose IPIP relay stands in for lbtui's encapsulation).
 

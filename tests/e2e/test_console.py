@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The console in a real terminal (tmux): `lbtui demo`, and `lbtui attach` to a headless instance.
 
 Keys go in with `tmux send-keys`, the screen comes back with `tmux capture-pane`; what the screen
@@ -57,7 +58,7 @@ def rows(screen: str, proxy: str = "web") -> dict[str, dict[str, str]]:
     for line in screen.splitlines():
         m = re.match(
             rf"\s*{proxy}\s+\S+\s+(\d+\.\d+\.\d+\.\d+:\d+)\s+(\d+)\s+(\d+)\s+(\w+)\s+(\S+)\s+(\w+)\s+(\d+)"
-            r"\s+(\S+)\s+(\S+ \w+|—)\s+(\S+ \w+|—)",
+            r"\s+(\S+)\s+\S+\s+(\S+ \w+|—)\s+(\S+ \w+|—)",  # \S+: the new/s sparkline
             line,
         )
         if m:

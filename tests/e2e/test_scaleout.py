@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The scale-out lab: VIP routes a load-balancer host announces through BIRD reach the router as
 one ECMP route, the router spreads flows over the hosts by an L4 hash, and a host that withdraws,
 dies, hangs or loses its link leaves the route and comes back.

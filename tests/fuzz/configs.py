@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Config fuzzing: a checker for the loader's contract (`check_config_text` / `check_config_bytes`)
 and hypothesis strategies that generate documents (`config_strategies`), for tests/unit/test_fuzz_config.py
 and bench/fuzz_config.py.
@@ -7,13 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import math
 import os
 import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import tomli_w
 
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 _INDEX_RE = re.compile(r"\[([0-9]+)\]")
@@ -156,149 +158,69 @@ def check_config_bytes(data: bytes, directory: str) -> ConfigCheck:
     return check_config_text(text, path)
 
 
-# ---- TOML writing for generated documents (independent of config_to_toml) -------------------------
+# ---- TOML text of generated documents: the project's one TOML writer, tomli-w ---------------------
 
 
-def toml_string(text: str) -> str:
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char in '"\\' or code < 0x20 or code == 0x7F:
-            out.append(f"\\u{code:04x}")
-        elif 0xD800 <= code <= 0xDFFF:
-            out.append("?")  # lone surrogates cannot be written in TOML
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
+def toml_document(document: dict[str, Any]) -> str:
+    return tomli_w.dumps(document)
 
 
-def toml_key(key: str) -> str:
-    return key if _BARE_KEY_RE.fullmatch(key) else toml_string(key)
+def toml_value(value: Any) -> str:
+    """One value (not a table) as TOML text, e.g. for a key written by hand."""
+    return tomli_w.dumps({"v": value}).removeprefix("v = ").rstrip("\n")
 
 
-def toml_inline(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return toml_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_inline(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{toml_key(k)} = {toml_inline(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__}")
-
-
-def _is_table_array(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
-
-
-def toml_document(document: dict[str, Any], *, sections: bool = True) -> str:
-    """TOML text for a document: [table] / [[array]] sections (or everything inline)."""
-    if not sections:
-        return "".join(f"{toml_key(k)} = {toml_inline(v)}\n" for k, v in document.items())
-    lines: list[str] = []
-
-    def emit(prefix: str, table: dict[str, Any]) -> None:
-        nested = {k: v for k, v in table.items() if isinstance(v, dict) or _is_table_array(v)}
-        for key, value in table.items():
-            if key not in nested:
-                lines.append(f"{toml_key(key)} = {toml_inline(value)}")
-        for key, value in nested.items():
-            path = f"{prefix}.{toml_key(key)}" if prefix else toml_key(key)
-            if isinstance(value, dict):
-                lines.append(f"\n[{path}]")
-                emit(path, value)
-            else:
-                for item in value:
-                    lines.append(f"\n[[{path}]]")
-                    emit(path, item)
-
-    emit("", document)
-    return "\n".join(lines) + "\n"
-
-
-# ---- the schema the document strategies follow ----------------------------------------------------
-# Leaves are kinds: ("int", low, high), ("num",) (> 0), ("num0",) (>= 0), ("rate",) (0 < x <= 1),
-# ("bool",), ("choice", options), ("list", kind) and the names of string kinds in _STRING_SAMPLES.
+# ---- the schema the document strategies follow: derived from the declarations in lbtui/config -------
+# Tables are dicts, arrays of tables one-element lists, leaves kinds: ("int", low, high), ("prime",),
+# ("num", positive, high) (positive: > 0, else >= 0), ("bool",), ("choice", options), ("list", kind)
+# and (format name,) for strings, whose samples are in _STRING_SAMPLES.
 
 
 def config_schema() -> dict[str, Any]:
-    from lbtui import config as c
+    from lbtui.config import Config
 
-    big = c.INT_MAX
-    positive = ("int", 1, big)
-    bucket = {"rate": positive, "burst": positive}
-    backend = {
-        "address": ("endpoint",),
-        "host": ("host",),
-        "port": ("int", 1, 65535),
-        "weight": positive,
-        "dns_refresh_s": ("num",),
-    }
-    proxy = {
-        "name": ("name",),
-        "interfaces": ("list", ("ifname",)),
-        "vip": ("ip",),
-        "port": ("int", 1, 65535),
-        "protocol": ("choice", c.PROTOCOLS),
-        "algorithm": ("choice", c.ALGORITHMS),
-        "least_connections_interval_ms": positive,
-        "health": {
-            "type": ("choice", c.HEALTH_TYPES),
-            "path": ("urlpath",),
-            "http_host": ("host",),
-            "interval_ms": positive,
-            "timeout_ms": positive,
-            "rise": positive,
-            "fall": positive,
-            "expected_status": ("list", ("int", 100, 599)),
-            "port": ("int", 1, 65535),
-            "slow_start_s": ("num0",),
-        },
-        "circuit_breaker": {
-            "error_rate": ("rate",),
-            "min_requests": positive,
-            "window_s": ("num",),
-            "open_s": ("num",),
-            "half_open_successes": positive,
-            "syn_timeout_ms": positive,
-        },
-        "rate_limit": {"per_source": bucket, "per_backend": bucket},
-        "backend": [backend],
-        "source_route": [{"cidr": ("cidr",), "backends": [backend]}],
-    }
-    settings = {
-        "max_connections": ("int", c.MAX_CONNECTIONS_MIN, c.MAX_CONNECTIONS_MAX),
-        "tcp_timeout_s": ("num",),
-        "tcp_closing_timeout_s": ("num",),
-        "udp_timeout_s": ("num",),
-        "drain_timeout_s": ("num",),
-        "control_socket": ("file",),
-        "table_size": ("prime",),
-        "xdp_mode": ("choice", c.XDP_MODES),
-        "sweep_interval_s": ("num",),
-        "metrics": {"enabled": ("bool",), "listen": ("listen",), "path": ("urlpath",)},
-        "dns": {"nameservers": ("list", ("nameserver",))},
-        "access_log": {
-            "format": ("choice", c.ACCESS_LOG_FORMATS),
-            "stdout": ("bool",),
-            "file": ("file",),
-            "max_bytes": ("int", 1024, big),
-            "max_files": positive,
-            "log_new": ("bool",),
-        },
-        "console": {"refresh_s": ("num",)},
-    }
-    return {"settings": settings, "proxy": [proxy]}
+    return _table_schema(Config)
+
+
+def _table_schema(cls: type) -> dict[str, Any]:
+    from lbtui.config.keys import declared_keys
+
+    return {d.name: _kind(d.key) for d in declared_keys(cls)}
+
+
+def _kind(key: Any) -> Any:
+    from lbtui.config import keys
+
+    if isinstance(key, keys.Table):
+        return _table_schema(key.cls)
+    if isinstance(key, keys.Tables):
+        return [_table_schema(key.cls)]
+    if isinstance(key, keys.Int):
+        return ("prime",) if key.prime else ("int", key.low, key.high)
+    if isinstance(key, keys.Number):
+        return ("num", key.positive, key.high)
+    if isinstance(key, keys.Flag):
+        return ("bool",)
+    if isinstance(key, keys.Choice):
+        return ("choice", key.options)
+    if isinstance(key, keys.Items):
+        return ("list", _kind(key.item))
+    if isinstance(key, keys.Text) and key.format is not None:
+        return (key.format.name,)
+    raise TypeError(f"the config fuzzer has no strategy for {key!r}")
+
+
+def _required_keys(cls: type) -> set[str]:
+    """TOML names of required keys anywhere below `cls`, and address/host (a backend needs one)."""
+    from lbtui.config import keys
+
+    found = {"address", "host"}
+    for d in keys.declared_keys(cls):
+        if d.key.required:
+            found.add(d.name)
+        if isinstance(d.key, keys.Table | keys.Tables):
+            found |= _required_keys(d.key.cls)
+    return found
 
 
 # (valid samples, invalid samples) of the string kinds
@@ -332,26 +254,18 @@ _STRING_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
         ["192.168.1.0/16", "10.0.0.0/33", "x", ""],
     ),
     "listen": (
-        ["127.0.0.1:9100", "[::1]:9100", "localhost:9100", "0.0.0.0:1"],
+        ["127.0.0.1:17100", "[::1]:9100", "localhost:9100", "0.0.0.0:1"],
         ["9100", ":9100", "127.0.0.1:0", "[::1:9100", "a b:1", "127.0.0.1:99999"],
     ),
     "urlpath": (["/metrics", "/healthz", "/a/b?c=d", "/"], ["metrics", "", "/a b", "/\x7f"]),
-    "file": (["/run/lbtui/lbtui.sock", "/tmp/a.sock", "rel/path"], ["", "/tmp/a\x00b", "/" + "x" * 120]),
+    "file": (["/var/log/lbtui/access.log", "rel/path", "/" + "x" * 120], ["", "/tmp/a\x00b"]),
+    "socket": (["/run/lbtui/lbtui.sock", "/tmp/a.sock", "rel/path"], ["", "/tmp/a\x00b", "/" + "x" * 120]),
+    "httphost": (["www.example.com", "a", "10.0.0.1:8080"], ["", "a b", "a\tb", "x\x7f"]),
     "nameserver": (["10.0.0.53", "::1", "2001:db8::53"], ["", "dns.google", "10.0.0.300"]),
-}
-# keys without a default (the loader reports them missing); the strategies rarely omit them
-_REQUIRED_KEYS = {
-    "name",
-    "interfaces",
-    "vip",
-    "port",
-    "backend",
-    "type",
-    "cidr",
-    "backends",
-    "rate",
-    "address",
-    "host",
+    "syslog": (
+        ["/dev/log", "10.0.0.5:514", "tcp://logs.example:6514", "udp://[::1]:514"],
+        ["", "514", "tcp://x"],
+    ),
 }
 _PRIMES = [7, 11, 13, 251, 4099, 65537]
 _NOT_PRIMES = [0, 1, 5, 9, 65536, 65539, 100000, -7]
@@ -363,7 +277,10 @@ def config_strategies() -> dict[str, Any]:
     configs/full.toml), "restructured" (value/key mutations of its parsed form), "raw" (bytes)."""
     from hypothesis import strategies as st
 
+    from lbtui.config import Config
+
     schema = config_schema()
+    required = _required_keys(Config)
     scalars = st.one_of(
         st.sampled_from(_ANY_SCALARS),
         st.integers(),
@@ -406,13 +323,9 @@ def config_strategies() -> dict[str, Any]:
         if name == "int":
             low, high = kind[1], kind[2]
             return st.one_of(st.integers(low, min(high, low + 1000)), st.sampled_from([low, high]))
-        if name in ("num", "num0"):
-            low = 0.0 if name == "num0" else 0.001
-            return st.one_of(
-                st.floats(low, 1e6), st.integers(1, 10**6), st.sampled_from([low, 365 * 24 * 3600])
-            )
-        if name == "rate":
-            return st.one_of(st.floats(0.01, 1.0), st.just(1))
+        if name == "num":
+            low, high = (0.001 if kind[1] else 0.0), min(kind[2], 1e6)
+            return st.one_of(st.floats(low, high), st.integers(1, int(high)), st.sampled_from([low, kind[2]]))
         if name == "bool":
             return st.booleans()
         if name == "choice":
@@ -429,7 +342,7 @@ def config_strategies() -> dict[str, Any]:
         if name == "int":
             low, high = kind[1], kind[2]
             return st.sampled_from([low - 1, high + 1, 0, -1, 2**63, -(2**63), 10**40, 1.0, "1", True])
-        if name in ("num", "num0", "rate"):
+        if name == "num":
             return st.sampled_from([0, -1, -0.5, float("nan"), float("inf"), 1e300, 10**400, "1", True, 2.5])
         if name == "bool":
             return st.sampled_from([0, 1, "true", "yes"])
@@ -457,7 +370,7 @@ def config_strategies() -> dict[str, Any]:
         for key in keys_here:
             kind = spec[key]
             roll = draw(st.floats(0, 1))
-            if roll < (chaos * 0.3 if key in _REQUIRED_KEYS else 0.4):
+            if roll < (chaos * 0.3 if key in required else 0.4):
                 continue  # omitted: an optional key, or a required one (a "missing" issue)
             roll = draw(st.floats(0, 1))
             if roll < chaos * 0.5:
@@ -484,7 +397,7 @@ def config_strategies() -> dict[str, Any]:
             document["settings"] = draw(table(schema["settings"], chaos))
         if draw(st.floats(0, 1)) >= chaos * 0.2:
             document["proxy"] = draw(st.lists(table(schema["proxy"][0], chaos), min_size=1, max_size=3))
-        return toml_document(document, sections=draw(st.booleans()))
+        return toml_document(document)
 
     full_text = _full_example()
 
@@ -538,7 +451,7 @@ def config_strategies() -> dict[str, Any]:
                 strings = list(re.finditer(r'"[^"\n]*"', text))
                 if strings:
                     m = draw(st.sampled_from(strings))
-                    text = text[: m.start()] + toml_string(draw(st.text(max_size=20))) + text[m.end() :]
+                    text = text[: m.start()] + toml_value(draw(st.text(max_size=20))) + text[m.end() :]
             elif op == "char" and text:
                 a = draw(st.integers(0, len(text) - 1))
                 text = text[:a] + draw(st.sampled_from(list("[]{}=\"'#.,\n\\ 0a"))) + text[a:]
@@ -574,7 +487,7 @@ def config_strategies() -> dict[str, Any]:
                 parent[last][draw(keys)] = draw(anything)
             elif op == "duplicate" and isinstance(parent, list):
                 parent.append(parent[last])
-        return toml_document(document, sections=draw(st.booleans()))
+        return toml_document(document)
 
     @st.composite
     def raw_bytes(draw: Any) -> bytes:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """An in-memory EngineHandle for console tests: two proxies, flows, counters, commands applied.
 
 Deterministic by default in what it shows (fixed data); `grow=True` makes counters, flows and the
@@ -28,8 +29,11 @@ from lbtui.model import (
     FlowView,
     Health,
     Histogram,
+    HistoryAnswer,
+    HistoryQuery,
     LatencyView,
     Level,
+    Percentiles,
     RateLimitView,
     Reload,
     RouteView,
@@ -39,8 +43,10 @@ from lbtui.model import (
     Snapshot,
     Stop,
     Undrain,
+    WindowLatency,
 )
 from lbtui.widgets.conntrack import select_flows
+from tests.support import fake_history
 
 BAD_RELOAD_MESSAGE = "configs/bad.toml: proxy[0].port: expected an integer 1..65535, got 0"
 START = 1_700_000_000.0
@@ -211,6 +217,10 @@ class FakeEngine:
         self.snapshot_calls = 0
         self.flow_queries: list[FlowQuery | None] = []  # what each snapshot() call asked for
         self._flow_rows = flows
+        self.access_log_target: str | None = "/var/log/lbtui/access.log"  # None: no access log
+        self.history_kept_s = fake_history.KEPT_S  # 0: an engine that keeps no history
+        self.history_error: Exception | None = None  # set to make history() raise
+        self.history_queries: list[HistoryQuery] = []
         self._flow_total: int | None = None
         self._tick = 0
         self._events: list[Event] = []
@@ -282,6 +292,17 @@ class FakeEngine:
     def events_since(self, seq: int, limit: int = 1000) -> Sequence[Event]:
         with self._lock:
             return [e for e in self._events if e.seq > seq][:limit]
+
+    def history(self, query: HistoryQuery) -> HistoryAnswer:
+        """The story of tests/support/fake_history.py, up to the time of the last snapshot."""
+        with self._lock:
+            self.history_queries.append(query)
+            if self.history_error is not None:
+                raise self.history_error
+            now = self.clock() + self._tick
+        if not self.history_kept_s:
+            return HistoryAnswer(taken_at=now)
+        return fake_history.answer(query, now, self.history_kept_s)
 
     def close(self) -> None:
         self.closed = True
@@ -363,6 +384,7 @@ class FakeEngine:
             new_flows=sum(s.counters.new_flows for s in services),
         )
         return Snapshot(
+            version="0.0.0",  # fixed: console snapshots must not change with every release
             taken_at=self.clock() + t,
             started_at=self.started_at,
             config_path=self.config_path,
@@ -380,8 +402,10 @@ class FakeEngine:
             totals=totals,
             circuit_log=self._circuit_log(),
             latency=self._latency(),
-            access_log_tail=self._access_log(t),
+            access_log_tail=self._access_log(t) if self.access_log_target else (),
             running=self.running,
+            access_log_target=self.access_log_target,
+            history_s=self.history_kept_s,
         )
 
     def _backend_view(self, b: _Backend, t: int) -> BackendView:
@@ -511,8 +535,26 @@ class FakeEngine:
                 p95_ms=None if b.p99 is None else round(b.p99 * 0.6, 2),
                 p99_ms=b.p99,
             )
-            views.append(LatencyView(proxy="web", backend=address, handshake=hist))
-        views.append(LatencyView(proxy="dns", backend="10.0.4.10:53"))
+            views.append(
+                LatencyView(
+                    proxy="web", backend=address, handshake=hist, windows=_windows(b.p50, b.p99, address)
+                )
+            )
+        views.append(LatencyView(proxy="dns", backend="10.0.4.10:53"))  # no samples yet
+        duration = Histogram(
+            bounds_ms=BOUNDS_MS,
+            counts=(0, 0, 3, 20, 30, 9, 2, 0, 0, 0, 0, 0),
+            count=64,
+            sum_ms=90.0,
+            p50_ms=1.4,
+            p95_ms=3.9,
+            p99_ms=4.6,
+        )
+        windows = tuple(
+            WindowLatency(seconds=s, duration=Percentiles(count=c, p50_ms=1.3, p95_ms=3.1, p99_ms=4.2))
+            for s, c in ((10, 6), (60, 31), (300, 64))
+        )
+        views.append(LatencyView(proxy="dns", backend="10.0.4.11:53", duration=duration, windows=windows))
         return tuple(views)
 
     def _access_log(self, t: int) -> tuple[str, ...]:
@@ -526,3 +568,23 @@ class FakeEngine:
                 f"{300 + n * 17 % 900} {4000 + n * 331 % 90000} {0.010 + (n % 9) / 100:.3f}s"
             )
         return tuple(lines)
+
+
+def _windows(p50: float | None, p99: float | None, address: str) -> tuple[WindowLatency, ...]:
+    """Handshake percentiles over 10 s, 1 min, 5 min: 10.0.2.12 is getting slower, the others steady."""
+    if p50 is None or p99 is None:
+        return ()
+    worse = {10: 12.0, 60: 4.0, 300: 1.5} if address == "10.0.2.12:8080" else {10: 0.9, 60: 1.0, 300: 1.0}
+    counts = {10: 310, 60: 1_870, 300: 9_400}
+    return tuple(
+        WindowLatency(
+            seconds=s,
+            handshake=Percentiles(
+                count=counts[s],
+                p50_ms=round(p50 * min(worse[s], 3.0), 2),
+                p95_ms=round(p99 * 0.6 * worse[s], 2),
+                p99_ms=round(p99 * worse[s], 2),
+            ),
+        )
+        for s in (10, 60, 300)
+    )

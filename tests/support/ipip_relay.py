@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A userspace stand-in for lbtui's IPIP forwarding, until bpf/lb.c encapsulates (docs/scale-out.md).
 
 Run inside a load-balancer host namespace of the scale-out lab:

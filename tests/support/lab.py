@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The lab as the end-to-end tests drive it: `lbtui.lab.Lab` plus the test clients (HTTP and UDP
 requests counted per backend, held keep-alive connections) and checksum-error counters.
 
@@ -75,7 +76,6 @@ class ClientLab(Lab):
         return out
 
 
-
 class HeldConnections:
     """A ``client hold`` process: N keep-alive connections held open for a while."""
 
@@ -107,5 +107,3 @@ class HeldConnections:
 
     def stop(self) -> None:
         Lab.stop_process(self.proc)
-
-

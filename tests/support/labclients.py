@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Test clients, run inside a lab client namespace; each prints one JSON line per result.
 
     python -m tests.support.labclients http --url URL --count N (--new-conn | --keepalive)
@@ -50,7 +51,6 @@ def hold_connections(host: str, port: int, count: int, seconds: float, timeout: 
             errors += 1
         held.close()
     _emit({"event": "done", "backends": dict(second), ERRORS_KEY: errors})
-
 
 
 def _parser() -> argparse.ArgumentParser:

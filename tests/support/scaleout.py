@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The scale-out lab as the end-to-end tests drive it: `lbtui.scaleout_lab.ScaleOutLab` plus the
 IPIP relay stand-in on the load-balancer hosts (tests/support/ipip_relay.py), client requests, a
 backend's status and the state `backend-setup --undo` must restore.

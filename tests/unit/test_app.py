@@ -1,9 +1,12 @@
-"""Console behaviour through Textual's Pilot, against the in-memory FakeEngine."""
+# SPDX-License-Identifier: Apache-2.0
+"""Console behaviour through Textual's Pilot, against the real Engine over the in-memory dataplane
+(tests/support/console_engine.py: the engine on its own thread, as `lbtui` embeds it)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +19,7 @@ from textual.widgets import Input, RichLog, Static
 from textual.widgets.data_table import ColumnKey, RowKey
 
 from lbtui.app import QUIT_ATTACHED, QUIT_EMBEDDED, LbtuiApp
+from lbtui.config import ConfigError, load_config
 from lbtui.model import (
     CircuitCommand,
     Drain,
@@ -23,6 +27,7 @@ from lbtui.model import (
     FlowQuery,
     RateLimitView,
     Reload,
+    RemoveBackend,
     SetRateLimit,
     SetWeight,
     Snapshot,
@@ -37,7 +42,7 @@ from lbtui.screens.weight import MAX_WEIGHT, WeightScreen, parse_weight
 from lbtui.widgets.conntrack import FlowTable
 from lbtui.widgets.keyed_table import KeyedTable
 from lbtui.widgets.logs import new_tail_items
-from tests.support.fake_engine import BAD_RELOAD_MESSAGE, FakeEngine
+from tests.support.console_engine import ConsoleEngine
 
 pytestmark = pytest.mark.anyio
 
@@ -49,6 +54,20 @@ WEB1_KEY = f"web|default|{WEB1}"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def engine() -> Iterator[ConsoleEngine]:
+    handle = ConsoleEngine()
+    yield handle
+    handle.shutdown()
+
+
+@pytest.fixture
+def growing() -> Iterator[ConsoleEngine]:
+    handle = ConsoleEngine(grow=True)
+    yield handle
+    handle.shutdown()
 
 
 async def wait_until(predicate: Callable[[], object], what: str, pilot: Pilot | None = None) -> None:
@@ -110,9 +129,8 @@ async def confirm(pilot: Pilot, app: LbtuiApp, yes: bool = True) -> str:
 # ---- the tables ------------------------------------------------------------------------------
 
 
-async def test_backends_table_shows_every_backend_of_every_proxy() -> None:
-    fake = FakeEngine()
-    app = LbtuiApp(fake, refresh_s=0.05)
+async def test_backends_table_shows_every_backend_of_every_proxy(engine: ConsoleEngine) -> None:
+    app = LbtuiApp(engine, refresh_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         assert app.backends_table.row_keys == [
@@ -130,14 +148,13 @@ async def test_backends_table_shows_every_backend_of_every_proxy() -> None:
         assert cell_text(app, "dns|default|10.0.4.10:53", "p50") == "—"
         assert cell_text(app, "dns|default|10.0.4.10:53", "circuit") == "—"
         summary = static_text(app.summary)
-        assert "demo.toml" in summary and "up 1h02m" in summary and "conntrack 48/262k" in summary
+        assert "demo.toml" in summary and "up 1h02m" in summary and "conntrack 104/262k" in summary
 
 
-async def test_polls_keep_coming_and_never_overlap() -> None:
-    fake = FakeEngine(grow=True)
-    app = LbtuiApp(fake, refresh_s=0.01)
+async def test_polls_keep_coming_and_never_overlap(growing: ConsoleEngine) -> None:
+    app = LbtuiApp(growing, refresh_s=0.01)
     overlapping: list[bool] = []
-    real_snapshot = fake.snapshot
+    real_snapshot = growing.snapshot
     in_flight = 0
 
     def snapshot(flows: FlowQuery | None = None) -> Snapshot:
@@ -149,21 +166,19 @@ async def test_polls_keep_coming_and_never_overlap() -> None:
         finally:
             in_flight -= 1
 
-    fake.snapshot = snapshot  # type: ignore[method-assign]
+    growing.snapshot = snapshot  # type: ignore[method-assign]
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(lambda: app.refreshes >= 5, "five refreshes", pilot)
     assert not any(overlapping)
 
 
-async def test_cursor_stays_on_its_backend_when_rows_above_go_away() -> None:
-    fake = FakeEngine()
-    app = LbtuiApp(fake, refresh_s=0.05)
+async def test_cursor_stays_on_its_backend_when_rows_above_go_away(engine: ConsoleEngine) -> None:
+    app = LbtuiApp(engine, refresh_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         await pilot.press("down", "down")
         assert app.backends_table.selected_key() == "web|default|10.0.2.13:8080"
-        web = fake.proxy("web")
-        web.backends = web.backends[1:]  # 10.0.2.11 removed from the config
+        assert engine.runner.submit(RemoveBackend("web", WEB1)).ok  # e.g. by `lbtui ctl`
         await wait_until(lambda: WEB1_KEY not in app.backends_table.row_keys, "the row to go", pilot)
         assert app.backends_table.selected_key() == "web|default|10.0.2.13:8080"
 
@@ -199,45 +214,46 @@ async def test_keyed_table_updates_only_changed_cells() -> None:
 # ---- drain, weight, rate limits, reload --------------------------------------------------------
 
 
-async def test_drain_then_undrain_after_confirmation(capsys: pytest.CaptureFixture[str]) -> None:
-    fake = FakeEngine()
-    app = LbtuiApp(fake, refresh_s=0.05)
+async def test_drain_then_undrain_after_confirmation(
+    engine: ConsoleEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = LbtuiApp(engine, refresh_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         await pilot.press("d")
         question = await confirm(pilot, app)
         assert question == "Drain 10.0.2.11:8080 of web? New connections stop; existing ones continue."
         await wait_until(lambda: cell_text(app, WEB1_KEY, "drain") == "draining", "draining cell", pilot)
-        assert fake.backend("web", WEB1).drain is DrainState.DRAINING
-        assert fake.commands == [Drain("web", WEB1)]
+        assert engine.backend("web", WEB1).drain is DrainState.DRAINING
+        assert engine.commands == [Drain("web", WEB1)]
         assert any("drain web 10.0.2.11:8080: done" in n for n in notifications(app))
         events = await pane_text(pilot, app, "6", app.event_log)
-        assert "drain web 10.0.2.11:8080: web 10.0.2.11:8080: draining" in events
+        assert (
+            "drain web 10.0.2.11:8080: 10.0.2.11:8080 draining (timeout 10 s): no new connections" in events
+        )
         await pilot.press("1")
 
         await pilot.press("d")
         question = await confirm(pilot, app)
         assert question.startswith("Undrain 10.0.2.11:8080 of web?")
         await wait_until(lambda: cell_text(app, WEB1_KEY, "drain") == "active", "active cell", pilot)
-        assert fake.commands[-1] == Undrain("web", WEB1)
+        assert engine.commands[-1] == Undrain("web", WEB1)
     # The console draws on the terminal only; nothing is printed to stdout.
     assert capsys.readouterr().out == ""
 
 
-async def test_drain_cancelled_submits_nothing() -> None:
-    fake = FakeEngine()
-    app = LbtuiApp(fake, refresh_s=0.05)
+async def test_drain_cancelled_submits_nothing(engine: ConsoleEngine) -> None:
+    app = LbtuiApp(engine, refresh_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         await pilot.press("d")
         await confirm(pilot, app, yes=False)
         await pilot.pause(0.1)
-        assert fake.commands == []
+        assert engine.commands == []
 
 
-async def test_reweight_rejects_invalid_values_then_sets_weight() -> None:
-    fake = FakeEngine()
-    app = LbtuiApp(fake, refresh_s=0.05)
+async def test_reweight_rejects_invalid_values_then_sets_weight(engine: ConsoleEngine) -> None:
+    app = LbtuiApp(engine, refresh_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         await pilot.press("w")
@@ -251,20 +267,19 @@ async def test_reweight_rejects_invalid_values_then_sets_weight() -> None:
             await pilot.pause()
             assert app.screen is screen, f"{bad!r} closed the dialog"
             assert error.display and static_text(error), f"no error shown for {bad!r}"
-            assert fake.backend("web", WEB1).weight == 3
+            assert engine.backend("web", WEB1).configured_weight == 3
         assert "not a whole number" in static_text(error) or "between 1 and" in static_text(error)
-        assert fake.commands == []
+        assert engine.commands == []
 
         box.value = ""
         await pilot.press("7", "enter")
         await wait_until(lambda: cell_text(app, WEB1_KEY, "cfg") == "7", "weight 7 in the table", pilot)
-        assert fake.commands == [SetWeight("web", WEB1, 7)]
+        assert engine.commands == [SetWeight("web", WEB1, 7)]
         assert cell_text(app, WEB1_KEY, "eff") == "7"
 
 
-async def test_rate_limit_dialog_validates_and_submits_only_changes() -> None:
-    fake = FakeEngine()
-    app = LbtuiApp(fake, refresh_s=0.05)
+async def test_rate_limit_dialog_validates_and_submits_only_changes(engine: ConsoleEngine) -> None:
+    app = LbtuiApp(engine, refresh_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         await pilot.press("l")
@@ -281,29 +296,34 @@ async def test_rate_limit_dialog_validates_and_submits_only_changes() -> None:
         error = screen.query_one("#error", Static)
         assert app.screen is screen and error.display
         assert "per source: rate" in static_text(error)
-        assert fake.commands == []
+        assert engine.commands == []
 
         screen.query_one("#per_source_rate", Input).value = "50"
         screen.query_one("#per_backend_burst", Input).value = "0"
         screen.query_one("#per_source_burst", Input).value = ""  # empty = unchanged
         await pilot.click("#ok")
-        await wait_until(lambda: fake.commands, "the command", pilot)
-        assert fake.commands == [SetRateLimit("web", per_source_rate=50, per_backend_burst=0)]
-        assert fake.proxy("web").rate_limit == RateLimitView(
-            per_source_rate=50, per_source_burst=200, per_backend_rate=5000, per_backend_burst=None
+        await wait_until(lambda: engine.commands, "the command", pilot)
+        assert engine.commands == [SetRateLimit("web", per_source_rate=50, per_backend_burst=0)]
+        # a burst of 0 with a rate set means one second's worth
+        await wait_until(
+            lambda: app.snapshot and app.snapshot.service("web").rate_limit.per_source_rate == 50,
+            "the limits",
+            pilot,
+        )
+        assert app.snapshot is not None and app.snapshot.service("web").rate_limit == RateLimitView(
+            per_source_rate=50, per_source_burst=200, per_backend_rate=5000, per_backend_burst=5000
         )
 
 
-async def test_circuit_dialog_holds_open_after_confirmation_then_resets() -> None:
-    fake = FakeEngine()
-    app = LbtuiApp(fake, refresh_s=0.05)
+async def test_circuit_dialog_holds_open_after_confirmation_then_resets(engine: ConsoleEngine) -> None:
+    app = LbtuiApp(engine, refresh_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         await pilot.press("c")
         await wait_until(lambda: isinstance(app.screen, CircuitScreen), "the circuit dialog", pilot)
         await pilot.press("escape")  # cancel: nothing submitted
         await pilot.pause()
-        assert fake.commands == []
+        assert engine.commands == []
 
         await pilot.press("c")
         await wait_until(lambda: isinstance(app.screen, CircuitScreen), "the circuit dialog", pilot)
@@ -311,19 +331,20 @@ async def test_circuit_dialog_holds_open_after_confirmation_then_resets() -> Non
         question = await confirm(pilot, app)
         assert question.startswith("Hold the circuit of 10.0.2.11:8080 of web open?")
         await wait_until(lambda: cell_text(app, WEB1_KEY, "circuit") == "open", "open circuit cell", pilot)
-        assert fake.commands == [CircuitCommand("web", WEB1, "force_open")]
+        assert engine.commands == [CircuitCommand("web", WEB1, "force_open")]
         assert any("circuit web 10.0.2.11:8080 force-open: done" in n for n in notifications(app))
 
         await pilot.press("c")
         await wait_until(lambda: isinstance(app.screen, CircuitScreen), "the circuit dialog", pilot)
         await pilot.press("r")  # reset: back to automatic, no confirmation
         await wait_until(lambda: cell_text(app, WEB1_KEY, "circuit") == "closed", "closed circuit", pilot)
-        assert fake.commands[-1] == CircuitCommand("web", WEB1, "reset")
+        assert engine.commands[-1] == CircuitCommand("web", WEB1, "reset")
 
 
-async def test_circuit_key_on_a_backend_without_breaker_explains_and_submits_nothing() -> None:
-    fake = FakeEngine()
-    app = LbtuiApp(fake, refresh_s=0.05)
+async def test_circuit_key_on_a_backend_without_breaker_explains_and_submits_nothing(
+    engine: ConsoleEngine,
+) -> None:
+    app = LbtuiApp(engine, refresh_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         table = app.backends_table
@@ -333,24 +354,31 @@ async def test_circuit_key_on_a_backend_without_breaker_explains_and_submits_not
         await pilot.pause()
         assert not isinstance(app.screen, CircuitScreen)
         assert any("dns has no circuit breaker configured" in n for n in notifications(app))
-        assert fake.commands == []
+        assert engine.commands == []
 
 
-async def test_reload_with_a_broken_file_reports_the_error_and_keeps_the_config() -> None:
-    fake = FakeEngine()
-    fake.reload_should_fail = True
-    app = LbtuiApp(fake, refresh_s=0.05)
+async def test_reload_with_a_broken_file_reports_the_error_and_keeps_the_config(
+    engine: ConsoleEngine,
+) -> None:
+    with open(engine.config_path) as f:
+        good = f.read()
+    with open(engine.config_path, "w") as f:
+        f.write(good.replace("port = 80\n", "port = 0\n", 1))
+    app = LbtuiApp(engine, refresh_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         rows_before = app.backends_table.row_keys
         await pilot.press("r")
         question = await confirm(pilot, app)
-        assert question.startswith("Reload configs/demo.toml?")
-        await wait_until(lambda: fake.commands, "the command", pilot)
+        assert question.startswith(f"Reload {engine.config_path}?")
+        await wait_until(lambda: engine.commands, "the command", pilot)
         await pilot.press("6")
-        await wait_until(lambda: BAD_RELOAD_MESSAGE in log_text(app.event_log), "the error event", pilot)
-        assert fake.commands == [Reload()]
-        assert f"reload: failed: {BAD_RELOAD_MESSAGE}" in notifications(app)
+        with pytest.raises(ConfigError) as refused:
+            load_config(engine.config_path)
+        error = str(refused.value)
+        await wait_until(lambda: error in log_text(app.event_log), "the error event", pilot)
+        assert engine.commands == [Reload()]
+        assert f"reload: failed: {error}" in notifications(app)
         assert app.backends_table.row_keys == rows_before
         assert cell_text(app, WEB1_KEY, "cfg") == "3"
 
@@ -358,49 +386,46 @@ async def test_reload_with_a_broken_file_reports_the_error_and_keeps_the_config(
 # ---- quitting --------------------------------------------------------------------------------
 
 
-async def test_quit_confirmed_stops_the_engine_and_exits() -> None:
-    fake = FakeEngine()
-    app = LbtuiApp(fake, refresh_s=0.05)
+async def test_quit_confirmed_stops_the_engine_and_exits(engine: ConsoleEngine) -> None:
+    app = LbtuiApp(engine, refresh_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         await pilot.press("q")
         assert await confirm(pilot, app) == QUIT_EMBEDDED
         await wait_until(lambda: app.return_value is not None, "the app to exit")
-    assert fake.running is False
-    assert fake.commands == [Stop()]
+    assert engine.runner.wait(10) and not engine.engine.running
+    assert engine.commands == [Stop()]
     assert app.return_value is not None and app.return_value.ok
 
 
-async def test_quit_cancelled_keeps_running() -> None:
-    fake = FakeEngine()
-    app = LbtuiApp(fake, refresh_s=0.05)
+async def test_quit_cancelled_keeps_running(engine: ConsoleEngine) -> None:
+    app = LbtuiApp(engine, refresh_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         await pilot.press("q")
         await confirm(pilot, app, yes=False)
         refreshes = app.refreshes
         await wait_until(lambda: app.refreshes > refreshes, "refreshes to go on", pilot)
-        assert app.is_running and fake.running
-        assert fake.commands == []
+        assert app.is_running and engine.engine.running
+        assert engine.commands == []
 
 
-async def test_quit_when_attached_leaves_the_load_balancer_running() -> None:
-    fake = FakeEngine()
-    app = LbtuiApp(fake, refresh_s=0.05, attached=True)
+async def test_quit_when_attached_leaves_the_load_balancer_running(engine: ConsoleEngine) -> None:
+    app = LbtuiApp(engine, refresh_s=0.05, attached=True)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         await pilot.press("q")
         assert await confirm(pilot, app) == QUIT_ATTACHED
         await wait_until(lambda: not app.is_running, "the app to exit")
-    assert fake.running is True
-    assert fake.commands == []
+    assert engine.engine.running
+    assert engine.commands == []
 
 
 # ---- help, palette, conntrack ------------------------------------------------------------------
 
 
-async def test_help_lists_every_binding() -> None:
-    app = LbtuiApp(FakeEngine(), refresh_s=0.05)
+async def test_help_lists_every_binding(engine: ConsoleEngine) -> None:
+    app = LbtuiApp(engine, refresh_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         await pilot.press("question_mark")
@@ -417,72 +442,78 @@ async def test_help_lists_every_binding() -> None:
         assert not isinstance(app.screen, HelpScreen)
 
 
-async def test_filter_narrows_the_conntrack_rows_and_asks_the_engine() -> None:
-    fake = FakeEngine()
-    app = LbtuiApp(fake, refresh_s=0.05)
+async def test_filter_narrows_the_conntrack_rows_and_asks_the_engine(engine: ConsoleEngine) -> None:
+    app = LbtuiApp(engine, refresh_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         table = app.conntrack.query_one(FlowTable)
-        assert table.row_count == 24
-        await pilot.press("slash")
+        assert table.row_count == 52
+        await pilot.press("2", "slash")  # `/` filters the pane you are in
         assert app.tabs.active == "conntrack"
         await pilot.press(*"192.168", "enter")
         await pilot.pause()
-        assert 0 < table.row_count < 24
+        assert table.row_count == 4  # the routed clients
         assert all(key.split("|")[1].startswith("192.168.") for key in table.row_keys)
         # the engine is asked for the matching flows among all of them, not just the ones shown
         answered = lambda: app.snapshot and app.snapshot.flow_query.text == "192.168"  # noqa: E731
         await wait_until(answered, "the answer", pilot)
-        assert FlowQuery(text="192.168") in fake.flow_queries
+        assert FlowQuery(text="192.168") in engine.flow_queries
         await pilot.pause()
         status = static_text(app.conntrack.query_one("#ct-status", Static))
-        n = table.row_count
-        assert f"showing {n} of {n} matching flows (24 in conntrack)" in status and "'192.168'" in status
+        assert "showing 4 of 4 matching flows (52 in conntrack)" in status and "'192.168'" in status
 
         await pilot.press("slash", "escape")
         await pilot.pause()
-        assert table.row_count == 24
+        assert table.row_count == 52
 
 
-async def test_sort_cycles_bytes_age_idle_backend() -> None:
-    fake = FakeEngine()
-    app = LbtuiApp(fake, refresh_s=0.05)
+async def test_sort_cycles_bytes_age_idle_backend(engine: ConsoleEngine) -> None:
+    app = LbtuiApp(engine, refresh_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         flows = app.snapshot.flows if app.snapshot else ()
         table = app.conntrack.query_one(FlowTable)
 
-        def first_client() -> str:
-            return table.row_keys[0].split("|")[1]
+        def first_flow() -> str:
+            return table.row_keys[0]
 
-        assert first_client() == max(flows, key=lambda f: f.bytes_in + f.bytes_out).client
+        def key(f: Any) -> str:
+            return f"{f.protocol}|{f.client}|{f.vip}"
+
+        assert first_flow() == key(max(flows, key=lambda f: f.bytes_in + f.bytes_out))
         await pilot.press("s")
         assert app.conntrack.sort == "age"
-        assert first_client() == max(flows, key=lambda f: f.age_s).client
+        oldest = max(f.age_s for f in flows)
+        assert next(f for f in flows if key(f) == first_flow()).age_s == oldest
         await pilot.press("s")
         assert app.conntrack.sort == "idle"
-        assert first_client() == max(flows, key=lambda f: f.idle_s).client
+        most_idle = max(f.idle_s for f in flows)
+        assert next(f for f in flows if key(f) == first_flow()).idle_s == most_idle
         await pilot.press("s")
         assert app.conntrack.sort == "backend"
         assert [k for k in table.row_keys] == sorted(table.row_keys, key=lambda k: table.get_row(k)[2])
         await pilot.press("s")
         assert app.conntrack.sort == "bytes"
-        await wait_until(lambda: FlowQuery(sort="backend") in fake.flow_queries, "the engine asked", pilot)
+        await wait_until(lambda: FlowQuery(sort="backend") in engine.flow_queries, "the engine asked", pilot)
 
 
 async def test_big_conntrack_shows_the_bounded_view_and_the_real_total() -> None:
-    app = LbtuiApp(FakeEngine().big_flows(1_000_000), refresh_s=0.05)
-    async with app.run_test(size=SIZE) as pilot:
-        await started(app, pilot)
-        await pilot.press("2")
-        status = static_text(app.conntrack.query_one("#ct-status", Static))
-        assert "showing 200 of 1,000,000 flows" in status
-        assert app.conntrack.query_one(FlowTable).row_count == 200
-        assert "conntrack 2.0M/2.1M" in static_text(app.summary)
+    engine = ConsoleEngine(big_flows=100_000)
+    try:
+        app = LbtuiApp(engine, refresh_s=0.05)
+        async with app.run_test(size=SIZE) as pilot:
+            await started(app, pilot)
+            await pilot.press("2")
+            status = static_text(app.conntrack.query_one("#ct-status", Static))
+            assert "showing 200 of 100,052 flows" in status
+            assert app.conntrack.query_one(FlowTable).row_count == 200
+            assert "conntrack 200k/262k" in static_text(app.summary)
+    finally:
+        engine.shutdown()
 
 
-async def test_command_palette_offers_the_actions() -> None:
-    app = LbtuiApp(FakeEngine(), refresh_s=0.05)
+async def test_command_palette_offers_the_actions(engine: ConsoleEngine) -> None:
+    app = LbtuiApp(engine, refresh_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         await pilot.press("ctrl+p")
@@ -511,51 +542,48 @@ async def test_command_palette_offers_the_actions() -> None:
 # ---- events, access log, lost connection --------------------------------------------------------
 
 
-async def test_events_and_access_log_panes() -> None:
-    fake = FakeEngine(grow=True)
-    app = LbtuiApp(fake, refresh_s=0.01)
+async def test_events_and_access_log_panes(growing: ConsoleEngine) -> None:
+    app = LbtuiApp(growing, refresh_s=0.01)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(lambda: app.refreshes >= 4, "a few refreshes", pilot)
         events = await pane_text(pilot, app, "6", app.event_log)
-        assert "engine started with configs/demo.toml" in events
+        assert "load balancer running on lb0 with 2 proxies" in events
         assert events.count("circuit closed -> open") == 1  # each event once, however many polls
-        fake.grow = False  # hold the log still while reading it
+        growing.grow = False  # hold the log still while reading it
         await pilot.press("5")
         last = app.refreshes
         await wait_until(lambda: app.refreshes > last + 1, "a refresh", pilot)
         access = log_lines(app.access_log)
         # Every line of the log exactly once, in order: the client port counts up by one per line.
-        ports = [int(line.split()[0].rsplit(":", 1)[1]) for line in access]
-        assert ports == list(range(41000, 41000 + len(ports)))
+        ports = [json.loads(line)["client_port"] for line in access]
+        assert len(ports) > 3 and ports == list(range(41000, 41000 + len(ports)))
         assert app.snapshot is not None and access[-1] == app.snapshot.access_log_tail[-1]
 
 
-async def test_lost_connection_shows_a_banner_and_recovers() -> None:
-    fake = FakeEngine()
-    app = LbtuiApp(fake, refresh_s=0.02, attached=True)
+async def test_lost_connection_shows_a_banner_and_recovers(engine: ConsoleEngine) -> None:
+    app = LbtuiApp(engine, refresh_s=0.02, attached=True)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
-        fake.snapshot_error = ConnectionRefusedError("/run/lbtui/lbtui.sock: connection refused")
+        engine.snapshot_error = ConnectionRefusedError("/run/lbtui/lbtui.sock: connection refused")
         await wait_until(lambda: app.banner.display, "the banner", pilot)
         assert static_text(app.banner).startswith(
             "lost connection to the instance: /run/lbtui/lbtui.sock: connection refused"
         )
-        calls = fake.snapshot_calls
-        await wait_until(lambda: fake.snapshot_calls > calls + 2, "retries", pilot)
+        calls = engine.snapshot_calls
+        await wait_until(lambda: engine.snapshot_calls > calls + 2, "retries", pilot)
         assert app.is_running
 
-        fake.snapshot_error = None
+        engine.snapshot_error = None
         await wait_until(lambda: not app.banner.display, "the banner to go", pilot)
         assert "connection to the instance is back" in await pane_text(pilot, app, "6", app.event_log)
 
 
-async def test_a_stopped_engine_is_shown() -> None:
-    fake = FakeEngine()
-    app = LbtuiApp(fake, refresh_s=0.02, attached=True)
+async def test_a_stopped_engine_is_shown(engine: ConsoleEngine) -> None:
+    app = LbtuiApp(engine, refresh_s=0.02, attached=True)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         assert not app.banner.display
-        fake.running = False  # e.g. stopped with `lbtui ctl` while the console is attached
+        assert engine.runner.submit(Stop()).ok  # e.g. stopped with `lbtui ctl` while the console is attached
         await wait_until(lambda: app.banner.display, "the banner", pilot)
         assert static_text(app.banner) == "the load balancer has stopped"
         assert "stopped" in static_text(app.summary)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """lbtui backend-setup without a kernel: VIP parsing, which sysctls it changes, the state file."""
 
 from __future__ import annotations

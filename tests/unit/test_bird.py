@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """lbtui.bird: BIRD's control-socket replies parsed, templates rendered, a fake BIRD on a socket."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
+# SPDX-License-Identifier: Apache-2.0
 """Config loading: the example files, strict validation with key paths, round trips, fuzzing."""
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 import tomllib
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
@@ -27,6 +28,7 @@ from lbtui.config import (
     load_config,
     parse_config,
 )
+from lbtui.config.keys import Table, Tables, declared_keys
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.toml"))
@@ -127,6 +129,34 @@ def test_full_example_uses_every_key() -> None:
     assert config.proxy("nope") is None
 
 
+def test_full_toml_shows_every_declared_key_and_no_other() -> None:
+    """configs/full.toml documents the format: every key of every table, and only declared keys."""
+    shown: dict[type, set[str]] = {}
+
+    def walk(cls: type, table: dict[str, Any]) -> None:
+        declared = {d.name: d.key for d in declared_keys(cls)}
+        shown.setdefault(cls, set()).update(table)
+        for name, value in table.items():
+            assert name in declared, f"full.toml shows {name!r}, which {cls.__name__} does not declare"
+            kind = declared[name]
+            if isinstance(kind, Table):
+                walk(kind.cls, value)
+            elif isinstance(kind, Tables):
+                for item in value:
+                    walk(kind.cls, item)
+
+    def tables(cls: type) -> list[type]:
+        nested = [d.key.cls for d in declared_keys(cls) if isinstance(d.key, Table | Tables)]
+        return [cls, *(sub for table in nested for sub in tables(table))]
+
+    walk(Config, tomllib.loads((REPO / "configs" / "full.toml").read_text()))
+    for cls in tables(Config):
+        declared = declared_keys(cls)
+        assert all(d.key.doc for d in declared), f"{cls.__name__}: a key without a doc line"
+        missing = {d.name for d in declared} - shown.get(cls, set())
+        assert not missing, f"configs/full.toml does not show {sorted(missing)} of {cls.__name__}"
+
+
 def test_demo_config_matches_the_lab() -> None:
     config = load_config(REPO / "configs" / "demo.toml")
     web, dns = config.proxy("web"), config.proxy("dns-echo")
@@ -140,7 +170,7 @@ def test_demo_config_matches_the_lab() -> None:
     assert (dns.vip, dns.port, dns.protocol) == ("10.0.0.1", 5353, "udp")
     assert [b.key for b in dns.backends] == ["10.0.2.11:5353", "10.0.2.12:5353", "10.0.2.13:5353"]
     assert web.health is not None and (web.health.type, web.health.path) == ("http", "/healthz")
-    assert config.settings.metrics.enabled and config.settings.metrics.listen == "127.0.0.1:9100"
+    assert config.settings.metrics.enabled and config.settings.metrics.listen == "127.0.0.1:17100"
 
 
 def test_minimal_gets_defaults() -> None:
@@ -795,38 +825,8 @@ values = st.recursive(
 )
 
 
-def toml_value(value: Any) -> str:
-    """Inline TOML for any generated value (the tests' own writer, independent of config_to_toml)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, str):
-        return toml_key(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(item) for item in value) + "]"
-    assert isinstance(value, dict)
-    return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-
-
-def toml_key(text: str) -> str:
-    escaped = []
-    for char in text:
-        if char in '"\\' or ord(char) < 0x20 or ord(char) == 0x7F:
-            escaped.append(f"\\u{ord(char):04x}")
-        elif 0xD800 <= ord(char) <= 0xDFFF:
-            escaped.append("?")  # lone surrogates cannot be written in TOML
-        else:
-            escaped.append(char)
-    return '"' + "".join(escaped) + '"'
-
-
 def toml_document(document: dict[str, Any]) -> str:
-    return "".join(f"{toml_key(key)} = {toml_value(value)}\n" for key, value in document.items())
+    return tomli_w.dumps(document)  # the project's one TOML writer (config_to_toml uses it too)
 
 
 def check_parse(text: str) -> None:
@@ -936,7 +936,7 @@ def test_fuzz_text_mutations_of_full_example(data: st.DataObject) -> None:
 @pytest.mark.skipif(not (REPO / "lbtui" / "cli.py").exists(), reason="lbtui/cli.py not written yet")
 def test_cli_check(tmp_path: Path) -> None:
     def check(path: Path) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "lbtui", "--check", "-c", str(path)]
+        command = [sys.executable, "-m", "lbtui", "--check", "--config-only", "-c", str(path)]
         return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
 
     good = check(REPO / "configs" / "minimal.toml")

@@ -1,6 +1,7 @@
+# SPDX-License-Identifier: Apache-2.0
 """The control socket: JSON form of the model, server and client, robustness, socket file handling.
 
-No BPF: the engine is tests/support/fake_engine.py's FakeEngine (an in-memory EngineHandle).
+No BPF: the engine is the real one over the in-memory dataplane (tests/support/console_engine.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from lbtui.control_socket import (
     SocketEngineHandle,
     SocketInUse,
 )
-from tests.support.fake_engine import FakeEngine
+from tests.support.console_engine import ConsoleEngine
 
 # ---- helpers -----------------------------------------------------------------------------------
 
@@ -41,12 +42,14 @@ def sock_dir() -> Iterator[str]:
 
 
 @pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
+def engine() -> Iterator[ConsoleEngine]:
+    handle = ConsoleEngine(loops=False)  # no background publication: two snapshot() calls agree
+    yield handle
+    handle.shutdown()
 
 
 @pytest.fixture
-def server(engine: FakeEngine, sock_dir: str) -> Iterator[ControlServer]:
+def server(engine: ConsoleEngine, sock_dir: str) -> Iterator[ControlServer]:
     srv = ControlServer(engine, os.path.join(sock_dir, "lbtui.sock"), instance={"mode": "test"})
     srv.start()
     yield srv
@@ -116,11 +119,16 @@ def roundtrip(value: object) -> object:
     return json.loads(json.dumps(wire.encode_value(value), allow_nan=False))
 
 
-def test_snapshot_round_trip_is_exact():
-    snap = FakeEngine(grow=True).big_flows(300).snapshot()
+def test_snapshot_round_trip_is_exact(engine: ConsoleEngine):
+    snap = engine.snapshot()
     snap = model.Snapshot(
         **{
             **{f: getattr(snap, f) for f in snap.__dataclass_fields__},
+            "latency": (
+                *snap.latency,
+                model.LatencyView("dns", "10.0.4.12:53", model.Histogram((0.5, math.inf), (1, 2), 3, 1.5)),
+                model.LatencyView("dns", "10.0.4.13:53"),
+            ),
             "dns": (
                 model.DnsStatus("api.example", "web", ("10.0.9.1", "10.0.9.2"), 1.5, None, 0),
                 model.DnsStatus("db.example", "dns", (), None, "SERVFAIL", 3),
@@ -138,7 +146,9 @@ def test_snapshot_round_trip_is_exact():
     assert svc.backends[2].circuit is model.Circuit.OPEN
     assert isinstance(svc.rate_limit, model.RateLimitView)
     hist = back.latency[0].handshake
-    assert hist is not None and math.isinf(hist.bounds_ms[-1])
+    assert hist is not None and hist.count == 68 and hist.counts == snap.latency[0].handshake.counts  # type: ignore[union-attr]
+    infinite = back.latency[-2].handshake
+    assert infinite is not None and math.isinf(infinite.bounds_ms[-1])
     assert back.latency[-1].handshake is None
 
 
@@ -216,10 +226,10 @@ def test_bad_commands_are_refused_with_a_clear_message(data: object, message: st
     assert message in str(info.value)
 
 
-def test_snapshot_decoding_ignores_new_fields_but_checks_types():
-    data = roundtrip(FakeEngine().snapshot())
+def test_snapshot_decoding_ignores_new_fields_but_checks_types(engine: ConsoleEngine):
+    data = roundtrip(engine.snapshot())
     data["added_by_a_newer_server"] = 1  # type: ignore[index]
-    assert wire.decode_snapshot(data) == FakeEngine().snapshot()
+    assert wire.decode_snapshot(data) == engine.snapshot()
     data["services"][0]["backends"][0]["health"] = "sideways"  # type: ignore[index]
     with pytest.raises(wire.WireError, match=r"snapshot\.services\[0\]\.backends\[0\]\.health"):
         wire.decode_snapshot(data)
@@ -228,7 +238,9 @@ def test_snapshot_decoding_ignores_new_fields_but_checks_types():
 # ---- server and client ---------------------------------------------------------------------------
 
 
-def test_client_reads_snapshots_and_events_and_runs_commands(engine: FakeEngine, client: SocketEngineHandle):
+def test_client_reads_snapshots_and_events_and_runs_commands(
+    engine: ConsoleEngine, client: SocketEngineHandle
+):
     assert client.snapshot() == engine.snapshot()
     assert client.instance["pid"] == os.getpid() and client.instance["mode"] == "test"
     assert client.instance["protocol"] == wire.PROTOCOL_VERSION
@@ -236,8 +248,8 @@ def test_client_reads_snapshots_and_events_and_runs_commands(engine: FakeEngine,
     ok = client.submit(model.Drain("web", "10.0.2.11:8080", 5.0))
     assert ok.ok, ok.message
     assert engine.commands[-1] == model.Drain("web", "10.0.2.11:8080", 5.0)
-    refused = client.submit(model.Drain("web", "10.0.2.11:8080"))
-    assert not refused.ok and "already draining" in refused.message
+    refused = client.submit(model.Drain("web", "10.9.9.9:1"))
+    assert refused == model.CommandResult(False, "proxy 'web' has no backend 10.9.9.9:1")
     snap = client.snapshot()
     backend = snap.backend("web", "10.0.2.11:8080")
     assert backend is not None and backend.drain is model.DrainState.DRAINING
@@ -250,12 +262,15 @@ def test_client_reads_snapshots_and_events_and_runs_commands(engine: FakeEngine,
 
 
 def test_flow_queries_reach_the_engine_and_bad_ones_are_refused(
-    engine: FakeEngine, client: SocketEngineHandle, server: ControlServer
+    engine: ConsoleEngine, client: SocketEngineHandle, server: ControlServer
 ):
     query = model.FlowQuery(text="192.168 web", sort="age")
-    snap = client.snapshot(query)
+    first = client.snapshot(query)
     assert engine.flow_queries[-1] == query
-    assert snap.flow_query == query and snap.flows and snap.flows_matched == len(snap.flows)
+    assert first.flow_query == model.FlowQuery()  # the engine keeps every flow from the next sweep on
+    engine.sweep()
+    snap = client.snapshot(query)
+    assert snap.flow_query == query and len(snap.flows) == 4 and snap.flows_matched == 4
     assert all("192.168" in f.client for f in snap.flows)
     client.snapshot()
     assert engine.flow_queries[-1] is None  # the default view is asked for without a query
@@ -271,7 +286,7 @@ def test_flow_queries_reach_the_engine_and_bad_ones_are_refused(
     assert client.snapshot().running
 
 
-def test_client_is_thread_safe(engine: FakeEngine, client: SocketEngineHandle):
+def test_client_is_thread_safe(engine: ConsoleEngine, client: SocketEngineHandle):
     expected = engine.snapshot()
     errors: list[BaseException] = []
 
@@ -291,7 +306,7 @@ def test_client_is_thread_safe(engine: FakeEngine, client: SocketEngineHandle):
     assert not errors
 
 
-def test_client_reconnects_after_the_instance_restarts(engine: FakeEngine, sock_dir: str):
+def test_client_reconnects_after_the_instance_restarts(engine: ConsoleEngine, sock_dir: str):
     path = os.path.join(sock_dir, "lbtui.sock")
     first = ControlServer(engine, path)
     first.start()
@@ -305,9 +320,8 @@ def test_client_reconnects_after_the_instance_restarts(engine: FakeEngine, sock_
         second.start()
         try:
             assert client.snapshot() == engine.snapshot()
-            assert (
-                client.submit(model.Undrain("web", "10.0.2.13:8080")).message
-                == "10.0.2.13:8080 is not draining"
+            assert client.submit(model.Undrain("web", "10.0.2.13:8080")) == model.CommandResult(
+                True, "10.0.2.13:8080 back in rotation"
             )
         finally:
             second.stop()
@@ -325,7 +339,7 @@ def test_no_instance_gives_a_clear_connection_error(sock_dir: str):
     assert result_or_error is None
 
 
-def test_a_slow_command_does_not_hold_up_other_clients(engine: FakeEngine, server: ControlServer):
+def test_a_slow_command_does_not_hold_up_other_clients(engine: ConsoleEngine, server: ControlServer):
     release = threading.Event()
     entered = threading.Event()
     fast_submit = engine.submit
@@ -354,7 +368,7 @@ def test_a_slow_command_does_not_hold_up_other_clients(engine: FakeEngine, serve
     assert results and results[0].ok
 
 
-def test_engine_errors_become_error_replies(engine: FakeEngine, client: SocketEngineHandle):
+def test_engine_errors_become_error_replies(engine: ConsoleEngine, client: SocketEngineHandle):
     engine.snapshot_error = RuntimeError("maps unreadable")
     with pytest.raises(RemoteError, match="maps unreadable"):
         client.snapshot()
@@ -382,7 +396,7 @@ def test_request_level_errors(server: ControlServer):
     assert [r["ok"] for r in replies] == [True, False, False, True]
 
 
-def test_idle_connection_is_closed_and_the_client_reconnects(engine: FakeEngine, sock_dir: str):
+def test_idle_connection_is_closed_and_the_client_reconnects(engine: ConsoleEngine, sock_dir: str):
     srv = ControlServer(engine, os.path.join(sock_dir, "lbtui.sock"), idle_timeout_s=0.2)
     srv.start()
     try:
@@ -412,7 +426,7 @@ def test_idle_connection_is_closed_and_the_client_reconnects(engine: FakeEngine,
         srv.stop()
 
 
-def test_too_many_clients_get_an_error_and_are_closed(engine: FakeEngine, sock_dir: str):
+def test_too_many_clients_get_an_error_and_are_closed(engine: ConsoleEngine, sock_dir: str):
     srv = ControlServer(engine, os.path.join(sock_dir, "lbtui.sock"), max_clients=3)
     srv.start()
     clients = [SocketEngineHandle(srv.path) for _ in range(3)]
@@ -509,7 +523,9 @@ def malformed_payloads(n: int, seed: int = 1234) -> list[bytes]:
     return out[:n]
 
 
-def test_malformed_requests_from_many_clients_never_crash_or_hang(engine: FakeEngine, server: ControlServer):
+def test_malformed_requests_from_many_clients_never_crash_or_hang(
+    engine: ConsoleEngine, server: ControlServer
+):
     payloads = malformed_payloads(1000)
     assert len(payloads) == 1000
     # warm up both thread pools so the counts below compare like with like
@@ -564,7 +580,7 @@ def test_malformed_requests_from_many_clients_never_crash_or_hang(engine: FakeEn
     assert len(engine.commands) == commands_before
     after = SocketEngineHandle(server.path)
     assert after.snapshot() == expected
-    assert after.submit(model.Undrain("web", "10.0.2.11:8080")).message == "10.0.2.11:8080 is not draining"
+    assert after.submit(model.Undrain("web", "10.0.2.11:8080")).message == "10.0.2.11:8080 back in rotation"
     after.close()
 
     # bounded: every connection's fd is closed again, no thread per client, memory about the same
@@ -576,7 +592,7 @@ def test_malformed_requests_from_many_clients_never_crash_or_hang(engine: FakeEn
     assert rss_kib() - rss_before < 64 * 1024
 
 
-def test_server_survives_clients_that_vanish_mid_request(engine: FakeEngine, server: ControlServer):
+def test_server_survives_clients_that_vanish_mid_request(engine: ConsoleEngine, server: ControlServer):
     accepted = server.accepted
     for i in range(100):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -590,7 +606,7 @@ def test_server_survives_clients_that_vanish_mid_request(engine: FakeEngine, ser
 # ---- the socket file -------------------------------------------------------------------------------
 
 
-def test_socket_is_0600_in_a_0700_directory_and_removed_on_stop(engine: FakeEngine, sock_dir: str):
+def test_socket_is_0600_in_a_0700_directory_and_removed_on_stop(engine: ConsoleEngine, sock_dir: str):
     path = os.path.join(sock_dir, "run", "lbtui", "lbtui.sock")
     srv = ControlServer(engine, path)
     srv.start()
@@ -605,7 +621,7 @@ def test_socket_is_0600_in_a_0700_directory_and_removed_on_stop(engine: FakeEngi
     assert not os.path.exists(path)
 
 
-def test_stale_socket_is_replaced(engine: FakeEngine, sock_dir: str):
+def test_stale_socket_is_replaced(engine: ConsoleEngine, sock_dir: str):
     path = os.path.join(sock_dir, "lbtui.sock")
     crashed = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     crashed.bind(path)
@@ -619,8 +635,8 @@ def test_stale_socket_is_replaced(engine: FakeEngine, sock_dir: str):
         srv.stop()
 
 
-def test_live_socket_is_not_taken_over(engine: FakeEngine, server: ControlServer):
-    second = ControlServer(FakeEngine(), server.path)
+def test_live_socket_is_not_taken_over(engine: ConsoleEngine, server: ControlServer):
+    second = ControlServer(engine, server.path)
     with pytest.raises(SocketInUse, match=rf"is used by a running lbtui \(pid {os.getpid()}\)"):
         second.start()
     # the first instance is untouched
@@ -628,7 +644,7 @@ def test_live_socket_is_not_taken_over(engine: FakeEngine, server: ControlServer
     assert SocketEngineHandle(server.path).snapshot() == engine.snapshot()
 
 
-def test_a_path_that_is_not_a_socket_is_left_alone(engine: FakeEngine, sock_dir: str):
+def test_a_path_that_is_not_a_socket_is_left_alone(engine: ConsoleEngine, sock_dir: str):
     path = os.path.join(sock_dir, "lbtui.sock")
     Path(path).write_text("not a socket")
     with pytest.raises(SocketInUse, match="is not a socket"):
@@ -636,7 +652,7 @@ def test_a_path_that_is_not_a_socket_is_left_alone(engine: FakeEngine, sock_dir:
     assert Path(path).read_text() == "not a socket"
 
 
-def test_another_listener_on_the_path_is_not_taken_over(engine: FakeEngine, sock_dir: str):
+def test_another_listener_on_the_path_is_not_taken_over(engine: ConsoleEngine, sock_dir: str):
     path = os.path.join(sock_dir, "lbtui.sock")
     other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     other.bind(path)
@@ -659,7 +675,7 @@ def test_another_listener_on_the_path_is_not_taken_over(engine: FakeEngine, sock
     assert os.path.exists(path)
 
 
-def test_stop_leaves_a_newer_instances_socket_alone(engine: FakeEngine, sock_dir: str):
+def test_stop_leaves_a_newer_instances_socket_alone(engine: ConsoleEngine, sock_dir: str):
     path = os.path.join(sock_dir, "lbtui.sock")
     old = ControlServer(engine, path)
     old.start()
@@ -677,7 +693,9 @@ def test_stop_leaves_a_newer_instances_socket_alone(engine: FakeEngine, sock_dir
 
 @pytest.mark.root
 @pytest.mark.requires("setpriv")
-def test_other_users_are_refused_even_if_the_socket_mode_is_opened(engine: FakeEngine, server: ControlServer):
+def test_other_users_are_refused_even_if_the_socket_mode_is_opened(
+    engine: ConsoleEngine, server: ControlServer
+):
     import subprocess
     import sys
 

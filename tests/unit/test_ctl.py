@@ -1,4 +1,6 @@
-"""`lbtui ctl`: commands, output and exit codes against a control socket served from a FakeEngine."""
+# SPDX-License-Identifier: Apache-2.0
+"""`lbtui ctl`: commands, output and exit codes against a control socket served by the real Engine
+over the in-memory dataplane (tests/support/console_engine.py)."""
 
 from __future__ import annotations
 
@@ -15,15 +17,18 @@ from pathlib import Path
 import pytest
 
 from lbtui import ctl, model, wire
+from lbtui.config import ConfigError, load_config
 from lbtui.control_socket import ControlServer
-from tests.support.fake_engine import BAD_RELOAD_MESSAGE, FakeEngine
+from tests.support.console_engine import ConsoleEngine
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
+def engine() -> Iterator[ConsoleEngine]:
+    handle = ConsoleEngine(loops=False)
+    yield handle
+    handle.shutdown()
 
 
 @pytest.fixture
@@ -34,7 +39,7 @@ def sock_dir() -> Iterator[str]:
 
 
 @pytest.fixture
-def sock(engine: FakeEngine, sock_dir: str) -> Iterator[str]:
+def sock(engine: ConsoleEngine, sock_dir: str) -> Iterator[str]:
     srv = ControlServer(engine, os.path.join(sock_dir, "lbtui.sock"))
     srv.start()
     yield srv.path
@@ -47,14 +52,15 @@ def run(sock: str, *args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def test_status_lists_every_backend_per_proxy(sock: str):
+def test_status_lists_every_backend_per_proxy(engine: ConsoleEngine, sock: str):
     code, out, err = run(sock, "status")
     assert code == 0, err
-    assert f"pid {os.getpid()}" in out and "up 1h02m03s" in out and "configs/demo.toml" in out
+    assert f"pid {os.getpid()}" in out and "up 1h02m03s" in out and f"config {engine.config_path}" in out
+    assert "conntrack: 52 flows (44 tcp, 8 udp), 104/262144 entries" in out
     lines = out.splitlines()
     web = next(i for i, line in enumerate(lines) if line.startswith("web "))
     dns = next(i for i, line in enumerate(lines) if line.startswith("dns "))
-    assert "10.0.0.1:80/tcp" in lines[web] and "74 active flows" in lines[web]
+    assert "10.0.0.1:80/tcp" in lines[web] and "41 active flows" in lines[web]
     assert "per-source 100/s burst 200" in lines[web]
     assert lines[web + 1].split() == [
         "BACKEND", "GROUP", "WEIGHT", "EFF", "HEALTH", "CIRCUIT", "DRAIN", "ACTIVE", "NEW/S", "NOTE"
@@ -67,8 +73,9 @@ def test_status_lists_every_backend_per_proxy(sock: str):
         "up",
         "closed",
         "active",
-        "42",
-        "31.5",
+        "24",
+        "8.3",
+        "ok",
     ]
     assert lines[web + 4].split()[:9] == [
         "10.0.2.13:8080",
@@ -81,7 +88,7 @@ def test_status_lists_every_backend_per_proxy(sock: str):
         "0",
         "0.0",
     ]
-    assert "health: down" in lines[web + 4]
+    assert lines[web + 4].endswith("health down, circuit open")
     assert lines[web + 5].split()[:2] == ["10.0.3.10:8080", "192.168.0.0/16"]
     assert lines[dns + 2].split() == [
         "10.0.4.10:53",
@@ -91,12 +98,13 @@ def test_status_lists_every_backend_per_proxy(sock: str):
         "unknown",
         "-",
         "active",
-        "12",
-        "8.0",
+        "4",
+        "1.3",
+        "ok",
     ]
 
 
-def test_status_json_is_the_snapshot(engine: FakeEngine, sock: str):
+def test_status_json_is_the_snapshot(engine: ConsoleEngine, sock: str):
     code, out, _ = run(sock, "status", "--json")
     assert code == 0
     data = json.loads(out)
@@ -104,51 +112,56 @@ def test_status_json_is_the_snapshot(engine: FakeEngine, sock: str):
     assert wire.decode_snapshot(data["snapshot"]) == engine.snapshot()
 
 
-def test_drain_then_undrain(engine: FakeEngine, sock: str):
+def test_drain_then_undrain(engine: ConsoleEngine, sock: str):
     code, out, err = run(sock, "drain", "web", "10.0.2.11:8080", "--timeout", "30")
     assert (code, err) == (0, "") and "draining" in out
     assert engine.commands[-1] == model.Drain("web", "10.0.2.11:8080", 30.0)
     assert engine.backend("web", "10.0.2.11:8080").drain is model.DrainState.DRAINING
 
-    code, out, err = run(sock, "drain", "web", "10.0.2.11:8080")
+    code, out, err = run(sock, "drain", "web", "10.9.9.9:1")
     assert code == 1 and out == ""
-    assert err == "lbtui ctl: refused: 10.0.2.11:8080 is already draining\n"
+    assert err == "lbtui ctl: refused: proxy 'web' has no backend 10.9.9.9:1\n"
 
     code, out, _ = run(sock, "undrain", "web", "10.0.2.11:8080")
-    assert code == 0 and "active again" in out
+    assert code == 0 and "10.0.2.11:8080 back in rotation" in out
     assert engine.commands[-1] == model.Undrain("web", "10.0.2.11:8080")
 
 
-def test_weight(engine: FakeEngine, sock: str):
+def test_weight(engine: ConsoleEngine, sock: str):
     assert run(sock, "weight", "web", "10.0.2.12:8080", "7")[0] == 0
-    assert engine.backend("web", "10.0.2.12:8080").weight == 7
+    assert engine.backend("web", "10.0.2.12:8080").configured_weight == 7
     code, _, err = run(sock, "weight", "web", "10.0.2.12:8080", "0")
-    assert code == 1 and "weight must be a positive integer" in err
+    assert code == 1 and "weight must be an integer 1..2147483647, got 0" in err
     code, _, err = run(sock, "weight", "web", "10.9.9.9:1", "2")
-    assert code == 1 and "no backend 10.9.9.9:1" in err
+    assert code == 1 and "proxy 'web' has no backend 10.9.9.9:1" in err
 
 
-def test_ratelimit(engine: FakeEngine, sock: str):
+def test_ratelimit(engine: ConsoleEngine, sock: str):
     assert run(sock, "ratelimit", "web", "--per-source", "50/80", "--per-backend", "0")[0] == 0
     assert engine.commands[-1] == model.SetRateLimit("web", 50, 80, 0, None)
     assert run(sock, "ratelimit", "web", "--per-backend", "900")[0] == 0
     assert engine.commands[-1] == model.SetRateLimit("web", None, None, 900, None)
 
 
-def test_reload(engine: FakeEngine, sock: str, sock_dir: str):
+def test_reload(engine: ConsoleEngine, sock: str, sock_dir: str):
     code, out, _ = run(sock, "reload")
-    assert code == 0 and "reloaded configs/demo.toml" in out
+    assert code == 0 and "nothing changed" in out
     assert engine.commands[-1] == model.Reload(None)
     # a relative path is sent absolute: the instance does not share our working directory
     code, _, _ = run(sock, "reload", "--file", "configs/other.toml")
-    assert code == 0
+    assert code == 1
     assert engine.commands[-1] == model.Reload(os.path.abspath("configs/other.toml"))
-    engine.reload_should_fail = True
+    with open(engine.config_path) as f:
+        good = f.read()
+    with open(engine.config_path, "w") as f:
+        f.write(good.replace("port = 80\n", "port = 0\n", 1))
+    with pytest.raises(ConfigError) as refused:
+        load_config(engine.config_path)
     code, out, err = run(sock, "--json", "reload")
     assert code == 1
     assert json.loads(out) == {
         "ok": False,
-        "message": BAD_RELOAD_MESSAGE,
+        "message": str(refused.value),
         "command": {"type": "Reload", "path": None},
     }
 
@@ -156,7 +169,7 @@ def test_reload(engine: FakeEngine, sock: str, sock_dir: str):
 def test_options_before_or_after_the_command(sock: str):
     assert ctl.main(["status", "--socket", sock], out=io.StringIO(), err=io.StringIO()) == 0
     out = io.StringIO()
-    assert ctl.main(["--json", "--socket", sock, "undrain", "web", "10.0.2.13:8080"], out=out) == 1
+    assert ctl.main(["--json", "--socket", sock, "undrain", "web", "10.9.9.9:1"], out=out) == 1
     assert json.loads(out.getvalue())["ok"] is False
 
 

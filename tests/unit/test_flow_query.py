@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The conntrack view's queries: filter and sort over every live flow, then bounded.
 
 The real sweep runs on conntrack arrays in the map's own layout (the dtypes of structs.py); the
@@ -15,7 +16,7 @@ import pytest
 from lbtui import model
 from lbtui.control import conntrack
 from lbtui.dataplane import structs
-from lbtui.dataplane.maps import CT_ENTRY_DTYPE, CT_KEY_DTYPE
+from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE
 from lbtui.widgets.conntrack import SORTS, flow_matches
 
 NOW = 10_000 * 10**9

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Config fuzzing (checker and strategies: tests/fuzz/configs.py; 10,000 examples: bench/fuzz_config.py).
 
 parse_config/load_config only ever raise ConfigError; every issue has a message and a key path into
@@ -18,6 +19,8 @@ from hypothesis import strategies as st
 
 from lbtui import config as lbconfig
 from lbtui.config import ConfigError, ConfigIssue
+from lbtui.config.keys import INVALID, Items, Table, Tables, Text, declared_keys
+from lbtui.config.validate import Validator
 from tests.fuzz import configs as fuzzing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,7 +63,7 @@ def test_parse_key_path_rejects_malformed(text: str) -> None:
 
 def test_key_paths_written_by_the_validator_parse_back() -> None:
     for key in ["plain", "a.b", "x y", "", "é", '"q"', "[0]"]:
-        path = lbconfig._join("proxy[1]", key)
+        path = lbconfig.join_key("proxy[1]", key)
         assert fuzzing.parse_key_path(path) == ["proxy", 1, key]
 
 
@@ -73,18 +76,27 @@ def test_resolve_key_path() -> None:
     assert not fuzzing.resolve_key_path(document, ["proxy", "0"])
 
 
-def test_schema_names_every_key_the_loader_knows() -> None:
-    schema = fuzzing.config_schema()
-    proxy = schema["proxy"][0]
-    assert set(schema) == set(lbconfig._TOP_KEYS)
-    assert set(schema["settings"]) == set(lbconfig._SETTINGS_KEYS)
-    assert set(schema["settings"]["metrics"]) == set(lbconfig._METRICS_KEYS)
-    assert set(schema["settings"]["access_log"]) == set(lbconfig._ACCESS_LOG_KEYS)
-    assert set(proxy) == set(lbconfig._PROXY_KEYS)
-    assert set(proxy["health"]) == set(lbconfig._HEALTH_KEYS)
-    assert set(proxy["circuit_breaker"]) == set(lbconfig._CIRCUIT_KEYS)
-    assert set(proxy["backend"][0]) == set(lbconfig._BACKEND_KEYS)
-    assert set(proxy["source_route"][0]) == set(lbconfig._ROUTE_KEYS)
+def test_every_string_format_has_samples_that_the_format_agrees_with() -> None:
+    """The fuzzer's samples per string format (derived from the declarations) are right about it."""
+    formats = {}
+
+    def collect(cls: type) -> None:
+        for d in declared_keys(cls):
+            key = d.key.item if isinstance(d.key, Items) else d.key
+            if isinstance(key, Text) and key.format is not None:
+                formats[key.format.name] = key.format
+            if isinstance(key, Table | Tables):
+                collect(key.cls)
+
+    collect(lbconfig.Config)
+    assert {"ip", "endpoint", "host", "cidr", "name", "socket"} <= set(formats)
+    for name, fmt in formats.items():
+        valid, invalid = fuzzing._STRING_SAMPLES[name]
+        for text in valid:
+            validator = Validator("f.toml")
+            assert Text("", format=fmt).check(text, "k", validator) is not INVALID, validator.issues
+        for text in invalid:
+            assert Text("", format=fmt).check(text, "k", Validator("f.toml")) is INVALID, (name, text)
 
 
 toml_keys = st.text(max_size=6)
@@ -98,9 +110,9 @@ toml_values = st.recursive(
 
 
 @fuzz(100)
-@given(st.dictionaries(toml_keys, toml_values, max_size=4), st.booleans())
-def test_toml_writer_round_trips(document: dict[str, Any], sections: bool) -> None:
-    text = fuzzing.toml_document(document, sections=sections)
+@given(st.dictionaries(toml_keys, toml_values, max_size=4))
+def test_toml_writer_round_trips(document: dict[str, Any]) -> None:
+    text = fuzzing.toml_document(document)
     assert tomllib.loads(text) == document
 
 
@@ -142,7 +154,7 @@ def test_file_level_issues_for_bad_toml_and_bytes(tmp_path: Path) -> None:
 def test_extreme_numbers_give_key_paths(key: str, value: Any) -> None:
     minimal = (REPO / "configs" / "minimal.toml").read_text()
     assert "[settings]" not in minimal
-    check = fuzzing.check_config_text(f"[settings]\n{key} = {fuzzing.toml_inline(value)}\n\n{minimal}")
+    check = fuzzing.check_config_text(f"[settings]\n{key} = {fuzzing.toml_value(value)}\n\n{minimal}")
     assert_contract(check)
     assert check.outcome == "invalid"
     assert any(issue.key_path == f"settings.{key}" for issue in check.issues)

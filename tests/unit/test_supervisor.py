@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 import asyncio
 import random
 from collections.abc import Callable, Coroutine
@@ -354,15 +355,27 @@ def test_reconfigure_keeps_state_of_unchanged_backends() -> None:
 
 def test_syn_timeout_counter_counts_each_flow_once() -> None:
     counter = SynTimeoutCounter()
-    assert counter.observe([("f1", A, 1.0), ("f2", A, 0.5)], timeout_s=3.0) == {}
-    assert counter.observe([("f1", A, 3.0), ("f2", A, 2.5), ("f3", B, 4.0)], timeout_s=3.0) == {A: 1, B: 1}
-    assert counter.observe([("f1", A, 3.25), ("f2", A, 3.0), ("f3", B, 4.25)], timeout_s=3.0) == {A: 1}
-    assert counter.observe([("f1", A, 9.0), ("f2", A, 9.0), ("f3", B, 9.0)], timeout_s=3.0) == {}
+
+    def observe(*flows: tuple[str, BackendKey, float]) -> dict[BackendKey, int]:
+        return counter.observe((flow, backend, age, 3.0) for flow, backend, age in flows)
+
+    assert observe(("f1", A, 1.0), ("f2", A, 0.5)) == {}
+    assert observe(("f1", A, 3.0), ("f2", A, 2.5), ("f3", B, 4.0)) == {A: 1, B: 1}
+    assert observe(("f1", A, 3.25), ("f2", A, 3.0), ("f3", B, 4.25)) == {A: 1}
+    assert observe(("f1", A, 9.0), ("f2", A, 9.0), ("f3", B, 9.0)) == {}
     # f1 disappeared (answered or expired): forgotten, so memory follows the latest call only.
-    assert counter.observe([("f2", A, 9.5)], timeout_s=3.0) == {}
+    assert observe(("f2", A, 9.5)) == {}
     assert counter._counted == {"f2"}
     # The same id seen again later is a new flow.
-    assert counter.observe([("f1", A, 3.5)], timeout_s=3.0) == {A: 1}
+    assert observe(("f1", A, 3.5)) == {A: 1}
+
+
+def test_syn_timeout_counter_with_a_timeout_per_flow() -> None:
+    counter = SynTimeoutCounter()
+    flows = [("f1", A, 2.0, 1.0), ("f2", B, 2.0, 3.0)]
+    assert counter.observe(flows) == {A: 1}
+    assert counter.observe([("f1", A, 2.5, 1.0), ("f2", B, 3.5, 3.0)]) == {B: 1}
+    assert counter.observe([("f1", A, 3.0, 1.0), ("f2", B, 4.0, 3.0)]) == {}
 
 
 # ---- real sockets -------------------------------------------------------------------------------

@@ -1,0 +1,136 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Validation: walks a parsed TOML document along the declarations (schema.py), collecting every issue.
+
+Each table is checked key by key (unknown keys, missing required ones, each value by its kind), then by
+the rules of its class below: what involves several keys of one table. A table with an issue is not
+built, but its valid values stay visible (`Checked.values`), so the rules of its table and of arrays
+above it still run and report their own issues: one bad key never hides another problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lbtui.config.errors import ConfigIssue, describe, join_key
+from lbtui.config.keys import INVALID, NO_DEFAULT, Checked, Table, declared_keys, key_of
+from lbtui.config.schema import (
+    BackendConfig,
+    Config,
+    HealthConfig,
+    ProxyConfig,
+    Settings,
+    SourceRouteConfig,
+    TokenBucket,
+)
+
+
+class Validator:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.issues: list[ConfigIssue] = []
+        # settings.table_size once [settings] is checked; every backend group must fit it
+        self.table_size: int = Settings.table_size
+
+    def error(self, key_path: str, message: str) -> None:
+        self.issues.append(ConfigIssue(self.file, key_path, message))
+
+    def document(self, document: dict[str, Any]) -> Config | None:
+        checked = self.table(Config, document, "")
+        return None if checked is None else checked.value
+
+    def table(self, cls: type, value: Any, path: str) -> Checked | None:
+        """Check one table against the declaration of `cls`; None if it is not a table at all."""
+        if not isinstance(value, dict):
+            self.error(path, f"expected a table, got {describe(value)}")
+            return None
+        issues_before = len(self.issues)
+        declared = declared_keys(cls)
+        allowed = [d.name for d in declared]
+        for name in value:
+            if name not in allowed:
+                self.error(join_key(path, name), f"unknown key {name!r} (allowed: {', '.join(allowed)})")
+        checked = Checked(path, value)
+        for d in declared:
+            key_path = join_key(path, d.name)
+            if d.name not in value:
+                if d.key.required:
+                    self.error(key_path, d.key.missing_message())
+                elif d.default is NO_DEFAULT and isinstance(d.key, Table):
+                    checked.values[d.field] = d.key.check({}, key_path, self)  # a table of defaults
+                continue
+            refusal = d.key.not_with.refusal(value, d.name) if d.key.not_with is not None else None
+            if refusal is not None:
+                self.error(key_path, refusal)
+            converted = d.key.check(value[d.name], key_path, self)  # refused or not: report what is wrong
+            if converted is not INVALID and refusal is None:
+                checked.values[d.field] = converted
+        rule = RULES.get(cls)
+        if rule is not None:
+            rule(checked, self)
+        if len(self.issues) == issues_before:
+            checked.value = cls(**checked.values)
+        return checked
+
+
+# ---- rules: what involves more than one key -----------------------------------------------------
+
+
+def _settings(table: Checked, walk: Validator) -> None:
+    walk.table_size = table.values.get("table_size", Settings.table_size)
+
+
+def _group_fits(table: Checked, walk: Validator, toml_key: str) -> None:
+    # Every selection algorithm spreads a group over table_size slots.
+    backends = table.values.get("backends", ())
+    if len(backends) > walk.table_size:
+        walk.error(
+            table.at(toml_key), f"{len(backends)} backends do not fit settings.table_size = {walk.table_size}"
+        )
+
+
+def _proxy(table: Checked, walk: Validator) -> None:
+    _group_fits(table, walk, "backend")
+
+
+def _source_route(table: Checked, walk: Validator) -> None:
+    _group_fits(table, walk, "backends")
+
+
+def _backend(table: Checked, walk: Validator) -> None:
+    has_address, has_host = "address" in table.raw, "host" in table.raw
+    if has_address and has_host:
+        walk.error(table.path, "give either address or host + port, not both")
+    elif not has_address and not has_host:
+        walk.error(table.path, 'missing address: give address = "ip:port" or host + port')
+    elif has_host and "port" not in table.raw:
+        walk.error(table.at("port"), key_of(BackendConfig, "port").key.missing_message())
+
+
+def _health(table: Checked, walk: Validator) -> None:
+    values = table.values
+    interval_ms = values.get("interval_ms", HealthConfig.interval_ms)
+    if "timeout_ms" not in table.raw:
+        # Without an explicit timeout, a short interval shortens the default timeout with it.
+        values["timeout_ms"] = min(HealthConfig.timeout_ms, interval_ms)
+    elif values.get("timeout_ms", 0) > interval_ms:
+        walk.error(
+            table.at("timeout_ms"),
+            f"must not be larger than interval_ms ({interval_ms}), got {values['timeout_ms']}",
+        )
+
+
+def _token_bucket(table: Checked, walk: Validator) -> None:
+    # burst defaults to one second's worth; it may be smaller than rate (strict smoothing).
+    if "burst" not in table.raw and "rate" in table.values:
+        table.values["burst"] = table.values["rate"]
+
+
+RULES: dict[type, Callable[[Checked, Validator], None]] = {
+    Settings: _settings,
+    ProxyConfig: _proxy,
+    SourceRouteConfig: _source_route,
+    BackendConfig: _backend,
+    HealthConfig: _health,
+    TokenBucket: _token_bucket,
+}

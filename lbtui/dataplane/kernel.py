@@ -1,0 +1,179 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The real data path: the BPF programs loaded by BCC, their maps, attachments and event reader.
+
+`KernelDataplane` implements `lbtui.dataplane.port.Dataplane` on top of loader.py (compile, load,
+pin, attach) and maps.py (typed map access). It is the only dataplane that imports bcc and pyroute2.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from lbtui.dataplane.loader import Attachment, Loaded, remove_pins
+from lbtui.dataplane.maps import Maps
+from lbtui.dataplane.port import (
+    DataplaneError,
+    DataplaneSpec,
+    EventCallback,
+    LatencyCounts,
+    PinnedBackend,
+    PinnedRoute,
+    PinnedService,
+    ServiceEntry,
+)
+from lbtui.model import Counters
+
+log = logging.getLogger(__name__)
+
+EVENT_DRAIN_INTERVAL_S = 0.05
+
+
+class KernelDataplane:
+    def __init__(self, spec: DataplaneSpec, xdp_mode: str = "auto"):
+        self._spec = spec
+        self.xdp_mode = xdp_mode
+        self._loaded: Loaded | None = None
+        self._maps: Maps | None = None
+        self._attachments: dict[str, Attachment] = {}
+        self._reader: threading.Thread | None = None
+        self._reader_stop = threading.Event()
+
+    @property
+    def spec(self) -> DataplaneSpec:
+        return self._spec
+
+    def load(self) -> None:
+        self._loaded = Loaded(self._spec)
+        self._maps = Maps(self._loaded)
+
+    @property
+    def maps(self) -> Maps:
+        if self._maps is None:
+            raise DataplaneError("the data path is not loaded")
+        return self._maps
+
+    @property
+    def loaded(self) -> Loaded:
+        if self._loaded is None:
+            raise DataplaneError("the data path is not loaded")
+        return self._loaded
+
+    @property
+    def adopted(self) -> bool:
+        return self._loaded is not None and self._loaded.adopted
+
+    @property
+    def interfaces(self) -> tuple[str, ...]:
+        return tuple(self._attachments)
+
+    def set_interfaces(self, wanted: Sequence[str]) -> None:
+        for ifname in [i for i in self._attachments if i not in wanted]:
+            self._attachments.pop(ifname).detach()
+        for ifname in wanted:
+            if ifname not in self._attachments:
+                att = Attachment(self.loaded, [ifname], self.xdp_mode)
+                att.attach()
+                self._attachments[ifname] = att
+
+    def start_event_reader(self, callback: EventCallback) -> None:
+        """Poll the ring buffer on a thread of its own; callback(batch) runs on that thread."""
+        self.maps.open_events(callback)
+
+        def run() -> None:
+            # the programs submit events without waking anyone (BPF_RB_NO_WAKEUP): drain on a timer
+            while not self._reader_stop.wait(EVENT_DRAIN_INTERVAL_S):
+                try:
+                    self.maps.poll_events()
+                except Exception:  # never let one bad event stop the reader
+                    log.exception("event reader")
+            try:
+                self.maps.poll_events()  # the last events before a stop
+            except Exception:
+                log.exception("event reader")
+
+        self._reader = threading.Thread(target=run, name="lbtui-events", daemon=True)
+        self._reader.start()
+
+    def close(self, keep: bool = False) -> None:
+        """Detach everything, unpin and release; safe on any partial state.
+
+        keep=True (`--keep-dataplane`) leaves the programs attached and the maps pinned, so the load
+        balancer goes on with its last tables and a later start adopts them.
+        """
+        self._reader_stop.set()
+        if self._reader is not None:
+            self._reader.join(timeout=2)
+            self._reader = None
+        if not keep:
+            for ifname in list(self._attachments):
+                try:
+                    self._attachments.pop(ifname).detach()
+                except Exception:
+                    log.exception("detaching from %s", ifname)
+        self._attachments.clear()
+        if self._loaded is not None:
+            self._loaded.close()
+            self._loaded = None
+            self._maps = None
+        if not keep:
+            remove_pins(self._spec.pin_dir)
+
+    # ---- maps (see port.Dataplane) --------------------------------------------------------------
+
+    def set_service(self, entry: ServiceEntry) -> None:
+        self.maps.set_service(entry)
+
+    def delete_service(self, vip: str, port: int, protocol: str) -> None:
+        self.maps.delete_service(vip, port, protocol)
+
+    def set_route(self, service_id: int, cidr: str, group: int) -> None:
+        self.maps.set_route(service_id, cidr, group)
+
+    def delete_route(self, service_id: int, cidr: str) -> None:
+        self.maps.delete_route(service_id, cidr)
+
+    def set_backend(self, backend_id: int, ip: str, port: int, active: bool) -> None:
+        self.maps.set_backend(backend_id, ip, port, active)
+
+    def clear_backend_stats(self, backend_id: int) -> None:
+        self.maps.clear_backend_stats(backend_id)
+
+    def write_slots(self, group: int, slots: np.ndarray, backend_ids: np.ndarray) -> None:
+        self.maps.write_slots(group, slots, backend_ids)
+
+    def read_services(self) -> list[PinnedService]:
+        return self.maps.read_services()
+
+    def read_routes(self) -> list[PinnedRoute]:
+        return self.maps.read_routes()
+
+    def read_backends(self) -> dict[int, PinnedBackend]:
+        return self.maps.read_backends()
+
+    def read_table(self, group: int) -> list[int]:
+        return self.maps.read_table(group)
+
+    def backend_counters(self, backend_ids: Iterable[int]) -> dict[int, tuple[Counters, int]]:
+        return self.maps.backend_counters(backend_ids)
+
+    def service_counters(self, service_id: int) -> tuple[Counters, dict[str, int]]:
+        return self.maps.service_counters(service_id)
+
+    def latency(self, backend_ids: Iterable[int]) -> dict[int, LatencyCounts]:
+        return self.maps.latency(backend_ids)
+
+    def conntrack_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.maps.conntrack_arrays()
+
+    def conntrack_count(self) -> int:
+        return self.maps.conntrack_count()
+
+    def reap_conntrack(self, keys: np.ndarray, created_ns: np.ndarray) -> int:
+        return self.maps.reap_conntrack(keys, created_ns)
+
+    def sweep_rate_buckets(self, idle_ns: int, now_ns: int) -> int:
+        return self.maps.sweep_rate_buckets(idle_ns, now_ns)

@@ -1,0 +1,234 @@
+# SPDX-License-Identifier: Apache-2.0
+"""An in-memory dataplane with the kernel's semantics, for tests of the engine and the console.
+
+`MemoryDataplane` implements `port.Dataplane` on plain dicts and numpy arrays: services, routes,
+backends, zero-initialised selection tables (BPF arrays start at 0), per-backend and per-service
+counters, latency histograms, a conntrack table of forward and reverse entries with LRU eviction at
+its capacity, per-source rate buckets, and a ring buffer of flow events. `MemoryPins` stands in for
+bpffs: a dataplane closed with keep=True leaves its maps there, and the next one with the same
+pin_dir adopts them, as a restarted instance adopts its pinned maps.
+
+Traffic is made by the test, through `connect` and the flow methods of memory_traffic.Traffic: a new flow
+picks its backend from the selection table the engine wrote (by source hash, 5-tuple hash or a
+seeded random slot), conntrack entries, counters, histograms and events follow as lb.c makes them.
+Rate limits are stored but not enforced. Never the only proof that a data-path feature works.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Sequence
+
+import numpy as np
+
+from lbtui.dataplane.memory_state import MapState
+from lbtui.dataplane.memory_traffic import MemoryFlow, Traffic
+from lbtui.dataplane.port import (
+    Dataplane,
+    DataplaneError,
+    DataplaneSpec,
+    EventCallback,
+    LatencyCounts,
+    PinnedBackend,
+    PinnedRoute,
+    PinnedService,
+    RawFlowEvent,
+    ServiceEntry,
+)
+from lbtui.model import Counters
+
+__all__ = ["MemoryDataplane", "MemoryFlow", "MemoryPins"]
+
+
+class MemoryPins:
+    """bpffs for memory dataplanes: map state left pinned, by pin directory."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, MapState] = {}
+
+
+class MemoryDataplane(Traffic):
+    def __init__(
+        self,
+        spec: DataplaneSpec | None = None,
+        *,
+        pins: MemoryPins | None = None,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+        available_interfaces: Collection[str] | None = None,
+        seed: int = 0,
+    ):
+        """available_interfaces: the interfaces that exist (None: any); attaching to another fails."""
+        self._spec = spec or DataplaneSpec()
+        self._pins = pins
+        self._available = None if available_interfaces is None else set(available_interfaces)
+        self._attached: list[str] = []
+        self._callback: EventCallback | None = None
+        self._pending: list[RawFlowEvent] = []
+        self._adopted = False
+        self.closed = False
+        self.lock = threading.RLock()  # map calls come from the engine's loop and its sweep thread
+        super().__init__(MapState(self._spec), clock_ns, seed)
+
+    # ---- life cycle -----------------------------------------------------------------------------
+
+    @property
+    def spec(self) -> DataplaneSpec:
+        return self._spec
+
+    def load(self) -> None:
+        pin_dir = self._spec.pin_dir
+        pinned = self._pins.states.get(pin_dir) if self._pins is not None and pin_dir else None
+        if pinned is not None:
+            if pinned.spec != self._spec:
+                raise DataplaneError(f"maps pinned in {pin_dir} do not fit this configuration's sizes")
+            self.state, self._adopted = pinned, True
+            self._attached = list(pinned.interfaces)
+        elif self._pins is not None and pin_dir:
+            self._pins.states[pin_dir] = self.state
+
+    @property
+    def adopted(self) -> bool:
+        return self._adopted
+
+    @property
+    def interfaces(self) -> tuple[str, ...]:
+        return tuple(self._attached)
+
+    def set_interfaces(self, wanted: Sequence[str]) -> None:
+        missing = [i for i in wanted if self._available is not None and i not in self._available]
+        if missing:
+            raise DataplaneError(f"no interface named {missing[0]!r} in this network namespace")
+        self._attached = [i for i in self._attached if i in wanted]
+        self._attached += [i for i in wanted if i not in self._attached]
+
+    def start_event_reader(self, callback: EventCallback) -> None:
+        self._callback = callback
+
+    def close(self, keep: bool = False) -> None:
+        with self.lock:
+            self.closed = True
+            self.poll_events()
+            self._callback = None
+            if keep:
+                self.state.interfaces = tuple(self._attached)
+            elif self._pins is not None and self._spec.pin_dir:
+                if self._pins.states.get(self._spec.pin_dir) is self.state:
+                    del self._pins.states[self._spec.pin_dir]
+            self._attached = []
+
+    # ---- events ---------------------------------------------------------------------------------
+
+    def emit(self, event: RawFlowEvent) -> None:
+        """Queue a flow event as the programs would (tests may inject their own)."""
+        with self.lock:
+            self._pending.append(event)
+
+    def poll_events(self) -> int:
+        """Hand queued events to the reader's callback, on this thread, as one batch; how many."""
+        with self.lock:
+            batch, self._pending = self._pending, []
+            callback = self._callback
+        if batch and callback is not None:
+            callback(batch)
+        return len(batch)
+
+    # ---- maps -----------------------------------------------------------------------------------
+
+    def set_service(self, entry: ServiceEntry) -> None:
+        with self.lock:
+            self.state.services[(entry.vip, entry.port, entry.protocol)] = entry
+
+    def delete_service(self, vip: str, port: int, protocol: str) -> None:
+        with self.lock:
+            self.state.services.pop((vip, port, protocol), None)
+
+    def set_route(self, service_id: int, cidr: str, group: int) -> None:
+        with self.lock:
+            self.state.routes[(service_id, cidr)] = group
+
+    def delete_route(self, service_id: int, cidr: str) -> None:
+        with self.lock:
+            self.state.routes.pop((service_id, cidr), None)
+
+    def set_backend(self, backend_id: int, ip: str, port: int, active: bool) -> None:
+        if not 0 <= backend_id < self._spec.max_backends:
+            raise DataplaneError(f"backend id {backend_id} out of range")
+        with self.lock:
+            self.state.backends[backend_id] = PinnedBackend(ip, port, active)
+
+    def clear_backend_stats(self, backend_id: int) -> None:
+        with self.lock:
+            self.state.backend_stats.pop(backend_id, None)
+            self.state.latency.pop(backend_id, None)
+
+    def write_slots(self, group: int, slots: np.ndarray, backend_ids: np.ndarray) -> None:
+        with self.lock:
+            self.state.table(group)[np.asarray(slots, dtype=np.int64)] = np.asarray(backend_ids, np.uint32)
+
+    def read_services(self) -> list[PinnedService]:
+        with self.lock:
+            return [
+                PinnedService(e.vip, e.port, e.protocol, e.service_id, e.default_group)
+                for e in self.state.services.values()
+            ]
+
+    def read_routes(self) -> list[PinnedRoute]:
+        with self.lock:
+            return [PinnedRoute(sid, cidr, g) for (sid, cidr), g in self.state.routes.items()]
+
+    def read_backends(self) -> dict[int, PinnedBackend]:
+        with self.lock:
+            return dict(self.state.backends)
+
+    def read_table(self, group: int) -> list[int]:
+        with self.lock:
+            return [int(x) for x in self.state.table(group).tolist()]
+
+    def backend_counters(self, backend_ids: Iterable[int]) -> dict[int, tuple[Counters, int]]:
+        with self.lock:
+            out = {}
+            for bid in backend_ids:
+                s = self.state.backend_stat(bid)
+                fields = {k: v for k, v in s.items() if k != "closes"}
+                out[bid] = (Counters(**fields), s["closes"])
+            return out
+
+    def service_counters(self, service_id: int) -> tuple[Counters, dict[str, int]]:
+        with self.lock:
+            stats = self.state.service_stat(service_id)
+            return Counters(**stats), dict(self.state.service_drops(service_id))
+
+    def latency(self, backend_ids: Iterable[int]) -> dict[int, LatencyCounts]:
+        with self.lock:
+            out = {}
+            for bid in backend_ids:
+                h = self.state.histograms(bid)
+                out[bid] = LatencyCounts(
+                    tuple(h.handshake), h.handshake_sum_us, tuple(h.duration), h.duration_sum_us
+                )
+            return out
+
+    def conntrack_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            return self.state.conntrack.arrays()
+
+    def conntrack_count(self) -> int:
+        with self.lock:
+            return len(self.state.conntrack)
+
+    def reap_conntrack(self, keys: np.ndarray, created_ns: np.ndarray) -> int:
+        with self.lock:
+            return self.state.conntrack.reap(keys, created_ns)
+
+    def sweep_rate_buckets(self, idle_ns: int, now_ns: int) -> int:
+        with self.lock:
+            buckets = self.state.rate_buckets
+            stale = [k for k, last in buckets.items() if now_ns - last > idle_ns]
+            for k in stale:
+                del buckets[k]
+            return len(stale)
+
+
+def _implements_the_port(dp: MemoryDataplane) -> Dataplane:
+    return dp  # mypy checks here that MemoryDataplane has every method of the port

@@ -1,0 +1,241 @@
+# SPDX-License-Identifier: Apache-2.0
+"""What the engine needs from the kernel side: the `Dataplane` protocol and the values it speaks.
+
+Two implementations: `lbtui.dataplane.kernel.KernelDataplane` (BCC: the BPF programs and their
+maps) and `lbtui.dataplane.memory.MemoryDataplane` (plain Python state with the same semantics, for
+tests of the engine and the console). Nothing here imports bcc or pyroute2.
+
+Addresses are strings, ports and ids ints; the two big maps (selection slots, conntrack) go in and
+out as numpy arrays so a million entries never become a million Python objects. The conntrack
+arrays have the record layout of bpf/lb.h (`records.CT_KEY_DTYPE`, `records.CT_ENTRY_DTYPE`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+import numpy as np
+
+from lbtui.model import Counters
+
+
+class DataplaneError(Exception):
+    """The kernel refused something (compile, load, attach): exit code 3 territory."""
+
+
+@dataclass(frozen=True)
+class DataplaneSpec:
+    """Compile-time sizes of the maps (every size is configurable: docs/architecture.md#state)."""
+
+    table_size: int = 65537
+    conntrack_entries: int = 524288  # two per flow
+    max_backends: int = 4096
+    max_groups: int = 64
+    max_services: int = 64
+    max_routes: int = 1024
+    ringbuf_pages: int = 1024
+    pin_dir: str | None = None  # bpffs directory for this instance's maps and programs
+
+    def cflags(self) -> list[str]:
+        pin = [f'-DLB_PIN_DIR="{self.pin_dir}"'] if self.pin_dir else []
+        return [
+            *pin,
+            f"-DLB_TABLE_SIZE={self.table_size}",
+            f"-DLB_CT_SIZE={self.conntrack_entries}",
+            f"-DLB_MAX_BACKENDS={self.max_backends}",
+            f"-DLB_MAX_GROUPS={self.max_groups}",
+            f"-DLB_MAX_SERVICES={self.max_services}",
+            f"-DLB_MAX_ROUTES={self.max_routes}",
+            f"-DLB_RINGBUF_PAGES={self.ringbuf_pages}",
+        ]
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """New connections per second (0 = no limit) and bucket sizes of one service."""
+
+    src_rate: int = 0
+    src_burst: int = 0
+    be_rate: int = 0
+    be_burst: int = 0
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    """What the data path knows about one VIP:port/protocol (struct lb_service)."""
+
+    vip: str
+    port: int
+    protocol: str  # "tcp" | "udp"
+    service_id: int
+    default_group: int
+    algorithm: str  # a key of structs.ALGORITHM_CODES
+    events_closed: bool = False  # ring-buffer events when a flow closes
+    events_new: bool = False  # ... and when one opens
+    limits: RateLimits = RateLimits()
+
+
+class PinnedService(NamedTuple):
+    vip: str
+    port: int
+    protocol: str
+    service_id: int
+    default_group: int
+
+
+class PinnedRoute(NamedTuple):
+    service_id: int
+    cidr: str
+    group: int
+
+
+class PinnedBackend(NamedTuple):
+    ip: str
+    port: int
+    active: bool
+
+
+@dataclass(frozen=True)
+class FlowKey:
+    saddr: str
+    daddr: str
+    sport: int
+    dport: int
+    protocol: str
+
+
+@dataclass(frozen=True)
+class FlowEntry:
+    """One conntrack entry (forward or reverse direction), decoded."""
+
+    key: FlowKey
+    direction: int  # structs.DIR_*
+    client: tuple[str, int]
+    vip: tuple[str, int]
+    backend: tuple[str, int]
+    protocol: str
+    backend_id: int
+    service_id: int
+    flags: int
+    created_ns: int
+    last_seen_ns: int
+    synack_ns: int
+    packets: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class RawFlowEvent:
+    """A ring-buffer event, decoded but not yet tied to proxy names."""
+
+    type: int  # structs.EV_NEW | structs.EV_CLOSED
+    ts_ns: int
+    created_ns: int
+    synack_ns: int
+    client: tuple[str, int]
+    vip: tuple[str, int]
+    backend: tuple[str, int]
+    protocol: str
+    backend_id: int
+    service_id: int
+    packets_in: int
+    bytes_in: int
+    packets_out: int
+    bytes_out: int
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class LatencyCounts:
+    """Bucket counts (structs.HIST_BOUNDS_MS) and sums of one backend's latency histograms."""
+
+    handshake: tuple[int, ...]
+    handshake_sum_us: int
+    duration: tuple[int, ...]
+    duration_sum_us: int
+
+
+EventCallback = Callable[[list[RawFlowEvent]], None]
+
+
+class Dataplane(Protocol):
+    """The kernel side as the engine uses it. Map calls may come from the engine's loop and from
+    its sweep worker thread (conntrack_arrays, reap_conntrack, sweep_rate_buckets)."""
+
+    @property
+    def spec(self) -> DataplaneSpec: ...
+
+    # ---- life cycle -----------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the programs and create (or adopt) the maps; nothing is attached yet."""
+
+    @property
+    def adopted(self) -> bool:
+        """True if the maps were taken over from an earlier run of this instance (pinned state)."""
+
+    @property
+    def interfaces(self) -> tuple[str, ...]: ...
+
+    def set_interfaces(self, wanted: Sequence[str]) -> None:
+        """Attach to interfaces that are new, detach from those no longer wanted."""
+
+    def start_event_reader(self, callback: EventCallback) -> None:
+        """Hand flow events over in batches; callback(batch) runs on the reader's own thread."""
+
+    def close(self, keep: bool = False) -> None:
+        """Detach everything, unpin and release (keep=True: leave attached and pinned)."""
+
+    # ---- services, routes, backends, selection tables -------------------------------------------
+
+    def set_service(self, entry: ServiceEntry) -> None: ...
+
+    def delete_service(self, vip: str, port: int, protocol: str) -> None: ...
+
+    def set_route(self, service_id: int, cidr: str, group: int) -> None: ...
+
+    def delete_route(self, service_id: int, cidr: str) -> None: ...
+
+    def set_backend(self, backend_id: int, ip: str, port: int, active: bool) -> None: ...
+
+    def clear_backend_stats(self, backend_id: int) -> None:
+        """Zero a backend id's counters and histograms (a new backend must not inherit them)."""
+
+    def write_slots(self, group: int, slots: np.ndarray, backend_ids: np.ndarray) -> None:
+        """Set slot -> backend id of one group's selection table, for arrays of slots and ids."""
+
+    # ---- reading pinned state (adoption) --------------------------------------------------------
+
+    def read_services(self) -> list[PinnedService]: ...
+
+    def read_routes(self) -> list[PinnedRoute]: ...
+
+    def read_backends(self) -> dict[int, PinnedBackend]:
+        """backend id -> address and active flag, for every id that was ever written."""
+
+    def read_table(self, group: int) -> list[int]: ...
+
+    # ---- counters and histograms ----------------------------------------------------------------
+
+    def backend_counters(self, backend_ids: Iterable[int]) -> dict[int, tuple[Counters, int]]:
+        """backend id -> (counters summed over CPUs, closes)."""
+
+    def service_counters(self, service_id: int) -> tuple[Counters, dict[str, int]]:
+        """(counters, drops per structs.DROP_REASONS) of one service."""
+
+    def latency(self, backend_ids: Iterable[int]) -> dict[int, LatencyCounts]: ...
+
+    # ---- conntrack and rate buckets -------------------------------------------------------------
+
+    def conntrack_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole conntrack map as record arrays (keys, entries); may be reused by the next call."""
+
+    def conntrack_count(self) -> int: ...
+
+    def reap_conntrack(self, keys: np.ndarray, created_ns: np.ndarray) -> int:
+        """Remove entries, each only while it is still the flow created at created_ns; removed."""
+
+    def sweep_rate_buckets(self, idle_ns: int, now_ns: int) -> int:
+        """Forget per-source buckets idle for idle_ns; how many."""

@@ -1,0 +1,149 @@
+# SPDX-License-Identifier: Apache-2.0
+"""What the data path should hold: the configuration (with its DNS answers) and the runtime overrides,
+composed in one place (`compose`).
+
+`Desired` is a frozen value per proxy: its configuration, rate limits and, per group, the members
+with their configured weight, the weight selection uses and any drain. Topology.apply makes the
+maps match it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from lbtui.config import BackendConfig, Config, ProxyConfig
+from lbtui.dataplane.port import RateLimits
+from lbtui.engine.ids import DEFAULT_GROUP
+from lbtui.engine.overrides import BackendRef, DrainOverride, Overrides
+
+Addresses = Callable[[str, str], tuple[str, ...]]  # (proxy, host name) -> its last good A records
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    configured: int  # from the configuration (or the weight it was added with at run time)
+    weight: int  # what selection uses: configured, or the operator's runtime weight
+    source: str = "static"  # "static" or "dns:<host>"
+    drain: DrainOverride | None = None
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    cfg: ProxyConfig
+    limits: RateLimits
+    groups: Mapping[str, Mapping[str, MemberSpec]]  # label -> "ip:port" -> member; default first
+
+
+@dataclass(frozen=True)
+class Desired:
+    proxies: Mapping[str, ProxySpec]
+    flow_events: tuple[bool, bool]  # ring-buffer events wanted: (when flows close, when they open)
+
+    def backends(self) -> set[BackendRef]:
+        return {(p, a) for p, spec in self.proxies.items() for g in spec.groups.values() for a in g}
+
+    def configured_weights(self) -> dict[BackendRef, tuple[int, ...]]:
+        out: dict[BackendRef, tuple[int, ...]] = {}
+        for p, spec in self.proxies.items():
+            for group in spec.groups.values():
+                for a, m in group.items():
+                    out[(p, a)] = (*out.get((p, a), ()), m.configured)
+        return out
+
+    def limits(self) -> dict[str, RateLimits]:
+        return {p: spec.limits for p, spec in self.proxies.items()}
+
+
+def config_limits(cfg: ProxyConfig) -> RateLimits:
+    rl = cfg.rate_limit
+    src = rl.per_source if rl else None
+    be = rl.per_backend if rl else None
+    return RateLimits(
+        src_rate=src.rate if src else 0,
+        src_burst=src.burst if src else 0,
+        be_rate=be.rate if be else 0,
+        be_burst=be.burst if be else 0,
+    )
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected a backend as ip:port, got {address!r}")
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ValueError(f"expected an IPv4 address in {address!r}") from None
+    p = int(port)
+    if not 1 <= p <= 65535:
+        raise ValueError(f"port out of range in {address!r}")
+    return host, p
+
+
+def all_backends(p: ProxyConfig) -> list[BackendConfig]:
+    return [*p.backends, *(b for r in p.source_routes for b in r.backends)]
+
+
+def flow_events(config: Config) -> tuple[bool, bool]:
+    """Ring-buffer events feed only the access log (latency histograms live in the data path):
+    without a log, a connection costs userspace nothing."""
+    log_cfg = config.settings.access_log
+    on = bool(log_cfg.file or log_cfg.stdout or log_cfg.syslog)
+    return on, on and log_cfg.log_new
+
+
+def group_members(
+    proxy: str, backends: Sequence[BackendConfig], addresses: Addresses
+) -> dict[str, MemberSpec]:
+    """address -> member of a group: static backends, then the addresses of DNS names.
+
+    The A records of a name share its weight (each gets weight // n, at least 1); an address that
+    is also configured statically keeps its static entry.
+    """
+    members = {str(b.address): MemberSpec(b.weight, b.weight) for b in backends if b.address is not None}
+    for b in backends:
+        if not b.host:
+            continue
+        found = addresses(proxy, b.host)
+        for ip in found:
+            w = max(1, b.weight // len(found))
+            members.setdefault(f"{ip}:{b.port}", MemberSpec(w, w, f"dns:{b.host}"))
+    return members
+
+
+def from_config(config: Config, addresses: Addresses) -> Desired:
+    """The configuration alone (with the DNS answers it refers to)."""
+    proxies = {}
+    for p in config.proxies:
+        groups = {DEFAULT_GROUP: group_members(p.name, p.backends, addresses)}
+        for route in p.source_routes:
+            groups[route.cidr] = group_members(p.name, route.backends, addresses)
+        proxies[p.name] = ProxySpec(p, config_limits(p), groups)
+    return Desired(proxies, flow_events(config))
+
+
+def compose(config: Config, addresses: Addresses, overrides: Overrides) -> Desired:
+    """The configuration with the runtime overrides laid over it: the one place they meet."""
+    base = from_config(config, addresses)
+    proxies = {}
+    for name, spec in base.proxies.items():
+        groups = {}
+        for label, found in spec.groups.items():
+            members = dict(found)
+            if label == DEFAULT_GROUP:
+                for address in overrides.removed.get(name, ()):
+                    members.pop(address, None)
+                for address, w in overrides.added.get(name, {}).items():
+                    members[address] = MemberSpec(w, w)
+            groups[label] = {
+                a: replace(
+                    m,
+                    weight=overrides.weights.get((name, a), m.weight),
+                    drain=overrides.drains.get((name, a)),
+                )
+                for a, m in members.items()
+            }
+        proxies[name] = replace(spec, limits=overrides.limits.get(name, spec.limits), groups=groups)
+    return Desired(proxies, base.flow_events)

@@ -1,0 +1,358 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`Engine`: the one facade front ends use. It runs the load balancer for one configuration over an
+injected dataplane, without any UI (docs/architecture.md#parts).
+
+The engine wires its parts together and runs them on one asyncio loop: the configuration and the
+runtime overrides are composed into the desired state in one place (`_apply`), the topology makes
+the maps match it, the control tick reads counters and feeds the circuit breakers, slow start and
+least-connections, the sweep expires flows and ends drains, and snapshots and events go out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from lbtui import model
+from lbtui.config import Config
+from lbtui.control.dns import ResolveFn
+from lbtui.control.health import CheckFn, run_check
+from lbtui.control.supervisor import BackendKey, Factors
+from lbtui.dataplane.port import Dataplane
+from lbtui.engine.clock import SYSTEM_CLOCK, Clock
+from lbtui.engine.commands import Commands
+from lbtui.engine.desired import Desired, compose, from_config
+from lbtui.engine.drains import Drains
+from lbtui.engine.events import EventLog
+from lbtui.engine.flowquery import FlowQueries
+from lbtui.engine.flows import FlowEvents
+from lbtui.engine.ids import DEFAULT_GROUP, Ids
+from lbtui.engine.measurements import LeastConnections, Measurements
+from lbtui.engine.overrides import Overrides
+from lbtui.engine.reload import WATCH_START_TIMEOUT_S, Reloader
+from lbtui.engine.snapshots import Status, build_snapshot, empty_snapshot
+from lbtui.engine.supervision import Supervision
+from lbtui.engine.sweep import Sweeper
+from lbtui.engine.topology import Topology
+from lbtui.observe.hub import ObservabilityHub
+
+log = logging.getLogger("lbtui.engine")
+
+CONTROL_TICK_S = 0.25
+SNAPSHOT_EVERY_TICKS = 4
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        dataplane: Dataplane,
+        *,
+        allow_stdout: bool = True,
+        keep_dataplane: bool = False,
+        clock: Clock = SYSTEM_CLOCK,
+        resolve: ResolveFn | None = None,
+        health_check: CheckFn = run_check,
+        loops: bool = True,
+    ):
+        """resolve, health_check: stand-ins for DNS lookups and health checks (tests); loops=False
+        runs no background task (tests step `tick()` and `sweep()` themselves)."""
+        self.config = config
+        self.keep_dataplane = keep_dataplane
+        self._overrides = Overrides()
+        self._dp = dataplane
+        self._clock = clock
+        self._allow_stdout = allow_stdout
+        self._loops = loops
+        self.heartbeat = clock.monotonic()  # the control loop's last tick (headless feeds systemd's watchdog)
+        self.observability: ObservabilityHub | None = None
+        self.events = EventLog(clock)
+        self.ids = Ids(dataplane.spec)
+        self.measurements = Measurements()
+        self.topology = topology = Topology(
+            dataplane, self.ids, self.events, self._factors_of, self.measurements.forget
+        )
+        self.supervision = Supervision(clock, self.events, topology, health_check, resolve)
+        self.flows = FlowEvents(clock, topology.proxy_name)
+        self.queries = FlowQueries(clock)
+        self.sweeper = Sweeper(
+            dataplane,
+            clock,
+            topology,
+            self.measurements,
+            self.flows,
+            self.queries,
+            capacity=2 * config.settings.max_connections,
+        )
+        self.drains = Drains(
+            self, topology, self.events, dataplane, clock, lambda: self.config.settings.drain_timeout_s
+        )
+        self.reloader = Reloader(self, topology, self.events)
+        self.commands = Commands(
+            self,
+            topology,
+            self.drains,
+            self.events,
+            lambda: self.supervision.supervisor,
+            self.reload,
+            self._request_stop,
+        )
+        self.least_connections = LeastConnections()
+        self.snapshot_decorators: list[Callable[[model.Snapshot], model.Snapshot]] = []
+        self._snapshot: model.Snapshot | None = None
+        self._started_at = clock.time()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running = False
+        self._stopped = asyncio.Event()
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the programs, fill the maps from the configuration, attach, start the loops."""
+        self._loop = self.flows.loop = asyncio.get_running_loop()
+        self.observability = hub = ObservabilityHub(self.snapshot, allow_stdout=self._allow_stdout)
+        self.flows.observers.append(hub.observe)
+        self.snapshot_decorators.append(hub.decorate)
+        self.supervision.start(self.config, hub, self.topology.set_factors, self._on_dns_change)
+        try:
+            await self.supervision.resolve_first(self.config)
+            self._dp.load()
+            if self._dp.adopted:
+                self._adopt()
+            self._apply("configuration", first=True)
+            if self._dp.adopted:
+                self.ids.release_unclaimed(self._dp, set(self.topology.backends))
+            self._dp.set_interfaces(wanted_interfaces(self.config))
+            self._dp.start_event_reader(self.flows.on_raw_events)
+            hub.configure(self.config.settings)
+        except BaseException:
+            hub.close()
+            self._dp.close()
+            await self.supervision.close()
+            raise
+        self._running = True
+        self.measurements.refresh(self._dp, self.topology, self._clock.monotonic())
+        self.publish()
+        if self._loops:
+            for coro in (self._control_loop(), self._sweep_loop(), self.reloader.watch()):
+                self._tasks.append(asyncio.create_task(coro))
+            if self.config.path:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.reloader.watching.wait(), timeout=WATCH_START_TIMEOUT_S)
+        ifaces = ", ".join(self._dp.interfaces)
+        self.events.emit(
+            "started", f"load balancer running on {ifaces} with {len(self.topology.proxies)} proxies"
+        )
+
+    async def stop(self) -> None:
+        if not self._running:
+            self._dp.close()
+            self._stopped.set()
+            return
+        self._running = False
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.supervision.close()
+        self._dp.close(keep=self.keep_dataplane)
+        await asyncio.sleep(0)  # the reader's last hand-overs run on the loop before the logs close
+        if self.observability is not None:
+            self.observability.close()  # after the data path: the last events are flushed too
+        how = (
+            "programs left attached and maps pinned (--keep-dataplane)"
+            if self.keep_dataplane
+            else "programs detached and unpinned"
+        )
+        self.events.emit("stopped", f"load balancer stopped; {how}")
+        self.publish()
+        self._stopped.set()
+
+    def _request_stop(self) -> None:
+        assert self._loop is not None
+        self._loop.create_task(self.stop())
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    def _adopt(self) -> None:
+        pinned = self.ids.adopt(self._dp)
+        self.events.emit(
+            "adopted",
+            f"took over the data path of an earlier run: {len(pinned.services)} services, "
+            f"{pinned.backend_count} backends, about {pinned.flows} flows in conntrack",
+        )
+
+    # ---- desired state: configuration + runtime overrides -> maps -------------------------------
+
+    @property
+    def overrides(self) -> Overrides:
+        return self._overrides
+
+    def from_config(self, config: Config) -> Desired:
+        return from_config(config, self.supervision.addresses)
+
+    def _apply(self, cause: str, full: bool = True, first: bool = False) -> list[str]:
+        """Compose the configuration and the overrides (the one place) and make the maps match."""
+        desired = compose(self.config, self.supervision.addresses, self._overrides)
+        changes = self.topology.apply(desired, cause, full=full, first=first)
+        self._overrides = self._overrides.pruned(desired.backends(), set(desired.proxies))
+        self.supervision.configure(self.config)
+        return changes
+
+    def change(self, overrides: Overrides, cause: str) -> None:
+        """New runtime overrides (a command), applied at once to the groups they touch."""
+        self._overrides = overrides
+        self._apply(cause, full=False)
+
+    def install(self, config: Config, overrides: Overrides) -> list[str]:
+        """A new configuration with its overrides (reload, rollback)."""
+        self.config, self._overrides = config, overrides
+        return self._apply("configuration")
+
+    def apply_settings(self, config: Config) -> None:
+        self._dp.set_interfaces(wanted_interfaces(config))
+        if self.observability is not None:
+            self.observability.configure(config.settings)
+
+    def _factors_of(self, key: BackendKey) -> Factors:
+        return self.supervision.factors(key)
+
+    def _on_dns_change(self, proxy: str, host: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
+        self.events.emit(
+            "dns",
+            f"{proxy}: {host} now resolves to {', '.join(new) or 'nothing'} "
+            f"(was {', '.join(old) or 'nothing'})",
+            proxy=proxy,
+        )
+        if self._running:
+            # the members of the name's groups change; every runtime override stays (the file did not)
+            self._apply("configuration")
+            self.publish()
+
+    # ---- commands -------------------------------------------------------------------------------
+
+    async def execute(self, cmd: model.Command) -> model.CommandResult:
+        result = self.commands.execute(cmd)
+        self.publish()
+        return result
+
+    def reload(self, path: str | None = None) -> model.CommandResult:
+        """Reload the configuration file (or `path`); a failure rolls everything back."""
+        return self.reloader.reload(path)
+
+    # ---- periodic work --------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One control tick: counters, circuit breakers and slow start, least-connections."""
+        now = self._clock.monotonic()
+        self.measurements.refresh(self._dp, self.topology, now)
+        self.supervision.feed(self.measurements, self.sweeper.syn_failures)
+        self.least_connections.update(self.topology, self.measurements, now)
+
+    async def sweep(self) -> None:
+        """One conntrack sweep and what follows from it (drains included)."""
+        await self.sweeper.sweep(self.config.settings)
+        self.drains.check()
+
+    async def _control_loop(self) -> None:
+        """Every 250 ms a tick; a snapshot each second."""
+        n = 0
+        while True:
+            await asyncio.sleep(CONTROL_TICK_S)
+            n += 1
+            self.heartbeat = self._clock.monotonic()
+            try:
+                self.tick()
+                if n % SNAPSHOT_EVERY_TICKS == 0:
+                    self.publish()
+            except Exception:
+                log.exception("control tick")
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.settings.sweep_interval_s)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("conntrack sweep")
+
+    # ---- snapshots and events -------------------------------------------------------------------
+
+    def _status(self) -> Status:
+        return Status(
+            taken_at=self._clock.time(),
+            started_at=self._started_at,
+            config_path=self.config.path,
+            running=self._running,
+            dns=self.supervision.dns_status(),
+            circuit_log=self.supervision.transitions(),
+            events_dropped=self.flows.dropped,
+        )
+
+    def publish(self) -> None:
+        """Build the snapshot front ends read (on the loop; replaced whole)."""
+        if self._running:
+            self.measurements.read_latency(self._dp, self.topology.backends)
+        snap = build_snapshot(self._status(), self.topology, self.measurements, self.sweeper.view)
+        for decorate in self.snapshot_decorators:
+            try:
+                snap = decorate(snap)
+            except Exception:
+                log.exception("snapshot decorator")
+        self._snapshot = snap
+
+    def snapshot(self, flows: model.FlowQuery | None = None) -> model.Snapshot:
+        """The latest snapshot; its flow view answers `flows` (default: the biggest flows by bytes).
+
+        Sweeps keep every flow for queries only while front ends ask: after a pause, the first
+        query gets the default view (its flow_query says so) and the answer comes from the next
+        sweep on. Raises ValueError for a query the engine refuses. Safe from any thread.
+        """
+        snap = self._snapshot
+        if snap is None:
+            return empty_snapshot(self._status(), self.sweeper.view)
+        if flows is None or flows == model.FlowQuery():
+            return snap
+        problem = flows.problem()
+        if problem:
+            raise ValueError(problem)
+        answer = self.queries.answer(flows)
+        if answer is None:  # answered from the next sweep on: for now the default view, marked so
+            return snap
+        view, matched = answer
+        return replace(snap, flows=view, flow_query=flows, flows_matched=matched)
+
+    def events_since(self, seq: int, limit: int = 1000) -> list[model.Event]:
+        return self.events.since(seq, limit)
+
+    @property
+    def flow_observers(self) -> list[Callable[[model.FlowEvent], None]]:
+        return self.flows.observers
+
+    # ---- for tests and tools --------------------------------------------------------------------
+
+    @property
+    def dataplane(self) -> Dataplane:
+        return self._dp
+
+    def group_table(self, proxy: str, label: str = DEFAULT_GROUP) -> Sequence[int]:
+        return tuple(int(x) for x in self.topology.proxies[proxy].groups[label].table.tolist())
+
+    def group_id(self, proxy: str, label: str = DEFAULT_GROUP) -> int:
+        return self.topology.proxies[proxy].groups[label].id
+
+    def backend_id(self, proxy: str, address: str, label: str = DEFAULT_GROUP) -> int:
+        return self.topology.proxies[proxy].groups[label].members[address].id
+
+
+def wanted_interfaces(config: Config) -> list[str]:
+    return list(dict.fromkeys(i for p in config.proxies for i in p.interfaces))

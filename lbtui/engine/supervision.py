@@ -1,0 +1,145 @@
+# SPDX-License-Identifier: Apache-2.0
+"""What watches the backends for the engine: health checks and circuit breakers (control.supervisor)
+and DNS names (control.dns).
+
+Both are made when the engine starts (they run tasks on its loop), follow the topology after every
+change, and report back through callbacks: new factors of a backend (its groups are written again),
+events, and DNS answers that changed (the desired state is composed again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from lbtui import model
+from lbtui.config import Config
+from lbtui.control.dns import DnsBackendResolver, OnChange, ResolveFn
+from lbtui.control.health import CheckFn
+from lbtui.control.supervisor import NEUTRAL, BackendKey, BackendSupervisor, Factors, Supervised
+from lbtui.engine.clock import Clock
+from lbtui.engine.desired import all_backends
+from lbtui.engine.events import EventLog
+from lbtui.engine.measurements import Measurements
+from lbtui.engine.topology import Topology
+from lbtui.observe.hub import ObservabilityHub
+
+
+class Supervision:
+    def __init__(
+        self,
+        clock: Clock,
+        events: EventLog,
+        topology: Topology,
+        health_check: CheckFn,
+        resolve: ResolveFn | None,
+    ):
+        self._clock = clock
+        self._events = events
+        self._topology = topology
+        self._health_check = health_check
+        self._resolve = resolve
+        self.supervisor: BackendSupervisor | None = None
+        self.dns: DnsBackendResolver | None = None
+
+    def start(
+        self,
+        config: Config,
+        hub: ObservabilityHub,
+        on_factors: Callable[[BackendKey, Factors], None],
+        on_dns_change: OnChange,
+    ) -> None:
+        """Make the supervisor and the resolver (on the running loop)."""
+        self.supervisor = BackendSupervisor(
+            on_change=on_factors,
+            on_event=self._on_event,
+            on_health_latency=lambda key, s: hub.observe_health_check(key.proxy, key.address, s),
+            clock=self._clock.monotonic,
+            wall=self._clock.time,
+            check=self._health_check,
+        )
+        self.dns = DnsBackendResolver(
+            config.settings.dns.nameservers,
+            on_change=on_dns_change,
+            clock=self._clock.time,
+            resolve_fn=self._resolve,
+        )
+
+    async def close(self) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.close()
+        if self.dns is not None:
+            await self.dns.close()
+
+    def _on_event(
+        self, kind: str, message: str, level: model.Level, proxy: str | None, backend: str | None
+    ) -> None:
+        self._events.emit(kind, message, level=level, proxy=proxy, backend=backend)
+
+    # ---- following the topology -----------------------------------------------------------------
+
+    def configure(self, config: Config) -> None:
+        """Supervise exactly the backends of the topology; follow exactly the configured names."""
+        if self.supervisor is not None:
+            items: dict[BackendKey, Supervised] = {}
+            for proxy, _group, m in self._topology.members():
+                items[m.key] = Supervised(
+                    key=m.key,
+                    ip=m.ip,
+                    port=m.port,
+                    health=proxy.cfg.health,
+                    circuit=proxy.cfg.circuit_breaker,
+                )
+            self.supervisor.configure(list(items.values()))
+        if self.dns is not None:
+            self.dns.set_names(
+                {(p.name, b.host): b.dns_refresh_s for p in config.proxies for b in all_backends(p) if b.host}
+            )
+
+    async def resolve_first(self, config: Config) -> None:
+        """First resolution before traffic, so DNS backends exist from the start."""
+        assert self.dns is not None
+        names = sorted({(p.name, b.host) for p in config.proxies for b in all_backends(p) if b.host})
+        results = await asyncio.gather(*(self.dns.resolve_now(p, h) for p, h in names))
+        for (p, h), res in zip(names, results, strict=True):
+            if res is None:
+                self._events.emit(
+                    "dns",
+                    f"{p}: {h} did not resolve; it has no backends until it does",
+                    level=model.Level.WARNING,
+                    proxy=p,
+                )
+            else:
+                self._events.emit("dns", f"{p}: {h} resolves to {', '.join(res.addresses)}", proxy=p)
+
+    # ---- reading --------------------------------------------------------------------------------
+
+    def factors(self, key: BackendKey) -> Factors:
+        return self.supervisor.factors(key) if self.supervisor is not None else NEUTRAL
+
+    def addresses(self, proxy: str, host: str) -> tuple[str, ...]:
+        return self.dns.addresses(proxy, host) if self.dns is not None else ()
+
+    def dns_status(self) -> tuple[model.DnsStatus, ...]:
+        return self.dns.status() if self.dns is not None else ()
+
+    def transitions(self) -> tuple[model.CircuitTransition, ...]:
+        return self.supervisor.transitions() if self.supervisor is not None else ()
+
+    # ---- the control tick -----------------------------------------------------------------------
+
+    def feed(self, measurements: Measurements, syn_failures: dict[BackendKey, int]) -> None:
+        """The data path's handshakes and failures (plus SYNs left unanswered) to the circuit
+        breakers; then their time-driven changes and slow-start ramps."""
+        if self.supervisor is None:
+            return
+        totals: dict[BackendKey, list[int]] = {}
+        for m in self._topology.backends.values():
+            c = measurements.counters.get(m.id)
+            if c is not None:
+                t = totals.setdefault(m.key, [0, 0])
+                t[0] += c.handshakes
+                t[1] += c.conn_failures
+        for key, (handshakes, failures) in totals.items():
+            self.supervisor.observe_counters(key, handshakes, failures + syn_failures.get(key, 0))
+        self.supervisor.tick()

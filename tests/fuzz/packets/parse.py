@@ -1,0 +1,131 @@
+# SPDX-License-Identifier: Apache-2.0
+"""What lb.c's parsers make of a frame, step by step, as the oracle needs it.
+
+`parse_xdp` mirrors lbtui_xdp and `parse_tc` mirrors lbtui_tc (which checks less: no length fields,
+no TCP data offset). Each returns a View of the headers, or the outcome name of a frame the program
+passes untouched. A new protocol family (IPv6, ICMP errors) gets its own parser here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tests.fuzz.packets.wire import ETH_IP, ETH_IPV6, TCP, TPID_8021AD, TPID_8021Q, UDP, u16
+
+# outcomes of frames the programs pass untouched (stats names)
+REFUSED = "refused"  # BPF_PROG_TEST_RUN rejects the frame (EINVAL): too short for the hook
+NOT_OURS = "not_ours"
+MALFORMED = "malformed"
+FRAGMENT = "fragment"
+TC_PASS = "tc_pass"
+
+
+@dataclass(frozen=True)
+class View:
+    """What the program parsed out of a frame that got as far as the conntrack lookup."""
+
+    l3: int
+    ihl_len: int
+    ip_len: int
+    l4: int
+    proto: int
+    saddr: bytes
+    daddr: bytes
+    sport: int
+    dport: int
+    tcp_flags: int
+
+    @property
+    def check_off(self) -> int:
+        return self.l4 + (16 if self.proto == TCP else 6)
+
+
+def parse_xdp(data: bytes) -> View | str:
+    """lbtui_xdp's parser, step by step: a View, or the outcome name of an untouched frame."""
+    n = len(data)
+    if n < 14:
+        return REFUSED
+    ethertype = u16(data, 12)
+    l3 = 14
+    if ethertype in (TPID_8021Q, TPID_8021AD):
+        if n < 18:
+            return MALFORMED
+        ethertype = u16(data, 16)
+        l3 = 18
+    if ethertype != ETH_IP:
+        return NOT_OURS
+    if n < l3 + 20:
+        return MALFORMED
+    ihl_len = (data[l3] & 15) * 4
+    ip_len = u16(data, l3 + 2)
+    if data[l3] >> 4 != 4 or ihl_len < 20 or ip_len < ihl_len or l3 + ip_len > n:
+        return MALFORMED
+    proto = data[l3 + 9]
+    if proto not in (TCP, UDP):
+        return NOT_OURS
+    if u16(data, l3 + 6) & 0x3FFF:
+        return FRAGMENT
+    l4 = l3 + ihl_len
+    flags = 0
+    if proto == TCP:
+        if l4 + 20 > n:
+            return MALFORMED
+        doff = data[l4 + 12] >> 4
+        if doff < 5 or ip_len < ihl_len + doff * 4:
+            return MALFORMED
+        flags = data[l4 + 13]
+    else:
+        if l4 + 8 > n:
+            return MALFORMED
+        ulen = u16(data, l4 + 4)
+        if ulen < 8 or ulen > ip_len - ihl_len:
+            return MALFORMED
+    return View(
+        l3,
+        ihl_len,
+        ip_len,
+        l4,
+        proto,
+        bytes(data[l3 + 12 : l3 + 16]),
+        bytes(data[l3 + 16 : l3 + 20]),
+        u16(data, l4),
+        u16(data, l4 + 2),
+        flags,
+    )
+
+
+def parse_tc(data: bytes) -> View | str:
+    """lbtui_tc's parser (it checks less than XDP: no length fields, no TCP doff)."""
+    n = len(data)
+    ethertype = u16(data, 12) if n >= 14 else 0
+    if n < 14 or (ethertype == ETH_IP and n < 34) or (ethertype == ETH_IPV6 and n < 54):
+        return REFUSED  # the kernel's test run wants the network header it announces
+    l3 = 14
+    if ethertype in (TPID_8021Q, TPID_8021AD):
+        if n < 18:
+            return TC_PASS
+        ethertype = u16(data, 16)
+        l3 = 18
+    if ethertype != ETH_IP or n < l3 + 20:
+        return TC_PASS
+    ihl_len = (data[l3] & 15) * 4
+    if data[l3] >> 4 != 4 or ihl_len < 20 or u16(data, l3 + 6) & 0x3FFF:
+        return TC_PASS
+    proto = data[l3 + 9]
+    if proto not in (TCP, UDP):
+        return TC_PASS
+    l4 = l3 + ihl_len
+    if l4 + (20 if proto == TCP else 8) > n:
+        return TC_PASS
+    return View(
+        l3,
+        ihl_len,
+        u16(data, l3 + 2),
+        l4,
+        proto,
+        bytes(data[l3 + 12 : l3 + 16]),
+        bytes(data[l3 + 16 : l3 + 20]),
+        u16(data, l4),
+        u16(data, l4 + 2),
+        data[l4 + 13] if proto == TCP else 0,
+    )

@@ -1,0 +1,159 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The engine's parts on their own: a group's table plans, the composition of configuration and
+runtime overrides, overrides across reloads, id allocation, and the in-memory conntrack."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lbtui import model
+from lbtui.config import parse_config
+from lbtui.control.selection import EMPTY, slot_counts
+from lbtui.dataplane.memory_state import Conntrack
+from lbtui.dataplane.port import DataplaneSpec, RateLimits
+from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE
+from lbtui.engine.desired import compose, from_config
+from lbtui.engine.group import Group, Member
+from lbtui.engine.ids import BackendIdPool, IdPool, Ids
+from lbtui.engine.overrides import DrainOverride, Overrides
+from tests.support.engine import BASE_SETTINGS, TWO_PROXIES
+
+A, B, C = "10.0.2.11:8080", "10.0.2.12:8080", "10.0.2.13:8080"
+
+
+def three() -> Group:
+    g = Group(id=0, label="default", table_size=97)
+    for i, (address, w) in enumerate(((A, 3), (B, 2), (C, 1))):
+        ip, port = address.split(":")
+        g.members[address] = Member(i, "web", "default", ip, int(port), w, w)
+    return g
+
+
+@pytest.mark.parametrize("algorithm", ["weighted-random", "source-hash", "maglev", "least-connections"])
+def test_a_plan_is_the_whole_table_first_then_only_the_slots_that_change(algorithm):
+    g = three()
+    first = g.plan(algorithm)
+    assert len(first.delta) == 97 and len(g.table) == 0  # planning writes nothing
+    changed = g.commit(first)
+    assert [(m.address, old, m.effective) for m, old in changed] == [(A, 0, 3), (B, 0, 2), (C, 0, 1)]
+    assert len(g.plan(algorithm).delta) == 0  # same inputs, same table
+    g.members[C].drain = model.DrainState.DRAINING
+    plan = g.plan(algorithm)
+    moved, held_by_c = set(plan.delta.slots.tolist()), set(np.flatnonzero(g.table == 2).tolist())
+    if algorithm == "maglev":  # recomputed from names: C's slots move, few others do
+        assert held_by_c <= moved and len(moved - held_by_c) < 10
+    else:  # the previous table is kept where it can be: only C's slots move
+        assert moved == held_by_c
+    g.commit(plan)
+    assert 2 not in set(g.table.tolist())
+
+
+def test_a_group_with_nothing_to_pick_is_empty_and_panics_only_when_it_helps():
+    g = three()
+    for m in g.members.values():
+        m.factors = m.factors.__class__(0.0, model.Health.DOWN, 1.0, None)
+    plan = g.plan("weighted-random")
+    assert plan.composition.panic and slot_counts(plan.table.tolist()) == {0: 49, 1: 32, 2: 16}
+    for m in g.members.values():
+        m.drain = model.DrainState.DRAINED
+    plan = g.plan("weighted-random")
+    assert not plan.composition.panic and set(plan.table.tolist()) == {EMPTY}
+
+
+CONFIG = parse_config(BASE_SETTINGS + TWO_PROXIES)
+
+
+def no_dns(_proxy: str, _host: str) -> tuple[str, ...]:
+    return ()
+
+
+def test_compose_lays_the_overrides_over_the_configuration():
+    drain = DrainOverride(model.DrainState.DRAINING, 5.0)
+    overrides = (
+        Overrides()
+        .with_weight(("web", A), 7)
+        .with_drain(("web", B), drain)
+        .with_backend("web", "10.0.2.99:8080", 4)
+        .without_backend("web", C)
+        .with_limits("dns", RateLimits(1, 2, 3, 4))
+    )
+    desired = compose(CONFIG, no_dns, overrides)
+    web = desired.proxies["web"].groups["default"]
+    assert list(web) == [A, B, "10.0.2.99:8080"]
+    assert (web[A].configured, web[A].weight) == (3, 7)
+    assert web[B].drain == drain
+    assert desired.proxies["dns"].limits == RateLimits(1, 2, 3, 4)
+    assert desired.proxies["web"].limits == RateLimits(100, 200, 5000, 10000)
+    assert compose(CONFIG, no_dns, Overrides()) == from_config(CONFIG, no_dns)
+
+
+def test_overrides_across_a_reload_and_pruning():
+    overrides = (
+        Overrides()
+        .with_weight(("web", A), 7)
+        .with_weight(("web", B), 8)
+        .with_backend("web", "10.0.2.99:8080", 4)
+        .with_limits("web", RateLimits(1, 1))
+        .with_limits("dns", RateLimits(2, 2))
+    )
+    before = from_config(CONFIG, no_dns)
+    changed = parse_config(
+        BASE_SETTINGS + TWO_PROXIES.replace("weight = 2", "weight = 5").replace("rate = 100,", "rate = 101,")
+    )
+    after = from_config(changed, no_dns)
+    rebased = overrides.rebased(
+        before.configured_weights(), after.configured_weights(), before.limits(), after.limits()
+    )
+    assert rebased == Overrides(weights={("web", A): 7}, limits={"dns": RateLimits(2, 2)})
+    assert rebased.pruned({("web", B)}, {"web"}) == Overrides()
+    assert rebased.pruned({("web", A)}, {"web", "dns"}) is rebased
+
+
+def test_ids_reuse_and_limits():
+    pool = IdPool(3, "groups")
+    assert [pool.take(), pool.take()] == [0, 1]
+    pool.give_back(0)
+    assert [pool.take(), pool.take()] == [0, 2]
+    with pytest.raises(RuntimeError, match=r"too many groups \(the data path holds 3\)"):
+        pool.take()
+    backends = BackendIdPool(3)
+    ids = [backends.take() for _ in range(3)]
+    backends.give_back(1)
+    backends.give_back(0)
+    assert ids == [0, 1, 2] and [backends.take(), backends.take()] == [1, 0]  # the oldest freed first
+    assert Ids(DataplaneSpec(max_services=2)).services.limit == 2
+
+
+def _entries(n: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    keys = np.zeros(n, dtype=CT_KEY_DTYPE)
+    keys["sport"] = np.arange(start, start + n)
+    vals = np.zeros(n, dtype=CT_ENTRY_DTYPE)
+    vals["created_ns"] = np.arange(start, start + n) + 1
+    vals["last_seen_ns"] = np.arange(start, start + n) + 1
+    return keys, vals
+
+
+def test_memory_conntrack_evicts_the_least_recently_used_and_reaps_only_the_flow_it_read():
+    ct = Conntrack(capacity=4)
+    ct.insert(*_entries(4))
+    ct.insert(*_entries(2, start=10))
+    keys, vals = ct.arrays()
+    assert sorted(keys["sport"].tolist()) == [2, 3, 10, 11] and ct.evicted == 2
+    # a new flow took the tuple of sport 2 since it was read: created_ns differs, so it stays
+    newer_keys, newer_vals = _entries(1, start=2)
+    newer_vals["created_ns"] = 99
+    ct.insert(newer_keys, newer_vals)
+    assert ct.reap(keys, vals["created_ns"]) == 3
+    assert ct.arrays()[0]["sport"].tolist() == [2]
+
+
+def test_an_instance_is_named_after_the_socket_it_serves():
+    from lbtui.engine import dataplane_spec, instance_name
+
+    assert instance_name("/run/lbtui/lbtui.sock") == "lbtui"
+    assert instance_name("/run/lbtui/edge.sock") == "edge"
+    elsewhere = instance_name("/tmp/x/edge.sock")
+    assert elsewhere.startswith("edge-") and elsewhere != instance_name("/tmp/y/edge.sock")
+    assert dataplane_spec(CONFIG).pin_dir == "/run/lbtui/bpffs/unit"  # the file's socket
+    assert dataplane_spec(CONFIG, "/run/lbtui/other.sock").pin_dir == "/run/lbtui/bpffs/other"
