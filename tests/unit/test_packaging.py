@@ -47,3 +47,14 @@ def test_runtime_requirements_match_between_pyproject_and_requirements_dev() -> 
     dev = (ROOT / "requirements-dev.txt").read_text().splitlines()
     for requirement in project["dependencies"]:
         assert requirement in dev, f"{requirement} is in pyproject.toml but not in requirements-dev.txt"
+
+
+def test_every_package_directory_is_shipped() -> None:
+    # the wheel lists its packages by hand (bpf/ is shipped as lbtui.bpf): a new subpackage must be
+    # listed, or the installed lbtui fails to import it
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {
+        "lbtui" + "".join(f".{part}" for part in init.parent.relative_to(ROOT / "lbtui").parts)
+        for init in (ROOT / "lbtui").rglob("__init__.py")
+    }
+    assert on_disk - listed == set()
