@@ -20,6 +20,7 @@ control socket's pools) and holds the lock only while it copies points out of th
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -56,12 +57,12 @@ class _Merged:
     duration_ms: float = 0.0
 
     def add(self, view: model.LatencyView) -> None:
-        for hist, counts in ((view.handshake, self.handshake), (view.duration, self.duration)):
-            if hist is not None and len(hist.counts) == len(counts):
-                for i, n in enumerate(hist.counts):
-                    counts[i] += n
-        self.handshake_ms += view.handshake.sum_ms if view.handshake else 0.0
-        self.duration_ms += view.duration.sum_ms if view.duration else 0.0
+        if view.handshake is not None and len(view.handshake.counts) == len(self.handshake):
+            self.handshake[:] = map(operator.add, self.handshake, view.handshake.counts)
+            self.handshake_ms += view.handshake.sum_ms
+        if view.duration is not None and len(view.duration.counts) == len(self.duration):
+            self.duration[:] = map(operator.add, self.duration, view.duration.counts)
+            self.duration_ms += view.duration.sum_ms
 
 
 class HistoryRecorder:

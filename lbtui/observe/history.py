@@ -26,6 +26,7 @@ How an engine uses them, once per second in its control loop (target = (proxy, a
 from __future__ import annotations
 
 import math
+import operator
 from array import array
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,7 +34,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from lbtui import model
-from lbtui.observe.histogram import histogram_from_counts
+from lbtui.observe.histogram import PERCENTILES
 
 Target = tuple[str, str | None]  # (proxy, backend); backend None: the proxy as a whole
 
@@ -271,13 +272,38 @@ class WindowedHistogram:
             base = min(oldest, key=lambda s: s.ts)
         if base is newest or base.ts < cutoff - max(seconds, self._coarse_s):
             return None
-        counts = tuple(n - o for n, o in zip(newest.counts, base.counts, strict=True))
+        if newest.counts == base.counts:  # nothing observed: the common case of an idle backend
+            counts: tuple[int, ...] = (0,) * len(newest.counts)
+        else:
+            counts = tuple(map(operator.sub, newest.counts, base.counts))
         return counts, newest.sum_ms - base.sum_ms, newest.ts - base.ts
 
 
 def percentiles(bounds_ms: tuple[float, ...], counts: Sequence[int], sum_ms: float) -> model.Percentiles:
-    hist = histogram_from_counts(bounds_ms, tuple(counts), sum_ms)
-    return model.Percentiles(count=hist.count, p50_ms=hist.p50_ms, p95_ms=hist.p95_ms, p99_ms=hist.p99_ms)
+    """p50, p95, p99 as observe.histogram.histogram_from_counts estimates them (the same rule, so a
+    window and lifetime compare), in one pass over the buckets: the engine computes six per backend
+    every second."""
+    total = sum(counts)
+    if not total:
+        return model.Percentiles()
+    n = len(bounds_ms)
+    used = [i for i, c in enumerate(counts) if c]
+    # the smallest and largest values are not known: the edges of the first and last used buckets
+    low = bounds_ms[used[0] - 1] if used[0] > 0 else 0.0
+    high = bounds_ms[used[-1]] if used[-1] < n else bounds_ms[-1] * 2
+    ranks = [q * total for q in PERCENTILES]
+    out: list[float] = []
+    cumulative = 0
+    for i in used:
+        c = counts[i]
+        while len(out) < len(ranks) and cumulative + c >= ranks[len(out)]:
+            lower = max(bounds_ms[i - 1] if i > 0 else 0.0, low)
+            upper = min(bounds_ms[i] if i < n else high, high)
+            fraction = (ranks[len(out)] - cumulative) / c
+            out.append(min(lower + (upper - lower) * fraction, upper))
+        cumulative += c
+    out += [high] * (len(ranks) - len(out))
+    return model.Percentiles(count=total, p50_ms=out[0], p95_ms=out[1], p99_ms=out[2])
 
 
 class LatencyWindows:
