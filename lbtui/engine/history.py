@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The engine's history: one point per second of every proxy's and backend's series, and each
 backend's latency over the last 10 s, 1 min and 5 min, recorded from the snapshots it publishes.
 

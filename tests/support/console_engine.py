@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The real Engine, over the in-memory dataplane, as the console and the control socket meet it.
 
 `ConsoleEngine` is a model.EngineHandle: the engine runs on its own thread (lbtui.runner, as
@@ -272,7 +273,8 @@ class ConsoleEngine:
                 raise self.snapshot_error
             if self.grow and self.runner.alive:
                 self.on_loop(self._grow())
-        snap = self.runner.snapshot(flows)
+        # the version is fixed: the console's snapshot pictures must not change with every release
+        snap = replace(self.runner.snapshot(flows), version="0.0.0")
         return snap if self.keeps_history else replace(snap, history_s=0)
 
     def submit(self, command: model.Command, timeout: float = 10.0) -> model.CommandResult:
