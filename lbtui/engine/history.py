@@ -100,8 +100,11 @@ class HistoryRecorder:
     def observe(self, snap: model.Snapshot) -> model.Snapshot:
         """Record the snapshot if it is the first of its second; it, with the latency windows."""
         second = int(snap.taken_at)
-        if snap.running and second != self._second:
-            self._record(snap, second)
+        if second != self._second:
+            if snap.running:
+                self._record(snap, second)
+            else:
+                self._second = second  # nothing to record, but the second is served: due() goes false
         latency = tuple(replace(v, windows=self._views.get((v.proxy, v.backend), ())) for v in snap.latency)
         return replace(snap, latency=latency, history_s=self.store.keep_s)
 

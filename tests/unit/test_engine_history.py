@@ -14,7 +14,7 @@ from lbtui import model
 from lbtui.dataplane.memory import MemoryDataplane
 from lbtui.engine import Engine
 from lbtui.engine.history import RETIRED_MAX
-from tests.support.engine import START_WALL, ManualClock, Probes, running, settle
+from tests.support.engine import START_WALL, ManualClock, Probes, make_engine, running, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -317,3 +317,19 @@ async def test_the_control_loop_publishes_once_at_the_start_of_each_wall_second(
         (history,) = got.histories
         assert history.start == T0 and history.end == T0 + 2
         assert all(len(s.values) == 3 for s in history.series)
+
+
+async def test_a_stopped_engine_is_not_due_again_within_the_same_second():
+    """Not running: nothing is recorded, and once a second's snapshot is published the recorder is
+    not due again until the next second (else the control loop would publish at every tick)."""
+    clock = ManualClock()
+    engine, _dp = make_engine(WEB, clock=clock)
+    assert engine.recorder.due()
+    engine.publish()
+    assert not engine.recorder.due()
+    clock.advance(1.0)
+    assert engine.recorder.due()
+    engine.publish()
+    assert not engine.recorder.due()
+    answer = engine.history(model.HistoryQuery("web", B1, series=("new_flows",)))
+    assert all(not h.get("new_flows").values for h in answer.histories)  # type: ignore[union-attr]
