@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lbtui import model
+from lbtui.addresses import format_endpoint, host_text
 from lbtui.dataplane.port import FlowEntry
 from lbtui.dataplane.records import entry_from_record
 from lbtui.dataplane.structs import (
@@ -219,16 +220,18 @@ class FlowTable:
         return ok[inverse]
 
     def _address_matches(self, ip_column: str, port_column: str, term: str) -> np.ndarray:
-        # "ip:port" has exactly one colon: a term with a colon must span it (the end of the
-        # address, then the start of the port); one without lies within the address or the port
+        # `term` is part of the endpoint text, "ip:port" or "[ip]:port" (format_endpoint): it lies
+        # within the address as shown, within the port, or spans the colon before the port (the
+        # last colon of the term, since a port has none): the end of the address, then the start
+        # of the port
+        found = self._where(ip_column, lambda t: term in host_text(t))
         if ":" in term:
-            head, _, tail = term.partition(":")
-            if ":" in tail:
-                return np.zeros(len(self), dtype=bool)
-            return self._where(ip_column, lambda t: t.endswith(head)) & self._where(
-                port_column, lambda t: t.startswith(tail)
+            head, _, tail = term.rpartition(":")
+            return found | (
+                self._where(ip_column, lambda t: host_text(t).endswith(head))
+                & self._where(port_column, lambda t: t.startswith(tail))
             )
-        return self._where(ip_column, lambda t: term in t) | self._where(port_column, lambda t: term in t)
+        return found | self._where(port_column, lambda t: term in t)
 
     def matches(self, term: str) -> np.ndarray:
         """Rows whose client, VIP or backend address, proxy, state or protocol contains `term`."""
@@ -251,7 +254,7 @@ class FlowTable:
         r = self.entries[self.rev[i]] if self.rev[i] >= 0 else None
 
         def addr(ip: str, port: str) -> str:
-            return f"{be32_to_ip(int(f[ip]))}:{be16_to_port(int(f[port]))}"
+            return format_endpoint(be32_to_ip(int(f[ip])), be16_to_port(int(f[port])))
 
         proto = int(f["proto"])
         return model.FlowView(
