@@ -112,7 +112,12 @@ class Engine:
     # ---- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the programs, fill the maps from the configuration, attach, start the loops."""
+        """Load the programs, fill the maps from the configuration, attach, start the loops.
+
+        Cancelling it (a stop during start-up) undoes what it did at the next step: nothing stays
+        attached or pinned (unless keep_dataplane) and no task it started goes on
+        (docs/architecture.md#stopping). Each `await _step()` is where a cancellation lands.
+        """
         self._loop = self.flows.loop = asyncio.get_running_loop()
         self.observability = hub = ObservabilityHub(self.snapshot, allow_stdout=self._allow_stdout)
         self.flows.observers.append(hub.observe)
@@ -120,33 +125,57 @@ class Engine:
         self.supervision.start(self.config, hub, self.topology.set_factors, self._on_dns_change)
         try:
             await self.supervision.resolve_first(self.config)
-            self._dp.load()
+            await _step()
+            self._dp.load()  # the BCC compile: seconds, not interruptible; the next step is
+            await _step()
             if self._dp.adopted:
                 self._adopt()
             self._apply("configuration", first=True)
             if self._dp.adopted:
                 self.ids.release_unclaimed(self._dp, set(self.topology.backends))
+            await _step()
             self._dp.set_interfaces(wanted_interfaces(self.config))
+            await _step()
             self._dp.start_event_reader(self.flows.on_raw_events)
             hub.configure(self.config.settings)
-        except BaseException:
-            hub.close()
-            self._dp.close()
-            await self.supervision.close()
+            self._running = True
+            self.measurements.refresh(self._dp, self.topology, self._clock.monotonic())
+            self.publish()
+            if self._loops:
+                for coro in (self._control_loop(), self._sweep_loop(), self.reloader.watch()):
+                    self._tasks.append(asyncio.create_task(coro))
+                if self.config.path:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.reloader.watching.wait(), timeout=WATCH_START_TIMEOUT_S)
+        except BaseException as exc:
+            await self._undo_start(cancelled=isinstance(exc, asyncio.CancelledError))
             raise
-        self._running = True
-        self.measurements.refresh(self._dp, self.topology, self._clock.monotonic())
-        self.publish()
-        if self._loops:
-            for coro in (self._control_loop(), self._sweep_loop(), self.reloader.watch()):
-                self._tasks.append(asyncio.create_task(coro))
-            if self.config.path:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.reloader.watching.wait(), timeout=WATCH_START_TIMEOUT_S)
         ifaces = ", ".join(self._dp.interfaces)
         self.events.emit(
             "started", f"load balancer running on {ifaces} with {len(self.topology.proxies)} proxies"
         )
+
+    async def _undo_start(self, cancelled: bool) -> None:
+        """A start that failed or was cancelled: the data path first (no await can interrupt it),
+        then the tasks. A cancelled start is a stop: it keeps the data path only with keep_dataplane,
+        and one that adopted an earlier run's programs detaches those too (by replacing them)."""
+        self._running = False
+        keep = cancelled and self.keep_dataplane
+        try:
+            if cancelled and not keep and self._dp.adopted and not self._dp.interfaces:
+                self._dp.set_interfaces(wanted_interfaces(self.config))
+        except Exception:
+            log.exception("replacing the adopted programs to detach them")
+        finally:
+            self._dp.close(keep=keep)
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
+            await self.supervision.close()
+            if self.observability is not None:
+                self.observability.close()
+            self._stopped.set()
 
     async def stop(self) -> None:
         if not self._running:
@@ -352,6 +381,11 @@ class Engine:
 
     def backend_id(self, proxy: str, address: str, label: str = DEFAULT_GROUP) -> int:
         return self.topology.proxies[proxy].groups[label].members[address].id
+
+
+async def _step() -> None:
+    """A point of the start where a cancellation (a stop) lands between two synchronous steps."""
+    await asyncio.sleep(0)
 
 
 def wanted_interfaces(config: Config) -> list[str]:
