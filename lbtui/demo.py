@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from lbtui.dataplane.loader import remove_pins
+from lbtui.dataplane.bpffs import remove_pins
 from lbtui.engine import PIN_ROOT
 from lbtui.lab import Lab, LabSpec, TrafficGenerator
 from lbtui.stopping import Stopper
