@@ -49,6 +49,7 @@ TABLE_SIZE_MIN = 7
 TABLE_SIZE_MAX = 65537
 MAX_CONNECTIONS_MIN = 1024
 MAX_CONNECTIONS_MAX = 16777216
+MAX_RECORDS_MAX = 1024  # DNS records per name: a quarter of the data path's backend ids
 
 PORT = "a port from 1 to 65535"
 HTTP_ONLY = NotWith("type", "tcp", '{key} is only valid with type = "http", not with type = "tcp"')
@@ -262,6 +263,14 @@ class DnsConfig:
         tuple[str, ...],
         Items("IPv4 or IPv6 addresses; empty: the system resolver", item=Text("", NAMESERVER)),
     ] = ()
+    max_records: Annotated[
+        int,
+        Int(
+            "usable A records used per name (the first in numeric order); more are ignored, with a warning",
+            low=1,
+            high=MAX_RECORDS_MAX,
+        ),
+    ] = 64
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,13 @@ from dataclasses import replace
 
 from lbtui import model
 from lbtui.config import Config
-from lbtui.control.dns import ResolveFn
+from lbtui.control.dns import AnswerRefused, ResolveFn
 from lbtui.control.health import CheckFn, run_check
 from lbtui.control.supervisor import BackendKey, Factors
 from lbtui.dataplane.port import Dataplane
 from lbtui.engine.clock import SYSTEM_CLOCK, Clock
 from lbtui.engine.commands import Commands
-from lbtui.engine.desired import Desired, compose, from_config
+from lbtui.engine.desired import CapacityError, Desired, check_capacity, compose, from_config
 from lbtui.engine.drains import Drains
 from lbtui.engine.events import EventLog
 from lbtui.engine.flowquery import FlowQueries
@@ -229,18 +229,23 @@ class Engine:
     def from_config(self, config: Config) -> Desired:
         return from_config(config, self.supervision.addresses)
 
-    def _apply(self, cause: str, full: bool = True, first: bool = False) -> list[str]:
-        """Compose the configuration and the overrides (the one place) and make the maps match."""
-        desired = compose(self.config, self.supervision.addresses, self._overrides)
+    def _apply(
+        self, cause: str, full: bool = True, first: bool = False, overrides: Overrides | None = None
+    ) -> list[str]:
+        """Compose the configuration and the overrides (the one place) and make the maps match.
+
+        CapacityError (nothing written, the overrides unchanged) if the maps cannot hold it."""
+        overrides = self._overrides if overrides is None else overrides
+        desired = compose(self.config, self.supervision.addresses, overrides)
+        check_capacity(desired, self._dp.spec)
         changes = self.topology.apply(desired, cause, full=full, first=first)
-        self._overrides = self._overrides.pruned(desired.backends(), set(desired.proxies))
+        self._overrides = overrides.pruned(desired.backends(), set(desired.proxies))
         self.supervision.configure(self.config)
         return changes
 
     def change(self, overrides: Overrides, cause: str) -> None:
         """New runtime overrides (a command), applied at once to the groups they touch."""
-        self._overrides = overrides
-        self._apply(cause, full=False)
+        self._apply(cause, full=False, overrides=overrides)
 
     def install(self, config: Config, overrides: Overrides) -> list[str]:
         """A new configuration with its overrides (reload, rollback)."""
@@ -256,16 +261,17 @@ class Engine:
         return self.supervision.factors(key)
 
     def _on_dns_change(self, proxy: str, host: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
-        self.events.emit(
-            "dns",
-            f"{proxy}: {host} now resolves to {', '.join(new) or 'nothing'} "
-            f"(was {', '.join(old) or 'nothing'})",
-            proxy=proxy,
-        )
+        was = ", ".join(old) or "nothing"
         if self._running:
-            # the members of the name's groups change; every runtime override stays (the file did not)
-            self._apply("configuration")
+            try:  # the members of the name's groups change; every runtime override stays
+                self._apply("configuration")
+            except CapacityError as exc:
+                msg = f"{proxy}: {host}: new answer not applied, keeping {was}: {exc}"
+                self.events.emit("dns", msg, level=model.Level.WARNING, proxy=proxy)
+                raise AnswerRefused(str(exc)) from None
             self.publish()
+        now = ", ".join(new) or "nothing"
+        self.events.emit("dns", f"{proxy}: {host} now resolves to {now} (was {was})", proxy=proxy)
 
     # ---- commands -------------------------------------------------------------------------------
 

@@ -1,0 +1,103 @@
+# SPDX-License-Identifier: Apache-2.0
+"""What of a DNS answer may become a backend (docs/architecture.md#who-gets-traffic).
+
+A DNS server is an input lbtui does not control: a wrong, stale or hostile answer must not steer
+traffic where no backend can be. Each answer is screened: only IPv4 addresses are kept (anything
+else, e.g. an AAAA-shaped or malformed record, is the wrong family), and never addresses no backend
+can have (unspecified, loopback, link-local, multicast, broadcast, the reserved 240.0.0.0/4), one of
+this load balancer's VIPs (a loop) or an address of this host (its own traffic would be NATed to
+itself). What is left is capped at `max_records` per name, so a huge answer cannot exhaust the
+data path's backend ids; the first ones in numeric order are used, so the choice is stable across
+refreshes. Everything refused is said (`rejected`, `over_cap`), never silently dropped.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+SHOWN_REJECTED = 8  # a message names this many refused records, then counts the rest
+SHOWN_CHARS = 40  # of a record that is not an address (it is the server's text: shown short, quoted)
+
+RefuseFn = Callable[[ipaddress.IPv4Address], "str | None"]
+
+
+@dataclass(frozen=True)
+class Screened:
+    addresses: tuple[str, ...]  # usable, distinct, sorted numerically, at most max_records
+    rejected: tuple[str, ...]  # "127.0.0.1 (loopback)", in the answer's order, distinct
+    over_cap: int  # usable addresses beyond max_records, ignored
+
+    def problems(self, max_records: int) -> str:
+        """The refused part in words (empty if nothing was refused)."""
+        parts = []
+        if self.rejected:
+            shown = ", ".join(self.rejected[:SHOWN_REJECTED])
+            more = len(self.rejected) - SHOWN_REJECTED
+            parts.append(f"rejected {shown}" + (f" and {more} more" if more > 0 else ""))
+        if self.over_cap:
+            parts.append(
+                f"{self.over_cap} usable addresses beyond the first {max_records} ignored "
+                "(settings.dns.max_records)"
+            )
+        return "; ".join(parts)
+
+
+def why_unusable(address: ipaddress.IPv4Address) -> str | None:
+    """Why `address` can never be a backend, or None."""
+    if address.is_unspecified:
+        return "unspecified"
+    if address.is_loopback:
+        return "loopback"
+    if address.is_link_local:
+        return "link-local"
+    if address.is_multicast:
+        return "multicast"
+    if address == BROADCAST:
+        return "broadcast"
+    if address.is_reserved:
+        return "reserved"
+    return None
+
+
+def is_local_address(address: ipaddress.IPv4Address) -> bool:
+    """Whether `address` is one of this host's (this network namespace's) addresses: only a local
+    address can be bound (ip_nonlocal_bind aside), and binding asks the kernel, which knows."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((str(address), 0))
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return False
+            raise
+    return True
+
+
+def screen_answers(answers: Iterable[object], max_records: int, refuse: RefuseFn | None = None) -> Screened:
+    """The usable addresses among `answers` (see the module's docstring); `refuse(address)` gives the
+    caller's own reasons (a VIP, a local address)."""
+    usable: set[ipaddress.IPv4Address] = set()
+    rejected: dict[str, None] = {}
+    for answer in answers:
+        try:
+            address = ipaddress.IPv4Address(answer) if isinstance(answer, str) else None
+        except ValueError:
+            address = None
+        if address is None:
+            rejected[f"{str(answer)[:SHOWN_CHARS]!r} (not an IPv4 address)"] = None
+            continue
+        reason = why_unusable(address) or (refuse(address) if refuse is not None else None)
+        if reason is not None:
+            rejected[f"{address} ({reason})"] = None
+        else:
+            usable.add(address)
+    ordered = sorted(usable)
+    return Screened(
+        addresses=tuple(str(a) for a in ordered[:max_records]),
+        rejected=tuple(rejected),
+        over_cap=max(0, len(ordered) - max_records),
+    )
