@@ -26,9 +26,10 @@ from lbtui.engine.clock import SYSTEM_CLOCK, Clock
 from lbtui.engine.commands import Commands
 from lbtui.engine.desired import CapacityError, Desired, check_capacity, compose, from_config
 from lbtui.engine.drains import Drains
-from lbtui.engine.events import EventLog
+from lbtui.engine.events import MAX_EVENTS, EventLog
 from lbtui.engine.flowquery import FlowQueries
 from lbtui.engine.flows import FlowEvents
+from lbtui.engine.history import HistoryRecorder
 from lbtui.engine.ids import DEFAULT_GROUP, Ids
 from lbtui.engine.measurements import LeastConnections, Measurements
 from lbtui.engine.overrides import Overrides
@@ -101,6 +102,7 @@ class Engine:
             self._request_stop,
         )
         self.least_connections = LeastConnections()
+        self.recorder = HistoryRecorder(clock, config.settings.history_s, lambda: self.sweeper.syn_failures)
         self.snapshot_decorators: list[Callable[[model.Snapshot], model.Snapshot]] = []
         self._snapshot: model.Snapshot | None = None
         self._started_at = clock.time()
@@ -114,10 +116,8 @@ class Engine:
     async def start(self) -> None:
         """Load the programs, fill the maps from the configuration, attach, start the loops.
 
-        Cancelling it (a stop during start-up) undoes what it did at the next step: nothing stays
-        attached or pinned (unless keep_dataplane) and no task it started goes on
-        (docs/architecture.md#stopping). Each `await _step()` is where a cancellation lands.
-        """
+        A cancellation (a stop during start-up) lands at the next `sleep(0)` and undoes it all:
+        nothing stays attached or pinned unless keep_dataplane (docs/architecture.md#stopping)."""
         self._loop = self.flows.loop = asyncio.get_running_loop()
         self.observability = hub = ObservabilityHub(self.snapshot, allow_stdout=self._allow_stdout)
         self.flows.observers.append(hub.observe)
@@ -125,17 +125,17 @@ class Engine:
         self.supervision.start(self.config, hub, self.topology.set_factors, self._on_dns_change)
         try:
             await self.supervision.resolve_first(self.config)
-            await _step()
+            await asyncio.sleep(0)
             self._dp.load()  # the BCC compile: seconds, not interruptible; the next step is
-            await _step()
+            await asyncio.sleep(0)
             if self._dp.adopted:
                 self._adopt()
             self._apply("configuration", first=True)
             if self._dp.adopted:
                 self.ids.release_unclaimed(self._dp, set(self.topology.backends))
-            await _step()
+            await asyncio.sleep(0)
             self._dp.set_interfaces(wanted_interfaces(self.config))
-            await _step()
+            await asyncio.sleep(0)
             self._dp.start_event_reader(self.flows.on_raw_events)
             hub.configure(self.config.settings)
             self._running = True
@@ -156,9 +156,9 @@ class Engine:
         )
 
     async def _undo_start(self, cancelled: bool) -> None:
-        """A start that failed or was cancelled: the data path first (no await can interrupt it),
-        then the tasks. A cancelled start is a stop: it keeps the data path only with keep_dataplane,
-        and one that adopted an earlier run's programs detaches those too (by replacing them)."""
+        """A failed or cancelled start: the data path first (no await can interrupt it), then the
+        tasks. A cancelled start is a stop: keep_dataplane keeps the data path, else even an adopted
+        earlier run's is detached (replaced, then detached)."""
         self._running = False
         keep = cancelled and self.keep_dataplane
         try:
@@ -168,11 +168,7 @@ class Engine:
             log.exception("replacing the adopted programs to detach them")
         finally:
             self._dp.close(keep=keep)
-            for t in self._tasks:
-                t.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            self._tasks.clear()
-            await self.supervision.close()
+            await self._end_tasks()
             if self.observability is not None:
                 self.observability.close()
             self._stopped.set()
@@ -183,11 +179,7 @@ class Engine:
             self._stopped.set()
             return
         self._running = False
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        await self.supervision.close()
+        await self._end_tasks()
         self._dp.close(keep=self.keep_dataplane)
         await asyncio.sleep(0)  # the reader's last hand-overs run on the loop before the logs close
         if self.observability is not None:
@@ -200,6 +192,14 @@ class Engine:
         self.events.emit("stopped", f"load balancer stopped; {how}")
         self.publish()
         self._stopped.set()
+
+    async def _end_tasks(self) -> None:
+        """The engine's loops and the supervision's checks and DNS tasks, cancelled and awaited."""
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.supervision.close()
 
     def _request_stop(self) -> None:
         assert self._loop is not None
@@ -254,6 +254,7 @@ class Engine:
 
     def apply_settings(self, config: Config) -> None:
         self._dp.set_interfaces(wanted_interfaces(config))
+        self.recorder.resize(config.settings.history_s)
         if self.observability is not None:
             self.observability.configure(config.settings)
 
@@ -299,15 +300,17 @@ class Engine:
         self.drains.check()
 
     async def _control_loop(self) -> None:
-        """Every 250 ms a tick; a snapshot each second."""
-        n = 0
+        """Every 250 ms a tick; a snapshot each second, at the first tick of each wall-clock second
+        so the history gets one point every second (else every 4 ticks: the clock stands still)."""
+        n = last = 0
         while True:
             await asyncio.sleep(CONTROL_TICK_S)
             n += 1
             self.heartbeat = self._clock.monotonic()
             try:
                 self.tick()
-                if n % SNAPSHOT_EVERY_TICKS == 0:
+                if self.recorder.due() or n - last >= SNAPSHOT_EVERY_TICKS:
+                    last = n
                     self.publish()
             except Exception:
                 log.exception("control tick")
@@ -338,6 +341,7 @@ class Engine:
         if self._running:
             self.measurements.read_latency(self._dp, self.topology.backends)
         snap = build_snapshot(self._status(), self.topology, self.measurements, self.sweeper.view)
+        snap = self.recorder.observe(snap)  # the first snapshot of a second is history's point
         for decorate in self.snapshot_decorators:
             try:
                 snap = decorate(snap)
@@ -369,6 +373,12 @@ class Engine:
     def events_since(self, seq: int, limit: int = 1000) -> list[model.Event]:
         return self.events.since(seq, limit)
 
+    def history(self, query: model.HistoryQuery) -> model.HistoryAnswer:
+        """Per-second series of proxies and backends, with the events to mark on their time axis
+        (lbtui/engine/history.py). Raises ValueError for a query the engine refuses. Safe from any
+        thread."""
+        return self.recorder.answer(query, self.events.since(0, MAX_EVENTS))
+
     @property
     def flow_observers(self) -> list[Callable[[model.FlowEvent], None]]:
         return self.flows.observers
@@ -387,11 +397,6 @@ class Engine:
 
     def backend_id(self, proxy: str, address: str, label: str = DEFAULT_GROUP) -> int:
         return self.topology.proxies[proxy].groups[label].members[address].id
-
-
-async def _step() -> None:
-    """A point of the start where a cancellation (a stop) lands between two synchronous steps."""
-    await asyncio.sleep(0)
 
 
 def wanted_interfaces(config: Config) -> list[str]:
