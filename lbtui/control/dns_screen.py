@@ -29,8 +29,8 @@ RefuseFn = Callable[[ipaddress.IPv4Address], "str | None"]
 @dataclass(frozen=True)
 class Screened:
     addresses: tuple[str, ...]  # usable, distinct, sorted numerically, at most max_records
-    rejected: tuple[str, ...]  # "127.0.0.1 (loopback)", in the answer's order, distinct
-    over_cap: int  # usable addresses beyond max_records, ignored
+    rejected: tuple[str, ...]  # "127.0.0.1 (loopback)": the answer's order, then the caller's reasons
+    over_cap: int  # addresses beyond max_records, ignored (not checked against the caller's reasons)
 
     def problems(self, max_records: int) -> str:
         """The refused part in words (empty if nothing was refused)."""
@@ -79,8 +79,9 @@ def is_local_address(address: ipaddress.IPv4Address) -> bool:
 
 def screen_answers(answers: Iterable[object], max_records: int, refuse: RefuseFn | None = None) -> Screened:
     """The usable addresses among `answers` (see the module's docstring); `refuse(address)` gives the
-    caller's own reasons (a VIP, a local address)."""
-    usable: set[ipaddress.IPv4Address] = set()
+    caller's own reasons (a VIP, a local address). It is asked in numeric order only until
+    max_records are accepted (each local check is a syscall; a huge answer costs no more than that)."""
+    candidates: set[ipaddress.IPv4Address] = set()
     rejected: dict[str, None] = {}
     for answer in answers:
         try:
@@ -89,15 +90,22 @@ def screen_answers(answers: Iterable[object], max_records: int, refuse: RefuseFn
             address = None
         if address is None:
             rejected[f"{str(answer)[:SHOWN_CHARS]!r} (not an IPv4 address)"] = None
-            continue
-        reason = why_unusable(address) or (refuse(address) if refuse is not None else None)
+        elif (reason := why_unusable(address)) is not None:
+            rejected[f"{address} ({reason})"] = None
+        else:
+            candidates.add(address)
+    usable: list[ipaddress.IPv4Address] = []
+    ordered = sorted(candidates)
+    for checked, address in enumerate(ordered):
+        if len(usable) == max_records:
+            return _screened(usable, rejected, len(ordered) - checked)
+        reason = refuse(address) if refuse is not None else None
         if reason is not None:
             rejected[f"{address} ({reason})"] = None
         else:
-            usable.add(address)
-    ordered = sorted(usable)
-    return Screened(
-        addresses=tuple(str(a) for a in ordered[:max_records]),
-        rejected=tuple(rejected),
-        over_cap=max(0, len(ordered) - max_records),
-    )
+            usable.append(address)
+    return _screened(usable, rejected, 0)
+
+
+def _screened(usable: list[ipaddress.IPv4Address], rejected: dict[str, None], over_cap: int) -> Screened:
+    return Screened(tuple(str(a) for a in usable), tuple(rejected), over_cap)

@@ -263,16 +263,17 @@ class Engine:
 
     def _on_dns_change(self, proxy: str, host: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
         was = ", ".join(old) or "nothing"
-        if self._running:
-            try:  # the members of the name's groups change; every runtime override stays
+        try:  # the members of the name's groups change; every runtime override stays
+            if self._running:
                 self._apply("configuration")
-            except CapacityError as exc:
-                msg = f"{proxy}: {host}: new answer not applied, keeping {was}: {exc}"
-                self.events.emit("dns", msg, level=model.Level.WARNING, proxy=proxy)
-                raise AnswerRefused(str(exc)) from None
-            self.publish()
+        except CapacityError as exc:
+            msg = f"{proxy}: {host}: new answer not applied, keeping {was}: {exc}"
+            self.events.emit("dns", msg, level=model.Level.WARNING, proxy=proxy)
+            raise AnswerRefused(str(exc)) from None
         now = ", ".join(new) or "nothing"
         self.events.emit("dns", f"{proxy}: {host} now resolves to {now} (was {was})", proxy=proxy)
+        if self._running:  # after the event: a front end that sees the new members finds it too
+            self.publish()
 
     # ---- commands -------------------------------------------------------------------------------
 

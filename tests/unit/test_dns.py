@@ -144,9 +144,9 @@ def test_a_lying_server_cannot_name_an_address_no_backend_can_have():
         "0.0.0.0 (unspecified)",
         "255.255.255.255 (broadcast)",
         "250.1.1.1 (reserved)",
-        "10.0.0.1 (a VIP of this load balancer)",
-        "10.9.9.9 (an address of this host)",
         f"'{'x' * 40}' (not an IPv4 address)",  # the server's text, shown short
+        "10.0.0.1 (a VIP of this load balancer)",  # the caller's reasons come last
+        "10.9.9.9 (an address of this host)",
     )
     problems = screened.problems(64)
     assert problems.startswith("rejected '2001:db8::1' (not an IPv4 address), 127.0.0.1 (loopback)")
@@ -161,6 +161,11 @@ def test_a_huge_answer_is_capped_to_the_first_addresses_in_numeric_order():
     assert screened.problems(64) == (
         "4936 usable addresses beyond the first 64 ignored (settings.dns.max_records)"
     )
+    asked: list[str] = []  # the caller's check (a syscall each) stops once the cap is reached
+    refuse_odd = lambda a: asked.append(str(a)) or ("odd" if int(a) % 2 else None)  # noqa: E731
+    screened = screen_answers(answers, 64, refuse_odd)
+    assert len(screened.addresses) == 64 and len(asked) == 128
+    assert screened.over_cap == 5000 - 128
 
 
 def test_the_host_s_own_addresses_are_found_by_the_kernel():

@@ -134,8 +134,8 @@ async def test_a_hostile_answer_gives_only_usable_backends_and_a_warning():
         assert {f"{b.ip}:{b.port}" for b in dp.read_backends().values() if b.active} == set(members(e))
         warnings = [ev for ev in e.events_since(0) if ev.kind == "dns" and ev.level is model.Level.WARNING]
         assert [w.message for w in warnings] == [
-            f"web: {NAME}: rejected 10.0.0.1 (a VIP of this load balancer), 127.0.0.1 (loopback), "
-            "169.254.169.254 (link-local), 224.0.0.5 (multicast), '::1' (not an IPv4 address)"
+            f"web: {NAME}: rejected 127.0.0.1 (loopback), 169.254.169.254 (link-local), "
+            "224.0.0.5 (multicast), '::1' (not an IPv4 address), 10.0.0.1 (a VIP of this load balancer)"
         ]
 
 
