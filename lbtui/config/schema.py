@@ -50,6 +50,7 @@ TABLE_SIZE_MIN = 7
 TABLE_SIZE_MAX = 65537
 MAX_CONNECTIONS_MIN = 1024
 MAX_CONNECTIONS_MAX = 16777216
+MAX_RECORDS_MAX = 1024  # DNS records per name: a quarter of the data path's backend ids
 HISTORY_S_MIN = 300  # the console's shortest chart span
 HISTORY_S_MAX = 86400
 
@@ -285,6 +286,14 @@ class DnsConfig:
         tuple[str, ...],
         Items("IPv4 or IPv6 addresses; empty: the system resolver", item=Text("", NAMESERVER)),
     ] = ()
+    max_records: Annotated[
+        int,
+        Int(
+            "usable A records used per name (the first in numeric order); more are ignored, with a warning",
+            low=1,
+            high=MAX_RECORDS_MAX,
+        ),
+    ] = 64
 
 
 @dataclass(frozen=True)

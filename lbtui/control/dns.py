@@ -4,16 +4,18 @@
 One asyncio task per (proxy, hostname) re-resolves the name every refresh interval, jittered by
 ±10 % each time so many names drift apart instead of querying in lockstep. Every valid A record is
 a backend address; a name of an IPv6 proxy is asked for its AAAA records instead (`record_type`).
-A failed resolution (timeout, SERVFAIL, NXDOMAIN, no answer, an empty or
+Every answer is screened (control.dns_screen: only the asked family, no loopback, VIP, local,
+multicast... address, at most max_records per name); what the screen refused is announced
+(`on_warning`) whenever it changes. A failed resolution (timeout, SERVFAIL, NXDOMAIN, no answer, an empty or
 all-invalid answer, or anything else that raises) never removes backends: the last good set stays
 and the status records the error and the number of failures in a row. `on_change` is called only
-when a good answer gives a different set, so it never sees an empty set.
+when a good answer gives a different set, so it never sees an empty set; if it raises AnswerRefused
+(the set does not fit the data path), the last good set stays, as after a failed resolution.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import random
 import time
@@ -26,16 +28,19 @@ import dns.resolver
 
 from lbtui import model
 from lbtui.addresses import IPV6, family
+from lbtui.control.dns_screen import FAMILIES, RefuseFn, screen_answers
 
 log = logging.getLogger(__name__)
 
 JITTER = 0.10  # each wait is the refresh interval ±10 %
 MIN_INTERVAL_S = 0.01  # a floor so a tiny configured interval cannot become a busy loop
 DNS_PORT = 53
+MAX_RECORDS = 64  # usable addresses used per name (settings.dns.max_records)
 
 NameKey = tuple[str, str]  # (proxy, hostname)
 ResolveFn = Callable[[str, str], Awaitable[tuple[str, ...]]]  # (hostname, "A" | "AAAA") -> answers
 OnChange = Callable[[str, str, tuple[str, ...], tuple[str, ...]], None]
+OnWarning = Callable[[str, str, str], None]  # (proxy, hostname, what was refused)
 
 
 @dataclass(frozen=True)
@@ -48,30 +53,14 @@ class ResolveError(Exception):
     """A resolution that gave no usable address; the message is what the status shows."""
 
 
+class AnswerRefused(Exception):
+    """Raised by on_change: the new set cannot be applied; the message is what the status shows."""
+
+
 def jittered_interval(interval_s: float, rng: random.Random) -> float:
     """The wait before the next resolution: interval_s ±10 %, never below MIN_INTERVAL_S."""
     base = max(interval_s, MIN_INTERVAL_S)
     return base * rng.uniform(1.0 - JITTER, 1.0 + JITTER)
-
-
-def usable_addresses(answers: Sequence[object]) -> tuple[str, ...]:
-    """The distinct IPv4 addresses among `answers`, sorted numerically.
-
-    Anything that is not an IPv4 address is dropped, and so are addresses that can never be a
-    backend (0.0.0.0, multicast, 255.255.255.255): a lying server must not steer traffic there.
-    """
-    found: set[ipaddress.IPv4Address] = set()
-    for answer in answers:
-        if not isinstance(answer, str):
-            continue
-        try:
-            address = ipaddress.IPv4Address(answer)
-        except ValueError:
-            continue
-        if address.is_unspecified or address.is_multicast or address == ipaddress.IPv4Address(2**32 - 1):
-            continue
-        found.add(address)
-    return tuple(str(address) for address in sorted(found))
 
 
 def describe_error(exc: BaseException, timeout_s: float, rdtype: str = "A") -> str:
@@ -99,6 +88,7 @@ class _NameState:
         self.last_error: str | None = None
         self.consecutive_failures = 0
         self.rdtype = "A"
+        self.refused = ""  # what the screen refused in the last answer, as last announced
 
 
 class DnsBackendResolver:
@@ -117,6 +107,9 @@ class DnsBackendResolver:
         rng: random.Random | None = None,
         timeout_s: float = 2.0,
         resolve_fn: ResolveFn | None = None,
+        max_records: int = MAX_RECORDS,
+        refuse: RefuseFn | None = None,
+        on_warning: OnWarning | None = None,
     ) -> None:
         self._nameservers = tuple(nameservers)
         self._on_change = on_change
@@ -124,6 +117,9 @@ class DnsBackendResolver:
         self._rng = rng or random.Random()
         self._timeout_s = timeout_s
         self._resolve_fn: ResolveFn = resolve_fn or self._query_dns
+        self.max_records = max_records  # followed at the next refresh (a reload may change it)
+        self._refuse = refuse
+        self._on_warning = on_warning
         self._resolver: dns.asyncresolver.Resolver | None = None
         self._intervals: dict[NameKey, float] = {}
         self._states: dict[NameKey, _NameState] = {}
@@ -208,8 +204,8 @@ class DnsBackendResolver:
     # ---- internals -------------------------------------------------------------------------------
 
     def _set_rdtype(self, key: NameKey, rdtype: str) -> None:
-        if rdtype not in RECORD_FILTERS:
-            raise ValueError(f"record type must be one of {sorted(RECORD_FILTERS)}, got {rdtype!r}")
+        if rdtype not in FAMILIES:
+            raise ValueError(f"record type must be one of {sorted(FAMILIES)}, got {rdtype!r}")
         state = self._states.setdefault(key, _NameState())
         if state.rdtype != rdtype:
             self._states[key] = fresh = _NameState()
@@ -239,10 +235,11 @@ class DnsBackendResolver:
         try:
             # The outer timeout is a safety net: a resolve function must never hang a task.
             answers = await asyncio.wait_for(self._resolve_fn(hostname, rdtype), self._timeout_s + 1.0)
-            usable, family_name = RECORD_FILTERS[rdtype]
-            addresses = usable(answers)
+            screened = screen_answers(answers, self.max_records, self._refuse, rdtype)
+            self._announce(key, screened.problems(self.max_records))
+            addresses = screened.addresses
             if not addresses:
-                raise ResolveError(f"no usable {family_name} address in the answer")
+                raise ResolveError(f"no usable {FAMILIES[rdtype][1]} address in the answer")
         except Exception as exc:  # every failure of any kind is a status, never an error of ours
             self._record_failure(key, describe_error(exc, self._timeout_s, rdtype))
             return None
@@ -250,17 +247,32 @@ class DnsBackendResolver:
             return None  # the name was dropped or changed its type while this query ran
         old = state.addresses
         state.addresses = addresses
-        state.last_success = self._clock()
-        state.last_error = None
-        state.consecutive_failures = 0
         if addresses != old:
             log.info("DNS %s (%s): %s -> %s", hostname, proxy, list(old), list(addresses))
             if notify and self._on_change is not None:
                 try:
                     self._on_change(proxy, hostname, old, addresses)
+                except AnswerRefused as exc:
+                    state.addresses = old
+                    self._record_failure(key, f"answer not applied: {exc}")
+                    return None
                 except Exception:
                     log.exception("DNS change callback failed for %s", hostname)
+        state.last_success = self._clock()
+        state.last_error = None
+        state.consecutive_failures = 0
         return Resolution(hostname, addresses)
+
+    def _announce(self, key: NameKey, refused: str) -> None:
+        """Say what the screen refused when it differs from the last answer's (not every refresh)."""
+        state = self._states.setdefault(key, _NameState())
+        if refused == state.refused:
+            return
+        state.refused = refused
+        if refused:
+            log.warning("DNS %s (%s): %s", key[1], key[0], refused)
+            if self._on_warning is not None:
+                self._on_warning(key[0], key[1], refused)
 
     def _record_failure(self, key: NameKey, error: str) -> None:
         state = self._states.setdefault(key, _NameState())
@@ -303,36 +315,3 @@ class DnsBackendResolver:
 def record_type(vip: str) -> str:
     """The records a proxy's DNS backends resolve to: AAAA for an IPv6 VIP, A for an IPv4 one."""
     return "AAAA" if family(vip) == IPV6 else "A"
-
-
-def usable_ipv6_addresses(answers: Sequence[object]) -> tuple[str, ...]:
-    """The distinct IPv6 addresses among `answers`, sorted numerically: what can be a backend.
-
-    Dropped, so a lying server cannot steer traffic there: anything that is not an IPv6 address,
-    the unspecified address, loopback, multicast, link-local (it needs a zone) and IPv4-mapped
-    addresses (an IPv6 proxy's backends are IPv6)."""
-    found: set[ipaddress.IPv6Address] = set()
-    for answer in answers:
-        if not isinstance(answer, str) or "%" in answer:
-            continue
-        try:
-            address = ipaddress.IPv6Address(answer)
-        except ValueError:
-            continue
-        if (
-            address.is_unspecified
-            or address.is_loopback
-            or address.is_multicast
-            or address.is_link_local
-            or address.ipv4_mapped is not None
-        ):
-            continue
-        found.add(address)
-    return tuple(str(address) for address in sorted(found))
-
-
-# record type -> (the filter of its answers, the family named in errors)
-RECORD_FILTERS: dict[str, tuple[Callable[[Sequence[object]], tuple[str, ...]], str]] = {
-    "A": (usable_addresses, "IPv4"),
-    "AAAA": (usable_ipv6_addresses, "IPv6"),
-}

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from lbtui.dataplane.loader import Attachment, Loaded, remove_pins
+from lbtui.dataplane.bpffs import PinDirRefused, remove_pins
+from lbtui.dataplane.loader import Attachment, Loaded
 from lbtui.dataplane.maps import Maps
 from lbtui.dataplane.port import (
     DataplaneError,
@@ -41,13 +42,21 @@ class KernelDataplane:
         self._attachments: dict[str, Attachment] = {}
         self._reader: threading.Thread | None = None
         self._reader_stop = threading.Event()
+        self._pins_ours = False  # only once load has taken the pin directory does a close unpin it
 
     @property
     def spec(self) -> DataplaneSpec:
         return self._spec
 
     def load(self) -> None:
-        self._loaded = Loaded(self._spec)
+        refused = False
+        try:
+            self._loaded = Loaded(self._spec)
+        except PinDirRefused:  # another's directory: left exactly as it is
+            refused = True
+            raise
+        finally:
+            self._pins_ours = not refused
         self._maps = Maps(self._loaded)
 
     @property
@@ -119,7 +128,7 @@ class KernelDataplane:
             self._loaded.close()
             self._loaded = None
             self._maps = None
-        if not keep:
+        if not keep and self._pins_ours:
             remove_pins(self._spec.pin_dir)
 
     # ---- maps (see port.Dataplane) --------------------------------------------------------------

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lbtui.dataplane import structs
+from lbtui.dataplane.bpffs import has_pinned_state, prepare_pin_dir
 from lbtui.dataplane.port import DataplaneError, DataplaneSpec
 
 log = logging.getLogger(__name__)
@@ -80,57 +81,7 @@ def check_privileges() -> str | None:
     return None
 
 
-BPF_FS_TYPE = "bpf"
 PINNED_PROGRAMS = ("prog_xdp", "prog_tc")
-
-
-def ensure_bpffs(path: str) -> None:
-    """Make `path` a directory on a bpf filesystem (mount one on its parent if needed).
-
-    bpffs must live outside /sys: `ip netns exec` remounts /sys, hiding a bpffs there
-    (docs/datapath.md#bpffs).
-    A mount made inside `ip netns exec` is private to that process's mount namespace, so
-    scripts/setup mounts /run/lbtui/bpffs once in the host's namespace.
-    """
-    root = os.path.dirname(path.rstrip("/"))
-    if not _on_bpffs(root):
-        os.makedirs(root, exist_ok=True)
-        r = subprocess.run(["mount", "-t", "bpf", "bpf", root], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise DataplaneError(f"cannot mount a bpf filesystem on {root}: {r.stderr.strip()}")
-        log.warning("mounted bpffs on %s (pins survive only while this mount does)", root)
-    os.makedirs(path, exist_ok=True)
-
-
-def _on_bpffs(path: str) -> bool:
-    real = os.path.realpath(path)
-    best = ("", "")
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            parts = line.split()
-            mnt, fstype = parts[1], parts[2]
-            if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best[0]):
-                best = (mnt, fstype)
-    return best[1] == BPF_FS_TYPE
-
-
-def has_pinned_state(pin_dir: str | None) -> bool:
-    return bool(pin_dir) and os.path.exists(os.path.join(str(pin_dir), "lb_conntrack"))
-
-
-def remove_pins(pin_dir: str | None) -> None:
-    """Unpin this instance's maps and programs (the kernel frees them once nothing holds them)."""
-    if not pin_dir or not os.path.isdir(pin_dir):
-        return
-    for name in os.listdir(pin_dir):
-        try:
-            os.unlink(os.path.join(pin_dir, name))
-        except OSError as exc:
-            log.warning("unpinning %s: %s", name, exc)
-    try:
-        os.rmdir(pin_dir)
-    except OSError as exc:
-        log.warning("removing %s: %s", pin_dir, exc)
 
 
 class Loaded:
@@ -144,9 +95,9 @@ class Loaded:
         from bcc import BPF
 
         self.spec = spec
-        self.adopted = has_pinned_state(spec.pin_dir)
         if spec.pin_dir:
-            ensure_bpffs(spec.pin_dir)
+            prepare_pin_dir(spec.pin_dir)  # before adopting anything pinned there
+        self.adopted = has_pinned_state(spec.pin_dir)
         src = bpf_source_dir()
         try:
             self.bpf: Any = BPF(src_file=str(src / "lb.c"), cflags=[f"-I{src}", *spec.cflags()])

@@ -25,6 +25,14 @@ class DataplaneError(Exception):
     """The kernel refused something (compile, load, attach): exit code 3 territory."""
 
 
+# Memory per conntrack entry (two per flow), for the host check of settings.max_connections
+# (lbtui/hostcheck.py). The kernel preallocates the whole LRU hash: key (16 bytes), value
+# (80) and its element header and bucket (~64). The engine's sweep holds a read buffer of the whole
+# map and numpy copies of it (~3 x 96). Rounded up: the check must not pass a size that then fails.
+CT_KERNEL_BYTES_PER_ENTRY = 160
+CT_USER_BYTES_PER_ENTRY = 300
+
+
 @dataclass(frozen=True)
 class DataplaneSpec:
     """Compile-time sizes of the maps (every size is configurable: docs/architecture.md#state)."""
@@ -37,6 +45,12 @@ class DataplaneSpec:
     max_routes: int = 1024
     ringbuf_pages: int = 1024
     pin_dir: str | None = None  # bpffs directory for this instance's maps and programs
+
+    def memory_bytes(self) -> int:
+        """About what the maps (kernel) and the engine's sweep buffers (user space) take: the conntrack
+        table and the selection tables; the rest is a few MiB."""
+        per_entry = CT_KERNEL_BYTES_PER_ENTRY + CT_USER_BYTES_PER_ENTRY
+        return self.conntrack_entries * per_entry + 4 * self.max_groups * self.table_size + (16 << 20)
 
     def cflags(self) -> list[str]:
         pin = [f'-DLB_PIN_DIR="{self.pin_dir}"'] if self.pin_dir else []

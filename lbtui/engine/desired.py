@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from lbtui.addresses import AddressError, format_endpoint, parse_endpoint
 from lbtui.config import BackendConfig, Config, ProxyConfig
-from lbtui.dataplane.port import RateLimits
+from lbtui.dataplane.port import DataplaneSpec, RateLimits
 from lbtui.engine.ids import DEFAULT_GROUP
 from lbtui.engine.overrides import BackendRef, DrainOverride, Overrides
 
@@ -54,6 +54,32 @@ class Desired:
 
     def limits(self) -> dict[str, RateLimits]:
         return {p: spec.limits for p, spec in self.proxies.items()}
+
+
+class CapacityError(ValueError):
+    """A desired state larger than the data path's maps; raised before any map is written."""
+
+
+def check_capacity(desired: Desired, spec: DataplaneSpec) -> None:
+    """Refuse (CapacityError) what the maps cannot hold, so that no write starts that would fail half
+    way (ids taken, tables half written) whatever asked for it: a reload, a command, a DNS answer."""
+    groups = [
+        (name, label, len(members))
+        for name, p in desired.proxies.items()
+        for label, members in p.groups.items()
+    ]
+    members = sum(n for _, _, n in groups)
+    if len(desired.proxies) > spec.max_services:
+        raise CapacityError(f"{len(desired.proxies)} proxies: the data path holds {spec.max_services}")
+    if len(groups) > spec.max_groups:
+        raise CapacityError(f"{len(groups)} backend groups: the data path holds {spec.max_groups}")
+    for name, label, n in groups:
+        if n > spec.table_size:
+            raise CapacityError(
+                f"{name}: {n} backends in group {label} do not fit settings.table_size = {spec.table_size}"
+            )
+    if members > spec.max_backends:
+        raise CapacityError(f"{members} backends in all groups: the data path holds {spec.max_backends}")
 
 
 def config_limits(cfg: ProxyConfig) -> RateLimits:

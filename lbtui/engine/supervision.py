@@ -10,11 +10,13 @@ events, and DNS answers that changed (the desired state is composed again).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Callable
 
 from lbtui import model
 from lbtui.config import Config
 from lbtui.control.dns import DnsBackendResolver, OnChange, ResolveFn, record_type
+from lbtui.control.dns_screen import Address, is_local_address
 from lbtui.control.health import CheckFn
 from lbtui.control.supervisor import NEUTRAL, BackendKey, BackendSupervisor, Factors, Supervised
 from lbtui.engine.clock import Clock
@@ -43,8 +45,12 @@ class Supervision:
         topology: Topology,
         health_check: CheckFn,
         resolve: ResolveFn | None,
+        is_local: Callable[[Address], bool] = is_local_address,
     ):
+        """is_local: whether an address is this host's (a DNS answer must not name one)."""
         self._clock = clock
+        self._is_local = is_local
+        self._vips: frozenset[Address] = frozenset()
         self._events = events
         self._topology = topology
         self._health_check = health_check
@@ -60,6 +66,7 @@ class Supervision:
         on_dns_change: OnChange,
     ) -> None:
         """Make the supervisor and the resolver (on the running loop)."""
+        self._vips = vips_of(config)
         self.supervisor = BackendSupervisor(
             on_change=on_factors,
             on_event=self._on_event,
@@ -73,6 +80,9 @@ class Supervision:
             on_change=on_dns_change,
             clock=self._clock.time,
             resolve_fn=self._resolve,
+            max_records=config.settings.dns.max_records,
+            refuse=self._refuse,
+            on_warning=self._on_dns_warning,
         )
 
     async def close(self) -> None:
@@ -85,6 +95,17 @@ class Supervision:
         self, kind: str, message: str, level: model.Level, proxy: str | None, backend: str | None
     ) -> None:
         self._events.emit(kind, message, level=level, proxy=proxy, backend=backend)
+
+    def _refuse(self, address: Address) -> str | None:
+        """A DNS answer's address that is ours: one of the VIPs, or an address of this host."""
+        if address in self._vips:
+            return "a VIP of this load balancer"
+        if self._is_local(address):
+            return "an address of this host"
+        return None
+
+    def _on_dns_warning(self, proxy: str, host: str, refused: str) -> None:
+        self._events.emit("dns", f"{proxy}: {host}: {refused}", level=model.Level.WARNING, proxy=proxy)
 
     # ---- following the topology -----------------------------------------------------------------
 
@@ -101,7 +122,9 @@ class Supervision:
                     circuit=proxy.cfg.circuit_breaker,
                 )
             self.supervisor.configure(list(items.values()))
+        self._vips = vips_of(config)
         if self.dns is not None:
+            self.dns.max_records = config.settings.dns.max_records
             names = dns_names(config)
             self.dns.set_names({k: v[0] for k, v in names.items()}, {k: v[1] for k, v in names.items()})
 
@@ -153,3 +176,7 @@ class Supervision:
         for key, (handshakes, failures) in totals.items():
             self.supervisor.observe_counters(key, handshakes, failures + syn_failures.get(key, 0))
         self.supervisor.tick()
+
+
+def vips_of(config: Config) -> frozenset[Address]:
+    return frozenset(ipaddress.ip_address(p.vip) for p in config.proxies)

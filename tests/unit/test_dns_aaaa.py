@@ -15,9 +15,8 @@ from lbtui.control.dns import (
     Resolution,
     describe_error,
     record_type,
-    usable_addresses,
-    usable_ipv6_addresses,
 )
+from lbtui.control.dns_screen import screen_answers
 from lbtui.engine.supervision import dns_names
 from tests.unit.test_dns import FakeDns, make_resolver
 
@@ -27,7 +26,7 @@ def test_record_type_follows_the_vip_family() -> None:
     assert record_type("fd00:10::1") == "AAAA"
 
 
-def test_usable_ipv6_addresses_filter_and_sort_numerically() -> None:
+def test_aaaa_answers_are_screened_and_sorted_numerically() -> None:
     answers = [
         "fd00::10",
         "fd00::9",
@@ -43,8 +42,10 @@ def test_usable_ipv6_addresses_filter_and_sort_numerically() -> None:
         "garbage",
         None,
     ]
-    assert usable_ipv6_addresses(answers) == ("2001:db8::1", "fd00::9", "fd00::10")
-    assert usable_addresses(["fd00::1", "10.0.0.1"]) == ("10.0.0.1",)  # A records stay IPv4 only
+    screened = screen_answers(answers, 64, rdtype="AAAA")
+    assert screened.addresses == ("2001:db8::1", "fd00::9", "fd00::10")
+    assert "::ffff:a00:1 (IPv4-mapped)" in screened.rejected
+    assert screen_answers(["fd00::1", "10.0.0.1"], 64).addresses == ("10.0.0.1",)  # A stays IPv4 only
 
 
 def test_errors_name_the_record_type() -> None:
