@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -58,6 +59,35 @@ def _off_loop(fn: Callable[..., T]) -> Callable[..., T]:
 def bpf_source_dir() -> Path:
     """bpf/ in a checkout, or the lbtui.bpf package data when installed."""
     return Path(str(resources.files("lbtui.bpf")))
+
+
+_LOCAL_INCLUDE = re.compile(r'^#include "([A-Za-z0-9_.]+)"\s*$')
+
+
+def bpf_source(name: str = "lb.c") -> str:
+    """The program's source as one text: bpf/`name` with its local headers (#include "lb_*.h")
+    inlined, each once, with #line markers so that compiler messages name the real file and line.
+
+    BCC rewrites map calls (`table.lookup(&k)`) only in the file it compiles, not in headers it
+    includes, so the split sources (docs/datapath.md) are joined before BCC sees them.
+    """
+    root = bpf_source_dir()
+    seen: set[str] = set()
+
+    def expand(file: str) -> list[str]:
+        seen.add(file)
+        out = [f'#line 1 "{file}"']
+        for number, line in enumerate((root / file).read_text().splitlines(), start=1):
+            m = _LOCAL_INCLUDE.match(line)
+            if m is None:
+                out.append(line)
+                continue
+            if m.group(1) not in seen:
+                out += expand(m.group(1))
+            out.append(f'#line {number + 1} "{file}"')
+        return out
+
+    return "\n".join(expand(name)) + "\n"
 
 
 def check_privileges() -> str | None:
@@ -114,7 +144,7 @@ def _on_bpffs(path: str) -> bool:
 
 
 def has_pinned_state(pin_dir: str | None) -> bool:
-    return bool(pin_dir) and os.path.exists(os.path.join(str(pin_dir), "lb_conntrack"))
+    return bool(pin_dir) and os.path.exists(os.path.join(str(pin_dir), "lb_ct_established"))
 
 
 def remove_pins(pin_dir: str | None) -> None:
@@ -148,7 +178,7 @@ class Loaded:
             ensure_bpffs(spec.pin_dir)
         src = bpf_source_dir()
         try:
-            self.bpf: Any = BPF(src_file=str(src / "lb.c"), cflags=[f"-I{src}", *spec.cflags()])
+            self.bpf: Any = BPF(text=bpf_source(), cflags=[f"-I{src}", *spec.cflags()])
             self.xdp_fn = self.bpf.load_func(XDP_PROG, BPF.XDP)
             self.tc_fn = self.bpf.load_func(TC_PROG, BPF.SCHED_CLS)
             self.reap_fn = self.bpf.load_func(REAP_PROG, BPF.XDP)
