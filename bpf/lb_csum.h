@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 // Checksums in XDP: incremental updates of a complete checksum, and a full check of short segments.
 // (TC uses the kernel's helpers instead: they also handle CHECKSUM_PARTIAL skbs; docs/datapath.md#checksums.)
 #ifndef LBTUI_LB_CSUM_H

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 // Conntrack: the established and transient tables, and the moves of a flow between them
 // (docs/datapath.md#conntrack).
 //

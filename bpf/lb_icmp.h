@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 // ICMP errors about NATed flows, both ways, and fragmented replies (docs/datapath.md#icmp-errors).
 //
 // An ICMP error (destination unreachable: frag-needed, port/host unreachable...; time exceeded)

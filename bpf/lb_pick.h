@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 // New flows: the backend pick (docs/datapath.md#what-the-programs-do, step 6) and the insertion of
 // both conntrack entries into the transient table.
 #ifndef LBTUI_LB_PICK_H

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 // New-connection rate limits: token buckets per (service, client address) and per backend, shared
 // by all CPUs (docs/datapath.md#maps).
 #ifndef LBTUI_LB_RATELIMIT_H

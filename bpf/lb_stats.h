@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 // Counters, drop reasons, latency histograms and ring-buffer events.
 #ifndef LBTUI_LB_STATS_H
 #define LBTUI_LB_STATS_H

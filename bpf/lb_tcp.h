@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 // TCP: the segment's fields the data path needs, per-direction sequence and window tracking, the
 // window checks of RST and FIN (RFC 5961 style), and the flags that open and close a flow
 // (docs/datapath.md#tcp-validation).

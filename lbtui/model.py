@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Values exchanged between the engine and its front ends: snapshots, events, commands, results.
 
 Everything here is a frozen dataclass of plain Python values (no map layouts, no UI types), so the
@@ -14,6 +15,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from lbtui import __version__
 
 
 class Health(enum.StrEnum):
@@ -251,6 +254,7 @@ class Snapshot:
     flows_matched: int = 0  # live flows matching flow_query (all live flows for the default query)
     access_log_target: str | None = None  # where closed connections are logged; None: no access log
     history_s: int = 0  # seconds of history the engine keeps (EngineHandle.history); 0: none
+    version: str = __version__  # of the lbtui that built the snapshot
 
     def service(self, name: str) -> ServiceView | None:
         return next((s for s in self.services if s.name == name), None)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Conntrack expiry: which flows have been idle past their timeout (docs/datapath.md#conntrack).
 
 The engine reads conntrack and hands the record arrays here; nothing in this module touches a map.

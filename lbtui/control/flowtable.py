@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The flow view: every live flow of conntrack as compact columns, and any query over it, bounded.
 
 A front end asks for a view (the console's conntrack pane, `lbtui ctl flows`); the engine then

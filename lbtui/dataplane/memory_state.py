@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the maps of a MemoryDataplane hold: one `MapState` per (possibly pinned) data path.
 
 The two conntrack tables keep lb.h's record layout in numpy arrays (the engine reads them as it

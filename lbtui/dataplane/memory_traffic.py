@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Traffic through a MemoryDataplane: what lb.c does to its maps when packets arrive.
 
 A test opens flows (`connect`: the client's SYN or first datagram, a transient flow), answers them

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Flow views: front ends choose which flows their bounded view holds, among every flow in conntrack.
 
 Conntrack is read whole only while front ends look at flows: a snapshot request that names a flow

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Reload: parse and check the file, apply the difference, roll back on any failure; and the file
 watch that reloads when the file changes.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The conntrack sweep and what follows from it (docs/datapath.md#conntrack).
 
 Every sweep_interval_s, on a worker thread: the whole transient table (embryonic and closing

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Conntrack rules on real packets (BPF_PROG_TEST_RUN): established flows survive floods, a lost forward
 entry is rebuilt, phantom flows count nowhere, a SYN on a tuple whose backend is gone re-picks
 (docs/datapath.md#conntrack)."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """ICMP errors about NATed flows and fragmented UDP replies on real packets (BPF_PROG_TEST_RUN): both
 translated like IPVS and Katran do, every checksum recomputed from scratch and compared
 (docs/datapath.md#icmp-errors)."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Rate limits on real packets (BPF_PROG_TEST_RUN): a full per-source table fails closed (new sources
 share an overflow bucket), and a refill cannot overflow for any rate (docs/datapath.md#maps)."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """TCP validation on real packets (BPF_PROG_TEST_RUN): RSTs honoured only in the window the data path
 tracks (RFC 5961 style), a RST+SYN cannot move a flow, SYN|RST, SYN|FIN and bad checksums are dropped
 and counted by reason (docs/datapath.md#tcp-validation)."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Single packets through a private copy of the BPF programs (BPF_PROG_TEST_RUN), for tests/bpf/.
 
 `Programs` loads lb.c with a small topology (a VIP, three backends, one selection table per service)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The oracle's mirror of conntrack: which entries lb.c keeps in which table, and the rules that add,
 change, move and remove them (bpf/lb.h, bpf/lb_ct.h).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The oracle's ICMP and fragment rules (bpf/lb_icmp.h): which ICMP errors quote a tracked flow, and
 what a correct translation of one (or of a later fragment of a reply) looks like.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The oracle's rules for lbtui_tc (TC egress on the client-facing interfaces): SNAT of replies, later
 fragments of a SNATed reply, ICMP errors about a flow, the reply side's TCP state and the moves it
 makes (a forward entry re-created, a flow established by the backend's answer, a close).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The oracle's TCP rules (bpf/lb_tcp.h): a segment's fields, sequence and window tracking per
 direction, where a RST or FIN lies in the window, and the flow flags a segment sets."""
 
