@@ -415,12 +415,19 @@ int lbtui_tc(struct __sk_buff *skb)
             }
         }
     }
+    int where = LB_SEG_EXACT;
+    if (is_tcp && !(seg.flags & TCP_SYN))
+        where = tcp_in_window(rev, fwd, seg.seq);
+    if (is_tcp && (seg.flags & TCP_RST) && where == LB_SEG_OUTSIDE) {
+        count_drop(service_id, LB_DROP_RST_WINDOW);
+        return TC_ACT_SHOT;
+    }
+    // the reply's own counters, before the flow moves between tables (a move copies the entry) and
+    // before a close reports them: the packet that closes the flow is part of it
+    rev->last_seen_ns = now;
+    __sync_fetch_and_add(&rev->packets, 1);
+    __sync_fetch_and_add(&rev->bytes, ip_len);
     if (is_tcp) {
-        int where = (seg.flags & TCP_SYN) ? LB_SEG_EXACT : tcp_in_window(rev, fwd, seg.seq);
-        if ((seg.flags & TCP_RST) && where == LB_SEG_OUTSIDE) {
-            count_drop(service_id, LB_DROP_RST_WINDOW);
-            return TC_ACT_SHOT;
-        }
         if ((seg.flags & TCP_RST) && where == LB_SEG_INSIDE)
             global_inc(LB_G_RST_CHALLENGED);
         if (!(seg.flags & TCP_RST) && where != LB_SEG_OUTSIDE)
@@ -451,19 +458,6 @@ int lbtui_tc(struct __sk_buff *skb)
             return TC_ACT_SHOT;
         }
         table = LB_TBL_ESTABLISHED;
-    }
-    // the reply's own counters (after a move, in whichever table holds the entry now)
-    struct lb_ct_entry *cur = rev;
-    if (table == LB_TBL_ESTABLISHED)
-        cur = lb_ct_established.lookup(&rk);
-    if (!cur || cur->created_ns != created) {
-        int t2;
-        cur = ct_lookup(&rk, &t2);
-    }
-    if (cur) {
-        cur->last_seen_ns = now;
-        __sync_fetch_and_add(&cur->packets, 1);
-        __sync_fetch_and_add(&cur->bytes, ip_len);
     }
     struct lb_backend_stats *bs = backend_stats(backend_id);
     if (bs) {

@@ -103,13 +103,19 @@ class TcRules:
                 found.last_frame = data
                 self.counters["tc_ct_restored"] += 1
             fwd = found
+        where = tcp.EXACT
+        if seg is not None and not seg.flags & tcp.SYN:
+            where = tcp.in_window(rev, fwd, seg.seq)
+        if seg is not None and seg.flags & tcp.RST and where == tcp.OUTSIDE:
+            self.drops[(rev.service_id, "rst_out_of_window")] += 1
+            return Verdict(
+                "invalid", tuple(check_untouched("rst_out_of_window", data, verdict, out, TC_ACT_SHOT))
+            )
+        # the reply's own counters, before the flow moves or closes (lbtui_tc counts them first)
+        rev.packets += 1
+        rev.octets += view.ip_len
+        rev.last_frame = data
         if seg is not None:
-            where = tcp.EXACT if seg.flags & tcp.SYN else tcp.in_window(rev, fwd, seg.seq)
-            if seg.flags & tcp.RST and where == tcp.OUTSIDE:
-                self.drops[(rev.service_id, "rst_out_of_window")] += 1
-                return Verdict(
-                    "invalid", tuple(check_untouched("rst_out_of_window", data, verdict, out, TC_ACT_SHOT))
-                )
             if seg.flags & tcp.RST and where == tcp.INSIDE:
                 self.counters["rst_challenged"] += 1
             if not seg.flags & tcp.RST and where != tcp.OUTSIDE:
@@ -131,14 +137,6 @@ class TcRules:
         elif fwd is not None and table == TRANSIENT and not fwd.flags & (tcp.CT_F_EST | tcp.CT_F_CLOSED):
             self.ct.promote(fwd)  # UDP: the backend answered
             table = ESTABLISHED
-        rkey = (view.saddr, view.daddr, view.sport, view.dport, view.proto)
-        cur = self.ct.tables[ESTABLISHED].get(rkey) if table == ESTABLISHED else rev
-        if cur is None or cur.flow != rev.flow:
-            cur = self.ct.get(rkey)
-        if cur is not None:
-            cur.packets += 1
-            cur.octets += view.ip_len
-            cur.last_frame = data
         problems = check_rewrite(data, verdict, out, view, "src", {vip})
         self.counters["tc_snat"] += 1
         if view.frag:  # the first fragment: its followers get the same source
