@@ -329,8 +329,12 @@ class Settings:
     xdp_mode: Annotated[str, Choice("auto: native, falling back to generic", XDP_MODES)] = "auto"
     sweep_interval_s: Annotated[float, Number("how often expired conntrack entries are swept")] = 2.0
     conntrack_pass_s: Annotated[
-        float, Number("one pass of the idle sweep over the established flows takes about this long")
-    ] = 60.0
+        float,
+        Number(
+            "one pass of the idle sweep over the established flows takes about this long (an idle "
+            "flow goes between its timeout and its timeout + this)"
+        ),
+    ] = 300.0
     manage_sysctls: Annotated[
         bool, Flag("turn net.ipv4.ip_forward on at start (NAT mode forwards every balanced packet)")
     ] = False

@@ -86,6 +86,7 @@ class Sweeper:
         self.view = SweepView(model.ConntrackSummary(capacity=capacity))
         self.swept_total = 0
         self.passes = 0  # whole passes over the established table
+        self.last_slice = 0  # established entries the last sweep read
         self._cursor = 0
         self._sweeps = 0
         self._syn_timeouts = SynTimeoutCounter()
@@ -106,6 +107,7 @@ class Sweeper:
         budget = conntrack.slice_size(
             established, settings.sweep_interval_s, settings.conntrack_pass_s, SLICE_MIN, SLICE_MAX
         )
+        self.last_slice = budget
         read_all, cursor = self._queries.due(), self._cursor
         buckets = self._sweeps % RATE_SWEEP_EVERY == 0
         self._sweeps += 1
