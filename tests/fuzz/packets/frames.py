@@ -319,6 +319,8 @@ class FrameGenerator:
             body = bytes((8, 0, 0, 0)) + rng.randbytes(rng.randrange(4, 60))
             return self.l4_frame(self.client_ip(), VIP_B, ICMP, 0, 0, payload=icmp_fix(body)).data
         if family == "icmp_error":
+            if flows and rng.random() < 0.6:
+                return self.icmp_error_about(rng.choice(flows[-64:]))
             return self.icmp_error()
         if family == "arp":
             arp = bytes.fromhex("0001080006040001") + ETH_SRC + self.client_ip() + bytes(6) + VIP_B
@@ -410,6 +412,20 @@ class FrameGenerator:
         return self.to_vip(**kw).data
 
     # -- mutations -----------------------------------------------------------------------------
+    def icmp_error_about(self, flow: Flow) -> bytearray:
+        """An error a router on the client side sends to the VIP about a reply of a tracked flow
+        (VIP:port -> client:port): the quote is 8 bytes of its L4 header or all of it."""
+        rng = self.rng
+        if flow.proto == TCP:
+            l4 = tcp_segment(VIP_B, flow.client_ip, flow.vip_port, flow.client_port, 0x10, b"")
+        else:
+            l4 = udp_datagram(VIP_B, flow.client_ip, flow.vip_port, flow.client_port, rng.randbytes(4))
+        quoted = ipv4_header(VIP_B, flow.client_ip, flow.proto, len(l4)) + l4[: rng.choice((8, len(l4)))]
+        icmp_type, code = rng.choice(((3, 4), (3, 4), (3, 3), (3, 1), (11, 0)))
+        body = icmp_fix(bytes((icmp_type, code, 0, 0)) + b"\x00\x00\x05\x00" + quoted)
+        src = rng.choice((addr("10.0.9.1"), flow.client_ip))
+        return self.l4_frame(src, VIP_B, ICMP, 0, 0, payload=body).data
+
     def icmp_error(self) -> bytearray:
         """Destination unreachable / time exceeded quoting a TCP header to or from the VIP."""
         rng = self.rng
