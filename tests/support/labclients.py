@@ -71,7 +71,10 @@ def hold_connections(
         except (OSError, http.client.HTTPException):
             errors += 1
         held.close()
-    _emit({"event": "done", "backends": dict(second), ERRORS_KEY: errors, "asked": asked})
+    done: dict[str, object] = {"event": "done", "backends": dict(second), ERRORS_KEY: errors}
+    if every > 0:
+        done["asked"] = asked  # requests made while holding
+    _emit(done)
 
 
 def steady_connections(url: str, interval: float, seconds: float, timeout: float) -> None:
