@@ -7,6 +7,7 @@
     lbtui demo [--no-ui]          the demo lab with the load balancer on it
     lbtui ctl [--socket P] CMD    talk to a running instance
     lbtui attach [--socket P]     the console, on a running instance
+    lbtui backend-setup ...       on a DSR backend: VIPs on lo, ARP settings, IPIP decapsulation
 
 Exit codes (lbtui/exitcodes.py): 0 clean stop, 1 bad configuration, 2 usage, 3 the host is not ready
 (privileges, kernel, interfaces, IP forwarding), 4 a resource is busy (metrics port, control socket).
@@ -150,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ctl.main(args[1:])
     if args and args[0] == "attach":
         return attach(_attach_parser().parse_args(args[1:]))
+    if args and args[0] == "backend-setup":
+        from lbtui import backend_setup
+
+        return backend_setup.main(args[1:])
     parser = _main_parser()
     ns = parser.parse_args(args)
     if not ns.config:
