@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Annotated
 
+from lbtui.addresses import format_endpoint
 from lbtui.config.formats import (
     CIDR,
     DNS_NAME,
@@ -16,7 +17,7 @@ from lbtui.config.formats import (
     FILE_PATH,
     HTTP_HOST,
     IFNAME,
-    IPV4,
+    IP_ADDRESS,
     LISTEN,
     NAMESERVER,
     PROXY_NAME,
@@ -62,9 +63,12 @@ class BackendConfig:
     """[[proxy.backend]], and the backends of a source route: a static address or a DNS name."""
 
     weight: Annotated[int, Int("positive integer, any size up to 2147483647 (no sum rule)")] = 1
-    address: Annotated[Endpoint | None, Text('static backend: IPv4 "ip:port"', ENDPOINT)] = None
+    address: Annotated[
+        Endpoint | None, Text('static backend: "ip:port", or "[ip]:port" for IPv6', ENDPOINT)
+    ] = None
     host: Annotated[
-        str | None, Text("DNS name instead of address: every A record is a backend", DNS_NAME)
+        str | None,
+        Text("DNS name instead of address: every A (AAAA for an IPv6 VIP) record is a backend", DNS_NAME),
     ] = None
     port: Annotated[
         int | None, Int("port of a host backend", high=65535, expect=PORT, not_with=HOST_ONLY)
@@ -107,7 +111,9 @@ def _backend_group(doc: str, toml: str = "") -> Tables:
 class SourceRouteConfig:
     """[[proxy.source_route]]: clients from this network use these backends instead of the default group."""
 
-    cidr: Annotated[str, Text("IPv4 network without host bits; longest prefix wins", CIDR, required=True)]
+    cidr: Annotated[
+        str, Text("network of the VIP's family without host bits; longest prefix wins", CIDR, required=True)
+    ]
     backends: Annotated[tuple[BackendConfig, ...], _backend_group("this network's backends")]
 
 
@@ -174,6 +180,14 @@ class RateLimitConfig:
 
     per_source: Annotated[TokenBucket | None, Table("per client address", cls=TokenBucket)] = None
     per_backend: Annotated[TokenBucket | None, Table("per backend", cls=TokenBucket)] = None
+    ipv6_source_prefix: Annotated[
+        int,
+        Int(
+            "IPv6 VIPs only: per_source counts clients by this prefix (one host owns a /64)",
+            high=128,
+            expect="a prefix length from 1 to 128",
+        ),
+    ] = 64
 
 
 def _listener(table: Checked) -> tuple[str, int, str] | None:
@@ -189,7 +203,12 @@ UNIQUE_PROXIES = (
         lambda name, first: f"duplicate proxy name {json.dumps(name)} (also used by {first})",
         at="name",
     ),
-    Unique(_listener, lambda listener, first: "{}:{}/{} is also served by {}".format(*listener, first)),
+    Unique(
+        _listener,
+        lambda listener, first: (
+            f"{format_endpoint(listener[0], listener[1])}/{listener[2]} is also served by {first}"
+        ),
+    ),
 )
 
 
@@ -209,7 +228,9 @@ class ProxyConfig:
             duplicate=lambda name: f"duplicate interface {json.dumps(name)}",
         ),
     ]
-    vip: Annotated[str, Text("the virtual IPv4 address clients connect to", IPV4, required=True)]
+    vip: Annotated[
+        str, Text("the virtual IPv4 or IPv6 address clients connect to", IP_ADDRESS, required=True)
+    ]
     port: Annotated[int, Int("the VIP's port", high=65535, expect=PORT, required=True)]
     backends: Annotated[tuple[BackendConfig, ...], _backend_group("the default backend group", "backend")]
     protocol: Annotated[str, Choice('"tcp" or "udp"', PROTOCOLS)] = "tcp"

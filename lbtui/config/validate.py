@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from lbtui import addresses
 from lbtui.config.errors import ConfigIssue, describe, join_key
 from lbtui.config.keys import INVALID, NO_DEFAULT, Checked, Table, declared_keys, key_of
 from lbtui.config.schema import (
@@ -91,6 +92,48 @@ def _group_fits(table: Checked, walk: Validator, toml_key: str) -> None:
 
 def _proxy(table: Checked, walk: Validator) -> None:
     _group_fits(table, walk, "backend")
+    _one_family(table, walk)
+
+
+def _one_family(table: Checked, walk: Validator) -> None:
+    """A proxy's VIP, static backends and source routes are one address family (the data path
+    rewrites addresses in place; it does not translate between IPv4 and IPv6)."""
+    vip = table.values.get("vip")
+    if vip is None:
+        return
+    want = addresses.family(vip)
+    vip_shown = f"{table.at('vip')} = {describe(vip)}"
+
+    def check(path: str, value: Any, what: str, parse: Callable[[str], str]) -> None:
+        try:
+            found = addresses.family(parse(value)) if isinstance(value, str) else want
+        except ValueError:
+            return  # reported by the key's own check
+        if found != want:
+            walk.error(
+                path,
+                f"{addresses.FAMILY_NAMES[found]} {what} for the {addresses.FAMILY_NAMES[want]} VIP "
+                f"({vip_shown}): a proxy's VIP, backends and source routes are one address family",
+            )
+
+    def endpoint_ip(text: str) -> str:
+        return addresses.parse_endpoint(text)[0]
+
+    def network_ip(text: str) -> str:
+        return addresses.parse_network(text).partition("/")[0]
+
+    def backends(path: str, raw: Any) -> None:
+        for index, backend in enumerate(raw if isinstance(raw, list) else []):
+            if isinstance(backend, dict):
+                check(join_key(f"{path}[{index}]", "address"), backend.get("address"), "backend", endpoint_ip)
+
+    backends(table.at("backend"), table.raw.get("backend"))
+    routes = table.raw.get("source_route")
+    for index, route in enumerate(routes if isinstance(routes, list) else []):
+        if isinstance(route, dict):
+            path = f"{table.at('source_route')}[{index}]"
+            check(join_key(path, "cidr"), route.get("cidr"), "network", network_ip)
+            backends(join_key(path, "backends"), route.get("backends"))
 
 
 def _source_route(table: Checked, walk: Validator) -> None:

@@ -3,7 +3,8 @@
 
 One asyncio task per (proxy, hostname) re-resolves the name every refresh interval, jittered by
 ±10 % each time so many names drift apart instead of querying in lockstep. Every valid A record is
-a backend address. A failed resolution (timeout, SERVFAIL, NXDOMAIN, no answer, an empty or
+a backend address; a name of an IPv6 proxy is asked for its AAAA records instead (`record_type`).
+A failed resolution (timeout, SERVFAIL, NXDOMAIN, no answer, an empty or
 all-invalid answer, or anything else that raises) never removes backends: the last good set stays
 and the status records the error and the number of failures in a row. `on_change` is called only
 when a good answer gives a different set, so it never sees an empty set.
@@ -24,6 +25,7 @@ import dns.exception
 import dns.resolver
 
 from lbtui import model
+from lbtui.addresses import IPV6, family
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +34,14 @@ MIN_INTERVAL_S = 0.01  # a floor so a tiny configured interval cannot become a b
 DNS_PORT = 53
 
 NameKey = tuple[str, str]  # (proxy, hostname)
-ResolveFn = Callable[[str], Awaitable[tuple[str, ...]]]
+ResolveFn = Callable[[str, str], Awaitable[tuple[str, ...]]]  # (hostname, "A" | "AAAA") -> answers
 OnChange = Callable[[str, str, tuple[str, ...], tuple[str, ...]], None]
 
 
 @dataclass(frozen=True)
 class Resolution:
     hostname: str
-    addresses: tuple[str, ...]  # sorted, distinct IPv4 addresses; never empty
+    addresses: tuple[str, ...]  # sorted, distinct addresses of the record type's family; never empty
 
 
 class ResolveError(Exception):
@@ -72,14 +74,14 @@ def usable_addresses(answers: Sequence[object]) -> tuple[str, ...]:
     return tuple(str(address) for address in sorted(found))
 
 
-def describe_error(exc: BaseException, timeout_s: float) -> str:
+def describe_error(exc: BaseException, timeout_s: float, rdtype: str = "A") -> str:
     """A short, human description of why a resolution failed."""
     if isinstance(exc, ResolveError):
         return str(exc)
     if isinstance(exc, dns.resolver.NXDOMAIN):
         return "NXDOMAIN (no such name)"
     if isinstance(exc, dns.resolver.NoAnswer):
-        return "no A records"
+        return f"no {rdtype} records"
     if isinstance(exc, dns.exception.Timeout | TimeoutError):
         return f"timeout after {timeout_s:g}s"
     if isinstance(exc, dns.resolver.NoNameservers):
@@ -96,6 +98,7 @@ class _NameState:
         self.last_success: float | None = None
         self.last_error: str | None = None
         self.consecutive_failures = 0
+        self.rdtype = "A"
 
 
 class DnsBackendResolver:
@@ -126,16 +129,21 @@ class DnsBackendResolver:
         self._states: dict[NameKey, _NameState] = {}
         self._tasks: dict[NameKey, asyncio.Task[None]] = {}
         self._stopping: set[asyncio.Task[None]] = set()
+        self._retyped: set[NameKey] = set()  # names whose record type changed: restart their task
 
     # ---- configuration ---------------------------------------------------------------------------
 
-    def set_names(self, names: Mapping[NameKey, float]) -> None:
+    def set_names(self, names: Mapping[NameKey, float], rdtypes: Mapping[NameKey, str] | None = None) -> None:
         """Follow exactly these (proxy, hostname) -> refresh interval (s). Call on the running loop.
 
         New names start a task whose first refresh comes one (jittered) interval from now; use
         resolve_now() for an immediate first answer. Removed names stop and forget their state; a
-        name whose interval changed is restarted and keeps its last good set.
+        name whose interval changed is restarted and keeps its last good set. rdtypes: the record
+        type of a name ("AAAA" for IPv6 proxies, `record_type`), "A" when not given; a name whose
+        type changed starts over with no addresses (the old ones are of the other family).
         """
+        for key, rdtype in (rdtypes or {}).items():
+            self._set_rdtype(key, rdtype)
         for key in list(self._intervals):
             if key not in names:
                 self._stop(key)
@@ -145,8 +153,9 @@ class DnsBackendResolver:
                 del self._states[key]
         loop = asyncio.get_running_loop()
         for key, interval_s in names.items():
-            if self._intervals.get(key) == interval_s and key in self._tasks:
+            if self._intervals.get(key) == interval_s and key in self._tasks and key not in self._retyped:
                 continue
+            self._retyped.discard(key)
             self._stop(key)
             self._intervals[key] = interval_s
             self._states.setdefault(key, _NameState())
@@ -164,13 +173,17 @@ class DnsBackendResolver:
 
     # ---- queries ---------------------------------------------------------------------------------
 
-    async def resolve_now(self, proxy: str, hostname: str, notify: bool = False) -> Resolution | None:
+    async def resolve_now(
+        self, proxy: str, hostname: str, notify: bool = False, rdtype: str | None = None
+    ) -> Resolution | None:
         """Resolve one name at once and record the outcome in its status.
 
         Returns the new set, or None when the resolution failed (the last good set, if any, stays;
         see status()). The caller gets the answer directly, so on_change is called only when
-        `notify` is true (and the set changed).
+        `notify` is true (and the set changed). rdtype: as in set_names (None: keep the name's type).
         """
+        if rdtype is not None:
+            self._set_rdtype((proxy, hostname), rdtype)
         return await self._refresh((proxy, hostname), notify=notify)
 
     def addresses(self, proxy: str, hostname: str) -> tuple[str, ...]:
@@ -194,6 +207,15 @@ class DnsBackendResolver:
 
     # ---- internals -------------------------------------------------------------------------------
 
+    def _set_rdtype(self, key: NameKey, rdtype: str) -> None:
+        if rdtype not in RECORD_FILTERS:
+            raise ValueError(f"record type must be one of {sorted(RECORD_FILTERS)}, got {rdtype!r}")
+        state = self._states.setdefault(key, _NameState())
+        if state.rdtype != rdtype:
+            self._states[key] = fresh = _NameState()
+            fresh.rdtype = rdtype
+            self._retyped.add(key)
+
     def _stop(self, key: NameKey) -> None:
         task = self._tasks.pop(key, None)
         if task is None:
@@ -212,16 +234,20 @@ class DnsBackendResolver:
 
     async def _refresh(self, key: NameKey, notify: bool) -> Resolution | None:
         proxy, hostname = key
+        state = self._states.setdefault(key, _NameState())
+        rdtype = state.rdtype
         try:
             # The outer timeout is a safety net: a resolve function must never hang a task.
-            answers = await asyncio.wait_for(self._resolve_fn(hostname), self._timeout_s + 1.0)
-            addresses = usable_addresses(answers)
+            answers = await asyncio.wait_for(self._resolve_fn(hostname, rdtype), self._timeout_s + 1.0)
+            usable, family_name = RECORD_FILTERS[rdtype]
+            addresses = usable(answers)
             if not addresses:
-                raise ResolveError("no usable IPv4 address in the answer")
+                raise ResolveError(f"no usable {family_name} address in the answer")
         except Exception as exc:  # every failure of any kind is a status, never an error of ours
-            self._record_failure(key, describe_error(exc, self._timeout_s))
+            self._record_failure(key, describe_error(exc, self._timeout_s, rdtype))
             return None
-        state = self._states.setdefault(key, _NameState())
+        if self._states.get(key) is not state:
+            return None  # the name was dropped or changed its type while this query ran
         old = state.addresses
         state.addresses = addresses
         state.last_success = self._clock()
@@ -262,10 +288,51 @@ class DnsBackendResolver:
         resolver.cache = None  # every refresh asks the server; the answers are ours to compare
         return resolver
 
-    async def _query_dns(self, hostname: str) -> tuple[str, ...]:
+    async def _query_dns(self, hostname: str, rdtype: str) -> tuple[str, ...]:
         if self._resolver is None:
             # Made on first use (not in __init__), so a missing resolv.conf is a failure status
             # of each name, retried at every refresh, not an exception at start.
             self._resolver = self._make_resolver()
-        answer = await self._resolver.resolve(hostname, "A", search=False)
+        answer = await self._resolver.resolve(hostname, rdtype, search=False)
         return tuple(str(getattr(rdata, "address", "")) for rdata in answer)
+
+
+# ---- IPv6 proxies: AAAA records ------------------------------------------------------------------
+
+
+def record_type(vip: str) -> str:
+    """The records a proxy's DNS backends resolve to: AAAA for an IPv6 VIP, A for an IPv4 one."""
+    return "AAAA" if family(vip) == IPV6 else "A"
+
+
+def usable_ipv6_addresses(answers: Sequence[object]) -> tuple[str, ...]:
+    """The distinct IPv6 addresses among `answers`, sorted numerically: what can be a backend.
+
+    Dropped, so a lying server cannot steer traffic there: anything that is not an IPv6 address,
+    the unspecified address, loopback, multicast, link-local (it needs a zone) and IPv4-mapped
+    addresses (an IPv6 proxy's backends are IPv6)."""
+    found: set[ipaddress.IPv6Address] = set()
+    for answer in answers:
+        if not isinstance(answer, str) or "%" in answer:
+            continue
+        try:
+            address = ipaddress.IPv6Address(answer)
+        except ValueError:
+            continue
+        if (
+            address.is_unspecified
+            or address.is_loopback
+            or address.is_multicast
+            or address.is_link_local
+            or address.ipv4_mapped is not None
+        ):
+            continue
+        found.add(address)
+    return tuple(str(address) for address in sorted(found))
+
+
+# record type -> (the filter of its answers, the family named in errors)
+RECORD_FILTERS: dict[str, tuple[Callable[[Sequence[object]], tuple[str, ...]], str]] = {
+    "A": (usable_addresses, "IPv4"),
+    "AAAA": (usable_ipv6_addresses, "IPv6"),
+}

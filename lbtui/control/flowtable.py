@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lbtui import model
+from lbtui.addresses import format_endpoint, host_text
 from lbtui.dataplane.structs import (
     CT_F_CLOSED,
     CT_F_EST,
@@ -181,16 +182,18 @@ class FlowTable:
         return ok[inverse]
 
     def _address_matches(self, ip_column: str, port_column: str, term: str) -> np.ndarray:
-        # "ip:port" has exactly one colon: a term with a colon must span it (the end of the
-        # address, then the start of the port); one without lies within the address or the port
+        # `term` is part of the endpoint text, "ip:port" or "[ip]:port" (format_endpoint): it lies
+        # within the address as shown, within the port, or spans the colon before the port (the
+        # last colon of the term, since a port has none): the end of the address, then the start
+        # of the port
+        found = self._where(ip_column, lambda t: term in host_text(t))
         if ":" in term:
-            head, _, tail = term.partition(":")
-            if ":" in tail:
-                return np.zeros(len(self), dtype=bool)
-            return self._where(ip_column, lambda t: t.endswith(head)) & self._where(
-                port_column, lambda t: t.startswith(tail)
+            head, _, tail = term.rpartition(":")
+            return found | (
+                self._where(ip_column, lambda t: host_text(t).endswith(head))
+                & self._where(port_column, lambda t: t.startswith(tail))
             )
-        return self._where(ip_column, lambda t: term in t) | self._where(port_column, lambda t: term in t)
+        return found | self._where(port_column, lambda t: term in t)
 
     def matches(self, term: str) -> np.ndarray:
         """Rows whose client, VIP or backend address, proxy, state or protocol contains `term`."""
@@ -212,7 +215,7 @@ class FlowTable:
         c = self.columns
 
         def addr(ip: str, port: str) -> str:
-            return f"{be32_to_ip(int(c[ip][i]))}:{be16_to_port(int(c[port][i]))}"
+            return format_endpoint(be32_to_ip(int(c[ip][i])), be16_to_port(int(c[port][i])))
 
         proto = int(c["proto"][i])
         return model.FlowView(

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from lbtui.addresses import format_endpoint, host_text
 from lbtui.model import Health
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ async def check_http(
     Only the status line is read. `host` is the Host header; None means the backend's address.
     """
     if host is None:
-        host = ip if port == 80 else f"{ip}:{port}"
+        host = host_text(ip) if port == 80 else format_endpoint(ip, port)  # IPv6 in brackets (RFC 7230)
     request = (
         f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: lbtui-health\r\nAccept: */*\r\n"
         "Connection: close\r\n\r\n"

@@ -9,10 +9,10 @@ maps match it.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from lbtui.addresses import AddressError, format_endpoint, parse_endpoint
 from lbtui.config import BackendConfig, Config, ProxyConfig
 from lbtui.dataplane.port import RateLimits
 from lbtui.engine.ids import DEFAULT_GROUP
@@ -69,17 +69,11 @@ def config_limits(cfg: ProxyConfig) -> RateLimits:
 
 
 def split_address(address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"expected a backend as ip:port, got {address!r}")
+    """(ip, port) of a backend written "ip:port" or "[ip]:port" (lbtui/addresses.py); ValueError."""
     try:
-        ipaddress.IPv4Address(host)
-    except ValueError:
-        raise ValueError(f"expected an IPv4 address in {address!r}") from None
-    p = int(port)
-    if not 1 <= p <= 65535:
-        raise ValueError(f"port out of range in {address!r}")
-    return host, p
+        return parse_endpoint(address, unicast=True)
+    except AddressError as problem:
+        raise ValueError(f"backend {address!r}: {problem}") from None
 
 
 def all_backends(p: ProxyConfig) -> list[BackendConfig]:
@@ -99,17 +93,17 @@ def group_members(
 ) -> dict[str, MemberSpec]:
     """address -> member of a group: static backends, then the addresses of DNS names.
 
-    The A records of a name share its weight (each gets weight // n, at least 1); an address that
+    The A (AAAA) records of a name share its weight (each gets weight // n, at least 1); an address that
     is also configured statically keeps its static entry.
     """
     members = {str(b.address): MemberSpec(b.weight, b.weight) for b in backends if b.address is not None}
     for b in backends:
-        if not b.host:
+        if not b.host or b.port is None:
             continue
         found = addresses(proxy, b.host)
         for ip in found:
             w = max(1, b.weight // len(found))
-            members.setdefault(f"{ip}:{b.port}", MemberSpec(w, w, f"dns:{b.host}"))
+            members.setdefault(format_endpoint(ip, b.port), MemberSpec(w, w, f"dns:{b.host}"))
     return members
 
 

@@ -21,6 +21,7 @@ from lbtui.config import Config
 from lbtui.control.dns import ResolveFn
 from lbtui.control.health import CheckFn, run_check
 from lbtui.control.supervisor import BackendKey, Factors
+from lbtui.dataplane.families import refuse_unbuilt_families
 from lbtui.dataplane.port import Dataplane
 from lbtui.engine.clock import SYSTEM_CLOCK, Clock
 from lbtui.engine.commands import Commands
@@ -115,6 +116,7 @@ class Engine:
 
     async def start(self) -> None:
         """Load the programs, fill the maps from the configuration, attach, start the loops."""
+        refuse_unbuilt_families(self.config)
         self._loop = self.flows.loop = asyncio.get_running_loop()
         self.observability = hub = ObservabilityHub(self.snapshot, allow_stdout=self._allow_stdout)
         self.flows.observers.append(hub.observe)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lbtui import model
+from lbtui.addresses import format_endpoint
 from lbtui.control import selection
 from lbtui.control.supervisor import NEUTRAL, BackendKey, Factors
 from lbtui.control.weights import BackendState, Composition, compose
@@ -45,7 +46,7 @@ class Member:
 
     @property
     def address(self) -> str:
-        return f"{self.ip}:{self.port}"
+        return format_endpoint(self.ip, self.port)
 
     @property
     def key(self) -> BackendKey:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from lbtui import model
 from lbtui.config import Config
-from lbtui.control.dns import DnsBackendResolver, OnChange, ResolveFn
+from lbtui.control.dns import DnsBackendResolver, OnChange, ResolveFn, record_type
 from lbtui.control.health import CheckFn
 from lbtui.control.supervisor import NEUTRAL, BackendKey, BackendSupervisor, Factors, Supervised
 from lbtui.engine.clock import Clock
@@ -23,6 +23,16 @@ from lbtui.engine.events import EventLog
 from lbtui.engine.measurements import Measurements
 from lbtui.engine.topology import Topology
 from lbtui.observe.hub import ObservabilityHub
+
+
+def dns_names(config: Config) -> dict[tuple[str, str], tuple[float, str]]:
+    """(proxy, host name) -> (refresh interval, record type: AAAA for an IPv6 proxy, else A)."""
+    return {
+        (p.name, b.host): (b.dns_refresh_s, record_type(p.vip))
+        for p in config.proxies
+        for b in all_backends(p)
+        if b.host
+    }
 
 
 class Supervision:
@@ -92,15 +102,15 @@ class Supervision:
                 )
             self.supervisor.configure(list(items.values()))
         if self.dns is not None:
-            self.dns.set_names(
-                {(p.name, b.host): b.dns_refresh_s for p in config.proxies for b in all_backends(p) if b.host}
-            )
+            names = dns_names(config)
+            self.dns.set_names({k: v[0] for k, v in names.items()}, {k: v[1] for k, v in names.items()})
 
     async def resolve_first(self, config: Config) -> None:
         """First resolution before traffic, so DNS backends exist from the start."""
         assert self.dns is not None
-        names = sorted({(p.name, b.host) for p in config.proxies for b in all_backends(p) if b.host})
-        results = await asyncio.gather(*(self.dns.resolve_now(p, h) for p, h in names))
+        types = {key: rdtype for key, (_, rdtype) in dns_names(config).items()}
+        names = sorted(types)
+        results = await asyncio.gather(*(self.dns.resolve_now(p, h, rdtype=types[(p, h)]) for p, h in names))
         for (p, h), res in zip(names, results, strict=True):
             if res is None:
                 self._events.emit(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lbtui import model
+from lbtui.addresses import format_endpoint
 from lbtui.config import ProxyConfig
 from lbtui.control import selection
 from lbtui.control.supervisor import BackendKey, Factors
@@ -117,7 +118,7 @@ class Topology:
             cfg.protocol,
         ):
             self._remove_proxy(cfg.name)
-            changes.append(f"{cfg.name}: moved to {cfg.vip}:{cfg.port}/{cfg.protocol}")
+            changes.append(f"{cfg.name}: moved to {format_endpoint(cfg.vip, cfg.port)}/{cfg.protocol}")
             proxy = None
         if proxy is None:
             proxy = Proxy(cfg, self._ids.service((cfg.vip, cfg.port, cfg.protocol)), spec.limits)

@@ -44,10 +44,12 @@ class FakeDns:
     def __init__(self) -> None:
         self.answers: dict[str, Any] = {}
         self.calls: list[str] = []
+        self.types: list[str] = []
         self.called = asyncio.Event()
 
-    async def __call__(self, hostname: str) -> tuple[str, ...]:
+    async def __call__(self, hostname: str, rdtype: str = "A") -> tuple[str, ...]:
         self.calls.append(hostname)
+        self.types.append(rdtype)
         self.called.set()
         answer = self.answers.get(hostname, dns.resolver.NXDOMAIN())
         if isinstance(answer, BaseException):
@@ -209,7 +211,7 @@ def test_failure_before_any_success_has_no_addresses():
 
 def test_hanging_resolve_function_becomes_a_timeout():
     async def main() -> None:
-        async def hang(hostname: str) -> tuple[str, ...]:
+        async def hang(hostname: str, rdtype: str = "A") -> tuple[str, ...]:
             await asyncio.sleep(3600)
             return ()
 
@@ -270,7 +272,7 @@ def test_periodic_refresh_reports_changes_but_never_an_empty_set():
         ]
         done = asyncio.Event()
 
-        async def scripted(hostname: str) -> tuple[str, ...]:
+        async def scripted(hostname: str, rdtype: str = "A") -> tuple[str, ...]:
             answer = script.pop(0) if script else ("10.0.0.2",)
             if not script:
                 done.set()
