@@ -303,7 +303,10 @@ def _memory(config: Config, p: Probe) -> Check:
 
     s, key = config.settings, "settings.max_connections"
     n, total = s.max_connections, p.mem_total_bytes()
-    need = DataplaneSpec(table_size=s.table_size, conntrack_entries=2 * n).memory_bytes()
+    spec = DataplaneSpec(
+        table_size=s.table_size, conntrack_entries=2 * n, transient_entries=2 * s.embryonic_connections
+    )
+    need = spec.memory_bytes()
     if total is None:
         return warning("memory", "cannot read MemTotal from /proc/meminfo: the sizes are unchecked", key)
     if need <= total * MEMORY_SHARE:

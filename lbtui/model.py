@@ -157,13 +157,14 @@ class FlowQuery:
 
 @dataclass(frozen=True)
 class ConntrackSummary:
-    entries: int = 0  # map entries (forward + reverse)
+    entries: int = 0  # map entries (forward + reverse) of both tables
     flows: int = 0  # forward entries
     tcp: int = 0
     udp: int = 0
     closing: int = 0
-    capacity: int = 0
+    capacity: int = 0  # entries the established table holds (2 x max_connections)
     swept_total: int = 0  # entries removed by the idle sweep since start
+    embryonic: int = 0  # flows not established yet: TCP handshakes not completed, UDP not answered
 
 
 @dataclass(frozen=True)

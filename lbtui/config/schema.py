@@ -333,11 +333,19 @@ class Settings:
     max_connections: Annotated[
         int,
         Int(
-            "conntrack entries; new flows beyond this evict the oldest",
+            "established flows tracked at once; beyond it new connections are refused",
             low=MAX_CONNECTIONS_MIN,
             high=MAX_CONNECTIONS_MAX,
         ),
     ] = 262144
+    embryonic_connections: Annotated[
+        int,
+        Int(
+            "half-open and closing flows tracked apart; a SYN flood evicts only these",
+            low=MAX_CONNECTIONS_MIN,
+            high=MAX_CONNECTIONS_MAX,
+        ),
+    ] = 65536
     tcp_timeout_s: Annotated[float, Number("an idle established TCP flow is forgotten after this")] = 300.0
     tcp_closing_timeout_s: Annotated[float, Number("idle timeout once FIN or RST has been seen")] = 10.0
     udp_timeout_s: Annotated[float, Number("an idle UDP flow is forgotten after this")] = 60.0
@@ -352,6 +360,13 @@ class Settings:
     ] = 65537
     xdp_mode: Annotated[str, Choice("auto: native, falling back to generic", XDP_MODES)] = "auto"
     sweep_interval_s: Annotated[float, Number("how often expired conntrack entries are swept")] = 2.0
+    conntrack_pass_s: Annotated[
+        float,
+        Number(
+            "one pass of the idle sweep over the established flows takes about this long (an idle "
+            "flow goes between its timeout and its timeout + this)"
+        ),
+    ] = 300.0
     history_s: Annotated[
         int,
         Int(

@@ -26,7 +26,7 @@ class PinDirRefused(DataplaneError):
 
 BPF_FS_TYPE = "bpf"
 PIN_DIR_MODE = 0o700
-CONNTRACK_PIN = "lb_conntrack"  # the map whose pin says an earlier run left state to adopt
+CONNTRACK_PIN = "lb_ct_established"  # the map whose pin says an earlier run left state to adopt
 
 
 def prepare_pin_dir(path: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from lbtui.dataplane.bpffs import PinDirRefused, remove_pins
 from lbtui.dataplane.loader import Attachment, Loaded
 from lbtui.dataplane.maps import Maps
 from lbtui.dataplane.port import (
+    BackendCounts,
     DataplaneError,
     DataplaneSpec,
     EventCallback,
@@ -145,8 +146,10 @@ class KernelDataplane:
     def delete_route(self, service_id: int, cidr: str) -> None:
         self.maps.delete_route(service_id, cidr)
 
-    def set_backend(self, backend_id: int, ip: str, port: int, active: bool) -> None:
-        self.maps.set_backend(backend_id, ip, port, active)
+    def set_backend(
+        self, backend_id: int, ip: str, port: int, active: bool, accepts_new: bool = True
+    ) -> None:
+        self.maps.set_backend(backend_id, ip, port, active, accepts_new)
 
     def clear_backend_stats(self, backend_id: int) -> None:
         self.maps.clear_backend_stats(backend_id)
@@ -166,7 +169,7 @@ class KernelDataplane:
     def read_table(self, group: int) -> list[int]:
         return self.maps.read_table(group)
 
-    def backend_counters(self, backend_ids: Iterable[int]) -> dict[int, tuple[Counters, int]]:
+    def backend_counters(self, backend_ids: Iterable[int]) -> dict[int, BackendCounts]:
         return self.maps.backend_counters(backend_ids)
 
     def service_counters(self, service_id: int) -> tuple[Counters, dict[str, int]]:
@@ -181,8 +184,19 @@ class KernelDataplane:
     def conntrack_count(self) -> int:
         return self.maps.conntrack_count()
 
+    def conntrack_chunks(self, table: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self.maps.conntrack_chunks(table)
+
+    def conntrack_slice(self, cursor: int, limit: int) -> tuple[np.ndarray, np.ndarray, int]:
+        return self.maps.conntrack_slice(cursor, limit)
+
     def reap_conntrack(self, keys: np.ndarray, created_ns: np.ndarray) -> int:
         return self.maps.reap_conntrack(keys, created_ns)
+
+    def expire_conntrack(
+        self, keys: np.ndarray, created_ns: np.ndarray, idle_before_ns: np.ndarray
+    ) -> np.ndarray:
+        return self.maps.expire_conntrack(keys, created_ns, idle_before_ns)
 
     def sweep_rate_buckets(self, idle_ns: int, now_ns: int) -> int:
         return self.maps.sweep_rate_buckets(idle_ns, now_ns)

@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -62,6 +63,35 @@ def bpf_source_dir() -> Path:
     return Path(str(resources.files("lbtui.bpf")))
 
 
+_LOCAL_INCLUDE = re.compile(r'^#include "([A-Za-z0-9_.]+)"\s*$')
+
+
+def bpf_source(name: str = "lb.c") -> str:
+    """The program's source as one text: bpf/`name` with its local headers (#include "lb_*.h")
+    inlined, each once, with #line markers so that compiler messages name the real file and line.
+
+    BCC rewrites map calls (`table.lookup(&k)`) only in the file it compiles, not in headers it
+    includes, so the split sources (docs/datapath.md) are joined before BCC sees them.
+    """
+    root = bpf_source_dir()
+    seen: set[str] = set()
+
+    def expand(file: str) -> list[str]:
+        seen.add(file)
+        out = [f'#line 1 "{file}"']
+        for number, line in enumerate((root / file).read_text().splitlines(), start=1):
+            m = _LOCAL_INCLUDE.match(line)
+            if m is None:
+                out.append(line)
+                continue
+            if m.group(1) not in seen:
+                out += expand(m.group(1))
+            out.append(f'#line {number + 1} "{file}"')
+        return out
+
+    return "\n".join(expand(name)) + "\n"
+
+
 def check_privileges() -> str | None:
     """None if we can load BPF programs here, else what is wrong and what to do."""
     if os.geteuid() != 0:
@@ -100,7 +130,7 @@ class Loaded:
         self.adopted = has_pinned_state(spec.pin_dir)
         src = bpf_source_dir()
         try:
-            self.bpf: Any = BPF(src_file=str(src / "lb.c"), cflags=[f"-I{src}", *spec.cflags()])
+            self.bpf: Any = BPF(text=bpf_source(), cflags=[f"-I{src}", *spec.cflags()])
             self.xdp_fn = self.bpf.load_func(XDP_PROG, BPF.XDP)
             self.tc_fn = self.bpf.load_func(TC_PROG, BPF.SCHED_CLS)
             self.reap_fn = self.bpf.load_func(REAP_PROG, BPF.XDP)

@@ -355,11 +355,14 @@ class Engine:
     def snapshot(self, flows: model.FlowQuery | None = None) -> model.Snapshot:
         """The latest snapshot; its flow view answers `flows` (default: the biggest flows by bytes).
 
-        Sweeps keep every flow for queries only while front ends ask: after a pause, the first
-        query gets the default view (its flow_query says so) and the answer comes from the next
-        sweep on. Raises ValueError for a query the engine refuses. Safe from any thread.
+        Conntrack is read whole only while front ends ask for flows (`flows` given, the default
+        query too; engine.flowquery): after a pause, the first request gets the view of the last
+        read or none (its flow_query says which query it answers) and the answer comes from the
+        next sweep on. Raises ValueError for a query the engine refuses. Safe from any thread.
         """
         snap = self._snapshot
+        if flows is not None:
+            self.queries.ask()  # a front end looks at flows: the sweeps read them while it does
         if snap is None:
             return empty_snapshot(self._status(), self.sweeper.view)
         if flows is None or flows == model.FlowQuery():

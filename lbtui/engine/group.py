@@ -41,8 +41,8 @@ class Member:
     algorithm_factor: float = 1.0  # least-connections: 1 / (1 + live flows)
     effective: int = 0
     reason: str = ""
-    active_flows: int = 0
-    expired: int = 0  # flows removed by the idle sweep without a close (least-connections bookkeeping)
+    active_flows: int = 0  # established flows not ended (the data path counts them)
+    accepts_new: bool = True  # what lb_backends says (LB_BE_F_NO_NEW cleared): effective weight > 0
 
     @property
     def address(self) -> str:

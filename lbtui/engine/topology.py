@@ -263,6 +263,12 @@ class Topology:
         self._write_slots(group.id, plan.delta)
         was_panic = group.panic
         changed = group.commit(plan)
+        for m in group.members.values():
+            # a SYN on the tuple of a flow of a backend that takes no new flows picks another
+            # (docs/datapath.md#conntrack); the flag follows the effective weight
+            if (m.effective > 0) != m.accepts_new:
+                self._dp.set_backend(m.id, m.ip, m.port, active=True, accepts_new=m.effective > 0)
+                m.accepts_new = m.effective > 0
         comp = plan.composition
         where = f"{proxy.name}/{group.label}"
         if comp.panic and not was_panic:

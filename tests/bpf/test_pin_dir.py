@@ -52,7 +52,7 @@ def test_a_new_pin_dir_is_0700_and_goes_at_a_clean_stop(pin_dir: Path) -> None:
         os.umask(old_umask)
     try:
         assert mode(pin_dir) == 0o700
-        assert (pin_dir / "lb_conntrack").exists()
+        assert (pin_dir / "lb_ct_established").exists()
     finally:
         dp.close()
     assert not pin_dir.exists()
@@ -74,8 +74,8 @@ def test_a_pin_dir_that_is_not_ours_alone_is_refused_and_left_alone(pin_dir: Pat
     elif case == "writable by others":
         os.chmod(pin_dir, 0o777)
     elif case == "holds another user's pin":
-        (pin_dir / "lb_conntrack").mkdir()  # bpffs holds pins and directories only
-        os.chown(pin_dir / "lb_conntrack", NOBODY, NOBODY)
+        (pin_dir / "lb_ct_established").mkdir()  # bpffs holds pins and directories only
+        os.chown(pin_dir / "lb_ct_established", NOBODY, NOBODY)
     before = (os.lstat(pin_dir), sorted(os.listdir(pin_dir)))
     dp = KernelDataplane(DataplaneSpec(**SMALL, pin_dir=str(pin_dir)))  # type: ignore[arg-type]
     try:

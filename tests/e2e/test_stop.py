@@ -211,7 +211,7 @@ def test_sigterm_at_ten_moments_of_start_up(lab: ClientLab, tmp_path: Path) -> N
 def test_a_stop_at_each_step_of_start_up(lab: ClientLab, tmp_path: Path) -> None:
     """Moments read from the host, SIGTERM and SIGINT: every step of the start is covered."""
     socket_appears = on_host(lambda: os.path.lexists(SOCK))
-    pinned = on_host(lambda: (PINS / "lb_conntrack").exists())
+    pinned = on_host(lambda: (PINS / "lb_ct_established").exists())
     attached = on_host(lambda: xdp_attached(lab))
     moments: list[tuple[str, Moment, signal.Signals]] = [
         ("SIGTERM: control socket appears", socket_appears, signal.SIGTERM),

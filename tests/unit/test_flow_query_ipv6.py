@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 
 from lbtui import model
-from lbtui.control import conntrack
+from lbtui.control import flowtable
 from lbtui.dataplane import structs
-from tests.unit.test_flow_query import NOW, PROXIES, TIMEOUTS, conntrack_arrays, oracle
+from tests.unit.test_flow_query import NOW, PROXIES, conntrack_arrays, oracle
 
 BASE = 0xFD000064 << 96
 
@@ -26,13 +26,13 @@ def as_ipv6(value: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def table() -> Iterator[conntrack.FlowTable]:
+def table() -> Iterator[flowtable.FlowTable]:
     patch = pytest.MonkeyPatch()
-    patch.setattr(conntrack, "be32_to_ip", as_ipv6)
-    keys, vals = conntrack_arrays()
-    res = conntrack.sweep(keys, vals, NOW, TIMEOUTS, 200, PROXIES, keep_flows=True)
-    assert res.flows is not None
-    yield res.flows
+    patch.setattr(flowtable, "be32_to_ip", as_ipv6)
+    _keys, vals = conntrack_arrays()
+    builder = flowtable.FlowTableBuilder()
+    builder.add(vals)
+    yield builder.build(NOW, PROXIES)
     patch.undo()
 
 
@@ -57,16 +57,16 @@ TERMS = [
 
 
 @pytest.mark.parametrize("text", TERMS)
-def test_ipv6_terms_match_the_per_flow_rule_on_every_flow(table: conntrack.FlowTable, text: str) -> None:
+def test_ipv6_terms_match_the_per_flow_rule_on_every_flow(table: flowtable.FlowTable, text: str) -> None:
     every_flow = [table.view(i) for i in range(len(table))]
     assert every_flow[0].client.startswith("[fd00:64::")
     for sort in model.FLOW_SORTS:
-        view, matched = conntrack.query(table, model.FlowQuery(text=text, sort=sort), 10**6)
+        view, matched = flowtable.query(table, model.FlowQuery(text=text, sort=sort), 10**6)
         want = oracle(every_flow, text, sort, 10**9)
         assert matched == len(want), (text, sort)
         assert set(view) == set(want)
 
 
-def test_a_bracketed_address_finds_that_address_only(table: conntrack.FlowTable) -> None:
-    view, matched = conntrack.query(table, model.FlowQuery(text="[fd00:64::a64:7]"), 10**6)
+def test_a_bracketed_address_finds_that_address_only(table: flowtable.FlowTable) -> None:
+    view, matched = flowtable.query(table, model.FlowQuery(text="[fd00:64::a64:7]"), 10**6)
     assert matched > 0 and {f.client.rpartition(":")[0] for f in view} == {"[fd00:64::a64:7]"}
