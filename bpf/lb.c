@@ -13,11 +13,28 @@
 #include "lb.h"
 #include "lb_csum.h"
 #include "lb_stats.h"
-#include "lb_ct.h"
 #include "lb_tcp.h"
 #include "lb_ratelimit.h"
+
+// the flow logic, once per family (lb_fam.h)
+#define LB_FAM 4
+#include "lb_fam.h"
+#include "lb_ct.h"
+#include "lb_tcp_flow.h"
 #include "lb_pick.h"
+#include "lb_flow.h"
+#undef LB_FAM
+#define LB_FAM 6
+#include "lb_fam.h"
+#include "lb_ct.h"
+#include "lb_tcp_flow.h"
+#include "lb_pick.h"
+#include "lb_flow.h"
+#undef LB_FAM
+// from here on, names without a 6 are the IPv4 ones (lb_icmp.h is IPv4 only)
+
 #include "lb_icmp.h"
+#include "lb_ipv6.h"
 
 // The program license the kernel sees (BCC's footer turns it into the "license" section): this file's
 // dual license, which the kernel counts as GPL-compatible, so GPL-only helpers stay usable.
@@ -31,26 +48,6 @@ struct vlan_hdr_lb {
     __be16 tci;
     __be16 proto;
 };
-
-// The backend of a tracked flow takes no new flows any more (removed, down, drained, circuit open,
-// or its id now names another address): a SYN on the flow's tuple is a new connection for another.
-static __always_inline int backend_gone(struct lb_ct_entry *fwd)
-{
-    __u32 bid = fwd->backend_id;
-    struct lb_backend *be = lb_backends.lookup(&bid);
-    return !be || !(be->flags & LB_BE_F_ACTIVE) || (be->flags & LB_BE_F_NO_NEW) ||
-           be->ip != fwd->backend_ip || be->port != fwd->backend_port;
-}
-
-// The client's ACK acknowledges the backend's SYN-ACK (and nothing it has not sent).
-static __always_inline int handshake_ack_ok(struct lb_ct_entry *rev, __u32 ack)
-{
-    if (!rev || !(rev->flags & LB_CT_F_SEQ))
-        return 1;                                   // nothing to check with (the entry was re-created)
-    __u32 first = rev->seq_first + 1;
-    return ack - first <= rev->seq_next - first;
-}
-
 int lbtui_xdp(struct xdp_md *ctx)
 {
     void *data = (void *)(long)ctx->data;
@@ -72,6 +69,8 @@ int lbtui_xdp(struct xdp_md *ctx)
         l3 = (void *)(vh + 1);
     }
     if (h_proto != htons(ETH_P_IP)) {
+        if (h_proto == htons(ETH_P_IPV6))
+            lb_xdp6_prog.call(ctx, 0);              // returns only if lbtui_xdp6 is not there
         global_inc(LB_G_XDP_NOT_OURS);
         return XDP_PASS;
     }
@@ -137,159 +136,19 @@ int lbtui_xdp(struct xdp_md *ctx)
         global_inc(LB_G_XDP_NOT_OURS);
         return XDP_PASS;
     }
-    __u32 service_id = svc->id;
-    __u32 l4_len = ip_len - ihl_len;
-
-    // TCP validation (docs/datapath.md#tcp-validation): invalid flag combinations, and a bad
-    // checksum on a segment that would change state (short ones: checked here in full)
-    if (is_tcp && (seg.flags & TCP_SYN) && (seg.flags & (TCP_RST | TCP_FIN))) {
-        count_drop(service_id, LB_DROP_TCP_FLAGS);
-        return XDP_DROP;
-    }
-    if (is_tcp && (seg.flags & (TCP_SYN | TCP_RST | TCP_FIN)) &&
-        lb_l4_csum_ok(iph, l4, l4_len, IPPROTO_TCP, data_end) == 0) {
-        count_drop(service_id, LB_DROP_BAD_CSUM);
-        return XDP_DROP;
-    }
-    __u64 now = bpf_ktime_get_ns();
-
     struct lb_ct_key fk = {};
     fk.saddr = iph->saddr;
     fk.daddr = iph->daddr;
     fk.sport = sport;
     fk.dport = *dport_p;
     fk.proto = iph->protocol;
+    struct lb_picked to = {};
+    int verdict = xdp_flow(svc, &fk, l4, ip_len - ihl_len, ip_len, is_tcp, &seg, data_end, &to);
+    if (verdict != LB_GO_NAT)
+        return verdict;
+    lb_addr_t new_ip = to.ip;
+    __u16 new_port = to.port;
 
-    lb_addr_t new_ip;
-    __u16 new_port;
-    __u32 backend_id;
-    int is_syn = is_tcp && (seg.flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
-    int table;
-    struct lb_ct_entry *fwd = ct_lookup(&fk, &table);
-    // a SYN on a closed flow reuses the client port; on a flow whose backend takes no new flows, it
-    // is a new connection that must not wait on that backend: both start a new flow
-    if (fwd && is_syn) {
-        int gone = !(fwd->flags & (LB_CT_F_CLOSED | LB_CT_F_RST)) && backend_gone(fwd);
-        if ((fwd->flags & (LB_CT_F_CLOSED | LB_CT_F_RST)) || gone) {
-            // if the sweep is removing the old flow this instant, drop the SYN and let the client
-            // retransmit rather than build a flow the sweep deletes
-            if (ct_end(table, &fk, fwd) != 0) {
-                count_drop(service_id, LB_DROP_CT_BUSY);
-                return XDP_DROP;
-            }
-            if (gone)
-                global_inc(LB_G_XDP_REPICK);
-            fwd = 0;
-        }
-    }
-    if (fwd) {
-        new_ip = fwd->backend_ip;
-        new_port = fwd->backend_port;
-        backend_id = fwd->backend_id;
-        __u64 created = fwd->created_ns;
-        struct lb_ct_key rk = {};
-        reverse_key_of(fwd, &rk);
-        struct lb_ct_entry *rev = ct_lookup_in(table, &rk);
-        int have_rev = rev != 0;
-        if (rev && (rev->dir != LB_DIR_REVERSE || rev->created_ns != created))
-            rev = 0;                                // another flow's
-        int where = LB_SEG_EXACT;
-        if (is_tcp && !(seg.flags & TCP_SYN)) {
-            where = tcp_in_window(fwd, rev, seg.seq);
-            if ((seg.flags & TCP_RST) && where == LB_SEG_OUTSIDE) {
-                count_drop(service_id, LB_DROP_RST_WINDOW);
-                return XDP_DROP;
-            }
-            if ((seg.flags & TCP_RST) && where == LB_SEG_INSIDE)
-                global_inc(LB_G_RST_CHALLENGED);
-        }
-        fwd->last_seen_ns = now;
-        __sync_fetch_and_add(&fwd->packets, 1);
-        __sync_fetch_and_add(&fwd->bytes, ip_len);
-        // an LRU may have evicted the reverse entry alone: re-create it from the forward one
-        if (!have_rev && created != LB_CT_REAPING) {
-            struct lb_scratch *s = scratch();
-            if (s) {
-                ct_mirror(&s->rev, fwd, LB_DIR_REVERSE);
-                ct_write(table, &rk, &s->rev);
-                global_inc(LB_G_XDP_CT_RESTORED);
-            }
-        }
-        if (is_tcp) {
-            if (is_syn) {
-                // the client's SYN again (same ISN): a real client waiting for an answer
-                if ((fwd->flags & LB_CT_F_SYN) && !(fwd->flags & LB_CT_F_EST) && seg.seq == fwd->seq_first)
-                    __sync_fetch_and_or(&fwd->flags, LB_CT_F_SYN_RETX);
-            } else if (!(seg.flags & TCP_RST) && where != LB_SEG_OUTSIDE) {
-                tcp_track(fwd, rev, &seg);
-            }
-            __u64 old = 0;
-            __u64 flags = tcp_flow_flags(fwd, &seg, 0, where == LB_SEG_EXACT, where != LB_SEG_OUTSIDE,
-                                         now, &old);
-            // the client's ACK completes the handshake: the flow is established
-            if (table == LB_TBL_TRANSIENT && (old & LB_CT_F_SYNACK) && !(old & (LB_CT_F_EST | LB_CT_F_CLOSED)) &&
-                (seg.flags & (TCP_ACK | TCP_SYN | TCP_RST)) == TCP_ACK && handshake_ack_ok(rev, seg.ack)) {
-                __u64 synack = fwd->synack_ns;
-                int r = ct_promote(&fk, fwd);
-                if (r < 0) {
-                    count_drop(service_id, LB_DROP_CT_FULL);
-                    return XDP_DROP;
-                }
-                if (r > 0 && (old & LB_CT_F_SYN)) {
-                    struct lb_backend_stats *hs = backend_stats(backend_id);
-                    if (hs)
-                        hs->handshakes += 1;
-                    record_latency(backend_id, 0, synack - created);
-                }
-                fwd = lb_ct_established.lookup(&fk);
-                rev = lb_ct_established.lookup(&rk);
-                table = LB_TBL_ESTABLISHED;
-            }
-            if (fwd && flow_closed(flags) && !(old & LB_CT_F_CLOSED))
-                tcp_close(table, &fk, fwd, rev, flags, now);
-        }
-    } else {
-        // no mid-stream re-pick except with Maglev (docs/datapath.md#what-the-programs-do)
-        if (is_tcp && !is_syn && svc->algorithm != LB_ALG_MAGLEV) {
-            global_inc(LB_G_XDP_MIDSTREAM);
-            return XDP_PASS;
-        }
-        if (!is_tcp && lb_l4_csum_ok(iph, l4, l4_len, IPPROTO_UDP, data_end) == 0) {
-            count_drop(service_id, LB_DROP_BAD_CSUM);
-            return XDP_DROP;
-        }
-        struct lb_picked picked = {};
-        int r = new_flow(svc, &fk, ip_len, is_tcp ? &seg : 0, now, &picked);
-        if (r < 0) {
-            count_drop(service_id, -(r + 1));
-            return XDP_DROP;
-        }
-        new_ip = picked.ip;
-        new_port = picked.port;
-        backend_id = picked.backend_id;
-        if (r == 0) {
-            struct lb_backend_stats *nbs = backend_stats(backend_id);
-            if (nbs)
-                nbs->new_flows += 1;
-            struct lb_service_stats *ss = lb_service_stats.lookup(&service_id);
-            if (ss)
-                ss->new_flows += 1;
-            struct lb_scratch *s = scratch();
-            if (s && (svc->flags & LB_SVC_F_EV_NEW))
-                emit_event(LB_EV_NEW, &s->fwd, 0, 0, now);
-        }
-    }
-
-    struct lb_backend_stats *bs = backend_stats(backend_id);
-    if (bs) {
-        bs->packets_in += 1;
-        bs->bytes_in += ip_len;
-    }
-    struct lb_service_stats *ss2 = lb_service_stats.lookup(&service_id);
-    if (ss2) {
-        ss2->packets_in += 1;
-        ss2->bytes_in += ip_len;
-    }
 
     // DNAT: destination address (IP header + L4 pseudo header) and port
     __u32 old_ip = iph->daddr;
@@ -309,7 +168,7 @@ int lbtui_tc(struct __sk_buff *skb)
 {
     // make the headers we read linear: ETH + VLAN + IP with options + TCP with options, or an ICMP
     // header with the quoted IP header (options too) and 20 bytes of its L4 header
-    __u32 want = 14 + 4 + 60 + 8 + 60 + 20;
+    __u32 want = 14 + 4 + 60 + 8 + 60 + 20;         // IPv6: 40 + 48 of extension headers + 60 fit too
     if (want > skb->len)
         want = skb->len;
     bpf_skb_pull_data(skb, want);
@@ -328,8 +187,11 @@ int lbtui_tc(struct __sk_buff *skb)
         h_proto = vh->proto;
         l3_off += sizeof(*vh);
     }
-    if (h_proto != htons(ETH_P_IP))
+    if (h_proto != htons(ETH_P_IP)) {
+        if (h_proto == htons(ETH_P_IPV6))
+            lb_tc6_prog.call(skb, 0);
         return TC_ACT_OK;
+    }
     struct iphdr *iph = data + l3_off;
     if ((void *)(iph + 1) > data_end)
         return TC_ACT_OK;
@@ -381,94 +243,12 @@ int lbtui_tc(struct __sk_buff *skb)
     rk.sport = sport;
     rk.dport = dport;
     rk.proto = iph->protocol;
-    __u32 ip_len = ntohs(iph->tot_len);
-    int table;
-    struct lb_ct_entry *rev = ct_lookup(&rk, &table);
-    if (!rev || rev->dir != LB_DIR_REVERSE) {
-        global_inc(LB_G_TC_MISS);
-        return TC_ACT_OK;
-    }
-    __u64 now = bpf_ktime_get_ns();
-    lb_addr_t old_ip = iph->saddr, new_ip = rev->vip, client_ip = iph->daddr;
-    __u16 old_port = sport, new_port = rev->vip_port;
-    __u32 backend_id = rev->backend_id;
-    __u32 service_id = rev->service_id;
-    __u64 created = rev->created_ns;
+    lb_addr_t old_ip = iph->saddr, new_ip = 0, client_ip = iph->daddr;
+    __u16 old_port = sport, new_port = 0;
+    int verdict = tc_flow(&rk, is_tcp, &seg, ntohs(iph->tot_len), &new_ip, &new_port);
+    if (verdict != LB_GO_NAT)
+        return verdict;
 
-    // the flow's forward entry: for state changes, promotion, or to re-create it after an eviction
-    struct lb_ct_entry *fwd = 0;
-    struct lb_ct_key fk = {};
-    forward_key_of(rev, &fk);
-    if (table == LB_TBL_TRANSIENT || (is_tcp && (seg.flags & (TCP_SYN | TCP_FIN | TCP_RST)))) {
-        int ftable;
-        fwd = ct_lookup(&fk, &ftable);
-        if (fwd && (ftable != table || fwd->dir != LB_DIR_FORWARD || fwd->backend_ip != rev->backend_ip ||
-                    fwd->backend_port != rev->backend_port)) {
-            fwd = 0;                                // a later flow on the same client port
-        } else if (!fwd && table == LB_TBL_TRANSIENT && created != LB_CT_REAPING) {
-            struct lb_scratch *s = scratch();
-            if (s) {
-                ct_mirror(&s->fwd, rev, LB_DIR_FORWARD);
-                lb_ct_transient.insert(&fk, &s->fwd);
-                fwd = lb_ct_transient.lookup(&fk);
-                global_inc(LB_G_TC_CT_RESTORED);
-            }
-        }
-    }
-    int where = LB_SEG_EXACT;
-    if (is_tcp && !(seg.flags & TCP_SYN))
-        where = tcp_in_window(rev, fwd, seg.seq);
-    if (is_tcp && (seg.flags & TCP_RST) && where == LB_SEG_OUTSIDE) {
-        count_drop(service_id, LB_DROP_RST_WINDOW);
-        return TC_ACT_SHOT;
-    }
-    // the reply's own counters, before the flow moves between tables (a move copies the entry) and
-    // before a close reports them: the packet that closes the flow is part of it
-    rev->last_seen_ns = now;
-    __sync_fetch_and_add(&rev->packets, 1);
-    __sync_fetch_and_add(&rev->bytes, ip_len);
-    if (is_tcp) {
-        if ((seg.flags & TCP_RST) && where == LB_SEG_INSIDE)
-            global_inc(LB_G_RST_CHALLENGED);
-        if (!(seg.flags & TCP_RST) && where != LB_SEG_OUTSIDE)
-            tcp_track(rev, fwd, &seg);
-        if (fwd) {
-            __u64 old = 0;
-            __u64 flags = tcp_flow_flags(fwd, &seg, 1, where == LB_SEG_EXACT, where != LB_SEG_OUTSIDE,
-                                         now, &old);
-            // a flow no client's SYN started (Maglev, mid-stream) is established by the backend's answer
-            if (table == LB_TBL_TRANSIENT && !(old & (LB_CT_F_SYN | LB_CT_F_EST | LB_CT_F_CLOSED)) &&
-                !(seg.flags & TCP_RST)) {
-                if (ct_promote(&fk, fwd) < 0) {
-                    count_drop(service_id, LB_DROP_CT_FULL);
-                    return TC_ACT_SHOT;
-                }
-                fwd = lb_ct_established.lookup(&fk);
-                table = LB_TBL_ESTABLISHED;
-            }
-            if (fwd && flow_closed(flags) && !(old & LB_CT_F_CLOSED)) {
-                struct lb_ct_entry *r = ct_lookup_in(table, &rk);
-                tcp_close(table, &fk, fwd, r, flags, now);
-            }
-        }
-    } else if (fwd && table == LB_TBL_TRANSIENT && !(fwd->flags & (LB_CT_F_EST | LB_CT_F_CLOSED))) {
-        // UDP: the backend answered, the flow is established
-        if (ct_promote(&fk, fwd) < 0) {
-            count_drop(service_id, LB_DROP_CT_FULL);
-            return TC_ACT_SHOT;
-        }
-        table = LB_TBL_ESTABLISHED;
-    }
-    struct lb_backend_stats *bs = backend_stats(backend_id);
-    if (bs) {
-        bs->packets_out += 1;
-        bs->bytes_out += ip_len;
-    }
-    struct lb_service_stats *ss = lb_service_stats.lookup(&service_id);
-    if (ss) {
-        ss->packets_out += 1;
-        ss->bytes_out += ip_len;
-    }
 
     // SNAT: L4 first (the pseudo-header flag keeps CHECKSUM_PARTIAL skbs right), then L3.
     // A zero UDP checksum ("none") stays zero: BPF_F_MARK_MANGLED_0.
@@ -485,6 +265,34 @@ int lbtui_tc(struct __sk_buff *skb)
     return TC_ACT_OK;
 }
 
+// IPv6 frames, from lbtui_xdp's tail call (the frame is as lbtui_xdp got it)
+int lbtui_xdp6(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > data_end)
+        return XDP_PASS;
+    __u32 l3_off = sizeof(*eth);
+    if (eth->h_proto == ETH_P_8021Q_BE || eth->h_proto == ETH_P_8021AD_BE)
+        l3_off += sizeof(struct vlan_hdr_lb);
+    return xdp_ipv6(ctx, l3_off);
+}
+
+// IPv6 frames, from lbtui_tc's tail call (their headers already pulled linear)
+int lbtui_tc6(struct __sk_buff *skb)
+{
+    void *data = (void *)(long)skb->data;
+    void *data_end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > data_end)
+        return TC_ACT_OK;
+    __u32 l3_off = sizeof(*eth);
+    if (eth->h_proto == ETH_P_8021Q_BE || eth->h_proto == ETH_P_8021AD_BE)
+        l3_off += sizeof(struct vlan_hdr_lb);
+    return tc_ipv6(skb, l3_off, data, data_end);
+}
+
 // Not attached anywhere: the engine runs it with BPF_PROG_TEST_RUN on a buffer of lb_reap_rec to
 // remove flows (expired, or a drain cut) without racing the data path, because a userspace delete
 // by key cannot tell the flow it meant from a new flow on the same tuple (see ct_reap).
@@ -497,6 +305,21 @@ int lbtui_reap(struct xdp_md *ctx)
         if ((void *)(rec + 1) > data_end)
             break;
         ct_reap(rec);
+        rec++;
+    }
+    return XDP_PASS;
+}
+
+// lbtui_reap for IPv6 flows: records are lb_reap6_rec
+int lbtui_reap6(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    struct lb_reap6_rec *rec = data;
+    for (int i = 0; i < LB_REAP6_BATCH; i++) {
+        if ((void *)(rec + 1) > data_end)
+            break;
+        ct_reap6(rec);
         rec++;
     }
     return XDP_PASS;

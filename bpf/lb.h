@@ -13,6 +13,7 @@
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
 #include <uapi/linux/icmp.h>
 #include <uapi/linux/in.h>
 #include <uapi/linux/tcp.h>
@@ -37,6 +38,12 @@
 #ifndef LB_CT_TRANSIENT_SIZE   // embryonic and closing flows: two entries each
 #define LB_CT_TRANSIENT_SIZE 131072
 #endif
+#ifndef LB_CT6_SIZE           // the IPv6 twins of the two tables above
+#define LB_CT6_SIZE 65536
+#endif
+#ifndef LB_CT6_TRANSIENT_SIZE
+#define LB_CT6_TRANSIENT_SIZE 16384
+#endif
 #ifndef LB_MAX_ROUTES
 #define LB_MAX_ROUTES 1024
 #endif
@@ -53,8 +60,24 @@
 #define LB_EMPTY_SLOT 0xFFFFFFFFu
 #define LB_PICK_TRIES 4            // slots tried when a pick clashes with another flow of the client port
 
-// One address. IPv4 today; IPv6 widens this type (and with it every key and entry that holds one).
+// One address of each family. IPv4 and IPv6 flows live in separate maps with their own keys and
+// entries (the "6" twins below), so that an IPv4 packet hashes and copies exactly what it did before
+// IPv6 existed; the code over them is written once (lb_fam.h, docs/datapath.md#ipv6).
 typedef __u32 lb_addr_t;
+struct lb_addr6 {
+    __u32 w[4];                // the 16 wire bytes
+};
+
+static __always_inline int lb_addr6_eq(struct lb_addr6 *a, struct lb_addr6 *b)
+{
+    return ((a->w[0] ^ b->w[0]) | (a->w[1] ^ b->w[1]) | (a->w[2] ^ b->w[2]) | (a->w[3] ^ b->w[3])) == 0;
+}
+
+// the 32 bits an IPv6 address contributes to a hash (source-hash, Maglev)
+static __always_inline __u32 lb_addr6_fold(struct lb_addr6 *a)
+{
+    return a->w[0] ^ a->w[1] ^ a->w[2] ^ a->w[3];
+}
 
 // services: (VIP, port, protocol) -> service
 struct lb_service_key {
@@ -79,6 +102,7 @@ struct lb_service {
     __u32 src_burst;
     __u32 be_rate;             // new connections per second per backend (0: no limit)
     __u32 be_burst;
+    __u32 src_prefix6;         // IPv6 clients: leading bits of the source one per-source bucket counts
 };
 #define LB_SVC_F_EV_NEW 1      // ring-buffer event for every new flow (only the access log needs it)
 #define LB_SVC_F_EV_CLOSED 2   // ring-buffer event for every closed flow (latency, access log)
@@ -91,11 +115,25 @@ struct lb_route_key {
     lb_addr_t saddr;
 };
 
-// backends: array, backend id -> address
+struct lb_service6_key {
+    struct lb_addr6 vip;
+    __u16 port;
+    __u8 proto;
+    __u8 pad;
+};
+
+struct lb_route6_key {
+    __u32 prefixlen;           // 32 bits of service_id plus the CIDR's prefix length
+    __u32 service_id;
+    struct lb_addr6 saddr;
+};
+
+// backends: array, backend id -> address (ip for an IPv4 backend, ip6 for an IPv6 one)
 struct lb_backend {
     lb_addr_t ip;
     __u16 port;
     __u16 flags;               // LB_BE_F_*
+    struct lb_addr6 ip6;
 };
 #define LB_BE_F_ACTIVE 1       // a configured backend (cleared when it is removed)
 #define LB_BE_F_NO_NEW 2       // selection weight 0 (down, drained, circuit open): takes no new flows
@@ -167,6 +205,40 @@ struct lb_ct_entry {
     __u64 bytes;               // this direction, IP total length
 };
 
+// the same for IPv6 flows (lb_ct6_established, lb_ct6_transient)
+struct lb_ct6_key {
+    struct lb_addr6 saddr;
+    struct lb_addr6 daddr;
+    __u16 sport;
+    __u16 dport;
+    __u8 proto;
+    __u8 pad[3];
+};
+
+struct lb_ct6_entry {
+    struct lb_addr6 client_ip;
+    struct lb_addr6 vip;
+    struct lb_addr6 backend_ip;
+    __u16 client_port;
+    __u16 vip_port;
+    __u16 backend_port;
+    __u8 proto;
+    __u8 dir;
+    __u32 backend_id;
+    __u32 service_id;
+    __u32 seq_first;
+    __u32 seq_next;
+    __u16 window;
+    __u8 wscale;
+    __u8 win_shift;
+    __u64 flags;
+    __u64 created_ns;
+    __u64 last_seen_ns;
+    __u64 synack_ns;
+    __u64 packets;
+    __u64 bytes;               // this direction, IPv6 header + payload
+};
+
 // one record of lbtui_reap: remove the flow whose entry has `key`, only while it is still the flow
 // created at created_ns and, with idle_before_ns, only if neither of its entries saw a packet since.
 // lbtui_reap writes created_ns = 0 for each flow it removed, the flow's last packet time into
@@ -179,6 +251,15 @@ struct lb_reap_rec {
     __u64 bytes;
 };
 #define LB_REAP_BATCH 64   // records per run: 64 * 48 bytes fits an XDP test-run buffer
+
+struct lb_reap6_rec {
+    struct lb_ct6_key key;
+    __u64 created_ns;
+    __u64 idle_before_ns;
+    __u64 packets;
+    __u64 bytes;
+};
+#define LB_REAP6_BATCH 48  // 48 * 72 bytes
 
 // fragments of a reply: the first carries the ports, the others only (source, destination, id)
 struct lb_frag_key {
@@ -205,6 +286,11 @@ struct lb_bucket {
 struct lb_rl_key {
     __u32 service_id;
     lb_addr_t saddr;
+};
+
+struct lb_rl6_key {
+    __u32 service_id;
+    struct lb_addr6 saddr;     // the client's address cut to the service's src_prefix6
 };
 
 // per-CPU counters; userspace sums the CPUs
@@ -271,6 +357,7 @@ enum lb_global_counter {
     LB_G_TC_FRAGMENTS,         // fragments of replies after the first, source rewritten to the VIP
     LB_G_XDP_REPICK,           // SYNs on a tuple whose backend takes no new flows: picked again
     LB_G_RST_CHALLENGED,       // RSTs inside the window, not at its start: passed, flow kept
+    LB_G_XDP_V6_NO_L4,         // IPv6 whose upper-layer header lies beyond the extension headers we walk
     LB_G_MAX,
 };
 
@@ -301,10 +388,36 @@ struct lb_event {
     __u32 reason;              // LB_CLOSE_* for closed events
 };
 
+// an IPv6 flow's event: struct lb_event with IPv6 addresses (the reader tells them apart by size)
+struct lb_event6 {
+    __u64 ts_ns;
+    __u64 created_ns;
+    __u64 synack_ns;
+    __u64 packets_in;
+    __u64 bytes_in;
+    __u64 packets_out;
+    __u64 bytes_out;
+    struct lb_addr6 client_ip;
+    struct lb_addr6 vip;
+    struct lb_addr6 backend_ip;
+    __u32 backend_id;
+    __u32 service_id;
+    __u16 client_port;
+    __u16 vip_port;
+    __u16 backend_port;
+    __u8 proto;
+    __u8 type;
+    __u32 reason;
+};
+
 // per-CPU room for entry copies (the BPF stack is 512 bytes)
 struct lb_scratch {
     struct lb_ct_entry fwd;
     struct lb_ct_entry rev;
+};
+struct lb_scratch6 {
+    struct lb_ct6_entry fwd;
+    struct lb_ct6_entry rev;
 };
 
 // With LB_PIN_DIR (a string literal) every map except the ring buffer and the scratch space is
@@ -326,6 +439,11 @@ LB_TABLE("hash", struct lb_ct_key, struct lb_ct_entry, lb_ct_established, LB_CT_
 LB_TABLE("lru_hash", struct lb_ct_key, struct lb_ct_entry, lb_ct_transient, LB_CT_TRANSIENT_SIZE, 0);
 LB_TABLE("lru_hash", struct lb_frag_key, struct lb_frag, lb_frags, LB_FRAGS, 0);
 LB_TABLE("hash", struct lb_rl_key, struct lb_bucket, lb_rl_source, LB_RL_SOURCES, 0);
+LB_TABLE("hash", struct lb_service6_key, struct lb_service, lb_services6, LB_MAX_SERVICES, 0);
+LB_TABLE("lpm_trie", struct lb_route6_key, __u32, lb_routes6, LB_MAX_ROUTES, BPF_F_NO_PREALLOC);
+LB_TABLE("hash", struct lb_ct6_key, struct lb_ct6_entry, lb_ct6_established, LB_CT6_SIZE, 0);
+LB_TABLE("lru_hash", struct lb_ct6_key, struct lb_ct6_entry, lb_ct6_transient, LB_CT6_TRANSIENT_SIZE, 0);
+LB_TABLE("hash", struct lb_rl6_key, struct lb_bucket, lb_rl6_source, LB_RL_SOURCES, 0);
 LB_TABLE("array", __u32, struct lb_bucket, lb_rl_overflow, LB_MAX_SERVICES, 0);
 LB_TABLE("array", __u32, struct lb_bucket, lb_rl_backend, LB_MAX_BACKENDS, 0);
 LB_TABLE("percpu_array", __u32, struct lb_backend_stats, lb_backend_stats, LB_MAX_BACKENDS, 0);
@@ -333,6 +451,12 @@ LB_TABLE("percpu_array", __u32, struct lb_service_stats, lb_service_stats, LB_MA
 LB_TABLE("percpu_array", __u32, struct lb_latency, lb_latency, LB_MAX_BACKENDS, 0);
 LB_TABLE("percpu_array", __u32, __u64, lb_global_stats, LB_G_MAX, 0);
 BPF_PERCPU_ARRAY(lb_scratch, struct lb_scratch, 1);
+BPF_PERCPU_ARRAY(lb_scratch6, struct lb_scratch6, 1);
 BPF_RINGBUF_OUTPUT(lb_events, LB_RINGBUF_PAGES);
+// IPv6 frames continue in programs of their own (lbtui_xdp6, lbtui_tc6: a tail call), so that the
+// verifier checks each family's program on its own and IPv4 pays one EtherType test for IPv6.
+// Not pinned: every load fills them with its own programs.
+BPF_PROG_ARRAY(lb_xdp6_prog, 1);
+BPF_PROG_ARRAY(lb_tc6_prog, 1);
 
 #endif

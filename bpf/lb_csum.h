@@ -46,8 +46,9 @@ static __always_inline __u16 lb_udp_csum(__u16 old, __u16 computed)
 }
 
 // 1 if the TCP/UDP checksum of a segment of l4_len bytes at l4 verifies (a UDP checksum of 0:
-// none, verifies), 0 if not, -1 if the segment is too long to check here or exceeds the frame.
-static __always_inline int lb_l4_csum_ok(struct iphdr *iph, void *l4, __u32 l4_len, __u8 proto,
+// none, verifies; IPv6 never gets here with one), 0 if not, -1 if the segment is too long to check
+// here or exceeds the frame. addr_sum: the pseudo header's addresses summed as 16-bit words.
+static __always_inline int lb_l4_csum_ok(__u32 addr_sum, void *l4, __u32 l4_len, __u8 proto,
                                          void *data_end)
 {
     if (l4_len > LB_CSUM_VERIFY_MAX)
@@ -59,7 +60,7 @@ static __always_inline int lb_l4_csum_ok(struct iphdr *iph, void *l4, __u32 l4_l
         if (uh->check == 0)
             return 1;
     }
-    __u32 s = (iph->saddr & 0xffff) + (iph->saddr >> 16) + (iph->daddr & 0xffff) + (iph->daddr >> 16);
+    __u32 s = addr_sum;
     s += bpf_htons(proto) + bpf_htons((__u16)l4_len);
     __u8 *p = l4;
     for (int i = 0; i < LB_CSUM_VERIFY_MAX / 2; i++) {
@@ -80,6 +81,20 @@ static __always_inline int lb_l4_csum_ok(struct iphdr *iph, void *l4, __u32 l4_l
         s += word;
     }
     return lb_csum_fold(s) == 0xffff;
+}
+
+// An IPv6 address changed in a checksummed pseudo header: the eight 16-bit words
+static __always_inline __u16 lb_csum_replace16(__u16 check, struct lb_addr6 *from, struct lb_addr6 *to)
+{
+    __u32 s = (__u16)~check;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        s += (__u16)~(from->w[i] & 0xffff);
+        s += (__u16)~(from->w[i] >> 16);
+        s += to->w[i] & 0xffff;
+        s += to->w[i] >> 16;
+    }
+    return ~lb_csum_fold(s);
 }
 
 #endif

@@ -16,7 +16,6 @@
 
 #include "lb.h"
 #include "lb_csum.h"
-#include "lb_ct.h"
 #include "lb_stats.h"
 
 #define LB_IP_MF 0x0020                // htons(IP_MF)

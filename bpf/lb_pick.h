@@ -1,14 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
-// New flows: the backend pick (docs/datapath.md#what-the-programs-do, step 6) and the insertion of
-// both conntrack entries into the transient table.
-#ifndef LBTUI_LB_PICK_H
-#define LBTUI_LB_PICK_H
+// lbtui: per-family template (lb_fam.h)
+// New flows: the per-source rate limit, the backend pick (docs/datapath.md#what-the-programs-do,
+// step 6) and the insertion of both conntrack entries into the transient table.
 
-#include "lb.h"
-#include "lb_ct.h"
-#include "lb_ratelimit.h"
-#include "lb_tcp.h"
-
+#ifndef LBTUI_LB_PICK_ONCE
+#define LBTUI_LB_PICK_ONCE
 // Linux jhash_3words (lookup3 final mix); lbtui/control/selection.py implements the same.
 #define LB_ROL32(x, k) (((x) << (k)) | ((x) >> (32 - (k))))
 static __always_inline __u32 lb_jhash_3words(__u32 a, __u32 b, __u32 c)
@@ -27,27 +23,63 @@ static __always_inline __u32 lb_jhash_3words(__u32 a, __u32 b, __u32 c)
 
 // the backend a new flow gets
 struct lb_picked {
-    lb_addr_t ip;
+    LB_ADDR ip;
     __u16 port;
     __u16 pad;
     __u32 backend_id;
 };
 
+struct lb_picked6 {
+    struct lb_addr6 ip;
+    __u16 port;
+    __u16 pad;
+    __u32 backend_id;
+};
+
+#endif
+
+// The per-source limit of a service: -1 if allowed, else the drop reason. A new source starts with
+// a full bucket; when lb_rl_source is full (userspace forgets idle buckets), new sources share the
+// service's overflow bucket (one source's rate and burst for all of them): fail closed.
+static __always_inline int LB_F(source_limit)(struct lb_service *svc, LB_ADDR *saddr, __u64 now)
+{
+    if (!svc->src_rate)
+        return -1;
+    LB_RL_KEY k = {};
+    k.service_id = svc->id;
+    LB_F(rl_source_addr)(&k.saddr, saddr, svc);
+    struct lb_bucket *b = LB_F(rl_source_lookup)(&k);
+    if (!b) {
+        struct lb_bucket fresh = {};
+        fresh.tokens = (__u64)svc->src_burst * LB_TOKEN;
+        fresh.last_ns = now;
+        LB_F(rl_source_insert)(&k, &fresh);
+        b = LB_F(rl_source_lookup)(&k);
+    }
+    if (b)
+        return bucket_take(b, svc->src_rate, svc->src_burst, now) ? -1 : LB_DROP_RATE_SOURCE;
+    __u32 sid = svc->id;
+    struct lb_bucket *shared = lb_rl_overflow.lookup(&sid);
+    if (!shared)
+        return LB_DROP_RATE_OVERFLOW;
+    return bucket_take(shared, svc->src_rate, svc->src_burst, now) ? -1 : LB_DROP_RATE_OVERFLOW;
+}
+
 // Pick a backend for a new flow and insert both conntrack entries (transient table). `seg` is the
 // TCP segment that opens it (0 for UDP). Returns 0 and fills *out; 1 if another CPU created the
 // same flow first (*out is its choice); or a negative drop reason (-1 - reason).
-static __always_inline int new_flow(struct lb_service *svc, struct lb_ct_key *fk, __u32 ip_len,
-                                    struct lb_seg *seg, __u64 now, struct lb_picked *out)
+static __always_inline int LB_F(new_flow)(struct lb_service *svc, LB_CT_KEY *fk, __u32 ip_len,
+                                    struct lb_seg *seg, __u64 now, LB_PICKED *out)
 {
-    int limited = source_limit(svc, fk->saddr, now);
+    int limited = LB_F(source_limit)(svc, &fk->saddr, now);
     if (limited >= 0)
         return -1 - limited;
     __u32 group = svc->default_group;
-    struct lb_route_key rkey = {};
-    rkey.prefixlen = 64;
+    LB_ROUTE_KEY rkey = {};
+    rkey.prefixlen = 32 + LB_ADDR_BITS;
     rkey.service_id = svc->id;
     rkey.saddr = fk->saddr;
-    __u32 *routed = lb_routes.lookup(&rkey);
+    __u32 *routed = LB_F(route_lookup)(&rkey);
     if (routed)
         group = *routed;
     if (group >= LB_MAX_GROUPS)
@@ -55,9 +87,9 @@ static __always_inline int new_flow(struct lb_service *svc, struct lb_ct_key *fk
 
     __u32 slot;
     if (svc->algorithm == LB_ALG_SOURCE_HASH)
-        slot = lb_jhash_3words(fk->saddr, svc->id, 0) % LB_TABLE_SIZE;
+        slot = lb_jhash_3words(LB_ADDR_HASH(fk->saddr), svc->id, 0) % LB_TABLE_SIZE;
     else if (svc->algorithm == LB_ALG_MAGLEV)
-        slot = lb_jhash_3words(fk->saddr, fk->daddr,
+        slot = lb_jhash_3words(LB_ADDR_HASH(fk->saddr), LB_ADDR_HASH(fk->daddr),
                                ((__u32)fk->sport << 16) | fk->dport) % LB_TABLE_SIZE;
     else
         slot = bpf_get_prandom_u32() % LB_TABLE_SIZE;
@@ -65,7 +97,8 @@ static __always_inline int new_flow(struct lb_service *svc, struct lb_ct_key *fk
     // client port (to two VIPs or VIP ports) must not share a backend address:port: the backend would
     // see one 4-tuple for two connections. On such a clash the next slots are tried.
     __u32 backend_id = LB_EMPTY_SLOT;
-    lb_addr_t ip = 0;
+    LB_ADDR ip;
+    __builtin_memset(&ip, 0, sizeof(ip));
     __u16 port = 0;
     int clash = 0;
     for (int i = 0; i < LB_PICK_TRIES; i++) {
@@ -77,18 +110,18 @@ static __always_inline int new_flow(struct lb_service *svc, struct lb_ct_key *fk
         struct lb_backend *be = lb_backends.lookup(&cand);
         if (!be || !(be->flags & LB_BE_F_ACTIVE))
             return -1 - LB_DROP_NO_BACKEND;
-        struct lb_ct_key ck = {};
-        ck.saddr = be->ip;
+        LB_CT_KEY ck = {};
+        ck.saddr = LB_BE_IP(be);
         ck.daddr = fk->saddr;
         ck.sport = be->port;
         ck.dport = fk->sport;
         ck.proto = fk->proto;
-        if (reverse_owned_by_other(&ck, fk)) {
+        if (LB_F(reverse_owned_by_other)(&ck, fk)) {
             clash = 1;
             continue;
         }
         backend_id = cand;
-        ip = be->ip;
+        ip = LB_BE_IP(be);
         port = be->port;
         break;
     }
@@ -97,10 +130,10 @@ static __always_inline int new_flow(struct lb_service *svc, struct lb_ct_key *fk
     if (!backend_allowed(svc, backend_id, now))
         return -1 - LB_DROP_RATE_BACKEND;
 
-    struct lb_scratch *s = scratch();
+    LB_SCRATCH *s = LB_F(scratch)();
     if (!s)
         return -1 - LB_DROP_CT_FULL;
-    struct lb_ct_entry *e = &s->fwd;
+    LB_CT_ENTRY *e = &s->fwd;
     __builtin_memset(e, 0, sizeof(*e));
     e->client_ip = fk->saddr;
     e->vip = fk->daddr;
@@ -129,9 +162,9 @@ static __always_inline int new_flow(struct lb_service *svc, struct lb_ct_key *fk
             }
         }
     }
-    if (lb_ct_transient.insert(fk, e) != 0) {
+    if (LB_F(ct_tr_insert)(fk, e) != 0) {
         // another CPU inserted this flow first: use its choice
-        struct lb_ct_entry *won = lb_ct_transient.lookup(fk);
+        LB_CT_ENTRY *won = LB_F(ct_tr_lookup)(fk);
         if (!won)
             return -1 - LB_DROP_CT_FULL;
         out->ip = won->backend_ip;
@@ -139,14 +172,13 @@ static __always_inline int new_flow(struct lb_service *svc, struct lb_ct_key *fk
         out->backend_id = won->backend_id;
         return 1;
     }
-    ct_mirror(&s->rev, e, LB_DIR_REVERSE);
-    struct lb_ct_key rk = {};
-    reverse_key_of(e, &rk);
-    lb_ct_transient.update(&rk, &s->rev);
+    LB_F(ct_mirror)(&s->rev, e, LB_DIR_REVERSE);
+    LB_CT_KEY rk = {};
+    LB_F(reverse_key_of)(e, &rk);
+    LB_F(ct_tr_update)(&rk, &s->rev);
     out->ip = ip;
     out->port = port;
     out->backend_id = backend_id;
     return 0;
 }
 
-#endif

@@ -43,33 +43,6 @@ static __always_inline int bucket_take(struct lb_bucket *b, __u32 rate, __u32 bu
     return ok;
 }
 
-// The per-source limit of a service: -1 if allowed, else the drop reason. A new source starts with
-// a full bucket; when lb_rl_source is full (userspace forgets idle buckets), new sources share the
-// service's overflow bucket (one source's rate and burst for all of them): fail closed.
-static __always_inline int source_limit(struct lb_service *svc, lb_addr_t saddr, __u64 now)
-{
-    if (!svc->src_rate)
-        return -1;
-    struct lb_rl_key k = {};
-    k.service_id = svc->id;
-    k.saddr = saddr;
-    struct lb_bucket *b = lb_rl_source.lookup(&k);
-    if (!b) {
-        struct lb_bucket fresh = {};
-        fresh.tokens = (__u64)svc->src_burst * LB_TOKEN;
-        fresh.last_ns = now;
-        lb_rl_source.insert(&k, &fresh);
-        b = lb_rl_source.lookup(&k);
-    }
-    if (b)
-        return bucket_take(b, svc->src_rate, svc->src_burst, now) ? -1 : LB_DROP_RATE_SOURCE;
-    __u32 sid = svc->id;
-    struct lb_bucket *shared = lb_rl_overflow.lookup(&sid);
-    if (!shared)
-        return LB_DROP_RATE_OVERFLOW;
-    return bucket_take(shared, svc->src_rate, svc->src_burst, now) ? -1 : LB_DROP_RATE_OVERFLOW;
-}
-
 static __always_inline int backend_allowed(struct lb_service *svc, __u32 backend_id, __u64 now)
 {
     if (!svc->be_rate)

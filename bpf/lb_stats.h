@@ -58,45 +58,5 @@ static __always_inline void record_latency(__u32 backend_id, int duration, __u64
     }
 }
 
-static __always_inline void emit_event(__u8 type, struct lb_ct_entry *fwd, struct lb_ct_entry *rev,
-                                       __u32 reason, __u64 now)
-{
-    struct lb_event *ev = lb_events.ringbuf_reserve(sizeof(struct lb_event));
-    if (!ev) {
-        global_inc(LB_G_EVENTS_LOST);
-        return;
-    }
-    ev->ts_ns = now;
-    ev->created_ns = fwd->created_ns;
-    ev->synack_ns = fwd->synack_ns;
-    ev->packets_in = fwd->packets;
-    ev->bytes_in = fwd->bytes;
-    ev->packets_out = rev ? rev->packets : 0;
-    ev->bytes_out = rev ? rev->bytes : 0;
-    ev->client_ip = fwd->client_ip;
-    ev->vip = fwd->vip;
-    ev->backend_ip = fwd->backend_ip;
-    ev->backend_id = fwd->backend_id;
-    ev->service_id = fwd->service_id;
-    ev->client_port = fwd->client_port;
-    ev->vip_port = fwd->vip_port;
-    ev->backend_port = fwd->backend_port;
-    ev->proto = fwd->proto;
-    ev->type = type;
-    ev->reason = reason;
-    // no wake-up per event: the reader drains the ring on its own schedule (every few tens of ms),
-    // so a connection-heavy load does not cost a userspace wake-up per connection
-    lb_events.ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
-}
-
-static __always_inline int service_wants(struct lb_ct_entry *fwd, __u32 flag)
-{
-    struct lb_service_key sk = {};
-    sk.vip = fwd->vip;
-    sk.port = fwd->vip_port;
-    sk.proto = fwd->proto;
-    struct lb_service *svc = lb_services.lookup(&sk);
-    return svc && (svc->flags & flag);
-}
 
 #endif

@@ -6,7 +6,6 @@
 #define LBTUI_LB_TCP_H
 
 #include "lb.h"
-#include "lb_ct.h"
 
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
@@ -82,107 +81,14 @@ static __always_inline int seq_after(__u32 a, __u32 b)
     return (__s32)(a - b) > 0;
 }
 
-// This direction's sequence and window, from one of its segments (not a RST). `e` is the entry of
-// the segment's direction, `other` the other direction's (0 if missing). Window scaling applies
-// when both SYNs offered it: the client's SYN sets its own LB_CT_F_WSCALE; the backend's SYN-ACK
-// sets it on the reverse entry only if the client's did too.
-static __always_inline void tcp_track(struct lb_ct_entry *e, struct lb_ct_entry *other, struct lb_seg *seg)
-{
-    __u64 set = LB_CT_F_SEQ | LB_CT_F_WIN;
-    __u8 shift = 0;
-    if (seg->flags & TCP_SYN) {
-        e->seq_first = seg->seq;
-        if (seg->wscale != LB_NO_WSCALE &&
-            (e->dir == LB_DIR_FORWARD || (other && (other->flags & LB_CT_F_WSCALE)))) {
-            e->wscale = seg->wscale;
-            set |= LB_CT_F_WSCALE;
-        }
-    } else if (e->flags & LB_CT_F_WSCALE) {
-        // the client's scaling counts only once the backend agreed (its reverse entry says so)
-        if (e->dir == LB_DIR_REVERSE || (other && (other->flags & LB_CT_F_WSCALE)))
-            shift = e->wscale;
-    }
-    if (!(e->flags & LB_CT_F_SEQ) || seq_after(seg->end, e->seq_next))
-        e->seq_next = seg->end;
-    e->window = seg->window;
-    e->win_shift = shift;
-    if ((e->flags & set) != set)
-        __sync_fetch_and_or(&e->flags, set);
-}
-
 #define LB_SEG_OUTSIDE 0       // outside the window: drop (RST) or ignore (FIN)
 #define LB_SEG_INSIDE 1        // inside the window, not where the sender's next byte is
 #define LB_SEG_EXACT 2         // exactly the sender's next sequence number (or nothing to check with)
-
-// Where a RST or FIN lies: its sender's entry `e` knows the next sequence number, the other
-// direction's entry `other` the window the receiver offers. Without both, the flow is not
-// checkable and the segment counts as exact. The accepted range is the receiver's window on both
-// sides of the next sequence number (the load balancer may be ahead of the receiver by up to one
-// window of segments lost behind it).
-static __always_inline int tcp_in_window(struct lb_ct_entry *e, struct lb_ct_entry *other, __u32 seq)
-{
-    if (!other || !(e->flags & LB_CT_F_SEQ) || !(other->flags & LB_CT_F_WIN))
-        return LB_SEG_EXACT;
-    __u32 next = e->seq_next;
-    if (seq == next)
-        return LB_SEG_EXACT;
-    __u32 win = (__u32)other->window << (other->win_shift & 0x0f);
-    if (seq - (next - win) <= 2 * win)
-        return LB_SEG_INSIDE;
-    return LB_SEG_OUTSIDE;
-}
-
-// Flow flags from one segment of a tracked flow that passed the checks; `from_backend` tells the
-// direction. Returns the flags before and after in *old/*now (for the caller's close handling).
-static __always_inline __u64 tcp_flow_flags(struct lb_ct_entry *fwd, struct lb_seg *seg, int from_backend,
-                                            int accept_rst, int accept_fin, __u64 now, __u64 *old_out)
-{
-    __u64 set = 0;
-    if ((seg->flags & TCP_RST) && accept_rst)
-        set |= LB_CT_F_RST;
-    if ((seg->flags & TCP_FIN) && accept_fin)
-        set |= from_backend ? LB_CT_F_FIN_OUT : LB_CT_F_FIN_IN;
-    if (from_backend && (seg->flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK) && !(seg->flags & TCP_RST))
-        set |= LB_CT_F_SYNACK;
-    __u64 old = set ? __sync_fetch_and_or(&fwd->flags, set) : fwd->flags;
-    *old_out = old;
-    if ((set & LB_CT_F_SYNACK) && !(old & LB_CT_F_SYNACK))
-        fwd->synack_ns = now;
-    // a reset from the backend before any SYN-ACK to a client's SYN: the connection was refused
-    if (from_backend && (set & LB_CT_F_RST) && (old & LB_CT_F_SYN) &&
-        !(old & (LB_CT_F_SYNACK | LB_CT_F_FAILED))) {
-        __u64 before = __sync_fetch_and_or(&fwd->flags, LB_CT_F_FAILED);
-        struct lb_backend_stats *bs = backend_stats(fwd->backend_id);
-        if (bs && !(before & LB_CT_F_FAILED))
-            bs->conn_failures += 1;
-    }
-    return old | set;
-}
 
 static __always_inline int flow_closed(__u64 flags)
 {
     return (flags & LB_CT_F_RST) ||
            ((flags & (LB_CT_F_FIN_IN | LB_CT_F_FIN_OUT)) == (LB_CT_F_FIN_IN | LB_CT_F_FIN_OUT));
-}
-
-// A flow that FIN both ways or an accepted RST just closed: account it once (closes, duration, an
-// event for the access log) and, if it was established, move it to the transient table.
-static __always_inline void tcp_close(int table, struct lb_ct_key *fk, struct lb_ct_entry *fwd,
-                                      struct lb_ct_entry *rev, __u64 flags, __u64 now)
-{
-    __s64 old = ct_mark_closed(fwd);
-    if (old < 0)
-        return;                                     // another CPU (or the sweep) won the race
-    if (old & LB_CT_F_EST) {
-        struct lb_backend_stats *bs = backend_stats(fwd->backend_id);
-        if (bs)
-            bs->closes += 1;
-        record_latency(fwd->backend_id, 1, now - fwd->created_ns);
-    }
-    if (service_wants(fwd, LB_SVC_F_EV_CLOSED))
-        emit_event(LB_EV_CLOSED, fwd, rev, (flags & LB_CT_F_RST) ? LB_CLOSE_RST : LB_CLOSE_FIN, now);
-    if (table == LB_TBL_ESTABLISHED)
-        ct_demote(fk, fwd);
 }
 
 #endif

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ctypes
 import functools
 import json
 import logging
@@ -32,6 +33,9 @@ XDP_FLAGS_DRV_MODE = 1 << 2
 XDP_PROG = "lbtui_xdp"
 TC_PROG = "lbtui_tc"
 REAP_PROG = "lbtui_reap"  # run with BPF_PROG_TEST_RUN, never attached
+REAP6_PROG = "lbtui_reap6"
+XDP6_PROG, XDP6_ARRAY = "lbtui_xdp6", "lb_xdp6_prog"  # IPv6 frames: lbtui_xdp tail-calls it
+TC6_PROG, TC6_ARRAY = "lbtui_tc6", "lb_tc6_prog"
 TC_PARENT_EGRESS = "ffff:fff3"
 TC_PRIO = 0xC000  # our egress filter's preference; a fixed value so we can find and remove it
 TC_HANDLE = 1
@@ -63,12 +67,15 @@ def bpf_source_dir() -> Path:
     return Path(str(resources.files("lbtui.bpf")))
 
 
-_LOCAL_INCLUDE = re.compile(r'^#include "([A-Za-z0-9_.]+)"\s*$')
+_LOCAL_INCLUDE = re.compile(r'^#include "([A-Za-z0-9_.]+)"(?:\s*//.*)?\s*$')
+TEMPLATE_MARK = "// lbtui: per-family template"
 
 
 def bpf_source(name: str = "lb.c") -> str:
     """The program's source as one text: bpf/`name` with its local headers (#include "lb_*.h")
-    inlined, each once, with #line markers so that compiler messages name the real file and line.
+    inlined, each once (a header marked TEMPLATE_MARK at every #include: it is compiled once per
+    address family, bpf/lb_fam.h), with #line markers so that compiler messages name the real file
+    and line.
 
     BCC rewrites map calls (`table.lookup(&k)`) only in the file it compiles, not in headers it
     includes, so the split sources (docs/datapath.md) are joined before BCC sees them.
@@ -77,9 +84,11 @@ def bpf_source(name: str = "lb.c") -> str:
     seen: set[str] = set()
 
     def expand(file: str) -> list[str]:
-        seen.add(file)
+        text = (root / file).read_text()
+        if TEMPLATE_MARK not in text:
+            seen.add(file)
         out = [f'#line 1 "{file}"']
-        for number, line in enumerate((root / file).read_text().splitlines(), start=1):
+        for number, line in enumerate(text.splitlines(), start=1):
             m = _LOCAL_INCLUDE.match(line)
             if m is None:
                 out.append(line)
@@ -134,6 +143,11 @@ class Loaded:
             self.xdp_fn = self.bpf.load_func(XDP_PROG, BPF.XDP)
             self.tc_fn = self.bpf.load_func(TC_PROG, BPF.SCHED_CLS)
             self.reap_fn = self.bpf.load_func(REAP_PROG, BPF.XDP)
+            self.reap6_fn = self.bpf.load_func(REAP6_PROG, BPF.XDP)
+            self.xdp6_fn = self.bpf.load_func(XDP6_PROG, BPF.XDP)
+            self.tc6_fn = self.bpf.load_func(TC6_PROG, BPF.SCHED_CLS)
+            self.bpf[XDP6_ARRAY][ctypes.c_int(0)] = ctypes.c_int(self.xdp6_fn.fd)
+            self.bpf[TC6_ARRAY][ctypes.c_int(0)] = ctypes.c_int(self.tc6_fn.fd)
         except Exception as exc:  # BCC raises bare Exception on compile/verifier failures
             hint = ""
             if self.adopted:

@@ -92,7 +92,9 @@ class Maps:
         self._loaded = loaded
         self.spec = loaded.spec
         self._services = loaded.table("lb_services")
+        self._services6 = loaded.table("lb_services6")
         self._routes = loaded.table("lb_routes")
+        self._routes6 = loaded.table("lb_routes6")
         self._backends = loaded.table("lb_backends")
         self._select = loaded.table("lb_select")
         self._backend_stats = loaded.table("lb_backend_stats")
@@ -102,9 +104,16 @@ class Maps:
 
     # ---- services and routes --------------------------------------------------------------------
 
+    def _service_table(self, vip: str) -> Any:
+        return self._services6 if ipaddress.ip_address(vip).version == 6 else self._services
+
     def _service_key(self, vip: str, port: int, protocol: str) -> Any:
-        k = self._services.Key()
-        k.vip = structs.ip_to_be32(vip)
+        table = self._service_table(vip)
+        k = table.Key()
+        if table is self._services6:
+            k.vip.w[:] = structs.ip6_to_words(vip)
+        else:
+            k.vip = structs.ip_to_be32(vip)
         k.port = structs.port_to_be16(port)
         k.proto = structs.PROTO_NUMBERS[protocol]
         return k
@@ -118,34 +127,41 @@ class Maps:
             structs.SVC_F_EV_CLOSED if entry.events_closed else 0
         )
         lim = entry.limits
-        v.src_rate, v.src_burst, v.be_rate, v.be_burst = (
+        v.src_rate, v.src_burst, v.be_rate, v.be_burst, v.src_prefix6 = (
             lim.src_rate,
             lim.src_burst,
             lim.be_rate,
             lim.be_burst,
+            lim.src_prefix6,
         )
-        self._services[self._service_key(entry.vip, entry.port, entry.protocol)] = v
+        self._service_table(entry.vip)[self._service_key(entry.vip, entry.port, entry.protocol)] = v
 
     def delete_service(self, vip: str, port: int, protocol: str) -> None:
         try:
-            del self._services[self._service_key(vip, port, protocol)]
+            del self._service_table(vip)[self._service_key(vip, port, protocol)]
         except KeyError:
             pass
 
-    def _route_key(self, service_id: int, cidr: str) -> Any:
-        net = ipaddress.IPv4Network(cidr)
-        k = self._routes.Key()
+    def _route_table_key(self, service_id: int, cidr: str) -> tuple[Any, Any]:
+        net = ipaddress.ip_network(cidr)
+        table = self._routes6 if net.version == 6 else self._routes
+        k = table.Key()
         k.prefixlen = 32 + net.prefixlen
         k.service_id = service_id
-        k.saddr = structs.ip_to_be32(str(net.network_address))
-        return k
+        if net.version == 6:
+            k.saddr.w[:] = structs.ip6_to_words(str(net.network_address))
+        else:
+            k.saddr = structs.ip_to_be32(str(net.network_address))
+        return table, k
 
     def set_route(self, service_id: int, cidr: str, group: int) -> None:
-        self._routes[self._route_key(service_id, cidr)] = self._routes.Leaf(group)
+        table, k = self._route_table_key(service_id, cidr)
+        table[k] = table.Leaf(group)
 
     def delete_route(self, service_id: int, cidr: str) -> None:
+        table, k = self._route_table_key(service_id, cidr)
         try:
-            del self._routes[self._route_key(service_id, cidr)]
+            del table[k]
         except KeyError:
             pass
 
@@ -155,7 +171,10 @@ class Maps:
         self, backend_id: int, ip: str, port: int, active: bool, accepts_new: bool = True
     ) -> None:
         v = self._backends.Leaf()
-        v.ip = structs.ip_to_be32(ip)
+        if ipaddress.ip_address(ip).version == 6:
+            v.ip6.w[:] = structs.ip6_to_words(ip)
+        else:
+            v.ip = structs.ip_to_be32(ip)
         v.port = structs.port_to_be16(port)
         v.flags = (structs.BE_F_ACTIVE if active else 0) | (0 if accepts_new else structs.BE_F_NO_NEW)
         self._backends[self._backends.Key(backend_id)] = v
@@ -203,13 +222,14 @@ class Maps:
         """Every service in the map."""
         return [
             PinnedService(
-                structs.be32_to_ip(k.vip),
+                structs.words_to_ip6(k.vip.w) if table is self._services6 else structs.be32_to_ip(k.vip),
                 structs.be16_to_port(k.port),
                 structs.PROTO_NAMES.get(k.proto, "?"),
                 v.id,
                 v.default_group,
             )
-            for k, v in self._services.items()
+            for table in (self._services, self._services6)
+            for k, v in table.items()
         ]
 
     def read_routes(self) -> list[PinnedRoute]:
@@ -218,6 +238,9 @@ class Maps:
         for k, v in self._routes.items():
             prefix = k.prefixlen - 32
             out.append(PinnedRoute(k.service_id, f"{structs.be32_to_ip(k.saddr)}/{prefix}", v.value))
+        for k, v in self._routes6.items():
+            prefix = k.prefixlen - 32
+            out.append(PinnedRoute(k.service_id, f"{structs.words_to_ip6(k.saddr.w)}/{prefix}", v.value))
         return out
 
     def read_backends(self) -> dict[int, PinnedBackend]:
@@ -225,8 +248,9 @@ class Maps:
         out = {}
         for k, v in self._backends.items():
             if v.ip or v.port:
+                v6 = any(v.ip6.w)
                 out[k.value] = PinnedBackend(
-                    structs.be32_to_ip(v.ip),
+                    structs.words_to_ip6(v.ip6.w) if v6 else structs.be32_to_ip(v.ip),
                     structs.be16_to_port(v.port),
                     bool(v.flags & structs.BE_F_ACTIVE),
                 )
@@ -353,8 +377,11 @@ class Maps:
         """
         batch: list[RawFlowEvent] = []
 
-        def on_event(_ctx: Any, data: Any, _size: int) -> int:
-            batch.append(decode_event(ctypes.cast(data, ctypes.POINTER(structs.Event)).contents))
+        def on_event(_ctx: Any, data: Any, size: int) -> int:
+            if size >= ctypes.sizeof(structs.Event6):
+                batch.append(decode_event(ctypes.cast(data, ctypes.POINTER(structs.Event6)).contents))
+            else:
+                batch.append(decode_event(ctypes.cast(data, ctypes.POINTER(structs.Event)).contents))
             return 0  # BCC's wrapper turns the return value into the C callback's int
 
         self._events_batch = batch

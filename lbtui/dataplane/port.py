@@ -83,6 +83,7 @@ class RateLimits:
     src_burst: int = 0
     be_rate: int = 0
     be_burst: int = 0
+    src_prefix6: int = 64  # IPv6 clients: one per-source bucket per prefix of this length
 
 
 @dataclass(frozen=True)

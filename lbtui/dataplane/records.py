@@ -18,22 +18,34 @@ from lbtui.model import Counters
 CT_KEY_DTYPE = np.dtype(structs.CtKey)
 CT_ENTRY_DTYPE = np.dtype(structs.CtEntry)
 REAP_REC_DTYPE = np.dtype(structs.ReapRec)
+CT6_KEY_DTYPE = np.dtype(structs.Ct6Key)
+CT6_ENTRY_DTYPE = np.dtype(structs.Ct6Entry)
+REAP6_REC_DTYPE = np.dtype(structs.Reap6Rec)
 
 
 def _proto(value: Any) -> str:
     return structs.PROTO_NAMES.get(int(value), str(value))
 
 
+def _ip(value: Any) -> str:
+    """An address field of either family: a u32 (IPv4), or struct lb_addr6 (ctypes or a numpy row)."""
+    if isinstance(value, structs.Addr6):
+        return structs.words_to_ip6(value.w)
+    if isinstance(value, np.void):
+        return structs.words_to_ip6(value["w"])
+    return structs.be32_to_ip(int(value))
+
+
 def _endpoint(ip: Any, port: Any) -> tuple[str, int]:
-    return structs.be32_to_ip(int(ip)), structs.be16_to_port(int(port))
+    return _ip(ip), structs.be16_to_port(int(port))
 
 
 def entry_from_record(key: Any, v: Any) -> FlowEntry:
     """A FlowEntry from one row of the conntrack arrays (a CtKey row and a CtEntry row)."""
     return FlowEntry(
         key=FlowKey(
-            structs.be32_to_ip(int(key["saddr"])),
-            structs.be32_to_ip(int(key["daddr"])),
+            _ip(key["saddr"]),
+            _ip(key["daddr"]),
             structs.be16_to_port(int(key["sport"])),
             structs.be16_to_port(int(key["dport"])),
             _proto(key["proto"]),
@@ -59,8 +71,8 @@ def flow_entries(keys: np.ndarray, values: np.ndarray) -> list[FlowEntry]:
     return [entry_from_record(k, v) for k, v in zip(keys, values, strict=True)]
 
 
-def decode_event(ev: structs.Event) -> RawFlowEvent:
-    """A ring-buffer event (struct lb_event) as the engine reads it."""
+def decode_event(ev: structs.Event | structs.Event6) -> RawFlowEvent:
+    """A ring-buffer event (struct lb_event or lb_event6) as the engine reads it."""
     return RawFlowEvent(
         type=ev.type,
         ts_ns=ev.ts_ns,

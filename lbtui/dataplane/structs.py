@@ -82,6 +82,7 @@ GLOBAL_COUNTERS = (
     "tc_fragments_snat",
     "xdp_repick",
     "rst_challenged",
+    "xdp_v6_no_l4",
 )
 
 EV_NEW = 1
@@ -89,6 +90,12 @@ EV_CLOSED = 2
 CLOSE_REASONS = {1: "fin", 2: "rst"}
 
 # ---- structs (lb.h), same field names as the C -------------------------------------------------
+
+
+class Addr6(ctypes.Structure):
+    """struct lb_addr6: an IPv6 address's 16 wire bytes as four u32 words."""
+
+    _fields_ = [("w", ctypes.c_uint32 * 4)]
 
 
 class ServiceKey(ctypes.Structure):
@@ -110,6 +117,16 @@ class Service(ctypes.Structure):
         ("src_burst", ctypes.c_uint32),
         ("be_rate", ctypes.c_uint32),
         ("be_burst", ctypes.c_uint32),
+        ("src_prefix6", ctypes.c_uint32),
+    ]
+
+
+class Service6Key(ctypes.Structure):
+    _fields_ = [
+        ("vip", Addr6),
+        ("port", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
     ]
 
 
@@ -126,12 +143,25 @@ class RateKey(ctypes.Structure):
     _fields_ = [("service_id", ctypes.c_uint32), ("saddr", ctypes.c_uint32)]
 
 
+class Rate6Key(ctypes.Structure):
+    _fields_ = [("service_id", ctypes.c_uint32), ("saddr", Addr6)]
+
+
 class RouteKey(ctypes.Structure):
     _fields_ = [("prefixlen", ctypes.c_uint32), ("service_id", ctypes.c_uint32), ("saddr", ctypes.c_uint32)]
 
 
+class Route6Key(ctypes.Structure):
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("service_id", ctypes.c_uint32), ("saddr", Addr6)]
+
+
 class Backend(ctypes.Structure):
-    _fields_ = [("ip", ctypes.c_uint32), ("port", ctypes.c_uint16), ("flags", ctypes.c_uint16)]
+    _fields_ = [
+        ("ip", ctypes.c_uint32),
+        ("port", ctypes.c_uint16),
+        ("flags", ctypes.c_uint16),
+        ("ip6", Addr6),
+    ]
 
 
 class CtKey(ctypes.Structure):
@@ -145,8 +175,20 @@ class CtKey(ctypes.Structure):
     ]
 
 
+class Ct6Key(ctypes.Structure):
+    _fields_ = [
+        ("saddr", Addr6),
+        ("daddr", Addr6),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+    ]
+
+
 CT_REAPING = 0  # LB_CT_REAPING: created_ns of an entry being removed
 REAP_BATCH = 64  # LB_REAP_BATCH
+REAP6_BATCH = 48  # LB_REAP6_BATCH
 
 
 class ReapRec(ctypes.Structure):
@@ -156,6 +198,18 @@ class ReapRec(ctypes.Structure):
 
     _fields_ = [
         ("key", CtKey),
+        ("created_ns", ctypes.c_uint64),
+        ("idle_before_ns", ctypes.c_uint64),
+        ("packets", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+    ]
+
+
+class Reap6Rec(ctypes.Structure):
+    """struct lb_reap6_rec: ReapRec of an IPv6 flow (lbtui_reap6)."""
+
+    _fields_ = [
+        ("key", Ct6Key),
         ("created_ns", ctypes.c_uint64),
         ("idle_before_ns", ctypes.c_uint64),
         ("packets", ctypes.c_uint64),
@@ -177,11 +231,12 @@ class Frag(ctypes.Structure):
     _fields_ = [("vip", ctypes.c_uint32)]
 
 
-class CtEntry(ctypes.Structure):
-    _fields_ = [
-        ("client_ip", ctypes.c_uint32),
-        ("vip", ctypes.c_uint32),
-        ("backend_ip", ctypes.c_uint32),
+def _ct_entry_fields(addr: Any) -> list[tuple[str, Any]]:
+    """struct lb_ct_entry's fields with `addr` for its addresses (lb_ct6_entry: Addr6)."""
+    return [
+        ("client_ip", addr),
+        ("vip", addr),
+        ("backend_ip", addr),
         ("client_port", ctypes.c_uint16),
         ("vip_port", ctypes.c_uint16),
         ("backend_port", ctypes.c_uint16),
@@ -201,6 +256,14 @@ class CtEntry(ctypes.Structure):
         ("packets", ctypes.c_uint64),
         ("bytes", ctypes.c_uint64),
     ]
+
+
+class CtEntry(ctypes.Structure):
+    _fields_ = _ct_entry_fields(ctypes.c_uint32)
+
+
+class Ct6Entry(ctypes.Structure):
+    _fields_ = _ct_entry_fields(Addr6)
 
 
 BACKEND_STATS_FIELDS = (
@@ -237,6 +300,10 @@ class Scratch(ctypes.Structure):
     _fields_ = [("fwd", CtEntry), ("rev", CtEntry)]
 
 
+class Scratch6(ctypes.Structure):
+    _fields_ = [("fwd", Ct6Entry), ("rev", Ct6Entry)]
+
+
 class Latency(ctypes.Structure):
     _fields_ = [
         ("handshake", ctypes.c_uint64 * HIST_BUCKETS),
@@ -251,8 +318,9 @@ def hist_bucket(us: int) -> int:
     return 0 if us <= 0 else min(int(us).bit_length(), HIST_BUCKETS - 1)
 
 
-class Event(ctypes.Structure):
-    _fields_ = [
+def _event_fields(addr: Any) -> list[tuple[str, Any]]:
+    """struct lb_event's fields with `addr` for its addresses (lb_event6: Addr6)."""
+    return [
         ("ts_ns", ctypes.c_uint64),
         ("created_ns", ctypes.c_uint64),
         ("synack_ns", ctypes.c_uint64),
@@ -260,9 +328,9 @@ class Event(ctypes.Structure):
         ("bytes_in", ctypes.c_uint64),
         ("packets_out", ctypes.c_uint64),
         ("bytes_out", ctypes.c_uint64),
-        ("client_ip", ctypes.c_uint32),
-        ("vip", ctypes.c_uint32),
-        ("backend_ip", ctypes.c_uint32),
+        ("client_ip", addr),
+        ("vip", addr),
+        ("backend_ip", addr),
         ("backend_id", ctypes.c_uint32),
         ("service_id", ctypes.c_uint32),
         ("client_port", ctypes.c_uint16),
@@ -272,6 +340,14 @@ class Event(ctypes.Structure):
         ("type", ctypes.c_uint8),
         ("reason", ctypes.c_uint32),
     ]
+
+
+class Event(ctypes.Structure):
+    _fields_ = _event_fields(ctypes.c_uint32)
+
+
+class Event6(ctypes.Structure):
+    _fields_ = _event_fields(Addr6)
 
 
 # map name -> (key mirror, value mirror); per-CPU maps list the per-CPU value type
@@ -291,6 +367,12 @@ MAP_LAYOUTS: dict[str, tuple[Any, Any]] = {
     "lb_rl_source": (RateKey, Bucket),
     "lb_latency": (ctypes.c_uint32, Latency),
     "lb_rl_backend": (ctypes.c_uint32, Bucket),
+    "lb_services6": (Service6Key, Service),
+    "lb_routes6": (Route6Key, ctypes.c_uint32),
+    "lb_ct6_established": (Ct6Key, Ct6Entry),
+    "lb_ct6_transient": (Ct6Key, Ct6Entry),
+    "lb_rl6_source": (Rate6Key, Bucket),
+    "lb_scratch6": (ctypes.c_uint32, Scratch6),
 }
 
 # structs of lb.h that are no map's key or value, by C name: the ring-buffer record and lbtui_reap's
@@ -298,7 +380,9 @@ MAP_LAYOUTS: dict[str, tuple[Any, Any]] = {
 # map types), so tests/bpf/test_layouts.py compiles them into maps of a check program instead.
 RECORD_LAYOUTS: dict[str, Any] = {
     "lb_event": Event,
+    "lb_event6": Event6,
     "lb_reap_rec": ReapRec,
+    "lb_reap6_rec": Reap6Rec,
 }
 
 # everything check_layouts compares, by what it is in lb.h
@@ -398,6 +482,16 @@ def ip_to_be32(ip: str) -> int:
 
 def be32_to_ip(value: int) -> str:
     return socket.inet_ntoa(value.to_bytes(4, "little"))
+
+
+def ip6_to_words(ip: str) -> tuple[int, int, int, int]:
+    """struct lb_addr6's four u32 words (each holding four wire bytes in memory order)."""
+    raw = socket.inet_pton(socket.AF_INET6, ip)
+    return tuple(int.from_bytes(raw[i : i + 4], "little") for i in range(0, 16, 4))  # type: ignore[return-value]
+
+
+def words_to_ip6(words: Any) -> str:
+    return socket.inet_ntop(socket.AF_INET6, b"".join(int(w).to_bytes(4, "little") for w in words))
 
 
 def port_to_be16(port: int) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
 
@@ -191,8 +192,12 @@ def handshake(progs: Programs, sport: int = 40000, dport: int = 80, src: str = C
 
 
 def assert_checksums_valid(frame: bytes) -> None:
-    """Recompute IP and L4 checksums from scratch and compare with the frame's."""
+    """Recompute IP and L4 checksums from scratch and compare with the frame's (IPv6: the L4
+    checksum only, and a UDP checksum must be there: 0 is not allowed)."""
     pkt = Ether(frame)
+    if IPv6 in pkt:
+        _assert_checksums_valid6(pkt)
+        return
     ip = pkt[IP]
     fresh = ip.copy()
     del fresh.chksum
@@ -204,6 +209,18 @@ def assert_checksums_valid(frame: bytes) -> None:
     if TCP in pkt:
         assert rebuilt[TCP].chksum == pkt[TCP].chksum, "TCP checksum"
     elif pkt[UDP].chksum != 0:
+        assert rebuilt[UDP].chksum == pkt[UDP].chksum, "UDP checksum"
+
+
+def _assert_checksums_valid6(pkt: Packet) -> None:
+    fresh = pkt[IPv6].copy()
+    l4 = fresh[TCP] if TCP in fresh else fresh[UDP]
+    del l4.chksum
+    rebuilt = IPv6(bytes(fresh))
+    if TCP in pkt:
+        assert rebuilt[TCP].chksum == pkt[TCP].chksum, "TCP checksum"
+    else:
+        assert pkt[UDP].chksum != 0, "IPv6 UDP checksum 0"
         assert rebuilt[UDP].chksum == pkt[UDP].chksum, "UDP checksum"
 
 

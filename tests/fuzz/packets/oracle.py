@@ -39,7 +39,16 @@ from tests.fuzz.packets.conntrack import (
 from tests.fuzz.packets.frames import Flow
 from tests.fuzz.packets.icmp import Quote, check_icmp_rewrite, quote_of
 from tests.fuzz.packets.oracle_tc import TcRules
-from tests.fuzz.packets.parse import FRAGMENT, MALFORMED, NOT_OURS, REFUSED, IcmpView, View, parse_xdp
+from tests.fuzz.packets.parse import (
+    FRAGMENT,
+    MALFORMED,
+    NOT_OURS,
+    REFUSED,
+    V6_NO_L4,
+    IcmpView,
+    View,
+    parse_xdp,
+)
 from tests.fuzz.packets.pick import DROP_CONFLICT, pick_outcomes
 from tests.fuzz.packets.rewrite import (
     XDP_DROP,
@@ -78,6 +87,7 @@ COUNTER_OF = {
     MIDSTREAM: "xdp_midstream",
     SNAT: "tc_snat",
     TC_MISS: "tc_miss",
+    V6_NO_L4: "xdp_v6_no_l4",
 }
 CHECKED_COUNTERS = (
     "xdp_packets",

@@ -4,7 +4,8 @@
 `parse_xdp` mirrors lbtui_xdp and `parse_tc` mirrors lbtui_tc (which checks less: no length fields,
 no TCP data offset). Each returns a View of the headers, an IcmpView (an ICMP message the program
 may translate), a Fragment (TC: a fragment after the first), or the outcome name of a frame the
-program passes untouched. A new protocol family (IPv6) gets its own parser here.
+program passes untouched. IPv6 has its own (`_parse_xdp6`, `_parse_tc6`): the fuzz topology has no
+IPv6 service, so an IPv6 frame's outcome is decided by the parse alone.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ NOT_OURS = "not_ours"
 MALFORMED = "malformed"
 FRAGMENT = "fragment"
 TC_PASS = "tc_pass"
+V6_NO_L4 = "v6_no_l4"  # IPv6 whose upper-layer header lies beyond the extension headers walked
+TC_MISS6 = "tc_miss"  # TC: an IPv6 TCP/UDP packet looked up in (empty) IPv6 conntrack
+
+V6_EXT = (0, 43, 60)  # hop-by-hop, routing, destination options
+V6_FRAGMENT = 44
+V6_EXT_MAX = 4  # lb_ipv6.h LB_V6_EXT_MAX
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,8 @@ def parse_xdp(data: bytes) -> View | str:
             return MALFORMED
         ethertype = u16(data, 16)
         l3 = 18
+    if ethertype == ETH_IPV6:
+        return _parse_xdp6(data, l3)
     if ethertype != ETH_IP:
         return NOT_OURS
     if n < l3 + 20:
@@ -132,6 +141,8 @@ def parse_tc(data: bytes) -> View | IcmpView | Fragment | str:
             return TC_PASS
         ethertype = u16(data, 16)
         l3 = 18
+    if ethertype == ETH_IPV6:
+        return _parse_tc6(data, l3)
     if ethertype != ETH_IP or n < l3 + 20:
         return TC_PASS
     ihl_len = (data[l3] & 15) * 4
@@ -164,3 +175,65 @@ def parse_tc(data: bytes) -> View | IcmpView | Fragment | str:
         frag,
         u16(data, l3 + 4),
     )
+
+
+def _upper6(data: bytes, l3: int) -> tuple[int | str, int]:
+    """lb_ipv6.h ipv6_upper: (upper-layer protocol, its offset from l3), or an outcome name."""
+    nxt, at = data[l3 + 6], 40
+    for _ in range(V6_EXT_MAX):
+        if nxt == V6_FRAGMENT:
+            return FRAGMENT, at
+        if nxt not in V6_EXT:
+            return nxt, at
+        if l3 + at + 2 > len(data):
+            return MALFORMED, at
+        nxt, at = data[l3 + at], at + (data[l3 + at + 1] + 1) * 8
+    if nxt == V6_FRAGMENT:
+        return FRAGMENT, at
+    return (nxt, at) if nxt not in V6_EXT else (V6_NO_L4, at)
+
+
+def _parse_xdp6(data: bytes, l3: int) -> str:
+    """lbtui_xdp6's parser up to the service lookup (which always misses in the fuzz topology)."""
+    n = len(data)
+    if n < l3 + 40 or data[l3] >> 4 != 6:
+        return MALFORMED
+    ip_len = 40 + u16(data, l3 + 4)
+    if l3 + ip_len > n:
+        return MALFORMED
+    proto, off = _upper6(data, l3)
+    if isinstance(proto, str):
+        return proto
+    if proto not in (TCP, UDP):
+        return NOT_OURS
+    if off > ip_len:
+        return MALFORMED
+    off &= 0x1FFF
+    l4, l4_len = l3 + off, ip_len - off
+    if proto == TCP:
+        if l4 + 20 > n:
+            return MALFORMED
+        doff = data[l4 + 12] >> 4
+        if doff < 5 or l4_len < doff * 4:
+            return MALFORMED
+    else:
+        if l4 + 8 > n:
+            return MALFORMED
+        ulen = u16(data, l4 + 4)
+        if ulen < 8 or ulen > l4_len or u16(data, l4 + 6) == 0:
+            return MALFORMED
+    return NOT_OURS
+
+
+def _parse_tc6(data: bytes, l3: int) -> str:
+    """lbtui_tc6's parser: TCP/UDP packets are looked up in IPv6 conntrack (empty here)."""
+    n = len(data)
+    if n < l3 + 40 or data[l3] >> 4 != 6:
+        return TC_PASS
+    proto, off = _upper6(data, l3)
+    if proto not in (TCP, UDP):
+        return TC_PASS
+    l4 = l3 + (off & 0x1FFF)
+    if l4 + (20 if proto == TCP else 8) > n:
+        return TC_PASS
+    return TC_MISS6
