@@ -22,6 +22,7 @@ Classes (all interleaved in batches, so slow drift and background load hit every
                more often, as with many concurrent clients)
   non_vip      SYN to an address that is no VIP: service lookup miss, XDP_PASS
   tc_reply     TC egress on a backend's ACK reply of an established flow: reverse lookup + SNAT
+  syn6, ack6, tc_reply6   the same three over IPv6 (lbtui_xdp tail-calls lbtui_xdp6, lbtui_tc lbtui_tc6)
 
 With --katran PATH (a Katran checkout), Katran's XDP balancer is built from it and timed in the same
 batches with the same frames (bench/katran_bench.py; nothing of Katran is in this repository):
@@ -78,6 +79,10 @@ CLIENT = "10.0.0.2"
 FIRST_NEW_CLIENT = int(ipaddress.IPv4Address("10.128.0.0"))  # new flows: 10.128.0.0 + n
 BACKENDS = {0: ("10.0.2.11", 8080), 1: ("10.0.2.12", 8080), 2: ("10.0.2.13", 8080)}
 TCP_SYN, TCP_ACK = 0x02, 0x10
+VIP6 = "fd00:6a::1"
+CLIENT6 = "fd00:6c::2"
+FIRST_NEW_CLIENT6 = int(ipaddress.IPv6Address("fd00:6c::1:0"))
+BACKENDS6 = {3: ("fd00:6b::11", 8080), 4: ("fd00:6b::12", 8080), 5: ("fd00:6b::13", 8080)}
 
 EMPTY_PROGRAMS = """
 #include <uapi/linux/pkt_cls.h>
@@ -95,6 +100,9 @@ CLASS_NOTES = {
     "ack_spread": "ACK cycling over many established flows",
     "non_vip": "SYN to a non-VIP address",
     "tc_reply": "TC egress: backend's ACK reply, SNAT",
+    "syn6": "IPv6: SYN to the VIP, new flow every call, events off",
+    "ack6": "IPv6: ACK on one established flow",
+    "tc_reply6": "IPv6: TC egress, backend's ACK reply, SNAT",
     "katran_syn": "Katran: SYN to the VIP, new flow every call (IPIP, XDP_TX)",
     "katran_ack": "Katran: ACK on one established flow (LRU hit)",
     "katran_ack_spread": "Katran: ACK cycling over many established flows",
@@ -131,6 +139,17 @@ def tcp_frame(src: str, dst: str, sport: int, dport: int, flags: int, seq: int =
     pseudo = saddr + daddr + struct.pack("!BBH", 0, 6, len(tcp))
     struct.pack_into("!H", tcp, 16, _csum16(pseudo + bytes(tcp)))
     return eth + bytes(ip) + bytes(tcp)
+
+
+def tcp6_frame(src: str, dst: str, sport: int, dport: int, flags: int, seq: int = 1000) -> bytes:
+    """Ethernet / IPv6 / TCP (no options, no payload) with a valid checksum."""
+    saddr, daddr = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+    eth = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x86\xdd"
+    tcp = bytearray(struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, flags, 64240, 0, 0))
+    ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, 64, saddr, daddr)
+    pseudo = saddr + daddr + struct.pack("!IxxxB", len(tcp), 6)
+    struct.pack_into("!H", tcp, 16, _csum16(pseudo + bytes(tcp)))
+    return eth + ip + bytes(tcp)
 
 
 def frame_dst(frame: bytes) -> tuple[str, int]:
@@ -179,6 +198,11 @@ class Bench:
         self.maps.write_slots(0, np.arange(table_size), table)
         for sid, port, events in ((0, PORT_QUIET, False), (1, PORT_EVENTS, True)):
             self.maps.set_service(ServiceEntry(VIP, port, "tcp", sid, 0, "weighted-random", events, events))
+        for bid, (ip, port) in BACKENDS6.items():
+            self.maps.set_backend(bid, ip, port, active=True)
+        table6 = np.asarray(weighted_table({3: 1, 4: 1, 5: 1}, table_size))
+        self.maps.write_slots(1, np.arange(table_size), table6)
+        self.maps.set_service(ServiceEntry(VIP6, PORT_QUIET, "tcp", 2, 1, "weighted-random"))
         self.empty = BPF(text=EMPTY_PROGRAMS)
         self.empty_xdp_fd = self.empty.load_func("empty_xdp", BPF.XDP).fd
         self.empty_tc_fd = self.empty.load_func("empty_tc", BPF.SCHED_CLS).fd
@@ -232,6 +256,19 @@ class Bench:
             cursor[0] = (cursor[0] + 1) % len(spread)
             return spread[cursor[0]]
 
+        r = run_program(xdp, tcp6_frame(CLIENT6, VIP6, 40000, PORT_QUIET, TCP_SYN))
+        if r.retval != XDP_PASS or r.data[38:54] == socket.inet_pton(socket.AF_INET6, VIP6):
+            raise RuntimeError("the IPv6 SYN was not DNATed")
+        backend6 = socket.inet_ntop(socket.AF_INET6, r.data[38:54]), struct.unpack_from("!H", r.data, 56)[0]
+        ack6 = tcp6_frame(CLIENT6, VIP6, 40000, PORT_QUIET, TCP_ACK, seq=1001)
+        reply6 = tcp6_frame(backend6[0], CLIENT6, backend6[1], 40000, TCP_ACK, seq=5001)
+        new6 = [0]
+
+        def syn6() -> bytes:
+            new6[0] += 1
+            client = str(ipaddress.IPv6Address(FIRST_NEW_CLIENT6 + new6[0]))
+            return tcp6_frame(client, VIP6, 1024 + new6[0] % 60000, PORT_QUIET, TCP_SYN)
+
         return [
             PacketClass("empty_xdp", self.empty_xdp_fd, XDP_PASS, lambda: non_vip),
             PacketClass("empty_tc", self.empty_tc_fd, TC_ACT_OK, lambda: reply),
@@ -241,6 +278,9 @@ class Bench:
             PacketClass("ack_spread", xdp, XDP_PASS, next_spread),
             PacketClass("non_vip", xdp, XDP_PASS, lambda: non_vip),
             PacketClass("tc_reply", tc, TC_ACT_OK, lambda: reply),
+            PacketClass("syn6", xdp, XDP_PASS, syn6),
+            PacketClass("ack6", xdp, XDP_PASS, lambda: ack6),
+            PacketClass("tc_reply6", tc, TC_ACT_OK, lambda: reply6),
         ]
 
     def check_rewrites(self) -> dict[str, str]:
