@@ -298,14 +298,17 @@ class Maps:
 
     def sweep_rate_buckets(self, idle_ns: int, now_ns: int) -> int:
         """Forget per-source buckets idle for idle_ns (a returning source starts with a full bucket)."""
-        table = self._loaded.table("lb_rl_source")
-        stale = [k for k, v in table.items_lookup_batch() if now_ns - v.last_ns > idle_ns]
-        for k in stale:
-            try:
-                del table[k]
-            except KeyError:
-                pass
-        return len(stale)
+        forgotten = 0
+        for name in ("lb_rl_source", "lb_rl6_source"):
+            table = self._loaded.table(name)
+            stale = [k for k, v in table.items_lookup_batch() if now_ns - v.last_ns > idle_ns]
+            for k in stale:
+                try:
+                    del table[k]
+                except KeyError:
+                    pass
+            forgotten += len(stale)
+        return forgotten
 
     # ---- conntrack ------------------------------------------------------------------------------
 

@@ -166,7 +166,7 @@ class Commands:
         # a rate without a burst gets one second's worth; a rate of 0 removes the limit
         src_burst = 0 if src_rate == 0 else (src_burst or src_rate)
         be_burst = 0 if be_rate == 0 else (be_burst or be_rate)
-        limits = RateLimits(src_rate, src_burst, be_rate, be_burst)
+        limits = RateLimits(src_rate, src_burst, be_rate, be_burst, old.src_prefix6)
         self._intent.change(self._intent.overrides.with_limits(cmd.proxy, limits), "rate limits")
 
         def show(rate: int, burst: int) -> str:

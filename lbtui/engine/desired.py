@@ -91,6 +91,7 @@ def config_limits(cfg: ProxyConfig) -> RateLimits:
         src_burst=src.burst if src else 0,
         be_rate=be.rate if be else 0,
         be_burst=be.burst if be else 0,
+        src_prefix6=rl.ipv6_source_prefix if rl else RateLimits.src_prefix6,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import socket
+import time
 
 import pytest
 from scapy.layers.inet import TCP, UDP
@@ -309,3 +310,10 @@ def test_addresses_round_trip():
         assert structs.words_to_ip6(structs.ip6_to_words(ip)) == socket.inet_ntop(
             socket.AF_INET6, socket.inet_pton(socket.AF_INET6, ip)
         )
+
+
+def test_idle_ipv6_rate_buckets_are_swept(dp):
+    xdp(dp, to_vip(src="fd00:6c:0:2::1", sport=44100, dport=83))
+    assert len(dp[0].table("lb_rl6_source")) >= 1
+    dp[1].sweep_rate_buckets(idle_ns=0, now_ns=time.monotonic_ns() + 10**9)
+    assert len(dp[0].table("lb_rl6_source")) == 0

@@ -154,6 +154,9 @@ def test_the_ipv6_source_prefix_of_per_source_limits() -> None:
     assert config.proxies[0].rate_limit.ipv6_source_prefix == 64
     config = parse_config(PROXY6 + "\n[proxy.rate_limit]\nipv6_source_prefix = 56\n")
     assert config.proxies[0].rate_limit is not None and config.proxies[0].rate_limit.ipv6_source_prefix == 56
+    from lbtui.engine.desired import config_limits
+
+    assert config_limits(config.proxies[0]).src_prefix6 == 56  # what the data path's lb_service gets
     for bad in (0, 129):
         found = issues(PROXY6 + f"\n[proxy.rate_limit]\nipv6_source_prefix = {bad}\n")
         assert "prefix length from 1 to 128" in found["proxy[0].rate_limit.ipv6_source_prefix"]
