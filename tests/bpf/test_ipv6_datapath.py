@@ -317,3 +317,20 @@ def test_idle_ipv6_rate_buckets_are_swept(dp):
     assert len(dp[0].table("lb_rl6_source")) >= 1
     dp[1].sweep_rate_buckets(idle_ns=0, now_ns=time.monotonic_ns() + 10**9)
     assert len(dp[0].table("lb_rl6_source")) == 0
+
+
+def test_reap6_removes_both_entries_of_the_flow_it_names(dp):
+    """lbtui_reap6 removes an IPv6 flow only while it is the flow created at created_ns."""
+    _, out = xdp(dp, to_vip(sport=46000))
+    table = dp[0].table("lb_ct6_transient")
+    key, entry = next((k, v) for k, v in table.items() if v.dir == structs.DIR_FORWARD)
+    recs = (structs.Reap6Rec * 2)()
+    for rec, created in ((recs[0], entry.created_ns + 1), (recs[1], entry.created_ns)):
+        rec.key = structs.Ct6Key.from_buffer_copy(bytes(key))
+        rec.created_ns = created  # recs[0]: another flow's creation time, so the flow stays
+    result = run_program(dp[0].reap6_fn.fd, bytes(recs[0]))
+    assert ctypes.sizeof(structs.Reap6Rec) == 72 and len(table) == 2
+    result = run_program(dp[0].reap6_fn.fd, bytes(recs[1]))
+    done = structs.Reap6Rec.from_buffer_copy(result.data)
+    assert done.created_ns == structs.CT_REAPING and len(table) == 0
+    assert backend_of(out) in BACKENDS.values()
