@@ -39,10 +39,10 @@
 #define LB_CT_TRANSIENT_SIZE 131072
 #endif
 #ifndef LB_CT6_SIZE           // the IPv6 twins of the two tables above
-#define LB_CT6_SIZE 65536
+#define LB_CT6_SIZE 524288
 #endif
 #ifndef LB_CT6_TRANSIENT_SIZE
-#define LB_CT6_TRANSIENT_SIZE 16384
+#define LB_CT6_TRANSIENT_SIZE 131072
 #endif
 #ifndef LB_MAX_ROUTES
 #define LB_MAX_ROUTES 1024

@@ -37,6 +37,10 @@ class DataplaneError(Exception):
 # that then fails.
 CT_KERNEL_BYTES_PER_ENTRY = 160
 CT_USER_BYTES_PER_ENTRY = 300
+# The IPv6 twins (lb_ct6_*) have the same number of entries as the IPv4 tables (each family has its
+# own max_connections budget: docs/datapath.md#ipv6); their key is 40 bytes and their value 128.
+CT6_KERNEL_BYTES_PER_ENTRY = 240
+CT6_USER_BYTES_PER_ENTRY = 420
 
 
 @dataclass(frozen=True)
@@ -55,10 +59,11 @@ class DataplaneSpec:
 
     def memory_bytes(self) -> int:
         """About what the maps (kernel) and the engine's sweep buffers (user space) take: the conntrack
-        table and the selection tables; the rest is a few MiB."""
+        tables of both families and the selection tables; the rest is a few MiB."""
         per_entry = CT_KERNEL_BYTES_PER_ENTRY + CT_USER_BYTES_PER_ENTRY
+        per_entry6 = CT6_KERNEL_BYTES_PER_ENTRY + CT6_USER_BYTES_PER_ENTRY
         entries = self.conntrack_entries + self.transient_entries
-        return entries * per_entry + 4 * self.max_groups * self.table_size + (16 << 20)
+        return entries * (per_entry + per_entry6) + 4 * self.max_groups * self.table_size + (16 << 20)
 
     def cflags(self) -> list[str]:
         pin = [f'-DLB_PIN_DIR="{self.pin_dir}"'] if self.pin_dir else []
@@ -67,6 +72,8 @@ class DataplaneSpec:
             f"-DLB_TABLE_SIZE={self.table_size}",
             f"-DLB_CT_SIZE={self.conntrack_entries}",
             f"-DLB_CT_TRANSIENT_SIZE={self.transient_entries}",
+            f"-DLB_CT6_SIZE={self.conntrack_entries}",
+            f"-DLB_CT6_TRANSIENT_SIZE={self.transient_entries}",
             f"-DLB_MAX_BACKENDS={self.max_backends}",
             f"-DLB_MAX_GROUPS={self.max_groups}",
             f"-DLB_MAX_SERVICES={self.max_services}",

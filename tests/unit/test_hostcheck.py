@@ -184,18 +184,33 @@ def test_the_real_probe_on_this_machine() -> None:
 
 
 def test_max_connections_beyond_the_host_s_memory_is_a_config_error() -> None:
-    """16M connections (the schema's maximum) preallocate conntrack tables of 32M + 128k entries: more than
-    half of an 8 GiB host. A configuration error naming the key and what fits, not a failed start."""
+    """16M connections (the schema's maximum) preallocate conntrack tables of 32M + 128k entries, and their
+    IPv6 twins as many: more than half of an 8 GiB host. A configuration error naming the key and what
+    fits, not a failed start."""
     text = CONFIG.replace("[settings]\n", "[settings]\nmax_connections = 16777216\n", 1)
     found = checks(FakeHost(), text)["memory"]
     assert [(c.status, c.key_path) for c in found] == [(ERROR, "settings.max_connections")]
-    assert found[0].message.startswith("max_connections = 16777216 needs about 14809 MiB")
-    assert "more than half of this host's 8192 MiB: at most about 4640229 fit" in found[0].message
+    assert found[0].message.startswith("max_connections = 16777216 needs about 36012 MiB")
+    assert "more than half of this host's 8192 MiB: at most about 1908238 fit" in found[0].message
     assert code(FakeHost(), text) == exitcodes.CONFIG
     # the default fits, and says how much it takes
     default = checks(FakeHost())["memory"][0]
     assert (default.status, default.message) == (
         OK,
-        "the maps and their sweep take about 319 MiB of 8192 MiB",
+        "the maps and their sweep take about 732 MiB of 8192 MiB",
     )
     assert checks(FakeHost(memory=None))["memory"][0].status == WARNING
+
+
+def test_the_ipv6_conntrack_tables_are_sized_and_counted_like_the_ipv4_ones() -> None:
+    """Each family has its own tables of 2 x max_connections and 2 x embryonic_connections entries (the
+    BPF programs get both sizes), and the host check counts the IPv6 ones (larger entries) too."""
+    from lbtui.dataplane.port import DataplaneSpec
+
+    spec = DataplaneSpec(conntrack_entries=2000, transient_entries=400)
+    flags = spec.cflags()
+    assert {"-DLB_CT_SIZE=2000", "-DLB_CT6_SIZE=2000"} <= set(flags)
+    assert {"-DLB_CT_TRANSIENT_SIZE=400", "-DLB_CT6_TRANSIENT_SIZE=400"} <= set(flags)
+    v4_only = 2400 * (160 + 300)
+    empty = DataplaneSpec(conntrack_entries=0, transient_entries=0)
+    assert spec.memory_bytes() - empty.memory_bytes() > 2 * v4_only
