@@ -173,15 +173,12 @@ def main(argv: Sequence[str] | None = None, stopper: Stopper | None = None) -> i
         parser.error("-c FILE is required")
     if (ns.json or ns.config_only) and not ns.check:
         parser.error("--json and --config-only go with --check")
-    from lbtui.dataplane.families import refuse_unbuilt_families
-
     if ns.check:
         stopper.release()
     else:
         stopper.install(hup_stops=not ns.no_ui)  # a signal is a clean stop, never a kill
     try:
         config = load_config(ns.config)
-        refuse_unbuilt_families(config)
     except ConfigError as exc:
         if ns.check and ns.json:
             issues = [{"key_path": i.key_path, "message": i.message, "file": i.file} for i in exc.issues]

@@ -33,7 +33,7 @@ from lbtui.dataplane.structs import (
     IPPROTO_UDP,
 )
 
-FlowId = tuple[int, int]
+FlowId = tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -74,15 +74,24 @@ class TransientScan:
     embryonic: int = 0  # TCP handshakes not completed, UDP flows not answered
 
 
-def flow_ids(vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A flow's identity, the same in both of its entries (each carries the whole flow)."""
-    id1 = (
-        (vals["client_ip"].astype(np.uint64) << np.uint64(32))
-        | (vals["client_port"].astype(np.uint64) << np.uint64(16))
-        | vals["vip_port"].astype(np.uint64)
-    )
-    id2 = (vals["vip"].astype(np.uint64) << np.uint64(8)) | vals["proto"].astype(np.uint64)
-    return id1, id2
+def _address_words(column: np.ndarray) -> list[np.ndarray]:
+    """An address column as uint64 words: one for IPv4 (a u32), two for IPv6 (struct lb_addr6)."""
+    if column.dtype.names is None:
+        return [column.astype(np.uint64)]
+    w = column["w"].astype(np.uint64)
+    return [(w[:, 0] << np.uint64(32)) | w[:, 1], (w[:, 2] << np.uint64(32)) | w[:, 3]]
+
+
+def flow_ids(vals: np.ndarray) -> list[np.ndarray]:
+    """A flow's identity as uint64 columns, the same in both of its entries (each carries the whole
+    flow): client address, ports, VIP and protocol; IPv6 entries (lb_ct6_entry) have more columns."""
+    ports = (vals["client_port"].astype(np.uint64) << np.uint64(16)) | vals["vip_port"].astype(np.uint64)
+    return [
+        *_address_words(vals["client_ip"]),
+        ports,
+        *_address_words(vals["vip"]),
+        vals["proto"].astype(np.uint64),
+    ]
 
 
 def _timeouts_of(flags: np.ndarray, udp: np.ndarray, t: Timeouts) -> np.ndarray:
@@ -102,11 +111,13 @@ def scan_transient(
     res = TransientScan(expiry=empty, entries=n)
     if n == 0:
         return res
-    id1, id2 = flow_ids(vals)
-    order = np.lexsort((vals["dir"], id2, id1))  # per flow: the forward entry (dir 0) first
-    s1, s2 = id1[order], id2[order]
-    starts_mask = np.ones(n, dtype=bool)
-    starts_mask[1:] = (s1[1:] != s1[:-1]) | (s2[1:] != s2[:-1])
+    ids = flow_ids(vals)
+    order = np.lexsort((vals["dir"], *reversed(ids)))  # per flow: the forward entry (dir 0) first
+    starts_mask = np.zeros(n, dtype=bool)
+    starts_mask[0] = True
+    for column in ids:
+        s = column[order]
+        starts_mask[1:] |= s[1:] != s[:-1]
     starts = np.flatnonzero(starts_mask)
     first = order[starts]  # the forward entry when the flow has one
     has_fwd = vals["dir"][first] == DIR_FORWARD
@@ -137,7 +148,7 @@ def scan_transient(
             i = first[g]
             res.unanswered.append(
                 (
-                    (int(id1[i]), int(id2[i])),
+                    tuple(int(column[i]) for column in ids),
                     int(vals["backend_id"][i]),
                     (now_ns - int(vals["created_ns"][i])) / 1e9,
                 )

@@ -17,6 +17,7 @@ from lbtui.dataplane.bpffs import PinDirRefused, remove_pins
 from lbtui.dataplane.loader import Attachment, Loaded
 from lbtui.dataplane.maps import Maps
 from lbtui.dataplane.port import (
+    ESTABLISHED,
     BackendCounts,
     DataplaneError,
     DataplaneSpec,
@@ -178,8 +179,8 @@ class KernelDataplane:
     def latency(self, backend_ids: Iterable[int]) -> dict[int, LatencyCounts]:
         return self.maps.latency(backend_ids)
 
-    def conntrack_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.maps.conntrack_arrays()
+    def conntrack_arrays(self, family: int = 4) -> tuple[np.ndarray, np.ndarray]:
+        return self.maps.conntrack_arrays(family)
 
     def conntrack_count(self) -> int:
         return self.maps.conntrack_count()
@@ -187,8 +188,10 @@ class KernelDataplane:
     def conntrack_chunks(self, table: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         return self.maps.conntrack_chunks(table)
 
-    def conntrack_slice(self, cursor: int, limit: int) -> tuple[np.ndarray, np.ndarray, int]:
-        return self.maps.conntrack_slice(cursor, limit)
+    def conntrack_slice(
+        self, cursor: int, limit: int, table: str = ESTABLISHED
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        return self.maps.conntrack_slice(cursor, limit, table)
 
     def reap_conntrack(self, keys: np.ndarray, created_ns: np.ndarray) -> int:
         return self.maps.reap_conntrack(keys, created_ns)

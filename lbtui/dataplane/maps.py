@@ -22,8 +22,11 @@ from bcc.libbcc import lib
 from lbtui.dataplane import structs
 from lbtui.dataplane.loader import Loaded
 from lbtui.dataplane.port import (
+    CT_TABLES_OF,
     ESTABLISHED,
+    ESTABLISHED6,
     TRANSIENT,
+    TRANSIENT6,
     BackendCounts,
     LatencyCounts,
     PinnedBackend,
@@ -33,23 +36,31 @@ from lbtui.dataplane.port import (
     ServiceEntry,
 )
 from lbtui.dataplane.progrun import run_program
-from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE, REAP_REC_DTYPE, backend_counts, decode_event
+from lbtui.dataplane.records import CT_DTYPES, backend_counts, ct_family, decode_event
 from lbtui.model import Counters
 
 log = logging.getLogger(__name__)
 
-CT_TABLES = {ESTABLISHED: "lb_ct_established", TRANSIENT: "lb_ct_transient"}
+CT_TABLES = {
+    ESTABLISHED: "lb_ct_established",
+    TRANSIENT: "lb_ct_transient",
+    ESTABLISHED6: "lb_ct6_established",
+    TRANSIENT6: "lb_ct6_transient",
+}
+_CT_STRUCTS = {4: (structs.CtKey, structs.CtEntry), 6: (structs.Ct6Key, structs.Ct6Entry)}
 READ_CHUNK = 65536  # conntrack entries per batch read (6.8 MB of buffers per table)
 
 
 class _BatchReader:
     """BPF_MAP_LOOKUP_BATCH of a conntrack table, a bounded number of entries at a time."""
 
-    def __init__(self, fd: int, chunk: int):
+    def __init__(self, fd: int, chunk: int, family: int = 4):
         self.fd = fd
         self.chunk = chunk
-        self.keys = (structs.CtKey * chunk)()
-        self.values = (structs.CtEntry * chunk)()
+        key, entry = _CT_STRUCTS[family]
+        self.keys = (key * chunk)()
+        self.values = (entry * chunk)()
+        self.key_dtype, self.entry_dtype, _ = CT_DTYPES[family]
 
     def read(self, cursor: int | None, limit: int) -> tuple[np.ndarray, np.ndarray, int | None]:
         """Up to `limit` (at most `chunk`) entries from bucket `cursor` (None: the start); views of
@@ -72,8 +83,8 @@ class _BatchReader:
             if err != errno.ENOENT:
                 raise OSError(err, f"BPF_MAP_LOOKUP_BATCH on conntrack: {os.strerror(err)}")
             following = None  # the table was read to its end
-        keys = np.frombuffer(memoryview(self.keys), dtype=CT_KEY_DTYPE, count=n)
-        values = np.frombuffer(memoryview(self.values), dtype=CT_ENTRY_DTYPE, count=n)
+        keys = np.frombuffer(memoryview(self.keys), dtype=self.key_dtype, count=n)
+        values = np.frombuffer(memoryview(self.values), dtype=self.entry_dtype, count=n)
         return keys, values, following
 
     def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -316,28 +327,33 @@ class Maps:
         reader = self._ct_readers.get(table)
         if reader is None:
             fd = self._loaded.table(CT_TABLES[table]).map_fd
-            reader = self._ct_readers[table] = _BatchReader(fd, READ_CHUNK)
+            family = 6 if table in CT_TABLES_OF[6] else 4
+            reader = self._ct_readers[table] = _BatchReader(fd, READ_CHUNK, family)
         return reader
 
     def conntrack_count(self) -> int:
         return sum(len(k) for table in CT_TABLES for k, _ in self._reader(table).chunks())
 
-    def conntrack_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every entry of both tables (established first), fresh arrays."""
-        parts = [(k.copy(), v.copy()) for table in CT_TABLES for k, v in self._reader(table).chunks()]
+    def conntrack_arrays(self, family: int = 4) -> tuple[np.ndarray, np.ndarray]:
+        """Every entry of one family's two tables (established first), fresh arrays."""
+        tables = CT_TABLES_OF[family]
+        parts = [(k.copy(), v.copy()) for table in tables for k, v in self._reader(table).chunks()]
         if not parts:
-            return np.zeros(0, dtype=CT_KEY_DTYPE), np.zeros(0, dtype=CT_ENTRY_DTYPE)
+            key_dtype, entry_dtype, _ = CT_DTYPES[family]
+            return np.zeros(0, dtype=key_dtype), np.zeros(0, dtype=entry_dtype)
         return np.concatenate([k for k, _ in parts]), np.concatenate([v for _, v in parts])
 
     def conntrack_chunks(self, table: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """One conntrack table (port.ESTABLISHED or port.TRANSIENT), read with batch syscalls in
-        chunks of READ_CHUNK entries; each chunk's arrays are reused for the next one."""
+        """One conntrack table (a name of port.CT_TABLES_OF), read with batch syscalls in chunks of
+        READ_CHUNK entries; each chunk's arrays are reused for the next one."""
         return self._reader(table).chunks()
 
-    def conntrack_slice(self, cursor: int, limit: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """About `limit` entries of the established table from `cursor` (0: its start), and the
-        cursor to go on from (0: the pass reached the end). Views of buffers the next read reuses."""
-        keys, values, following = self._reader(ESTABLISHED).read(cursor or None, limit)
+    def conntrack_slice(
+        self, cursor: int, limit: int, table: str = ESTABLISHED
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """About `limit` entries of an established table from `cursor` (0: its start), and the cursor
+        to go on from (0: the pass reached the end). Views of buffers the next read reuses."""
+        keys, values, following = self._reader(table).read(cursor or None, limit)
         return keys, values, following or 0
 
     def reap_conntrack(self, keys: np.ndarray, created_ns: np.ndarray) -> int:
@@ -359,15 +375,18 @@ class Maps:
         docs/datapath.md#conntrack), because a delete by key from here cannot tell the old flow
         from a new one on the same tuple, nor see a packet that arrives after the read.
         """
-        recs = np.zeros(len(keys), dtype=REAP_REC_DTYPE)
-        recs["key"] = np.ascontiguousarray(keys, dtype=CT_KEY_DTYPE)
+        family = ct_family(keys)
+        key_dtype, _, rec_dtype = CT_DTYPES[family]
+        recs = np.zeros(len(keys), dtype=rec_dtype)
+        recs["key"] = np.ascontiguousarray(keys, dtype=key_dtype)
         recs["created_ns"] = created_ns
         recs["idle_before_ns"] = idle_before_ns
-        fd = self._loaded.reap_fn.fd
-        for start in range(0, len(recs), structs.REAP_BATCH):
-            chunk = recs[start : start + structs.REAP_BATCH]
+        fd = (self._loaded.reap6_fn if family == 6 else self._loaded.reap_fn).fd
+        batch = structs.REAP6_BATCH if family == 6 else structs.REAP_BATCH
+        for start in range(0, len(recs), batch):
+            chunk = recs[start : start + batch]
             out = run_program(fd, chunk.tobytes())
-            recs[start : start + len(chunk)] = np.frombuffer(out.data, dtype=REAP_REC_DTYPE, count=len(chunk))
+            recs[start : start + len(chunk)] = np.frombuffer(out.data, dtype=rec_dtype, count=len(chunk))
         return recs
 
     # ---- events ---------------------------------------------------------------------------------

@@ -24,10 +24,12 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from lbtui.dataplane.memory_state import MapState
+from lbtui.dataplane.memory_state import CtTable, MapState
 from lbtui.dataplane.memory_traffic import MemoryFlow, Traffic
 from lbtui.dataplane.port import (
+    CT_TABLES_OF,
     ESTABLISHED,
+    ESTABLISHED6,
     BackendCounts,
     Dataplane,
     DataplaneError,
@@ -217,27 +219,34 @@ class MemoryDataplane(Traffic):
                 )
             return out
 
-    def conntrack_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    def conntrack_arrays(self, family: int = 4) -> tuple[np.ndarray, np.ndarray]:
         with self.lock:
-            parts = [t.arrays() for t in self.state.ct_tables()]
+            parts = [t.arrays() for t in self.state.ct_tables(family)]
         return np.concatenate([k for k, _ in parts]), np.concatenate([v for _, v in parts])
 
     def conntrack_count(self) -> int:
         with self.lock:
-            return sum(len(t) for t in self.state.ct_tables())
+            return sum(len(t) for family in (4, 6) for t in self.state.ct_tables(family))
+
+    def _ct_table(self, name: str) -> CtTable:
+        family = 6 if name in CT_TABLES_OF[6] else 4
+        established, transient = self.state.ct_tables(family)
+        return established if name in (ESTABLISHED, ESTABLISHED6) else transient
 
     def conntrack_chunks(self, table: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         with self.lock:
-            keys, values = (self.state.established if table == ESTABLISHED else self.state.transient).arrays()
+            keys, values = self._ct_table(table).arrays()
         for start in range(0, len(keys), CHUNK):
             yield keys[start : start + CHUNK], values[start : start + CHUNK]
 
-    def conntrack_slice(self, cursor: int, limit: int) -> tuple[np.ndarray, np.ndarray, int]:
+    def conntrack_slice(
+        self, cursor: int, limit: int, table: str = ESTABLISHED
+    ) -> tuple[np.ndarray, np.ndarray, int]:
         with self.lock:
-            table = self.state.established
-            end = min(table.n, cursor + limit)
-            keys, values = table.keys[cursor:end].copy(), table.values[cursor:end].copy()
-            return keys, values, 0 if end >= table.n else end
+            t = self._ct_table(table)
+            end = min(t.n, cursor + limit)
+            keys, values = t.keys[cursor:end].copy(), t.values[cursor:end].copy()
+            return keys, values, 0 if end >= t.n else end
 
     def reap_conntrack(self, keys: np.ndarray, created_ns: np.ndarray) -> int:
         out = self.expire_conntrack(keys, created_ns, np.zeros(len(keys), dtype=np.uint64))

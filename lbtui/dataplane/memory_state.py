@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """What the maps of a MemoryDataplane hold: one `MapState` per (possibly pinned) data path.
 
-The two conntrack tables keep lb.h's record layout in numpy arrays (the engine reads them as it
-reads the kernel's), each with its map's behaviour at capacity: the established table (a hash)
-refuses an insert when full, the transient one (an LRU hash) evicts the entries used least
-recently. `expire` is lbtui_reap's compare-and-delete (bpf/lb_ct.h ct_reap).
+The conntrack tables (two per address family) keep lb.h's record layout in numpy arrays (the
+engine reads them as it reads the kernel's), each with its map's behaviour at capacity: the
+established table (a hash) refuses an insert when full, the transient one (an LRU hash) evicts the
+entries used least recently. `expire` is lbtui_reap's compare-and-delete (bpf/lb_ct.h ct_reap).
 """
 
 from __future__ import annotations
@@ -15,25 +15,26 @@ import numpy as np
 
 from lbtui.dataplane import structs
 from lbtui.dataplane.port import DataplaneError, DataplaneSpec, PinnedBackend, ServiceEntry
-from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE, REAP_REC_DTYPE
+from lbtui.dataplane.records import CT_DTYPES, ct_family
 
 SERVICE_STATS_FIELDS = ("packets_in", "bytes_in", "packets_out", "bytes_out", "new_flows")
-_KEY_BYTES = CT_KEY_DTYPE.itemsize
 
 
 def key_bytes(keys: np.ndarray) -> np.ndarray:
-    """CtKey records as opaque byte strings (comparable, usable with np.isin)."""
-    return np.ascontiguousarray(keys, dtype=CT_KEY_DTYPE).view(f"V{_KEY_BYTES}")
+    """CtKey (or Ct6Key) records as opaque byte strings (comparable, usable with np.isin)."""
+    keys = np.ascontiguousarray(keys)
+    return keys.view(f"V{keys.dtype.itemsize}")
 
 
 class CtTable:
     """One conntrack table: forward and reverse entries, at most `capacity` of them."""
 
-    def __init__(self, capacity: int, lru: bool):
+    def __init__(self, capacity: int, lru: bool, family: int = 4):
         self.capacity = capacity
         self.lru = lru
-        self.keys = np.zeros(min(capacity, 1024), dtype=CT_KEY_DTYPE)
-        self.values = np.zeros(len(self.keys), dtype=CT_ENTRY_DTYPE)
+        key_dtype, entry_dtype, _ = CT_DTYPES[family]
+        self.keys = np.zeros(min(capacity, 1024), dtype=key_dtype)
+        self.values = np.zeros(len(self.keys), dtype=entry_dtype)
         self.n = 0
         self.evicted = 0  # entries pushed out by the LRU at capacity
 
@@ -123,19 +124,23 @@ class MapState:
     no_new: set[int] = field(default_factory=set)  # backend ids with LB_BE_F_NO_NEW
     established: CtTable = field(init=False)
     transient: CtTable = field(init=False)
+    established6: CtTable = field(init=False)  # the IPv6 twins, as large (DataplaneSpec)
+    transient6: CtTable = field(init=False)
     interfaces: tuple[str, ...] = ()  # left attached by a close(keep=True)
 
     def __post_init__(self) -> None:
         self.established = CtTable(self.spec.conntrack_entries, lru=False)
         self.transient = CtTable(self.spec.transient_entries, lru=True)
+        self.established6 = CtTable(self.spec.conntrack_entries, lru=False, family=6)
+        self.transient6 = CtTable(self.spec.transient_entries, lru=True, family=6)
 
-    def ct_tables(self) -> tuple[CtTable, CtTable]:
-        """Established first, as the data path looks them up."""
-        return self.established, self.transient
+    def ct_tables(self, family: int = 4) -> tuple[CtTable, CtTable]:
+        """One family's tables, established first, as the data path looks them up."""
+        return (self.established6, self.transient6) if family == 6 else (self.established, self.transient)
 
     def find(self, key: np.ndarray) -> tuple[CtTable, int] | None:
-        """The table and row of one key, established table first."""
-        for table in self.ct_tables():
+        """The table and row of one key (its family's tables), established table first."""
+        for table in self.ct_tables(ct_family(key)):
             row = table.index(key)
             if row is not None:
                 return table, row
@@ -145,8 +150,9 @@ class MapState:
         """bpf/lb_ct.h ct_reap for each record: remove the flow of the key (both entries) while it is
         the flow created at created_ns and, with a cutoff, neither entry saw a packet since; an
         established flow that had not closed counts as ended for its backend."""
-        out = np.zeros(len(keys), dtype=REAP_REC_DTYPE)
-        out["key"] = np.ascontiguousarray(keys, dtype=CT_KEY_DTYPE)
+        key_dtype, _, rec_dtype = CT_DTYPES[ct_family(keys)]
+        out = np.zeros(len(keys), dtype=rec_dtype)
+        out["key"] = np.ascontiguousarray(keys, dtype=key_dtype)
         out["created_ns"] = created_ns
         out["idle_before_ns"] = idle_before_ns
         for i in range(len(out)):
@@ -159,7 +165,7 @@ class MapState:
             return
         key = rec["key"]
         found = None
-        for table in self.ct_tables():
+        for table in self.ct_tables(ct_family(key)):
             row = table.index(key)
             if row is not None and int(table.values["created_ns"][row]) == want:
                 found = (table, row)
@@ -168,7 +174,7 @@ class MapState:
             return
         table, row = found
         e = table.values[row]
-        partner = _partner_key(e)
+        partner = _partner_key(e, table.keys.dtype)
         prow = table.index(partner)
         if prow is not None:
             p = table.values[prow]
@@ -217,9 +223,9 @@ class MapState:
         return self.latency.setdefault(backend_id, Histograms())
 
 
-def _partner_key(e: np.void) -> np.ndarray:
-    """The key of an entry's other direction (a 1-element CtKey array)."""
-    k = np.zeros(1, dtype=CT_KEY_DTYPE)
+def _partner_key(e: np.void, key_dtype: np.dtype) -> np.ndarray:
+    """The key of an entry's other direction (a 1-element array of its table's key layout)."""
+    k = np.zeros(1, dtype=key_dtype)
     if int(e["dir"]) == structs.DIR_FORWARD:
         k["saddr"], k["daddr"] = e["backend_ip"], e["client_ip"]
         k["sport"], k["dport"] = e["backend_port"], e["client_port"]

@@ -5,11 +5,13 @@ A test opens flows (`connect`: the client's SYN or first datagram, a transient f
 (`answer`: the backend's SYN-ACK and the client's handshake ACK, or the first UDP reply: the flow
 is established), refuses them, moves bytes and closes them; each step updates both conntrack
 tables, counters, histograms and the event ring as the programs would (bpf/lb_ct.h). Counters and
-histograms can also be advanced directly, and many established flows added at once.
+histograms can also be advanced directly, and many established flows added at once (IPv4). A flow
+to an IPv6 VIP lives in the IPv6 tables (lb_ct6_*), as lb_ipv6.h keeps it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import threading
 import zlib
@@ -21,7 +23,7 @@ import numpy as np
 from lbtui.dataplane import structs
 from lbtui.dataplane.memory_state import CtTable, MapState
 from lbtui.dataplane.port import RawFlowEvent, ServiceEntry
-from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE
+from lbtui.dataplane.records import CT_DTYPES, CT_ENTRY_DTYPE, CT_KEY_DTYPE
 
 EMPTY = structs.EMPTY_SLOT
 
@@ -47,20 +49,30 @@ def _endpoint(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _family(ip: str) -> int:
+    return ipaddress.ip_address(ip).version
+
+
+def _set_ip(records: np.ndarray, name: str, ip: str) -> None:
+    """An address field of CtKey/CtEntry records (a u32) or of Ct6Key/Ct6Entry ones (lb_addr6)."""
+    if _family(ip) == 6:
+        records[name]["w"] = structs.ip6_to_words(ip)
+    else:
+        records[name] = structs.ip_to_be32(ip)
+
+
 def _key(saddr: str, daddr: str, sport: int, dport: int, protocol: str) -> np.ndarray:
-    k = np.zeros(1, dtype=CT_KEY_DTYPE)
-    k["saddr"], k["daddr"] = structs.ip_to_be32(saddr), structs.ip_to_be32(daddr)
+    k = np.zeros(1, dtype=CT_DTYPES[_family(saddr)][0])
+    _set_ip(k, "saddr", saddr)
+    _set_ip(k, "daddr", daddr)
     k["sport"], k["dport"] = structs.port_to_be16(sport), structs.port_to_be16(dport)
     k["proto"] = structs.PROTO_NUMBERS[protocol]
     return k
 
 
 def _in_cidr(ip: str, cidr: str) -> bool:
-    net, _, bits = cidr.partition("/")
-    shift = 32 - int(bits)
-    as_int = int.from_bytes(bytes(int(x) for x in ip.split(".")), "big")
-    net_int = int.from_bytes(bytes(int(x) for x in net.split(".")), "big")
-    return as_int >> shift == net_int >> shift if shift < 32 else True
+    address, network = ipaddress.ip_address(ip), ipaddress.ip_network(cidr, strict=False)
+    return address.version == network.version and address in network
 
 
 class Traffic:
@@ -92,9 +104,9 @@ class Traffic:
                 self.state.service_drops(svc.service_id)["no_backend"] += 1
                 return None
             now = self.clock_ns()
-            fwd = np.zeros(1, dtype=CT_ENTRY_DTYPE)
-            fwd["client_ip"], fwd["vip"] = structs.ip_to_be32(cip), structs.ip_to_be32(vip_ip)
-            fwd["backend_ip"] = structs.ip_to_be32(backend.ip)
+            fwd = np.zeros(1, dtype=CT_DTYPES[_family(vip_ip)][1])
+            for name, ip in (("client_ip", cip), ("vip", vip_ip), ("backend_ip", backend.ip)):
+                _set_ip(fwd, name, ip)
             fwd["client_port"], fwd["vip_port"] = structs.port_to_be16(cport), structs.port_to_be16(vport)
             fwd["backend_port"] = structs.port_to_be16(backend.port)
             fwd["proto"], fwd["dir"] = structs.PROTO_NUMBERS[protocol], structs.DIR_FORWARD
@@ -112,7 +124,7 @@ class Traffic:
             if protocol == "tcp":
                 fwd["flags"] = structs.CT_F_SYN  # a client's SYN opened it
                 rev["flags"] = structs.CT_F_SYN
-            self.state.transient.insert(keys, np.concatenate([fwd, rev]))
+            self.state.ct_tables(_family(vip_ip))[1].insert(keys, np.concatenate([fwd, rev]))
             for stats in (self.state.backend_stat(backend_id), self.state.service_stat(svc.service_id)):
                 stats["new_flows"] += 1
                 stats["packets_in"] += 1
@@ -367,7 +379,8 @@ class Traffic:
         fwd = self._forward(flow)
         fwd["flags"] |= structs.CT_F_EST
         self._store(flow, fwd)
-        if self._move(flow, self.state.transient, self.state.established):
+        established, transient = self.state.ct_tables(_family(flow.vip[0]))
+        if self._move(flow, transient, established):
             self.state.backend_stat(flow.backend_id)["established"] += 1
         else:
             fwd["flags"] &= ~np.uint64(structs.CT_F_EST)
@@ -400,7 +413,7 @@ class Traffic:
         if svc is not None and svc.events_closed:
             self._event(flow, structs.EV_CLOSED, "rst" if now_flags & structs.CT_F_RST else "fin")
         if old & structs.CT_F_EST:
-            self._move(flow, self.state.established, self.state.transient)
+            self._move(flow, *self.state.ct_tables(_family(flow.vip[0])))
 
     def _event(self, flow: MemoryFlow, kind: int, reason: str | None) -> None:
         fwd = self._forward(flow)[0]

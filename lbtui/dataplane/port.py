@@ -8,8 +8,10 @@ tests of the engine and the console). Nothing here imports bcc or pyroute2.
 Addresses are strings, ports and ids ints; the two big maps (selection slots, conntrack) go in and
 out as numpy arrays so a million entries never become a million Python objects. The conntrack
 arrays have the record layout of bpf/lb.h (`records.CT_KEY_DTYPE`, `records.CT_ENTRY_DTYPE`).
-Conntrack has two tables (docs/datapath.md#conntrack): ESTABLISHED (never evicts, read a slice at a
-time) and TRANSIENT (embryonic and closing flows, an LRU, small enough to read whole).
+Conntrack has two tables per address family (docs/datapath.md#conntrack): ESTABLISHED (never evicts,
+read a slice at a time) and TRANSIENT (embryonic and closing flows, an LRU, small enough to read
+whole); ESTABLISHED6 and TRANSIENT6 are the IPv6 twins, whose arrays have the lb_ct6_* layouts
+(`records.CT6_KEY_DTYPE`, `records.CT6_ENTRY_DTYPE`). Reap calls take either family's keys.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from lbtui.model import Counters
 
 ESTABLISHED = "established"
 TRANSIENT = "transient"
+ESTABLISHED6 = "established6"  # the IPv6 twins (lb_ct6_*: 16-byte addresses, records.CT6_*_DTYPE)
+TRANSIENT6 = "transient6"
+CT_TABLES_OF = {4: (ESTABLISHED, TRANSIENT), 6: (ESTABLISHED6, TRANSIENT6)}  # family -> its tables
 
 
 class DataplaneError(Exception):
@@ -273,30 +278,35 @@ class Dataplane(Protocol):
 
     # ---- conntrack and rate buckets -------------------------------------------------------------
 
-    def conntrack_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every entry of both tables (established first) as fresh record arrays: a whole read, for
-        tools, tests and rare commands (a drain cut)."""
+    def conntrack_arrays(self, family: int = 4) -> tuple[np.ndarray, np.ndarray]:
+        """Every entry of one family's two tables (established first) as fresh record arrays: a whole
+        read, for tools, tests and rare commands (a drain cut)."""
 
-    def conntrack_count(self) -> int: ...
+    def conntrack_count(self) -> int:
+        """Entries in all four tables (both families)."""
 
     def conntrack_chunks(self, table: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Every entry of one table (ESTABLISHED or TRANSIENT), a bounded chunk at a time; each
+        """Every entry of one table (a name of CT_TABLES_OF), a bounded chunk at a time; each
         chunk's arrays may be reused for the next."""
 
-    def conntrack_slice(self, cursor: int, limit: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """About `limit` entries of the established table from `cursor` (0: its start), and the
-        cursor to go on from (0 once a pass reached the end); the arrays may be reused."""
+    def conntrack_slice(
+        self, cursor: int, limit: int, table: str = ESTABLISHED
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """About `limit` entries of an established table (ESTABLISHED or ESTABLISHED6) from `cursor`
+        (0: its start), and the cursor to go on from (0 once a pass reached the end); the arrays may
+        be reused."""
 
     def reap_conntrack(self, keys: np.ndarray, created_ns: np.ndarray) -> int:
-        """Remove the flows of these keys (both entries each), each only while it is still the flow
-        created at created_ns; how many flows were removed."""
+        """Remove the flows of these keys (both entries each; CtKey or Ct6Key records), each only while
+        it is still the flow created at created_ns; how many flows were removed."""
 
     def expire_conntrack(
         self, keys: np.ndarray, created_ns: np.ndarray, idle_before_ns: np.ndarray
     ) -> np.ndarray:
         """Remove the flows of these keys still created at created_ns and idle since idle_before_ns
-        (0: unconditionally); returns records.REAP_REC_DTYPE rows: created_ns 0 for each flow removed,
-        with its last packet time in idle_before_ns and the other entry's packets and bytes."""
+        (0: unconditionally); returns records.REAP_REC_DTYPE rows (REAP6_REC_DTYPE for Ct6Key keys):
+        created_ns 0 for each flow removed, with its last packet time in idle_before_ns and the other
+        entry's packets and bytes."""
 
     def sweep_rate_buckets(self, idle_ns: int, now_ns: int) -> int:
         """Forget per-source buckets idle for idle_ns; how many."""

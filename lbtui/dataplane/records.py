@@ -21,6 +21,15 @@ REAP_REC_DTYPE = np.dtype(structs.ReapRec)
 CT6_KEY_DTYPE = np.dtype(structs.Ct6Key)
 CT6_ENTRY_DTYPE = np.dtype(structs.Ct6Entry)
 REAP6_REC_DTYPE = np.dtype(structs.Reap6Rec)
+CT_DTYPES = {  # family -> (key, entry, reap record) layouts
+    4: (CT_KEY_DTYPE, CT_ENTRY_DTYPE, REAP_REC_DTYPE),
+    6: (CT6_KEY_DTYPE, CT6_ENTRY_DTYPE, REAP6_REC_DTYPE),
+}
+
+
+def ct_family(records: np.ndarray) -> int:
+    """4 or 6: the family of conntrack key, entry or reap records (by their layout)."""
+    return 6 if records.dtype in (CT6_KEY_DTYPE, CT6_ENTRY_DTYPE, REAP6_REC_DTYPE) else 4
 
 
 def _proto(value: Any) -> str:

@@ -107,9 +107,13 @@ class Drains:
         return sum(m.active_flows for m in members)
 
     def _cut_flows(self, backend_id: int) -> int:
-        """Remove every conntrack entry of a backend; how many flows that was."""
-        keys, vals = self._dp.conntrack_arrays()
-        mine = vals["backend_id"] == backend_id
-        flows = int((mine & (vals["dir"] == structs.DIR_FORWARD)).sum())
-        self._dp.reap_conntrack(keys[mine].copy(), vals["created_ns"][mine].copy())
+        """Remove every conntrack entry of a backend (in both families' tables); how many flows that
+        was."""
+        flows = 0
+        for family in (4, 6):
+            keys, vals = self._dp.conntrack_arrays(family)
+            mine = vals["backend_id"] == backend_id
+            flows += int((mine & (vals["dir"] == structs.DIR_FORWARD)).sum())
+            if mine.any():
+                self._dp.reap_conntrack(keys[mine].copy(), vals["created_ns"][mine].copy())
         return flows

@@ -21,7 +21,6 @@ from lbtui.config import Config
 from lbtui.control.dns import AnswerRefused, ResolveFn
 from lbtui.control.health import CheckFn, run_check
 from lbtui.control.supervisor import BackendKey, Factors
-from lbtui.dataplane.families import refuse_unbuilt_families
 from lbtui.dataplane.port import Dataplane
 from lbtui.deadline import within
 from lbtui.engine.clock import SYSTEM_CLOCK, Clock
@@ -120,7 +119,6 @@ class Engine:
 
         A cancellation (a stop during start-up) lands at the next `sleep(0)` and undoes it all:
         nothing stays attached or pinned unless keep_dataplane (docs/architecture.md#stopping)."""
-        refuse_unbuilt_families(self.config)
         self._loop = self.flows.loop = asyncio.get_running_loop()
         self.observability = hub = ObservabilityHub(self.snapshot, allow_stdout=self._allow_stdout)
         self.flows.observers.append(hub.observe)

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """The conntrack sweep and what follows from it (docs/datapath.md#conntrack).
 
-Every sweep_interval_s, on a worker thread: the whole transient table (embryonic and closing
-flows, small) and one slice of the established table (a whole pass takes about conntrack_pass_s,
+Every sweep_interval_s, on a worker thread, for each address family (IPv4, then IPv6: the same
+work on the lb_ct6_* twins): the whole transient table (embryonic and closing flows, small) and
+one slice of the established table (a whole pass takes about conntrack_pass_s,
 so a million idle flows cost a few milliseconds a sweep, not a full read) are checked for flows
 idle past their timeout, which lbtui_reap removes if they are still idle and still the same flows.
 While a front end looks at flows, both tables are also read whole into the flow table its views
@@ -26,8 +27,8 @@ from lbtui import model
 from lbtui.config import Settings
 from lbtui.control import conntrack, flowtable
 from lbtui.control.supervisor import BackendKey, SynTimeoutCounter
-from lbtui.dataplane.port import ESTABLISHED, TRANSIENT, Dataplane, FlowEntry
-from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE, entry_from_record
+from lbtui.dataplane.port import CT_TABLES_OF, ESTABLISHED, Dataplane, FlowEntry
+from lbtui.dataplane.records import CT_DTYPES, entry_from_record
 from lbtui.dataplane.structs import CT_F_CLOSED, CT_F_EST, DIR_FORWARD
 from lbtui.engine.clock import Clock
 from lbtui.engine.flowquery import TOP_FLOWS, FlowQueries
@@ -54,12 +55,12 @@ class SweepView:
 class _Found:
     """What one sweep's worker found."""
 
-    scan: conntrack.TransientScan
+    scans: list[conntrack.TransientScan] = field(default_factory=list)  # one per family
     removed_entries: int = 0
     closed: list[tuple[FlowEntry, int, int, int]] = field(
         default_factory=list
     )  # flow, out pkts/bytes, last ns
-    cursor: int = 0
+    cursors: dict[str, int] = field(default_factory=dict)  # established table -> where the next slice starts
     table: flowtable.FlowTable | None = None
     table_cost_s: float = 0.0
     top: list[model.FlowView] = field(default_factory=list)
@@ -87,7 +88,7 @@ class Sweeper:
         self.swept_total = 0
         self.passes = 0  # whole passes over the established table
         self.last_slice = 0  # established entries the last sweep read
-        self._cursor = 0
+        self._cursors = {ESTABLISHED: 0}  # per established table (CT_TABLES_OF)
         self._sweeps = 0
         self._syn_timeouts = SynTimeoutCounter()
         self.syn_failures: collections.Counter[BackendKey] = collections.Counter()  # for the breakers
@@ -108,22 +109,28 @@ class Sweeper:
             established, settings.sweep_interval_s, settings.conntrack_pass_s, SLICE_MIN, SLICE_MAX
         )
         self.last_slice = budget
-        read_all, cursor = self._queries.due(), self._cursor
+        read_all, cursors = self._queries.due(), dict(self._cursors)
         buckets = self._sweeps % RATE_SWEEP_EVERY == 0
         self._sweeps += 1
         dp, clock = self._dp, self._clock
 
         def work() -> _Found:
             now_ns = clock.monotonic_ns()
-            tkeys, tvals = _whole(dp, TRANSIENT)
-            found = _Found(conntrack.scan_transient(tkeys, tvals, now_ns, timeouts, track_syns))
-            _expire(dp, tkeys, tvals, found.scan.expiry, found)
-            skeys, svals, found.cursor = dp.conntrack_slice(cursor, budget)
-            _expire(dp, skeys, svals, conntrack.established_candidates(skeys, svals, now_ns, timeouts), found)
-            if read_all:  # after the slice: its arrays may share the reader's buffers
+            found = _Found()
+            for established, transient in CT_TABLES_OF.values():
+                tkeys, tvals = _whole(dp, transient)
+                scan = conntrack.scan_transient(tkeys, tvals, now_ns, timeouts, track_syns)
+                found.scans.append(scan)
+                _expire(dp, tkeys, tvals, scan.expiry, found)
+                skeys, svals, found.cursors[established] = dp.conntrack_slice(
+                    cursors.get(established, 0), budget, established
+                )
+                candidates = conntrack.established_candidates(skeys, svals, now_ns, timeouts)
+                _expire(dp, skeys, svals, candidates, found)
+            if read_all:  # after the slices: their arrays may share the reader's buffers
                 start = time.perf_counter()
                 builder = flowtable.FlowTableBuilder()
-                for table in (ESTABLISHED, TRANSIENT):
+                for table in CT_TABLES_OF[4]:  # the flow view shows IPv4 flows only, for now
                     for _, vals in dp.conntrack_chunks(table):
                         builder.add(vals)
                 found.table = builder.build(now_ns, proxy_of)
@@ -138,9 +145,9 @@ class Sweeper:
 
     def _apply(self, found: _Found, capacity: int) -> None:
         self.swept_total += found.removed_entries
-        if found.cursor == 0:
+        if found.cursors[ESTABLISHED] == 0:
             self.passes += 1
-        self._cursor = found.cursor
+        self._cursors = found.cursors
         backends = self._topology.backends
         for f, packets_out, bytes_out, last in found.closed:
             gone = backends.get(f.backend_id)
@@ -154,11 +161,12 @@ class Sweeper:
         elif not self._queries.wanted and self._queries.table is not None:
             self._queries.replace(None)  # nobody looks at flows: the table's memory goes
             flows, matched = (), 0
-        self.view = SweepView(self._summary(found.scan, capacity), flows, matched)
-        self._count_syn_timeouts(found.scan.unanswered)
+        self.view = SweepView(self._summary(found.scans, capacity), flows, matched)
+        self._count_syn_timeouts([u for scan in found.scans for u in scan.unanswered])
 
-    def _summary(self, scan: conntrack.TransientScan, capacity: int) -> model.ConntrackSummary:
-        """Established flows from the data path's live counts, the others from the transient scan."""
+    def _summary(self, scans: Sequence[conntrack.TransientScan], capacity: int) -> model.ConntrackSummary:
+        """Established flows from the data path's live counts, the others from the transient scans
+        (both families)."""
         tcp = udp = 0
         for m in self._topology.backends.values():
             proxy = self._topology.proxies.get(m.proxy)
@@ -167,14 +175,14 @@ class Sweeper:
             else:
                 tcp += m.active_flows
         return model.ConntrackSummary(
-            entries=2 * (tcp + udp) + scan.entries,
-            flows=tcp + udp + scan.flows,
-            tcp=tcp + scan.tcp,
-            udp=udp + scan.udp,
-            closing=scan.closing,
+            entries=2 * (tcp + udp) + sum(s.entries for s in scans),
+            flows=tcp + udp + sum(s.flows for s in scans),
+            tcp=tcp + sum(s.tcp for s in scans),
+            udp=udp + sum(s.udp for s in scans),
+            closing=sum(s.closing for s in scans),
             capacity=capacity,
             swept_total=self.swept_total,
-            embryonic=scan.embryonic,
+            embryonic=sum(s.embryonic for s in scans),
         )
 
     def _count_syn_timeouts(self, unanswered: Sequence[tuple[Hashable, int, float]]) -> None:
@@ -193,7 +201,8 @@ def _whole(dp: Dataplane, table: str) -> tuple[np.ndarray, np.ndarray]:
     """Every entry of a (small) table, copied out of the reader's buffers."""
     parts = [(k.copy(), v.copy()) for k, v in dp.conntrack_chunks(table)]
     if not parts:
-        return np.zeros(0, dtype=CT_KEY_DTYPE), np.zeros(0, dtype=CT_ENTRY_DTYPE)
+        key_dtype, entry_dtype, _ = CT_DTYPES[6 if table in CT_TABLES_OF[6] else 4]
+        return np.zeros(0, dtype=key_dtype), np.zeros(0, dtype=entry_dtype)
     return np.concatenate([k for k, _ in parts]), np.concatenate([v for _, v in parts])
 
 
