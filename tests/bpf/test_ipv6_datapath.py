@@ -334,3 +334,39 @@ def test_reap6_removes_both_entries_of_the_flow_it_names(dp):
     done = structs.Reap6Rec.from_buffer_copy(result.data)
     assert done.created_ns == structs.CT_REAPING and len(table) == 0
     assert backend_of(out) in BACKENDS.values()
+
+
+# ---- the engine's reads of the IPv6 tables (maps.py) -----------------------------------------------
+
+
+def test_the_engine_reads_and_reaps_ipv6_flows_through_maps(dp):
+    """Maps reads lb_ct6_* with their own layouts (conntrack_arrays(6), chunks, the established slice,
+    the count of all four tables), and expire_conntrack with Ct6Key records runs lbtui_reap6: an
+    established flow and an unanswered SYN are removed, both entries each, and nothing IPv4 is read."""
+    from lbtui.control import conntrack as ct
+    from lbtui.dataplane.port import ESTABLISHED6, TRANSIENT6
+    from lbtui.dataplane.records import CT6_ENTRY_DTYPE, CT6_KEY_DTYPE, flow_entries
+
+    maps = dp[1]
+    _, out = xdp(dp, to_vip(sport=47000))
+    backend = backend_of(out)
+    tc(dp, from_backend(backend, dport=47000))
+    xdp(dp, to_vip("A", sport=47000, seq=1001, ack=5001))  # established
+    xdp(dp, to_vip(sport=47001))  # a SYN left unanswered: transient
+    keys, vals = maps.conntrack_arrays(6)
+    assert keys.dtype == CT6_KEY_DTYPE and vals.dtype == CT6_ENTRY_DTYPE and len(vals) == 4
+    assert {(f.client, f.direction) for f in flow_entries(keys, vals)} == {
+        ((CLIENT, port), d) for port in (47000, 47001) for d in (structs.DIR_FORWARD, structs.DIR_REVERSE)
+    }
+    assert len(maps.conntrack_arrays(4)[1]) == 0 and maps.conntrack_count() == 4
+    skeys, svals, cursor = maps.conntrack_slice(0, 100, ESTABLISHED6)
+    assert len(svals) == 2 and cursor == 0 and len(next(maps.conntrack_chunks(TRANSIENT6))[1]) == 2
+    t = ct.Timeouts(tcp_s=0.0, tcp_closing_s=0.0, udp_s=0.0, syn_s=0.0)
+    now = time.monotonic_ns() + 10**9
+    scan = ct.scan_transient(*[a.copy() for a in next(maps.conntrack_chunks(TRANSIENT6))], now, t)
+    done = maps.expire_conntrack(scan.expiry.keys, scan.expiry.created, scan.expiry.idle_before)
+    assert len(done) == 1 and len(dp[0].table("lb_ct6_transient")) == 0
+    skeys, svals = skeys.copy(), svals.copy()
+    candidates = ct.established_candidates(skeys, svals, now, t)
+    assert maps.reap_conntrack(candidates.keys[:1], candidates.created[:1]) == 1
+    assert len(dp[0].table("lb_ct6_established")) == 0 and maps.conntrack_count() == 0
