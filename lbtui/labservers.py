@@ -269,7 +269,8 @@ def udp_counts(host: str, port: int, count: int, timeout: float) -> dict[str, in
     counts: Counter[str] = Counter()
     errors = 0
     for i in range(count):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
             s.settimeout(timeout)
             payload = f"q{i}".encode()
             try:

@@ -68,10 +68,12 @@ class ClientLab(Lab):
         )
         return HeldConnections(self, proc, seconds)
 
-    def nstat_csum_errors(self) -> dict[str, dict[str, int]]:
-        """Absolute TcpInCsumErrors / UdpInCsumErrors per namespace of the lab."""
+    def nstat_csum_errors(
+        self, keys: tuple[str, ...] = ("TcpInCsumErrors", "UdpInCsumErrors")
+    ) -> dict[str, dict[str, int]]:
+        """Absolute checksum-error counters (nstat names) per namespace of the lab. Linux counts TCP
+        over IPv6 in TcpInCsumErrors (one TCP MIB) and UDP over IPv6 in Udp6InCsumErrors."""
         out: dict[str, dict[str, int]] = {}
-        keys = ("TcpInCsumErrors", "UdpInCsumErrors")
         for ns in self.namespaces:
             r = self.run(ns, "nstat", "-asz", *keys, check=False)
             counts = dict.fromkeys(keys, 0)
