@@ -9,7 +9,7 @@ to the `Reloader`, Stop to the engine.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from lbtui import model
 from lbtui.control.supervisor import BackendKey, BackendSupervisor
@@ -42,7 +42,7 @@ class Commands:
         drains: Drains,
         events: EventLog,
         supervisor: Callable[[], BackendSupervisor | None],
-        reload: Callable[[str | None], model.CommandResult],
+        reload: Callable[[str | None], Awaitable[model.CommandResult]],
         stop: Callable[[], None],
     ):
         self._intent = intent
@@ -53,10 +53,15 @@ class Commands:
         self._reload = reload
         self._stop = stop
 
-    def execute(self, cmd: model.Command) -> model.CommandResult:
-        """Run one command; a refusal is an ERROR event too (a success shows as its own event)."""
+    async def execute(self, cmd: model.Command) -> model.CommandResult:
+        """Run one command; a refusal is an ERROR event too (a success shows as its own event).
+
+        Only a reload waits (its file is read off the loop); every other command is done at once."""
         try:
-            result = self._execute(cmd)
+            if isinstance(cmd, model.Reload):
+                result = await self._reload(cmd.path)
+            else:
+                result = self._execute(cmd)
         except Exception as exc:  # a command never takes the engine down
             log.exception("command %s", cmd)
             result = model.CommandResult(False, f"internal error: {exc}")
@@ -91,8 +96,6 @@ class Commands:
                     if supervisor is None:
                         return model.CommandResult(False, "the engine is not running")
                     return supervisor.circuit_command(BackendKey(p, a), action)
-                case model.Reload(path=path):
-                    return self._reload(path)
                 case model.Stop():
                     self._stop()
                     return model.CommandResult(True, "stopping")

@@ -239,13 +239,13 @@ class Engine:
     # ---- commands -------------------------------------------------------------------------------
 
     async def execute(self, cmd: model.Command) -> model.CommandResult:
-        result = self.commands.execute(cmd)
+        result = await self.commands.execute(cmd)
         self.publish()
         return result
 
-    def reload(self, path: str | None = None) -> model.CommandResult:
+    async def reload(self, path: str | None = None) -> model.CommandResult:
         """Reload the configuration file (or `path`); a failure rolls everything back."""
-        return self.reloader.reload(path)
+        return await self.reloader.reload(path)
 
     # ---- periodic work --------------------------------------------------------------------------
 

@@ -1,9 +1,12 @@
-"""Reload: parse and check the file, apply the difference, roll back on any failure; and the file
+"""Reload: read and check the file, apply the difference, roll back on any failure; and the file
 watch that reloads when the file changes.
 
-A refused or failed reload leaves everything as it was: the configuration, the runtime overrides,
+The file is read and parsed off the engine's loop, and only a regular file of bounded size
+(config.load_regular_config): a FIFO, a device or a huge file never stalls the load balancer. A
+refused or failed reload leaves everything as it was: the configuration, the runtime overrides,
 every selection table slot for slot, the interfaces and the observability settings. Established
-flows are never disturbed by a reload (docs/architecture.md#invariants).
+flows are never disturbed by a reload (docs/architecture.md#invariants). The watch follows the
+file the running configuration came from, also after a reload from another path.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Protocol
 import watchfiles
 
 from lbtui import model
-from lbtui.config import Config, ConfigError, load_config
+from lbtui.config import Config, ConfigError, load_regular_config
 from lbtui.engine.desired import Desired
 from lbtui.engine.events import EventLog
 from lbtui.engine.instance import restart_needed
@@ -56,16 +59,17 @@ class Reloader:
         self._topology = topology
         self._events = events
         self.watching = asyncio.Event()  # set once the file watch is live (or gave up)
+        self._rewatch = asyncio.Event()  # the running configuration's file changed: watch that one
 
-    def reload(self, path: str | None = None) -> model.CommandResult:
-        """Parse, validate, apply the difference; on any failure roll back to the running state."""
+    async def reload(self, path: str | None = None) -> model.CommandResult:
+        """Read and validate (off the loop), apply the difference; on any failure roll back."""
         target = self._target
         path = path or target.config.path
         if not path:
             return model.CommandResult(False, "no configuration file to reload (started from a string)")
         t0 = time.perf_counter()
         try:
-            new = load_config(path)
+            new = await asyncio.to_thread(load_regular_config, path)
         except ConfigError as exc:
             self._events.emit(
                 "reload", f"reload refused, configuration unchanged:\n{exc}", level=model.Level.ERROR
@@ -80,6 +84,9 @@ class Reloader:
             self._events.emit("reload", msg, level=model.Level.ERROR)
             return model.CommandResult(False, msg)
         if new == old:
+            if new.path != old.path:  # the same settings from another file: follow that one now
+                target.install(new, old_overrides)
+                self._rewatch.set()
             self._events.emit("reload", f"reloaded {path}: nothing changed")
             return model.CommandResult(True, "nothing changed")
         before, after = target.from_config(old), target.from_config(new)
@@ -98,17 +105,30 @@ class Reloader:
             msg = f"reload of {path} failed and was rolled back: {exc}"
             self._events.emit("reload", msg, level=model.Level.ERROR)
             return model.CommandResult(False, msg)
+        if new.path != old.path:
+            self._rewatch.set()
         summary = "; ".join(changes) if changes else "settings changed"
         took_ms = (time.perf_counter() - t0) * 1000
         self._events.emit("reload", f"reloaded {path} in {took_ms:.1f} ms: {summary}")
         return model.CommandResult(True, f"{summary} (applied in {took_ms:.1f} ms)")
 
     async def watch(self) -> None:
-        """Reload when the configuration file changes (editors that replace the file included)."""
-        path = self._target.config.path
-        if not path:
+        """Reload when the configuration file changes (editors that replace the file included);
+        after a reload from another file, watch that one."""
+        try:
+            while True:
+                self._rewatch.clear()
+                path = self._target.config.path
+                if path:
+                    await self._watch(path)
+                else:
+                    self.watching.set()
+                    await self._rewatch.wait()
+        finally:
             self.watching.set()
-            return
+
+    async def _watch(self, path: str) -> None:
+        """Watch `path` until the running configuration comes from another file."""
         target = os.path.realpath(path)
         directory = os.path.dirname(target)
 
@@ -125,24 +145,27 @@ class Reloader:
                 step=50,
                 rust_timeout=500,
                 yield_on_timeout=True,
+                stop_event=self._rewatch,
             ):
                 if not ready:
                     # the watcher is live; a change made while it was starting would be missed
                     ready = True
                     self.watching.set()
-                    if self._file_differs(target):
-                        self.reload()
-                        self._target.publish()
+                    if await self._file_differs(target):
+                        await self._reload_and_publish()
                 if changes and os.path.exists(target):
-                    self.reload()
-                    self._target.publish()
+                    await self._reload_and_publish()
         except Exception:
             log.exception("watching %s: reloads need SIGHUP or `lbtui ctl reload` now", path)
-        finally:
             self.watching.set()
+            await self._rewatch.wait()  # until a reload switches files: then try that one
 
-    def _file_differs(self, path: str) -> bool:
+    async def _reload_and_publish(self) -> None:
+        await self.reload()
+        self._target.publish()
+
+    async def _file_differs(self, path: str) -> bool:
         try:
-            return load_config(path) != self._target.config
+            return await asyncio.to_thread(load_regular_config, path) != self._target.config
         except ConfigError:
             return True  # reload() reports the error

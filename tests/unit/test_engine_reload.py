@@ -95,17 +95,17 @@ async def test_added_and_removed_proxies():
 async def test_nothing_changed_and_refusals_leave_everything_as_it_was():
     async with running(TWO_PROXIES) as (e, _dp):
         before = state(e)
-        assert e.reload() == model.CommandResult(True, "nothing changed")
+        assert (await e.reload()) == model.CommandResult(True, "nothing changed")
         assert messages(e, "reload")[-1] == f"reloaded {e.config.path}: nothing changed"
         rewrite(e, "port = 80\n", "port = 0\n")
-        r = e.reload()
+        r = await e.reload()
         with pytest.raises(ConfigError) as err:
             load_config(e.config.path)
         assert r == model.CommandResult(False, str(err.value))
         assert messages(e, "reload")[-1] == f"reload refused, configuration unchanged:\n{err.value}"
         rewrite(e, "port = 0\n", "port = 80\n")
         rewrite(e, "table_size = 97", "table_size = 101")
-        r = e.reload()
+        r = await e.reload()
         assert r == model.CommandResult(
             False,
             f"{e.config.path}: settings.table_size, settings.max_connections, settings.xdp_mode and "
@@ -125,7 +125,7 @@ async def test_a_failure_half_way_is_rolled_back_slot_for_slot():
             'interfaces = ["lb0"]\nvip = "10.0.0.1"\nport = 53',
             'interfaces = ["lb0", "lb1"]\nvip = "10.0.0.1"\nport = 53',
         )
-        r = e.reload()
+        r = await e.reload()
         assert r == model.CommandResult(
             False,
             f"reload of {e.config.path} failed and was rolled back: "
@@ -143,11 +143,11 @@ async def test_a_failure_half_way_is_rolled_back_slot_for_slot():
             real(backend_id, ip, port, active)
 
         dp.set_backend = failing  # type: ignore[method-assign]
-        r = e.reload()
+        r = await e.reload()
         assert not r.ok and r.message.endswith("rolled back: injected map failure")
         assert state(e) == before
         dp.set_backend = real  # type: ignore[method-assign]
-        assert e.reload().ok
+        assert (await e.reload()).ok
         assert state(e) != before
 
 
@@ -157,7 +157,7 @@ async def test_a_reload_never_disturbs_established_flows():
         keys, vals = dp.conntrack_arrays()
         rewrite(e, 'address = "10.0.2.11:8080"\nweight = 3', 'address = "10.0.2.15:8080"\nweight = 3')
         rewrite(e, "weight = 2", "weight = 20")
-        assert e.reload().ok
+        assert (await e.reload()).ok
         keys_after, vals_after = dp.conntrack_arrays()
         assert (keys_after == keys).all() and (vals_after == vals).all()
         web1 = [f for f in flows if f and f.backend_address == WEB1]
