@@ -138,7 +138,7 @@ class Engine:
         if self._loops:
             for coro in (self._control_loop(), self._sweep_loop(), self.reloader.watch()):
                 self._tasks.append(asyncio.create_task(coro))
-            if self.config.path:
+            if self.config.path and self.config.settings.watch_config:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.reloader.watching.wait(), timeout=WATCH_START_TIMEOUT_S)
         ifaces = ", ".join(self._dp.interfaces)

@@ -6,7 +6,8 @@ The file is read and parsed off the engine's loop, and only a regular file of bo
 refused or failed reload leaves everything as it was: the configuration, the runtime overrides,
 every selection table slot for slot, the interfaces and the observability settings. Established
 flows are never disturbed by a reload (docs/architecture.md#invariants). The watch follows the
-file the running configuration came from, also after a reload from another path.
+file the running configuration came from, also after a reload from another path, and only while
+settings.watch_config is on (a reload that turns it on or off starts or stops it).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class Reloader:
         self._topology = topology
         self._events = events
         self.watching = asyncio.Event()  # set once the file watch is live (or gave up)
-        self._rewatch = asyncio.Event()  # the running configuration's file changed: watch that one
+        self._rewatch = asyncio.Event()  # the file to watch, or whether to watch, changed
 
     async def reload(self, path: str | None = None) -> model.CommandResult:
         """Read and validate (off the loop), apply the difference; on any failure roll back."""
@@ -105,7 +106,7 @@ class Reloader:
             msg = f"reload of {path} failed and was rolled back: {exc}"
             self._events.emit("reload", msg, level=model.Level.ERROR)
             return model.CommandResult(False, msg)
-        if new.path != old.path:
+        if (new.path, new.settings.watch_config) != (old.path, old.settings.watch_config):
             self._rewatch.set()
         summary = "; ".join(changes) if changes else "settings changed"
         took_ms = (time.perf_counter() - t0) * 1000
@@ -113,12 +114,13 @@ class Reloader:
         return model.CommandResult(True, f"{summary} (applied in {took_ms:.1f} ms)")
 
     async def watch(self) -> None:
-        """Reload when the configuration file changes (editors that replace the file included);
-        after a reload from another file, watch that one."""
+        """While settings.watch_config is on, reload when the configuration file changes (editors
+        that replace the file included); after a reload from another file, watch that one."""
         try:
             while True:
                 self._rewatch.clear()
-                path = self._target.config.path
+                config = self._target.config
+                path = config.path if config.settings.watch_config else None
                 if path:
                     await self._watch(path)
                 else:

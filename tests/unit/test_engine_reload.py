@@ -4,11 +4,13 @@ left alone, runtime overrides across a reload, and the file watch."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from lbtui import model
 from lbtui.config import ConfigError, load_config
-from tests.support.engine import TWO_PROXIES, messages, running, settle
+from tests.support.engine import TWO_PROXIES, WATCHED_SETTINGS, messages, running, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -196,7 +198,29 @@ async def test_runtime_overrides_across_a_reload():
 
 
 async def test_the_file_watch_reloads_a_changed_file():
-    async with running(TWO_PROXIES, loops=True) as (e, _dp):
+    async with running(WATCHED_SETTINGS + TWO_PROXIES, loops=True) as (e, _dp):
         rewrite(e, 'address = "10.0.2.11:8080"\nweight = 3', 'address = "10.0.2.11:8080"\nweight = 6')
         await settle(lambda: e.snapshot().backend("web", WEB1).configured_weight == 6, "the watch", 10)
         assert any(m.startswith(f"reloaded {e.config.path} in ") for m in messages(e, "reload"))
+
+
+async def test_the_file_is_watched_only_when_watch_config_is_on():
+    async with running(TWO_PROXIES, loops=True) as (e, _dp):
+        assert not e.config.settings.watch_config  # off by default
+        rewrite(e, 'address = "10.0.2.11:8080"\nweight = 3', 'address = "10.0.2.11:8080"\nweight = 6')
+        await asyncio.sleep(1.5)  # several times the watch's debounce: a live watch would have reloaded
+        assert e.snapshot().backend("web", WEB1).configured_weight == 3
+        assert not messages(e, "reload")
+        # a reload that turns it on applies the file and starts the watch
+        rewrite(e, "[settings]\n", "[settings]\nwatch_config = true\n")
+        assert (await e.execute(model.Reload())).ok
+        assert e.snapshot().backend("web", WEB1).configured_weight == 6
+        await settle(lambda: e.reloader.watching.is_set(), "the watch to start", 10)
+        rewrite(e, "weight = 6", "weight = 7")
+        await settle(lambda: e.snapshot().backend("web", WEB1).configured_weight == 7, "the watch", 10)
+        # and one that turns it off stops it
+        rewrite(e, "watch_config = true", "watch_config = false")
+        await settle(lambda: not e.config.settings.watch_config, "the watch to apply its own off", 10)
+        rewrite(e, "weight = 7", "weight = 8")
+        await asyncio.sleep(1.5)
+        assert e.snapshot().backend("web", WEB1).configured_weight == 7

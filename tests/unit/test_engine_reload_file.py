@@ -16,7 +16,7 @@ import pytest
 from lbtui import model
 from lbtui.config import load
 from lbtui.runner import EngineRunner
-from tests.support.engine import TWO_PROXIES, config_file, make_engine, running, settle
+from tests.support.engine import TWO_PROXIES, WATCHED_SETTINGS, config_file, make_engine, running, settle
 
 WEB1 = "10.0.2.11:8080"
 
@@ -86,7 +86,7 @@ def test_the_file_is_read_and_parsed_off_the_engine_loop(runner, monkeypatch):
 
 @pytest.mark.anyio
 async def test_the_file_watch_follows_the_file_a_reload_switched_to(tmp_path):
-    async with running(TWO_PROXIES, loops=True) as (e, _dp):
+    async with running(WATCHED_SETTINGS + TWO_PROXIES, loops=True) as (e, _dp):
         first = e.config.path
         other = config_file(
             open(first)
