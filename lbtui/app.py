@@ -22,33 +22,25 @@ from textual.worker import Worker, WorkerState
 
 from lbtui.model import (
     BackendView,
-    CircuitCommand,
     Command,
     CommandResult,
-    Drain,
-    DrainState,
     EngineHandle,
     Event,
     FlowQuery,
     HistoryAnswer,
     HistoryQuery,
     Level,
-    Reload,
-    SetRateLimit,
-    SetWeight,
     Snapshot,
     Stop,
-    Undrain,
 )
+from lbtui.screens import operate
 from lbtui.screens.chart import ChartScreen
-from lbtui.screens.circuit import CIRCUIT_ACTIONS, CircuitScreen
 from lbtui.screens.commands import ConsoleCommands, console_actions
 from lbtui.screens.confirm import ConfirmScreen
 from lbtui.screens.export import export_view
 from lbtui.screens.help import HelpScreen
 from lbtui.screens.keys import APP_CSS, BINDINGS, PANES, key_help
-from lbtui.screens.ratelimit import RateLimitScreen
-from lbtui.screens.weight import WeightScreen
+from lbtui.screens.operate import describe_command
 from lbtui.widgets import fmt
 from lbtui.widgets.backends import TREND_S, BackendsTable, ProxiesSummary, find_backend
 from lbtui.widgets.circuits import CircuitsPane, CircuitTable
@@ -73,26 +65,6 @@ FILTERED = {
 
 QUIT_EMBEDDED = "Quit lbtui? This stops the load balancer and detaches its programs."
 QUIT_ATTACHED = "Quit the console? The load balancer keeps running."
-
-
-def describe_command(command: Command) -> str:
-    """Short operator-facing name of a command, used in notifications and the events pane."""
-    match command:
-        case Drain(proxy=proxy, backend=backend):
-            return f"drain {proxy} {backend}"
-        case Undrain(proxy=proxy, backend=backend):
-            return f"undrain {proxy} {backend}"
-        case SetWeight(proxy=proxy, backend=backend, weight=weight):
-            return f"weight {proxy} {backend} = {weight:,}"
-        case SetRateLimit(proxy=proxy):
-            return f"rate limits {proxy}"
-        case Reload(path=path):
-            return f"reload {path}" if path else "reload"
-        case CircuitCommand(proxy=proxy, backend=backend, action=action):
-            return f"circuit {proxy} {backend} {action.replace('_', '-')}"
-        case Stop():
-            return "stop"
-    return type(command).__name__
 
 
 def error_text(error: BaseException | None) -> str:
@@ -356,82 +328,46 @@ class LbtuiApp(App[CommandResult | None]):
         )
         return find_backend(self.snapshot, table.selected_key())
 
-    def _selection_or_warn(self) -> BackendView | None:
+    def selection_or_warn(self) -> BackendView | None:
         backend = self.selected_backend()
         if backend is None:
             self.notify("select a backend in the Backends pane first", severity="warning")
         return backend
 
-    def _confirm_then_submit(self, question: str, label: str, command: Command, *, danger: bool) -> None:
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.submit_command(command)
-
-        self.push_screen(ConfirmScreen(question, label, danger=danger), answered)
-
-    # ---- actions (keys and palette) ---------------------------------------------------------
+    # ---- actions (keys and palette); those that change traffic ask first (screens/operate.py) ----
 
     def action_drain(self) -> None:
-        b = self._selection_or_warn()
-        if b is None:
-            return
-        if b.drain is DrainState.ACTIVE:
-            question = f"Drain {b.address} of {b.proxy}? New connections stop; existing ones continue."
-            self._confirm_then_submit(question, "Drain", Drain(b.proxy, b.address), danger=True)
-        else:
-            question = f"Undrain {b.address} of {b.proxy}? It takes new connections again."
-            self._confirm_then_submit(question, "Undrain", Undrain(b.proxy, b.address), danger=False)
+        operate.drain(self)
+
+    def action_maintenance(self) -> None:
+        operate.maintenance(self)
+
+    def action_health(self) -> None:
+        operate.health(self)
 
     def action_reweight(self) -> None:
-        b = self._selection_or_warn()
-        if b is None:
-            return
+        operate.reweight(self)
 
-        def chosen(weight: int | None) -> None:
-            if weight is not None:
-                self.submit_command(SetWeight(b.proxy, b.address, weight))
+    def action_weight_up(self) -> None:
+        operate.step_weight(self, +1)
 
-        self.push_screen(WeightScreen(b.proxy, b.address, b.configured_weight), chosen)
+    def action_weight_down(self) -> None:
+        operate.step_weight(self, -1)
 
     def action_rate_limits(self) -> None:
-        b = self._selection_or_warn()
-        service = None if b is None or self.snapshot is None else self.snapshot.service(b.proxy)
-        if service is None:
-            return
-
-        def chosen(command: SetRateLimit | None) -> None:
-            if command is not None:
-                self.submit_command(command)
-
-        self.push_screen(RateLimitScreen(service.name, service.rate_limit), chosen)
+        operate.rate_limits(self)
 
     def action_circuit(self) -> None:
-        b = self._selection_or_warn()
-        if b is None:
-            return
-        if b.circuit is None:
-            self.notify(f"{b.proxy} has no circuit breaker configured", severity="warning")
-            return
+        operate.circuit(self)
 
-        def chosen(action: str | None) -> None:
-            if action is None:
-                return
-            command = CircuitCommand(b.proxy, b.address, action)
-            if action == "reset":  # back to automatic: nothing to confirm
-                self.submit_command(command)
-                return
-            held = "open" if action == "force_open" else "closed"
-            effect = CIRCUIT_ACTIONS[action][1].split(", ", 1)[1]
-            question = f"Hold the circuit of {b.address} of {b.proxy} {held}? Until a reset, {effect}."
-            self._confirm_then_submit(question, f"Hold {held}", command, danger=True)
+    def action_add_backend(self) -> None:
+        operate.add_backend(self)
 
-        self.push_screen(CircuitScreen(b.proxy, b.address, b.circuit.value), chosen)
+    def action_remove_backend(self) -> None:
+        operate.remove_backend(self)
 
     def action_reload(self) -> None:
-        path = self.snapshot.config_path if self.snapshot else None
-        source = path or "the configuration file"
-        question = f"Reload {source}? Proxies, backends, weights and limits will follow the file."
-        self._confirm_then_submit(question, "Reload", Reload(), danger=False)
+        operate.reload(self)
 
     def action_filter(self) -> None:
         """`/`: filter the pane on screen (conntrack's filter is answered by the engine)."""
@@ -466,7 +402,7 @@ class LbtuiApp(App[CommandResult | None]):
         )
 
     def action_chart(self) -> None:
-        b = self._selection_or_warn()
+        b = self.selection_or_warn()
         if b is None:
             return
         now = self.snapshot.taken_at if self.snapshot else time.time()

@@ -38,6 +38,8 @@ MAX_CLIENTS = 64
 IDLE_TIMEOUT_S = 300.0  # a client that sends nothing for this long is disconnected
 WRITE_TIMEOUT_S = 30.0  # a client that does not read its replies for this long is disconnected
 MAX_EVENTS = 1000  # most events in one reply
+MAX_EVENTS_WAIT_S = 60.0  # an events request may wait this long for the first new event
+EVENTS_POLL_S = 0.1  # how often a waiting events request looks for new events
 MAX_SUBMIT_TIMEOUT_S = 300.0
 MAX_REPLY = 256 * 1024 * 1024  # longest reply the client accepts (a snapshot is bounded well below)
 OPS = ("hello", "snapshot", "events", "command", "history")
@@ -370,8 +372,8 @@ class ControlServer:
                         raise _BadRequest(str(exc)) from None
                 return await loop.run_in_executor(self._reads, self._snapshot_reply, req_id, query)
             if op == "events":
-                since, limit = _events_args(request)
-                return await loop.run_in_executor(self._reads, self._events_reply, req_id, since, limit)
+                since, limit, wait = _events_args(request)
+                return await self._events_waiting(req_id, since, limit, wait)
             if op == "history":
                 try:
                     history_query = wire.decode_history_query(request.get("query", {}))
@@ -399,9 +401,16 @@ class ControlServer:
     def _snapshot_reply(self, req_id: Any, query: model.FlowQuery | None) -> bytes:
         return _ok(req_id, wire.encode_snapshot(self.handle.snapshot(query)))
 
-    def _events_reply(self, req_id: Any, since: int, limit: int) -> bytes:
-        events = self.handle.events_since(since, limit)
-        return _ok(req_id, [wire.encode_event(e) for e in events])
+    async def _events_waiting(self, req_id: Any, since: int, limit: int, wait: float) -> bytes:
+        """The events after `since`; with `wait`, the first ones to come within that many seconds
+        (polled on this loop, so a waiting client holds no thread)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            events = await loop.run_in_executor(self._reads, self.handle.events_since, since, limit)
+            if events or loop.time() >= deadline:
+                return _ok(req_id, [wire.encode_event(e) for e in events])
+            await asyncio.sleep(min(EVENTS_POLL_S, max(0.0, deadline - loop.time())))
 
     def _history_reply(self, req_id: Any, query: model.HistoryQuery) -> bytes:
         return _ok(req_id, wire.encode_value(self.handle.history(query)))
@@ -410,13 +419,16 @@ class ControlServer:
         return _ok(req_id, wire.encode_result(self.handle.submit(command, timeout)))
 
 
-def _events_args(request: Mapping[str, Any]) -> tuple[int, int]:
+def _events_args(request: Mapping[str, Any]) -> tuple[int, int, float]:
     since = request.get("since", 0)
     limit = request.get("limit", MAX_EVENTS)
     for name, value in (("since", since), ("limit", limit)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise _BadRequest(f'"{name}" must be an integer >= 0')
-    return since, min(limit, MAX_EVENTS)
+    wait = request.get("wait", 0)
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_EVENTS_WAIT_S:
+        raise _BadRequest(f'"wait" must be a number of seconds from 0 to {MAX_EVENTS_WAIT_S:g}')
+    return since, min(limit, MAX_EVENTS), float(wait)
 
 
 def _timeout_arg(request: Mapping[str, Any]) -> float:
@@ -468,8 +480,12 @@ class SocketEngineHandle:
         except wire.WireError as exc:
             raise RemoteError(f"unreadable result from {self.path}: {exc}") from exc
 
-    def events_since(self, seq: int, limit: int = 1000) -> Sequence[model.Event]:
-        data = self._call({"op": "events", "since": max(0, seq), "limit": limit}, self.connect_timeout + 25.0)
+    def events_since(self, seq: int, limit: int = 1000, wait: float = 0.0) -> Sequence[model.Event]:
+        """Events after `seq`; wait > 0: return as soon as one comes, or empty after `wait` seconds."""
+        request: dict[str, Any] = {"op": "events", "since": max(0, seq), "limit": limit}
+        if wait:
+            request["wait"] = wait
+        data = self._call(request, self.connect_timeout + 25.0 + wait)
         if not isinstance(data, list):
             raise RemoteError(f"unreadable events from {self.path}: expected a list")
         try:

@@ -1,13 +1,15 @@
 """`lbtui ctl`: ask a running instance, over its control socket, for its status or to run a command.
 
-    lbtui ctl [--socket PATH] [--json] status
+    lbtui ctl [--socket PATH] [--json] status [PROXY]
     lbtui ctl flows [FILTER ...] [--sort bytes|age|idle|backend] [--limit N]
-    lbtui ctl drain PROXY BACKEND [--timeout S]
+    lbtui ctl drain PROXY BACKEND [--timeout S] [--cut]
     lbtui ctl undrain PROXY BACKEND
-    lbtui ctl weight PROXY BACKEND N
+    lbtui ctl weight PROXY BACKEND N|+N|-N|P%
     lbtui ctl ratelimit PROXY [--per-source RATE[/BURST]] [--per-backend RATE[/BURST]]
     lbtui ctl circuit PROXY BACKEND force-open|force-close|reset
     lbtui ctl reload [--file PATH]
+    ... and the runtime operations of ctlverbs.py: add-backend, remove-backend, maint, ready, health,
+    events, overrides
 
 Exit codes: 0 done, 1 refused by the engine (its reason is printed), 2 usage, 3 no instance answers
 (or the socket may not be opened: it is root-only).
@@ -21,9 +23,10 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, TextIO
 
-from lbtui import model, wire
+from lbtui import ctlverbs, model, wire
 from lbtui.control_socket import DEFAULT_SOCKET, RemoteError, SocketEngineHandle
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -59,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 done, 1 refused (with the reason), 2 usage, 3 no instance answers.",
     )
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
-    sub.add_parser("status", parents=[common], help="backends per proxy: weight, health, drain, flows")
+    st = sub.add_parser("status", parents=[common], help="backends per proxy: weight, health, state, rates")
+    st.add_argument("proxy", nargs="?", metavar="PROXY", help="only this proxy")
 
     f = sub.add_parser(
         "flows",
@@ -94,10 +98,14 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("proxy", metavar="PROXY")
     u.add_argument("backend", metavar="BACKEND")
 
-    w = sub.add_parser("weight", parents=[common], help="set a backend's configured weight")
+    w = sub.add_parser(
+        "weight",
+        parents=[common],
+        help="set a backend's weight: N, +N or -N from now, P%% of the configured one",
+    )
     w.add_argument("proxy", metavar="PROXY")
     w.add_argument("backend", metavar="BACKEND")
-    w.add_argument("weight", metavar="N", type=int)
+    w.add_argument("weight", metavar="N|+N|-N|P%")
 
     r = sub.add_parser(
         "ratelimit",
@@ -119,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     rl.add_argument(
         "--file", metavar="PATH", help="load this file instead of the one the instance started with"
     )
+    ctlverbs.add_parsers(sub, common)
     return p
 
 
@@ -150,7 +159,10 @@ def _command(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> model.C
         case "undrain":
             return model.Undrain(ns.proxy, ns.backend)
         case "weight":
-            return model.SetWeight(ns.proxy, ns.backend, ns.weight)
+            try:
+                return ctlverbs.weight_command(ns.proxy, ns.backend, ns.weight)
+            except ValueError as exc:
+                parser.error(str(exc))
         case "circuit":
             return model.CircuitCommand(ns.proxy, ns.backend, ns.action.replace("-", "_"))
         case "ratelimit":
@@ -162,7 +174,10 @@ def _command(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> model.C
         case "reload":
             # the instance runs elsewhere (another cwd): send an absolute path
             return model.Reload(os.path.abspath(ns.file) if ns.file else None)
-    raise AssertionError(ns.cmd)
+    command = ctlverbs.command(ns)
+    if command is None:
+        raise AssertionError(ns.cmd)
+    return command
 
 
 def _socket_path(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
@@ -188,7 +203,8 @@ def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = No
     try:
         ns = parser.parse_args(list(argv))
         path = _socket_path(ns, parser)
-        command = None if ns.cmd in ("status", "flows") else _command(ns, parser)
+        reads = ("status", "flows", "events") + (("overrides",) if not getattr(ns, "clear", False) else ())
+        command = None if ns.cmd in reads else _command(ns, parser)
         query = None
         if ns.cmd == "flows":
             query = model.FlowQuery(text=" ".join(ns.filter), sort=ns.sort)
@@ -201,8 +217,12 @@ def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = No
     try:
         if query is not None:
             return _flows(handle, query, ns.limit, as_json, out)
+        if ns.cmd == "events":
+            return ctlverbs.events(handle, ns, as_json, out, err)
+        if ns.cmd == "overrides" and command is None:
+            return ctlverbs.overrides(handle, ns, as_json, out)
         if command is None:
-            return _status(handle, as_json, out)
+            return _status(handle, ns.proxy, as_json, out, err)
         return _run(handle, command, as_json, out, err)
     except ConnectionError as exc:
         print(f"lbtui ctl: {exc}", file=err)
@@ -225,8 +245,15 @@ def _run(handle: SocketEngineHandle, command: model.Command, as_json: bool, out:
     return EXIT_OK if result.ok else EXIT_REFUSED
 
 
-def _status(handle: SocketEngineHandle, as_json: bool, out: TextIO) -> int:
+def _status(handle: SocketEngineHandle, proxy: str | None, as_json: bool, out: TextIO, err: TextIO) -> int:
     snap = handle.snapshot()
+    if proxy is not None:
+        svc = snap.service(proxy)
+        if svc is None:
+            have = ", ".join(s.name for s in snap.services) or "none"
+            print(f"lbtui ctl: no proxy named {proxy!r} (have: {have})", file=err)
+            return EXIT_REFUSED
+        snap = replace(snap, services=(svc,))
     if as_json:
         print(json.dumps({"instance": handle.instance, "snapshot": wire.encode_snapshot(snap)}), file=out)
     else:
@@ -278,7 +305,20 @@ def format_status(snap: model.Snapshot, instance: dict[str, Any] | None = None) 
         f"conntrack: {snap.conntrack.flows} flows ({snap.conntrack.tcp} tcp, {snap.conntrack.udp} udp), "
         f"{snap.conntrack.entries}/{snap.conntrack.capacity} entries",
     ]
-    header = ("BACKEND", "GROUP", "WEIGHT", "EFF", "HEALTH", "CIRCUIT", "DRAIN", "ACTIVE", "NEW/S", "NOTE")
+    header = (
+        "BACKEND",
+        "GROUP",
+        "WEIGHT",
+        "EFF",
+        "HEALTH",
+        "CIRCUIT",
+        "STATE",
+        "ACTIVE",
+        "NEW/S",
+        "PKT/S",  # in/out
+        "BYTES/S",  # in/out
+        "NOTE",
+    )
     for svc in snap.services:
         lines.append("")
         title = (
@@ -297,17 +337,19 @@ def format_status(snap: model.Snapshot, instance: dict[str, Any] | None = None) 
                 b.group,
                 str(b.configured_weight),
                 str(b.effective_weight),
-                b.health.value,
-                b.circuit.value if b.circuit is not None else "-",
-                b.drain.value,
+                b.health.value + ("(forced)" if b.health_forced else ""),
+                (b.circuit.value if b.circuit is not None else "-") + ("(held)" if b.circuit_held else ""),
+                "maint" if b.maintenance else b.drain.value,
                 str(b.active_flows),
                 "-" if b.new_flows_per_s is None else f"{b.new_flows_per_s:.1f}",
+                f"{_si(b.packets_in_per_s)}/{_si(b.packets_out_per_s)}",
+                f"{_si(b.bytes_in_per_s)}/{_si(b.bytes_out_per_s)}",
                 b.last_change,
             )
             for b in svc.all_backends()
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        numeric = {2, 3, 7, 8}
+        numeric = {2, 3, 7, 8, 9, 10}
         for row in rows:
             cells = [
                 c.rjust(w) if i in numeric else c.ljust(w)
@@ -326,6 +368,17 @@ def _limits(r: model.RateLimitView) -> str:
         if rate:
             parts.append(f"{name} {rate}/s" + (f" burst {burst}" if burst else ""))
     return ", ".join(parts)
+
+
+def _si(value: float | None) -> str:
+    """A rate in few characters: 950, 12k, 3.4M ("-" when not measured)."""
+    if value is None:
+        return "-"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            scaled = value / size
+            return f"{scaled:.1f}{unit}" if scaled < 10 else f"{scaled:.0f}{unit}"
+    return f"{value:.0f}"
 
 
 def _duration(seconds: float) -> str:

@@ -23,14 +23,14 @@ from lbtui.control.supervisor import BackendKey, Factors
 from lbtui.dataplane.port import Dataplane
 from lbtui.engine.clock import SYSTEM_CLOCK, Clock
 from lbtui.engine.commands import Commands
-from lbtui.engine.desired import Desired, compose, from_config
+from lbtui.engine.desired import Desired, from_config, overlay, prune
 from lbtui.engine.drains import Drains
 from lbtui.engine.events import EventLog
 from lbtui.engine.flowquery import FlowQueries
 from lbtui.engine.flows import FlowEvents
 from lbtui.engine.ids import DEFAULT_GROUP, Ids
 from lbtui.engine.measurements import LeastConnections, Measurements
-from lbtui.engine.overrides import Overrides
+from lbtui.engine.overrides import Dropped, Overrides
 from lbtui.engine.reload import WATCH_START_TIMEOUT_S, Reloader
 from lbtui.engine.snapshots import Status, build_snapshot, empty_snapshot
 from lbtui.engine.supervision import Supervision
@@ -199,12 +199,22 @@ class Engine:
         return from_config(config, self.supervision.addresses)
 
     def _apply(self, cause: str, full: bool = True, first: bool = False) -> list[str]:
-        """Compose the configuration and the overrides (the one place) and make the maps match."""
-        desired = compose(self.config, self.supervision.addresses, self._overrides)
-        changes = self.topology.apply(desired, cause, full=full, first=first)
-        self._overrides = self._overrides.pruned(desired.backends(), set(desired.proxies))
-        self.supervision.configure(self.config)
-        return changes
+        """Compose the configuration and the overrides (the one place) and make the maps match.
+
+        Overrides that no longer apply to the configuration are dropped, each with an event; the
+        supervisors get the operators' holds before the topology writes any table."""
+        base = from_config(self.config, self.supervision.addresses)
+        self._overrides, gone = prune(self._overrides, base)
+        self.report_dropped(gone)
+        desired = overlay(base, self._overrides)
+        self.supervision.configure(self.config, desired, self._overrides)
+        return self.topology.apply(desired, cause, full=full, first=first)
+
+    def report_dropped(self, gone: Dropped) -> None:
+        for override, line in gone:
+            self.events.emit(
+                "override", line, level=model.Level.WARNING, proxy=override.proxy, backend=override.backend
+            )
 
     def change(self, overrides: Overrides, cause: str) -> None:
         """New runtime overrides (a command), applied at once to the groups they touch."""
@@ -293,6 +303,7 @@ class Engine:
             dns=self.supervision.dns_status(),
             circuit_log=self.supervision.transitions(),
             events_dropped=self.flows.dropped,
+            overrides=self._overrides.entries(self._clock.monotonic()),
         )
 
     def publish(self) -> None:

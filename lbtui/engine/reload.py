@@ -25,7 +25,7 @@ from lbtui.config import Config, ConfigError, load_regular_config
 from lbtui.engine.desired import Desired
 from lbtui.engine.events import EventLog
 from lbtui.engine.instance import restart_needed
-from lbtui.engine.overrides import Overrides
+from lbtui.engine.overrides import Dropped, Overrides, dropped
 from lbtui.engine.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,9 @@ class ReloadTarget(Protocol):
 
     def apply_settings(self, config: Config) -> None:
         """Interfaces and observability as `config` wants them."""
+
+    def report_dropped(self, gone: Dropped) -> None:
+        """An event for each runtime override that went."""
 
     def publish(self) -> None: ...
 
@@ -93,7 +96,8 @@ class Reloader:
         before, after = target.from_config(old), target.from_config(new)
         overrides = old_overrides.rebased(
             before.configured_weights(), after.configured_weights(), before.limits(), after.limits()
-        )
+        ).without_membership()
+        gone = dropped(old_overrides, overrides, _why_a_reload_drops)
         saved_tables = self._topology.save_tables()
         try:
             changes = target.install(new, overrides)
@@ -106,6 +110,7 @@ class Reloader:
             msg = f"reload of {path} failed and was rolled back: {exc}"
             self._events.emit("reload", msg, level=model.Level.ERROR)
             return model.CommandResult(False, msg)
+        target.report_dropped(gone)
         if (new.path, new.settings.watch_config) != (old.path, old.settings.watch_config):
             self._rewatch.set()
         summary = "; ".join(changes) if changes else "settings changed"
@@ -171,3 +176,11 @@ class Reloader:
             return await asyncio.to_thread(load_regular_config, path) != self._target.config
         except ConfigError:
             return True  # reload() reports the error
+
+
+def _why_a_reload_drops(e: model.OverrideView) -> str:
+    if e.kind == "weight":
+        return "the file changed its weight"
+    if e.kind == "rate_limit":
+        return "the file changed the proxy's rate limits"
+    return "a reload of a changed file takes the file's backends"

@@ -329,7 +329,7 @@ async def test_circuit_dialog_holds_open_after_confirmation_then_resets(engine: 
         await pilot.press("o")
         question = await confirm(pilot, app)
         assert question.startswith("Hold the circuit of 10.0.2.11:8080 of web open?")
-        await wait_until(lambda: cell_text(app, WEB1_KEY, "circuit") == "open", "open circuit cell", pilot)
+        await wait_until(lambda: cell_text(app, WEB1_KEY, "circuit") == "open (held)", "held open", pilot)
         assert engine.commands == [CircuitCommand("web", WEB1, "force_open")]
         assert any("circuit web 10.0.2.11:8080 force-open: done" in n for n in notifications(app))
 

@@ -62,7 +62,8 @@ def test_status_lists_every_backend_per_proxy(engine: ConsoleEngine, sock: str):
     assert "10.0.0.1:80/tcp" in lines[web] and "41 active flows" in lines[web]
     assert "per-source 100/s burst 200" in lines[web]
     assert lines[web + 1].split() == [
-        "BACKEND", "GROUP", "WEIGHT", "EFF", "HEALTH", "CIRCUIT", "DRAIN", "ACTIVE", "NEW/S", "NOTE"
+        "BACKEND", "GROUP", "WEIGHT", "EFF", "HEALTH", "CIRCUIT", "STATE", "ACTIVE", "NEW/S", "PKT/S",
+        "BYTES/S", "NOTE"
     ]  # fmt: skip
     assert lines[web + 2].split() == [
         "10.0.2.11:8080",
@@ -74,6 +75,8 @@ def test_status_lists_every_backend_per_proxy(engine: ConsoleEngine, sock: str):
         "active",
         "24",
         "8.3",
+        "17/8",
+        "183k/8.2M",
         "ok",
     ]
     assert lines[web + 4].split()[:9] == [
@@ -99,6 +102,8 @@ def test_status_lists_every_backend_per_proxy(engine: ConsoleEngine, sock: str):
         "active",
         "4",
         "1.3",
+        "3/1",
+        "178/305",
         "ok",
     ]
 
