@@ -137,7 +137,7 @@ def run(
     """Start the engine for `config`, serve the control socket, run a front end until it stops."""
     from lbtui.control_socket import ControlServer, SocketInUse
     from lbtui.dataplane import DataplaneError, check_privileges
-    from lbtui.engine import Engine, instance_name, kernel_dataplane
+    from lbtui.engine import Engine, default_state_file, instance_name, kernel_dataplane
     from lbtui.runner import EngineRunner
 
     problem = check_privileges()
@@ -147,7 +147,13 @@ def run(
     # the instance is the socket it serves: its pins follow that path, not the file's setting
     path = socket_path or config.settings.control_socket
     # with the console on the terminal, the access log may not write to stdout
-    engine = Engine(config, kernel_dataplane(config, path), allow_stdout=no_ui, keep_dataplane=keep_dataplane)
+    engine = Engine(
+        config,
+        kernel_dataplane(config, path),
+        allow_stdout=no_ui,
+        keep_dataplane=keep_dataplane,
+        state_file=default_state_file(path),
+    )
     runner = EngineRunner(engine)
     server = ControlServer(runner, path, instance={"instance": instance_name(path), "config": config.path})
     try:

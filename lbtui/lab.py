@@ -129,8 +129,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def lab_state_file(prefix: str) -> str:
+    """Where lbtui keeps the runtime overrides of a lab's instance (settings.state_file)."""
+    return f"/run/lbtui/{prefix}.state"
+
+
 def cleanup_prefix(prefix: str) -> None:
-    """Remove the namespaces (and so their links) a lab with this prefix left behind; never raises."""
+    """Remove the namespaces (and so their links) a lab with this prefix left behind, and the runtime
+    overrides its instance kept; never raises."""
+    with contextlib.suppress(OSError):
+        os.unlink(lab_state_file(prefix))
     for ns in lab_namespaces(prefix):
         try:
             _kill_namespace_processes(ns)
@@ -477,6 +485,7 @@ class Lab:
         lines = [
             "[settings]",
             f'control_socket = "/run/lbtui/{self.prefix}.sock"',
+            f'state_file = "{lab_state_file(self.prefix)}"',
             'xdp_mode = "generic"',
             "",
             "[settings.metrics]",

@@ -44,11 +44,12 @@ def load_regular_config(path: str | os.PathLike[str], max_bytes: int = MAX_CONFI
         fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         raise _unreadable(file, exc) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "a special file")
+        raise ConfigError.one(file, FILE_LEVEL, f"not a regular file ({kind})")
     with os.fdopen(fd, "rb") as handle:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "a special file")
-            raise ConfigError.one(file, FILE_LEVEL, f"not a regular file ({kind})")
         if st.st_size > max_bytes:
             message = f"{st.st_size} bytes, more than a configuration file may have ({max_bytes})"
             raise ConfigError.one(file, FILE_LEVEL, message)

@@ -306,6 +306,13 @@ class Settings:
     ] = 65537
     xdp_mode: Annotated[str, Choice("auto: native, falling back to generic", XDP_MODES)] = "auto"
     sweep_interval_s: Annotated[float, Number("how often expired conntrack entries are swept")] = 2.0
+    state_file: Annotated[
+        str | None,
+        Text(
+            "runtime overrides are kept here across restarts; default /var/lib/lbtui/<instance>.state",
+            FILE_PATH,
+        ),
+    ] = None
     watch_config: Annotated[
         bool, Flag("reload when the configuration file changes (SIGHUP and `lbtui ctl reload` always do)")
     ] = False

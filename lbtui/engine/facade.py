@@ -31,6 +31,7 @@ from lbtui.engine.flows import FlowEvents
 from lbtui.engine.ids import DEFAULT_GROUP, Ids
 from lbtui.engine.measurements import LeastConnections, Measurements
 from lbtui.engine.overrides import Dropped, Overrides
+from lbtui.engine.persist import StateKeeper
 from lbtui.engine.reload import WATCH_START_TIMEOUT_S, Reloader
 from lbtui.engine.snapshots import Status, build_snapshot, empty_snapshot
 from lbtui.engine.supervision import Supervision
@@ -56,9 +57,11 @@ class Engine:
         resolve: ResolveFn | None = None,
         health_check: CheckFn = run_check,
         loops: bool = True,
+        state_file: str | None = None,
     ):
         """resolve, health_check: stand-ins for DNS lookups and health checks (tests); loops=False
-        runs no background task (tests step `tick()` and `sweep()` themselves)."""
+        runs no background task (tests step `tick()` and `sweep()` themselves); state_file: where
+        the runtime overrides are kept when settings.state_file says nothing (None: nowhere)."""
         self.config = config
         self.keep_dataplane = keep_dataplane
         self._overrides = Overrides()
@@ -68,6 +71,7 @@ class Engine:
         self._loops = loops
         self.observability: ObservabilityHub | None = None
         self.events = EventLog(clock)
+        self.state = StateKeeper(self.events, clock, state_file)
         self.ids = Ids(dataplane.spec)
         self.measurements = Measurements()
         self.topology = topology = Topology(
@@ -121,7 +125,9 @@ class Engine:
             self._dp.load()
             if self._dp.adopted:
                 self._adopt()
+            self._restore()
             self._apply("configuration", first=True)
+            await self.state.flush()
             if self._dp.adopted:
                 self.ids.release_unclaimed(self._dp, set(self.topology.backends))
             self._dp.set_interfaces(wanted_interfaces(self.config))
@@ -157,6 +163,7 @@ class Engine:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         await self.supervision.close()
+        await self.state.flush()
         self._dp.close(keep=self.keep_dataplane)
         await asyncio.sleep(0)  # the reader's last hand-overs run on the loop before the logs close
         if self.observability is not None:
@@ -180,6 +187,12 @@ class Engine:
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
+
+    def _restore(self) -> None:
+        """The overrides the state file kept (an earlier run's, adopted data path or fresh)."""
+        overrides, gone = self.state.restore(self.config, self.from_config(self.config))
+        self.report_dropped(gone)
+        self._overrides = overrides
 
     def _adopt(self) -> None:
         pinned = self.ids.adopt(self._dp)
@@ -208,7 +221,9 @@ class Engine:
         self.report_dropped(gone)
         desired = overlay(base, self._overrides)
         self.supervision.configure(self.config, desired, self._overrides)
-        return self.topology.apply(desired, cause, full=full, first=first)
+        changes = self.topology.apply(desired, cause, full=full, first=first)
+        self.state.keep(self.config, self._overrides, base)
+        return changes
 
     def report_dropped(self, gone: Dropped) -> None:
         for override, line in gone:
@@ -250,6 +265,7 @@ class Engine:
 
     async def execute(self, cmd: model.Command) -> model.CommandResult:
         result = await self.commands.execute(cmd)
+        await self.state.flush()  # what a command changed survives a crash once it is answered
         self.publish()
         return result
 
@@ -304,6 +320,7 @@ class Engine:
             circuit_log=self.supervision.transitions(),
             events_dropped=self.flows.dropped,
             overrides=self._overrides.entries(self._clock.monotonic()),
+            state_file=self.state.path(self.config),
         )
 
     def publish(self) -> None:

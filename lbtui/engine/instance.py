@@ -16,6 +16,7 @@ from lbtui.dataplane.port import Dataplane, DataplaneSpec
 
 PIN_ROOT = "/run/lbtui/bpffs"
 SOCKET_DIR = "/run/lbtui"  # sockets here name their instance by file name alone
+STATE_ROOT = "/var/lib/lbtui"  # runtime overrides of each instance, unless settings.state_file says
 
 
 def instance_name(socket_path: str) -> str:
@@ -26,6 +27,11 @@ def instance_name(socket_path: str) -> str:
     if os.path.dirname(path) == SOCKET_DIR:
         return base
     return f"{base}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+
+
+def default_state_file(socket_path: str) -> str:
+    """Where the instance on `socket_path` keeps its runtime overrides by default."""
+    return f"{STATE_ROOT}/{instance_name(socket_path)}.state"
 
 
 def dataplane_spec(config: Config, socket_path: str | None = None) -> DataplaneSpec:

@@ -52,6 +52,11 @@ def test_a_fifo_is_refused_and_never_blocks_the_engine(runner, tmp_path):
         unblock_readers(fifo)
 
 
+def test_a_directory_is_not_a_configuration(runner, tmp_path):
+    result = runner.submit(model.Reload(str(tmp_path)), timeout=3)
+    assert result == model.CommandResult(False, f"{tmp_path}: not a regular file (a directory)")
+
+
 def test_a_file_beyond_the_size_limit_is_refused_unread(runner, tmp_path):
     big = tmp_path / "big.toml"
     with open(big, "wb") as f:
