@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """lbtui side-by-side traffic benchmark.
 
 For every repetition and every mode a fresh lab (``lbtui.lab.Lab``: client ns -> LB ns -> backend

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Console refresh with 1,000,000 conntrack entries in the map (issue: operator console).
 
 Runs a real Engine (BPF programs loaded and attached to a veth in a private namespace), fills its

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Config fuzzing: hypothesis-generated TOML documents through lbtui.config (checker: tests/fuzz/configs.py).
 
 Four sources share the examples: schema-based documents with wrong types, out-of-range values,

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Packet fuzzing of lbtui's BPF programs through BPF_PROG_TEST_RUN (oracle: tests/fuzz/packets/).
 
 Every frame runs through the XDP ingress or the TC egress program of a private copy of the programs

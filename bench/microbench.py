@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Kernel-timed ns/packet of lbtui's BPF programs per packet class (BPF_PROG_TEST_RUN).
 
 No traffic, no namespace, no attach: the programs of ``lbtui.dataplane.loader.Loaded`` run on
@@ -22,6 +23,15 @@ Classes (all interleaved in batches, so slow drift and background load hit every
   non_vip      SYN to an address that is no VIP: service lookup miss, XDP_PASS
   tc_reply     TC egress on a backend's ACK reply of an established flow: reverse lookup + SNAT
 
+With --katran PATH (a Katran checkout), Katran's XDP balancer is built from it and timed in the same
+batches with the same frames (bench/katran_bench.py; nothing of Katran is in this repository):
+  katran_syn         SYN to the VIP, new flow every call: LRU miss, ring pick, LRU insert, IPIP encap
+  katran_ack         ACK on one established flow: LRU hit, IPIP encap
+  katran_ack_spread  ACK cycling over the same number of established flows
+  katran_non_vip     the non-VIP SYN
+Katran's VIP classes return XDP_TX (encapsulated for a real), lbtui's XDP_PASS (DNAT, the kernel
+forwards): the comparison is per packet in the program, not what the kernel does afterwards.
+
 Afterwards a second, shorter phase measures ``syn_events`` with a full ring buffer (nothing drains
 it; the program counts events_lost instead of writing) next to the empty XDP program.
 
@@ -29,6 +39,7 @@ it; the program counts events_lost instead of writing) next to the empty XDP pro
 measured in the same run.
 
     sudo .venv/bin/python bench/microbench.py [--calls 20000] [--batch 500] [--cpu 1] [--json]
+        [--katran PATH [--katran-lru percpu|fallback]]
 """
 
 from __future__ import annotations
@@ -57,7 +68,7 @@ except ImportError:  # run from a checkout without the package installed
 from lbtui.dataplane.loader import DataplaneSpec, Loaded
 from lbtui.dataplane.maps import Maps
 from lbtui.dataplane.port import ServiceEntry
-from lbtui.dataplane.progrun import TC_ACT_OK, XDP_PASS, run_program
+from lbtui.dataplane.progrun import TC_ACT_OK, XDP_PASS, XDP_TX, run_program
 
 VIP = "10.0.0.1"
 PORT_QUIET = 80  # service 0: events off
@@ -84,6 +95,17 @@ CLASS_NOTES = {
     "ack_spread": "ACK cycling over many established flows",
     "non_vip": "SYN to a non-VIP address",
     "tc_reply": "TC egress: backend's ACK reply, SNAT",
+    "katran_syn": "Katran: SYN to the VIP, new flow every call (IPIP, XDP_TX)",
+    "katran_ack": "Katran: ACK on one established flow (LRU hit)",
+    "katran_ack_spread": "Katran: ACK cycling over many established flows",
+    "katran_non_vip": "Katran: SYN to a non-VIP address",
+}
+# lbtui's class -> Katran's class of the same packets, for the ratio lines
+KATRAN_PAIRS = {
+    "syn": "katran_syn",
+    "ack": "katran_ack",
+    "ack_spread": "katran_ack_spread",
+    "non_vip": "katran_non_vip",
 }
 
 
@@ -238,6 +260,59 @@ class Bench:
         }
 
 
+# ---------------------------------------------------------------- Katran beside lbtui
+
+
+def open_katran(args: argparse.Namespace) -> Any:
+    """Katran's balancer built from args.katran, filled for lbtui's VIP:80 and backend addresses."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import katran_bench
+
+    reals = [ip for ip, _ in BACKENDS.values()]
+    return katran_bench.Katran(
+        args.katran, VIP, PORT_QUIET, reals, args.cpu, args.katran_lru, args.conntrack_entries
+    )
+
+
+def katran_classes(bench: Bench, katran: Any, spread_flows: int) -> list[PacketClass]:
+    """Katran's classes on the frames lbtui's classes use (flows opened with an untimed SYN)."""
+
+    def open_flow(client: str, sport: int) -> bytes:
+        r = run_program(katran.prog_fd, tcp_frame(client, VIP, sport, PORT_QUIET, TCP_SYN))
+        if r.retval != XDP_TX:
+            raise RuntimeError(f"Katran: SYN of {client}:{sport} got verdict {r.retval}")
+        return tcp_frame(client, VIP, sport, PORT_QUIET, TCP_ACK, seq=1001)
+
+    ack = open_flow(CLIENT, 40000)
+    spread = [open_flow(*bench.clients.next()) for _ in range(spread_flows)]
+    cursor = [0]
+
+    def next_spread() -> bytes:
+        cursor[0] = (cursor[0] + 1) % len(spread)
+        return spread[cursor[0]]
+
+    non_vip = tcp_frame(CLIENT, OTHER_ADDRESS, 40001, PORT_QUIET, TCP_SYN)
+    fd = katran.prog_fd
+    return [
+        PacketClass("katran_syn", fd, XDP_TX, bench.new_syn(PORT_QUIET)),
+        PacketClass("katran_ack", fd, XDP_TX, lambda: ack),
+        PacketClass("katran_ack_spread", fd, XDP_TX, next_spread),
+        PacketClass("katran_non_vip", fd, XDP_PASS, lambda: non_vip),
+    ]
+
+
+def katran_check(bench: Bench, katran: Any) -> str:
+    """One untimed SYN through Katran: encapsulated for a real, inner packet unchanged."""
+    import katran_bench
+
+    client, sport = bench.clients.next()
+    frame = tcp_frame(client, VIP, sport, PORT_QUIET, TCP_SYN)
+    r = run_program(katran.prog_fd, frame)
+    if r.retval != XDP_TX:
+        raise RuntimeError(f"Katran: SYN got verdict {r.retval}, expected XDP_TX")
+    return str(katran_bench.check_encap(frame, r.data, katran.reals))
+
+
 # ---------------------------------------------------------------- measuring
 
 
@@ -309,9 +384,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     load_at_start = os.getloadavg()
     bench = Bench(args)
+    katran = open_katran(args) if args.katran else None
+    katran_info: dict[str, Any] = {}
     try:
         rewrites = bench.check_rewrites()
         classes = bench.classes()
+        if katran is not None:
+            rewrites["katran"] = katran_check(bench, katran)
+            classes += katran_classes(bench, katran, args.spread_flows)
+            katran_before = katran.counters()
         baseline_of = {c.name: "empty_tc" if c.name.startswith("tc_") else "empty_xdp" for c in classes}
         baseline_of.update(empty_xdp="", empty_tc="")
 
@@ -320,6 +401,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         samples = time_batches(classes, args.calls, args.batch, bench.drain_events)
         bench.drain_events()
         lost_phase1 = bench.events_lost() - lost0
+        if katran is not None:
+            after = katran.counters()
+            katran_info = {
+                "checkout": os.path.abspath(args.katran),
+                "lru": args.katran_lru,
+                "counters_while_timing": {k: after[k] - katran_before[k] for k in after},
+            }
         events_phase1 = bench.events_seen
 
         # phase 2: fill the ring buffer (untimed), then time SYNs with events that cannot be written
@@ -350,6 +438,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         warm = warm_reference(bench, args.warm_repeat) if args.warm_repeat > 1 else {}
         conntrack_entries = bench.maps.conntrack_count()
     finally:
+        if katran is not None:
+            katran.close()
         bench.close()
 
     stats = summarize(samples, baseline_of)
@@ -377,6 +467,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ring_full": full_info,
         },
         "warm_repeat_reference": {"repeat": args.warm_repeat, "ns_per_run": warm},
+        "katran": katran_info,
     }
 
 
@@ -436,7 +527,25 @@ def markdown(report: dict[str, Any]) -> str:
         vals = ", ".join(f"`{k}` {v:.0f} ns" for k, v in warm["ns_per_run"].items())
         lines.append(f"- warm loop (repeat={warm['repeat']:,}, packets nothing rewrites): {vals}")
     lines.append(f"- rewrite check: {report['rewrite_check']['syn']}; {report['rewrite_check']['tc_reply']}")
+    if report.get("katran"):
+        lines += katran_lines(report)
     return "\n".join(lines) + "\n"
+
+
+def katran_lines(report: dict[str, Any]) -> list[str]:
+    stats, kat = report["classes"], report["katran"]
+    out = []
+    for ours, theirs in KATRAN_PAIRS.items():
+        a, b = stats[ours].get("net_median_ns"), stats[theirs].get("net_median_ns")
+        if a is not None and b:
+            out.append(f"`{ours}` {a:.0f} / `{theirs}` {b:.0f} = {a / b:.2f}")
+    c = kat["counters_while_timing"]
+    return [
+        "- lbtui / Katran, net medians: " + "; ".join(out),
+        f"- Katran ({kat['lru']} LRU) while timing: {c['vip_packets']:,} VIP packets, "
+        f"{c['syn_lru_misses']:,} SYN LRU misses, {c['nonsyn_lru_misses']:,} non-SYN LRU misses, "
+        f"{c['fallback_lru_packets']:,} packets on the fallback LRU; {report['rewrite_check']['katran']}",
+    ]
 
 
 # ---------------------------------------------------------------- command line
@@ -456,6 +565,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--conntrack-entries", type=int, default=DataplaneSpec().conntrack_entries)
     ap.add_argument("--json", action="store_true", help="print the full report as JSON instead")
+    ap.add_argument("--katran", metavar="PATH", help="a Katran checkout: time its XDP balancer too")
+    ap.add_argument(
+        "--katran-lru",
+        choices=("percpu", "fallback"),
+        default="percpu",
+        help="Katran's connection table: a per-CPU LRU as in production (sized like lbtui's conntrack) "
+        "or its 1,000-entry fallback LRU as its unit tester runs it",
+    )
     args = ap.parse_args(argv)
     if not (1 <= args.calls <= 200_000 and 1 <= args.batch <= 10_000 and 1 <= args.spread_flows <= 100_000):
         ap.error("keep it bounded: calls 1..200000, batch 1..10000, spread-flows 1..100000")
@@ -463,6 +580,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("keep it bounded: full-calls 0..100000, warm-repeat 1..10000000")
     # every new flow takes 2 entries; LRU evictions would change what `syn` measures
     ring_fill_bound = 20_000  # > events a 1 MiB ring holds
+    # (Katran's classes draw new clients from the same counter but do not use lbtui's conntrack)
     flows = 2 * args.calls + args.spread_flows + args.full_calls + ring_fill_bound + 10
     if 2 * flows > args.conntrack_entries:
         ap.error(f"{flows} flows need {2 * flows} conntrack entries: raise --conntrack-entries")

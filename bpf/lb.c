@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 // lbtui data path (docs/datapath.md#what-the-programs-do):
 //   lbtui_xdp  XDP on the client-facing interfaces: parse, conntrack lookup, backend pick for new
 //              flows, DNAT with incremental checksum updates, counters, events; always XDP_PASS
@@ -7,6 +8,10 @@
 //
 // XDP checksum updates assume a complete L4 checksum (what a NIC delivers); see docs/datapath.md#checksums.
 #include "lb.h"
+
+// The program license the kernel sees (BCC's footer turns it into the "license" section): this file's
+// dual license, which the kernel counts as GPL-compatible, so GPL-only helpers stay usable.
+#define BPF_LICENSE Dual BSD/GPL
 
 #define ETH_P_8021Q_BE  0x0081     // htons(0x8100)
 #define ETH_P_8021AD_BE 0xA888     // htons(0x88A8)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 // lbtui data path: every map and struct shared by the XDP ingress and TC egress programs.
 //
 // This header is the single source of the layouts; lbtui/dataplane/structs.py mirrors the structs

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Textual operator console: shows the engine's snapshots and submits the operator's commands.
 
 It talks to the engine only through an `EngineHandle` (in-process runner or control-socket client),

@@ -1,27 +1,39 @@
+# SPDX-License-Identifier: Apache-2.0
 """Command line (README.md#command-line).
 
     lbtui -c FILE                 console with the engine embedded
     lbtui -c FILE --no-ui         headless
-    lbtui --check -c FILE         validate only
+    lbtui --check -c FILE         validate the file and check the host (--json, --config-only)
     lbtui demo [--no-ui]          the demo lab with the load balancer on it
     lbtui ctl [--socket P] CMD    talk to a running instance
     lbtui attach [--socket P]     the console, on a running instance
 
-Exit codes: 0 clean stop, 1 bad config (ctl: command refused), 2 usage, 3 kernel/privilege problem
-(ctl/attach: no instance answers).
+Exit codes (lbtui/exitcodes.py): 0 clean stop, 1 bad configuration, 2 usage, 3 the host is not ready
+(privileges, kernel, interfaces, IP forwarding), 4 a resource is busy (metrics port, control socket).
+`ctl` and `attach`: 1 command refused, 3 no instance answers.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
+from lbtui import __version__, exitcodes, hostcheck
 from lbtui.config import Config, ConfigError, load_config
 
-EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_KERNEL = 0, 1, 2, 3
+EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_KERNEL = (
+    exitcodes.OK,
+    exitcodes.CONFIG,
+    exitcodes.USAGE,
+    exitcodes.HOST,
+)
+EXIT_TEMPORARY = exitcodes.TEMPORARY
+# a busy resource at start (port, socket, an interface's XDP slot): systemd retries (exitcodes.py)
+TEMPORARY_ERRNOS = (errno.EADDRINUSE, errno.EBUSY, errno.EAGAIN)
 
 log = logging.getLogger("lbtui")
 
@@ -32,8 +44,16 @@ def _main_parser() -> argparse.ArgumentParser:
         description="Layer-4 load balancer (XDP/TC data path) with an operator console.",
         epilog="Other commands: `lbtui demo [--no-ui]`, `lbtui ctl ...`, `lbtui attach`.",
     )
+    p.add_argument("--version", action="version", version=f"lbtui {__version__}")
     p.add_argument("-c", "--config", metavar="FILE", help="configuration file (TOML)")
-    p.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the configuration and check the host (interfaces, IP forwarding, kernel headers, "
+        "ports), then exit with the code a start would have",
+    )
+    p.add_argument("--json", action="store_true", help="with --check: the report as JSON")
+    p.add_argument("--config-only", action="store_true", help="with --check: the file only, not this host")
     p.add_argument("--no-ui", action="store_true", help="run headless (logs to stderr)")
     p.add_argument("--socket", metavar="PATH", help="control socket (default: settings.control_socket)")
     p.add_argument(
@@ -78,6 +98,38 @@ def _attach_parser() -> argparse.ArgumentParser:
     return p
 
 
+# shtab's completion actions (shtab.FILE, shtab.DIRECTORY), without importing shtab at run time
+_FILE = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f"}
+
+
+def manpage_parser() -> argparse.ArgumentParser:
+    """The whole command line in one parser, for the man page (argparse-manpage) and the shell
+    completions (shtab) that scripts/package generates. main() dispatches `demo`, `ctl` and `attach`
+    itself before it parses, so each keeps its own parser; this one only describes them together."""
+    from lbtui import ctl
+
+    p = _main_parser()
+    p.description = (
+        "A layer-4 (TCP/UDP) load balancer for one Linux host: XDP picks a backend and rewrites the "
+        "destination, TC egress rewrites replies back to the VIP, and a control plane keeps the BPF maps in "
+        "step with the configuration (health checks, circuit breakers, draining, DNS, rate limits, hot "
+        "reload). It runs with its operator console, or headless under systemd (--no-ui)."
+    )
+    p.epilog = None
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, parser, text in (
+        ("ctl", ctl._parser(), "talk to a running instance over its control socket"),
+        ("attach", _attach_parser(), "the console, on an instance that is already running"),
+        ("demo", _demo_parser(), "a lab of network namespaces with lbtui on it"),
+    ):
+        sub.add_parser(name, parents=[parser], add_help=False, help=text, description=parser.description)
+    for parser in (p, *sub.choices.values()):
+        for action in parser._actions:
+            if {"-c", "--config", "--file", "--socket"} & set(action.option_strings):
+                action.complete = _FILE  # type: ignore[attr-defined]
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "demo":
@@ -102,14 +154,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(args)
     if not ns.config:
         parser.error("-c FILE is required")
+    if (ns.json or ns.config_only) and not ns.check:
+        parser.error("--json and --config-only go with --check")
     try:
         config = load_config(ns.config)
     except ConfigError as exc:
-        print(f"lbtui: invalid configuration:\n{exc}", file=sys.stderr)
+        if ns.check and ns.json:
+            issues = [{"key_path": i.key_path, "message": i.message, "file": i.file} for i in exc.issues]
+            print(hostcheck.report_json(ns.config, [], issues))
+        else:
+            print(f"lbtui: invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
     if ns.check:
-        print(f"{ns.config}: ok ({len(config.proxies)} proxies)")
-        return EXIT_OK
+        return check(config, ns.config, as_json=ns.json, host=not ns.config_only, socket_path=ns.socket)
     _setup_logging(ns.verbose, quiet=not ns.no_ui)
     return run(
         config,
@@ -118,6 +175,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_dataplane=ns.keep_dataplane,
         socket_path=ns.socket,
     )
+
+
+def check(config: Config, path: str, as_json: bool, host: bool, socket_path: str | None = None) -> int:
+    """`lbtui --check`: the file is valid; now the host checks, printed; the exit code a start would have."""
+    checks = hostcheck.run_checks(config, socket_path=socket_path) if host else []
+    if as_json:
+        print(hostcheck.report_json(path, checks))
+    else:
+        sys.stdout.write(hostcheck.report_text(path, config, checks))
+    return hostcheck.exit_code(checks)
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
@@ -136,14 +203,16 @@ def run(
 ) -> int:
     """Start the engine for `config`, serve the control socket, run a front end until it stops."""
     from lbtui.control_socket import ControlServer, SocketInUse
-    from lbtui.dataplane import DataplaneError, check_privileges
+    from lbtui.dataplane import DataplaneError
     from lbtui.engine import Engine, default_state_file, instance_name, kernel_dataplane
     from lbtui.runner import EngineRunner
+    from lbtui.sdnotify import Notifier
 
-    problem = check_privileges()
-    if problem:
-        print(f"lbtui: {problem}", file=sys.stderr)
-        return EXIT_KERNEL
+    notifier = Notifier()  # systemd Type=notify; does nothing elsewhere
+    code = _preflight(config, socket_path)
+    if code != EXIT_OK:
+        return code
+    notifier.status("starting: compiling and attaching the data path")
     # the instance is the socket it serves: its pins follow that path, not the file's setting
     path = socket_path or config.settings.control_socket
     # with the console on the terminal, the access log may not write to stdout
@@ -160,29 +229,61 @@ def run(
         server.start()  # first: a live instance on the same socket must stop us before we touch the kernel
     except SocketInUse as exc:
         print(f"lbtui: {exc}", file=sys.stderr)
-        return EXIT_KERNEL
+        return EXIT_TEMPORARY
     except OSError as exc:
         print(f"lbtui: cannot serve the control socket {path}: {exc}", file=sys.stderr)
         return EXIT_KERNEL
     try:
         try:
-            runner.start()
+            runner.start()  # returns once the programs are attached and the first tables written
         except DataplaneError as exc:
             print(f"lbtui: {exc}", file=sys.stderr)
             return EXIT_KERNEL
-        except (OSError, RuntimeError, ValueError) as exc:
+        except OSError as exc:
+            print(f"lbtui: cannot start: {exc}", file=sys.stderr)
+            return EXIT_TEMPORARY if exc.errno in TEMPORARY_ERRNOS else EXIT_KERNEL
+        except (RuntimeError, ValueError) as exc:
             print(f"lbtui: cannot start: {exc}", file=sys.stderr)
             return EXIT_KERNEL
-        if no_ui:
-            from lbtui.headless import run_headless
+        from lbtui.headless import run_headless, status_line
 
-            return run_headless(runner, stats_interval_s, is_alive=lambda: runner.engine.running)
+        notifier.ready(f"running: {status_line(runner.snapshot())}")
+        if no_ui:
+            return run_headless(
+                runner,
+                stats_interval_s,
+                is_alive=lambda: runner.engine.running,
+                notifier=notifier,
+                heartbeat=lambda: runner.engine.heartbeat,
+            )
         return run_console(
             runner, title=f"lbtui — {config.path}", refresh_s=config.settings.console.refresh_s
         )
     finally:
         runner.close()
         server.stop()
+        notifier.close()
+
+
+def _preflight(config: Config, socket_path: str | None) -> int:
+    """The host checks of --check, before anything is touched: errors end the start with their code."""
+    checks = hostcheck.run_checks(config, socket_path=socket_path)
+    for c in checks:
+        where = f"{c.key_path}: " if c.key_path else ""
+        if c.status == hostcheck.ERROR:
+            print(f"lbtui: {c.name}: {where}{c.message}", file=sys.stderr)
+        elif c.status == hostcheck.WARNING:
+            log.warning("%s: %s%s", c.name, where, c.message)
+    code = hostcheck.exit_code(checks)
+    if code != EXIT_OK:
+        return code
+    try:
+        for change in hostcheck.manage_sysctls(config):
+            log.warning(change)
+    except OSError as exc:
+        print(f"lbtui: settings.manage_sysctls: cannot set {hostcheck.IP_FORWARD}: {exc}", file=sys.stderr)
+        return EXIT_KERNEL
+    return EXIT_OK
 
 
 def run_console(handle: object, title: str = "lbtui", refresh_s: float = 1.0, attached: bool = False) -> int:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The control socket: a running instance's engine served on a unix socket, and the client for it.
 
 `ControlServer` answers JSON-lines requests (docs/control-protocol.md) from `lbtui ctl`, `lbtui attach`
@@ -25,10 +26,9 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from importlib import metadata
 from typing import Any
 
-from lbtui import model, wire
+from lbtui import __version__, model, wire
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,6 @@ class RemoteError(RuntimeError):
 
 class ControlPermissionError(ConnectionError):
     """The socket exists but we may not connect to it (not root)."""
-
-
-def _version() -> str:
-    try:
-        return metadata.version("lbtui")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _line(message: Mapping[str, Any]) -> bytes:
@@ -104,7 +97,7 @@ class ControlServer:
         self._info: dict[str, Any] = {
             "protocol": wire.PROTOCOL_VERSION,
             "pid": os.getpid(),
-            "lbtui": _version(),
+            "lbtui": __version__,
             "socket": path,
             **(instance or {}),
         }

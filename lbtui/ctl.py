@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`lbtui ctl`: ask a running instance, over its control socket, for its status or to run a command.
 
     lbtui ctl [--socket PATH] [--json] status [PROXY]
@@ -299,7 +300,7 @@ def format_status(snap: model.Snapshot, instance: dict[str, Any] | None = None) 
     """The `ctl status` text: the instance, then per proxy its backends."""
     info = instance or {}
     lines = [
-        f"lbtui {info.get('lbtui', '?')} pid {info.get('pid', '?')}, "
+        f"lbtui {snap.version or info.get('lbtui', '?')} pid {info.get('pid', '?')}, "
         f"{'running' if snap.running else 'stopping'}, up {_duration(snap.taken_at - snap.started_at)}, "
         f"config {snap.config_path or '-'}",
         f"conntrack: {snap.conntrack.flows} flows ({snap.conntrack.tcp} tcp, {snap.conntrack.udp} udp), "

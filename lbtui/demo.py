@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`lbtui demo`: a live load balancer to look at, in one command.
 
 Builds the lab (client namespaces, the load-balancer namespace, three backends answering with their

@@ -1,7 +1,10 @@
+# SPDX-License-Identifier: Apache-2.0
 """`lbtui --no-ui`: the engine without the console, for systemd and scripts.
 
 Logs go to stderr (structured key=value lines), a one-line stats summary is logged periodically,
-SIGHUP reloads the configuration, SIGTERM/SIGINT stop cleanly (programs detached).
+SIGHUP reloads the configuration, SIGTERM/SIGINT stop cleanly (programs detached). Under systemd
+(Type=notify) the summary is also the unit's STATUS=, and WATCHDOG=1 is sent while the engine's
+control loop is alive (its heartbeat is fresh), so a stuck loop gets the service restarted.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ from collections.abc import Callable
 from types import FrameType
 
 from lbtui import model
+from lbtui.sdnotify import Notifier
 
 log = logging.getLogger("lbtui")
+
+STATUS_INTERVAL_S = 5.0  # systemd's STATUS= (`systemctl status`), independent of the stats log lines
 
 
 def stats_line(snap: model.Snapshot) -> str:
@@ -33,6 +39,17 @@ def stats_line(snap: model.Snapshot) -> str:
     return "stats " + " ".join(parts)
 
 
+def status_line(snap: model.Snapshot) -> str:
+    """The unit's STATUS=: what `systemctl status lbtui` shows."""
+    backends = [b for svc in snap.services for b in svc.all_backends()]
+    serving = sum(1 for b in backends if b.effective_weight > 0)
+    rates = [b.new_flows_per_s for b in backends if b.new_flows_per_s is not None]
+    return (
+        f"{len(snap.services)} proxies, {serving}/{len(backends)} backends with weight, "
+        f"{snap.conntrack.flows} flows, {sum(rates):.1f} new/s"
+    )
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(
         level=level,
@@ -42,9 +59,20 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 def run_headless(
-    handle: model.EngineHandle, stats_interval_s: float = 10.0, is_alive: Callable[[], bool] | None = None
+    handle: model.EngineHandle,
+    stats_interval_s: float = 10.0,
+    is_alive: Callable[[], bool] | None = None,
+    notifier: Notifier | None = None,
+    heartbeat: Callable[[], float] | None = None,
 ) -> int:
-    """Block until a signal or a Stop command ends the engine; returns the exit code."""
+    """Block until a signal or a Stop command ends the engine; returns the exit code.
+
+    heartbeat: time.monotonic() of the engine loop's last control tick (WATCHDOG=1 only while fresh).
+    """
+    notifier = notifier or Notifier({})
+    watchdog_s = notifier.watchdog_s if heartbeat is not None else None
+    next_ping = time.monotonic()
+    tick = min(0.2, watchdog_s / 4) if watchdog_s else 0.2
     stop = threading.Event()
     reload = threading.Event()
 
@@ -59,9 +87,10 @@ def run_headless(
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
     next_stats = time.monotonic() + stats_interval_s
+    next_status = time.monotonic() + STATUS_INTERVAL_S
     try:
         while not stop.is_set():
-            stop.wait(0.2)
+            stop.wait(tick)
             if reload.is_set():
                 reload.clear()
                 result = handle.submit(model.Reload())
@@ -69,12 +98,26 @@ def run_headless(
             if is_alive is not None and not is_alive():
                 log.info("engine stopped")
                 break
-            if time.monotonic() >= next_stats:
-                next_stats = time.monotonic() + stats_interval_s
+            now = time.monotonic()
+            if watchdog_s is not None and heartbeat is not None and now >= next_ping:
+                # the engine loop ticks every 0.25 s; a heartbeat older than half the watchdog
+                # interval means it is stuck: stay silent and let systemd restart us
+                if now - heartbeat() < watchdog_s / 2:
+                    notifier.watchdog()
+                next_ping = now + watchdog_s / 4
+            if now >= next_status and notifier.enabled:
+                next_status = now + STATUS_INTERVAL_S
+                try:
+                    notifier.status(f"running: {status_line(handle.snapshot())}")
+                except Exception as exc:
+                    log.warning("status: %s", exc)
+            if now >= next_stats:
+                next_stats = now + stats_interval_s
                 try:
                     log.info(stats_line(handle.snapshot()))
                 except Exception as exc:
                     log.warning("stats: %s", exc)
     finally:
+        notifier.stopping("stopping: detaching the programs")
         handle.close()
     return 0

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The demo/test lab: network namespaces, veths, a bridge and real backend servers (iproute2 calls).
 
 Topology for prefix ``p`` (every name starts with it, nothing is created in the root namespace):

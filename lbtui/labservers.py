@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tiny servers and clients for the demo/test lab (stdlib only, no lbtui imports).
 
 Run inside a backend namespace:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Values exchanged between the engine and its front ends: snapshots, events, commands, results.
 
 Everything here is a frozen dataclass of plain Python values (no map layouts, no UI types), so the
@@ -14,6 +15,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from lbtui import __version__
 
 
 class Health(enum.StrEnum):
@@ -266,6 +269,7 @@ class Snapshot:
     history_s: int = 0  # seconds of history the engine keeps (EngineHandle.history); 0: none
     overrides: tuple[OverrideView, ...] = ()  # every runtime override in force
     state_file: str | None = None  # where the overrides are kept across restarts; None: nowhere
+    version: str = __version__  # of the lbtui that built the snapshot
 
     def service(self, name: str) -> ServiceView | None:
         return next((s for s in self.services if s.name == name), None)

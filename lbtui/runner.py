@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Run an Engine on a thread of its own: the in-process `EngineHandle` for front ends.
 
 The engine's loop (counters, sweeps, health checks) never waits for the console's repaint and the

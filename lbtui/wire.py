@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """JSON form of the model's values (snapshots, events, commands, results) for the control socket.
 
 Both directions are derived by cattrs from the model's dataclasses and their type hints, so a new

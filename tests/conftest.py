@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What a test needs, decided in one place.
 
 The tests are sorted by kind: `unit/` (pure Python, no root), `bpf/` (BPF programs run with

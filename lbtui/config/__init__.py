@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """TOML configuration: parsing, strict validation and the frozen value types the engine runs on.
 
 The format is documented by configs/full.toml (every key, with an example) and README.md's

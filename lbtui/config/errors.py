@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Config errors: one `ConfigIssue` per problem (file, key path, message), all raised together."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The string formats of config values: each checks a non-empty string and converts it.
 
 A `Format` raises `Invalid` with the whole message; its `name` keys the config fuzzer's sample
@@ -156,6 +157,13 @@ def _socket_path(text: str) -> str:
     return text
 
 
+def _syslog_problem(text: str) -> str | None:
+    expected = 'expected a socket path ("/dev/log"), "host:port" (UDP) or "tcp://host:port"'
+    if text.startswith("/"):
+        return None if len(text.encode()) <= _SUN_PATH_MAX and "\x00" not in text else expected
+    return None if _listen_problem(text.removeprefix("udp://").removeprefix("tcp://")) is None else expected
+
+
 PROXY_NAME = Format(
     "name",
     "a unique proxy name",
@@ -189,3 +197,4 @@ URL_PATH = Format(
 FILE_PATH = Format("file", "a file path", _file_path)
 SOCKET_PATH = Format("socket", "a unix socket path", _socket_path)
 NAMESERVER = Format("nameserver", "an IPv4 or IPv6 address", _nameserver)
+SYSLOG = Format("syslog", 'a socket path, "host:port" or "tcp://host:port"', _checked(_syslog_problem, _same))

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The kinds of config key. A key is declared once, on its dataclass field:
 
     interval_ms: Annotated[int, Int("time between checks")] = 2000

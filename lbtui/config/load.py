@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Reading a config: file -> text -> TOML -> validated Config, or one ConfigError with every issue."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The configuration's keys, each declared once: the frozen dataclasses the engine runs on, with every
 config key's kind, range or choices, TOML name and one-line doc in its `Annotated` metadata and its
 default as the field's default (kinds: keys.py, string formats: formats.py). configs/full.toml shows
@@ -20,6 +21,7 @@ from lbtui.config.formats import (
     NAMESERVER,
     PROXY_NAME,
     SOCKET_PATH,
+    SYSLOG,
     URL_PATH,
     Endpoint,
 )
@@ -42,6 +44,7 @@ ALGORITHMS = ("weighted-random", "least-connections", "maglev", "source-hash")
 HEALTH_TYPES = ("tcp", "http")
 XDP_MODES = ("auto", "native", "generic")
 ACCESS_LOG_FORMATS = ("json", "clf")
+SYSLOG_FACILITIES = ("daemon", "user", *(f"local{n}" for n in range(8)))
 TABLE_SIZE_MIN = 7
 TABLE_SIZE_MAX = 65537
 MAX_CONNECTIONS_MIN = 1024
@@ -246,7 +249,7 @@ class MetricsConfig:
 
     enabled: Annotated[bool, Flag("serve metrics")] = True
     listen: Annotated[str, Text('"host:port"; an IPv4 address, [IPv6] address or host name', LISTEN)] = (
-        "127.0.0.1:9100"
+        "127.0.0.1:17100"  # outside 9100-9999, which Prometheus' port allocations give to exporters
     )
     path: Annotated[str, Text("the HTTP path of the metrics", URL_PATH)] = "/metrics"
 
@@ -271,6 +274,17 @@ class AccessLogConfig:
     max_bytes: Annotated[int, Int("rotate when the file reaches this size", low=1024)] = 10485760
     max_files: Annotated[int, Int("rotated files kept")] = 5
     log_new: Annotated[bool, Flag("also log a line when a connection starts")] = False
+    file_mode: Annotated[
+        int,
+        Int(
+            "mode of the files it creates, whatever the umask", low=0, high=0o777, expect="a mode like 0o640"
+        ),
+    ] = 0o640
+    syslog: Annotated[
+        str | None,
+        Text('also send each line to syslog: "/dev/log", "host:port" (UDP) or "tcp://host:port"', SYSLOG),
+    ] = None
+    syslog_facility: Annotated[str, Choice("the syslog facility", SYSLOG_FACILITIES)] = "local0"
 
 
 @dataclass(frozen=True)
@@ -315,6 +329,9 @@ class Settings:
     ] = None
     watch_config: Annotated[
         bool, Flag("reload when the configuration file changes (SIGHUP and `lbtui ctl reload` always do)")
+    ] = False
+    manage_sysctls: Annotated[
+        bool, Flag("turn net.ipv4.ip_forward on at start (NAT mode forwards every balanced packet)")
     ] = False
     metrics: Annotated[MetricsConfig, Table("Prometheus exporter", cls=MetricsConfig)] = field(
         default_factory=MetricsConfig

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Validation: walks a parsed TOML document along the declarations (schema.py), collecting every issue.
 
 Each table is checked key by key (unknown keys, missing required ones, each value by its kind), then by

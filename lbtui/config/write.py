@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The TOML writer of a Config, derived from the declarations: every value explicit, so that
 parse_config reads the text back to an equal Config. TOML itself is written by tomli-w."""
 

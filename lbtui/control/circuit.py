@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Circuit breaker per backend, fed by data-path counter deltas (docs/architecture.md#who-gets-traffic).
 
 CLOSED -> OPEN when, over a sliding window of window_s seconds (one bucket per second),

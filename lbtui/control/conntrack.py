@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The conntrack sweep (which flows expired, who is active) and the bounded flow view of any query.
 
 The engine reads the whole conntrack map in one batch into numpy record arrays and hands them here;

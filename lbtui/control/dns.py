@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """DNS backends: resolve host names to A records and follow changes (docs/architecture.md#who-gets-traffic).
 
 One asyncio task per (proxy, hostname) re-resolves the name every refresh interval, jittered by

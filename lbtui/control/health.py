@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Active health checks: TCP connect or HTTP GET on one asyncio loop (docs/architecture.md#who-gets-traffic).
 
 - `check_tcp` / `check_http`: one check, never raising; the result says what happened.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Backend selection tables: the slot arrays the data path indexes to pick a backend.
 
 A table is a list of `size` slots, each holding a backend id (or EMPTY when no backend may take

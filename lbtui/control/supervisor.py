@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Health checks and circuit breakers of every backend, in one place (docs/architecture.md#who-gets-traffic).
 
 `BackendSupervisor` runs the health checks (control.health.HealthChecker) and one circuit breaker

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The one weight composition function (docs/architecture.md#who-gets-traffic).
 
 effective = round(configured x health x drain x circuit x algorithm), at least 1 while the product is

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The kernel side of lbtui, behind one port (docs/architecture.md#layers).
 
 - `port`: the `Dataplane` protocol the engine uses and the values it speaks (no bcc, no pyroute2);

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The real data path: the BPF programs loaded by BCC, their maps, attachments and event reader.
 
 `KernelDataplane` implements `lbtui.dataplane.port.Dataplane` on top of loader.py (compile, load,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Compile, load, attach and detach lbtui's BPF programs (the only bcc and pyroute2 user).
 
 XDP is attached through BCC (netlink), TC egress as a clsact direct-action filter through pyroute2.

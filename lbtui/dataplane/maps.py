@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Typed access to lbtui's BPF maps through BCC: Python values in, Python values out.
 
 The control plane speaks in addresses, ids and frozen dataclasses (lbtui.dataplane.port); this

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """An in-memory dataplane with the kernel's semantics, for tests of the engine and the console.
 
 `MemoryDataplane` implements `port.Dataplane` on plain dicts and numpy arrays: services, routes,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the maps of a MemoryDataplane hold: one `MapState` per (possibly pinned) data path.
 
 The conntrack table keeps lb.h's record layout in numpy arrays (the engine's sweep reads them as it

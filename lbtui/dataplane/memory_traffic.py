@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Traffic through a MemoryDataplane: what lb.c does to its maps when packets arrive.
 
 A test opens flows (`connect`), answers or refuses them, moves bytes and closes them; each step

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the engine needs from the kernel side: the `Dataplane` protocol and the values it speaks.
 
 Two implementations: `lbtui.dataplane.kernel.KernelDataplane` (BCC: the BPF programs and their

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Run a loaded BPF program on a buffer: BPF_PROG_TEST_RUN through the bpf(2) syscall (BCC 0.26 has
 no binding for it).
 

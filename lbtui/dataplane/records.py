@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The one decoder of each data-path record: conntrack entries (numpy rows) and ring-buffer events.
 
 Both dataplanes and the conntrack sweep use these; the numpy dtypes come from the structs.py mirrors

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The one Python mirror of bpf/lb.h: ctypes structs, constants and address conversions.
 
 Nothing else in lbtui knows a byte layout. `check_layouts` compares these mirrors, field by field

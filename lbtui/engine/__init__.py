@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The control plane: `Engine`, the one facade front ends use, and its parts (docs/architecture.md).
 
 facade.py       Engine: life cycle, wiring, the loops, the one place desired state is composed

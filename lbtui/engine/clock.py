@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The engine's clocks, injectable so tests step time instead of sleeping through it."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Operator commands: checked, turned into runtime overrides (or handed to their owner), answered.
 
 Every command returns a CommandResult whose message is what the operator reads (console

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the data path should hold: the configuration (with its DNS answers) and the runtime overrides,
 composed in one place (`compose`: `prune` drops the overrides that no longer apply, `overlay` lays
 the rest over the configuration).
@@ -97,7 +98,7 @@ def flow_events(config: Config) -> tuple[bool, bool]:
     """Ring-buffer events feed only the access log (latency histograms live in the data path):
     without a log, a connection costs userspace nothing."""
     log_cfg = config.settings.access_log
-    on = bool(log_cfg.file or log_cfg.stdout)
+    on = bool(log_cfg.file or log_cfg.stdout or log_cfg.syslog)
     return on, on and log_cfg.log_new
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Drains: a backend takes no new connections while its flows finish, up to a timeout.
 
 A drain is a runtime override (DRAINING, a deadline, whether to cut what is left). After each

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The engine's event log: what it did or saw, numbered, bounded, readable from any thread."""
 
 from __future__ import annotations

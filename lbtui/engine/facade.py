@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`Engine`: the one facade front ends use. It runs the load balancer for one configuration over an
 injected dataplane, without any UI (docs/architecture.md#parts).
 
@@ -69,6 +70,7 @@ class Engine:
         self._clock = clock
         self._allow_stdout = allow_stdout
         self._loops = loops
+        self.heartbeat = clock.monotonic()  # the control loop's last tick (headless feeds systemd's watchdog)
         self.observability: ObservabilityHub | None = None
         self.events = EventLog(clock)
         self.state = StateKeeper(self.events, clock, state_file)
@@ -293,6 +295,7 @@ class Engine:
         while True:
             await asyncio.sleep(CONTROL_TICK_S)
             n += 1
+            self.heartbeat = self._clock.monotonic()
             try:
                 self.tick()
                 if n % SNAPSHOT_EVERY_TICKS == 0:

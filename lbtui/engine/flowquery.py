@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Flow queries: front ends choose which flows their bounded view holds, among every flow in
 conntrack.
 

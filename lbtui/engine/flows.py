@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Flow events: connections opened and closed, from the ring buffer and from the idle sweep.
 
 The event reader runs on a thread of its own and hands batches to the engine's loop without ever

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A backend group: its members and the selection table they make (one table per group).
 
 `Group` owns its members' runtime state and its table as the data path holds it. `plan()` composes

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Ids of services, groups and backends: allocation, and adoption of an earlier run's pinned ids.
 
 The data path indexes its maps by these ids, so they must stay stable while a flow may still use

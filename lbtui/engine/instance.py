@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """An instance: what names it, where its pinned state lives, and the data path built for it.
 
 Every running lbtui is an instance named after the control socket it actually serves (`--socket`,

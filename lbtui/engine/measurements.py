@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the engine measures of the data path: counters and their rates, latency histograms, the
 durations of flows the idle sweep closed, and the least-connections weights computed from them.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Runtime overrides: what operators changed at run time, kept apart from what the file says.
 
 `Overrides` is a frozen value: every command makes a new one, and `desired.overlay` lays it over the

@@ -1,4 +1,5 @@
-"""Reload: read and check the file, apply the difference, roll back on any failure; and the file
+# SPDX-License-Identifier: Apache-2.0
+"""Reload: parse and check the file, apply the difference, roll back on any failure; and the file
 watch that reloads when the file changes.
 
 The file is read and parsed off the engine's loop, and only a regular file of bounded size

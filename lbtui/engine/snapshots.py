@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Snapshot building: the engine's state as one immutable model.Snapshot for the front ends.
 
 A snapshot is built on the engine's loop from the topology (proxies, groups, members), the

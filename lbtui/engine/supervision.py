@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What watches the backends for the engine: health checks and circuit breakers (control.supervisor)
 and DNS names (control.dns).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The conntrack sweep and what follows from it.
 
 Reading and analysing the map (up to millions of entries) runs on a worker thread, so commands and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The running topology: proxies, groups and members as the data path holds them, and the one writer
 of selection state.
 

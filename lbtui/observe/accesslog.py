@@ -1,10 +1,18 @@
+# SPDX-License-Identifier: Apache-2.0
 """Access log: one line per closed connection (optionally per new one), as JSON or Common Log Format.
 
 The engine's loop only builds a LogRecord and offers it to a bounded queue (put_nowait); a
-QueueListener thread formats it and writes it to stdout and/or a size-rotated file. When the queue
-is full the record is dropped and counted, so a slow disk costs lines (reported by `dropped`), never
+QueueListener thread formats it and writes it to stdout, a file and/or syslog. When the queue is
+full the record is dropped and counted, so a slow disk costs lines (reported by `dropped`), never
 engine latency or unbounded memory. Rotation happens in the writer thread between two lines, and
 stop() drains the queue before returning, so no accepted line is lost on rotation or on a clean stop.
+
+The file is created with `file_mode` (0640: root and the log readers' group, Debian's adm), whatever
+the umask. It is rotated by size (max_bytes, max_files) and it is also reopened when another tool
+moved or removed it (logrotate without copytruncate), as logging's WatchedFileHandler does: the path
+is checked before each line. The syslog target sends each line as one message (RFC 3164 framing by
+logging's SysLogHandler, tag "lbtui[pid]") to a local socket path (/dev/log), "host:port" (UDP) or
+"tcp://host:port" (one message per line).
 
 CLF status codes (CLF has no field for a close reason; these keep standard parsers happy and make
 "non-200" mean "did not end cleanly"):
@@ -19,15 +27,19 @@ CLF status codes (CLF has no field for a close reason; these keep standard parse
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import logging
 import logging.handlers
 import os
 import queue
+import socket
+import stat
 import sys
 import threading
 import time
+import typing
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Protocol
@@ -122,6 +134,76 @@ class AccessLogSettings(Protocol):
     def max_bytes(self) -> int: ...
     @property
     def max_files(self) -> int: ...
+
+
+DEFAULT_FILE_MODE = 0o640
+DEFAULT_SYSLOG_FACILITY = "local0"
+
+
+class _AccessFileHandler(logging.handlers.RotatingFileHandler):
+    """RotatingFileHandler that creates its file with `mode` and follows moves by other tools."""
+
+    def __init__(self, path: str, max_bytes: int, backups: int, mode: int) -> None:
+        self._create_mode = mode  # before super().__init__, which opens the file
+        super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+
+    def _open(self) -> io.TextIOWrapper:
+        stream = open(  # the handler owns and closes it
+            self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors, opener=self._opener
+        )
+        return typing.cast(io.TextIOWrapper, stream)
+
+    def _opener(self, path: str, flags: int) -> int:
+        try:
+            fd = os.open(path, flags | os.O_EXCL, self._create_mode)
+        except FileExistsError:
+            return os.open(path, flags)  # an existing file keeps the mode it has
+        os.fchmod(fd, self._create_mode)  # exactly the mode: the umask does not apply
+        return fd
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._reopen_if_moved()
+        super().emit(record)
+
+    def _reopen_if_moved(self) -> None:
+        if self.stream is None:
+            return
+        try:
+            on_disk = os.stat(self.baseFilename)
+        except FileNotFoundError:
+            on_disk = None
+        ours = os.fstat(self.stream.fileno())
+        if on_disk is None or (on_disk.st_dev, on_disk.st_ino) != (ours.st_dev, ours.st_ino):
+            self.stream.close()
+            self.stream = self._open()
+
+
+def syslog_handler(address: str, facility: str = DEFAULT_SYSLOG_FACILITY) -> logging.Handler:
+    """A SysLogHandler for "/dev/log" (a local socket), "host:port" (UDP) or "tcp://host:port"."""
+    codes = logging.handlers.SysLogHandler.facility_names
+    if facility not in codes:
+        raise ValueError(f"syslog facility must be one of {sorted(codes)}, got {facility!r}")
+    kind = socket.SOCK_DGRAM
+    target: str | tuple[str, int] = address
+    if address.startswith("/"):
+        # SysLogHandler ignores a socket it cannot connect to (as openlog does); a typo would then
+        # lose every line, so a path must at least be a socket now
+        if not stat.S_ISSOCK(os.stat(address).st_mode):
+            raise ValueError(f"syslog target {address} is not a socket")
+    else:
+        kind = socket.SOCK_STREAM if address.startswith("tcp://") else socket.SOCK_DGRAM
+        host, sep, port = address.removeprefix("tcp://").removeprefix("udp://").rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(
+                f"syslog target must be a socket path, host:port or tcp://host:port, got {address!r}"
+            )
+        target = (host.strip("[]"), int(port))
+    handler = logging.handlers.SysLogHandler(address=target, facility=codes[facility], socktype=kind)
+    handler.ident = f"lbtui[{os.getpid()}]: "
+    handler.append_nul = False  # one datagram is one message; TCP frames by newline (below)
+    if kind == socket.SOCK_STREAM and not address.startswith("/"):
+        handler.setFormatter(logging.Formatter("%(message)s\n"))
+    return handler
 
 
 class _DroppingQueueHandler(logging.handlers.QueueHandler):
@@ -246,17 +328,22 @@ class AccessLog:
             if self._listener is not None:
                 return
             sinks: list[logging.Handler] = []
-            if self.cfg.file:
-                directory = os.path.dirname(os.path.abspath(self.cfg.file))
-                os.makedirs(directory, exist_ok=True)
-                sinks.append(
-                    logging.handlers.RotatingFileHandler(
-                        self.cfg.file,
-                        maxBytes=self.cfg.max_bytes,
-                        backupCount=self.cfg.max_files,
-                        encoding="utf-8",
+            try:
+                if self.cfg.file:
+                    directory = os.path.dirname(os.path.abspath(self.cfg.file))
+                    os.makedirs(directory, mode=0o750, exist_ok=True)
+                    mode = getattr(self.cfg, "file_mode", DEFAULT_FILE_MODE)
+                    sinks.append(
+                        _AccessFileHandler(self.cfg.file, self.cfg.max_bytes, self.cfg.max_files, mode)
                     )
-                )
+                syslog = getattr(self.cfg, "syslog", None)
+                if syslog:
+                    facility = getattr(self.cfg, "syslog_facility", DEFAULT_SYSLOG_FACILITY)
+                    sinks.append(syslog_handler(syslog, facility))
+            except BaseException:
+                for handler in sinks:
+                    handler.close()
+                raise
             if self.cfg.stdout:
                 sinks.append(logging.StreamHandler(sys.stdout))
             self._sinks = sinks

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Latency histograms: percentile estimates from bucket counts, and an in-memory histogram.
 
 The data path counts handshake times and connection durations per backend in log2 microsecond

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Wires the observability parts to an engine: flow events in, snapshot fields and endpoints out.
 
 The engine calls `observe(ev)` for every flow event (it never blocks: the access log queues) and
@@ -43,7 +44,7 @@ class ObservabilityHub:
             if self.access_log is not None:
                 self.access_log.stop()  # flushes what is queued
                 self.access_log = None
-            if access.stdout or access.file:
+            if access.stdout or access.file or access.syslog:
                 self.access_log = AccessLog(access, tail_size=TAIL_LINES)
                 self.access_log.start()
             self._access_cfg = access

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Choose an operator action on one backend's circuit breaker: hold it open, hold it closed, reset."""
 
 from __future__ import annotations

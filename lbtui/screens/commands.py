@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Command palette (: or ctrl+p): the console's own actions, nothing that bypasses a confirmation."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Yes/no question before anything that changes the load balancer or stops it."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Every key the console answers to, built from the app's bindings so it cannot go stale."""
 
 from __future__ import annotations

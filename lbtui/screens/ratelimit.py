@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Edit a proxy's rate limits: per source address and per backend, new connections per second."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Ask for a backend's new weight; nothing is submitted until the value is valid."""
 
 from __future__ import annotations

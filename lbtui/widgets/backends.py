@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The backends table: one row per backend of every proxy, default group and source-route groups."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Circuit breakers: the state of every backend's breaker and the log of its transitions."""
 
 from __future__ import annotations

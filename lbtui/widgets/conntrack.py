@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Live flows: the bounded view the engine chose among all flows for this pane's filter and sort.
 
 The engine answers the pane's FlowQuery over every flow in conntrack; the same filter and sort are

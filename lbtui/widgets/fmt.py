@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Short, fixed-width text for the console's numbers; None (not measured yet) is always "—"."""
 
 from __future__ import annotations

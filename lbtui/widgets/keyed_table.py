@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A DataTable refreshed by row key, so a refresh touches only what changed and the cursor stays put."""
 
 from __future__ import annotations

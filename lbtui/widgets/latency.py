@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Latency per backend: percentiles over the chosen window beside lifetime, and the lifetime buckets."""
 
 from __future__ import annotations

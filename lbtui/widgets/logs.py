@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Append-only panes: the access log tail and the events log (engine events and command results)."""
 
 from __future__ import annotations

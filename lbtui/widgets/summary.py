@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The one-line header: which instance, how long it has run, and the totals that matter at a glance."""
 
 from __future__ import annotations
@@ -40,10 +41,9 @@ def summary_text(snapshot: Snapshot, title: str, attached: bool) -> Text:
         (fmt.rate(total_new_per_s(snapshot)), "bold"),
         (" new/s", "dim"),
     )
-    version = getattr(snapshot, "version", None)  # Snapshot.version: from instances that report it
-    if version:
+    if snapshot.version:  # an older instance over the socket may not report it
         text.append(" │ ", style="dim")
-        text.append(f"v{version}", style="dim")
+        text.append(f"v{snapshot.version}", style="dim")
     if not snapshot.running:
         text.append("  stopped", style="bold red")
     if snapshot.events_dropped:

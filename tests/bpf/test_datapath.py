@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The BPF programs on single packets (BPF_PROG_TEST_RUN): verdicts, every rewritten byte, checksums.
 
 Packets are built with scapy; checksums of outputs are recomputed from scratch by scapy (delete the

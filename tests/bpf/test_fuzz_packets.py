@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Packet fuzzing of the data path (tests/fuzz/packets/) through BPF_PROG_TEST_RUN (root): a sample of
 2 x 10,000 frames with a fresh seed each session (LBTUI_FUZZ_SEED=N fixes it), truncation sweeps, and
 the recorded regression cases (tests/fuzz/cases/), which stay fixed. bench/fuzz_packets.py soaks."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """structs.py against what the C compiler laid out: every field's name, order, offset and size.
 
 Map keys and values come from the loaded programs (BCC generates ctypes types from the compiled C,

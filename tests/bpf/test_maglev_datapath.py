@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Maglev through the real XDP program (BPF_PROG_TEST_RUN): the table Python builds is the one the
 data path indexes, and removing one of ten backends moves few of the other backends' flows.
 

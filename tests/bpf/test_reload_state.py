@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # ruff: noqa: E501  (the child program below is a string)
 """A failed reload leaves the running state exactly as it was: in memory and in the BPF maps.
 

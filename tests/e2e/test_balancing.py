@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Selection algorithms and rate limits end to end: least-connections, Maglev, source hash, per-source
 new-connection limits.
 

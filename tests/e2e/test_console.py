@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The console in a real terminal (tmux): `lbtui demo`, and `lbtui attach` to a headless instance.
 
 Keys go in with `tmux send-keys`, the screen comes back with `tmux capture-pane`; what the screen

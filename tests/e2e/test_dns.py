@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """DNS backends end to end, against a real dnsmasq started by the test inside the lab.
 
 dnsmasq runs in the lab's LB namespace on the bridge address (10.0.2.1:53) and answers

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """DNS backends against a real dnsmasq.
 
 Each test makes its own network namespace (prefix "dnst" + pid) with the server's address on the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """End to end through namespaces: `lbtui -c CFG --no-ui` in the LB namespace, real HTTP/UDP backends.
 
 One lab and one lbtui process for the module; each test sends real traffic from a client namespace

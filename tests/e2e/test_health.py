@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Backend health end to end: health checks, circuit breaker from data-path signals, drain, panic.
 
 Each test runs `lbtui --no-ui` in a lab's LB namespace and drives/observes it through its control

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Two instances on one host: each with its own control socket is fully isolated.
 
 Instance A serves VIP:80 on the first client interface with backend b1; instance B, started from a

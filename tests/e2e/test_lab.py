@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The demo/test lab: topology, backend servers, clients, cleanup.
 
 Namespace tests need root; each uses its own prefix ("lt" + letter) so they can run beside others.

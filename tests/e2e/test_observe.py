@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Observability end to end: ring-buffer events -> access log, histograms, Prometheus, in a real lab.
 
 500 HTTP requests, each on a new connection, go through the VIP. The access log must hold exactly
@@ -177,19 +178,19 @@ def test_byte_and_packet_counts_match_packet_captures(run):
 def test_histograms_count_every_connection(run):
     lab, lb, log, access, captures, got = run
     text = scrape(lab)
-    assert metric(text, "lb_connection_duration_seconds_count", proxy="web") == N
-    assert metric(text, "lb_backend_handshake_seconds_count", proxy="web") == N
+    assert metric(text, "lbtui_connection_duration_seconds_count", proxy="web") == N
+    assert metric(text, "lbtui_backend_handshake_seconds_count", proxy="web") == N
 
 
 def test_counters_match_request_counts_and_promtool_accepts(run):
     lab, lb, log, access, captures, got = run
     text = scrape(lab)
-    assert metric(text, "lb_connections_total", proxy="web") >= N
+    assert metric(text, "lbtui_connections_total", proxy="web") >= N
     for i in lab.backend_ids:
         name = f"b{i}"
         backend = f"{lab.backend_ip(i)}:8080"
         # the lab's readiness probes may add a few connections beyond the test's own
-        assert metric(text, "lb_connections_total", proxy="web", backend=backend) >= got.get(name, 0)
+        assert metric(text, "lbtui_connections_total", proxy="web", backend=backend) >= got.get(name, 0)
     if shutil.which("promtool"):
         r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -199,9 +200,9 @@ def test_counters_survive_conntrack_expiry(run):
     lab, lb, log, access, captures, got = run
     before = scrape(lab)
     # closing timeout is 1 s and the sweep runs every 0.5 s: every flow is gone from conntrack now
-    assert wait_until(lambda: metric(scrape(lab), "lb_conntrack_entries") == 0, timeout=10)
+    assert wait_until(lambda: metric(scrape(lab), "lbtui_conntrack_entries") == 0, timeout=10)
     after = scrape(lab)
-    for name in ("lb_connections_total", "lb_bytes_total", "lb_packets_total"):
+    for name in ("lbtui_connections_total", "lbtui_bytes_total", "lbtui_packets_total"):
         assert metric(after, name, proxy="web") >= metric(before, name, proxy="web") > 0, name
 
 
@@ -252,8 +253,8 @@ def test_slow_log_consumer_drops_lines_not_memory_or_traffic(tmp_path):
         got = lab.http_requests(6000, new_conn=True)
         assert got.get("errors", 0) == 0, got  # balancing went on
         assert sum(v for k, v in got.items() if k != "errors") == 6000
-        assert wait_until(lambda: metric(scrape(lab), "lb_events_dropped_total") > 0, timeout=10)
-        dropped = metric(scrape(lab), "lb_events_dropped_total")
+        assert wait_until(lambda: metric(scrape(lab), "lbtui_events_dropped_total") > 0, timeout=10)
+        dropped = metric(scrape(lab), "lbtui_events_dropped_total")
         print(f"\nslow consumer: 12,000 lines, {dropped:.0f} dropped; RSS +{rss_kb(lb.pid) - rss_before} KiB")
         assert dropped >= 12000 - 10000 - 2000, dropped  # 12,000 lines, a 10,000-line queue, a 64 KiB pipe
         assert rss_kb(lb.pid) - rss_before < 100_000, "memory stays bounded"

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Hot reload and crash survival under load (wrk), in a real lab.
 
 - 20 reloads (weights, a backend added and removed, a source route added and removed) while wrk

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Config fuzzing: a checker for the loader's contract (`check_config_text` / `check_config_bytes`)
 and hypothesis strategies that generate documents (`config_strategies`), for tests/unit/test_fuzz_config.py
 and bench/fuzz_config.py.
@@ -253,7 +254,7 @@ _STRING_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
         ["192.168.1.0/16", "10.0.0.0/33", "x", ""],
     ),
     "listen": (
-        ["127.0.0.1:9100", "[::1]:9100", "localhost:9100", "0.0.0.0:1"],
+        ["127.0.0.1:17100", "[::1]:9100", "localhost:9100", "0.0.0.0:1"],
         ["9100", ":9100", "127.0.0.1:0", "[::1:9100", "a b:1", "127.0.0.1:99999"],
     ),
     "urlpath": (["/metrics", "/healthz", "/a/b?c=d", "/"], ["metrics", "", "/a b", "/\x7f"]),
@@ -261,6 +262,10 @@ _STRING_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "socket": (["/run/lbtui/lbtui.sock", "/tmp/a.sock", "rel/path"], ["", "/tmp/a\x00b", "/" + "x" * 120]),
     "httphost": (["www.example.com", "a", "10.0.0.1:8080"], ["", "a b", "a\tb", "x\x7f"]),
     "nameserver": (["10.0.0.53", "::1", "2001:db8::53"], ["", "dns.google", "10.0.0.300"]),
+    "syslog": (
+        ["/dev/log", "10.0.0.5:514", "tcp://logs.example:6514", "udp://[::1]:514"],
+        ["", "514", "tcp://x"],
+    ),
 }
 _PRIMES = [7, 11, 13, 251, 4099, 65537]
 _NOT_PRIMES = [0, 1, 5, 9, 65536, 65539, 100000, -7]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A few fixed frames for tests of the packet fuzzer and of the data path."""
 
 from __future__ import annotations

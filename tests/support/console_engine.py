@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The real Engine, over the in-memory dataplane, as the console and the control socket meet it.
 
 `ConsoleEngine` is a model.EngineHandle: the engine runs on its own thread (lbtui.runner, as

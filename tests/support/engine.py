@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The real Engine over the in-memory dataplane, for tests without root.
 
 `ManualClock` is the engine's and the dataplane's clock (tests step it); `Probes` stands in for DNS

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """An in-memory EngineHandle for console tests: two proxies, flows, counters, commands applied.
 
 Deterministic by default in what it shows (fixed data); `grow=True` makes counters, flows and the
@@ -383,6 +384,7 @@ class FakeEngine:
             new_flows=sum(s.counters.new_flows for s in services),
         )
         return Snapshot(
+            version="0.0.0",  # fixed: console snapshots must not change with every release
             taken_at=self.clock() + t,
             started_at=self.started_at,
             config_path=self.config_path,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The lab as the end-to-end tests drive it: `lbtui.lab.Lab` plus the test clients (HTTP and UDP
 requests counted per backend, held keep-alive connections) and checksum-error counters.
 

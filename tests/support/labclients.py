@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Test clients, run inside a lab client namespace; each prints one JSON line per result.
 
     python -m tests.support.labclients http --url URL --count N (--new-conn | --keepalive)

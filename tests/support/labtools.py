@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Helpers shared by the end-to-end tests: waiting, running lbtui headless in a lab, reading results."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shorthands over the dataplane's one map API for tests and tools that fill or inspect maps by hand.
 
 They work on anything with the `lbtui.dataplane.port.Dataplane` map methods (`maps.Maps`, the

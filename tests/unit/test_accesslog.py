@@ -1,13 +1,18 @@
+# SPDX-License-Identifier: Apache-2.0
 """Access log: JSON and CLF lines (checked by jq, goaccess and a strict regex), rotation, back-pressure."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
+import socket
+import stat
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -353,3 +358,145 @@ def test_does_not_write_to_the_root_logger(caplog: pytest.LogCaptureFixture) -> 
     access.log(event())
     access.stop()
     assert not [r for r in caplog.records if r.name.startswith("lbtui.accesslog")]
+
+
+@dataclass(frozen=True)
+class ProdCfg(Cfg):
+    file_mode: int = 0o640
+    syslog: str | None = None
+    syslog_facility: str = "local0"
+
+
+def _written(log: AccessLog, n: int, start: int = 0) -> None:
+    for i in range(n):
+        log.log(event(seq=start + i))
+
+
+def test_files_are_created_0640_whatever_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "access.log"
+    old = os.umask(0o077)  # what the systemd unit sets
+    try:
+        log = AccessLog(ProdCfg(file=str(path), max_bytes=2000, max_files=2))
+        log.start()
+        _written(log, 40)  # several rotations
+        log.stop()
+    finally:
+        os.umask(old)
+    files = sorted(path.parent.iterdir())
+    assert [f.name for f in files] == ["access.log", "access.log.1", "access.log.2"]
+    assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o640}
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700  # makedirs' 0750, under umask 077
+
+
+def test_an_existing_file_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    path.write_text("")
+    path.chmod(0o600)
+    log = AccessLog(ProdCfg(file=str(path)))
+    log.start()
+    _written(log, 1)
+    log.stop()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_reopens_the_file_after_logrotate_moved_it(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(ProdCfg(file=str(path)))
+    log.start()
+    try:
+        _written(log, 3)
+        assert wait_for(lambda: len(path.read_text().splitlines()) == 3)
+        path.rename(tmp_path / "access.log.1")  # logrotate's "create" mode, without copytruncate
+        _written(log, 2, start=100)
+        assert wait_for(lambda: path.exists() and len(path.read_text().splitlines()) == 2)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+        path.unlink()  # removed altogether: recreated too
+        _written(log, 1, start=200)
+        assert wait_for(lambda: path.exists() and len(path.read_text().splitlines()) == 1)
+    finally:
+        log.stop()
+    assert len((tmp_path / "access.log.1").read_text().splitlines()) == 3
+    assert [json.loads(line)["client_port"] for line in path.read_text().splitlines()] == [200]
+
+
+def wait_for(pred, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_syslog_target_over_a_local_socket(tmp_path: Path) -> None:
+    path = str(tmp_path / "log.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        server.settimeout(5)
+        log = AccessLog(ProdCfg(format="clf", syslog=path, syslog_facility="local3"))
+        log.start()
+        _written(log, 2)
+        log.stop()
+        messages = [server.recv(4096).decode() for _ in range(2)]
+    # <PRI> = facility local3 (19) * 8 + severity info (6) = 158; the tag carries the pid
+    assert all(m.startswith(f"<158>lbtui[{os.getpid()}]: 10.0.1.5 - - [") for m in messages), messages
+    assert all(CLF_LINE.match(m.split(": ", 1)[1]) for m in messages)
+
+
+def test_syslog_target_over_udp() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(5)
+        port = server.getsockname()[1]
+        log = AccessLog(ProdCfg(syslog=f"127.0.0.1:{port}"))
+        log.start()
+        _written(log, 1)
+        log.stop()
+        message = server.recv(4096).decode()
+    assert message.startswith("<134>lbtui[")  # local0.info
+    assert json.loads(message.split(": ", 1)[1])["client_ip"] == "10.0.1.5"
+
+
+def test_a_bad_syslog_target_is_refused_at_start(tmp_path: Path) -> None:
+    for bad in (str(tmp_path / "nobody-listens"), "nohost", "127.0.0.1:x"):
+        with pytest.raises((OSError, ValueError)):
+            AccessLog(ProdCfg(syslog=bad)).start()
+    with pytest.raises(ValueError):
+        AccessLog(ProdCfg(syslog="127.0.0.1:514", syslog_facility="nonsense")).start()
+
+
+def test_production_keys_in_the_configuration(tmp_path: Path) -> None:
+    from lbtui.config import ConfigError, parse_config
+    from lbtui.observe.hub import ObservabilityHub
+
+    base = '[[proxy]]\nname = "w"\ninterfaces = ["eth0"]\nvip = "10.0.0.1"\nport = 80\n'
+    base += '[[proxy.backend]]\naddress = "10.0.2.1:80"\n'
+    config = parse_config('[settings.access_log]\nfile_mode = 0o600\nsyslog = "tcp://[::1]:514"\n' + base)
+    log = config.settings.access_log
+    assert (log.file_mode, log.syslog, log.syslog_facility) == (0o600, "tcp://[::1]:514", "local0")
+    assert config.settings.metrics.listen == "127.0.0.1:17100" and not config.settings.manage_sysctls
+    for bad, key in (
+        ('syslog = "514"', "settings.access_log.syslog"),
+        ('syslog_facility = "local9"', "settings.access_log.syslog_facility"),
+        ("file_mode = 0o1777", "settings.access_log.file_mode"),
+    ):
+        with pytest.raises(ConfigError) as exc:
+            parse_config(f"[settings.access_log]\n{bad}\n" + base, "x.toml")
+        assert f"x.toml: {key}: " in str(exc.value)
+
+    # syslog alone is enough for the hub to run an access log
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        path = str(tmp_path / "log.sock")
+        server.bind(path)
+        server.settimeout(5)
+        config = parse_config(
+            f'[settings.metrics]\nenabled = false\n[settings.access_log]\nsyslog = "{path}"\n' + base
+        )
+        hub = ObservabilityHub(lambda: None)
+        hub.configure(config.settings)
+        try:
+            assert hub.access_log is not None
+            hub.observe(event())
+        finally:
+            hub.close()
+        assert server.recv(4096).startswith(b"<134>lbtui[")

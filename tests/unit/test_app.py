@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Console behaviour through Textual's Pilot, against the real Engine over the in-memory dataplane
 (tests/support/console_engine.py: the engine on its own thread, as `lbtui` embeds it)."""
 

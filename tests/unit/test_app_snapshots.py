@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Screenshots of every pane at the smallest supported terminal (80x24) and a large one (160x48).
 
 The engine is the real one over the in-memory dataplane (tests/support/console_engine.py), frozen:

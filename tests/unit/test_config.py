@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Config loading: the example files, strict validation with key paths, round trips, fuzzing."""
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ def test_demo_config_matches_the_lab() -> None:
     assert (dns.vip, dns.port, dns.protocol) == ("10.0.0.1", 5353, "udp")
     assert [b.key for b in dns.backends] == ["10.0.2.11:5353", "10.0.2.12:5353", "10.0.2.13:5353"]
     assert web.health is not None and (web.health.type, web.health.path) == ("http", "/healthz")
-    assert config.settings.metrics.enabled and config.settings.metrics.listen == "127.0.0.1:9100"
+    assert config.settings.metrics.enabled and config.settings.metrics.listen == "127.0.0.1:17100"
 
 
 def test_minimal_gets_defaults() -> None:
@@ -935,7 +936,7 @@ def test_fuzz_text_mutations_of_full_example(data: st.DataObject) -> None:
 @pytest.mark.skipif(not (REPO / "lbtui" / "cli.py").exists(), reason="lbtui/cli.py not written yet")
 def test_cli_check(tmp_path: Path) -> None:
     def check(path: Path) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "lbtui", "--check", "-c", str(path)]
+        command = [sys.executable, "-m", "lbtui", "--check", "--config-only", "-c", str(path)]
         return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
 
     good = check(REPO / "configs" / "minimal.toml")

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The control socket: JSON form of the model, server and client, robustness, socket file handling.
 
 No BPF: the engine is the real one over the in-memory dataplane (tests/support/console_engine.py).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`lbtui ctl`: commands, output and exit codes against a control socket served by the real Engine
 over the in-memory dataplane (tests/support/console_engine.py)."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """DNS backends: the resolver's logic with a fake resolve function (no network).
 
 tests/e2e/test_dns_resolver.py drives the same resolver against a real dnsmasq.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Adoption on the real Engine over the in-memory dataplane: a second engine takes over the pinned
 state the first left (--keep-dataplane), with the same ids and tables, its counters and its flows;
 what the new configuration no longer has is released."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Every operator command on the real Engine over the in-memory dataplane: accepted and refused, with
 the exact answer the operator reads, and what it does to the maps and the snapshot."""
 

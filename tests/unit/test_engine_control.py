@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The control loops on the real Engine over the in-memory dataplane: least-connections, health
 checks and slow start, panic, circuit breakers driven by the data path's counters, and TCP SYNs left
 unanswered. Time is a ManualClock; health checks answer from `Probes`."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """DNS backends on the real Engine over the in-memory dataplane: the first resolution, changes of the
 A records (addresses added and retired), failures that keep the last good set, and runtime
 overrides that a DNS change must leave alone. DNS answers come from `Probes`."""

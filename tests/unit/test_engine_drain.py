@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Drains on the real Engine over the in-memory dataplane: no new flows for the backend, the end of
 the drain when its flows are gone or at its timeout, and `--cut`."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The engine's parts on their own: a group's table plans, the composition of configuration and
 runtime overrides, overrides across reloads, id allocation, and the in-memory conntrack."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Reloads on the real Engine over the in-memory dataplane: the configuration diff and its summary,
 refusals, rollback after a failure half-way (everything as it was, slot for slot), established flows
 left alone, runtime overrides across a reload, and the file watch."""

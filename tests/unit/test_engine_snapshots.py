@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Snapshots of the real Engine over the in-memory dataplane: counters, rates, latency, conntrack,
 the flow view and flow queries, flow events (ring buffer and idle sweep) and the event log."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The conntrack view's queries: filter and sort over every live flow, then bounded.
 
 The real sweep runs on conntrack arrays in the map's own layout (the dtypes of structs.py); the

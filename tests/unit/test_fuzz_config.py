@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Config fuzzing (checker and strategies: tests/fuzz/configs.py; 10,000 examples: bench/fuzz_config.py).
 
 parse_config/load_config only ever raise ConfigError; every issue has a message and a key path into

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The packet fuzzer's own parts, without BPF: its checksum code against scapy, its parser against
 lb.c's rules, the oracle accepting exactly the correct rewrites, its conntrack mirror's rules, and the
 case files (tests/fuzz/packets/)."""

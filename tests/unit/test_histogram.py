@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Latency histograms: bucket bounds, percentile estimates, the per-backend book."""
 
 from __future__ import annotations

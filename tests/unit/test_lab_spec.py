@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The lab's names and the config it describes (no namespaces are made)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The engine side never imports the console's libraries; the console never imports the kernel side.
 
 Each module is imported in a fresh interpreter and its sys.modules inspected

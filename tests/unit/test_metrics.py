@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Prometheus metrics (render, promtool, HTTP serving, monotonic counters) and rate meters."""
 
 from __future__ import annotations
@@ -124,51 +125,51 @@ def test_render_parses_and_has_every_family() -> None:
     metrics.observe_health_check("web", "10.0.2.11:8080", 0.003)
     families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
     expected = {
-        "lb_connections_active": "gauge",
-        "lb_connections": "counter",
-        "lb_bytes": "counter",
-        "lb_packets": "counter",
-        "lb_backend_health": "gauge",
-        "lb_backend_effective_weight": "gauge",
-        "lb_circuit_breaker_state": "gauge",
-        "lb_health_check_latency_seconds": "histogram",
-        "lb_backend_handshake_seconds": "histogram",
-        "lb_connection_duration_seconds": "histogram",
-        "lb_dns_resolution_status": "gauge",
-        "lb_drops": "counter",
-        "lb_rate_limited": "counter",
-        "lb_info": "gauge",
+        "lbtui_connections_active": "gauge",
+        "lbtui_connections": "counter",
+        "lbtui_bytes": "counter",
+        "lbtui_packets": "counter",
+        "lbtui_backend_health": "gauge",
+        "lbtui_backend_effective_weight": "gauge",
+        "lbtui_circuit_breaker_state": "gauge",
+        "lbtui_health_check_latency_seconds": "histogram",
+        "lbtui_backend_handshake_seconds": "histogram",
+        "lbtui_connection_duration_seconds": "histogram",
+        "lbtui_dns_resolution_status": "gauge",
+        "lbtui_drops": "counter",
+        "lbtui_rate_limited": "counter",
+        "lbtui_build_info": "gauge",
     }
     for name, kind in expected.items():
         assert name in families, name
         assert families[name].type == kind, name
 
     pb = {"proxy": "web", "backend": "10.0.2.11:8080"}
-    assert value(metrics, "lb_info", version="9.9.9") == 1
-    assert value(metrics, "lb_connections_total", **pb) == 4
-    assert value(metrics, "lb_bytes_total", direction="in", **pb) == 1000
-    assert value(metrics, "lb_bytes_total", direction="out", **pb) == 8000
-    assert value(metrics, "lb_packets_total", direction="in", **pb) == 10
-    assert value(metrics, "lb_packets_total", direction="out", **pb) == 8
-    assert value(metrics, "lb_connections_active", **pb) == 3
-    assert value(metrics, "lb_backend_effective_weight", **pb) == 5
-    assert value(metrics, "lb_backend_health", **pb) == 1
-    assert value(metrics, "lb_backend_health", proxy="web", backend="10.0.2.12:8080") == 0
-    assert value(metrics, "lb_backend_health", proxy="web", backend="10.0.2.13:8080") is None  # unknown
-    assert value(metrics, "lb_circuit_breaker_state", **pb) == 0
-    assert value(metrics, "lb_circuit_breaker_state", proxy="web", backend="10.0.2.13:8080") == 1
-    assert value(metrics, "lb_circuit_breaker_state", proxy="web", backend="10.0.2.12:8080") == 2
-    assert value(metrics, "lb_drops_total", proxy="web", reason="no_backend") == 2
-    assert value(metrics, "lb_drops_total", proxy="web", reason="rate_limit_source") == 7
-    assert value(metrics, "lb_rate_limited_total", proxy="web", scope="source") == 7
-    assert value(metrics, "lb_dns_resolution_status", proxy="web", hostname="api.example") == 1
-    assert value(metrics, "lb_backend_handshake_seconds_count", **pb) == 1
-    assert value(metrics, "lb_backend_handshake_seconds_sum", **pb) == pytest.approx(0.0004)
-    assert value(metrics, "lb_connection_duration_seconds_count", **pb) == 1
-    assert value(metrics, "lb_connection_duration_seconds_sum", **pb) == pytest.approx(1.5)
-    assert value(metrics, "lb_connection_duration_seconds_bucket", le="1.048576", **pb) == 0
-    assert value(metrics, "lb_connection_duration_seconds_bucket", le="2.097152", **pb) == 1
-    assert value(metrics, "lb_health_check_latency_seconds_count", **pb) == 1
+    assert value(metrics, "lbtui_build_info", version="9.9.9") == 1
+    assert value(metrics, "lbtui_connections_total", **pb) == 4
+    assert value(metrics, "lbtui_bytes_total", direction="in", **pb) == 1000
+    assert value(metrics, "lbtui_bytes_total", direction="out", **pb) == 8000
+    assert value(metrics, "lbtui_packets_total", direction="in", **pb) == 10
+    assert value(metrics, "lbtui_packets_total", direction="out", **pb) == 8
+    assert value(metrics, "lbtui_connections_active", **pb) == 3
+    assert value(metrics, "lbtui_backend_effective_weight", **pb) == 5
+    assert value(metrics, "lbtui_backend_health", **pb) == 1
+    assert value(metrics, "lbtui_backend_health", proxy="web", backend="10.0.2.12:8080") == 0
+    assert value(metrics, "lbtui_backend_health", proxy="web", backend="10.0.2.13:8080") is None  # unknown
+    assert value(metrics, "lbtui_circuit_breaker_state", **pb) == 0
+    assert value(metrics, "lbtui_circuit_breaker_state", proxy="web", backend="10.0.2.13:8080") == 1
+    assert value(metrics, "lbtui_circuit_breaker_state", proxy="web", backend="10.0.2.12:8080") == 2
+    assert value(metrics, "lbtui_drops_total", proxy="web", reason="no_backend") == 2
+    assert value(metrics, "lbtui_drops_total", proxy="web", reason="rate_limit_source") == 7
+    assert value(metrics, "lbtui_rate_limited_total", proxy="web", scope="source") == 7
+    assert value(metrics, "lbtui_dns_resolution_status", proxy="web", hostname="api.example") == 1
+    assert value(metrics, "lbtui_backend_handshake_seconds_count", **pb) == 1
+    assert value(metrics, "lbtui_backend_handshake_seconds_sum", **pb) == pytest.approx(0.0004)
+    assert value(metrics, "lbtui_connection_duration_seconds_count", **pb) == 1
+    assert value(metrics, "lbtui_connection_duration_seconds_sum", **pb) == pytest.approx(1.5)
+    assert value(metrics, "lbtui_connection_duration_seconds_bucket", le="1.048576", **pb) == 0
+    assert value(metrics, "lbtui_connection_duration_seconds_bucket", le="2.097152", **pb) == 1
+    assert value(metrics, "lbtui_health_check_latency_seconds_count", **pb) == 1
 
 
 def test_histogram_buckets_match_the_console_histograms() -> None:
@@ -181,11 +182,11 @@ def test_histograms_never_go_down_when_the_data_path_restarts_them() -> None:
     current = {"snap": snapshot(latency=(latency_view(n=5),))}
     metrics = Metrics(lambda: current["snap"])
     pb = {"proxy": "web", "backend": "10.0.2.11:8080"}
-    assert value(metrics, "lb_connection_duration_seconds_count", **pb) == 5
+    assert value(metrics, "lbtui_connection_duration_seconds_count", **pb) == 5
     current["snap"] = snapshot(
         latency=(latency_view(n=2),), taken_at=1_700_000_002.0
     )  # a new backend id: counts restart
-    assert value(metrics, "lb_connection_duration_seconds_count", **pb) == 7
+    assert value(metrics, "lbtui_connection_duration_seconds_count", **pb) == 7
 
 
 def test_dns_status_failing_and_never_resolved() -> None:
@@ -198,8 +199,8 @@ def test_dns_status_failing_and_never_resolved() -> None:
         )
     )
     metrics = Metrics(lambda: snap)
-    assert value(metrics, "lb_dns_resolution_status", proxy="web", hostname="a.example") == 0
-    assert value(metrics, "lb_dns_resolution_status", proxy="web", hostname="b.example") == 0
+    assert value(metrics, "lbtui_dns_resolution_status", proxy="web", hostname="a.example") == 0
+    assert value(metrics, "lbtui_dns_resolution_status", proxy="web", hostname="b.example") == 0
 
 
 def test_promtool_accepts_the_page(tmp_path) -> None:
@@ -216,20 +217,20 @@ def test_promtool_accepts_the_page(tmp_path) -> None:
 
 
 def test_no_snapshot_or_a_failing_one_still_renders() -> None:
-    assert value(Metrics(lambda: None, version="1"), "lb_info", version="1") == 1
+    assert value(Metrics(lambda: None, version="1"), "lbtui_build_info", version="1") == 1
 
     def broken() -> model.Snapshot:
         raise RuntimeError("engine gone")
 
-    assert value(Metrics(broken, version="1"), "lb_info", version="1") == 1
+    assert value(Metrics(broken, version="1"), "lbtui_build_info", version="1") == 1
 
 
 def test_two_instances_do_not_clash() -> None:
     first = Metrics(lambda: snapshot(latency=(latency_view(),)))
     second = Metrics(lambda: None)
     pb = {"proxy": "web", "backend": "10.0.2.11:8080"}
-    assert value(first, "lb_connection_duration_seconds_count", **pb) == 1
-    assert value(second, "lb_connection_duration_seconds_count", **pb) is None
+    assert value(first, "lbtui_connection_duration_seconds_count", **pb) == 1
+    assert value(second, "lbtui_connection_duration_seconds_count", **pb) is None
 
 
 def test_counters_never_decrease_across_resets_and_removal() -> None:
@@ -238,26 +239,26 @@ def test_counters_never_decrease_across_resets_and_removal() -> None:
     }
     metrics = Metrics(lambda: current["snap"])
     pb = {"proxy": "web", "backend": "10.0.2.11:8080"}
-    assert value(metrics, "lb_connections_total", **pb) == 50
+    assert value(metrics, "lbtui_connections_total", **pb) == 50
 
     # the data-path counters start again (backend re-added / maps recreated)
     current["snap"] = snapshot(backends=(backend(counters=model.Counters(2, 200, 1, 100, 1, 1, 0)),))
-    assert value(metrics, "lb_connections_total", **pb) == 51
-    assert value(metrics, "lb_bytes_total", direction="in", **pb) == 10_200
+    assert value(metrics, "lbtui_connections_total", **pb) == 51
+    assert value(metrics, "lbtui_bytes_total", direction="in", **pb) == 10_200
 
     # the backend disappears, then comes back from zero
     current["snap"] = snapshot(backends=())
-    assert value(metrics, "lb_connections_total", **pb) is None
+    assert value(metrics, "lbtui_connections_total", **pb) is None
     current["snap"] = snapshot(backends=(backend(counters=model.Counters(1, 10, 0, 0, 3, 0, 0)),))
-    assert value(metrics, "lb_connections_total", **pb) == 54
-    assert value(metrics, "lb_bytes_total", direction="in", **pb) == 10_210
+    assert value(metrics, "lbtui_connections_total", **pb) == 54
+    assert value(metrics, "lbtui_bytes_total", direction="in", **pb) == 10_210
 
     # drops reset too
     current["snap"] = snapshot(
         backends=(backend(counters=model.Counters(1, 10, 0, 0, 3, 0, 0)),), drops={"rate_limit_source": 1}
     )
-    assert value(metrics, "lb_rate_limited_total", proxy="web", scope="source") == 8
-    assert value(metrics, "lb_drops_total", proxy="web", reason="rate_limit_source") == 8
+    assert value(metrics, "lbtui_rate_limited_total", proxy="web", scope="source") == 8
+    assert value(metrics, "lbtui_drops_total", proxy="web", reason="rate_limit_source") == 8
 
 
 def test_counters_are_monotonic_over_random_snapshots() -> None:
@@ -291,7 +292,7 @@ def test_track_notices_resets_between_scrapes() -> None:
     metrics.track(snapshot(backends=(backend(counters=model.Counters(new_flows=5)),)))  # reset
     current["snap"] = snapshot(backends=(backend(counters=model.Counters(new_flows=150)),))
     # without track() the scrape would see 100 -> 150 and report 150; with it: 100 + 150
-    assert value(metrics, "lb_connections_total", proxy="web", backend="10.0.2.11:8080") == 250
+    assert value(metrics, "lbtui_connections_total", proxy="web", backend="10.0.2.11:8080") == 250
 
 
 def test_an_older_snapshot_is_not_taken_for_a_reset() -> None:
@@ -301,9 +302,9 @@ def test_an_older_snapshot_is_not_taken_for_a_reset() -> None:
     older = snapshot(backends=(backend(counters=model.Counters(new_flows=100)),))
     metrics = Metrics(lambda: older)  # a scrape that fetched its snapshot before track() ran
     metrics.track(newer)
-    assert value(metrics, "lb_connections_total", proxy="web", backend="10.0.2.11:8080") == 200
+    assert value(metrics, "lbtui_connections_total", proxy="web", backend="10.0.2.11:8080") == 200
     metrics.track(dataclasses.replace(newer, taken_at=2_000_000_001.0))
-    assert value(metrics, "lb_connections_total", proxy="web", backend="10.0.2.11:8080") == 200
+    assert value(metrics, "lbtui_connections_total", proxy="web", backend="10.0.2.11:8080") == 200
 
 
 def http_get(url: str) -> tuple[int, bytes]:
@@ -335,8 +336,8 @@ def test_serves_only_on_its_path_and_stop_frees_the_port() -> None:
         assert not port_is_free(port)  # the check below means something
         status, body = http_get(f"http://{host}:{port}/metrics")
         assert status == 200
-        assert b'lb_info{version="1.2.3"} 1.0' in body
-        assert b"lb_connections_total" in body
+        assert b'lbtui_build_info{version="1.2.3"} 1.0' in body
+        assert b"lbtui_connections_total" in body
         assert http_get(f"http://{host}:{port}/other")[0] == 404
         assert http_get(f"http://{host}:{port}/")[0] == 404
         with pytest.raises(RuntimeError):
@@ -378,3 +379,71 @@ def test_snapshot_dataclasses_still_match() -> None:
     # the collector relies on these model fields; fail loudly if they are renamed
     names = {f.name for f in dataclasses.fields(model.Counters)}
     assert {"packets_in", "bytes_in", "packets_out", "bytes_out", "new_flows"} <= names
+
+
+def test_every_metric_is_declared_once_prefixed_and_on_the_page() -> None:
+    from lbtui.observe.metrics import METRICS
+
+    assert len({m.name for m in METRICS}) == len(METRICS)
+    assert all(m.name.startswith("lbtui_") for m in METRICS)
+    snap = snapshot(dns=(model.DnsStatus("api.example", "web", last_success=1.0),), latency=(latency_view(),))
+    metrics = Metrics(lambda: snap)
+    metrics.observe_health_check("web", "10.0.2.11:8080", 0.003)
+    page = {f.name: f.type for f in text_string_to_metric_families(metrics.render().decode())}
+    # the parser names counter families without _total
+    declared = {m.name.removesuffix("_total") if m.type == "counter" else m.name: m.type for m in METRICS}
+    assert page == declared
+
+
+def test_series_of_backends_that_came_and_went_leave_the_page() -> None:
+    """100 backends appear (as DNS answers change) and go again: the page keeps only live series,
+    and the counter state of the departed ones is forgotten after FORGET_AFTER_S."""
+    from lbtui.observe.metrics import FORGET_AFTER_S
+
+    live = ("10.0.2.11:8080",)
+    t = 1_700_000_000.0
+    current = {"snap": snapshot(backends=tuple(backend(a) for a in live), taken_at=t)}
+    metrics = Metrics(lambda: current["snap"])
+    for wave in range(10):  # 10 waves of 10 short-lived backends
+        t += 1
+        churn = tuple(f"10.0.3.{wave * 10 + i}:8080" for i in range(10))
+        current["snap"] = snapshot(
+            backends=tuple(backend(a) for a in (*live, *churn)),
+            latency=tuple(dataclasses.replace(latency_view(), backend=a) for a in churn),
+            taken_at=t,
+        )
+        metrics.track(current["snap"])
+        for address in churn:
+            metrics.observe_health_check("web", address, 0.002)
+        assert {labels.get("backend") for labels in _backend_labels(metrics)} >= set(churn)
+    t += 1
+    current["snap"] = snapshot(backends=tuple(backend(a) for a in live), taken_at=t)
+    metrics.track(current["snap"])
+    on_page = {labels["backend"] for labels in _backend_labels(metrics)}
+    assert on_page == set(live)
+    assert metrics.tracked_series > 100 * 7  # departed series are still remembered for a while...
+    t += FORGET_AFTER_S + 1
+    current["snap"] = snapshot(backends=tuple(backend(a) for a in live), taken_at=t)
+    metrics.track(current["snap"])
+    assert {labels["backend"] for labels in _backend_labels(metrics)} == set(live)
+    per_live_backend = 7  # connections, handshakes, failures, bytes in/out, packets in/out
+    drops = len(snapshot().services[0].drops) + 1  # + the rate-limited scope
+    assert metrics.tracked_series == per_live_backend * len(live) + drops + 2  # ...then forgotten
+
+
+def _backend_labels(metrics: Metrics) -> list[dict[str, str]]:
+    return [
+        s.labels
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+        if "backend" in s.labels
+    ]
+
+
+def test_the_number_of_remembered_removed_series_is_bounded() -> None:
+    from lbtui.observe.metrics import CounterTracker
+
+    tracker = CounterTracker(forget_after_s=1e9, max_removed=50)
+    for i in range(200):
+        tracker.update(float(i), [("lbtui_connections_total", ("web", f"10.0.3.{i}:80"), 1.0)])
+    assert len(tracker) == 51  # the live one and the 50 most recently removed

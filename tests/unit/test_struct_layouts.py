@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """structs.check_layouts on hand-written "compiled" types (no root; tests/bpf/test_layouts.py runs it
 on what the C compiler really laid out)."""
 

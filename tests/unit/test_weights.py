@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 from lbtui.control.weights import BackendState, compose, effective_weight
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Packet fuzzing of the BPF data path: a seeded frame generator and an exact oracle.
 
 One implementation for bench/fuzz_packets.py (soaks of many seeds) and tests/bpf/test_fuzz_packets.py

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Recorded fuzz cases: the frames and evictions of one run segment, as a JSON file to replay.
 
 A segment is what the harness ran since conntrack was last emptied (every `sync_every` frames both

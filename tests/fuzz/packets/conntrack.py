@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The oracle's mirror of lb_conntrack: which entries lb.c keeps, and the rules that add, change and
 remove them (bpf/lb.h, bpf/lb.c).
 

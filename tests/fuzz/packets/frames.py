@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Seeded frames: well-formed traffic to the VIP, replies from backends, and every kind of oddity.
 
 Each family has a weight; `FrameGenerator.next(flows)` draws one, using flows the data path is

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The harness: frames through a private copy of lb.c with BPF_PROG_TEST_RUN, checked by the oracle.
 
 What does not follow from the seed is controlled here, so that a run only depends on it and on the

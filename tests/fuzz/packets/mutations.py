@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Broken and foreign frames: header mutations of a built frame, and a pool of scapy-built frames.
 
 Every function takes the generator's random.Random, so a seed still determines every byte.

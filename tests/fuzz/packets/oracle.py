@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The oracle: from an input frame and the conntrack mirror alone, what lb.c must do with it.
 
 - XDP: anything that is not a well-formed IPv4 TCP/UDP non-fragment to a configured VIP:port passes

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What lb.c's parsers make of a frame, step by step, as the oracle needs it.
 
 `parse_xdp` mirrors lbtui_xdp and `parse_tc` mirrors lbtui_tc (which checks less: no length fields,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Which backends a new flow may get: lb.c new_flow's selection, as the set of allowed outcomes.
 
 Source hash and Maglev start at one slot (a hash of the client address, or of the 5-tuple);

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Replaying recorded cases, and shrinking one to the shortest event sequence that still fails.
 
 A replay starts from an empty conntrack, runs the case's frames and evictions in order (making the

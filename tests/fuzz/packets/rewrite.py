@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What a correct output looks like: a NAT rewrite that touches only its fields and keeps every
 checksum's residual, or a frame passed through untouched.
 

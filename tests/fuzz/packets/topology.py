@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The fuzz topology: one VIP, four services (every selection algorithm), four backends, a source route.
 
 The harness writes exactly this into the maps (harness.setup_maps) and the oracle predicts from it.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Bytes on the wire: one's complement checksums and frames built byte by byte.
 
 The fuzzer builds frames here instead of with scapy (~1 ms per packet, too slow for a million) and
