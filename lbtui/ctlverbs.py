@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The runtime-operation verbs of `lbtui ctl` (HAProxy's runtime API, README.md#runtime-operations):
 
     lbtui ctl add-backend PROXY ADDR [--weight N] [--group CIDR]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Keeping the runtime overrides across restarts: restored from the state file at start (adopted data
 path or fresh), written after every change (statefile.py says how).
 

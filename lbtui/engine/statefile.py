@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The state file: the runtime overrides, kept across restarts (README.md#runtime-state).
 
 One JSON object (`StateFile`, its records declared once here and encoded by lbtui.wire's converter),

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Ask for a backend to add at run time: its address, weight and group; nothing is submitted until
 the values are valid (the engine checks them again)."""
 

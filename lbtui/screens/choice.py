@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Choose one of a few actions (each with a key and what it does), or cancel."""
 
 from __future__ import annotations

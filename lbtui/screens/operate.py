@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The console's operator actions: each asks (a dialog or a confirmation) before it changes traffic,
 then submits one command through the app; the app shows the result.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Runtime operations and runtime state end to end (issue 19, must-show 1, 2 and 5), in a lab with
 four backends of which the file names three; `lbtui --no-ui` runs in the lab's LB namespace and
 `lbtui ctl` drives it from outside.

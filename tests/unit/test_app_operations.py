@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The console's runtime operations through Textual's Pilot, against the real Engine over the
 in-memory dataplane: maintenance (asked first, shown apart from a drain), forced health, + and -,
 adding and removing backends."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`lbtui ctl`'s runtime operations (add-backend, remove-backend, maint, ready, health, relative
 weights, events, overrides, status PROXY) against a control socket served by the real Engine over
 the in-memory dataplane."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """HAProxy-style runtime operations on the real Engine over the in-memory dataplane: maintenance,
 forced health, circuit holds, relative weights, backends added to a route or removed with their
 flows cut, the overrides list and clearing it, and overrides dropped with an event."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """How a reload reads its file (issue 12): only regular files of bounded size, read and parsed off the
 engine's loop, and the file watch follows the file a reload switched to.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Runtime overrides kept across restarts (the state file) on the real Engine over the in-memory
 dataplane: after a clean stop, a stop that leaves the data path pinned, and a crash; what a changed
 configuration drops (with events); a file that cannot be used; atomic writes; commands answered
