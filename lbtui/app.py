@@ -31,6 +31,7 @@ from lbtui.model import (
     HistoryAnswer,
     HistoryQuery,
     Level,
+    Reload,
     Snapshot,
     Stop,
 )
@@ -41,7 +42,7 @@ from lbtui.screens.confirm import ConfirmScreen
 from lbtui.screens.export import export_view
 from lbtui.screens.help import HelpScreen
 from lbtui.screens.keys import APP_CSS, BINDINGS, PANES, key_help
-from lbtui.screens.operate import describe_command
+from lbtui.screens.operate import TRAFFIC_ACTIONS, describe_command
 from lbtui.widgets import fmt
 from lbtui.widgets.backends import TREND_S, BackendsTable, ProxiesSummary, find_backend
 from lbtui.widgets.circuits import CircuitsPane, CircuitTable
@@ -90,6 +91,7 @@ class LbtuiApp(App[CommandResult | None]):
         refresh_s: float = 1.0,
         title: str = "lbtui",
         attached: bool = False,
+        read_only: bool = False,
         export_dir: str = ".",
     ) -> None:
         super().__init__()
@@ -102,6 +104,7 @@ class LbtuiApp(App[CommandResult | None]):
         self.refresh_s = refresh_s
         self.title = title
         self.attached = attached
+        self.read_only = read_only  # the keys that change traffic are hidden and refused
         self.snapshot: Snapshot | None = None  # the last one received
         self.connection_error: str | None = None  # set while snapshot() fails
         self.refreshes = 0  # snapshots applied, for tests and the curious
@@ -244,7 +247,7 @@ class LbtuiApp(App[CommandResult | None]):
                 self.event_log.add_note(time.time(), "connection to the instance is back")
                 self.notify("connection to the instance is back", title="reconnected")
             self.snapshot = snapshot
-            self.summary.show(snapshot, self.title, self.attached)
+            self.summary.show(snapshot, self.title, self.attached, self.read_only)
             self._show_banner(None if snapshot.running else "the load balancer has stopped", stopped=True)
             self.backends_table.show(snapshot, self._trend_points(snapshot))
             self.proxies.show(snapshot)
@@ -296,8 +299,17 @@ class LbtuiApp(App[CommandResult | None]):
 
     # ---- commands ---------------------------------------------------------------------------
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Textual asks before a key runs an action: a read-only console has no traffic actions."""
+        return not (self.read_only and action in TRAFFIC_ACTIONS)
+
     def submit_command(self, command: Command) -> None:
         """Submit on a worker thread; the result is notified and logged in the events pane."""
+        if self.read_only and not isinstance(command, Stop):
+            self.notify(
+                "read-only console: commands that change traffic need the operator socket", severity="warning"
+            )
+            return
         self._submit(command)
 
     @work(thread=True, name="command", group="commands", exit_on_error=False)
@@ -309,6 +321,9 @@ class LbtuiApp(App[CommandResult | None]):
         return command, result
 
     def _command_done(self, command: Command, result: CommandResult) -> None:
+        if isinstance(command, Reload) and command.dry_run:  # `r`: show what would change, then ask
+            operate.reload_planned(self, result)
+            return
         what = describe_command(command)
         log.info("%s: %s %s", what, "ok" if result.ok else "failed", result.message)
         self.event_log.add_result(time.time(), what, result)
@@ -471,7 +486,7 @@ class LbtuiApp(App[CommandResult | None]):
     # ---- help and palette -------------------------------------------------------------------
 
     def key_help(self) -> list[tuple[str, str]]:
-        return key_help(self)
+        return key_help(self, self.read_only)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Textual's commands (theme, keys, screenshot...) but not its quit: ours asks first."""
@@ -481,4 +496,11 @@ class LbtuiApp(App[CommandResult | None]):
 
     def palette_actions(self) -> list[tuple[str, str, Callable[[], object]]]:
         """The console's commands for the palette, titles naming the current selection."""
-        return console_actions(self)
+        actions = console_actions(self)
+        if self.read_only:
+            actions = [
+                a
+                for a in actions
+                if getattr(a[2], "__name__", "").removeprefix("action_") not in TRAFFIC_ACTIONS
+            ]
+        return actions

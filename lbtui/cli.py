@@ -4,9 +4,11 @@
     lbtui -c FILE                 console with the engine embedded
     lbtui -c FILE --no-ui         headless
     lbtui --check -c FILE         validate the file and check the host (--json, --config-only)
+    lbtui --check --diff -c FILE  what a reload of the file would change in the running instance
     lbtui demo [--no-ui]          the demo lab with the load balancer on it
     lbtui ctl [--socket P] CMD    talk to a running instance
-    lbtui attach [--socket P]     the console, on a running instance
+    lbtui ctl list                the running instances (their sockets in /run/lbtui)
+    lbtui attach [--socket P] [--read-only]   the console, on a running instance (found when only one runs)
 
 Exit codes (lbtui/exitcodes.py): 0 clean stop, 1 bad configuration, 2 usage, 3 the host is not ready
 (privileges, kernel, interfaces, IP forwarding), 4 a resource is busy (metrics port, control socket).
@@ -21,6 +23,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from lbtui import __version__, exitcodes, hostcheck
 from lbtui.config import Config, ConfigError, load_config
@@ -34,6 +37,9 @@ EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_KERNEL = (
 EXIT_TEMPORARY = exitcodes.TEMPORARY
 # a busy resource at start (port, socket, an interface's XDP slot): systemd retries (exitcodes.py)
 TEMPORARY_ERRNOS = (errno.EADDRINUSE, errno.EBUSY, errno.EAGAIN)
+
+if TYPE_CHECKING:
+    from lbtui.control_socket import ControlServer
 
 log = logging.getLogger("lbtui")
 
@@ -54,6 +60,11 @@ def _main_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="with --check: the report as JSON")
     p.add_argument("--config-only", action="store_true", help="with --check: the file only, not this host")
+    p.add_argument(
+        "--diff",
+        action="store_true",
+        help="with --check: what a reload of the file would change in the running instance (applies nothing)",
+    )
     p.add_argument("--no-ui", action="store_true", help="run headless (logs to stderr)")
     p.add_argument("--socket", metavar="PATH", help="control socket (default: settings.control_socket)")
     p.add_argument(
@@ -93,7 +104,16 @@ def _attach_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lbtui attach", description="The console, driving an instance that is already running."
     )
-    p.add_argument("--socket", metavar="PATH", default="/run/lbtui/lbtui.sock")
+    p.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="the instance's control socket (default: the one running, in /run/lbtui)",
+    )
+    p.add_argument(
+        "--read-only",
+        action="store_true",
+        help="watch only: the keys that change traffic are hidden (always so on a read-only socket)",
+    )
     p.add_argument("--refresh", type=float, default=1.0, metavar="S", help="refresh interval (default 1 s)")
     return p
 
@@ -154,8 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(args)
     if not ns.config:
         parser.error("-c FILE is required")
-    if (ns.json or ns.config_only) and not ns.check:
-        parser.error("--json and --config-only go with --check")
+    if (ns.json or ns.config_only or ns.diff) and not ns.check:
+        parser.error("--json, --config-only and --diff go with --check")
     try:
         config = load_config(ns.config)
     except ConfigError as exc:
@@ -165,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"lbtui: invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if ns.check and ns.diff:
+        return diff(ns.config, ns.socket or config.settings.control_socket, as_json=ns.json)
     if ns.check:
         return check(config, ns.config, as_json=ns.json, host=not ns.config_only, socket_path=ns.socket)
     _setup_logging(ns.verbose, quiet=not ns.no_ui)
@@ -187,6 +209,28 @@ def check(config: Config, path: str, as_json: bool, host: bool, socket_path: str
     return hostcheck.exit_code(checks)
 
 
+def diff(path: str, socket_path: str, as_json: bool) -> int:
+    """`lbtui --check --diff -c FILE`: the running instance's dry run of a reload from FILE."""
+    import json
+
+    from lbtui import ctl, model, wire
+    from lbtui.control_socket import SocketEngineHandle
+
+    handle = SocketEngineHandle(socket_path)
+    try:
+        result = handle.submit(model.Reload(os.path.abspath(path), dry_run=True), timeout=30.0)
+    except ConnectionError as exc:
+        print(f"lbtui: --diff: {exc}", file=sys.stderr)
+        return EXIT_KERNEL
+    finally:
+        handle.close()
+    if as_json:
+        print(json.dumps(wire.encode_result(result)))
+    else:
+        ctl.write_result(result, sys.stdout, sys.stderr, prog="lbtui", listed=True)
+    return EXIT_OK if result.ok else EXIT_CONFIG
+
+
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     from lbtui.headless import configure_logging
 
@@ -202,7 +246,7 @@ def run(
     socket_path: str | None = None,
 ) -> int:
     """Start the engine for `config`, serve the control socket, run a front end until it stops."""
-    from lbtui.control_socket import ControlServer, SocketInUse
+    from lbtui.control_socket import ControlServer, SocketInUse, resolve_group
     from lbtui.dataplane import DataplaneError
     from lbtui.engine import Engine, default_state_file, instance_name, kernel_dataplane
     from lbtui.runner import EngineRunner
@@ -224,14 +268,22 @@ def run(
         state_file=default_state_file(path),
     )
     runner = EngineRunner(engine)
-    server = ControlServer(runner, path, instance={"instance": instance_name(path), "config": config.path})
+    info = {"instance": instance_name(path), "config": config.path}
+    servers = [ControlServer(runner, path, instance=info)]
+    ro = config.settings.read_only
+    if ro.socket is not None:
+        group = resolve_group(ro.group or "")  # the host checks made sure it exists
+        servers.append(ControlServer(runner, ro.socket, instance=info, read_only=True, group=group))
     try:
-        server.start()  # first: a live instance on the same socket must stop us before we touch the kernel
+        for server in servers:  # first: a live instance on the same socket must stop us before the kernel
+            server.start()
     except SocketInUse as exc:
         print(f"lbtui: {exc}", file=sys.stderr)
+        _stop_all(servers)
         return EXIT_TEMPORARY
     except OSError as exc:
-        print(f"lbtui: cannot serve the control socket {path}: {exc}", file=sys.stderr)
+        print(f"lbtui: cannot serve the control socket {server.path}: {exc}", file=sys.stderr)
+        _stop_all(servers)
         return EXIT_KERNEL
     try:
         try:
@@ -261,8 +313,13 @@ def run(
         )
     finally:
         runner.close()
-        server.stop()
+        _stop_all(servers)
         notifier.close()
+
+
+def _stop_all(servers: list[ControlServer]) -> None:
+    for server in servers:
+        server.stop()
 
 
 def _preflight(config: Config, socket_path: str | None) -> int:
@@ -286,7 +343,13 @@ def _preflight(config: Config, socket_path: str | None) -> int:
     return EXIT_OK
 
 
-def run_console(handle: object, title: str = "lbtui", refresh_s: float = 1.0, attached: bool = False) -> int:
+def run_console(
+    handle: object,
+    title: str = "lbtui",
+    refresh_s: float = 1.0,
+    attached: bool = False,
+    read_only: bool = False,
+) -> int:
     from lbtui.app import LbtuiApp
 
     if sys.stderr.isatty():
@@ -294,27 +357,43 @@ def run_console(handle: object, title: str = "lbtui", refresh_s: float = 1.0, at
         # parent (tmux, test runners, scripts) would pin the console to a stale size
         os.environ.pop("COLUMNS", None)
         os.environ.pop("LINES", None)
-    app = LbtuiApp(handle, refresh_s=refresh_s, title=title, attached=attached)  # type: ignore[arg-type]
+    app = LbtuiApp(
+        handle,  # type: ignore[arg-type]
+        refresh_s=refresh_s,
+        title=title,
+        attached=attached,
+        read_only=read_only,
+    )
     app.run()
     return EXIT_OK
 
 
 def attach(ns: argparse.Namespace) -> int:
     """`lbtui attach`: the same console over the control socket; quitting leaves the instance running."""
+    from lbtui import instances
     from lbtui.control_socket import SocketEngineHandle
 
-    handle = SocketEngineHandle(ns.socket)
+    path = ns.socket
+    if path is None:
+        try:
+            path = instances.the_socket()
+        except instances.NotFound as exc:
+            print(f"lbtui attach: {exc}", file=sys.stderr)
+            return EXIT_USAGE if exc.several else EXIT_KERNEL
+    handle = SocketEngineHandle(path)
     try:
         info = handle.hello()
     except (ConnectionError, OSError) as exc:
         print(f"lbtui attach: {exc}", file=sys.stderr)
         return EXIT_KERNEL
+    read_only = ns.read_only or info.get("read_only") is True
     try:
         return run_console(
             handle,
-            title=f"lbtui — attached to {info.get('instance', ns.socket)}",
+            title=f"lbtui — attached to {info.get('instance', path)}",
             refresh_s=ns.refresh,
             attached=True,
+            read_only=read_only,
         )
     finally:
         handle.close()

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """`lbtui ctl`: ask a running instance, over its control socket, for its status or to run a command.
 
+    lbtui ctl list                     the running instances (sockets in /run/lbtui)
     lbtui ctl [--socket PATH] [--json] status [PROXY]
     lbtui ctl flows [FILTER ...] [--sort bytes|age|idle|backend] [--limit N]
     lbtui ctl drain PROXY BACKEND [--timeout S] [--cut]
@@ -8,12 +9,15 @@
     lbtui ctl weight PROXY BACKEND N|+N|-N|P%
     lbtui ctl ratelimit PROXY [--per-source RATE[/BURST]] [--per-backend RATE[/BURST]]
     lbtui ctl circuit PROXY BACKEND force-open|force-close|reset
-    lbtui ctl reload [--file PATH]
+    lbtui ctl reload [--file PATH] [--dry-run]
     ... and the runtime operations of ctlverbs.py: add-backend, remove-backend, maint, ready, health,
     events, overrides
 
-Exit codes: 0 done, 1 refused by the engine (its reason is printed), 2 usage, 3 no instance answers
-(or the socket may not be opened: it is root-only).
+Without --socket (or -c FILE) the one running instance is found in /run/lbtui (instances.py); with
+several, they are listed and nothing is done.
+
+Exit codes: 0 done, 1 refused by the engine (its reason is printed), 2 usage (or several instances
+and no --socket), 3 no instance answers (or the socket may not be opened: it is root-only).
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any, TextIO
 
-from lbtui import ctlverbs, model, wire
-from lbtui.control_socket import DEFAULT_SOCKET, RemoteError, SocketEngineHandle
+from lbtui import ctlverbs, instances, model, wire
+from lbtui.control_socket import RemoteError, SocketEngineHandle
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 FLOWS_WAIT_S = 30.0  # a sweep runs every settings.sweep_interval_s (default 2 s)
@@ -41,7 +45,7 @@ def _common() -> argparse.ArgumentParser:
         "--socket",
         metavar="PATH",
         default=argparse.SUPPRESS,
-        help=f"the instance's control socket (default {DEFAULT_SOCKET})",
+        help="the instance's control socket (default: the one instance running, found in /run/lbtui)",
     )
     p.add_argument(
         "-c",
@@ -63,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 done, 1 refused (with the reason), 2 usage, 3 no instance answers.",
     )
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+    sub.add_parser("list", parents=[common], help="the running instances and their sockets (in /run/lbtui)")
     st = sub.add_parser("status", parents=[common], help="backends per proxy: weight, health, state, rates")
     st.add_argument("proxy", nargs="?", metavar="PROXY", help="only this proxy")
 
@@ -128,6 +133,11 @@ def _parser() -> argparse.ArgumentParser:
     rl.add_argument(
         "--file", metavar="PATH", help="load this file instead of the one the instance started with"
     )
+    rl.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the changes a reload would make (and what needs a restart); apply nothing",
+    )
     ctlverbs.add_parsers(sub, common)
     return p
 
@@ -174,14 +184,15 @@ def _command(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> model.C
             return model.SetRateLimit(ns.proxy, src[0], src[1], be[0], be[1])
         case "reload":
             # the instance runs elsewhere (another cwd): send an absolute path
-            return model.Reload(os.path.abspath(ns.file) if ns.file else None)
+            return model.Reload(os.path.abspath(ns.file) if ns.file else None, ns.dry_run)
     command = ctlverbs.command(ns)
     if command is None:
         raise AssertionError(ns.cmd)
     return command
 
 
-def _socket_path(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+def _socket_path(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> str | None:
+    """--socket, else -c FILE's settings.control_socket, else None: find the running instance."""
     if hasattr(ns, "socket"):
         return str(ns.socket)
     if hasattr(ns, "config"):
@@ -193,7 +204,7 @@ def _socket_path(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> str
             parser.error(f"{ns.config}: {exc}")
         except OSError as exc:
             parser.error(f"cannot read {ns.config}: {exc.strerror}")
-    return DEFAULT_SOCKET
+    return None
 
 
 def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -204,7 +215,9 @@ def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = No
     try:
         ns = parser.parse_args(list(argv))
         path = _socket_path(ns, parser)
-        reads = ("status", "flows", "events") + (("overrides",) if not getattr(ns, "clear", False) else ())
+        reads = ("list", "status", "flows", "events") + (
+            ("overrides",) if not getattr(ns, "clear", False) else ()
+        )
         command = None if ns.cmd in reads else _command(ns, parser)
         query = None
         if ns.cmd == "flows":
@@ -214,6 +227,18 @@ def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = No
     except SystemExit as exc:  # argparse: usage errors (2) and --help (0)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     as_json = getattr(ns, "json", False)
+    if ns.cmd == "list":
+        try:
+            return _list(as_json, out)
+        except instances.NotFound as exc:
+            print(f"lbtui ctl: {exc}", file=err)
+            return EXIT_UNREACHABLE
+    if path is None:
+        try:
+            path = instances.the_socket()
+        except instances.NotFound as exc:
+            print(f"lbtui ctl: {exc}", file=err)
+            return EXIT_USAGE if exc.several else EXIT_UNREACHABLE
     handle = SocketEngineHandle(path)
     try:
         if query is not None:
@@ -235,15 +260,40 @@ def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = No
         handle.close()
 
 
+def _list(as_json: bool, out: TextIO) -> int:
+    found = instances.scan()
+    if as_json:
+        print(json.dumps([{**asdict(f), "access": f.access} for f in found]), file=out)
+    elif found:
+        out.write(instances.format_list(found))
+    else:
+        print(f"no lbtui instance is running (no socket in {instances.run_dir()} answers)", file=out)
+    return EXIT_OK
+
+
 def _run(handle: SocketEngineHandle, command: model.Command, as_json: bool, out: TextIO, err: TextIO) -> int:
     result = handle.submit(command, timeout=30.0)
     if as_json:
         print(json.dumps({**wire.encode_result(result), "command": wire.encode_command(command)}), file=out)
-    elif result.ok:
-        print(result.message, file=out)
     else:
-        print(f"lbtui ctl: refused: {result.message}", file=err)
+        listed = isinstance(command, model.Reload) and command.dry_run
+        write_result(result, out, err, listed=listed)
     return EXIT_OK if result.ok else EXIT_REFUSED
+
+
+def write_result(
+    result: model.CommandResult, out: TextIO, err: TextIO, prog: str = "lbtui ctl", listed: bool = False
+) -> None:
+    """The message, then (a dry run, a refused reload) the change list one line each; a reload's
+    own message already says its changes."""
+    if not (listed or not result.ok):
+        result = replace(result, changes=())
+    if result.ok:
+        print(result.message + (":" if result.changes else ""), file=out)
+    else:
+        print(f"{prog}: refused: {result.message}" + (":" if result.changes else ""), file=err)
+    for change in result.changes:
+        print(f"  {change}", file=out if result.ok else err)
 
 
 def _status(handle: SocketEngineHandle, proxy: str | None, as_json: bool, out: TextIO, err: TextIO) -> int:

@@ -155,6 +155,14 @@ def run_demo(
         # the child gets the terminal (console) or our stderr (headless); Ctrl-C reaches both
         proc = subprocess.Popen(cmd)
         _wait_ready(lab, proc)
+        if no_ui:  # the console is elsewhere: say how to reach this instance
+            sock = lab.control_socket
+            print(
+                f"lbtui demo: running; attach the console with: sudo lbtui attach --socket {sock}\n"
+                f"lbtui demo: or ask it from a shell: sudo lbtui ctl --socket {sock} status",
+                file=sys.stderr,
+                flush=True,
+            )
         traffic.start()
         story.start()
         deadline = None if duration_s is None else time.monotonic() + duration_s

@@ -171,6 +171,11 @@ class Lab:
     # ------------------------------------------------------------ names
 
     @property
+    def control_socket(self) -> str:
+        """The control socket of lbtui run with config_toml() (the demo's: /run/lbtui/lbtd.sock)."""
+        return f"/run/lbtui/{self.prefix}.sock"
+
+    @property
     def ns_lb(self) -> str:
         return f"{self.prefix}lb"
 
@@ -485,7 +490,7 @@ class Lab:
         ifaces = ", ".join(f'"{i}"' for i in self.client_ifaces)
         lines = [
             "[settings]",
-            f'control_socket = "/run/lbtui/{self.prefix}.sock"',
+            f'control_socket = "{self.control_socket}"',
             f'state_file = "{lab_state_file(self.prefix)}"',
             'xdp_mode = "generic"',
             "",

@@ -391,6 +391,7 @@ class SetRateLimit:
 @dataclass(frozen=True)
 class Reload:
     path: str | None = None  # None: the file the running configuration came from
+    dry_run: bool = False  # say what a reload would change (result.changes), change nothing
 
 
 @dataclass(frozen=True)
@@ -455,6 +456,7 @@ COMMAND_TYPES: dict[str, type] = {
 class CommandResult:
     ok: bool
     message: str
+    changes: tuple[str, ...] = ()  # a reload's (or a dry run's) change list, one line each
 
 
 # ---- history: per-second series of a proxy or backend, fetched on demand ----------------------

@@ -14,6 +14,7 @@ from lbtui.config.formats import (
     DNS_NAME,
     ENDPOINT,
     FILE_PATH,
+    GROUP,
     HTTP_HOST,
     IFNAME,
     IPV4,
@@ -295,6 +296,19 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class ReadOnlyConfig:
+    """[settings.read_only]: a second control socket for monitoring users (README.md#access-levels)."""
+
+    socket: Annotated[
+        str | None,
+        Text("serves status, flows, events and history; refuses commands; off when not set", SOCKET_PATH),
+    ] = None
+    group: Annotated[
+        str | None, Text("members of this group (name or number) may connect; needed with socket", GROUP)
+    ] = None
+
+
+@dataclass(frozen=True)
 class Settings:
     """[settings]: optional; everything has a default."""
 
@@ -344,6 +358,9 @@ class Settings:
     )
     console: Annotated[ConsoleConfig, Table("the console", cls=ConsoleConfig)] = field(
         default_factory=ConsoleConfig
+    )
+    read_only: Annotated[ReadOnlyConfig, Table("the read-only control socket", cls=ReadOnlyConfig)] = field(
+        default_factory=ReadOnlyConfig
     )
 
 

@@ -46,7 +46,7 @@ class Commands:
         drains: Drains,
         events: EventLog,
         supervisor: Callable[[], BackendSupervisor | None],
-        reload: Callable[[str | None], Awaitable[model.CommandResult]],
+        reload: Callable[[str | None, bool], Awaitable[model.CommandResult]],
         stop: Callable[[], None],
     ):
         self._intent = intent
@@ -63,13 +63,13 @@ class Commands:
         Only a reload waits (its file is read off the loop); every other command is done at once."""
         try:
             if isinstance(cmd, model.Reload):
-                result = await self._reload(cmd.path)
+                result = await self._reload(cmd.path, cmd.dry_run)
             else:
                 result = self._execute(cmd)
         except Exception as exc:  # a command never takes the engine down
             log.exception("command %s", cmd)
             result = model.CommandResult(False, f"internal error: {exc}")
-        if not result.ok:
+        if not result.ok and not (isinstance(cmd, model.Reload) and cmd.dry_run):  # a dry run says, no more
             self._events.emit(
                 "command",
                 f"{type(cmd).__name__} refused: {result.message}",

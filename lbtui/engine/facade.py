@@ -271,9 +271,10 @@ class Engine:
         self.publish()
         return result
 
-    async def reload(self, path: str | None = None) -> model.CommandResult:
-        """Reload the configuration file (or `path`); a failure rolls everything back."""
-        return await self.reloader.reload(path)
+    async def reload(self, path: str | None = None, dry_run: bool = False) -> model.CommandResult:
+        """Reload the configuration file (or `path`); a failure rolls everything back. dry_run:
+        only say what would change."""
+        return await self.reloader.reload(path, dry_run)
 
     # ---- periodic work --------------------------------------------------------------------------
 

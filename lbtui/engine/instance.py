@@ -46,15 +46,13 @@ def dataplane_spec(config: Config, socket_path: str | None = None) -> DataplaneS
     )
 
 
+# [settings] a running instance cannot take: its map sizes, XDP mode and control socket
+RESTART_SETTINGS = ("table_size", "max_connections", "xdp_mode", "control_socket")
+
+
 def restart_needed(old: Config, new: Config) -> bool:
-    """Settings a running instance cannot take: its map sizes, XDP mode and control socket."""
-    o, n = old.settings, new.settings
-    return (o.table_size, o.max_connections, o.xdp_mode, o.control_socket) != (
-        n.table_size,
-        n.max_connections,
-        n.xdp_mode,
-        n.control_socket,
-    )
+    """Whether `new` changes settings a reload cannot apply (RESTART_SETTINGS)."""
+    return any(getattr(old.settings, k) != getattr(new.settings, k) for k in RESTART_SETTINGS)
 
 
 def kernel_dataplane(config: Config, socket_path: str | None = None) -> Dataplane:

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from textual.binding import Binding, BindingType
 
+from lbtui.screens.operate import TRAFFIC_ACTIONS
+
 if TYPE_CHECKING:
     from textual.app import App
 
@@ -167,11 +169,13 @@ BINDINGS: list[BindingType] = [
 ]
 
 
-def key_help(app: App[Any]) -> list[tuple[str, str]]:
+def key_help(app: App[Any], read_only: bool = False) -> list[tuple[str, str]]:
     rows = []
     panes = []
     for binding in BINDINGS:
         assert isinstance(binding, Binding)
+        if read_only and binding.action in TRAFFIC_ACTIONS:
+            continue
         if binding.action.startswith("show_pane"):
             panes.append((binding.key, binding.description))
             continue

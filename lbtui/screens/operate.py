@@ -16,6 +16,7 @@ from lbtui.model import (
     CircuitCommand,
     ClearOverrides,
     Command,
+    CommandResult,
     Drain,
     DrainState,
     ForceHealth,
@@ -53,6 +54,8 @@ TRAFFIC_ACTIONS = frozenset(
         "health",
     }
 )
+
+MAX_PLAN_LINES = 20  # changes listed in the reload question; the rest are counted
 
 HEALTH_CHOICES = (
     Choice("up", "Force up", "u", "it gets new connections whatever its checks say"),
@@ -233,7 +236,24 @@ def remove_backend(app: LbtuiApp) -> None:
 
 
 def reload(app: LbtuiApp) -> None:
-    path = app.snapshot.config_path if app.snapshot else None
-    source = path or "the configuration file"
-    question = f"Reload {source}? Proxies, backends, weights and limits will follow the file."
-    confirm_then_submit(app, question, "Reload", Reload(), danger=False)
+    """`r`: first a dry run (reload_planned shows its change list), then the reload if confirmed."""
+    app.submit_command(Reload(dry_run=True))
+
+
+def reload_planned(app: LbtuiApp, plan: CommandResult) -> None:
+    """The dry run's answer: the changes, and the question; or why the file cannot be loaded."""
+    path = app.snapshot.config_path if app.snapshot and app.snapshot.config_path else "the configuration file"
+    if not plan.ok:
+        detail = "\n".join([plan.message, *plan.changes])
+        app.notify(detail, title=f"reload of {path} would be refused", severity="error", timeout=15)
+        return
+    if not plan.changes:
+        app.notify(f"{path} says what is running: nothing to reload", title="reload", timeout=4)
+        return
+    shown = [f"• {c}" for c in plan.changes[:MAX_PLAN_LINES]]
+    if len(plan.changes) > MAX_PLAN_LINES:
+        shown.append(f"… and {len(plan.changes) - MAX_PLAN_LINES} more (lbtui ctl reload --dry-run)")
+    n = len(plan.changes)
+    question = "\n".join([f"Reload {path}? {n} change{'' if n == 1 else 's'}:", *shown])
+    danger = any("removed" in c or "dropped" in c for c in plan.changes)
+    confirm_then_submit(app, question, "Reload", Reload(), danger=danger)
