@@ -68,7 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
     sub.add_parser("list", parents=[common], help="the running instances and their sockets (in /run/lbtui)")
-    st = sub.add_parser("status", parents=[common], help="backends per proxy: weight, health, state, rates")
+    st = sub.add_parser(
+        "status",
+        parents=[common],
+        help="backends per proxy: weight, health, state, rates; p99 over 10 s, 1 min, 5 min beside lifetime",
+    )
     st.add_argument("proxy", nargs="?", metavar="PROXY", help="only this proxy")
 
     f = sub.add_parser(
@@ -399,15 +403,51 @@ def format_status(snap: model.Snapshot, instance: dict[str, Any] | None = None) 
             )
             for b in svc.all_backends()
         ]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        numeric = {2, 3, 7, 8, 9, 10}
-        for row in rows:
-            cells = [
-                c.rjust(w) if i in numeric else c.ljust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            ]
-            lines.append("  " + "  ".join(cells).rstrip())
+        lines += _table(rows, numeric={2, 3, 7, 8, 9, 10})
+        lines += _latency(snap, svc)
     return "\n".join(lines) + "\n"
+
+
+def _table(rows: Sequence[Sequence[str]], numeric: set[int]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
+        "  "
+        + "  ".join(
+            c.rjust(w) if i in numeric else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+
+
+def _latency(snap: model.Snapshot, svc: model.ServiceView) -> list[str]:
+    """p99 per backend over the last 10 s, 1 min and 5 min beside lifetime (docs/control-protocol.md:
+    the windows of latency[].windows), handshake and connection duration; UDP has no handshakes."""
+    windows = model.LATENCY_WINDOWS_S
+    names = [f"{s}S" if s < 60 else f"{s // 60}M" for s in windows] + ["LIFE"]
+    kinds = ("duration",) if svc.protocol == "udp" else ("handshake", "duration")
+    rows = [["BACKEND"] + [f"{LATENCY_KINDS[kind]}-{n}" for kind in kinds for n in names]]
+    for address in dict.fromkeys(b.address for b in svc.all_backends()):
+        view = snap.latency_of(svc.name, address)
+        row = [address]
+        for kind in kinds:
+            lifetime = getattr(view, kind) if view else None
+            for seconds in windows:
+                window = view.window(seconds) if view else None
+                row.append(_ms(getattr(getattr(window, kind, None), "p99_ms", None)))
+            row.append(_ms(lifetime.p99_ms if lifetime else None))
+        rows.append(row)
+    title = "  p99 in ms of handshakes (HS) and connection durations (DUR): last 10 s, 1 min, 5 min, lifetime"
+    return [title] + _table(rows, numeric=set(range(1, len(rows[0]))))
+
+
+LATENCY_KINDS = {"handshake": "HS", "duration": "DUR"}
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
 
 def _limits(r: model.RateLimitView) -> str:

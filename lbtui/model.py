@@ -217,7 +217,8 @@ class Percentiles:
 class WindowLatency:
     """Handshake and connection-lifetime percentiles over the last `seconds` (histogram differences).
 
-    None: not measured (a UDP backend has no handshakes; an engine that keeps no windows).
+    None: not measured or not known (a UDP backend has no handshakes; an engine that keeps no
+    windows; fewer than two samples yet). count 0: known, and nothing was observed in the window.
     """
 
     seconds: int

@@ -12,7 +12,6 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-import time
 from collections.abc import Sequence
 
 from lbtui import model
@@ -80,13 +79,7 @@ class EngineRunner:
         return self._engine.events_since(seq, limit)
 
     def history(self, query: model.HistoryQuery) -> model.HistoryAnswer:
-        # an engine records history once it has a `history` method (issue 15's engine half,
-        # on lbtui/observe/history.py); until then the answer says it keeps none (kept_s 0)
-        recorded = getattr(self._engine, "history", None)
-        if recorded is None:
-            return model.HistoryAnswer(taken_at=time.time())
-        answer: model.HistoryAnswer = recorded(query)
-        return answer
+        return self._engine.history(query)
 
     def close(self) -> None:
         """Stop the engine (detaching its programs) and wait for its thread."""

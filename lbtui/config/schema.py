@@ -50,6 +50,8 @@ TABLE_SIZE_MIN = 7
 TABLE_SIZE_MAX = 65537
 MAX_CONNECTIONS_MIN = 1024
 MAX_CONNECTIONS_MAX = 16777216
+HISTORY_S_MIN = 300  # the console's shortest chart span
+HISTORY_S_MAX = 86400
 
 PORT = "a port from 1 to 65535"
 HTTP_ONLY = NotWith("type", "tcp", '{key} is only valid with type = "http", not with type = "tcp"')
@@ -344,6 +346,14 @@ class Settings:
     watch_config: Annotated[
         bool, Flag("reload when the configuration file changes (SIGHUP and `lbtui ctl reload` always do)")
     ] = False
+    history_s: Annotated[
+        int,
+        Int(
+            "seconds of per-second history kept for the console's charts (memory: README.md)",
+            low=HISTORY_S_MIN,
+            high=HISTORY_S_MAX,
+        ),
+    ] = 3600
     manage_sysctls: Annotated[
         bool, Flag("turn net.ipv4.ip_forward on at start (NAT mode forwards every balanced packet)")
     ] = False

@@ -14,6 +14,7 @@ sweep.py        the conntrack sweep and its consequences
 flows.py        flow events (ring buffer, idle closes);  flowquery.py: front ends' flow queries
 measurements.py counters, rates, latency, least-connections
 snapshots.py    snapshot building;  events.py: the event log;  clock.py: injectable clocks
+history.py      one point per second of every proxy's and backend's series; latency windows
 instance.py     instance naming, pinned state, the BPF data path for a configuration
 """
 

@@ -26,9 +26,10 @@ from lbtui.engine.clock import SYSTEM_CLOCK, Clock
 from lbtui.engine.commands import Commands
 from lbtui.engine.desired import Desired, from_config, overlay, prune
 from lbtui.engine.drains import Drains
-from lbtui.engine.events import EventLog
+from lbtui.engine.events import MAX_EVENTS, EventLog
 from lbtui.engine.flowquery import FlowQueries
 from lbtui.engine.flows import FlowEvents
+from lbtui.engine.history import HistoryRecorder
 from lbtui.engine.ids import DEFAULT_GROUP, Ids
 from lbtui.engine.measurements import LeastConnections, Measurements
 from lbtui.engine.overrides import Dropped, Overrides
@@ -105,6 +106,7 @@ class Engine:
             self._request_stop,
         )
         self.least_connections = LeastConnections()
+        self.recorder = HistoryRecorder(clock, config.settings.history_s, lambda: self.sweeper.syn_failures)
         self.snapshot_decorators: list[Callable[[model.Snapshot], model.Snapshot]] = []
         self._snapshot: model.Snapshot | None = None
         self._started_at = clock.time()
@@ -245,6 +247,7 @@ class Engine:
 
     def apply_settings(self, config: Config) -> None:
         self._dp.set_interfaces(wanted_interfaces(config))
+        self.recorder.resize(config.settings.history_s)
         if self.observability is not None:
             self.observability.configure(config.settings)
 
@@ -291,15 +294,17 @@ class Engine:
         self.drains.check()
 
     async def _control_loop(self) -> None:
-        """Every 250 ms a tick; a snapshot each second."""
-        n = 0
+        """Every 250 ms a tick; a snapshot each second, at the first tick of each wall-clock second
+        so the history gets one point every second (else every 4 ticks: the clock stands still)."""
+        n = last = 0
         while True:
             await asyncio.sleep(CONTROL_TICK_S)
             n += 1
             self.heartbeat = self._clock.monotonic()
             try:
                 self.tick()
-                if n % SNAPSHOT_EVERY_TICKS == 0:
+                if self.recorder.due() or n - last >= SNAPSHOT_EVERY_TICKS:
+                    last = n
                     self.publish()
             except Exception:
                 log.exception("control tick")
@@ -332,6 +337,7 @@ class Engine:
         if self._running:
             self.measurements.read_latency(self._dp, self.topology.backends)
         snap = build_snapshot(self._status(), self.topology, self.measurements, self.sweeper.view)
+        snap = self.recorder.observe(snap)  # the first snapshot of a second is history's point
         for decorate in self.snapshot_decorators:
             try:
                 snap = decorate(snap)
@@ -362,6 +368,12 @@ class Engine:
 
     def events_since(self, seq: int, limit: int = 1000) -> list[model.Event]:
         return self.events.since(seq, limit)
+
+    def history(self, query: model.HistoryQuery) -> model.HistoryAnswer:
+        """Per-second series of proxies and backends, with the events to mark on their time axis
+        (lbtui/engine/history.py). Raises ValueError for a query the engine refuses. Safe from any
+        thread."""
+        return self.recorder.answer(query, self.events.since(0, MAX_EVENTS))
 
     @property
     def flow_observers(self) -> list[Callable[[model.FlowEvent], None]]:

@@ -26,13 +26,15 @@ How an engine uses them, once per second in its control loop (target = (proxy, a
 from __future__ import annotations
 
 import math
+import operator
 from array import array
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from lbtui import model
-from lbtui.observe.histogram import histogram_from_counts
+from lbtui.observe.histogram import PERCENTILES
 
 Target = tuple[str, str | None]  # (proxy, backend); backend None: the proxy as a whole
 
@@ -104,6 +106,26 @@ class HistoryStore:
     def forget(self, target: Target) -> None:
         self._tracks.pop(target, None)
 
+    def resize(self, keep_s: int) -> None:
+        """Keep `keep_s` seconds from now on; the newest points recorded so far stay."""
+        if keep_s < 2:
+            raise ValueError("keep_s must be at least 2 seconds")
+        if keep_s == self.keep_s:
+            return
+        kept = self.span()[-keep_s:]
+        lo = kept.start % keep_s if kept else 0
+        first = min(len(kept), keep_s - lo)  # slots lo.. of the new ring, then 0.. for the rest
+        for track in self._tracks.values():
+            for name, ring in track.rings.items():
+                points = self._read(ring, kept) if kept else array("f")
+                resized = array("f", [_NAN]) * keep_s
+                resized[lo : lo + first] = points[:first]
+                resized[: len(kept) - first] = points[first:]
+                track.rings[name] = resized
+        self.keep_s = keep_s
+        if kept:
+            self._first = kept.start
+
     def clear(self) -> None:
         self._tracks.clear()
         self._first = self._last = None
@@ -139,21 +161,21 @@ class HistoryStore:
 
     def history(self, target: Target, since: float | None = None, names: Iterable[str] = ()) -> model.History:
         """The target's series over span(since); every series when `names` is empty."""
+        return self.read(target, since, names).history()
+
+    def read(self, target: Target, since: float | None = None, names: Iterable[str] = ()) -> Read:
+        """A copy of the target's rings over span(since) (cheap: the writer may wait for it), to be
+        turned into a model.History without holding up the writer."""
         seconds = self.span(since)
-        proxy, backend = target
         track = self._tracks.get(target)
         if track is None or not seconds:
-            return model.History(proxy=proxy, backend=backend, start=float(seconds.start), series=())
+            return Read(target, seconds, ())
         wanted = list(names) or list(track.rings)
-        series = []
+        copies = []
         for name in wanted:
             ring = track.rings.get(name)
-            if ring is None:
-                values: tuple[float | None, ...] = (None,) * len(seconds)
-            else:
-                values = tuple(_rounded(v) for v in self._read(ring, seconds))
-            series.append(model.Series(name=name, values=values))
-        return model.History(proxy=proxy, backend=backend, start=float(seconds.start), series=tuple(series))
+            copies.append((name, None if ring is None else self._read(ring, seconds)))
+        return Read(target, seconds, tuple(copies))
 
     def _read(self, ring: array[float], seconds: range) -> array[float]:
         lo = seconds.start % self.keep_s
@@ -165,6 +187,27 @@ class HistoryStore:
     def nbytes(self) -> int:
         """Bytes held by the rings' buffers (the bound; Python object overheads come on top)."""
         return sum(ring.itemsize * len(ring) for t in self._tracks.values() for ring in t.rings.values())
+
+
+@dataclass(frozen=True)
+class Read:
+    """Points copied out of a store: (series name, float32 points or None: never recorded)."""
+
+    target: Target
+    seconds: range
+    copies: tuple[tuple[str, array[float] | None], ...]
+
+    def history(self) -> model.History:
+        proxy, backend = self.target
+        series = []
+        for name, points in self.copies:
+            if points is None:
+                values: tuple[float | None, ...] = (None,) * len(self.seconds)
+            else:
+                values = tuple(_rounded(v) for v in points)
+            series.append(model.Series(name=name, values=values))
+        start = float(self.seconds.start)
+        return model.History(proxy=proxy, backend=backend, start=start, series=tuple(series))
 
 
 # ---- windowed latency ------------------------------------------------------------------------
@@ -210,7 +253,8 @@ class WindowedHistogram:
     def over(self, seconds: float) -> tuple[tuple[int, ...], float, float] | None:
         """(counts, sum_ms, covered_s) observed in the last `seconds` (or since the first sample).
 
-        None before there are two samples."""
+        None before there are two samples, and when no sample is near enough to `seconds` ago (the
+        sampling paused for longer than the window: the difference would not be that window's)."""
         if len(self._fine) < 2 and len(self._coarse) < 2:
             return None
         newest = self._fine[-1]
@@ -226,15 +270,40 @@ class WindowedHistogram:
         if base is None:
             oldest = [r[0] for r in (self._fine, self._coarse) if r]
             base = min(oldest, key=lambda s: s.ts)
-        if base is newest:
+        if base is newest or base.ts < cutoff - max(seconds, self._coarse_s):
             return None
-        counts = tuple(n - o for n, o in zip(newest.counts, base.counts, strict=True))
+        if newest.counts == base.counts:  # nothing observed: the common case of an idle backend
+            counts: tuple[int, ...] = (0,) * len(newest.counts)
+        else:
+            counts = tuple(map(operator.sub, newest.counts, base.counts))
         return counts, newest.sum_ms - base.sum_ms, newest.ts - base.ts
 
 
 def percentiles(bounds_ms: tuple[float, ...], counts: Sequence[int], sum_ms: float) -> model.Percentiles:
-    hist = histogram_from_counts(bounds_ms, tuple(counts), sum_ms)
-    return model.Percentiles(count=hist.count, p50_ms=hist.p50_ms, p95_ms=hist.p95_ms, p99_ms=hist.p99_ms)
+    """p50, p95, p99 as observe.histogram.histogram_from_counts estimates them (the same rule, so a
+    window and lifetime compare), in one pass over the buckets: the engine computes six per backend
+    every second."""
+    total = sum(counts)
+    if not total:
+        return model.Percentiles()
+    n = len(bounds_ms)
+    used = [i for i, c in enumerate(counts) if c]
+    # the smallest and largest values are not known: the edges of the first and last used buckets
+    low = bounds_ms[used[0] - 1] if used[0] > 0 else 0.0
+    high = bounds_ms[used[-1]] if used[-1] < n else bounds_ms[-1] * 2
+    ranks = [q * total for q in PERCENTILES]
+    out: list[float] = []
+    cumulative = 0
+    for i in used:
+        c = counts[i]
+        while len(out) < len(ranks) and cumulative + c >= ranks[len(out)]:
+            lower = max(bounds_ms[i - 1] if i > 0 else 0.0, low)
+            upper = min(bounds_ms[i] if i < n else high, high)
+            fraction = (ranks[len(out)] - cumulative) / c
+            out.append(min(lower + (upper - lower) * fraction, upper))
+        cumulative += c
+    out += [high] * (len(ranks) - len(out))
+    return model.Percentiles(count=total, p50_ms=out[0], p95_ms=out[1], p99_ms=out[2])
 
 
 class LatencyWindows:
@@ -289,11 +358,11 @@ class LatencyWindows:
         return window.p99_ms if window else None
 
     def _over(self, hist: WindowedHistogram | None, seconds: int) -> model.Percentiles | None:
-        if hist is None:
-            return None
-        got = hist.over(seconds)
+        """None: not known (not measured, one sample only, or sampling paused for longer than the
+        window); count 0: known to be empty."""
+        got = hist.over(seconds) if hist is not None else None
         if got is None:
-            return model.Percentiles()
+            return None
         counts, sum_ms, _covered = got
         return percentiles(self.bounds_ms, counts, sum_ms)
 
@@ -328,14 +397,23 @@ def marks_for(
 
 
 def answer(
-    store: HistoryStore, query: model.HistoryQuery, events: Iterable[model.Event], now: float
+    store: HistoryStore,
+    query: model.HistoryQuery,
+    events: Iterable[model.Event],
+    now: float,
+    lock: AbstractContextManager[object] | None = None,
 ) -> model.HistoryAnswer:
-    """EngineHandle.history from a store and the engine's recent events; ValueError on a bad query."""
+    """EngineHandle.history from a store and the engine's recent events; ValueError on a bad query.
+
+    `lock`, when the store is written on another thread, is held only while the points are copied."""
     problem = query.problem()
     if problem:
         raise ValueError(problem)
-    targets = chosen_targets(query, store.targets)
-    histories = tuple(store.history(t, query.since, query.series) for t in targets)
-    span = store.span(query.since)
+    with lock or nullcontext():
+        targets = chosen_targets(query, store.targets)
+        reads = [store.read(t, query.since, query.series) for t in targets]
+        span = store.span(query.since)
+        kept_s = store.keep_s
+    histories = tuple(r.history() for r in reads)
     marks = marks_for(query, events, span.start, span.stop - 1) if span else ()
-    return model.HistoryAnswer(taken_at=now, kept_s=store.keep_s, histories=histories, marks=marks)
+    return model.HistoryAnswer(taken_at=now, kept_s=kept_s, histories=histories, marks=marks)

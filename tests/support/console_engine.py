@@ -8,9 +8,12 @@ latency histograms, a backend down by its health check and its circuit open, an 
 is a ManualClock and health checks are answered in a fixed order, so what it shows is the same on
 every run (the console's snapshot pictures depend on it).
 
-The handle itself records what front ends asked (commands, flow queries) and can fail on purpose
-(`snapshot_error`); `grow=True` closes one more flow on every snapshot() call, as a live instance's
-access log grows.
+The handle itself records what front ends asked (commands, flow queries, history queries) and can
+fail on purpose (`snapshot_error`, `history_error`); `grow=True` closes one more flow on every
+snapshot() call, as a live instance's access log grows. A `Story` (tests/support/console_time.py)
+plays seconds of traffic and events before the scene, so the engine's history has something to
+show; with a story, every second of the scene has its snapshot (a point), and `grow` moves the clock
+on by one more second of the story on every snapshot() call.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from dataclasses import replace
+from typing import Any, Protocol, TypeVar
 
 from lbtui import model
 from lbtui.control.health import CheckResult, Target
@@ -66,28 +70,90 @@ class GatedProbes(Probes):
         return await super().check(target)
 
 
+class Story(Protocol):
+    """Seconds of traffic and events played on the engine before the scene (ConsoleEngine)."""
+
+    seconds: int
+
+    def prepare(self, engine: ConsoleEngine) -> None:
+        """Before the engine starts (health-check answers)."""
+
+    async def play(self, engine: ConsoleEngine) -> None:
+        """`seconds` seconds, one at a time, each ending with its snapshot."""
+
+    async def step(self, engine: ConsoleEngine) -> None:
+        """One more second of steady traffic, ending with its snapshot."""
+
+    async def between(self, engine: ConsoleEngine) -> None:
+        """Steady traffic for the time the scene moved the clock on since the last snapshot, the
+        control tick and a snapshot."""
+
+
+def without_table(text: str, header: str) -> str:
+    """TOML text without one table (its header line up to the next header)."""
+    out, skipping = [], False
+    for line in text.splitlines():
+        if line.startswith("["):
+            skipping = line.strip() == header
+        if not skipping:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
 class ConsoleEngine:
-    def __init__(self, *, grow: bool = False, loops: bool = True, big_flows: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        grow: bool = False,
+        loops: bool = True,
+        big_flows: int = 0,
+        story: Story | None = None,
+        traffic: bool = True,
+        access_log: bool = True,
+        circuit_breaker: bool = True,
+    ) -> None:
+        """traffic=False: no flows at all; access_log, circuit_breaker=False: not configured."""
         self.grow = grow
+        self.story = story
+        self.traffic = traffic
         self.commands: list[model.Command] = []
         self.flow_queries: list[model.FlowQuery | None] = []
+        self.history_queries: list[model.HistoryQuery] = []
         self.snapshot_calls = 0
         self.snapshot_error: Exception | None = None
+        self.history_error: Exception | None = None
+        self.keeps_history = True  # False: answers as an instance from before history did
         self.closed = False
         self._lock = threading.Lock()
         self._logged = 0
         self.dir = tempfile.mkdtemp(prefix="lbtce-")
         self.config_path = os.path.join(self.dir, "demo.toml")  # the console shows the file's name
-        text = SETTINGS.format(log=os.path.join(self.dir, "access.log")) + TWO_PROXIES
+        if story is not None:
+            # named relative to the directory while the story plays, so the events that name the
+            # file (a reload) read the same on every run
+            self.config_path = "demo.toml"
+        self.access_log_path = os.path.join(self.dir, "access.log")
+        text = SETTINGS.format(log=self.access_log_path) + TWO_PROXIES
+        if not access_log:
+            text = without_table(text, "[settings.access_log]")
+        if not circuit_breaker:
+            text = without_table(text, "[proxy.circuit_breaker]")
         self.clock = ManualClock(wall=START)
         self.probes = GatedProbes()
-        engine, self.dp = make_engine(
-            text, clock=self.clock, probes=self.probes, loops=loops, path=self.config_path
-        )
-        self.engine: Engine = engine
-        self.runner = EngineRunner(engine)
-        self.runner.start()
-        self.on_loop(self._setup(big_flows))
+        if story is not None:
+            story.prepare(self)
+        here = os.getcwd()
+        os.chdir(self.dir)
+        try:
+            engine, self.dp = make_engine(
+                text, clock=self.clock, probes=self.probes, loops=loops, path=self.config_path
+            )
+            self.engine: Engine = engine
+            self.runner = EngineRunner(engine)
+            self.runner.start()
+            self.on_loop(self._setup(big_flows))
+        finally:
+            os.chdir(here)
 
     # ---- the scene ------------------------------------------------------------------------------
 
@@ -111,22 +177,43 @@ class ConsoleEngine:
         for address in HEALTH_ORDER:  # one at a time: the events come in this order
             self.probes.open.add(address)
             await self._settle(lambda a=address: self._health(a) is not model.Health.UNKNOWN, address)
-        # the last seconds before the snapshot: WEB3's circuit opens, then the traffic of 2.9 s
-        clock.advance(UPTIME_S - 3.15)
+        # the story, then the last seconds before the snapshot: WEB3's circuit opens, the traffic of 2.9 s
+        story = self.story
+        clock.advance(UPTIME_S - 3.15 - (story.seconds if story else 0))
+        if story is not None:
+            await story.play(self)
         e.tick()  # the circuit breakers' baseline
         dp.add_counters(e.backend_id("web", WEB3), handshakes=3, conn_failures=12)
         clock.advance(0.25)
         e.tick()  # WEB3's circuit opens; the rates' baseline
-        self._traffic()
+        await self._second_done()
+        if self.traffic:
+            self._traffic()
+            await self._second_done()
         if big_flows:
             web = e.topology.proxies["web"].groups["default"]
             dp.add_established(big_flows, "10.0.0.1:80", [m.id for m in web.members.values() if m.effective])
-        clock.advance(2)
+        for _ in range(2):
+            clock.advance(1)
+            await self._second_done()
         e.tick()
         await e.sweep()
         dp.poll_events()
-        await self._settle(lambda: len(self._tail()) >= self._logged, "the access log")
+        await self._settle(self._logged_all, "the access log")
         e.publish()
+
+    async def _second_done(self) -> None:
+        """With a story every second has its snapshot (the history's point), as the loop makes them."""
+        if self.story is not None:
+            await self.story.between(self)
+
+    def _logged_all(self) -> bool:
+        """The last flow closed is in the access log (lines are written in order)."""
+        hub = self.engine.observability
+        if not self._logged or hub is None or hub.access_log is None:
+            return True
+        tail = self._tail()
+        return bool(tail) and f'"client_port":{LOGGED_PORT + self._logged - 1},' in tail[-1]
 
     def _traffic(self) -> None:
         dp, clock = self.dp, self.clock
@@ -169,9 +256,11 @@ class ConsoleEngine:
         return hub.access_log.tail(200) if hub is not None and hub.access_log is not None else ()
 
     async def _grow(self) -> None:
-        self._close_one()
+        if self.story is not None:
+            await self.story.step(self)
+        self._close_one()  # the last line of the access log, once written
         self.dp.poll_events()
-        await self._settle(lambda: len(self._tail()) >= min(self._logged, 200), "the access log")
+        await self._settle(self._logged_all, "the access log")
         self.engine.publish()
 
     # ---- EngineHandle ---------------------------------------------------------------------------
@@ -184,7 +273,9 @@ class ConsoleEngine:
                 raise self.snapshot_error
             if self.grow and self.runner.alive:
                 self.on_loop(self._grow())
-        return self.runner.snapshot(flows)
+        # the version is fixed: the console's snapshot pictures must not change with every release
+        snap = replace(self.runner.snapshot(flows), version="0.0.0")
+        return snap if self.keeps_history else replace(snap, history_s=0)
 
     def submit(self, command: model.Command, timeout: float = 10.0) -> model.CommandResult:
         with self._lock:
@@ -193,6 +284,15 @@ class ConsoleEngine:
 
     def events_since(self, seq: int, limit: int = 1000) -> Sequence[model.Event]:
         return self.runner.events_since(seq, limit)
+
+    def history(self, query: model.HistoryQuery) -> model.HistoryAnswer:
+        with self._lock:
+            self.history_queries.append(query)
+            if self.history_error is not None:
+                raise self.history_error
+        if not self.keeps_history:  # an instance from before history: SocketEngineHandle's answer
+            return model.HistoryAnswer(taken_at=self.runner.snapshot().taken_at)
+        return self.runner.history(query)
 
     def close(self) -> None:
         """What a front end's close does (the console's quit leaves it to the test)."""

@@ -1,13 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """The console over time (issue 15): sparklines, the chart view, latency windows, `/` in every pane,
-`:` and the palette, export, and the notes of empty panes. Pilot tests against make_engine()."""
+`:` and the palette, export, and the notes of empty panes. Pilot tests against the real engine over
+the in-memory dataplane after a story of traffic and events (tests/support/console_time.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from textual.widgets import Static
 from lbtui import model, wire
 from lbtui.app import LbtuiApp
 from lbtui.screens.chart import ChartScreen, time_ticks
+from lbtui.widgets import fmt
 from lbtui.widgets.backends import Trend
 from lbtui.widgets.circuits import CircuitTable
 from lbtui.widgets.conntrack import FlowTable
@@ -28,7 +30,9 @@ from lbtui.widgets.filter import PaneFilter
 from lbtui.widgets.history_cache import SeriesCache
 from lbtui.widgets.latency import bounds_legend
 from lbtui.widgets.summary import summary_text
-from tests.support.console_time import make_engine
+from tests.support import console_time
+from tests.support.console_engine import LOGGED_PORT, START, UPTIME_S, ConsoleEngine
+from tests.support.console_time import STORY_S
 
 pytestmark = pytest.mark.anyio
 
@@ -40,6 +44,23 @@ B2_KEY = f"web|default|{B2}"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+Make = Callable[..., ConsoleEngine]
+
+
+@pytest.fixture
+def make_engine() -> Iterator[Make]:
+    """console_time.make_engine, each engine stopped after the test."""
+    made: list[ConsoleEngine] = []
+
+    def make(**knobs: object) -> ConsoleEngine:
+        made.append(console_time.make_engine(**knobs))  # type: ignore[arg-type]
+        return made[-1]
+
+    yield make
+    for engine in made:
+        engine.shutdown()
 
 
 async def wait_until(predicate: Callable[[], object], what: str, pilot: Pilot) -> None:
@@ -81,7 +102,7 @@ def lines(log: object) -> list[str]:
 # ---- sparklines --------------------------------------------------------------------------------
 
 
-async def test_backends_show_a_new_per_second_sparkline_fed_by_incremental_history() -> None:
+async def test_backends_show_a_new_per_second_sparkline_fed_by_incremental_history(make_engine: Make) -> None:
     engine = make_engine(grow=True)
     app = LbtuiApp(engine, refresh_s=0.02)
     async with app.run_test(size=SIZE) as pilot:
@@ -93,14 +114,15 @@ async def test_backends_show_a_new_per_second_sparkline_fed_by_incremental_histo
         assert plain(app.backends_table.get_cell("web|default|10.0.2.13:8080", "trend")) != "—"
         # first the last two minutes of every target's new/s, then only what is new since
         first, *later = engine.history_queries
-        snapshot_time = 1_700_000_000.0 + 3723.0 + 1  # the first snapshot of the growing fake
-        assert first == model.HistoryQuery(since=snapshot_time - 120, series=("new_flows",))
+        snapshot_time = START + UPTIME_S + 1  # the first snapshot: grown by one second
+        assert first == model.HistoryQuery(since=first.since, series=("new_flows",))
+        assert first.since == pytest.approx(snapshot_time - 120)  # the manual clock adds fractions
         assert later and all(q.since is not None and q.since > snapshot_time - 10 for q in later)
 
 
-async def test_an_engine_without_history_gets_no_history_requests_and_dashes() -> None:
-    engine = make_engine()
-    engine.history_kept_s = 0
+async def test_an_engine_without_history_gets_no_history_requests_and_dashes(make_engine: Make) -> None:
+    engine = make_engine(story_s=0)
+    engine.keeps_history = False  # an instance from before history
     app = LbtuiApp(engine, refresh_s=0.02)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(lambda: app.refreshes >= 3, "a few refreshes", pilot)
@@ -122,8 +144,8 @@ async def open_chart(app: LbtuiApp, pilot: Pilot, key: str = "g") -> ChartScreen
     return chart
 
 
-async def test_chart_of_the_selected_backend_with_events_on_its_time_axis() -> None:
-    engine = make_engine()
+async def test_chart_of_the_selected_backend_with_events_on_its_time_axis(make_engine: Make) -> None:
+    engine = make_engine(story_s=STORY_S)
     app = LbtuiApp(engine, refresh_s=3600)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
@@ -155,7 +177,7 @@ async def test_chart_of_the_selected_backend_with_events_on_its_time_axis() -> N
         await wait_until(lambda: not isinstance(app.screen, ChartScreen), "back", pilot)
 
 
-async def test_enter_on_a_backend_opens_its_chart_and_the_chart_follows_new_points() -> None:
+async def test_enter_on_a_backend_opens_its_chart_and_the_chart_follows_new_points(make_engine: Make) -> None:
     engine = make_engine(grow=True)
     app = LbtuiApp(engine, refresh_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
@@ -169,9 +191,9 @@ async def test_enter_on_a_backend_opens_its_chart_and_the_chart_follows_new_poin
         assert incremental[-1].since is not None and incremental[-1].since >= end  # only what is new
 
 
-async def test_chart_of_an_instance_that_keeps_no_history_says_so() -> None:
-    engine = make_engine()
-    engine.history_kept_s = 0
+async def test_chart_of_an_instance_that_keeps_no_history_says_so(make_engine: Make) -> None:
+    engine = make_engine(story_s=0)
+    engine.keeps_history = False
     app = LbtuiApp(engine, refresh_s=3600)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
@@ -182,8 +204,19 @@ async def test_chart_of_an_instance_that_keeps_no_history_says_so() -> None:
 # ---- latency windows ---------------------------------------------------------------------------
 
 
-async def test_t_switches_the_latency_window_shown_beside_lifetime() -> None:
-    app = LbtuiApp(make_engine(), refresh_s=3600)
+async def test_t_switches_the_latency_window_shown_beside_lifetime(make_engine: Make) -> None:
+    engine = make_engine(story_s=STORY_S)  # 10.0.2.12 was slow 6 to 8 minutes ago: lifetime lags
+    view = engine.snapshot().latency_of("web", B2)
+    assert view is not None and view.handshake is not None
+
+    def p99(seconds: int) -> str:
+        window = view.window(seconds) if view else None
+        assert window is not None and window.handshake is not None
+        return fmt.millis(window.handshake.p99_ms)
+
+    lifetime = fmt.millis(view.handshake.p99_ms)
+    assert float(lifetime) > 32 > float(p99(10))  # the slow period shows in the lifetime p99 only
+    app = LbtuiApp(engine, refresh_s=3600)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         table = app.backends_table
@@ -192,22 +225,24 @@ async def test_t_switches_the_latency_window_shown_beside_lifetime() -> None:
             return next(c.label.plain for k, c in table.columns.items() if k.value == key)
 
         assert (header("p50"), header("p99"), header("p99life")) == ("p50 10s", "p99 10s", "p99 life")
-        assert plain(table.get_cell(B2_KEY, "p99")) == "57.6"  # getting slower: 10 s window
-        assert plain(table.get_cell(B2_KEY, "p99life")) == "4.80"
+        assert plain(table.get_cell(B2_KEY, "p99")) == p99(10)
+        assert plain(table.get_cell(B2_KEY, "p99life")) == lifetime
         await pilot.press("t")
-        assert header("p99") == "p99 1m" and plain(table.get_cell(B2_KEY, "p99")) == "19.2"
-        await pilot.press("t", "t")
-        assert header("p99") == "p99 life" and plain(table.get_cell(B2_KEY, "p99")) == "4.80"
+        assert header("p99") == "p99 1m" and plain(table.get_cell(B2_KEY, "p99")) == p99(60)
+        await pilot.press("t")
+        assert header("p99") == "p99 5m" and plain(table.get_cell(B2_KEY, "p99")) == p99(300)
+        await pilot.press("t")
+        assert header("p99") == "p99 life" and plain(table.get_cell(B2_KEY, "p99")) == lifetime
         await pilot.press("4")
         body = shown_text(app.latency.query_one("#latency-body", Static))
         assert "p99 life" in body and "p99 1m" not in body
         await pilot.press("t")  # back to 10 s, in both panes
         body = shown_text(app.latency.query_one("#latency-body", Static))
         assert "p99 10s" in body and "p99 life" in body
-        assert plain(table.get_cell(B2_KEY, "p99")) == "57.6"
+        assert plain(table.get_cell(B2_KEY, "p99")) == p99(10)
 
 
-async def test_latency_pane_udp_rows_and_a_readable_legend() -> None:
+async def test_latency_pane_udp_rows_and_a_readable_legend(make_engine: Make) -> None:
     app = LbtuiApp(make_engine(), refresh_s=3600)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
@@ -218,7 +253,7 @@ async def test_latency_pane_udp_rows_and_a_readable_legend() -> None:
         }
         assert ("dns", "10.0.4.10:53", "duration") in rows and ("dns", "10.0.4.11:53", "duration") in rows
         assert not any(r[0] == "dns" and r[2] == "handshake" for r in rows)
-        assert "100µs 250µs 500µs 1ms" in body and "e+" not in body
+        assert "bounds double from 1µs to 17.9min" in body and "e+" not in body
 
 
 def test_legend_of_the_data_path_buckets_is_readable() -> None:
@@ -235,7 +270,7 @@ async def filter_pane(pilot: Pilot, app: LbtuiApp, pane_key: str, text: str) -> 
     await pilot.pause()
 
 
-async def test_slash_filters_the_pane_you_are_in() -> None:
+async def test_slash_filters_the_pane_you_are_in(make_engine: Make) -> None:
     engine = make_engine()
     app = LbtuiApp(engine, refresh_s=3600)
     async with app.run_test(size=SIZE) as pilot:
@@ -245,22 +280,25 @@ async def test_slash_filters_the_pane_you_are_in() -> None:
         box = app.query_one("#backends-filter", PaneFilter)
         assert box.display and box.value == "12:8080"  # a filter in force stays in sight
 
-        await filter_pane(pilot, app, "3", "half")
+        await filter_pane(pilot, app, "3", "open")
         assert app.tabs.active == "circuits"
-        assert app.circuits.query_one(CircuitTable).row_keys == ["web|192.168.0.0/16|10.0.3.10:8080"]
+        assert app.circuits.query_one(CircuitTable).row_keys == ["web|default|10.0.2.13:8080"]
 
         await filter_pane(pilot, app, "4", "dns")
         body = shown_text(app.latency.query_one("#latency-body", Static))
         assert "dns" in body and "10.0.2.11" not in body
 
-        await filter_pane(pilot, app, "5", "41005")
+        await pilot.press("5")
+        await pilot.pause()
+        every_line = len(lines(app.access_log))
+        await filter_pane(pilot, app, "5", str(LOGGED_PORT + 1))
         assert app.tabs.active == "access"
         shown = lines(app.access_log)
-        assert len(shown) == 1 and "192.0.2.15:41005" in shown[0]
+        assert len(shown) == 1 and f'"client_port":{LOGGED_PORT + 1},' in shown[0]
 
         await filter_pane(pilot, app, "6", "circuit")
         shown = " ".join(lines(app.event_log))
-        assert "circuit closed -> open" in shown and "engine started" not in shown and "health" not in shown
+        assert "circuit closed -> open" in shown and "load balancer running" not in shown
 
         await filter_pane(pilot, app, "2", "192.168")  # conntrack: answered by the engine
         assert app.tabs.active == "conntrack"
@@ -272,13 +310,14 @@ async def test_slash_filters_the_pane_you_are_in() -> None:
         # escape in a filter clears it: every line again
         await pilot.press("5", "slash", "escape")
         await pilot.pause()
-        assert len(lines(app.access_log)) == 12 and not app.query_one("#access-filter", PaneFilter).display
+        assert len(lines(app.access_log)) == every_line
+        assert every_line > 1 and not app.query_one("#access-filter", PaneFilter).display
         await pilot.press("1", "slash", "escape")
         await pilot.pause()
         assert len(app.backends_table.row_keys) == 6
 
 
-async def test_a_filter_matching_nothing_says_so() -> None:
+async def test_a_filter_matching_nothing_says_so(make_engine: Make) -> None:
     app = LbtuiApp(make_engine(), refresh_s=3600)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
@@ -290,7 +329,7 @@ async def test_a_filter_matching_nothing_says_so() -> None:
 # ---- `:` and the palette -----------------------------------------------------------------------
 
 
-async def test_colon_opens_the_palette_with_textuals_commands_and_lbtuis() -> None:
+async def test_colon_opens_the_palette_with_textuals_commands_and_lbtuis(make_engine: Make) -> None:
     app = LbtuiApp(make_engine(), refresh_s=3600)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
@@ -321,7 +360,9 @@ async def test_colon_opens_the_palette_with_textuals_commands_and_lbtuis() -> No
 # ---- export ------------------------------------------------------------------------------------
 
 
-async def test_export_writes_an_svg_and_the_snapshot_json_and_shows_where(tmp_path: Path) -> None:
+async def test_export_writes_an_svg_and_the_snapshot_json_and_shows_where(
+    tmp_path: Path, make_engine: Make
+) -> None:
     engine = make_engine()
     app = LbtuiApp(engine, refresh_s=3600, export_dir=str(tmp_path / "exports"))
     async with app.run_test(size=SIZE) as pilot:
@@ -341,7 +382,7 @@ async def test_export_writes_an_svg_and_the_snapshot_json_and_shows_where(tmp_pa
         assert any(str(svgs[0]) in m and str(jsons[0]) in m for m in shown), shown
 
 
-async def test_export_to_a_directory_it_cannot_write_says_why(tmp_path: Path) -> None:
+async def test_export_to_a_directory_it_cannot_write_says_why(tmp_path: Path, make_engine: Make) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     app = LbtuiApp(make_engine(), refresh_s=3600, export_dir=str(blocker / "sub"))
@@ -355,12 +396,8 @@ async def test_export_to_a_directory_it_cannot_write_says_why(tmp_path: Path) ->
 # ---- empty panes say why -----------------------------------------------------------------------
 
 
-async def test_empty_panes_say_why() -> None:
-    engine = make_engine(flows=0)
-    engine.access_log_target = None
-    for p in engine.proxies:
-        for b in p.all_backends():
-            b.circuit = None
+async def test_empty_panes_say_why(make_engine: Make) -> None:
+    engine = make_engine(story_s=0, traffic=False, access_log=False, circuit_breaker=False)
     app = LbtuiApp(engine, refresh_s=3600)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
@@ -378,19 +415,18 @@ async def test_empty_panes_say_why() -> None:
         assert app.notes["access"].region.height >= 1  # on screen
 
 
-async def test_access_log_configured_but_nothing_closed_yet() -> None:
-    engine = make_engine()
-    engine._access_log = lambda t: ()  # type: ignore[method-assign]
+async def test_access_log_configured_but_nothing_closed_yet(make_engine: Make) -> None:
+    engine = make_engine(story_s=0, traffic=False)
     app = LbtuiApp(engine, refresh_s=3600)
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
-        assert note(app, "access") == "access log /var/log/lbtui/access.log: no connection has closed yet"
+        assert note(app, "access") == f"access log {engine.access_log_path}: no connection has closed yet"
 
 
 # ---- status line and pure parts ----------------------------------------------------------------
 
 
-def test_status_line_shows_the_version_when_the_snapshot_has_one() -> None:
+def test_status_line_shows_the_version_when_the_snapshot_has_one(make_engine: Make) -> None:
     base = make_engine().snapshot()
     assert "v1.4.2" in summary_text(replace(base, version="1.4.2"), "lbtui", False).plain
     # an older instance over the socket reports no version: nothing is shown
@@ -416,12 +452,12 @@ def test_series_cache_merges_incremental_answers() -> None:
     assert cache.end(("web", None)) == 107
 
 
-def test_replace_keeps_history_fields() -> None:
+def test_replace_keeps_history_fields(make_engine: Make) -> None:
     snap = make_engine().snapshot()
     assert replace(snap, history_s=5).history_s == 5
 
 
-async def test_polls_survive_a_failing_history() -> None:
+async def test_polls_survive_a_failing_history(make_engine: Make) -> None:
     engine = make_engine()
     engine.history_error = ConnectionResetError("gone")
     app = LbtuiApp(engine, refresh_s=0.02)

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Screenshots of the console's time views: the chart, the sparklines, a latency window, an empty pane.
 
-Frozen engine (make_engine() without grow), UTC, one poll. Update after an intended change with
+The real engine over the in-memory dataplane after the story of tests/support/console_time.py,
+frozen (a manual clock, no background loops), UTC, one poll. Update after an intended change with
 `pytest tests/unit/test_console_time_snapshots.py --snapshot-update` and review the SVG diffs.
 """
 
@@ -15,8 +16,8 @@ from textual.pilot import Pilot
 
 from lbtui.app import LbtuiApp
 from lbtui.screens.chart import ChartScreen
-from tests.support.console_time import make_engine
-from tests.support.fake_engine import FakeEngine
+from tests.support.console_engine import ConsoleEngine
+from tests.support.console_time import STORY_S, make_engine
 
 
 @pytest.fixture(autouse=True)
@@ -47,39 +48,50 @@ def after(app: LbtuiApp, keys: Sequence[str], chart: bool = False) -> Callable[[
     return run_before
 
 
-def frozen(**knobs: object) -> tuple[LbtuiApp, FakeEngine]:
-    engine = make_engine()
-    for name, value in knobs.items():
-        setattr(engine, name, value)
-    return LbtuiApp(engine, refresh_s=3600), engine  # one poll: nothing moves while the picture is taken
+@pytest.fixture
+def frozen() -> Iterator[Callable[..., LbtuiApp]]:
+    """The console on an engine after the whole story (make_engine's knobs); stopped afterwards."""
+    made: list[ConsoleEngine] = []
+
+    def make(**knobs: object) -> LbtuiApp:
+        knobs.setdefault("story_s", STORY_S)
+        made.append(make_engine(**knobs))  # type: ignore[arg-type]
+        return LbtuiApp(made[-1], refresh_s=3600)  # one poll: nothing moves while the picture is taken
+
+    yield make
+    for engine in made:
+        engine.shutdown()
+
+
+Frozen = Callable[..., LbtuiApp]
 
 
 @pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
-def test_chart_of_a_backend(snap_compare: Callable[..., bool], size: tuple[int, int]) -> None:
-    app, _ = frozen()
+def test_chart_of_a_backend(snap_compare: Callable[..., bool], frozen: Frozen, size: tuple[int, int]) -> None:
+    app = frozen()
     assert snap_compare(app, terminal_size=size, run_before=after(app, ["down", "g"], chart=True))
 
 
-def test_chart_of_a_proxy(snap_compare: Callable[..., bool]) -> None:
-    app, _ = frozen()
+def test_chart_of_a_proxy(snap_compare: Callable[..., bool], frozen: Frozen) -> None:
+    app = frozen()
     assert snap_compare(app, terminal_size=(120, 40), run_before=after(app, ["g", "p"], chart=True))
 
 
-def test_backends_with_sparklines(snap_compare: Callable[..., bool]) -> None:
-    app, _ = frozen()
+def test_backends_with_sparklines(snap_compare: Callable[..., bool], frozen: Frozen) -> None:
+    app = frozen()
     assert snap_compare(app, terminal_size=(160, 20), run_before=after(app, []))
 
 
-def test_latency_over_one_minute(snap_compare: Callable[..., bool]) -> None:
-    app, _ = frozen()
+def test_latency_over_one_minute(snap_compare: Callable[..., bool], frozen: Frozen) -> None:
+    app = frozen()
     assert snap_compare(app, terminal_size=(120, 24), run_before=after(app, ["4", "t"]))
 
 
-def test_access_log_not_configured(snap_compare: Callable[..., bool]) -> None:
-    app, _ = frozen(access_log_target=None)
+def test_access_log_not_configured(snap_compare: Callable[..., bool], frozen: Frozen) -> None:
+    app = frozen(story_s=0, access_log=False)
     assert snap_compare(app, terminal_size=(120, 12), run_before=after(app, ["5"]))
 
 
-def test_backends_filtered(snap_compare: Callable[..., bool]) -> None:
-    app, _ = frozen()
+def test_backends_filtered(snap_compare: Callable[..., bool], frozen: Frozen) -> None:
+    app = frozen()
     assert snap_compare(app, terminal_size=(120, 16), run_before=after(app, ["slash", *"web default"]))

@@ -20,6 +20,7 @@ from lbtui import ctl, model, wire
 from lbtui.config import ConfigError, load_config
 from lbtui.control_socket import ControlServer
 from tests.support.console_engine import ConsoleEngine
+from tests.support.console_time import STORY_S, make_engine
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -107,6 +108,47 @@ def test_status_lists_every_backend_per_proxy(engine: ConsoleEngine, sock: str):
         "178/305",
         "ok",
     ]
+
+
+def test_status_shows_the_latency_windows_beside_lifetime(sock_dir: str):
+    """After the story of tests/support/console_time.py: 10.0.2.12 was slow minutes ago, so its
+    lifetime p99 is high while the last 10 s are fast; UDP backends have durations only."""
+    story = make_engine(story_s=STORY_S)
+    srv = ControlServer(story, os.path.join(sock_dir, "story.sock"))
+    srv.start()
+    try:
+        code, out, err = run(srv.path, "status")
+        assert code == 0, err
+        lines = out.splitlines()
+        first = next(i for i, line in enumerate(lines) if line.strip().startswith("p99 in ms"))
+        names = ["HS-10S", "HS-1M", "HS-5M", "HS-LIFE", "DUR-10S", "DUR-1M", "DUR-5M", "DUR-LIFE"]
+        assert lines[first + 1].split() == ["BACKEND", *names]
+        rows = {
+            line.split()[0]: dict(zip(names, line.split()[1:], strict=True))
+            for line in lines[first + 2 : first + 6]
+        }
+        view = story.snapshot().latency_of("web", "10.0.2.12:8080")
+        assert view is not None and view.handshake is not None and view.handshake.p99_ms is not None
+        ten = view.window(10)
+        assert ten is not None and ten.handshake is not None and ten.handshake.p99_ms is not None
+        b2 = rows["10.0.2.12:8080"]
+        assert (
+            float(b2["HS-10S"]) == pytest.approx(ten.handshake.p99_ms, abs=0.01) and float(b2["HS-10S"]) < 32
+        )
+        assert (
+            float(b2["HS-LIFE"]) == pytest.approx(view.handshake.p99_ms, rel=0.01)
+            and float(b2["HS-LIFE"]) > 32
+        )
+        udp = next(i for i, line in enumerate(lines) if line.strip().startswith("p99 in ms") and i > first)
+        assert lines[udp + 1].split() == ["BACKEND", *names[4:]]
+        code, out, _ = run(srv.path, "status", "--json")
+        latency = json.loads(out)["snapshot"]["latency"]
+        b2_json = next(v for v in latency if v["backend"] == "10.0.2.12:8080")
+        assert [w["seconds"] for w in b2_json["windows"]] == [10, 60, 300]
+        assert b2_json["windows"][0]["handshake"]["p99_ms"] == ten.handshake.p99_ms
+    finally:
+        srv.stop()
+        story.shutdown()
 
 
 def test_status_json_is_the_snapshot(engine: ConsoleEngine, sock: str):

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The `history` request of the control protocol: query decoding, the answer over the socket."""
+"""The `history` request of the control protocol: query decoding, the answer over the socket, from
+the real engine over the in-memory dataplane after the story of tests/support/console_time.py."""
 
 from __future__ import annotations
 
@@ -14,19 +15,30 @@ import pytest
 
 from lbtui import model, wire
 from lbtui.control_socket import ControlServer, RemoteError, SocketEngineHandle
-from tests.support.console_time import make_engine
-from tests.support.fake_engine import FakeEngine
+from tests.support.console_engine import ConsoleEngine
+from tests.support.console_time import STORY_S, make_engine
 
 B2 = "10.0.2.12:8080"
 
 
-@pytest.fixture
-def engine() -> FakeEngine:
-    return make_engine()
+@pytest.fixture(scope="module")
+def story() -> Iterator[ConsoleEngine]:
+    """One engine after the whole story for the tests that only read (it takes seconds to play)."""
+    handle = make_engine(story_s=STORY_S)
+    yield handle
+    handle.shutdown()
 
 
 @pytest.fixture
-def server(engine: FakeEngine) -> Iterator[ControlServer]:
+def engine(story: ConsoleEngine) -> Iterator[ConsoleEngine]:
+    story.history_queries.clear()
+    story.keeps_history = True
+    yield story
+    story.keeps_history = True
+
+
+@pytest.fixture
+def server(engine: ConsoleEngine) -> Iterator[ControlServer]:
     directory = tempfile.mkdtemp(prefix="lbthp-", dir="/tmp")  # unix socket paths are short
     srv = ControlServer(engine, os.path.join(directory, "lbtui.sock"))
     srv.start()
@@ -51,7 +63,9 @@ def raw(path: str, request: dict) -> dict:
         return reply
 
 
-def test_client_gets_the_same_history_as_the_engine(engine: FakeEngine, client: SocketEngineHandle) -> None:
+def test_client_gets_the_same_history_as_the_engine(
+    engine: ConsoleEngine, client: SocketEngineHandle
+) -> None:
     now = engine.snapshot().taken_at
     query = model.HistoryQuery(proxy="web", backend=B2, since=now - 900)
     direct = engine.history(query)
@@ -61,12 +75,14 @@ def test_client_gets_the_same_history_as_the_engine(engine: FakeEngine, client: 
     assert (history.proxy, history.backend, history.start) == ("web", B2, int(now) - 899)
     assert {s.name for s in history.series} == set(model.HISTORY_SERIES)
     assert all(len(s.values) == 900 for s in history.series)
-    assert [m.kind for m in answer.marks] == ["drain", "drain", "reload"]
+    # draining, its timeout, back in rotation; the reload
+    assert [m.kind for m in answer.marks] == ["drain", "drain", "drain", "reload"]
+    assert all(m.backend in (B2, None) for m in answer.marks)
     assert query in engine.history_queries
 
 
 def test_every_target_with_a_few_series_for_sparklines(
-    engine: FakeEngine, client: SocketEngineHandle
+    engine: ConsoleEngine, client: SocketEngineHandle
 ) -> None:
     now = engine.snapshot().taken_at
     answer = client.history(model.HistoryQuery(since=now - 60, series=("new_flows",)))
@@ -93,9 +109,9 @@ def test_bad_queries_are_refused_with_the_reason(server: ControlServer) -> None:
 
 
 def test_an_instance_without_history_answers_kept_s_zero(
-    engine: FakeEngine, client: SocketEngineHandle
+    engine: ConsoleEngine, client: SocketEngineHandle
 ) -> None:
-    engine.history_kept_s = 0
+    engine.keeps_history = False
     answer = client.history(model.HistoryQuery(proxy="web"))
     assert answer.kept_s == 0 and answer.histories == ()
     assert engine.snapshot().history_s == 0
@@ -111,15 +127,19 @@ def test_an_instance_from_before_history_is_read_as_keeping_none(
     assert client.history(model.HistoryQuery()).kept_s == 0
 
 
-def test_windows_travel_in_the_snapshot(engine: FakeEngine, client: SocketEngineHandle) -> None:
+def test_windows_travel_in_the_snapshot(engine: ConsoleEngine, client: SocketEngineHandle) -> None:
     snap = client.snapshot()
     view = snap.latency_of("web", B2)
     assert view is not None and [w.seconds for w in view.windows] == list(model.LATENCY_WINDOWS_S)
     window = view.window(10)
-    assert window is not None and window.handshake is not None and window.handshake.p99_ms == 57.6
+    assert window is not None and window.handshake is not None and window.handshake.p99_ms is not None
+    direct = engine.snapshot().latency_of("web", B2)
+    assert direct is not None and direct.windows == view.windows
+    assert view.handshake is not None and view.handshake.p99_ms is not None
+    assert window.handshake.p99_ms < 32 < view.handshake.p99_ms  # its slow period: in lifetime only
     udp = snap.latency_of("dns", "10.0.4.11:53")
-    assert udp is not None and all(w.handshake is None for w in udp.windows)
-    assert snap.access_log_target == "/var/log/lbtui/access.log" and snap.history_s == 3600
+    assert udp is not None and all(w.handshake is None and w.duration is not None for w in udp.windows)
+    assert snap.access_log_target == engine.access_log_path and snap.history_s == 3600
     assert wire.decode_snapshot(wire.encode_snapshot(snap)) == snap
 
 

@@ -197,3 +197,27 @@ def test_answer_picks_targets_and_the_marks_of_their_span() -> None:
     assert len(everything.histories) == 3
     with pytest.raises(ValueError, match="a backend needs its proxy"):
         answer(store, model.HistoryQuery(backend="x"), events, T0)
+
+
+def test_window_percentiles_are_those_of_the_lifetime_histograms() -> None:
+    """The one-pass estimate of a window equals observe.histogram's for the same counts."""
+    import random
+
+    from lbtui.observe.histogram import histogram_from_counts
+    from lbtui.observe.history import percentiles
+
+    rng = random.Random(15)
+    bounds = tuple(2**k / 1000 for k in range(31))
+    for _ in range(500):
+        counts = [0] * 32
+        for _ in range(rng.choice((1, 2, 5, 100, 3000))):
+            counts[min(31, int(rng.expovariate(1 / rng.choice((2, 9, 20)))))] += rng.choice((1, 1, 7))
+        hist = histogram_from_counts(bounds, tuple(counts), 0.0)
+        got = percentiles(bounds, counts, 0.0)
+        assert (got.count, got.p50_ms, got.p95_ms, got.p99_ms) == (
+            hist.count,
+            hist.p50_ms,
+            hist.p95_ms,
+            hist.p99_ms,
+        )
+    assert percentiles(bounds, [0] * 32, 0.0) == model.Percentiles()
