@@ -9,6 +9,7 @@
     lbtui ctl [--socket P] CMD    talk to a running instance
     lbtui ctl list                the running instances (their sockets in /run/lbtui)
     lbtui attach [--socket P] [--read-only]   the console, on a running instance (found when only one runs)
+    lbtui backend-setup ...       on a DSR backend: VIPs on lo, ARP settings, IPIP decapsulation
 
 Exit codes (lbtui/exitcodes.py): 0 clean stop, 1 bad configuration, 2 usage, 3 the host is not ready
 (privileges, kernel, interfaces, IP forwarding), 4 a resource is busy (metrics port, control socket).
@@ -170,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ctl.main(args[1:])
     if args and args[0] == "attach":
         return attach(_attach_parser().parse_args(args[1:]))
+    if args and args[0] == "backend-setup":
+        from lbtui import backend_setup
+
+        return backend_setup.main(args[1:])
     parser = _main_parser()
     ns = parser.parse_args(args)
     if not ns.config:

@@ -144,6 +144,9 @@ def test_installed_command_config_man_page_and_completion(package: Path) -> None
         "metrics.md",
         "examples/full.toml",
         "examples/lbtui-alerts.yml",
+        "examples/bird/lb-host.conf",
+        "examples/bird/router.conf",
+        "scale-out.md",
         "copyright",
     ):
         assert Path("/usr/share/doc/lbtui", doc).exists(), doc
