@@ -111,10 +111,14 @@ def test_a_group_member_reads_and_attaches_read_only_and_others_are_refused(tmp_
         command = " ".join([*as_user(member), "env", "HOME=/tmp", sys.executable, "-m", "lbtui", "attach"])
         tmux = Tmux("lbtui-ro-attach-test", f"cd {REPO} && {command} --socket {ro}")
         assert wait_until(lambda: len(rows(tmux.screen())) == 3, timeout=30), tmux.screen()
+
+        def footer() -> str:
+            return [line for line in tmux.screen().splitlines() if line.strip()][-1]
+
+        assert wait_until(lambda: "Chart" in footer(), timeout=15), tmux.screen()  # drawn after the rows
         screen = tmux.screen()
-        footer = [line for line in screen.splitlines() if line.strip()][-1]
-        assert "(read-only)" in screen and "Chart" in footer, screen
-        assert "Drain" not in footer and "Reload" not in footer, screen
+        assert "(read-only)" in screen, screen
+        assert "Drain" not in footer() and "Reload" not in footer(), screen
         tmux.keys("d")
         tmux.keys("r")
         time.sleep(1.0)
