@@ -6,8 +6,11 @@ and scripts, on a thread of its own with its own event loop, so the engine's loo
 client and a client never waits for another one. `SocketEngineHandle` is the client side: a
 `model.EngineHandle` over the socket, so the console does not care where the engine runs.
 
-The socket is the only way in, so it is root-only: mode 0600 from the moment it exists (bound under
-umask 0177), in a 0700 directory when we create it, and peers with another uid are refused. Clients
+The operator socket is the way in, so it is root-only: mode 0600 from the moment it exists (bound
+under umask 0177), in a 0700 directory when we create it, and peers with another uid are refused. A
+second, read-only server (`read_only=True`, settings.read_only) serves the members of one group:
+socket 0660 root:GROUP in a searchable (0755) directory, peers checked by SO_PEERCRED and
+SO_PEERGROUPS, and every `command` refused; it answers hello, snapshot, events and history. Clients
 are limited in number, request size and rate, and every refusal is counted (control_limits).
 """
 
@@ -40,9 +43,18 @@ MAX_CLIENTS = 64
 IDLE_TIMEOUT_S = 300.0  # a client that sends nothing for this long is disconnected
 WRITE_TIMEOUT_S = 30.0  # a client that does not read its replies for this long is disconnected
 MAX_EVENTS = 1000  # most events in one reply
+MAX_EVENTS_WAIT_S = 60.0  # an events request may wait this long for the first new event
+EVENTS_POLL_S = 0.1  # how often a waiting events request looks for new events
 MAX_SUBMIT_TIMEOUT_S = 300.0
 MAX_REPLY = 256 * 1024 * 1024  # longest reply the client accepts (a snapshot is bounded well below)
 OPS = ("hello", "snapshot", "events", "command", "history")
+NOT_ALLOWED = "the control socket is root-only, use sudo; a read-only socket admits its group's members"
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; Python 3.11 lacks the name
+PEER_GROUPS_BUFFER = 1024  # bytes: 256 groups (Python's getsockopt takes at most 1024)
+READ_ONLY_REFUSAL = (
+    "this is the read-only socket {path} (status, flows, events and history only); "
+    "commands that change traffic go through the operator socket, as root"
+)
 
 
 class SocketInUse(RuntimeError):
@@ -55,6 +67,15 @@ class RemoteError(RuntimeError):
 
 class ControlPermissionError(ConnectionError):
     """The socket exists but we may not connect to it (not root)."""
+
+
+def resolve_group(text: str) -> int:
+    """The gid of a group given by name or number (settings.read_only.group); KeyError if unknown."""
+    import grp
+
+    if text.isdigit():
+        return int(text)
+    return grp.getgrnam(text).gr_gid
 
 
 def _line(message: Mapping[str, Any]) -> bytes:
@@ -90,9 +111,13 @@ class ControlServer:
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         rate: float = REQUESTS_PER_S,
         burst: int = BURST,
+        read_only: bool = False,
+        group: int | None = None,
     ) -> None:
         self.handle = handle
         self.path = path
+        self.read_only = read_only
+        self.group = group  # read_only: the gid whose members may connect
         self.max_clients = max_clients
         self.max_line = max_line
         self.idle_timeout_s = idle_timeout_s
@@ -104,6 +129,7 @@ class ControlServer:
             "lbtui": __version__,
             "socket": path,
             **(instance or {}),
+            "read_only": read_only,
         }
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -168,9 +194,14 @@ class ControlServer:
 
     def _bind(self) -> socket.socket:
         parent = os.path.dirname(os.path.abspath(self.path))
+        # the operator's directory is closed; the read-only socket's must be searchable by its group
+        # (the sockets guard themselves: their modes and the peer checks)
+        mode = 0o755 if self.read_only else 0o700
         if not os.path.isdir(parent):
-            os.makedirs(parent, mode=0o700, exist_ok=True)
-            os.chmod(parent, 0o700)
+            os.makedirs(parent, mode=mode, exist_ok=True)
+            os.chmod(parent, mode)
+        elif self.read_only:
+            _open_directory(parent)
         self._check_existing()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # the socket is born 0600: no window where others could connect
@@ -183,7 +214,11 @@ class ControlServer:
             raise
         finally:
             os.umask(old_umask)
-        os.chmod(self.path, 0o600)
+        if self.read_only and self.group is not None:
+            os.chown(self.path, -1, self.group)  # still 0600 here: nobody else could connect yet
+            os.chmod(self.path, 0o660)
+        else:
+            os.chmod(self.path, 0o600)
         sock.listen(128)
         sock.setblocking(False)
         return sock
@@ -316,12 +351,16 @@ class ControlServer:
         sock = writer.get_extra_info("socket")
         try:
             creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            _pid, uid, _gid = struct.unpack("3i", creds)
+            pid, uid, gid = struct.unpack("3i", creds)
         except (AttributeError, OSError):
             return "permission", "permission denied: cannot tell who is connecting"
-        if uid not in (0, os.geteuid()):
+        if uid in (0, os.geteuid()):
+            return None
+        if not self.read_only:
             return "permission", "permission denied: the control socket is root-only"
-        return None
+        if self.group is not None and (gid == self.group or self.group in _peer_groups(sock, pid)):
+            return None
+        return "permission", "permission denied: the read-only socket serves members of its group only"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         bucket = TokenBucket(self.rate, self.burst)
@@ -393,14 +432,16 @@ class ControlServer:
                         raise _BadRequest(str(exc)) from None
                 return await loop.run_in_executor(self._reads, self._snapshot_reply, req_id, query)
             if op == "events":
-                since, limit = _events_args(request)
-                return await loop.run_in_executor(self._reads, self._events_reply, req_id, since, limit)
+                since, limit, wait = _events_args(request)
+                return await self._events_waiting(req_id, since, limit, wait)
             if op == "history":
                 try:
                     history_query = wire.decode_history_query(request.get("query", {}))
                 except wire.WireError as exc:
                     raise _BadRequest(str(exc)) from None
                 return await loop.run_in_executor(self._reads, self._history_reply, req_id, history_query)
+            if op == "command" and self.read_only:
+                raise _BadRequest(READ_ONLY_REFUSAL.format(path=self.path))
             if op == "command":
                 try:
                     command = wire.decode_command(request.get("command"))
@@ -422,9 +463,16 @@ class ControlServer:
     def _snapshot_reply(self, req_id: Any, query: model.FlowQuery | None) -> bytes:
         return _ok(req_id, wire.encode_snapshot(self.handle.snapshot(query)))
 
-    def _events_reply(self, req_id: Any, since: int, limit: int) -> bytes:
-        events = self.handle.events_since(since, limit)
-        return _ok(req_id, [wire.encode_event(e) for e in events])
+    async def _events_waiting(self, req_id: Any, since: int, limit: int, wait: float) -> bytes:
+        """The events after `since`; with `wait`, the first ones to come within that many seconds
+        (polled on this loop, so a waiting client holds no thread)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            events = await loop.run_in_executor(self._reads, self.handle.events_since, since, limit)
+            if events or loop.time() >= deadline:
+                return _ok(req_id, [wire.encode_event(e) for e in events])
+            await asyncio.sleep(min(EVENTS_POLL_S, max(0.0, deadline - loop.time())))
 
     def _history_reply(self, req_id: Any, query: model.HistoryQuery) -> bytes:
         return _ok(req_id, wire.encode_value(self.handle.history(query)))
@@ -433,13 +481,48 @@ class ControlServer:
         return _ok(req_id, wire.encode_result(self.handle.submit(command, timeout)))
 
 
-def _events_args(request: Mapping[str, Any]) -> tuple[int, int]:
+def _peer_groups(sock: socket.socket, pid: int) -> set[int]:
+    """The peer's supplementary groups: SO_PEERGROUPS (as they were at connect), or, for a peer with
+    more than fit in its buffer, /proc/PID/status; empty when neither can say."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, PEER_GROUPS_BUFFER)
+        count = len(raw) // 4
+        return set(struct.unpack(f"{count}I", raw[: count * 4]))
+    except OSError:
+        pass
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    return {int(g) for g in line.split()[1:] if g.isdigit()}
+    except OSError:
+        pass
+    return set()
+
+
+def _open_directory(path: str) -> None:
+    """Make our own socket directory searchable and listable (0755): a read-only user must reach
+    the socket in it, and `lbtui ctl list` must see it. A directory of another owner is left alone."""
+    st = os.stat(path)
+    if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o055 != 0o055:
+        os.chmod(path, stat.S_IMODE(st.st_mode) | 0o055)
+        log.info(
+            "socket directory %s opened to 0%o for the read-only socket",
+            path,
+            stat.S_IMODE(st.st_mode) | 0o055,
+        )
+
+
+def _events_args(request: Mapping[str, Any]) -> tuple[int, int, float]:
     since = request.get("since", 0)
     limit = request.get("limit", MAX_EVENTS)
     for name, value in (("since", since), ("limit", limit)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise _BadRequest(f'"{name}" must be an integer >= 0')
-    return since, min(limit, MAX_EVENTS)
+    wait = request.get("wait", 0)
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_EVENTS_WAIT_S:
+        raise _BadRequest(f'"wait" must be a number of seconds from 0 to {MAX_EVENTS_WAIT_S:g}')
+    return since, min(limit, MAX_EVENTS), float(wait)
 
 
 def _timeout_arg(request: Mapping[str, Any]) -> float:
@@ -491,8 +574,12 @@ class SocketEngineHandle:
         except wire.WireError as exc:
             raise RemoteError(f"unreadable result from {self.path}: {exc}") from exc
 
-    def events_since(self, seq: int, limit: int = 1000) -> Sequence[model.Event]:
-        data = self._call({"op": "events", "since": max(0, seq), "limit": limit}, self.connect_timeout + 25.0)
+    def events_since(self, seq: int, limit: int = 1000, wait: float = 0.0) -> Sequence[model.Event]:
+        """Events after `seq`; wait > 0: return as soon as one comes, or empty after `wait` seconds."""
+        request: dict[str, Any] = {"op": "events", "since": max(0, seq), "limit": limit}
+        if wait:
+            request["wait"] = wait
+        data = self._call(request, self.connect_timeout + 25.0 + wait)
         if not isinstance(data, list):
             raise RemoteError(f"unreadable events from {self.path}: expected a list")
         try:
@@ -594,8 +681,7 @@ class SocketEngineHandle:
         except PermissionError:
             sock.close()
             raise ControlPermissionError(
-                f"cannot connect to {self.path}: permission denied "
-                "(the control socket is root-only; use sudo)"
+                f"cannot connect to {self.path}: permission denied ({NOT_ALLOWED})"
             ) from None
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
@@ -614,9 +700,11 @@ class SocketEngineHandle:
             self._disconnect()
             text = _reason(exc) if isinstance(exc, OSError) else str(exc)
             if text.startswith("permission denied"):
+                why = text.removeprefix("permission denied").lstrip(": ")
+                if why == "the control socket is root-only":
+                    why = NOT_ALLOWED
                 raise ControlPermissionError(
-                    f"cannot connect to {self.path}: permission denied "
-                    "(the control socket is root-only; use sudo)"
+                    f"cannot connect to {self.path}: permission denied ({why})"
                 ) from None
             raise ConnectionError(f"cannot connect to {self.path}: {text}") from None
         theirs = hello.get("protocol") if isinstance(hello, dict) else None

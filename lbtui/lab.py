@@ -20,7 +20,9 @@ client's source address.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import subprocess
 import threading
 from collections import Counter
@@ -83,8 +85,16 @@ def lab_namespaces(prefix: str) -> list[str]:
     return _lab_namespaces(prefix, _SUFFIX_RE)
 
 
+def lab_state_file(prefix: str) -> str:
+    """Where lbtui keeps the runtime overrides of a lab's instance (settings.state_file)."""
+    return f"/run/lbtui/{prefix}.state"
+
+
 def cleanup_prefix(prefix: str) -> None:
-    """Remove the namespaces (and so their links) a lab with this prefix left behind; never raises."""
+    """Remove the namespaces (and so their links) a lab with this prefix left behind, and the runtime
+    overrides its instance kept; never raises."""
+    with contextlib.suppress(OSError):
+        os.unlink(lab_state_file(prefix))
     cleanup_namespaces(prefix, _SUFFIX_RE)
 
 
@@ -98,6 +108,11 @@ class Lab(NamespaceLab):
         super().__init__(self.spec.prefix, self.spec.backends)
 
     # ------------------------------------------------------------ names
+
+    @property
+    def control_socket(self) -> str:
+        """The control socket of lbtui run with config_toml() (the demo's: /run/lbtui/lbtd.sock)."""
+        return f"/run/lbtui/{self.prefix}.sock"
 
     @property
     def ns_lb(self) -> str:
@@ -222,7 +237,8 @@ class Lab(NamespaceLab):
         ifaces = ", ".join(f'"{i}"' for i in self.client_ifaces)
         lines = [
             "[settings]",
-            f'control_socket = "/run/lbtui/{self.prefix}.sock"',
+            f'control_socket = "{self.control_socket}"',
+            f'state_file = "{lab_state_file(self.prefix)}"',
             'xdp_mode = "generic"',
             "",
             "[settings.metrics]",

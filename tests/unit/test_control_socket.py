@@ -175,8 +175,17 @@ def test_every_model_value_round_trips():
 
 ALL_COMMANDS: list[model.Command] = [
     model.SetWeight("web", "10.0.2.11:8080", 5),
+    model.AdjustWeight("web", "10.0.2.11:8080", step=-1),
+    model.AdjustWeight("web", "10.0.2.11:8080", percent=50),
     model.AddBackend("web", "10.0.2.20:8080", 2),
+    model.AddBackend("web", "10.0.3.20:8080", 2, group="192.168.0.0/16"),
     model.RemoveBackend("web", "10.0.2.20:8080"),
+    model.RemoveBackend("web", "10.0.2.20:8080", cut=True),
+    model.Maintenance("web", "10.0.2.11:8080"),
+    model.Ready("web", "10.0.2.11:8080"),
+    model.ForceHealth("web", "10.0.2.11:8080", "down"),
+    model.ClearOverrides(),
+    model.ClearOverrides("web", "10.0.2.11:8080"),
     model.Drain("web", "10.0.2.11:8080", 2.5),
     model.Drain("web", "10.0.2.11:8080"),
     model.Undrain("web", "10.0.2.11:8080"),
