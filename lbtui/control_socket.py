@@ -34,6 +34,7 @@ from typing import Any
 
 from lbtui import __version__, model, wire
 from lbtui.control_limits import BURST, REQUESTS_PER_S, Refusals, TokenBucket
+from lbtui.deadline import within
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +323,7 @@ class ControlServer:
         try:
             if refusal is not None:
                 writer.write(_error(None, refusal))
-                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+                await within(WRITE_TIMEOUT_S, writer.drain())
                 return
             await self._serve(reader, writer)
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
@@ -335,7 +336,7 @@ class ControlServer:
             self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                await within(1.0, writer.wait_closed())
 
     def _refusal(self, writer: asyncio.StreamWriter) -> str | None:
         refused = self._why_refused(writer)
@@ -366,7 +367,7 @@ class ControlServer:
         bucket = TokenBucket(self.rate, self.burst)
         while True:
             try:
-                line = await asyncio.wait_for(reader.readuntil(b"\n"), self.idle_timeout_s)
+                line = await within(self.idle_timeout_s, reader.readuntil(b"\n"))
             except TimeoutError:
                 message = f"idle for {self.idle_timeout_s:g} s; closing"
                 self.refusals.count("idle", message, first_of_connection=False)
@@ -397,7 +398,7 @@ class ControlServer:
 
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         writer.write(data)
-        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+        await within(WRITE_TIMEOUT_S, writer.drain())
 
     async def _answer(self, line: bytes) -> bytes:
         """The reply line to one request line; never raises."""

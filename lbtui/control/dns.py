@@ -29,6 +29,7 @@ import dns.resolver
 from lbtui import model
 from lbtui.addresses import IPV6, family
 from lbtui.control.dns_screen import FAMILIES, RefuseFn, screen_answers
+from lbtui.deadline import within
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ class DnsBackendResolver:
         rdtype = state.rdtype
         try:
             # The outer timeout is a safety net: a resolve function must never hang a task.
-            answers = await asyncio.wait_for(self._resolve_fn(hostname, rdtype), self._timeout_s + 1.0)
+            answers = await within(self._timeout_s + 1.0, self._resolve_fn(hostname, rdtype))
             screened = screen_answers(answers, self.max_records, self._refuse, rdtype)
             self._announce(key, screened.problems(self.max_records))
             addresses = screened.addresses

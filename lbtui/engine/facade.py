@@ -23,6 +23,7 @@ from lbtui.control.health import CheckFn, run_check
 from lbtui.control.supervisor import BackendKey, Factors
 from lbtui.dataplane.families import refuse_unbuilt_families
 from lbtui.dataplane.port import Dataplane
+from lbtui.deadline import within
 from lbtui.engine.clock import SYSTEM_CLOCK, Clock
 from lbtui.engine.commands import Commands
 from lbtui.engine.desired import CapacityError, Desired, check_capacity, from_config, overlay, prune
@@ -154,7 +155,7 @@ class Engine:
                     self._tasks.append(asyncio.create_task(coro))
                 if self.config.path and self.config.settings.watch_config:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.reloader.watching.wait(), timeout=WATCH_START_TIMEOUT_S)
+                        await within(WATCH_START_TIMEOUT_S, self.reloader.watching.wait())
         except BaseException as exc:
             await self._undo_start(cancelled=isinstance(exc, asyncio.CancelledError))
             raise

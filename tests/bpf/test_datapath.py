@@ -21,6 +21,7 @@ from lbtui.dataplane.maps import Maps
 from lbtui.dataplane.port import RateLimits, ServiceEntry
 from lbtui.dataplane.progrun import TC_ACT_OK, XDP_DROP, XDP_PASS, run_program
 from tests.fuzz.packets.wire import fix_checksums
+from tests.support.bpfrun import assert_checksums_valid
 from tests.support.maps import conntrack_entries, evict, remove_conntrack, write_table
 
 VIP = "10.0.0.1"
@@ -75,23 +76,6 @@ def syn(src=CLIENT, sport=40000, dport=80, **ip_kw):
         / IP(src=src, dst=VIP, **ip_kw)
         / TCP(sport=sport, dport=dport, flags="S", seq=1000)
     )
-
-
-def assert_checksums_valid(frame: bytes) -> None:
-    """Recompute IP and L4 checksums from scratch and compare with the frame's."""
-    pkt = Ether(frame)
-    ip = pkt[IP]
-    fresh = ip.copy()
-    del fresh.chksum
-    l4 = fresh[TCP] if TCP in fresh else fresh[UDP]
-    if not (UDP in fresh and pkt[UDP].chksum == 0):
-        del l4.chksum
-    rebuilt = IP(bytes(fresh))
-    assert rebuilt.chksum == ip.chksum, "IP checksum"
-    if TCP in pkt:
-        assert rebuilt[TCP].chksum == pkt[TCP].chksum, "TCP checksum"
-    elif pkt[UDP].chksum != 0:
-        assert rebuilt[UDP].chksum == pkt[UDP].chksum, "UDP checksum"
 
 
 def diff_offsets(a: bytes, b: bytes) -> set[int]:

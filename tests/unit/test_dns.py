@@ -455,6 +455,29 @@ def test_set_names_starts_stops_and_keeps_state():
     asyncio.run(main())
 
 
+def test_a_stop_that_meets_an_answer_still_ends_the_refresh() -> None:
+    """The answer completes and the name is dropped in the same loop step: the refresh task must still
+    end (Python 3.11's asyncio.wait_for returned the answer and lost the cancel; lbtui/deadline.py)."""
+
+    async def main() -> None:
+        asked, let_answer = asyncio.Event(), asyncio.Event()
+
+        async def answer_when_let(hostname: str, rdtype: str = "A") -> tuple[str, ...]:
+            asked.set()
+            await let_answer.wait()
+            return ("10.0.0.1",)
+
+        resolver, _ = make_resolver(answer_when_let)
+        resolver.set_names({("web", "api"): 0.001})
+        await asked.wait()
+        let_answer.set()  # the answer's task runs first in the next step...
+        resolver.set_names({})  # ...and the refresh's cancel is delivered right after it
+        async with asyncio.timeout(5):
+            await resolver.close()
+
+    asyncio.run(main())
+
+
 def test_missing_system_resolver_config_is_a_failure_status(monkeypatch: pytest.MonkeyPatch):
     def no_config(*args: Any, **kwargs: Any) -> Any:
         raise dns.resolver.NoResolverConfiguration("no /etc/resolv.conf")
