@@ -86,15 +86,18 @@ def lab_namespaces(prefix: str) -> list[str]:
 
 
 def lab_state_file(prefix: str) -> str:
-    """Where lbtui keeps the runtime overrides of a lab's instance (settings.state_file)."""
+    """Where lbtui keeps the runtime overrides of a lab's instance (settings.state_file). The lab
+    owns it: a new lab starts without the overrides of an earlier one (a backend drained in the last
+    demo is not drained in this one), and the file goes with the lab."""
     return f"/run/lbtui/{prefix}.state"
 
 
 def cleanup_prefix(prefix: str) -> None:
     """Remove the namespaces (and so their links) a lab with this prefix left behind, and the runtime
     overrides its instance kept; never raises."""
-    with contextlib.suppress(OSError):
-        os.unlink(lab_state_file(prefix))
+    for path in (lab_state_file(prefix), f"{lab_state_file(prefix)}.unreadable"):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
     cleanup_namespaces(prefix, _SUFFIX_RE)
 
 
@@ -106,6 +109,9 @@ class Lab(NamespaceLab):
     def __init__(self, spec: LabSpec | None = None) -> None:
         self.spec = spec or LabSpec()
         super().__init__(self.spec.prefix, self.spec.backends)
+
+    def _clean_leftovers(self) -> None:
+        cleanup_prefix(self.prefix)  # the namespaces and the lab's state file
 
     # ------------------------------------------------------------ names
 

@@ -76,7 +76,10 @@ def raw_exchange(path: str, payload: bytes, timeout: float = 20.0) -> list[bytes
             pass  # the server closed early (e.g. a line too long): its reply is still readable
         data = b""
         while True:
-            chunk = s.recv(65536)
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break  # it closed with our request unread (a refusal): what it sent came first
             if not chunk:
                 break
             data += chunk
