@@ -118,11 +118,20 @@ class Overrides:
         limits_after: Mapping[str, RateLimits],
     ) -> Overrides:
         """What the file changed wins: runtime weights and rate limits whose configured value changed
-        between two configurations are dropped (the arguments are their configured values)."""
+        between two configurations are dropped (the arguments are their configured values). Those of
+        a backend or proxy the new one lacks are left to `desired.prune`, which says so."""
         return replace(
             self,
-            weights={r: w for r, w in self.weights.items() if weights_before.get(r) == weights_after.get(r)},
-            limits={p: lim for p, lim in self.limits.items() if limits_before.get(p) == limits_after.get(p)},
+            weights={
+                r: w
+                for r, w in self.weights.items()
+                if r not in weights_after or weights_before.get(r) == weights_after[r]
+            },
+            limits={
+                p: lim
+                for p, lim in self.limits.items()
+                if p not in limits_after or limits_before.get(p) == limits_after[p]
+            },
         )
 
     def without_membership(self) -> Overrides:

@@ -13,7 +13,7 @@ import pytest
 
 from lbtui import model
 from lbtui.dataplane.memory import MemoryPins
-from lbtui.engine.statefile import decode
+from lbtui.engine.statefile import StateFile, decode
 from tests.support.engine import BASE_SETTINGS, TWO_PROXIES, ManualClock, make_engine, messages, running
 
 pytestmark = pytest.mark.anyio
@@ -132,6 +132,41 @@ async def test_a_changed_configuration_drops_what_no_longer_applies_with_an_even
         assert not decode(open(path, "rb").read()).added
 
 
+OTHER_CONFIGURATION = """
+[[proxy]]
+name = "api"
+interfaces = ["lb0"]
+vip = "10.0.0.1"
+port = 80
+[[proxy.backend]]
+address = "10.0.9.11:8080"
+"""
+
+
+async def test_the_state_of_another_configuration_applies_nothing_and_says_why(tmp_path):
+    """An instance name reused with another file (or the file rewritten while stopped): not one of
+    the old overrides names anything that exists, so each is dropped with the true reason."""
+    path = str(tmp_path / "web.state")
+    async with running(with_state(path)) as (first, _dp):
+        await set_up(first)
+    async with running(with_state(path, OTHER_CONFIGURATION)) as (second, _dp):
+        assert listed(second) == []
+        web_gone = "proxy web is no longer in the configuration"
+        dns_gone = "proxy dns is no longer in the configuration"
+        assert messages(second, "override") == [
+            f"runtime weight 7 of web {WEB1} dropped: {web_gone}",
+            f"drain of web {WEB2} dropped: {web_gone}",
+            f"maintenance of web {WEB3} dropped: {web_gone}",
+            f"health forced down of dns {DNS1} dropped: {dns_gone}",
+            f"circuit held closed of web {WEB1} dropped: {web_gone}",
+            f"backend added at run time of web {B4} dropped: {web_gone}",
+            f"backend removed at run time of dns 10.0.4.11:53 dropped: {dns_gone}",
+            f"runtime rate limits of dns dropped: {dns_gone}",
+        ]
+        state = decode(open(path, "rb").read())
+        assert state == StateFile(version=1, saved_at=state.saved_at)  # nothing of it is kept
+
+
 @pytest.mark.parametrize(
     ("content", "why"),
     [
@@ -152,7 +187,7 @@ async def test_a_changed_configuration_drops_what_no_longer_applies_with_an_even
             json.dumps(
                 {"version": 1, "saved_at": 0, "maintenance": [{"proxy": "web", "backend": "nope"}]}
             ).encode(),
-            "expected a backend as ip:port, got 'nope'",
+            'backend \'nope\': expected "ip:port" (IPv4) or "[ip]:port" (IPv6): the port is missing',
         ),
     ],
 )
