@@ -40,6 +40,7 @@ MAX_LINE = 64 * 1024  # longest request line accepted by the server
 MAX_CLIENTS = 64
 IDLE_TIMEOUT_S = 300.0  # a client that sends nothing for this long is disconnected
 WRITE_TIMEOUT_S = 30.0  # a client that does not read its replies for this long is disconnected
+REFUSAL_LINGER_S = 1.0  # how long a refused client may still send before the socket closes
 MAX_EVENTS = 1000  # most events in one reply
 MAX_SUBMIT_TIMEOUT_S = 300.0
 MAX_REPLY = 256 * 1024 * 1024  # longest reply the client accepts (a snapshot is bounded well below)
@@ -60,6 +61,11 @@ class ControlPermissionError(ConnectionError):
 
 def _line(message: Mapping[str, Any]) -> bytes:
     return json.dumps(message, allow_nan=False, separators=(",", ":")).encode() + b"\n"
+
+
+async def _discard_until_eof(reader: asyncio.StreamReader) -> None:
+    while await reader.read(65536):
+        pass
 
 
 def _error(req_id: Any, message: str) -> bytes:
@@ -288,7 +294,12 @@ class ControlServer:
         try:
             if refusal is not None:
                 writer.write(_error(None, refusal))
+                writer.write_eof()
                 await within(WRITE_TIMEOUT_S, writer.drain())
+                # Read what the client sent before closing: closing a Unix socket with unread data
+                # resets the connection, and the client would get ECONNRESET after our reply.
+                with contextlib.suppress(TimeoutError, ConnectionError):
+                    await within(REFUSAL_LINGER_S, _discard_until_eof(reader))
                 return
             await self._serve(reader, writer)
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
