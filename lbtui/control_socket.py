@@ -43,6 +43,7 @@ MAX_LINE = 64 * 1024  # longest request line accepted by the server
 MAX_CLIENTS = 64
 IDLE_TIMEOUT_S = 300.0  # a client that sends nothing for this long is disconnected
 WRITE_TIMEOUT_S = 30.0  # a client that does not read its replies for this long is disconnected
+REFUSAL_LINGER_S = 1.0  # how long a refused client may still send before the socket closes
 MAX_EVENTS = 1000  # most events in one reply
 MAX_EVENTS_WAIT_S = 60.0  # an events request may wait this long for the first new event
 EVENTS_POLL_S = 0.1  # how often a waiting events request looks for new events
@@ -81,6 +82,11 @@ def resolve_group(text: str) -> int:
 
 def _line(message: Mapping[str, Any]) -> bytes:
     return json.dumps(message, allow_nan=False, separators=(",", ":")).encode() + b"\n"
+
+
+async def _discard_until_eof(reader: asyncio.StreamReader) -> None:
+    while await reader.read(65536):
+        pass
 
 
 def _error(req_id: Any, message: str) -> bytes:
@@ -323,7 +329,12 @@ class ControlServer:
         try:
             if refusal is not None:
                 writer.write(_error(None, refusal))
+                writer.write_eof()
                 await within(WRITE_TIMEOUT_S, writer.drain())
+                # Read what the client sent before closing: closing a Unix socket with unread data
+                # resets the connection, and the client would get ECONNRESET after our reply.
+                with contextlib.suppress(TimeoutError, ConnectionError):
+                    await within(REFUSAL_LINGER_S, _discard_until_eof(reader))
                 return
             await self._serve(reader, writer)
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):

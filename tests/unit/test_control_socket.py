@@ -76,10 +76,7 @@ def raw_exchange(path: str, payload: bytes, timeout: float = 20.0) -> list[bytes
             pass  # the server closed early (e.g. a line too long): its reply is still readable
         data = b""
         while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break  # it closed with our request unread (a refusal): what it sent came first
+            chunk = s.recv(65536)
             if not chunk:
                 break
             data += chunk

@@ -92,21 +92,15 @@ async def test_a_start_cancelled_at_any_step_leaves_nothing_attached_or_pinned(
     assert cancelled >= 5  # the start has that many awaits at least: each was hit
 
 
-async def last_cancellable_step() -> int:
-    """How many loop steps a start takes before it is done (cancelled after them, it has loaded and
-    attached everything); counted, since it changes with the awaits of Engine.start."""
-    steps = 1
-    while (await start_and_cancel(steps + 1, MemoryPins(), keep=True))[0]:
-        steps += 1
-    return steps
-
-
 async def test_a_cancelled_start_keeps_the_data_path_with_keep_dataplane():
-    steps = await last_cancellable_step()
-    pins = MemoryPins()
     before = set(asyncio.all_tasks())
-    was_cancelled, dp = await start_and_cancel(steps, pins, keep=True)
-    assert was_cancelled
+    for steps in range(1, 60):  # the first step at which the start has loaded and not yet finished
+        pins = MemoryPins()
+        was_cancelled, dp = await start_and_cancel(steps, pins, keep=True)
+        if was_cancelled and pins.states:
+            break
+    else:
+        pytest.fail("no step of the start was cancelled after the load")
     assert others(before) == []
     # what stays is what a later start adopts: a new engine takes it over and then stops cleanly
     assert list(pins.states) and dp.closed  # type: ignore[attr-defined]
