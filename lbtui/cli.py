@@ -239,7 +239,7 @@ def diff(path: str, socket_path: str, as_json: bool) -> int:
     import json
 
     from lbtui import ctl, model, wire
-    from lbtui.control_socket import SocketEngineHandle
+    from lbtui.control_client import SocketEngineHandle
 
     handle = SocketEngineHandle(socket_path)
     try:
@@ -452,7 +452,7 @@ def run_console(
 def attach(ns: argparse.Namespace, stopper: Stopper | None = None) -> int:
     """`lbtui attach`: the same console over the control socket; quitting leaves the instance running."""
     from lbtui import instances
-    from lbtui.control_socket import SocketEngineHandle
+    from lbtui.control_client import SocketEngineHandle
 
     path = ns.socket
     if path is None:

@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 from lbtui import ctlverbs, instances, model, wire
 from lbtui.addresses import format_endpoint
-from lbtui.control_socket import RemoteError, SocketEngineHandle
+from lbtui.control_client import RemoteError, SocketEngineHandle
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 FLOWS_WAIT_S = 30.0  # a sweep runs every settings.sweep_interval_s (default 2 s)

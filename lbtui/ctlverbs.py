@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from lbtui import model, wire
-from lbtui.control_socket import SocketEngineHandle
+from lbtui.control_client import SocketEngineHandle
 
 FOLLOW_WAIT_S = 10.0  # each `events --follow` request waits this long for a new event
 FOLLOW_BACKLOG = 10  # `events --follow` without --since starts with this many recent events

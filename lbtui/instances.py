@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lbtui.control_socket import ControlPermissionError, SocketEngineHandle
+from lbtui.control_client import ControlPermissionError, SocketEngineHandle
 
 RUN_DIR = "/run/lbtui"
 HELLO_TIMEOUT_S = 2.0

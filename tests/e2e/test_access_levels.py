@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lbtui.control_socket import SocketEngineHandle
+from lbtui.control_client import SocketEngineHandle
 from lbtui.lab import LabSpec
 from tests.e2e.test_console import Tmux, rows
 from tests.support.lab import ClientLab

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from lbtui import model
-from lbtui.control_socket import SocketEngineHandle
+from lbtui.control_client import SocketEngineHandle
 from lbtui.engine.statefile import decode
 from lbtui.lab import LabSpec, lab_state_file
 from tests.support.lab import ClientLab

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lbtui import model
-from lbtui.control_socket import SocketEngineHandle
+from lbtui.control_client import SocketEngineHandle
 from lbtui.lab import LabSpec
 from tests.support.lab import ClientLab
 

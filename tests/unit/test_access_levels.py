@@ -24,7 +24,8 @@ import pytest
 from lbtui import ctl, instances, model
 from lbtui.app import LbtuiApp
 from lbtui.config import ConfigError, parse_config
-from lbtui.control_socket import ControlServer, SocketEngineHandle
+from lbtui.control_client import SocketEngineHandle
+from lbtui.control_socket import ControlServer
 from tests.support.console_engine import ConsoleEngine
 from tests.unit.test_app import SIZE, started
 

@@ -22,12 +22,8 @@ from pathlib import Path
 import pytest
 
 from lbtui import model, wire
-from lbtui.control_socket import (
-    ControlServer,
-    RemoteError,
-    SocketEngineHandle,
-    SocketInUse,
-)
+from lbtui.control_client import RemoteError, SocketEngineHandle
+from lbtui.control_socket import ControlServer, SocketInUse
 from tests.support.console_engine import ConsoleEngine
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -711,7 +707,7 @@ def test_other_users_are_refused_even_if_the_socket_mode_is_opened(
     os.chmod(os.path.dirname(server.path), 0o755)
     os.chmod(server.path, 0o666)
     code = (
-        "import sys; from lbtui.control_socket import SocketEngineHandle as H\n"
+        "import sys; from lbtui.control_client import SocketEngineHandle as H\n"
         "try:\n    H(sys.argv[1]).snapshot()\nexcept ConnectionError as e:\n    print(e); sys.exit(3)\n"
     )
     out = subprocess.run(

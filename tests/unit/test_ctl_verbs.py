@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from lbtui import ctl, model, wire
-from lbtui.control_socket import ControlServer, RemoteError, SocketEngineHandle
+from lbtui.control_client import RemoteError, SocketEngineHandle
+from lbtui.control_socket import ControlServer
 from tests.support.console_engine import ConsoleEngine
 
 REPO = Path(__file__).resolve().parents[2]
