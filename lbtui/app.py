@@ -175,11 +175,17 @@ class LbtuiApp(App[CommandResult | None]):
     def _start_poll(self) -> None:
         self._poll_timer = None
         self._polling = True
-        self._fetch(self._event_seq, self.conntrack.flow_query, self.trends.since)
+        self._fetch(self._event_seq, self.flow_query(), self.trends.since)
+
+    def flow_query(self) -> FlowQuery | None:
+        """The conntrack pane's query while that pane is shown, else None: the engine reads every
+        flow in conntrack only while a front end asks for flows (lbtui/engine/flowquery.py), which
+        with a million flows costs a tenth of a core and hundreds of MB."""
+        return self.conntrack.flow_query if self.tabs.active == "conntrack" else None
 
     @work(thread=True, name="poll", group="poll", exit_on_error=False)
     def _fetch(
-        self, after_seq: int, flows: FlowQuery, trends_since: float | None
+        self, after_seq: int, flows: FlowQuery | None, trends_since: float | None
     ) -> tuple[Snapshot, list[Event], HistoryAnswer | None]:
         snapshot = self.handle.snapshot(flows)
         events = list(self.handle.events_since(after_seq))
@@ -210,6 +216,11 @@ class LbtuiApp(App[CommandResult | None]):
 
     def on_conntrack_pane_query_changed(self, _: ConntrackPane.QueryChanged) -> None:
         self.refresh_now()
+
+    @on(TabbedContent.TabActivated, "#tabs")
+    def _pane_shown(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "conntrack":
+            self.refresh_now()  # its flows now, not at the next refresh
 
     def _poll_finished(self) -> None:
         self._polling = False

@@ -50,7 +50,7 @@ class SocketEngineHandle:
 
     def snapshot(self, flows: model.FlowQuery | None = None) -> model.Snapshot:
         request: dict[str, Any] = {"op": "snapshot"}
-        if flows is not None and flows != model.FlowQuery():
+        if flows is not None:  # the default query too: asking is what makes the engine read flows
             request["flows"] = wire.encode_value(flows)
         data = self._call(request, self.connect_timeout + 25.0)
         try:

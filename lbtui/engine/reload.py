@@ -176,7 +176,7 @@ class Reloader:
                 recursive=False,  # the file's own directory only (it may be /tmp or /etc)
                 watch_filter=is_ours,
                 debounce=200,
-                step=50,
+                step=250,
                 rust_timeout=500,
                 yield_on_timeout=True,
                 stop_event=self._rewatch,

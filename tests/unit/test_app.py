@@ -514,6 +514,35 @@ async def test_sort_cycles_bytes_age_idle_backend(engine: ConsoleEngine) -> None
         await wait_until(lambda: FlowQuery(sort="backend") in engine.flow_queries, "the engine asked", pilot)
 
 
+async def test_flows_are_asked_for_only_while_the_conntrack_pane_is_shown(engine: ConsoleEngine) -> None:
+    """The engine reads every flow in conntrack while a front end asks for flows (with a million
+    flows a tenth of a core and hundreds of MB): a console on any other pane asks for none."""
+    app = LbtuiApp(engine, refresh_s=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        await wait_until(lambda: len(engine.flow_queries) >= 5, "refreshes on the backends pane", pilot)
+        assert [q for q in engine.flow_queries if q is not None] == []
+        await pilot.press("2")
+        await wait_until(lambda: engine.flow_queries[-1] == FlowQuery(), "the conntrack pane's query", pilot)
+        for key in ("3", "4", "5", "6", "1"):  # circuits, latency, access log, events, backends
+            await pilot.press(key)
+            shown = len(engine.flow_queries) + 1  # a poll in flight may have asked before the switch
+            more = lambda n=shown + 3: len(engine.flow_queries) >= n  # noqa: E731
+            await wait_until(more, f"refreshes on pane {key}", pilot)
+            assert [q for q in engine.flow_queries[shown:] if q is not None] == [], key
+        await pilot.press("2", "s")
+        await wait_until(lambda: engine.flow_queries[-1] == FlowQuery(sort="age"), "the sorted query", pilot)
+
+
+async def test_showing_the_conntrack_pane_asks_for_flows_at_once(engine: ConsoleEngine) -> None:
+    app = LbtuiApp(engine, refresh_s=60)  # the next refresh is a minute away
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        assert engine.flow_queries == [None]
+        await pilot.press("2")
+        await wait_until(lambda: engine.flow_queries[-1] == FlowQuery(), "the conntrack pane's query", pilot)
+
+
 async def test_big_conntrack_shows_the_bounded_view_and_the_real_total() -> None:
     engine = ConsoleEngine(big_flows=100_000)
     try:

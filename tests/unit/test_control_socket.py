@@ -278,6 +278,8 @@ def test_flow_queries_reach_the_engine_and_bad_ones_are_refused(
     assert all("192.168" in f.client for f in snap.flows)
     client.snapshot()
     assert engine.flow_queries[-1] is None  # the default view is asked for without a query
+    client.snapshot(model.FlowQuery())  # an attached console's conntrack pane, unfiltered
+    assert engine.flow_queries[-1] == model.FlowQuery()  # asking is what makes the engine read flows
     for flows, message in (
         ({"text": "x", "sort": "size"}, "flows: unknown sort 'size'"),
         ({"text": "x" * 201}, "flows: filter text longer than 200"),
