@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from lbtui.config.errors import ConfigIssue, describe, join_key
+from lbtui.config.errors import ConfigIssue, Invalid, describe, join_key
+from lbtui.config.formats import ENDPOINT
 from lbtui.config.keys import INVALID, NO_DEFAULT, Checked, Table, declared_keys, key_of
 from lbtui.config.schema import (
+    AnnounceConfig,
     BackendConfig,
     Config,
     HealthConfig,
@@ -91,6 +93,63 @@ def _group_fits(table: Checked, walk: Validator, toml_key: str) -> None:
 
 def _proxy(table: Checked, walk: Validator) -> None:
     _group_fits(table, walk, "backend")
+    if table.values.get("forwarding") == "ipip":
+        _ipip_not_built(table, walk)
+        _dsr_ports(table, walk)
+
+
+def _ipip_not_built(table: Checked, walk: Validator) -> None:
+    # The one refusal of "ipip": delete this function (and its call) when bpf/lb.c encapsulates.
+    walk.error(
+        table.at("forwarding"),
+        '"ipip" is not available yet: the IPIP encapsulation of the data path is not built '
+        '(docs/scale-out.md); use "nat"',
+    )
+
+
+def _dsr_ports(table: Checked, walk: Validator) -> None:
+    # In DSR the client's packet reaches the backend unchanged: the backend listens on the VIP's port.
+    # Read from the raw tables: the checked arrays leave out refused entries, so their indexes shift.
+    port = table.values.get("port")
+    if port is None:
+        return
+    groups = [(table.at("backend"), table.raw.get("backend"))]
+    routes = table.raw.get("source_route")
+    for index, route in enumerate(routes if isinstance(routes, list) else ()):
+        if isinstance(route, dict):
+            groups.append(
+                (join_key(f"{table.at('source_route')}[{index}]", "backends"), route.get("backends"))
+            )
+    for path, backends in groups:
+        for index, backend in enumerate(backends if isinstance(backends, list) else ()):
+            backend_port = _raw_port(backend)
+            if backend_port is not None and backend_port != port:
+                walk.error(
+                    f"{path}[{index}]",
+                    f'forwarding = "ipip" needs every backend on the VIP\'s port {port} '
+                    f"(direct server return does not rewrite it), got port {backend_port}",
+                )
+
+
+def _raw_port(backend: Any) -> int | None:
+    """The port of a raw [[proxy.backend]] table; None when it is not valid (reported elsewhere)."""
+    if not isinstance(backend, dict):
+        return None
+    if isinstance(backend.get("address"), str):
+        try:
+            return int(ENDPOINT.parse(backend["address"]).port)
+        except Invalid:
+            return None
+    port = backend.get("port")
+    return port if isinstance(port, int) and not isinstance(port, bool) else None
+
+
+def _announce(table: Checked, walk: Validator) -> None:
+    if table.values.get("table") in (253, 254, 255):
+        walk.error(
+            table.at("table"),
+            f"table {table.values['table']} is the kernel's local/main/default table: use one of lbtui's own",
+        )
 
 
 def _source_route(table: Checked, walk: Validator) -> None:
@@ -128,6 +187,7 @@ def _token_bucket(table: Checked, walk: Validator) -> None:
 
 RULES: dict[type, Callable[[Checked, Validator], None]] = {
     Settings: _settings,
+    AnnounceConfig: _announce,
     ProxyConfig: _proxy,
     SourceRouteConfig: _source_route,
     BackendConfig: _backend,
