@@ -22,11 +22,13 @@ from lbtui.control.dns import ResolveFn
 from lbtui.control.health import CheckFn, run_check
 from lbtui.control.supervisor import BackendKey, Factors
 from lbtui.dataplane.port import Dataplane
+from lbtui.engine.announce import Announcer, RoutesFactory, kernel_routes, readiness
 from lbtui.engine.clock import SYSTEM_CLOCK, Clock
 from lbtui.engine.commands import Commands
 from lbtui.engine.desired import Desired, compose, from_config
 from lbtui.engine.drains import Drains
 from lbtui.engine.events import MAX_EVENTS, EventLog
+from lbtui.engine.fingerprint import table_fingerprints
 from lbtui.engine.flowquery import FlowQueries
 from lbtui.engine.flows import FlowEvents
 from lbtui.engine.history import HistoryRecorder
@@ -58,9 +60,11 @@ class Engine:
         resolve: ResolveFn | None = None,
         health_check: CheckFn = run_check,
         loops: bool = True,
+        announce_routes: RoutesFactory = kernel_routes,
     ):
-        """resolve, health_check: stand-ins for DNS lookups and health checks (tests); loops=False
-        runs no background task (tests step `tick()` and `sweep()` themselves)."""
+        """resolve, health_check, announce_routes: stand-ins for DNS lookups, health checks and the
+        announcement routes (tests); loops=False runs no background task (tests step `tick()` and
+        `sweep()` themselves)."""
         self.config = config
         self.keep_dataplane = keep_dataplane
         self._overrides = Overrides()
@@ -103,7 +107,8 @@ class Engine:
         )
         self.least_connections = LeastConnections()
         self.recorder = HistoryRecorder(clock, config.settings.history_s, lambda: self.sweeper.syn_failures)
-        self.snapshot_decorators: list[Callable[[model.Snapshot], model.Snapshot]] = []
+        self.announcer = Announcer(self.events, clock, announce_routes)
+        self.snapshot_decorators: list[Callable[[model.Snapshot], model.Snapshot]] = [self._scale_out]
         self._snapshot: model.Snapshot | None = None
         self._started_at = clock.time()
         self._tasks: list[asyncio.Task[None]] = []
@@ -137,10 +142,18 @@ class Engine:
             await self.supervision.close()
             raise
         self._running = True
+        self.announcer.configure(self.config.settings.announce)
+        self._announce()
         self.measurements.refresh(self._dp, self.topology, self._clock.monotonic())
         self.publish()
         if self._loops:
-            for coro in (self._control_loop(), self._sweep_loop(), self.reloader.watch()):
+            loops = (
+                self._control_loop(),
+                self._sweep_loop(),
+                self.reloader.watch(),
+                self.announcer.watch_bird(),
+            )
+            for coro in loops:
                 self._tasks.append(asyncio.create_task(coro))
             if self.config.path:
                 with contextlib.suppress(TimeoutError):
@@ -156,6 +169,7 @@ class Engine:
             self._stopped.set()
             return
         self._running = False
+        self.announcer.stop()  # routers stop sending before the programs go
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -223,6 +237,7 @@ class Engine:
     def apply_settings(self, config: Config) -> None:
         self._dp.set_interfaces(wanted_interfaces(config))
         self.recorder.resize(config.settings.history_s)
+        self.announcer.configure(config.settings.announce)
         if self.observability is not None:
             self.observability.configure(config.settings)
 
@@ -244,7 +259,11 @@ class Engine:
     # ---- commands -------------------------------------------------------------------------------
 
     async def execute(self, cmd: model.Command) -> model.CommandResult:
-        result = self.commands.execute(cmd)
+        if isinstance(cmd, model.Announce):
+            result = self.announcer.command(cmd, self.topology)
+        else:
+            result = self.commands.execute(cmd)
+        self._announce()
         self.publish()
         return result
 
@@ -260,6 +279,7 @@ class Engine:
         self.measurements.refresh(self._dp, self.topology, now)
         self.supervision.feed(self.measurements, self.sweeper.syn_failures)
         self.least_connections.update(self.topology, self.measurements, now)
+        self._announce()
 
     async def sweep(self) -> None:
         """One conntrack sweep and what follows from it (drains included)."""
@@ -302,6 +322,14 @@ class Engine:
             circuit_log=self.supervision.transitions(),
             events_dropped=self.flows.dropped,
         )
+
+    # ---- scale-out: VIP announcement, table fingerprints (docs/scale-out.md) ----------------------
+
+    def _announce(self) -> None:
+        self.announcer.update(readiness(self.topology), self._running)
+
+    def _scale_out(self, snap: model.Snapshot) -> model.Snapshot:
+        return replace(snap, announce=self.announcer.view(), tables=table_fingerprints(self.topology))
 
     def publish(self) -> None:
         """Build the snapshot front ends read (on the loop; replaced whole)."""
