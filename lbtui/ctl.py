@@ -9,6 +9,8 @@
     lbtui ctl ratelimit PROXY [--per-source RATE[/BURST]] [--per-backend RATE[/BURST]]
     lbtui ctl circuit PROXY BACKEND force-open|force-close|reset
     lbtui ctl reload [--file PATH]
+    lbtui ctl announce withdraw|announce [PROXY]   take VIPs out of BGP rotation / back (docs/scale-out.md)
+    lbtui ctl fingerprint                         a digest of each selection table, to compare hosts
 
 Exit codes: 0 done, 1 refused by the engine (its reason is printed), 2 usage, 3 no instance answers
 (or the socket may not be opened: it is root-only).
@@ -26,6 +28,7 @@ from typing import Any, TextIO
 
 from lbtui import model, wire
 from lbtui.control_socket import DEFAULT_SOCKET, RemoteError, SocketEngineHandle
+from lbtui.ctl_scaleout import announce_lines, format_fingerprints
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 FLOWS_WAIT_S = 30.0  # a sweep runs every settings.sweep_interval_s (default 2 s)
@@ -124,6 +127,12 @@ def _parser() -> argparse.ArgumentParser:
     rl.add_argument(
         "--file", metavar="PATH", help="load this file instead of the one the instance started with"
     )
+    a = sub.add_parser(
+        "announce", parents=[common], help="withdraw a proxy's VIP (or all) from BGP, or announce it again"
+    )
+    a.add_argument("action", choices=("withdraw", "announce"))
+    a.add_argument("proxy", metavar="PROXY", nargs="?", help="default: every VIP")
+    sub.add_parser("fingerprint", parents=[common], help="a fingerprint of each selection table")
     return p
 
 
@@ -164,6 +173,8 @@ def _command(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> model.C
             src = ns.per_source or (None, None)
             be = ns.per_backend or (None, None)
             return model.SetRateLimit(ns.proxy, src[0], src[1], be[0], be[1])
+        case "announce":
+            return model.Announce(ns.action, ns.proxy)
         case "reload":
             # the instance runs elsewhere (another cwd): send an absolute path
             return model.Reload(os.path.abspath(ns.file) if ns.file else None)
@@ -193,7 +204,7 @@ def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = No
     try:
         ns = parser.parse_args(list(argv))
         path = _socket_path(ns, parser)
-        command = None if ns.cmd in ("status", "flows") else _command(ns, parser)
+        command = None if ns.cmd in ("status", "flows", "fingerprint") else _command(ns, parser)
         query = None
         if ns.cmd == "flows":
             query = model.FlowQuery(text=" ".join(ns.filter), sort=ns.sort)
@@ -207,7 +218,7 @@ def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = No
         if query is not None:
             return _flows(handle, query, ns.limit, as_json, out)
         if command is None:
-            return _status(handle, as_json, out)
+            return _status(handle, as_json, out, ns.cmd == "fingerprint")
         return _run(handle, command, as_json, out, err)
     except ConnectionError as exc:
         print(f"lbtui ctl: {exc}", file=err)
@@ -230,9 +241,12 @@ def _run(handle: SocketEngineHandle, command: model.Command, as_json: bool, out:
     return EXIT_OK if result.ok else EXIT_REFUSED
 
 
-def _status(handle: SocketEngineHandle, as_json: bool, out: TextIO) -> int:
+def _status(handle: SocketEngineHandle, as_json: bool, out: TextIO, fingerprints: bool = False) -> int:
     snap = handle.snapshot()
-    if as_json:
+    if fingerprints:
+        tables = [wire.encode_value(t) for t in snap.tables]
+        out.write(json.dumps({"tables": tables}) + "\n" if as_json else format_fingerprints(snap))
+    elif as_json:
         print(json.dumps({"instance": handle.instance, "snapshot": wire.encode_snapshot(snap)}), file=out)
     else:
         out.write(format_status(snap, handle.instance))
@@ -313,6 +327,7 @@ def format_status(snap: model.Snapshot, instance: dict[str, Any] | None = None) 
         ]
         lines += _table(rows, numeric={2, 3, 7, 8})
         lines += _latency(snap, svc)
+    lines += announce_lines(snap)
     return "\n".join(lines) + "\n"
 
 
