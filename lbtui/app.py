@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, Tab
 from textual.worker import Worker, WorkerState
 
 from lbtui.model import (
+    Announce,
     BackendView,
     CircuitCommand,
     Command,
@@ -433,6 +434,25 @@ class LbtuiApp(App[CommandResult | None]):
         source = path or "the configuration file"
         question = f"Reload {source}? Proxies, backends, weights and limits will follow the file."
         self._confirm_then_submit(question, "Reload", Reload(), danger=False)
+
+    def action_announce(self) -> None:
+        """`b`: take the selected proxy's VIP out of BGP rotation, or put it back (docs/scale-out.md)."""
+        b = self._selection_or_warn()
+        service = None if b is None or self.snapshot is None else self.snapshot.service(b.proxy)
+        if b is None or service is None or self.snapshot is None:
+            return
+        if not self.snapshot.announce.enabled:
+            self.notify("VIP announcement is off (settings.announce.enabled)", severity="warning")
+            return
+        vip = self.snapshot.announce.vip(service.vip)
+        if vip is not None and vip.held:
+            question = f"Announce {service.vip} ({b.proxy}) again? Routers send it flows once backends allow."
+            self._confirm_then_submit(question, "Announce", Announce("announce", b.proxy), danger=False)
+        else:
+            question = (
+                f"Withdraw {service.vip} ({b.proxy}) from BGP? New flows go to other hosts; it keeps running."
+            )
+            self._confirm_then_submit(question, "Withdraw", Announce("withdraw", b.proxy), danger=True)
 
     def action_filter(self) -> None:
         """`/`: filter the pane on screen (conntrack's filter is answered by the engine)."""
