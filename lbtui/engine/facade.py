@@ -124,7 +124,7 @@ class Engine:
         self.observability = hub = ObservabilityHub(self.snapshot, allow_stdout=self._allow_stdout)
         self.flows.observers.append(hub.observe)
         self.snapshot_decorators.append(hub.decorate)
-        self.supervision.start(self.config, hub, self.topology.set_factors, self._on_dns_change)
+        self.supervision.start(self.config, hub, self._on_factors, self._on_dns_change)
         try:
             await self.supervision.resolve_first(self.config)
             self._dp.load()
@@ -240,6 +240,11 @@ class Engine:
         self.announcer.configure(config.settings.announce)
         if self.observability is not None:
             self.observability.configure(config.settings)
+
+    def _on_factors(self, key: BackendKey, factors: Factors) -> None:
+        self.topology.set_factors(key, factors)
+        if self._running:  # a backend going down or up may withdraw or announce its VIP at once
+            self._announce()
 
     def _factors_of(self, key: BackendKey) -> Factors:
         return self.supervision.factors(key)
