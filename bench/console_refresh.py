@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
-"""Console refresh with 1,000,000 conntrack entries in the map (issue: operator console).
+"""Console refresh with 1,000,000 established flows in conntrack (issues: operator console, 15).
 
 Runs a real Engine (BPF programs loaded and attached to a veth in a private namespace), fills its
-conntrack map with N flows (2 entries each, written with batch syscalls), then measures:
-  - the engine's sweep over the whole map (batch read + vectorised analysis + bounded top-N view),
-  - the engine's CPU share while idle-running with that map (sweep every settings.sweep_interval_s),
+established conntrack table with N flows (2 entries each, written with batch syscalls, counted in
+lb_backend_stats as the data path counts the flows it establishes), then measures:
+  - the engine's sweep (the transient table and one slice of the established one),
+  - the engine's CPU share and RSS while idle-running with that map (sweep every
+    settings.sweep_interval_s, control tick every 250 ms, no front end asking for flows),
+  - the snapshot fetch a console makes every refresh,
   - the console's refresh (snapshot fetch + table updates), headless with App.run_test, and the
     process CPU share with the console running,
   - a filtered, sorted flow query over every flow (what the console's `/` and `s` ask for),
@@ -83,7 +86,7 @@ def fill(engine, flows: int) -> None:  # type: ignore[no-untyped-def]
     from lbtui.dataplane import structs
     from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE
 
-    table = engine.dataplane.loaded.table("lb_conntrack")
+    table = engine.dataplane.loaded.table("lb_ct_established")
     now = time.monotonic_ns()
     vip = structs.ip_to_be32("10.0.0.1")
     backends = [
@@ -131,7 +134,7 @@ def fill(engine, flows: int) -> None:  # type: ignore[no-untyped-def]
                 bid,
                 0,
             )
-            vals["flags"] = structs.CT_F_SYNACK
+            vals["flags"] = structs.CT_F_SYN | structs.CT_F_SYNACK | structs.CT_F_EST
             vals["created_ns"] = vals["last_seen_ns"] = now
             vals["packets"] = 10 + (idx % np.uint64(1000))
             vals["bytes"] = 1000 + (idx % np.uint64(100000))
@@ -144,6 +147,21 @@ def fill(engine, flows: int) -> None:  # type: ignore[no-untyped-def]
             )
             if r != 0:
                 raise OSError(ctypes.get_errno(), f"batch update failed after {count.value}")
+    # the data path counts each flow it establishes (live flows = established - ended): do the same
+    stats = engine.dataplane.loaded.table("lb_backend_stats")
+    for i, (_, _, bid) in enumerate(backends):
+        key = stats.Key(bid)
+        per_cpu = stats.getvalue(key)
+        per_cpu[0].established += len(range(i, flows, 3))
+        stats[key] = per_cpu
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def cpu_seconds() -> float:
@@ -174,15 +192,25 @@ async def measure(flows: int, seconds: float) -> dict[str, object]:
             t = time.perf_counter()
             asyncio.run_coroutine_threadsafe(engine.sweep(), runner.loop).result(120)
             sweeps.append(time.perf_counter() - t)
-        snap = runner.snapshot()
-        out["conntrack_entries"] = snap.conntrack.entries
-        out["flows_in_view"] = len(snap.flows)
         out["sweep_ms_median"] = round(statistics.median(sweeps) * 1000, 1)
         # the engine alone: CPU share over a window (sweeps every 2 s, control tick every 250 ms)
         c0, w0 = cpu_seconds(), time.monotonic()
         time.sleep(seconds)
         out["engine_cpu_share"] = round((cpu_seconds() - c0) / (time.monotonic() - w0), 3)
+        out["engine_rss_mb"] = round(rss_mb(), 1)
+        snap = runner.snapshot()
+        out["conntrack_flows"] = snap.conntrack.flows  # the data path's live counts
+        out["conntrack_entries"] = snap.conntrack.entries
+        out["sweeps_per_pass"] = round(2 * flows / max(1, engine.sweeper.last_slice), 1)
 
+        from lbtui.model import FlowQuery
+
+        fetch = []
+        for _ in range(10):
+            t = time.perf_counter()
+            runner.snapshot(FlowQuery())
+            fetch.append(time.perf_counter() - t)
+        out["snapshot_fetch_ms_median"] = round(statistics.median(fetch) * 1000, 2)
         # the console on top, headless: refresh = snapshot fetch on a worker + table updates
         app = LbtuiApp(runner, refresh_s=1.0)
         applied: list[float] = []
@@ -209,9 +237,8 @@ async def measure(flows: int, seconds: float) -> dict[str, object]:
         out["refreshes"] = len(applied)
         out["refresh_apply_ms_median"] = round(statistics.median(applied) * 1000, 2) if applied else None
         out["refresh_apply_ms_max"] = round(max(applied) * 1000, 2) if applied else None
-        # a console's filter, answered by the engine over every flow (then cached until the next sweep)
-        from lbtui.model import FlowQuery
-
+        out["rss_mb_after_console"] = round(rss_mb(), 1)
+        # a console's filter, answered by the engine over every flow (then cached until the next read)
         query = FlowQuery(text="10.100.0.7: established", sort="age")
         runner.snapshot(query)  # asks the sweeps to keep every flow from now on
         sweeps = []

@@ -4,12 +4,16 @@
 // This header is the single source of the layouts; lbtui/dataplane/structs.py mirrors the structs
 // (and only that module). Sizes that depend on the configuration are -D defines set by the loader.
 // All addresses and ports are stored in network byte order, exactly as they appear on the wire.
+// The code is split by concern: lb_csum.h (checksums), lb_parse.h (headers), lb_stats.h (counters,
+// events), lb_ct.h (conntrack tables), lb_tcp.h (TCP state and validation), lb_ratelimit.h,
+// lb_pick.h (new flows), lb_icmp.h (ICMP errors and fragments); lb.c holds the programs.
 #ifndef LBTUI_LB_H
 #define LBTUI_LB_H
 
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/ip.h>
+#include <uapi/linux/icmp.h>
 #include <uapi/linux/in.h>
 #include <uapi/linux/tcp.h>
 #include <uapi/linux/udp.h>
@@ -27,14 +31,20 @@
 #ifndef LB_TABLE_SIZE          // slots per selection table: a prime (Maglev needs it)
 #define LB_TABLE_SIZE 65537
 #endif
-#ifndef LB_CT_SIZE             // conntrack entries: two per flow (forward + reverse)
+#ifndef LB_CT_SIZE             // established conntrack entries: two per flow (forward + reverse)
 #define LB_CT_SIZE 524288
+#endif
+#ifndef LB_CT_TRANSIENT_SIZE   // embryonic and closing flows: two entries each
+#define LB_CT_TRANSIENT_SIZE 131072
 #endif
 #ifndef LB_MAX_ROUTES
 #define LB_MAX_ROUTES 1024
 #endif
 #ifndef LB_RL_SOURCES         // per-source rate-limit buckets
 #define LB_RL_SOURCES 65536
+#endif
+#ifndef LB_FRAGS              // fragmented replies being SNATed at once
+#define LB_FRAGS 8192
 #endif
 #ifndef LB_RINGBUF_PAGES
 #define LB_RINGBUF_PAGES 1024       // 4 MiB: ~40,000 events between two drains
@@ -43,9 +53,12 @@
 #define LB_EMPTY_SLOT 0xFFFFFFFFu
 #define LB_PICK_TRIES 4            // slots tried when a pick clashes with another flow of the client port
 
+// One address. IPv4 today; IPv6 widens this type (and with it every key and entry that holds one).
+typedef __u32 lb_addr_t;
+
 // services: (VIP, port, protocol) -> service
 struct lb_service_key {
-    __u32 vip;
+    lb_addr_t vip;
     __u16 port;
     __u8 proto;                // IPPROTO_TCP / IPPROTO_UDP
     __u8 pad;
@@ -75,24 +88,30 @@ struct lb_service {
 struct lb_route_key {
     __u32 prefixlen;
     __u32 service_id;          // always matched whole (its 32 bits are part of every prefix)
-    __u32 saddr;
+    lb_addr_t saddr;
 };
 
 // backends: array, backend id -> address
 struct lb_backend {
-    __u32 ip;
+    lb_addr_t ip;
     __u16 port;
     __u16 flags;               // LB_BE_F_*
 };
-#define LB_BE_F_ACTIVE 1
+#define LB_BE_F_ACTIVE 1       // a configured backend (cleared when it is removed)
+#define LB_BE_F_NO_NEW 2       // selection weight 0 (down, drained, circuit open): takes no new flows
 
-// conntrack: one shared LRU hash with both directions of every flow.
+// conntrack: two tables of the same entries (docs/datapath.md#conntrack).
+//   lb_ct_established  (hash, never evicts): flows whose client completed the handshake (TCP) or
+//                      whose backend answered (UDP), until they close
+//   lb_ct_transient    (LRU): flows not established yet, and closed flows for their last packets;
+//                      a flood can only evict these
+// Every flow has two entries in the same table, each carrying the whole flow:
 //   forward key: client ip:port -> VIP:port      (seen by XDP ingress)
 //   reverse key: backend ip:port -> client ip:port (seen by TC egress, before SNAT)
-// Both entries carry the full flow, so either can re-create the other after an LRU eviction.
+// so either entry can re-create the other after an eviction.
 struct lb_ct_key {
-    __u32 saddr;
-    __u32 daddr;
+    lb_addr_t saddr;
+    lb_addr_t daddr;
     __u16 sport;
     __u16 dport;
     __u8 proto;
@@ -102,32 +121,32 @@ struct lb_ct_key {
 #define LB_DIR_FORWARD 0
 #define LB_DIR_REVERSE 1
 
-// flag bits live in the forward entry (the reverse entry's are unused)
-#define LB_CT_F_SYNACK      0x01   // backend answered the SYN (handshake completed on its side)
+// flow flags, in the forward entry
+#define LB_CT_F_SYNACK      0x01   // the backend answered the SYN
 #define LB_CT_F_FIN_IN      0x02   // client sent FIN
 #define LB_CT_F_FIN_OUT     0x04   // backend sent FIN
-#define LB_CT_F_RST         0x08   // either side sent RST
-#define LB_CT_F_CLOSED      0x10   // close already reported (event + counter), once per flow
-#define LB_CT_F_FAILED      0x20   // connect failure already counted (RST answering a SYN)
+#define LB_CT_F_RST         0x08   // an accepted RST from either side
+#define LB_CT_F_CLOSED      0x10   // the flow ended (FIN both ways, RST, removal): accounted once
+#define LB_CT_F_FAILED      0x20   // connect failure already counted (RST answering the SYN)
+#define LB_CT_F_SYN         0x40   // a client's well-formed SYN created the flow (a real handshake)
+#define LB_CT_F_EST         0x80   // established: counted once in `established` (live flows)
+#define LB_CT_F_SYN_RETX    0x100  // the client sent its SYN again (a real client waiting for an answer)
+// direction flags, in each entry for its own direction
+#define LB_CT_F_SEQ         0x200  // seq_next is known
+#define LB_CT_F_WIN         0x400  // window is known
+#define LB_CT_F_WSCALE      0x800  // this side's SYN offered window scaling (shift in wscale)
+#define LB_CT_FLOW_FLAGS    0x1FF  // the flags above LB_CT_F_SEQ are per direction
 
 // Removing an entry races with a SYN that reuses its tuple: a delete by key issued for the old flow
 // would remove the new one. So whoever removes an entry first claims it by swapping its created_ns
 // (unique per flow) to LB_CT_REAPING with compare-and-swap, and deletes only if the swap succeeded:
-// the sweep (through lbtui_reap), the XDP path reusing a closed flow's tuple, a drain cut.
+// the sweep (through lbtui_reap), the XDP path reusing a tuple, promotion and demotion of a flow.
 #define LB_CT_REAPING 0
 
-// one record of lbtui_reap's input: delete `key` only if its entry is still the flow created at
-// created_ns; lbtui_reap sets created_ns to 0 in its output for each record it removed
-struct lb_reap_rec {
-    struct lb_ct_key key;
-    __u64 created_ns;
-};
-#define LB_REAP_BATCH 128   // records per run: 128 * 24 bytes fits an XDP test-run buffer
-
 struct lb_ct_entry {
-    __u32 client_ip;
-    __u32 vip;
-    __u32 backend_ip;
+    lb_addr_t client_ip;
+    lb_addr_t vip;
+    lb_addr_t backend_ip;
     __u16 client_port;
     __u16 vip_port;
     __u16 backend_port;
@@ -135,18 +154,47 @@ struct lb_ct_entry {
     __u8 dir;                  // LB_DIR_*
     __u32 backend_id;
     __u32 service_id;
-    __u32 pad;
-    __u64 flags;               // LB_CT_F_* (forward entry), updated atomically (64-bit: BPF atomics)
-    __u64 created_ns;          // bpf_ktime_get_ns() of the flow's first packet
+    __u32 seq_first;           // TCP, this direction: the sequence number of its SYN
+    __u32 seq_next;            // TCP, this direction: highest seq + length seen (host order)
+    __u16 window;              // TCP, this direction: last advertised window field (host order)
+    __u8 wscale;               // TCP, this direction: the shift its SYN offered
+    __u8 win_shift;            // TCP: the shift that applies to `window` (0 for a SYN's window)
+    __u64 flags;               // LB_CT_F_*, updated atomically (64-bit: BPF atomics)
+    __u64 created_ns;          // bpf_ktime_get_ns() of the flow's first packet, unique per flow
     __u64 last_seen_ns;        // of this direction
     __u64 synack_ns;           // forward entry: when the SYN-ACK passed (0: not yet)
     __u64 packets;             // this direction
     __u64 bytes;               // this direction, IP total length
 };
 
+// one record of lbtui_reap: remove the flow whose entry has `key`, only while it is still the flow
+// created at created_ns and, with idle_before_ns, only if neither of its entries saw a packet since.
+// lbtui_reap writes created_ns = 0 for each flow it removed, the flow's last packet time into
+// idle_before_ns and the other entry's counters into packets and bytes.
+struct lb_reap_rec {
+    struct lb_ct_key key;
+    __u64 created_ns;
+    __u64 idle_before_ns;
+    __u64 packets;
+    __u64 bytes;
+};
+#define LB_REAP_BATCH 64   // records per run: 64 * 48 bytes fits an XDP test-run buffer
+
+// fragments of a reply: the first carries the ports, the others only (source, destination, id)
+struct lb_frag_key {
+    lb_addr_t saddr;           // the backend
+    lb_addr_t daddr;           // the client
+    __u16 id;
+    __u8 proto;
+    __u8 pad;
+};
+struct lb_frag {
+    lb_addr_t vip;
+};
+
 // rate limits: token buckets shared by all CPUs (a spin lock, never per-CPU copies that would
 // multiply the limit by the number of CPUs). Tokens are kept in billionths, so that
-// elapsed_ns * rate (tokens/s) adds exactly.
+// elapsed_ns * rate (tokens/s) adds exactly; elapsed is capped at the time a bucket takes to fill.
 struct lb_bucket {
     struct bpf_spin_lock lock;
     __u32 pad;
@@ -156,7 +204,7 @@ struct lb_bucket {
 
 struct lb_rl_key {
     __u32 service_id;
-    __u32 saddr;
+    lb_addr_t saddr;
 };
 
 // per-CPU counters; userspace sums the CPUs
@@ -166,9 +214,11 @@ struct lb_backend_stats {
     __u64 packets_out;         // backend -> client
     __u64 bytes_out;
     __u64 new_flows;
-    __u64 handshakes;          // SYN-ACK seen on the reply path
-    __u64 conn_failures;       // RST answering a SYN
-    __u64 closes;              // FIN both ways or RST
+    __u64 handshakes;          // handshakes a client completed (its ACK to the SYN-ACK)
+    __u64 conn_failures;       // RST answering a client's SYN
+    __u64 closes;              // established flows closed by FIN both ways or RST
+    __u64 established;         // flows established; live flows = established - ended
+    __u64 ended;               // established flows that closed or were removed
 };
 
 // latency histograms per backend, kept in the data path (no per-connection event needed):
@@ -176,20 +226,24 @@ struct lb_backend_stats {
 // everything from 2^(LB_HIST_BUCKETS-2) µs (~18 min) up
 #define LB_HIST_BUCKETS 32
 struct lb_latency {
-    __u64 handshake[LB_HIST_BUCKETS];   // SYN -> SYN-ACK on the reply path
-    __u64 duration[LB_HIST_BUCKETS];    // first packet -> FIN both ways or RST
+    __u64 handshake[LB_HIST_BUCKETS];   // SYN -> SYN-ACK, of handshakes a client completed
+    __u64 duration[LB_HIST_BUCKETS];    // first packet -> FIN both ways or RST, established flows
     __u64 handshake_sum_us;
     __u64 duration_sum_us;
 };
 
 enum lb_drop_reason {
     LB_DROP_NO_BACKEND = 0,    // selection table empty (every backend drained)
-    LB_DROP_CT_FULL = 1,       // conntrack insert failed
+    LB_DROP_CT_FULL = 1,       // conntrack insert failed, or no room to establish a flow
     LB_DROP_RATE_SOURCE = 2,   // per-source new-connection limit
     LB_DROP_RATE_BACKEND = 3,  // per-backend new-connection limit
     LB_DROP_CONFLICT = 4,      // every candidate backend already serves this client address:port
     LB_DROP_CT_BUSY = 5,       // a SYN reused a tuple whose old entry was being removed right then
-    LB_DROP_MAX = 6,
+    LB_DROP_TCP_FLAGS = 6,     // SYN with RST or FIN
+    LB_DROP_BAD_CSUM = 7,      // a segment that would change state has a bad checksum
+    LB_DROP_RST_WINDOW = 8,    // RST outside the window of its flow
+    LB_DROP_RATE_OVERFLOW = 9, // per-source limit, per-source table full: the shared overflow bucket
+    LB_DROP_MAX = 10,
 };
 
 struct lb_service_stats {
@@ -211,6 +265,12 @@ enum lb_global_counter {
     LB_G_TC_SNAT,              // replies rewritten to VIP:port
     LB_G_TC_MISS,              // egress packets that were not replies of ours
     LB_G_EVENTS_LOST,          // ring buffer full
+    LB_G_TC_CT_RESTORED,       // forward entry re-created from the reverse one
+    LB_G_XDP_ICMP,             // ICMP errors about a flow rewritten toward its backend
+    LB_G_TC_ICMP,              // ICMP errors about a flow rewritten toward its client
+    LB_G_TC_FRAGMENTS,         // fragments of replies after the first, source rewritten to the VIP
+    LB_G_XDP_REPICK,           // SYNs on a tuple whose backend takes no new flows: picked again
+    LB_G_RST_CHALLENGED,       // RSTs inside the window, not at its start: passed, flow kept
     LB_G_MAX,
 };
 
@@ -228,9 +288,9 @@ struct lb_event {
     __u64 bytes_in;
     __u64 packets_out;
     __u64 bytes_out;
-    __u32 client_ip;
-    __u32 vip;
-    __u32 backend_ip;
+    lb_addr_t client_ip;
+    lb_addr_t vip;
+    lb_addr_t backend_ip;
     __u32 backend_id;
     __u32 service_id;
     __u16 client_port;
@@ -241,9 +301,15 @@ struct lb_event {
     __u32 reason;              // LB_CLOSE_* for closed events
 };
 
-// With LB_PIN_DIR (a string literal) every map except the ring buffer is pinned in bpffs under that
-// directory: an existing pin is reused, so a restarted lbtui adopts the running state (conntrack,
-// tables, counters) instead of starting empty.
+// per-CPU room for entry copies (the BPF stack is 512 bytes)
+struct lb_scratch {
+    struct lb_ct_entry fwd;
+    struct lb_ct_entry rev;
+};
+
+// With LB_PIN_DIR (a string literal) every map except the ring buffer and the scratch space is
+// pinned in bpffs under that directory: an existing pin is reused, so a restarted lbtui adopts the
+// running state (conntrack, tables, counters) instead of starting empty.
 #ifdef LB_PIN_DIR
 #define LB_TABLE(_type, _key, _leaf, _name, _size, _flags) \
     BPF_F_TABLE(_type ":" LB_PIN_DIR "/" #_name, _key, _leaf, _name, _size, _flags)
@@ -256,13 +322,17 @@ LB_TABLE("hash", struct lb_service_key, struct lb_service, lb_services, LB_MAX_S
 LB_TABLE("lpm_trie", struct lb_route_key, __u32, lb_routes, LB_MAX_ROUTES, BPF_F_NO_PREALLOC);
 LB_TABLE("array", __u32, struct lb_backend, lb_backends, LB_MAX_BACKENDS, 0);
 LB_TABLE("array", __u32, __u32, lb_select, LB_MAX_GROUPS * LB_TABLE_SIZE, 0);
-LB_TABLE("lru_hash", struct lb_ct_key, struct lb_ct_entry, lb_conntrack, LB_CT_SIZE, 0);
+LB_TABLE("hash", struct lb_ct_key, struct lb_ct_entry, lb_ct_established, LB_CT_SIZE, 0);
+LB_TABLE("lru_hash", struct lb_ct_key, struct lb_ct_entry, lb_ct_transient, LB_CT_TRANSIENT_SIZE, 0);
+LB_TABLE("lru_hash", struct lb_frag_key, struct lb_frag, lb_frags, LB_FRAGS, 0);
 LB_TABLE("hash", struct lb_rl_key, struct lb_bucket, lb_rl_source, LB_RL_SOURCES, 0);
+LB_TABLE("array", __u32, struct lb_bucket, lb_rl_overflow, LB_MAX_SERVICES, 0);
 LB_TABLE("array", __u32, struct lb_bucket, lb_rl_backend, LB_MAX_BACKENDS, 0);
 LB_TABLE("percpu_array", __u32, struct lb_backend_stats, lb_backend_stats, LB_MAX_BACKENDS, 0);
 LB_TABLE("percpu_array", __u32, struct lb_service_stats, lb_service_stats, LB_MAX_SERVICES, 0);
 LB_TABLE("percpu_array", __u32, struct lb_latency, lb_latency, LB_MAX_BACKENDS, 0);
 LB_TABLE("percpu_array", __u32, __u64, lb_global_stats, LB_G_MAX, 0);
+BPF_PERCPU_ARRAY(lb_scratch, struct lb_scratch, 1);
 BPF_RINGBUF_OUTPUT(lb_events, LB_RINGBUF_PAGES);
 
 #endif

@@ -148,27 +148,27 @@ class LbtuiApp(App[CommandResult | None]):
         yield Static(id="banner")
         with TabbedContent(id="tabs", initial="backends"):
             with TabPane("Backends", id="backends"):
-                yield Static(id="backends-note", classes="pane-note")
+                yield Static(id="backends-note", classes="pane-note", markup=False)
                 yield BackendsTable(id="backends-table")
                 yield ProxiesSummary(id="proxies")
                 yield PaneFilter("backends", FILTERED["backends"])
             with TabPane("Conntrack", id="conntrack"):
-                yield Static(id="conntrack-note", classes="pane-note")
+                yield Static(id="conntrack-note", classes="pane-note", markup=False)
                 yield ConntrackPane(id="conntrack-pane")
             with TabPane("Circuits", id="circuits"):
-                yield Static(id="circuits-note", classes="pane-note")
+                yield Static(id="circuits-note", classes="pane-note", markup=False)
                 yield CircuitsPane(id="circuits-pane")
                 yield PaneFilter("circuits", FILTERED["circuits"])
             with TabPane("Latency", id="latency"):
-                yield Static(id="latency-note", classes="pane-note")
+                yield Static(id="latency-note", classes="pane-note", markup=False)
                 yield LatencyPane(id="latency-pane")
                 yield PaneFilter("latency", FILTERED["latency"])
             with TabPane("Access log", id="access"):
-                yield Static(id="access-note", classes="pane-note")
+                yield Static(id="access-note", classes="pane-note", markup=False)
                 yield AccessLog(id="access-log")
                 yield PaneFilter("access", FILTERED["access"])
             with TabPane("Events", id="events"):
-                yield Static(id="events-note", classes="pane-note")
+                yield Static(id="events-note", classes="pane-note", markup=False)
                 yield EventLog(id="event-log")
                 yield PaneFilter("events", FILTERED["events"])
         yield Footer(show_command_palette=False, compact=True)
@@ -346,6 +346,7 @@ class LbtuiApp(App[CommandResult | None]):
             title=f"{what}: {'done' if result.ok else 'failed'}",
             severity="information" if result.ok else "error",
             timeout=4 if result.ok else 10,
+            markup=False,  # it names backends: "[fd00::1]:80" is no markup tag
         )
         if isinstance(command, Stop):
             self.exit(result)

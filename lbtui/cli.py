@@ -17,14 +17,21 @@ Exit codes (lbtui/exitcodes.py): 0 clean stop, 1 bad configuration, 2 usage, 3 t
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
 from lbtui import __version__, exitcodes, hostcheck
 from lbtui.config import Config, ConfigError, load_config
+from lbtui.stopping import Stopper
+
+if TYPE_CHECKING:
+    from lbtui.sdnotify import Notifier
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_KERNEL = (
     exitcodes.OK,
@@ -131,14 +138,17 @@ def manpage_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, stopper: Stopper | None = None) -> int:
+    """The lbtui command. stopper: the signal handlers lbtui/__main__.py took before any import."""
     args = list(sys.argv[1:] if argv is None else argv)
+    stopper = stopper or Stopper()
     if args and args[0] == "demo":
         from lbtui.demo import run_demo
 
         dargs = _demo_parser().parse_args(args[1:])
         _setup_logging(dargs.verbose, quiet=not dargs.no_ui)
         return run_demo(
+            stopper,
             no_ui=dargs.no_ui,
             prefix=dargs.prefix,
             rate=dargs.rate,
@@ -148,12 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] == "ctl":
         from lbtui import ctl
 
+        stopper.release()
         return ctl.main(args[1:])
     if args and args[0] == "attach":
-        return attach(_attach_parser().parse_args(args[1:]))
+        return attach(_attach_parser().parse_args(args[1:]), stopper)
     if args and args[0] == "backend-setup":
         from lbtui import backend_setup
 
+        stopper.release()  # it changes the host in steps of its own: signals act as they would
         return backend_setup.main(args[1:])
     parser = _main_parser()
     ns = parser.parse_args(args)
@@ -161,8 +173,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("-c FILE is required")
     if (ns.json or ns.config_only) and not ns.check:
         parser.error("--json and --config-only go with --check")
+    from lbtui.dataplane.families import refuse_unbuilt_families
+
+    if ns.check:
+        stopper.release()
+    else:
+        stopper.install(hup_stops=not ns.no_ui)  # a signal is a clean stop, never a kill
     try:
         config = load_config(ns.config)
+        refuse_unbuilt_families(config)
     except ConfigError as exc:
         if ns.check and ns.json:
             issues = [{"key_path": i.key_path, "message": i.message, "file": i.file} for i in exc.issues]
@@ -179,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stats_interval_s=ns.stats_interval,
         keep_dataplane=ns.keep_dataplane,
         socket_path=ns.socket,
+        stopper=stopper,
     )
 
 
@@ -205,17 +225,38 @@ def run(
     stats_interval_s: float = 10.0,
     keep_dataplane: bool = False,
     socket_path: str | None = None,
+    stopper: Stopper | None = None,
 ) -> int:
-    """Start the engine for `config`, serve the control socket, run a front end until it stops."""
+    """Start the engine for `config`, serve the control socket, run a front end until it stops.
+
+    A stop (`stopper`: SIGTERM, SIGINT) at any moment ends it with exit 0 and, unless
+    keep_dataplane, nothing attached or pinned (docs/architecture.md#stopping)."""
+    from lbtui.sdnotify import Notifier
+
+    stopper = stopper or Stopper()
+    notifier = Notifier()  # systemd Type=notify; does nothing elsewhere
+    try:
+        return _run(config, no_ui, stats_interval_s, keep_dataplane, socket_path, stopper, notifier)
+    finally:
+        notifier.close()
+
+
+def _run(
+    config: Config,
+    no_ui: bool,
+    stats_interval_s: float,
+    keep_dataplane: bool,
+    socket_path: str | None,
+    stopper: Stopper,
+    notifier: Notifier,
+) -> int:
     from lbtui.control_socket import ControlServer, SocketInUse
     from lbtui.dataplane import DataplaneError
     from lbtui.engine import Engine, instance_name, kernel_dataplane
-    from lbtui.runner import EngineRunner
-    from lbtui.sdnotify import Notifier
+    from lbtui.runner import EngineRunner, StartCancelled
 
-    notifier = Notifier()  # systemd Type=notify; does nothing elsewhere
     code = _preflight(config, socket_path)
-    if code != EXIT_OK:
+    if code != EXIT_OK or _stopped(stopper, notifier):
         return code
     notifier.status("starting: compiling and attaching the data path")
     # the instance is the socket it serves: its pins follow that path, not the file's setting
@@ -234,7 +275,11 @@ def run(
         return EXIT_KERNEL
     try:
         try:
-            runner.start()  # returns once the programs are attached and the first tables written
+            with stopper.while_running(runner.cancel_start):
+                runner.start()  # returns once the programs are attached and the first tables written
+        except StartCancelled:
+            log.info("%s while starting: the start was undone", stopper.describe())
+            return EXIT_OK
         except DataplaneError as exc:
             print(f"lbtui: {exc}", file=sys.stderr)
             return EXIT_KERNEL
@@ -244,6 +289,9 @@ def run(
         except (RuntimeError, ValueError) as exc:
             print(f"lbtui: cannot start: {exc}", file=sys.stderr)
             return EXIT_KERNEL
+        if _stopped(stopper, notifier):
+            log.info("%s: stopping", stopper.describe())
+            return EXIT_OK
         from lbtui.headless import run_headless, status_line
 
         notifier.ready(f"running: {status_line(runner.snapshot())}")
@@ -254,14 +302,25 @@ def run(
                 is_alive=lambda: runner.engine.running,
                 notifier=notifier,
                 heartbeat=lambda: runner.engine.heartbeat,
+                stopper=stopper,
             )
         return run_console(
-            runner, title=f"lbtui — {config.path}", refresh_s=config.settings.console.refresh_s
+            runner,
+            title=f"lbtui — {config.path}",
+            refresh_s=config.settings.console.refresh_s,
+            stopper=stopper,
         )
     finally:
+        _stopped(stopper, notifier)
         runner.close()
         server.stop()
-        notifier.close()
+
+
+def _stopped(stopper: Stopper, notifier: Notifier) -> bool:
+    """Whether a stop was requested; if so, say so to systemd (once: Notifier.stopping)."""
+    if stopper.requested:
+        notifier.stopping(f"stopping ({stopper.describe()}): detaching the programs")
+    return stopper.requested
 
 
 def _preflight(config: Config, socket_path: str | None) -> int:
@@ -285,23 +344,46 @@ def _preflight(config: Config, socket_path: str | None) -> int:
     return EXIT_OK
 
 
-def run_console(handle: object, title: str = "lbtui", refresh_s: float = 1.0, attached: bool = False) -> int:
+def run_console(
+    handle: object,
+    title: str = "lbtui",
+    refresh_s: float = 1.0,
+    attached: bool = False,
+    stopper: Stopper | None = None,
+) -> int:
+    """The console until it quits, or until a stop (`stopper`) ends it the way quitting does (the
+    terminal is given back as it was)."""
     from lbtui.app import LbtuiApp
 
+    if stopper is not None and stopper.requested:
+        return EXIT_OK
     if sys.stderr.isatty():
         # Textual sizes the screen from COLUMNS/LINES when they are set; a value exported by some
         # parent (tmux, test runners, scripts) would pin the console to a stale size
         os.environ.pop("COLUMNS", None)
         os.environ.pop("LINES", None)
     app = LbtuiApp(handle, refresh_s=refresh_s, title=title, attached=attached)  # type: ignore[arg-type]
-    app.run()
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+
+        def exit_app() -> None:
+            # a signal is handled on this thread, between two steps of the app's loop: schedule it
+            loop.call_soon_threadsafe(app.exit)
+
+        with stopper.while_running(exit_app) if stopper else nullcontext():
+            await app.run_async()
+
+    asyncio.run(serve())
     return EXIT_OK
 
 
-def attach(ns: argparse.Namespace) -> int:
+def attach(ns: argparse.Namespace, stopper: Stopper | None = None) -> int:
     """`lbtui attach`: the same console over the control socket; quitting leaves the instance running."""
     from lbtui.control_socket import SocketEngineHandle
 
+    stopper = stopper or Stopper()
+    stopper.install(hup_stops=True)
     handle = SocketEngineHandle(ns.socket)
     try:
         info = handle.hello()
@@ -314,6 +396,7 @@ def attach(ns: argparse.Namespace) -> int:
             title=f"lbtui — attached to {info.get('instance', ns.socket)}",
             refresh_s=ns.refresh,
             attached=True,
+            stopper=stopper,
         )
     finally:
         handle.close()

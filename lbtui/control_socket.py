@@ -7,7 +7,8 @@ client and a client never waits for another one. `SocketEngineHandle` is the cli
 `model.EngineHandle` over the socket, so the console does not care where the engine runs.
 
 The socket is the only way in, so it is root-only: mode 0600 from the moment it exists (bound under
-umask 0177), in a 0700 directory when we create it, and peers with another uid are refused.
+umask 0177), in a 0700 directory when we create it, and peers with another uid are refused. Clients
+are limited in number, request size and rate, and every refusal is counted (control_limits).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lbtui import __version__, model, wire
+from lbtui.control_limits import BURST, REQUESTS_PER_S, Refusals, TokenBucket
+from lbtui.deadline import within
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +89,16 @@ class ControlServer:
         max_clients: int = MAX_CLIENTS,
         max_line: int = MAX_LINE,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
+        rate: float = REQUESTS_PER_S,
+        burst: int = BURST,
     ) -> None:
         self.handle = handle
         self.path = path
         self.max_clients = max_clients
         self.max_line = max_line
         self.idle_timeout_s = idle_timeout_s
+        self.rate, self.burst = rate, burst
+        self.refusals = Refusals()
         self._info: dict[str, Any] = {
             "protocol": wire.PROTOCOL_VERSION,
             "pid": os.getpid(),
@@ -281,7 +288,7 @@ class ControlServer:
         try:
             if refusal is not None:
                 writer.write(_error(None, refusal))
-                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+                await within(WRITE_TIMEOUT_S, writer.drain())
                 return
             await self._serve(reader, writer)
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
@@ -294,41 +301,65 @@ class ControlServer:
             self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                await within(1.0, writer.wait_closed())
 
     def _refusal(self, writer: asyncio.StreamWriter) -> str | None:
+        refused = self._why_refused(writer)
+        if refused is None:
+            return None
+        self.refusals.count(*refused)
+        return refused[1]
+
+    def _why_refused(self, writer: asyncio.StreamWriter) -> tuple[str, str] | None:
+        """(reason, message) if this connection is refused."""
         if self._served >= self.max_clients:
-            return f"too many clients (at most {self.max_clients}); try again later"
+            return "too_many_clients", f"too many clients (at most {self.max_clients}); try again later"
         sock = writer.get_extra_info("socket")
         try:
             creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
             _pid, uid, _gid = struct.unpack("3i", creds)
         except (AttributeError, OSError):
-            return "permission denied: cannot tell who is connecting"
+            return "permission", "permission denied: cannot tell who is connecting"
         if uid not in (0, os.geteuid()):
-            return "permission denied: the control socket is root-only"
+            return "permission", "permission denied: the control socket is root-only"
         return None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        bucket = TokenBucket(self.rate, self.burst)
         while True:
             try:
-                line = await asyncio.wait_for(reader.readuntil(b"\n"), self.idle_timeout_s)
+                line = await within(self.idle_timeout_s, reader.readuntil(b"\n"))
             except TimeoutError:
-                await self._send(writer, _error(None, f"idle for {self.idle_timeout_s:g} s; closing"))
+                message = f"idle for {self.idle_timeout_s:g} s; closing"
+                self.refusals.count("idle", message, first_of_connection=False)
+                await self._send(writer, _error(None, message))
                 return
             except asyncio.LimitOverrunError:
-                await self._send(writer, _error(None, f"request longer than {self.max_line} bytes; closing"))
+                message = f"request longer than {self.max_line} bytes; closing"
+                self.refusals.count("request_too_long", message)
+                await self._send(writer, _error(None, message))
                 return
             except asyncio.IncompleteReadError as exc:
                 if exc.partial.strip():  # a last request without its newline still gets an answer
-                    await self._send(writer, await self._answer(exc.partial))
+                    await self._send(writer, await self._limited_answer(bucket, exc.partial))
                 return
             if line.strip():
-                await self._send(writer, await self._answer(line))
+                await self._send(writer, await self._limited_answer(bucket, line))
+
+    async def _limited_answer(self, bucket: TokenBucket, line: bytes) -> bytes:
+        """The answer to a request within the client's rate, else a refusal after a pause until its
+        next token (a pipelined flood is read no faster than the rate)."""
+        wait = bucket.take()
+        if wait <= 0:
+            return await self._answer(line)
+        message = f"rate limit: at most {self.rate:g} requests per second per client; slow down"
+        self.refusals.count("rate_limited", message, first_of_connection=bucket.refused == 1)
+        await asyncio.sleep(wait)
+        return _error(None, message)
 
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         writer.write(data)
-        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+        await within(WRITE_TIMEOUT_S, writer.drain())
 
     async def _answer(self, line: bytes) -> bytes:
         """The reply line to one request line; never raises."""
@@ -353,7 +384,7 @@ class ControlServer:
             op = request.get("op")
             loop = asyncio.get_running_loop()
             if op == "hello":
-                return _ok(req_id, dict(self._info))
+                return _ok(req_id, {**self._info, "refusals": self.refusals.counts()})
             if op == "snapshot":
                 query = None
                 if request.get("flows") is not None:

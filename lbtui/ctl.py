@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from lbtui import model, wire
+from lbtui.addresses import format_endpoint
 from lbtui.control_socket import DEFAULT_SOCKET, RemoteError, SocketEngineHandle
 from lbtui.ctl_scaleout import announce_lines, format_fingerprints
 
@@ -275,11 +276,15 @@ def _flows(handle: SocketEngineHandle, query: model.FlowQuery, limit: int, as_js
 
 def format_flows(snap: model.Snapshot, flows: Sequence[model.FlowView]) -> str:
     header = ("proto", "client", "vip", "backend", "state", "in", "out", "age")
-    lines = ["{:5} {:21} {:21} {:21} {:11} {:>9} {:>9} {:>10}".format(*header)]
+    # as wide as the longest endpoint shown: 21 fits every IPv4 one, IPv6 ones need up to 47
+    w = max([len("255.255.255.255:65535"), *(len(e) for f in flows for e in (f.client, f.vip, f.backend))])
+    row = f"{{:5}} {{:{w}}} {{:{w}}} {{:{w}}} {{:11}} {{:>9}} {{:>9}} {{:>10}}"
+    lines = [row.format(*header)]
     for f in flows:
         lines.append(
-            f"{f.protocol:5} {f.client:21} {f.vip:21} {f.backend:21} {f.state:11} "
-            f"{f.bytes_in:>9} {f.bytes_out:>9} {_duration(f.age_s):>10}"
+            row.format(
+                f.protocol, f.client, f.vip, f.backend, f.state, f.bytes_in, f.bytes_out, _duration(f.age_s)
+            )
         )
     query = snap.flow_query
     what = f"matching {query.text!r}" if query.text else "in conntrack"
@@ -301,7 +306,7 @@ def format_status(snap: model.Snapshot, instance: dict[str, Any] | None = None) 
     for svc in snap.services:
         lines.append("")
         title = (
-            f"{svc.name}  {svc.vip}:{svc.port}/{svc.protocol}  {svc.algorithm}  "
+            f"{svc.name}  {format_endpoint(svc.vip, svc.port)}/{svc.protocol}  {svc.algorithm}  "
             f"{svc.active_flows} active flows"
         )
         limits = _limits(svc.rate_limit)

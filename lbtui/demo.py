@@ -23,9 +23,10 @@ import threading
 import time
 from pathlib import Path
 
-from lbtui.dataplane.loader import remove_pins
+from lbtui.dataplane.bpffs import remove_pins
 from lbtui.engine import PIN_ROOT
 from lbtui.lab import Lab, LabSpec, TrafficGenerator
+from lbtui.stopping import Stopper
 
 log = logging.getLogger(__name__)
 
@@ -109,22 +110,27 @@ class Story:
             self._stop.wait(0.5)
 
 
-def _wait_ready(lab: Lab, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+def _wait_ready(lab: Lab, proc: subprocess.Popen[bytes], stopper: Stopper, timeout_s: float = 30.0) -> None:
     """Start the background traffic only once the VIP answers (no failures from a cold start)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and proc.poll() is None:
+    while time.monotonic() < deadline and proc.poll() is None and not stopper.requested:
         if lab.vip_answers(timeout=1.0):
             return
-        time.sleep(0.3)
+        stopper.wait(0.3)
 
 
 def run_demo(
+    stopper: Stopper,
     no_ui: bool,
     prefix: str = "lbtd",
     rate: float = 20.0,
     stats_interval_s: float = 10.0,
     duration_s: float | None = None,
 ) -> int:
+    """The lab, lbtui on it, the traffic, until the console quits, `duration_s` passes or a signal
+    (SIGTERM, SIGINT, SIGHUP) stops it, whenever it comes: every step is undone in order (the
+    signal is passed to lbtui, which stops cleanly, then the lab goes) and the exit code is 0."""
+    stopper.install(hup_stops=True)  # before anything is built: a signal never leaves a half lab
     if os.geteuid() != 0:
         print(
             "lbtui demo must run as root (it creates network namespaces and loads BPF programs)",
@@ -133,15 +139,17 @@ def run_demo(
         return 3
     lab = Lab(LabSpec(prefix=prefix))
     workdir = Path(tempfile.mkdtemp(prefix="lbtui-demo-"))
-    print(f"lbtui demo: building the lab ({', '.join(lab.namespaces)})...", file=sys.stderr)
-    lab.up()
-    # the lab is new: state pinned by a crashed earlier demo belongs to namespaces that are gone
-    remove_pins(f"{PIN_ROOT}/{prefix}")
     traffic = TrafficGenerator(lab, rate_per_s=rate)
     story = Story(lab)
     proc: subprocess.Popen[bytes] | None = None
     try:
+        print(f"lbtui demo: building the lab ({', '.join(lab.namespaces)})...", file=sys.stderr)
+        lab.up()
+        # the lab is new: state pinned by a crashed earlier demo belongs to namespaces that are gone
+        remove_pins(f"{PIN_ROOT}/{prefix}")
         lab.start_backends(health_port=HEALTH_PORT)
+        if stopper.requested:
+            return 0
         cfg = workdir / "demo.toml"
         cfg.write_text(demo_config(lab, str(workdir / "access.log")))
         cmd = ["ip", "netns", "exec", lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg)]
@@ -154,30 +162,20 @@ def run_demo(
         )
         # the child gets the terminal (console) or our stderr (headless); Ctrl-C reaches both
         proc = subprocess.Popen(cmd)
-        _wait_ready(lab, proc)
-        traffic.start()
-        story.start()
+        _wait_ready(lab, proc, stopper)
+        if not stopper.requested:
+            traffic.start()
+            story.start()
         deadline = None if duration_s is None else time.monotonic() + duration_s
-        stopping = False
-
-        def forward(signum: int, _frame: object) -> None:
-            nonlocal stopping
-            stopping = True
-            traffic.stop()  # before the load balancer goes away, so no request fails on the way out
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
-
-        signal.signal(signal.SIGTERM, forward)
-        if no_ui:
-            signal.signal(signal.SIGINT, forward)
-        else:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the console handles its own keys
+        passed_on = False
         while proc.poll() is None:
-            time.sleep(0.2)
-            if deadline is not None and time.monotonic() > deadline and not stopping:
-                stopping = True
-                traffic.stop()
-                proc.send_signal(signal.SIGTERM)
+            stopper.wait(0.2)
+            if deadline is not None and time.monotonic() > deadline and not stopper.requested:
+                stopper.request(signal.SIGTERM)
+            if stopper.requested and not passed_on:
+                passed_on = True
+                traffic.stop()  # before the load balancer goes away, so no request fails on the way out
+                proc.send_signal(signal.SIGINT if stopper.signum == signal.SIGINT else signal.SIGTERM)
         rc = proc.returncode
         counts = traffic.counts()
         print(

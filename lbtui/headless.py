@@ -10,14 +10,12 @@ control loop is alive (its heartbeat is fresh), so a stuck loop gets the service
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
 from collections.abc import Callable
-from types import FrameType
 
 from lbtui import model
 from lbtui.sdnotify import Notifier
+from lbtui.stopping import Stopper
 
 log = logging.getLogger("lbtui")
 
@@ -64,35 +62,26 @@ def run_headless(
     is_alive: Callable[[], bool] | None = None,
     notifier: Notifier | None = None,
     heartbeat: Callable[[], float] | None = None,
+    stopper: Stopper | None = None,
 ) -> int:
     """Block until a signal or a Stop command ends the engine; returns the exit code.
 
     heartbeat: time.monotonic() of the engine loop's last control tick (WATCHDOG=1 only while fresh).
+    stopper: the signals, taken before the start (lbtui.stopping); without one, they are taken here.
     """
     notifier = notifier or Notifier({})
+    if stopper is None:
+        stopper = Stopper()
+        stopper.install(hup_stops=False)
     watchdog_s = notifier.watchdog_s if heartbeat is not None else None
     next_ping = time.monotonic()
     tick = min(0.2, watchdog_s / 4) if watchdog_s else 0.2
-    stop = threading.Event()
-    reload = threading.Event()
-
-    def on_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    def on_hup(_signum: int, _frame: FrameType | None) -> None:
-        reload.set()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, on_hup)
     next_stats = time.monotonic() + stats_interval_s
     next_status = time.monotonic() + STATUS_INTERVAL_S
     try:
-        while not stop.is_set():
-            stop.wait(tick)
-            if reload.is_set():
-                reload.clear()
+        while not stopper.wait(tick):
+            if stopper.reload.is_set():
+                stopper.reload.clear()
                 result = handle.submit(model.Reload())
                 log.info("SIGHUP reload: %s", result.message if result.ok else "refused: " + result.message)
             if is_alive is not None and not is_alive():
@@ -117,6 +106,8 @@ def run_headless(
                     log.info(stats_line(handle.snapshot()))
                 except Exception as exc:
                     log.warning("stats: %s", exc)
+        else:
+            log.info("%s: stopping", stopper.describe())
     finally:
         notifier.stopping("stopping: detaching the programs")
         handle.close()

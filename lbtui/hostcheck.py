@@ -5,7 +5,8 @@ Each check gives ok, warning or error; an error carries the exit code it stands 
 HOST for what the host must fix, TEMPORARY for a busy resource). What is checked, in order:
 privileges, BCC, the kernel (version, headers for BCC, BTF), the client-facing interfaces, IPv4
 forwarding (NAT mode forwards every DNATed packet), how each VIP reaches the host (a local address
-or routed to it; docs/deployment.md), the control socket, the metrics listener and the access log.
+or routed to it; docs/deployment.md), the memory the maps take (settings.max_connections), the
+control socket, the metrics listener and the access log.
 Everything the checks read goes through a `Probe`, so tests can stand in for the host.
 """
 
@@ -26,6 +27,7 @@ from lbtui.config import Config
 OK, WARNING, ERROR = "ok", "warning", "error"
 MIN_KERNEL = (5, 15)
 IP_FORWARD = "net.ipv4.ip_forward"
+MEMORY_SHARE = 0.5  # the maps and the sweep buffers may take at most this share of the host's memory
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,13 @@ class Probe:
         except ImportError:
             return False
         return True
+
+    def mem_total_bytes(self) -> int | None:
+        try:
+            with open("/proc/meminfo") as f:
+                return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:"))
+        except (OSError, StopIteration, ValueError, IndexError):
+            return None
 
     def kernel_release(self) -> str:
         return os.uname().release
@@ -146,6 +155,7 @@ def run_checks(config: Config, probe: Probe | None = None, socket_path: str | No
     p = probe or Probe()
     checks = [_privileges(p), _bcc(p), _kernel(p), *_interfaces(config, p), _forwarding(config, p)]
     checks += _vips(config, p)
+    checks.append(_memory(config, p))
     socket_path = socket_path or config.settings.control_socket
     instance_running = p.instance_answers(socket_path)
     checks.append(_control_socket(socket_path, p, instance_running))
@@ -284,6 +294,31 @@ def _vips(config: Config, p: Probe) -> list[Check]:
             )
         )
     return checks
+
+
+def _memory(config: Config, p: Probe) -> Check:
+    """settings.max_connections sizes a preallocated conntrack table: refuse one the host cannot hold
+    (a configuration error: the file asks for more than this host has)."""
+    from lbtui.dataplane.port import DataplaneSpec  # here: `lbtui --version` need not load numpy
+
+    s, key = config.settings, "settings.max_connections"
+    n, total = s.max_connections, p.mem_total_bytes()
+    spec = DataplaneSpec(
+        table_size=s.table_size, conntrack_entries=2 * n, transient_entries=2 * s.embryonic_connections
+    )
+    need = spec.memory_bytes()
+    if total is None:
+        return warning("memory", "cannot read MemTotal from /proc/meminfo: the sizes are unchecked", key)
+    if need <= total * MEMORY_SHARE:
+        return ok("memory", f"the maps and their sweep take about {need >> 20} MiB of {total >> 20} MiB", key)
+    fit = n * int(total * MEMORY_SHARE) // need
+    return error(
+        "memory",
+        f"max_connections = {n} needs about {need >> 20} MiB (conntrack and its sweep), more than half of "
+        f"this host's {total >> 20} MiB: at most about {fit} fit",
+        key,
+        exitcodes.CONFIG,
+    )
 
 
 def _control_socket(path: str, p: Probe, running: bool) -> Check:

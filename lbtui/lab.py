@@ -8,6 +8,10 @@ Topology for prefix ``p`` (every name starts with it, nothing is created in the 
     plb: bridge pbr0 10.0.2.1/24; per backend i: veth pbNp (bridge port) <-> pbN in ns pbN,
          10.0.2.(10+i)/24, default route via 10.0.2.1
 
+Every link is dual stack: beside each IPv4 address x.y.z.n/24 its IPv6 twin in a /64 (client
+networks fd00:10::/64 and fd00:11::/64 with VIP6 fd00:10::1, backends fd00:20::(10+i) behind
+fd00:20::1), default routes for both families, and plb forwards both.
+
 The load balancer attaches to ``pl0`` and ``pl1`` (the client-facing interfaces) inside ``plb``.
 Client veths have tx checksum offload off so that packets reaching the LB carry full checksums, as
 on a wire (docs/datapath.md#checksums). Backends route everything back through ``plb`` because DNAT keeps the
@@ -52,6 +56,11 @@ VIP = "10.0.0.1"
 CLIENT_NET = "10.0.0"
 CLIENT2_NET = "10.0.1"
 BACKEND_NET = "10.0.2"
+# IPv6 twins of the networks above (the host part is the same: 10.0.0.1 <-> fd00:10::1)
+VIP6 = "fd00:10::1"
+CLIENT_NET6 = "fd00:10:"
+CLIENT2_NET6 = "fd00:11:"
+BACKEND_NET6 = "fd00:20:"
 HTTP_VIP_PORT = 80
 MAX_BACKENDS = 99
 _SUFFIX_RE = r"(lb|cli|cli2|b\d+)"
@@ -102,6 +111,10 @@ class Lab(NamespaceLab):
     def ns_client2(self) -> str:
         return f"{self.prefix}cli2"
 
+    def backend_ip6(self, i: int) -> str:
+        self._check_backend(i)
+        return f"{BACKEND_NET6}:{10 + i}"
+
     @property
     def client_ifaces(self) -> list[str]:
         ifaces = [f"{self.prefix}l0"]
@@ -112,6 +125,10 @@ class Lab(NamespaceLab):
     @property
     def client_ips(self) -> list[str]:
         return [f"{CLIENT_NET}.2"] + ([f"{CLIENT2_NET}.2"] if self.spec.second_client else [])
+
+    @property
+    def client_ips6(self) -> list[str]:
+        return [f"{CLIENT_NET6}:2"] + ([f"{CLIENT2_NET6}:2"] if self.spec.second_client else [])
 
     @property
     def namespaces(self) -> list[str]:
@@ -131,18 +148,22 @@ class Lab(NamespaceLab):
 
     def _build(self) -> None:
         p, lb = self.prefix, self.ns_lb
-        self.sysctl(lb, "net.ipv4.ip_forward=1")
+        self.sysctl(lb, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
         # client networks
-        clients = [(self.ns_client, f"{p}c0", f"{p}l0", CLIENT_NET)]
+        clients = [(self.ns_client, f"{p}c0", f"{p}l0", CLIENT_NET, CLIENT_NET6)]
         if self.spec.second_client:
-            clients.append((self.ns_client2, f"{p}c1", f"{p}l1", CLIENT2_NET))
-        for ns, cif, lif, net in clients:
+            clients.append((self.ns_client2, f"{p}c1", f"{p}l1", CLIENT2_NET, CLIENT2_NET6))
+        for ns, cif, lif, net, net6 in clients:
             ip("-n", ns, "link", "add", cif, "type", "veth", "peer", "name", lif, "netns", lb)
             ip("-n", ns, "addr", "add", f"{net}.2/24", "dev", cif)
             ip("-n", lb, "addr", "add", f"{net}.1/24", "dev", lif)
+            # nodad: usable at once (duplicate address detection would hold them back a second)
+            ip("-n", ns, "-6", "addr", "add", f"{net6}:2/64", "dev", cif, "nodad")
+            ip("-n", lb, "-6", "addr", "add", f"{net6}:1/64", "dev", lif, "nodad")
             ip("-n", ns, "link", "set", cif, "up")
             ip("-n", lb, "link", "set", lif, "up")
             ip("-n", ns, "route", "add", "default", "via", f"{net}.1")
+            ip("-n", ns, "-6", "route", "add", "default", "via", f"{net6}:1")
             # full checksums on packets entering the LB, as from a wire (docs/datapath.md#checksums)
             self.run(ns, "ethtool", "-K", cif, "tx", "off")
             # many ephemeral ports and TIME_WAIT reuse for connection-per-request loads
@@ -151,21 +172,26 @@ class Lab(NamespaceLab):
         br = f"{p}br0"
         ip("-n", lb, "link", "add", br, "type", "bridge")
         ip("-n", lb, "addr", "add", f"{BACKEND_NET}.1/24", "dev", br)
+        ip("-n", lb, "-6", "addr", "add", f"{BACKEND_NET6}:1/64", "dev", br, "nodad")
         ip("-n", lb, "link", "set", br, "up")
         for i in self.backend_ids:
             ns, bif, port = self.ns_backend(i), f"{p}b{i}", f"{p}b{i}p"
             ip("-n", ns, "link", "add", bif, "type", "veth", "peer", "name", port, "netns", lb)
             ip("-n", ns, "addr", "add", f"{self.backend_ip(i)}/24", "dev", bif)
+            ip("-n", ns, "-6", "addr", "add", f"{self.backend_ip6(i)}/64", "dev", bif, "nodad")
             ip("-n", ns, "link", "set", bif, "up")
             ip("-n", ns, "route", "add", "default", "via", f"{BACKEND_NET}.1")
+            ip("-n", ns, "-6", "route", "add", "default", "via", f"{BACKEND_NET6}:1")
             ip("-n", lb, "link", "set", port, "master", br)
             ip("-n", lb, "link", "set", port, "up")
             self.sysctl(ns, "net.core.somaxconn=4096")
         # ethtool flaps the link (docs/datapath.md#checksums): ping every path before anyone uses it
-        for ns, _cif, _lif, net in clients:
+        for ns, _cif, _lif, net, net6 in clients:
             self._wait_ping(ns, f"{net}.1")
+            self._wait_ping(ns, f"{net6}:1")
         for i in self.backend_ids:
             self._wait_ping(lb, self.backend_ip(i))
+            self._wait_ping(lb, self.backend_ip6(i))
 
     def vip_answers(self, client: int = 1, timeout: float = 1.0) -> bool:
         """One HTTP GET to the VIP from a client namespace: is the load balancer serving yet?"""

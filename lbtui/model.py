@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lbtui import __version__
+from lbtui.addresses import format_endpoint, search_terms
 
 
 class Health(enum.StrEnum):
@@ -135,14 +136,15 @@ class FlowQuery:
     """Which flows a front end wants in its bounded view, chosen among all flows in conntrack.
 
     `text`: whitespace-separated terms, all of which must match (case-insensitive); a term matches
-    a flow when it is part of its client, VIP or backend "ip:port", its proxy, state or protocol.
+    a flow when it is part of its client, VIP or backend "ip:port" (IPv6: "[ip]:port"), its proxy,
+    state or protocol. An address or endpoint term in any spelling is made canonical first.
     """
 
     text: str = ""
     sort: str = "bytes"
 
     def terms(self) -> tuple[str, ...]:
-        return tuple(self.text.lower().split())
+        return search_terms(self.text)
 
     def problem(self) -> str | None:
         """Why the engine refuses this query, or None."""
@@ -155,13 +157,14 @@ class FlowQuery:
 
 @dataclass(frozen=True)
 class ConntrackSummary:
-    entries: int = 0  # map entries (forward + reverse)
+    entries: int = 0  # map entries (forward + reverse) of both tables
     flows: int = 0  # forward entries
     tcp: int = 0
     udp: int = 0
     closing: int = 0
-    capacity: int = 0
+    capacity: int = 0  # entries the established table holds (2 x max_connections)
     swept_total: int = 0  # entries removed by the idle sweep since start
+    embryonic: int = 0  # flows not established yet: TCP handshakes not completed, UDP not answered
 
 
 @dataclass(frozen=True)
@@ -603,4 +606,4 @@ class FlowEvent:
 
     @property
     def backend(self) -> str:
-        return f"{self.backend_ip}:{self.backend_port}"
+        return format_endpoint(self.backend_ip, self.backend_port)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -20,6 +21,10 @@ from lbtui.engine import Engine
 log = logging.getLogger(__name__)
 
 
+class StartCancelled(Exception):
+    """A stop was requested while the engine started; what the start had done is undone."""
+
+
 class EngineRunner:
     """Implements model.EngineHandle for an engine running in this process."""
 
@@ -28,6 +33,8 @@ class EngineRunner:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="lbtui-engine", daemon=True)
         self._started = concurrent.futures.Future[None]()
+        self._start_task: asyncio.Task[None] | None = None
+        self._cancel_start = threading.Event()
         self._closed = False
 
     @property
@@ -39,14 +46,34 @@ class EngineRunner:
         return self._loop
 
     def start(self) -> None:
-        """Start the engine; raises what the engine raised if it could not start."""
+        """Start the engine; raises what the engine raised if it could not start, StartCancelled if
+        `cancel_start` ended the start."""
         self._thread.start()
-        self._started.result()
+        try:
+            self._started.result()
+        except asyncio.CancelledError:
+            raise StartCancelled("stopped while starting") from None
+
+    def cancel_start(self) -> None:
+        """End a start in progress (the engine undoes what it did); nothing once it has started.
+        Safe from any thread and from a signal handler."""
+        if self._cancel_start.is_set():
+            return  # once: a second cancellation must not interrupt the engine's undoing
+        self._cancel_start.set()
+        with contextlib.suppress(RuntimeError):  # the loop has ended
+            self._loop.call_soon_threadsafe(self._cancel_start_task)
+
+    def _cancel_start_task(self) -> None:
+        if self._start_task is not None and not self._start_task.done():
+            self._start_task.cancel()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            self._loop.run_until_complete(self._engine.start())
+            if self._cancel_start.is_set():
+                raise asyncio.CancelledError()
+            self._start_task = self._loop.create_task(self._engine.start())
+            self._loop.run_until_complete(self._start_task)
         except BaseException as exc:
             self._started.set_exception(exc)
             self._loop.close()

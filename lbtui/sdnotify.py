@@ -23,6 +23,7 @@ class Notifier:
         address = env.get("NOTIFY_SOCKET", "")
         self._address = "\0" + address[1:] if address.startswith("@") else address
         self._socket: socket.socket | None = None
+        self._stopping = False
         usec = env.get("WATCHDOG_USEC", "")
         pid = env.get("WATCHDOG_PID", "")
         for_us = not pid or (pid.isdigit() and int(pid) == os.getpid())
@@ -59,6 +60,10 @@ class Notifier:
         return self.notify("WATCHDOG=1")
 
     def stopping(self, status: str) -> bool:
+        """STOPPING=1, once: the first caller that sees the stop says it (False for the others)."""
+        if self._stopping:
+            return False
+        self._stopping = True
         return self.notify("STOPPING=1", f"STATUS={status}")
 
     def close(self) -> None:

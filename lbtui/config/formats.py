@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lbtui import addresses
 from lbtui.config.errors import Invalid, describe
 
 _PROXY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -24,11 +25,15 @@ _SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes including the termin
 
 @dataclass(frozen=True)
 class Endpoint:
-    ip: str
+    ip: str  # canonical text (lbtui/addresses.py)
     port: int
 
     def __str__(self) -> str:
-        return f"{self.ip}:{self.port}"
+        return addresses.format_endpoint(self.ip, self.port)
+
+    @property
+    def family(self) -> int:
+        return addresses.family(self.ip)
 
 
 @dataclass(frozen=True)
@@ -39,14 +44,12 @@ class Format:
     write: Callable[[Any], str] = str  # back to the TOML string
 
 
-def _ipv4_problem(text: str) -> str | None:
-    """Why `text` is not a usable unicast IPv4 address, or None if it is one."""
+def _ip_problem(text: str) -> str | None:
+    """Why `text` is not a usable unicast IPv4 or IPv6 address, or None if it is one."""
     try:
-        address = ipaddress.IPv4Address(text)
-    except ValueError:
-        return "expected an IPv4 address"
-    if address.is_unspecified or address.is_multicast or address == ipaddress.IPv4Address("255.255.255.255"):
-        return "expected a unicast IPv4 address (not 0.0.0.0, multicast or broadcast)"
+        addresses.parse_ip(text, unicast=True)
+    except addresses.AddressError as problem:
+        return str(problem)
     return None
 
 
@@ -60,7 +63,7 @@ def _dns_name_problem(text: str) -> str | None:
         ipaddress.ip_address(name)
     except ValueError:
         return None
-    return 'expected a DNS name, not an IP address (write address = "ip:port" instead)'
+    return 'expected a DNS name, not an IP address (write address = "ip:port" or "[ipv6]:port" instead)'
 
 
 def _ifname_problem(text: str) -> str | None:
@@ -97,13 +100,10 @@ def _listen_problem(text: str) -> str | None:
 
 
 def _endpoint_problem(text: str) -> str | None:
-    ip_text, sep, port_text = text.rpartition(":")
-    if not sep:
-        return 'expected "ip:port" (IPv4 address and port), the port is missing'
-    if _ipv4_problem(ip_text) is not None:
-        return 'expected "ip:port" with a unicast IPv4 address'
-    if not _PORT_TEXT.fullmatch(port_text) or not 1 <= int(port_text) <= 65535:
-        return 'expected "ip:port" with a port from 1 to 65535'
+    try:
+        addresses.parse_endpoint(text, unicast=True)
+    except addresses.AddressError as problem:
+        return str(problem)
     return None
 
 
@@ -124,17 +124,15 @@ def _same(text: str) -> str:
 
 
 def _endpoint(text: str) -> Endpoint:
-    ip_text, _, port_text = text.rpartition(":")
-    return Endpoint(str(ipaddress.IPv4Address(ip_text)), int(port_text))
+    return Endpoint(*addresses.parse_endpoint(text))
 
 
 def _cidr(text: str) -> str:
     try:
-        return str(ipaddress.IPv4Network(text, strict=True))
-    except ValueError as exc:
-        reason = "host bits set" if "host bits set" in str(exc) else "not a valid IPv4 network"
+        return addresses.parse_network(text)
+    except addresses.AddressError as problem:
         raise Invalid(
-            f'expected an IPv4 network like "192.168.0.0/16": {reason}, got {describe(text)}'
+            f'expected a network like "192.168.0.0/16" or "fd00:30::/48": {problem}, got {describe(text)}'
         ) from None
 
 
@@ -169,8 +167,8 @@ PROXY_NAME = Format(
     "a unique proxy name",
     _checked(lambda t: None if _PROXY_NAME.fullmatch(t) else "expected 1 to 64 of A-Z a-z 0-9 _ . -", _same),
 )
-IPV4 = Format("ip", "an IPv4 address", _checked(_ipv4_problem, lambda t: str(ipaddress.IPv4Address(t))))
-ENDPOINT = Format("endpoint", 'an "ip:port"', _checked(_endpoint_problem, _endpoint))
+IP_ADDRESS = Format("ip", "an IPv4 or IPv6 address", _checked(_ip_problem, addresses.parse_ip))
+ENDPOINT = Format("endpoint", 'an "ip:port" or "[ipv6]:port"', _checked(_endpoint_problem, _endpoint))
 DNS_NAME = Format("host", "a DNS name", _checked(_dns_name_problem, lambda t: t.lower().rstrip(".")))
 HTTP_HOST = Format(
     "httphost",
@@ -180,7 +178,7 @@ HTTP_HOST = Format(
     ),
 )
 IFNAME = Format("ifname", "an interface name", _checked(_ifname_problem, _same))
-CIDR = Format("cidr", 'an IPv4 network like "192.168.0.0/16"', _cidr)
+CIDR = Format("cidr", 'a network like "192.168.0.0/16" or "fd00:30::/48"', _cidr)
 LISTEN = Format("listen", '"host:port"', _checked(_listen_problem, _same))
 URL_PATH = Format(
     "urlpath",

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Annotated
 
+from lbtui.addresses import format_endpoint
 from lbtui.config.formats import (
     CIDR,
     DNS_NAME,
@@ -16,7 +17,7 @@ from lbtui.config.formats import (
     FILE_PATH,
     HTTP_HOST,
     IFNAME,
-    IPV4,
+    IP_ADDRESS,
     LISTEN,
     NAMESERVER,
     PROXY_NAME,
@@ -50,6 +51,7 @@ TABLE_SIZE_MIN = 7
 TABLE_SIZE_MAX = 65537
 MAX_CONNECTIONS_MIN = 1024
 MAX_CONNECTIONS_MAX = 16777216
+MAX_RECORDS_MAX = 1024  # DNS records per name: a quarter of the data path's backend ids
 HISTORY_S_MIN = 300  # the console's shortest chart span
 HISTORY_S_MAX = 86400
 
@@ -63,9 +65,12 @@ class BackendConfig:
     """[[proxy.backend]], and the backends of a source route: a static address or a DNS name."""
 
     weight: Annotated[int, Int("positive integer, any size up to 2147483647 (no sum rule)")] = 1
-    address: Annotated[Endpoint | None, Text('static backend: IPv4 "ip:port"', ENDPOINT)] = None
+    address: Annotated[
+        Endpoint | None, Text('static backend: "ip:port", or "[ip]:port" for IPv6', ENDPOINT)
+    ] = None
     host: Annotated[
-        str | None, Text("DNS name instead of address: every A record is a backend", DNS_NAME)
+        str | None,
+        Text("DNS name instead of address: every A (AAAA for an IPv6 VIP) record is a backend", DNS_NAME),
     ] = None
     port: Annotated[
         int | None, Int("port of a host backend", high=65535, expect=PORT, not_with=HOST_ONLY)
@@ -108,7 +113,9 @@ def _backend_group(doc: str, toml: str = "") -> Tables:
 class SourceRouteConfig:
     """[[proxy.source_route]]: clients from this network use these backends instead of the default group."""
 
-    cidr: Annotated[str, Text("IPv4 network without host bits; longest prefix wins", CIDR, required=True)]
+    cidr: Annotated[
+        str, Text("network of the VIP's family without host bits; longest prefix wins", CIDR, required=True)
+    ]
     backends: Annotated[tuple[BackendConfig, ...], _backend_group("this network's backends")]
 
 
@@ -175,6 +182,14 @@ class RateLimitConfig:
 
     per_source: Annotated[TokenBucket | None, Table("per client address", cls=TokenBucket)] = None
     per_backend: Annotated[TokenBucket | None, Table("per backend", cls=TokenBucket)] = None
+    ipv6_source_prefix: Annotated[
+        int,
+        Int(
+            "IPv6 VIPs only: per_source counts clients by this prefix (one host owns a /64)",
+            high=128,
+            expect="a prefix length from 1 to 128",
+        ),
+    ] = 64
 
 
 def _listener(table: Checked) -> tuple[str, int, str] | None:
@@ -190,7 +205,12 @@ UNIQUE_PROXIES = (
         lambda name, first: f"duplicate proxy name {json.dumps(name)} (also used by {first})",
         at="name",
     ),
-    Unique(_listener, lambda listener, first: "{}:{}/{} is also served by {}".format(*listener, first)),
+    Unique(
+        _listener,
+        lambda listener, first: (
+            f"{format_endpoint(listener[0], listener[1])}/{listener[2]} is also served by {first}"
+        ),
+    ),
 )
 
 
@@ -210,7 +230,9 @@ class ProxyConfig:
             duplicate=lambda name: f"duplicate interface {json.dumps(name)}",
         ),
     ]
-    vip: Annotated[str, Text("the virtual IPv4 address clients connect to", IPV4, required=True)]
+    vip: Annotated[
+        str, Text("the virtual IPv4 or IPv6 address clients connect to", IP_ADDRESS, required=True)
+    ]
     port: Annotated[int, Int("the VIP's port", high=65535, expect=PORT, required=True)]
     backends: Annotated[tuple[BackendConfig, ...], _backend_group("the default backend group", "backend")]
     protocol: Annotated[str, Choice('"tcp" or "udp"', PROTOCOLS)] = "tcp"
@@ -268,6 +290,14 @@ class DnsConfig:
         tuple[str, ...],
         Items("IPv4 or IPv6 addresses; empty: the system resolver", item=Text("", NAMESERVER)),
     ] = ()
+    max_records: Annotated[
+        int,
+        Int(
+            "usable A records used per name (the first in numeric order); more are ignored, with a warning",
+            low=1,
+            high=MAX_RECORDS_MAX,
+        ),
+    ] = 64
 
 
 @dataclass(frozen=True)
@@ -337,11 +367,19 @@ class Settings:
     max_connections: Annotated[
         int,
         Int(
-            "conntrack entries; new flows beyond this evict the oldest",
+            "established flows tracked at once; beyond it new connections are refused",
             low=MAX_CONNECTIONS_MIN,
             high=MAX_CONNECTIONS_MAX,
         ),
     ] = 262144
+    embryonic_connections: Annotated[
+        int,
+        Int(
+            "half-open and closing flows tracked apart; a SYN flood evicts only these",
+            low=MAX_CONNECTIONS_MIN,
+            high=MAX_CONNECTIONS_MAX,
+        ),
+    ] = 65536
     tcp_timeout_s: Annotated[float, Number("an idle established TCP flow is forgotten after this")] = 300.0
     tcp_closing_timeout_s: Annotated[float, Number("idle timeout once FIN or RST has been seen")] = 10.0
     udp_timeout_s: Annotated[float, Number("an idle UDP flow is forgotten after this")] = 60.0
@@ -356,6 +394,13 @@ class Settings:
     ] = 65537
     xdp_mode: Annotated[str, Choice("auto: native, falling back to generic", XDP_MODES)] = "auto"
     sweep_interval_s: Annotated[float, Number("how often expired conntrack entries are swept")] = 2.0
+    conntrack_pass_s: Annotated[
+        float,
+        Number(
+            "one pass of the idle sweep over the established flows takes about this long (an idle "
+            "flow goes between its timeout and its timeout + this)"
+        ),
+    ] = 300.0
     history_s: Annotated[
         int,
         Int(

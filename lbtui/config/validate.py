@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from lbtui.config.errors import ConfigIssue, Invalid, describe, join_key
-from lbtui.config.formats import ENDPOINT
+from lbtui import addresses
+from lbtui.config.errors import ConfigIssue, describe, join_key
 from lbtui.config.keys import INVALID, NO_DEFAULT, Checked, Table, declared_keys, key_of
 from lbtui.config.schema import (
     AnnounceConfig,
@@ -93,9 +93,64 @@ def _group_fits(table: Checked, walk: Validator, toml_key: str) -> None:
 
 def _proxy(table: Checked, walk: Validator) -> None:
     _group_fits(table, walk, "backend")
+    _one_family(table, walk)
     if table.values.get("forwarding") == "ipip":
         _ipip_not_built(table, walk)
         _dsr_ports(table, walk)
+
+
+def _one_family(table: Checked, walk: Validator) -> None:
+    """A proxy's VIP, static backends and source routes are one address family (the data path
+    rewrites addresses in place; it does not translate between IPv4 and IPv6)."""
+    vip = table.values.get("vip")
+    if vip is None:
+        return
+    want = addresses.family(vip)
+    vip_shown = f"{table.at('vip')} = {describe(vip)}"
+
+    def check(path: str, value: Any, what: str, parse: Callable[[str], str]) -> None:
+        try:
+            found = addresses.family(parse(value)) if isinstance(value, str) else want
+        except ValueError:
+            return  # reported by the key's own check
+        if found != want:
+            walk.error(
+                path,
+                f"{addresses.FAMILY_NAMES[found]} {what} for the {addresses.FAMILY_NAMES[want]} VIP "
+                f"({vip_shown}): a proxy's VIP, backends and source routes are one address family",
+            )
+
+    def endpoint_ip(text: str) -> str:
+        return addresses.parse_endpoint(text)[0]
+
+    def network_ip(text: str) -> str:
+        return addresses.parse_network(text).partition("/")[0]
+
+    for path, backend in _raw_backends(table):
+        check(join_key(path, "address"), backend.get("address"), "backend", endpoint_ip)
+    routes = table.raw.get("source_route")
+    for index, route in enumerate(routes if isinstance(routes, list) else []):
+        if isinstance(route, dict):
+            path = f"{table.at('source_route')}[{index}]"
+            check(join_key(path, "cidr"), route.get("cidr"), "network", network_ip)
+
+
+def _raw_backends(table: Checked) -> list[tuple[str, dict[str, Any]]]:
+    """A proxy's raw backend tables (static ones, then each source route's) with their paths. Read
+    from the raw tables: the checked arrays leave out refused entries, so their indexes shift."""
+    groups = [(table.at("backend"), table.raw.get("backend"))]
+    routes = table.raw.get("source_route")
+    for index, route in enumerate(routes if isinstance(routes, list) else []):
+        if isinstance(route, dict):
+            groups.append(
+                (join_key(f"{table.at('source_route')}[{index}]", "backends"), route.get("backends"))
+            )
+    return [
+        (f"{path}[{index}]", backend)
+        for path, backends in groups
+        for index, backend in enumerate(backends if isinstance(backends, list) else [])
+        if isinstance(backend, dict)
+    ]
 
 
 def _ipip_not_built(table: Checked, walk: Validator) -> None:
@@ -109,36 +164,25 @@ def _ipip_not_built(table: Checked, walk: Validator) -> None:
 
 def _dsr_ports(table: Checked, walk: Validator) -> None:
     # In DSR the client's packet reaches the backend unchanged: the backend listens on the VIP's port.
-    # Read from the raw tables: the checked arrays leave out refused entries, so their indexes shift.
     port = table.values.get("port")
     if port is None:
         return
-    groups = [(table.at("backend"), table.raw.get("backend"))]
-    routes = table.raw.get("source_route")
-    for index, route in enumerate(routes if isinstance(routes, list) else ()):
-        if isinstance(route, dict):
-            groups.append(
-                (join_key(f"{table.at('source_route')}[{index}]", "backends"), route.get("backends"))
+    for path, backend in _raw_backends(table):
+        backend_port = _raw_port(backend)
+        if backend_port is not None and backend_port != port:
+            walk.error(
+                path,
+                f'forwarding = "ipip" needs every backend on the VIP\'s port {port} '
+                f"(direct server return does not rewrite it), got port {backend_port}",
             )
-    for path, backends in groups:
-        for index, backend in enumerate(backends if isinstance(backends, list) else ()):
-            backend_port = _raw_port(backend)
-            if backend_port is not None and backend_port != port:
-                walk.error(
-                    f"{path}[{index}]",
-                    f'forwarding = "ipip" needs every backend on the VIP\'s port {port} '
-                    f"(direct server return does not rewrite it), got port {backend_port}",
-                )
 
 
-def _raw_port(backend: Any) -> int | None:
+def _raw_port(backend: dict[str, Any]) -> int | None:
     """The port of a raw [[proxy.backend]] table; None when it is not valid (reported elsewhere)."""
-    if not isinstance(backend, dict):
-        return None
     if isinstance(backend.get("address"), str):
         try:
-            return int(ENDPOINT.parse(backend["address"]).port)
-        except Invalid:
+            return addresses.parse_endpoint(backend["address"])[1]
+        except ValueError:
             return None
     port = backend.get("port")
     return port if isinstance(port, int) and not isinstance(port, bool) else None

@@ -3,16 +3,19 @@
 
 One asyncio task per (proxy, hostname) re-resolves the name every refresh interval, jittered by
 ±10 % each time so many names drift apart instead of querying in lockstep. Every valid A record is
-a backend address. A failed resolution (timeout, SERVFAIL, NXDOMAIN, no answer, an empty or
+a backend address; a name of an IPv6 proxy is asked for its AAAA records instead (`record_type`).
+Every answer is screened (control.dns_screen: only the asked family, no loopback, VIP, local,
+multicast... address, at most max_records per name); what the screen refused is announced
+(`on_warning`) whenever it changes. A failed resolution (timeout, SERVFAIL, NXDOMAIN, no answer, an empty or
 all-invalid answer, or anything else that raises) never removes backends: the last good set stays
 and the status records the error and the number of failures in a row. `on_change` is called only
-when a good answer gives a different set, so it never sees an empty set.
+when a good answer gives a different set, so it never sees an empty set; if it raises AnswerRefused
+(the set does not fit the data path), the last good set stays, as after a failed resolution.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import random
 import time
@@ -24,26 +27,35 @@ import dns.exception
 import dns.resolver
 
 from lbtui import model
+from lbtui.addresses import IPV6, family
+from lbtui.control.dns_screen import FAMILIES, RefuseFn, screen_answers
+from lbtui.deadline import within
 
 log = logging.getLogger(__name__)
 
 JITTER = 0.10  # each wait is the refresh interval ±10 %
 MIN_INTERVAL_S = 0.01  # a floor so a tiny configured interval cannot become a busy loop
 DNS_PORT = 53
+MAX_RECORDS = 64  # usable addresses used per name (settings.dns.max_records)
 
 NameKey = tuple[str, str]  # (proxy, hostname)
-ResolveFn = Callable[[str], Awaitable[tuple[str, ...]]]
+ResolveFn = Callable[[str, str], Awaitable[tuple[str, ...]]]  # (hostname, "A" | "AAAA") -> answers
 OnChange = Callable[[str, str, tuple[str, ...], tuple[str, ...]], None]
+OnWarning = Callable[[str, str, str], None]  # (proxy, hostname, what was refused)
 
 
 @dataclass(frozen=True)
 class Resolution:
     hostname: str
-    addresses: tuple[str, ...]  # sorted, distinct IPv4 addresses; never empty
+    addresses: tuple[str, ...]  # sorted, distinct addresses of the record type's family; never empty
 
 
 class ResolveError(Exception):
     """A resolution that gave no usable address; the message is what the status shows."""
+
+
+class AnswerRefused(Exception):
+    """Raised by on_change: the new set cannot be applied; the message is what the status shows."""
 
 
 def jittered_interval(interval_s: float, rng: random.Random) -> float:
@@ -52,34 +64,14 @@ def jittered_interval(interval_s: float, rng: random.Random) -> float:
     return base * rng.uniform(1.0 - JITTER, 1.0 + JITTER)
 
 
-def usable_addresses(answers: Sequence[object]) -> tuple[str, ...]:
-    """The distinct IPv4 addresses among `answers`, sorted numerically.
-
-    Anything that is not an IPv4 address is dropped, and so are addresses that can never be a
-    backend (0.0.0.0, multicast, 255.255.255.255): a lying server must not steer traffic there.
-    """
-    found: set[ipaddress.IPv4Address] = set()
-    for answer in answers:
-        if not isinstance(answer, str):
-            continue
-        try:
-            address = ipaddress.IPv4Address(answer)
-        except ValueError:
-            continue
-        if address.is_unspecified or address.is_multicast or address == ipaddress.IPv4Address(2**32 - 1):
-            continue
-        found.add(address)
-    return tuple(str(address) for address in sorted(found))
-
-
-def describe_error(exc: BaseException, timeout_s: float) -> str:
+def describe_error(exc: BaseException, timeout_s: float, rdtype: str = "A") -> str:
     """A short, human description of why a resolution failed."""
     if isinstance(exc, ResolveError):
         return str(exc)
     if isinstance(exc, dns.resolver.NXDOMAIN):
         return "NXDOMAIN (no such name)"
     if isinstance(exc, dns.resolver.NoAnswer):
-        return "no A records"
+        return f"no {rdtype} records"
     if isinstance(exc, dns.exception.Timeout | TimeoutError):
         return f"timeout after {timeout_s:g}s"
     if isinstance(exc, dns.resolver.NoNameservers):
@@ -96,6 +88,8 @@ class _NameState:
         self.last_success: float | None = None
         self.last_error: str | None = None
         self.consecutive_failures = 0
+        self.rdtype = "A"
+        self.refused = ""  # what the screen refused in the last answer, as last announced
 
 
 class DnsBackendResolver:
@@ -114,6 +108,9 @@ class DnsBackendResolver:
         rng: random.Random | None = None,
         timeout_s: float = 2.0,
         resolve_fn: ResolveFn | None = None,
+        max_records: int = MAX_RECORDS,
+        refuse: RefuseFn | None = None,
+        on_warning: OnWarning | None = None,
     ) -> None:
         self._nameservers = tuple(nameservers)
         self._on_change = on_change
@@ -121,21 +118,29 @@ class DnsBackendResolver:
         self._rng = rng or random.Random()
         self._timeout_s = timeout_s
         self._resolve_fn: ResolveFn = resolve_fn or self._query_dns
+        self.max_records = max_records  # followed at the next refresh (a reload may change it)
+        self._refuse = refuse
+        self._on_warning = on_warning
         self._resolver: dns.asyncresolver.Resolver | None = None
         self._intervals: dict[NameKey, float] = {}
         self._states: dict[NameKey, _NameState] = {}
         self._tasks: dict[NameKey, asyncio.Task[None]] = {}
         self._stopping: set[asyncio.Task[None]] = set()
+        self._retyped: set[NameKey] = set()  # names whose record type changed: restart their task
 
     # ---- configuration ---------------------------------------------------------------------------
 
-    def set_names(self, names: Mapping[NameKey, float]) -> None:
+    def set_names(self, names: Mapping[NameKey, float], rdtypes: Mapping[NameKey, str] | None = None) -> None:
         """Follow exactly these (proxy, hostname) -> refresh interval (s). Call on the running loop.
 
         New names start a task whose first refresh comes one (jittered) interval from now; use
         resolve_now() for an immediate first answer. Removed names stop and forget their state; a
-        name whose interval changed is restarted and keeps its last good set.
+        name whose interval changed is restarted and keeps its last good set. rdtypes: the record
+        type of a name ("AAAA" for IPv6 proxies, `record_type`), "A" when not given; a name whose
+        type changed starts over with no addresses (the old ones are of the other family).
         """
+        for key, rdtype in (rdtypes or {}).items():
+            self._set_rdtype(key, rdtype)
         for key in list(self._intervals):
             if key not in names:
                 self._stop(key)
@@ -145,8 +150,9 @@ class DnsBackendResolver:
                 del self._states[key]
         loop = asyncio.get_running_loop()
         for key, interval_s in names.items():
-            if self._intervals.get(key) == interval_s and key in self._tasks:
+            if self._intervals.get(key) == interval_s and key in self._tasks and key not in self._retyped:
                 continue
+            self._retyped.discard(key)
             self._stop(key)
             self._intervals[key] = interval_s
             self._states.setdefault(key, _NameState())
@@ -164,13 +170,17 @@ class DnsBackendResolver:
 
     # ---- queries ---------------------------------------------------------------------------------
 
-    async def resolve_now(self, proxy: str, hostname: str, notify: bool = False) -> Resolution | None:
+    async def resolve_now(
+        self, proxy: str, hostname: str, notify: bool = False, rdtype: str | None = None
+    ) -> Resolution | None:
         """Resolve one name at once and record the outcome in its status.
 
         Returns the new set, or None when the resolution failed (the last good set, if any, stays;
         see status()). The caller gets the answer directly, so on_change is called only when
-        `notify` is true (and the set changed).
+        `notify` is true (and the set changed). rdtype: as in set_names (None: keep the name's type).
         """
+        if rdtype is not None:
+            self._set_rdtype((proxy, hostname), rdtype)
         return await self._refresh((proxy, hostname), notify=notify)
 
     def addresses(self, proxy: str, hostname: str) -> tuple[str, ...]:
@@ -194,6 +204,15 @@ class DnsBackendResolver:
 
     # ---- internals -------------------------------------------------------------------------------
 
+    def _set_rdtype(self, key: NameKey, rdtype: str) -> None:
+        if rdtype not in FAMILIES:
+            raise ValueError(f"record type must be one of {sorted(FAMILIES)}, got {rdtype!r}")
+        state = self._states.setdefault(key, _NameState())
+        if state.rdtype != rdtype:
+            self._states[key] = fresh = _NameState()
+            fresh.rdtype = rdtype
+            self._retyped.add(key)
+
     def _stop(self, key: NameKey) -> None:
         task = self._tasks.pop(key, None)
         if task is None:
@@ -212,29 +231,49 @@ class DnsBackendResolver:
 
     async def _refresh(self, key: NameKey, notify: bool) -> Resolution | None:
         proxy, hostname = key
+        state = self._states.setdefault(key, _NameState())
+        rdtype = state.rdtype
         try:
             # The outer timeout is a safety net: a resolve function must never hang a task.
-            answers = await asyncio.wait_for(self._resolve_fn(hostname), self._timeout_s + 1.0)
-            addresses = usable_addresses(answers)
+            answers = await within(self._timeout_s + 1.0, self._resolve_fn(hostname, rdtype))
+            screened = screen_answers(answers, self.max_records, self._refuse, rdtype)
+            self._announce(key, screened.problems(self.max_records))
+            addresses = screened.addresses
             if not addresses:
-                raise ResolveError("no usable IPv4 address in the answer")
+                raise ResolveError(f"no usable {FAMILIES[rdtype][1]} address in the answer")
         except Exception as exc:  # every failure of any kind is a status, never an error of ours
-            self._record_failure(key, describe_error(exc, self._timeout_s))
+            self._record_failure(key, describe_error(exc, self._timeout_s, rdtype))
             return None
-        state = self._states.setdefault(key, _NameState())
+        if self._states.get(key) is not state:
+            return None  # the name was dropped or changed its type while this query ran
         old = state.addresses
         state.addresses = addresses
-        state.last_success = self._clock()
-        state.last_error = None
-        state.consecutive_failures = 0
         if addresses != old:
             log.info("DNS %s (%s): %s -> %s", hostname, proxy, list(old), list(addresses))
             if notify and self._on_change is not None:
                 try:
                     self._on_change(proxy, hostname, old, addresses)
+                except AnswerRefused as exc:
+                    state.addresses = old
+                    self._record_failure(key, f"answer not applied: {exc}")
+                    return None
                 except Exception:
                     log.exception("DNS change callback failed for %s", hostname)
+        state.last_success = self._clock()
+        state.last_error = None
+        state.consecutive_failures = 0
         return Resolution(hostname, addresses)
+
+    def _announce(self, key: NameKey, refused: str) -> None:
+        """Say what the screen refused when it differs from the last answer's (not every refresh)."""
+        state = self._states.setdefault(key, _NameState())
+        if refused == state.refused:
+            return
+        state.refused = refused
+        if refused:
+            log.warning("DNS %s (%s): %s", key[1], key[0], refused)
+            if self._on_warning is not None:
+                self._on_warning(key[0], key[1], refused)
 
     def _record_failure(self, key: NameKey, error: str) -> None:
         state = self._states.setdefault(key, _NameState())
@@ -262,10 +301,18 @@ class DnsBackendResolver:
         resolver.cache = None  # every refresh asks the server; the answers are ours to compare
         return resolver
 
-    async def _query_dns(self, hostname: str) -> tuple[str, ...]:
+    async def _query_dns(self, hostname: str, rdtype: str) -> tuple[str, ...]:
         if self._resolver is None:
             # Made on first use (not in __init__), so a missing resolv.conf is a failure status
             # of each name, retried at every refresh, not an exception at start.
             self._resolver = self._make_resolver()
-        answer = await self._resolver.resolve(hostname, "A", search=False)
+        answer = await self._resolver.resolve(hostname, rdtype, search=False)
         return tuple(str(getattr(rdata, "address", "")) for rdata in answer)
+
+
+# ---- IPv6 proxies: AAAA records ------------------------------------------------------------------
+
+
+def record_type(vip: str) -> str:
+    """The records a proxy's DNS backends resolve to: AAAA for an IPv6 VIP, A for an IPv4 one."""
+    return "AAAA" if family(vip) == IPV6 else "A"

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from lbtui.addresses import format_endpoint, host_text
+from lbtui.deadline import within
 from lbtui.model import Health
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ async def check_tcp(ip: str, port: int, timeout_s: float) -> CheckResult:
     """Healthy when a TCP connection to ip:port is established within timeout_s."""
     started = time.monotonic()
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout_s)
+        _, writer = await within(timeout_s, asyncio.open_connection(ip, port))
     except Exception as exc:  # any failure to connect is a failed check, never an error of ours
         return _failure(started, timeout_s, exc)
     latency = time.monotonic() - started
@@ -88,14 +90,14 @@ async def check_http(
     Only the status line is read. `host` is the Host header; None means the backend's address.
     """
     if host is None:
-        host = ip if port == 80 else f"{ip}:{port}"
+        host = host_text(ip) if port == 80 else format_endpoint(ip, port)  # IPv6 in brackets (RFC 7230)
     request = (
         f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: lbtui-health\r\nAccept: */*\r\n"
         "Connection: close\r\n\r\n"
     ).encode("latin-1")
     started = time.monotonic()
     try:
-        line = await asyncio.wait_for(_http_status_line(ip, port, request), timeout_s)
+        line = await within(timeout_s, _http_status_line(ip, port, request))
     except Exception as exc:
         return _failure(started, timeout_s, exc)
     latency = time.monotonic() - started

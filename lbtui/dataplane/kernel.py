@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from lbtui.dataplane.loader import Attachment, Loaded, remove_pins
+from lbtui.dataplane.bpffs import PinDirRefused, remove_pins
+from lbtui.dataplane.loader import Attachment, Loaded
 from lbtui.dataplane.maps import Maps
 from lbtui.dataplane.port import (
+    BackendCounts,
     DataplaneError,
     DataplaneSpec,
     EventCallback,
@@ -41,13 +43,21 @@ class KernelDataplane:
         self._attachments: dict[str, Attachment] = {}
         self._reader: threading.Thread | None = None
         self._reader_stop = threading.Event()
+        self._pins_ours = False  # only once load has taken the pin directory does a close unpin it
 
     @property
     def spec(self) -> DataplaneSpec:
         return self._spec
 
     def load(self) -> None:
-        self._loaded = Loaded(self._spec)
+        refused = False
+        try:
+            self._loaded = Loaded(self._spec)
+        except PinDirRefused:  # another's directory: left exactly as it is
+            refused = True
+            raise
+        finally:
+            self._pins_ours = not refused
         self._maps = Maps(self._loaded)
 
     @property
@@ -119,7 +129,7 @@ class KernelDataplane:
             self._loaded.close()
             self._loaded = None
             self._maps = None
-        if not keep:
+        if not keep and self._pins_ours:
             remove_pins(self._spec.pin_dir)
 
     # ---- maps (see port.Dataplane) --------------------------------------------------------------
@@ -136,8 +146,10 @@ class KernelDataplane:
     def delete_route(self, service_id: int, cidr: str) -> None:
         self.maps.delete_route(service_id, cidr)
 
-    def set_backend(self, backend_id: int, ip: str, port: int, active: bool) -> None:
-        self.maps.set_backend(backend_id, ip, port, active)
+    def set_backend(
+        self, backend_id: int, ip: str, port: int, active: bool, accepts_new: bool = True
+    ) -> None:
+        self.maps.set_backend(backend_id, ip, port, active, accepts_new)
 
     def clear_backend_stats(self, backend_id: int) -> None:
         self.maps.clear_backend_stats(backend_id)
@@ -157,7 +169,7 @@ class KernelDataplane:
     def read_table(self, group: int) -> list[int]:
         return self.maps.read_table(group)
 
-    def backend_counters(self, backend_ids: Iterable[int]) -> dict[int, tuple[Counters, int]]:
+    def backend_counters(self, backend_ids: Iterable[int]) -> dict[int, BackendCounts]:
         return self.maps.backend_counters(backend_ids)
 
     def service_counters(self, service_id: int) -> tuple[Counters, dict[str, int]]:
@@ -172,8 +184,19 @@ class KernelDataplane:
     def conntrack_count(self) -> int:
         return self.maps.conntrack_count()
 
+    def conntrack_chunks(self, table: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self.maps.conntrack_chunks(table)
+
+    def conntrack_slice(self, cursor: int, limit: int) -> tuple[np.ndarray, np.ndarray, int]:
+        return self.maps.conntrack_slice(cursor, limit)
+
     def reap_conntrack(self, keys: np.ndarray, created_ns: np.ndarray) -> int:
         return self.maps.reap_conntrack(keys, created_ns)
+
+    def expire_conntrack(
+        self, keys: np.ndarray, created_ns: np.ndarray, idle_before_ns: np.ndarray
+    ) -> np.ndarray:
+        return self.maps.expire_conntrack(keys, created_ns, idle_before_ns)
 
     def sweep_rate_buckets(self, idle_ns: int, now_ns: int) -> int:
         return self.maps.sweep_rate_buckets(idle_ns, now_ns)

@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lbtui.dataplane import structs
+from lbtui.dataplane.bpffs import has_pinned_state, prepare_pin_dir
 from lbtui.dataplane.port import DataplaneError, DataplaneSpec
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,35 @@ def bpf_source_dir() -> Path:
     return Path(str(resources.files("lbtui.bpf")))
 
 
+_LOCAL_INCLUDE = re.compile(r'^#include "([A-Za-z0-9_.]+)"\s*$')
+
+
+def bpf_source(name: str = "lb.c") -> str:
+    """The program's source as one text: bpf/`name` with its local headers (#include "lb_*.h")
+    inlined, each once, with #line markers so that compiler messages name the real file and line.
+
+    BCC rewrites map calls (`table.lookup(&k)`) only in the file it compiles, not in headers it
+    includes, so the split sources (docs/datapath.md) are joined before BCC sees them.
+    """
+    root = bpf_source_dir()
+    seen: set[str] = set()
+
+    def expand(file: str) -> list[str]:
+        seen.add(file)
+        out = [f'#line 1 "{file}"']
+        for number, line in enumerate((root / file).read_text().splitlines(), start=1):
+            m = _LOCAL_INCLUDE.match(line)
+            if m is None:
+                out.append(line)
+                continue
+            if m.group(1) not in seen:
+                out += expand(m.group(1))
+            out.append(f'#line {number + 1} "{file}"')
+        return out
+
+    return "\n".join(expand(name)) + "\n"
+
+
 def check_privileges() -> str | None:
     """None if we can load BPF programs here, else what is wrong and what to do."""
     if os.geteuid() != 0:
@@ -80,57 +111,7 @@ def check_privileges() -> str | None:
     return None
 
 
-BPF_FS_TYPE = "bpf"
 PINNED_PROGRAMS = ("prog_xdp", "prog_tc")
-
-
-def ensure_bpffs(path: str) -> None:
-    """Make `path` a directory on a bpf filesystem (mount one on its parent if needed).
-
-    bpffs must live outside /sys: `ip netns exec` remounts /sys, hiding a bpffs there
-    (docs/datapath.md#bpffs).
-    A mount made inside `ip netns exec` is private to that process's mount namespace, so
-    scripts/setup mounts /run/lbtui/bpffs once in the host's namespace.
-    """
-    root = os.path.dirname(path.rstrip("/"))
-    if not _on_bpffs(root):
-        os.makedirs(root, exist_ok=True)
-        r = subprocess.run(["mount", "-t", "bpf", "bpf", root], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise DataplaneError(f"cannot mount a bpf filesystem on {root}: {r.stderr.strip()}")
-        log.warning("mounted bpffs on %s (pins survive only while this mount does)", root)
-    os.makedirs(path, exist_ok=True)
-
-
-def _on_bpffs(path: str) -> bool:
-    real = os.path.realpath(path)
-    best = ("", "")
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            parts = line.split()
-            mnt, fstype = parts[1], parts[2]
-            if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best[0]):
-                best = (mnt, fstype)
-    return best[1] == BPF_FS_TYPE
-
-
-def has_pinned_state(pin_dir: str | None) -> bool:
-    return bool(pin_dir) and os.path.exists(os.path.join(str(pin_dir), "lb_conntrack"))
-
-
-def remove_pins(pin_dir: str | None) -> None:
-    """Unpin this instance's maps and programs (the kernel frees them once nothing holds them)."""
-    if not pin_dir or not os.path.isdir(pin_dir):
-        return
-    for name in os.listdir(pin_dir):
-        try:
-            os.unlink(os.path.join(pin_dir, name))
-        except OSError as exc:
-            log.warning("unpinning %s: %s", name, exc)
-    try:
-        os.rmdir(pin_dir)
-    except OSError as exc:
-        log.warning("removing %s: %s", pin_dir, exc)
 
 
 class Loaded:
@@ -144,12 +125,12 @@ class Loaded:
         from bcc import BPF
 
         self.spec = spec
-        self.adopted = has_pinned_state(spec.pin_dir)
         if spec.pin_dir:
-            ensure_bpffs(spec.pin_dir)
+            prepare_pin_dir(spec.pin_dir)  # before adopting anything pinned there
+        self.adopted = has_pinned_state(spec.pin_dir)
         src = bpf_source_dir()
         try:
-            self.bpf: Any = BPF(src_file=str(src / "lb.c"), cflags=[f"-I{src}", *spec.cflags()])
+            self.bpf: Any = BPF(text=bpf_source(), cflags=[f"-I{src}", *spec.cflags()])
             self.xdp_fn = self.bpf.load_func(XDP_PROG, BPF.XDP)
             self.tc_fn = self.bpf.load_func(TC_PROG, BPF.SCHED_CLS)
             self.reap_fn = self.bpf.load_func(REAP_PROG, BPF.XDP)

@@ -13,7 +13,7 @@ import errno
 import ipaddress
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,9 @@ from bcc.libbcc import lib
 from lbtui.dataplane import structs
 from lbtui.dataplane.loader import Loaded
 from lbtui.dataplane.port import (
+    ESTABLISHED,
+    TRANSIENT,
+    BackendCounts,
     LatencyCounts,
     PinnedBackend,
     PinnedRoute,
@@ -30,48 +33,58 @@ from lbtui.dataplane.port import (
     ServiceEntry,
 )
 from lbtui.dataplane.progrun import run_program
-from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE, REAP_REC_DTYPE, decode_event
+from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE, REAP_REC_DTYPE, backend_counts, decode_event
 from lbtui.model import Counters
 
 log = logging.getLogger(__name__)
 
+CT_TABLES = {ESTABLISHED: "lb_ct_established", TRANSIENT: "lb_ct_transient"}
+READ_CHUNK = 65536  # conntrack entries per batch read (6.8 MB of buffers per table)
+
 
 class _BatchReader:
-    """BPF_MAP_LOOKUP_BATCH of a whole hash map into preallocated buffers."""
+    """BPF_MAP_LOOKUP_BATCH of a conntrack table, a bounded number of entries at a time."""
 
-    def __init__(self, fd: int, capacity: int):
+    def __init__(self, fd: int, chunk: int):
         self.fd = fd
-        self.capacity = capacity
-        self.keys = (structs.CtKey * capacity)()
-        self.values = (structs.CtEntry * capacity)()
+        self.chunk = chunk
+        self.keys = (structs.CtKey * chunk)()
+        self.values = (structs.CtEntry * chunk)()
 
-    def read(self) -> tuple[np.ndarray, np.ndarray]:
-        ksize, vsize = ctypes.sizeof(structs.CtKey), ctypes.sizeof(structs.CtEntry)
-        token = ctypes.c_uint32(0)
-        total = 0
-        first = True
-        while total < self.capacity:
-            count = ctypes.c_uint32(self.capacity - total)
-            res = lib.bpf_lookup_batch(
-                self.fd,
-                None if first else ctypes.byref(token),
-                ctypes.byref(token),
-                ctypes.byref(self.keys, ksize * total),
-                ctypes.byref(self.values, vsize * total),
-                ctypes.byref(count),
-            )
-            err = ctypes.get_errno()
-            total += count.value
-            first = False
-            if res != 0:
-                if err == errno.ENOENT:
-                    break  # the whole map was read
+    def read(self, cursor: int | None, limit: int) -> tuple[np.ndarray, np.ndarray, int | None]:
+        """Up to `limit` (at most `chunk`) entries from bucket `cursor` (None: the start); views of
+        the reader's buffers (valid until the next read) and the cursor after them (None: the end)."""
+        limit = min(limit, self.chunk)
+        token = ctypes.c_uint32(cursor or 0)
+        count = ctypes.c_uint32(limit)
+        res = lib.bpf_lookup_batch(
+            self.fd,
+            None if cursor is None else ctypes.byref(token),
+            ctypes.byref(token),
+            ctypes.byref(self.keys),
+            ctypes.byref(self.values),
+            ctypes.byref(count),
+        )
+        err = ctypes.get_errno()
+        n = min(count.value, limit)
+        following: int | None = token.value
+        if res != 0:
+            if err != errno.ENOENT:
                 raise OSError(err, f"BPF_MAP_LOOKUP_BATCH on conntrack: {os.strerror(err)}")
-            if count.value == 0:
-                break
-        keys = np.frombuffer(memoryview(self.keys), dtype=CT_KEY_DTYPE, count=total)
-        values = np.frombuffer(memoryview(self.values), dtype=CT_ENTRY_DTYPE, count=total)
-        return keys, values
+            following = None  # the table was read to its end
+        keys = np.frombuffer(memoryview(self.keys), dtype=CT_KEY_DTYPE, count=n)
+        values = np.frombuffer(memoryview(self.values), dtype=CT_ENTRY_DTYPE, count=n)
+        return keys, values, following
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The whole table, chunk by chunk (each chunk valid until the next)."""
+        cursor: int | None = None
+        while True:
+            keys, values, cursor = self.read(cursor, self.chunk)
+            if len(keys):
+                yield keys, values
+            if cursor is None:
+                return
 
 
 class Maps:
@@ -82,11 +95,10 @@ class Maps:
         self._routes = loaded.table("lb_routes")
         self._backends = loaded.table("lb_backends")
         self._select = loaded.table("lb_select")
-        self._ct = loaded.table("lb_conntrack")
         self._backend_stats = loaded.table("lb_backend_stats")
         self._service_stats = loaded.table("lb_service_stats")
         self._global = loaded.table("lb_global_stats")
-        self._ct_reader: _BatchReader | None = None
+        self._ct_readers: dict[str, _BatchReader] = {}
 
     # ---- services and routes --------------------------------------------------------------------
 
@@ -139,11 +151,13 @@ class Maps:
 
     # ---- backends and selection tables ----------------------------------------------------------
 
-    def set_backend(self, backend_id: int, ip: str, port: int, active: bool) -> None:
+    def set_backend(
+        self, backend_id: int, ip: str, port: int, active: bool, accepts_new: bool = True
+    ) -> None:
         v = self._backends.Leaf()
         v.ip = structs.ip_to_be32(ip)
         v.port = structs.port_to_be16(port)
-        v.flags = structs.BE_F_ACTIVE if active else 0
+        v.flags = (structs.BE_F_ACTIVE if active else 0) | (0 if accepts_new else structs.BE_F_NO_NEW)
         self._backends[self._backends.Key(backend_id)] = v
 
     def clear_backend_stats(self, backend_id: int) -> None:
@@ -224,27 +238,16 @@ class Maps:
 
     # ---- counters -------------------------------------------------------------------------------
 
-    def backend_counters(self, backend_ids: Iterable[int]) -> dict[int, tuple[Counters, int]]:
-        """backend id -> (counters summed over CPUs, closes)."""
-        out: dict[int, tuple[Counters, int]] = {}
+    def backend_counters(self, backend_ids: Iterable[int]) -> dict[int, BackendCounts]:
+        """backend id -> counters summed over CPUs, and live flows (established - ended)."""
+        out: dict[int, BackendCounts] = {}
+        fields = structs.BACKEND_STATS_FIELDS
         for bid in backend_ids:
-            per_cpu = self._backend_stats.getvalue(self._backend_stats.Key(bid))
-            tot = [0] * 8
-            for cpu in per_cpu:
-                for i, name in enumerate(structs.BACKEND_STATS_FIELDS):
-                    tot[i] += getattr(cpu, name)
-            out[bid] = (
-                Counters(
-                    packets_in=tot[0],
-                    bytes_in=tot[1],
-                    packets_out=tot[2],
-                    bytes_out=tot[3],
-                    new_flows=tot[4],
-                    handshakes=tot[5],
-                    conn_failures=tot[6],
-                ),
-                tot[7],
-            )
+            tot = dict.fromkeys(fields, 0)
+            for cpu in self._backend_stats.getvalue(self._backend_stats.Key(bid)):
+                for name in fields:
+                    tot[name] += getattr(cpu, name)
+            out[bid] = backend_counts(tot)
         return out
 
     def service_counters(self, service_id: int) -> tuple[Counters, dict[str, int]]:
@@ -282,39 +285,63 @@ class Maps:
 
     # ---- conntrack ------------------------------------------------------------------------------
 
+    def _reader(self, table: str) -> _BatchReader:
+        reader = self._ct_readers.get(table)
+        if reader is None:
+            fd = self._loaded.table(CT_TABLES[table]).map_fd
+            reader = self._ct_readers[table] = _BatchReader(fd, READ_CHUNK)
+        return reader
+
     def conntrack_count(self) -> int:
-        keys, _ = self.conntrack_arrays()
-        return len(keys)
+        return sum(len(k) for table in CT_TABLES for k, _ in self._reader(table).chunks())
 
     def conntrack_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """The whole conntrack map as numpy record arrays (keys, entries), read with batch syscalls.
+        """Every entry of both tables (established first), fresh arrays."""
+        parts = [(k.copy(), v.copy()) for table in CT_TABLES for k, v in self._reader(table).chunks()]
+        if not parts:
+            return np.zeros(0, dtype=CT_KEY_DTYPE), np.zeros(0, dtype=CT_ENTRY_DTYPE)
+        return np.concatenate([k for k, _ in parts]), np.concatenate([v for _, v in parts])
 
-        The arrays are views of buffers reused by the next call: copy what must outlive it. Field
-        names are those of lb.h (the dtypes come from the structs.py mirrors).
-        """
-        if self._ct_reader is None:
-            self._ct_reader = _BatchReader(self._ct.map_fd, self.spec.conntrack_entries)
-        return self._ct_reader.read()
+    def conntrack_chunks(self, table: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One conntrack table (port.ESTABLISHED or port.TRANSIENT), read with batch syscalls in
+        chunks of READ_CHUNK entries; each chunk's arrays are reused for the next one."""
+        return self._reader(table).chunks()
+
+    def conntrack_slice(self, cursor: int, limit: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """About `limit` entries of the established table from `cursor` (0: its start), and the
+        cursor to go on from (0: the pass reached the end). Views of buffers the next read reuses."""
+        keys, values, following = self._reader(ESTABLISHED).read(cursor or None, limit)
+        return keys, values, following or 0
 
     def reap_conntrack(self, keys: np.ndarray, created_ns: np.ndarray) -> int:
-        """Remove conntrack entries (a CtKey record array), each only while it is still the flow created
-        at its created_ns: a tuple a new flow has reused since it was read stays. Returns removed.
+        """Remove the flows of these conntrack keys (a CtKey record array), each only while it is still
+        the flow created at its created_ns: a tuple a new flow has reused since it was read stays.
+        Both entries of a flow go. Returns how many flows were removed."""
+        out = self.expire_conntrack(keys, created_ns, np.zeros(len(keys), dtype=np.uint64))
+        return int(np.count_nonzero(out["created_ns"] == structs.CT_REAPING))
+
+    def expire_conntrack(
+        self, keys: np.ndarray, created_ns: np.ndarray, idle_before_ns: np.ndarray
+    ) -> np.ndarray:
+        """Remove the flows of these keys that are still the flow created at created_ns and whose
+        entries saw no packet since idle_before_ns (0: unconditionally). Returns the lb_reap_rec
+        records as lbtui_reap left them: created_ns 0 for each flow removed, with its last packet
+        time in idle_before_ns and the other entry's packets and bytes.
 
         The compare-and-delete runs in the kernel (lbtui_reap, see LB_CT_REAPING in lb.h and
         docs/datapath.md#conntrack), because a delete by key from here cannot tell the old flow
-        from a new one on the same tuple.
+        from a new one on the same tuple, nor see a packet that arrives after the read.
         """
         recs = np.zeros(len(keys), dtype=REAP_REC_DTYPE)
         recs["key"] = np.ascontiguousarray(keys, dtype=CT_KEY_DTYPE)
         recs["created_ns"] = created_ns
-        removed = 0
+        recs["idle_before_ns"] = idle_before_ns
         fd = self._loaded.reap_fn.fd
         for start in range(0, len(recs), structs.REAP_BATCH):
             chunk = recs[start : start + structs.REAP_BATCH]
             out = run_program(fd, chunk.tobytes())
-            done = np.frombuffer(out.data, dtype=REAP_REC_DTYPE, count=len(chunk))
-            removed += int(np.count_nonzero(done["created_ns"] == structs.CT_REAPING))
-        return removed
+            recs[start : start + len(chunk)] = np.frombuffer(out.data, dtype=REAP_REC_DTYPE, count=len(chunk))
+        return recs
 
     # ---- events ---------------------------------------------------------------------------------
 

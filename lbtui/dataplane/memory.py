@@ -3,14 +3,16 @@
 
 `MemoryDataplane` implements `port.Dataplane` on plain dicts and numpy arrays: services, routes,
 backends, zero-initialised selection tables (BPF arrays start at 0), per-backend and per-service
-counters, latency histograms, a conntrack table of forward and reverse entries with LRU eviction at
-its capacity, per-source rate buckets, and a ring buffer of flow events. `MemoryPins` stands in for
+counters, latency histograms, the two conntrack tables (established: refuses inserts when full;
+transient: LRU eviction at its capacity) with lbtui_reap's compare-and-delete, per-source rate
+buckets, and a ring buffer of flow events. `MemoryPins` stands in for
 bpffs: a dataplane closed with keep=True leaves its maps there, and the next one with the same
 pin_dir adopts them, as a restarted instance adopts its pinned maps.
 
 Traffic is made by the test, through `connect` and the flow methods of memory_traffic.Traffic: a new flow
 picks its backend from the selection table the engine wrote (by source hash, 5-tuple hash or a
-seeded random slot), conntrack entries, counters, histograms and events follow as lb.c makes them.
+seeded random slot), conntrack entries, counters (live flows among them), histograms and events
+follow as lb.c makes them.
 Rate limits are stored but not enforced. Never the only proof that a data-path feature works.
 """
 
@@ -18,13 +20,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from lbtui.dataplane.memory_state import MapState
 from lbtui.dataplane.memory_traffic import MemoryFlow, Traffic
 from lbtui.dataplane.port import (
+    ESTABLISHED,
+    BackendCounts,
     Dataplane,
     DataplaneError,
     DataplaneSpec,
@@ -36,9 +40,12 @@ from lbtui.dataplane.port import (
     RawFlowEvent,
     ServiceEntry,
 )
+from lbtui.dataplane.records import backend_counts
 from lbtui.model import Counters
 
 __all__ = ["MemoryDataplane", "MemoryFlow", "MemoryPins"]
+
+CHUNK = 65536  # entries per conntrack chunk, as the kernel dataplane reads them
 
 
 class MemoryPins:
@@ -151,11 +158,17 @@ class MemoryDataplane(Traffic):
         with self.lock:
             self.state.routes.pop((service_id, cidr), None)
 
-    def set_backend(self, backend_id: int, ip: str, port: int, active: bool) -> None:
+    def set_backend(
+        self, backend_id: int, ip: str, port: int, active: bool, accepts_new: bool = True
+    ) -> None:
         if not 0 <= backend_id < self._spec.max_backends:
             raise DataplaneError(f"backend id {backend_id} out of range")
         with self.lock:
             self.state.backends[backend_id] = PinnedBackend(ip, port, active)
+            if accepts_new:
+                self.state.no_new.discard(backend_id)
+            else:
+                self.state.no_new.add(backend_id)
 
     def clear_backend_stats(self, backend_id: int) -> None:
         with self.lock:
@@ -185,14 +198,9 @@ class MemoryDataplane(Traffic):
         with self.lock:
             return [int(x) for x in self.state.table(group).tolist()]
 
-    def backend_counters(self, backend_ids: Iterable[int]) -> dict[int, tuple[Counters, int]]:
+    def backend_counters(self, backend_ids: Iterable[int]) -> dict[int, BackendCounts]:
         with self.lock:
-            out = {}
-            for bid in backend_ids:
-                s = self.state.backend_stat(bid)
-                fields = {k: v for k, v in s.items() if k != "closes"}
-                out[bid] = (Counters(**fields), s["closes"])
-            return out
+            return {bid: backend_counts(self.state.backend_stat(bid)) for bid in backend_ids}
 
     def service_counters(self, service_id: int) -> tuple[Counters, dict[str, int]]:
         with self.lock:
@@ -211,15 +219,35 @@ class MemoryDataplane(Traffic):
 
     def conntrack_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         with self.lock:
-            return self.state.conntrack.arrays()
+            parts = [t.arrays() for t in self.state.ct_tables()]
+        return np.concatenate([k for k, _ in parts]), np.concatenate([v for _, v in parts])
 
     def conntrack_count(self) -> int:
         with self.lock:
-            return len(self.state.conntrack)
+            return sum(len(t) for t in self.state.ct_tables())
+
+    def conntrack_chunks(self, table: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        with self.lock:
+            keys, values = (self.state.established if table == ESTABLISHED else self.state.transient).arrays()
+        for start in range(0, len(keys), CHUNK):
+            yield keys[start : start + CHUNK], values[start : start + CHUNK]
+
+    def conntrack_slice(self, cursor: int, limit: int) -> tuple[np.ndarray, np.ndarray, int]:
+        with self.lock:
+            table = self.state.established
+            end = min(table.n, cursor + limit)
+            keys, values = table.keys[cursor:end].copy(), table.values[cursor:end].copy()
+            return keys, values, 0 if end >= table.n else end
 
     def reap_conntrack(self, keys: np.ndarray, created_ns: np.ndarray) -> int:
+        out = self.expire_conntrack(keys, created_ns, np.zeros(len(keys), dtype=np.uint64))
+        return int(np.count_nonzero(out["created_ns"] == 0))
+
+    def expire_conntrack(
+        self, keys: np.ndarray, created_ns: np.ndarray, idle_before_ns: np.ndarray
+    ) -> np.ndarray:
         with self.lock:
-            return self.state.conntrack.reap(keys, created_ns)
+            return self.state.expire(keys, created_ns, idle_before_ns)
 
     def sweep_rate_buckets(self, idle_ns: int, now_ns: int) -> int:
         with self.lock:

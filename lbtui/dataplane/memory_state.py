@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """What the maps of a MemoryDataplane hold: one `MapState` per (possibly pinned) data path.
 
-The conntrack table keeps lb.h's record layout in numpy arrays (the engine's sweep reads them as it
-reads the kernel's), with the LRU hash's behaviour at capacity: inserting into a full table evicts
-the entries used least recently.
+The two conntrack tables keep lb.h's record layout in numpy arrays (the engine reads them as it
+reads the kernel's), each with its map's behaviour at capacity: the established table (a hash)
+refuses an insert when full, the transient one (an LRU hash) evicts the entries used least
+recently. `expire` is lbtui_reap's compare-and-delete (bpf/lb_ct.h ct_reap).
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import numpy as np
 
 from lbtui.dataplane import structs
 from lbtui.dataplane.port import DataplaneError, DataplaneSpec, PinnedBackend, ServiceEntry
-from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE
+from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE, REAP_REC_DTYPE
 
 SERVICE_STATS_FIELDS = ("packets_in", "bytes_in", "packets_out", "bytes_out", "new_flows")
 _KEY_BYTES = CT_KEY_DTYPE.itemsize
-_CHECKED = np.dtype([("key", f"V{_KEY_BYTES}"), ("created_ns", "<u8")])
 
 
 def key_bytes(keys: np.ndarray) -> np.ndarray:
@@ -26,11 +26,12 @@ def key_bytes(keys: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(keys, dtype=CT_KEY_DTYPE).view(f"V{_KEY_BYTES}")
 
 
-class Conntrack:
-    """lb_conntrack: forward and reverse entries, at most `capacity` of them."""
+class CtTable:
+    """One conntrack table: forward and reverse entries, at most `capacity` of them."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, lru: bool):
         self.capacity = capacity
+        self.lru = lru
         self.keys = np.zeros(min(capacity, 1024), dtype=CT_KEY_DTYPE)
         self.values = np.zeros(len(self.keys), dtype=CT_ENTRY_DTYPE)
         self.n = 0
@@ -47,9 +48,14 @@ class Conntrack:
         found = np.flatnonzero(key_bytes(self.keys[: self.n]) == key_bytes(key)[0])
         return int(found[0]) if len(found) else None
 
-    def insert(self, keys: np.ndarray, values: np.ndarray) -> None:
-        """Insert or replace entries (keys must be distinct), evicting the least recently used."""
+    def insert(self, keys: np.ndarray, values: np.ndarray) -> bool:
+        """Insert or replace entries (keys distinct); an LRU evicts the least recently used to make
+        room, a plain hash refuses (False, nothing inserted) when the new keys do not fit."""
         present = np.isin(key_bytes(keys), key_bytes(self.keys[: self.n]))
+        new = int(np.count_nonzero(~present))
+        overflow = self.n + new - self.capacity
+        if overflow > 0 and not self.lru:
+            return False
         for i in np.flatnonzero(present):
             row = self.index(keys[i : i + 1])
             assert row is not None
@@ -57,12 +63,11 @@ class Conntrack:
         keys, values = keys[~present], values[~present]
         if len(keys) > self.capacity:
             raise DataplaneError(f"more new entries than conntrack holds ({self.capacity})")
-        overflow = self.n + len(keys) - self.capacity
         if overflow > 0:
             lru = np.argpartition(self.values["last_seen_ns"][: self.n], overflow - 1)[:overflow]
             keep = np.ones(self.n, dtype=bool)
             keep[lru] = False
-            self._compact(keep)
+            self.remove(~keep)
             self.evicted += overflow
         need = self.n + len(keys)
         if need > len(self.keys):
@@ -72,20 +77,11 @@ class Conntrack:
         self.keys[self.n : need] = keys
         self.values[self.n : need] = values
         self.n = need
+        return True
 
-    def reap(self, keys: np.ndarray, created_ns: np.ndarray) -> int:
-        """Remove each key's entry only while it is still the flow created at created_ns."""
-        if len(keys) == 0 or self.n == 0:
-            return 0
-        asked = np.zeros(len(keys), dtype=_CHECKED)
-        asked["key"], asked["created_ns"] = key_bytes(keys), created_ns
-        held = np.zeros(self.n, dtype=_CHECKED)
-        held["key"], held["created_ns"] = key_bytes(self.keys[: self.n]), self.values["created_ns"][: self.n]
-        gone = np.isin(held.view(f"V{_CHECKED.itemsize}"), asked.view(f"V{_CHECKED.itemsize}"))
-        self._compact(~gone)
-        return int(gone.sum())
-
-    def _compact(self, keep: np.ndarray) -> None:
+    def remove(self, gone: np.ndarray) -> None:
+        """Remove the rows where `gone` (a mask over the rows) is true."""
+        keep = ~gone
         kept = int(keep.sum())
         self.keys[:kept] = self.keys[: self.n][keep]
         self.values[:kept] = self.values[: self.n][keep]
@@ -124,11 +120,82 @@ class MapState:
     drops: dict[int, dict[str, int]] = field(default_factory=dict)
     latency: dict[int, Histograms] = field(default_factory=dict)
     rate_buckets: dict[tuple[int, str], int] = field(default_factory=dict)  # -> last refill ns
-    conntrack: Conntrack = field(init=False)
+    no_new: set[int] = field(default_factory=set)  # backend ids with LB_BE_F_NO_NEW
+    established: CtTable = field(init=False)
+    transient: CtTable = field(init=False)
     interfaces: tuple[str, ...] = ()  # left attached by a close(keep=True)
 
     def __post_init__(self) -> None:
-        self.conntrack = Conntrack(self.spec.conntrack_entries)
+        self.established = CtTable(self.spec.conntrack_entries, lru=False)
+        self.transient = CtTable(self.spec.transient_entries, lru=True)
+
+    def ct_tables(self) -> tuple[CtTable, CtTable]:
+        """Established first, as the data path looks them up."""
+        return self.established, self.transient
+
+    def find(self, key: np.ndarray) -> tuple[CtTable, int] | None:
+        """The table and row of one key, established table first."""
+        for table in self.ct_tables():
+            row = table.index(key)
+            if row is not None:
+                return table, row
+        return None
+
+    def expire(self, keys: np.ndarray, created_ns: np.ndarray, idle_before_ns: np.ndarray) -> np.ndarray:
+        """bpf/lb_ct.h ct_reap for each record: remove the flow of the key (both entries) while it is
+        the flow created at created_ns and, with a cutoff, neither entry saw a packet since; an
+        established flow that had not closed counts as ended for its backend."""
+        out = np.zeros(len(keys), dtype=REAP_REC_DTYPE)
+        out["key"] = np.ascontiguousarray(keys, dtype=CT_KEY_DTYPE)
+        out["created_ns"] = created_ns
+        out["idle_before_ns"] = idle_before_ns
+        for i in range(len(out)):
+            self._reap_one(out[i : i + 1])
+        return out
+
+    def _reap_one(self, rec: np.ndarray) -> None:
+        want = int(rec["created_ns"][0])
+        if want == structs.CT_REAPING:
+            return
+        key = rec["key"]
+        found = None
+        for table in self.ct_tables():
+            row = table.index(key)
+            if row is not None and int(table.values["created_ns"][row]) == want:
+                found = (table, row)
+                break
+        if found is None:
+            return
+        table, row = found
+        e = table.values[row]
+        partner = _partner_key(e)
+        prow = table.index(partner)
+        if prow is not None:
+            p = table.values[prow]
+            if int(p["created_ns"]) != want or int(p["dir"]) == int(e["dir"]):
+                prow = None
+        last = int(e["last_seen_ns"])
+        if prow is not None:
+            last = max(last, int(table.values["last_seen_ns"][prow]))
+        cutoff = int(rec["idle_before_ns"][0])
+        if cutoff and last >= cutoff:
+            return
+        fwd_row = row if int(e["dir"]) == structs.DIR_FORWARD else prow
+        if fwd_row is not None:
+            flags = int(table.values["flags"][fwd_row])
+            if not flags & structs.CT_F_CLOSED:
+                table.values["flags"][fwd_row] = flags | structs.CT_F_CLOSED
+                if flags & structs.CT_F_EST:
+                    self.backend_stat(int(table.values["backend_id"][fwd_row]))["ended"] += 1
+        rec["packets"] = int(table.values["packets"][prow]) if prow is not None else 0
+        rec["bytes"] = int(table.values["bytes"][prow]) if prow is not None else 0
+        gone = np.zeros(table.n, dtype=bool)
+        gone[row] = True
+        if prow is not None:
+            gone[prow] = True
+        table.remove(gone)
+        rec["created_ns"] = 0
+        rec["idle_before_ns"] = last
 
     def table(self, group: int) -> np.ndarray:
         if not 0 <= group < self.spec.max_groups:
@@ -148,3 +215,16 @@ class MapState:
 
     def histograms(self, backend_id: int) -> Histograms:
         return self.latency.setdefault(backend_id, Histograms())
+
+
+def _partner_key(e: np.void) -> np.ndarray:
+    """The key of an entry's other direction (a 1-element CtKey array)."""
+    k = np.zeros(1, dtype=CT_KEY_DTYPE)
+    if int(e["dir"]) == structs.DIR_FORWARD:
+        k["saddr"], k["daddr"] = e["backend_ip"], e["client_ip"]
+        k["sport"], k["dport"] = e["backend_port"], e["client_port"]
+    else:
+        k["saddr"], k["daddr"] = e["client_ip"], e["vip"]
+        k["sport"], k["dport"] = e["client_port"], e["vip_port"]
+    k["proto"] = e["proto"]
+    return k

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Traffic through a MemoryDataplane: what lb.c does to its maps when packets arrive.
 
-A test opens flows (`connect`), answers or refuses them, moves bytes and closes them; each step
-updates conntrack, counters, histograms and the event ring as the programs would. Counters and
+A test opens flows (`connect`: the client's SYN or first datagram, a transient flow), answers them
+(`answer`: the backend's SYN-ACK and the client's handshake ACK, or the first UDP reply: the flow
+is established), refuses them, moves bytes and closes them; each step updates both conntrack
+tables, counters, histograms and the event ring as the programs would (bpf/lb_ct.h). Counters and
 histograms can also be advanced directly, and many established flows added at once.
 """
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lbtui.dataplane import structs
-from lbtui.dataplane.memory_state import MapState
+from lbtui.dataplane.memory_state import CtTable, MapState
 from lbtui.dataplane.port import RawFlowEvent, ServiceEntry
 from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE
 
@@ -107,7 +109,10 @@ class Traffic:
                     _key(backend.ip, cip, backend.port, cport, protocol),
                 ]
             )
-            self.state.conntrack.insert(keys, np.concatenate([fwd, rev]))
+            if protocol == "tcp":
+                fwd["flags"] = structs.CT_F_SYN  # a client's SYN opened it
+                rev["flags"] = structs.CT_F_SYN
+            self.state.transient.insert(keys, np.concatenate([fwd, rev]))
             for stats in (self.state.backend_stat(backend_id), self.state.service_stat(svc.service_id)):
                 stats["new_flows"] += 1
                 stats["packets_in"] += 1
@@ -126,25 +131,44 @@ class Traffic:
                 self._event(flow, structs.EV_NEW, None)
             return flow
 
-    def answer(self, flow: MemoryFlow) -> None:
-        """The backend's SYN-ACK: a handshake, timed from the flow's first packet."""
+    def answer(self, flow: MemoryFlow, complete: bool = True) -> None:
+        """The backend answers: for TCP its SYN-ACK and (complete=True) the client's ACK that
+        completes the handshake; for UDP its first reply. The flow is then established: a handshake
+        (TCP, timed from the first packet to the SYN-ACK) and a live flow for its backend."""
         with self.lock:
             fwd = self._forward(flow)
-            if int(fwd["flags"][0]) & structs.CT_F_SYNACK:
-                return
+            flags = int(fwd["flags"][0])
             now = self.clock_ns()
-            fwd["flags"] |= structs.CT_F_SYNACK
-            fwd["synack_ns"] = now
-            self.state.backend_stat(flow.backend_id)["handshakes"] += 1
-            created = int(fwd["created_ns"][0])
-            self.state.histograms(flow.backend_id).add((now - created) // 1000, duration=False)
-            self._store(flow, fwd)
+            if flow.protocol == "tcp" and not flags & structs.CT_F_SYNACK:
+                fwd["flags"] |= structs.CT_F_SYNACK
+                fwd["synack_ns"] = now
+                self._store(flow, fwd)
+            if (flow.protocol == "tcp" and not complete) or flags & (structs.CT_F_EST | structs.CT_F_CLOSED):
+                return
+            fwd = self._forward(flow)
+            if flow.protocol == "tcp" and flags & structs.CT_F_SYN:
+                self.state.backend_stat(flow.backend_id)["handshakes"] += 1
+                synack = int(fwd["synack_ns"][0])
+                self.state.histograms(flow.backend_id).add(
+                    (synack - int(fwd["created_ns"][0])) // 1000, duration=False
+                )
+            self._promote(flow)
+
+    def retransmit_syn(self, flow: MemoryFlow) -> None:
+        """The client sends its SYN again: it waits for an answer (unanswered SYNs of such flows are
+        connection failures for the circuit breaker)."""
+        with self.lock:
+            fwd = self._forward(flow)
+            if not int(fwd["flags"][0]) & structs.CT_F_EST:
+                fwd["flags"] |= structs.CT_F_SYN_RETX
+                self._store(flow, fwd)
 
     def refuse(self, flow: MemoryFlow) -> None:
         """A reset from the backend before any SYN-ACK: a connection failure (and a close)."""
         with self.lock:
             fwd = self._forward(flow)
-            if not int(fwd["flags"][0]) & (structs.CT_F_SYNACK | structs.CT_F_FAILED):
+            flags = int(fwd["flags"][0])
+            if flags & structs.CT_F_SYN and not flags & (structs.CT_F_SYNACK | structs.CT_F_FAILED):
                 fwd["flags"] |= structs.CT_F_FAILED
                 self.state.backend_stat(flow.backend_id)["conn_failures"] += 1
             self._store(flow, fwd)
@@ -169,10 +193,11 @@ class Traffic:
         with self.lock:
             now = self.clock_ns()
             for direction, packets, size in ((0, packets_in, bytes_in), (1, packets_out, bytes_out)):
-                row = self._row(flow, direction)
-                if row is None:
+                found = self._row(flow, direction)
+                if found is None:
                     continue
-                entry = self.state.conntrack.values[row]
+                table, row = found
+                entry = table.values[row]
                 entry["packets"] += packets
                 entry["bytes"] += size
                 entry["last_seen_ns"] = now
@@ -188,7 +213,7 @@ class Traffic:
         self, count: int, vip: str, backend_ids: Sequence[int], protocol: str = "tcp", age_s: float = 10.0
     ) -> None:
         """`count` established flows from 10.100.0.0/16 at once (both entries each), spread over the
-        backends in turn; no counters move (as for flows adopted from an earlier run)."""
+        backends in turn; of the counters only `established` moves (each is a live flow)."""
         vip_ip, vport = _endpoint(vip)
         with self.lock:
             svc = self.state.services[(vip_ip, vport, protocol)]
@@ -217,7 +242,9 @@ class Traffic:
                 chosen,
                 svc.service_id,
             )
-            vals["flags"] = structs.CT_F_SYNACK if protocol == "tcp" else 0
+            vals["flags"] = structs.CT_F_EST | (
+                structs.CT_F_SYNACK | structs.CT_F_SYN if protocol == "tcp" else 0
+            )
             vals["created_ns"] = now - int(age_s * 1e9)
             vals["synack_ns"] = vals["created_ns"] + 1000
             vals["last_seen_ns"] = now
@@ -243,7 +270,13 @@ class Traffic:
             rkeys["proto"] = vals["proto"]
             rvals = vals.copy()
             rvals["dir"] = structs.DIR_REVERSE
-            self.state.conntrack.insert(np.concatenate([keys, rkeys]), np.concatenate([vals, rvals]))
+            rvals["flags"] &= structs.CT_F_SYN
+            if not self.state.established.insert(
+                np.concatenate([keys, rkeys]), np.concatenate([vals, rvals])
+            ):
+                raise ValueError(f"the established table has no room for {count} more flows")
+            for bid, n in zip(*np.unique(chosen, return_counts=True), strict=True):
+                self.state.backend_stat(int(bid))["established"] += int(n)
 
     # ---- counters and histograms ----------------------------------------------------------------
 
@@ -295,23 +328,51 @@ class Traffic:
         bid = int(self.state.table(group)[slot])
         return bid if bid < self.state.spec.max_backends else EMPTY
 
-    def _row(self, flow: MemoryFlow, direction: int) -> int | None:
+    def _key_of(self, flow: MemoryFlow, direction: int) -> np.ndarray:
         if direction == structs.DIR_FORWARD:
-            key = _key(flow.client[0], flow.vip[0], flow.client[1], flow.vip[1], flow.protocol)
-        else:
-            key = _key(flow.backend[0], flow.client[0], flow.backend[1], flow.client[1], flow.protocol)
-        return self.state.conntrack.index(key)
+            return _key(flow.client[0], flow.vip[0], flow.client[1], flow.vip[1], flow.protocol)
+        return _key(flow.backend[0], flow.client[0], flow.backend[1], flow.client[1], flow.protocol)
+
+    def _row(self, flow: MemoryFlow, direction: int) -> tuple[CtTable, int] | None:
+        return self.state.find(self._key_of(flow, direction))
 
     def _forward(self, flow: MemoryFlow) -> np.ndarray:
-        row = self._row(flow, structs.DIR_FORWARD)
-        if row is None:
+        found = self._row(flow, structs.DIR_FORWARD)
+        if found is None:
             raise KeyError(f"no conntrack entry for {flow}")
-        return self.state.conntrack.values[row : row + 1].copy()
+        table, row = found
+        return table.values[row : row + 1].copy()
 
     def _store(self, flow: MemoryFlow, fwd: np.ndarray) -> None:
-        row = self._row(flow, structs.DIR_FORWARD)
-        if row is not None:
-            self.state.conntrack.values[row] = fwd[0]
+        found = self._row(flow, structs.DIR_FORWARD)
+        if found is not None:
+            table, row = found
+            table.values[row] = fwd[0]
+
+    def _move(self, flow: MemoryFlow, src: CtTable, dst: CtTable) -> bool:
+        """Both entries of a flow from one table to the other (ct_promote / ct_demote)."""
+        keys = np.concatenate([self._key_of(flow, d) for d in (structs.DIR_FORWARD, structs.DIR_REVERSE)])
+        rows = [src.index(keys[i : i + 1]) for i in range(2)]
+        present = [r for r in rows if r is not None]
+        if not present:
+            return False
+        if not dst.insert(keys[[i for i, r in enumerate(rows) if r is not None]], src.values[present].copy()):
+            return False
+        gone = np.zeros(src.n, dtype=bool)
+        gone[present] = True
+        src.remove(gone)
+        return True
+
+    def _promote(self, flow: MemoryFlow) -> None:
+        fwd = self._forward(flow)
+        fwd["flags"] |= structs.CT_F_EST
+        self._store(flow, fwd)
+        if self._move(flow, self.state.transient, self.state.established):
+            self.state.backend_stat(flow.backend_id)["established"] += 1
+        else:
+            fwd["flags"] &= ~np.uint64(structs.CT_F_EST)
+            self._store(flow, fwd)
+            self.state.service_drops(flow.service_id)["conntrack_full"] += 1
 
     def _close(self, flow: MemoryFlow, flags: int) -> None:
         fwd = self._forward(flow)
@@ -328,16 +389,23 @@ class Traffic:
         fwd["flags"] |= structs.CT_F_CLOSED
         self._store(flow, fwd)
         now = self.clock_ns()
-        self.state.backend_stat(flow.backend_id)["closes"] += 1
-        self.state.histograms(flow.backend_id).add((now - int(fwd["created_ns"][0])) // 1000, duration=True)
+        if old & structs.CT_F_EST:
+            stats = self.state.backend_stat(flow.backend_id)
+            stats["closes"] += 1
+            stats["ended"] += 1
+            self.state.histograms(flow.backend_id).add(
+                (now - int(fwd["created_ns"][0])) // 1000, duration=True
+            )
         svc = self.state.services.get((flow.vip[0], flow.vip[1], flow.protocol))
         if svc is not None and svc.events_closed:
             self._event(flow, structs.EV_CLOSED, "rst" if now_flags & structs.CT_F_RST else "fin")
+        if old & structs.CT_F_EST:
+            self._move(flow, self.state.established, self.state.transient)
 
     def _event(self, flow: MemoryFlow, kind: int, reason: str | None) -> None:
         fwd = self._forward(flow)[0]
-        row = self._row(flow, structs.DIR_REVERSE)
-        rev = self.state.conntrack.values[row] if row is not None else None
+        found = self._row(flow, structs.DIR_REVERSE)
+        rev = found[0].values[found[1]] if found is not None else None
         self.emit(
             RawFlowEvent(
                 type=kind,

@@ -8,11 +8,13 @@ tests of the engine and the console). Nothing here imports bcc or pyroute2.
 Addresses are strings, ports and ids ints; the two big maps (selection slots, conntrack) go in and
 out as numpy arrays so a million entries never become a million Python objects. The conntrack
 arrays have the record layout of bpf/lb.h (`records.CT_KEY_DTYPE`, `records.CT_ENTRY_DTYPE`).
+Conntrack has two tables (docs/datapath.md#conntrack): ESTABLISHED (never evicts, read a slice at a
+time) and TRANSIENT (embryonic and closing flows, an LRU, small enough to read whole).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -20,9 +22,21 @@ import numpy as np
 
 from lbtui.model import Counters
 
+ESTABLISHED = "established"
+TRANSIENT = "transient"
+
 
 class DataplaneError(Exception):
     """The kernel refused something (compile, load, attach): exit code 3 territory."""
+
+
+# Memory per conntrack entry (two per flow), for the host check of settings.max_connections
+# (lbtui/hostcheck.py), in both conntrack tables. The kernel preallocates each whole hash: key
+# (16 bytes), value (80) and its element header and bucket (~64). The engine's sweep holds a read
+# buffer of a whole map and numpy copies of it (~3 x 96). Rounded up: the check must not pass a size
+# that then fails.
+CT_KERNEL_BYTES_PER_ENTRY = 160
+CT_USER_BYTES_PER_ENTRY = 300
 
 
 @dataclass(frozen=True)
@@ -30,7 +44,8 @@ class DataplaneSpec:
     """Compile-time sizes of the maps (every size is configurable: docs/architecture.md#state)."""
 
     table_size: int = 65537
-    conntrack_entries: int = 524288  # two per flow
+    conntrack_entries: int = 524288  # established flows, two entries each
+    transient_entries: int = 131072  # embryonic and closing flows, two entries each
     max_backends: int = 4096
     max_groups: int = 64
     max_services: int = 64
@@ -38,12 +53,20 @@ class DataplaneSpec:
     ringbuf_pages: int = 1024
     pin_dir: str | None = None  # bpffs directory for this instance's maps and programs
 
+    def memory_bytes(self) -> int:
+        """About what the maps (kernel) and the engine's sweep buffers (user space) take: the conntrack
+        table and the selection tables; the rest is a few MiB."""
+        per_entry = CT_KERNEL_BYTES_PER_ENTRY + CT_USER_BYTES_PER_ENTRY
+        entries = self.conntrack_entries + self.transient_entries
+        return entries * per_entry + 4 * self.max_groups * self.table_size + (16 << 20)
+
     def cflags(self) -> list[str]:
         pin = [f'-DLB_PIN_DIR="{self.pin_dir}"'] if self.pin_dir else []
         return [
             *pin,
             f"-DLB_TABLE_SIZE={self.table_size}",
             f"-DLB_CT_SIZE={self.conntrack_entries}",
+            f"-DLB_CT_TRANSIENT_SIZE={self.transient_entries}",
             f"-DLB_MAX_BACKENDS={self.max_backends}",
             f"-DLB_MAX_GROUPS={self.max_groups}",
             f"-DLB_MAX_SERVICES={self.max_services}",
@@ -148,6 +171,15 @@ class RawFlowEvent:
 
 
 @dataclass(frozen=True)
+class BackendCounts:
+    """A backend's data-path counters and its live flows: established (the client completed the
+    handshake, or the backend answered a UDP flow) and not ended since (closed, expired, cut)."""
+
+    counters: Counters
+    live_flows: int
+
+
+@dataclass(frozen=True)
 class LatencyCounts:
     """Bucket counts (structs.HIST_BOUNDS_MS) and sums of one backend's latency histograms."""
 
@@ -198,7 +230,11 @@ class Dataplane(Protocol):
 
     def delete_route(self, service_id: int, cidr: str) -> None: ...
 
-    def set_backend(self, backend_id: int, ip: str, port: int, active: bool) -> None: ...
+    def set_backend(
+        self, backend_id: int, ip: str, port: int, active: bool, accepts_new: bool = True
+    ) -> None:
+        """accepts_new=False: its selection weight is 0 (down, drained, circuit open); a SYN on the
+        tuple of one of its flows then picks a backend again."""
 
     def clear_backend_stats(self, backend_id: int) -> None:
         """Zero a backend id's counters and histograms (a new backend must not inherit them)."""
@@ -219,8 +255,8 @@ class Dataplane(Protocol):
 
     # ---- counters and histograms ----------------------------------------------------------------
 
-    def backend_counters(self, backend_ids: Iterable[int]) -> dict[int, tuple[Counters, int]]:
-        """backend id -> (counters summed over CPUs, closes)."""
+    def backend_counters(self, backend_ids: Iterable[int]) -> dict[int, BackendCounts]:
+        """backend id -> counters summed over CPUs, and live flows."""
 
     def service_counters(self, service_id: int) -> tuple[Counters, dict[str, int]]:
         """(counters, drops per structs.DROP_REASONS) of one service."""
@@ -230,12 +266,29 @@ class Dataplane(Protocol):
     # ---- conntrack and rate buckets -------------------------------------------------------------
 
     def conntrack_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """The whole conntrack map as record arrays (keys, entries); may be reused by the next call."""
+        """Every entry of both tables (established first) as fresh record arrays: a whole read, for
+        tools, tests and rare commands (a drain cut)."""
 
     def conntrack_count(self) -> int: ...
 
+    def conntrack_chunks(self, table: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every entry of one table (ESTABLISHED or TRANSIENT), a bounded chunk at a time; each
+        chunk's arrays may be reused for the next."""
+
+    def conntrack_slice(self, cursor: int, limit: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """About `limit` entries of the established table from `cursor` (0: its start), and the
+        cursor to go on from (0 once a pass reached the end); the arrays may be reused."""
+
     def reap_conntrack(self, keys: np.ndarray, created_ns: np.ndarray) -> int:
-        """Remove entries, each only while it is still the flow created at created_ns; removed."""
+        """Remove the flows of these keys (both entries each), each only while it is still the flow
+        created at created_ns; how many flows were removed."""
+
+    def expire_conntrack(
+        self, keys: np.ndarray, created_ns: np.ndarray, idle_before_ns: np.ndarray
+    ) -> np.ndarray:
+        """Remove the flows of these keys still created at created_ns and idle since idle_before_ns
+        (0: unconditionally); returns records.REAP_REC_DTYPE rows: created_ns 0 for each flow removed,
+        with its last packet time in idle_before_ns and the other entry's packets and bytes."""
 
     def sweep_rate_buckets(self, idle_ns: int, now_ns: int) -> int:
         """Forget per-source buckets idle for idle_ns; how many."""

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from lbtui.dataplane import structs
-from lbtui.dataplane.port import FlowEntry, FlowKey, RawFlowEvent
+from lbtui.dataplane.port import BackendCounts, FlowEntry, FlowKey, RawFlowEvent
+from lbtui.model import Counters
 
 CT_KEY_DTYPE = np.dtype(structs.CtKey)
 CT_ENTRY_DTYPE = np.dtype(structs.CtEntry)
@@ -77,3 +78,21 @@ def decode_event(ev: structs.Event) -> RawFlowEvent:
         bytes_out=ev.bytes_out,
         reason=structs.CLOSE_REASONS.get(ev.reason) if ev.type == structs.EV_CLOSED else None,
     )
+
+
+def backend_counts(stats: dict[str, int]) -> BackendCounts:
+    """A backend's lb_backend_stats (structs.BACKEND_STATS_FIELDS, summed over CPUs) as the engine
+    reads them: the counters, and the flows established and not ended (never below 0)."""
+    counters = Counters(**{name: stats[name] for name in COUNTER_FIELDS})
+    return BackendCounts(counters, max(0, stats["established"] - stats["ended"]))
+
+
+COUNTER_FIELDS = (
+    "packets_in",
+    "bytes_in",
+    "packets_out",
+    "bytes_out",
+    "new_flows",
+    "handshakes",
+    "conn_failures",
+)

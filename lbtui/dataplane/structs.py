@@ -35,6 +35,7 @@ ALGORITHM_CODES = {
 SVC_F_EV_NEW = 1
 SVC_F_EV_CLOSED = 2
 BE_F_ACTIVE = 1
+BE_F_NO_NEW = 2  # selection weight 0: a SYN on a tuple of this backend picks again
 
 DIR_FORWARD = 0
 DIR_REVERSE = 1
@@ -45,6 +46,12 @@ CT_F_FIN_OUT = 0x04
 CT_F_RST = 0x08
 CT_F_CLOSED = 0x10
 CT_F_FAILED = 0x20
+CT_F_SYN = 0x40  # a client's well-formed SYN created the flow
+CT_F_EST = 0x80  # established (counted in the backend's `established`)
+CT_F_SYN_RETX = 0x100  # the client sent its SYN again
+CT_F_SEQ = 0x200  # per direction: seq_next known
+CT_F_WIN = 0x400  # per direction: window known
+CT_F_WSCALE = 0x800  # per direction: window scaling offered (reverse: agreed by both)
 
 DROP_REASONS = (
     "no_backend",
@@ -53,6 +60,10 @@ DROP_REASONS = (
     "rate_limit_backend",
     "tuple_conflict",
     "conntrack_busy",
+    "tcp_flags",
+    "bad_checksum",
+    "rst_out_of_window",
+    "rate_limit_overflow",
 )
 
 GLOBAL_COUNTERS = (
@@ -65,6 +76,12 @@ GLOBAL_COUNTERS = (
     "tc_snat",
     "tc_miss",
     "events_lost",
+    "tc_ct_restored",
+    "xdp_icmp_translated",
+    "tc_icmp_translated",
+    "tc_fragments_snat",
+    "xdp_repick",
+    "rst_challenged",
 )
 
 EV_NEW = 1
@@ -129,13 +146,35 @@ class CtKey(ctypes.Structure):
 
 
 CT_REAPING = 0  # LB_CT_REAPING: created_ns of an entry being removed
-REAP_BATCH = 128  # LB_REAP_BATCH
+REAP_BATCH = 64  # LB_REAP_BATCH
 
 
 class ReapRec(ctypes.Structure):
-    """struct lb_reap_rec: remove `key` only while its entry is the flow created at created_ns."""
+    """struct lb_reap_rec: remove the flow of `key` only while it is the flow created at created_ns
+    and (idle_before_ns != 0) neither entry saw a packet since; out: created_ns 0 when removed, the
+    flow's last packet in idle_before_ns, the other entry's packets and bytes."""
 
-    _fields_ = [("key", CtKey), ("created_ns", ctypes.c_uint64)]
+    _fields_ = [
+        ("key", CtKey),
+        ("created_ns", ctypes.c_uint64),
+        ("idle_before_ns", ctypes.c_uint64),
+        ("packets", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+    ]
+
+
+class FragKey(ctypes.Structure):
+    _fields_ = [
+        ("saddr", ctypes.c_uint32),
+        ("daddr", ctypes.c_uint32),
+        ("id", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+    ]
+
+
+class Frag(ctypes.Structure):
+    _fields_ = [("vip", ctypes.c_uint32)]
 
 
 class CtEntry(ctypes.Structure):
@@ -150,7 +189,11 @@ class CtEntry(ctypes.Structure):
         ("dir", ctypes.c_uint8),
         ("backend_id", ctypes.c_uint32),
         ("service_id", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
+        ("seq_first", ctypes.c_uint32),
+        ("seq_next", ctypes.c_uint32),
+        ("window", ctypes.c_uint16),
+        ("wscale", ctypes.c_uint8),
+        ("win_shift", ctypes.c_uint8),
         ("flags", ctypes.c_uint64),
         ("created_ns", ctypes.c_uint64),
         ("last_seen_ns", ctypes.c_uint64),
@@ -169,6 +212,8 @@ BACKEND_STATS_FIELDS = (
     "handshakes",
     "conn_failures",
     "closes",
+    "established",
+    "ended",
 )
 
 
@@ -186,6 +231,10 @@ class ServiceStats(ctypes.Structure):
 HIST_BUCKETS = 32
 # upper bounds of the latency buckets in ms: bucket 0 < 1 µs, bucket k < 2^k µs, the last one +Inf
 HIST_BOUNDS_MS = tuple(2**k / 1000 for k in range(HIST_BUCKETS - 1))
+
+
+class Scratch(ctypes.Structure):
+    _fields_ = [("fwd", CtEntry), ("rev", CtEntry)]
 
 
 class Latency(ctypes.Structure):
@@ -231,7 +280,11 @@ MAP_LAYOUTS: dict[str, tuple[Any, Any]] = {
     "lb_routes": (RouteKey, ctypes.c_uint32),
     "lb_backends": (ctypes.c_uint32, Backend),
     "lb_select": (ctypes.c_uint32, ctypes.c_uint32),
-    "lb_conntrack": (CtKey, CtEntry),
+    "lb_ct_established": (CtKey, CtEntry),
+    "lb_ct_transient": (CtKey, CtEntry),
+    "lb_frags": (FragKey, Frag),
+    "lb_rl_overflow": (ctypes.c_uint32, Bucket),
+    "lb_scratch": (ctypes.c_uint32, Scratch),
     "lb_backend_stats": (ctypes.c_uint32, BackendStats),
     "lb_service_stats": (ctypes.c_uint32, ServiceStats),
     "lb_global_stats": (ctypes.c_uint32, ctypes.c_uint64),

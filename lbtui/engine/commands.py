@@ -9,10 +9,12 @@ to the `Reloader`, Stop to the engine.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 
 from lbtui import model
+from lbtui.addresses import family, family_name, format_endpoint, parse_endpoint
 from lbtui.control.supervisor import BackendKey, BackendSupervisor
 from lbtui.dataplane.port import RateLimits
 from lbtui.engine.desired import split_address
@@ -33,6 +35,19 @@ def valid_weight(w: object) -> bool:
 
 def _weight_problem(w: object) -> model.CommandResult:
     return model.CommandResult(False, f"weight must be an integer 1..{MAX_WEIGHT}, got {w!r}")
+
+
+def canonical_backend(cmd: model.Command) -> model.Command:
+    """The command with its backend written as the engine names it: "[FD00:0::1]:80" becomes
+    "[fd00::1]:80" (lbtui/addresses.py); a host name or a malformed backend is left as it is."""
+    with_backend = model.SetWeight | model.AddBackend | model.RemoveBackend | model.Drain | model.Undrain
+    if not isinstance(cmd, with_backend | model.CircuitCommand):
+        return cmd
+    try:
+        canonical = format_endpoint(*parse_endpoint(cmd.backend))
+    except ValueError:
+        return cmd
+    return cmd if canonical == cmd.backend else dataclasses.replace(cmd, backend=canonical)
 
 
 class Commands:
@@ -57,7 +72,7 @@ class Commands:
     def execute(self, cmd: model.Command) -> model.CommandResult:
         """Run one command; a refusal is an ERROR event too (a success shows as its own event)."""
         try:
-            result = self._execute(cmd)
+            result = self._execute(canonical_backend(cmd))
         except Exception as exc:  # a command never takes the engine down
             log.exception("command %s", cmd)
             result = model.CommandResult(False, f"internal error: {exc}")
@@ -113,7 +128,13 @@ class Commands:
     def _add_backend(self, cmd: model.AddBackend) -> model.CommandResult:
         p, a, w = cmd.proxy, cmd.backend, cmd.weight
         proxy = self._topology.proxy(p)
-        split_address(a)
+        ip, _ = split_address(a)
+        if family(ip) != family(proxy.cfg.vip):
+            return model.CommandResult(
+                False,
+                f"{p} has the {family_name(proxy.cfg.vip)} VIP {proxy.cfg.vip}; backend {a} is "
+                f"{family_name(ip)}: a proxy's VIP and backends are one address family",
+            )
         if not valid_weight(w):
             return _weight_problem(w)
         if a in proxy.groups[DEFAULT_GROUP].members:

@@ -9,12 +9,12 @@ maps match it.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from lbtui.addresses import AddressError, format_endpoint, parse_endpoint
 from lbtui.config import BackendConfig, Config, ProxyConfig
-from lbtui.dataplane.port import RateLimits
+from lbtui.dataplane.port import DataplaneSpec, RateLimits
 from lbtui.engine.ids import DEFAULT_GROUP
 from lbtui.engine.overrides import BackendRef, DrainOverride, Overrides
 
@@ -56,6 +56,32 @@ class Desired:
         return {p: spec.limits for p, spec in self.proxies.items()}
 
 
+class CapacityError(ValueError):
+    """A desired state larger than the data path's maps; raised before any map is written."""
+
+
+def check_capacity(desired: Desired, spec: DataplaneSpec) -> None:
+    """Refuse (CapacityError) what the maps cannot hold, so that no write starts that would fail half
+    way (ids taken, tables half written) whatever asked for it: a reload, a command, a DNS answer."""
+    groups = [
+        (name, label, len(members))
+        for name, p in desired.proxies.items()
+        for label, members in p.groups.items()
+    ]
+    members = sum(n for _, _, n in groups)
+    if len(desired.proxies) > spec.max_services:
+        raise CapacityError(f"{len(desired.proxies)} proxies: the data path holds {spec.max_services}")
+    if len(groups) > spec.max_groups:
+        raise CapacityError(f"{len(groups)} backend groups: the data path holds {spec.max_groups}")
+    for name, label, n in groups:
+        if n > spec.table_size:
+            raise CapacityError(
+                f"{name}: {n} backends in group {label} do not fit settings.table_size = {spec.table_size}"
+            )
+    if members > spec.max_backends:
+        raise CapacityError(f"{members} backends in all groups: the data path holds {spec.max_backends}")
+
+
 def config_limits(cfg: ProxyConfig) -> RateLimits:
     rl = cfg.rate_limit
     src = rl.per_source if rl else None
@@ -69,17 +95,11 @@ def config_limits(cfg: ProxyConfig) -> RateLimits:
 
 
 def split_address(address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"expected a backend as ip:port, got {address!r}")
+    """(ip, port) of a backend written "ip:port" or "[ip]:port" (lbtui/addresses.py); ValueError."""
     try:
-        ipaddress.IPv4Address(host)
-    except ValueError:
-        raise ValueError(f"expected an IPv4 address in {address!r}") from None
-    p = int(port)
-    if not 1 <= p <= 65535:
-        raise ValueError(f"port out of range in {address!r}")
-    return host, p
+        return parse_endpoint(address, unicast=True)
+    except AddressError as problem:
+        raise ValueError(f"backend {address!r}: {problem}") from None
 
 
 def all_backends(p: ProxyConfig) -> list[BackendConfig]:
@@ -99,17 +119,17 @@ def group_members(
 ) -> dict[str, MemberSpec]:
     """address -> member of a group: static backends, then the addresses of DNS names.
 
-    The A records of a name share its weight (each gets weight // n, at least 1); an address that
+    The A (AAAA) records of a name share its weight (each gets weight // n, at least 1); an address that
     is also configured statically keeps its static entry.
     """
     members = {str(b.address): MemberSpec(b.weight, b.weight) for b in backends if b.address is not None}
     for b in backends:
-        if not b.host:
+        if not b.host or b.port is None:
             continue
         found = addresses(proxy, b.host)
         for ip in found:
             w = max(1, b.weight // len(found))
-            members.setdefault(f"{ip}:{b.port}", MemberSpec(w, w, f"dns:{b.host}"))
+            members.setdefault(format_endpoint(ip, b.port), MemberSpec(w, w, f"dns:{b.host}"))
     return members
 
 

@@ -1,15 +1,16 @@
 # SPDX-License-Identifier: Apache-2.0
 """Drains: a backend takes no new connections while its flows finish, up to a timeout.
 
-A drain is a runtime override (DRAINING, a deadline, whether to cut what is left). After each
-conntrack sweep `check` ends drains whose flows are gone (DRAINED) or whose deadline has passed;
+A drain is a runtime override (DRAINING, a deadline, whether to cut what is left). Its flow counts
+are the data path's live counts, read when needed. After each conntrack sweep `check` ends drains
+whose flows are gone (DRAINED) or whose deadline has passed;
 with `cut`, the flows still open are removed from conntrack at the deadline (their next packets
 are no longer forwarded, so a TCP client gets a reset from the load-balancer host).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from lbtui import model
@@ -17,6 +18,7 @@ from lbtui.dataplane import structs
 from lbtui.dataplane.port import Dataplane
 from lbtui.engine.clock import Clock
 from lbtui.engine.events import EventLog
+from lbtui.engine.group import Member
 from lbtui.engine.overrides import DrainOverride, Intent
 from lbtui.engine.topology import Topology
 
@@ -50,7 +52,7 @@ class Drains:
         self._intent.change(self._intent.overrides.with_drain((cmd.proxy, cmd.backend), drain), "drain")
         msg = (
             f"{cmd.backend} draining (timeout {timeout:g} s): no new connections, "
-            f"{sum(m.active_flows for m in members)} flows continue"
+            f"{self._live_flows(members)} flows continue"
         )
         if all(len(proxy.groups[m.group].members) == 1 for m in members):
             msg += "; it is the only backend of its group, so new connections are refused"
@@ -75,7 +77,7 @@ class Drains:
                 _, members = self._topology.find(proxy, address)
             except LookupError:
                 continue
-            active = sum(m.active_flows for m in members)
+            active = self._live_flows(members)
             if active == 0:
                 self._events.emit("drain", f"{address} drained: 0 flows left", proxy=proxy, backend=address)
             elif drain.deadline is not None and now >= drain.deadline:
@@ -94,6 +96,15 @@ class Drains:
                 continue
             drained = replace(drain, state=model.DrainState.DRAINED)
             self._intent.change(self._intent.overrides.with_drain(ref, drained), "drain")
+
+    def _live_flows(self, members: Sequence[Member]) -> int:
+        """The members' live flows as the data path counts them right now (not as of the last
+        tick: a drain reports flows opened a moment ago)."""
+        counts = self._dp.backend_counters([m.id for m in members])
+        for m in members:
+            if m.id in counts:
+                m.active_flows = counts[m.id].live_flows
+        return sum(m.active_flows for m in members)
 
     def _cut_flows(self, backend_id: int) -> int:
         """Remove every conntrack entry of a backend; how many flows that was."""

@@ -18,14 +18,16 @@ from dataclasses import replace
 
 from lbtui import model
 from lbtui.config import Config
-from lbtui.control.dns import ResolveFn
+from lbtui.control.dns import AnswerRefused, ResolveFn
 from lbtui.control.health import CheckFn, run_check
 from lbtui.control.supervisor import BackendKey, Factors
+from lbtui.dataplane.families import refuse_unbuilt_families
 from lbtui.dataplane.port import Dataplane
+from lbtui.deadline import within
 from lbtui.engine.announce import Announcer, RoutesFactory, kernel_routes, readiness
 from lbtui.engine.clock import SYSTEM_CLOCK, Clock
 from lbtui.engine.commands import Commands
-from lbtui.engine.desired import Desired, compose, from_config
+from lbtui.engine.desired import CapacityError, Desired, check_capacity, compose, from_config
 from lbtui.engine.drains import Drains
 from lbtui.engine.events import MAX_EVENTS, EventLog
 from lbtui.engine.fingerprint import table_fingerprints
@@ -119,7 +121,11 @@ class Engine:
     # ---- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the programs, fill the maps from the configuration, attach, start the loops."""
+        """Load the programs, fill the maps from the configuration, attach, start the loops.
+
+        A cancellation (a stop during start-up) lands at the next `sleep(0)` and undoes it all:
+        nothing stays attached or pinned unless keep_dataplane (docs/architecture.md#stopping)."""
+        refuse_unbuilt_families(self.config)
         self._loop = self.flows.loop = asyncio.get_running_loop()
         self.observability = hub = ObservabilityHub(self.snapshot, allow_stdout=self._allow_stdout)
         self.flows.observers.append(hub.observe)
@@ -127,41 +133,62 @@ class Engine:
         self.supervision.start(self.config, hub, self._on_factors, self._on_dns_change)
         try:
             await self.supervision.resolve_first(self.config)
-            self._dp.load()
+            await asyncio.sleep(0)
+            self._dp.load()  # the BCC compile: seconds, not interruptible; the next step is
+            await asyncio.sleep(0)
             if self._dp.adopted:
                 self._adopt()
             self._apply("configuration", first=True)
             if self._dp.adopted:
                 self.ids.release_unclaimed(self._dp, set(self.topology.backends))
+            await asyncio.sleep(0)
             self._dp.set_interfaces(wanted_interfaces(self.config))
+            await asyncio.sleep(0)
             self._dp.start_event_reader(self.flows.on_raw_events)
             hub.configure(self.config.settings)
-        except BaseException:
-            hub.close()
-            self._dp.close()
-            await self.supervision.close()
+            self._running = True
+            self.announcer.configure(self.config.settings.announce)
+            self._announce()
+            self.measurements.refresh(self._dp, self.topology, self._clock.monotonic())
+            self.publish()
+            if self._loops:
+                loops = (
+                    self._control_loop(),
+                    self._sweep_loop(),
+                    self.reloader.watch(),
+                    self.announcer.watch_bird(),
+                )
+                for coro in loops:
+                    self._tasks.append(asyncio.create_task(coro))
+                if self.config.path:
+                    with contextlib.suppress(TimeoutError):
+                        await within(WATCH_START_TIMEOUT_S, self.reloader.watching.wait())
+        except BaseException as exc:
+            await self._undo_start(cancelled=isinstance(exc, asyncio.CancelledError))
             raise
-        self._running = True
-        self.announcer.configure(self.config.settings.announce)
-        self._announce()
-        self.measurements.refresh(self._dp, self.topology, self._clock.monotonic())
-        self.publish()
-        if self._loops:
-            loops = (
-                self._control_loop(),
-                self._sweep_loop(),
-                self.reloader.watch(),
-                self.announcer.watch_bird(),
-            )
-            for coro in loops:
-                self._tasks.append(asyncio.create_task(coro))
-            if self.config.path:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.reloader.watching.wait(), timeout=WATCH_START_TIMEOUT_S)
         ifaces = ", ".join(self._dp.interfaces)
         self.events.emit(
             "started", f"load balancer running on {ifaces} with {len(self.topology.proxies)} proxies"
         )
+
+    async def _undo_start(self, cancelled: bool) -> None:
+        """A failed or cancelled start: the data path first (no await can interrupt it), then the
+        tasks. A cancelled start is a stop: keep_dataplane keeps the data path, else even an adopted
+        earlier run's is detached (replaced, then detached)."""
+        self._running = False
+        keep = cancelled and self.keep_dataplane
+        try:
+            self.announcer.stop()
+            if cancelled and not keep and self._dp.adopted and not self._dp.interfaces:
+                self._dp.set_interfaces(wanted_interfaces(self.config))
+        except Exception:
+            log.exception("replacing the adopted programs to detach them")
+        finally:
+            self._dp.close(keep=keep)
+            await self._end_tasks()
+            if self.observability is not None:
+                self.observability.close()
+            self._stopped.set()
 
     async def stop(self) -> None:
         if not self._running:
@@ -170,11 +197,7 @@ class Engine:
             return
         self._running = False
         self.announcer.stop()  # routers stop sending before the programs go
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        await self.supervision.close()
+        await self._end_tasks()
         self._dp.close(keep=self.keep_dataplane)
         await asyncio.sleep(0)  # the reader's last hand-overs run on the loop before the logs close
         if self.observability is not None:
@@ -187,6 +210,14 @@ class Engine:
         self.events.emit("stopped", f"load balancer stopped; {how}")
         self.publish()
         self._stopped.set()
+
+    async def _end_tasks(self) -> None:
+        """The engine's loops and the supervision's checks and DNS tasks, cancelled and awaited."""
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.supervision.close()
 
     def _request_stop(self) -> None:
         assert self._loop is not None
@@ -216,18 +247,23 @@ class Engine:
     def from_config(self, config: Config) -> Desired:
         return from_config(config, self.supervision.addresses)
 
-    def _apply(self, cause: str, full: bool = True, first: bool = False) -> list[str]:
-        """Compose the configuration and the overrides (the one place) and make the maps match."""
-        desired = compose(self.config, self.supervision.addresses, self._overrides)
+    def _apply(
+        self, cause: str, full: bool = True, first: bool = False, overrides: Overrides | None = None
+    ) -> list[str]:
+        """Compose the configuration and the overrides (the one place) and make the maps match.
+
+        CapacityError (nothing written, the overrides unchanged) if the maps cannot hold it."""
+        overrides = self._overrides if overrides is None else overrides
+        desired = compose(self.config, self.supervision.addresses, overrides)
+        check_capacity(desired, self._dp.spec)
         changes = self.topology.apply(desired, cause, full=full, first=first)
-        self._overrides = self._overrides.pruned(desired.backends(), set(desired.proxies))
+        self._overrides = overrides.pruned(desired.backends(), set(desired.proxies))
         self.supervision.configure(self.config)
         return changes
 
     def change(self, overrides: Overrides, cause: str) -> None:
         """New runtime overrides (a command), applied at once to the groups they touch."""
-        self._overrides = overrides
-        self._apply(cause, full=False)
+        self._apply(cause, full=False, overrides=overrides)
 
     def install(self, config: Config, overrides: Overrides) -> list[str]:
         """A new configuration with its overrides (reload, rollback)."""
@@ -250,15 +286,17 @@ class Engine:
         return self.supervision.factors(key)
 
     def _on_dns_change(self, proxy: str, host: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
-        self.events.emit(
-            "dns",
-            f"{proxy}: {host} now resolves to {', '.join(new) or 'nothing'} "
-            f"(was {', '.join(old) or 'nothing'})",
-            proxy=proxy,
-        )
-        if self._running:
-            # the members of the name's groups change; every runtime override stays (the file did not)
-            self._apply("configuration")
+        was = ", ".join(old) or "nothing"
+        try:  # the members of the name's groups change; every runtime override stays
+            if self._running:
+                self._apply("configuration")
+        except CapacityError as exc:
+            msg = f"{proxy}: {host}: new answer not applied, keeping {was}: {exc}"
+            self.events.emit("dns", msg, level=model.Level.WARNING, proxy=proxy)
+            raise AnswerRefused(str(exc)) from None
+        now = ", ".join(new) or "nothing"
+        self.events.emit("dns", f"{proxy}: {host} now resolves to {now} (was {was})", proxy=proxy)
+        if self._running:  # after the event: a front end that sees the new members finds it too
             self.publish()
 
     # ---- commands -------------------------------------------------------------------------------
@@ -352,11 +390,14 @@ class Engine:
     def snapshot(self, flows: model.FlowQuery | None = None) -> model.Snapshot:
         """The latest snapshot; its flow view answers `flows` (default: the biggest flows by bytes).
 
-        Sweeps keep every flow for queries only while front ends ask: after a pause, the first
-        query gets the default view (its flow_query says so) and the answer comes from the next
-        sweep on. Raises ValueError for a query the engine refuses. Safe from any thread.
+        Conntrack is read whole only while front ends ask for flows (`flows` given, the default
+        query too; engine.flowquery): after a pause, the first request gets the view of the last
+        read or none (its flow_query says which query it answers) and the answer comes from the
+        next sweep on. Raises ValueError for a query the engine refuses. Safe from any thread.
         """
         snap = self._snapshot
+        if flows is not None:
+            self.queries.ask()  # a front end looks at flows: the sweeps read them while it does
         if snap is None:
             return empty_snapshot(self._status(), self.sweeper.view)
         if flows is None or flows == model.FlowQuery():

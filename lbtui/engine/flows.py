@@ -92,9 +92,9 @@ class FlowEvents:
             close_reason=raw.reason,
         )
 
-    def idle_closed(self, f: FlowEntry, r: FlowEntry | None) -> model.FlowEvent:
-        """The close event of a flow the idle sweep removed (the data path saw no FIN or RST)."""
-        last = max(f.last_seen_ns, r.last_seen_ns if r else 0)
+    def idle_closed(self, f: FlowEntry, packets_out: int, bytes_out: int, last_ns: int) -> model.FlowEvent:
+        """The close event of a flow the idle sweep removed (the data path saw no FIN or RST): its
+        forward entry, the reverse entry's counters and the flow's last packet time."""
         return model.FlowEvent(
             kind="closed",
             ts=self._clock.time(),
@@ -108,9 +108,9 @@ class FlowEvents:
             backend_port=f.backend[1],
             packets_in=f.packets,
             bytes_in=f.bytes,
-            packets_out=r.packets if r else 0,
-            bytes_out=r.bytes if r else 0,
-            duration_s=max(0.0, (last - f.created_ns) / 1e9),
+            packets_out=packets_out,
+            bytes_out=bytes_out,
+            duration_s=max(0.0, (max(last_ns, f.last_seen_ns) - f.created_ns) / 1e9),
             handshake_s=(f.synack_ns - f.created_ns) / 1e9 if f.synack_ns else None,
             close_reason="idle",
         )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lbtui import model
+from lbtui.addresses import format_endpoint
 from lbtui.control import selection
 from lbtui.control.supervisor import NEUTRAL, BackendKey, Factors
 from lbtui.control.weights import BackendState, Composition, compose
@@ -40,12 +41,12 @@ class Member:
     algorithm_factor: float = 1.0  # least-connections: 1 / (1 + live flows)
     effective: int = 0
     reason: str = ""
-    active_flows: int = 0
-    expired: int = 0  # flows removed by the idle sweep without a close (least-connections bookkeeping)
+    active_flows: int = 0  # established flows not ended (the data path counts them)
+    accepts_new: bool = True  # what lb_backends says (LB_BE_F_NO_NEW cleared): effective weight > 0
 
     @property
     def address(self) -> str:
-        return f"{self.ip}:{self.port}"
+        return format_endpoint(self.ip, self.port)
 
     @property
     def key(self) -> BackendKey:

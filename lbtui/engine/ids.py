@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lbtui.addresses import format_endpoint
 from lbtui.control import selection
 from lbtui.dataplane.port import Dataplane, DataplaneSpec
 
@@ -105,7 +106,7 @@ class Ids:
             pinned.tables[gid] = np.asarray(table, dtype=np.int64)
             for bid in set(table) - {selection.EMPTY}:
                 if bid in backends:
-                    pinned.backends[(gid, f"{backends[bid].ip}:{backends[bid].port}")] = bid
+                    pinned.backends[(gid, format_endpoint(backends[bid].ip, backends[bid].port))] = bid
         self.services.continue_above({s.service_id for s in services})
         self.groups.continue_above(set(pinned.groups.values()))
         self.backends.continue_above(set(pinned.backends.values()), set(backends))

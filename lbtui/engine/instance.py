@@ -36,6 +36,7 @@ def dataplane_spec(config: Config, socket_path: str | None = None) -> DataplaneS
     return DataplaneSpec(
         table_size=s.table_size,
         conntrack_entries=2 * s.max_connections,
+        transient_entries=2 * s.embryonic_connections,
         pin_dir=f"{PIN_ROOT}/{instance_name(socket_path or s.control_socket)}",
     )
 
@@ -43,9 +44,10 @@ def dataplane_spec(config: Config, socket_path: str | None = None) -> DataplaneS
 def restart_needed(old: Config, new: Config) -> bool:
     """Settings a running instance cannot take: its map sizes, XDP mode and control socket."""
     o, n = old.settings, new.settings
-    return (o.table_size, o.max_connections, o.xdp_mode, o.control_socket) != (
+    return (o.table_size, o.max_connections, o.embryonic_connections, o.xdp_mode, o.control_socket) != (
         n.table_size,
         n.max_connections,
+        n.embryonic_connections,
         n.xdp_mode,
         n.control_socket,
     )

@@ -1,8 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
-"""What the engine measures of the data path: counters and their rates, latency histograms, the
-durations of flows the idle sweep closed, and the least-connections weights computed from them.
+"""What the engine measures of the data path: counters and their rates, live flows per backend,
+latency histograms, the durations of flows the idle sweep closed, and the least-connections weights
+computed from them.
 
-Everything is read on the engine's loop (the control tick and snapshot publication).
+Everything is read on the engine's loop (the control tick and snapshot publication). Live flows come
+from the data path's own counts (a flow is counted when it is established and uncounted once when
+it closes or is removed: docs/datapath.md#conntrack), so they are as fresh as the last tick.
 """
 
 from __future__ import annotations
@@ -28,17 +31,20 @@ COUNTER_FIELDS = tuple(f.name for f in dataclasses.fields(model.Counters))
 class Measurements:
     def __init__(self) -> None:
         self.counters: dict[int, model.Counters] = {}  # by backend id
-        self.closes: dict[int, int] = {}
         self.services: dict[int, tuple[model.Counters, dict[str, int]]] = {}  # by service id
         self.latency: dict[int, LatencyCounts] = {}
         self._idle: dict[int, tuple[list[int], int]] = {}  # flows closed by the idle sweep: counts, sum
         self._rates: dict[tuple[int, str], tuple[float, int, float | None]] = {}
 
     def refresh(self, dp: Dataplane, topology: Topology, now: float) -> None:
-        """Read every backend's and service's counters; rates over windows of at least 1 s."""
-        for bid, (counters, closes) in dp.backend_counters(list(topology.backends)).items():
+        """Read every backend's and service's counters and live flows; rates over windows of at
+        least 1 s."""
+        for bid, counts in dp.backend_counters(list(topology.backends)).items():
+            counters = counts.counters
             self.counters[bid] = counters
-            self.closes[bid] = closes
+            member = topology.backends.get(bid)
+            if member is not None:
+                member.active_flows = counts.live_flows
             for name in RATE_FIELDS:
                 self._rate((bid, name), getattr(counters, name), now)
         for proxy in topology.proxies.values():
@@ -74,9 +80,8 @@ class Measurements:
         return r[2] if r else None
 
     def live_flows(self, m: Member) -> int:
-        """Flows opened and not closed or expired, from counters (least-connections)."""
-        c = self.counters.get(m.id)
-        return max(0, (c.new_flows if c else 0) - self.closes.get(m.id, 0) - m.expired)
+        """Established flows not closed or expired (least-connections), from the data path."""
+        return m.active_flows
 
     def latency_view(self, m: Member) -> model.LatencyView:
         """The data path's histograms of one backend (plus the durations of flows the sweep closed)."""

@@ -19,6 +19,7 @@ import watchfiles
 
 from lbtui import model
 from lbtui.config import Config, ConfigError, load_config
+from lbtui.dataplane.families import refuse_unbuilt_families
 from lbtui.engine.desired import Desired
 from lbtui.engine.events import EventLog
 from lbtui.engine.instance import restart_needed
@@ -67,6 +68,7 @@ class Reloader:
         t0 = time.perf_counter()
         try:
             new = load_config(path)
+            refuse_unbuilt_families(new)
         except ConfigError as exc:
             self._events.emit(
                 "reload", f"reload refused, configuration unchanged:\n{exc}", level=model.Level.ERROR

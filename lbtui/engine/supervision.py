@@ -10,11 +10,13 @@ events, and DNS answers that changed (the desired state is composed again).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Callable
 
 from lbtui import model
 from lbtui.config import Config
-from lbtui.control.dns import DnsBackendResolver, OnChange, ResolveFn
+from lbtui.control.dns import DnsBackendResolver, OnChange, ResolveFn, record_type
+from lbtui.control.dns_screen import Address, is_local_address
 from lbtui.control.health import CheckFn
 from lbtui.control.supervisor import NEUTRAL, BackendKey, BackendSupervisor, Factors, Supervised
 from lbtui.engine.clock import Clock
@@ -25,6 +27,16 @@ from lbtui.engine.topology import Topology
 from lbtui.observe.hub import ObservabilityHub
 
 
+def dns_names(config: Config) -> dict[tuple[str, str], tuple[float, str]]:
+    """(proxy, host name) -> (refresh interval, record type: AAAA for an IPv6 proxy, else A)."""
+    return {
+        (p.name, b.host): (b.dns_refresh_s, record_type(p.vip))
+        for p in config.proxies
+        for b in all_backends(p)
+        if b.host
+    }
+
+
 class Supervision:
     def __init__(
         self,
@@ -33,8 +45,12 @@ class Supervision:
         topology: Topology,
         health_check: CheckFn,
         resolve: ResolveFn | None,
+        is_local: Callable[[Address], bool] = is_local_address,
     ):
+        """is_local: whether an address is this host's (a DNS answer must not name one)."""
         self._clock = clock
+        self._is_local = is_local
+        self._vips: frozenset[Address] = frozenset()
         self._events = events
         self._topology = topology
         self._health_check = health_check
@@ -50,6 +66,7 @@ class Supervision:
         on_dns_change: OnChange,
     ) -> None:
         """Make the supervisor and the resolver (on the running loop)."""
+        self._vips = vips_of(config)
         self.supervisor = BackendSupervisor(
             on_change=on_factors,
             on_event=self._on_event,
@@ -63,6 +80,9 @@ class Supervision:
             on_change=on_dns_change,
             clock=self._clock.time,
             resolve_fn=self._resolve,
+            max_records=config.settings.dns.max_records,
+            refuse=self._refuse,
+            on_warning=self._on_dns_warning,
         )
 
     async def close(self) -> None:
@@ -75,6 +95,17 @@ class Supervision:
         self, kind: str, message: str, level: model.Level, proxy: str | None, backend: str | None
     ) -> None:
         self._events.emit(kind, message, level=level, proxy=proxy, backend=backend)
+
+    def _refuse(self, address: Address) -> str | None:
+        """A DNS answer's address that is ours: one of the VIPs, or an address of this host."""
+        if address in self._vips:
+            return "a VIP of this load balancer"
+        if self._is_local(address):
+            return "an address of this host"
+        return None
+
+    def _on_dns_warning(self, proxy: str, host: str, refused: str) -> None:
+        self._events.emit("dns", f"{proxy}: {host}: {refused}", level=model.Level.WARNING, proxy=proxy)
 
     # ---- following the topology -----------------------------------------------------------------
 
@@ -91,16 +122,18 @@ class Supervision:
                     circuit=proxy.cfg.circuit_breaker,
                 )
             self.supervisor.configure(list(items.values()))
+        self._vips = vips_of(config)
         if self.dns is not None:
-            self.dns.set_names(
-                {(p.name, b.host): b.dns_refresh_s for p in config.proxies for b in all_backends(p) if b.host}
-            )
+            self.dns.max_records = config.settings.dns.max_records
+            names = dns_names(config)
+            self.dns.set_names({k: v[0] for k, v in names.items()}, {k: v[1] for k, v in names.items()})
 
     async def resolve_first(self, config: Config) -> None:
         """First resolution before traffic, so DNS backends exist from the start."""
         assert self.dns is not None
-        names = sorted({(p.name, b.host) for p in config.proxies for b in all_backends(p) if b.host})
-        results = await asyncio.gather(*(self.dns.resolve_now(p, h) for p, h in names))
+        types = {key: rdtype for key, (_, rdtype) in dns_names(config).items()}
+        names = sorted(types)
+        results = await asyncio.gather(*(self.dns.resolve_now(p, h, rdtype=types[(p, h)]) for p, h in names))
         for (p, h), res in zip(names, results, strict=True):
             if res is None:
                 self._events.emit(
@@ -143,3 +176,7 @@ class Supervision:
         for key, (handshakes, failures) in totals.items():
             self.supervisor.observe_counters(key, handshakes, failures + syn_failures.get(key, 0))
         self.supervisor.tick()
+
+
+def vips_of(config: Config) -> frozenset[Address]:
+    return frozenset(ipaddress.ip_address(p.vip) for p in config.proxies)

@@ -1,26 +1,34 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The conntrack sweep and what follows from it.
+"""The conntrack sweep and what follows from it (docs/datapath.md#conntrack).
 
-Reading and analysing the map (up to millions of entries) runs on a worker thread, so commands and
-the control tick go on meanwhile; the results are applied on the loop: active flows per backend,
-expired flows (removed through the data path's compare-and-delete, reported as idle closes,
-counted for least-connections and the duration histograms), the conntrack summary and the default
-flow view, the flows kept for queries, and TCP SYNs left unanswered (connection failures for the
-circuit breakers).
+Every sweep_interval_s, on a worker thread: the whole transient table (embryonic and closing
+flows, small) and one slice of the established table (a whole pass takes about conntrack_pass_s,
+so a million idle flows cost a few milliseconds a sweep, not a full read) are checked for flows
+idle past their timeout, which lbtui_reap removes if they are still idle and still the same flows.
+While a front end looks at flows, both tables are also read whole into the flow table its views
+come from (engine.flowquery). The results are applied on the loop: idle closes (access log,
+duration histograms), the conntrack summary and the default flow view, unanswered SYNs
+(connection failures for the circuit breakers). Live flow counts do not come from here: the data
+path counts them (engine.measurements).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from lbtui import model
 from lbtui.config import Settings
-from lbtui.control import conntrack
+from lbtui.control import conntrack, flowtable
 from lbtui.control.supervisor import BackendKey, SynTimeoutCounter
-from lbtui.dataplane.port import Dataplane
+from lbtui.dataplane.port import ESTABLISHED, TRANSIENT, Dataplane, FlowEntry
+from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE, entry_from_record
+from lbtui.dataplane.structs import CT_F_CLOSED, CT_F_EST, DIR_FORWARD
 from lbtui.engine.clock import Clock
 from lbtui.engine.flowquery import TOP_FLOWS, FlowQueries
 from lbtui.engine.flows import FlowEvents
@@ -28,6 +36,9 @@ from lbtui.engine.measurements import Measurements
 from lbtui.engine.topology import Topology
 
 RATE_BUCKET_IDLE_NS = 60_000_000_000
+RATE_SWEEP_EVERY = 5  # sweeps between two passes over the per-source rate buckets
+SLICE_MIN = 4096  # established entries read per sweep, at least (a small table: all of it)
+SLICE_MAX = 65536  # ... and at most
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,22 @@ class SweepView:
 
     summary: model.ConntrackSummary
     flows: tuple[model.FlowView, ...] = ()  # the default view: the biggest flows by bytes
+    matched: int = 0
+
+
+@dataclass
+class _Found:
+    """What one sweep's worker found."""
+
+    scan: conntrack.TransientScan
+    removed_entries: int = 0
+    closed: list[tuple[FlowEntry, int, int, int]] = field(
+        default_factory=list
+    )  # flow, out pkts/bytes, last ns
+    cursor: int = 0
+    table: flowtable.FlowTable | None = None
+    table_cost_s: float = 0.0
+    top: list[model.FlowView] = field(default_factory=list)
     matched: int = 0
 
 
@@ -58,11 +85,16 @@ class Sweeper:
         self._queries = queries
         self.view = SweepView(model.ConntrackSummary(capacity=capacity))
         self.swept_total = 0
+        self.passes = 0  # whole passes over the established table
+        self.last_slice = 0  # established entries the last sweep read
+        self._cursor = 0
+        self._sweeps = 0
         self._syn_timeouts = SynTimeoutCounter()
         self.syn_failures: collections.Counter[BackendKey] = collections.Counter()  # for the breakers
 
     async def sweep(self, settings: Settings) -> None:
-        """Expire idle flows, count active flows per backend, keep the bounded top-N view."""
+        """Expire idle flows (the transient table and a slice of the established one), keep the
+        summary, the flow table front ends ask for and the unanswered SYNs."""
         timeouts = conntrack.Timeouts(
             tcp_s=settings.tcp_timeout_s,
             tcp_closing_s=settings.tcp_closing_timeout_s,
@@ -71,47 +103,79 @@ class Sweeper:
         proxies = self._topology.proxies.values()
         proxy_of = {p.service_id: p.name for p in proxies}
         track_syns = any(p.cfg.circuit_breaker is not None for p in proxies)
-        dp, clock, keep = self._dp, self._clock, self._queries.wanted
-
-        def work() -> conntrack.SweepResult:
-            now_ns = clock.monotonic_ns()
-            keys, vals = dp.conntrack_arrays()
-            res = conntrack.sweep(keys, vals, now_ns, timeouts, TOP_FLOWS, proxy_of, track_syns, keep)
-            if res.expired_keys is not None and res.expired_created is not None and len(res.expired_keys):
-                dp.reap_conntrack(res.expired_keys, res.expired_created)
-            dp.sweep_rate_buckets(idle_ns=RATE_BUCKET_IDLE_NS, now_ns=now_ns)
-            return res
-
-        res = await asyncio.to_thread(work)
-        self._apply(res, capacity=2 * settings.max_connections)
-
-    def _apply(self, res: conntrack.SweepResult, capacity: int) -> None:
-        self.swept_total += res.expired_count
-        backends = self._topology.backends
-        for m in backends.values():
-            m.active_flows = res.active.get(m.id, 0)
-        for f, r in res.expired_flows:
-            gone = backends.get(f.backend_id)
-            if gone is not None:
-                gone.expired += 1
-                last = max(f.last_seen_ns, r.last_seen_ns if r else 0)
-                self._measurements.idle_closed(gone.id, max(0, (last - f.created_ns) // 1000))
-            self._flow_events.notify(self._flow_events.idle_closed(f, r))
-        self._queries.replace(res.flows)
-        self.view = SweepView(
-            model.ConntrackSummary(
-                entries=res.entries - res.expired_count,
-                flows=res.tcp + res.udp,
-                tcp=res.tcp,
-                udp=res.udp,
-                closing=res.closing,
-                capacity=capacity,
-                swept_total=self.swept_total,
-            ),
-            tuple(res.top),
-            res.matched,
+        established = 2 * sum(m.active_flows for m in self._topology.backends.values())
+        budget = conntrack.slice_size(
+            established, settings.sweep_interval_s, settings.conntrack_pass_s, SLICE_MIN, SLICE_MAX
         )
-        self._count_syn_timeouts(res.unanswered)
+        self.last_slice = budget
+        read_all, cursor = self._queries.due(), self._cursor
+        buckets = self._sweeps % RATE_SWEEP_EVERY == 0
+        self._sweeps += 1
+        dp, clock = self._dp, self._clock
+
+        def work() -> _Found:
+            now_ns = clock.monotonic_ns()
+            tkeys, tvals = _whole(dp, TRANSIENT)
+            found = _Found(conntrack.scan_transient(tkeys, tvals, now_ns, timeouts, track_syns))
+            _expire(dp, tkeys, tvals, found.scan.expiry, found)
+            skeys, svals, found.cursor = dp.conntrack_slice(cursor, budget)
+            _expire(dp, skeys, svals, conntrack.established_candidates(skeys, svals, now_ns, timeouts), found)
+            if read_all:  # after the slice: its arrays may share the reader's buffers
+                start = time.perf_counter()
+                builder = flowtable.FlowTableBuilder()
+                for table in (ESTABLISHED, TRANSIENT):
+                    for _, vals in dp.conntrack_chunks(table):
+                        builder.add(vals)
+                found.table = builder.build(now_ns, proxy_of)
+                found.top, found.matched = flowtable.query(found.table, model.FlowQuery(), TOP_FLOWS)
+                found.table_cost_s = time.perf_counter() - start
+            if buckets:
+                dp.sweep_rate_buckets(idle_ns=RATE_BUCKET_IDLE_NS, now_ns=now_ns)
+            return found
+
+        found = await asyncio.to_thread(work)
+        self._apply(found, capacity=2 * settings.max_connections)
+
+    def _apply(self, found: _Found, capacity: int) -> None:
+        self.swept_total += found.removed_entries
+        if found.cursor == 0:
+            self.passes += 1
+        self._cursor = found.cursor
+        backends = self._topology.backends
+        for f, packets_out, bytes_out, last in found.closed:
+            gone = backends.get(f.backend_id)
+            if gone is not None and f.flags & CT_F_EST:  # durations of established flows only
+                self._measurements.idle_closed(gone.id, max(0, (last - f.created_ns) // 1000))
+            self._flow_events.notify(self._flow_events.idle_closed(f, packets_out, bytes_out, last))
+        flows, matched = self.view.flows, self.view.matched
+        if found.table is not None:
+            self._queries.replace(found.table, found.table_cost_s)
+            flows, matched = tuple(found.top), found.matched
+        elif not self._queries.wanted and self._queries.table is not None:
+            self._queries.replace(None)  # nobody looks at flows: the table's memory goes
+            flows, matched = (), 0
+        self.view = SweepView(self._summary(found.scan, capacity), flows, matched)
+        self._count_syn_timeouts(found.scan.unanswered)
+
+    def _summary(self, scan: conntrack.TransientScan, capacity: int) -> model.ConntrackSummary:
+        """Established flows from the data path's live counts, the others from the transient scan."""
+        tcp = udp = 0
+        for m in self._topology.backends.values():
+            proxy = self._topology.proxies.get(m.proxy)
+            if proxy is not None and proxy.cfg.protocol == "udp":
+                udp += m.active_flows
+            else:
+                tcp += m.active_flows
+        return model.ConntrackSummary(
+            entries=2 * (tcp + udp) + scan.entries,
+            flows=tcp + udp + scan.flows,
+            tcp=tcp + scan.tcp,
+            udp=udp + scan.udp,
+            closing=scan.closing,
+            capacity=capacity,
+            swept_total=self.swept_total,
+            embryonic=scan.embryonic,
+        )
 
     def _count_syn_timeouts(self, unanswered: Sequence[tuple[Hashable, int, float]]) -> None:
         """A SYN left unanswered past its proxy's syn_timeout_ms is a connection failure (once)."""
@@ -123,3 +187,32 @@ class Sweeper:
                 flows.append((flow_id, m.key, age, proxy.cfg.circuit_breaker.syn_timeout_ms / 1000))
         for key, n in self._syn_timeouts.observe(flows).items():
             self.syn_failures[key] += n
+
+
+def _whole(dp: Dataplane, table: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every entry of a (small) table, copied out of the reader's buffers."""
+    parts = [(k.copy(), v.copy()) for k, v in dp.conntrack_chunks(table)]
+    if not parts:
+        return np.zeros(0, dtype=CT_KEY_DTYPE), np.zeros(0, dtype=CT_ENTRY_DTYPE)
+    return np.concatenate([k for k, _ in parts]), np.concatenate([v for _, v in parts])
+
+
+def _expire(dp: Dataplane, keys: np.ndarray, vals: np.ndarray, exp: conntrack.Expiry, found: _Found) -> None:
+    """Propose the expired flows to lbtui_reap; note the ones it removed that had not closed."""
+    if not len(exp):
+        return
+    out = dp.expire_conntrack(exp.keys, exp.created, exp.idle_before)
+    gone = np.flatnonzero(out["created_ns"] == 0)
+    found.removed_entries += 2 * len(gone)
+    for i in gone:
+        row = int(exp.rows[i])
+        v = vals[row]
+        if int(v["dir"]) == DIR_FORWARD and not int(v["flags"]) & CT_F_CLOSED:
+            found.closed.append(
+                (
+                    entry_from_record(keys[row], v),
+                    int(out["packets"][i]),
+                    int(out["bytes"][i]),
+                    int(out["idle_before_ns"][i]),
+                )
+            )

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lbtui import model
+from lbtui.addresses import format_endpoint
 from lbtui.config import ProxyConfig
 from lbtui.control import selection
 from lbtui.control.supervisor import BackendKey, Factors
@@ -117,7 +118,7 @@ class Topology:
             cfg.protocol,
         ):
             self._remove_proxy(cfg.name)
-            changes.append(f"{cfg.name}: moved to {cfg.vip}:{cfg.port}/{cfg.protocol}")
+            changes.append(f"{cfg.name}: moved to {format_endpoint(cfg.vip, cfg.port)}/{cfg.protocol}")
             proxy = None
         if proxy is None:
             proxy = Proxy(cfg, self._ids.service((cfg.vip, cfg.port, cfg.protocol)), spec.limits)
@@ -262,6 +263,12 @@ class Topology:
         self._write_slots(group.id, plan.delta)
         was_panic = group.panic
         changed = group.commit(plan)
+        for m in group.members.values():
+            # a SYN on the tuple of a flow of a backend that takes no new flows picks another
+            # (docs/datapath.md#conntrack); the flag follows the effective weight
+            if (m.effective > 0) != m.accepts_new:
+                self._dp.set_backend(m.id, m.ip, m.port, active=True, accepts_new=m.effective > 0)
+                m.accepts_new = m.effective > 0
         comp = plan.composition
         where = f"{proxy.name}/{group.label}"
         if comp.panic and not was_panic:

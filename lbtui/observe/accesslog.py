@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from lbtui import model
+from lbtui.addresses import format_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,6 @@ def clf_time(ts: float) -> str:
     t = time.gmtime(ts)
     date = f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year:04d}"
     return f"{date}:{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
-
-
-def _endpoint(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -112,7 +109,7 @@ def clf_status(ev: model.FlowEvent) -> int:
 
 def format_clf(ev: model.FlowEvent) -> str:
     """client - - [time] "PROTO vip backend" status bytes_to_client ("-" for none, as CLF does)."""
-    vip, backend = _endpoint(ev.vip_ip, ev.vip_port), _endpoint(ev.backend_ip, ev.backend_port)
+    vip, backend = format_endpoint(ev.vip_ip, ev.vip_port), format_endpoint(ev.backend_ip, ev.backend_port)
     request = f"{ev.protocol.upper()} {vip} {backend}"
     size = str(ev.bytes_out) if ev.bytes_out > 0 else "-"
     return f'{ev.client_ip} - - [{clf_time(ev.ts)}] "{request}" {clf_status(ev)} {size}'

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from lbtui.deadline import within
+
 log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 64
@@ -158,7 +160,7 @@ class ScrapeServer:
             while True:
                 conn.busy, conn.waiting_since = False, time.monotonic()
                 try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+                    head = await within(timeout, reader.readuntil(b"\r\n\r\n"))
                 except (
                     TimeoutError,
                     asyncio.IncompleteReadError,
@@ -223,7 +225,7 @@ class ScrapeServer:
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         if not head_only:
             writer.write(body)
-        await asyncio.wait_for(writer.drain(), self.write_timeout_s)
+        await within(self.write_timeout_s, writer.drain())
 
 
 def _parse(head: bytes) -> _Request:

@@ -37,7 +37,7 @@ class CircuitScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog") as dialog:
             dialog.border_title = "Circuit breaker"
-            yield Label(f"Circuit of {self.backend} in {self.proxy}: {self.state}", id="state")
+            yield Label(f"Circuit of {self.backend} in {self.proxy}: {self.state}", id="state", markup=False)
             for label, effect in CIRCUIT_ACTIONS.values():
                 yield Label(f"{label.rsplit(' (', 1)[0]}: {effect}")
             with Horizontal(classes="buttons"):

@@ -28,7 +28,7 @@ class ConfirmScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog") as dialog:
             dialog.border_title = "Confirm"
-            yield Label(self.question, id="question")
+            yield Label(self.question, id="question", markup=False)  # it names backends: "[fd00::1]:80"
             with Horizontal(classes="buttons"):
                 yield Button(
                     f"{self.confirm_label} (y)",

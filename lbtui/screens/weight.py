@@ -38,7 +38,7 @@ class WeightScreen(ModalScreen[int | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog") as dialog:
             dialog.border_title = "Weight"
-            yield Label(f"Weight of {self.backend} in {self.proxy} (now {self.current:,})")
+            yield Label(f"Weight of {self.backend} in {self.proxy} (now {self.current:,})", markup=False)
             yield Input(value=str(self.current), placeholder=f"1..{MAX_WEIGHT}", id="weight")
             yield Static("", id="error", classes="error")
             with Horizontal(classes="buttons"):

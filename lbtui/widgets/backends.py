@@ -14,6 +14,7 @@ from rich.text import Text
 from textual.renderables.sparkline import Sparkline
 from textual.widgets import Static
 
+from lbtui.addresses import format_endpoint
 from lbtui.model import BackendView, Circuit, DrainState, Health, Snapshot, VipAnnouncement
 from lbtui.widgets import fmt
 from lbtui.widgets.keyed_table import KeyedTable
@@ -238,7 +239,7 @@ class ProxiesSummary(Static):
             rl = s.rate_limit
             table.add_row(
                 proxy,
-                f"{s.protocol} {s.vip}:{s.port}",
+                f"{s.protocol} {format_endpoint(s.vip, s.port)}",
                 s.algorithm,
                 fmt.count(s.active_flows),
                 limit_text(rl.per_source_rate, rl.per_source_burst),

@@ -19,17 +19,20 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Input, Static
 
+from lbtui.addresses import parse_endpoint
 from lbtui.model import FLOW_SORTS, MAX_QUERY_TEXT, FlowQuery, FlowView, Snapshot
 from lbtui.widgets import fmt
 from lbtui.widgets.keyed_table import KeyedTable
 
 
-def _address_key(address: str) -> tuple[int, int]:
-    ip, _, port = address.rpartition(":")
+def _address_key(address: str) -> tuple[int, int, int]:
+    """Numeric order of endpoints: IPv4 before IPv6, then by address and port."""
     try:
-        return int(ipaddress.IPv4Address(ip)), int(port)
+        ip, port = parse_endpoint(address)
     except ValueError:
-        return 0, 0
+        return 0, 0, 0
+    parsed = ipaddress.ip_address(ip)
+    return parsed.version, int(parsed), port
 
 
 # Sort modes, cycled by `s`, in the engine's order (model.FLOW_SORTS): name -> (key, reverse)
@@ -45,8 +48,7 @@ STATE_STYLE = {"established": "green", "syn_sent": "yellow", "closing": "magenta
 
 def flow_matches(flow: FlowView, needle: str) -> bool:
     """Every whitespace-separated term of `needle` is part of one of the flow's fields (FlowQuery)."""
-    fields = [x.lower() for x in (flow.protocol, flow.client, flow.vip, flow.backend, flow.proxy, flow.state)]
-    return all(any(term in f for f in fields) for term in needle.lower().split())
+    return fmt.matches(needle, flow.protocol, flow.client, flow.vip, flow.backend, flow.proxy, flow.state)
 
 
 def select_flows(flows: tuple[FlowView, ...], needle: str, sort: str) -> list[FlowView]:
@@ -107,7 +109,7 @@ class ConntrackPane(Vertical):
         self._snapshot: Snapshot | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(id="ct-status")
+        yield Static(id="ct-status", markup=False)  # it quotes the filter, maybe "[fd00::1]"
         yield FlowTable(id="ct-table")
         yield Input(placeholder="filter flows: address, backend, proxy, state…", id="ct-filter", compact=True)
 

@@ -8,6 +8,8 @@ import time
 
 from rich.text import Text
 
+from lbtui.addresses import search_terms
+
 DASH = "—"
 
 
@@ -106,4 +108,4 @@ def matches(needle: str, *fields: str) -> bool:
 
     The rule of the conntrack filter (model.FlowQuery), used by `/` in every pane."""
     lowered = [f.lower() for f in fields]
-    return all(any(term in f for f in lowered) for term in needle.lower().split())
+    return all(any(term in f for f in lowered) for term in search_terms(needle))

@@ -20,6 +20,12 @@ def same_cell(old: Any, new: Any) -> bool:
     return bool(old == new)
 
 
+def _plain(cell: Any) -> Any:
+    # DataTable reads a str cell as markup: "[fd00::1]:80" would show as ":80". Strings are shown
+    # as they are (addresses, names), so they go in as Text.
+    return Text(cell, no_wrap=True, end="") if isinstance(cell, str) else cell
+
+
 class KeyedTable(DataTable[Any]):
     """DataTable whose rows are replaced by `sync(rows)`.
 
@@ -72,7 +78,7 @@ class KeyedTable(DataTable[Any]):
     def sync(self, rows: Sequence[Cells]) -> None:
         """Make the table show exactly `rows`, in this order (call inside `app.batch_update()`)."""
         selected = self.selected_key()
-        wanted = {self.key_of(cells): cells for cells in rows}
+        wanted = {self.key_of(cells): [_plain(cell) for cell in cells] for cells in rows}
         order = list(wanted)
 
         for row_key in [k for k in self.rows if k.value not in wanted]:

@@ -20,7 +20,9 @@ from lbtui.dataplane.loader import DataplaneSpec, Loaded
 from lbtui.dataplane.maps import Maps
 from lbtui.dataplane.port import RateLimits, ServiceEntry
 from lbtui.dataplane.progrun import TC_ACT_OK, XDP_DROP, XDP_PASS, run_program
-from tests.support.maps import conntrack_entries, remove_conntrack, write_table
+from tests.fuzz.packets.wire import fix_checksums
+from tests.support.bpfrun import assert_checksums_valid
+from tests.support.maps import conntrack_entries, evict, remove_conntrack, write_table
 
 VIP = "10.0.0.1"
 CLIENT = "10.0.0.2"
@@ -74,23 +76,6 @@ def syn(src=CLIENT, sport=40000, dport=80, **ip_kw):
         / IP(src=src, dst=VIP, **ip_kw)
         / TCP(sport=sport, dport=dport, flags="S", seq=1000)
     )
-
-
-def assert_checksums_valid(frame: bytes) -> None:
-    """Recompute IP and L4 checksums from scratch and compare with the frame's."""
-    pkt = Ether(frame)
-    ip = pkt[IP]
-    fresh = ip.copy()
-    del fresh.chksum
-    l4 = fresh[TCP] if TCP in fresh else fresh[UDP]
-    if not (UDP in fresh and pkt[UDP].chksum == 0):
-        del l4.chksum
-    rebuilt = IP(bytes(fresh))
-    assert rebuilt.chksum == ip.chksum, "IP checksum"
-    if TCP in pkt:
-        assert rebuilt[TCP].chksum == pkt[TCP].chksum, "TCP checksum"
-    elif pkt[UDP].chksum != 0:
-        assert rebuilt[UDP].chksum == pkt[UDP].chksum, "UDP checksum"
 
 
 def diff_offsets(a: bytes, b: bytes) -> set[int]:
@@ -316,13 +301,16 @@ def test_handshake_and_close_tracking(dp):
     _, out = xdp(dp, syn(sport=48000))
     bip, bport = backend_of(out)
     bid = next(b for b, addr in BACKENDS.items() if addr == (bip, bport))
-    before, closes_before = maps.backend_counters([bid])[bid]
+    before = maps.backend_counters([bid])[bid]
     tc(dp, reply_for(out, flags="SA"))
-    xdp(dp, Ether() / IP(src=CLIENT, dst=VIP) / TCP(sport=48000, dport=80, flags="FA"))
+    xdp(dp, Ether() / IP(src=CLIENT, dst=VIP) / TCP(sport=48000, dport=80, flags="A", seq=1001, ack=5001))
+    established = maps.backend_counters([bid])[bid]
+    assert established.counters.handshakes == before.counters.handshakes + 1
+    assert established.live_flows == before.live_flows + 1
+    xdp(dp, Ether() / IP(src=CLIENT, dst=VIP) / TCP(sport=48000, dport=80, flags="FA", seq=1001, ack=5001))
     tc(dp, reply_for(out, flags="FA"))
-    after, closes_after = maps.backend_counters([bid])[bid]
-    assert after.handshakes == before.handshakes + 1
-    assert closes_after == closes_before + 1
+    after = maps.backend_counters([bid])[bid]
+    assert after.live_flows == before.live_flows
     fwd = next(e for e in conntrack_entries(maps) if e.direction == structs.DIR_FORWARD)
     assert fwd.flags & structs.CT_F_CLOSED and fwd.synack_ns > 0
 
@@ -332,16 +320,17 @@ def test_rst_answering_syn_counts_a_failure(dp):
     _, out = xdp(dp, syn(sport=48500))
     bip, bport = backend_of(out)
     bid = next(b for b, addr in BACKENDS.items() if addr == (bip, bport))
-    before, _ = maps.backend_counters([bid])[bid]
+    before = maps.backend_counters([bid])[bid].counters
     tc(dp, reply_for(out, flags="RA"))
-    after, _ = maps.backend_counters([bid])[bid]
+    after = maps.backend_counters([bid])[bid].counters
     assert after.conn_failures == before.conn_failures + 1
 
 
 def test_evicted_reverse_entry_is_restored(dp):
     _, maps = dp
     _, out = xdp(dp, syn(sport=49000))
-    assert remove_conntrack(maps, lambda _keys, vals: vals["dir"] == structs.DIR_REVERSE) == 1
+    loaded, _ = dp
+    assert evict(loaded, lambda _keys, vals: vals["dir"] == structs.DIR_REVERSE) == 1
     xdp(dp, Ether() / IP(src=CLIENT, dst=VIP) / TCP(sport=49000, dport=80, flags="A"))
     verdict, snat = tc(dp, reply_for(out, flags="A"))
     assert (Ether(snat)[IP].src, Ether(snat)[TCP].sport) == (VIP, 80)
@@ -376,15 +365,15 @@ def test_sweep_removal_spares_a_new_flow_on_the_same_tuple(dp):
     assert len(keys) == 2 and not set(created) & set(old_created)
     verdict, ack = xdp(dp, Ether() / IP(src=CLIENT, dst=VIP) / TCP(sport=48800, dport=80, flags="A"))
     assert verdict == XDP_PASS and backend_of(ack) == backend_of(new_syn)  # still tracked, not mid-stream
-    # once the new flow's entries are what the sweep read, they go
-    assert maps.reap_conntrack(keys, created) == 2
+    # once the new flow's entries are what the sweep read, they go (both entries of the one flow)
+    assert maps.reap_conntrack(keys, created) == 1
     assert len(entries_of(maps, 48800)[0]) == 0
 
 
 def test_syn_meeting_an_entry_being_removed_is_dropped_and_counted(dp):
     loaded, maps = dp
     close_flow(dp, 48900)
-    ct = loaded.table("lb_conntrack")
+    ct = loaded.table("lb_ct_transient")  # a flow that never completed its handshake
     keys, vals = maps.conntrack_arrays()
     for key, e in zip(keys, conntrack_entries(maps), strict=True):
         if e.direction == structs.DIR_FORWARD and e.client[1] == 48900:
@@ -453,6 +442,7 @@ def test_per_source_bucket_shared_by_two_cpus():
             frames = []
             for i in range(n):
                 template[34:36] = (1024 + cpu * n + i).to_bytes(2, "big")
+                fix_checksums(template, 14)  # a SYN whose checksum fails is dropped before the limit
                 frames.append(bytes(template))
             barrier.wait()
             results.put(sum(run_program(loaded.xdp_fn.fd, f).retval == XDP_PASS for f in frames))
@@ -463,6 +453,6 @@ def test_per_source_bucket_shared_by_two_cpus():
         admitted = results.get(timeout=120) + results.get(timeout=120)
         for p in procs:
             p.join()
-        assert admitted <= 8, f"{admitted} of {2 * n} SYNs admitted by a 1/s, burst 5 bucket"
+        assert 5 <= admitted <= 8, f"{admitted} of {2 * n} SYNs admitted by a 1/s, burst 5 bucket"
     finally:
         loaded.close()

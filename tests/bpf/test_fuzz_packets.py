@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.fuzz.packets.cases import FrameEvent, load_case
-from tests.fuzz.packets.conntrack import CT_F_RST, DIR_FORWARD, DIR_REVERSE
+from tests.fuzz.packets.conntrack import DIR_FORWARD, DIR_REVERSE
 from tests.fuzz.packets.frames import FAMILIES, Frame
 from tests.fuzz.packets.harness import (
     Dataplane,
@@ -26,6 +26,7 @@ from tests.fuzz.packets.harness import (
 from tests.fuzz.packets.oracle import DNAT, DROPPED, FINDING_SHARED_AFTER_EVICTION, MIDSTREAM, SNAT, TC_MISS
 from tests.fuzz.packets.parse import FRAGMENT, MALFORMED, NOT_OURS, REFUSED, TC_PASS
 from tests.fuzz.packets.replay import describe_case, replay
+from tests.fuzz.packets.tcp import CT_F_RST
 from tests.fuzz.packets.topology import BACKEND_BY_ENDPOINT, VIP_B
 from tests.fuzz.packets.wire import TCP, TPID_8021Q, Built
 from tests.fuzz.samples import CLIENT, syn_frame, udp_frame
@@ -147,8 +148,8 @@ def test_late_reply_of_an_old_flow_does_not_touch_the_new_flow(dataplane: Datapl
         send(gen.l4_frame(CLIENT, VIP_B, TCP, sport, 80, flags=0x02, payload=b""), "xdp")
         old = fuzzer.oracle.flows[-1]
         send(gen.reply(old, flags=0x12, payload=b""), "tc")
-        send(gen.followup(old, flags=0x11, payload=b""), "xdp")
-        send(gen.reply(old, flags=0x11, payload=b""), "tc")
+        send(gen.followup(old, exact=True, flags=0x11, payload=b""), "xdp")
+        send(gen.reply(old, exact=True, flags=0x11, payload=b""), "tc")
         send(gen.l4_frame(CLIENT, VIP_B, TCP, sport, 80, flags=0x02, payload=b""), "xdp")
         new = fuzzer.oracle.flows[-1]
         if (new.backend_ip, new.backend_port) != (old.backend_ip, old.backend_port):

@@ -63,8 +63,8 @@ def test_every_mirror_is_compared_with_the_compiled_c(compiled):
 def test_two_swapped_fields_of_equal_size_fail(compiled):
     swapped = variant(structs.CtEntry, swap=("backend_id", "service_id"))
     assert ctypes.sizeof(swapped) == ctypes.sizeof(structs.CtEntry)  # the old size check passed it
-    msg = mismatch(compiled, "lb_conntrack value", swapped)
-    assert "lb_conntrack value (C lb_ct_entry" in msg
+    msg = mismatch(compiled, "lb_ct_established value", swapped)
+    assert "lb_ct_established value (C lb_ct_entry" in msg
     assert "field backend_id is at offset 20 (4 bytes) in C, at offset 24 (4 bytes) in Python" in msg
     assert "field service_id is at offset 24 (4 bytes) in C, at offset 20 (4 bytes) in Python" in msg
 
@@ -77,15 +77,15 @@ def test_swapped_fields_of_a_record_fail(compiled):
 
 def test_swapped_fields_inside_a_nested_struct_fail(compiled):
     key = variant(structs.CtKey, swap=("sport", "dport"))
-    fields = [("key", key), ("created_ns", ctypes.c_uint64)]
+    fields = [(name, key if name == "key" else t) for name, t in structs.ReapRec._fields_]
     rec = type("ReapRecVariant", (ctypes.Structure,), {"_fields_": fields})
     msg = mismatch(compiled, "struct lb_reap_rec", rec)
     assert "field key.sport is at offset 8 (2 bytes) in C, at offset 10 (2 bytes) in Python" in msg
 
 
 def test_a_renamed_field_fails(compiled):
-    msg = mismatch(compiled, "lb_conntrack key", variant(structs.CtKey, rename=("sport", "src_port")))
-    assert "lb_conntrack key (C lb_ct_key" in msg
+    msg = mismatch(compiled, "lb_ct_transient key", variant(structs.CtKey, rename=("sport", "src_port")))
+    assert "lb_ct_transient key (C lb_ct_key" in msg
     assert "field sport (C offset 8) is missing in Python" in msg
     assert "field src_port (Python offset 8) is not in C" in msg
 

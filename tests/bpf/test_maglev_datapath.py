@@ -25,6 +25,7 @@ from lbtui.dataplane.loader import DataplaneSpec, Loaded
 from lbtui.dataplane.maps import Maps
 from lbtui.dataplane.port import ServiceEntry
 from lbtui.dataplane.progrun import XDP_PASS, run_program
+from tests.fuzz.packets.wire import fix_checksums
 from tests.support.maps import remove_conntrack, write_table
 
 VIP = "10.0.0.1"
@@ -66,10 +67,8 @@ def flows() -> list[tuple[str, int]]:
 
 
 def syn_frames(pairs: list[tuple[str, int]]) -> list[bytes]:
-    """One SYN per flow: a scapy template with the source address and port patched in.
-
-    The checksums of the patched frames are stale; the program only updates them incrementally and
-    never checks them, and backend selection does not look at them."""
+    """One SYN per flow: a scapy template with the source address and port patched in, and the
+    checksums computed again (the program drops a SYN whose checksum does not verify)."""
     template = bytearray(
         bytes(Ether() / IP(src="0.0.0.0", dst=VIP) / TCP(sport=1, dport=PORT, flags="S", seq=1000))
     )
@@ -77,6 +76,7 @@ def syn_frames(pairs: list[tuple[str, int]]) -> list[bytes]:
     for ip, port in pairs:
         template[SADDR] = socket.inet_aton(ip)
         template[SPORT] = struct.pack("!H", port)
+        fix_checksums(template, 14)
         frames.append(bytes(template))
     return frames
 

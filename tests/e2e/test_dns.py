@@ -212,8 +212,11 @@ def test_dns_backends_follow_records_and_survive_server_outage(tmp_path):
             assert any(changed in m for m in messages), messages
 
             # ---- phase 3: the server is gone; the last good set stays and traffic goes on
-            good_at = dns_status(h).last_success
             dnsmasq.stop()
+            # the time of the last success, read once the failures began (a snapshot is up to a
+            # second old: read before the stop, a refresh that succeeded just before it moved it on)
+            assert wait_until(lambda: dns_status(h).consecutive_failures >= 1, timeout=20), dns_status(h)
+            good_at = dns_status(h).last_success
             assert wait_until(lambda: dns_status(h).consecutive_failures >= 2, timeout=20), dns_status(h)
             status = dns_status(h)
             assert status.last_error, status

@@ -96,7 +96,7 @@ def test_two_instances_with_their_own_sockets_are_isolated(tmp_path: Path) -> No
 
         stop(b)
         assert not pins_b.exists()
-        assert pins_a.is_dir() and (pins_a / "lb_conntrack").exists(), "B's stop unpinned A's maps"
+        assert pins_a.is_dir() and (pins_a / "lb_ct_established").exists(), "B's stop unpinned A's maps"
         assert served(lab.http_requests(20, client=1)) == {"b1": 20}
         stop(procs[0])
         assert not pins_a.exists()

@@ -228,7 +228,7 @@ _STRING_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "name": (["web", "dns", "a.b-c_d", "x" * 64], ["", "x y", "x" * 65, "ä", "a/b"]),
     "ifname": (["eth0", "lo", "veth-a.1", "x" * 15], ["", "x" * 16, "a b", "a/b", "a:b", ".", "..", "\x01"]),
     "ip": (
-        ["10.0.0.1", "192.168.1.1", "1.2.3.4"],
+        ["10.0.0.1", "192.168.1.1", "1.2.3.4", "fd00:10::1", "2001:DB8:0::1", "::1"],
         [
             "",
             "1.2.3",
@@ -237,21 +237,72 @@ _STRING_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
             "0.0.0.0",
             "224.0.0.1",
             "255.255.255.255",
-            "::1",
             "10.0.0.1 ",
+            "::",
+            "ff02::1",
+            "fe80::1",  # link-local: needs a zone
+            "fe80::1%eth0",  # zone ids
+            "fd00::1%1",
+            "::ffff:10.0.0.1",  # IPv4-mapped
+            "[fd00::1]",
+            "fd00::g",
+            "fd00:::1",
         ],
     ),
     "endpoint": (
-        ["10.0.2.11:8080", "10.0.2.12:1", "1.2.3.4:65535"],
-        ["10.0.2.11", "10.0.2.11:0", "10.0.2.11:65536", ":80", "host:80", "10.0.2.11:+80", "10.0.2.11:08a"],
+        ["10.0.2.11:8080", "10.0.2.12:1", "1.2.3.4:65535", "[fd00:20::11]:8080", "[2001:DB8::1]:1"],
+        [
+            "10.0.2.11",
+            "10.0.2.11:0",
+            "10.0.2.11:65536",
+            ":80",
+            "host:80",
+            "10.0.2.11:+80",
+            "10.0.2.11:08a",
+            "fd00::1:80",  # brackets missing
+            "fd00::1",
+            "[fd00::1]",
+            "[fd00::1]:",
+            "[fd00::1:80",
+            "fd00::1]:80",
+            "[fd00::1]:0",
+            "[fd00::1]:65536",
+            "[10.0.2.11]:80",
+            "[fe80::1%eth0]:80",  # zone ids
+            "[::ffff:10.0.2.11]:80",  # IPv4-mapped
+            "[::]:80",
+            "[ff02::1]:80",
+            "[host]:80",
+        ],
     ),
     "host": (
         ["api.internal", "example.com", "a-b.c.", "x" * 63],
         ["", "-a", "a..b", "x" * 64, "10.0.0.1", "a b", "a_" * 130, "."],
     ),
     "cidr": (
-        ["192.168.0.0/16", "10.0.0.0/8", "0.0.0.0/0", "1.2.3.4/32"],
-        ["192.168.1.0/16", "10.0.0.0/33", "x", ""],
+        [
+            "192.168.0.0/16",
+            "10.0.0.0/8",
+            "0.0.0.0/0",
+            "1.2.3.4/32",
+            "fd00:30::/48",
+            "::/0",
+            "2001:db8::1/128",
+        ],
+        [
+            "192.168.1.0/16",
+            "10.0.0.0/33",
+            "x",
+            "",
+            "fd00::1/48",  # host bits
+            "fd00::/129",  # prefix over 128
+            "fd00::/1000",
+            "fd00::/",
+            "fd00::/-1",
+            "fe80::%eth0/64",  # zone ids
+            "::ffff:0:0/96",  # IPv4-mapped
+            "[fd00::]/48",
+        ],
     ),
     "listen": (
         ["127.0.0.1:17100", "[::1]:9100", "localhost:9100", "0.0.0.0:1"],
@@ -267,6 +318,17 @@ _STRING_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
         ["", "514", "tcp://x"],
     ),
 }
+# kinds whose valid values must share the family of their proxy's VIP
+_FAMILY_KINDS = ("ip", "endpoint", "cidr")
+
+
+def _sample_family(kind: str, text: str) -> int:
+    """4 or 6: the address family of a valid sample of a family kind."""
+    if kind == "endpoint":
+        return 6 if text.startswith("[") else 4
+    return 6 if ":" in text else 4
+
+
 _PRIMES = [7, 11, 13, 251, 4099, 65537]
 _NOT_PRIMES = [0, 1, 5, 9, 65536, 65539, 100000, -7]
 _ANY_SCALARS: list[Any] = ["", "x", "10.0.0.1", 0, 1, -1, 2**31, 10**30, 0.5, float("nan"), True, [], {}]
@@ -303,22 +365,42 @@ def config_strategies() -> dict[str, Any]:
     unicast = st.builds(
         lambda a, b, c, d: f"{a}.{b}.{c}.{d}", st.integers(1, 223), octet, octet, st.integers(1, 254)
     )
-    generated: dict[str, Any] = {
-        "ip": unicast,
-        "endpoint": st.builds(lambda ip, port: f"{ip}:{port}", unicast, st.integers(1, 65535)),
-        "name": st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True),
-        "ifname": st.from_regex(r"[a-z][a-z0-9.-]{0,14}", fullmatch=True),
-        "cidr": st.builds(
+    # IPv6 unicast: unique-local and documentation addresses, written compressed or in full
+    unicast6 = st.builds(
+        lambda prefix, low, full: (lambda a: a.exploded if full else str(a))(
+            ipaddress.IPv6Address(prefix | low)
+        ),
+        st.sampled_from([0xFD << 120, 0x20010DB8 << 96]),
+        st.integers(1, 2**64 - 1),
+        st.booleans(),
+    )
+    ports = st.integers(1, 65535)
+    by_family: dict[tuple[str, int], Any] = {
+        ("ip", 4): unicast,
+        ("ip", 6): unicast6,
+        ("endpoint", 4): st.builds(lambda ip, port: f"{ip}:{port}", unicast, ports),
+        ("endpoint", 6): st.builds(lambda ip, port: f"[{ip}]:{port}", unicast6, ports),
+        ("cidr", 4): st.builds(
             lambda ip, bits: str(ipaddress.IPv4Network(f"{ip}/{bits}", strict=False)),
             unicast,
             st.integers(0, 32),
         ),
+        ("cidr", 6): st.builds(
+            lambda ip, bits: str(ipaddress.IPv6Network(f"{ip}/{bits}", strict=False)),
+            unicast6,
+            st.integers(0, 128),
+        ),
+    }
+    generated: dict[str, Any] = {
+        "name": st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True),
+        "ifname": st.from_regex(r"[a-z][a-z0-9.-]{0,14}", fullmatch=True),
         "host": st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z][a-z0-9-]{0,20}){0,3}", fullmatch=True).filter(
             lambda name: not name.endswith("-") and "-." not in name
         ),
     }
 
-    def valid(kind: tuple[Any, ...]) -> Any:
+    def valid(kind: tuple[Any, ...], family: int = 4) -> Any:
+        """Valid values of a kind; addresses, endpoints and networks of `family`."""
         name = kind[0]
         if name == "int":
             low, high = kind[1], kind[2]
@@ -333,7 +415,10 @@ def config_strategies() -> dict[str, Any]:
         if name == "prime":
             return st.sampled_from(_PRIMES)
         if name == "list":
-            return st.lists(valid(kind[1]), min_size=1, max_size=3, unique_by=repr)
+            return st.lists(valid(kind[1], family), min_size=1, max_size=3, unique_by=repr)
+        if name in _FAMILY_KINDS:
+            same = [t for t in _STRING_SAMPLES[name][0] if _sample_family(name, t) == family]
+            return st.one_of(st.sampled_from(same), by_family[(name, family)])
         samples = st.sampled_from(_STRING_SAMPLES[name][0])
         return st.one_of(samples, generated[name]) if name in generated else samples
 
@@ -360,7 +445,8 @@ def config_strategies() -> dict[str, Any]:
         return st.sampled_from(_STRING_SAMPLES[name][1] + [1])
 
     @st.composite
-    def table(draw: Any, spec: dict[str, Any], chaos: float) -> dict[str, Any]:
+    def table(draw: Any, spec: dict[str, Any], chaos: float, family: int = 4) -> dict[str, Any]:
+        """A table of `spec`; its addresses of `family` (under chaos, sometimes of the other one)."""
         out: dict[str, Any] = {}
         keys_here = list(spec)
         if "address" in spec and draw(st.floats(0, 1)) >= chaos:
@@ -376,15 +462,16 @@ def config_strategies() -> dict[str, Any]:
             if roll < chaos * 0.5:
                 out[key] = draw(anything)
             elif isinstance(kind, dict):
-                out[key] = draw(table(kind, chaos))
+                out[key] = draw(table(kind, chaos, family))
             elif isinstance(kind, list):
                 out[key] = draw(
-                    st.lists(table(kind[0], chaos), min_size=0 if roll < chaos else 1, max_size=3)
+                    st.lists(table(kind[0], chaos, family), min_size=0 if roll < chaos else 1, max_size=3)
                 )
             elif roll < chaos:
                 out[key] = draw(invalid(kind))
             else:
-                out[key] = draw(valid(kind))
+                mixed = draw(st.floats(0, 1)) < chaos * 0.3  # a family mismatch
+                out[key] = draw(valid(kind, 10 - family if mixed else family))
         if draw(st.floats(0, 1)) < chaos * 0.3:
             out[draw(keys)] = draw(anything)
         return out
@@ -396,7 +483,12 @@ def config_strategies() -> dict[str, Any]:
         if draw(st.booleans()):
             document["settings"] = draw(table(schema["settings"], chaos))
         if draw(st.floats(0, 1)) >= chaos * 0.2:
-            document["proxy"] = draw(st.lists(table(schema["proxy"][0], chaos), min_size=1, max_size=3))
+            proxy = schema["proxy"][0]
+            document["proxy"] = draw(
+                st.lists(
+                    st.sampled_from([4, 6]).flatmap(lambda f: table(proxy, chaos, f)), min_size=1, max_size=3
+                )
+            )
         return toml_document(document)
 
     full_text = _full_example()

@@ -208,6 +208,7 @@ class ConsoleEngine:
             clock.advance(1)
             await self._second_done()
         e.tick()
+        e.queries.ask()  # a console looks at the flows: the sweep reads them
         await e.sweep()
         dp.poll_events()
         await self._settle(self._logged_all, "the access log")
@@ -243,6 +244,7 @@ class ConsoleEngine:
         for i in range(8):  # dns
             f = dp.connect(f"192.0.2.{100 + i}:{53000 + i}", "10.0.0.1:53", protocol="udp")
             assert f is not None
+            dp.answer(f)  # the backend's reply: established
             dp.transfer(f, bytes_in=80, bytes_out=240, packets_out=1)
         for _ in range(3):  # closed flows: the access log
             self._close_one()

@@ -63,8 +63,10 @@ class Probes:
     dns_failing: set[str] = field(default_factory=set)
     down: dict[str, str] = field(default_factory=dict)  # "ip:port" -> failure detail
     checks: list[str] = field(default_factory=list)  # every check made, "ip:port"
+    queries: list[tuple[str, str]] = field(default_factory=list)  # every DNS query, (host, record type)
 
-    async def resolve(self, host: str) -> tuple[str, ...]:
+    async def resolve(self, host: str, rdtype: str = "A") -> tuple[str, ...]:
+        self.queries.append((host, rdtype))
         if host in self.dns_failing or host not in self.dns:
             raise TimeoutError("no answer")
         return self.dns[host]

@@ -48,11 +48,18 @@ class ClientLab(Lab):
         return self._client(client, *args, timeout=30 + count * timeout)
 
     def hold(
-        self, count: int, seconds: float, client: int = 1, host: str | None = None, port: int = HTTP_VIP_PORT
+        self,
+        count: int,
+        seconds: float,
+        client: int = 1,
+        host: str | None = None,
+        port: int = HTTP_VIP_PORT,
+        every: float = 0.0,
     ) -> HeldConnections:
-        """Open ``count`` keep-alive connections and keep them ``seconds`` (drain tests)."""
+        """Open ``count`` keep-alive connections and keep them ``seconds`` (drain tests); with
+        ``every``, each is asked again that often meanwhile."""
         args = ["hold", "--host", host or self.vip, "--port", str(port)]
-        args += ["--count", str(count), "--seconds", str(seconds)]
+        args += ["--count", str(count), "--seconds", str(seconds), "--every", str(every)]
         proc = self.popen(
             self.client_ns(client),
             *self.python_cmd("-m", "tests.support.labclients", *args),

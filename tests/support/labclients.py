@@ -3,12 +3,15 @@
 
     python -m tests.support.labclients http --url URL --count N (--new-conn | --keepalive)
     python -m tests.support.labclients udp --host H --port P --count N
-    python -m tests.support.labclients hold --host H --port P --count N --seconds S
+    python -m tests.support.labclients hold --host H --port P --count N --seconds S [--every E]
+    python -m tests.support.labclients steady --url URL --interval I --seconds S
+    python -m tests.support.labclients blindrst --host H --port P --resets N
 
 ``http``/``udp`` print ``{"b1": k, ..., "errors": e}``. ``hold`` opens N keep-alive connections,
 asks each once, prints ``{"event": "opened", "backends": {...}, "errors": e}``, holds them S seconds,
 asks each again and prints ``{"event": "done", "backends": {...}, "errors": e}`` (backends that still
-answered on the same connection).
+answered on the same connection); with --every it also asks each one every E seconds meanwhile, and
+a connection that fails once counts as an error. ``steady`` opens a new connection every I seconds.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import http.client
 import json
 import sys
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Sequence
 
@@ -28,7 +32,9 @@ def _emit(obj: object) -> None:
     print(json.dumps(obj, sort_keys=True), flush=True)
 
 
-def hold_connections(host: str, port: int, count: int, seconds: float, timeout: float) -> None:
+def hold_connections(
+    host: str, port: int, count: int, seconds: float, timeout: float, every: float = 0.0
+) -> None:
     conns: list[http.client.HTTPConnection] = []
     first: Counter[str] = Counter()
     errors = 0
@@ -41,16 +47,88 @@ def hold_connections(host: str, port: int, count: int, seconds: float, timeout: 
             errors += 1
             conn.close()
     _emit({"event": "opened", "backends": dict(first), ERRORS_KEY: errors})
-    time.sleep(seconds)
+    end = time.monotonic() + seconds
+    failed: set[int] = set()
+    asked = 0
+    while every > 0 and time.monotonic() + every < end:  # each connection asked again every `every` s
+        round_start = time.monotonic()
+        for i, held in enumerate(conns):
+            if i in failed:
+                continue
+            try:
+                http_get(held, "/", close=False)
+                asked += 1
+            except (OSError, http.client.HTTPException):
+                failed.add(i)
+        time.sleep(max(0.0, every - (time.monotonic() - round_start)))
+    time.sleep(max(0.0, end - time.monotonic()))
     second: Counter[str] = Counter()
-    errors = 0
+    errors = len(failed)
+    conns = [c for i, c in enumerate(conns) if i not in failed]
     for held in conns:
         try:
             second[http_get(held, "/", close=True)] += 1
         except (OSError, http.client.HTTPException):
             errors += 1
         held.close()
-    _emit({"event": "done", "backends": dict(second), ERRORS_KEY: errors})
+    done: dict[str, object] = {"event": "done", "backends": dict(second), ERRORS_KEY: errors}
+    if every > 0:
+        done["asked"] = asked  # requests made while holding
+    _emit(done)
+
+
+def steady_connections(url: str, interval: float, seconds: float, timeout: float) -> None:
+    """A new connection (one request) every `interval` seconds for `seconds`, on a fixed schedule
+    (late requests do not catch up); prints {"ok": n, "errors": e}."""
+    u = urllib.parse.urlsplit(url)
+    host, port, path = u.hostname or "127.0.0.1", u.port or 80, u.path or "/"
+    ok = errors = 0
+    start = time.monotonic()
+    n = 0
+    while time.monotonic() - start < seconds:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            http_get(conn, path, close=True)
+            ok += 1
+        except (OSError, http.client.HTTPException):
+            errors += 1
+        finally:
+            conn.close()
+        n += 1
+        time.sleep(max(0.0, start + n * interval - time.monotonic()))
+    _emit({"ok": ok, ERRORS_KEY: errors})
+
+
+def blind_resets(host: str, port: int, resets: int, timeout: float) -> None:
+    """One keep-alive connection; between two requests on it, `resets` RSTs with random (blind)
+    sequence numbers, then a RST followed by a SYN on its tuple (a takeover attempt), all spoofed
+    with the connection's own addresses through a raw socket. Prints the backend of each request."""
+    import random
+
+    from scapy.layers.inet import IP, TCP
+    from scapy.sendrecv import send
+
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    first = http_get(conn, "/", close=False)
+    assert conn.sock is not None
+    src, sport = conn.sock.getsockname()[:2]
+    rng = random.Random(sport)
+    for _ in range(resets):
+        send(
+            IP(src=src, dst=host) / TCP(sport=sport, dport=port, flags="R", seq=rng.getrandbits(32)),
+            verbose=0,
+        )
+    send(IP(src=src, dst=host) / TCP(sport=sport, dport=port, flags="R", seq=rng.getrandbits(32)), verbose=0)
+    send(IP(src=src, dst=host) / TCP(sport=sport, dport=port, flags="S", seq=rng.getrandbits(32)), verbose=0)
+    time.sleep(0.5)
+    errors = 0
+    second = None
+    try:
+        second = http_get(conn, "/", close=True)
+    except (OSError, http.client.HTTPException):
+        errors += 1
+    conn.close()
+    _emit({"first": first, "second": second, ERRORS_KEY: errors, "client_port": sport})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,6 +152,17 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--count", type=int, default=10)
     o.add_argument("--seconds", type=float, default=10.0)
     o.add_argument("--timeout", type=float, default=5.0)
+    o.add_argument("--every", type=float, default=0.0, help="ask each connection again this often")
+    br = sub.add_parser("blindrst")
+    br.add_argument("--host", default="10.0.0.1")
+    br.add_argument("--port", type=int, default=80)
+    br.add_argument("--resets", type=int, default=3)
+    br.add_argument("--timeout", type=float, default=5.0)
+    st = sub.add_parser("steady")
+    st.add_argument("--url", default="http://10.0.0.1/")
+    st.add_argument("--interval", type=float, default=0.01)
+    st.add_argument("--seconds", type=float, default=10.0)
+    st.add_argument("--timeout", type=float, default=2.0)
     return p
 
 
@@ -83,8 +172,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _emit(http_counts(a.url, a.count, a.new_conn, a.timeout))
     elif a.kind == "udp":
         _emit(udp_counts(a.host, a.port, a.count, a.timeout))
+    elif a.kind == "blindrst":
+        blind_resets(a.host, a.port, a.resets, a.timeout)
+    elif a.kind == "steady":
+        steady_connections(a.url, a.interval, a.seconds, a.timeout)
     else:
-        hold_connections(a.host, a.port, a.count, a.seconds, a.timeout)
+        hold_connections(a.host, a.port, a.count, a.seconds, a.timeout, a.every)
     return 0
 
 

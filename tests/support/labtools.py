@@ -47,8 +47,10 @@ def running_lb(
     settings: str = "",
     algorithm: str = "weighted-random",
     second_client: bool = False,
+    metrics_listen: str | None = None,
 ) -> Iterator[tuple[ClientLab, SocketEngineHandle]]:
-    """A lab with `lbtui --no-ui` in its LB namespace, and a handle on its control socket."""
+    """A lab with `lbtui --no-ui` in its LB namespace, and a handle on its control socket (and the
+    metrics endpoint on `metrics_listen`, inside the LB namespace, if given)."""
     lab = ClientLab(LabSpec(prefix=prefix, second_client=second_client))
     lab.up()
     proc = None
@@ -58,6 +60,10 @@ def running_lb(
         cfg = tmp / "lbtui.toml"
         text = lab.config_toml(weights=weights, algorithm=algorithm, extra_proxy_toml=extra)
         text = text.replace("[settings]\n", f"[settings]\nsweep_interval_s = 0.25\n{settings}", 1)
+        if metrics_listen is not None:
+            disabled = "[settings.metrics]\nenabled = false"
+            assert disabled in text
+            text = text.replace(disabled, f'[settings.metrics]\nenabled = true\nlisten = "{metrics_listen}"')
         cfg.write_text(text)
         log = tmp / "lbtui.log"
         with open(log, "w") as err:

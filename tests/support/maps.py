@@ -37,3 +37,39 @@ def remove_conntrack(maps: Any, which: Callable[[np.ndarray, np.ndarray], np.nda
     mask = np.ones(len(keys), dtype=bool) if which is None else np.asarray(which(keys, values), dtype=bool)
     removed: int = maps.reap_conntrack(keys[mask].copy(), values["created_ns"][mask].copy())
     return removed
+
+
+CT_TABLE_NAMES = ("lb_ct_established", "lb_ct_transient")
+
+
+def evict(
+    loaded: Any,
+    which: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    tables: tuple[str, ...] = CT_TABLE_NAMES,
+) -> int:
+    """Delete single conntrack entries by key, as an LRU eviction does (never the engine's way: it
+    removes whole flows through lbtui_reap). `loaded` is a loader.Loaded; `which(keys, values)`
+    selects entries of the tables named. Returns how many were deleted."""
+    from lbtui.dataplane.records import CT_KEY_DTYPE
+
+    deleted = 0
+    for name in tables:
+        table = loaded.table(name)
+        keys = [table.Key.from_buffer_copy(k) for k in table.keys()]
+        if not keys:
+            continue
+        raw = np.frombuffer(b"".join(bytes(k) for k in keys), dtype=CT_KEY_DTYPE)
+        values = np.frombuffer(b"".join(bytes(table[k]) for k in keys), dtype=_entry_dtype())
+        for i in np.flatnonzero(np.asarray(which(raw, values), dtype=bool)):
+            try:
+                del table[keys[int(i)]]
+                deleted += 1
+            except KeyError:
+                continue
+    return deleted
+
+
+def _entry_dtype() -> np.dtype:
+    from lbtui.dataplane.records import CT_ENTRY_DTYPE
+
+    return CT_ENTRY_DTYPE

@@ -323,7 +323,12 @@ BAD_CASES: list[tuple[str, str | bytes | None, str, str]] = [
         "2147483647",
     ),
     ("vip-bad", replace('vip = "10.0.0.1"', 'vip = "10.0.0.256"'), "proxy[0].vip", "IPv4"),
-    ("vip-ipv6", replace('vip = "10.0.0.1"', 'vip = "fd00::1"'), "proxy[0].vip", "IPv4"),
+    (
+        "vip-ipv6-backends-ipv4",
+        replace('vip = "10.0.0.1"', 'vip = "fd00::1"'),
+        "proxy[0].backend[0].address",
+        "IPv4 backend for the IPv6 VIP",
+    ),
     ("vip-zero", replace('vip = "10.0.0.1"', 'vip = "0.0.0.0"'), "proxy[0].vip", "unicast"),
     ("vip-missing", replace('vip = "10.0.0.1"\n', ""), "proxy[0].vip", "missing"),
     ("address-no-port", replace('"10.0.2.12:8080"', '"10.0.2.12"'), "proxy[0].backend[1].address", "port"),
@@ -410,14 +415,19 @@ BAD_CASES: list[tuple[str, str | bytes | None, str, str]] = [
     ("no-proxy", "[settings]\n", "proxy", "missing"),
     ("empty-proxy-list", "proxy = []\n", "proxy", "at least one"),
     # source routes
-    ("cidr-bad", MINIMAL + ROUTE.replace("/16", "/33"), "proxy[0].source_route[0].cidr", "IPv4 network"),
+    ("cidr-bad", MINIMAL + ROUTE.replace("/16", "/33"), "proxy[0].source_route[0].cidr", "prefix length"),
     (
         "cidr-host-bits",
         MINIMAL + ROUTE.replace("192.168.0.0/16", "192.168.1.0/16"),
         "proxy[0].source_route[0].cidr",
         "host bits set",
     ),
-    ("cidr-ipv6", MINIMAL + ROUTE.replace("192.168.0.0/16", "fd00::/8"), "proxy[0].source_route[0].cidr", ""),
+    (
+        "cidr-ipv6",
+        MINIMAL + ROUTE.replace("192.168.0.0/16", "fd00::/8"),
+        "proxy[0].source_route[0].cidr",
+        "IPv6 network for the IPv4 VIP",
+    ),
     ("route-duplicate", MINIMAL + ROUTE + ROUTE, "proxy[0].source_route[1].cidr", "duplicate"),
     (
         "route-no-backends",

@@ -267,9 +267,8 @@ def test_flow_queries_reach_the_engine_and_bad_ones_are_refused(
     engine: ConsoleEngine, client: SocketEngineHandle, server: ControlServer
 ):
     query = model.FlowQuery(text="192.168 web", sort="age")
-    first = client.snapshot(query)
+    client.snapshot(query)
     assert engine.flow_queries[-1] == query
-    assert first.flow_query == model.FlowQuery()  # the engine keeps every flow from the next sweep on
     engine.sweep()
     snap = client.snapshot(query)
     assert snap.flow_query == query and len(snap.flows) == 4 and snap.flows_matched == 4
@@ -726,3 +725,55 @@ def test_other_users_are_refused_even_if_the_socket_mode_is_opened(
     )
     assert out.returncode == 3, out
     assert "permission denied" in out.stdout
+
+
+# ---- limits: per-client rate, counted refusals ----------------------------------------------------
+
+
+def test_a_client_flooding_requests_is_held_to_its_rate_and_others_are_served(
+    engine: ConsoleEngine, server: ControlServer
+):
+    """600 pipelined requests on one connection: the first 200 (the burst) are answered, then the
+    connection is read no faster than 100 requests/s and what goes over is refused, with a reply
+    each and a count; another client is served meanwhile."""
+    n = 600
+    results: dict[str, list[bytes]] = {}
+    payload = b"".join(json.dumps({"id": i, "op": "hello"}).encode() + b"\n" for i in range(n))
+    flood = threading.Thread(target=lambda: results.setdefault("lines", raw_exchange(server.path, payload)))
+    flood.start()
+    time.sleep(0.3)
+    assert request(server.path, op="hello")["ok"] is True  # a polite client is not held up
+    flood.join(30)
+    replies = [json.loads(line) for line in results["lines"]]
+    assert len(replies) == n  # every request has its answer: nothing silently dropped
+    refused = [r for r in replies if not r["ok"]]
+    assert all(r["error"].startswith("rate limit: at most 100 requests per second") for r in refused)
+    assert all(r["ok"] for r in replies[:200])
+    assert len(refused) >= (n - 200) // 3
+    hello = request(server.path, op="hello")["result"]
+    assert hello["refusals"]["rate_limited"] == len(refused)
+
+
+def test_refusals_are_counted_by_reason(engine: ConsoleEngine, sock_dir: str):
+    srv = ControlServer(engine, os.path.join(sock_dir, "lbtui.sock"), max_clients=1, max_line=1024)
+    srv.start()
+    try:
+        held = SocketEngineHandle(srv.path)
+        held.hello()
+        assert json.loads(raw_exchange(srv.path, b'{"op":"hello"}\n')[0])["ok"] is False  # a second client
+        held.close()
+        assert wait_until(lambda: srv.clients == 0)
+        long_line = json.loads(raw_exchange(srv.path, b'{"op":"hello","x":"' + b"x" * 2000 + b'"}\n')[0])
+        assert "request longer than 1024 bytes" in long_line["error"]
+        last = SocketEngineHandle(srv.path)
+        counts = last.hello()["refusals"]
+        last.close()
+        assert counts == {
+            "too_many_clients": 1,
+            "permission": 0,
+            "request_too_long": 1,
+            "rate_limited": 0,
+            "idle": 0,
+        }
+    finally:
+        srv.stop()

@@ -16,14 +16,15 @@ import dns.resolver
 import pytest
 
 from lbtui.control.dns import (
+    AnswerRefused,
     DnsBackendResolver,
     Resolution,
     ResolveError,
     ResolveFn,
     describe_error,
     jittered_interval,
-    usable_addresses,
 )
+from lbtui.control.dns_screen import is_local_address, screen_answers
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = REPO / ".venv" / "bin" / "python"
@@ -44,10 +45,12 @@ class FakeDns:
     def __init__(self) -> None:
         self.answers: dict[str, Any] = {}
         self.calls: list[str] = []
+        self.types: list[str] = []
         self.called = asyncio.Event()
 
-    async def __call__(self, hostname: str) -> tuple[str, ...]:
+    async def __call__(self, hostname: str, rdtype: str = "A") -> tuple[str, ...]:
         self.calls.append(hostname)
+        self.types.append(rdtype)
         self.called.set()
         answer = self.answers.get(hostname, dns.resolver.NXDOMAIN())
         if isinstance(answer, BaseException):
@@ -110,8 +113,122 @@ def test_usable_addresses_filters_and_sorts_numerically():
         None,
         "10.0.0.9 ",
     ]
-    assert usable_addresses(answers) == ("10.0.0.9", "10.0.0.10")
-    assert usable_addresses([]) == ()
+    assert screen_answers(answers, 64).addresses == ("10.0.0.9", "10.0.0.10")
+    assert screen_answers([], 64).addresses == ()
+
+
+def test_a_lying_server_cannot_name_an_address_no_backend_can_have():
+    """Wrong family, loopback, link-local, multicast, unspecified, broadcast, reserved, one of our
+    VIPs, one of the host's addresses: each refused and said, never a backend."""
+    answers = [
+        "10.0.0.7",
+        "2001:db8::1",
+        "127.0.0.1",
+        "127.3.4.5",
+        "169.254.169.254",
+        "239.1.1.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "250.1.1.1",
+        "10.0.0.1",
+        "10.9.9.9",
+        "x" * 5000,
+    ]
+    ours = {"10.0.0.1": "a VIP of this load balancer", "10.9.9.9": "an address of this host"}
+    screened = screen_answers(answers, 64, lambda a: ours.get(str(a)))
+    assert screened.addresses == ("10.0.0.7",)
+    assert screened.rejected == (
+        "'2001:db8::1' (not an IPv4 address)",
+        "127.0.0.1 (loopback)",
+        "127.3.4.5 (loopback)",
+        "169.254.169.254 (link-local)",
+        "239.1.1.1 (multicast)",
+        "0.0.0.0 (unspecified)",
+        "255.255.255.255 (broadcast)",
+        "250.1.1.1 (reserved)",
+        f"'{'x' * 40}' (not an IPv4 address)",  # the server's text, shown short
+        "10.0.0.1 (a VIP of this load balancer)",  # the caller's reasons come last
+        "10.9.9.9 (an address of this host)",
+    )
+    problems = screened.problems(64)
+    assert problems.startswith("rejected '2001:db8::1' (not an IPv4 address), 127.0.0.1 (loopback)")
+    assert problems.endswith("and 3 more") and len(problems) < 400
+
+
+def test_a_huge_answer_is_capped_to_the_first_addresses_in_numeric_order():
+    answers = [f"10.1.{i // 256}.{i % 256}" for i in reversed(range(1, 5001))]
+    screened = screen_answers(answers, 64)
+    assert screened.addresses == tuple(f"10.1.0.{i}" for i in range(1, 65))
+    assert screened.over_cap == 5000 - 64
+    assert screened.problems(64) == (
+        "4936 usable addresses beyond the first 64 ignored (settings.dns.max_records)"
+    )
+    asked: list[str] = []  # the caller's check (a syscall each) stops once the cap is reached
+    refuse_odd = lambda a: asked.append(str(a)) or ("odd" if int(a) % 2 else None)  # noqa: E731
+    screened = screen_answers(answers, 64, refuse_odd)
+    assert len(screened.addresses) == 64 and len(asked) == 128
+    assert screened.over_cap == 5000 - 128
+
+
+def test_the_host_s_own_addresses_are_found_by_the_kernel():
+    import ipaddress
+
+    assert is_local_address(ipaddress.IPv4Address("127.0.0.1"))
+    assert not is_local_address(ipaddress.IPv4Address("192.0.2.77"))  # TEST-NET-1: never configured
+
+
+def test_what_was_refused_is_announced_once_per_change_and_status_keeps_the_good_part():
+    async def main() -> None:
+        fake = FakeDns()
+        warnings: list[tuple[str, str, str]] = []
+        resolver = DnsBackendResolver(
+            resolve_fn=fake, max_records=2, on_warning=lambda p, h, text: warnings.append((p, h, text))
+        )
+        fake.answers["api"] = ("10.0.0.3", "127.0.0.1", "10.0.0.1", "10.0.0.2")
+        for _ in range(3):
+            res = await resolver.resolve_now("web", "api")
+            assert res is not None and res.addresses == ("10.0.0.1", "10.0.0.2")
+        assert warnings == [
+            (
+                "web",
+                "api",
+                "rejected 127.0.0.1 (loopback); 1 usable addresses beyond the first 2 ignored "
+                "(settings.dns.max_records)",
+            )
+        ]
+        fake.answers["api"] = ("127.0.0.1",)  # nothing usable: a failure, the last good set stays
+        assert await resolver.resolve_now("web", "api") is None
+        assert resolver.addresses("web", "api") == ("10.0.0.1", "10.0.0.2")
+        assert resolver.status()[0].last_error == "no usable IPv4 address in the answer"
+        assert warnings[-1][2] == "rejected 127.0.0.1 (loopback)"
+        fake.answers["api"] = ("10.0.0.1",)
+        await resolver.resolve_now("web", "api")
+        assert len(warnings) == 2  # a clean answer is not news
+
+    asyncio.run(main())
+
+
+def test_an_answer_the_callback_refuses_keeps_the_last_good_set():
+    async def main() -> None:
+        fake = FakeDns()
+
+        def on_change(proxy: str, hostname: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
+            if len(new) > 1:
+                raise AnswerRefused("2 backends do not fit")
+
+        resolver = DnsBackendResolver(on_change=on_change, resolve_fn=fake)
+        fake.answers["api"] = ("10.0.0.1",)
+        assert await resolver.resolve_now("web", "api", notify=True) is not None
+        fake.answers["api"] = ("10.0.0.1", "10.0.0.2")
+        assert await resolver.resolve_now("web", "api", notify=True) is None
+        assert resolver.addresses("web", "api") == ("10.0.0.1",)
+        status = resolver.status()[0]
+        assert (status.last_error, status.consecutive_failures) == (
+            "answer not applied: 2 backends do not fit",
+            1,
+        )
+
+    asyncio.run(main())
 
 
 def test_describe_error_is_short_and_says_what_happened():
@@ -209,7 +326,7 @@ def test_failure_before_any_success_has_no_addresses():
 
 def test_hanging_resolve_function_becomes_a_timeout():
     async def main() -> None:
-        async def hang(hostname: str) -> tuple[str, ...]:
+        async def hang(hostname: str, rdtype: str = "A") -> tuple[str, ...]:
             await asyncio.sleep(3600)
             return ()
 
@@ -270,7 +387,7 @@ def test_periodic_refresh_reports_changes_but_never_an_empty_set():
         ]
         done = asyncio.Event()
 
-        async def scripted(hostname: str) -> tuple[str, ...]:
+        async def scripted(hostname: str, rdtype: str = "A") -> tuple[str, ...]:
             answer = script.pop(0) if script else ("10.0.0.2",)
             if not script:
                 done.set()
@@ -334,6 +451,29 @@ def test_set_names_starts_stops_and_keeps_state():
         await resolver.close()
         assert resolver._tasks == {}
         assert all(task.done() for task in asyncio.all_tasks() if task.get_name().startswith("dns "))
+
+    asyncio.run(main())
+
+
+def test_a_stop_that_meets_an_answer_still_ends_the_refresh() -> None:
+    """The answer completes and the name is dropped in the same loop step: the refresh task must still
+    end (Python 3.11's asyncio.wait_for returned the answer and lost the cancel; lbtui/deadline.py)."""
+
+    async def main() -> None:
+        asked, let_answer = asyncio.Event(), asyncio.Event()
+
+        async def answer_when_let(hostname: str, rdtype: str = "A") -> tuple[str, ...]:
+            asked.set()
+            await let_answer.wait()
+            return ("10.0.0.1",)
+
+        resolver, _ = make_resolver(answer_when_let)
+        resolver.set_names({("web", "api"): 0.001})
+        await asked.wait()
+        let_answer.set()  # the answer's task runs first in the next step...
+        resolver.set_names({})  # ...and the refresh's cancel is delivered right after it
+        async with asyncio.timeout(5):
+            await resolver.close()
 
     asyncio.run(main())
 

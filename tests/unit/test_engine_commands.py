@@ -110,12 +110,21 @@ async def test_add_backend_takes_traffic_and_remove_backend_keeps_its_flows(dp_f
         assert gone == model.CommandResult(False, f"web has no backend {new} in its default group")
 
 
+FORMS = '"ip:port" (IPv4) or "[ip]:port" (IPv6)'
+NOT_UNICAST = "(not 0.0.0.0, multicast or broadcast)"
+NO_BRACKETS = 'an IPv6 address needs brackets, e.g. "[fd00::20]:80"'
+ONE_FAMILY = ": a proxy's VIP and backends are one address family"
+
+
 @pytest.mark.parametrize(
     ("address", "weight", "message"),
     [
-        ("10.0.2.20", 1, "expected a backend as ip:port, got '10.0.2.20'"),
-        ("host:80", 1, "expected an IPv4 address in 'host:80'"),
-        ("10.0.2.20:0", 1, "port out of range in '10.0.2.20:0'"),
+        ("10.0.2.20", 1, f"backend '10.0.2.20': expected {FORMS}: the port is missing"),
+        ("host:80", 1, "backend 'host:80': expected an IPv4 or IPv6 address"),
+        ("10.0.2.20:0", 1, "backend '10.0.2.20:0': expected a port from 1 to 65535, got '0'"),
+        ("224.0.0.1:80", 1, f"backend '224.0.0.1:80': expected a unicast IPv4 address {NOT_UNICAST}"),
+        ("[fd00::20]:80", 1, "web has the IPv4 VIP 10.0.0.1; backend [fd00::20]:80 is IPv6" + ONE_FAMILY),
+        ("fd00::20:80", 1, f"backend 'fd00::20:80': expected {FORMS}: {NO_BRACKETS}"),
         ("10.0.2.20:80", 0, f"weight must be an integer 1..{MAX_WEIGHT}, got 0"),
     ],
 )

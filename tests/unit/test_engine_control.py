@@ -63,16 +63,16 @@ async def test_least_connections_weights_follow_the_live_flows_of_every_proxy():
     clock = ManualClock()
     async with running(text, clock=clock) as (e, dp):
         for name in ("a", "b", "c"):
-            dp.add_counters(e.backend_id(name, A1), new_flows=9)  # 9 live flows on A1, none on A2
+            dp.add_counters(e.backend_id(name, A1), established=9)  # 9 live flows on A1, none on A2
         for _ in range(3):
             clock.advance(1.0)
             e.tick()
         for name in ("a", "b", "c"):  # 1/(1+9) against 1/(1+0): A2 gets ten times A1's slots
             assert slots(e, name) == {A1: 9, A2: 88}, name
             assert backend(e, name, A1).effective_weight == 1
-        # flows close: the weights even out again (closes and expiries both count)
+        # flows end: the weights even out again (the data path counts closes and expiries alike)
         for name in ("a", "b", "c"):
-            dp.add_counters(e.backend_id(name, A1), closes=9)
+            dp.add_counters(e.backend_id(name, A1), ended=9)
         clock.advance(1.0)
         e.tick()
         assert all(slots(e, n) == {A1: 49, A2: 48} for n in ("a", "b", "c"))
@@ -85,7 +85,7 @@ async def test_least_connections_waits_for_its_interval():
     clock = ManualClock()
     async with running(text, clock=clock) as (e, dp):
         e.tick()
-        dp.add_counters(e.backend_id("a", A1), new_flows=4)
+        dp.add_counters(e.backend_id("a", A1), established=4)
         clock.advance(1.0)
         e.tick()
         assert slots(e, "a") == {A1: 49, A2: 48}  # not yet
@@ -197,8 +197,10 @@ async def test_unanswered_syns_are_counted_once_each_whatever_the_proxies_timeou
     clock = ManualClock()
     async with running(text, clock=clock) as (e, dp):
         for port in (80, 81):
-            for i in range(4):
-                assert dp.connect(f"192.0.2.5:{port * 100 + i}", f"10.0.0.1:{port}") is not None
+            for i in range(4):  # real clients: they send their SYN again while they wait
+                f = dp.connect(f"192.0.2.5:{port * 100 + i}", f"10.0.0.1:{port}")
+                assert f is not None
+                dp.retransmit_syn(f)
         clock.advance(2.5)  # past both timeouts, not yet expired (syn flows expire after 30 s)
         for _ in range(4):
             await e.sweep()
@@ -213,7 +215,9 @@ async def test_unanswered_syns_feed_the_breaker():
     async with running(text, clock=clock) as (e, dp):
         e.tick()
         for i in range(12):
-            dp.connect(f"192.0.2.6:{5000 + i}", "10.0.0.1:80")
+            f = dp.connect(f"192.0.2.6:{5000 + i}", "10.0.0.1:80")
+            assert f is not None
+            dp.retransmit_syn(f)
         clock.advance(1.5)
         await e.sweep()
         e.tick()
@@ -221,3 +225,19 @@ async def test_unanswered_syns_feed_the_breaker():
         assert messages(e, "circuit") == [
             f"{A1} circuit closed -> open: error rate 1.00 over 12 requests in 10s"
         ]
+
+
+async def test_syns_nobody_waits_for_do_not_feed_the_breaker():
+    # a spoofed flood: single SYNs that are never sent again, and bare ACKs that find no flow
+    text = proxy("web", 80, BREAKER.format(syn=1000), ((A1, 1),))
+    clock = ManualClock()
+    async with running(text, clock=clock) as (e, dp):
+        e.tick()
+        for i in range(50):
+            assert dp.connect(f"192.0.2.7:{5000 + i}", "10.0.0.1:80") is not None
+        clock.advance(1.5)
+        await e.sweep()
+        e.tick()
+        assert sum(e.sweeper.syn_failures.values()) == 0
+        assert backend(e, "web", A1).circuit is not model.Circuit.OPEN and not messages(e, "circuit")
+        assert backend(e, "web", A1).active_flows == 0  # embryonic flows are not active

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from lbtui import model
-from tests.support.engine import Probes, messages, running, settle
+from tests.support.engine import BASE_SETTINGS, Probes, messages, running, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -52,7 +52,10 @@ async def test_names_resolve_before_traffic_and_share_their_weight():
             "10.0.5.2:8080": (2, f"dns:{NAME}"),
             "10.0.5.3:8080": (2, f"dns:{NAME}"),
         }
-        assert messages(e, "dns") == [f"web: {NAME} resolves to 10.0.5.1, 10.0.5.2, 10.0.5.3"]
+        assert messages(e, "dns") == [
+            f"web: {NAME}: rejected 'not-an-ip' (not an IPv4 address)",
+            f"web: {NAME} resolves to 10.0.5.1, 10.0.5.2, 10.0.5.3",
+        ]
 
 
 async def test_a_name_that_does_not_resolve_has_no_backends_until_it_does():
@@ -119,3 +122,67 @@ async def test_a_dns_change_keeps_every_runtime_override_in_every_proxy():
                 "10.0.5.3:8080": (3, f"dns:{NAME}"),
                 "10.0.2.50:8080": (4, "static"),
             }, p
+
+
+async def test_a_hostile_answer_gives_only_usable_backends_and_a_warning():
+    """A VIP of ours, loopback, link-local, multicast and the wrong family never become backends."""
+    probes = Probes(dns={NAME: ("10.0.5.1",)})
+    async with running(dns_proxy("web", 80), probes=probes) as (e, dp):
+        probes.dns[NAME] = ("10.0.5.2", "10.0.0.1", "127.0.0.1", "169.254.169.254", "224.0.0.5", "::1")
+        await settle(lambda: "10.0.5.2:8080" in members(e), "the new answer")
+        assert set(members(e)) == {"10.0.2.11:8080", "10.0.5.2:8080"}
+        assert {f"{b.ip}:{b.port}" for b in dp.read_backends().values() if b.active} == set(members(e))
+        warnings = [ev for ev in e.events_since(0) if ev.kind == "dns" and ev.level is model.Level.WARNING]
+        assert [w.message for w in warnings] == [
+            f"web: {NAME}: rejected 127.0.0.1 (loopback), 169.254.169.254 (link-local), "
+            "224.0.0.5 (multicast), '::1' (not an IPv4 address), 10.0.0.1 (a VIP of this load balancer)"
+        ]
+
+
+def many(n: int) -> tuple[str, ...]:
+    return tuple(f"10.6.{i // 250}.{i % 250 + 1}" for i in range(n))
+
+
+async def test_a_huge_answer_is_capped_and_leaves_no_half_applied_state():
+    """5000 records: before, ids ran out half way (4096 members, the rest an exception in the DNS
+    callback); now the first max_records (64) are used and the rest is said."""
+    probes = Probes(dns={NAME: ("10.0.5.1",)})
+    async with running(dns_proxy("web", 80), probes=probes) as (e, dp):
+        probes.dns[NAME] = many(5000)
+        await settle(lambda: len(members(e)) > 2, "the new answer")
+        assert set(members(e)) == {
+            "10.0.2.11:8080",
+            *(f"{a}:8080" for a in sorted(many(5000), key=_num)[:64]),
+        }
+        assert len([b for b in dp.read_backends().values() if b.active]) == 65
+        assert (
+            f"web: {NAME}: 4936 usable addresses beyond the first 64 ignored (settings.dns.max_records)"
+            in (messages(e, "dns"))
+        )
+
+
+def _num(address: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in address.split("."))
+
+
+async def test_an_answer_the_maps_cannot_hold_is_refused_before_any_write():
+    """max_records 1024 but table_size 97: 200 records cannot fit a group. The answer is refused
+    before anything is written; the last good set, the maps and the status say so."""
+    text = BASE_SETTINGS + "[settings.dns]\nmax_records = 1024\n" + dns_proxy("web", 80)
+    probes = Probes(dns={NAME: ("10.0.5.1",)})
+    async with running(text, probes=probes) as (e, dp):
+        backends_before = dp.read_backends()
+        table_before = list(dp.read_table(e.group_id("web")))
+        probes.dns[NAME] = many(200)
+        await settle(lambda: e.snapshot().dns[0].consecutive_failures >= 1 or e.publish(), "the refusal")
+        assert set(members(e)) == {"10.0.2.11:8080", "10.0.5.1:8080"}
+        assert dp.read_backends() == backends_before
+        assert list(dp.read_table(e.group_id("web"))) == table_before
+        status = e.snapshot().dns[0]
+        assert status.addresses == ("10.0.5.1",)
+        assert status.last_error == (
+            "answer not applied: web: 201 backends in group default do not fit settings.table_size = 97"
+        )
+        assert any("new answer not applied, keeping 10.0.5.1" in m for m in messages(e, "dns"))
+        # a command still works: the refused answer left nothing behind
+        assert (await e.execute(model.SetWeight("web", "10.0.5.1:8080", 3))).ok

@@ -10,7 +10,7 @@ import pytest
 from lbtui import model
 from lbtui.config import parse_config
 from lbtui.control.selection import EMPTY, slot_counts
-from lbtui.dataplane.memory_state import Conntrack
+from lbtui.dataplane.memory_state import CtTable
 from lbtui.dataplane.port import DataplaneSpec, RateLimits
 from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE
 from lbtui.engine.desired import compose, from_config
@@ -134,18 +134,58 @@ def _entries(n: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return keys, vals
 
 
-def test_memory_conntrack_evicts_the_least_recently_used_and_reaps_only_the_flow_it_read():
-    ct = Conntrack(capacity=4)
+def test_memory_transient_table_evicts_the_least_recently_used():
+    ct = CtTable(capacity=4, lru=True)
     ct.insert(*_entries(4))
     ct.insert(*_entries(2, start=10))
-    keys, vals = ct.arrays()
+    keys, _ = ct.arrays()
     assert sorted(keys["sport"].tolist()) == [2, 3, 10, 11] and ct.evicted == 2
-    # a new flow took the tuple of sport 2 since it was read: created_ns differs, so it stays
-    newer_keys, newer_vals = _entries(1, start=2)
-    newer_vals["created_ns"] = 99
-    ct.insert(newer_keys, newer_vals)
-    assert ct.reap(keys, vals["created_ns"]) == 3
-    assert ct.arrays()[0]["sport"].tolist() == [2]
+
+
+def test_memory_established_table_refuses_an_insert_when_full():
+    ct = CtTable(capacity=4, lru=False)
+    assert ct.insert(*_entries(4))
+    assert not ct.insert(*_entries(1, start=10))
+    assert len(ct) == 4 and ct.evicted == 0
+
+
+def _flow(created: int, last_fwd: int, last_rev: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both entries of one established TCP flow 192.0.2.1:1000 -> 10.0.0.1:80 via 10.0.2.11:8080."""
+    from lbtui.dataplane import structs
+
+    vals = np.zeros(2, dtype=CT_ENTRY_DTYPE)
+    vals["client_ip"], vals["vip"] = structs.ip_to_be32("192.0.2.1"), structs.ip_to_be32("10.0.0.1")
+    vals["backend_ip"] = structs.ip_to_be32("10.0.2.11")
+    vals["client_port"], vals["vip_port"] = structs.port_to_be16(1000), structs.port_to_be16(80)
+    vals["backend_port"], vals["proto"] = structs.port_to_be16(8080), structs.IPPROTO_TCP
+    vals["dir"] = [structs.DIR_FORWARD, structs.DIR_REVERSE]
+    vals["backend_id"], vals["created_ns"] = 3, created
+    vals["flags"] = [structs.CT_F_EST | structs.CT_F_SYN, structs.CT_F_SYN]
+    vals["last_seen_ns"] = [last_fwd, last_rev]
+    keys = np.zeros(2, dtype=CT_KEY_DTYPE)
+    keys["saddr"] = [vals["client_ip"][0], vals["backend_ip"][0]]
+    keys["daddr"] = [vals["vip"][0], vals["client_ip"][0]]
+    keys["sport"] = [vals["client_port"][0], vals["backend_port"][0]]
+    keys["dport"] = [vals["vip_port"][0], vals["client_port"][0]]
+    keys["proto"] = structs.IPPROTO_TCP
+    return keys, vals
+
+
+def test_memory_expiry_removes_a_flow_only_while_it_is_the_flow_read_and_idle():
+    from lbtui.dataplane.memory_state import MapState
+
+    state = MapState(DataplaneSpec(conntrack_entries=8, transient_entries=8))
+    keys, vals = _flow(created=100, last_fwd=1000, last_rev=5000)
+    state.established.insert(keys, vals)
+    one = keys[:1]
+    # another flow took the tuple since it was read: created_ns differs, so it stays
+    assert state.expire(one, np.array([99], np.uint64), np.array([0], np.uint64))["created_ns"][0] == 99
+    # the reverse entry saw a packet after the cutoff: the flow is not idle
+    assert state.expire(one, np.array([100], np.uint64), np.array([4000], np.uint64))["created_ns"][0] == 100
+    assert len(state.established) == 2 and state.backend_stat(3)["ended"] == 0
+    out = state.expire(one, np.array([100], np.uint64), np.array([6000], np.uint64))
+    assert out["created_ns"][0] == 0 and out["idle_before_ns"][0] == 5000  # removed; its last packet
+    assert len(state.established) == 0 and state.backend_stat(3)["ended"] == 1  # both entries
 
 
 def test_an_instance_is_named_after_the_socket_it_serves():

@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """The conntrack view's queries: filter and sort over every live flow, then bounded.
 
-The real sweep runs on conntrack arrays in the map's own layout (the dtypes of structs.py); the
-vectorised matcher is checked against the plain per-flow rule of the console (flow_matches) on every
-flow, for many terms.
+The flow table is built from conntrack arrays in the map's own layout (the dtypes of structs.py),
+in chunks as the engine reads them; the vectorised matcher is checked against the plain per-flow
+rule of the console (flow_matches) on every flow, for many terms.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 
 from lbtui import model
-from lbtui.control import conntrack
+from lbtui.control import flowtable
 from lbtui.dataplane import structs
 from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE
 from lbtui.widgets.conntrack import SORTS, flow_matches
 
 NOW = 10_000 * 10**9
-TIMEOUTS = conntrack.Timeouts(tcp_s=300, tcp_closing_s=10, udp_s=30)
 PROXIES = {0: "web", 1: "dns"}
 BACKENDS = [("10.0.2.11", 8080), ("10.0.2.12", 8080), ("10.0.2.9", 8081)]
 N = 1500
@@ -37,9 +36,12 @@ def conntrack_arrays(n: int = N) -> tuple[np.ndarray, np.ndarray]:
         vip = ("10.0.0.1", 53 if udp else 80)
         backend = BACKENDS[i % 3]
         proto = structs.IPPROTO_UDP if udp else structs.IPPROTO_TCP
-        flags = 0 if udp else structs.CT_F_SYNACK | (structs.CT_F_CLOSED if i % 7 == 0 else 0)
+        flags = structs.CT_F_EST | (
+            0 if udp else structs.CT_F_SYNACK | (structs.CT_F_CLOSED if i % 7 == 0 else 0)
+        )
         if not udp and i % 11 == 0:
             flags = 0  # SYN not answered yet
+        created = NOW - rng.randrange(1, 5) * 10**9  # one flow, one created_ns in both entries
         for d, (src, dst) in enumerate(((client, vip), (backend, client))):
             k, v = keys[2 * i + d], vals[2 * i + d]
             k["saddr"], k["daddr"] = structs.ip_to_be32(src[0]), structs.ip_to_be32(dst[0])
@@ -53,23 +55,27 @@ def conntrack_arrays(n: int = N) -> tuple[np.ndarray, np.ndarray]:
             )
             v["proto"], v["dir"], v["service_id"], v["backend_id"] = proto, d, int(udp), i % 3
             v["flags"] = flags
-            v["created_ns"] = NOW - rng.randrange(1, 5) * 10**9
+            v["created_ns"] = created + i  # created_ns is unique per flow
             v["last_seen_ns"] = NOW - rng.randrange(0, 4) * 10**8
             v["packets"], v["bytes"] = rng.randrange(1, 100), rng.randrange(60, 10**6)
     return keys, vals
 
 
 @pytest.fixture(scope="module")
-def table() -> conntrack.FlowTable:
-    keys, vals = conntrack_arrays()
-    res = conntrack.sweep(keys, vals, NOW, TIMEOUTS, 200, PROXIES, keep_flows=True)
-    assert conntrack.sweep(keys, vals, NOW, TIMEOUTS, 200, PROXIES).flows is None  # nobody asked
-    assert res.flows is not None and len(res.flows) == N
-    return res.flows
+def table() -> flowtable.FlowTable:
+    _, vals = conntrack_arrays()
+    builder = flowtable.FlowTableBuilder()
+    order = np.random.default_rng(3).permutation(len(vals))  # the two entries of a flow in other chunks
+    for start in range(0, len(vals), 700):
+        builder.add(vals[order[start : start + 700]])
+    table = builder.build(NOW, PROXIES)
+    assert len(table) == N
+    assert (table.column("bytes_out") > 0).all()  # every reverse entry found its flow
+    return table
 
 
 @pytest.fixture(scope="module")
-def every_flow(table: conntrack.FlowTable) -> list[model.FlowView]:
+def every_flow(table: flowtable.FlowTable) -> list[model.FlowView]:
     return [table.view(i) for i in range(len(table))]
 
 
@@ -108,9 +114,9 @@ TERMS = [
 @pytest.mark.parametrize("text", TERMS)
 @pytest.mark.parametrize("sort", model.FLOW_SORTS)
 def test_query_matches_the_per_flow_rule_on_every_flow(
-    table: conntrack.FlowTable, every_flow: list[model.FlowView], text: str, sort: str
+    table: flowtable.FlowTable, every_flow: list[model.FlowView], text: str, sort: str
 ) -> None:
-    view, matched = conntrack.query(table, model.FlowQuery(text=text, sort=sort), 200)
+    view, matched = flowtable.query(table, model.FlowQuery(text=text, sort=sort), 200)
     want = oracle(every_flow, text, sort, 10**9)
     assert matched == len(want)
     assert len(view) == min(200, matched)
@@ -120,14 +126,14 @@ def test_query_matches_the_per_flow_rule_on_every_flow(
     assert [key(f) for f in view] == [key(f) for f in want[: len(view)]]
 
 
-def test_a_small_flow_outside_the_default_view_is_found_by_a_filter(table: conntrack.FlowTable) -> None:
-    top, matched = conntrack.query(table, model.FlowQuery(), 200)
+def test_a_small_flow_outside_the_default_view_is_found_by_a_filter(table: flowtable.FlowTable) -> None:
+    top, matched = flowtable.query(table, model.FlowQuery(), 200)
     assert matched == N and len(top) == 200
     total = table.column("bytes_in") + table.column("bytes_out")
     smallest = int(np.argmin(total))
     flow = table.view(smallest)
     assert flow not in top
-    view, matched = conntrack.query(table, model.FlowQuery(text=f"{flow.client} {flow.vip}"), 200)
+    view, matched = flowtable.query(table, model.FlowQuery(text=f"{flow.client} {flow.vip}"), 200)
     assert view == [flow] and matched == 1
 
 

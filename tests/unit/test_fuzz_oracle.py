@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from tests.fuzz.packets.cases import Case, EvictEvent, FrameEvent, failure_kind, load_case, save_case
-from tests.fuzz.packets.conntrack import CT_F_CLOSED, CT_F_RST, DIR_FORWARD, ConntrackMirror, CtEntry
+from tests.fuzz.packets.conntrack import DIR_FORWARD, TRANSIENT, ConntrackMirror, CtEntry
 from tests.fuzz.packets.frames import XDP_FAMILIES, FrameGenerator
 from tests.fuzz.packets.oracle import PICK_DROPPED, Oracle
 from tests.fuzz.packets.parse import FRAGMENT, MALFORMED, NOT_OURS, REFUSED, View, parse_xdp
 from tests.fuzz.packets.rewrite import XDP_DROP, XDP_PASS, checksums_verify
+from tests.fuzz.packets.tcp import CT_F_CLOSED, CT_F_RST
 from tests.fuzz.packets.topology import BACKENDS
 from tests.fuzz.packets.wire import TCP, addr, fix_checksums
 from tests.fuzz.samples import CLIENT, dnat_of, syn_frame, udp_frame
@@ -149,17 +150,17 @@ def test_mirror_removes_a_closed_flows_reverse_entry_only_while_it_is_still_that
     mirror = ConntrackMirror()
     a = _entry(80, "10.0.2.11", flags=CT_F_RST | CT_F_CLOSED)
     mirror.create(a)
-    assert mirror.reverse_removed_with(a) == a.reverse_key()
+    assert mirror.reverse_removed_with(a, TRANSIENT) == a.reverse_key()
     mirror.evict(a.reverse_key())
     b = _entry(81, "10.0.2.11")  # same client port, same backend: takes A's reverse key
     mirror.create(b)
-    assert mirror.reverse_removed_with(a) is None
-    mirror.end_closed(a)
+    assert mirror.reverse_removed_with(a, TRANSIENT) is None
+    mirror.end(a, TRANSIENT)
     assert mirror.get(a.forward_key()) is None
     kept = mirror.get(b.reverse_key())
     assert kept is not None and kept.vip_port == 81
     restored = _entry(82, "10.0.2.12")
     mirror.create(restored)
     mirror.evict(restored.reverse_key())
-    assert mirror.restore_reverse(restored)  # a restored reverse entry is still its flow's
-    assert mirror.reverse_removed_with(restored) == restored.reverse_key()
+    assert mirror.restore_reverse(restored, TRANSIENT)  # a restored reverse entry is still its flow's
+    assert mirror.reverse_removed_with(restored, TRANSIENT) == restored.reverse_key()

@@ -43,6 +43,10 @@ class FakeHost(Probe):
     local: dict[str, list[str]] = dataclasses.field(default_factory=lambda: {"10.0.0.1": ["eth0"]})
     busy_port: int | None = None
     running: bool = False
+    memory: int | None = 8 << 30
+
+    def mem_total_bytes(self) -> int | None:
+        return self.memory
 
     def euid(self) -> int:
         return 0 if self.root else 1000
@@ -177,3 +181,21 @@ def test_the_real_probe_on_this_machine() -> None:
         held.bind(("127.0.0.1", 0))
         held.listen()
         assert probe.bind_problem("127.0.0.1", held.getsockname()[1]) == errno.EADDRINUSE
+
+
+def test_max_connections_beyond_the_host_s_memory_is_a_config_error() -> None:
+    """16M connections (the schema's maximum) preallocate conntrack tables of 32M + 128k entries: more than
+    half of an 8 GiB host. A configuration error naming the key and what fits, not a failed start."""
+    text = CONFIG.replace("[settings]\n", "[settings]\nmax_connections = 16777216\n", 1)
+    found = checks(FakeHost(), text)["memory"]
+    assert [(c.status, c.key_path) for c in found] == [(ERROR, "settings.max_connections")]
+    assert found[0].message.startswith("max_connections = 16777216 needs about 14809 MiB")
+    assert "more than half of this host's 8192 MiB: at most about 4640229 fit" in found[0].message
+    assert code(FakeHost(), text) == exitcodes.CONFIG
+    # the default fits, and says how much it takes
+    default = checks(FakeHost())["memory"][0]
+    assert (default.status, default.message) == (
+        OK,
+        "the maps and their sweep take about 319 MiB of 8192 MiB",
+    )
+    assert checks(FakeHost(memory=None))["memory"][0].status == WARNING

@@ -51,5 +51,6 @@ def test_names_the_compiled_side_lacks_are_not_checked():
 
 def test_the_mirror_table_covers_every_map_part_and_record():
     assert len(structs.MIRRORS) == 2 * len(structs.MAP_LAYOUTS) + len(structs.RECORD_LAYOUTS)
-    assert structs.MIRRORS["lb_conntrack value"] is structs.CtEntry
+    assert structs.MIRRORS["lb_ct_established value"] is structs.CtEntry
+    assert structs.MIRRORS["lb_ct_transient key"] is structs.CtKey
     assert structs.MIRRORS["struct lb_event"] is structs.Event

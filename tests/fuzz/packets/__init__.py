@@ -13,7 +13,7 @@ what lb.c must do (docs/datapath.md#what-the-programs-do).
     mutations.py  header mutations and scapy-built templates
     parse.py      lb.c's parsers as the oracle reads a frame
     pick.py       the backends a new flow may get
-    conntrack.py  the mirror of lb_conntrack and the rules that change it
+    conntrack.py  the mirror of both conntrack tables and the rules that change them
     rewrite.py    what a correct NAT rewrite (or an untouched frame) looks like
     oracle.py     the decisions, one place each, for XDP and TC
     harness.py    frames through BPF_PROG_TEST_RUN, conntrack syncs, evictions, recorded segments

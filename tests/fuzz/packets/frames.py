@@ -10,7 +10,7 @@ harness.py: a failing run's frames are recorded, picks included, for an exact re
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +102,9 @@ class FrameGenerator:
 
     def __init__(self, seed: int, *, scapy_pool: int = 48) -> None:
         self.rng = random.Random(seed)
+        # (flow, from the backend) -> (the next sequence number of that side, of the other side),
+        # None where unknown: set by the harness from the oracle's mirror
+        self.seq_hint: Callable[[Flow, bool], tuple[int | None, int | None]] | None = None
         self._xdp_names = list(XDP_FAMILIES)
         self._xdp_weights = list(XDP_FAMILIES.values())
         self._tc_names = list(TC_FAMILIES)
@@ -164,6 +167,8 @@ class FrameGenerator:
         vlans: Sequence[tuple[int, int]] = (),
         udp_zero: bool | None = None,
         frag: int | None = None,
+        seq: int | None = None,
+        ack: int | None = None,
     ) -> Built:
         rng = self.rng
         body = self.payload() if payload is None else payload
@@ -175,8 +180,8 @@ class FrameGenerator:
                 dport,
                 flags,
                 body,
-                seq=rng.randrange(2**32),
-                ack=rng.randrange(2**32) if flags & 0x10 else 0,
+                seq=rng.randrange(2**32) if seq is None else seq,
+                ack=(rng.randrange(2**32) if ack is None else ack) if flags & 0x10 else 0,
                 options=tcp_options,
             )
         elif proto == UDP:
@@ -197,17 +202,43 @@ class FrameGenerator:
             kw["flags"] = 0x02
         return self.l4_frame(self.client_ip(), VIP_B, svc.proto, self.port(), svc.port, **kw)
 
-    def followup(self, flow: Flow, **kw: Any) -> Built:
-        if flow.proto == TCP and "flags" not in kw:
-            kw["flags"] = self.rng.choice(TCP_FOLLOWUP_FLAGS)
+    def followup(self, flow: Flow, exact: bool = False, **kw: Any) -> Built:
+        """A segment of the client's side of a flow; TCP sequence numbers as sequence_numbers()."""
+        if flow.proto == TCP:
+            if "flags" not in kw:
+                kw["flags"] = self.rng.choice(TCP_FOLLOWUP_FLAGS)
+            kw = self.sequence_numbers(flow, False, exact, kw)
         return self.l4_frame(flow.client_ip, VIP_B, flow.proto, flow.client_port, flow.vip_port, **kw)
 
-    def reply(self, flow: Flow, **kw: Any) -> Built:
-        if flow.proto == TCP and "flags" not in kw:
-            kw["flags"] = self.rng.choice(TCP_REPLY_FLAGS)
+    def reply(self, flow: Flow, exact: bool = False, **kw: Any) -> Built:
+        """A segment of the backend's side of a flow; TCP sequence numbers as sequence_numbers()."""
+        if flow.proto == TCP:
+            if "flags" not in kw:
+                kw["flags"] = self.rng.choice(TCP_REPLY_FLAGS)
+            kw = self.sequence_numbers(flow, True, exact, kw)
         return self.l4_frame(
             flow.backend_ip, flow.client_ip, flow.proto, flow.backend_port, flow.client_port, **kw
         )
+
+    def sequence_numbers(
+        self, flow: Flow, from_backend: bool, exact: bool, kw: dict[str, Any]
+    ) -> dict[str, Any]:
+        """seq and ack for a segment of a tracked flow: mostly where the data path expects them
+        (`seq_hint`: the mirror's next sequence number of each side), sometimes inside the window
+        but off, sometimes anywhere (a blind segment); `exact`: always where expected."""
+        if "seq" in kw or self.seq_hint is None:
+            return kw
+        seq, ack = self.seq_hint(flow, from_backend)
+        r = 0.0 if exact else self.rng.random()
+        if seq is None or r >= 0.85:
+            return kw  # random: the data path's window checks decide
+        if r >= 0.65:
+            seq = (seq + self.rng.choice((-1, 1)) * self.rng.randrange(1, 70000)) & 0xFFFFFFFF
+        out = dict(kw)
+        out["seq"] = seq
+        if ack is not None:
+            out["ack"] = ack
+        return out
 
     def any_valid(self, flows: Sequence[Flow]) -> Built:
         r = self.rng.random()
@@ -288,6 +319,8 @@ class FrameGenerator:
             body = bytes((8, 0, 0, 0)) + rng.randbytes(rng.randrange(4, 60))
             return self.l4_frame(self.client_ip(), VIP_B, ICMP, 0, 0, payload=icmp_fix(body)).data
         if family == "icmp_error":
+            if flows and rng.random() < 0.6:
+                return self.icmp_error_about(rng.choice(flows[-64:]))
             return self.icmp_error()
         if family == "arp":
             arp = bytes.fromhex("0001080006040001") + ETH_SRC + self.client_ip() + bytes(6) + VIP_B
@@ -379,6 +412,20 @@ class FrameGenerator:
         return self.to_vip(**kw).data
 
     # -- mutations -----------------------------------------------------------------------------
+    def icmp_error_about(self, flow: Flow) -> bytearray:
+        """An error a router on the client side sends to the VIP about a reply of a tracked flow
+        (VIP:port -> client:port): the quote is 8 bytes of its L4 header or all of it."""
+        rng = self.rng
+        if flow.proto == TCP:
+            l4 = tcp_segment(VIP_B, flow.client_ip, flow.vip_port, flow.client_port, 0x10, b"")
+        else:
+            l4 = udp_datagram(VIP_B, flow.client_ip, flow.vip_port, flow.client_port, rng.randbytes(4))
+        quoted = ipv4_header(VIP_B, flow.client_ip, flow.proto, len(l4)) + l4[: rng.choice((8, len(l4)))]
+        icmp_type, code = rng.choice(((3, 4), (3, 4), (3, 3), (3, 1), (11, 0)))
+        body = icmp_fix(bytes((icmp_type, code, 0, 0)) + b"\x00\x00\x05\x00" + quoted)
+        src = rng.choice((addr("10.0.9.1"), flow.client_ip))
+        return self.l4_frame(src, VIP_B, ICMP, 0, 0, payload=body).data
+
     def icmp_error(self) -> bytearray:
         """Destination unreachable / time exceeded quoting a TCP header to or from the VIP."""
         rng = self.rng

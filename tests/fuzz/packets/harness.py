@@ -5,9 +5,11 @@ What does not follow from the seed is controlled here, so that a run only depend
 kernel's weighted-random draws (which the oracle models as the set of allowed backends):
 - the process runs pinned to one CPU (per-CPU counters and LRU free lists stay on that CPU);
 - conntrack is big enough never to evict on its own between two syncs (check_sizes): evictions
-  are explicit (`evict_rate`), made by the harness on both the map and the mirror;
-- every `sync_every` frames the whole map and the global counters are compared with the mirror,
-  then both are emptied, so a failure depends only on the frames since the last sync. Those frames
+  are explicit (`evict_rate`), made by the harness on both the transient table and the mirror (the
+  established table never evicts);
+- every `sync_every` frames both tables, the global counters, the drop reasons of every service and
+  the flow counters of every backend are compared with the mirror, then the tables (and the
+  fragments table) are emptied, so a failure depends only on the frames since the last sync. Those frames
   (with the kernel's draws and the harness's evictions) are written to a case file on a failure;
   `replay_events` runs such a file again, making the same draws (Dataplane.force_pick).
 
@@ -29,10 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from lbtui.dataplane.port import ServiceEntry
+from lbtui.dataplane.records import flow_entries
 from tests.fuzz.packets.cases import Case, Event, EvictEvent, FrameEvent, failure_kind, save_case
-from tests.fuzz.packets.conntrack import CtKey, RealEntry
+from tests.fuzz.packets.conntrack import ESTABLISHED, TRANSIENT, CtKey, RealEntry
 from tests.fuzz.packets.frames import Flow, Frame, FrameGenerator
-from tests.fuzz.packets.oracle import CHECKED_COUNTERS, PICK_DROPPED, Oracle, Verdict
+from tests.fuzz.packets.oracle import BACKEND_COUNTERS, CHECKED_COUNTERS, PICK_DROPPED, Oracle, Verdict
 from tests.fuzz.packets.pick import DROP_CONFLICT
 from tests.fuzz.packets.topology import (
     BACKEND_BY_ENDPOINT,
@@ -49,7 +52,9 @@ from tests.fuzz.packets.topology import (
     group_of,
 )
 from tests.fuzz.packets.wire import TCP, UDP, addr, hexdump
-from tests.support.maps import conntrack_entries, remove_conntrack, write_table
+from tests.support.maps import evict, write_table
+
+CT_TABLE_NAMES = {ESTABLISHED: "lb_ct_established", TRANSIENT: "lb_ct_transient"}
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +98,11 @@ class Dataplane:
 
         self.loaded = Loaded(
             DataplaneSpec(
-                table_size=TABLE_SIZE, conntrack_entries=CONNTRACK_ENTRIES, max_groups=4, max_backends=16
+                table_size=TABLE_SIZE,
+                conntrack_entries=CONNTRACK_ENTRIES,
+                transient_entries=CONNTRACK_ENTRIES,
+                max_groups=4,
+                max_backends=16,
             )
         )
         self.maps = Maps(self.loaded)
@@ -129,6 +138,24 @@ class Dataplane:
     def global_counters(self) -> dict[str, int]:
         return self.maps.global_counters()
 
+    def drops(self) -> dict[tuple[int, str], int]:
+        """(service id, drop reason) -> count, summed over CPUs."""
+        return {
+            (svc.service_id, reason): n
+            for svc in SERVICES
+            for reason, n in self.maps.service_counters(svc.service_id)[1].items()
+        }
+
+    def backend_counters(self) -> dict[tuple[int, str], int]:
+        """(backend id, lb_backend_stats field) -> count, summed over CPUs."""
+        table = self.loaded.table("lb_backend_stats")
+        out: dict[tuple[int, str], int] = {}
+        for bid in BACKENDS:
+            for cpu in table.getvalue(table.Key(bid)):
+                for name in BACKEND_COUNTERS:
+                    out[(bid, name)] = out.get((bid, name), 0) + getattr(cpu, name)
+        return out
+
     @contextlib.contextmanager
     def force_pick(self, group: int, backend_id: int) -> Iterator[None]:
         """Make the next new flow of `group` get `backend_id` (PICK_DROPPED: be dropped) wherever
@@ -146,38 +173,55 @@ class Dataplane:
         write_table(self.maps, group, backend_ids)
 
     def conntrack(self) -> list[RealEntry]:
-        return [
-            RealEntry(
-                key=(addr(e.key.saddr), addr(e.key.daddr), e.key.sport, e.key.dport, _PROTO[e.key.protocol]),
-                dir=e.direction,
-                client=(addr(e.client[0]), e.client[1]),
-                vip=(addr(e.vip[0]), e.vip[1]),
-                backend=(addr(e.backend[0]), e.backend[1]),
-                backend_id=e.backend_id,
-                service_id=e.service_id,
-                flags=e.flags,
-                packets=e.packets,
-                octets=e.bytes,
-            )
-            for e in conntrack_entries(self.maps)
-        ]
+        out = []
+        for table in (ESTABLISHED, TRANSIENT):
+            for keys, values in self.maps.conntrack_chunks(table):
+                for e, v in zip(flow_entries(keys, values), values, strict=True):
+                    seq = (
+                        int(v["seq_first"]),
+                        int(v["seq_next"]),
+                        int(v["window"]),
+                        int(v["wscale"]),
+                        int(v["win_shift"]),
+                    )
+                    out.append(
+                        RealEntry(
+                            table=table,
+                            key=(
+                                addr(e.key.saddr),
+                                addr(e.key.daddr),
+                                e.key.sport,
+                                e.key.dport,
+                                _PROTO[e.key.protocol],
+                            ),
+                            dir=e.direction,
+                            client=(addr(e.client[0]), e.client[1]),
+                            vip=(addr(e.vip[0]), e.vip[1]),
+                            backend=(addr(e.backend[0]), e.backend[1]),
+                            backend_id=e.backend_id,
+                            service_id=e.service_id,
+                            flags=e.flags,
+                            packets=e.packets,
+                            octets=e.bytes,
+                            seq=seq,
+                        )
+                    )
+        return out
 
-    def delete(self, keys: Iterable[CtKey]) -> None:
-        wanted = {
-            (
-                int.from_bytes(k[0], "little"),
-                int.from_bytes(k[1], "little"),
-                socket.htons(k[2]),
-                socket.htons(k[3]),
-                k[4],
-            )
-            for k in keys
-        }
+    def delete(self, keys: Iterable[CtKey], table: str = TRANSIENT) -> None:
+        """Delete single entries by key, as an LRU eviction does."""
+        wanted = set(keys)
 
         def chosen(raw: np.ndarray, _values: np.ndarray) -> np.ndarray:
             return np.fromiter(
                 (
-                    (int(r["saddr"]), int(r["daddr"]), int(r["sport"]), int(r["dport"]), int(r["proto"]))
+                    (
+                        int(r["saddr"]).to_bytes(4, "little"),
+                        int(r["daddr"]).to_bytes(4, "little"),
+                        socket.ntohs(int(r["sport"])),
+                        socket.ntohs(int(r["dport"])),
+                        int(r["proto"]),
+                    )
                     in wanted
                     for r in raw
                 ),
@@ -185,7 +229,15 @@ class Dataplane:
                 count=len(raw),
             )
 
-        remove_conntrack(self.maps, chosen)
+        evict(self.loaded, chosen, tables=(CT_TABLE_NAMES[table],))
+
+    def empty(self) -> None:
+        """Every conntrack entry of both tables, and every remembered fragment, gone."""
+        evict(self.loaded, lambda raw, _v: np.ones(len(raw), dtype=bool))
+        frags = self.loaded.table("lb_frags")
+        for k in list(frags.keys()):
+            with contextlib.suppress(KeyError):
+                del frags[k]
 
 
 _PROTO = {"tcp": TCP, "udp": UDP}
@@ -266,6 +318,7 @@ class PacketFuzzer:
         self.case_dir = Path(case_dir) if case_dir else None
         self.generator = FrameGenerator(seed, scapy_pool=scapy_pool)
         self.oracle = Oracle()
+        self.generator.seq_hint = self.oracle.seq_hint
         self.stats = FuzzStats()
         self._baseline: dict[str, int] = {}
         self._segment: list[Event] = []  # what ran since conntrack was last emptied
@@ -319,10 +372,12 @@ class PacketFuzzer:
             verdict, out = self.dp.run(frame.hook, frame.data)
         else:
             self.stats.forced_picks += 1
+            self.oracle.forced_drop = forced[1] == PICK_DROPPED  # an empty table: counted no_backend
             with self.dp.force_pick(*forced):
                 verdict, out = self.dp.run(frame.hook, frame.data)
         check = self.oracle.check_xdp if frame.hook == "xdp" else self.oracle.check_tc
         result = check(frame.data, verdict, out)
+        self.oracle.forced_drop = False
         self._segment.append(
             FrameEvent(frame.hook, frame.family, frame.data, result.pick, bool(result.problems))
         )
@@ -353,8 +408,9 @@ class PacketFuzzer:
         return group_of(plan.svc, plan.view.saddr), pick
 
     def evict(self, key: CtKey) -> None:
-        """Delete one entry from the map and the mirror, as an LRU eviction would."""
-        if self.oracle.ct.get(key) is None:
+        """Delete one transient entry from the map and the mirror, as an LRU eviction would (the
+        established table never evicts)."""
+        if key not in self.oracle.ct.tables[TRANSIENT]:
             return
         self.dp.delete([key])
         self.oracle.ct.evict(key)
@@ -372,22 +428,35 @@ class PacketFuzzer:
                 problems.append(
                     f"global counter {name}: expected {self.oracle.counters[name]}, map has {got}"
                 )
+        for (sid, reason), n in self.dp.drops().items():
+            got = n - self._drops_baseline.get((sid, reason), 0)
+            want = self.oracle.drops[(sid, reason)]
+            if got != want:
+                problems.append(f"service {sid} drops {reason}: expected {want}, map has {got}")
+        for (bid, name), n in self.dp.backend_counters().items():
+            got = n - self._backend_baseline.get((bid, name), 0)
+            want = self.oracle.backend_counters()[(bid, name)]
+            if got != want:
+                problems.append(f"backend {bid} {name}: expected {want}, map has {got}")
         if problems:
             self._fail("conntrack-sync", "-", tuple(problems[:10]), "", "")
             return
         self._empty_conntrack()
 
     def _empty_conntrack(self) -> None:
-        self.dp.delete(e.key for e in self.dp.conntrack())
+        self.dp.empty()
         self.oracle.reset()
         self._segment = []
         self._segment_start = self.stats.frames
+        self._backend_baseline = self.dp.backend_counters()
 
     def _resync(self) -> None:
-        """Start over from an empty conntrack and zeroed counters (after a failure, or for a replay)."""
+        """Start over from empty tables and zeroed counters (after a failure, or for a replay)."""
         self._empty_conntrack()
         self.oracle.counters.clear()
+        self.oracle.drops.clear()
         self._baseline = self.dp.global_counters()
+        self._drops_baseline = self.dp.drops()
 
     def _fail(
         self, family: str, hook: str, problems: tuple[str, ...], frame_hex: str, output_hex: str

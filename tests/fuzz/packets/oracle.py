@@ -2,23 +2,21 @@
 """The oracle: from an input frame and the conntrack mirror alone, what lb.c must do with it.
 
 - XDP: anything that is not a well-formed IPv4 TCP/UDP non-fragment to a configured VIP:port passes
-  untouched; a new flow (TCP SYN without ACK, any UDP, any TCP for maglev) and every packet of a
-  tracked flow is DNATed; a TCP non-SYN without an entry passes untouched. A DNATed frame differs
-  from the input only in daddr, the IP checksum, dport and the L4 checksum; daddr:dport is the
-  flow's backend (or, for a new flow, one of the backends pick.py allows).
-- TC egress: a reply that matches a reverse entry is SNATed back to VIP:port (saddr, IP checksum,
-  sport, L4 checksum), anything else passes untouched.
+  untouched, except an ICMP error about a tracked flow's reply, which is translated toward the
+  flow's backend; a SYN with RST or FIN, and a state-changing segment with a bad checksum, are
+  dropped; a RST outside its flow's window is dropped; a new flow (TCP SYN without ACK, any UDP, any
+  TCP for maglev) and every other packet of a tracked flow is DNATed; a TCP non-SYN without an entry
+  passes untouched. A DNATed frame differs from the input only in daddr, the IP checksum, dport and
+  the L4 checksum; daddr:dport is the flow's backend (or, for a new flow, one of the backends
+  pick.py allows).
+- TC egress (oracle_tc.py): a reply that matches a reverse entry is SNATed back to VIP:port, later
+  fragments of a SNATed reply get the VIP as source, ICMP errors about a flow leave with the VIP,
+  a backend's RST outside the window is dropped; anything else passes untouched.
 
 Every decision has one place. `plan_xdp` decides, without changing anything, what lbtui_xdp does with
-a frame (which parser outcome, which tracked flow, which closed flow a SYN replaces, which backends a
-new flow may get); `check_xdp` compares the program's verdict and output with the plan and applies it
-to the mirror. `check_tc` does the same for lbtui_tc. Behaviour that mirrors lb.c but contradicts
-docs/datapath.md is counted as a finding (FINDINGS), not a failure.
-
-Where an extension goes: a new frame family (ICMP errors, IPv6) gets its parser in parse.py and its
-own `_plan_*` branch in plan_xdp (and a `_tc_*` one in check_tc); TCP state rules (sequence cases)
-live in conntrack.track_tcp; a new way to pick a backend in pick.py; a verdict the program may take
-before conntrack (a fast path) is one more plan outcome.
+a frame; `check_xdp` compares the program's verdict and output with the plan and applies it to the
+mirror. `check_tc` (oracle_tc.TcRules) does the same for lbtui_tc. Behaviour that mirrors lb.c but
+contradicts docs/datapath.md is counted as a finding (FINDINGS), not a failure.
 """
 
 from __future__ import annotations
@@ -26,36 +24,38 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from tests.fuzz.packets import tcp
 from tests.fuzz.packets.conntrack import (
-    CT_F_CLOSED,
-    CT_F_RST,
     DIR_FORWARD,
     DIR_REVERSE,
+    ESTABLISHED,
+    TRANSIENT,
     ConntrackMirror,
     CtEntry,
     CtKey,
     RealEntry,
     flow_text,
-    track_tcp,
 )
 from tests.fuzz.packets.frames import Flow
-from tests.fuzz.packets.parse import FRAGMENT, MALFORMED, NOT_OURS, REFUSED, View, parse_tc, parse_xdp
+from tests.fuzz.packets.icmp import Quote, check_icmp_rewrite, quote_of
+from tests.fuzz.packets.oracle_tc import TcRules
+from tests.fuzz.packets.parse import FRAGMENT, MALFORMED, NOT_OURS, REFUSED, IcmpView, View, parse_xdp
 from tests.fuzz.packets.pick import DROP_CONFLICT, pick_outcomes
 from tests.fuzz.packets.rewrite import (
-    TC_ACT_OK,
     XDP_DROP,
     XDP_PASS,
     check_refused,
     check_rewrite,
     check_untouched,
+    l4_csum_ok,
 )
 from tests.fuzz.packets.topology import (
     BACKEND_BY_ENDPOINT,
     MAGLEV,
     SERVICE_BY_KEY,
     SERVICES,
+    VIP_B,
     WEIGHTED_RANDOM,
-    Endpoint,
     FuzzService,
 )
 from tests.fuzz.packets.wire import TCP, u16
@@ -65,7 +65,10 @@ MIDSTREAM = "midstream"
 DNAT = "dnat"
 SNAT = "snat"
 TC_MISS = "tc_miss"
+ICMP_TRANSLATED = "icmp"
+FRAGMENT_SNAT = "fragment_snat"
 DROPPED = "dropped"  # a new flow refused: every backend it could get already serves its client port
+DROPPED_INVALID = "invalid"  # dropped by a validation rule (counted by reason)
 PICK_DROPPED = -1  # Verdict.pick of a weighted-random new flow the program dropped
 
 COUNTER_OF = {
@@ -76,7 +79,18 @@ COUNTER_OF = {
     SNAT: "tc_snat",
     TC_MISS: "tc_miss",
 }
-CHECKED_COUNTERS = ("xdp_packets", *COUNTER_OF.values(), "xdp_ct_restored")
+CHECKED_COUNTERS = (
+    "xdp_packets",
+    *COUNTER_OF.values(),
+    "xdp_ct_restored",
+    "tc_ct_restored",
+    "xdp_icmp_translated",
+    "tc_icmp_translated",
+    "tc_fragments_snat",
+    "xdp_repick",
+    "rst_challenged",
+)
+BACKEND_COUNTERS = ("new_flows", "handshakes", "conn_failures", "closes", "established", "ended")
 FINDING_REVERSE_CLASH = "reverse-entry clash"
 FINDING_SHARED_AFTER_EVICTION = "backend tuple shared after an eviction"
 FINDINGS = {
@@ -105,12 +119,17 @@ class Verdict:
 class XdpPlan:
     """What lbtui_xdp does with one frame, decided before it runs."""
 
-    outcome: str  # REFUSED, an untouched outcome, or DNAT (tracked or new flow)
+    outcome: str  # REFUSED, an untouched outcome, DROPPED_INVALID, ICMP_TRANSLATED or DNAT
     view: View | None = None
     svc: FuzzService | None = None
+    seg: tcp.Segment | None = None
+    drop_reason: str = ""
     tracked: CtEntry | None = None  # DNAT of a tracked flow: its forward entry
+    table: str = TRANSIENT  # where the tracked (or ended) flow lives
     ends: CtEntry | None = None  # a new flow replacing a closed one on the same tuple: the old entry
-    outcomes: frozenset[Endpoint | str] = frozenset()  # new flow: allowed backends, DROP_CONFLICT
+    outcomes: frozenset[tuple[bytes, int] | str] = frozenset()  # new flow: allowed backends, DROP_CONFLICT
+    icmp: IcmpView | None = None
+    quote: Quote | None = None
 
     @property
     def random_pick(self) -> bool:
@@ -123,12 +142,15 @@ class XdpPlan:
         )
 
 
-class Oracle:
-    """Predicts every frame's fate from the frame and a mirror of the conntrack map."""
+class Oracle(TcRules):
+    """Predicts every frame's fate from the frame and a mirror of the conntrack tables."""
 
     def __init__(self) -> None:
         self.ct = ConntrackMirror()
         self.counters: Counter[str] = Counter()
+        self.drops: Counter[tuple[int, str]] = Counter()  # (service id, reason)
+        self.frags: dict[tuple[bytes, bytes, int, int], bytes] = {}  # lb_frags
+        self.forced_drop = False  # the harness replays a recorded drop with an empty table
         self.flows: list[Flow] = []
         # behaviour that mirrors lb.c exactly but breaks docs/datapath.md: kind -> count, first examples
         self.findings: Counter[str] = Counter()
@@ -141,83 +163,173 @@ class Oracle:
             examples.append(text)
 
     def reset(self) -> None:
-        """The real map was emptied: empty the mirror too (counters stay cumulative)."""
+        """The real maps were emptied: empty the mirror too (counters stay cumulative)."""
         self.ct.clear()
+        self.frags.clear()
         self.flows.clear()
 
     def conntrack_problems(self, real_entries: list[RealEntry]) -> list[str]:
         return self.ct.problems(real_entries)
 
+    def backend_counters(self) -> Counter[tuple[int, str]]:
+        return self.ct.backend_counts
+
+    def seq_hint(self, flow: Flow, from_backend: bool) -> tuple[int | None, int | None]:
+        """The next sequence number the mirror expects from each side of a flow (the sender's, then
+        the other's), for the generator's TCP sequence cases."""
+        fwd = self.ct.get((flow.client_ip, VIP_B, flow.client_port, flow.vip_port, flow.proto))
+        rev = self.ct.get((flow.backend_ip, flow.client_ip, flow.backend_port, flow.client_port, flow.proto))
+        sender, other = (rev, fwd) if from_backend else (fwd, rev)
+
+        def nxt(e: CtEntry | None) -> int | None:
+            return e.seq_next if e is not None and e.flags & tcp.CT_F_SEQ else None
+
+        return nxt(sender), nxt(other)
+
     # -- XDP -----------------------------------------------------------------------------------
 
     def plan_xdp(self, data: bytes) -> XdpPlan:
         view = parse_xdp(data)
+        if isinstance(view, IcmpView):
+            return self._plan_icmp(data, view)
         if isinstance(view, str):
             return XdpPlan(view)
         svc = SERVICE_BY_KEY.get((view.daddr, view.dport, view.proto))
         if svc is None:
             return XdpPlan(NOT_OURS, view)
-        return self._plan_service(view, svc)
+        return self._plan_service(data, view, svc)
 
-    def _plan_service(self, view: View, svc: FuzzService) -> XdpPlan:
-        """IPv4 TCP or UDP to a service: a tracked flow, a midstream packet, or a new flow."""
-        key: CtKey = (view.saddr, view.daddr, view.sport, view.dport, view.proto)
+    def _plan_icmp(self, data: bytes, icmp: IcmpView) -> XdpPlan:
+        q = quote_of(data, icmp)
+        if q is None or q.saddr != bytes(data[icmp.l3 + 16 : icmp.l3 + 20]):
+            return XdpPlan(NOT_OURS)
+        fwd = self.ct.get((q.daddr, q.saddr, q.dport, q.sport, q.proto))
+        if fwd is None or fwd.dir != DIR_FORWARD:
+            return XdpPlan(NOT_OURS)
+        return XdpPlan(ICMP_TRANSLATED, tracked=fwd, icmp=icmp, quote=q)
+
+    def _plan_service(self, data: bytes, view: View, svc: FuzzService) -> XdpPlan:
+        """IPv4 TCP or UDP to a service: validation drops, a tracked flow, midstream, or a new flow."""
         is_tcp = view.proto == TCP
-        is_syn = is_tcp and view.tcp_flags & 0x12 == 0x02
-        fwd = self.ct.get(key)
+        seg = None
+        if is_tcp:
+            seg = tcp.segment_of(data, view.l4, view.ip_len - view.ihl_len - (data[view.l4 + 12] >> 4) * 4)
+            if seg.flags & tcp.SYN and seg.flags & (tcp.RST | tcp.FIN):
+                return XdpPlan(DROPPED_INVALID, view, svc, seg, drop_reason="tcp_flags")
+            if seg.flags & (tcp.SYN | tcp.RST | tcp.FIN) and l4_csum_ok(data, view) == 0:
+                return XdpPlan(DROPPED_INVALID, view, svc, seg, drop_reason="bad_checksum")
+        key: CtKey = (view.saddr, view.daddr, view.sport, view.dport, view.proto)
+        is_syn = seg is not None and seg.flags & (tcp.SYN | tcp.ACK) == tcp.SYN
+        fwd, table = self.ct.lookup(key)
         ends = None
-        if fwd is not None and is_syn and fwd.flags & (CT_F_CLOSED | CT_F_RST):
+        if fwd is not None and is_syn and fwd.flags & (tcp.CT_F_CLOSED | tcp.CT_F_RST):
             ends, fwd = fwd, None  # a SYN reusing a closed flow's port starts a new flow
         if fwd is not None:
-            return XdpPlan(DNAT, view, svc, tracked=fwd)
+            return XdpPlan(DNAT, view, svc, seg, tracked=fwd, table=table)
         if is_tcp and not is_syn and svc.algorithm != MAGLEV:
             return XdpPlan(MIDSTREAM, view, svc)
-        removed = self.ct.reverse_removed_with(ends) if ends is not None else None
+        if not is_tcp and l4_csum_ok(data, view) == 0:
+            return XdpPlan(DROPPED_INVALID, view, svc, seg, drop_reason="bad_checksum")
+        removed = None
+        if ends is not None:
+            rkey = self.ct.reverse_removed_with(ends, table)
+            removed = (table, rkey) if rkey is not None else None
         outcomes = pick_outcomes(svc, view, lambda ep: self.ct.reverse_taken(view, ep, ignoring=removed))
-        return XdpPlan(DNAT, view, svc, ends=ends, outcomes=frozenset(outcomes))
+        return XdpPlan(DNAT, view, svc, seg, table=table, ends=ends, outcomes=frozenset(outcomes))
 
     def check_xdp(self, data: bytes, verdict: int | None, out: bytes) -> Verdict:
         plan = self.plan_xdp(data)
         if plan.outcome == REFUSED:
             return Verdict(REFUSED, tuple(check_refused(verdict)))
         self.counters["xdp_packets"] += 1
+        if plan.outcome == ICMP_TRANSLATED:
+            return self._xdp_icmp(plan, data, verdict, out)
+        if plan.outcome == DROPPED_INVALID:
+            return self._dropped(plan, data, verdict, out, XDP_DROP)
         if plan.outcome != DNAT:
             return self._untouched(plan.outcome, data, verdict, out, XDP_PASS)
         if plan.tracked is not None:
-            return self._xdp_tracked(plan.tracked, plan, data, verdict, out)
+            return self._xdp_tracked(plan, data, verdict, out)
         return self._xdp_new_flow(plan, data, verdict, out)
 
-    def _xdp_tracked(
-        self, fwd: CtEntry, plan: XdpPlan, data: bytes, verdict: int | None, out: bytes
-    ) -> Verdict:
-        assert plan.view is not None
-        view = plan.view
+    def _xdp_icmp(self, plan: XdpPlan, data: bytes, verdict: int | None, out: bytes) -> Verdict:
+        assert plan.tracked is not None and plan.icmp is not None and plan.quote is not None
+        fwd = plan.tracked
+        problems = check_icmp_rewrite(
+            data, verdict, out, plan.icmp, plan.quote, True, fwd.backend_ip, fwd.backend_port, XDP_PASS
+        )
+        self.counters["xdp_icmp_translated"] += 1
+        return Verdict(ICMP_TRANSLATED, tuple(problems))
+
+    def _xdp_tracked(self, plan: XdpPlan, data: bytes, verdict: int | None, out: bytes) -> Verdict:
+        """lbtui_xdp on a packet of a tracked flow."""
+        fwd, view, seg, table = plan.tracked, plan.view, plan.seg, plan.table
+        assert fwd is not None and view is not None and plan.svc is not None
+        rkey = fwd.reverse_key()
+        found = self.ct.tables[table].get(rkey)
+        rev = found if found is not None and found.dir == DIR_REVERSE and found.flow == fwd.flow else None
+        where = tcp.EXACT
+        if seg is not None and not seg.flags & tcp.SYN:
+            where = tcp.in_window(fwd, rev, seg.seq)
+            if seg.flags & tcp.RST and where == tcp.OUTSIDE:
+                return self._dropped(
+                    XdpPlan(DROPPED_INVALID, view, plan.svc, seg, drop_reason="rst_out_of_window"),
+                    data,
+                    verdict,
+                    out,
+                    XDP_DROP,
+                )
+            if seg.flags & tcp.RST and where == tcp.INSIDE:
+                self.counters["rst_challenged"] += 1
         problems = check_rewrite(data, verdict, out, view, "dst", {fwd.backend()})
         fwd.packets += 1
         fwd.octets += view.ip_len
         fwd.last_frame = data
-        if self.ct.restore_reverse(fwd):
+        if found is None:
+            self.ct.restore_reverse(fwd, table)
             self.counters["xdp_ct_restored"] += 1
-        if view.proto == TCP:
-            track_tcp(fwd, view.tcp_flags, from_backend=False)
+        if seg is None:
+            return Verdict(DNAT, tuple(problems))
+        if seg.flags & tcp.SYN and not seg.flags & tcp.ACK:
+            if fwd.flags & tcp.CT_F_SYN and not fwd.flags & tcp.CT_F_EST and seg.seq == fwd.seq_first:
+                fwd.flags |= tcp.CT_F_SYN_RETX
+        elif not seg.flags & tcp.RST and where != tcp.OUTSIDE:
+            tcp.track(fwd, rev, seg)
+        old, flags, _ = tcp.flow_flags(fwd, seg, False, where == tcp.EXACT, where != tcp.OUTSIDE)
+        if (
+            table == TRANSIENT
+            and old & tcp.CT_F_SYNACK
+            and not old & (tcp.CT_F_EST | tcp.CT_F_CLOSED)
+            and seg.flags & (tcp.ACK | tcp.SYN | tcp.RST) == tcp.ACK
+            and handshake_ack_ok(rev, seg.ack)
+        ):
+            if self.ct.promote(fwd) and old & tcp.CT_F_SYN:
+                self.ct.count(fwd.backend_id, "handshakes")
+            table = ESTABLISHED
+        if tcp.closed(flags) and not old & tcp.CT_F_CLOSED:
+            self.close(fwd, table)
         return Verdict(DNAT, tuple(problems))
 
     def _xdp_new_flow(self, plan: XdpPlan, data: bytes, verdict: int | None, out: bytes) -> Verdict:
         assert plan.view is not None and plan.svc is not None
         view = plan.view
         if plan.ends is not None:
-            self.ct.end_closed(plan.ends)
+            self.ct.end(plan.ends, plan.table)
         pick = _kernel_pick(view, verdict, out, data) if plan.random_pick else None
         if verdict == XDP_DROP and DROP_CONFLICT in plan.outcomes:
             self.counters["drop_conflict"] += 1
+            reason = "no_backend" if self.forced_drop else "tuple_conflict"
+            self.drops[(plan.svc.service_id, reason)] += 1
             return Verdict(DROPPED, (), pick)
         candidates = {o for o in plan.outcomes if isinstance(o, tuple)}
         problems = check_rewrite(data, verdict, out, view, "dst", candidates)
         if not problems:
-            self._new_flow(plan.svc, view, data, out)
+            self._new_flow(plan.svc, view, plan.seg, data, out)
         return Verdict(DNAT, tuple(problems), pick)
 
-    def _new_flow(self, svc: FuzzService, view: View, data: bytes, out: bytes) -> None:
+    def _new_flow(
+        self, svc: FuzzService, view: View, seg: tcp.Segment | None, data: bytes, out: bytes
+    ) -> None:
         backend = (bytes(out[view.l3 + 16 : view.l3 + 20]), u16(out, view.l4 + 2))
         entry = CtEntry(
             client_ip=view.saddr,
@@ -234,6 +346,15 @@ class Oracle:
             octets=view.ip_len,
             last_frame=data,
         )
+        if seg is not None:
+            entry.seq_first, entry.seq_next, entry.window = seg.seq, seg.end, seg.window
+            entry.flags = tcp.CT_F_SEQ | tcp.CT_F_WIN
+            if seg.flags & tcp.SYN:
+                entry.flags |= tcp.CT_F_SYN
+                if seg.wscale != tcp.NO_WSCALE:
+                    entry.wscale = seg.wscale
+                    entry.flags |= tcp.CT_F_WSCALE
+        self.ct.count(entry.backend_id, "new_flows")
         displaced = self.ct.create(entry)
         if displaced is not None:
             owner = self.ct.get(displaced.forward_key())
@@ -244,7 +365,7 @@ class Oracle:
                     f"replies of the first are now SNATed to port {entry.vip_port}",
                 )
         for other in self._same_client_port(entry):
-            if other.backend() == entry.backend() and not other.flags & (CT_F_CLOSED | CT_F_RST):
+            if other.backend() == entry.backend() and not other.flags & (tcp.CT_F_CLOSED | tcp.CT_F_RST):
                 self._finding(
                     FINDING_SHARED_AFTER_EVICTION,
                     f"{flow_text(entry)} shares its backend tuple with live {flow_text(other)}",
@@ -260,39 +381,36 @@ class Oracle:
         ]
         return [e for e in map(self.ct.get, keys) if e is not None and e.dir == DIR_FORWARD]
 
-    # -- TC ------------------------------------------------------------------------------------
-
-    def check_tc(self, data: bytes, verdict: int | None, out: bytes) -> Verdict:
-        view = parse_tc(data)
-        if view == REFUSED:
-            return Verdict(REFUSED, tuple(check_refused(verdict)))
-        if isinstance(view, str):
-            return self._untouched(view, data, verdict, out, TC_ACT_OK)
-        rev = self.ct.get((view.saddr, view.daddr, view.sport, view.dport, view.proto))
-        if rev is None or rev.dir != DIR_REVERSE:
-            return self._untouched(TC_MISS, data, verdict, out, TC_ACT_OK)
-        return self._tc_reply(rev, view, data, verdict, out)
-
-    def _tc_reply(self, rev: CtEntry, view: View, data: bytes, verdict: int | None, out: bytes) -> Verdict:
-        problems = check_rewrite(data, verdict, out, view, "src", {(rev.vip, rev.vip_port)})
-        self.counters["tc_snat"] += 1
-        rev.packets += 1
-        rev.octets += view.ip_len
-        rev.last_frame = data
-        if view.proto == TCP and view.tcp_flags & 0x07:
-            fwd = self.ct.get(rev.forward_key())
-            # only the reverse entry's own flow (not a later flow on the same client port)
-            if fwd is not None and fwd.backend() == rev.backend():
-                track_tcp(fwd, view.tcp_flags, from_backend=True)
-                fwd.last_frame = data
-        return Verdict(SNAT, tuple(problems))
-
     # -- shared --------------------------------------------------------------------------------
+
+    def close(self, fwd: CtEntry, table: str) -> None:
+        """lb_tcp.h tcp_close: a FIN/RST close, accounted once; an established flow moves back."""
+        old = self.ct.mark_closed(fwd)
+        if old is None:
+            return
+        if old & tcp.CT_F_EST:
+            self.ct.count(fwd.backend_id, "closes")
+        if table == ESTABLISHED:
+            self.ct.demote(fwd)
+
+    def _dropped(self, plan: XdpPlan, data: bytes, verdict: int | None, out: bytes, drop: int) -> Verdict:
+        assert plan.svc is not None
+        self.drops[(plan.svc.service_id, plan.drop_reason)] += 1
+        problems = check_untouched(plan.drop_reason, data, verdict, out, drop)
+        return Verdict(DROPPED_INVALID, tuple(problems))
 
     def _untouched(self, outcome: str, data: bytes, verdict: int | None, out: bytes, ok: int) -> Verdict:
         if outcome in COUNTER_OF:
             self.counters[COUNTER_OF[outcome]] += 1
         return Verdict(outcome, tuple(check_untouched(outcome, data, verdict, out, ok)))
+
+
+def handshake_ack_ok(rev: CtEntry | None, ack: int) -> bool:
+    """lb.c handshake_ack_ok: the client's ACK acknowledges the backend's SYN-ACK."""
+    if rev is None or not rev.flags & tcp.CT_F_SEQ:
+        return True
+    first = (rev.seq_first + 1) & tcp.MASK32
+    return (ack - first) & tcp.MASK32 <= (rev.seq_next - first) & tcp.MASK32
 
 
 def _kernel_pick(view: View, verdict: int | None, out: bytes, data: bytes) -> int | None:
@@ -302,3 +420,6 @@ def _kernel_pick(view: View, verdict: int | None, out: bytes, data: bytes) -> in
     if verdict != XDP_PASS or len(out) != len(data):
         return None
     return BACKEND_BY_ENDPOINT.get((bytes(out[view.l3 + 16 : view.l3 + 20]), u16(out, view.l4 + 2)))
+
+
+__all__ = ["DIR_REVERSE", "Oracle", "Verdict", "XdpPlan"]

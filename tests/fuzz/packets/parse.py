@@ -2,15 +2,16 @@
 """What lb.c's parsers make of a frame, step by step, as the oracle needs it.
 
 `parse_xdp` mirrors lbtui_xdp and `parse_tc` mirrors lbtui_tc (which checks less: no length fields,
-no TCP data offset). Each returns a View of the headers, or the outcome name of a frame the program
-passes untouched. A new protocol family (IPv6, ICMP errors) gets its own parser here.
+no TCP data offset). Each returns a View of the headers, an IcmpView (an ICMP message the program
+may translate), a Fragment (TC: a fragment after the first), or the outcome name of a frame the
+program passes untouched. A new protocol family (IPv6) gets its own parser here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.fuzz.packets.wire import ETH_IP, ETH_IPV6, TCP, TPID_8021AD, TPID_8021Q, UDP, u16
+from tests.fuzz.packets.wire import ETH_IP, ETH_IPV6, ICMP, TCP, TPID_8021AD, TPID_8021Q, UDP, u16
 
 # outcomes of frames the programs pass untouched (stats names)
 REFUSED = "refused"  # BPF_PROG_TEST_RUN rejects the frame (EINVAL): too short for the hook
@@ -34,10 +35,33 @@ class View:
     sport: int
     dport: int
     tcp_flags: int
+    frag: int = 0  # TC: the IP flags and offset of a first fragment (MF set, offset 0)
+    ip_id: int = 0
 
     @property
     def check_off(self) -> int:
         return self.l4 + (16 if self.proto == TCP else 6)
+
+
+@dataclass(frozen=True)
+class IcmpView:
+    """An ICMP message that is not a fragment: l3, the outer header length, where the outer IP
+    packet ends (XDP: its validated total length; TC: what the header says)."""
+
+    l3: int
+    ihl_len: int
+    ip_end: int
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """TC: a TCP/UDP fragment after the first (no ports)."""
+
+    l3: int
+    saddr: bytes
+    daddr: bytes
+    ip_id: int
+    proto: int
 
 
 def parse_xdp(data: bytes) -> View | str:
@@ -61,6 +85,8 @@ def parse_xdp(data: bytes) -> View | str:
     if data[l3] >> 4 != 4 or ihl_len < 20 or ip_len < ihl_len or l3 + ip_len > n:
         return MALFORMED
     proto = data[l3 + 9]
+    if proto == ICMP and not u16(data, l3 + 6) & 0x3FFF:
+        return IcmpView(l3, ihl_len, l3 + ip_len)
     if proto not in (TCP, UDP):
         return NOT_OURS
     if u16(data, l3 + 6) & 0x3FFF:
@@ -94,7 +120,7 @@ def parse_xdp(data: bytes) -> View | str:
     )
 
 
-def parse_tc(data: bytes) -> View | str:
+def parse_tc(data: bytes) -> View | IcmpView | Fragment | str:
     """lbtui_tc's parser (it checks less than XDP: no length fields, no TCP doff)."""
     n = len(data)
     ethertype = u16(data, 12) if n >= 14 else 0
@@ -109,11 +135,18 @@ def parse_tc(data: bytes) -> View | str:
     if ethertype != ETH_IP or n < l3 + 20:
         return TC_PASS
     ihl_len = (data[l3] & 15) * 4
-    if data[l3] >> 4 != 4 or ihl_len < 20 or u16(data, l3 + 6) & 0x3FFF:
+    if data[l3] >> 4 != 4 or ihl_len < 20:
         return TC_PASS
+    frag = u16(data, l3 + 6) & 0x3FFF
     proto = data[l3 + 9]
+    if proto == ICMP:
+        return TC_PASS if frag else IcmpView(l3, ihl_len, l3 + u16(data, l3 + 2))
     if proto not in (TCP, UDP):
         return TC_PASS
+    if frag & 0x1FFF:
+        return Fragment(
+            l3, bytes(data[l3 + 12 : l3 + 16]), bytes(data[l3 + 16 : l3 + 20]), u16(data, l3 + 4), proto
+        )
     l4 = l3 + ihl_len
     if l4 + (20 if proto == TCP else 8) > n:
         return TC_PASS
@@ -128,4 +161,6 @@ def parse_tc(data: bytes) -> View | str:
         u16(data, l4),
         u16(data, l4 + 2),
         data[l4 + 13] if proto == TCP else 0,
+        frag,
+        u16(data, l3 + 4),
     )

@@ -17,6 +17,7 @@ from tests.fuzz.packets.wire import TCP, UDP, ones_sum, pseudo_header_sum, u16
 
 XDP_DROP, XDP_PASS = 1, 2
 TC_ACT_OK = 0
+TC_ACT_SHOT = 2
 
 
 def l4_cover(data: bytes, view: View) -> tuple[int, bool]:
@@ -122,3 +123,20 @@ def check_rewrite(
         state = "the input verified, the output does not" if l4_whole and l4_in % 0xFFFF == 0 else "not kept"
         problems.append(f"{what}: L4 checksum residual {l4_in:#06x} -> {l4_out:#06x} ({state})")
     return problems
+
+
+CSUM_VERIFY_MAX = 128  # lb_csum.h LB_CSUM_VERIFY_MAX
+
+
+def l4_csum_ok(data: bytes, view: View) -> int:
+    """lb_csum.h lb_l4_csum_ok: 1 the TCP/UDP checksum verifies (an absent UDP one does), 0 it does
+    not, -1 the segment is too long to check in the data path."""
+    length = view.ip_len - view.ihl_len
+    if length > CSUM_VERIFY_MAX:
+        return -1
+    if view.proto == UDP and u16(data, view.l4 + 6) == 0:
+        return 1
+    pseudo = pseudo_header_sum(
+        data[view.l3 + 12 : view.l3 + 16], data[view.l3 + 16 : view.l3 + 20], view.proto, length
+    )
+    return 1 if ones_sum(data[view.l4 : view.l4 + length], pseudo) == 0xFFFF else 0
