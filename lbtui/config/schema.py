@@ -358,6 +358,14 @@ class AnnounceConfig:
     announce_delay_s: Annotated[
         float, Number("announce only after the VIP could be announced for this long", positive=False)
     ] = 0.0
+    withdraw_grace_s: Annotated[
+        float,
+        Number(
+            "a clean stop withdraws, then keeps serving this long (routers move new flows) before detaching",
+            positive=False,
+            high=10.0,
+        ),
+    ] = 2.0
 
 
 @dataclass(frozen=True)

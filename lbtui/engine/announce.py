@@ -6,7 +6,9 @@ and at least one of its proxies has `min_usable_backends` usable backends (for
 `announce_delay_s` already); otherwise it is withdrawn. Announcing is a host route in lbtui's own
 kernel table, which BIRD learns and exports (lbtui/dataplane/announce.py); the routes are changed
 only when a decision changes, and a change the kernel refuses is retried at the next tick.
-BIRD's BGP sessions are read over its control socket (lbtui/bird.py), off the loop.
+BIRD's BGP sessions are read over its control socket (lbtui/bird.py), off the loop. `ScaleOut` is
+the engine's part: the announcer fed from the topology, the stop that withdraws first and keeps
+serving while the routers move the VIP's new flows elsewhere, the snapshot's fingerprints.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
 
 from lbtui import model
 from lbtui.bird import BirdControl, BirdError
@@ -23,6 +25,7 @@ from lbtui.config import AnnounceConfig
 from lbtui.dataplane.port import DataplaneError
 from lbtui.engine.clock import Clock
 from lbtui.engine.events import EventLog
+from lbtui.engine.fingerprint import table_fingerprints
 from lbtui.engine.group import Member
 from lbtui.engine.ids import DEFAULT_GROUP
 from lbtui.engine.topology import Topology
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 BIRD_POLL_S = 2.0
 BIRD_TIMEOUT_S = 1.0
 ACTIONS = ("withdraw", "announce")
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class Routes(Protocol):
@@ -85,10 +90,15 @@ class Announcer:
         self._held: set[str] = set()
         self._bgp: tuple[model.BgpSessionView, ...] = ()
         self._bird_error: str | None = None
+        self._stopped = False
 
     @property
     def enabled(self) -> bool:
         return self._settings.enabled
+
+    @property
+    def settings(self) -> AnnounceConfig:
+        return self._settings
 
     def configure(self, settings: AnnounceConfig) -> None:
         """At start and on reload: a new table or protocol (or disabling) withdraws from the old one."""
@@ -113,8 +123,8 @@ class Announcer:
                 )
 
     def update(self, proxies: Iterable[ProxyReadiness], running: bool) -> None:
-        """Decide every VIP again and change the routes whose decision changed."""
-        if self._routes is None:
+        """Decide every VIP again and change the routes whose decision changed (never after `stop`)."""
+        if self._routes is None or self._stopped:
             return
         by_vip: dict[str, list[ProxyReadiness]] = {}
         for p in proxies:
@@ -169,10 +179,15 @@ class Announcer:
         level = model.Level.INFO if want else model.Level.WARNING
         self._events.emit("announce", f"{verb} {vip}: {state.reason}", level=level)
 
-    def stop(self) -> None:
-        """A clean stop: withdraw everything (unless withdraw_on_stop = false hands over)."""
-        if self._routes is not None and self._settings.withdraw_on_stop:
-            self._withdraw_all("load balancer stopping")
+    def stop(self) -> list[str]:
+        """A clean stop: withdraw everything (unless withdraw_on_stop = false hands over the routes
+        to the next run); no decision changes the routes after it. Returns the VIPs withdrawn."""
+        self._stopped = True
+        if self._routes is None or not self._settings.withdraw_on_stop:
+            return []
+        announced = [vip for vip, state in self._vips.items() if state.announced]
+        self._withdraw_all("load balancer stopping")
+        return [vip for vip in announced if not self._vips[vip].announced]
 
     def _withdraw_all(self, reason: str) -> None:
         for vip, state in self._vips.items():
@@ -247,6 +262,66 @@ class Announcer:
             for vip, s in sorted(self._vips.items())
         )
         return model.AnnounceView(self.enabled, self._settings.table, vips, self._bgp, self._bird_error)
+
+
+class ScaleOut:
+    """The engine's scale-out part (docs/scale-out.md): announcement decisions from the topology,
+    the operator's Announce command, the stop, the snapshot's announcement and table fingerprints."""
+
+    def __init__(
+        self, events: EventLog, clock: Clock, topology: Topology, factory: RoutesFactory = kernel_routes
+    ) -> None:
+        self.announcer = Announcer(events, clock, factory)
+        self._events = events
+        self._topology = topology
+        self._running = False
+
+    def start(self, settings: AnnounceConfig) -> None:
+        """The programs are attached: announce what may be announced."""
+        self._running = True
+        self.announcer.configure(settings)
+        self.decide()
+
+    def decide(self) -> None:
+        self.announcer.update(readiness(self._topology), self._running)
+
+    def deciding_after(self, setter: Callable[[K, V], None]) -> Callable[[K, V], None]:
+        """`setter`, then a decision: a backend going down or up withdraws or announces at once."""
+
+        def set_and_decide(key: K, value: V) -> None:
+            setter(key, value)
+            if self._running:
+                self.decide()
+
+        return set_and_decide
+
+    def execute(
+        self, cmd: model.Command, otherwise: Callable[[model.Command], model.CommandResult]
+    ) -> model.CommandResult:
+        """An Announce command here, any other `otherwise`; then a decision (a command may change
+        which backends are usable)."""
+        if isinstance(cmd, model.Announce):
+            result = self.announcer.command(cmd, self._topology)
+        else:
+            result = otherwise(cmd)
+        self.decide()
+        return result
+
+    async def stop(self, grace: bool = True) -> None:
+        """Withdraw first, then (grace) keep the data path serving for withdraw_grace_s while the
+        routers converge: new flows go to the other hosts, and the established flows ECMP moves
+        there keep their backend (the same Maglev table on every host). Only then the caller
+        detaches; no wait when nothing was withdrawn."""
+        self._running = False
+        withdrawn = self.announcer.stop()
+        wait = self.announcer.settings.withdraw_grace_s
+        if grace and withdrawn and wait > 0:
+            vips = ", ".join(withdrawn)
+            self._events.emit("announce", f"stopping: {vips} withdrawn, serving {wait:g} s more")
+            await asyncio.sleep(wait)
+
+    def decorate(self, snap: model.Snapshot) -> model.Snapshot:
+        return replace(snap, announce=self.announcer.view(), tables=table_fingerprints(self._topology))
 
 
 def is_usable(m: Member) -> bool:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from lbtui import model
 from lbtui.config import Config
@@ -24,13 +23,12 @@ from lbtui.control.supervisor import BackendKey, Factors
 from lbtui.dataplane.families import refuse_unbuilt_families
 from lbtui.dataplane.port import Dataplane
 from lbtui.deadline import within
-from lbtui.engine.announce import Announcer, RoutesFactory, kernel_routes, readiness
+from lbtui.engine.announce import RoutesFactory, ScaleOut, kernel_routes
 from lbtui.engine.clock import SYSTEM_CLOCK, Clock
 from lbtui.engine.commands import Commands
 from lbtui.engine.desired import CapacityError, Desired, check_capacity, compose, from_config
 from lbtui.engine.drains import Drains
 from lbtui.engine.events import MAX_EVENTS, EventLog
-from lbtui.engine.fingerprint import table_fingerprints
 from lbtui.engine.flowquery import FlowQueries
 from lbtui.engine.flows import FlowEvents
 from lbtui.engine.history import HistoryRecorder
@@ -109,8 +107,8 @@ class Engine:
         )
         self.least_connections = LeastConnections()
         self.recorder = HistoryRecorder(clock, config.settings.history_s, lambda: self.sweeper.syn_failures)
-        self.announcer = Announcer(self.events, clock, announce_routes)
-        self.snapshot_decorators: list[Callable[[model.Snapshot], model.Snapshot]] = [self._scale_out]
+        self.scale_out = ScaleOut(self.events, clock, topology, announce_routes)
+        self.snapshot_decorators: list[Callable[[model.Snapshot], model.Snapshot]] = [self.scale_out.decorate]
         self._snapshot: model.Snapshot | None = None
         self._started_at = clock.time()
         self._tasks: list[asyncio.Task[None]] = []
@@ -130,7 +128,8 @@ class Engine:
         self.observability = hub = ObservabilityHub(self.snapshot, allow_stdout=self._allow_stdout)
         self.flows.observers.append(hub.observe)
         self.snapshot_decorators.append(hub.decorate)
-        self.supervision.start(self.config, hub, self._on_factors, self._on_dns_change)
+        set_factors = self.scale_out.deciding_after(self.topology.set_factors)
+        self.supervision.start(self.config, hub, set_factors, self._on_dns_change)
         try:
             await self.supervision.resolve_first(self.config)
             await asyncio.sleep(0)
@@ -147,18 +146,12 @@ class Engine:
             self._dp.start_event_reader(self.flows.on_raw_events)
             hub.configure(self.config.settings)
             self._running = True
-            self.announcer.configure(self.config.settings.announce)
-            self._announce()
+            self.scale_out.start(self.config.settings.announce)
             self.measurements.refresh(self._dp, self.topology, self._clock.monotonic())
             self.publish()
             if self._loops:
-                loops = (
-                    self._control_loop(),
-                    self._sweep_loop(),
-                    self.reloader.watch(),
-                    self.announcer.watch_bird(),
-                )
-                for coro in loops:
+                bird = self.scale_out.announcer.watch_bird()
+                for coro in (self._control_loop(), self._sweep_loop(), self.reloader.watch(), bird):
                     self._tasks.append(asyncio.create_task(coro))
                 if self.config.path:
                     with contextlib.suppress(TimeoutError):
@@ -178,7 +171,7 @@ class Engine:
         self._running = False
         keep = cancelled and self.keep_dataplane
         try:
-            self.announcer.stop()
+            await self.scale_out.stop(grace=False)
             if cancelled and not keep and self._dp.adopted and not self._dp.interfaces:
                 self._dp.set_interfaces(wanted_interfaces(self.config))
         except Exception:
@@ -196,7 +189,7 @@ class Engine:
             self._stopped.set()
             return
         self._running = False
-        self.announcer.stop()  # routers stop sending before the programs go
+        await self.scale_out.stop()  # withdrawn, serving while the routers converge; then detached
         await self._end_tasks()
         self._dp.close(keep=self.keep_dataplane)
         await asyncio.sleep(0)  # the reader's last hand-overs run on the loop before the logs close
@@ -273,14 +266,9 @@ class Engine:
     def apply_settings(self, config: Config) -> None:
         self._dp.set_interfaces(wanted_interfaces(config))
         self.recorder.resize(config.settings.history_s)
-        self.announcer.configure(config.settings.announce)
+        self.scale_out.announcer.configure(config.settings.announce)
         if self.observability is not None:
             self.observability.configure(config.settings)
-
-    def _on_factors(self, key: BackendKey, factors: Factors) -> None:
-        self.topology.set_factors(key, factors)
-        if self._running:  # a backend going down or up may withdraw or announce its VIP at once
-            self._announce()
 
     def _factors_of(self, key: BackendKey) -> Factors:
         return self.supervision.factors(key)
@@ -302,11 +290,7 @@ class Engine:
     # ---- commands -------------------------------------------------------------------------------
 
     async def execute(self, cmd: model.Command) -> model.CommandResult:
-        if isinstance(cmd, model.Announce):
-            result = self.announcer.command(cmd, self.topology)
-        else:
-            result = self.commands.execute(cmd)
-        self._announce()
+        result = self.scale_out.execute(cmd, self.commands.execute)
         self.publish()
         return result
 
@@ -322,7 +306,7 @@ class Engine:
         self.measurements.refresh(self._dp, self.topology, now)
         self.supervision.feed(self.measurements, self.sweeper.syn_failures)
         self.least_connections.update(self.topology, self.measurements, now)
-        self._announce()
+        self.scale_out.decide()
 
     async def sweep(self) -> None:
         """One conntrack sweep and what follows from it (drains included)."""
@@ -366,14 +350,6 @@ class Engine:
             events_dropped=self.flows.dropped,
         )
 
-    # ---- scale-out: VIP announcement, table fingerprints (docs/scale-out.md) ----------------------
-
-    def _announce(self) -> None:
-        self.announcer.update(readiness(self.topology), self._running)
-
-    def _scale_out(self, snap: model.Snapshot) -> model.Snapshot:
-        return replace(snap, announce=self.announcer.view(), tables=table_fingerprints(self.topology))
-
     def publish(self) -> None:
         """Build the snapshot front ends read (on the loop; replaced whole)."""
         if self._running:
@@ -400,16 +376,7 @@ class Engine:
             self.queries.ask()  # a front end looks at flows: the sweeps read them while it does
         if snap is None:
             return empty_snapshot(self._status(), self.sweeper.view)
-        if flows is None or flows == model.FlowQuery():
-            return snap
-        problem = flows.problem()
-        if problem:
-            raise ValueError(problem)
-        answer = self.queries.answer(flows)
-        if answer is None:  # answered from the next sweep on: for now the default view, marked so
-            return snap
-        view, matched = answer
-        return replace(snap, flows=view, flow_query=flows, flows_matched=matched)
+        return snap if flows is None else self.queries.view(snap, flows)
 
     def events_since(self, seq: int, limit: int = 1000) -> list[model.Event]:
         return self.events.since(seq, limit)

@@ -43,9 +43,10 @@ bird_socket = "/run/bird/other.ctl"
 withdraw_on_stop = false
 min_usable_backends = 2
 announce_delay_s = 1.5
+withdraw_grace_s = 0.5
 """ + PROXY.format(extra="", port=8080)
     announce = parse_config(text, "t.toml").settings.announce
-    assert announce == AnnounceConfig(True, 100, 200, "/run/bird/other.ctl", False, 2, 1.5)
+    assert announce == AnnounceConfig(True, 100, 200, "/run/bird/other.ctl", False, 2, 1.5, 0.5)
 
 
 @pytest.mark.parametrize(
@@ -57,6 +58,7 @@ announce_delay_s = 1.5
         ("protocol = 4", "settings.announce.protocol: expected an integer from 5 to 255, got 4"),
         ("min_usable_backends = 0", "settings.announce.min_usable_backends: expected a positive integer"),
         ("announce_delay_s = -1", "settings.announce.announce_delay_s: expected a number >= 0"),
+        ("withdraw_grace_s = 11", "settings.announce.withdraw_grace_s: expected a number >= 0 and <= 10"),
         ('bird_socket = ""', "settings.announce.bird_socket: expected a non-empty string"),
         ("enabled = 1", "settings.announce.enabled: expected true or false, got 1"),
         ("bgp = true", "settings.announce.bgp: unknown key 'bgp'"),

@@ -5,6 +5,7 @@ when too few backends are usable, on the operator's command; the snapshot says w
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import pytest
@@ -25,6 +26,7 @@ enabled = true
 table = 4242
 min_usable_backends = {min_usable}
 announce_delay_s = {delay}
+withdraw_grace_s = {grace}
 
 [[proxy]]
 name = "web"
@@ -62,7 +64,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def engine_with_routes(min_usable: int = 1, delay: float = 0.0, **kwargs: object):
+def engine_with_routes(min_usable: int = 1, delay: float = 0.0, grace: float = 0.0, **kwargs: object):
     routes = MemoryVipRoutes()
     factory_calls: list[tuple[int, int]] = []
 
@@ -72,7 +74,7 @@ def engine_with_routes(min_usable: int = 1, delay: float = 0.0, **kwargs: object
         return routes
 
     engine, _dp = make_engine(
-        CONFIG.format(min_usable=min_usable, delay=delay), announce_routes=factory, **kwargs
+        CONFIG.format(min_usable=min_usable, delay=delay, grace=grace), announce_routes=factory, **kwargs
     )
     return engine, routes, factory_calls
 
@@ -104,6 +106,26 @@ async def test_announced_at_start_and_withdrawn_on_a_clean_stop():
     assert "withdrew 10.100.0.1: load balancer stopping" in messages(engine, "announce")
 
 
+async def test_a_clean_stop_withdraws_then_serves_for_the_grace_before_detaching():
+    engine, routes, _ = engine_with_routes(grace=0.3)
+    dp = engine.dataplane
+    await engine.start()
+    stop = asyncio.create_task(engine.stop())
+    await asyncio.sleep(0.1)
+    assert routes.routes == set()  # withdrawn at once: the routers stop sending new flows here
+    assert dp.interfaces == ("lb0",) and not stop.done()  # still serving the flows in flight
+    await stop
+    assert dp.interfaces == ()
+    assert "stopping: 10.100.0.1, 10.100.0.2 withdrawn, serving 0.3 s more" in messages(engine, "announce")
+
+
+async def test_no_grace_when_nothing_was_withdrawn():
+    engine, routes, _ = engine_with_routes(min_usable=3, grace=5.0)  # too few backends: not announced
+    await engine.start()
+    assert routes.routes == set()
+    await asyncio.wait_for(engine.stop(), 1.0)
+
+
 async def test_withdraw_on_stop_false_leaves_the_routes_for_the_next_run():
     engine, routes, _ = engine_with_routes()
     settings = engine.config.settings
@@ -113,7 +135,9 @@ async def test_withdraw_on_stop_false_leaves_the_routes_for_the_next_run():
     await engine.stop()
     assert routes.routes == {"10.100.0.1", "10.100.0.2"}
     # the next run finds them, keeps them while it may announce, and logs no second announcement
-    engine2, _dp = make_engine(CONFIG.format(min_usable=1, delay=0), announce_routes=lambda t, p: routes)
+    engine2, _dp = make_engine(
+        CONFIG.format(min_usable=1, delay=0, grace=0), announce_routes=lambda t, p: routes
+    )
     await engine2.start()
     assert routes.log.count(("announce", "10.100.0.1")) == 1
     assert vip(engine2, "10.100.0.1").announced
@@ -195,7 +219,7 @@ async def test_announce_commands_refused():
 async def test_disabled_announces_nothing_and_refuses_the_command():
     from tests.support.engine import running
 
-    text = CONFIG.format(min_usable=1, delay=0).replace("enabled = true", "enabled = false")
+    text = CONFIG.format(min_usable=1, delay=0, grace=0).replace("enabled = true", "enabled = false")
 
     def no_routes(table: int, proto: int) -> MemoryVipRoutes:
         raise AssertionError("no routes when announcement is off")
@@ -246,7 +270,7 @@ async def test_bird_sessions_in_the_snapshot(tmp_path):
     engine, _routes, _ = engine_with_routes()
     await engine.start()
     try:
-        await engine.announcer.read_bird()  # no BIRD at the default socket in a unit test
+        await engine.scale_out.announcer.read_bird()  # no BIRD at the default socket in a unit test
         engine.publish()
         view = engine.snapshot().announce
         assert view.bgp == () and view.bird_error
