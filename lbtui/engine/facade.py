@@ -115,6 +115,7 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
         self._stopped = asyncio.Event()
+        self._stopping = False
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -184,6 +185,11 @@ class Engine:
             self._stopped.set()
 
     async def stop(self) -> None:
+        """Stop (a second call while one stops waits for it: the first detaches, after its grace)."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
         if not self._running:
             self._dp.close()
             self._stopped.set()

@@ -119,6 +119,22 @@ async def test_a_clean_stop_withdraws_then_serves_for_the_grace_before_detaching
     assert "stopping: 10.100.0.1, 10.100.0.2 withdrawn, serving 0.3 s more" in messages(engine, "announce")
 
 
+async def test_a_second_stop_during_the_grace_waits_for_the_first():
+    # `lbtui ctl stop` starts a stop on the engine's loop; the headless loop sees the engine no longer
+    # running and closes the runner, which stops again: that stop must not detach during the grace
+    engine, routes, _ = engine_with_routes(grace=0.3)
+    dp = engine.dataplane
+    await engine.start()
+    first = asyncio.create_task(engine.stop())
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(engine.stop())
+    await asyncio.sleep(0.1)
+    assert routes.routes == set() and dp.interfaces == ("lb0",)
+    assert not second.done()
+    await second
+    assert first.done() and dp.interfaces == ()
+
+
 async def test_no_grace_when_nothing_was_withdrawn():
     engine, routes, _ = engine_with_routes(min_usable=3, grace=5.0)  # too few backends: not announced
     await engine.start()
