@@ -96,6 +96,12 @@ fall = 1
                 handle.close()
         return False
 
+    def signal(self, i: int, sig: int = signal.SIGTERM) -> subprocess.Popen[bytes]:
+        """Send `sig` to lbtui on host i without waiting for it (stop() afterwards); its process."""
+        proc = self._procs[i]
+        os.killpg(proc.pid, sig)
+        return proc
+
     def stop(self, i: int, sig: int = signal.SIGTERM) -> None:
         """A clean stop (SIGTERM) or a crash (SIGKILL) of lbtui on host i."""
         proc = self._procs.pop(i)
