@@ -82,7 +82,7 @@ def test_maglev_tables_are_equal_on_every_host(hosts, every_host_announces):
 
 def test_clean_stop_withdraws_first(hosts, every_host_announces):
     lab = hosts.lab
-    proc = hosts.signal(1)  # SIGTERM
+    proc = hosts.send_signal(1)  # SIGTERM
     assert wait_until(lambda: lab.router_nexthops() == others(lab, 1), timeout=10, interval=0.01)
     assert proc.poll() is None  # withdrawn first; the data path serves withdraw_grace_s (2 s) more
     hosts.stop(1)

@@ -96,7 +96,7 @@ fall = 1
                 handle.close()
         return False
 
-    def signal(self, i: int, sig: int = signal.SIGTERM) -> subprocess.Popen[bytes]:
+    def send_signal(self, i: int, sig: int = signal.SIGTERM) -> subprocess.Popen[bytes]:
         """Send `sig` to lbtui on host i without waiting for it (stop() afterwards); its process."""
         proc = self._procs[i]
         os.killpg(proc.pid, sig)
