@@ -73,6 +73,9 @@ class BackendView:
     handshake_p99_ms: float | None = None
     health_check_ms: float | None = None
     last_change: str = ""  # human reason of the last weight change
+    maintenance: bool = False  # in maintenance: no new flows, health checks paused (not a drain)
+    health_forced: bool = False  # `health` is what an operator forced, not what the checks say
+    circuit_held: bool = False  # `circuit` is held open or closed by an operator
 
 
 @dataclass(frozen=True)
@@ -292,6 +295,17 @@ class TableFingerprint:
 
 
 @dataclass(frozen=True)
+class OverrideView:
+    """One runtime override (README.md#runtime-state): what an operator changed at run time."""
+
+    kind: str  # "weight", "drain", "maintenance", "health", "circuit", "added", "removed", "rate_limit"
+    proxy: str
+    backend: str | None = None  # None: the proxy's own (rate limits)
+    group: str | None = None  # added and removed backends: the group ("default" or a route's CIDR)
+    value: str = ""  # "5", "draining, timeout in 25 s", "forced down", "held open", ...
+
+
+@dataclass(frozen=True)
 class Snapshot:
     taken_at: float
     started_at: float
@@ -312,6 +326,8 @@ class Snapshot:
     history_s: int = 0  # seconds of history the engine keeps (EngineHandle.history); 0: none
     announce: AnnounceView = field(default_factory=AnnounceView)
     tables: tuple[TableFingerprint, ...] = ()  # one per selection table (docs/scale-out.md)
+    overrides: tuple[OverrideView, ...] = ()  # every runtime override in force
+    state_file: str | None = None  # where the overrides are kept across restarts; None: nowhere
     version: str = __version__  # of the lbtui that built the snapshot
 
     def service(self, name: str) -> ServiceView | None:
@@ -357,16 +373,55 @@ class SetWeight:
 
 
 @dataclass(frozen=True)
+class AdjustWeight:
+    """A weight relative to the present one (`step`, e.g. +1 or -1) or to the configured one
+    (`percent` of it, e.g. 50); exactly one of the two."""
+
+    proxy: str
+    backend: str
+    step: int = 0
+    percent: float | None = None
+
+
+@dataclass(frozen=True)
 class AddBackend:
     proxy: str
     backend: str
     weight: int = 1
+    group: str | None = None  # None: the default group; else a source route's CIDR
 
 
 @dataclass(frozen=True)
 class RemoveBackend:
     proxy: str
     backend: str
+    cut: bool = False  # also cut its established flows (their conntrack entries removed)
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """No new connections and no health checks until Ready; established flows continue."""
+
+    proxy: str
+    backend: str
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Back to normal: out of maintenance and of any drain."""
+
+    proxy: str
+    backend: str
+
+
+HEALTH_ACTIONS = ("up", "down", "auto")
+
+
+@dataclass(frozen=True)
+class ForceHealth:
+    proxy: str
+    backend: str
+    state: str  # "up" | "down" (held until "auto") | "auto" (the health checks decide again)
 
 
 @dataclass(frozen=True)
@@ -394,7 +449,16 @@ class SetRateLimit:
 
 @dataclass(frozen=True)
 class Reload:
-    path: str | None = None  # None: the file the engine was started with
+    path: str | None = None  # None: the file the running configuration came from
+    dry_run: bool = False  # say what a reload would change (result.changes), change nothing
+
+
+@dataclass(frozen=True)
+class ClearOverrides:
+    """Back to what the configuration says: every runtime override, a proxy's, or one backend's."""
+
+    proxy: str | None = None
+    backend: str | None = None  # needs proxy
 
 
 @dataclass(frozen=True)
@@ -420,13 +484,18 @@ class Announce:
 
 Command = (
     SetWeight
+    | AdjustWeight
     | AddBackend
     | RemoveBackend
     | Drain
     | Undrain
+    | Maintenance
+    | Ready
+    | ForceHealth
     | SetRateLimit
     | Reload
     | CircuitCommand
+    | ClearOverrides
     | Stop
     | Announce
 )
@@ -435,13 +504,18 @@ COMMAND_TYPES: dict[str, type] = {
     c.__name__: c
     for c in (
         SetWeight,
+        AdjustWeight,
         AddBackend,
         RemoveBackend,
         Drain,
         Undrain,
+        Maintenance,
+        Ready,
+        ForceHealth,
         SetRateLimit,
         Reload,
         CircuitCommand,
+        ClearOverrides,
         Stop,
         Announce,
     )
@@ -452,6 +526,7 @@ COMMAND_TYPES: dict[str, type] = {
 class CommandResult:
     ok: bool
     message: str
+    changes: tuple[str, ...] = ()  # a reload's (or a dry run's) change list, one line each
 
 
 # ---- history: per-second series of a proxy or backend, fetched on demand ----------------------
@@ -472,7 +547,8 @@ HISTORY_SERIES: dict[str, str] = {
     "duration_p99_ms": "ms",
 }
 DROPS_SERIES_PREFIX = "drops."  # + reason, proxies only
-HISTORY_MARK_KINDS = ("drain", "reload", "circuit", "health")  # events marked on a chart's time axis
+# events marked on a chart's time axis
+HISTORY_MARK_KINDS = ("drain", "maintenance", "reload", "circuit", "health")
 MAX_HISTORY_SERIES = 64  # most series names in one query
 
 

@@ -15,6 +15,7 @@ from lbtui.config.formats import (
     DNS_NAME,
     ENDPOINT,
     FILE_PATH,
+    GROUP,
     HTTP_HOST,
     IFNAME,
     IP_ADDRESS,
@@ -369,6 +370,19 @@ class AnnounceConfig:
 
 
 @dataclass(frozen=True)
+class ReadOnlyConfig:
+    """[settings.read_only]: a second control socket for monitoring users (README.md#access-levels)."""
+
+    socket: Annotated[
+        str | None,
+        Text("serves status, flows, events and history; refuses commands; off when not set", SOCKET_PATH),
+    ] = None
+    group: Annotated[
+        str | None, Text("members of this group (name or number) may connect; needed with socket", GROUP)
+    ] = None
+
+
+@dataclass(frozen=True)
 class Settings:
     """[settings]: optional; everything has a default."""
 
@@ -409,6 +423,16 @@ class Settings:
             "flow goes between its timeout and its timeout + this)"
         ),
     ] = 300.0
+    state_file: Annotated[
+        str | None,
+        Text(
+            "runtime overrides are kept here across restarts; default /var/lib/lbtui/<instance>.state",
+            FILE_PATH,
+        ),
+    ] = None
+    watch_config: Annotated[
+        bool, Flag("reload when the configuration file changes (SIGHUP and `lbtui ctl reload` always do)")
+    ] = False
     history_s: Annotated[
         int,
         Int(
@@ -434,6 +458,9 @@ class Settings:
     )
     announce: Annotated[AnnounceConfig, Table("VIP announcement through BIRD", cls=AnnounceConfig)] = field(
         default_factory=AnnounceConfig
+    )
+    read_only: Annotated[ReadOnlyConfig, Table("the read-only control socket", cls=ReadOnlyConfig)] = field(
+        default_factory=ReadOnlyConfig
     )
 
 

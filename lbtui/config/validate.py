@@ -21,6 +21,7 @@ from lbtui.config.schema import (
     Config,
     HealthConfig,
     ProxyConfig,
+    ReadOnlyConfig,
     Settings,
     SourceRouteConfig,
     TokenBucket,
@@ -80,6 +81,18 @@ class Validator:
 
 def _settings(table: Checked, walk: Validator) -> None:
     walk.table_size = table.values.get("table_size", Settings.table_size)
+    read_only = table.values.get("read_only")
+    control = table.values.get("control_socket", Settings.control_socket)
+    if isinstance(read_only, ReadOnlyConfig) and read_only.socket is not None:
+        if read_only.socket == control:
+            walk.error(f"{table.at('read_only')}.socket", "must differ from settings.control_socket")
+
+
+def _read_only(table: Checked, walk: Validator) -> None:
+    # a read-only socket open to nobody but root would be pointless; one open to all, a leak
+    if ("socket" in table.raw) != ("group" in table.raw):
+        given, missing = ("socket", "group") if "socket" in table.raw else ("group", "socket")
+        walk.error(table.at(given), f"needs {missing} too: the read-only socket takes both")
 
 
 def _group_fits(table: Checked, walk: Validator, toml_key: str) -> None:
@@ -232,6 +245,7 @@ def _token_bucket(table: Checked, walk: Validator) -> None:
 RULES: dict[type, Callable[[Checked, Validator], None]] = {
     Settings: _settings,
     AnnounceConfig: _announce,
+    ReadOnlyConfig: _read_only,
     ProxyConfig: _proxy,
     SourceRouteConfig: _source_route,
     BackendConfig: _backend,

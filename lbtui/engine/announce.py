@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
@@ -275,12 +275,18 @@ class ScaleOut:
         self._events = events
         self._topology = topology
         self._running = False
+        self._bird_task: asyncio.Task[None] | None = None
+        # a backend going down or up withdraws or announces at once (the supervisors call this)
+        self.set_factors = self.deciding_after(topology.set_factors)
 
-    def start(self, settings: AnnounceConfig) -> None:
-        """The programs are attached: announce what may be announced."""
+    def start(self, settings: AnnounceConfig, watch_bird: bool = True) -> None:
+        """The programs are attached: announce what may be announced; watch_bird: read BIRD's
+        sessions every few seconds until the stop."""
         self._running = True
         self.announcer.configure(settings)
         self.decide()
+        if watch_bird:
+            self._bird_task = asyncio.create_task(self.announcer.watch_bird())
 
     def decide(self) -> None:
         self.announcer.update(readiness(self._topology), self._running)
@@ -295,15 +301,15 @@ class ScaleOut:
 
         return set_and_decide
 
-    def execute(
-        self, cmd: model.Command, otherwise: Callable[[model.Command], model.CommandResult]
+    async def execute(
+        self, cmd: model.Command, otherwise: Callable[[model.Command], Awaitable[model.CommandResult]]
     ) -> model.CommandResult:
         """An Announce command here, any other `otherwise`; then a decision (a command may change
         which backends are usable)."""
         if isinstance(cmd, model.Announce):
             result = self.announcer.command(cmd, self._topology)
         else:
-            result = otherwise(cmd)
+            result = await otherwise(cmd)
         self.decide()
         return result
 
@@ -313,6 +319,10 @@ class ScaleOut:
         there keep their backend (the same Maglev table on every host). Only then the caller
         detaches; no wait when nothing was withdrawn."""
         self._running = False
+        if self._bird_task is not None:
+            self._bird_task.cancel()
+            await asyncio.gather(self._bird_task, return_exceptions=True)
+            self._bird_task = None
         withdrawn = self.announcer.stop()
         wait = self.announcer.settings.withdraw_grace_s
         if grace and withdrawn and wait > 0:

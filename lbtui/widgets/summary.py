@@ -16,7 +16,7 @@ def total_new_per_s(snapshot: Snapshot) -> float | None:
     return sum(rates) if rates else None
 
 
-def summary_text(snapshot: Snapshot, title: str, attached: bool) -> Text:
+def summary_text(snapshot: Snapshot, title: str, attached: bool, read_only: bool = False) -> Text:
     instance = snapshot.config_path.rsplit("/", 1)[-1] if snapshot.config_path else "no config file"
     ct = snapshot.conntrack
     active = sum(s.active_flows for s in snapshot.services)
@@ -25,7 +25,8 @@ def summary_text(snapshot: Snapshot, title: str, attached: bool) -> Text:
         (f" {title} ", "bold reverse"),
         " ",
         (instance, "bold"),
-        (" (attached)" if attached else "", "dim"),
+        (" (attached)" if attached and not read_only else "", "dim"),
+        (" (read-only)" if read_only else "", "bold yellow"),
         sep,
         ("up ", "dim"),
         fmt.duration(snapshot.taken_at - snapshot.started_at),
@@ -71,5 +72,5 @@ def bgp_summary(snapshot: Snapshot) -> Text:
 
 
 class SummaryBar(Static):
-    def show(self, snapshot: Snapshot, title: str, attached: bool) -> None:
-        self.update(summary_text(snapshot, title, attached))
+    def show(self, snapshot: Snapshot, title: str, attached: bool, read_only: bool = False) -> None:
+        self.update(summary_text(snapshot, title, attached, read_only))

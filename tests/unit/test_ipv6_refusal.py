@@ -53,14 +53,14 @@ async def test_an_ipv6_proxy_is_refused_at_reload_and_nothing_changes():
         path = e.config.path
         with open(path, "a") as f:
             f.write(PROXY6)
-        r = e.reload()
+        r = await e.reload()
         assert not r.ok
         assert r.message == f"{path}: proxy[2].vip: {UNBUILT} (proxy 'web6', vip fd00:10::1)"
         assert messages(e, "reload")[-1] == f"reload refused, configuration unchanged:\n{r.message}"
         assert state(e) == before
         # an IPv4 change in the same file is not applied either: the whole reload is refused
         rewrite(e, 'address = "10.0.2.13:8080"', 'address = "10.0.2.14:8080"')
-        assert not e.reload().ok
+        assert not (await e.reload()).ok
         assert state(e) == before
         assert await e.execute(model.Reload()) == model.CommandResult(False, r.message)
 
