@@ -335,11 +335,11 @@ class ScaleOut:
 
 
 def is_usable(m: Member) -> bool:
-    """A backend new flows may go to by its own state (no panic rule): in rotation, not down, circuit
-    not open, weight above 0. A backend not checked yet counts, as it does for traffic."""
-    return (
-        m.drain == model.DrainState.ACTIVE and m.weight > 0 and m.factors.health > 0 and m.factors.circuit > 0
-    )
+    """A backend new flows may go to by its own state (no panic rule): in rotation (not drained, not
+    in maintenance), not down (forced down included), circuit not open, weight above 0. A backend not
+    checked yet counts, as it does for traffic."""
+    in_rotation = m.drain == model.DrainState.ACTIVE and not m.maintenance
+    return in_rotation and m.weight > 0 and m.factors.health > 0 and m.factors.circuit > 0
 
 
 def readiness(topology: Topology) -> list[ProxyReadiness]:

@@ -195,6 +195,23 @@ async def test_a_drained_backend_is_not_usable():
         await engine.stop()
 
 
+async def test_a_backend_in_maintenance_or_forced_down_is_not_usable():
+    engine, routes, _ = engine_with_routes(min_usable=2)
+    await engine.start()
+    try:
+        await engine.execute(model.Maintenance("web", A2))  # no new connections: as a drain
+        assert "10.100.0.1" not in routes.routes
+        assert vip(engine, "10.100.0.1").reason == "1 of 2 backends usable (needs 2)"
+        await engine.execute(model.Ready("web", A2))
+        assert "10.100.0.1" in routes.routes
+        await engine.execute(model.ForceHealth("web", A1, "down"))
+        assert "10.100.0.1" not in routes.routes
+        await engine.execute(model.ForceHealth("web", A1, "auto"))
+        await settle(lambda: "10.100.0.1" in routes.routes, "announced again")
+    finally:
+        await engine.stop()
+
+
 async def test_operator_withdraws_and_announces_one_proxy_or_all():
     engine, routes, _ = engine_with_routes()
     await engine.start()
