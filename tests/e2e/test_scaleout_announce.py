@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from lbtui.bird import BirdControl
-from lbtui.control_socket import SocketEngineHandle
+from lbtui.control_client import SocketEngineHandle
 from lbtui.scaleout_lab import VIP, ScaleOutLab, ScaleOutSpec
 from tests.support.labtools import wait_until
 from tests.support.scaleout_lbtui import LbtuiHosts

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from lbtui import ctl
-from lbtui.control_socket import SocketEngineHandle
+from lbtui.control_client import SocketEngineHandle
 from lbtui.engine import PIN_ROOT, instance_name
 from lbtui.netlab import LabError
 from lbtui.scaleout_lab import BACKEND_NET, VIP, VIP_TABLE, ScaleOutLab
