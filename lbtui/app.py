@@ -397,6 +397,9 @@ class LbtuiApp(App[CommandResult | None]):
     def action_reload(self) -> None:
         operate.reload(self)
 
+    def action_announce(self) -> None:
+        operate.announce(self)
+
     def action_filter(self) -> None:
         """`/`: filter the pane on screen (conntrack's filter is answered by the engine)."""
         pane = str(self.tabs.active)

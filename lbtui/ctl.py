@@ -10,6 +10,8 @@
     lbtui ctl ratelimit PROXY [--per-source RATE[/BURST]] [--per-backend RATE[/BURST]]
     lbtui ctl circuit PROXY BACKEND force-open|force-close|reset
     lbtui ctl reload [--file PATH] [--dry-run]
+    lbtui ctl announce withdraw|announce [PROXY]   take VIPs out of BGP rotation / back (docs/scale-out.md)
+    lbtui ctl fingerprint                         a digest of each selection table, to compare hosts
     ... and the runtime operations of ctlverbs.py: add-backend, remove-backend, maint, ready, health,
     events, overrides
 
@@ -34,6 +36,7 @@ from typing import Any, TextIO
 from lbtui import ctlverbs, instances, model, wire
 from lbtui.addresses import format_endpoint
 from lbtui.control_client import RemoteError, SocketEngineHandle
+from lbtui.ctl_scaleout import announce_lines, format_fingerprints
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 FLOWS_WAIT_S = 30.0  # a sweep runs every settings.sweep_interval_s (default 2 s)
@@ -144,6 +147,12 @@ def _parser() -> argparse.ArgumentParser:
         help="print the changes a reload would make (and what needs a restart); apply nothing",
     )
     ctlverbs.add_parsers(sub, common)
+    a = sub.add_parser(
+        "announce", parents=[common], help="withdraw a proxy's VIP (or all) from BGP, or announce it again"
+    )
+    a.add_argument("action", choices=("withdraw", "announce"))
+    a.add_argument("proxy", metavar="PROXY", nargs="?", help="default: every VIP")
+    sub.add_parser("fingerprint", parents=[common], help="a fingerprint of each selection table")
     return p
 
 
@@ -187,6 +196,8 @@ def _command(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> model.C
             src = ns.per_source or (None, None)
             be = ns.per_backend or (None, None)
             return model.SetRateLimit(ns.proxy, src[0], src[1], be[0], be[1])
+        case "announce":
+            return model.Announce(ns.action, ns.proxy)
         case "reload":
             # the instance runs elsewhere (another cwd): send an absolute path
             return model.Reload(os.path.abspath(ns.file) if ns.file else None, ns.dry_run)
@@ -220,7 +231,7 @@ def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = No
     try:
         ns = parser.parse_args(list(argv))
         path = _socket_path(ns, parser)
-        reads = ("list", "status", "flows", "events") + (
+        reads = ("list", "status", "flows", "events", "fingerprint") + (
             ("overrides",) if not getattr(ns, "clear", False) else ()
         )
         command = None if ns.cmd in reads else _command(ns, parser)
@@ -252,6 +263,8 @@ def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = No
             return ctlverbs.events(handle, ns, as_json, out, err)
         if ns.cmd == "overrides" and command is None:
             return ctlverbs.overrides(handle, ns, as_json, out)
+        if ns.cmd == "fingerprint":
+            return _fingerprints(handle, as_json, out)
         if command is None:
             return _status(handle, ns.proxy, as_json, out, err)
         return _run(handle, command, as_json, out, err)
@@ -299,6 +312,13 @@ def write_result(
         print(f"{prog}: refused: {result.message}" + (":" if result.changes else ""), file=err)
     for change in result.changes:
         print(f"  {change}", file=out if result.ok else err)
+
+
+def _fingerprints(handle: SocketEngineHandle, as_json: bool, out: TextIO) -> int:
+    snap = handle.snapshot()
+    tables = [wire.encode_value(t) for t in snap.tables]
+    out.write(json.dumps({"tables": tables}) + "\n" if as_json else format_fingerprints(snap))
+    return EXIT_OK
 
 
 def _status(handle: SocketEngineHandle, proxy: str | None, as_json: bool, out: TextIO, err: TextIO) -> int:
@@ -410,6 +430,7 @@ def format_status(snap: model.Snapshot, instance: dict[str, Any] | None = None) 
         ]
         lines += _table(rows, numeric={2, 3, 7, 8, 9, 10})
         lines += _latency(snap, svc)
+    lines += announce_lines(snap)
     return "\n".join(lines) + "\n"
 
 

@@ -242,6 +242,59 @@ class LatencyView:
 
 
 @dataclass(frozen=True)
+class VipAnnouncement:
+    """One VIP's BGP announcement on this host (docs/scale-out.md#announcing-vips)."""
+
+    vip: str
+    proxies: tuple[str, ...]  # the proxies serving it (any one with enough usable backends announces)
+    announced: bool  # the route is in lbtui's table (BIRD exports it)
+    reason: str  # why it is (or is not) announced, for the operator
+    usable_backends: int  # of its best proxy
+    held: bool = False  # withdrawn by an operator command until "announce" undoes it
+    since: float = 0.0  # wall-clock time of the last change
+    error: str | None = None  # the last route change the kernel refused
+
+
+@dataclass(frozen=True)
+class BgpSessionView:
+    """A BGP session of BIRD, as its control socket reports it."""
+
+    name: str
+    state: str  # "Established", "Active", "Connect", "Idle", ...
+    neighbor: str | None = None
+    neighbor_as: int | None = None
+    since: str = ""
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class AnnounceView:
+    """[settings.announce] at work: each VIP's state and BIRD's sessions (read every few seconds)."""
+
+    enabled: bool = False
+    table: int = 0
+    vips: tuple[VipAnnouncement, ...] = ()
+    bgp: tuple[BgpSessionView, ...] = ()
+    bird_error: str | None = None  # BIRD's socket could not be read (its sessions then unknown)
+
+    def vip(self, address: str) -> VipAnnouncement | None:
+        return next((v for v in self.vips if v.vip == address), None)
+
+
+@dataclass(frozen=True)
+class TableFingerprint:
+    """A digest of one selection table as backend addresses per slot: equal on two hosts exactly
+    when their tables send every slot to the same backend (ids and insertion order do not count)."""
+
+    proxy: str
+    group: str  # "default" or a source route's CIDR
+    algorithm: str
+    slots: int
+    backends: int  # with at least one slot
+    fingerprint: str  # 16 hex digits of SHA-256
+
+
+@dataclass(frozen=True)
 class OverrideView:
     """One runtime override (README.md#runtime-state): what an operator changed at run time."""
 
@@ -271,6 +324,8 @@ class Snapshot:
     flows_matched: int = 0  # live flows matching flow_query (all live flows for the default query)
     access_log_target: str | None = None  # where closed connections are logged; None: no access log
     history_s: int = 0  # seconds of history the engine keeps (EngineHandle.history); 0: none
+    announce: AnnounceView = field(default_factory=AnnounceView)
+    tables: tuple[TableFingerprint, ...] = ()  # one per selection table (docs/scale-out.md)
     overrides: tuple[OverrideView, ...] = ()  # every runtime override in force
     state_file: str | None = None  # where the overrides are kept across restarts; None: nowhere
     version: str = __version__  # of the lbtui that built the snapshot
@@ -418,6 +473,15 @@ class Stop:
     pass
 
 
+@dataclass(frozen=True)
+class Announce:
+    """Take VIPs out of BGP rotation ("withdraw") or put them back ("announce"): one proxy's VIP, or
+    every VIP (proxy None). The load balancer keeps running and keeps its flows either way."""
+
+    action: str  # "withdraw" | "announce"
+    proxy: str | None = None
+
+
 Command = (
     SetWeight
     | AdjustWeight
@@ -433,6 +497,7 @@ Command = (
     | CircuitCommand
     | ClearOverrides
     | Stop
+    | Announce
 )
 
 COMMAND_TYPES: dict[str, type] = {
@@ -452,6 +517,7 @@ COMMAND_TYPES: dict[str, type] = {
         CircuitCommand,
         ClearOverrides,
         Stop,
+        Announce,
     )
 }
 

@@ -29,6 +29,7 @@ from lbtui.config.load import MAX_CONFIG_BYTES, load_config, load_regular_config
 from lbtui.config.schema import (
     ACCESS_LOG_FORMATS,
     ALGORITHMS,
+    FORWARDING_MODES,
     HEALTH_TYPES,
     MAX_CONNECTIONS_MAX,
     MAX_CONNECTIONS_MIN,
@@ -37,6 +38,7 @@ from lbtui.config.schema import (
     TABLE_SIZE_MIN,
     XDP_MODES,
     AccessLogConfig,
+    AnnounceConfig,
     BackendConfig,
     CircuitBreakerConfig,
     Config,
@@ -55,6 +57,7 @@ from lbtui.config.write import config_to_toml
 __all__ = [
     "ACCESS_LOG_FORMATS",
     "ALGORITHMS",
+    "FORWARDING_MODES",
     "FILE_LEVEL",
     "HEALTH_TYPES",
     "INT_MAX",
@@ -67,6 +70,7 @@ __all__ = [
     "TABLE_SIZE_MIN",
     "XDP_MODES",
     "AccessLogConfig",
+    "AnnounceConfig",
     "BackendConfig",
     "CircuitBreakerConfig",
     "Config",

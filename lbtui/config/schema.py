@@ -45,6 +45,7 @@ PROTOCOLS = ("tcp", "udp")
 ALGORITHMS = ("weighted-random", "least-connections", "maglev", "source-hash")
 HEALTH_TYPES = ("tcp", "http")
 XDP_MODES = ("auto", "native", "generic")
+FORWARDING_MODES = ("nat", "ipip")
 ACCESS_LOG_FORMATS = ("json", "clf")
 SYSLOG_FACILITIES = ("daemon", "user", *(f"local{n}" for n in range(8)))
 TABLE_SIZE_MIN = 7
@@ -262,6 +263,9 @@ class ProxyConfig:
     least_connections_interval_ms: Annotated[
         int, Int("how often least-connections re-weights from live counts")
     ] = 500
+    forwarding: Annotated[
+        str, Choice('"nat" (replies through the LB) | "ipip" (DSR: docs/scale-out.md)', FORWARDING_MODES)
+    ] = "nat"
 
     @property
     def vip_endpoint(self) -> Endpoint:
@@ -325,6 +329,44 @@ class ConsoleConfig:
     """[settings.console]"""
 
     refresh_s: Annotated[float, Number("how often the console redraws from a fresh snapshot")] = 1.0
+
+
+@dataclass(frozen=True)
+class AnnounceConfig:
+    """[settings.announce]: announce each VIP through BIRD while this host can serve it (scale-out.md)."""
+
+    enabled: Annotated[bool, Flag("announce the VIPs (a route per VIP in `table`, exported by BIRD)")] = False
+    table: Annotated[
+        int,
+        Int(
+            "kernel routing table lbtui writes and BIRD's kernel protocol learns",
+            high=0xFFFFFFFF,
+            expect="a routing table number from 1 to 4294967295 other than 253, 254, 255",
+        ),
+    ] = 4242
+    protocol: Annotated[
+        int, Int("route protocol number marking lbtui's routes in the table", low=5, high=255)
+    ] = 241
+    bird_socket: Annotated[str, Text("BIRD's control socket, read for the BGP sessions", SOCKET_PATH)] = (
+        "/run/bird/bird.ctl"
+    )
+    withdraw_on_stop: Annotated[
+        bool, Flag("a clean stop withdraws; false: the routes stay (--keep-dataplane hand-over)")
+    ] = True
+    min_usable_backends: Annotated[
+        int, Int("withdraw a VIP when fewer backends of its proxies are usable")
+    ] = 1
+    announce_delay_s: Annotated[
+        float, Number("announce only after the VIP could be announced for this long", positive=False)
+    ] = 0.0
+    withdraw_grace_s: Annotated[
+        float,
+        Number(
+            "a clean stop withdraws, then keeps serving this long (routers move new flows) before detaching",
+            positive=False,
+            high=10.0,
+        ),
+    ] = 2.0
 
 
 @dataclass(frozen=True)
@@ -413,6 +455,9 @@ class Settings:
     )
     console: Annotated[ConsoleConfig, Table("the console", cls=ConsoleConfig)] = field(
         default_factory=ConsoleConfig
+    )
+    announce: Annotated[AnnounceConfig, Table("VIP announcement through BIRD", cls=AnnounceConfig)] = field(
+        default_factory=AnnounceConfig
     )
     read_only: Annotated[ReadOnlyConfig, Table("the read-only control socket", cls=ReadOnlyConfig)] = field(
         default_factory=ReadOnlyConfig

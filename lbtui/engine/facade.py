@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from lbtui import model
 from lbtui.config import Config
@@ -24,6 +23,7 @@ from lbtui.control.supervisor import BackendKey, Factors
 from lbtui.dataplane.families import refuse_unbuilt_families
 from lbtui.dataplane.port import Dataplane
 from lbtui.deadline import within
+from lbtui.engine.announce import RoutesFactory, ScaleOut, kernel_routes
 from lbtui.engine.clock import SYSTEM_CLOCK, Clock
 from lbtui.engine.commands import Commands
 from lbtui.engine.desired import CapacityError, Desired, check_capacity, from_config, overlay, prune
@@ -62,10 +62,11 @@ class Engine:
         health_check: CheckFn = run_check,
         loops: bool = True,
         state_file: str | None = None,
+        announce_routes: RoutesFactory = kernel_routes,
     ):
-        """resolve, health_check: stand-ins for DNS lookups and health checks (tests); loops=False
-        runs no background task (tests step `tick()` and `sweep()` themselves); state_file: where
-        the runtime overrides are kept when settings.state_file says nothing (None: nowhere)."""
+        """resolve, health_check, announce_routes: stand-ins for DNS, checks and VIP routes (tests);
+        loops=False runs no background task (tests step `tick()` and `sweep()`); state_file: where the
+        runtime overrides are kept when settings.state_file says nothing (None: nowhere)."""
         self.config = config
         self.keep_dataplane = keep_dataplane
         self._overrides = Overrides()
@@ -109,13 +110,15 @@ class Engine:
         )
         self.least_connections = LeastConnections()
         self.recorder = HistoryRecorder(clock, config.settings.history_s, lambda: self.sweeper.syn_failures)
-        self.snapshot_decorators: list[Callable[[model.Snapshot], model.Snapshot]] = []
+        self.scale_out = ScaleOut(self.events, clock, topology, announce_routes)
+        self.snapshot_decorators: list[Callable[[model.Snapshot], model.Snapshot]] = [self.scale_out.decorate]
         self._snapshot: model.Snapshot | None = None
         self._started_at = clock.time()
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
         self._stopped = asyncio.Event()
+        self._stopping = False
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -129,7 +132,7 @@ class Engine:
         self.observability = hub = ObservabilityHub(self.snapshot, allow_stdout=self._allow_stdout)
         self.flows.observers.append(hub.observe)
         self.snapshot_decorators.append(hub.decorate)
-        self.supervision.start(self.config, hub, self.topology.set_factors, self._on_dns_change)
+        self.supervision.start(self.config, hub, self.scale_out.set_factors, self._on_dns_change)
         try:
             await self.supervision.resolve_first(self.config)
             await asyncio.sleep(0)
@@ -148,6 +151,7 @@ class Engine:
             self._dp.start_event_reader(self.flows.on_raw_events)
             hub.configure(self.config.settings)
             self._running = True
+            self.scale_out.start(self.config.settings.announce, watch_bird=self._loops)
             self.measurements.refresh(self._dp, self.topology, self._clock.monotonic())
             self.publish()
             if self._loops:
@@ -171,6 +175,7 @@ class Engine:
         self._running = False
         keep = cancelled and self.keep_dataplane
         try:
+            await self.scale_out.stop(grace=False)
             if cancelled and not keep and self._dp.adopted and not self._dp.interfaces:
                 self._dp.set_interfaces(wanted_interfaces(self.config))
         except Exception:
@@ -183,22 +188,24 @@ class Engine:
             self._stopped.set()
 
     async def stop(self) -> None:
+        if self._stopping:  # a second stop waits for the first (its withdraw grace, then the detach)
+            await self._stopped.wait()
+            return
+        self._stopping = True
         if not self._running:
             self._dp.close()
             self._stopped.set()
             return
         self._running = False
+        await self.scale_out.stop()  # withdrawn, serving while the routers converge; then detached
         await self._end_tasks()
         await self.state.flush()
         self._dp.close(keep=self.keep_dataplane)
         await asyncio.sleep(0)  # the reader's last hand-overs run on the loop before the logs close
         if self.observability is not None:
             self.observability.close()  # after the data path: the last events are flushed too
-        how = (
-            "programs left attached and maps pinned (--keep-dataplane)"
-            if self.keep_dataplane
-            else "programs detached and unpinned"
-        )
+        kept = "programs left attached and maps pinned (--keep-dataplane)"
+        how = kept if self.keep_dataplane else "programs detached and unpinned"
         self.events.emit("stopped", f"load balancer stopped; {how}")
         self.publish()
         self._stopped.set()
@@ -282,6 +289,7 @@ class Engine:
     def apply_settings(self, config: Config) -> None:
         self._dp.set_interfaces(wanted_interfaces(config))
         self.recorder.resize(config.settings.history_s)
+        self.scale_out.announcer.configure(config.settings.announce)
         if self.observability is not None:
             self.observability.configure(config.settings)
 
@@ -305,7 +313,7 @@ class Engine:
     # ---- commands -------------------------------------------------------------------------------
 
     async def execute(self, cmd: model.Command) -> model.CommandResult:
-        result = await self.commands.execute(cmd)
+        result = await self.scale_out.execute(cmd, self.commands.execute)
         await self.state.flush()  # what a command changed survives a crash once it is answered
         self.publish()
         return result
@@ -323,6 +331,7 @@ class Engine:
         self.measurements.refresh(self._dp, self.topology, now)
         self.supervision.feed(self.measurements, self.sweeper.syn_failures)
         self.least_connections.update(self.topology, self.measurements, now)
+        self.scale_out.decide()
 
     async def sweep(self) -> None:
         """One conntrack sweep and what follows from it (drains included)."""
@@ -394,16 +403,7 @@ class Engine:
             self.queries.ask()  # a front end looks at flows: the sweeps read them while it does
         if snap is None:
             return empty_snapshot(self._status(), self.sweeper.view)
-        if flows is None or flows == model.FlowQuery():
-            return snap
-        problem = flows.problem()
-        if problem:
-            raise ValueError(problem)
-        answer = self.queries.answer(flows)
-        if answer is None:  # answered from the next sweep on: for now the default view, marked so
-            return snap
-        view, matched = answer
-        return replace(snap, flows=view, flow_query=flows, flows_matched=matched)
+        return snap if flows is None else self.queries.view(snap, flows)
 
     def events_since(self, seq: int, limit: int = 1000) -> list[model.Event]:
         return self.events.since(seq, limit)

@@ -72,6 +72,11 @@ def console_actions(app: LbtuiApp) -> list[tuple[str, str, Callable[[], object]]
             app.action_latency_window,
         ),
         ("Reload configuration", "re-read the configuration file (r)", app.action_reload),
+        (
+            "Withdraw or announce VIP",
+            "BGP: the selected proxy's VIP out of rotation, or back (b)",
+            app.action_announce,
+        ),
         ("Filter this pane", "show only rows or lines containing a text (/)", app.action_filter),
         ("Export view", "SVG screenshot and the snapshot as JSON (e)", app.action_export),
         ("Sort flows", "conntrack: bytes, age, idle, backend (s)", app.action_sort),

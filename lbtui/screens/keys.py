@@ -114,6 +114,14 @@ BINDINGS: list[BindingType] = [
     ),
     Binding("r", "reload", "Reload", id="reload", tooltip="reload the configuration file"),
     Binding(
+        "b",
+        "announce",
+        "BGP",
+        show=False,
+        id="announce",
+        tooltip="withdraw the selected backend's proxy VIP from BGP (out of rotation), or announce it again",
+    ),
+    Binding(
         "g",
         "chart",
         "Chart",

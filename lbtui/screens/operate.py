@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from lbtui.model import (
     AddBackend,
     AdjustWeight,
+    Announce,
     CircuitCommand,
     ClearOverrides,
     Command,
@@ -52,6 +53,7 @@ TRAFFIC_ACTIONS = frozenset(
         "remove_backend",
         "maintenance",
         "health",
+        "announce",
     }
 )
 
@@ -99,6 +101,8 @@ def describe_command(command: Command) -> str:
             return " ".join(["clear overrides", *(x for x in (proxy, backend) if x)])
         case Stop():
             return "stop"
+        case Announce(action=action, proxy=proxy):
+            return " ".join([action, proxy or "every VIP"])
     return type(command).__name__
 
 
@@ -257,3 +261,24 @@ def reload_planned(app: LbtuiApp, plan: CommandResult) -> None:
     question = "\n".join([f"Reload {path}? {n} change{'' if n == 1 else 's'}:", *shown])
     danger = any("removed" in c or "dropped" in c for c in plan.changes)
     confirm_then_submit(app, question, "Reload", Reload(), danger=danger)
+
+
+def announce(app: LbtuiApp) -> None:
+    """`b`: take the selected proxy's VIP out of BGP rotation, or put it back (docs/scale-out.md)."""
+    b = app.selection_or_warn()
+    snap = app.snapshot
+    service = None if b is None or snap is None else snap.service(b.proxy)
+    if b is None or service is None or snap is None:
+        return
+    if not snap.announce.enabled:
+        app.notify("VIP announcement is off (settings.announce.enabled)", severity="warning")
+        return
+    vip = snap.announce.vip(service.vip)
+    if vip is not None and vip.held:
+        question = f"Announce {service.vip} ({b.proxy}) again? Routers send it flows once backends allow."
+        confirm_then_submit(app, question, "Announce", Announce("announce", b.proxy), danger=False)
+    else:
+        question = (
+            f"Withdraw {service.vip} ({b.proxy}) from BGP? New flows go to other hosts; it keeps running."
+        )
+        confirm_then_submit(app, question, "Withdraw", Announce("withdraw", b.proxy), danger=True)

@@ -15,7 +15,7 @@ from textual.renderables.sparkline import Sparkline
 from textual.widgets import Static
 
 from lbtui.addresses import format_endpoint
-from lbtui.model import BackendView, Circuit, DrainState, Health, Snapshot
+from lbtui.model import BackendView, Circuit, DrainState, Health, Snapshot, VipAnnouncement
 from lbtui.widgets import fmt
 from lbtui.widgets.keyed_table import KeyedTable
 
@@ -244,7 +244,9 @@ class ProxiesSummary(Static):
 
     def show(self, snapshot: Snapshot) -> None:
         table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="dim")
-        for name in ("proxy", "vip", "algorithm", "flows", "source limit", "backend limit", "drops"):
+        announce = snapshot.announce
+        columns = ("proxy", "vip", "algorithm", "flows", "source limit", "backend limit", "drops")
+        for name in columns + (("bgp",) if announce.enabled else ()):
             table.add_column(name, no_wrap=True, overflow="ellipsis")
         for s in snapshot.services:
             proxy = Text(s.name, style="bold")
@@ -259,5 +261,17 @@ class ProxiesSummary(Static):
                 limit_text(rl.per_source_rate, rl.per_source_burst),
                 limit_text(rl.per_backend_rate, rl.per_backend_burst),
                 drops_text(s.drops),
+                *((bgp_text(announce.vip(s.vip)),) if announce.enabled else ()),
             )
         self.update(table)
+
+
+def bgp_text(vip: VipAnnouncement | None) -> Text:
+    """A VIP's announcement: announced (green), withdrawn with its reason, held by the operator."""
+    if vip is None:
+        return Text("-", style="dim")
+    if vip.announced:
+        return Text("announced", style="green")
+    text = Text("HELD" if vip.held else "withdrawn", style="bold yellow" if vip.held else "bold red")
+    text.append(f" {vip.error or vip.reason}", style="dim")
+    return text

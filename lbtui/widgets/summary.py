@@ -45,10 +45,29 @@ def summary_text(snapshot: Snapshot, title: str, attached: bool, read_only: bool
     if snapshot.version:  # an older instance over the socket may not report it
         text.append(" │ ", style="dim")
         text.append(f"v{snapshot.version}", style="dim")
+    if snapshot.announce.enabled:
+        text.append_text(bgp_summary(snapshot))
     if not snapshot.running:
         text.append("  stopped", style="bold red")
     if snapshot.events_dropped:
         text.append(f"  {snapshot.events_dropped:,} events dropped", style="yellow")
+    return text
+
+
+def bgp_summary(snapshot: Snapshot) -> Text:
+    """ " │ BGP 1/1 up, 2/2 VIPs announced": the sessions established and the VIPs announced."""
+    view = snapshot.announce
+    up = sum(s.state == "Established" for s in view.bgp)
+    announced = sum(v.announced for v in view.vips)
+    sessions = "BIRD unreachable" if view.bird_error else f"{up}/{len(view.bgp)} up"
+    ok = not view.bird_error and up == len(view.bgp) > 0
+    text = Text(" │ ", style="dim")
+    text.append("BGP ", style="dim")
+    text.append(sessions, style="bold" if ok else "bold red")
+    text.append(", ", style="dim")
+    all_vips = announced == len(view.vips)
+    text.append(f"{announced}/{len(view.vips)}", style="bold" if all_vips else "bold yellow")
+    text.append(" VIPs announced", style="dim")
     return text
 
 

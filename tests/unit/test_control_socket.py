@@ -190,6 +190,8 @@ ALL_COMMANDS: list[model.Command] = [
     model.Reload(),
     model.CircuitCommand("web", "10.0.2.11:8080", "force_open"),
     model.Stop(),
+    model.Announce("withdraw", "web"),
+    model.Announce("announce"),
 ]
 
 
