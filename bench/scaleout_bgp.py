@@ -18,7 +18,15 @@ lbtui left in the kernel table and announces it again. With --no-bfd the session
 timer (3 s) alone, as with a router without BFD. Finally the ECMP spread: new connections from one
 client (one source address, new source ports) counted per host.
 
-    sudo flock /tmp/lbtui-e2e.lock .venv/bin/python bench/scaleout_bgp.py [--reps 5] [--no-bfd]
+With --lbtui, lbtui itself runs on every host ([settings.announce], NAT forwarding, health checks
+every 100 ms; tests/support/scaleout_lbtui.py) and decides, and the events are what make it withdraw:
+
+  clean stop     SIGTERM to lbtui (it withdraws before it detaches)       / lbtui started again
+  no backend     every backend unreachable from the host (health checks)  / reachable again
+  operator       `lbtui ctl announce withdraw`                            / `... announce`
+  host death     lbtui and BIRD SIGKILLed together                        / BIRD and lbtui started
+
+    sudo flock /tmp/lbtui-e2e.lock .venv/bin/python bench/scaleout_bgp.py [--reps 5] [--no-bfd] [--lbtui]
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import os
 import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -36,6 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from lbtui.bird import BirdControl  # noqa: E402
 from lbtui.scaleout_lab import VIP, ScaleOutSpec  # noqa: E402
 from tests.support.scaleout import ScaleOutClientLab  # noqa: E402
+from tests.support.scaleout_lbtui import LbtuiHosts  # noqa: E402
 
 POLL_S = 0.001
 
@@ -50,17 +60,23 @@ def timed(
     """Seconds from `action` to the host being (present) or not being a next hop at the router."""
     addr = lab.host_ip(host)
     t0 = time.monotonic()
-    action()
+    # the action runs beside the polling: one that blocks (a process that exits, one that starts)
+    # must not add its own duration to the router's
+    worker = threading.Thread(target=action)
+    worker.start()
     while (addr in lab.router_nexthops()) != present:
         if time.monotonic() - t0 > limit:
             raise TimeoutError(f"host {host} {'did not appear' if present else 'did not go'} within {limit}s")
         time.sleep(POLL_S)
-    return time.monotonic() - t0
+    took = time.monotonic() - t0
+    worker.join()
+    return took
 
 
-def all_announced(lab: ScaleOutClientLab) -> None:
+def all_announced(lab: ScaleOutClientLab, by_lbtui: bool = False) -> None:
     for i in lab.host_ids:
-        lab.host_routes(i).announce(VIP)
+        if not by_lbtui:
+            lab.host_routes(i).announce(VIP)
     deadline = time.monotonic() + 30
     while lab.router_nexthops() != {lab.host_ip(i) for i in lab.host_ids}:
         if time.monotonic() > deadline:
@@ -94,6 +110,21 @@ def events(lab: ScaleOutClientLab) -> dict[str, tuple[Callable[[int], object], C
     }
 
 
+def lbtui_events(hosts: LbtuiHosts) -> dict[str, tuple[Callable[[int], object], Callable[[int], object]]]:
+    return {
+        "lbtui: clean stop / started (BCC compile included)": (hosts.stop, hosts.start),
+        "lbtui: no usable backend / reachable again": (
+            lambda i: hosts.backends_reachable(i, False),
+            lambda i: hosts.backends_reachable(i, True),
+        ),
+        "lbtui: ctl announce withdraw / announce": (
+            lambda i: hosts.ctl(i, "announce", "withdraw"),
+            lambda i: hosts.ctl(i, "announce", "announce"),
+        ),
+        "lbtui: host death (lbtui + BIRD killed) / revived": (hosts.kill_host, hosts.revive_host),
+    }
+
+
 def ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:,.0f} ({min(values) * 1000:,.0f}-{max(values) * 1000:,.0f})"
 
@@ -105,37 +136,48 @@ def main() -> int:
     p.add_argument("--no-bfd", action="store_true", help="BGP sessions without BFD (hold timer 3 s)")
     p.add_argument("--connections", type=int, default=300, help="new connections for the ECMP spread")
     p.add_argument("--json", metavar="FILE", help="write every sample here")
+    p.add_argument("--lbtui", action="store_true", help="lbtui on every host decides (its events only)")
     a = p.parse_args()
     if os.geteuid() != 0:
         log("needs root")
         return 3
     lab = ScaleOutClientLab(ScaleOutSpec(prefix=a.prefix, bfd=not a.no_bfd))
+    hosts = LbtuiHosts(lab)
+    hosts.remove_pins()
     samples: dict[str, dict[str, list[float]]] = {}
+    spread: dict[str, int] = {}
+    got = {"errors": 0}
     try:
         lab.up()
-        lab.start_backends(http_port=80, udp_port=5353, bind=VIP)
+        # with lbtui: backends on every address, so its health checks reach them on their own
+        lab.start_backends(http_port=80, udp_port=5353, bind="0.0.0.0" if a.lbtui else VIP)
         for i in lab.host_ids:
-            lab.start_relay(i)
+            if a.lbtui:
+                hosts.start(i)
+            else:
+                lab.start_relay(i)
         router = BirdControl(lab.bird_socket(lab.ns_router))
         deadline = time.monotonic() + 30
         while sum(s.established for s in router.bgp_sessions()) < lab.spec.hosts:
             if time.monotonic() > deadline:
                 raise TimeoutError("BGP sessions did not come up")
             time.sleep(0.05)
-        for name, (down, up) in events(lab).items():
+        for name, (down, up) in (lbtui_events(hosts) if a.lbtui else events(lab)).items():
             gone, back = [], []
             for rep in range(a.reps):
                 host = 1 + rep % lab.spec.hosts
-                all_announced(lab)
+                all_announced(lab, by_lbtui=a.lbtui)
                 gone.append(timed(lab, lambda down=down, host=host: down(host), False, host, 30))
                 back.append(timed(lab, lambda up=up, host=host: up(host), True, host, 60))
             samples[name] = {"gone": gone, "back": back}
             log(f"{name}: gone {ms(gone)} ms, back {ms(back)} ms")
-        all_announced(lab)
-        before = {i: len(lab.relayed_flows(i)) for i in lab.host_ids}
-        got = lab.http_requests(a.connections, new_conn=True)
-        spread = {f"host {i}": len(lab.relayed_flows(i)) - before[i] for i in lab.host_ids}
+        if not a.lbtui:
+            all_announced(lab)
+            before = {i: len(lab.relayed_flows(i)) for i in lab.host_ids}
+            got = lab.http_requests(a.connections, new_conn=True)
+            spread = {f"host {i}": len(lab.relayed_flows(i)) - before[i] for i in lab.host_ids}
     finally:
+        hosts.stop_all()
         lab.down()
 
     bfd = "without BFD (hold time 3 s)" if a.no_bfd else "BFD 3 x 100 ms, hold time 3 s"
@@ -144,9 +186,11 @@ def main() -> int:
     print("|---|---:|---:|")
     for name, s in samples.items():
         print(f"| {name} | {ms(s['gone'])} | {ms(s['back'])} |")
-    print(
-        f"\nECMP spread of {a.connections} new connections from one client: {spread}; errors {got['errors']}"
-    )
+    if spread:
+        print(
+            f"\nECMP spread of {a.connections} new connections from one client: {spread}; "
+            f"errors {got['errors']}"
+        )
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"samples": samples, "spread": spread, "bfd": not a.no_bfd}, f, indent=2)

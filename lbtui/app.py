@@ -23,11 +23,8 @@ from textual.worker import Worker, WorkerState
 
 from lbtui.model import (
     BackendView,
-    CircuitCommand,
     Command,
     CommandResult,
-    Drain,
-    DrainState,
     EngineHandle,
     Event,
     FlowQuery,
@@ -35,21 +32,17 @@ from lbtui.model import (
     HistoryQuery,
     Level,
     Reload,
-    SetRateLimit,
-    SetWeight,
     Snapshot,
     Stop,
-    Undrain,
 )
+from lbtui.screens import operate
 from lbtui.screens.chart import ChartScreen
-from lbtui.screens.circuit import CIRCUIT_ACTIONS, CircuitScreen
 from lbtui.screens.commands import ConsoleCommands, console_actions
 from lbtui.screens.confirm import ConfirmScreen
 from lbtui.screens.export import export_view
 from lbtui.screens.help import HelpScreen
 from lbtui.screens.keys import APP_CSS, BINDINGS, PANES, key_help
-from lbtui.screens.ratelimit import RateLimitScreen
-from lbtui.screens.weight import WeightScreen
+from lbtui.screens.operate import TRAFFIC_ACTIONS, describe_command
 from lbtui.widgets import fmt
 from lbtui.widgets.backends import TREND_S, BackendsTable, ProxiesSummary, find_backend
 from lbtui.widgets.circuits import CircuitsPane, CircuitTable
@@ -76,26 +69,6 @@ QUIT_EMBEDDED = "Quit lbtui? This stops the load balancer and detaches its progr
 QUIT_ATTACHED = "Quit the console? The load balancer keeps running."
 
 
-def describe_command(command: Command) -> str:
-    """Short operator-facing name of a command, used in notifications and the events pane."""
-    match command:
-        case Drain(proxy=proxy, backend=backend):
-            return f"drain {proxy} {backend}"
-        case Undrain(proxy=proxy, backend=backend):
-            return f"undrain {proxy} {backend}"
-        case SetWeight(proxy=proxy, backend=backend, weight=weight):
-            return f"weight {proxy} {backend} = {weight:,}"
-        case SetRateLimit(proxy=proxy):
-            return f"rate limits {proxy}"
-        case Reload(path=path):
-            return f"reload {path}" if path else "reload"
-        case CircuitCommand(proxy=proxy, backend=backend, action=action):
-            return f"circuit {proxy} {backend} {action.replace('_', '-')}"
-        case Stop():
-            return "stop"
-    return type(command).__name__
-
-
 def error_text(error: BaseException | None) -> str:
     if error is None:
         return "unknown error"
@@ -118,6 +91,7 @@ class LbtuiApp(App[CommandResult | None]):
         refresh_s: float = 1.0,
         title: str = "lbtui",
         attached: bool = False,
+        read_only: bool = False,
         export_dir: str = ".",
     ) -> None:
         super().__init__()
@@ -130,6 +104,7 @@ class LbtuiApp(App[CommandResult | None]):
         self.refresh_s = refresh_s
         self.title = title
         self.attached = attached
+        self.read_only = read_only  # the keys that change traffic are hidden and refused
         self.snapshot: Snapshot | None = None  # the last one received
         self.connection_error: str | None = None  # set while snapshot() fails
         self.refreshes = 0  # snapshots applied, for tests and the curious
@@ -200,11 +175,17 @@ class LbtuiApp(App[CommandResult | None]):
     def _start_poll(self) -> None:
         self._poll_timer = None
         self._polling = True
-        self._fetch(self._event_seq, self.conntrack.flow_query, self.trends.since)
+        self._fetch(self._event_seq, self.flow_query(), self.trends.since)
+
+    def flow_query(self) -> FlowQuery | None:
+        """The conntrack pane's query while that pane is shown, else None: the engine reads every
+        flow in conntrack only while a front end asks for flows (lbtui/engine/flowquery.py), which
+        with a million flows costs a tenth of a core and hundreds of MB."""
+        return self.conntrack.flow_query if self.tabs.active == "conntrack" else None
 
     @work(thread=True, name="poll", group="poll", exit_on_error=False)
     def _fetch(
-        self, after_seq: int, flows: FlowQuery, trends_since: float | None
+        self, after_seq: int, flows: FlowQuery | None, trends_since: float | None
     ) -> tuple[Snapshot, list[Event], HistoryAnswer | None]:
         snapshot = self.handle.snapshot(flows)
         events = list(self.handle.events_since(after_seq))
@@ -235,6 +216,11 @@ class LbtuiApp(App[CommandResult | None]):
 
     def on_conntrack_pane_query_changed(self, _: ConntrackPane.QueryChanged) -> None:
         self.refresh_now()
+
+    @on(TabbedContent.TabActivated, "#tabs")
+    def _pane_shown(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "conntrack":
+            self.refresh_now()  # its flows now, not at the next refresh
 
     def _poll_finished(self) -> None:
         self._polling = False
@@ -272,7 +258,7 @@ class LbtuiApp(App[CommandResult | None]):
                 self.event_log.add_note(time.time(), "connection to the instance is back")
                 self.notify("connection to the instance is back", title="reconnected")
             self.snapshot = snapshot
-            self.summary.show(snapshot, self.title, self.attached)
+            self.summary.show(snapshot, self.title, self.attached, self.read_only)
             self._show_banner(None if snapshot.running else "the load balancer has stopped", stopped=True)
             self.backends_table.show(snapshot, self._trend_points(snapshot))
             self.proxies.show(snapshot)
@@ -324,8 +310,17 @@ class LbtuiApp(App[CommandResult | None]):
 
     # ---- commands ---------------------------------------------------------------------------
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Textual asks before a key runs an action: a read-only console has no traffic actions."""
+        return not (self.read_only and action in TRAFFIC_ACTIONS)
+
     def submit_command(self, command: Command) -> None:
         """Submit on a worker thread; the result is notified and logged in the events pane."""
+        if self.read_only and not isinstance(command, Stop):
+            self.notify(
+                "read-only console: commands that change traffic need the operator socket", severity="warning"
+            )
+            return
         self._submit(command)
 
     @work(thread=True, name="command", group="commands", exit_on_error=False)
@@ -337,6 +332,9 @@ class LbtuiApp(App[CommandResult | None]):
         return command, result
 
     def _command_done(self, command: Command, result: CommandResult) -> None:
+        if isinstance(command, Reload) and command.dry_run:  # `r`: show what would change, then ask
+            operate.reload_planned(self, result)
+            return
         what = describe_command(command)
         log.info("%s: %s %s", what, "ok" if result.ok else "failed", result.message)
         self.event_log.add_result(time.time(), what, result)
@@ -358,82 +356,49 @@ class LbtuiApp(App[CommandResult | None]):
         )
         return find_backend(self.snapshot, table.selected_key())
 
-    def _selection_or_warn(self) -> BackendView | None:
+    def selection_or_warn(self) -> BackendView | None:
         backend = self.selected_backend()
         if backend is None:
             self.notify("select a backend in the Backends pane first", severity="warning")
         return backend
 
-    def _confirm_then_submit(self, question: str, label: str, command: Command, *, danger: bool) -> None:
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.submit_command(command)
-
-        self.push_screen(ConfirmScreen(question, label, danger=danger), answered)
-
-    # ---- actions (keys and palette) ---------------------------------------------------------
+    # ---- actions (keys and palette); those that change traffic ask first (screens/operate.py) ----
 
     def action_drain(self) -> None:
-        b = self._selection_or_warn()
-        if b is None:
-            return
-        if b.drain is DrainState.ACTIVE:
-            question = f"Drain {b.address} of {b.proxy}? New connections stop; existing ones continue."
-            self._confirm_then_submit(question, "Drain", Drain(b.proxy, b.address), danger=True)
-        else:
-            question = f"Undrain {b.address} of {b.proxy}? It takes new connections again."
-            self._confirm_then_submit(question, "Undrain", Undrain(b.proxy, b.address), danger=False)
+        operate.drain(self)
+
+    def action_maintenance(self) -> None:
+        operate.maintenance(self)
+
+    def action_health(self) -> None:
+        operate.health(self)
 
     def action_reweight(self) -> None:
-        b = self._selection_or_warn()
-        if b is None:
-            return
+        operate.reweight(self)
 
-        def chosen(weight: int | None) -> None:
-            if weight is not None:
-                self.submit_command(SetWeight(b.proxy, b.address, weight))
+    def action_weight_up(self) -> None:
+        operate.step_weight(self, +1)
 
-        self.push_screen(WeightScreen(b.proxy, b.address, b.configured_weight), chosen)
+    def action_weight_down(self) -> None:
+        operate.step_weight(self, -1)
 
     def action_rate_limits(self) -> None:
-        b = self._selection_or_warn()
-        service = None if b is None or self.snapshot is None else self.snapshot.service(b.proxy)
-        if service is None:
-            return
-
-        def chosen(command: SetRateLimit | None) -> None:
-            if command is not None:
-                self.submit_command(command)
-
-        self.push_screen(RateLimitScreen(service.name, service.rate_limit), chosen)
+        operate.rate_limits(self)
 
     def action_circuit(self) -> None:
-        b = self._selection_or_warn()
-        if b is None:
-            return
-        if b.circuit is None:
-            self.notify(f"{b.proxy} has no circuit breaker configured", severity="warning")
-            return
+        operate.circuit(self)
 
-        def chosen(action: str | None) -> None:
-            if action is None:
-                return
-            command = CircuitCommand(b.proxy, b.address, action)
-            if action == "reset":  # back to automatic: nothing to confirm
-                self.submit_command(command)
-                return
-            held = "open" if action == "force_open" else "closed"
-            effect = CIRCUIT_ACTIONS[action][1].split(", ", 1)[1]
-            question = f"Hold the circuit of {b.address} of {b.proxy} {held}? Until a reset, {effect}."
-            self._confirm_then_submit(question, f"Hold {held}", command, danger=True)
+    def action_add_backend(self) -> None:
+        operate.add_backend(self)
 
-        self.push_screen(CircuitScreen(b.proxy, b.address, b.circuit.value), chosen)
+    def action_remove_backend(self) -> None:
+        operate.remove_backend(self)
 
     def action_reload(self) -> None:
-        path = self.snapshot.config_path if self.snapshot else None
-        source = path or "the configuration file"
-        question = f"Reload {source}? Proxies, backends, weights and limits will follow the file."
-        self._confirm_then_submit(question, "Reload", Reload(), danger=False)
+        operate.reload(self)
+
+    def action_announce(self) -> None:
+        operate.announce(self)
 
     def action_filter(self) -> None:
         """`/`: filter the pane on screen (conntrack's filter is answered by the engine)."""
@@ -468,7 +433,7 @@ class LbtuiApp(App[CommandResult | None]):
         )
 
     def action_chart(self) -> None:
-        b = self._selection_or_warn()
+        b = self.selection_or_warn()
         if b is None:
             return
         now = self.snapshot.taken_at if self.snapshot else time.time()
@@ -536,7 +501,7 @@ class LbtuiApp(App[CommandResult | None]):
     # ---- help and palette -------------------------------------------------------------------
 
     def key_help(self) -> list[tuple[str, str]]:
-        return key_help(self)
+        return key_help(self, self.read_only)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Textual's commands (theme, keys, screenshot...) but not its quit: ours asks first."""
@@ -546,4 +511,11 @@ class LbtuiApp(App[CommandResult | None]):
 
     def palette_actions(self) -> list[tuple[str, str, Callable[[], object]]]:
         """The console's commands for the palette, titles naming the current selection."""
-        return console_actions(self)
+        actions = console_actions(self)
+        if self.read_only:
+            actions = [
+                a
+                for a in actions
+                if getattr(a[2], "__name__", "").removeprefix("action_") not in TRAFFIC_ACTIONS
+            ]
+        return actions

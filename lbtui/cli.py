@@ -4,9 +4,11 @@
     lbtui -c FILE                 console with the engine embedded
     lbtui -c FILE --no-ui         headless
     lbtui --check -c FILE         validate the file and check the host (--json, --config-only)
+    lbtui --check --diff -c FILE  what a reload of the file would change in the running instance
     lbtui demo [--no-ui]          the demo lab with the load balancer on it
     lbtui ctl [--socket P] CMD    talk to a running instance
-    lbtui attach [--socket P]     the console, on a running instance
+    lbtui ctl list                the running instances (their sockets in /run/lbtui)
+    lbtui attach [--socket P] [--read-only]   the console, on a running instance (found when only one runs)
     lbtui backend-setup ...       on a DSR backend: VIPs on lo, ARP settings, IPIP decapsulation
 
 Exit codes (lbtui/exitcodes.py): 0 clean stop, 1 bad configuration, 2 usage, 3 the host is not ready
@@ -31,6 +33,7 @@ from lbtui.config import Config, ConfigError, load_config
 from lbtui.stopping import Stopper
 
 if TYPE_CHECKING:
+    from lbtui.control_socket import ControlServer
     from lbtui.sdnotify import Notifier
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_KERNEL = (
@@ -42,6 +45,9 @@ EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_KERNEL = (
 EXIT_TEMPORARY = exitcodes.TEMPORARY
 # a busy resource at start (port, socket, an interface's XDP slot): systemd retries (exitcodes.py)
 TEMPORARY_ERRNOS = (errno.EADDRINUSE, errno.EBUSY, errno.EAGAIN)
+
+if TYPE_CHECKING:
+    from lbtui.control_socket import ControlServer
 
 log = logging.getLogger("lbtui")
 
@@ -62,6 +68,11 @@ def _main_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="with --check: the report as JSON")
     p.add_argument("--config-only", action="store_true", help="with --check: the file only, not this host")
+    p.add_argument(
+        "--diff",
+        action="store_true",
+        help="with --check: what a reload of the file would change in the running instance (applies nothing)",
+    )
     p.add_argument("--no-ui", action="store_true", help="run headless (logs to stderr)")
     p.add_argument("--socket", metavar="PATH", help="control socket (default: settings.control_socket)")
     p.add_argument(
@@ -101,7 +112,16 @@ def _attach_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lbtui attach", description="The console, driving an instance that is already running."
     )
-    p.add_argument("--socket", metavar="PATH", default="/run/lbtui/lbtui.sock")
+    p.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="the instance's control socket (default: the one running, in /run/lbtui)",
+    )
+    p.add_argument(
+        "--read-only",
+        action="store_true",
+        help="watch only: the keys that change traffic are hidden (always so on a read-only socket)",
+    )
     p.add_argument("--refresh", type=float, default=1.0, metavar="S", help="refresh interval (default 1 s)")
     return p
 
@@ -171,8 +191,8 @@ def main(argv: Sequence[str] | None = None, stopper: Stopper | None = None) -> i
     ns = parser.parse_args(args)
     if not ns.config:
         parser.error("-c FILE is required")
-    if (ns.json or ns.config_only) and not ns.check:
-        parser.error("--json and --config-only go with --check")
+    if (ns.json or ns.config_only or ns.diff) and not ns.check:
+        parser.error("--json, --config-only and --diff go with --check")
     if ns.check:
         stopper.release()
     else:
@@ -186,6 +206,8 @@ def main(argv: Sequence[str] | None = None, stopper: Stopper | None = None) -> i
         else:
             print(f"lbtui: invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if ns.check and ns.diff:
+        return diff(ns.config, ns.socket or config.settings.control_socket, as_json=ns.json)
     if ns.check:
         return check(config, ns.config, as_json=ns.json, host=not ns.config_only, socket_path=ns.socket)
     _setup_logging(ns.verbose, quiet=not ns.no_ui)
@@ -207,6 +229,28 @@ def check(config: Config, path: str, as_json: bool, host: bool, socket_path: str
     else:
         sys.stdout.write(hostcheck.report_text(path, config, checks))
     return hostcheck.exit_code(checks)
+
+
+def diff(path: str, socket_path: str, as_json: bool) -> int:
+    """`lbtui --check --diff -c FILE`: the running instance's dry run of a reload from FILE."""
+    import json
+
+    from lbtui import ctl, model, wire
+    from lbtui.control_client import SocketEngineHandle
+
+    handle = SocketEngineHandle(socket_path)
+    try:
+        result = handle.submit(model.Reload(os.path.abspath(path), dry_run=True), timeout=30.0)
+    except ConnectionError as exc:
+        print(f"lbtui: --diff: {exc}", file=sys.stderr)
+        return EXIT_KERNEL
+    finally:
+        handle.close()
+    if as_json:
+        print(json.dumps(wire.encode_result(result)))
+    else:
+        ctl.write_result(result, sys.stdout, sys.stderr, prog="lbtui", listed=True)
+    return EXIT_OK if result.ok else EXIT_CONFIG
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
@@ -247,9 +291,10 @@ def _run(
     stopper: Stopper,
     notifier: Notifier,
 ) -> int:
-    from lbtui.control_socket import ControlServer, SocketInUse
+    """Start the engine for `config`, serve the control socket, run a front end until it stops."""
+    from lbtui.control_socket import ControlServer, SocketInUse, resolve_group
     from lbtui.dataplane import DataplaneError
-    from lbtui.engine import Engine, instance_name, kernel_dataplane
+    from lbtui.engine import Engine, default_state_file, instance_name, kernel_dataplane
     from lbtui.runner import EngineRunner, StartCancelled
 
     code = _preflight(config, socket_path)
@@ -259,16 +304,30 @@ def _run(
     # the instance is the socket it serves: its pins follow that path, not the file's setting
     path = socket_path or config.settings.control_socket
     # with the console on the terminal, the access log may not write to stdout
-    engine = Engine(config, kernel_dataplane(config, path), allow_stdout=no_ui, keep_dataplane=keep_dataplane)
+    engine = Engine(
+        config,
+        kernel_dataplane(config, path),
+        allow_stdout=no_ui,
+        keep_dataplane=keep_dataplane,
+        state_file=default_state_file(path),
+    )
     runner = EngineRunner(engine)
-    server = ControlServer(runner, path, instance={"instance": instance_name(path), "config": config.path})
+    info = {"instance": instance_name(path), "config": config.path}
+    servers = [ControlServer(runner, path, instance=info)]
+    ro = config.settings.read_only
+    if ro.socket is not None:
+        group = resolve_group(ro.group or "")  # the host checks made sure it exists
+        servers.append(ControlServer(runner, ro.socket, instance=info, read_only=True, group=group))
     try:
-        server.start()  # first: a live instance on the same socket must stop us before we touch the kernel
+        for server in servers:  # first: a live instance on the same socket must stop us before the kernel
+            server.start()
     except SocketInUse as exc:
         print(f"lbtui: {exc}", file=sys.stderr)
+        _stop_all(servers)
         return EXIT_TEMPORARY
     except OSError as exc:
-        print(f"lbtui: cannot serve the control socket {path}: {exc}", file=sys.stderr)
+        print(f"lbtui: cannot serve the control socket {server.path}: {exc}", file=sys.stderr)
+        _stop_all(servers)
         return EXIT_KERNEL
     try:
         try:
@@ -310,7 +369,7 @@ def _run(
     finally:
         _stopped(stopper, notifier)
         runner.close()
-        server.stop()
+        _stop_all(servers)
 
 
 def _stopped(stopper: Stopper, notifier: Notifier) -> bool:
@@ -318,6 +377,11 @@ def _stopped(stopper: Stopper, notifier: Notifier) -> bool:
     if stopper.requested:
         notifier.stopping(f"stopping ({stopper.describe()}): detaching the programs")
     return stopper.requested
+
+
+def _stop_all(servers: list[ControlServer]) -> None:
+    for server in servers:
+        server.stop()
 
 
 def _preflight(config: Config, socket_path: str | None) -> int:
@@ -347,6 +411,7 @@ def run_console(
     refresh_s: float = 1.0,
     attached: bool = False,
     stopper: Stopper | None = None,
+    read_only: bool = False,
 ) -> int:
     """The console until it quits, or until a stop (`stopper`) ends it the way quitting does (the
     terminal is given back as it was)."""
@@ -359,7 +424,13 @@ def run_console(
         # parent (tmux, test runners, scripts) would pin the console to a stale size
         os.environ.pop("COLUMNS", None)
         os.environ.pop("LINES", None)
-    app = LbtuiApp(handle, refresh_s=refresh_s, title=title, attached=attached)  # type: ignore[arg-type]
+    app = LbtuiApp(
+        handle,  # type: ignore[arg-type]
+        refresh_s=refresh_s,
+        title=title,
+        attached=attached,
+        read_only=read_only,
+    )
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
@@ -377,23 +448,33 @@ def run_console(
 
 def attach(ns: argparse.Namespace, stopper: Stopper | None = None) -> int:
     """`lbtui attach`: the same console over the control socket; quitting leaves the instance running."""
-    from lbtui.control_socket import SocketEngineHandle
+    from lbtui import instances
+    from lbtui.control_client import SocketEngineHandle
 
+    path = ns.socket
+    if path is None:
+        try:
+            path = instances.the_socket()
+        except instances.NotFound as exc:
+            print(f"lbtui attach: {exc}", file=sys.stderr)
+            return EXIT_USAGE if exc.several else EXIT_KERNEL
     stopper = stopper or Stopper()
     stopper.install(hup_stops=True)
-    handle = SocketEngineHandle(ns.socket)
+    handle = SocketEngineHandle(path)
     try:
         info = handle.hello()
     except (ConnectionError, OSError) as exc:
         print(f"lbtui attach: {exc}", file=sys.stderr)
         return EXIT_KERNEL
+    read_only = ns.read_only or info.get("read_only") is True
     try:
         return run_console(
             handle,
-            title=f"lbtui — attached to {info.get('instance', ns.socket)}",
+            title=f"lbtui — attached to {info.get('instance', path)}",
             refresh_s=ns.refresh,
             attached=True,
             stopper=stopper,
+            read_only=read_only,
         )
     finally:
         handle.close()

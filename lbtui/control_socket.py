@@ -1,13 +1,15 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The control socket: a running instance's engine served on a unix socket, and the client for it.
+"""The control socket's server: a running instance's engine served on a unix socket.
 
 `ControlServer` answers JSON-lines requests (docs/control-protocol.md) from `lbtui ctl`, `lbtui attach`
 and scripts, on a thread of its own with its own event loop, so the engine's loop never waits for a
-client and a client never waits for another one. `SocketEngineHandle` is the client side: a
-`model.EngineHandle` over the socket, so the console does not care where the engine runs.
+client and a client never waits for another one. The client is lbtui/control_client.py.
 
-The socket is the only way in, so it is root-only: mode 0600 from the moment it exists (bound under
-umask 0177), in a 0700 directory when we create it, and peers with another uid are refused. Clients
+The operator socket is the way in, so it is root-only: mode 0600 from the moment it exists (bound
+under umask 0177), in a 0700 directory when we create it, and peers with another uid are refused. A
+second, read-only server (`read_only=True`, settings.read_only) serves the members of one group:
+socket 0660 root:GROUP in a searchable (0755) directory, peers checked by SO_PEERCRED and
+SO_PEERGROUPS, and every `command` refused; it answers hello, snapshot, events and history. Clients
 are limited in number, request size and rate, and every refusal is counted (control_limits).
 """
 
@@ -20,13 +22,11 @@ import errno
 import json
 import logging
 import os
-import select
 import socket
 import stat
 import struct
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from lbtui import __version__, model, wire
@@ -40,34 +40,48 @@ MAX_LINE = 64 * 1024  # longest request line accepted by the server
 MAX_CLIENTS = 64
 IDLE_TIMEOUT_S = 300.0  # a client that sends nothing for this long is disconnected
 WRITE_TIMEOUT_S = 30.0  # a client that does not read its replies for this long is disconnected
+REFUSAL_LINGER_S = 1.0  # how long a refused client may still send before the socket closes
 MAX_EVENTS = 1000  # most events in one reply
+MAX_EVENTS_WAIT_S = 60.0  # an events request may wait this long for the first new event
+EVENTS_POLL_S = 0.1  # how often a waiting events request looks for new events
 MAX_SUBMIT_TIMEOUT_S = 300.0
-MAX_REPLY = 256 * 1024 * 1024  # longest reply the client accepts (a snapshot is bounded well below)
 OPS = ("hello", "snapshot", "events", "command", "history")
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; Python 3.11 lacks the name
+PEER_GROUPS_BUFFER = 1024  # bytes: 256 groups (Python's getsockopt takes at most 1024)
+READ_ONLY_REFUSAL = (
+    "this is the read-only socket {path} (status, flows, events and history only); "
+    "commands that change traffic go through the operator socket, as root"
+)
 
 
 class SocketInUse(RuntimeError):
     """The control socket path belongs to another running instance (or is not a socket)."""
 
 
-class RemoteError(RuntimeError):
-    """The instance answered a request with an error (not a refused command: those are results)."""
+def resolve_group(text: str) -> int:
+    """The gid of a group given by name or number (settings.read_only.group); KeyError if unknown."""
+    import grp
+
+    if text.isdigit():
+        return int(text)
+    return grp.getgrnam(text).gr_gid
 
 
-class ControlPermissionError(ConnectionError):
-    """The socket exists but we may not connect to it (not root)."""
-
-
-def _line(message: Mapping[str, Any]) -> bytes:
+def encode_line(message: Mapping[str, Any]) -> bytes:
     return json.dumps(message, allow_nan=False, separators=(",", ":")).encode() + b"\n"
 
 
+async def _discard_until_eof(reader: asyncio.StreamReader) -> None:
+    while await reader.read(65536):
+        pass
+
+
 def _error(req_id: Any, message: str) -> bytes:
-    return _line({"v": wire.PROTOCOL_VERSION, "id": req_id, "ok": False, "error": message})
+    return encode_line({"v": wire.PROTOCOL_VERSION, "id": req_id, "ok": False, "error": message})
 
 
 def _ok(req_id: Any, result: Any) -> bytes:
-    return _line({"v": wire.PROTOCOL_VERSION, "id": req_id, "ok": True, "result": result})
+    return encode_line({"v": wire.PROTOCOL_VERSION, "id": req_id, "ok": True, "result": result})
 
 
 class _BadRequest(Exception):
@@ -91,9 +105,13 @@ class ControlServer:
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         rate: float = REQUESTS_PER_S,
         burst: int = BURST,
+        read_only: bool = False,
+        group: int | None = None,
     ) -> None:
         self.handle = handle
         self.path = path
+        self.read_only = read_only
+        self.group = group  # read_only: the gid whose members may connect
         self.max_clients = max_clients
         self.max_line = max_line
         self.idle_timeout_s = idle_timeout_s
@@ -105,6 +123,7 @@ class ControlServer:
             "lbtui": __version__,
             "socket": path,
             **(instance or {}),
+            "read_only": read_only,
         }
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -169,9 +188,14 @@ class ControlServer:
 
     def _bind(self) -> socket.socket:
         parent = os.path.dirname(os.path.abspath(self.path))
+        # the operator's directory is closed; the read-only socket's must be searchable by its group
+        # (the sockets guard themselves: their modes and the peer checks)
+        mode = 0o755 if self.read_only else 0o700
         if not os.path.isdir(parent):
-            os.makedirs(parent, mode=0o700, exist_ok=True)
-            os.chmod(parent, 0o700)
+            os.makedirs(parent, mode=mode, exist_ok=True)
+            os.chmod(parent, mode)
+        elif self.read_only:
+            _open_directory(parent)
         self._check_existing()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # the socket is born 0600: no window where others could connect
@@ -184,7 +208,11 @@ class ControlServer:
             raise
         finally:
             os.umask(old_umask)
-        os.chmod(self.path, 0o600)
+        if self.read_only and self.group is not None:
+            os.chown(self.path, -1, self.group)  # still 0600 here: nobody else could connect yet
+            os.chmod(self.path, 0o660)
+        else:
+            os.chmod(self.path, 0o600)
         sock.listen(128)
         sock.setblocking(False)
         return sock
@@ -209,7 +237,7 @@ class ControlServer:
         except OSError as exc:
             raise SocketInUse(f"{self.path} exists and cannot be checked: {exc.strerror}") from exc
         try:
-            probe.sendall(_line({"v": wire.PROTOCOL_VERSION, "id": 0, "op": "hello"}))
+            probe.sendall(encode_line({"v": wire.PROTOCOL_VERSION, "id": 0, "op": "hello"}))
             reply = json.loads(probe.makefile("rb").readline(MAX_LINE))
             pid = reply["result"]["pid"]
         except (OSError, ValueError, KeyError, TypeError):
@@ -288,7 +316,12 @@ class ControlServer:
         try:
             if refusal is not None:
                 writer.write(_error(None, refusal))
+                writer.write_eof()
                 await within(WRITE_TIMEOUT_S, writer.drain())
+                # Read what the client sent before closing: closing a Unix socket with unread data
+                # resets the connection, and the client would get ECONNRESET after our reply.
+                with contextlib.suppress(TimeoutError, ConnectionError):
+                    await within(REFUSAL_LINGER_S, _discard_until_eof(reader))
                 return
             await self._serve(reader, writer)
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
@@ -317,12 +350,16 @@ class ControlServer:
         sock = writer.get_extra_info("socket")
         try:
             creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            _pid, uid, _gid = struct.unpack("3i", creds)
+            pid, uid, gid = struct.unpack("3i", creds)
         except (AttributeError, OSError):
             return "permission", "permission denied: cannot tell who is connecting"
-        if uid not in (0, os.geteuid()):
+        if uid in (0, os.geteuid()):
+            return None
+        if not self.read_only:
             return "permission", "permission denied: the control socket is root-only"
-        return None
+        if self.group is not None and (gid == self.group or self.group in _peer_groups(sock, pid)):
+            return None
+        return "permission", "permission denied: the read-only socket serves members of its group only"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         bucket = TokenBucket(self.rate, self.burst)
@@ -394,14 +431,16 @@ class ControlServer:
                         raise _BadRequest(str(exc)) from None
                 return await loop.run_in_executor(self._reads, self._snapshot_reply, req_id, query)
             if op == "events":
-                since, limit = _events_args(request)
-                return await loop.run_in_executor(self._reads, self._events_reply, req_id, since, limit)
+                since, limit, wait = _events_args(request)
+                return await self._events_waiting(req_id, since, limit, wait)
             if op == "history":
                 try:
                     history_query = wire.decode_history_query(request.get("query", {}))
                 except wire.WireError as exc:
                     raise _BadRequest(str(exc)) from None
                 return await loop.run_in_executor(self._reads, self._history_reply, req_id, history_query)
+            if op == "command" and self.read_only:
+                raise _BadRequest(READ_ONLY_REFUSAL.format(path=self.path))
             if op == "command":
                 try:
                     command = wire.decode_command(request.get("command"))
@@ -423,9 +462,16 @@ class ControlServer:
     def _snapshot_reply(self, req_id: Any, query: model.FlowQuery | None) -> bytes:
         return _ok(req_id, wire.encode_snapshot(self.handle.snapshot(query)))
 
-    def _events_reply(self, req_id: Any, since: int, limit: int) -> bytes:
-        events = self.handle.events_since(since, limit)
-        return _ok(req_id, [wire.encode_event(e) for e in events])
+    async def _events_waiting(self, req_id: Any, since: int, limit: int, wait: float) -> bytes:
+        """The events after `since`; with `wait`, the first ones to come within that many seconds
+        (polled on this loop, so a waiting client holds no thread)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            events = await loop.run_in_executor(self._reads, self.handle.events_since, since, limit)
+            if events or loop.time() >= deadline:
+                return _ok(req_id, [wire.encode_event(e) for e in events])
+            await asyncio.sleep(min(EVENTS_POLL_S, max(0.0, deadline - loop.time())))
 
     def _history_reply(self, req_id: Any, query: model.HistoryQuery) -> bytes:
         return _ok(req_id, wire.encode_value(self.handle.history(query)))
@@ -434,13 +480,48 @@ class ControlServer:
         return _ok(req_id, wire.encode_result(self.handle.submit(command, timeout)))
 
 
-def _events_args(request: Mapping[str, Any]) -> tuple[int, int]:
+def _peer_groups(sock: socket.socket, pid: int) -> set[int]:
+    """The peer's supplementary groups: SO_PEERGROUPS (as they were at connect), or, for a peer with
+    more than fit in its buffer, /proc/PID/status; empty when neither can say."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, PEER_GROUPS_BUFFER)
+        count = len(raw) // 4
+        return set(struct.unpack(f"{count}I", raw[: count * 4]))
+    except OSError:
+        pass
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    return {int(g) for g in line.split()[1:] if g.isdigit()}
+    except OSError:
+        pass
+    return set()
+
+
+def _open_directory(path: str) -> None:
+    """Make our own socket directory searchable and listable (0755): a read-only user must reach
+    the socket in it, and `lbtui ctl list` must see it. A directory of another owner is left alone."""
+    st = os.stat(path)
+    if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o055 != 0o055:
+        os.chmod(path, stat.S_IMODE(st.st_mode) | 0o055)
+        log.info(
+            "socket directory %s opened to 0%o for the read-only socket",
+            path,
+            stat.S_IMODE(st.st_mode) | 0o055,
+        )
+
+
+def _events_args(request: Mapping[str, Any]) -> tuple[int, int, float]:
     since = request.get("since", 0)
     limit = request.get("limit", MAX_EVENTS)
     for name, value in (("since", since), ("limit", limit)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise _BadRequest(f'"{name}" must be an integer >= 0')
-    return since, min(limit, MAX_EVENTS)
+    wait = request.get("wait", 0)
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_EVENTS_WAIT_S:
+        raise _BadRequest(f'"wait" must be a number of seconds from 0 to {MAX_EVENTS_WAIT_S:g}')
+    return since, min(limit, MAX_EVENTS), float(wait)
 
 
 def _timeout_arg(request: Mapping[str, Any]) -> float:
@@ -448,221 +529,3 @@ def _timeout_arg(request: Mapping[str, Any]) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout:
         raise _BadRequest('"timeout" must be a number of seconds > 0')
     return min(float(timeout), MAX_SUBMIT_TIMEOUT_S)
-
-
-# ---- client ------------------------------------------------------------------------------------
-
-
-class SocketEngineHandle:
-    """model.EngineHandle for an instance reached over its control socket.
-
-    Blocking and thread-safe (one request at a time). A lost connection is re-opened on the next
-    call; ConnectionError (ControlPermissionError when not allowed) says why when no instance answers.
-    """
-
-    def __init__(self, path: str = DEFAULT_SOCKET, connect_timeout: float = 5.0) -> None:
-        self.path = path
-        self.connect_timeout = connect_timeout
-        self.instance: dict[str, Any] = {}  # the instance's hello: pid, version, ...
-        self._lock = threading.Lock()
-        self._sock: socket.socket | None = None
-        self._file: Any = None
-        self._next_id = 0
-
-    # ---- EngineHandle -------------------------------------------------------------------------
-
-    def snapshot(self, flows: model.FlowQuery | None = None) -> model.Snapshot:
-        request: dict[str, Any] = {"op": "snapshot"}
-        if flows is not None and flows != model.FlowQuery():
-            request["flows"] = wire.encode_value(flows)
-        data = self._call(request, self.connect_timeout + 25.0)
-        try:
-            return wire.decode_snapshot(data)
-        except wire.WireError as exc:
-            raise RemoteError(f"unreadable snapshot from {self.path}: {exc}") from exc
-
-    def submit(self, command: model.Command, timeout: float = 10.0) -> model.CommandResult:
-        request = {"op": "command", "command": wire.encode_command(command), "timeout": timeout}
-        try:
-            data = self._call(request, timeout + 5.0, retry=False)
-        except RemoteError as exc:  # the instance would not take the request: the command is refused
-            return model.CommandResult(False, str(exc))
-        try:
-            return wire.decode_result(data)
-        except wire.WireError as exc:
-            raise RemoteError(f"unreadable result from {self.path}: {exc}") from exc
-
-    def events_since(self, seq: int, limit: int = 1000) -> Sequence[model.Event]:
-        data = self._call({"op": "events", "since": max(0, seq), "limit": limit}, self.connect_timeout + 25.0)
-        if not isinstance(data, list):
-            raise RemoteError(f"unreadable events from {self.path}: expected a list")
-        try:
-            return [wire.decode_event(e) for e in data]
-        except wire.WireError as exc:
-            raise RemoteError(f"unreadable events from {self.path}: {exc}") from exc
-
-    def history(self, query: model.HistoryQuery) -> model.HistoryAnswer:
-        request = {"op": "history", "query": wire.encode_value(query)}
-        try:
-            data = self._call(request, self.connect_timeout + 25.0)
-        except RemoteError as exc:
-            if "unknown op 'history'" in str(exc):  # an instance from before history existed
-                return model.HistoryAnswer(taken_at=time.time())
-            raise
-        try:
-            return wire.decode_history(data)
-        except wire.WireError as exc:
-            raise RemoteError(f"unreadable history from {self.path}: {exc}") from exc
-
-    def close(self) -> None:
-        with self._lock:
-            self._disconnect()
-
-    def hello(self) -> dict[str, Any]:
-        """Connect (if not connected) and return the instance's hello."""
-        with self._lock:
-            self._ensure_connected()
-            return dict(self.instance)
-
-    # ---- internals ----------------------------------------------------------------------------
-
-    def _call(self, request: dict[str, Any], timeout: float, retry: bool = True) -> Any:
-        """Send one request, return its result; RemoteError on an error reply.
-
-        A request is sent again on a fresh connection only when the server cannot have acted on it:
-        the connection was already closed (or closing) when we sent it. Reads also retry once after
-        any lost connection, since they change nothing.
-        """
-        with self._lock:
-            for attempt in (1, 2):
-                reused = self._sock is not None
-                self._ensure_connected()
-                try:
-                    return self._exchange(request, timeout)
-                except _Unsent as exc:
-                    self._disconnect()
-                    if attempt == 2:
-                        raise ConnectionError(f"lost connection to {self.path}: {exc}") from None
-                except (OSError, ValueError) as exc:
-                    self._disconnect()
-                    if not (retry and reused) or attempt == 2:
-                        raise ConnectionError(f"lost connection to {self.path}: {_reason(exc)}") from None
-            raise AssertionError("unreachable")
-
-    def _exchange(self, request: dict[str, Any], timeout: float, fresh: bool = False) -> Any:
-        assert self._sock is not None
-        # a reply we did not ask for (the server closing an idle connection) or EOF: start afresh
-        if not fresh and select.select([self._sock], [], [], 0)[0]:
-            raise _Unsent("the connection was closed by the instance")
-        self._next_id += 1
-        req_id = self._next_id
-        self._sock.settimeout(timeout)
-        try:
-            self._sock.sendall(_line({"v": wire.PROTOCOL_VERSION, "id": req_id, **request}))
-        except (BrokenPipeError, ConnectionResetError):
-            # the server may have said why before closing ("too many clients", "permission denied")
-            notice = self._read_reply()
-            raise _Unsent(str(notice.get("error") or "the connection was closed by the instance")) from None
-        while True:
-            reply = self._read_reply()
-            if reply.get("id") == req_id:
-                break
-            if reply.get("id") is None and reply.get("ok") is False:
-                # the server closes with a notice ("idle", "too many clients") before reading us
-                raise _Unsent(str(reply.get("error")))
-        if reply.get("ok") is True:
-            return reply.get("result")
-        raise RemoteError(str(reply.get("error") or "error without a message"))
-
-    def _read_reply(self) -> dict[str, Any]:
-        line = self._file.readline(MAX_REPLY)
-        if not line:
-            raise ConnectionResetError("the instance closed the connection")
-        if not line.endswith(b"\n"):
-            raise ValueError("reply too long or cut off")
-        reply = json.loads(line)
-        if not isinstance(reply, dict):
-            raise ValueError("reply is not a JSON object")
-        return reply
-
-    def _ensure_connected(self) -> None:
-        if self._sock is not None:
-            return
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.connect_timeout)
-        try:
-            sock.connect(self.path)
-        except PermissionError:
-            sock.close()
-            raise ControlPermissionError(
-                f"cannot connect to {self.path}: permission denied "
-                "(the control socket is root-only; use sudo)"
-            ) from None
-        except (FileNotFoundError, ConnectionRefusedError):
-            sock.close()
-            raise ConnectionError(
-                f"cannot connect to {self.path}: no lbtui instance is running there "
-                "(start one, or give its socket with --socket)"
-            ) from None
-        except OSError as exc:
-            sock.close()
-            raise ConnectionError(f"cannot connect to {self.path}: {_reason(exc)}") from None
-        self._sock = sock
-        self._file = sock.makefile("rb")
-        try:
-            hello = self._exchange({"op": "hello"}, self.connect_timeout, fresh=True)
-        except (OSError, ValueError, RemoteError, _Unsent) as exc:
-            self._disconnect()
-            text = _reason(exc) if isinstance(exc, OSError) else str(exc)
-            if text.startswith("permission denied"):
-                raise ControlPermissionError(
-                    f"cannot connect to {self.path}: permission denied "
-                    "(the control socket is root-only; use sudo)"
-                ) from None
-            raise ConnectionError(f"cannot connect to {self.path}: {text}") from None
-        theirs = hello.get("protocol") if isinstance(hello, dict) else None
-        if not isinstance(hello, dict) or theirs != wire.PROTOCOL_VERSION:
-            self._disconnect()
-            raise ConnectionError(
-                f"{self.path} speaks control protocol {theirs!r}, this lbtui speaks {wire.PROTOCOL_VERSION}"
-            )
-        self.instance = hello
-
-    def _disconnect(self) -> None:
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                self._file.close()
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.close()
-        self._sock = None
-        self._file = None
-
-
-class _Unsent(Exception):
-    """The connection was closed before the server read our request."""
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "no answer in time"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__
-
-
-def wait_for_socket(path: str, timeout: float = 10.0, is_alive: Callable[[], bool] | None = None) -> bool:
-    """Poll until an instance answers on `path` (for tests and scripts); True if one did."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if is_alive is not None and not is_alive():
-            return False
-        client = SocketEngineHandle(path, connect_timeout=1.0)
-        try:
-            client.hello()
-            return True
-        except ConnectionError:
-            time.sleep(0.05)
-        finally:
-            client.close()
-    return False

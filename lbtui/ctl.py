@@ -1,17 +1,25 @@
 # SPDX-License-Identifier: Apache-2.0
 """`lbtui ctl`: ask a running instance, over its control socket, for its status or to run a command.
 
-    lbtui ctl [--socket PATH] [--json] status
+    lbtui ctl list                     the running instances (sockets in /run/lbtui)
+    lbtui ctl [--socket PATH] [--json] status [PROXY]
     lbtui ctl flows [FILTER ...] [--sort bytes|age|idle|backend] [--limit N]
-    lbtui ctl drain PROXY BACKEND [--timeout S]
+    lbtui ctl drain PROXY BACKEND [--timeout S] [--cut]
     lbtui ctl undrain PROXY BACKEND
-    lbtui ctl weight PROXY BACKEND N
+    lbtui ctl weight PROXY BACKEND N|+N|-N|P%
     lbtui ctl ratelimit PROXY [--per-source RATE[/BURST]] [--per-backend RATE[/BURST]]
     lbtui ctl circuit PROXY BACKEND force-open|force-close|reset
-    lbtui ctl reload [--file PATH]
+    lbtui ctl reload [--file PATH] [--dry-run]
+    lbtui ctl announce withdraw|announce [PROXY]   take VIPs out of BGP rotation / back (docs/scale-out.md)
+    lbtui ctl fingerprint                         a digest of each selection table, to compare hosts
+    ... and the runtime operations of ctlverbs.py: add-backend, remove-backend, maint, ready, health,
+    events, overrides
 
-Exit codes: 0 done, 1 refused by the engine (its reason is printed), 2 usage, 3 no instance answers
-(or the socket may not be opened: it is root-only).
+Without --socket (or -c FILE) the one running instance is found in /run/lbtui (instances.py); with
+several, they are listed and nothing is done.
+
+Exit codes: 0 done, 1 refused by the engine (its reason is printed), 2 usage (or several instances
+and no --socket), 3 no instance answers (or the socket may not be opened: it is root-only).
 """
 
 from __future__ import annotations
@@ -22,11 +30,13 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, replace
 from typing import Any, TextIO
 
-from lbtui import model, wire
+from lbtui import ctlverbs, instances, model, wire
 from lbtui.addresses import format_endpoint
-from lbtui.control_socket import DEFAULT_SOCKET, RemoteError, SocketEngineHandle
+from lbtui.control_client import RemoteError, SocketEngineHandle
+from lbtui.ctl_scaleout import announce_lines, format_fingerprints
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 FLOWS_WAIT_S = 30.0  # a sweep runs every settings.sweep_interval_s (default 2 s)
@@ -39,7 +49,7 @@ def _common() -> argparse.ArgumentParser:
         "--socket",
         metavar="PATH",
         default=argparse.SUPPRESS,
-        help=f"the instance's control socket (default {DEFAULT_SOCKET})",
+        help="the instance's control socket (default: the one instance running, found in /run/lbtui)",
     )
     p.add_argument(
         "-c",
@@ -61,11 +71,13 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 done, 1 refused (with the reason), 2 usage, 3 no instance answers.",
     )
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
-    sub.add_parser(
+    sub.add_parser("list", parents=[common], help="the running instances and their sockets (in /run/lbtui)")
+    st = sub.add_parser(
         "status",
         parents=[common],
-        help="backends per proxy: weight, health, drain, flows; p99 over 10 s, 1 min, 5 min beside lifetime",
+        help="backends per proxy: weight, health, state, rates; p99 over 10 s, 1 min, 5 min beside lifetime",
     )
+    st.add_argument("proxy", nargs="?", metavar="PROXY", help="only this proxy")
 
     f = sub.add_parser(
         "flows",
@@ -100,10 +112,14 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("proxy", metavar="PROXY")
     u.add_argument("backend", metavar="BACKEND")
 
-    w = sub.add_parser("weight", parents=[common], help="set a backend's configured weight")
+    w = sub.add_parser(
+        "weight",
+        parents=[common],
+        help="set a backend's weight: N, +N or -N from now, P%% of the configured one",
+    )
     w.add_argument("proxy", metavar="PROXY")
     w.add_argument("backend", metavar="BACKEND")
-    w.add_argument("weight", metavar="N", type=int)
+    w.add_argument("weight", metavar="N|+N|-N|P%")
 
     r = sub.add_parser(
         "ratelimit",
@@ -125,6 +141,18 @@ def _parser() -> argparse.ArgumentParser:
     rl.add_argument(
         "--file", metavar="PATH", help="load this file instead of the one the instance started with"
     )
+    rl.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the changes a reload would make (and what needs a restart); apply nothing",
+    )
+    ctlverbs.add_parsers(sub, common)
+    a = sub.add_parser(
+        "announce", parents=[common], help="withdraw a proxy's VIP (or all) from BGP, or announce it again"
+    )
+    a.add_argument("action", choices=("withdraw", "announce"))
+    a.add_argument("proxy", metavar="PROXY", nargs="?", help="default: every VIP")
+    sub.add_parser("fingerprint", parents=[common], help="a fingerprint of each selection table")
     return p
 
 
@@ -156,7 +184,10 @@ def _command(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> model.C
         case "undrain":
             return model.Undrain(ns.proxy, ns.backend)
         case "weight":
-            return model.SetWeight(ns.proxy, ns.backend, ns.weight)
+            try:
+                return ctlverbs.weight_command(ns.proxy, ns.backend, ns.weight)
+            except ValueError as exc:
+                parser.error(str(exc))
         case "circuit":
             return model.CircuitCommand(ns.proxy, ns.backend, ns.action.replace("-", "_"))
         case "ratelimit":
@@ -165,13 +196,19 @@ def _command(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> model.C
             src = ns.per_source or (None, None)
             be = ns.per_backend or (None, None)
             return model.SetRateLimit(ns.proxy, src[0], src[1], be[0], be[1])
+        case "announce":
+            return model.Announce(ns.action, ns.proxy)
         case "reload":
             # the instance runs elsewhere (another cwd): send an absolute path
-            return model.Reload(os.path.abspath(ns.file) if ns.file else None)
-    raise AssertionError(ns.cmd)
+            return model.Reload(os.path.abspath(ns.file) if ns.file else None, ns.dry_run)
+    command = ctlverbs.command(ns)
+    if command is None:
+        raise AssertionError(ns.cmd)
+    return command
 
 
-def _socket_path(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+def _socket_path(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> str | None:
+    """--socket, else -c FILE's settings.control_socket, else None: find the running instance."""
     if hasattr(ns, "socket"):
         return str(ns.socket)
     if hasattr(ns, "config"):
@@ -183,7 +220,7 @@ def _socket_path(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> str
             parser.error(f"{ns.config}: {exc}")
         except OSError as exc:
             parser.error(f"cannot read {ns.config}: {exc.strerror}")
-    return DEFAULT_SOCKET
+    return None
 
 
 def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -194,7 +231,10 @@ def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = No
     try:
         ns = parser.parse_args(list(argv))
         path = _socket_path(ns, parser)
-        command = None if ns.cmd in ("status", "flows") else _command(ns, parser)
+        reads = ("list", "status", "flows", "events", "fingerprint") + (
+            ("overrides",) if not getattr(ns, "clear", False) else ()
+        )
+        command = None if ns.cmd in reads else _command(ns, parser)
         query = None
         if ns.cmd == "flows":
             query = model.FlowQuery(text=" ".join(ns.filter), sort=ns.sort)
@@ -203,12 +243,30 @@ def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = No
     except SystemExit as exc:  # argparse: usage errors (2) and --help (0)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     as_json = getattr(ns, "json", False)
+    if ns.cmd == "list":
+        try:
+            return _list(as_json, out)
+        except instances.NotFound as exc:
+            print(f"lbtui ctl: {exc}", file=err)
+            return EXIT_UNREACHABLE
+    if path is None:
+        try:
+            path = instances.the_socket()
+        except instances.NotFound as exc:
+            print(f"lbtui ctl: {exc}", file=err)
+            return EXIT_USAGE if exc.several else EXIT_UNREACHABLE
     handle = SocketEngineHandle(path)
     try:
         if query is not None:
             return _flows(handle, query, ns.limit, as_json, out)
+        if ns.cmd == "events":
+            return ctlverbs.events(handle, ns, as_json, out, err)
+        if ns.cmd == "overrides" and command is None:
+            return ctlverbs.overrides(handle, ns, as_json, out)
+        if ns.cmd == "fingerprint":
+            return _fingerprints(handle, as_json, out)
         if command is None:
-            return _status(handle, as_json, out)
+            return _status(handle, ns.proxy, as_json, out, err)
         return _run(handle, command, as_json, out, err)
     except ConnectionError as exc:
         print(f"lbtui ctl: {exc}", file=err)
@@ -220,19 +278,58 @@ def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = No
         handle.close()
 
 
+def _list(as_json: bool, out: TextIO) -> int:
+    found = instances.scan()
+    if as_json:
+        print(json.dumps([{**asdict(f), "access": f.access} for f in found]), file=out)
+    elif found:
+        out.write(instances.format_list(found))
+    else:
+        print(f"no lbtui instance is running (no socket in {instances.run_dir()} answers)", file=out)
+    return EXIT_OK
+
+
 def _run(handle: SocketEngineHandle, command: model.Command, as_json: bool, out: TextIO, err: TextIO) -> int:
     result = handle.submit(command, timeout=30.0)
     if as_json:
         print(json.dumps({**wire.encode_result(result), "command": wire.encode_command(command)}), file=out)
-    elif result.ok:
-        print(result.message, file=out)
     else:
-        print(f"lbtui ctl: refused: {result.message}", file=err)
+        listed = isinstance(command, model.Reload) and command.dry_run
+        write_result(result, out, err, listed=listed)
     return EXIT_OK if result.ok else EXIT_REFUSED
 
 
-def _status(handle: SocketEngineHandle, as_json: bool, out: TextIO) -> int:
+def write_result(
+    result: model.CommandResult, out: TextIO, err: TextIO, prog: str = "lbtui ctl", listed: bool = False
+) -> None:
+    """The message, then (a dry run, a refused reload) the change list one line each; a reload's
+    own message already says its changes."""
+    if not (listed or not result.ok):
+        result = replace(result, changes=())
+    if result.ok:
+        print(result.message + (":" if result.changes else ""), file=out)
+    else:
+        print(f"{prog}: refused: {result.message}" + (":" if result.changes else ""), file=err)
+    for change in result.changes:
+        print(f"  {change}", file=out if result.ok else err)
+
+
+def _fingerprints(handle: SocketEngineHandle, as_json: bool, out: TextIO) -> int:
     snap = handle.snapshot()
+    tables = [wire.encode_value(t) for t in snap.tables]
+    out.write(json.dumps({"tables": tables}) + "\n" if as_json else format_fingerprints(snap))
+    return EXIT_OK
+
+
+def _status(handle: SocketEngineHandle, proxy: str | None, as_json: bool, out: TextIO, err: TextIO) -> int:
+    snap = handle.snapshot()
+    if proxy is not None:
+        svc = snap.service(proxy)
+        if svc is None:
+            have = ", ".join(s.name for s in snap.services) or "none"
+            print(f"lbtui ctl: no proxy named {proxy!r} (have: {have})", file=err)
+            return EXIT_REFUSED
+        snap = replace(snap, services=(svc,))
     if as_json:
         print(json.dumps({"instance": handle.instance, "snapshot": wire.encode_snapshot(snap)}), file=out)
     else:
@@ -288,7 +385,20 @@ def format_status(snap: model.Snapshot, instance: dict[str, Any] | None = None) 
         f"conntrack: {snap.conntrack.flows} flows ({snap.conntrack.tcp} tcp, {snap.conntrack.udp} udp), "
         f"{snap.conntrack.entries}/{snap.conntrack.capacity} entries",
     ]
-    header = ("BACKEND", "GROUP", "WEIGHT", "EFF", "HEALTH", "CIRCUIT", "DRAIN", "ACTIVE", "NEW/S", "NOTE")
+    header = (
+        "BACKEND",
+        "GROUP",
+        "WEIGHT",
+        "EFF",
+        "HEALTH",
+        "CIRCUIT",
+        "STATE",
+        "ACTIVE",
+        "NEW/S",
+        "PKT/S",  # in/out
+        "BYTES/S",  # in/out
+        "NOTE",
+    )
     for svc in snap.services:
         lines.append("")
         title = (
@@ -307,17 +417,20 @@ def format_status(snap: model.Snapshot, instance: dict[str, Any] | None = None) 
                 b.group,
                 str(b.configured_weight),
                 str(b.effective_weight),
-                b.health.value,
-                b.circuit.value if b.circuit is not None else "-",
-                b.drain.value,
+                b.health.value + ("(forced)" if b.health_forced else ""),
+                (b.circuit.value if b.circuit is not None else "-") + ("(held)" if b.circuit_held else ""),
+                "maint" if b.maintenance else b.drain.value,
                 str(b.active_flows),
                 "-" if b.new_flows_per_s is None else f"{b.new_flows_per_s:.1f}",
+                f"{_si(b.packets_in_per_s)}/{_si(b.packets_out_per_s)}",
+                f"{_si(b.bytes_in_per_s)}/{_si(b.bytes_out_per_s)}",
                 b.last_change,
             )
             for b in svc.all_backends()
         ]
-        lines += _table(rows, numeric={2, 3, 7, 8})
+        lines += _table(rows, numeric={2, 3, 7, 8, 9, 10})
         lines += _latency(snap, svc)
+    lines += announce_lines(snap)
     return "\n".join(lines) + "\n"
 
 
@@ -372,6 +485,17 @@ def _limits(r: model.RateLimitView) -> str:
         if rate:
             parts.append(f"{name} {rate}/s" + (f" burst {burst}" if burst else ""))
     return ", ".join(parts)
+
+
+def _si(value: float | None) -> str:
+    """A rate in few characters: 950, 12k, 3.4M ("-" when not measured)."""
+    if value is None:
+        return "-"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            scaled = value / size
+            return f"{scaled:.1f}{unit}" if scaled < 10 else f"{scaled:.0f}{unit}"
+    return f"{value:.0f}"
 
 
 def _duration(seconds: float) -> str:

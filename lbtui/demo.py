@@ -163,6 +163,14 @@ def run_demo(
         # the child gets the terminal (console) or our stderr (headless); Ctrl-C reaches both
         proc = subprocess.Popen(cmd)
         _wait_ready(lab, proc, stopper)
+        if no_ui and not stopper.requested:  # the console is elsewhere: say how to reach this instance
+            sock = lab.control_socket
+            print(
+                f"lbtui demo: running; attach the console with: sudo lbtui attach --socket {sock}\n"
+                f"lbtui demo: or ask it from a shell: sudo lbtui ctl --socket {sock} status",
+                file=sys.stderr,
+                flush=True,
+            )
         if not stopper.requested:
             traffic.start()
             story.start()

@@ -161,6 +161,8 @@ def run_checks(config: Config, probe: Probe | None = None, socket_path: str | No
     checks.append(_control_socket(socket_path, p, instance_running))
     checks.append(_metrics(config, p, instance_running))
     checks += _access_log(config, p)
+    if config.settings.read_only.socket is not None:
+        checks.append(_read_only_socket(config))
     return checks
 
 
@@ -335,6 +337,21 @@ def _control_socket(path: str, p: Probe, running: bool) -> Check:
     if not p.writable_dir(os.path.dirname(path)):
         return error("control_socket", f"cannot create {path}: its directory is not writable", key)
     return ok("control_socket", f"{path} usable", key)
+
+
+def _read_only_socket(config: Config) -> Check:
+    from lbtui.control_socket import resolve_group
+
+    ro = config.settings.read_only
+    try:
+        gid = resolve_group(ro.group or "")
+    except KeyError:
+        return error(
+            "read_only_socket", f"no group named {ro.group!r} on this host", "settings.read_only.group"
+        )
+    return ok(
+        "read_only_socket", f"{ro.socket} for the members of group {ro.group} ({gid})", "settings.read_only"
+    )
 
 
 def _metrics(config: Config, p: Probe, instance_running: bool) -> Check:

@@ -20,7 +20,9 @@ client's source address.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import subprocess
 import threading
 from collections import Counter
@@ -83,8 +85,19 @@ def lab_namespaces(prefix: str) -> list[str]:
     return _lab_namespaces(prefix, _SUFFIX_RE)
 
 
+def lab_state_file(prefix: str) -> str:
+    """Where lbtui keeps the runtime overrides of a lab's instance (settings.state_file). The lab
+    owns it: a new lab starts without the overrides of an earlier one (a backend drained in the last
+    demo is not drained in this one), and the file goes with the lab."""
+    return f"/run/lbtui/{prefix}.state"
+
+
 def cleanup_prefix(prefix: str) -> None:
-    """Remove the namespaces (and so their links) a lab with this prefix left behind; never raises."""
+    """Remove the namespaces (and so their links) a lab with this prefix left behind, and the runtime
+    overrides its instance kept; never raises."""
+    for path in (lab_state_file(prefix), f"{lab_state_file(prefix)}.unreadable"):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
     cleanup_namespaces(prefix, _SUFFIX_RE)
 
 
@@ -97,7 +110,15 @@ class Lab(NamespaceLab):
         self.spec = spec or LabSpec()
         super().__init__(self.spec.prefix, self.spec.backends)
 
+    def _clean_leftovers(self) -> None:
+        cleanup_prefix(self.prefix)  # the namespaces and the lab's state file
+
     # ------------------------------------------------------------ names
+
+    @property
+    def control_socket(self) -> str:
+        """The control socket of lbtui run with config_toml() (the demo's: /run/lbtui/lbtd.sock)."""
+        return f"/run/lbtui/{self.prefix}.sock"
 
     @property
     def ns_lb(self) -> str:
@@ -222,7 +243,8 @@ class Lab(NamespaceLab):
         ifaces = ", ".join(f'"{i}"' for i in self.client_ifaces)
         lines = [
             "[settings]",
-            f'control_socket = "/run/lbtui/{self.prefix}.sock"',
+            f'control_socket = "{self.control_socket}"',
+            f'state_file = "{lab_state_file(self.prefix)}"',
             'xdp_mode = "generic"',
             "",
             "[settings.metrics]",

@@ -73,6 +73,9 @@ class BackendView:
     handshake_p99_ms: float | None = None
     health_check_ms: float | None = None
     last_change: str = ""  # human reason of the last weight change
+    maintenance: bool = False  # in maintenance: no new flows, health checks paused (not a drain)
+    health_forced: bool = False  # `health` is what an operator forced, not what the checks say
+    circuit_held: bool = False  # `circuit` is held open or closed by an operator
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,70 @@ class LatencyView:
 
 
 @dataclass(frozen=True)
+class VipAnnouncement:
+    """One VIP's BGP announcement on this host (docs/scale-out.md#announcing-vips)."""
+
+    vip: str
+    proxies: tuple[str, ...]  # the proxies serving it (any one with enough usable backends announces)
+    announced: bool  # the route is in lbtui's table (BIRD exports it)
+    reason: str  # why it is (or is not) announced, for the operator
+    usable_backends: int  # of its best proxy
+    held: bool = False  # withdrawn by an operator command until "announce" undoes it
+    since: float = 0.0  # wall-clock time of the last change
+    error: str | None = None  # the last route change the kernel refused
+
+
+@dataclass(frozen=True)
+class BgpSessionView:
+    """A BGP session of BIRD, as its control socket reports it."""
+
+    name: str
+    state: str  # "Established", "Active", "Connect", "Idle", ...
+    neighbor: str | None = None
+    neighbor_as: int | None = None
+    since: str = ""
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class AnnounceView:
+    """[settings.announce] at work: each VIP's state and BIRD's sessions (read every few seconds)."""
+
+    enabled: bool = False
+    table: int = 0
+    vips: tuple[VipAnnouncement, ...] = ()
+    bgp: tuple[BgpSessionView, ...] = ()
+    bird_error: str | None = None  # BIRD's socket could not be read (its sessions then unknown)
+
+    def vip(self, address: str) -> VipAnnouncement | None:
+        return next((v for v in self.vips if v.vip == address), None)
+
+
+@dataclass(frozen=True)
+class TableFingerprint:
+    """A digest of one selection table as backend addresses per slot: equal on two hosts exactly
+    when their tables send every slot to the same backend (ids and insertion order do not count)."""
+
+    proxy: str
+    group: str  # "default" or a source route's CIDR
+    algorithm: str
+    slots: int
+    backends: int  # with at least one slot
+    fingerprint: str  # 16 hex digits of SHA-256
+
+
+@dataclass(frozen=True)
+class OverrideView:
+    """One runtime override (README.md#runtime-state): what an operator changed at run time."""
+
+    kind: str  # "weight", "drain", "maintenance", "health", "circuit", "added", "removed", "rate_limit"
+    proxy: str
+    backend: str | None = None  # None: the proxy's own (rate limits)
+    group: str | None = None  # added and removed backends: the group ("default" or a route's CIDR)
+    value: str = ""  # "5", "draining, timeout in 25 s", "forced down", "held open", ...
+
+
+@dataclass(frozen=True)
 class Snapshot:
     taken_at: float
     started_at: float
@@ -257,6 +324,10 @@ class Snapshot:
     flows_matched: int = 0  # live flows matching flow_query (all live flows for the default query)
     access_log_target: str | None = None  # where closed connections are logged; None: no access log
     history_s: int = 0  # seconds of history the engine keeps (EngineHandle.history); 0: none
+    announce: AnnounceView = field(default_factory=AnnounceView)
+    tables: tuple[TableFingerprint, ...] = ()  # one per selection table (docs/scale-out.md)
+    overrides: tuple[OverrideView, ...] = ()  # every runtime override in force
+    state_file: str | None = None  # where the overrides are kept across restarts; None: nowhere
     version: str = __version__  # of the lbtui that built the snapshot
 
     def service(self, name: str) -> ServiceView | None:
@@ -302,16 +373,55 @@ class SetWeight:
 
 
 @dataclass(frozen=True)
+class AdjustWeight:
+    """A weight relative to the present one (`step`, e.g. +1 or -1) or to the configured one
+    (`percent` of it, e.g. 50); exactly one of the two."""
+
+    proxy: str
+    backend: str
+    step: int = 0
+    percent: float | None = None
+
+
+@dataclass(frozen=True)
 class AddBackend:
     proxy: str
     backend: str
     weight: int = 1
+    group: str | None = None  # None: the default group; else a source route's CIDR
 
 
 @dataclass(frozen=True)
 class RemoveBackend:
     proxy: str
     backend: str
+    cut: bool = False  # also cut its established flows (their conntrack entries removed)
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """No new connections and no health checks until Ready; established flows continue."""
+
+    proxy: str
+    backend: str
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Back to normal: out of maintenance and of any drain."""
+
+    proxy: str
+    backend: str
+
+
+HEALTH_ACTIONS = ("up", "down", "auto")
+
+
+@dataclass(frozen=True)
+class ForceHealth:
+    proxy: str
+    backend: str
+    state: str  # "up" | "down" (held until "auto") | "auto" (the health checks decide again)
 
 
 @dataclass(frozen=True)
@@ -339,7 +449,16 @@ class SetRateLimit:
 
 @dataclass(frozen=True)
 class Reload:
-    path: str | None = None  # None: the file the engine was started with
+    path: str | None = None  # None: the file the running configuration came from
+    dry_run: bool = False  # say what a reload would change (result.changes), change nothing
+
+
+@dataclass(frozen=True)
+class ClearOverrides:
+    """Back to what the configuration says: every runtime override, a proxy's, or one backend's."""
+
+    proxy: str | None = None
+    backend: str | None = None  # needs proxy
 
 
 @dataclass(frozen=True)
@@ -354,22 +473,51 @@ class Stop:
     pass
 
 
+@dataclass(frozen=True)
+class Announce:
+    """Take VIPs out of BGP rotation ("withdraw") or put them back ("announce"): one proxy's VIP, or
+    every VIP (proxy None). The load balancer keeps running and keeps its flows either way."""
+
+    action: str  # "withdraw" | "announce"
+    proxy: str | None = None
+
+
 Command = (
-    SetWeight | AddBackend | RemoveBackend | Drain | Undrain | SetRateLimit | Reload | CircuitCommand | Stop
+    SetWeight
+    | AdjustWeight
+    | AddBackend
+    | RemoveBackend
+    | Drain
+    | Undrain
+    | Maintenance
+    | Ready
+    | ForceHealth
+    | SetRateLimit
+    | Reload
+    | CircuitCommand
+    | ClearOverrides
+    | Stop
+    | Announce
 )
 
 COMMAND_TYPES: dict[str, type] = {
     c.__name__: c
     for c in (
         SetWeight,
+        AdjustWeight,
         AddBackend,
         RemoveBackend,
         Drain,
         Undrain,
+        Maintenance,
+        Ready,
+        ForceHealth,
         SetRateLimit,
         Reload,
         CircuitCommand,
+        ClearOverrides,
         Stop,
+        Announce,
     )
 }
 
@@ -378,6 +526,7 @@ COMMAND_TYPES: dict[str, type] = {
 class CommandResult:
     ok: bool
     message: str
+    changes: tuple[str, ...] = ()  # a reload's (or a dry run's) change list, one line each
 
 
 # ---- history: per-second series of a proxy or backend, fetched on demand ----------------------
@@ -398,7 +547,8 @@ HISTORY_SERIES: dict[str, str] = {
     "duration_p99_ms": "ms",
 }
 DROPS_SERIES_PREFIX = "drops."  # + reason, proxies only
-HISTORY_MARK_KINDS = ("drain", "reload", "circuit", "health")  # events marked on a chart's time axis
+# events marked on a chart's time axis
+HISTORY_MARK_KINDS = ("drain", "maintenance", "reload", "circuit", "health")
 MAX_HISTORY_SERIES = 64  # most series names in one query
 
 

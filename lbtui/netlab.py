@@ -156,6 +156,10 @@ class NamespaceLab:
     def _before_down(self) -> None:
         """Undo what the lab did that outlives its namespaces (a subclass hook; must not raise)."""
 
+    def _clean_leftovers(self) -> None:
+        """Remove what a lab with this prefix left behind (before up, after down; must not raise)."""
+        cleanup_namespaces(self.prefix, self.SUFFIX_RE)
+
     # ------------------------------------------------------------ backends: names and addresses
 
     @property
@@ -189,7 +193,7 @@ class NamespaceLab:
         if self._is_up:
             return
         self._stop_all_processes()
-        cleanup_namespaces(self.prefix, self.SUFFIX_RE)
+        self._clean_leftovers()
         self.workdir = tempfile.mkdtemp(prefix=f"lbtui-lab-{self.prefix}-")
         try:
             for ns in self.namespaces:
@@ -210,7 +214,7 @@ class NamespaceLab:
         except Exception as e:  # noqa: BLE001 - down() must always reach the namespace cleanup
             log.warning("lab %s: stopping processes: %s", self.prefix, e)
         self._before_down()
-        cleanup_namespaces(self.prefix, self.SUFFIX_RE)
+        self._clean_leftovers()
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = ""

@@ -25,10 +25,11 @@ is a function of that table's class in validate.py's RULES; uniqueness across an
 from lbtui.config.errors import FILE_LEVEL, ConfigError, ConfigIssue, join_key
 from lbtui.config.formats import Endpoint
 from lbtui.config.keys import INT_MAX, MAX_SECONDS
-from lbtui.config.load import load_config, parse_config
+from lbtui.config.load import MAX_CONFIG_BYTES, load_config, load_regular_config, parse_config
 from lbtui.config.schema import (
     ACCESS_LOG_FORMATS,
     ALGORITHMS,
+    FORWARDING_MODES,
     HEALTH_TYPES,
     MAX_CONNECTIONS_MAX,
     MAX_CONNECTIONS_MIN,
@@ -37,6 +38,7 @@ from lbtui.config.schema import (
     TABLE_SIZE_MIN,
     XDP_MODES,
     AccessLogConfig,
+    AnnounceConfig,
     BackendConfig,
     CircuitBreakerConfig,
     Config,
@@ -55,9 +57,11 @@ from lbtui.config.write import config_to_toml
 __all__ = [
     "ACCESS_LOG_FORMATS",
     "ALGORITHMS",
+    "FORWARDING_MODES",
     "FILE_LEVEL",
     "HEALTH_TYPES",
     "INT_MAX",
+    "MAX_CONFIG_BYTES",
     "MAX_CONNECTIONS_MAX",
     "MAX_CONNECTIONS_MIN",
     "MAX_SECONDS",
@@ -66,6 +70,7 @@ __all__ = [
     "TABLE_SIZE_MIN",
     "XDP_MODES",
     "AccessLogConfig",
+    "AnnounceConfig",
     "BackendConfig",
     "CircuitBreakerConfig",
     "Config",
@@ -84,5 +89,6 @@ __all__ = [
     "config_to_toml",
     "join_key",
     "load_config",
+    "load_regular_config",
     "parse_config",
 ]

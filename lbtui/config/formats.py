@@ -149,6 +149,9 @@ def _file_path(text: str) -> str:
     return text
 
 
+_GROUP_NAME = re.compile(r"[0-9]{1,9}|[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+
+
 def _socket_path(text: str) -> str:
     if len(_file_path(text).encode()) > _SUN_PATH_MAX:
         raise Invalid(f"a unix socket path must be at most {_SUN_PATH_MAX} bytes long")
@@ -194,5 +197,13 @@ URL_PATH = Format(
 )
 FILE_PATH = Format("file", "a file path", _file_path)
 SOCKET_PATH = Format("socket", "a unix socket path", _socket_path)
+GROUP = Format(
+    "group",
+    "a group name or number",
+    _checked(
+        lambda t: None if _GROUP_NAME.fullmatch(t) else "expected a group name (like lbtui-ro) or a number",
+        _same,
+    ),
+)
 NAMESERVER = Format("nameserver", "an IPv4 or IPv6 address", _nameserver)
 SYSLOG = Format("syslog", 'a socket path, "host:port" or "tcp://host:port"', _checked(_syslog_problem, _same))

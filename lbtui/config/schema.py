@@ -15,6 +15,7 @@ from lbtui.config.formats import (
     DNS_NAME,
     ENDPOINT,
     FILE_PATH,
+    GROUP,
     HTTP_HOST,
     IFNAME,
     IP_ADDRESS,
@@ -44,6 +45,7 @@ PROTOCOLS = ("tcp", "udp")
 ALGORITHMS = ("weighted-random", "least-connections", "maglev", "source-hash")
 HEALTH_TYPES = ("tcp", "http")
 XDP_MODES = ("auto", "native", "generic")
+FORWARDING_MODES = ("nat", "ipip")
 ACCESS_LOG_FORMATS = ("json", "clf")
 SYSLOG_FACILITIES = ("daemon", "user", *(f"local{n}" for n in range(8)))
 TABLE_SIZE_MIN = 7
@@ -261,6 +263,9 @@ class ProxyConfig:
     least_connections_interval_ms: Annotated[
         int, Int("how often least-connections re-weights from live counts")
     ] = 500
+    forwarding: Annotated[
+        str, Choice('"nat" (replies through the LB) | "ipip" (DSR: docs/scale-out.md)', FORWARDING_MODES)
+    ] = "nat"
 
     @property
     def vip_endpoint(self) -> Endpoint:
@@ -327,6 +332,57 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class AnnounceConfig:
+    """[settings.announce]: announce each VIP through BIRD while this host can serve it (scale-out.md)."""
+
+    enabled: Annotated[bool, Flag("announce the VIPs (a route per VIP in `table`, exported by BIRD)")] = False
+    table: Annotated[
+        int,
+        Int(
+            "kernel routing table lbtui writes and BIRD's kernel protocol learns",
+            high=0xFFFFFFFF,
+            expect="a routing table number from 1 to 4294967295 other than 253, 254, 255",
+        ),
+    ] = 4242
+    protocol: Annotated[
+        int, Int("route protocol number marking lbtui's routes in the table", low=5, high=255)
+    ] = 241
+    bird_socket: Annotated[str, Text("BIRD's control socket, read for the BGP sessions", SOCKET_PATH)] = (
+        "/run/bird/bird.ctl"
+    )
+    withdraw_on_stop: Annotated[
+        bool, Flag("a clean stop withdraws; false: the routes stay (--keep-dataplane hand-over)")
+    ] = True
+    min_usable_backends: Annotated[
+        int, Int("withdraw a VIP when fewer backends of its proxies are usable")
+    ] = 1
+    announce_delay_s: Annotated[
+        float, Number("announce only after the VIP could be announced for this long", positive=False)
+    ] = 0.0
+    withdraw_grace_s: Annotated[
+        float,
+        Number(
+            "a clean stop withdraws, then keeps serving this long (routers move new flows) before detaching",
+            positive=False,
+            high=10.0,
+        ),
+    ] = 2.0
+
+
+@dataclass(frozen=True)
+class ReadOnlyConfig:
+    """[settings.read_only]: a second control socket for monitoring users (README.md#access-levels)."""
+
+    socket: Annotated[
+        str | None,
+        Text("serves status, flows, events and history; refuses commands; off when not set", SOCKET_PATH),
+    ] = None
+    group: Annotated[
+        str | None, Text("members of this group (name or number) may connect; needed with socket", GROUP)
+    ] = None
+
+
+@dataclass(frozen=True)
 class Settings:
     """[settings]: optional; everything has a default."""
 
@@ -367,6 +423,16 @@ class Settings:
             "flow goes between its timeout and its timeout + this)"
         ),
     ] = 300.0
+    state_file: Annotated[
+        str | None,
+        Text(
+            "runtime overrides are kept here across restarts; default /var/lib/lbtui/<instance>.state",
+            FILE_PATH,
+        ),
+    ] = None
+    watch_config: Annotated[
+        bool, Flag("reload when the configuration file changes (SIGHUP and `lbtui ctl reload` always do)")
+    ] = False
     history_s: Annotated[
         int,
         Int(
@@ -389,6 +455,12 @@ class Settings:
     )
     console: Annotated[ConsoleConfig, Table("the console", cls=ConsoleConfig)] = field(
         default_factory=ConsoleConfig
+    )
+    announce: Annotated[AnnounceConfig, Table("VIP announcement through BIRD", cls=AnnounceConfig)] = field(
+        default_factory=AnnounceConfig
+    )
+    read_only: Annotated[ReadOnlyConfig, Table("the read-only control socket", cls=ReadOnlyConfig)] = field(
+        default_factory=ReadOnlyConfig
     )
 
 

@@ -16,10 +16,12 @@ from lbtui import addresses
 from lbtui.config.errors import ConfigIssue, describe, join_key
 from lbtui.config.keys import INVALID, NO_DEFAULT, Checked, Table, declared_keys, key_of
 from lbtui.config.schema import (
+    AnnounceConfig,
     BackendConfig,
     Config,
     HealthConfig,
     ProxyConfig,
+    ReadOnlyConfig,
     Settings,
     SourceRouteConfig,
     TokenBucket,
@@ -79,6 +81,18 @@ class Validator:
 
 def _settings(table: Checked, walk: Validator) -> None:
     walk.table_size = table.values.get("table_size", Settings.table_size)
+    read_only = table.values.get("read_only")
+    control = table.values.get("control_socket", Settings.control_socket)
+    if isinstance(read_only, ReadOnlyConfig) and read_only.socket is not None:
+        if read_only.socket == control:
+            walk.error(f"{table.at('read_only')}.socket", "must differ from settings.control_socket")
+
+
+def _read_only(table: Checked, walk: Validator) -> None:
+    # a read-only socket open to nobody but root would be pointless; one open to all, a leak
+    if ("socket" in table.raw) != ("group" in table.raw):
+        given, missing = ("socket", "group") if "socket" in table.raw else ("group", "socket")
+        walk.error(table.at(given), f"needs {missing} too: the read-only socket takes both")
 
 
 def _group_fits(table: Checked, walk: Validator, toml_key: str) -> None:
@@ -93,6 +107,9 @@ def _group_fits(table: Checked, walk: Validator, toml_key: str) -> None:
 def _proxy(table: Checked, walk: Validator) -> None:
     _group_fits(table, walk, "backend")
     _one_family(table, walk)
+    if table.values.get("forwarding") == "ipip":
+        _ipip_not_built(table, walk)
+        _dsr_ports(table, walk)
 
 
 def _one_family(table: Checked, walk: Validator) -> None:
@@ -122,18 +139,74 @@ def _one_family(table: Checked, walk: Validator) -> None:
     def network_ip(text: str) -> str:
         return addresses.parse_network(text).partition("/")[0]
 
-    def backends(path: str, raw: Any) -> None:
-        for index, backend in enumerate(raw if isinstance(raw, list) else []):
-            if isinstance(backend, dict):
-                check(join_key(f"{path}[{index}]", "address"), backend.get("address"), "backend", endpoint_ip)
-
-    backends(table.at("backend"), table.raw.get("backend"))
+    for path, backend in _raw_backends(table):
+        check(join_key(path, "address"), backend.get("address"), "backend", endpoint_ip)
     routes = table.raw.get("source_route")
     for index, route in enumerate(routes if isinstance(routes, list) else []):
         if isinstance(route, dict):
             path = f"{table.at('source_route')}[{index}]"
             check(join_key(path, "cidr"), route.get("cidr"), "network", network_ip)
-            backends(join_key(path, "backends"), route.get("backends"))
+
+
+def _raw_backends(table: Checked) -> list[tuple[str, dict[str, Any]]]:
+    """A proxy's raw backend tables (static ones, then each source route's) with their paths. Read
+    from the raw tables: the checked arrays leave out refused entries, so their indexes shift."""
+    groups = [(table.at("backend"), table.raw.get("backend"))]
+    routes = table.raw.get("source_route")
+    for index, route in enumerate(routes if isinstance(routes, list) else []):
+        if isinstance(route, dict):
+            groups.append(
+                (join_key(f"{table.at('source_route')}[{index}]", "backends"), route.get("backends"))
+            )
+    return [
+        (f"{path}[{index}]", backend)
+        for path, backends in groups
+        for index, backend in enumerate(backends if isinstance(backends, list) else [])
+        if isinstance(backend, dict)
+    ]
+
+
+def _ipip_not_built(table: Checked, walk: Validator) -> None:
+    # The one refusal of "ipip": delete this function (and its call) when bpf/lb.c encapsulates.
+    walk.error(
+        table.at("forwarding"),
+        '"ipip" is not available yet: the IPIP encapsulation of the data path is not built '
+        '(docs/scale-out.md); use "nat"',
+    )
+
+
+def _dsr_ports(table: Checked, walk: Validator) -> None:
+    # In DSR the client's packet reaches the backend unchanged: the backend listens on the VIP's port.
+    port = table.values.get("port")
+    if port is None:
+        return
+    for path, backend in _raw_backends(table):
+        backend_port = _raw_port(backend)
+        if backend_port is not None and backend_port != port:
+            walk.error(
+                path,
+                f'forwarding = "ipip" needs every backend on the VIP\'s port {port} '
+                f"(direct server return does not rewrite it), got port {backend_port}",
+            )
+
+
+def _raw_port(backend: dict[str, Any]) -> int | None:
+    """The port of a raw [[proxy.backend]] table; None when it is not valid (reported elsewhere)."""
+    if isinstance(backend.get("address"), str):
+        try:
+            return addresses.parse_endpoint(backend["address"])[1]
+        except ValueError:
+            return None
+    port = backend.get("port")
+    return port if isinstance(port, int) and not isinstance(port, bool) else None
+
+
+def _announce(table: Checked, walk: Validator) -> None:
+    if table.values.get("table") in (253, 254, 255):
+        walk.error(
+            table.at("table"),
+            f"table {table.values['table']} is the kernel's local/main/default table: use one of lbtui's own",
+        )
 
 
 def _source_route(table: Checked, walk: Validator) -> None:
@@ -171,6 +244,8 @@ def _token_bucket(table: Checked, walk: Validator) -> None:
 
 RULES: dict[type, Callable[[Checked, Validator], None]] = {
     Settings: _settings,
+    AnnounceConfig: _announce,
+    ReadOnlyConfig: _read_only,
     ProxyConfig: _proxy,
     SourceRouteConfig: _source_route,
     BackendConfig: _backend,

@@ -5,7 +5,9 @@ CLOSED -> OPEN when, over a sliding window of window_s seconds (one bucket per s
 failures / (successes + failures) >= error_rate with at least min_requests requests;
 OPEN -> HALF_OPEN after open_s (checked by tick());
 HALF_OPEN -> CLOSED after half_open_successes successes, -> OPEN on any failure.
-force_open() holds the circuit open until force_close() or reset().
+force_open() holds the circuit open and force_close() holds it closed (failures are not counted),
+until reset() (back to automatic, starting closed) or release() (back to automatic from where it
+is held: a circuit held closed stays closed, one held open starts closed).
 
 Pure: the clock is injected and nothing here does I/O. The engine calls record() with the counter
 deltas of each poll, then tick(), and turns the returned transitions into events.
@@ -54,7 +56,7 @@ class CircuitBreaker:
         self._cfg = cfg
         self._clock = clock
         self._state = Circuit.CLOSED
-        self._forced = False
+        self._held: Circuit | None = None
         self._opened_at = 0.0
         self._half_open_ok = 0
         # (second, successes, failures), oldest first
@@ -69,7 +71,12 @@ class CircuitBreaker:
     @property
     def forced(self) -> bool:
         """True while held open by force_open()."""
-        return self._forced
+        return self._held is Circuit.OPEN
+
+    @property
+    def held(self) -> Circuit | None:
+        """OPEN or CLOSED while an operator holds it there; None: automatic."""
+        return self._held
 
     @property
     def factor(self) -> float:
@@ -87,9 +94,12 @@ class CircuitBreaker:
     # ---- inputs ---------------------------------------------------------------------------------
 
     def record(self, successes: int, failures: int) -> list[Transition]:
-        """Counts since the last call. Ignored while OPEN (the backend is not meant to get flows)."""
+        """Counts since the last call. Ignored while OPEN (the backend is not meant to get flows) and
+        while held closed (it gets flows whatever fails)."""
         if successes < 0 or failures < 0:
             raise ValueError(f"negative counts: {successes} successes, {failures} failures")
+        if self._held is not None:
+            return []
         now = self._clock()
         if self._state is Circuit.CLOSED:
             return self._record_closed(now, successes, failures)
@@ -100,24 +110,34 @@ class CircuitBreaker:
     def tick(self) -> list[Transition]:
         """Time-driven transitions: OPEN -> HALF_OPEN once open_s has passed (not when forced)."""
         now = self._clock()
-        if self._state is Circuit.OPEN and not self._forced and now - self._opened_at >= self._cfg.open_s:
+        if self._state is Circuit.OPEN and self._held is None and now - self._opened_at >= self._cfg.open_s:
             self._half_open_ok = 0
             return [self._move(now, Circuit.HALF_OPEN, f"open for {_num(self._cfg.open_s)}s, probing")]
         return []
 
     def force_open(self) -> list[Transition]:
         now = self._clock()
-        self._forced = True
+        self._held = Circuit.OPEN
         self._opened_at = now
         if self._state is Circuit.OPEN:
             return []
         return [self._move(now, Circuit.OPEN, "forced open by operator")]
 
     def force_close(self) -> list[Transition]:
-        return self._close("forced closed by operator")
+        transitions = self._close("forced closed by operator")
+        self._held = Circuit.CLOSED
+        return transitions
 
     def reset(self) -> list[Transition]:
         return self._close("reset by operator")
+
+    def release(self) -> list[Transition]:
+        """End a hold: automatic again, with a fresh window (one held open starts closed)."""
+        if self._held is Circuit.OPEN:
+            return self._close("released by operator")
+        self._held = None
+        self._buckets.clear()
+        return []
 
     # ---- internals ------------------------------------------------------------------------------
 
@@ -156,7 +176,7 @@ class CircuitBreaker:
 
     def _close(self, reason: str) -> list[Transition]:
         now = self._clock()
-        self._forced = False
+        self._held = None
         self._buckets.clear()
         self._half_open_ok = 0
         if self._state is Circuit.CLOSED:

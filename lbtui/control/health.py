@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -270,8 +270,10 @@ class HealthChecker:
     def keys(self) -> list[str]:
         return list(self._targets)
 
-    def set_targets(self, targets: Mapping[str, Target]) -> None:
-        """Start checking new targets, stop removed ones, restart changed ones. Call on the loop."""
+    def set_targets(self, targets: Mapping[str, Target], paused: Collection[str] = ()) -> None:
+        """Start checking new targets, stop removed ones, restart changed ones. Call on the loop.
+
+        paused: targets not checked for now; their trackers keep the last state until they resume."""
         for key in list(self._targets):
             if key not in targets:
                 self._stop(key)
@@ -279,21 +281,23 @@ class HealthChecker:
                 del self._trackers[key]
         for key, target in targets.items():
             old = self._targets.get(key)
-            if old == target:
+            run = key not in paused
+            if old == target and (key in self._tasks) == run:
                 continue
-            if old is not None:
-                self._stop(key)
+            self._stop(key)
             cfg = target.cfg
             tracker = self._trackers.get(key)
             if tracker is not None and old is not None and (old.ip, old.port) == (target.ip, target.port):
-                tracker.reconfigure(cfg.rise, cfg.fall, _slow_start_s(cfg))
+                if old != target:
+                    tracker.reconfigure(cfg.rise, cfg.fall, _slow_start_s(cfg))
             else:
                 tracker = HealthTracker(cfg.rise, cfg.fall, _slow_start_s(cfg), clock=self._clock)
                 self._trackers[key] = tracker
             self._targets[key] = target
-            self._tasks[key] = asyncio.get_running_loop().create_task(
-                self._run(key, target, tracker), name=f"health {key}"
-            )
+            if run:
+                self._tasks[key] = asyncio.get_running_loop().create_task(
+                    self._run(key, target, tracker), name=f"health {key}"
+                )
 
     async def close(self) -> None:
         """Stop every check and wait until the tasks have ended."""

@@ -7,6 +7,10 @@ the engine, through `on_change`, when a backend's health or circuit factor chang
 recompute its effective weight. It never touches the data path: the engine feeds it counter totals
 (`observe_counters`) and calls `tick()` every 250 ms.
 
+What operators decided comes with each backend's `Supervised` value: health checks paused
+(maintenance: the last state is kept until they resume), health forced up or down (the checks go on,
+their results are shown, but the forced state decides), a circuit held open or closed.
+
 `SynTimeoutCounter` turns "TCP flows still waiting for a SYN-ACK" into per-backend failure counts
 (each flow counted once), which the engine adds to the failure totals it feeds the breakers.
 """
@@ -50,6 +54,9 @@ class Supervised:
     port: int
     health: HealthConfig | None
     circuit: CircuitBreakerConfig | None
+    paused: bool = False  # health checks paused (maintenance): the last health state stays
+    forced_health: model.Health | None = None  # UP or DOWN, whatever the checks say
+    circuit_hold: model.Circuit | None = None  # OPEN or CLOSED, whatever traffic does
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,8 @@ class Factors:
     circuit_state: model.Circuit | None  # None: no circuit breaker configured
     health_check_ms: float | None = None  # latency of the last check
     reason: str = ""  # why a factor is below 1, e.g. "health down: connection refused"
+    health_forced: bool = False
+    circuit_held: bool = False
 
 
 NEUTRAL = Factors(health=1.0, health_state=model.Health.UNKNOWN, circuit=1.0, circuit_state=None)
@@ -75,6 +84,7 @@ class _Entry:
     health_detail: str = ""  # detail of the last check
     health_check_ms: float | None = None
     circuit_reason: str = ""  # reason of the last circuit transition
+    hold: model.Circuit | None = None  # the circuit hold applied to the breaker
     # What on_change last said; a new backend starts at what the engine assumes without a report.
     reported: Factors = NEUTRAL
 
@@ -85,7 +95,12 @@ def _health_key(key: BackendKey) -> str:
 
 def _significant(old: Factors, new: Factors) -> bool:
     """Whether `new` is worth an on_change after `old` was reported."""
-    if old.health_state != new.health_state or old.circuit_state != new.circuit_state:
+    if (old.health_state, old.circuit_state, old.health_forced, old.circuit_held) != (
+        new.health_state,
+        new.circuit_state,
+        new.health_forced,
+        new.circuit_held,
+    ):
         return True
     for before, after in ((old.health, new.health), (old.circuit, new.circuit)):
         if before == after:
@@ -140,16 +155,18 @@ class BackendSupervisor:
                 breaker = self._new_breaker(spec.circuit)
                 circuit_state = None if breaker is None else breaker.state
                 reported = replace(NEUTRAL, circuit_state=circuit_state)
-                self._entries[key] = _Entry(spec=spec, breaker=breaker, reported=reported)
-                continue
-            if entry.spec.circuit != spec.circuit:
+                entry = self._entries[key] = _Entry(spec=spec, breaker=breaker, reported=reported)
+            elif entry.spec.circuit != spec.circuit:
                 # CircuitBreaker has no reconfigure: a changed policy starts closed with a new window.
                 entry.breaker = self._new_breaker(spec.circuit)
                 entry.circuit_reason = ""
+                entry.hold = None  # a new breaker holds nothing yet
             if entry.spec.health != spec.health:
                 entry.health_detail = ""
                 entry.health_check_ms = None
             entry.spec = spec
+            if entry.hold != spec.circuit_hold:
+                self._handle_circuit(key, entry, self._hold(entry, spec.circuit_hold))
 
         targets = {
             _health_key(key): Target(e.spec.ip, e.spec.port, e.spec.health)
@@ -159,7 +176,8 @@ class BackendSupervisor:
         self._by_health_key = {
             _health_key(key): key for key, e in self._entries.items() if e.spec.health is not None
         }
-        self._checker.set_targets(targets)
+        paused = {_health_key(key) for key, e in self._entries.items() if e.spec.paused}
+        self._checker.set_targets(targets, paused)
 
         for key, entry in self._entries.items():
             self._report(key, entry)
@@ -194,12 +212,19 @@ class BackendSupervisor:
         tracker = self._checker.tracker(_health_key(key)) if entry.spec.health is not None else None
         if tracker is not None:
             health, health_state = tracker.factor, tracker.health
+        forced = entry.spec.forced_health
         circuit, circuit_state = 1.0, None
         if entry.breaker is not None:
             circuit, circuit_state = entry.breaker.factor, entry.breaker.state
 
         reasons = []
-        if health_state is model.Health.DOWN:
+        if forced is not None:
+            note = f"health forced {forced.value}"
+            if tracker is not None and health_state is not forced:
+                note += f" (checks say {health_state.value})"
+            reasons.append(note)
+            health, health_state = (1.0 if forced is model.Health.UP else 0.0), forced
+        elif health_state is model.Health.DOWN:
             reasons.append(f"health down: {entry.health_detail}" if entry.health_detail else "health down")
         elif health < 1.0:
             reasons.append(f"slow start {round(health * 100)}%")
@@ -214,6 +239,8 @@ class BackendSupervisor:
             circuit_state=circuit_state,
             health_check_ms=entry.health_check_ms,
             reason=", ".join(reasons),
+            health_forced=forced is not None,
+            circuit_held=entry.hold is not None and entry.breaker is not None,
         )
 
     # ---- inputs ---------------------------------------------------------------------------------
@@ -254,23 +281,42 @@ class BackendSupervisor:
         breaker = entry.breaker
         if breaker is None:
             return model.CommandResult(False, f"{key.address} has no circuit breaker configured")
-        actions = {
-            "force_open": breaker.force_open,
-            "force_close": breaker.force_close,
-            "reset": breaker.reset,
-        }
-        run = actions.get(action)
-        if run is None:
-            wanted = ", ".join(actions)
+        holds = {"force_open": model.Circuit.OPEN, "force_close": model.Circuit.CLOSED, "reset": None}
+        if action not in holds:
+            wanted = ", ".join(holds)
             return model.CommandResult(False, f"unknown circuit action {action!r} (expected {wanted})")
-        transitions = run()
+        entry.spec = replace(entry.spec, circuit_hold=holds[action])
+        transitions = self._hold(entry, holds[action])
+        if action == "reset":
+            transitions += breaker.reset()
         self._handle_circuit(key, entry, transitions)
-        state = breaker.state.value
-        if action == "force_open":
-            return model.CommandResult(True, f"circuit of {key.address} held open")
-        if transitions:
-            return model.CommandResult(True, f"circuit of {key.address} {state}")
-        return model.CommandResult(True, f"circuit of {key.address} already {state}")
+        self._report(key, entry)
+        return circuit_result(key.address, action, breaker.state, bool(transitions))
+
+    def reset_circuit(self, key: BackendKey) -> list[Transition]:
+        """Back to automatic, starting closed (after its hold, if any, was released)."""
+        entry = self._entries.get(key)
+        if entry is None or entry.breaker is None:
+            return []
+        transitions = entry.breaker.reset()
+        self._handle_circuit(key, entry, transitions)
+        return transitions
+
+    def has_breaker(self, key: BackendKey) -> bool:
+        entry = self._entries.get(key)
+        return entry is not None and entry.breaker is not None
+
+    def _hold(self, entry: _Entry, hold: model.Circuit | None) -> list[Transition]:
+        """Apply a circuit hold (or release one) to the entry's breaker."""
+        entry.hold = hold
+        breaker = entry.breaker
+        if breaker is None:
+            return []
+        if hold is model.Circuit.OPEN:
+            return breaker.force_open()
+        if hold is model.Circuit.CLOSED:
+            return breaker.force_close()
+        return breaker.release()
 
     # ---- health ---------------------------------------------------------------------------------
 
@@ -359,6 +405,17 @@ class BackendSupervisor:
             callback(*args)
         except Exception:
             log.exception("supervisor callback %r failed", callback)
+
+
+def circuit_result(address: str, action: str, state: model.Circuit, moved: bool) -> model.CommandResult:
+    """What an operator reads after a circuit action."""
+    if action == "force_open":
+        return model.CommandResult(True, f"circuit of {address} held open")
+    if action == "force_close":
+        return model.CommandResult(True, f"circuit of {address} held closed")
+    if moved:
+        return model.CommandResult(True, f"circuit of {address} {state.value}")
+    return model.CommandResult(True, f"circuit of {address} already {state.value}")
 
 
 class SynTimeoutCounter:

@@ -3,8 +3,9 @@
 
 effective = round(configured x health x drain x circuit x algorithm), at least 1 while the product is
 above 0 (a half-open or slow-starting backend must keep a trickle). If that leaves every backend of
-a group at 0 while some backend is not drained, the group panics: every non-drained backend gets its
-configured weight. Drained backends never get traffic, not even in panic.
+a group at 0 while some backend is neither drained nor in maintenance, the group panics: every such
+backend gets its configured weight. Drained backends and backends in maintenance never get traffic,
+not even in panic.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class BackendState:
     drained: bool = False  # draining or drained: no new flows
     circuit: float = 1.0  # 1.0 closed, 0.0 open, small (e.g. 0.05) half-open
     algorithm: float = 1.0  # least-connections: 1 / (1 + active connections)
+    maintenance: bool = False  # in maintenance: no new flows either
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Composition:
 
 def effective_weight(state: BackendState) -> int:
     """The backend's weight from its own factors alone (no panic rule)."""
-    if state.drained:
+    if state.drained or state.maintenance:
         return 0
     product = state.configured * state.health * state.circuit * state.algorithm
     if product <= 0:
@@ -49,6 +51,8 @@ def _percent(factor: float) -> str:
 def describe(state: BackendState) -> str:
     """Why the backend's weight is what it is, e.g. "health down, circuit open" or "ok"."""
     parts = []
+    if state.maintenance:
+        parts.append("maintenance")
     if state.drained:
         parts.append("draining")
     if state.configured <= 0:
@@ -74,8 +78,8 @@ def compose(group: Sequence[BackendState]) -> Composition:
         return Composition(weights, panic=False, reasons=reasons)
 
     # Everything is at 0. Panic only helps if some non-drained backend has a weight to fall back on;
-    # drained backends and an operator's weight 0 are deliberate and stay at 0.
-    candidates = [s for s in group if not s.drained and s.configured > 0]
+    # drained backends, maintenance and an operator's weight 0 are deliberate and stay at 0.
+    candidates = [s for s in group if not s.drained and not s.maintenance and s.configured > 0]
     if not candidates:
         return Composition(weights, panic=False, reasons=reasons)
     for s in candidates:

@@ -30,11 +30,14 @@ class VipRoutes:
     """announce(vip) / withdraw(vip) / announced(), in the caller's network namespace or in `netns`
     (a name under /run/netns: the labs read and drive every host of theirs from one process)."""
 
-    def __init__(self, table: int = DEFAULT_TABLE, netns: str | None = None) -> None:
+    def __init__(
+        self, table: int = DEFAULT_TABLE, netns: str | None = None, proto: int = ROUTE_PROTO
+    ) -> None:
         if not 1 <= table <= 0xFFFFFFFF or table in (253, 254, 255):
             raise ValueError(f"routing table {table}: use a table of its own (not local/main/default)")
         self.table = table
         self.netns = netns
+        self.proto = proto
 
     def _ipr(self) -> Any:
         from pyroute2 import IPRoute
@@ -56,7 +59,7 @@ class VipRoutes:
             lo = ipr.link_lookup(ifname="lo")[0]
             try:
                 ipr.route(
-                    "add", family=family, dst=dst, dst_len=plen, oif=lo, table=self.table, proto=ROUTE_PROTO
+                    "add", family=family, dst=dst, dst_len=plen, oif=lo, table=self.table, proto=self.proto
                 )
             except NetlinkError as exc:
                 if exc.code == _EEXIST:
@@ -72,7 +75,7 @@ class VipRoutes:
         family, dst, plen = self._prefix(vip)
         with self._ipr() as ipr:
             try:
-                ipr.route("del", family=family, dst=dst, dst_len=plen, table=self.table, proto=ROUTE_PROTO)
+                ipr.route("del", family=family, dst=dst, dst_len=plen, table=self.table, proto=self.proto)
             except NetlinkError as exc:
                 if exc.code in (_ESRCH, _ENOENT):
                     return False
@@ -87,7 +90,7 @@ class VipRoutes:
             for family in (socket.AF_INET, socket.AF_INET6):
                 for route in ipr.get_routes(family=family, table=self.table):
                     full = route["dst_len"] == (32 if family == socket.AF_INET else 128)
-                    if route["proto"] == ROUTE_PROTO and full:
+                    if route["proto"] == self.proto and full:
                         out.add(str(ipaddress.ip_address(route.get_attr("RTA_DST"))))
         return out
 
@@ -97,6 +100,36 @@ class VipRoutes:
         for vip in vips:
             self.withdraw(vip)
         return vips
+
+
+class MemoryVipRoutes:
+    """VipRoutes' behaviour without a kernel (tests, the demo without root): a set, and every change
+    in `log` as ("announce" | "withdraw", vip)."""
+
+    def __init__(self, table: int = DEFAULT_TABLE, proto: int = ROUTE_PROTO) -> None:
+        self.table, self.proto = table, proto
+        self.routes: set[str] = set()
+        self.log: list[tuple[str, str]] = []
+        self.fail: str | None = None  # set: every change raises DataplaneError with this message
+
+    def announce(self, vip: str) -> bool:
+        return self._change("announce", vip)
+
+    def withdraw(self, vip: str) -> bool:
+        return self._change("withdraw", vip)
+
+    def announced(self) -> set[str]:
+        return set(self.routes)
+
+    def _change(self, action: str, vip: str) -> bool:
+        if self.fail is not None:
+            raise DataplaneError(self.fail)
+        present = vip in self.routes
+        if present == (action == "announce"):
+            return False
+        (self.routes.add if action == "announce" else self.routes.discard)(vip)
+        self.log.append((action, vip))
+        return True
 
 
 class RouteReader:

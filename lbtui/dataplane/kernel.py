@@ -32,7 +32,17 @@ from lbtui.model import Counters
 
 log = logging.getLogger(__name__)
 
-EVENT_DRAIN_INTERVAL_S = 0.05
+EVENT_DRAIN_INTERVAL_S = 0.05  # between two drains while events come
+EVENT_DRAIN_IDLE_S = 0.2  # ... and at most this once none came (the ring holds ~40,000 events)
+
+
+def next_drain_interval(previous: float, found: int) -> float:
+    """The reader's next wait: short while events come, doubling up to EVENT_DRAIN_IDLE_S while none
+    do (an idle engine wakes 5 times a second, not 20; the first events after a quiet spell wait
+    0.2 s at most)."""
+    if found:
+        return EVENT_DRAIN_INTERVAL_S
+    return min(EVENT_DRAIN_IDLE_S, 2 * previous)
 
 
 class KernelDataplane:
@@ -96,11 +106,14 @@ class KernelDataplane:
 
         def run() -> None:
             # the programs submit events without waking anyone (BPF_RB_NO_WAKEUP): drain on a timer
-            while not self._reader_stop.wait(EVENT_DRAIN_INTERVAL_S):
+            interval = EVENT_DRAIN_INTERVAL_S
+            while not self._reader_stop.wait(interval):
+                found = 0
                 try:
-                    self.maps.poll_events()
+                    found = self.maps.poll_events()
                 except Exception:  # never let one bad event stop the reader
                     log.exception("event reader")
+                interval = next_drain_interval(interval, found)
             try:
                 self.maps.poll_events()  # the last events before a stop
             except Exception:

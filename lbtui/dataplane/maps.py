@@ -410,10 +410,12 @@ class Maps:
         self._events_callback = callback
         self._loaded.table("lb_events").open_ring_buffer(on_event)
 
-    def poll_events(self) -> None:
-        """Drain the ring buffer (non-blocking) and hand what was there over as one batch."""
+    def poll_events(self) -> int:
+        """Drain the ring buffer (non-blocking) and hand what was there over as one batch; how many."""
         self._loaded.bpf.ring_buffer_consume()
-        if self._events_batch:
-            events = list(self._events_batch)
-            self._events_batch.clear()
-            self._events_callback(events)
+        if not self._events_batch:
+            return 0
+        events = list(self._events_batch)
+        self._events_batch.clear()
+        self._events_callback(events)
+        return len(events)

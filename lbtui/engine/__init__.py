@@ -3,7 +3,8 @@
 
 facade.py       Engine: life cycle, wiring, the loops, the one place desired state is composed
 desired.py      configuration + DNS answers + runtime overrides -> what the maps should hold
-overrides.py    runtime overrides (weights, drains, backends added/removed, rate limits)
+overrides.py    runtime overrides (weights, drains, maintenance, holds, backends added/removed, limits)
+statefile.py    the state file that keeps them across restarts;  persist.py: restoring and keeping
 topology.py     proxies, groups and members as the maps hold them; the one selection writer
 group.py        a group's members and selection table (plans the slot delta, never writes)
 ids.py          service, group and backend ids; adoption of an earlier run's pinned ids
@@ -21,7 +22,13 @@ from lbtui.engine.commands import MAX_WEIGHT
 from lbtui.engine.desired import config_limits, split_address
 from lbtui.engine.facade import Engine
 from lbtui.engine.ids import DEFAULT_GROUP
-from lbtui.engine.instance import PIN_ROOT, dataplane_spec, instance_name, kernel_dataplane
+from lbtui.engine.instance import (
+    PIN_ROOT,
+    dataplane_spec,
+    default_state_file,
+    instance_name,
+    kernel_dataplane,
+)
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -30,6 +37,7 @@ __all__ = [
     "Engine",
     "config_limits",
     "dataplane_spec",
+    "default_state_file",
     "instance_name",
     "kernel_dataplane",
     "split_address",

@@ -2,31 +2,34 @@
 """Operator commands: checked, turned into runtime overrides (or handed to their owner), answered.
 
 Every command returns a CommandResult whose message is what the operator reads (console
-notification, `lbtui ctl` output); a refused command changes nothing. Weights, backends and rate
-limits become runtime overrides; drains go to `Drains`, circuit actions to the supervisor, reloads
-to the `Reloader`, Stop to the engine.
+notification, `lbtui ctl` output); a refused command changes nothing. Weights, backends, rate
+limits, maintenance, forced health and circuit holds become runtime overrides (so they survive a
+restart through the state file); drains go to `Drains`, reloads to the `Reloader`, Stop to the engine.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from lbtui import model
 from lbtui.addresses import family, family_name, format_endpoint, parse_endpoint
-from lbtui.control.supervisor import BackendKey, BackendSupervisor
+from lbtui.control.supervisor import BackendKey, BackendSupervisor, circuit_result
 from lbtui.dataplane.port import RateLimits
 from lbtui.engine.desired import split_address
 from lbtui.engine.drains import Drains
 from lbtui.engine.events import EventLog
 from lbtui.engine.ids import DEFAULT_GROUP
-from lbtui.engine.overrides import Intent
+from lbtui.engine.overrides import Intent, describe, limits_text
 from lbtui.engine.topology import Topology
 
 log = logging.getLogger(__name__)
 
 MAX_WEIGHT = 2**31 - 1
+MAX_PERCENT = 100_000  # AdjustWeight: up to 1000 times the configured weight
+CIRCUIT_HOLDS = {"force_open": model.Circuit.OPEN, "force_close": model.Circuit.CLOSED, "reset": None}
+HEALTH_HOLDS = {"up": model.Health.UP, "down": model.Health.DOWN, "auto": None}
 
 
 def valid_weight(w: object) -> bool:
@@ -40,8 +43,20 @@ def _weight_problem(w: object) -> model.CommandResult:
 def canonical_backend(cmd: model.Command) -> model.Command:
     """The command with its backend written as the engine names it: "[FD00:0::1]:80" becomes
     "[fd00::1]:80" (lbtui/addresses.py); a host name or a malformed backend is left as it is."""
-    with_backend = model.SetWeight | model.AddBackend | model.RemoveBackend | model.Drain | model.Undrain
-    if not isinstance(cmd, with_backend | model.CircuitCommand):
+    with_backend = (
+        model.SetWeight
+        | model.AdjustWeight
+        | model.AddBackend
+        | model.RemoveBackend
+        | model.Drain
+        | model.Undrain
+        | model.Maintenance
+        | model.Ready
+        | model.ForceHealth
+        | model.ClearOverrides
+        | model.CircuitCommand
+    )
+    if not isinstance(cmd, with_backend) or cmd.backend is None:
         return cmd
     try:
         canonical = format_endpoint(*parse_endpoint(cmd.backend))
@@ -58,7 +73,7 @@ class Commands:
         drains: Drains,
         events: EventLog,
         supervisor: Callable[[], BackendSupervisor | None],
-        reload: Callable[[str | None], model.CommandResult],
+        reload: Callable[[str | None, bool], Awaitable[model.CommandResult]],
         stop: Callable[[], None],
     ):
         self._intent = intent
@@ -69,14 +84,19 @@ class Commands:
         self._reload = reload
         self._stop = stop
 
-    def execute(self, cmd: model.Command) -> model.CommandResult:
-        """Run one command; a refusal is an ERROR event too (a success shows as its own event)."""
+    async def execute(self, cmd: model.Command) -> model.CommandResult:
+        """Run one command; a refusal is an ERROR event too (a success shows as its own event).
+
+        Only a reload waits (its file is read off the loop); every other command is done at once."""
         try:
-            result = self._execute(canonical_backend(cmd))
+            if isinstance(cmd, model.Reload):
+                result = await self._reload(cmd.path, cmd.dry_run)
+            else:
+                result = self._execute(canonical_backend(cmd))
         except Exception as exc:  # a command never takes the engine down
             log.exception("command %s", cmd)
             result = model.CommandResult(False, f"internal error: {exc}")
-        if not result.ok:
+        if not result.ok and not (isinstance(cmd, model.Reload) and cmd.dry_run):  # a dry run says, no more
             self._events.emit(
                 "command",
                 f"{type(cmd).__name__} refused: {result.message}",
@@ -90,25 +110,29 @@ class Commands:
         try:
             match cmd:
                 case model.SetWeight():
-                    return self._set_weight(cmd)
+                    return self._set_weight(cmd.proxy, cmd.backend, cmd.weight)
+                case model.AdjustWeight():
+                    return self._adjust_weight(cmd)
                 case model.Drain():
                     return self._drains.drain(cmd)
                 case model.Undrain():
                     return self._drains.undrain(cmd)
+                case model.Maintenance():
+                    return self._maintenance(cmd.proxy, cmd.backend)
+                case model.Ready():
+                    return self._ready(cmd.proxy, cmd.backend)
+                case model.ForceHealth():
+                    return self._force_health(cmd)
                 case model.AddBackend():
                     return self._add_backend(cmd)
                 case model.RemoveBackend():
                     return self._remove_backend(cmd)
                 case model.SetRateLimit():
                     return self._set_rate_limit(cmd)
-                case model.CircuitCommand(proxy=p, backend=a, action=action):
-                    self._topology.find(p, a)
-                    supervisor = self._supervisor()
-                    if supervisor is None:
-                        return model.CommandResult(False, "the engine is not running")
-                    return supervisor.circuit_command(BackendKey(p, a), action)
-                case model.Reload(path=path):
-                    return self._reload(path)
+                case model.CircuitCommand():
+                    return self._circuit(cmd)
+                case model.ClearOverrides():
+                    return self._clear(cmd)
                 case model.Stop():
                     self._stop()
                     return model.CommandResult(True, "stopping")
@@ -117,16 +141,107 @@ class Commands:
         except (LookupError, ValueError) as exc:
             return model.CommandResult(False, str(exc))
 
-    def _set_weight(self, cmd: model.SetWeight) -> model.CommandResult:
-        if not valid_weight(cmd.weight):
-            return _weight_problem(cmd.weight)
+    # ---- weights --------------------------------------------------------------------------------
+
+    def _set_weight(self, proxy: str, backend: str, weight: object, was: str = "") -> model.CommandResult:
+        if not valid_weight(weight):
+            return _weight_problem(weight)
+        assert isinstance(weight, int)
+        self._topology.find(proxy, backend)
+        overrides = self._intent.overrides.with_weight((proxy, backend), weight)
+        self._intent.change(overrides, f"weight set to {weight}")
+        return model.CommandResult(True, f"{backend} weight {was}{weight}")
+
+    def _adjust_weight(self, cmd: model.AdjustWeight) -> model.CommandResult:
+        """+N / -N from the weight in use, or P% of the configured weight (at least 1)."""
+        _, members = self._topology.find(cmd.proxy, cmd.backend)
+        m = members[0]
+        if cmd.percent is not None:
+            if cmd.step:
+                return model.CommandResult(False, "give a step or a percentage, not both")
+            if not 0 < cmd.percent <= MAX_PERCENT:
+                return model.CommandResult(False, f"percentage must be above 0 and at most {MAX_PERCENT}")
+            weight = max(1, round(m.configured * cmd.percent / 100))
+        elif cmd.step:
+            weight = m.weight + cmd.step
+            if weight < 1:
+                return model.CommandResult(
+                    False,
+                    f"{cmd.backend} weight {m.weight} {cmd.step:+d} would be {weight}; a weight is at "
+                    "least 1 (drain or maintenance takes a backend out)",
+                )
+        else:
+            return model.CommandResult(False, "give a step (+1, -1) or a percentage of the configured weight")
+        return self._set_weight(cmd.proxy, cmd.backend, weight, was=f"{m.weight} -> ")
+
+    # ---- administrative state: maintenance, forced health, circuit holds ------------------------
+
+    def _maintenance(self, proxy: str, backend: str) -> model.CommandResult:
+        _, members = self._topology.find(proxy, backend)
+        ref = (proxy, backend)
+        overrides = self._intent.overrides
+        if ref in overrides.maintenance:
+            return model.CommandResult(True, f"{backend} is already in maintenance")
+        self._intent.change(overrides.with_drain(ref, None).with_maintenance(ref, True), "maintenance")
+        msg = (
+            f"{backend} in maintenance: no new connections, health checks paused, "
+            f"{sum(m.active_flows for m in members)} flows continue"
+        )
+        self._events.emit("maintenance", msg, proxy=proxy, backend=backend)
+        return model.CommandResult(True, msg)
+
+    def _ready(self, proxy: str, backend: str) -> model.CommandResult:
+        self._topology.find(proxy, backend)
+        ref = (proxy, backend)
+        overrides = self._intent.overrides
+        if ref not in overrides.maintenance and ref not in overrides.drains:
+            return model.CommandResult(True, f"{backend} is already ready")
+        self._intent.change(overrides.with_maintenance(ref, False).with_drain(ref, None), "ready")
+        msg = f"{backend} ready: back in rotation, health checks running"
+        self._events.emit("maintenance", msg, proxy=proxy, backend=backend)
+        return model.CommandResult(True, msg)
+
+    def _force_health(self, cmd: model.ForceHealth) -> model.CommandResult:
+        if cmd.state not in HEALTH_HOLDS:
+            wanted = ", ".join(HEALTH_HOLDS)
+            return model.CommandResult(False, f"unknown health state {cmd.state!r} (expected {wanted})")
         self._topology.find(cmd.proxy, cmd.backend)
-        overrides = self._intent.overrides.with_weight((cmd.proxy, cmd.backend), cmd.weight)
-        self._intent.change(overrides, f"weight set to {cmd.weight}")
-        return model.CommandResult(True, f"{cmd.backend} weight {cmd.weight}")
+        hold = HEALTH_HOLDS[cmd.state]
+        overrides = self._intent.overrides.with_health((cmd.proxy, cmd.backend), hold)
+        cause = f"health forced {cmd.state}" if hold else "health checks decide again"
+        self._intent.change(overrides, cause)
+        if hold is None:
+            msg = f"{cmd.backend} health follows its checks again"
+        else:
+            msg = f"{cmd.backend} health forced {hold.value} until `health ... auto`"
+        self._events.emit("health", msg, proxy=cmd.proxy, backend=cmd.backend)
+        return model.CommandResult(True, msg)
+
+    def _circuit(self, cmd: model.CircuitCommand) -> model.CommandResult:
+        self._topology.find(cmd.proxy, cmd.backend)
+        supervisor = self._supervisor()
+        if supervisor is None:
+            return model.CommandResult(False, "the engine is not running")
+        if cmd.action not in CIRCUIT_HOLDS:
+            wanted = ", ".join(CIRCUIT_HOLDS)
+            return model.CommandResult(False, f"unknown circuit action {cmd.action!r} (expected {wanted})")
+        key = BackendKey(cmd.proxy, cmd.backend)
+        if not supervisor.has_breaker(key):
+            return model.CommandResult(False, f"{cmd.backend} has no circuit breaker configured")
+        before = supervisor.factors(key).circuit_state
+        overrides = self._intent.overrides.with_circuit((cmd.proxy, cmd.backend), CIRCUIT_HOLDS[cmd.action])
+        self._intent.change(overrides, "circuit")
+        if cmd.action == "reset":
+            supervisor.reset_circuit(key)
+        after = supervisor.factors(key).circuit_state
+        assert after is not None
+        return circuit_result(cmd.backend, cmd.action, after, after is not before)
+
+    # ---- membership -----------------------------------------------------------------------------
 
     def _add_backend(self, cmd: model.AddBackend) -> model.CommandResult:
         p, a, w = cmd.proxy, cmd.backend, cmd.weight
+        label = cmd.group or DEFAULT_GROUP
         proxy = self._topology.proxy(p)
         ip, _ = split_address(a)
         if family(ip) != family(proxy.cfg.vip):
@@ -137,18 +252,36 @@ class Commands:
             )
         if not valid_weight(w):
             return _weight_problem(w)
-        if a in proxy.groups[DEFAULT_GROUP].members:
-            return model.CommandResult(False, f"{p} already has backend {a}")
-        self._intent.change(self._intent.overrides.with_backend(p, a, w), "configuration")
-        return model.CommandResult(True, f"added {a} weight {w} to {p}")
+        group = proxy.groups.get(label)
+        if group is None:
+            have = ", ".join(proxy.groups)
+            return model.CommandResult(False, f"{p} has no group {label} (have: {have})")
+        if a in group.members:
+            where = "" if label == DEFAULT_GROUP else f" in route {label}"
+            return model.CommandResult(False, f"{p} already has backend {a}{where}")
+        self._intent.change(self._intent.overrides.with_backend((p, label, a), w), "configuration")
+        where = "" if label == DEFAULT_GROUP else f" (route {label})"
+        msg = f"added {a} weight {w} to {p}{where}"
+        self._events.emit("backend", msg, proxy=p, backend=a)
+        return model.CommandResult(True, msg)
 
     def _remove_backend(self, cmd: model.RemoveBackend) -> model.CommandResult:
         p, a = cmd.proxy, cmd.backend
         proxy = self._topology.proxy(p)
-        if a not in proxy.groups[DEFAULT_GROUP].members:
-            return model.CommandResult(False, f"{p} has no backend {a} in its default group")
-        self._intent.change(self._intent.overrides.without_backend(p, a), "configuration")
-        return model.CommandResult(True, f"removed {a} from {p}; its established flows continue")
+        groups = [label for label, g in proxy.groups.items() if a in g.members]
+        if not groups:
+            return model.CommandResult(False, f"{p} has no backend {a}")
+        ids = [proxy.groups[label].members[a].id for label in groups]
+        self._intent.change(self._intent.overrides.without_backend(p, a, groups), "configuration")
+        if cmd.cut:  # after the tables no longer point at it: no new flow can reach it meanwhile
+            cut = sum(self._drains.cut_flows(bid) for bid in ids)
+            msg = f"removed {a} from {p}; {cut} flows cut (conntrack entries removed)"
+        else:
+            msg = f"removed {a} from {p}; its established flows continue"
+        self._events.emit("backend", msg, proxy=p, backend=a)
+        return model.CommandResult(True, msg)
+
+    # ---- rate limits ----------------------------------------------------------------------------
 
     def _set_rate_limit(self, cmd: model.SetRateLimit) -> model.CommandResult:
         proxy = self._topology.proxy(cmd.proxy)
@@ -168,13 +301,26 @@ class Commands:
         be_burst = 0 if be_rate == 0 else (be_burst or be_rate)
         limits = RateLimits(src_rate, src_burst, be_rate, be_burst, old.src_prefix6)
         self._intent.change(self._intent.overrides.with_limits(cmd.proxy, limits), "rate limits")
-
-        def show(rate: int, burst: int) -> str:
-            return f"{rate}/s burst {burst}" if rate else "off"
-
-        msg = (
-            f"{cmd.proxy} rate limits: per source {show(src_rate, src_burst)}, "
-            f"per backend {show(be_rate, be_burst)}"
-        )
+        msg = f"{cmd.proxy} rate limits: {limits_text(limits)}"
         self._events.emit("ratelimit", msg, proxy=cmd.proxy)
+        return model.CommandResult(True, msg)
+
+    # ---- back to the configuration --------------------------------------------------------------
+
+    def _clear(self, cmd: model.ClearOverrides) -> model.CommandResult:
+        if cmd.backend is not None and cmd.proxy is None:
+            return model.CommandResult(False, "a backend needs its proxy")
+        if cmd.proxy is not None:
+            self._topology.proxy(cmd.proxy)
+        before = self._intent.overrides
+        after = before.cleared(cmd.proxy, cmd.backend)
+        gone = [describe(e) for e in before.entries() if e not in after.entries()]
+        where = " ".join(x for x in (cmd.proxy, cmd.backend) if x) or "the instance"
+        if not gone:
+            return model.CommandResult(True, f"no runtime overrides of {where}")
+        self._intent.change(after, "overrides cleared")
+        msg = f"cleared {len(gone)} runtime override{'s' if len(gone) != 1 else ''} of {where}: " + "; ".join(
+            gone
+        )
+        self._events.emit("override", msg, proxy=cmd.proxy, backend=cmd.backend)
         return model.CommandResult(True, msg)

@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """What the data path should hold: the configuration (with its DNS answers) and the runtime overrides,
-composed in one place (`compose`).
+composed in one place (`compose`: `prune` drops the overrides that no longer apply, `overlay` lays
+the rest over the configuration).
 
 `Desired` is a frozen value per proxy: its configuration, rate limits and, per group, the members
-with their configured weight, the weight selection uses and any drain. Topology.apply makes the
-maps match it.
+with their configured weight, the weight selection uses, any drain and maintenance. Topology.apply
+makes the maps match it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from lbtui import model
 from lbtui.addresses import AddressError, format_endpoint, parse_endpoint
 from lbtui.config import BackendConfig, Config, ProxyConfig
 from lbtui.dataplane.port import DataplaneSpec, RateLimits
 from lbtui.engine.ids import DEFAULT_GROUP
-from lbtui.engine.overrides import BackendRef, DrainOverride, Overrides
+from lbtui.engine.overrides import BackendRef, DrainOverride, Dropped, MemberRef, Overrides, dropped
 
 Addresses = Callable[[str, str], tuple[str, ...]]  # (proxy, host name) -> its last good A records
 
@@ -27,6 +29,7 @@ class MemberSpec:
     weight: int  # what selection uses: configured, or the operator's runtime weight
     source: str = "static"  # "static" or "dns:<host>"
     drain: DrainOverride | None = None
+    maintenance: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,11 @@ class Desired:
 
     def backends(self) -> set[BackendRef]:
         return {(p, a) for p, spec in self.proxies.items() for g in spec.groups.values() for a in g}
+
+    def members(self) -> set[MemberRef]:
+        return {
+            (p, label, a) for p, spec in self.proxies.items() for label, g in spec.groups.items() for a in g
+        }
 
     def configured_weights(self) -> dict[BackendRef, tuple[int, ...]]:
         out: dict[BackendRef, tuple[int, ...]] = {}
@@ -148,23 +156,63 @@ def from_config(config: Config, addresses: Addresses) -> Desired:
 def compose(config: Config, addresses: Addresses, overrides: Overrides) -> Desired:
     """The configuration with the runtime overrides laid over it: the one place they meet."""
     base = from_config(config, addresses)
+    return overlay(base, prune(overrides, base)[0])
+
+
+def overlay(base: Desired, overrides: Overrides) -> Desired:
+    """`base` (the configuration alone) with `overrides` (pruned against it) laid over it."""
     proxies = {}
     for name, spec in base.proxies.items():
         groups = {}
         for label, found in spec.groups.items():
-            members = dict(found)
-            if label == DEFAULT_GROUP:
-                for address in overrides.removed.get(name, ()):
-                    members.pop(address, None)
-                for address, w in overrides.added.get(name, {}).items():
+            members = {a: m for a, m in found.items() if (name, label, a) not in overrides.removed}
+            for (p, g, address), w in overrides.added.items():
+                if (p, g) == (name, label):
                     members[address] = MemberSpec(w, w)
             groups[label] = {
                 a: replace(
                     m,
                     weight=overrides.weights.get((name, a), m.weight),
                     drain=overrides.drains.get((name, a)),
+                    maintenance=(name, a) in overrides.maintenance,
                 )
                 for a, m in members.items()
             }
         proxies[name] = replace(spec, limits=overrides.limits.get(name, spec.limits), groups=groups)
     return Desired(proxies, base.flow_events)
+
+
+def prune(overrides: Overrides, base: Desired) -> tuple[Overrides, Dropped]:
+    """The overrides that still apply to the configuration `base`, and one line per dropped one
+    saying why (docs/architecture.md#state)."""
+    in_file = base.members()
+    groups = {(p, label) for p, spec in base.proxies.items() for label in spec.groups}
+    added = {m: w for m, w in overrides.added.items() if (m[0], m[1]) in groups and m not in in_file}
+    removed = frozenset(m for m in overrides.removed if m in in_file)
+    exists = {(p, a) for p, g, a in in_file if (p, g, a) not in removed} | {(p, a) for p, _, a in added}
+    breakers = {p for p, spec in base.proxies.items() if spec.cfg.circuit_breaker is not None}
+    kept = Overrides(
+        weights={r: w for r, w in overrides.weights.items() if r in exists},
+        drains={r: d for r, d in overrides.drains.items() if r in exists},
+        maintenance=frozenset(r for r in overrides.maintenance if r in exists),
+        health={r: h for r, h in overrides.health.items() if r in exists},
+        circuits={r: c for r, c in overrides.circuits.items() if r in exists and r[0] in breakers},
+        added=added,
+        removed=removed,
+        limits={p: lim for p, lim in overrides.limits.items() if p in base.proxies},
+    )
+    if kept == overrides:
+        return overrides, []
+
+    def why(e: model.OverrideView) -> str:
+        if e.proxy not in base.proxies:
+            return f"proxy {e.proxy} is no longer in the configuration"
+        if e.kind == "added" and (e.proxy, e.group) not in groups:
+            return f"route {e.group} is no longer in the configuration"
+        if e.kind == "added":
+            return "the configuration has this backend now"
+        if e.kind == "circuit" and e.proxy not in breakers:
+            return f"proxy {e.proxy} has no circuit breaker any more"
+        return "the backend is no longer in the configuration"
+
+    return kept, dropped(overrides, kept, why)

@@ -43,6 +43,10 @@ class Drains:
     def drain(self, cmd: model.Drain) -> model.CommandResult:
         """No new connections for the backend (in every group of the proxy that has it)."""
         proxy, members = self._topology.find(cmd.proxy, cmd.backend)
+        if (cmd.proxy, cmd.backend) in self._intent.overrides.maintenance:
+            return model.CommandResult(
+                False, f"{cmd.backend} is in maintenance (it takes no new connections); `ready` ends it"
+            )
         timeout = self._default_timeout_s() if cmd.timeout_s is None else cmd.timeout_s
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
             return model.CommandResult(
@@ -62,6 +66,10 @@ class Drains:
     def undrain(self, cmd: model.Undrain) -> model.CommandResult:
         """Back in rotation (whatever its drain state: an active backend stays active)."""
         self._topology.find(cmd.proxy, cmd.backend)
+        if (cmd.proxy, cmd.backend) in self._intent.overrides.maintenance:
+            return model.CommandResult(
+                False, f"{cmd.backend} is in maintenance, not draining; `ready` ends it"
+            )
         self._intent.change(self._intent.overrides.with_drain((cmd.proxy, cmd.backend), None), "undrain")
         self._events.emit("drain", f"{cmd.backend} back in rotation", proxy=cmd.proxy, backend=cmd.backend)
         return model.CommandResult(True, f"{cmd.backend} back in rotation")
@@ -83,7 +91,7 @@ class Drains:
             elif drain.deadline is not None and now >= drain.deadline:
                 left = f"{active} flows still open"
                 if drain.cut:
-                    cut = sum(self._cut_flows(m.id) for m in members)
+                    cut = sum(self.cut_flows(m.id) for m in members)
                     left = f"{cut} flows cut (conntrack entries removed)"
                 self._events.emit(
                     "drain",
@@ -106,7 +114,7 @@ class Drains:
                 m.active_flows = counts[m.id].live_flows
         return sum(m.active_flows for m in members)
 
-    def _cut_flows(self, backend_id: int) -> int:
+    def cut_flows(self, backend_id: int) -> int:
         """Remove every conntrack entry of a backend (in both families' tables); how many flows that
         was."""
         flows = 0

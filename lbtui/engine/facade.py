@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from lbtui import model
 from lbtui.config import Config
@@ -23,9 +22,10 @@ from lbtui.control.health import CheckFn, run_check
 from lbtui.control.supervisor import BackendKey, Factors
 from lbtui.dataplane.port import Dataplane
 from lbtui.deadline import within
+from lbtui.engine.announce import RoutesFactory, ScaleOut, kernel_routes
 from lbtui.engine.clock import SYSTEM_CLOCK, Clock
 from lbtui.engine.commands import Commands
-from lbtui.engine.desired import CapacityError, Desired, check_capacity, compose, from_config
+from lbtui.engine.desired import CapacityError, Desired, check_capacity, from_config, overlay, prune
 from lbtui.engine.drains import Drains
 from lbtui.engine.events import MAX_EVENTS, EventLog
 from lbtui.engine.flowquery import FlowQueries
@@ -33,7 +33,8 @@ from lbtui.engine.flows import FlowEvents
 from lbtui.engine.history import HistoryRecorder
 from lbtui.engine.ids import DEFAULT_GROUP, Ids
 from lbtui.engine.measurements import LeastConnections, Measurements
-from lbtui.engine.overrides import Overrides
+from lbtui.engine.overrides import Dropped, Overrides
+from lbtui.engine.persist import StateKeeper
 from lbtui.engine.reload import WATCH_START_TIMEOUT_S, Reloader
 from lbtui.engine.snapshots import Status, build_snapshot, empty_snapshot
 from lbtui.engine.supervision import Supervision
@@ -59,9 +60,12 @@ class Engine:
         resolve: ResolveFn | None = None,
         health_check: CheckFn = run_check,
         loops: bool = True,
+        state_file: str | None = None,
+        announce_routes: RoutesFactory = kernel_routes,
     ):
-        """resolve, health_check: stand-ins for DNS lookups and health checks (tests); loops=False
-        runs no background task (tests step `tick()` and `sweep()` themselves)."""
+        """resolve, health_check, announce_routes: stand-ins for DNS, checks and VIP routes (tests);
+        loops=False runs no background task (tests step `tick()` and `sweep()`); state_file: where the
+        runtime overrides are kept when settings.state_file says nothing (None: nowhere)."""
         self.config = config
         self.keep_dataplane = keep_dataplane
         self._overrides = Overrides()
@@ -72,6 +76,7 @@ class Engine:
         self.heartbeat = clock.monotonic()  # the control loop's last tick (headless feeds systemd's watchdog)
         self.observability: ObservabilityHub | None = None
         self.events = EventLog(clock)
+        self.state = StateKeeper(self.events, clock, state_file)
         self.ids = Ids(dataplane.spec)
         self.measurements = Measurements()
         self.topology = topology = Topology(
@@ -104,13 +109,15 @@ class Engine:
         )
         self.least_connections = LeastConnections()
         self.recorder = HistoryRecorder(clock, config.settings.history_s, lambda: self.sweeper.syn_failures)
-        self.snapshot_decorators: list[Callable[[model.Snapshot], model.Snapshot]] = []
+        self.scale_out = ScaleOut(self.events, clock, topology, announce_routes)
+        self.snapshot_decorators: list[Callable[[model.Snapshot], model.Snapshot]] = [self.scale_out.decorate]
         self._snapshot: model.Snapshot | None = None
         self._started_at = clock.time()
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
         self._stopped = asyncio.Event()
+        self._stopping = False
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -123,7 +130,7 @@ class Engine:
         self.observability = hub = ObservabilityHub(self.snapshot, allow_stdout=self._allow_stdout)
         self.flows.observers.append(hub.observe)
         self.snapshot_decorators.append(hub.decorate)
-        self.supervision.start(self.config, hub, self.topology.set_factors, self._on_dns_change)
+        self.supervision.start(self.config, hub, self.scale_out.set_factors, self._on_dns_change)
         try:
             await self.supervision.resolve_first(self.config)
             await asyncio.sleep(0)
@@ -131,7 +138,9 @@ class Engine:
             await asyncio.sleep(0)
             if self._dp.adopted:
                 self._adopt()
+            self._restore()
             self._apply("configuration", first=True)
+            await self.state.flush()
             if self._dp.adopted:
                 self.ids.release_unclaimed(self._dp, set(self.topology.backends))
             await asyncio.sleep(0)
@@ -140,12 +149,13 @@ class Engine:
             self._dp.start_event_reader(self.flows.on_raw_events)
             hub.configure(self.config.settings)
             self._running = True
+            self.scale_out.start(self.config.settings.announce, watch_bird=self._loops)
             self.measurements.refresh(self._dp, self.topology, self._clock.monotonic())
             self.publish()
             if self._loops:
                 for coro in (self._control_loop(), self._sweep_loop(), self.reloader.watch()):
                     self._tasks.append(asyncio.create_task(coro))
-                if self.config.path:
+                if self.config.path and self.config.settings.watch_config:
                     with contextlib.suppress(TimeoutError):
                         await within(WATCH_START_TIMEOUT_S, self.reloader.watching.wait())
         except BaseException as exc:
@@ -163,6 +173,7 @@ class Engine:
         self._running = False
         keep = cancelled and self.keep_dataplane
         try:
+            await self.scale_out.stop(grace=False)
             if cancelled and not keep and self._dp.adopted and not self._dp.interfaces:
                 self._dp.set_interfaces(wanted_interfaces(self.config))
         except Exception:
@@ -175,21 +186,24 @@ class Engine:
             self._stopped.set()
 
     async def stop(self) -> None:
+        if self._stopping:  # a second stop waits for the first (its withdraw grace, then the detach)
+            await self._stopped.wait()
+            return
+        self._stopping = True
         if not self._running:
             self._dp.close()
             self._stopped.set()
             return
         self._running = False
+        await self.scale_out.stop()  # withdrawn, serving while the routers converge; then detached
         await self._end_tasks()
+        await self.state.flush()
         self._dp.close(keep=self.keep_dataplane)
         await asyncio.sleep(0)  # the reader's last hand-overs run on the loop before the logs close
         if self.observability is not None:
             self.observability.close()  # after the data path: the last events are flushed too
-        how = (
-            "programs left attached and maps pinned (--keep-dataplane)"
-            if self.keep_dataplane
-            else "programs detached and unpinned"
-        )
+        kept = "programs left attached and maps pinned (--keep-dataplane)"
+        how = kept if self.keep_dataplane else "programs detached and unpinned"
         self.events.emit("stopped", f"load balancer stopped; {how}")
         self.publish()
         self._stopped.set()
@@ -213,6 +227,12 @@ class Engine:
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
+    def _restore(self) -> None:
+        """The overrides the state file kept (an earlier run's, adopted data path or fresh)."""
+        overrides, gone = self.state.restore(self.config, self.from_config(self.config))
+        self.report_dropped(gone)
+        self._overrides = overrides
+
     def _adopt(self) -> None:
         pinned = self.ids.adopt(self._dp)
         self.events.emit(
@@ -235,14 +255,25 @@ class Engine:
     ) -> list[str]:
         """Compose the configuration and the overrides (the one place) and make the maps match.
 
-        CapacityError (nothing written, the overrides unchanged) if the maps cannot hold it."""
-        overrides = self._overrides if overrides is None else overrides
-        desired = compose(self.config, self.supervision.addresses, overrides)
+        Overrides that no longer apply to the configuration are dropped, each with an event; the
+        supervisors get the operators' holds before the topology writes any table. CapacityError
+        (nothing written, the overrides unchanged) if the maps cannot hold it."""
+        base = from_config(self.config, self.supervision.addresses)
+        kept, gone = prune(self._overrides if overrides is None else overrides, base)
+        desired = overlay(base, kept)
         check_capacity(desired, self._dp.spec)
+        self._overrides = kept
+        self.report_dropped(gone)
+        self.supervision.configure(self.config, desired, self._overrides)
         changes = self.topology.apply(desired, cause, full=full, first=first)
-        self._overrides = overrides.pruned(desired.backends(), set(desired.proxies))
-        self.supervision.configure(self.config)
+        self.state.keep(self.config, self._overrides, base)
         return changes
+
+    def report_dropped(self, gone: Dropped) -> None:
+        for override, line in gone:
+            self.events.emit(
+                "override", line, level=model.Level.WARNING, proxy=override.proxy, backend=override.backend
+            )
 
     def change(self, overrides: Overrides, cause: str) -> None:
         """New runtime overrides (a command), applied at once to the groups they touch."""
@@ -256,6 +287,7 @@ class Engine:
     def apply_settings(self, config: Config) -> None:
         self._dp.set_interfaces(wanted_interfaces(config))
         self.recorder.resize(config.settings.history_s)
+        self.scale_out.announcer.configure(config.settings.announce)
         if self.observability is not None:
             self.observability.configure(config.settings)
 
@@ -279,13 +311,15 @@ class Engine:
     # ---- commands -------------------------------------------------------------------------------
 
     async def execute(self, cmd: model.Command) -> model.CommandResult:
-        result = self.commands.execute(cmd)
+        result = await self.scale_out.execute(cmd, self.commands.execute)
+        await self.state.flush()  # what a command changed survives a crash once it is answered
         self.publish()
         return result
 
-    def reload(self, path: str | None = None) -> model.CommandResult:
-        """Reload the configuration file (or `path`); a failure rolls everything back."""
-        return self.reloader.reload(path)
+    async def reload(self, path: str | None = None, dry_run: bool = False) -> model.CommandResult:
+        """Reload the configuration file (or `path`); a failure rolls everything back. dry_run:
+        only say what would change."""
+        return await self.reloader.reload(path, dry_run)
 
     # ---- periodic work --------------------------------------------------------------------------
 
@@ -295,6 +329,7 @@ class Engine:
         self.measurements.refresh(self._dp, self.topology, now)
         self.supervision.feed(self.measurements, self.sweeper.syn_failures)
         self.least_connections.update(self.topology, self.measurements, now)
+        self.scale_out.decide()
 
     async def sweep(self) -> None:
         """One conntrack sweep and what follows from it (drains included)."""
@@ -336,6 +371,8 @@ class Engine:
             dns=self.supervision.dns_status(),
             circuit_log=self.supervision.transitions(),
             events_dropped=self.flows.dropped,
+            overrides=self._overrides.entries(self._clock.monotonic()),
+            state_file=self.state.path(self.config),
         )
 
     def publish(self) -> None:
@@ -364,16 +401,7 @@ class Engine:
             self.queries.ask()  # a front end looks at flows: the sweeps read them while it does
         if snap is None:
             return empty_snapshot(self._status(), self.sweeper.view)
-        if flows is None or flows == model.FlowQuery():
-            return snap
-        problem = flows.problem()
-        if problem:
-            raise ValueError(problem)
-        answer = self.queries.answer(flows)
-        if answer is None:  # answered from the next sweep on: for now the default view, marked so
-            return snap
-        view, matched = answer
-        return replace(snap, flows=view, flow_query=flows, flows_matched=matched)
+        return snap if flows is None else self.queries.view(snap, flows)
 
     def events_since(self, seq: int, limit: int = 1000) -> list[model.Event]:
         return self.events.since(seq, limit)

@@ -12,6 +12,7 @@ read. Queries come from any thread (the control socket's workers, the console's 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 from lbtui import model
@@ -85,3 +86,18 @@ class FlowQueries:
                     cache.clear()
                 cache[q] = answer
         return answer
+
+    def view(self, snap: model.Snapshot, q: model.FlowQuery) -> model.Snapshot:
+        """`snap` with its flow view answering `q`: `snap` itself for the default query, and until a
+        read has kept every flow (its flow_query says which query it answers). ValueError for a
+        query the engine refuses."""
+        if q == model.FlowQuery():
+            return snap
+        problem = q.problem()
+        if problem:
+            raise ValueError(problem)
+        answer = self.answer(q)
+        if answer is None:
+            return snap
+        view, matched = answer
+        return dataclasses.replace(snap, flows=view, flow_query=q, flows_matched=matched)

@@ -37,6 +37,7 @@ class Member:
     weight: int  # what selection uses: configured, or an operator's runtime weight
     source: str = "static"
     drain: model.DrainState = model.DrainState.ACTIVE
+    maintenance: bool = False
     factors: Factors = NEUTRAL
     algorithm_factor: float = 1.0  # least-connections: 1 / (1 + live flows)
     effective: int = 0
@@ -58,6 +59,7 @@ class Member:
             configured=self.weight * WEIGHT_SCALE,
             health=self.factors.health,
             drained=self.drain != model.DrainState.ACTIVE,
+            maintenance=self.maintenance,
             circuit=self.factors.circuit,
             algorithm=self.algorithm_factor if least_connections else 1.0,
         )

@@ -17,6 +17,7 @@ from lbtui.dataplane.port import Dataplane, DataplaneSpec
 
 PIN_ROOT = "/run/lbtui/bpffs"
 SOCKET_DIR = "/run/lbtui"  # sockets here name their instance by file name alone
+STATE_ROOT = "/var/lib/lbtui"  # runtime overrides of each instance, unless settings.state_file says
 
 
 def instance_name(socket_path: str) -> str:
@@ -27,6 +28,11 @@ def instance_name(socket_path: str) -> str:
     if os.path.dirname(path) == SOCKET_DIR:
         return base
     return f"{base}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+
+
+def default_state_file(socket_path: str) -> str:
+    """Where the instance on `socket_path` keeps its runtime overrides by default."""
+    return f"{STATE_ROOT}/{instance_name(socket_path)}.state"
 
 
 def dataplane_spec(config: Config, socket_path: str | None = None) -> DataplaneSpec:
@@ -41,16 +47,13 @@ def dataplane_spec(config: Config, socket_path: str | None = None) -> DataplaneS
     )
 
 
+# [settings] a running instance cannot take: its map sizes, XDP mode and control socket
+RESTART_SETTINGS = ("table_size", "max_connections", "embryonic_connections", "xdp_mode", "control_socket")
+
+
 def restart_needed(old: Config, new: Config) -> bool:
-    """Settings a running instance cannot take: its map sizes, XDP mode and control socket."""
-    o, n = old.settings, new.settings
-    return (o.table_size, o.max_connections, o.embryonic_connections, o.xdp_mode, o.control_socket) != (
-        n.table_size,
-        n.max_connections,
-        n.embryonic_connections,
-        n.xdp_mode,
-        n.control_socket,
-    )
+    """Whether `new` changes settings a reload cannot apply (RESTART_SETTINGS)."""
+    return any(getattr(old.settings, k) != getattr(new.settings, k) for k in RESTART_SETTINGS)
 
 
 def kernel_dataplane(config: Config, socket_path: str | None = None) -> Dataplane:

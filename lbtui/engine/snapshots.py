@@ -29,6 +29,8 @@ class Status:
     dns: tuple[model.DnsStatus, ...] = ()
     circuit_log: tuple[model.CircuitTransition, ...] = ()
     events_dropped: int = 0
+    overrides: tuple[model.OverrideView, ...] = ()
+    state_file: str | None = None
 
 
 def backend_view(m: Member, measured: Measurements) -> model.BackendView:
@@ -54,6 +56,9 @@ def backend_view(m: Member, measured: Measurements) -> model.BackendView:
         last_change=m.reason,
         handshake_p50_ms=hs.p50_ms if hs else None,
         handshake_p99_ms=hs.p99_ms if hs else None,
+        maintenance=m.maintenance,
+        health_forced=m.factors.health_forced,
+        circuit_held=m.factors.circuit_held,
     )
 
 
@@ -110,6 +115,8 @@ def build_snapshot(
         circuit_log=status.circuit_log,
         events_dropped=status.events_dropped,
         running=status.running,
+        overrides=status.overrides,
+        state_file=status.state_file,
     )
 
 

@@ -20,9 +20,10 @@ from lbtui.control.dns_screen import Address, is_local_address
 from lbtui.control.health import CheckFn
 from lbtui.control.supervisor import NEUTRAL, BackendKey, BackendSupervisor, Factors, Supervised
 from lbtui.engine.clock import Clock
-from lbtui.engine.desired import all_backends
+from lbtui.engine.desired import Desired, all_backends, split_address
 from lbtui.engine.events import EventLog
 from lbtui.engine.measurements import Measurements
+from lbtui.engine.overrides import Overrides
 from lbtui.engine.topology import Topology
 from lbtui.observe.hub import ObservabilityHub
 
@@ -109,18 +110,29 @@ class Supervision:
 
     # ---- following the topology -----------------------------------------------------------------
 
-    def configure(self, config: Config) -> None:
-        """Supervise exactly the backends of the topology; follow exactly the configured names."""
+    def configure(self, config: Config, desired: Desired, overrides: Overrides) -> None:
+        """Supervise exactly the backends of `desired`, with the operators' holds of `overrides`;
+        follow exactly the configured names.
+
+        Called before the topology applies `desired`, so a backend that comes (back) with a hold
+        (a circuit held open, health forced down) never gets a slot it should not have."""
         if self.supervisor is not None:
             items: dict[BackendKey, Supervised] = {}
-            for proxy, _group, m in self._topology.members():
-                items[m.key] = Supervised(
-                    key=m.key,
-                    ip=m.ip,
-                    port=m.port,
-                    health=proxy.cfg.health,
-                    circuit=proxy.cfg.circuit_breaker,
-                )
+            for name, spec in desired.proxies.items():
+                for group in spec.groups.values():
+                    for address in group:
+                        ref = (name, address)
+                        ip, port = split_address(address)
+                        items[BackendKey(name, address)] = Supervised(
+                            key=BackendKey(name, address),
+                            ip=ip,
+                            port=port,
+                            health=spec.cfg.health,
+                            circuit=spec.cfg.circuit_breaker,
+                            paused=ref in overrides.maintenance,
+                            forced_health=overrides.health.get(ref),
+                            circuit_hold=overrides.circuits.get(ref),
+                        )
             self.supervisor.configure(list(items.values()))
         self._vips = vips_of(config)
         if self.dns is not None:

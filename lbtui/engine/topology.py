@@ -174,7 +174,9 @@ class Topology:
                 changes.append(f"{name}: {address} weight {m.weight} -> {spec.weight}")
             was_drained = m.drain != model.DrainState.ACTIVE
             dirty |= m.weight != spec.weight or was_drained != (drain != model.DrainState.ACTIVE)
+            dirty |= m.maintenance != spec.maintenance
             m.configured, m.weight, m.source, m.drain = spec.configured, spec.weight, spec.source, drain
+            m.maintenance = spec.maintenance
         # removed backends leave the selection table first and are deactivated after it is written:
         # a new flow must never pick a slot that still points at a deactivated backend
         for m in removed:
@@ -197,7 +199,16 @@ class Topology:
         bid, adopted = self._ids.backend(group.id, address)
         try:
             m = Member(
-                bid, proxy.name, group.label, ip, port, spec.configured, spec.weight, spec.source, drain
+                bid,
+                proxy.name,
+                group.label,
+                ip,
+                port,
+                spec.configured,
+                spec.weight,
+                spec.source,
+                drain,
+                spec.maintenance,
             )
             m.factors = self._factors_of(m.key)
             if not adopted:

@@ -57,7 +57,8 @@ class ObservabilityHub:
         self.metrics.observe_health_check(proxy, backend, seconds)
 
     def decorate(self, snap: model.Snapshot) -> model.Snapshot:
-        """The access-log tail and its drops into the snapshot; note counters for the metrics."""
+        """The access-log tail and its drops into the snapshot; note counters for the metrics (only
+        while they are served: with nobody scraping, no series is kept)."""
         dropped = snap.events_dropped + (self.access_log.dropped if self.access_log else 0)
         out = dataclasses.replace(
             snap,
@@ -65,7 +66,8 @@ class ObservabilityHub:
             access_log_target=self._access_target(),
             events_dropped=dropped,
         )
-        self.metrics.track(out)
+        if self._metrics_cfg is not None and self._metrics_cfg.enabled:
+            self.metrics.track(out)
         return out
 
     def _access_target(self) -> str | None:

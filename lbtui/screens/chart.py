@@ -31,8 +31,14 @@ from lbtui.widgets import fmt
 from lbtui.widgets.history_cache import SeriesCache, Target
 
 SPANS_S = (300, 900, 3600)  # z cycles through them
-MARK_LETTERS = {"drain": "D", "reload": "R", "circuit": "C", "health": "H"}
-MARK_COLORS = {"drain": "yellow", "reload": "white", "circuit": "red", "health": "magenta"}
+MARK_LETTERS = {"drain": "D", "maintenance": "M", "reload": "R", "circuit": "C", "health": "H"}
+MARK_COLORS = {
+    "drain": "yellow",
+    "maintenance": "cyan",
+    "reload": "white",
+    "circuit": "red",
+    "health": "magenta",
+}
 LINE_COLORS = (
     ("cyan", "cyan"),
     ("orange", "dark_orange"),

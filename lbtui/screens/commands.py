@@ -41,9 +41,20 @@ def console_actions(app: LbtuiApp) -> list[tuple[str, str, Callable[[], object]]
     target = f"{b.address} of {b.proxy}" if b else "the selected backend"
     drain = "Undrain" if b is not None and b.drain is not DrainState.ACTIVE else "Drain"
     proxy = b.proxy if b else "the selected backend's proxy"
+    maint = "End the maintenance of" if b is not None and b.maintenance else "Maintenance of"
     return [
         (f"{drain} {target}", "drain: no new connections, existing ones continue (d)", app.action_drain),
+        (
+            f"{maint} {target}",
+            "no new connections and no health checks until ended (m)",
+            app.action_maintenance,
+        ),
+        (f"Health of {target}", "force it up or down, or back to its checks (h)", app.action_health),
         (f"Reweight {target}", "set the configured weight (w)", app.action_reweight),
+        (f"Weight +1 of {target}", "one step up, at once (+)", app.action_weight_up),
+        (f"Weight -1 of {target}", "one step down, at once (-)", app.action_weight_down),
+        (f"Add a backend to {proxy}", "address, weight and group (a)", app.action_add_backend),
+        (f"Remove {target}", "its connections finish, or are cut (x)", app.action_remove_backend),
         (
             f"Rate limits of {proxy}",
             "per source and per backend new conns/s (l)",
@@ -61,6 +72,11 @@ def console_actions(app: LbtuiApp) -> list[tuple[str, str, Callable[[], object]]
             app.action_latency_window,
         ),
         ("Reload configuration", "re-read the configuration file (r)", app.action_reload),
+        (
+            "Withdraw or announce VIP",
+            "BGP: the selected proxy's VIP out of rotation, or back (b)",
+            app.action_announce,
+        ),
         ("Filter this pane", "show only rows or lines containing a text (/)", app.action_filter),
         ("Export view", "SVG screenshot and the snapshot as JSON (e)", app.action_export),
         ("Sort flows", "conntrack: bytes, age, idle, backend (s)", app.action_sort),

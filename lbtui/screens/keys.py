@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from textual.binding import Binding, BindingType
 
+from lbtui.screens.operate import TRAFFIC_ACTIONS
+
 if TYPE_CHECKING:
     from textual.app import App
 
@@ -60,7 +62,41 @@ BINDINGS: list[BindingType] = [
         id="drain",
         tooltip="drain the selected backend (no new connections), or undrain it",
     ),
+    Binding(
+        "m",
+        "maintenance",
+        "Maint",
+        show=False,
+        id="maintenance",
+        tooltip="maintenance of the selected backend (no new connections, no health checks), or end it",
+    ),
+    Binding(
+        "h",
+        "health",
+        "Health",
+        show=False,
+        id="health",
+        tooltip="force the selected backend's health up or down, or back to its checks",
+    ),
     Binding("w", "reweight", "Weight", id="reweight", tooltip="set the selected backend's weight"),
+    Binding("plus", "weight_up", "Weight +1", show=False, id="weight_up", tooltip="weight +1 (at once)"),
+    Binding("minus", "weight_down", "Weight -1", show=False, id="weight_down", tooltip="weight -1 (at once)"),
+    Binding(
+        "a",
+        "add_backend",
+        "Add",
+        show=False,
+        id="add_backend",
+        tooltip="add a backend to the selected backend's proxy",
+    ),
+    Binding(
+        "x",
+        "remove_backend",
+        "Remove",
+        show=False,
+        id="remove_backend",
+        tooltip="remove the selected backend (its connections finish, or are cut)",
+    ),
     Binding(
         "l",
         "rate_limits",
@@ -77,6 +113,14 @@ BINDINGS: list[BindingType] = [
         tooltip="circuit breaker of the selected backend: hold open, hold closed, reset",
     ),
     Binding("r", "reload", "Reload", id="reload", tooltip="reload the configuration file"),
+    Binding(
+        "b",
+        "announce",
+        "BGP",
+        show=False,
+        id="announce",
+        tooltip="withdraw the selected backend's proxy VIP from BGP (out of rotation), or announce it again",
+    ),
     Binding(
         "g",
         "chart",
@@ -133,11 +177,13 @@ BINDINGS: list[BindingType] = [
 ]
 
 
-def key_help(app: App[Any]) -> list[tuple[str, str]]:
+def key_help(app: App[Any], read_only: bool = False) -> list[tuple[str, str]]:
     rows = []
     panes = []
     for binding in BINDINGS:
         assert isinstance(binding, Binding)
+        if read_only and binding.action in TRAFFIC_ACTIONS:
+            continue
         if binding.action.startswith("show_pane"):
             panes.append((binding.key, binding.description))
             continue

@@ -15,7 +15,7 @@ from textual.renderables.sparkline import Sparkline
 from textual.widgets import Static
 
 from lbtui.addresses import format_endpoint
-from lbtui.model import BackendView, Circuit, DrainState, Health, Snapshot
+from lbtui.model import BackendView, Circuit, DrainState, Health, Snapshot, VipAnnouncement
 from lbtui.widgets import fmt
 from lbtui.widgets.keyed_table import KeyedTable
 
@@ -44,17 +44,28 @@ def find_backend(snapshot: Snapshot | None, key: str | None) -> BackendView | No
     return next((b for b in all_backends(snapshot) if backend_key(b) == key), None)
 
 
-def health_cell(health: Health) -> Text:
-    return Text(str(health), style=HEALTH_STYLE[health])
+MAINTENANCE_STYLE = "bold cyan"  # shown apart from a drain: a different word and colour
 
 
-def circuit_cell(circuit: Circuit | None) -> Text:
+def health_cell(health: Health, forced: bool = False) -> Text:
+    text = Text(str(health), style=HEALTH_STYLE[health])
+    if forced:  # an operator's, not the checks'
+        text.append(" (forced)", style="italic")
+    return text
+
+
+def circuit_cell(circuit: Circuit | None, held: bool = False) -> Text:
     if circuit is None:
         return Text(fmt.DASH, style="dim")
-    return Text(str(circuit).replace("_", "-"), style=CIRCUIT_STYLE[circuit])
+    text = Text(str(circuit).replace("_", "-"), style=CIRCUIT_STYLE[circuit])
+    if held:
+        text.append(" (held)", style="italic")
+    return text
 
 
-def drain_cell(drain: DrainState) -> Text:
+def drain_cell(drain: DrainState, maintenance: bool = False) -> Text:
+    if maintenance:
+        return Text("maint", style=MAINTENANCE_STYLE)
     return Text(str(drain), style=DRAIN_STYLE[drain])
 
 
@@ -67,7 +78,12 @@ def effective_weight_cell(b: BackendView) -> Text:
 def backend_text(b: BackendView) -> tuple[str, ...]:
     """What `/` matches in a backend row."""
     circuit = b.circuit.value.replace("_", "-") if b.circuit else ""
-    return (b.proxy, b.group, b.address, b.health.value, circuit, b.drain.value, b.source)
+    marks = (
+        "maint" if b.maintenance else "",
+        "forced" if b.health_forced else "",
+        "held" if b.circuit_held else "",
+    )
+    return (b.proxy, b.group, b.address, b.health.value, circuit, b.drain.value, b.source, *marks)
 
 
 class Trend:
@@ -199,9 +215,9 @@ class BackendsTable(KeyedTable):
             b.address,
             fmt.right(f"{b.configured_weight:,}"),
             effective_weight_cell(b),
-            health_cell(b.health),
-            circuit_cell(b.circuit),
-            drain_cell(b.drain),
+            health_cell(b.health, b.health_forced),
+            circuit_cell(b.circuit, b.circuit_held),
+            drain_cell(b.drain, b.maintenance),
             fmt.right(fmt.count(b.active_flows)),
             fmt.right(fmt.rate(b.new_flows_per_s)),
             trend_cell(trend),
@@ -228,7 +244,9 @@ class ProxiesSummary(Static):
 
     def show(self, snapshot: Snapshot) -> None:
         table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="dim")
-        for name in ("proxy", "vip", "algorithm", "flows", "source limit", "backend limit", "drops"):
+        announce = snapshot.announce
+        columns = ("proxy", "vip", "algorithm", "flows", "source limit", "backend limit", "drops")
+        for name in columns + (("bgp",) if announce.enabled else ()):
             table.add_column(name, no_wrap=True, overflow="ellipsis")
         for s in snapshot.services:
             proxy = Text(s.name, style="bold")
@@ -243,5 +261,17 @@ class ProxiesSummary(Static):
                 limit_text(rl.per_source_rate, rl.per_source_burst),
                 limit_text(rl.per_backend_rate, rl.per_backend_burst),
                 drops_text(s.drops),
+                *((bgp_text(announce.vip(s.vip)),) if announce.enabled else ()),
             )
         self.update(table)
+
+
+def bgp_text(vip: VipAnnouncement | None) -> Text:
+    """A VIP's announcement: announced (green), withdrawn with its reason, held by the operator."""
+    if vip is None:
+        return Text("-", style="dim")
+    if vip.announced:
+        return Text("announced", style="green")
+    text = Text("HELD" if vip.held else "withdrawn", style="bold yellow" if vip.held else "bold red")
+    text.append(f" {vip.error or vip.reason}", style="dim")
+    return text

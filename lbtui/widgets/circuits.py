@@ -68,9 +68,9 @@ class CircuitTable(KeyedTable):
             b.proxy,
             b.group,
             b.address,
-            circuit_cell(b.circuit),
-            health_cell(b.health),
-            drain_cell(b.drain),
+            circuit_cell(b.circuit, b.circuit_held),
+            health_cell(b.health, b.health_forced),
+            drain_cell(b.drain, b.maintenance),
             effective_weight_cell(b),
             b.last_change or fmt.DASH,
         )

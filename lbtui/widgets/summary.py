@@ -16,7 +16,7 @@ def total_new_per_s(snapshot: Snapshot) -> float | None:
     return sum(rates) if rates else None
 
 
-def summary_text(snapshot: Snapshot, title: str, attached: bool) -> Text:
+def summary_text(snapshot: Snapshot, title: str, attached: bool, read_only: bool = False) -> Text:
     instance = snapshot.config_path.rsplit("/", 1)[-1] if snapshot.config_path else "no config file"
     ct = snapshot.conntrack
     active = sum(s.active_flows for s in snapshot.services)
@@ -25,7 +25,8 @@ def summary_text(snapshot: Snapshot, title: str, attached: bool) -> Text:
         (f" {title} ", "bold reverse"),
         " ",
         (instance, "bold"),
-        (" (attached)" if attached else "", "dim"),
+        (" (attached)" if attached and not read_only else "", "dim"),
+        (" (read-only)" if read_only else "", "bold yellow"),
         sep,
         ("up ", "dim"),
         fmt.duration(snapshot.taken_at - snapshot.started_at),
@@ -44,6 +45,8 @@ def summary_text(snapshot: Snapshot, title: str, attached: bool) -> Text:
     if snapshot.version:  # an older instance over the socket may not report it
         text.append(" │ ", style="dim")
         text.append(f"v{snapshot.version}", style="dim")
+    if snapshot.announce.enabled:
+        text.append_text(bgp_summary(snapshot))
     if not snapshot.running:
         text.append("  stopped", style="bold red")
     if snapshot.events_dropped:
@@ -51,6 +54,23 @@ def summary_text(snapshot: Snapshot, title: str, attached: bool) -> Text:
     return text
 
 
+def bgp_summary(snapshot: Snapshot) -> Text:
+    """ " │ BGP 1/1 up, 2/2 VIPs announced": the sessions established and the VIPs announced."""
+    view = snapshot.announce
+    up = sum(s.state == "Established" for s in view.bgp)
+    announced = sum(v.announced for v in view.vips)
+    sessions = "BIRD unreachable" if view.bird_error else f"{up}/{len(view.bgp)} up"
+    ok = not view.bird_error and up == len(view.bgp) > 0
+    text = Text(" │ ", style="dim")
+    text.append("BGP ", style="dim")
+    text.append(sessions, style="bold" if ok else "bold red")
+    text.append(", ", style="dim")
+    all_vips = announced == len(view.vips)
+    text.append(f"{announced}/{len(view.vips)}", style="bold" if all_vips else "bold yellow")
+    text.append(" VIPs announced", style="dim")
+    return text
+
+
 class SummaryBar(Static):
-    def show(self, snapshot: Snapshot, title: str, attached: bool) -> None:
-        self.update(summary_text(snapshot, title, attached))
+    def show(self, snapshot: Snapshot, title: str, attached: bool, read_only: bool = False) -> None:
+        self.update(summary_text(snapshot, title, attached, read_only))

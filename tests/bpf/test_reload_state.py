@@ -115,13 +115,13 @@ async def main():
             if load_config_text_ok:
                 continue  # a mutation that is still valid is not what this test is about
             open(path, "w").write(text)
-            r = e.reload()
+            r = await e.reload()
             assert not r.ok, text
             assert state(e) == before, text
             refused += 1
         # a valid file that needs a restart
         open(path, "w").write(GOOD.replace("table_size = 4099", "table_size = 4093"))
-        r = e.reload()
+        r = await e.reload()
         assert not r.ok and "restart" in r.message, r.message
         assert state(e) == before
         # a valid file whose application fails half-way: rolled back
@@ -133,13 +133,13 @@ async def main():
                 raise RuntimeError("injected attach failure")
             real(wanted)
         e.dataplane.set_interfaces = broken
-        r = e.reload()
+        r = await e.reload()
         assert not r.ok and "rolled back" in r.message, r.message
         assert state(e) == before
         e.dataplane.set_interfaces = real
         # and a good reload still works afterwards
         open(path, "w").write(GOOD.replace("weight = 3", "weight = 5"))
-        assert e.reload().ok
+        assert (await e.reload()).ok
         assert state(e) != before
         print(json.dumps({"refused": refused, "tried": tried}))
     finally:

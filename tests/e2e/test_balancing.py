@@ -23,7 +23,7 @@ from typing import Any
 
 from lbtui import model
 from lbtui.control import selection
-from lbtui.control_socket import SocketEngineHandle
+from lbtui.control_client import SocketEngineHandle
 from lbtui.dataplane import structs
 from lbtui.engine import PIN_ROOT
 from tests.support.lab import ClientLab

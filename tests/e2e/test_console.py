@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from lbtui import model
-from lbtui.control_socket import SocketEngineHandle
+from lbtui.control_client import SocketEngineHandle
 from lbtui.lab import LabSpec, lab_namespaces
 from tests.support.lab import ClientLab
 from tests.support.labtools import wait_until

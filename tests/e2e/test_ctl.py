@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from lbtui.control_socket import RemoteError, SocketEngineHandle
+from lbtui.control_client import RemoteError, SocketEngineHandle
 from lbtui.lab import LabSpec
 from lbtui.model import FlowQuery
 from tests.support.lab import ClientLab

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from lbtui import model
-from lbtui.control_socket import SocketEngineHandle
+from lbtui.control_client import SocketEngineHandle
 from lbtui.lab import LabSpec, TrafficGenerator
 from tests.support.lab import ClientLab
 from tests.support.labtools import served, wait_until

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lbtui.control_socket import SocketEngineHandle
+from lbtui.control_client import SocketEngineHandle
 from lbtui.engine import PIN_ROOT
 from lbtui.lab import LabSpec
 from tests.support.lab import ClientLab

@@ -10,10 +10,11 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from lbtui.lab import LabError, LabSpec, TrafficGenerator, cleanup_prefix, lab_namespaces
+from lbtui.lab import LabError, LabSpec, TrafficGenerator, cleanup_prefix, lab_namespaces, lab_state_file
 from tests.support.lab import ClientLab
 
 # ---------------------------------------------------------------- namespaces
@@ -173,6 +174,22 @@ def test_cleanup_removes_half_built_lab_and_only_its_own_prefix() -> None:
     finally:
         cleanup_prefix("lth")
         cleanup_prefix("lthx")
+
+
+def test_a_new_lab_starts_without_the_overrides_of_an_earlier_one() -> None:
+    # an earlier lab's instance drained b1 (the demo's `d`) and kept it in the lab's state file;
+    # a new lab's lbtui would re-apply it: the new lab removes it, and the file goes with the lab
+    state = Path(lab_state_file("ltw"))
+    earlier = b'{"version": 1, "saved_at": 0, "drains": [{"proxy": "web", "backend": "10.0.2.11:8080"}]}'
+    try:
+        state.write_bytes(earlier)
+        Path(f"{state}.unreadable").write_bytes(b"{not json")
+        with ClientLab(LabSpec(prefix="ltw", backends=1, second_client=False)):
+            assert not state.exists() and not Path(f"{state}.unreadable").exists()
+            state.write_bytes(earlier)  # what this lab's lbtui keeps
+        assert not state.exists()
+    finally:
+        cleanup_prefix("ltw")
 
 
 def test_up_replaces_leftovers_and_a_failed_build_cleans_up(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from lbtui import ctl, model
-from lbtui.control_socket import SocketEngineHandle
+from lbtui.control_client import SocketEngineHandle
 from lbtui.lab import TrafficGenerator
 from tests.support.labtools import running_lb, wait_until
 

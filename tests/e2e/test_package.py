@@ -130,7 +130,7 @@ def test_installed_command_config_man_page_and_completion(package: Path) -> None
 
     script = (
         "source /usr/share/bash-completion/completions/lbtui; "
-        "COMP_WORDS=(lbtui ctl re); COMP_CWORD=2; COMP_LINE='lbtui ctl re'; COMP_POINT=12; "
+        "COMP_WORDS=(lbtui ctl rel); COMP_CWORD=2; COMP_LINE='lbtui ctl rel'; COMP_POINT=13; "
         '_shtab_lbtui; echo "${COMPREPLY[@]}"'
     )
     assert run("bash", "-c", script, env=env).stdout.split() == ["reload"]

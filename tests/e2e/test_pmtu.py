@@ -19,28 +19,10 @@ from pathlib import Path
 from lbtui.engine import PIN_ROOT
 from lbtui.lab import LabSpec
 from tests.support.lab import ClientLab
-from tests.support.labtools import wait_until
+from tests.support.labtools import global_counter, wait_until
 
 BODY = 1 << 20
 UDP_REPLY = 3000
-G_XDP_ICMP, G_TC_FRAGMENTS = 10, 12  # lb.h enum lb_global_counter
-
-
-def global_counter(index: int, pin_dir: str) -> int:
-    """A per-CPU global counter of the pinned lb_global_stats, summed over CPUs."""
-    key = [str(b) for b in index.to_bytes(4, "little")]
-    cmd = ["bpftool", "-j", "map", "lookup", "pinned", f"{pin_dir}/lb_global_stats", "key", *key]
-    item = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-    item = item.get("formatted", item)
-    total = 0
-    for cpu in item.get("values", []):
-        value = cpu["value"]
-        total += (
-            int.from_bytes(bytes(int(b, 16) for b in value), "little")
-            if isinstance(value, list)
-            else int(value)
-        )
-    return total
 
 
 def test_pmtu_and_fragmented_udp_replies_through_a_1280_byte_link(tmp_path: Path) -> None:
@@ -86,14 +68,14 @@ def test_pmtu_and_fragmented_udp_replies_through_a_1280_byte_link(tmp_path: Path
         assert wait_until(lambda: "started" in log.read_text() or proc.poll() is not None), log.read_text()
         assert proc.poll() is None, log.read_text()
         pin_dir = f"{PIN_ROOT}/{p}"
-        icmp_before = global_counter(G_XDP_ICMP, pin_dir)
+        icmp_before = global_counter("xdp_icmp_translated", pin_dir)
 
         sizes = []
         for _ in range(3):
             r = lab.run(cli, "curl", "-s", "-o", "/dev/null", "-w", "%{size_download}", "--max-time", "20",
                         f"http://{lab.vip}/big", check=False, timeout=40)  # fmt: skip
             sizes.append(int(r.stdout or 0))
-        icmp = global_counter(G_XDP_ICMP, pin_dir) - icmp_before
+        icmp = global_counter("xdp_icmp_translated", pin_dir) - icmp_before
 
         code = (
             "import socket,json;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(3);"
@@ -101,7 +83,7 @@ def test_pmtu_and_fragmented_udp_replies_through_a_1280_byte_link(tmp_path: Path
         )
         r = lab.run(cli, sys.executable, "-c", code, check=False, timeout=20)
         udp = json.loads(r.stdout) if r.returncode == 0 else None
-        fragments = global_counter(G_TC_FRAGMENTS, pin_dir)
+        fragments = global_counter("tc_fragments_snat", pin_dir)
         print(
             f"\n1 MB responses: {sizes}; ICMP errors translated: {icmp}; UDP reply: {udp};"
             f" later fragments SNATed: {fragments}"

@@ -6,7 +6,7 @@
   dropped by the load balancer; each reload's effect is visible in the snapshot's effective
   weights right after the command returns.
 - A broken file during load: refused with the key path, state unchanged, 0 failed requests.
-- The file watcher and SIGHUP trigger reloads too.
+- The file watcher (settings.watch_config) and SIGHUP trigger reloads too.
 - kill -9 during load: keep-alive connections lose nothing while lbtui is down, new connections are
   still balanced; the restart adopts conntrack; a clean stop removes every pin and attachment.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from lbtui import model
-from lbtui.control_socket import SocketEngineHandle
+from lbtui.control_client import SocketEngineHandle
 from lbtui.lab import LabSpec
 from tests.support.lab import ClientLab
 from tests.support.labtools import wait_until
@@ -172,9 +172,13 @@ def test_broken_reload_changes_nothing_under_load(lab, tmp_path):
         proc.wait(20)
 
 
+def watched(text: str) -> str:
+    return text.replace("[settings]\n", "[settings]\nwatch_config = true\n", 1)
+
+
 def test_file_watcher_and_sighup_trigger_reloads(lab, tmp_path):
     cfg = tmp_path / "lbtui.toml"
-    cfg.write_text(config_for(lab, (1, 1, 1), four=False, route=False))
+    cfg.write_text(watched(config_for(lab, (1, 1, 1), four=False, route=False)))
     log = tmp_path / "lbtui.log"
     proc = start_lb(lab, cfg, log)
     h = SocketEngineHandle("/run/lbtui/lrl.sock")
@@ -182,11 +186,11 @@ def test_file_watcher_and_sighup_trigger_reloads(lab, tmp_path):
     try:
         # an editor-style replace: write a new file and rename it over the old one
         tmp = cfg.with_suffix(".new")
-        tmp.write_text(config_for(lab, (5, 1, 1), four=False, route=False))
+        tmp.write_text(watched(config_for(lab, (5, 1, 1), four=False, route=False)))
         tmp.rename(cfg)
         assert wait_until(lambda: effective(h, lab)[b1] == 5, timeout=10)
         # SIGHUP (systemctl reload): the watcher may see this write too; either way it is applied
-        cfg.write_text(config_for(lab, (7, 1, 1), four=False, route=False))
+        cfg.write_text(watched(config_for(lab, (7, 1, 1), four=False, route=False)))
         proc.send_signal(signal.SIGHUP)
         assert wait_until(lambda: effective(h, lab)[b1] == 7, timeout=10)
         # an unchanged file touches nothing

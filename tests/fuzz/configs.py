@@ -311,6 +311,7 @@ _STRING_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "urlpath": (["/metrics", "/healthz", "/a/b?c=d", "/"], ["metrics", "", "/a b", "/\x7f"]),
     "file": (["/var/log/lbtui/access.log", "rel/path", "/" + "x" * 120], ["", "/tmp/a\x00b"]),
     "socket": (["/run/lbtui/lbtui.sock", "/tmp/a.sock", "rel/path"], ["", "/tmp/a\x00b", "/" + "x" * 120]),
+    "group": (["lbtui-ro", "adm", "47119", "_svc"], ["", "a b", "-x", "x" * 40, "1234567890"]),
     "httphost": (["www.example.com", "a", "10.0.0.1:8080"], ["", "a b", "a\tb", "x\x7f"]),
     "nameserver": (["10.0.0.53", "::1", "2001:db8::53"], ["", "dns.google", "10.0.0.300"]),
     "syslog": (

@@ -29,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 
 from lbtui import model
 from lbtui.control.health import CheckResult, Target
+from lbtui.dataplane.announce import MemoryVipRoutes
 from lbtui.engine import Engine
 from lbtui.runner import EngineRunner
 from tests.support.engine import TWO_PROXIES, ManualClock, Probes, make_engine
@@ -111,8 +112,10 @@ class ConsoleEngine:
         traffic: bool = True,
         access_log: bool = True,
         circuit_breaker: bool = True,
+        announce: bool = False,
     ) -> None:
-        """traffic=False: no flows at all; access_log, circuit_breaker=False: not configured."""
+        """traffic=False: no flows at all; access_log, circuit_breaker=False: not configured;
+        announce=True: [settings.announce] on, its routes in `self.routes` (MemoryVipRoutes)."""
         self.grow = grow
         self.story = story
         self.traffic = traffic
@@ -138,6 +141,9 @@ class ConsoleEngine:
             text = without_table(text, "[settings.access_log]")
         if not circuit_breaker:
             text = without_table(text, "[proxy.circuit_breaker]")
+        self.routes = MemoryVipRoutes()
+        if announce:
+            text = text.replace("[[proxy]]", "[settings.announce]\nenabled = true\n\n[[proxy]]", 1)
         self.clock = ManualClock(wall=START)
         self.probes = GatedProbes()
         if story is not None:
@@ -146,7 +152,12 @@ class ConsoleEngine:
         os.chdir(self.dir)
         try:
             engine, self.dp = make_engine(
-                text, clock=self.clock, probes=self.probes, loops=loops, path=self.config_path
+                text,
+                clock=self.clock,
+                probes=self.probes,
+                loops=loops,
+                path=self.config_path,
+                announce_routes=lambda table, proto: self.routes,
             )
             self.engine: Engine = engine
             self.runner = EngineRunner(engine)

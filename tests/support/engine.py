@@ -34,6 +34,9 @@ enabled = false
 """
 
 
+WATCHED_SETTINGS = BASE_SETTINGS.replace("[settings]\n", "[settings]\nwatch_config = true\n", 1)
+
+
 class ManualClock:
     """Wall and monotonic time that move only when told to."""
 

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -11,7 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lbtui import model
-from lbtui.control_socket import SocketEngineHandle
+from lbtui.control_client import SocketEngineHandle
+from lbtui.dataplane import structs
 from lbtui.lab import LabSpec
 from tests.support.lab import ClientLab
 
@@ -24,6 +27,23 @@ def wait_until(pred: Callable[[], object], timeout: float = 20.0, interval: floa
             return True
         time.sleep(interval)
     return False
+
+
+def global_counter(name: str, pin_dir: str) -> int:
+    """A per-CPU global counter of the pinned lb_global_stats (structs.GLOBAL_COUNTERS), summed."""
+    key = [str(b) for b in structs.GLOBAL_COUNTERS.index(name).to_bytes(4, "little")]
+    cmd = ["bpftool", "-j", "map", "lookup", "pinned", f"{pin_dir}/lb_global_stats", "key", *key]
+    item = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    item = item.get("formatted", item)
+    total = 0
+    for cpu in item.get("values", []):
+        value = cpu["value"]
+        total += (
+            int.from_bytes(bytes(int(b, 16) for b in value), "little")
+            if isinstance(value, list)
+            else int(value)
+        )
+    return total
 
 
 def served(got: dict[str, int]) -> dict[str, int]:

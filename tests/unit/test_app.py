@@ -330,7 +330,7 @@ async def test_circuit_dialog_holds_open_after_confirmation_then_resets(engine: 
         await pilot.press("o")
         question = await confirm(pilot, app)
         assert question.startswith("Hold the circuit of 10.0.2.11:8080 of web open?")
-        await wait_until(lambda: cell_text(app, WEB1_KEY, "circuit") == "open", "open circuit cell", pilot)
+        await wait_until(lambda: cell_text(app, WEB1_KEY, "circuit") == "open (held)", "held open", pilot)
         assert engine.commands == [CircuitCommand("web", WEB1, "force_open")]
         assert any("circuit web 10.0.2.11:8080 force-open: done" in n for n in notifications(app))
 
@@ -368,19 +368,36 @@ async def test_reload_with_a_broken_file_reports_the_error_and_keeps_the_config(
     async with app.run_test(size=SIZE) as pilot:
         await started(app, pilot)
         rows_before = app.backends_table.row_keys
-        await pilot.press("r")
-        question = await confirm(pilot, app)
-        assert question.startswith(f"Reload {engine.config_path}?")
-        await wait_until(lambda: engine.commands, "the command", pilot)
-        await pilot.press("6")
+        await pilot.press("r")  # the dry run finds the error: nothing to ask
         with pytest.raises(ConfigError) as refused:
             load_config(engine.config_path)
         error = str(refused.value)
-        await wait_until(lambda: error in log_text(app.event_log), "the error event", pilot)
-        assert engine.commands == [Reload()]
-        assert f"reload: failed: {error}" in notifications(app)
+        title = f"reload of {engine.config_path} would be refused"
+        await wait_until(lambda: f"{title}: {error}" in notifications(app), "the error", pilot)
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert engine.commands == [Reload(dry_run=True)]
         assert app.backends_table.row_keys == rows_before
         assert cell_text(app, WEB1_KEY, "cfg") == "3"
+
+
+async def test_reload_shows_what_would_change_and_asks_before_applying(engine: ConsoleEngine) -> None:
+    with open(engine.config_path) as f:
+        good = f.read()
+    app = LbtuiApp(engine, refresh_s=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        await pilot.press("r")  # the file says what runs
+        await wait_until(lambda: any("nothing to reload" in n for n in notifications(app)), "nothing", pilot)
+        with open(engine.config_path, "w") as f:
+            f.write(good.replace("weight = 3\n", "weight = 5\n", 1))
+        await pilot.press("r")
+        question = await confirm(pilot, app, yes=False)
+        assert question == f"Reload {engine.config_path}? 1 change:\n• web: {WEB1} weight 3 -> 5"
+        assert cell_text(app, WEB1_KEY, "cfg") == "3"  # asked, refused: nothing applied
+        await pilot.press("r")
+        await confirm(pilot, app)
+        await wait_until(lambda: cell_text(app, WEB1_KEY, "cfg") == "5", "the new weight", pilot)
+        assert engine.commands == [Reload(dry_run=True)] * 3 + [Reload()]
 
 
 # ---- quitting --------------------------------------------------------------------------------
@@ -497,6 +514,35 @@ async def test_sort_cycles_bytes_age_idle_backend(engine: ConsoleEngine) -> None
         await wait_until(lambda: FlowQuery(sort="backend") in engine.flow_queries, "the engine asked", pilot)
 
 
+async def test_flows_are_asked_for_only_while_the_conntrack_pane_is_shown(engine: ConsoleEngine) -> None:
+    """The engine reads every flow in conntrack while a front end asks for flows (with a million
+    flows a tenth of a core and hundreds of MB): a console on any other pane asks for none."""
+    app = LbtuiApp(engine, refresh_s=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        await wait_until(lambda: len(engine.flow_queries) >= 5, "refreshes on the backends pane", pilot)
+        assert [q for q in engine.flow_queries if q is not None] == []
+        await pilot.press("2")
+        await wait_until(lambda: engine.flow_queries[-1] == FlowQuery(), "the conntrack pane's query", pilot)
+        for key in ("3", "4", "5", "6", "1"):  # circuits, latency, access log, events, backends
+            await pilot.press(key)
+            shown = len(engine.flow_queries) + 1  # a poll in flight may have asked before the switch
+            more = lambda n=shown + 3: len(engine.flow_queries) >= n  # noqa: E731
+            await wait_until(more, f"refreshes on pane {key}", pilot)
+            assert [q for q in engine.flow_queries[shown:] if q is not None] == [], key
+        await pilot.press("2", "s")
+        await wait_until(lambda: engine.flow_queries[-1] == FlowQuery(sort="age"), "the sorted query", pilot)
+
+
+async def test_showing_the_conntrack_pane_asks_for_flows_at_once(engine: ConsoleEngine) -> None:
+    app = LbtuiApp(engine, refresh_s=60)  # the next refresh is a minute away
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        assert engine.flow_queries == [None]
+        await pilot.press("2")
+        await wait_until(lambda: engine.flow_queries[-1] == FlowQuery(), "the conntrack pane's query", pilot)
+
+
 async def test_big_conntrack_shows_the_bounded_view_and_the_real_total() -> None:
     engine = ConsoleEngine(big_flows=100_000)
     try:
@@ -534,9 +580,9 @@ async def test_command_palette_offers_the_actions(engine: ConsoleEngine) -> None
         # No built-in "Quit the application" that would bypass the confirmation.
         assert "Quit the application" not in joined
 
-        await pilot.press(*"reload", "enter")
-        question = await confirm(pilot, app, yes=False)
-        assert question.startswith("Reload")
+        await pilot.press(*"reload", "enter")  # the dry run first: the file says what runs
+        await wait_until(lambda: any("nothing to reload" in n for n in notifications(app)), "the plan", pilot)
+        assert engine.commands == [Reload(dry_run=True)]
 
 
 # ---- events, access log, lost connection --------------------------------------------------------

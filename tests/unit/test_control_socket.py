@@ -22,12 +22,8 @@ from pathlib import Path
 import pytest
 
 from lbtui import model, wire
-from lbtui.control_socket import (
-    ControlServer,
-    RemoteError,
-    SocketEngineHandle,
-    SocketInUse,
-)
+from lbtui.control_client import RemoteError, SocketEngineHandle
+from lbtui.control_socket import ControlServer, SocketInUse
 from tests.support.console_engine import ConsoleEngine
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -175,8 +171,17 @@ def test_every_model_value_round_trips():
 
 ALL_COMMANDS: list[model.Command] = [
     model.SetWeight("web", "10.0.2.11:8080", 5),
+    model.AdjustWeight("web", "10.0.2.11:8080", step=-1),
+    model.AdjustWeight("web", "10.0.2.11:8080", percent=50),
     model.AddBackend("web", "10.0.2.20:8080", 2),
+    model.AddBackend("web", "10.0.3.20:8080", 2, group="192.168.0.0/16"),
     model.RemoveBackend("web", "10.0.2.20:8080"),
+    model.RemoveBackend("web", "10.0.2.20:8080", cut=True),
+    model.Maintenance("web", "10.0.2.11:8080"),
+    model.Ready("web", "10.0.2.11:8080"),
+    model.ForceHealth("web", "10.0.2.11:8080", "down"),
+    model.ClearOverrides(),
+    model.ClearOverrides("web", "10.0.2.11:8080"),
     model.Drain("web", "10.0.2.11:8080", 2.5),
     model.Drain("web", "10.0.2.11:8080"),
     model.Undrain("web", "10.0.2.11:8080"),
@@ -185,6 +190,8 @@ ALL_COMMANDS: list[model.Command] = [
     model.Reload(),
     model.CircuitCommand("web", "10.0.2.11:8080", "force_open"),
     model.Stop(),
+    model.Announce("withdraw", "web"),
+    model.Announce("announce"),
 ]
 
 
@@ -273,6 +280,8 @@ def test_flow_queries_reach_the_engine_and_bad_ones_are_refused(
     assert all("192.168" in f.client for f in snap.flows)
     client.snapshot()
     assert engine.flow_queries[-1] is None  # the default view is asked for without a query
+    client.snapshot(model.FlowQuery())  # an attached console's conntrack pane, unfiltered
+    assert engine.flow_queries[-1] == model.FlowQuery()  # asking is what makes the engine read flows
     for flows, message in (
         ({"text": "x", "sort": "size"}, "flows: unknown sort 'size'"),
         ({"text": "x" * 201}, "flows: filter text longer than 200"),
@@ -702,7 +711,7 @@ def test_other_users_are_refused_even_if_the_socket_mode_is_opened(
     os.chmod(os.path.dirname(server.path), 0o755)
     os.chmod(server.path, 0o666)
     code = (
-        "import sys; from lbtui.control_socket import SocketEngineHandle as H\n"
+        "import sys; from lbtui.control_client import SocketEngineHandle as H\n"
         "try:\n    H(sys.argv[1]).snapshot()\nexcept ConnectionError as e:\n    print(e); sys.exit(3)\n"
     )
     out = subprocess.run(

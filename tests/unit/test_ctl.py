@@ -66,7 +66,8 @@ def test_status_lists_every_backend_per_proxy(engine: ConsoleEngine, sock: str):
     )  # the unanswered SYN is not active
     assert "per-source 100/s burst 200" in lines[web]
     assert lines[web + 1].split() == [
-        "BACKEND", "GROUP", "WEIGHT", "EFF", "HEALTH", "CIRCUIT", "DRAIN", "ACTIVE", "NEW/S", "NOTE"
+        "BACKEND", "GROUP", "WEIGHT", "EFF", "HEALTH", "CIRCUIT", "STATE", "ACTIVE", "NEW/S", "PKT/S",
+        "BYTES/S", "NOTE"
     ]  # fmt: skip
     assert lines[web + 2].split() == [
         "10.0.2.11:8080",
@@ -78,6 +79,8 @@ def test_status_lists_every_backend_per_proxy(engine: ConsoleEngine, sock: str):
         "active",
         "24",
         "8.3",
+        "17/8",
+        "183k/8.2M",
         "ok",
     ]
     assert lines[web + 4].split()[:9] == [
@@ -103,6 +106,8 @@ def test_status_lists_every_backend_per_proxy(engine: ConsoleEngine, sock: str):
         "active",
         "4",
         "1.3",
+        "3/1",
+        "178/305",
         "ok",
     ]
 
@@ -206,8 +211,38 @@ def test_reload(engine: ConsoleEngine, sock: str, sock_dir: str):
     assert json.loads(out) == {
         "ok": False,
         "message": str(refused.value),
-        "command": {"type": "Reload", "path": None},
+        "changes": [],
+        "command": {"type": "Reload", "path": None, "dry_run": False},
     }
+
+
+def test_reload_dry_run_lists_the_changes_and_applies_nothing(engine: ConsoleEngine, sock: str):
+    with open(engine.config_path) as f:
+        good = f.read()
+    with open(engine.config_path, "w") as f:
+        f.write(good.replace("weight = 3\n", "weight = 5\n", 1))
+    code, out, err = run(sock, "reload", "--dry-run")
+    assert (code, err) == (0, "")
+    assert out == (
+        f"a reload of {engine.config_path} would make 1 change:\n  web: 10.0.2.11:8080 weight 3 -> 5\n"
+    )
+    assert engine.commands[-1] == model.Reload(None, dry_run=True)
+    code, out, _ = run(sock, "--json", "reload", "--dry-run")
+    assert json.loads(out)["changes"] == ["web: 10.0.2.11:8080 weight 3 -> 5"]
+    code, out, _ = run(sock, "status", "web")
+    assert " 3 " in next(line for line in out.splitlines() if "10.0.2.11:8080" in line)  # not applied
+    # `lbtui --check --diff -c FILE` asks the instance the same
+    diff = subprocess.run(
+        [sys.executable, "-m", "lbtui", "--check", "--diff", "-c", engine.config_path, "--socket", sock],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert diff.returncode == 0, diff
+    assert diff.stdout == (
+        f"a reload of {engine.config_path} would make 1 change:\n  web: 10.0.2.11:8080 weight 3 -> 5\n"
+    )
 
 
 def test_options_before_or_after_the_command(sock: str):
@@ -303,5 +338,6 @@ def test_non_root_user_gets_permission_denied(sock: str):
     assert out.stdout == ""
     assert out.stderr == (
         f"lbtui ctl: cannot connect to {sock}: "
-        "permission denied (the control socket is root-only; use sudo)\n"
+        "permission denied (the control socket is root-only, use sudo; "
+        "a read-only socket admits its group's members)\n"
     )

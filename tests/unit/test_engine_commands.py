@@ -107,7 +107,7 @@ async def test_add_backend_takes_traffic_and_remove_backend_keeps_its_flows(dp_f
         keys, vals = dp.conntrack_arrays()
         assert int((vals["backend_id"] == bid).sum()) > 0  # its tracked flows are untouched
         gone = await e.execute(model.RemoveBackend("web", new))
-        assert gone == model.CommandResult(False, f"web has no backend {new} in its default group")
+        assert gone == model.CommandResult(False, f"web has no backend {new}")
 
 
 FORMS = '"ip:port" (IPv4) or "[ip]:port" (IPv6)'

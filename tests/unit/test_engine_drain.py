@@ -147,5 +147,5 @@ async def test_a_drained_backend_stays_drained_across_a_reload():
         assert (await e.execute(model.Drain("web", WEB1))).ok
         with open(e.config.path, "a") as f:  # type: ignore[arg-type]
             f.write('\n[[proxy.backend]]\naddress = "10.0.4.12:53"\nweight = 1\n')
-        assert e.reload().ok
+        assert (await e.reload()).ok
         assert drain_state(e) is model.DrainState.DRAINING

@@ -13,7 +13,7 @@ from lbtui.control.selection import EMPTY, slot_counts
 from lbtui.dataplane.memory_state import CtTable
 from lbtui.dataplane.port import DataplaneSpec, RateLimits
 from lbtui.dataplane.records import CT_ENTRY_DTYPE, CT_KEY_DTYPE
-from lbtui.engine.desired import compose, from_config
+from lbtui.engine.desired import compose, from_config, prune
 from lbtui.engine.group import Group, Member
 from lbtui.engine.ids import BackendIdPool, IdPool, Ids
 from lbtui.engine.overrides import DrainOverride, Overrides
@@ -74,15 +74,18 @@ def test_compose_lays_the_overrides_over_the_configuration():
         Overrides()
         .with_weight(("web", A), 7)
         .with_drain(("web", B), drain)
-        .with_backend("web", "10.0.2.99:8080", 4)
-        .without_backend("web", C)
+        .with_backend(("web", "default", "10.0.2.99:8080"), 4)
+        .with_backend(("web", "192.168.0.0/16", "10.0.3.99:8080"), 2)
+        .without_backend("web", C, ["default"])
+        .with_maintenance(("web", A), True)
         .with_limits("dns", RateLimits(1, 2, 3, 4))
     )
     desired = compose(CONFIG, no_dns, overrides)
     web = desired.proxies["web"].groups["default"]
     assert list(web) == [A, B, "10.0.2.99:8080"]
-    assert (web[A].configured, web[A].weight) == (3, 7)
-    assert web[B].drain == drain
+    assert list(desired.proxies["web"].groups["192.168.0.0/16"]) == ["10.0.3.10:8080", "10.0.3.99:8080"]
+    assert (web[A].configured, web[A].weight, web[A].maintenance) == (3, 7, True)
+    assert web[B].drain == drain and not web[B].maintenance
     assert desired.proxies["dns"].limits == RateLimits(1, 2, 3, 4)
     assert desired.proxies["web"].limits == RateLimits(100, 200, 5000, 10000)
     assert compose(CONFIG, no_dns, Overrides()) == from_config(CONFIG, no_dns)
@@ -93,7 +96,7 @@ def test_overrides_across_a_reload_and_pruning():
         Overrides()
         .with_weight(("web", A), 7)
         .with_weight(("web", B), 8)
-        .with_backend("web", "10.0.2.99:8080", 4)
+        .with_backend(("web", "default", "10.0.2.99:8080"), 4)
         .with_limits("web", RateLimits(1, 1))
         .with_limits("dns", RateLimits(2, 2))
     )
@@ -105,9 +108,26 @@ def test_overrides_across_a_reload_and_pruning():
     rebased = overrides.rebased(
         before.configured_weights(), after.configured_weights(), before.limits(), after.limits()
     )
-    assert rebased == Overrides(weights={("web", A): 7}, limits={"dns": RateLimits(2, 2)})
-    assert rebased.pruned({("web", B)}, {"web"}) == Overrides()
-    assert rebased.pruned({("web", A)}, {"web", "dns"}) is rebased
+    added = {("web", "default", "10.0.2.99:8080"): 4}
+    assert rebased == Overrides(weights={("web", A): 7}, added=added, limits={"dns": RateLimits(2, 2)})
+    assert rebased.without_membership() == Overrides(
+        weights={("web", A): 7}, limits={"dns": RateLimits(2, 2)}
+    )
+    # pruned against a configuration without web's A, without dns, and that has the added backend now
+    pruned_config = parse_config(
+        BASE_SETTINGS
+        + TWO_PROXIES.split('[[proxy]]\nname = "dns"')[0].replace(
+            'address = "10.0.2.11:8080"', 'address = "10.0.2.99:8080"'
+        )
+    )
+    kept, gone = prune(rebased, from_config(pruned_config, no_dns))
+    assert kept == Overrides()
+    assert [line for _, line in gone] == [
+        "runtime weight 7 of web 10.0.2.11:8080 dropped: the backend is no longer in the configuration",
+        "backend added at run time of web 10.0.2.99:8080 dropped: the configuration has this backend now",
+        "runtime rate limits of dns dropped: proxy dns is no longer in the configuration",
+    ]
+    assert prune(rebased, after) == (rebased, [])
 
 
 def test_ids_reuse_and_limits():

@@ -5,11 +5,13 @@ left alone, runtime overrides across a reload, and the file watch."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from lbtui import model
 from lbtui.config import ConfigError, load_config
-from tests.support.engine import TWO_PROXIES, messages, running, settle
+from tests.support.engine import TWO_PROXIES, WATCHED_SETTINGS, messages, running, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -96,21 +98,21 @@ async def test_added_and_removed_proxies():
 async def test_nothing_changed_and_refusals_leave_everything_as_it_was():
     async with running(TWO_PROXIES) as (e, _dp):
         before = state(e)
-        assert e.reload() == model.CommandResult(True, "nothing changed")
+        assert (await e.reload()) == model.CommandResult(True, "nothing changed")
         assert messages(e, "reload")[-1] == f"reloaded {e.config.path}: nothing changed"
         rewrite(e, "port = 80\n", "port = 0\n")
-        r = e.reload()
+        r = await e.reload()
         with pytest.raises(ConfigError) as err:
             load_config(e.config.path)
         assert r == model.CommandResult(False, str(err.value))
         assert messages(e, "reload")[-1] == f"reload refused, configuration unchanged:\n{err.value}"
         rewrite(e, "port = 0\n", "port = 80\n")
         rewrite(e, "table_size = 97", "table_size = 101")
-        r = e.reload()
+        r = await e.reload()
         assert r == model.CommandResult(
             False,
-            f"{e.config.path}: settings.table_size, settings.max_connections, settings.xdp_mode and "
-            "settings.control_socket need a restart; configuration unchanged",
+            f"{e.config.path}: settings.table_size needs a restart; configuration unchanged",
+            ("settings.table_size 97 -> 101 (needs a restart: the reload is refused)",),
         )
         assert state(e) == before
 
@@ -126,7 +128,7 @@ async def test_a_failure_half_way_is_rolled_back_slot_for_slot():
             'interfaces = ["lb0"]\nvip = "10.0.0.1"\nport = 53',
             'interfaces = ["lb0", "lb1"]\nvip = "10.0.0.1"\nport = 53',
         )
-        r = e.reload()
+        r = await e.reload()
         assert r == model.CommandResult(
             False,
             f"reload of {e.config.path} failed and was rolled back: "
@@ -144,11 +146,11 @@ async def test_a_failure_half_way_is_rolled_back_slot_for_slot():
             real(backend_id, ip, port, active)
 
         dp.set_backend = failing  # type: ignore[method-assign]
-        r = e.reload()
+        r = await e.reload()
         assert not r.ok and r.message.endswith("rolled back: injected map failure")
         assert state(e) == before
         dp.set_backend = real  # type: ignore[method-assign]
-        assert e.reload().ok
+        assert (await e.reload()).ok
         assert state(e) != before
 
 
@@ -158,7 +160,7 @@ async def test_a_reload_never_disturbs_established_flows():
         keys, vals = dp.conntrack_arrays()
         rewrite(e, 'address = "10.0.2.11:8080"\nweight = 3', 'address = "10.0.2.15:8080"\nweight = 3')
         rewrite(e, "weight = 2", "weight = 20")
-        assert e.reload().ok
+        assert (await e.reload()).ok
         keys_after, vals_after = dp.conntrack_arrays()
         assert (keys_after == keys).all() and (vals_after == vals).all()
         web1 = [f for f in flows if f and f.backend_address == WEB1]
@@ -197,7 +199,29 @@ async def test_runtime_overrides_across_a_reload():
 
 
 async def test_the_file_watch_reloads_a_changed_file():
-    async with running(TWO_PROXIES, loops=True) as (e, _dp):
+    async with running(WATCHED_SETTINGS + TWO_PROXIES, loops=True) as (e, _dp):
         rewrite(e, 'address = "10.0.2.11:8080"\nweight = 3', 'address = "10.0.2.11:8080"\nweight = 6')
         await settle(lambda: e.snapshot().backend("web", WEB1).configured_weight == 6, "the watch", 10)
         assert any(m.startswith(f"reloaded {e.config.path} in ") for m in messages(e, "reload"))
+
+
+async def test_the_file_is_watched_only_when_watch_config_is_on():
+    async with running(TWO_PROXIES, loops=True) as (e, _dp):
+        assert not e.config.settings.watch_config  # off by default
+        rewrite(e, 'address = "10.0.2.11:8080"\nweight = 3', 'address = "10.0.2.11:8080"\nweight = 6')
+        await asyncio.sleep(1.5)  # several times the watch's debounce: a live watch would have reloaded
+        assert e.snapshot().backend("web", WEB1).configured_weight == 3
+        assert not messages(e, "reload")
+        # a reload that turns it on applies the file and starts the watch
+        rewrite(e, "[settings]\n", "[settings]\nwatch_config = true\n")
+        assert (await e.execute(model.Reload())).ok
+        assert e.snapshot().backend("web", WEB1).configured_weight == 6
+        await settle(lambda: e.reloader.watching.is_set(), "the watch to start", 10)
+        rewrite(e, "weight = 6", "weight = 7")
+        await settle(lambda: e.snapshot().backend("web", WEB1).configured_weight == 7, "the watch", 10)
+        # and one that turns it off stops it
+        rewrite(e, "watch_config = true", "watch_config = false")
+        await settle(lambda: not e.config.settings.watch_config, "the watch to apply its own off", 10)
+        rewrite(e, "weight = 7", "weight = 8")
+        await asyncio.sleep(1.5)
+        assert e.snapshot().backend("web", WEB1).configured_weight == 7

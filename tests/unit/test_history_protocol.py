@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from lbtui import model, wire
-from lbtui.control_socket import ControlServer, RemoteError, SocketEngineHandle
+from lbtui.control_client import RemoteError, SocketEngineHandle
+from lbtui.control_socket import ControlServer
 from tests.support.console_engine import ConsoleEngine
 from tests.support.console_time import STORY_S, make_engine
 
