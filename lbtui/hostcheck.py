@@ -306,7 +306,11 @@ def _memory(config: Config, p: Probe) -> Check:
     s, key = config.settings, "settings.max_connections"
     n, total = s.max_connections, p.mem_total_bytes()
     spec = DataplaneSpec(
-        table_size=s.table_size, conntrack_entries=2 * n, transient_entries=2 * s.embryonic_connections
+        table_size=s.table_size,
+        conntrack_entries=2 * n,
+        transient_entries=2 * s.embryonic_connections,
+        conntrack6_entries=2 * s.ipv6_max_connections,
+        transient6_entries=2 * s.ipv6_embryonic_connections,
     )
     need = spec.memory_bytes()
     if total is None:

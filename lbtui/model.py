@@ -165,7 +165,7 @@ class ConntrackSummary:
     tcp: int = 0
     udp: int = 0
     closing: int = 0
-    capacity: int = 0  # entries the established table holds (2 x max_connections)
+    capacity: int = 0  # entries the established tables of both families hold (2 x max_connections each)
     swept_total: int = 0  # entries removed by the idle sweep since start
     embryonic: int = 0  # flows not established yet: TCP handshakes not completed, UDP not answered
 

@@ -402,6 +402,22 @@ class Settings:
             high=MAX_CONNECTIONS_MAX,
         ),
     ] = 65536
+    ipv6_max_connections: Annotated[
+        int,
+        Int(
+            "established IPv6 flows tracked at once (a table of their own, beside max_connections')",
+            low=MAX_CONNECTIONS_MIN,
+            high=MAX_CONNECTIONS_MAX,
+        ),
+    ] = 65536
+    ipv6_embryonic_connections: Annotated[
+        int,
+        Int(
+            "half-open and closing IPv6 flows tracked apart",
+            low=MAX_CONNECTIONS_MIN,
+            high=MAX_CONNECTIONS_MAX,
+        ),
+    ] = 16384
     tcp_timeout_s: Annotated[float, Number("an idle established TCP flow is forgotten after this")] = 300.0
     tcp_closing_timeout_s: Annotated[float, Number("idle timeout once FIN or RST has been seen")] = 10.0
     udp_timeout_s: Annotated[float, Number("an idle UDP flow is forgotten after this")] = 60.0

@@ -2,15 +2,18 @@
 """The flow view: every live flow of conntrack as compact columns, and any query over it, bounded.
 
 A front end asks for a view (the console's conntrack pane, `lbtui ctl flows`); the engine then
-reads both conntrack tables in chunks and hands them to a `FlowTableBuilder`, which keeps only what
-a view needs: per flow the forward entry's fields and the reverse entry's counters, joined by the
-flow's identity (created_ns and the client tuple, which both entries carry). A million flows come
-to about 80 MB of columns, never the raw entries. `query` filters and sorts all of them and returns
-a bounded view; nothing in this module touches a map.
+reads the conntrack tables of both families in chunks and hands them to a `FlowTableBuilder`, which
+keeps only what a view needs: per flow the forward entry's fields and the reverse entry's counters,
+joined by the flow's identity (created_ns and the client tuple, which both entries carry). Addresses
+become one u64 code per column whatever the family (an IPv4 address's number, or V6_CODES plus the
+index of an IPv6 address in the table's sorted list), so filters and sorts treat both alike. A
+million flows come to about 90 MB of columns, never the raw entries. `query` filters and sorts all
+of them and returns a bounded view; nothing in this module touches a map.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -27,7 +30,6 @@ from lbtui.dataplane.structs import (
     IPPROTO_UDP,
     PROTO_NAMES,
     be16_to_port,
-    be32_to_ip,
 )
 
 STATE_SYN, STATE_EST, STATE_CLOSING, STATE_UDP, STATE_SYN_RECV = range(5)
@@ -49,86 +51,137 @@ FORWARD_COLUMNS = (
 )
 
 
-def _join_key(vals: np.ndarray) -> np.ndarray:
-    """(client address:port and VIP port) of each entry; with created_ns it names one flow."""
-    return (
-        (vals["client_ip"].astype(np.uint64) << np.uint64(32))
-        | (vals["client_port"].astype(np.uint64) << np.uint64(16))
-        | vals["vip_port"].astype(np.uint64)
-    )
+ADDRESS_COLUMNS = ("client_ip", "vip", "backend_ip")
+V6_CODES = 1 << 32  # address codes from here on name IPv6 addresses (FlowTable.v6_addresses)
+_JOIN_COLUMNS = ("client_port", "vip_port")  # with the client address and created_ns: one flow
 
 
-class FlowTableBuilder:
-    """Accumulates conntrack chunks (they may be reused buffers: what is needed is copied)."""
+def _v4_codes(column: np.ndarray) -> np.ndarray:
+    """IPv4 addresses (wire-order u32) as their numeric value: codes below V6_CODES."""
+    return column.byteswap().astype(np.uint64)
 
-    def __init__(self) -> None:
-        self._fwd: list[dict[str, np.ndarray]] = []
-        self._rev: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+def _v6_numbers(column: np.ndarray) -> np.ndarray:
+    """struct lb_addr6 fields as (n, 2) numbers: each address's high and low 64 bits, so that rows
+    sort as the addresses do."""
+    raw = np.ascontiguousarray(column["w"]).view(">u8").reshape(-1, 2)
+    return raw.astype(np.uint64)
+
+
+class _FamilyParts:
+    """One family's chunks: the forward entries' columns and the reverse entries' join fields and
+    counters."""
+
+    def __init__(self, family: int):
+        self.family = family
+        self.fwd: list[dict[str, np.ndarray]] = []
+        self.rev: list[dict[str, np.ndarray]] = []
+
+    def address(self, column: np.ndarray) -> np.ndarray:
+        return _v4_codes(column) if self.family == 4 else _v6_numbers(column)
 
     def add(self, vals: np.ndarray) -> None:
         fwd = vals["dir"] == DIR_FORWARD
-        f = vals[fwd]
-        self._fwd.append({name: f[name].copy() for name in FORWARD_COLUMNS})
-        r = vals[~fwd]
-        self._rev.append(
-            (
-                r["created_ns"].copy(),
-                _join_key(r),
-                r["packets"].copy(),
-                r["bytes"].copy(),
-                r["last_seen_ns"].copy(),
-            )
-        )
+        f, r = vals[fwd], vals[~fwd]
+        cols = {name: f[name].copy() for name in FORWARD_COLUMNS if name not in ADDRESS_COLUMNS}
+        cols.update({name: self.address(f[name]) for name in ADDRESS_COLUMNS})
+        self.fwd.append(cols)
+        rev = {name: r[name].copy() for name in ("created_ns", *_JOIN_COLUMNS, "packets", "bytes")}
+        rev["last_seen_ns"] = r["last_seen_ns"].copy()
+        rev["client_ip"] = self.address(r["client_ip"])
+        self.rev.append(rev)
 
-    def build(self, now_ns: int, proxy_of: Mapping[int, str]) -> FlowTable:
-        cols = {
-            name: np.concatenate([c[name] for c in self._fwd]) if self._fwd else np.zeros(0, np.uint64)
-            for name in FORWARD_COLUMNS
-        }
-        n = len(cols["created_ns"])
-        rev = [
-            np.concatenate([r[i] for r in self._rev]) if self._rev else np.zeros(0, np.uint64)
-            for i in range(5)
-        ]
-        rev_of = _join(cols["created_ns"], _join_key_of(cols), rev[0], rev[1])
+    def joined(self) -> dict[str, np.ndarray] | None:
+        """The forward columns with the reverse entries' counters (packets_out, bytes_out) and the
+        later of the two last-seen times; None without a forward entry."""
+        if not self.fwd:
+            return None
+        cols = {name: np.concatenate([c[name] for c in self.fwd]) for name in self.fwd[0]}
+        rev = {name: np.concatenate([c[name] for c in self.rev]) for name in self.rev[0]}
+        self.fwd, self.rev = [], []
+        rev_of = _join(cols["created_ns"], _join_keys(cols), rev["created_ns"], _join_keys(rev))
         has_rev = rev_of >= 0
         pick = np.maximum(rev_of, 0)
-        packets_out = np.where(has_rev, rev[2][pick] if len(rev[2]) else 0, 0).astype(np.uint64)
-        bytes_out = np.where(has_rev, rev[3][pick] if len(rev[3]) else 0, 0).astype(np.uint64)
+
+        def from_rev(name: str) -> np.ndarray:
+            if not len(rev[name]):
+                return np.zeros(len(has_rev), np.uint64)
+            return np.where(has_rev, rev[name][pick], 0).astype(np.uint64)
+
+        cols["packets_out"], cols["bytes_out"] = from_rev("packets"), from_rev("bytes")
+        cols["last_seen_ns"] = np.maximum(cols["last_seen_ns"], from_rev("last_seen_ns"))
+        return cols
+
+
+def _join_keys(cols: dict[str, np.ndarray]) -> list[np.ndarray]:
+    client = cols["client_ip"]
+    addr = [client] if client.ndim == 1 else [client[:, 0], client[:, 1]]
+    return [*addr, *(cols[name] for name in _JOIN_COLUMNS)]
+
+
+class FlowTableBuilder:
+    """Accumulates conntrack chunks of either family (they may be reused buffers: what is needed is
+    copied)."""
+
+    def __init__(self) -> None:
+        self._parts = {4: _FamilyParts(4), 6: _FamilyParts(6)}
+
+    def add(self, vals: np.ndarray, family: int = 4) -> None:
+        self._parts[family].add(vals)
+
+    def build(self, now_ns: int, proxy_of: Mapping[int, str]) -> FlowTable:
+        v4, v6 = self._parts[4].joined(), self._parts[6].joined()
+        v6_addresses = np.zeros((0, 2), np.uint64)
+        if v6 is not None:  # IPv6 addresses become codes from V6_CODES on, in address order
+            every = np.concatenate([v6[name] for name in ADDRESS_COLUMNS])
+            v6_addresses, inverse = np.unique(every, axis=0, return_inverse=True)
+            codes = np.uint64(V6_CODES) + inverse.reshape(len(ADDRESS_COLUMNS), -1).astype(np.uint64)
+            for i, name in enumerate(ADDRESS_COLUMNS):
+                v6[name] = codes[i]
+        parts = [p for p in (v4, v6) if p is not None]
+        names = (*FORWARD_COLUMNS, "packets_out", "bytes_out")
+        if parts:
+            cols = {name: np.concatenate([p[name] for p in parts]) for name in names}
+        else:
+            cols = {name: np.zeros(0, np.uint64) for name in names}
+        n = len(cols["created_ns"])
         last = cols.pop("last_seen_ns")
-        if len(rev[4]):
-            last = np.maximum(last, np.where(has_rev, rev[4][pick], 0))
         flags = cols.pop("flags")
         cols["packets_in"] = cols.pop("packets")
         cols["bytes_in"] = cols.pop("bytes")
-        cols["packets_out"], cols["bytes_out"] = packets_out, bytes_out
-        self._fwd, self._rev = [], []
         idle = (np.int64(now_ns) - last.astype(np.int64)) / 1e9 if n else np.zeros(0)
-        return FlowTable(now_ns, dict(proxy_of), cols, states(flags, cols["proto"]), idle)
+        return FlowTable(now_ns, dict(proxy_of), cols, states(flags, cols["proto"]), idle, v6_addresses)
 
 
-def _join_key_of(cols: dict[str, np.ndarray]) -> np.ndarray:
-    return (
-        (cols["client_ip"].astype(np.uint64) << np.uint64(32))
-        | (cols["client_port"].astype(np.uint64) << np.uint64(16))
-        | cols["vip_port"].astype(np.uint64)
-    )
-
-
-def _join(f_created: np.ndarray, f_key: np.ndarray, r_created: np.ndarray, r_key: np.ndarray) -> np.ndarray:
-    """For each forward entry, the index of its flow's reverse entry (-1: none)."""
+def _join(
+    f_created: np.ndarray, f_keys: list[np.ndarray], r_created: np.ndarray, r_keys: list[np.ndarray]
+) -> np.ndarray:
+    """For each forward entry, the index of its flow's reverse entry (-1: none): the entry with the
+    same created_ns and keys."""
     nf = len(f_created)
     out = np.full(nf, -1, dtype=np.int64)
     if nf == 0 or len(r_created) == 0:
         return out
     created = np.concatenate([f_created, r_created])
-    key = np.concatenate([f_key, r_key])
+    keys = [np.concatenate([f, r]) for f, r in zip(f_keys, r_keys, strict=True)]
     side = np.concatenate([np.zeros(nf, np.uint8), np.ones(len(r_created), np.uint8)])
-    order = np.lexsort((side, key, created))
-    c, k, s = created[order], key[order], side[order]
-    pair = (c[:-1] == c[1:]) & (k[:-1] == k[1:]) & (s[:-1] == 0) & (s[1:] == 1)
+    order = np.lexsort((side, *reversed(keys), created))
+    same = created[order][:-1] == created[order][1:]
+    for key in keys:
+        k = key[order]
+        same &= k[:-1] == k[1:]
+    s = side[order]
+    pair = same & (s[:-1] == 0) & (s[1:] == 1)
     out[order[:-1][pair]] = order[1:][pair] - nf
     return out
+
+
+def address_text(code: int, v6_addresses: np.ndarray) -> str:
+    """The address a flow table's code names."""
+    if code < V6_CODES:
+        return str(ipaddress.IPv4Address(code))
+    hi, lo = v6_addresses[code - V6_CODES]
+    return str(ipaddress.IPv6Address((int(hi) << 64) | int(lo)))
 
 
 def states(flags: np.ndarray, proto: np.ndarray) -> np.ndarray:
@@ -155,6 +208,7 @@ class FlowTable:
     columns: dict[str, np.ndarray]
     state: np.ndarray  # STATE_*
     idle_s: np.ndarray
+    v6_addresses: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.uint64))  # by code
     _texts: dict[str, tuple[list[str], np.ndarray]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -172,8 +226,11 @@ class FlowTable:
         cached = self._texts.get(column)
         if cached is None:
             values, inverse = np.unique(self.column(column), return_inverse=True)
-            fmt = be32_to_ip if column.endswith("ip") or column == "vip" else be16_to_port
-            cached = self._texts[column] = ([str(fmt(int(v))) for v in values], inverse)
+            if column in ADDRESS_COLUMNS:
+                texts = [address_text(int(v), self.v6_addresses) for v in values]
+            else:
+                texts = [str(be16_to_port(int(v))) for v in values]
+            cached = self._texts[column] = (texts, inverse)
         return cached
 
     def _where(self, column: str, test: Callable[[str], bool]) -> np.ndarray:
@@ -215,7 +272,8 @@ class FlowTable:
         c = self.columns
 
         def addr(ip: str, port: str) -> str:
-            return format_endpoint(be32_to_ip(int(c[ip][i])), be16_to_port(int(c[port][i])))
+            host = address_text(int(c[ip][i]), self.v6_addresses)
+            return format_endpoint(host, be16_to_port(int(c[port][i])))
 
         proto = int(c["proto"][i])
         return model.FlowView(
@@ -247,7 +305,7 @@ def query(table: FlowTable, q: model.FlowQuery, top_n: int) -> tuple[list[model.
     total = (table.column("bytes_in")[rows] + table.column("bytes_out")[rows]).astype(np.int64)
     if q.sort == "backend":  # by address (numerically), then the biggest flows first
         port, ip = table.column("backend_port")[rows], table.column("backend_ip")[rows]
-        order = np.lexsort((-total, port.byteswap(), ip.byteswap()))[:k]
+        order = np.lexsort((-total, port.byteswap(), ip))[:k]  # codes sort as the addresses
     else:
         if q.sort == "age":
             key = -table.column("created_ns")[rows].astype(np.int64)  # oldest first

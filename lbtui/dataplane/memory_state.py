@@ -124,15 +124,15 @@ class MapState:
     no_new: set[int] = field(default_factory=set)  # backend ids with LB_BE_F_NO_NEW
     established: CtTable = field(init=False)
     transient: CtTable = field(init=False)
-    established6: CtTable = field(init=False)  # the IPv6 twins, as large (DataplaneSpec)
+    established6: CtTable = field(init=False)  # the IPv6 twins, sized apart (DataplaneSpec)
     transient6: CtTable = field(init=False)
     interfaces: tuple[str, ...] = ()  # left attached by a close(keep=True)
 
     def __post_init__(self) -> None:
         self.established = CtTable(self.spec.conntrack_entries, lru=False)
         self.transient = CtTable(self.spec.transient_entries, lru=True)
-        self.established6 = CtTable(self.spec.conntrack_entries, lru=False, family=6)
-        self.transient6 = CtTable(self.spec.transient_entries, lru=True, family=6)
+        self.established6 = CtTable(self.spec.conntrack6_entries, lru=False, family=6)
+        self.transient6 = CtTable(self.spec.transient6_entries, lru=True, family=6)
 
     def ct_tables(self, family: int = 4) -> tuple[CtTable, CtTable]:
         """One family's tables, established first, as the data path looks them up."""

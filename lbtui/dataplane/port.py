@@ -55,6 +55,8 @@ class DataplaneSpec:
     table_size: int = 65537
     conntrack_entries: int = 524288  # established flows, two entries each
     transient_entries: int = 131072  # embryonic and closing flows, two entries each
+    conntrack6_entries: int = 131072  # the IPv6 tables (lb_ct6_*), sized apart: their entries are larger
+    transient6_entries: int = 32768
     max_backends: int = 4096
     max_groups: int = 64
     max_services: int = 64
@@ -68,7 +70,9 @@ class DataplaneSpec:
         per_entry = CT_KERNEL_BYTES_PER_ENTRY + CT_USER_BYTES_PER_ENTRY
         per_entry6 = CT6_KERNEL_BYTES_PER_ENTRY + CT6_USER_BYTES_PER_ENTRY
         entries = self.conntrack_entries + self.transient_entries
-        return entries * (per_entry + per_entry6) + 4 * self.max_groups * self.table_size + (16 << 20)
+        entries6 = self.conntrack6_entries + self.transient6_entries
+        selection = 4 * self.max_groups * self.table_size
+        return entries * per_entry + entries6 * per_entry6 + selection + (16 << 20)
 
     def cflags(self) -> list[str]:
         pin = [f'-DLB_PIN_DIR="{self.pin_dir}"'] if self.pin_dir else []
@@ -77,8 +81,8 @@ class DataplaneSpec:
             f"-DLB_TABLE_SIZE={self.table_size}",
             f"-DLB_CT_SIZE={self.conntrack_entries}",
             f"-DLB_CT_TRANSIENT_SIZE={self.transient_entries}",
-            f"-DLB_CT6_SIZE={self.conntrack_entries}",
-            f"-DLB_CT6_TRANSIENT_SIZE={self.transient_entries}",
+            f"-DLB_CT6_SIZE={self.conntrack6_entries}",
+            f"-DLB_CT6_TRANSIENT_SIZE={self.transient6_entries}",
             f"-DLB_MAX_BACKENDS={self.max_backends}",
             f"-DLB_MAX_GROUPS={self.max_groups}",
             f"-DLB_MAX_SERVICES={self.max_services}",

@@ -38,7 +38,7 @@ from lbtui.engine.persist import StateKeeper
 from lbtui.engine.reload import WATCH_START_TIMEOUT_S, Reloader
 from lbtui.engine.snapshots import Status, build_snapshot, empty_snapshot
 from lbtui.engine.supervision import Supervision
-from lbtui.engine.sweep import Sweeper
+from lbtui.engine.sweep import Sweeper, conntrack_capacity
 from lbtui.engine.topology import Topology
 from lbtui.observe.hub import ObservabilityHub
 
@@ -92,7 +92,7 @@ class Engine:
             self.measurements,
             self.flows,
             self.queries,
-            capacity=2 * config.settings.max_connections,
+            capacity=conntrack_capacity(config.settings),
         )
         self.drains = Drains(
             self, topology, self.events, dataplane, clock, lambda: self.config.settings.drain_timeout_s

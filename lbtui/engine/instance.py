@@ -43,12 +43,22 @@ def dataplane_spec(config: Config, socket_path: str | None = None) -> DataplaneS
         table_size=s.table_size,
         conntrack_entries=2 * s.max_connections,
         transient_entries=2 * s.embryonic_connections,
+        conntrack6_entries=2 * s.ipv6_max_connections,
+        transient6_entries=2 * s.ipv6_embryonic_connections,
         pin_dir=f"{PIN_ROOT}/{instance_name(socket_path or s.control_socket)}",
     )
 
 
 # [settings] a running instance cannot take: its map sizes, XDP mode and control socket
-RESTART_SETTINGS = ("table_size", "max_connections", "embryonic_connections", "xdp_mode", "control_socket")
+RESTART_SETTINGS = (
+    "table_size",
+    "max_connections",
+    "embryonic_connections",
+    "ipv6_max_connections",
+    "ipv6_embryonic_connections",
+    "xdp_mode",
+    "control_socket",
+)
 
 
 def restart_needed(old: Config, new: Config) -> bool:

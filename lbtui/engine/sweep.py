@@ -67,6 +67,11 @@ class _Found:
     matched: int = 0
 
 
+def conntrack_capacity(settings: Settings) -> int:
+    """Entries the established tables of both families hold (ConntrackSummary.capacity)."""
+    return 2 * (settings.max_connections + settings.ipv6_max_connections)
+
+
 class Sweeper:
     def __init__(
         self,
@@ -130,9 +135,10 @@ class Sweeper:
             if read_all:  # after the slices: their arrays may share the reader's buffers
                 start = time.perf_counter()
                 builder = flowtable.FlowTableBuilder()
-                for table in CT_TABLES_OF[4]:  # the flow view shows IPv4 flows only, for now
-                    for _, vals in dp.conntrack_chunks(table):
-                        builder.add(vals)
+                for family, tables in CT_TABLES_OF.items():
+                    for table in tables:
+                        for _, vals in dp.conntrack_chunks(table):
+                            builder.add(vals, family)
                 found.table = builder.build(now_ns, proxy_of)
                 found.top, found.matched = flowtable.query(found.table, model.FlowQuery(), TOP_FLOWS)
                 found.table_cost_s = time.perf_counter() - start
@@ -141,7 +147,7 @@ class Sweeper:
             return found
 
         found = await asyncio.to_thread(work)
-        self._apply(found, capacity=2 * settings.max_connections)
+        self._apply(found, capacity=conntrack_capacity(settings))
 
     def _apply(self, found: _Found, capacity: int) -> None:
         self.swept_total += found.removed_entries

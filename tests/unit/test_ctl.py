@@ -57,7 +57,7 @@ def test_status_lists_every_backend_per_proxy(engine: ConsoleEngine, sock: str):
     code, out, err = run(sock, "status")
     assert code == 0, err
     assert f"pid {os.getpid()}" in out and "up 1h02m03s" in out and f"config {engine.config_path}" in out
-    assert "conntrack: 52 flows (44 tcp, 8 udp), 104/262144 entries" in out
+    assert "conntrack: 52 flows (44 tcp, 8 udp), 104/393216 entries" in out
     lines = out.splitlines()
     web = next(i for i, line in enumerate(lines) if line.startswith("web "))
     dns = next(i for i, line in enumerate(lines) if line.startswith("dns "))

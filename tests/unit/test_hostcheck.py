@@ -184,33 +184,41 @@ def test_the_real_probe_on_this_machine() -> None:
 
 
 def test_max_connections_beyond_the_host_s_memory_is_a_config_error() -> None:
-    """16M connections (the schema's maximum) preallocate conntrack tables of 32M + 128k entries, and their
-    IPv6 twins as many: more than half of an 8 GiB host. A configuration error naming the key and what
-    fits, not a failed start."""
+    """16M connections (the schema's maximum) preallocate conntrack tables of 32M + 128k entries (with
+    the IPv6 tables' default 128k + 32k): more than half of an 8 GiB host. A configuration error naming
+    the key and what fits, not a failed start."""
     text = CONFIG.replace("[settings]\n", "[settings]\nmax_connections = 16777216\n", 1)
     found = checks(FakeHost(), text)["memory"]
     assert [(c.status, c.key_path) for c in found] == [(ERROR, "settings.max_connections")]
-    assert found[0].message.startswith("max_connections = 16777216 needs about 36012 MiB")
-    assert "more than half of this host's 8192 MiB: at most about 1908238 fit" in found[0].message
+    assert found[0].message.startswith("max_connections = 16777216 needs about 14912 MiB")
+    assert "more than half of this host's 8192 MiB: at most about 4608140 fit" in found[0].message
     assert code(FakeHost(), text) == exitcodes.CONFIG
     # the default fits, and says how much it takes
     default = checks(FakeHost())["memory"][0]
     assert (default.status, default.message) == (
         OK,
-        "the maps and their sweep take about 732 MiB of 8192 MiB",
+        "the maps and their sweep take about 422 MiB of 8192 MiB",
     )
     assert checks(FakeHost(memory=None))["memory"][0].status == WARNING
 
 
-def test_the_ipv6_conntrack_tables_are_sized_and_counted_like_the_ipv4_ones() -> None:
-    """Each family has its own tables of 2 x max_connections and 2 x embryonic_connections entries (the
-    BPF programs get both sizes), and the host check counts the IPv6 ones (larger entries) too."""
+def test_the_ipv6_conntrack_tables_have_their_own_sizes_and_are_counted() -> None:
+    """The IPv6 tables hold 2 x ipv6_max_connections and 2 x ipv6_embryonic_connections entries (the
+    BPF programs get both families' sizes), and the host check counts them (larger entries) too."""
     from lbtui.dataplane.port import DataplaneSpec
+    from lbtui.engine.instance import dataplane_spec
 
-    spec = DataplaneSpec(conntrack_entries=2000, transient_entries=400)
+    spec = DataplaneSpec(
+        conntrack_entries=2000, transient_entries=400, conntrack6_entries=600, transient6_entries=100
+    )
     flags = spec.cflags()
-    assert {"-DLB_CT_SIZE=2000", "-DLB_CT6_SIZE=2000"} <= set(flags)
-    assert {"-DLB_CT_TRANSIENT_SIZE=400", "-DLB_CT6_TRANSIENT_SIZE=400"} <= set(flags)
-    v4_only = 2400 * (160 + 300)
-    empty = DataplaneSpec(conntrack_entries=0, transient_entries=0)
-    assert spec.memory_bytes() - empty.memory_bytes() > 2 * v4_only
+    assert {"-DLB_CT_SIZE=2000", "-DLB_CT6_SIZE=600"} <= set(flags)
+    assert {"-DLB_CT_TRANSIENT_SIZE=400", "-DLB_CT6_TRANSIENT_SIZE=100"} <= set(flags)
+    sizes = ("conntrack_entries", "transient_entries", "conntrack6_entries", "transient6_entries")
+    empty = DataplaneSpec(**dict.fromkeys(sizes, 0))
+    assert spec.memory_bytes() - empty.memory_bytes() == 2400 * (160 + 300) + 700 * (240 + 420)
+    text = CONFIG.replace(
+        "[settings]\n", "[settings]\nipv6_max_connections = 3000\nipv6_embryonic_connections = 1500\n", 1
+    )
+    sized = dataplane_spec(parse_config(text))
+    assert (sized.conntrack6_entries, sized.transient6_entries) == (6000, 3000)
