@@ -214,8 +214,9 @@ def test_the_ipv6_conntrack_tables_have_their_own_sizes_and_are_counted() -> Non
     flags = spec.cflags()
     assert {"-DLB_CT_SIZE=2000", "-DLB_CT6_SIZE=600"} <= set(flags)
     assert {"-DLB_CT_TRANSIENT_SIZE=400", "-DLB_CT6_TRANSIENT_SIZE=100"} <= set(flags)
-    sizes = ("conntrack_entries", "transient_entries", "conntrack6_entries", "transient6_entries")
-    empty = DataplaneSpec(**dict.fromkeys(sizes, 0))
+    empty = dataclasses.replace(
+        spec, conntrack_entries=0, transient_entries=0, conntrack6_entries=0, transient6_entries=0
+    )
     assert spec.memory_bytes() - empty.memory_bytes() == 2400 * (160 + 300) + 700 * (240 + 420)
     text = CONFIG.replace(
         "[settings]\n", "[settings]\nipv6_max_connections = 3000\nipv6_embryonic_connections = 1500\n", 1
