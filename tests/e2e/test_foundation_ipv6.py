@@ -13,7 +13,9 @@ import sys
 
 import pytest
 
+from lbtui.control_client import SocketEngineHandle
 from lbtui.lab import VIP6, LabSpec
+from lbtui.model import FlowQuery
 from tests.e2e.test_foundation import chi_square_p_df2
 from tests.support.lab import ClientLab
 from tests.support.labtools import wait_until
@@ -117,3 +119,28 @@ def test_no_checksum_errors_anywhere_over_ipv6(lab, lb):
     keys = ("TcpInCsumErrors", "Udp6InCsumErrors")
     errors = lab.nstat_csum_errors(keys)
     assert all(v == dict.fromkeys(keys, 0) for v in errors.values()), errors
+
+
+def test_the_flow_view_lists_ipv6_flows_and_finds_them_by_bracketed_address(lab, lb):
+    held = lab.hold(30, seconds=10.0, host=VIP6, port=80)
+    opened = held.opened()
+    assert opened.get("errors", 0) == 0, opened
+    b1 = f"[{lab.backend_ip6(1)}]:8080"
+    want = opened["backends"].get("b1", 0)
+    h = SocketEngineHandle(f"/run/lbtui/{lab.prefix}.sock")
+    try:
+        query = FlowQuery(text=f"{b1} established")
+
+        def answered() -> bool:
+            snap = h.snapshot(query)
+            return snap.flow_query == query and snap.flows_matched >= want
+
+        assert wait_until(answered, timeout=15)
+        snap = h.snapshot(query)
+        assert snap.flows_matched == want
+        assert all(f.backend == b1 and f.vip == f"[{VIP6}]:80" for f in snap.flows)
+        assert all(f.client.startswith("[fd00:") for f in snap.flows)
+    finally:
+        h.close()
+    done = held.done()
+    assert done.get("errors", 0) == 0, done
