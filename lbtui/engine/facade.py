@@ -3,8 +3,8 @@
 injected dataplane, without any UI (docs/architecture.md#parts).
 
 The engine wires its parts together and runs them on one asyncio loop: the configuration and the
-runtime overrides are composed into the desired state in one place (`_apply`), the topology makes
-the maps match it, the control tick reads counters and feeds the circuit breakers, slow start and
+runtime overrides are composed into the desired state in one place (engine.intended), the topology
+makes the maps match it, the control tick reads counters and feeds the circuit breakers, slow start and
 least-connections, the sweep expires flows and ends drains, and snapshots and events go out.
 """
 
@@ -25,13 +25,14 @@ from lbtui.deadline import within
 from lbtui.engine.announce import RoutesFactory, ScaleOut, kernel_routes
 from lbtui.engine.clock import SYSTEM_CLOCK, Clock
 from lbtui.engine.commands import Commands
-from lbtui.engine.desired import CapacityError, Desired, check_capacity, from_config, overlay, prune
+from lbtui.engine.desired import CapacityError, Desired
 from lbtui.engine.drains import Drains
 from lbtui.engine.events import MAX_EVENTS, EventLog
 from lbtui.engine.flowquery import FlowQueries
 from lbtui.engine.flows import FlowEvents
 from lbtui.engine.history import HistoryRecorder
 from lbtui.engine.ids import DEFAULT_GROUP, Ids
+from lbtui.engine.intended import Intended
 from lbtui.engine.measurements import LeastConnections, Measurements
 from lbtui.engine.overrides import Dropped, Overrides
 from lbtui.engine.persist import StateKeeper
@@ -66,9 +67,7 @@ class Engine:
         """resolve, health_check, announce_routes: stand-ins for DNS, checks and VIP routes (tests);
         loops=False runs no background task (tests step `tick()` and `sweep()`); state_file: where the
         runtime overrides are kept when settings.state_file says nothing (None: nowhere)."""
-        self.config = config
         self.keep_dataplane = keep_dataplane
-        self._overrides = Overrides()
         self._dp = dataplane
         self._clock = clock
         self._allow_stdout = allow_stdout
@@ -83,6 +82,7 @@ class Engine:
             dataplane, self.ids, self.events, self._factors_of, self.measurements.forget
         )
         self.supervision = Supervision(clock, self.events, topology, health_check, resolve)
+        self.intended = Intended(config, dataplane.spec, topology, self.supervision, self.state, self.events)
         self.flows = FlowEvents(clock, topology.proxy_name)
         self.queries = FlowQueries(clock)
         self.sweeper = Sweeper(
@@ -95,11 +95,16 @@ class Engine:
             capacity=conntrack_capacity(config.settings),
         )
         self.drains = Drains(
-            self, topology, self.events, dataplane, clock, lambda: self.config.settings.drain_timeout_s
+            self.intended,
+            topology,
+            self.events,
+            dataplane,
+            clock,
+            lambda: self.config.settings.drain_timeout_s,
         )
         self.reloader = Reloader(self, topology, self.events)
         self.commands = Commands(
-            self,
+            self.intended,
             topology,
             self.drains,
             self.events,
@@ -138,8 +143,8 @@ class Engine:
             await asyncio.sleep(0)
             if self._dp.adopted:
                 self._adopt()
-            self._restore()
-            self._apply("configuration", first=True)
+            self.intended.restore()
+            self.intended.apply("configuration", first=True)
             await self.state.flush()
             if self._dp.adopted:
                 self.ids.release_unclaimed(self._dp, set(self.topology.backends))
@@ -227,12 +232,6 @@ class Engine:
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
-    def _restore(self) -> None:
-        """The overrides the state file kept (an earlier run's, adopted data path or fresh)."""
-        overrides, gone = self.state.restore(self.config, self.from_config(self.config))
-        self.report_dropped(gone)
-        self._overrides = overrides
-
     def _adopt(self) -> None:
         pinned = self.ids.adopt(self._dp)
         self.events.emit(
@@ -244,45 +243,26 @@ class Engine:
     # ---- desired state: configuration + runtime overrides -> maps -------------------------------
 
     @property
+    def config(self) -> Config:
+        return self.intended.config
+
+    @config.setter
+    def config(self, config: Config) -> None:  # tests
+        self.intended.config = config
+
+    @property
     def overrides(self) -> Overrides:
-        return self._overrides
+        return self.intended.overrides
 
     def from_config(self, config: Config) -> Desired:
-        return from_config(config, self.supervision.addresses)
-
-    def _apply(
-        self, cause: str, full: bool = True, first: bool = False, overrides: Overrides | None = None
-    ) -> list[str]:
-        """Compose the configuration and the overrides (the one place) and make the maps match.
-
-        Overrides that no longer apply to the configuration are dropped, each with an event; the
-        supervisors get the operators' holds before the topology writes any table. CapacityError
-        (nothing written, the overrides unchanged) if the maps cannot hold it."""
-        base = from_config(self.config, self.supervision.addresses)
-        kept, gone = prune(self._overrides if overrides is None else overrides, base)
-        desired = overlay(base, kept)
-        check_capacity(desired, self._dp.spec)
-        self._overrides = kept
-        self.report_dropped(gone)
-        self.supervision.configure(self.config, desired, self._overrides)
-        changes = self.topology.apply(desired, cause, full=full, first=first)
-        self.state.keep(self.config, self._overrides, base)
-        return changes
-
-    def report_dropped(self, gone: Dropped) -> None:
-        for override, line in gone:
-            self.events.emit(
-                "override", line, level=model.Level.WARNING, proxy=override.proxy, backend=override.backend
-            )
-
-    def change(self, overrides: Overrides, cause: str) -> None:
-        """New runtime overrides (a command), applied at once to the groups they touch."""
-        self._apply(cause, full=False, overrides=overrides)
+        return self.intended.from_config(config)
 
     def install(self, config: Config, overrides: Overrides) -> list[str]:
         """A new configuration with its overrides (reload, rollback)."""
-        self.config, self._overrides = config, overrides
-        return self._apply("configuration")
+        return self.intended.install(config, overrides)
+
+    def report_dropped(self, gone: Dropped) -> None:
+        self.intended.report_dropped(gone)
 
     def apply_settings(self, config: Config) -> None:
         self._dp.set_interfaces(wanted_interfaces(config))
@@ -298,7 +278,7 @@ class Engine:
         was = ", ".join(old) or "nothing"
         try:  # the members of the name's groups change; every runtime override stays
             if self._running:
-                self._apply("configuration")
+                self.intended.apply("configuration")
         except CapacityError as exc:
             msg = f"{proxy}: {host}: new answer not applied, keeping {was}: {exc}"
             self.events.emit("dns", msg, level=model.Level.WARNING, proxy=proxy)
@@ -371,7 +351,7 @@ class Engine:
             dns=self.supervision.dns_status(),
             circuit_log=self.supervision.transitions(),
             events_dropped=self.flows.dropped,
-            overrides=self._overrides.entries(self._clock.monotonic()),
+            overrides=self.intended.overrides.entries(self._clock.monotonic()),
             state_file=self.state.path(self.config),
         )
 
