@@ -34,7 +34,7 @@ from lbtui.dataplane.port import ESTABLISHED6, TRANSIENT6, ServiceEntry
 from lbtui.dataplane.records import flow_entries
 from tests.fuzz.packets.cases import Case, Event, EvictEvent, FrameEvent, failure_kind, save_case
 from tests.fuzz.packets.conntrack import ESTABLISHED, TRANSIENT, CtKey, RealEntry
-from tests.fuzz.packets.frames import Flow, Frame, FrameGenerator
+from tests.fuzz.packets.frames import IPV6_FAMILIES, Flow, Frame, FrameGenerator
 from tests.fuzz.packets.oracle import BACKEND_COUNTERS, CHECKED_COUNTERS, PICK_DROPPED, Oracle, Verdict
 from tests.fuzz.packets.pick import DROP_CONFLICT
 from tests.fuzz.packets.topology import (
@@ -336,6 +336,7 @@ class PacketFuzzer:
         keep_failures: int = 20,
         case_dir: str | Path | None = None,
         scapy_pool: int = 48,
+        families: str = "all",
     ):
         check_sizes(sync_every)
         self.dp = dataplane
@@ -344,7 +345,8 @@ class PacketFuzzer:
         self.evict_rate = evict_rate
         self.keep_failures = keep_failures
         self.case_dir = Path(case_dir) if case_dir else None
-        self.generator = FrameGenerator(seed, scapy_pool=scapy_pool)
+        self.families = families
+        self.generator = FrameGenerator(seed, scapy_pool=scapy_pool, families=families)
         self.oracle = Oracle()
         self.generator.seq_hint = self.oracle.seq_hint
         self.stats = FuzzStats()
@@ -508,6 +510,7 @@ class PacketFuzzer:
             "seed": self.seed,
             "sync_every": self.sync_every,
             "evict_rate": self.evict_rate,
+            "families": self.families,
             "frames_planned": self._frames_planned,
             "segment_frames": [self._segment_start, self.stats.frames],
         }
@@ -529,17 +532,29 @@ def fuzz_packets(
     evict_rate: float = 0.005,
     case_dir: str | Path | None = None,
     cpu: int | None = None,
+    families: str = "all",
 ) -> FuzzStats:
-    """Load a private copy of the programs, run `frames` frames of `seed` on one CPU, unload. Root."""
+    """Load a private copy of the programs, run `frames` frames of `seed` on one CPU, unload. Root.
+    `families`: "all", "ipv4" or "ipv6" (frames.FAMILY_SETS)."""
     with pinned_to_one_cpu(cpu):
         dataplane = Dataplane()
         try:
             fuzzer = PacketFuzzer(
-                dataplane, seed, sync_every=sync_every, evict_rate=evict_rate, case_dir=case_dir
+                dataplane,
+                seed,
+                sync_every=sync_every,
+                evict_rate=evict_rate,
+                case_dir=case_dir,
+                families=families,
             )
             return fuzzer.run(frames)
         finally:
             dataplane.close()
+
+
+def ipv6_frames(stats: FuzzStats) -> int:
+    """How many of the frames were IPv6 ones (frames6.py's families)."""
+    return sum(n for (family, _), n in stats.outcomes.items() if family in IPV6_FAMILIES)
 
 
 def summary_table(stats: FuzzStats) -> str:
