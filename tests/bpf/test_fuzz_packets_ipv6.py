@@ -25,6 +25,7 @@ from tests.fuzz.samples import syn6_frame, udp6_frame
 
 SAMPLE_SEED = int(os.environ.get("LBTUI_FUZZ_SEED") or random.SystemRandom().randrange(1, 2**31))
 SAMPLE_FRAMES, SAMPLE_SYNC = 20_000, 500
+UDP_DATA_ONLY = 253  # a placeholder next header for building a later fragment's bare data
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +169,33 @@ def test_icmpv6_errors_about_tracked_flows_pass_untouched_for_now(dataplane: Dat
         assert (result.outcome, result.problems) == (NOT_OURS, ())
     fuzzer.sync()
     assert fuzzer.stats.failure_count == 0, _report(fuzzer.stats)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="lb_ipv6.h tc_ipv6 passes every fragment of an IPv6 reply untouched, the first one too "
+    "(IPv4: the first fragment is SNATed and its followers get the VIP by lb_frags); issue 13 wants "
+    "IPv6 fragments handled as IPv4's, and docs/datapath.md#ipv6 says only the later ones are not",
+)
+def test_a_fragmented_ipv6_reply_leaves_from_the_vip(dataplane: Dataplane) -> None:
+    """A backend's UDP reply too big for its path to the client, fragmented by the backend (IPv6
+    routers never fragment): the first fragment carries the UDP header, the later one only data.
+    Both must leave with the VIP as their source, or the client drops them."""
+    fuzzer = PacketFuzzer(dataplane, 0)
+    fuzzer.sync()
+    assert fuzzer.check_frame(Frame("udp6", "xdp", bytes(udp6_frame(udp_zero=False).data))).outcome == DNAT
+    flow = fuzzer.oracle.flows[-1]
+    first_header = (FRAGMENT6, (0 << 3 | 1).to_bytes(2, "big") + (0x1234).to_bytes(4, "big"))
+    first = fuzzer.generator.reply(flow, payload=bytes(64), ext=[first_header], udp_zero=False)
+    later_header = (FRAGMENT6, (9 << 3).to_bytes(2, "big") + (0x1234).to_bytes(4, "big"))
+    later = fuzzer.generator.six.l4_frame(
+        flow.backend_ip, flow.client_ip, UDP_DATA_ONLY, 0, 0, payload=bytes(40), ext=[later_header]
+    )
+    later.data[14 + 40] = 17  # the fragment header's next header: UDP (the data is its middle)
+    sources = []
+    for built in (first, later):
+        verdict, out = dataplane.run("tc", bytes(built.data))
+        print(f"tc verdict {verdict}, frame {bytes(built.data).hex()}")
+        sources.append(out[14 + 8 : 14 + 24])
+    fuzzer.sync()
+    assert sources == [VIP6_B, VIP6_B], [s.hex() for s in sources]
