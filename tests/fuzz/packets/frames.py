@@ -188,27 +188,52 @@ class FrameGenerator:
         ext: Sequence[Ext] = (),
     ) -> Built:
         """A frame from `src` to `dst`: IPv4 (`ip_options`, `frag`) or, for 16-byte addresses, IPv6
-        (the extension headers `ext`)."""
-        if len(src) == 16:
-            return self.six.l4_frame(
-                src,
-                dst,
-                proto,
-                sport,
-                dport,
-                flags=flags,
-                payload=payload,
-                ext=ext,
-                tcp_options=tcp_options,
-                vlans=vlans,
-                udp_zero=udp_zero,
-                seq=seq,
-                ack=ack,
-            )
+        (the extension headers `ext`; absent UDP checksums are rarer: IPv6 makes them malformed)."""
+        v6 = len(src) == 16
+        l4 = self.l4_body(
+            src,
+            dst,
+            proto,
+            sport,
+            dport,
+            flags=flags,
+            payload=payload,
+            tcp_options=tcp_options,
+            udp_zero=udp_zero,
+            udp_zero_share=0.02 if v6 else 0.25,
+            seq=seq,
+            ack=ack,
+        )
+        if v6:
+            return self.six.packet(src, dst, proto, l4, ext=ext, vlans=vlans)
+        rng = self.rng
+        if frag is None:
+            frag = 0x4000 if rng.random() < 0.5 else 0  # DF is common on the wire
+        ip = ipv4_header(src, dst, proto, len(l4), options=ip_options, ident=rng.randrange(65536), frag=frag)
+        return assemble(ethernet(ETH_IP, vlans), ip, l4, proto)
+
+    def l4_body(
+        self,
+        src: bytes,
+        dst: bytes,
+        proto: int,
+        sport: int,
+        dport: int,
+        *,
+        flags: int,
+        payload: bytes | None,
+        tcp_options: bytes,
+        udp_zero: bool | None,
+        udp_zero_share: float,
+        seq: int | None,
+        ack: int | None,
+    ) -> bytes | bytearray:
+        """A TCP segment or UDP datagram with its checksum (the pseudo header of either family), or
+        the bare payload of another protocol."""
         rng = self.rng
         body = self.payload() if payload is None else payload
         if proto == TCP:
-            l4: bytes | bytearray = tcp_segment(
+            return tcp_segment(
                 src,
                 dst,
                 sport,
@@ -219,15 +244,10 @@ class FrameGenerator:
                 ack=(rng.randrange(2**32) if ack is None else ack) if flags & 0x10 else 0,
                 options=tcp_options,
             )
-        elif proto == UDP:
-            zero = rng.random() < 0.25 if udp_zero is None else udp_zero
-            l4 = udp_datagram(src, dst, sport, dport, body, zero_checksum=zero)
-        else:
-            l4 = body
-        if frag is None:
-            frag = 0x4000 if rng.random() < 0.5 else 0  # DF is common on the wire
-        ip = ipv4_header(src, dst, proto, len(l4), options=ip_options, ident=rng.randrange(65536), frag=frag)
-        return assemble(ethernet(ETH_IP, vlans), ip, l4, proto)
+        if proto == UDP:
+            zero = rng.random() < udp_zero_share if udp_zero is None else udp_zero
+            return udp_datagram(src, dst, sport, dport, body, zero_checksum=zero)
+        return body
 
     def to_vip(self, proto: int | None = None, **kw: Any) -> Built:
         """A well-formed frame to a configured VIP:port of the given (or a random) protocol."""

@@ -117,49 +117,26 @@ class Frames6:
 
     # -- frames --------------------------------------------------------------------------------
 
-    def l4_frame(
+    def l4_frame(self, src: bytes, dst: bytes, proto: int, sport: int, dport: int, **kw: Any) -> Built:
+        """FrameGenerator.l4_frame with IPv6 addresses."""
+        return self.gen.l4_frame(src, dst, proto, sport, dport, **kw)
+
+    def packet(
         self,
         src: bytes,
         dst: bytes,
         proto: int,
-        sport: int,
-        dport: int,
+        l4: bytes | bytearray,
         *,
-        flags: int = 0x02,
-        payload: bytes | None = None,
         ext: Sequence[Ext] = (),
-        tcp_options: bytes = b"",
         vlans: Sequence[tuple[int, int]] = (),
-        udp_zero: bool | None = None,
-        seq: int | None = None,
-        ack: int | None = None,
-        **_v4_only: Any,
     ) -> Built:
-        """A TCP/UDP (or any next header's `payload`) packet behind the extension headers `ext`."""
-        rng = self.rng
-        body = self.gen.payload() if payload is None else payload
-        if proto == TCP:
-            l4: bytes | bytearray = tcp_segment(
-                src,
-                dst,
-                sport,
-                dport,
-                flags,
-                body,
-                seq=rng.randrange(2**32) if seq is None else seq,
-                ack=(rng.randrange(2**32) if ack is None else ack) if flags & 0x10 else 0,
-                options=tcp_options,
-            )
-        elif proto == UDP:
-            zero = rng.random() < 0.02 if udp_zero is None else udp_zero
-            l4 = udp_datagram(src, dst, sport, dport, body, zero_checksum=zero)
-        else:
-            l4 = body
+        """`l4` (of next header `proto`) behind the fixed header and the extension headers `ext`."""
         chain, nh = b"", proto
         for kind, ext_body in reversed(ext):
             chain = ipv6_ext(kind, nh, ext_body) + chain
             nh = kind
-        ip = ipv6_header(src, dst, nh, len(chain) + len(l4), flow=rng.randrange(1 << 20)) + chain
+        ip = ipv6_header(src, dst, nh, len(chain) + len(l4), flow=self.rng.randrange(1 << 20)) + chain
         return assemble(ethernet(ETH_IPV6, vlans), ip, l4, proto)
 
     def to_vip(self, proto: int | None = None, **kw: Any) -> Built:
