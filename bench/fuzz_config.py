@@ -2,12 +2,15 @@
 # SPDX-License-Identifier: Apache-2.0
 """Config fuzzing: hypothesis-generated TOML documents through lbtui.config (checker: tests/fuzz/configs.py).
 
-Four sources share the examples: schema-based documents with wrong types, out-of-range values,
+Five sources share the examples: schema-based documents with wrong types, out-of-range values,
 unknown and missing keys ("document"); text mutations of configs/full.toml ("mutated"); value and key
 mutations of its parsed form ("restructured"); raw bytes with invalid UTF-8, NULs and BOMs through
-load_config ("raw"). For each: parse_config/load_config raise nothing but ConfigError, every issue
-has a message and a key path into the document (file-level only for TOML syntax and encoding
-errors), and a valid document round-trips through config_to_toml.
+load_config ("raw"); dual-stack documents, an IPv4 and an IPv6 proxy on one port, with at most one
+IPv6 form broken (zone ids, brackets missing, v4-mapped addresses, prefixes over 128, the other
+family: "ipv6"). For each: parse_config/load_config raise nothing but ConfigError, every issue has a
+message and a key path into the document (file-level only for TOML syntax and encoding errors), and
+a valid document round-trips through config_to_toml; a broken IPv6 form is refused with an issue
+naming its key path, and a valid dual-stack document is accepted.
 
     .venv/bin/python bench/fuzz_config.py --examples 10000 --seed 1
     .venv/bin/python bench/fuzz_config.py --seeds 20 --examples 2000      # soak: seeds 1..20
@@ -38,7 +41,7 @@ from hypothesis import seed as hypothesis_seed  # noqa: E402
 
 from tests.fuzz import configs as fuzzing  # noqa: E402
 
-SOURCES = ("document", "mutated", "restructured", "raw")
+SOURCES = ("document", "mutated", "restructured", "raw", "ipv6")
 
 
 @dataclass
@@ -60,6 +63,8 @@ def fuzz_seed(seed: int, examples: int, show: int) -> SeedResult:
     def record(source: str, example: Any) -> None:
         if source == "raw":
             check = fuzzing.check_config_bytes(example, directory)
+        elif source == "ipv6":
+            check = fuzzing.check_ipv6_form(example)
         else:
             check = fuzzing.check_config_text(example)
         result.outcomes[(source, check.outcome)] += 1
@@ -70,6 +75,8 @@ def fuzz_seed(seed: int, examples: int, show: int) -> SeedResult:
             result.failure_count += 1
             if len(result.failures) < show:
                 shown = example if isinstance(example, str) else repr(example)
+                if isinstance(example, fuzzing.Ipv6Form):
+                    shown = f"{example.what} at {example.key_path}:\n{example.text}"
                 result.failures.append((source, shown, check.problems))
 
     def runner(source: str) -> Any:

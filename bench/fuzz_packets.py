@@ -10,6 +10,7 @@ consecutive seeds (a soak) on --workers processes at once.
 
     sudo .venv/bin/python bench/fuzz_packets.py --seed 7 --frames 100000
     sudo .venv/bin/python bench/fuzz_packets.py --seeds 50 --frames 100000          # soak: seeds 1..50
+    sudo .venv/bin/python bench/fuzz_packets.py --families ipv6 --seeds 10 --frames 100000  # IPv6 only
     sudo .venv/bin/python bench/fuzz_packets.py --replay CASE.json                 # run a case again
     sudo .venv/bin/python bench/fuzz_packets.py --shrink CASE.json --out MIN.json  # shortest failing
 
@@ -44,11 +45,17 @@ def _init_worker(slots: Any) -> None:
     _my_cpu = slots.get()
 
 
-def _job(args: tuple[int, int, int, float, str]) -> tuple[int, harness.FuzzStats, float]:
-    seed, frames, sync_every, evict_rate, cases = args
+def _job(args: tuple[int, int, int, float, str, str]) -> tuple[int, harness.FuzzStats, float]:
+    seed, frames, sync_every, evict_rate, cases, families = args
     start = time.monotonic()
     stats = harness.fuzz_packets(
-        seed, frames, sync_every=sync_every, evict_rate=evict_rate, case_dir=cases, cpu=_my_cpu
+        seed,
+        frames,
+        sync_every=sync_every,
+        evict_rate=evict_rate,
+        case_dir=cases,
+        cpu=_my_cpu,
+        families=families,
     )
     return seed, stats, time.monotonic() - start
 
@@ -57,16 +64,19 @@ def run_seeds(args: argparse.Namespace) -> int:
     seeds = list(range(args.seed, args.seed + args.seeds))
     workers = max(1, min(args.workers, len(seeds)))
     cases = str(Path(args.cases) / time.strftime("%Y%m%d-%H%M%S"))
-    options = f"--frames {args.frames} --sync-every {args.sync_every} --evict-rate {args.evict_rate}"
+    options = (
+        f"--frames {args.frames} --sync-every {args.sync_every} --evict-rate {args.evict_rate} "
+        f"--families {args.families}"
+    )
     print(
         f"fuzzing seed{'s' if len(seeds) > 1 else ''} {seeds[0]}"
         + (f"..{seeds[-1]}" if len(seeds) > 1 else "")
         + f" x {args.frames} frames, sync every {args.sync_every}, evict rate {args.evict_rate}, "
-        f"{workers} worker(s), one CPU each; case files of failures go to {cases}/",
+        f"families {args.families}, {workers} worker(s), one CPU each; case files of failures go to {cases}/",
         flush=True,
     )
     print(f"one seed again: bench/fuzz_packets.py --seed SEED {options}", flush=True)
-    jobs = [(seed, args.frames, args.sync_every, args.evict_rate, cases) for seed in seeds]
+    jobs = [(seed, args.frames, args.sync_every, args.evict_rate, cases, args.families) for seed in seeds]
     start = time.monotonic()
     results: list[tuple[int, harness.FuzzStats, float]] = []
     if workers == 1:
@@ -91,7 +101,8 @@ def run_seeds(args: argparse.Namespace) -> int:
     print(harness.summary_table(total))
     print()
     print(
-        f"seeds: {len(seeds)}  frames: {total.frames}  time: {elapsed:.1f} s  "
+        f"seeds: {len(seeds)}  frames: {total.frames} (IPv6: {harness.ipv6_frames(total)})  "
+        f"time: {elapsed:.1f} s  "
         f"({total.frames / elapsed:,.0f} frames/s, including compile and setup)  "
         f"conntrack checks: {total.syncs}  simulated evictions: {total.evictions}"
     )
@@ -169,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="seeds run at once")
     parser.add_argument("--sync-every", type=int, default=1000, help="frames between conntrack checks")
     parser.add_argument("--evict-rate", type=float, default=0.005, help="evictions per frame")
+    parser.add_argument(
+        "--families",
+        choices=("all", "ipv4", "ipv6"),
+        default="all",
+        help="frame families: both halves of the data path, or one (tests/fuzz/packets/frames6.py: IPv6)",
+    )
     parser.add_argument("--cases", default="/tmp/lbtui-fuzz-cases", help="where failures' case files go")
     parser.add_argument("--show", type=int, default=20, help="failures to print in full")
     parser.add_argument("--replay", metavar="CASE", help="run a recorded case (see --times)")

@@ -335,9 +335,72 @@ _NOT_PRIMES = [0, 1, 5, 9, 65536, 65539, 100000, -7]
 _ANY_SCALARS: list[Any] = ["", "x", "10.0.0.1", 0, 1, -1, 2**31, 10**30, 0.5, float("nan"), True, [], {}]
 
 
+@dataclass(frozen=True)
+class Ipv6Form:
+    """A dual-stack document with at most one IPv6 form broken: `key_path` names the broken value
+    (None: the document is valid) and `what` says how it was broken."""
+
+    text: str
+    key_path: str | None
+    what: str
+
+
+def check_ipv6_form(form: Ipv6Form) -> ConfigCheck:
+    """check_config_text, and: a valid dual-stack document (two proxies sharing a port on different
+    families) is accepted; a broken IPv6 form is refused with an issue naming its key path."""
+    check = check_config_text(form.text)
+    problems = list(check.problems)
+    named = {issue.key_path for issue in check.issues}
+    if form.key_path is None and check.outcome != "valid":
+        problems.append(f"a valid dual-stack document was refused: {[str(i) for i in check.issues]}")
+    elif form.key_path is not None and check.outcome == "valid":
+        problems.append(f"{form.what}: accepted at {form.key_path}")
+    elif form.key_path is not None and form.key_path not in named:
+        problems.append(f"{form.what}: no issue names {form.key_path}, only {sorted(named)}")
+    return ConfigCheck(check.outcome, check.issues, tuple(problems))
+
+
+# malformed IPv6 forms the "ipv6" strategy writes where a valid one was (besides the samples' invalid
+# ones): prefix lengths over 128, zone ids, v4-mapped addresses, brackets missing or misplaced
+_BAD_IPV6: dict[str, list[str]] = {
+    "ip": [
+        "fd00:10::1%eth0",
+        "fe80::1%1",
+        "::ffff:10.0.0.1",
+        "::ffff:a00:1",
+        "[fd00:10::1]",
+        "fd00:10::1/128",
+    ],
+    "endpoint": [
+        "fd00:20::11:8080",
+        "fd00:20::11",
+        "[fd00:20::11]",
+        "[fd00:20::11]:",
+        "[fd00:20::11:8080",
+        "fd00:20::11]:8080",
+        "[fd00:20::11%eth0]:8080",
+        "[::ffff:10.0.2.11]:8080",
+        "[fd00:20::11]:65536",
+        "[[fd00:20::11]]:8080",
+        "[fd00:20::11]8080",
+    ],
+    "cidr": [
+        "fd00:30::/129",
+        "fd00:30::/200",
+        "fd00:30::/-0",
+        "fd00:30::%eth0/48",
+        "::ffff:10.0.0.0/104",
+        "[fd00:30::]/48",
+        "fd00:30::1/48",
+        "fd00:30::/48/64",
+    ],
+}
+
+
 def config_strategies() -> dict[str, Any]:
     """hypothesis strategies: "document" (schema-based text), "mutated" (text mutations of
-    configs/full.toml), "restructured" (value/key mutations of its parsed form), "raw" (bytes)."""
+    configs/full.toml), "restructured" (value/key mutations of its parsed form), "raw" (bytes),
+    "ipv6" (Ipv6Form: dual-stack documents, valid or with one IPv6 form broken)."""
     from hypothesis import strategies as st
 
     from lbtui.config import Config
@@ -492,6 +555,74 @@ def config_strategies() -> dict[str, Any]:
             )
         return toml_document(document)
 
+    @st.composite
+    def ipv6_form(draw: Any) -> Ipv6Form:
+        """An IPv4 and an IPv6 proxy on one port and protocol (valid: different families), the IPv6
+        one with bracketed, DNS and source-route backends and a per-source limit by prefix; then at
+        most one of its forms broken (or of the other family) where the key path is known."""
+        port, protocol = draw(ports), draw(st.sampled_from(["tcp", "udp"]))
+        six = draw(st.lists(unicast6, min_size=4, max_size=4, unique_by=ipaddress.IPv6Address))
+        proxy4 = {
+            "name": "web4",
+            "interfaces": ["eth0"],
+            "vip": draw(unicast),
+            "port": port,
+            "protocol": protocol,
+            "backend": [{"address": draw(by_family[("endpoint", 4)])}],
+        }
+        proxy6: dict[str, Any] = {
+            "name": "web6",
+            "interfaces": ["eth0"],
+            "vip": six[0],
+            "port": port,
+            "protocol": protocol,
+            "backend": [
+                {"address": f"[{six[1]}]:{draw(ports)}"},
+                {"address": f"[{six[2]}]:{draw(ports)}"},
+                {"host": "api.internal", "port": draw(ports)},
+            ],
+            "source_route": [
+                {"cidr": draw(by_family[("cidr", 6)]), "backends": [{"address": f"[{six[3]}]:{draw(ports)}"}]}
+            ],
+            "rate_limit": {"per_source": {"rate": 10}, "ipv6_source_prefix": draw(st.integers(1, 128))},
+        }
+        targets = {
+            "proxy[1].vip": ("ip", proxy6, ("vip",)),
+            "proxy[1].backend[0].address": ("endpoint", proxy6["backend"][0], ("address",)),
+            "proxy[1].backend[1].address": ("endpoint", proxy6["backend"][1], ("address",)),
+            "proxy[1].source_route[0].cidr": ("cidr", proxy6["source_route"][0], ("cidr",)),
+            "proxy[1].source_route[0].backends[0].address": (
+                "endpoint",
+                proxy6["source_route"][0]["backends"][0],
+                ("address",),
+            ),
+        }
+        how = draw(st.sampled_from(["valid", "valid", "malformed", "malformed", "mismatch", "prefix"]))
+        key_path: str | None = None
+        what = "valid"
+        if how == "malformed":
+            key_path = draw(st.sampled_from(sorted(targets)))
+            kind, holder, (key,) = targets[key_path]
+            holder[key] = draw(st.sampled_from(_BAD_IPV6[kind] + _STRING_SAMPLES[kind][1]))
+            what = f"malformed {kind} {holder[key]!r}"
+        elif how == "mismatch":  # one address of the other family in either proxy
+            key_path = draw(
+                st.sampled_from([k for k in sorted(targets) if k != "proxy[1].vip"] + ["proxy[0]"])
+            )
+            if key_path == "proxy[0]":
+                key_path = "proxy[0].backend[0].address"
+                proxy4["backend"][0]["address"] = draw(by_family[("endpoint", 6)])
+                what = f"IPv6 backend {proxy4['backend'][0]['address']!r} of an IPv4 VIP"
+            else:
+                kind, holder, (key,) = targets[key_path]
+                holder[key] = draw(by_family[(kind, 4)])
+                what = f"IPv4 {kind} {holder[key]!r} for an IPv6 VIP"
+        elif how == "prefix":
+            key_path = "proxy[1].rate_limit.ipv6_source_prefix"
+            proxy6["rate_limit"]["ipv6_source_prefix"] = draw(st.sampled_from([0, -1, 129, 200, 2**40]))
+            what = f"ipv6_source_prefix {proxy6['rate_limit']['ipv6_source_prefix']}"
+        return Ipv6Form(toml_document({"proxy": [proxy4, proxy6]}), key_path, what)
+
     full_text = _full_example()
 
     @st.composite
@@ -597,6 +728,7 @@ def config_strategies() -> dict[str, Any]:
         "mutated": mutated_text(),
         "restructured": restructured_text(),
         "raw": raw_bytes(),
+        "ipv6": ipv6_form(),
     }
 
 

@@ -190,6 +190,46 @@ def test_fuzz_raw_bytes_through_load_config(data: bytes) -> None:
         assert_contract(fuzzing.check_config_bytes(data, directory))
 
 
+@fuzz(150)
+@given(STRATEGIES["ipv6"])
+def test_fuzz_ipv6_forms(form: fuzzing.Ipv6Form) -> None:
+    """Dual-stack documents: valid ones accepted (two proxies on one port, different families), each
+    broken IPv6 form (zone id, brackets, v4-mapped, prefix over 128, the other family) refused with an
+    issue naming its key path."""
+    assert_contract(fuzzing.check_ipv6_form(form))
+
+
+def test_the_ipv6_checker_wants_the_key_path_named() -> None:
+    good = fuzzing.Ipv6Form(PROXY_PAIR, None, "valid")
+    assert fuzzing.check_ipv6_form(good).problems == ()
+    bad = PROXY_PAIR.replace('"[fd00:20::11]:8080"', '"fd00:20::11:8080"')
+    named = fuzzing.Ipv6Form(bad, "proxy[1].backend[0].address", "brackets missing")
+    assert fuzzing.check_ipv6_form(named).problems == ()
+    elsewhere = fuzzing.Ipv6Form(bad, "proxy[1].vip", "brackets missing")
+    assert "no issue names proxy[1].vip" in fuzzing.check_ipv6_form(elsewhere).problems[0]
+    accepted = fuzzing.Ipv6Form(PROXY_PAIR, "proxy[1].vip", "a bad VIP")
+    assert fuzzing.check_ipv6_form(accepted).problems == ("a bad VIP: accepted at proxy[1].vip",)
+
+
+PROXY_PAIR = """
+[[proxy]]
+name = "web4"
+interfaces = ["eth0"]
+vip = "10.0.0.1"
+port = 80
+[[proxy.backend]]
+address = "10.0.2.11:8080"
+
+[[proxy]]
+name = "web6"
+interfaces = ["eth0"]
+vip = "fd00:10::1"
+port = 80
+[[proxy.backend]]
+address = "[fd00:20::11]:8080"
+"""
+
+
 def test_the_strategies_produce_valid_and_invalid_documents() -> None:
     """Guards against a strategy that drifted into producing only one kind of document."""
     from hypothesis import Phase
@@ -205,3 +245,15 @@ def test_the_strategies_produce_valid_and_invalid_documents() -> None:
 
     collect()
     assert {"valid", "invalid"} <= outcomes
+
+    kinds: set[str] = set()
+
+    @settings(
+        max_examples=200, database=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck)
+    )
+    @given(STRATEGIES["ipv6"])
+    def collect6(form: fuzzing.Ipv6Form) -> None:
+        kinds.add(form.what.split(" ")[0])
+
+    collect6()
+    assert {"valid", "malformed", "IPv4", "ipv6_source_prefix"} <= kinds

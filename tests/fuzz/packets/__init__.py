@@ -8,8 +8,9 @@ the exotic families). The oracle predicts, from the input frame and a mirror of 
 what lb.c must do (docs/datapath.md#what-the-programs-do).
 
     wire.py       checksums and frames built byte by byte
-    topology.py   the VIP, services, backends and selection tables the harness loads
+    topology.py   the VIPs, services, backends and selection tables the harness loads (both families)
     frames.py     the seeded generator: families of frames, valid and odd
+    frames6.py    its IPv6 families (extension header chains, fragments, ND, ICMPv6, truncation)
     mutations.py  header mutations and scapy-built templates
     parse.py      lb.c's parsers as the oracle reads a frame
     pick.py       the backends a new flow may get

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tests.fuzz.packets.conntrack import CtKey, key_text
-from tests.fuzz.packets.wire import TCP, UDP
+from tests.fuzz.packets.wire import TCP, UDP, addr
 
 FORMAT = 1
 
@@ -65,7 +64,7 @@ def failure_kind(problem: str) -> str:
     return re.sub(r"(0x)?[0-9a-f]*[0-9][0-9a-f]*", "#", first)
 
 
-_KEY_RE = re.compile(r"^([\d.]+):(\d+) > ([\d.]+):(\d+)/(tcp|udp)$")
+_KEY_RE = re.compile(r"^\[?([\d.]+|[0-9a-f:]+)\]?:(\d+) > \[?([\d.]+|[0-9a-f:]+)\]?:(\d+)/(tcp|udp)$")
 
 
 def parse_key(text: str) -> CtKey:
@@ -74,8 +73,8 @@ def parse_key(text: str) -> CtKey:
         raise ValueError(f"not a conntrack key: {text!r}")
     proto = TCP if m.group(5) == "tcp" else UDP
     return (
-        socket.inet_aton(m.group(1)),
-        socket.inet_aton(m.group(3)),
+        addr(m.group(1)),
+        addr(m.group(3)),
         int(m.group(2)),
         int(m.group(4)),
         proto,

@@ -13,7 +13,6 @@ per-backend counters the moves drive, and is compared with the real tables entry
 from __future__ import annotations
 
 import itertools
-import socket
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from tests.fuzz.packets.parse import View
 from tests.fuzz.packets.tcp import CT_F_CLOSED, CT_F_EST, CT_F_SYN
 from tests.fuzz.packets.topology import Endpoint
 from tests.fuzz.packets.wire import TCP, hexdump
+from tests.fuzz.packets.wire import endpoint_text as wire_endpoint_text
 
 DIR_FORWARD, DIR_REVERSE = 0, 1
 ESTABLISHED, TRANSIENT = "established", "transient"
@@ -292,7 +292,7 @@ def proto_text(proto: int) -> str:
 
 
 def endpoint_text(endpoint: Endpoint) -> str:
-    return f"{socket.inet_ntoa(endpoint[0])}:{endpoint[1]}"
+    return wire_endpoint_text(*endpoint)
 
 
 def key_text(k: CtKey) -> str:

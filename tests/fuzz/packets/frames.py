@@ -4,7 +4,8 @@
 Each family has a weight; `FrameGenerator.next(flows)` draws one, using flows the data path is
 tracking (the oracle's list) for follow-ups and replies. A seed determines every frame given the
 flows, and the flows differ between runs only by the kernel's weighted-random backend picks (see
-harness.py: a failing run's frames are recorded, picks included, for an exact replay).
+harness.py: a failing run's frames are recorded, picks included, for an exact replay). The IPv6
+families live in frames6.py; `families` chooses both halves (the default), "ipv4" or "ipv6".
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.fuzz.packets import mutations
+from tests.fuzz.packets.frames6 import TC6_FAMILIES, XDP6_FAMILIES, Ext, Frames6
 from tests.fuzz.packets.topology import BACKENDS, SERVICE_BY_KEY, SERVICES, VIP_B
 from tests.fuzz.packets.wire import (
     ETH_IP,
@@ -52,6 +54,11 @@ class Flow:
     proto: int
     backend_ip: bytes
     backend_port: int
+    vip: bytes = VIP_B
+
+    @property
+    def v6(self) -> bool:
+        return len(self.vip) == 16
 
 
 XDP_FAMILIES: dict[str, int] = {
@@ -92,7 +99,13 @@ TC_FAMILIES: dict[str, int] = {
     "tc_unknown": 2,
     "tc_client_frame": 2,
 }
-FAMILIES = {**XDP_FAMILIES, **TC_FAMILIES}
+FAMILIES = {**XDP_FAMILIES, **TC_FAMILIES, **XDP6_FAMILIES, **TC6_FAMILIES}
+IPV6_FAMILIES = frozenset({**XDP6_FAMILIES, **TC6_FAMILIES})
+FAMILY_SETS = {
+    "all": ({**XDP_FAMILIES, **XDP6_FAMILIES}, {**TC_FAMILIES, **TC6_FAMILIES}),
+    "ipv4": (XDP_FAMILIES, TC_FAMILIES),
+    "ipv6": (XDP6_FAMILIES, TC6_FAMILIES),
+}
 TCP_FOLLOWUP_FLAGS = (0x10, 0x18, 0x11, 0x04, 0x14, 0x02, 0x19, 0x12, 0x01)
 TCP_REPLY_FLAGS = (0x12, 0x10, 0x18, 0x11, 0x04, 0x14, 0x19, 0x01, 0x02)
 
@@ -100,15 +113,18 @@ TCP_REPLY_FLAGS = (0x12, 0x10, 0x18, 0x11, 0x04, 0x14, 0x19, 0x01, 0x02)
 class FrameGenerator:
     """Seeded frames from the families above. `next(flows)` uses flows the data path is tracking."""
 
-    def __init__(self, seed: int, *, scapy_pool: int = 48) -> None:
+    def __init__(self, seed: int, *, scapy_pool: int = 48, families: str = "all") -> None:
         self.rng = random.Random(seed)
+        self.six = Frames6(self)
+        xdp_families, tc_families = FAMILY_SETS[families]
         # (flow, from the backend) -> (the next sequence number of that side, of the other side),
         # None where unknown: set by the harness from the oracle's mirror
         self.seq_hint: Callable[[Flow, bool], tuple[int | None, int | None]] | None = None
-        self._xdp_names = list(XDP_FAMILIES)
-        self._xdp_weights = list(XDP_FAMILIES.values())
-        self._tc_names = list(TC_FAMILIES)
-        self._tc_weights = list(TC_FAMILIES.values())
+        self._xdp_names = list(xdp_families)
+        self._xdp_weights = list(xdp_families.values())
+        self._xdp4_names = [f for f in self._xdp_names if f in XDP_FAMILIES]
+        self._tc_names = list(tc_families)
+        self._tc_weights = list(tc_families.values())
         self._tc_share = sum(self._tc_weights) / (sum(self._tc_weights) + sum(self._xdp_weights))
         self._pool = mutations.build_scapy_pool(self.rng.randrange(2**32), scapy_pool) if scapy_pool else []
 
@@ -169,11 +185,55 @@ class FrameGenerator:
         frag: int | None = None,
         seq: int | None = None,
         ack: int | None = None,
+        ext: Sequence[Ext] = (),
     ) -> Built:
+        """A frame from `src` to `dst`: IPv4 (`ip_options`, `frag`) or, for 16-byte addresses, IPv6
+        (the extension headers `ext`; absent UDP checksums are rarer: IPv6 makes them malformed)."""
+        v6 = len(src) == 16
+        l4 = self.l4_body(
+            src,
+            dst,
+            proto,
+            sport,
+            dport,
+            flags=flags,
+            payload=payload,
+            tcp_options=tcp_options,
+            udp_zero=udp_zero,
+            udp_zero_share=0.02 if v6 else 0.25,
+            seq=seq,
+            ack=ack,
+        )
+        if v6:
+            return self.six.packet(src, dst, proto, l4, ext=ext, vlans=vlans)
+        rng = self.rng
+        if frag is None:
+            frag = 0x4000 if rng.random() < 0.5 else 0  # DF is common on the wire
+        ip = ipv4_header(src, dst, proto, len(l4), options=ip_options, ident=rng.randrange(65536), frag=frag)
+        return assemble(ethernet(ETH_IP, vlans), ip, l4, proto)
+
+    def l4_body(
+        self,
+        src: bytes,
+        dst: bytes,
+        proto: int,
+        sport: int,
+        dport: int,
+        *,
+        flags: int,
+        payload: bytes | None,
+        tcp_options: bytes,
+        udp_zero: bool | None,
+        udp_zero_share: float,
+        seq: int | None,
+        ack: int | None,
+    ) -> bytes | bytearray:
+        """A TCP segment or UDP datagram with its checksum (the pseudo header of either family), or
+        the bare payload of another protocol."""
         rng = self.rng
         body = self.payload() if payload is None else payload
         if proto == TCP:
-            l4: bytes | bytearray = tcp_segment(
+            return tcp_segment(
                 src,
                 dst,
                 sport,
@@ -184,15 +244,10 @@ class FrameGenerator:
                 ack=(rng.randrange(2**32) if ack is None else ack) if flags & 0x10 else 0,
                 options=tcp_options,
             )
-        elif proto == UDP:
-            zero = rng.random() < 0.25 if udp_zero is None else udp_zero
-            l4 = udp_datagram(src, dst, sport, dport, body, zero_checksum=zero)
-        else:
-            l4 = body
-        if frag is None:
-            frag = 0x4000 if rng.random() < 0.5 else 0  # DF is common on the wire
-        ip = ipv4_header(src, dst, proto, len(l4), options=ip_options, ident=rng.randrange(65536), frag=frag)
-        return assemble(ethernet(ETH_IP, vlans), ip, l4, proto)
+        if proto == UDP:
+            zero = rng.random() < udp_zero_share if udp_zero is None else udp_zero
+            return udp_datagram(src, dst, sport, dport, body, zero_checksum=zero)
+        return body
 
     def to_vip(self, proto: int | None = None, **kw: Any) -> Built:
         """A well-formed frame to a configured VIP:port of the given (or a random) protocol."""
@@ -208,7 +263,7 @@ class FrameGenerator:
             if "flags" not in kw:
                 kw["flags"] = self.rng.choice(TCP_FOLLOWUP_FLAGS)
             kw = self.sequence_numbers(flow, False, exact, kw)
-        return self.l4_frame(flow.client_ip, VIP_B, flow.proto, flow.client_port, flow.vip_port, **kw)
+        return self.l4_frame(flow.client_ip, flow.vip, flow.proto, flow.client_port, flow.vip_port, **kw)
 
     def reply(self, flow: Flow, exact: bool = False, **kw: Any) -> Built:
         """A segment of the backend's side of a flow; TCP sequence numbers as sequence_numbers()."""
@@ -256,11 +311,16 @@ class FrameGenerator:
     # -- families ------------------------------------------------------------------------------
 
     def next(self, flows: Sequence[Flow]) -> Frame:
+        recent = flows[-128:]
         if self.rng.random() < self._tc_share:
             family = self.rng.choices(self._tc_names, self._tc_weights)[0]
-            return Frame(family, "tc", bytes(self._tc_family(family, flows)))
+            if family in IPV6_FAMILIES:
+                return Frame(family, "tc", bytes(self.six.tc_family(family, [f for f in recent if f.v6])))
+            return Frame(family, "tc", bytes(self._tc_family(family, [f for f in recent if not f.v6])))
         family = self.rng.choices(self._xdp_names, self._xdp_weights)[0]
-        return Frame(family, "xdp", bytes(self._xdp_family(family, flows)))
+        if family in IPV6_FAMILIES:
+            return Frame(family, "xdp", bytes(self.six.xdp_family(family, [f for f in recent if f.v6])))
+        return Frame(family, "xdp", bytes(self._xdp_family(family, [f for f in recent if not f.v6])))
 
     def _xdp_family(self, family: str, flows: Sequence[Flow]) -> bytearray:
         rng = self.rng
@@ -400,7 +460,7 @@ class FrameGenerator:
                 return built.data
             return built.data + bytearray(rng.randbytes(rng.randrange(1, 30)))
         if family == "tc_client_frame":
-            return self._xdp_family(rng.choice(self._xdp_names), flows)
+            return self._xdp_family(rng.choice(self._xdp4_names or list(XDP_FAMILIES)), flows)
         # tc_unknown (and replies before any flow exists): from a backend to a client with no entry
         ip, port = BACKENDS[rng.randrange(len(BACKENDS))]
         proto = rng.choice((TCP, UDP))

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lbtui.dataplane.port import ServiceEntry
+from lbtui.dataplane.port import ESTABLISHED6, TRANSIENT6, ServiceEntry
 from lbtui.dataplane.records import flow_entries
 from tests.fuzz.packets.cases import Case, Event, EvictEvent, FrameEvent, failure_kind, save_case
 from tests.fuzz.packets.conntrack import ESTABLISHED, TRANSIENT, CtKey, RealEntry
-from tests.fuzz.packets.frames import Flow, Frame, FrameGenerator
+from tests.fuzz.packets.frames import IPV6_FAMILIES, Flow, Frame, FrameGenerator
 from tests.fuzz.packets.oracle import BACKEND_COUNTERS, CHECKED_COUNTERS, PICK_DROPPED, Oracle, Verdict
 from tests.fuzz.packets.pick import DROP_CONFLICT
 from tests.fuzz.packets.topology import (
@@ -42,19 +42,19 @@ from tests.fuzz.packets.topology import (
     BACKENDS,
     CONNTRACK_ENTRIES,
     GROUP_TABLES,
-    ROUTE_CIDR,
-    ROUTE_GROUP,
-    ROUTE_SERVICE,
+    MAX_GROUPS,
+    ROUTES,
     SERVICES,
     TABLE_SIZE,
-    VIP,
-    VIP_B,
     group_of,
 )
 from tests.fuzz.packets.wire import TCP, UDP, addr, hexdump
 from tests.support.maps import evict, write_table
 
 CT_TABLE_NAMES = {ESTABLISHED: "lb_ct_established", TRANSIENT: "lb_ct_transient"}
+# the IPv6 twins: the mirror keeps both families in one pair of tables (their keys never collide:
+# 4-byte and 16-byte addresses)
+CT6_TABLE_NAMES = {ESTABLISHED: "lb_ct6_established", TRANSIENT: "lb_ct6_transient"}
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class Dataplane:
                 table_size=TABLE_SIZE,
                 conntrack_entries=CONNTRACK_ENTRIES,
                 transient_entries=CONNTRACK_ENTRIES,
-                max_groups=4,
+                max_groups=MAX_GROUPS,
                 max_backends=16,
             )
         )
@@ -109,15 +109,16 @@ class Dataplane:
         for bid, (ip, port) in BACKENDS.items():
             self.maps.set_backend(bid, ip, port, active=True)
         for svc in SERVICES:
-            events = svc.service_id == 0
+            events = svc.service_id in (0, 4)
             proto = "tcp" if svc.proto == TCP else "udp"
             entry = ServiceEntry(
-                VIP, svc.port, proto, svc.service_id, svc.group, svc.algorithm, events, events
+                svc.vip_text, svc.port, proto, svc.service_id, svc.group, svc.algorithm, events, events
             )
             self.maps.set_service(entry)
         for group, table in GROUP_TABLES.items():
             self.write_table(group, table)
-        self.maps.set_route(ROUTE_SERVICE, ROUTE_CIDR, ROUTE_GROUP)
+        for service_id, cidr, group in ROUTES:
+            self.maps.set_route(service_id, cidr, group)
         self._fds = {"xdp": self.loaded.xdp_fn.fd, "tc": self.loaded.tc_fn.fd}
 
     def close(self) -> None:
@@ -173,9 +174,16 @@ class Dataplane:
         write_table(self.maps, group, backend_ids)
 
     def conntrack(self) -> list[RealEntry]:
+        """Every entry of both families' tables, named as the mirror names them."""
+        names = (
+            (ESTABLISHED, ESTABLISHED),
+            (TRANSIENT, TRANSIENT),
+            (ESTABLISHED, ESTABLISHED6),
+            (TRANSIENT, TRANSIENT6),
+        )
         out = []
-        for table in (ESTABLISHED, TRANSIENT):
-            for keys, values in self.maps.conntrack_chunks(table):
+        for table, name in names:
+            for keys, values in self.maps.conntrack_chunks(name):
                 for e, v in zip(flow_entries(keys, values), values, strict=True):
                     seq = (
                         int(v["seq_first"]),
@@ -184,16 +192,17 @@ class Dataplane:
                         int(v["wscale"]),
                         int(v["win_shift"]),
                     )
+                    key = (
+                        addr(e.key.saddr),
+                        addr(e.key.daddr),
+                        e.key.sport,
+                        e.key.dport,
+                        _PROTO[e.key.protocol],
+                    )
                     out.append(
                         RealEntry(
                             table=table,
-                            key=(
-                                addr(e.key.saddr),
-                                addr(e.key.daddr),
-                                e.key.sport,
-                                e.key.dport,
-                                _PROTO[e.key.protocol],
-                            ),
+                            key=key,
                             dir=e.direction,
                             client=(addr(e.client[0]), e.client[1]),
                             vip=(addr(e.vip[0]), e.vip[1]),
@@ -210,7 +219,13 @@ class Dataplane:
 
     def delete(self, keys: Iterable[CtKey], table: str = TRANSIENT) -> None:
         """Delete single entries by key, as an LRU eviction does."""
-        wanted = set(keys)
+        keys = list(keys)
+        wanted = {k for k in keys if len(k[0]) == 4}
+        for key in keys:
+            if len(key[0]) == 16:
+                self._delete6(key, table)
+        if not wanted:
+            return
 
         def chosen(raw: np.ndarray, _values: np.ndarray) -> np.ndarray:
             return np.fromiter(
@@ -231,9 +246,22 @@ class Dataplane:
 
         evict(self.loaded, chosen, tables=(CT_TABLE_NAMES[table],))
 
+    def _delete6(self, key: CtKey, table: str) -> None:
+        """One IPv6 entry by key (lb_ct6_key: two addresses, the ports in network order, the protocol)."""
+        saddr, daddr, sport, dport, proto = key
+        raw = saddr + daddr + sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes((proto, 0, 0, 0))
+        t = self.loaded.table(CT6_TABLE_NAMES[table])
+        with contextlib.suppress(KeyError):
+            del t[t.Key.from_buffer_copy(raw)]
+
     def empty(self) -> None:
-        """Every conntrack entry of both tables, and every remembered fragment, gone."""
+        """Every conntrack entry of both families' tables, and every remembered fragment, gone."""
         evict(self.loaded, lambda raw, _v: np.ones(len(raw), dtype=bool))
+        for name in CT6_TABLE_NAMES.values():
+            t = self.loaded.table(name)
+            for k in list(t.keys()):
+                with contextlib.suppress(KeyError):
+                    del t[k]
         frags = self.loaded.table("lb_frags")
         for k in list(frags.keys()):
             with contextlib.suppress(KeyError):
@@ -308,6 +336,7 @@ class PacketFuzzer:
         keep_failures: int = 20,
         case_dir: str | Path | None = None,
         scapy_pool: int = 48,
+        families: str = "all",
     ):
         check_sizes(sync_every)
         self.dp = dataplane
@@ -316,7 +345,8 @@ class PacketFuzzer:
         self.evict_rate = evict_rate
         self.keep_failures = keep_failures
         self.case_dir = Path(case_dir) if case_dir else None
-        self.generator = FrameGenerator(seed, scapy_pool=scapy_pool)
+        self.families = families
+        self.generator = FrameGenerator(seed, scapy_pool=scapy_pool, families=families)
         self.oracle = Oracle()
         self.generator.seq_hint = self.oracle.seq_hint
         self.stats = FuzzStats()
@@ -480,6 +510,7 @@ class PacketFuzzer:
             "seed": self.seed,
             "sync_every": self.sync_every,
             "evict_rate": self.evict_rate,
+            "families": self.families,
             "frames_planned": self._frames_planned,
             "segment_frames": [self._segment_start, self.stats.frames],
         }
@@ -490,7 +521,7 @@ def flow_key(flow: Flow, *, reverse: bool) -> CtKey:
     """The conntrack key of one direction of a flow."""
     if reverse:
         return (flow.backend_ip, flow.client_ip, flow.backend_port, flow.client_port, flow.proto)
-    return (flow.client_ip, VIP_B, flow.client_port, flow.vip_port, flow.proto)
+    return (flow.client_ip, flow.vip, flow.client_port, flow.vip_port, flow.proto)
 
 
 def fuzz_packets(
@@ -501,17 +532,29 @@ def fuzz_packets(
     evict_rate: float = 0.005,
     case_dir: str | Path | None = None,
     cpu: int | None = None,
+    families: str = "all",
 ) -> FuzzStats:
-    """Load a private copy of the programs, run `frames` frames of `seed` on one CPU, unload. Root."""
+    """Load a private copy of the programs, run `frames` frames of `seed` on one CPU, unload. Root.
+    `families`: "all", "ipv4" or "ipv6" (frames.FAMILY_SETS)."""
     with pinned_to_one_cpu(cpu):
         dataplane = Dataplane()
         try:
             fuzzer = PacketFuzzer(
-                dataplane, seed, sync_every=sync_every, evict_rate=evict_rate, case_dir=case_dir
+                dataplane,
+                seed,
+                sync_every=sync_every,
+                evict_rate=evict_rate,
+                case_dir=case_dir,
+                families=families,
             )
             return fuzzer.run(frames)
         finally:
             dataplane.close()
+
+
+def ipv6_frames(stats: FuzzStats) -> int:
+    """How many of the frames were IPv6 ones (frames6.py's families)."""
+    return sum(n for (family, _), n in stats.outcomes.items() if family in IPV6_FAMILIES)
 
 
 def summary_table(stats: FuzzStats) -> str:

@@ -1,14 +1,15 @@
 # SPDX-License-Identifier: Apache-2.0
 """The oracle: from an input frame and the conntrack mirror alone, what lb.c must do with it.
 
-- XDP: anything that is not a well-formed IPv4 TCP/UDP non-fragment to a configured VIP:port passes
-  untouched, except an ICMP error about a tracked flow's reply, which is translated toward the
-  flow's backend; a SYN with RST or FIN, and a state-changing segment with a bad checksum, are
-  dropped; a RST outside its flow's window is dropped; a new flow (TCP SYN without ACK, any UDP, any
-  TCP for maglev) and every other packet of a tracked flow is DNATed; a TCP non-SYN without an entry
-  passes untouched. A DNATed frame differs from the input only in daddr, the IP checksum, dport and
-  the L4 checksum; daddr:dport is the flow's backend (or, for a new flow, one of the backends
-  pick.py allows).
+- XDP: anything that is not a well-formed IPv4 or IPv6 TCP/UDP non-fragment to a configured VIP:port
+  passes untouched (IPv6: ICMPv6 too, neighbour discovery and errors included, and packets whose
+  upper-layer header lies beyond the extension headers lb_ipv6.h walks), except an IPv4 ICMP error
+  about a tracked flow's reply, which is translated toward the flow's backend; a SYN with RST or FIN,
+  and a state-changing segment with a bad checksum, are dropped; a RST outside its flow's window is
+  dropped; a new flow (TCP SYN without ACK, any UDP, any TCP for maglev) and every other packet of a
+  tracked flow is DNATed; a TCP non-SYN without an entry passes untouched. A DNATed frame differs
+  from the input only in daddr, the IP checksum (none in IPv6), dport and the L4 checksum;
+  daddr:dport is the flow's backend (or, for a new flow, one of the backends pick.py allows).
 - TC egress (oracle_tc.py): a reply that matches a reverse entry is SNATed back to VIP:port, later
   fragments of a SNATed reply get the VIP as source, ICMP errors about a flow leave with the VIP,
   a backend's RST outside the window is dropped; anything else passes untouched.
@@ -63,7 +64,6 @@ from tests.fuzz.packets.topology import (
     MAGLEV,
     SERVICE_BY_KEY,
     SERVICES,
-    VIP_B,
     WEIGHTED_RANDOM,
     FuzzService,
 )
@@ -187,7 +187,7 @@ class Oracle(TcRules):
     def seq_hint(self, flow: Flow, from_backend: bool) -> tuple[int | None, int | None]:
         """The next sequence number the mirror expects from each side of a flow (the sender's, then
         the other's), for the generator's TCP sequence cases."""
-        fwd = self.ct.get((flow.client_ip, VIP_B, flow.client_port, flow.vip_port, flow.proto))
+        fwd = self.ct.get((flow.client_ip, flow.vip, flow.client_port, flow.vip_port, flow.proto))
         rev = self.ct.get((flow.backend_ip, flow.client_ip, flow.backend_port, flow.client_port, flow.proto))
         sender, other = (rev, fwd) if from_backend else (fwd, rev)
 
@@ -340,7 +340,7 @@ class Oracle(TcRules):
     def _new_flow(
         self, svc: FuzzService, view: View, seg: tcp.Segment | None, data: bytes, out: bytes
     ) -> None:
-        backend = (bytes(out[view.l3 + 16 : view.l3 + 20]), u16(out, view.l4 + 2))
+        backend = (bytes(out[view.dst_off : view.dst_off + view.alen]), u16(out, view.l4 + 2))
         entry = CtEntry(
             client_ip=view.saddr,
             vip=view.daddr,
@@ -380,14 +380,16 @@ class Oracle(TcRules):
                     FINDING_SHARED_AFTER_EVICTION,
                     f"{flow_text(entry)} shares its backend tuple with live {flow_text(other)}",
                 )
-        self.flows.append(Flow(view.saddr, view.sport, view.dport, view.proto, backend[0], backend[1]))
+        self.flows.append(
+            Flow(view.saddr, view.sport, view.dport, view.proto, backend[0], backend[1], view.daddr)
+        )
 
     def _same_client_port(self, entry: CtEntry) -> list[CtEntry]:
         """Forward entries of the same client address:port and protocol to the VIP's other ports."""
         keys = [
             (entry.client_ip, entry.vip, entry.client_port, svc.port, svc.proto)
             for svc in SERVICES
-            if svc.proto == entry.proto and svc.port != entry.vip_port
+            if svc.proto == entry.proto and svc.port != entry.vip_port and svc.vip == entry.vip
         ]
         return [e for e in map(self.ct.get, keys) if e is not None and e.dir == DIR_FORWARD]
 
@@ -429,7 +431,9 @@ def _kernel_pick(view: View, verdict: int | None, out: bytes, data: bytes) -> in
         return PICK_DROPPED
     if verdict != XDP_PASS or len(out) != len(data):
         return None
-    return BACKEND_BY_ENDPOINT.get((bytes(out[view.l3 + 16 : view.l3 + 20]), u16(out, view.l4 + 2)))
+    return BACKEND_BY_ENDPOINT.get(
+        (bytes(out[view.dst_off : view.dst_off + view.alen]), u16(out, view.l4 + 2))
+    )
 
 
 __all__ = ["DIR_REVERSE", "Oracle", "Verdict", "XdpPlan"]

@@ -4,8 +4,10 @@
 `parse_xdp` mirrors lbtui_xdp and `parse_tc` mirrors lbtui_tc (which checks less: no length fields,
 no TCP data offset). Each returns a View of the headers, an IcmpView (an ICMP message the program
 may translate), a Fragment (TC: a fragment after the first), or the outcome name of a frame the
-program passes untouched. IPv6 has its own (`_parse_xdp6`, `_parse_tc6`): the fuzz topology has no
-IPv6 service, so an IPv6 frame's outcome is decided by the parse alone.
+program passes untouched. IPv6 has its own (`_parse_xdp6`, `_parse_tc6`, lb_ipv6.h): the View of an
+IPv6 packet has `v6` set, `ihl_len` is the offset of its upper-layer header (the fixed header and the
+extension headers walked) and `ip_len` 40 + the payload length; everything after the parse (the
+service lookup, conntrack, the pick) is the same for both families, as in lb.c (lb_fam.h).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ MALFORMED = "malformed"
 FRAGMENT = "fragment"
 TC_PASS = "tc_pass"
 V6_NO_L4 = "v6_no_l4"  # IPv6 whose upper-layer header lies beyond the extension headers walked
-TC_MISS6 = "tc_miss"  # TC: an IPv6 TCP/UDP packet looked up in (empty) IPv6 conntrack
 
 V6_EXT = (0, 43, 60)  # hop-by-hop, routing, destination options
 V6_FRAGMENT = 44
@@ -44,10 +45,24 @@ class View:
     tcp_flags: int
     frag: int = 0  # TC: the IP flags and offset of a first fragment (MF set, offset 0)
     ip_id: int = 0
+    v6: bool = False
 
     @property
     def check_off(self) -> int:
         return self.l4 + (16 if self.proto == TCP else 6)
+
+    @property
+    def src_off(self) -> int:
+        return self.l3 + (8 if self.v6 else 12)
+
+    @property
+    def dst_off(self) -> int:
+        return self.l3 + (24 if self.v6 else 16)
+
+    @property
+    def alen(self) -> int:
+        """Bytes of an address."""
+        return 16 if self.v6 else 4
 
 
 @dataclass(frozen=True)
@@ -193,8 +208,8 @@ def _upper6(data: bytes, l3: int) -> tuple[int | str, int]:
     return (nxt, at) if nxt not in V6_EXT else (V6_NO_L4, at)
 
 
-def _parse_xdp6(data: bytes, l3: int) -> str:
-    """lbtui_xdp6's parser up to the service lookup (which always misses in the fuzz topology)."""
+def _parse_xdp6(data: bytes, l3: int) -> View | str:
+    """lbtui_xdp6's parser (lb_ipv6.h xdp_ipv6) up to the service lookup."""
     n = len(data)
     if n < l3 + 40 or data[l3] >> 4 != 6:
         return MALFORMED
@@ -222,18 +237,36 @@ def _parse_xdp6(data: bytes, l3: int) -> str:
         ulen = u16(data, l4 + 4)
         if ulen < 8 or ulen > l4_len or u16(data, l4 + 6) == 0:
             return MALFORMED
-    return NOT_OURS
+    return _view6(data, l3, ip_len, off, l4, proto)
 
 
-def _parse_tc6(data: bytes, l3: int) -> str:
-    """lbtui_tc6's parser: TCP/UDP packets are looked up in IPv6 conntrack (empty here)."""
+def _view6(data: bytes, l3: int, ip_len: int, off: int, l4: int, proto: int) -> View:
+    return View(
+        l3,
+        off,
+        ip_len,
+        l4,
+        proto,
+        bytes(data[l3 + 8 : l3 + 24]),
+        bytes(data[l3 + 24 : l3 + 40]),
+        u16(data, l4),
+        u16(data, l4 + 2),
+        data[l4 + 13] if proto == TCP else 0,
+        v6=True,
+    )
+
+
+def _parse_tc6(data: bytes, l3: int) -> View | str:
+    """lbtui_tc6's parser (lb_ipv6.h tc_ipv6): no length fields checked, fragments passed (TC does not
+    rewrite the fragments of an IPv6 reply yet)."""
     n = len(data)
     if n < l3 + 40 or data[l3] >> 4 != 6:
         return TC_PASS
     proto, off = _upper6(data, l3)
     if proto not in (TCP, UDP):
         return TC_PASS
-    l4 = l3 + (off & 0x1FFF)
+    off &= 0x1FFF
+    l4 = l3 + off
     if l4 + (20 if proto == TCP else 8) > n:
         return TC_PASS
-    return TC_MISS6
+    return _view6(data, l3, 40 + u16(data, l3 + 4), off, l4, proto)

@@ -29,15 +29,24 @@ PICK_TRIES = 4  # lb.h LB_PICK_TRIES
 DROP_CONFLICT = "drop_conflict"
 
 
+def addr_hash(raw: bytes) -> int:
+    """lb_fam.h LB_ADDR_HASH: an IPv4 address as the u32 in memory; IPv6: the XOR of its four words
+    (lb.h lb_addr6_fold)."""
+    out = 0
+    for i in range(0, len(raw), 4):
+        out ^= int.from_bytes(raw[i : i + 4], "little")
+    return out
+
+
 def start_slots(svc: FuzzService, view: View) -> list[int]:
     """The slots lb.c may start the walk at."""
     le = int.from_bytes
     if svc.algorithm == MAGLEV:
         sport, dport = view.sport.to_bytes(2, "big"), view.dport.to_bytes(2, "big")
         words = (le(sport, "little") << 16) | le(dport, "little")
-        return [jhash_3words(le(view.saddr, "little"), le(view.daddr, "little"), words) % TABLE_SIZE]
+        return [jhash_3words(addr_hash(view.saddr), addr_hash(view.daddr), words) % TABLE_SIZE]
     if svc.algorithm == SOURCE_HASH:
-        return [jhash_3words(le(view.saddr, "little"), svc.service_id, 0) % TABLE_SIZE]
+        return [jhash_3words(addr_hash(view.saddr), svc.service_id, 0) % TABLE_SIZE]
     return list(range(TABLE_SIZE))
 
 

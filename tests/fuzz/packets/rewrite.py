@@ -4,16 +4,15 @@ checksum's residual, or a frame passed through untouched.
 
 Checksums are verified with wire.py's one's complement code, not the program's: a rewrite must keep
 every checksum's residual (so a frame whose checksums verified still verifies, and a broken one stays
-exactly as broken), and a zero UDP checksum stays zero.
+exactly as broken), and a zero UDP checksum stays zero. IPv6 has no header checksum: its residual is
+left out, and the L4 pseudo header takes the 16-byte addresses.
 """
 
 from __future__ import annotations
 
-import socket
-
 from tests.fuzz.packets.parse import View
 from tests.fuzz.packets.topology import Endpoint
-from tests.fuzz.packets.wire import TCP, UDP, ones_sum, pseudo_header_sum, u16
+from tests.fuzz.packets.wire import TCP, UDP, endpoint_text, ones_sum, pseudo_header_sum, u16
 
 XDP_DROP, XDP_PASS = 1, 2
 TC_ACT_OK = 0
@@ -38,16 +37,22 @@ def residuals(data: bytes, view: View) -> tuple[int, int, bool, bool]:
     only possible on the TC side) are summed as far as they go, which still contains every field a
     rewrite touches, so comparing residuals before and after is meaningful for them too.
     """
-    end_ip = min(view.l3 + view.ihl_len, len(data))
-    ip_res = ones_sum(data[view.l3 : end_ip])
+    if view.v6:
+        ip_res, ip_whole = 0, True  # no header checksum
+    else:
+        end_ip = min(view.l3 + view.ihl_len, len(data))
+        ip_res, ip_whole = ones_sum(data[view.l3 : end_ip]), end_ip == view.l3 + view.ihl_len
     length, fits = l4_cover(data, view)
     header = 20 if view.proto == TCP else 8
     end_l4 = view.l4 + max(header, min(max(length, 0), len(data) - view.l4))
-    pseudo = pseudo_header_sum(
-        data[view.l3 + 12 : view.l3 + 16], data[view.l3 + 16 : view.l3 + 20], view.proto, length
-    )
-    l4_res = ones_sum(data[view.l4 : end_l4], pseudo)
-    return ip_res, l4_res, end_ip == view.l3 + view.ihl_len, fits
+    l4_res = ones_sum(data[view.l4 : end_l4], _pseudo(data, view, length))
+    return ip_res, l4_res, ip_whole, fits
+
+
+def _pseudo(data: bytes, view: View, length: int) -> int:
+    """The pseudo header's sum (the IPv6 one sums the same: the addresses, the protocol, the length)."""
+    src, dst = view.src_off, view.dst_off
+    return pseudo_header_sum(data[src : src + view.alen], data[dst : dst + view.alen], view.proto, length)
 
 
 def same_residual(a: int, b: int) -> bool:
@@ -91,21 +96,21 @@ def check_rewrite(
         return [f"{what}: expected verdict {ok}, got {verdict}"]
     if len(out) != len(data):
         return [f"{what}: the frame length changed {len(data)} -> {len(out)}"]
-    l3, l4 = view.l3, view.l4
-    addr_off = l3 + (16 if side == "dst" else 12)
+    l3, l4, alen = view.l3, view.l4, view.alen
+    addr_off = view.dst_off if side == "dst" else view.src_off
     port_off = l4 + (2 if side == "dst" else 0)
-    allowed = {l3 + 10, l3 + 11, port_off, port_off + 1, view.check_off, view.check_off + 1}
-    allowed.update(range(addr_off, addr_off + 4))
+    allowed = {port_off, port_off + 1, view.check_off, view.check_off + 1}
+    if not view.v6:
+        allowed.update((l3 + 10, l3 + 11))
+    allowed.update(range(addr_off, addr_off + alen))
     problems = []
     stray = [i for i in range(len(data)) if data[i] != out[i] and i not in allowed]
     if stray:
         problems.append(f"{what}: bytes outside address/port/checksums changed: {stray[:16]}")
-    endpoint = (bytes(out[addr_off : addr_off + 4]), u16(out, port_off))
+    endpoint = (bytes(out[addr_off : addr_off + alen]), u16(out, port_off))
     if endpoint not in targets:
-        want = sorted(f"{socket.inet_ntoa(a)}:{p}" for a, p in targets)
-        problems.append(
-            f"{what}: rewritten to {socket.inet_ntoa(endpoint[0])}:{endpoint[1]}, expected one of {want}"
-        )
+        want = sorted(endpoint_text(a, p) for a, p in targets)
+        problems.append(f"{what}: rewritten to {endpoint_text(*endpoint)}, expected one of {want}")
     ip_in, l4_in, _, l4_whole = residuals(data, view)
     ip_out, l4_out, _, _ = residuals(out, view)
     if not same_residual(ip_in, ip_out):
@@ -136,7 +141,4 @@ def l4_csum_ok(data: bytes, view: View) -> int:
         return -1
     if view.proto == UDP and u16(data, view.l4 + 6) == 0:
         return 1
-    pseudo = pseudo_header_sum(
-        data[view.l3 + 12 : view.l3 + 16], data[view.l3 + 16 : view.l3 + 20], view.proto, length
-    )
-    return 1 if ones_sum(data[view.l4 : view.l4 + length], pseudo) == 0xFFFF else 0
+    return 1 if ones_sum(data[view.l4 : view.l4 + length], _pseudo(data, view, length)) == 0xFFFF else 0

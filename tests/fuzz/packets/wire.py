@@ -8,12 +8,14 @@ verifies checksums with this code, never with the program's own.
 from __future__ import annotations
 
 import array
-import socket
+import ipaddress
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 TCP, UDP, ICMP = 6, 17, 1
+ICMP6 = 58
+HOPOPTS, ROUTING, FRAGMENT6, DSTOPTS, NO_NEXT = 0, 43, 44, 60, 59  # IPv6 next-header values
 ETH_DST = bytes.fromhex("020000000002")
 ETH_SRC = bytes.fromhex("020000000001")
 ETH_IP = 0x0800
@@ -24,7 +26,18 @@ _LITTLE = sys.byteorder == "little"
 
 
 def addr(text: str) -> bytes:
-    return socket.inet_aton(text)
+    """An address of either family as bytes on the wire (4 or 16)."""
+    return ipaddress.ip_address(text).packed
+
+
+def ntop(raw: bytes) -> str:
+    """Bytes of an address (4 or 16) as text."""
+    return str(ipaddress.ip_address(bytes(raw)))
+
+
+def endpoint_text(ip: bytes, port: int) -> str:
+    """address:port, an IPv6 address in brackets."""
+    return f"[{ntop(ip)}]:{port}" if len(ip) == 16 else f"{ntop(ip)}:{port}"
 
 
 def u16(data: bytes | bytearray, off: int) -> int:
@@ -109,6 +122,31 @@ def ipv4_header(
     return hdr
 
 
+def ipv6_header(
+    src: bytes, dst: bytes, next_header: int, payload_len: int, *, hop_limit: int = 64, flow: int = 0
+) -> bytearray:
+    """The fixed IPv6 header; `payload_len` counts the extension headers too."""
+    hdr = bytearray(40)
+    hdr[0:4] = ((6 << 28) | (flow & 0xFFFFF)).to_bytes(4, "big")
+    put16(hdr, 4, payload_len & 0xFFFF)
+    hdr[6] = next_header
+    hdr[7] = hop_limit
+    hdr[8:24] = src
+    hdr[24:40] = dst
+    return hdr
+
+
+def ipv6_ext(kind: int, next_header: int, body: bytes) -> bytes:
+    """One extension header: `body` follows the two first bytes; hop-by-hop, routing and destination
+    options are padded to 8-byte units (hdr ext len = units - 1); a fragment header is 8 bytes."""
+    if kind == FRAGMENT6:
+        return bytes((next_header, 0)) + bytes(body[:6]).ljust(6, b"\0")
+    raw = bytes((next_header, 0)) + body
+    units = max(1, (len(raw) + 7) // 8)
+    raw = raw.ljust(units * 8, b"\0")
+    return raw[:1] + bytes((units - 1,)) + raw[2:]
+
+
 def tcp_segment(
     src: bytes,
     dst: bytes,
@@ -158,6 +196,14 @@ def icmp_fix(body: bytes) -> bytes:
     return bytes(out)
 
 
+def icmp6_fix(src: bytes, dst: bytes, body: bytes) -> bytes:
+    """An ICMPv6 message with its checksum computed (it covers the pseudo header)."""
+    out = bytearray(body)
+    out[2:4] = b"\0\0"
+    put16(out, 2, internet_checksum(out, pseudo_header_sum(src, dst, ICMP6, len(out))))
+    return bytes(out)
+
+
 def assemble(eth: bytes, ip: bytearray, l4: bytes | bytearray, proto: int) -> Built:
     return Built(bytearray(eth) + ip + l4, len(eth), len(eth) + len(ip), proto)
 
@@ -189,3 +235,27 @@ def fix_checksums(frame: bytearray, l3: int) -> None:
             put16(frame, l4 + 6, 0)
             check = internet_checksum(frame[l4 : l4 + ulen], pseudo_header_sum(src, dst, UDP, ulen))
             put16(frame, l4 + 6, check or 0xFFFF)
+
+
+def fix_checksums6(frame: bytearray, l3: int) -> None:
+    """Recompute the TCP/UDP checksum of an IPv6 packet where its headers say where it is and it fits
+    (the extension headers walked as lb_ipv6.h walks them)."""
+    n = len(frame)
+    if n < l3 + 40:
+        return
+    nxt, at = frame[l3 + 6], l3 + 40
+    for _ in range(8):
+        if nxt not in (HOPOPTS, ROUTING, DSTOPTS) or at + 2 > n:
+            break
+        nxt, at = frame[at], at + (frame[at + 1] + 1) * 8
+    end = l3 + 40 + u16(frame, l3 + 4)
+    src, dst = bytes(frame[l3 + 8 : l3 + 24]), bytes(frame[l3 + 24 : l3 + 40])
+    if nxt == TCP and at + 20 <= end <= n:
+        put16(frame, at + 16, 0)
+        put16(frame, at + 16, internet_checksum(frame[at:end], pseudo_header_sum(src, dst, TCP, end - at)))
+    elif nxt == UDP and at + 8 <= n:
+        ulen = u16(frame, at + 4)
+        if 8 <= ulen and at + ulen <= n and u16(frame, at + 6) != 0:
+            put16(frame, at + 6, 0)
+            check = internet_checksum(frame[at : at + ulen], pseudo_header_sum(src, dst, UDP, ulen))
+            put16(frame, at + 6, check or 0xFFFF)

@@ -1,0 +1,348 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Seeded IPv6 frames (frames.py's families for the IPv6 half of the data path, lb_ipv6.h).
+
+Traffic to the IPv6 VIP and replies from the IPv6 backends, TCP and UDP, behind chains of hop-by-hop,
+routing and destination options headers in any order and length (chains longer than lb_ipv6.h walks
+too: those must pass untouched and be counted), first and later fragments, truncation anywhere,
+neighbour discovery, echo, ICMPv6 errors (about tracked flows too: they pass untouched until the data
+path translates them), non-VIP traffic and broken headers. `Frames6` borrows its generator's
+random.Random and value helpers, so one seed still determines every byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from tests.fuzz.packets.topology import BACKENDS, ROUTE6_CIDR, SERVICE_BY_KEY, SERVICES, VIP6_B
+from tests.fuzz.packets.wire import (
+    DSTOPTS,
+    ETH_IPV6,
+    FRAGMENT6,
+    HOPOPTS,
+    ICMP6,
+    NO_NEXT,
+    ROUTING,
+    TCP,
+    UDP,
+    Built,
+    addr,
+    assemble,
+    ethernet,
+    fix_checksums6,
+    icmp6_fix,
+    ipv6_ext,
+    ipv6_header,
+    put16,
+    tcp_segment,
+    udp_datagram,
+)
+
+if TYPE_CHECKING:
+    from tests.fuzz.packets.frames import Flow, FrameGenerator
+
+Ext = tuple[int, bytes]  # (next-header kind, body after its two first bytes)
+
+XDP6_FAMILIES: dict[str, int] = {
+    "v6_tcp_syn": 8,
+    "v6_tcp_flags": 3,
+    "v6_tcp_followup": 8,
+    "v6_udp_vip": 6,
+    "v6_udp_followup": 3,
+    "v6_cross_service": 1,
+    "v6_ext_headers": 6,
+    "v6_ext_too_many": 2,
+    "v6_fragment": 4,
+    "v6_truncated": 8,
+    "v6_nd": 2,
+    "v6_echo": 1,
+    "v6_other_next": 1,
+    "v6_icmp_error": 2,
+    "v6_non_vip_addr": 2,
+    "v6_non_vip_port": 2,
+    "v6_vlan": 2,
+    "v6_byte_flip": 5,
+    "v6_bad_version": 1,
+    "v6_bad_payload_len": 3,
+    "v6_tcp_bad_doff": 1,
+    "v6_udp_bad_len": 2,
+    "v6_udp_no_checksum": 1,
+}
+TC6_FAMILIES: dict[str, int] = {
+    "tc6_reply": 8,
+    "tc6_reply_mutated": 5,
+    "tc6_unknown": 2,
+    "tc6_icmp_error": 1,
+}
+EXT_KINDS = (HOPOPTS, ROUTING, DSTOPTS)
+EXT_MAX = 4  # lb_ipv6.h LB_V6_EXT_MAX
+ND_TYPES = (133, 134, 135, 136, 137)  # router/neighbour solicitation and advertisement, redirect
+ICMP6_ERRORS = ((2, 0), (2, 0), (1, 4), (1, 0), (3, 0), (4, 0))  # packet too big first
+
+
+class Frames6:
+    """IPv6 frames for a FrameGenerator (its rng, ports, payloads, VLAN tags, sequence numbers)."""
+
+    def __init__(self, gen: FrameGenerator) -> None:
+        self.gen = gen
+        self.rng = gen.rng
+
+    # -- values --------------------------------------------------------------------------------
+
+    def client_ip(self) -> bytes:
+        rng = self.rng
+        r = rng.random()
+        if r < 0.4:
+            return addr("fd00:fe::")[:6] + bytes(2) + rng.randbytes(8)
+        if r < 0.6:  # the source route's clients
+            return addr(ROUTE6_CIDR.split("/")[0])[:4] + rng.randbytes(12)
+        if r < 0.75:  # a few hosts of one /64
+            return addr("fd00:fe:0:1::")[:8] + bytes(7) + bytes((rng.randrange(1, 8),))
+        return rng.randbytes(16)
+
+    def ext_chain(self, count: int) -> list[Ext]:
+        """`count` hop-by-hop, routing and destination options headers in any order, 8 to 48 bytes."""
+        out = []
+        for _ in range(count):
+            kind = self.rng.choice(EXT_KINDS)
+            units = self.rng.choice((1, 1, 1, 2, 3, self.rng.randrange(1, 7)))
+            body = self.rng.randbytes(units * 8 - 2) if self.rng.random() < 0.5 else bytes(units * 8 - 2)
+            out.append((kind, body))
+        return out
+
+    def fragment_header(self, first: bool) -> Ext:
+        offset = 0 if first else self.rng.randrange(1, 8192)
+        more = 1 if first or self.rng.random() < 0.5 else 0
+        return FRAGMENT6, (offset << 3 | more).to_bytes(2, "big") + self.rng.randbytes(4)
+
+    # -- frames --------------------------------------------------------------------------------
+
+    def l4_frame(self, src: bytes, dst: bytes, proto: int, sport: int, dport: int, **kw: Any) -> Built:
+        """FrameGenerator.l4_frame with IPv6 addresses."""
+        return self.gen.l4_frame(src, dst, proto, sport, dport, **kw)
+
+    def packet(
+        self,
+        src: bytes,
+        dst: bytes,
+        proto: int,
+        l4: bytes | bytearray,
+        *,
+        ext: Sequence[Ext] = (),
+        vlans: Sequence[tuple[int, int]] = (),
+    ) -> Built:
+        """`l4` (of next header `proto`) behind the fixed header and the extension headers `ext`."""
+        chain, nh = b"", proto
+        for kind, ext_body in reversed(ext):
+            chain = ipv6_ext(kind, nh, ext_body) + chain
+            nh = kind
+        ip = ipv6_header(src, dst, nh, len(chain) + len(l4), flow=self.rng.randrange(1 << 20)) + chain
+        return assemble(ethernet(ETH_IPV6, vlans), ip, l4, proto)
+
+    def to_vip(self, proto: int | None = None, **kw: Any) -> Built:
+        services = [s for s in SERVICES if s.vip == VIP6_B and (proto is None or s.proto == proto)]
+        svc = self.rng.choice(services)
+        if svc.proto == TCP and "flags" not in kw:
+            kw["flags"] = 0x02
+        return self.l4_frame(self.client_ip(), VIP6_B, svc.proto, self.gen.port(), svc.port, **kw)
+
+    def any_valid(self, flows: Sequence[Flow], **kw: Any) -> Built:
+        r = self.rng.random()
+        if r < 0.3 and flows:
+            return self.gen.followup(self.rng.choice(flows), **kw)
+        if r < 0.45:
+            return self.to_vip(TCP, flags=self.rng.randrange(256), **kw)
+        return self.to_vip(**kw)
+
+    def icmp(self, src: bytes, dst: bytes, body: bytes, **kw: Any) -> Built:
+        return self.l4_frame(src, dst, ICMP6, 0, 0, payload=icmp6_fix(src, dst, body), **kw)
+
+    def icmp_error_about(self, flow: Flow | None) -> bytearray:
+        """An ICMPv6 error quoting a reply of `flow` (VIP:port -> client:port; None: a made-up one),
+        from a router on the client's side or from the client."""
+        rng = self.rng
+        client = flow.client_ip if flow else self.client_ip()
+        vport, cport = (flow.vip_port, flow.client_port) if flow else (80, self.gen.port())
+        proto = flow.proto if flow else rng.choice((TCP, UDP))
+        if proto == TCP:
+            l4 = tcp_segment(VIP6_B, client, vport, cport, 0x10, b"")
+        else:
+            l4 = udp_datagram(VIP6_B, client, vport, cport, rng.randbytes(4))
+        quoted = ipv6_header(VIP6_B, client, proto, len(l4)) + l4[: rng.choice((8, len(l4)))]
+        icmp_type, code = rng.choice(ICMP6_ERRORS)
+        extra = (1280).to_bytes(4, "big") if icmp_type == 2 else bytes(4)
+        body = bytes((icmp_type, code, 0, 0)) + extra + quoted
+        src = rng.choice((addr("fd00:f9::1"), client))
+        return self.icmp(src, VIP6_B, body).data
+
+    def nd(self) -> bytearray:
+        """Neighbour discovery: solicitations and advertisements for the VIP, router messages."""
+        rng = self.rng
+        icmp_type = rng.choice(ND_TYPES)
+        target = rng.choice((VIP6_B, self.client_ip()))
+        body = bytes((icmp_type, 0, 0, 0)) + bytes(4)
+        if icmp_type in (135, 136, 137):
+            body += target
+        if rng.random() < 0.7:  # a link-layer address option
+            body += bytes((1 if icmp_type != 136 else 2, 1)) + rng.randbytes(6)
+        src = rng.choice((addr("fe80::1"), addr("::"), self.client_ip()))
+        dst = rng.choice((addr("ff02::1:ff00:1"), addr("ff02::1"), addr("ff02::2"), VIP6_B))
+        return self.icmp(src, dst, body, vlans=rng.choice(((), self.gen.vlans()))).data
+
+    # -- families ------------------------------------------------------------------------------
+
+    def xdp_family(self, family: str, flows: Sequence[Flow]) -> bytearray:
+        rng, gen = self.rng, self.gen
+        tcp_flows = [f for f in flows[-64:] if f.proto == TCP]
+        udp_flows = [f for f in flows[-64:] if f.proto == UDP]
+        if family == "v6_tcp_syn":
+            return self.to_vip(TCP, flags=rng.choice((0x02, 0x02, 0x02, 0x03, 0x06, 0x0A, 0xC2))).data
+        if family == "v6_tcp_flags":
+            return self.to_vip(TCP, flags=rng.randrange(256)).data
+        if family == "v6_tcp_followup":
+            return gen.followup(rng.choice(tcp_flows)).data if tcp_flows else self.to_vip(TCP).data
+        if family == "v6_udp_vip":
+            return self.to_vip(UDP).data
+        if family == "v6_udp_followup":
+            return gen.followup(rng.choice(udp_flows)).data if udp_flows else self.to_vip(UDP).data
+        if family == "v6_cross_service":
+            if not tcp_flows:
+                return self.to_vip(TCP).data
+            flow = rng.choice(tcp_flows)
+            other = 81 if flow.vip_port == 80 else 80
+            return self.l4_frame(flow.client_ip, VIP6_B, TCP, flow.client_port, other, payload=b"").data
+        if family == "v6_ext_headers":
+            return self.any_valid(flows, ext=self.ext_chain(rng.randrange(1, EXT_MAX + 1))).data
+        if family == "v6_ext_too_many":
+            return self.any_valid(flows, ext=self.ext_chain(rng.randrange(EXT_MAX + 1, EXT_MAX + 4))).data
+        if family == "v6_fragment":
+            ext = self.ext_chain(rng.choice((0, 0, 1, 2, rng.randrange(0, EXT_MAX + 2))))
+            ext.insert(rng.randrange(len(ext) + 1), self.fragment_header(rng.random() < 0.5))
+            return self.any_valid(flows, ext=ext).data
+        if family == "v6_truncated":
+            ext = self.ext_chain(rng.choice((0, 0, 1, rng.randrange(1, EXT_MAX + 2))))
+            frame = self.any_valid(flows, ext=ext, vlans=rng.choice(((), (), gen.vlans()))).data
+            return frame[: rng.randrange(14, len(frame))]
+        if family == "v6_nd":
+            return self.nd()
+        if family == "v6_echo":
+            body = bytes((128, 0, 0, 0)) + rng.randbytes(rng.randrange(4, 60))
+            return self.icmp(self.client_ip(), VIP6_B, body).data
+        if family == "v6_other_next":  # no next header, ESP, AH, SCTP, IPv6-in-IPv6, ...
+            proto = rng.choice((NO_NEXT, 50, 51, 132, 41, 255, rng.randrange(256)))
+            if proto in (TCP, UDP, *EXT_KINDS, FRAGMENT6):
+                proto = NO_NEXT
+            return self.l4_frame(self.client_ip(), VIP6_B, proto, 0, 0).data
+        if family == "v6_icmp_error":
+            return self.icmp_error_about(rng.choice(flows[-64:]) if flows and rng.random() < 0.7 else None)
+        if family == "v6_non_vip_addr":
+            dst = rng.choice((addr("fd00:fa::2"), rng.randbytes(16), addr(BACKENDS[4][0]), addr("ff02::1")))
+            proto = rng.choice((TCP, UDP))
+            dport = rng.choice((80, 53, 81, 5353, gen.port()))
+            return self.l4_frame(self.client_ip(), dst, proto, gen.port(), dport).data
+        if family == "v6_non_vip_port":
+            proto = rng.choice((TCP, UDP))
+            dport = rng.choice((53, 5353, 443, gen.port())) if proto == TCP else rng.choice((80, 81, 123))
+            if (VIP6_B, dport, proto) in SERVICE_BY_KEY:
+                dport = 443
+            return self.l4_frame(self.client_ip(), VIP6_B, proto, gen.port(), dport).data
+        if family == "v6_vlan":
+            tags = gen.vlans() + (gen.vlans() if rng.random() < 0.2 else [])
+            return self.any_valid(flows, vlans=tags).data
+        if family == "v6_byte_flip":
+            return self.flip(self.any_valid(flows, ext=self.ext_chain(rng.choice((0, 0, 1, 2)))))
+        if family == "v6_bad_version":
+            built = self.any_valid(flows)
+            built.data[built.l3] = (rng.choice((0, 4, 5, 7, 15)) << 4) | (built.data[built.l3] & 15)
+            return built.data
+        if family == "v6_bad_payload_len":
+            return self.bad_payload_len(self.any_valid(flows, ext=self.ext_chain(rng.choice((0, 1)))))
+        if family == "v6_tcp_bad_doff":
+            built = self.to_vip(TCP, flags=rng.choice((0x02, 0x10)))
+            built.data[built.l4 + 12] = (rng.choice((0, 1, 4, rng.randrange(5, 16), 15)) << 4) | 0
+            return self.maybe_fix(built)
+        if family == "v6_udp_bad_len":
+            built = self.to_vip(UDP, payload=rng.randbytes(rng.randrange(0, 40)), udp_zero=False)
+            ulen = int.from_bytes(built.data[built.l4 + 4 : built.l4 + 6], "big")
+            value = rng.choice(
+                (0, 7, 8, ulen - 1, ulen + 1, ulen + rng.randrange(1, 100), rng.randrange(65536))
+            )
+            put16(built.data, built.l4 + 4, max(0, min(value, 65535)))
+            return self.maybe_fix(built)
+        if family == "v6_udp_no_checksum":  # mandatory in IPv6: malformed, passed for the kernel to drop
+            if udp_flows and rng.random() < 0.5:
+                return gen.followup(rng.choice(udp_flows), udp_zero=True).data
+            return self.to_vip(UDP, udp_zero=True).data
+        raise ValueError(f"unknown family {family}")
+
+    def tc_family(self, family: str, flows: Sequence[Flow]) -> bytearray:
+        rng, gen = self.rng, self.gen
+        recent = flows[-64:]
+        if family == "tc6_reply" and recent:
+            kw: dict[str, Any] = {}
+            if rng.random() < 0.15:
+                kw["vlans"] = gen.vlans()
+            if rng.random() < 0.2:
+                kw["ext"] = self.ext_chain(rng.randrange(1, EXT_MAX + 1))
+            return gen.reply(rng.choice(recent), **kw).data
+        if family == "tc6_reply_mutated" and recent:
+            flow = rng.choice(recent)
+            how = rng.randrange(6)
+            if how == 0:
+                frame = gen.reply(flow, ext=self.ext_chain(rng.choice((0, 1)))).data
+                return frame[: rng.randrange(14, len(frame))]
+            if how == 1:
+                return self.flip(gen.reply(flow))
+            if how == 2:
+                return self.bad_payload_len(gen.reply(flow))
+            if how == 3:  # a fragment of a reply: TC leaves it (no IPv6 fragment rewrite yet)
+                ext = [self.fragment_header(rng.random() < 0.5)]
+                return gen.reply(flow, ext=self.ext_chain(rng.choice((0, 1))) + ext).data
+            if how == 4:
+                return gen.reply(flow, ext=self.ext_chain(rng.randrange(EXT_MAX + 1, EXT_MAX + 3))).data
+            return gen.reply(flow).data + bytearray(rng.randbytes(rng.randrange(1, 30)))
+        if family == "tc6_icmp_error" and recent:
+            # an ICMPv6 error a backend sends about a flow's request (client -> backend)
+            flow = rng.choice(recent)
+            l4 = tcp_segment(flow.client_ip, flow.backend_ip, flow.client_port, flow.backend_port, 0x10, b"")
+            quoted = ipv6_header(flow.client_ip, flow.backend_ip, TCP, len(l4)) + l4[:8]
+            icmp_type, code = rng.choice(ICMP6_ERRORS)
+            body = bytes((icmp_type, code, 0, 0)) + bytes(4) + quoted
+            return self.icmp(flow.backend_ip, flow.client_ip, body).data
+        # tc6_unknown (and the others before any flow exists): from a backend, no entry
+        ip, port = BACKENDS[rng.randrange(4, 8)]
+        proto = rng.choice((TCP, UDP))
+        return self.l4_frame(addr(ip), self.client_ip(), proto, port, gen.port(), flags=0x12).data
+
+    # -- mutations -----------------------------------------------------------------------------
+
+    def maybe_fix(self, built: Built) -> bytearray:
+        """Half of the mutated frames get an L4 checksum that fits their new header fields."""
+        if self.rng.random() < 0.5:
+            fix_checksums6(built.data, built.l3)
+        return built.data
+
+    def flip(self, built: Built) -> bytearray:
+        end = min(len(built.data), built.l4 + 20)
+        for _ in range(self.rng.randrange(1, 5)):
+            built.data[self.rng.randrange(0, end)] ^= self.rng.randrange(1, 256)
+        return self.maybe_fix(built)
+
+    def bad_payload_len(self, built: Built) -> bytearray:
+        plen = int.from_bytes(built.data[built.l3 + 4 : built.l3 + 6], "big")
+        avail = len(built.data) - built.l3 - 40
+        value = self.rng.choice(
+            (
+                0,
+                plen - 1,
+                plen + 1,
+                built.l4 - built.l3 - 40,
+                avail + self.rng.randrange(1, 100),
+                self.rng.randrange(65536),
+            )
+        )
+        put16(built.data, built.l3 + 4, max(0, min(value, 65535)))
+        return self.maybe_fix(built)
+
+
+__all__ = ["TC6_FAMILIES", "XDP6_FAMILIES", "Frames6"]
