@@ -6,7 +6,7 @@
 // All addresses and ports are stored in network byte order, exactly as they appear on the wire.
 // The code is split by concern: lb_csum.h (checksums), lb_parse.h (headers), lb_stats.h (counters,
 // events), lb_ct.h (conntrack tables), lb_tcp.h (TCP state and validation), lb_ratelimit.h,
-// lb_pick.h (new flows), lb_icmp.h (ICMP errors and fragments); lb.c holds the programs.
+// lb_pick.h (new flows), lb_icmp.h and lb_icmp6.h (ICMP errors and fragments); lb.c holds the programs.
 #ifndef LBTUI_LB_H
 #define LBTUI_LB_H
 
@@ -272,6 +272,17 @@ struct lb_frag_key {
 struct lb_frag {
     lb_addr_t vip;
 };
+// the same for IPv6 replies, keyed by the fragment header's 32-bit identification (lb_icmp6.h)
+struct lb_frag6_key {
+    struct lb_addr6 saddr;
+    struct lb_addr6 daddr;
+    __u32 id;
+    __u8 proto;
+    __u8 pad[3];
+};
+struct lb_frag6 {
+    struct lb_addr6 vip;
+};
 
 // rate limits: token buckets shared by all CPUs (a spin lock, never per-CPU copies that would
 // multiply the limit by the number of CPUs). Tokens are kept in billionths, so that
@@ -345,16 +356,16 @@ enum lb_global_counter {
     LB_G_XDP_PACKETS = 0,      // every packet the XDP program saw
     LB_G_XDP_NOT_OURS,         // not IPv4 TCP/UDP to a configured VIP:port
     LB_G_XDP_MALFORMED,        // truncated or invalid headers: passed untouched
-    LB_G_XDP_FRAGMENT,         // IPv4 fragments: passed untouched
+    LB_G_XDP_FRAGMENT,         // fragments (IPv4 and IPv6): passed untouched
     LB_G_XDP_MIDSTREAM,        // TCP non-SYN to a VIP with no conntrack entry: passed
     LB_G_XDP_CT_RESTORED,      // reverse entry re-created from the forward one
     LB_G_TC_SNAT,              // replies rewritten to VIP:port
     LB_G_TC_MISS,              // egress packets that were not replies of ours
     LB_G_EVENTS_LOST,          // ring buffer full
     LB_G_TC_CT_RESTORED,       // forward entry re-created from the reverse one
-    LB_G_XDP_ICMP,             // ICMP errors about a flow rewritten toward its backend
-    LB_G_TC_ICMP,              // ICMP errors about a flow rewritten toward its client
-    LB_G_TC_FRAGMENTS,         // fragments of replies after the first, source rewritten to the VIP
+    LB_G_XDP_ICMP,             // ICMP and ICMPv6 errors about a flow rewritten toward its backend
+    LB_G_TC_ICMP,              // ICMP and ICMPv6 errors about a flow rewritten toward its client
+    LB_G_TC_FRAGMENTS,         // fragments of replies after the first (both families), source: the VIP
     LB_G_XDP_REPICK,           // SYNs on a tuple whose backend takes no new flows: picked again
     LB_G_RST_CHALLENGED,       // RSTs inside the window, not at its start: passed, flow kept
     LB_G_XDP_V6_NO_L4,         // IPv6 whose upper-layer header lies beyond the extension headers we walk
@@ -438,6 +449,7 @@ LB_TABLE("array", __u32, __u32, lb_select, LB_MAX_GROUPS * LB_TABLE_SIZE, 0);
 LB_TABLE("hash", struct lb_ct_key, struct lb_ct_entry, lb_ct_established, LB_CT_SIZE, 0);
 LB_TABLE("lru_hash", struct lb_ct_key, struct lb_ct_entry, lb_ct_transient, LB_CT_TRANSIENT_SIZE, 0);
 LB_TABLE("lru_hash", struct lb_frag_key, struct lb_frag, lb_frags, LB_FRAGS, 0);
+LB_TABLE("lru_hash", struct lb_frag6_key, struct lb_frag6, lb_frags6, LB_FRAGS, 0);
 LB_TABLE("hash", struct lb_rl_key, struct lb_bucket, lb_rl_source, LB_RL_SOURCES, 0);
 LB_TABLE("hash", struct lb_service6_key, struct lb_service, lb_services6, LB_MAX_SERVICES, 0);
 LB_TABLE("lpm_trie", struct lb_route6_key, __u32, lb_routes6, LB_MAX_ROUTES, BPF_F_NO_PREALLOC);

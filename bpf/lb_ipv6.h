@@ -10,6 +10,7 @@
 #include "lb_csum.h"
 #include "lb_stats.h"
 #include "lb_tcp.h"
+#include "lb_icmp6.h"
 
 #define LB_NH_HOPOPTS 0
 #define LB_NH_ROUTING 43
@@ -21,7 +22,7 @@
 
 // The upper-layer protocol behind the fixed header and the hop-by-hop, routing and destination
 // options headers; its offset from the IPv6 header in *off. *frag is set when a fragment header
-// comes first (the packet is passed untouched, as IPv4 fragments are).
+// comes first (XDP passes it untouched, as IPv4 fragments are); *off is then the fragment header's.
 static __always_inline int ipv6_upper(struct ipv6hdr *ip6, void *data_end, __u32 *off, int *frag)
 {
     __u8 next = ip6->nexthdr;
@@ -29,6 +30,7 @@ static __always_inline int ipv6_upper(struct ipv6hdr *ip6, void *data_end, __u32
 #pragma unroll
     for (int i = 0; i < LB_V6_EXT_MAX; i++) {
         if (next == LB_NH_FRAGMENT) {
+            *off = at;
             *frag = 1;
             return next;
         }
@@ -43,6 +45,7 @@ static __always_inline int ipv6_upper(struct ipv6hdr *ip6, void *data_end, __u32
         at += ((__u32)o->hdrlen + 1) * 8;
     }
     if (next == LB_NH_FRAGMENT) {
+        *off = at;
         *frag = 1;
         return next;
     }
@@ -89,8 +92,13 @@ static __always_inline int xdp_ipv6(struct xdp_md *ctx, __u32 l3_off)
         global_inc(LB_G_XDP_FRAGMENT);
         return XDP_PASS;
     }
+    if (proto == IPPROTO_ICMPV6) {         // errors about our flows; neighbour discovery passes
+        if (off > ip_len || !xdp_icmp6_error(ip6, off, ip_len, data_end))
+            global_inc(LB_G_XDP_NOT_OURS);
+        return XDP_PASS;
+    }
     if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
-        global_inc(LB_G_XDP_NOT_OURS);     // ICMPv6 (neighbour discovery too) and everything else
+        global_inc(LB_G_XDP_NOT_OURS);
         return XDP_PASS;
     }
     if (off > ip_len) {
@@ -180,10 +188,20 @@ static __always_inline int tc_ipv6(struct __sk_buff *skb, __u32 l3_off, void *da
     __u32 off = 0;
     int frag = 0;
     int proto = ipv6_upper(ip6, data_end, &off, &frag);
-    if ((proto != IPPROTO_TCP && proto != IPPROTO_UDP) || frag)
+    off &= 0x1fff;
+    if (proto == IPPROTO_ICMPV6) {
+        tc_icmp6_error(ip6, off, data_end);
+        return TC_ACT_OK;
+    }
+    __u32 frag_id = 0;
+    int frag_more = 0;
+    if (frag) {                            // a later fragment is done here; a first one is SNATed below
+        proto = tc_fragment6(skb, l3_off, ip6, off, data_end, &frag_id, &frag_more);
+        off += sizeof(struct lb_ip6_frag);
+    }
+    if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
         return TC_ACT_OK;
     __u32 ip_len = sizeof(*ip6) + ntohs(ip6->payload_len);
-    off &= 0x1fff;
     __u32 l4_off = l3_off + off;
     void *l4 = (void *)ip6 + off;
     __u32 csum_off;
@@ -229,6 +247,8 @@ static __always_inline int tc_ipv6(struct __sk_buff *skb, __u32 l3_off, void *da
         bpf_l4_csum_replace(skb, csum_off, sport, vip_port, l4_flags | sizeof(vip_port));
     bpf_skb_store_bytes(skb, l3_off + offsetof(struct ipv6hdr, saddr), &vip, sizeof(vip), 0);
     bpf_skb_store_bytes(skb, l4_off, &vip_port, sizeof(vip_port), 0);
+    if (frag_more)                         // the first fragment of a reply: the others follow it
+        tc_first_fragment6(&rk.saddr, &rk.daddr, frag_id, proto, &vip);
     global_inc(LB_G_TC_SNAT);
     return TC_ACT_OK;
 }

@@ -231,6 +231,20 @@ class Frag(ctypes.Structure):
     _fields_ = [("vip", ctypes.c_uint32)]
 
 
+class Frag6Key(ctypes.Structure):
+    _fields_ = [
+        ("saddr", Addr6),
+        ("daddr", Addr6),
+        ("id", ctypes.c_uint32),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+    ]
+
+
+class Frag6(ctypes.Structure):
+    _fields_ = [("vip", Addr6)]
+
+
 def _ct_entry_fields(addr: Any) -> list[tuple[str, Any]]:
     """struct lb_ct_entry's fields with `addr` for its addresses (lb_ct6_entry: Addr6)."""
     return [
@@ -359,6 +373,7 @@ MAP_LAYOUTS: dict[str, tuple[Any, Any]] = {
     "lb_ct_established": (CtKey, CtEntry),
     "lb_ct_transient": (CtKey, CtEntry),
     "lb_frags": (FragKey, Frag),
+    "lb_frags6": (Frag6Key, Frag6),
     "lb_rl_overflow": (ctypes.c_uint32, Bucket),
     "lb_scratch": (ctypes.c_uint32, Scratch),
     "lb_backend_stats": (ctypes.c_uint32, BackendStats),

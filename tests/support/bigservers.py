@@ -3,6 +3,7 @@
 
     python -m tests.support.bigservers --name b1 --http-port 8080 --udp-port 5353 --body 1048576 --udp 3000
 
+Both listen on --bind (0.0.0.0 by default; :: for IPv6).
 HTTP: every request on a connection gets `body` bytes (keep-alive). UDP: every datagram gets a reply
 of `udp` bytes, the first ones the server's name. Both stop when the process is killed.
 """
@@ -23,6 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--udp-port", type=int, default=5353)
     p.add_argument("--body", type=int, default=1 << 20)
     p.add_argument("--udp", type=int, default=3000)
+    p.add_argument("--bind", default="0.0.0.0")
     a = p.parse_args(argv)
     body = (a.name.encode() + b" " + b"x" * a.body)[: a.body]
     reply = (a.name.encode() + b" " + b"u" * a.udp)[: a.udp]
@@ -44,8 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(Udp, local_addr=("0.0.0.0", a.udp_port))
-        server = await asyncio.start_server(serve, "0.0.0.0", a.http_port)
+        await loop.create_datagram_endpoint(Udp, local_addr=(a.bind, a.udp_port))
+        server = await asyncio.start_server(serve, a.bind, a.http_port)
         async with server:
             await server.serve_forever()
 

@@ -69,12 +69,13 @@ class ClientLab(Lab):
         return HeldConnections(self, proc, seconds)
 
     def nstat_csum_errors(
-        self, keys: tuple[str, ...] = ("TcpInCsumErrors", "UdpInCsumErrors")
+        self, keys: tuple[str, ...] = ("TcpInCsumErrors", "UdpInCsumErrors"), extra: tuple[str, ...] = ()
     ) -> dict[str, dict[str, int]]:
-        """Absolute checksum-error counters (nstat names) per namespace of the lab. Linux counts TCP
-        over IPv6 in TcpInCsumErrors (one TCP MIB) and UDP over IPv6 in Udp6InCsumErrors."""
+        """Absolute checksum-error counters (nstat names) per namespace of the lab and the `extra`
+        namespaces a test added. Linux counts TCP over IPv6 in TcpInCsumErrors (one TCP MIB), UDP
+        over IPv6 in Udp6InCsumErrors and ICMPv6 in Icmp6InCsumErrors."""
         out: dict[str, dict[str, int]] = {}
-        for ns in self.namespaces:
+        for ns in (*self.namespaces, *extra):
             r = self.run(ns, "nstat", "-asz", *keys, check=False)
             counts = dict.fromkeys(keys, 0)
             for line in r.stdout.splitlines():
