@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from lbtui import model
+from lbtui.addresses import host_text
 from lbtui.control_client import SocketEngineHandle
 from lbtui.lab import LabSpec, TrafficGenerator
 from tests.support.lab import ClientLab
@@ -87,10 +88,11 @@ dns_refresh_s = {REFRESH_S}
 class Dnsmasq:
     """dnsmasq in the lab's LB namespace, answering from `hosts`; stopped by lab.down() at the latest."""
 
-    def __init__(self, lab: ClientLab, hosts: Path, log: Path) -> None:
+    def __init__(self, lab: ClientLab, hosts: Path, log: Path, server: str = SERVER) -> None:
         self.lab = lab
         self.hosts = hosts
         self.log = log
+        self.server = server  # the address it listens on in the LB namespace (IPv4 or IPv6)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -100,7 +102,7 @@ class Dnsmasq:
                 DNSMASQ,
                 *DNSMASQ_FLAGS,
                 f"--addn-hosts={self.hosts}",
-                f"--listen-address={SERVER}",
+                f"--listen-address={self.server}",
                 f"--pid-file={self.log.with_suffix('.pid')}",
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -113,7 +115,7 @@ class Dnsmasq:
 
     def listening(self) -> bool:
         out = self.lab.run(self.lab.ns_lb, "ss", "-Hunl", check=False).stdout
-        return f"{SERVER}:53" in out
+        return f"{host_text(self.server)}:53" in out
 
     def reload(self) -> None:
         assert self.proc is not None
