@@ -2,6 +2,9 @@
 """Operating IPv6 backends end to end: health checks, drain, Maglev remapping, DNS backends from AAAA
 records, all through the load balancer with real packets (issue 13, must-show 2).
 
+The last test shows the same traffic in the JSON access log and in the Prometheus metrics, with IPv6
+addresses as they should be written there.
+
 Each test runs `lbtui --no-ui` in a dual-stack lab's LB namespace with IPv6 proxies (VIP6
 fd00:10::1, backends [fd00:20::1N]:8080; `running_lb(family=6)`), drives it through its control
 socket and sends real traffic from the client namespace to the IPv6 VIP; the backends answer with
@@ -11,8 +14,11 @@ their own names. Every test ends with no checksum error counted in any namespace
 from __future__ import annotations
 
 import ipaddress
+import json
+import shutil
 import signal
 import struct
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -277,4 +283,57 @@ def test_dns_backends_from_aaaa_records_carry_ipv6_traffic(tmp_path):
         messages = [e.message for e in h.events_since(0) if e.kind == "dns"]
         ip6 = [lab.backend_ip6(i) for i in (1, 2, 3)]
         assert any(f"now resolves to {ip6[0]}, {ip6[1]} (was" in m for m in messages), messages
+        assert_no_checksum_errors(lab)
+
+
+# ---- access log and metrics ---------------------------------------------------------------------
+
+METRICS = "127.0.0.1:9116"
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_ipv6_flows_in_the_json_access_log_and_the_metrics(tmp_path):
+    access = tmp_path / "access.log"
+    log_table = f'[settings.access_log]\nformat = "json"\nfile = "{access}"\n'
+    settings = "tcp_closing_timeout_s = 1\n"
+    with running_lb(
+        "o6o", tmp_path, settings=settings, metrics_listen=METRICS, family=IPV6, tables=log_table
+    ) as (lab, h):
+        got = http6(lab, 60)
+        assert got.get("errors", 0) == 0 and sum(served(got).values()) == 60, got
+
+        def closed() -> list[dict[str, object]]:
+            lines = [json.loads(x) for x in access.read_text().splitlines() if x.strip()]
+            return [x for x in lines if x["event"] == "closed" and x["proxy"] == "web"]
+
+        assert wait_until(lambda: len(closed()) >= 60, timeout=15), len(closed())
+        lines = closed()
+        # addresses are plain canonical text in their own fields (the port beside them, no brackets)
+        assert {x["client_ip"] for x in lines} == {lab.client_ips6[0]}
+        assert {x["vip_ip"] for x in lines} == {VIP6}
+        assert {x["backend_ip"] for x in lines} <= {lab.backend_ip6(i) for i in lab.backend_ids}
+        logged = Counter((x["client_ip"], x["client_port"], x["backend_ip"]) for x in lines)
+        recorded = Counter(
+            (peer, port, lab.backend_ip6(i))
+            for i in lab.backend_ids
+            for peer, port in lab.recorded_peers(i)
+            if peer == lab.client_ips6[0]
+        )
+        assert logged == recorded, "one close line per connection, on the backend that accepted it"
+
+        text = lab.run(lab.ns_lb, "curl", "-sf", f"http://{METRICS}/metrics").stdout
+        for i in lab.backend_ids:
+            count = metric(text, "lbtui_connections_total", proxy="web", backend=ep(lab, i))
+            assert count >= got.get(f"b{i}", 0), (ep(lab, i), count, got)
+        assert metric(text, "lbtui_connections_total", proxy="web") >= 60
+        if shutil.which("promtool"):
+            r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+            assert r.returncode == 0, r.stdout + r.stderr
         assert_no_checksum_errors(lab)

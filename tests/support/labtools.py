@@ -70,10 +70,12 @@ def running_lb(
     second_client: bool = False,
     metrics_listen: str | None = None,
     family: int = IPV4,
+    tables: str = "",
 ) -> Iterator[tuple[ClientLab, SocketEngineHandle]]:
     """A lab with `lbtui --no-ui` in its LB namespace, and a handle on its control socket (and the
     metrics endpoint on `metrics_listen`, inside the LB namespace, if given). `family` 6: the
-    proxies' VIP is VIP6 and their backends are the backends' IPv6 addresses (Lab.config_toml)."""
+    proxies' VIP is VIP6 and their backends are the backends' IPv6 addresses (Lab.config_toml).
+    `settings` holds plain keys of [settings]; `tables` more tables (e.g. [settings.access_log])."""
     lab = ClientLab(LabSpec(prefix=prefix, second_client=second_client))
     lab.up()
     proc = None
@@ -87,7 +89,7 @@ def running_lb(
             disabled = "[settings.metrics]\nenabled = false"
             assert disabled in text
             text = text.replace(disabled, f'[settings.metrics]\nenabled = true\nlisten = "{metrics_listen}"')
-        cfg.write_text(text)
+        cfg.write_text(f"{text}\n{tables}")
         log = tmp / "lbtui.log"
         with open(log, "w") as err:
             proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)

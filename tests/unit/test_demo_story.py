@@ -28,6 +28,23 @@ def test_demo_config_has_an_access_log_health_on_its_own_port_and_a_circuit_brea
     assert web.circuit_breaker is not None and web.circuit_breaker.open_s == 10
 
 
+def test_the_demo_serves_an_ipv6_vip_beside_the_ipv4_one() -> None:
+    lab = Lab(LabSpec(prefix="ldq"))
+    config = parse_config(demo_config(lab, "/tmp/lbtui-demo-x/access.log"))
+    assert [p.name for p in config.proxies] == ["web", "udp", "web6", "udp6"]
+    for four, six in (("web", "web6"), ("udp", "udp6")):
+        v4, v6 = config.proxy(four), config.proxy(six)
+        assert v4 is not None and v6 is not None
+        assert (v4.vip, v6.vip) == ("10.0.0.1", "fd00:10::1")
+        assert (v4.port, v4.protocol) == (v6.port, v6.protocol)
+        port = 8080 if four == "web" else 5353
+        assert [str(b.address) for b in v6.backends] == [f"[fd00:20::1{i}]:{port}" for i in (1, 2, 3)]
+        assert [b.weight for b in v6.backends] == [b.weight for b in v4.backends] == [3, 2, 1]
+    web6 = config.proxy("web6")
+    assert web6 is not None and web6.health is not None and web6.health.port == HEALTH_PORT
+    assert web6.circuit_breaker is not None
+
+
 def test_the_story_slows_b3_then_makes_b2_refuse_and_repeats() -> None:
     story = Story(Lab(LabSpec(prefix="ldq")))
     assert story.wanted(0) == {1: (0, False), 2: (0, False), 3: (0, False)}
