@@ -150,6 +150,21 @@ def _parse_headers(lines: Sequence[str]) -> dict[str, str]:
     return headers
 
 
+def _udp_socket(host: str, port: int) -> socket.socket:
+    """A bound UDP socket; an IPv6 one only for IPv6 (as asyncio makes its TCP listeners), so that
+    "::" and "0.0.0.0" on one port do not clash."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def bind_hosts(bind: str) -> list[str]:
     """--bind "0.0.0.0,::" -> both addresses (a dual-stack backend: one socket per family)."""
     return [host.strip() for host in bind.split(",") if host.strip()]
@@ -176,7 +191,7 @@ async def serve(args: argparse.Namespace) -> None:
     if args.udp_port:
         for host in bind_hosts(args.bind):  # a datagram endpoint takes one address
             transport, _ = await loop.create_datagram_endpoint(
-                lambda: UdpEcho(args.name), local_addr=(host, args.udp_port)
+                lambda: UdpEcho(args.name), sock=_udp_socket(host, args.udp_port)
             )
             transports.append(transport)
     stop = asyncio.Event()

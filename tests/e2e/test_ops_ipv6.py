@@ -328,11 +328,18 @@ def test_ipv6_flows_in_the_json_access_log_and_the_metrics(tmp_path):
         )
         assert logged == recorded, "one close line per connection, on the backend that accepted it"
 
-        text = lab.run(lab.ns_lb, "curl", "-sf", f"http://{METRICS}/metrics").stdout
-        for i in lab.backend_ids:
-            count = metric(text, "lbtui_connections_total", proxy="web", backend=ep(lab, i))
-            assert count >= got.get(f"b{i}", 0), (ep(lab, i), count, got)
-        assert metric(text, "lbtui_connections_total", proxy="web") >= 60
+        def scrape() -> str:
+            return lab.run(lab.ns_lb, "curl", "-sf", f"http://{METRICS}/metrics").stdout
+
+        def counted(text: str) -> dict[str, float]:
+            return {
+                f"b{i}": metric(text, "lbtui_connections_total", proxy="web", backend=ep(lab, i))
+                for i in lab.backend_ids
+            }
+
+        # the page shows the latest snapshot (one a second): wait for the one after the traffic
+        assert wait_until(lambda: counted(scrape()) == served(got), timeout=10), (counted(scrape()), got)
+        text = scrape()
         if shutil.which("promtool"):
             r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
             assert r.returncode == 0, r.stdout + r.stderr
