@@ -137,3 +137,29 @@ def test_a_broken_control_file_leaves_the_server_answering(tmp_path: Path, text:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_dual_stack_server_answers_both_families_on_one_port(tmp_path: Path) -> None:
+    """--bind "0.0.0.0,::" (the demo's backends): HTTP and the UDP echo on the same port numbers over
+    IPv4 and IPv6; the IPv6 sockets are IPv6 only, else "::" clashes with 0.0.0.0 on the UDP port
+    (the server did not start). Asked over loopback only."""
+    from lbtui.labservers import http_counts, udp_counts
+
+    port, udp = free_port(), free_port()
+    ready = tmp_path / "b.ready"
+    cmd = [sys.executable, "-m", "lbtui.labservers", "--name", "b7", "--bind", "0.0.0.0,::"]
+    cmd += ["--http-port", str(port), "--udp-port", str(udp), "--ready-file", str(ready)]
+    proc = subprocess.Popen(cmd)
+    try:
+        wait_for(lambda: ready.exists() or proc.poll() is not None, "the server")
+        assert proc.poll() is None, "the server did not start"
+        for host in ("127.0.0.1", "[::1]"):
+            assert http_counts(f"http://{host}:{port}/", 2, new_conn=True, timeout=5) == {
+                "b7": 2,
+                "errors": 0,
+            }
+        for host in ("127.0.0.1", "::1"):
+            assert udp_counts(host, udp, 2, timeout=5) == {"b7": 2, "errors": 0}
+    finally:
+        proc.terminate()
+        proc.wait(10)
