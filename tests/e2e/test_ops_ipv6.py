@@ -16,26 +16,21 @@ from __future__ import annotations
 import ipaddress
 import json
 import shutil
-import signal
 import struct
 import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from lbtui import model
 from lbtui.addresses import IPV6
 from lbtui.control import selection
-from lbtui.control_client import SocketEngineHandle
 from lbtui.dataplane import structs
-from lbtui.lab import VIP6, LabSpec
+from lbtui.lab import VIP6
 from tests.e2e.test_balancing import TABLE_SIZE, connect_from
-from tests.e2e.test_dns import DNSMASQ, Dnsmasq
+from tests.e2e.test_dns import DNSMASQ, NAME, running_lb_with_dns, web_backends, write_hosts
 from tests.support.lab import ClientLab
 from tests.support.labtools import backend, running_lb, served, wait_until
 
@@ -180,88 +175,15 @@ def test_maglev_over_ipv6_removing_one_of_three_backends_remaps_only_its_flows(t
 
 # ---- DNS backends from AAAA records --------------------------------------------------------------
 
-NAME = "web.lab.test"
-SERVER6 = "fd00:20::1"  # the lab bridge's IPv6 address in the LB namespace
 
-
-def dns_config(lab: ClientLab) -> str:
-    ifaces = ", ".join(f'"{i}"' for i in lab.client_ifaces)
-    return f"""
-[settings]
-control_socket = "{lab.control_socket}"
-xdp_mode = "generic"
-sweep_interval_s = 0.25
-
-[settings.metrics]
-enabled = false
-
-[settings.dns]
-nameservers = ["{SERVER6}"]
-
-[[proxy]]
-name = "web"
-interfaces = [{ifaces}]
-vip = "{VIP6}"
-port = 80
-protocol = "tcp"
-
-[[proxy.backend]]
-address = "{ep(lab, 4)}"
-
-# an IPv6 proxy: the name's AAAA records are its backends (3 // 3 = weight 1 each)
-[[proxy.backend]]
-host = "{NAME}"
-port = 8080
-weight = 3
-dns_refresh_s = 1.0
-"""
-
-
-def write_hosts(path: Path, lab: ClientLab, backends: tuple[int, ...]) -> None:
-    """A and AAAA records of the name: an IPv6 proxy must take only the AAAA ones."""
-    lines = [f"{lab.backend_ip(i)} {NAME}\n{lab.backend_ip6(i)} {NAME}\n" for i in backends]
-    path.write_text("".join(lines))
-
-
-@contextmanager
-def lb_with_aaaa(tmp: Path) -> Iterator[tuple[ClientLab, SocketEngineHandle, Dnsmasq]]:
-    lab = ClientLab(LabSpec(prefix="o6n", backends=4, second_client=False))
-    proc = handle = dnsmasq = None
-    try:
-        lab.up()
-        lab.start_backends(bind="::")
-        write_hosts(tmp / "hosts", lab, (1, 2, 3))
-        dnsmasq = Dnsmasq(lab, tmp / "hosts", tmp / "dnsmasq.log", server=SERVER6)
-        dnsmasq.start()
-        cfg = tmp / "lbtui.toml"
-        cfg.write_text(dns_config(lab))
-        log = tmp / "lbtui.log"
-        with open(log, "w") as err:
-            proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
-        assert wait_until(lambda: "started" in log.read_text() or proc.poll() is not None), log.read_text()
-        assert proc.poll() is None, log.read_text()
-        handle = SocketEngineHandle(lab.control_socket)
-        yield lab, handle, dnsmasq
-    finally:
-        if handle is not None:
-            handle.close()
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(20)
-        if dnsmasq is not None:
-            dnsmasq.stop()
-        lab.down()
-
-
-def web_backends(h: SocketEngineHandle) -> dict[str, str]:
-    svc = h.snapshot().service("web")
-    assert svc is not None
-    return {b.address: b.source for b in svc.backends}
+def a_and_aaaa(backends: tuple[int, ...]) -> Callable[[ClientLab], list[str]]:
+    """A and AAAA records of the name for these backends: an IPv6 proxy must take only the AAAA ones."""
+    return lambda lab: [ip for i in backends for ip in (lab.backend_ip(i), lab.backend_ip6(i))]
 
 
 @pytest.mark.requires(DNSMASQ)
 def test_dns_backends_from_aaaa_records_carry_ipv6_traffic(tmp_path):
-    with lb_with_aaaa(tmp_path) as (lab, h, dnsmasq):
+    with running_lb_with_dns(tmp_path, "o6n", IPV6, a_and_aaaa((1, 2, 3))) as (lab, h, dnsmasq):
         source = f"dns:{NAME}"
         want = {ep(lab, 4): "static"} | {ep(lab, i): source for i in (1, 2, 3)}
         assert wait_until(lambda: web_backends(h) == want, timeout=10), web_backends(h)
@@ -271,7 +193,7 @@ def test_dns_backends_from_aaaa_records_carry_ipv6_traffic(tmp_path):
         assert got.get("errors", 0) == 0 and set(served(got)) == {"b1", "b2", "b3", "b4"}, got
 
         # b3's records go: its backend leaves the group within a refresh and gets no new connection
-        write_hosts(dnsmasq.hosts, lab, (1, 2))
+        write_hosts(dnsmasq.hosts, a_and_aaaa((1, 2))(lab))
         dnsmasq.reload()
         t0 = time.monotonic()
         assert wait_until(lambda: len(web_backends(h)) == 3, timeout=15, interval=0.05), web_backends(h)
