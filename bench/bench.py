@@ -9,8 +9,13 @@ in the LB namespace, and the same wrk loads run from the client namespace. Fresh
 (bench/README.md#harness-pitfalls). After each mode the LB namespace is checked for XDP, tc and
 nftables leftovers.
 
+Every mode runs over each address family of ``--family`` (default both, in the same run): IPv4 (VIP
+10.0.0.1, backends 10.0.2.1N) and IPv6 (VIP fd00:10::1, backends fd00:20::1N), each with its own
+ratio to ``direct`` over the same family.
+
 Modes:
-  direct   client -> backend 1 (10.0.2.11:8080) directly, routed through the LB ns (the ceiling)
+  direct   client -> backend 1 (10.0.2.11:8080 / [fd00:20::11]:8080) directly, routed through the LB
+           ns (the ceiling)
   nft      nftables DNAT, ``numgen random`` over the backends (kernel conntrack + NAT)
   haproxy  HAProxy in TCP mode, 1 thread (a full proxy: two TCP connections per client connection)
   lbtui    ``ip netns exec <p>lb PYTHON -m lbtui -c CFG --no-ui`` (XDP DNAT + TC SNAT), stopped by SIGTERM
@@ -43,11 +48,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's root
+from lbtui.addresses import FAMILY_NAMES, IPV4, IPV6, format_endpoint  # noqa: E402
 from lbtui.lab import LabSpec  # noqa: E402
 from tests.support.lab import ClientLab  # noqa: E402
 
 MODES = ("direct", "nft", "haproxy", "lbtui")
 LOADS = ("keepalive", "close")
+FAMILIES = (IPV4, IPV6)
 BACKEND_PORT = 8080
 VIP_PORT = 80
 NFT_TABLE = "lbtui_bench"
@@ -83,13 +90,14 @@ http {{
   keepalive_requests 1000000;
   server {{
     listen {BACKEND_PORT} reuseport backlog=4096;
+    listen [::]:{BACKEND_PORT} ipv6only=on reuseport backlog=4096;
     location / {{ default_type text/plain; return 200 "{name}\\n"; }}
   }}
 }}
 """
 
 
-def start_nginx_backends(lab: ClientLab) -> None:
+def start_nginx_backends(lab: ClientLab, family: int) -> None:
     for i in lab.backend_ids:
         d = os.path.join(lab.workdir, f"nginx-b{i}")
         os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
@@ -100,13 +108,13 @@ def start_nginx_backends(lab: ClientLab) -> None:
         lab.popen(lab.ns_backend(i), "nginx", "-c", conf, stdout=out, stderr=subprocess.STDOUT)
         out.close()
     for i in lab.backend_ids:
-        url = f"http://{lab.backend_ip(i)}:{BACKEND_PORT}/"
+        url = f"http://{lab.backend_endpoint(i, BACKEND_PORT, family)}/"
         if not wait_for_body(lab, lab.ns_lb, url, f"b{i}", timeout=10):
             raise RuntimeError(f"nginx backend b{i} did not come up")
 
 
 def curl_body(lab: ClientLab, ns: str, url: str) -> str | None:
-    r = lab.run(ns, "curl", "-s", "-m", "1", url, check=False, timeout=5)
+    r = lab.run(ns, "curl", "-s", "-g", "-m", "1", url, check=False, timeout=5)  # -g: "[ip6]" literal
     return r.stdout.strip() if r.returncode == 0 else None
 
 
@@ -125,45 +133,50 @@ def wait_for_body(lab: ClientLab, ns: str, url: str, pattern: str, timeout: floa
 class LoadBalancer:
     """One mode's load balancer inside the lab's LB namespace."""
 
-    def __init__(self, mode: str, lab: ClientLab, args: argparse.Namespace) -> None:
-        self.mode, self.lab, self.args = mode, lab, args
+    def __init__(self, mode: str, family: int, lab: ClientLab, args: argparse.Namespace) -> None:
+        self.mode, self.family, self.lab, self.args = mode, family, lab, args
+        self.vip = lab.vip_of(family)
         self.proc: subprocess.Popen[Any] | None = None
         self.logfile = os.path.join(lab.workdir, f"lb-{mode}.log")
 
     @property
     def target(self) -> str:
         if self.mode == "direct":
-            return f"http://{self.lab.backend_ip(1)}:{BACKEND_PORT}/"
-        return f"http://{self.lab.vip}:{VIP_PORT}/"
+            return f"http://{self.lab.backend_endpoint(1, BACKEND_PORT, self.family)}/"
+        return f"http://{format_endpoint(self.vip, VIP_PORT)}/"
 
-    def backends(self) -> list[str]:
-        return [f"{self.lab.backend_ip(i)}:{BACKEND_PORT}" for i in self.lab.backend_ids]
+    def backend_ips(self) -> list[str]:
+        lab = self.lab
+        return [lab.backend_ip(i) if self.family == IPV4 else lab.backend_ip6(i) for i in lab.backend_ids]
 
     def start(self) -> float:
         """Start; returns seconds until the target answered with a backend name."""
         t0 = time.monotonic()
         lab, ns = self.lab, self.lab.ns_lb
         if self.mode == "nft":
-            elems = ", ".join(
-                f"{n} : {b.split(':')[0]} . {b.split(':')[1]}" for n, b in enumerate(self.backends())
-            )
+            ips = self.backend_ips()
+            elems = ", ".join(f"{n} : {ip} . {BACKEND_PORT}" for n, ip in enumerate(ips))
+            fam = "ip" if self.family == IPV4 else "ip6"
             rules = (
-                f"table ip {NFT_TABLE} {{\n chain prerouting {{\n"
+                f"table {fam} {NFT_TABLE} {{\n chain prerouting {{\n"
                 "  type nat hook prerouting priority dstnat; policy accept;\n"
-                f"  ip daddr {lab.vip} tcp dport {VIP_PORT} "
-                f"dnat ip to numgen random mod {len(self.backends())} map {{ {elems} }}\n }}\n}}\n"
+                f"  {fam} daddr {self.vip} tcp dport {VIP_PORT} "
+                f"dnat {fam} to numgen random mod {len(ips)} map {{ {elems} }}\n }}\n}}\n"
             )
             path = os.path.join(lab.workdir, "nft.rules")
             with open(path, "w") as f:
                 f.write(rules)
             lab.run(ns, "nft", "-f", path)
         elif self.mode == "haproxy":
-            servers = "".join(f"  server b{n + 1} {b}\n" for n, b in enumerate(self.backends()))
+            # HAProxy's address:port form: the last colon separates the port, for IPv6 too
+            servers = "".join(
+                f"  server b{n + 1} {ip}:{BACKEND_PORT}\n" for n, ip in enumerate(self.backend_ips())
+            )
             # a higher maxconn exceeds the FD limit (bench/README.md#harness-pitfalls)
             cfg = (
                 "global\n  maxconn 8000\n  nbthread 1\n"
                 "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n"
-                f"frontend fe\n  bind {lab.vip}:{VIP_PORT}\n  default_backend be\n"
+                f"frontend fe\n  bind {self.vip}:{VIP_PORT}\n  default_backend be\n"
                 f"backend be\n  balance roundrobin\n{servers}"
             )
             path = os.path.join(lab.workdir, "haproxy.cfg")
@@ -173,7 +186,7 @@ class LoadBalancer:
         elif self.mode == "lbtui":
             path = os.path.join(lab.workdir, "lbtui.toml")
             with open(path, "w") as f:
-                f.write(lab.config_toml(weights=(1,) * lab.spec.backends))
+                f.write(lab.config_toml(weights=(1,) * lab.spec.backends, family=self.family))
             self._popen(self.args.python, "-m", "lbtui", "-c", path, "--no-ui")
         if not wait_for_body(lab, lab.ns_client, self.target, r"b\d+", self.args.ready_timeout, self.proc):
             state = "exited" if self.proc is not None and self.proc.poll() is not None else "not answering"
@@ -198,7 +211,8 @@ class LoadBalancer:
             ClientLab.stop_process(self.proc, timeout=15.0)
             self.proc = None
         if self.mode == "nft":
-            self.lab.run(self.lab.ns_lb, "nft", "delete", "table", "ip", NFT_TABLE, check=False)
+            fam = "ip" if self.family == IPV4 else "ip6"
+            self.lab.run(self.lab.ns_lb, "nft", "delete", "table", fam, NFT_TABLE, check=False)
 
 
 def leftovers(lab: ClientLab) -> list[str]:
@@ -269,15 +283,20 @@ def run_wrk(lab: ClientLab, load: str, url: str, duration: int, args: argparse.N
 # ---------------------------------------------------------------- main loop
 
 
-def run_cell(mode: str, rep: int, args: argparse.Namespace, record: ModeRecord) -> None:
+def cell_name(mode: str, family: int) -> str:
+    """The report's key of one (mode, family): "lbtui" for IPv4 (as before IPv6 came), "lbtui/ipv6"."""
+    return mode if family == IPV4 else f"{mode}/ipv6"
+
+
+def run_cell(mode: str, family: int, rep: int, args: argparse.Namespace, record: ModeRecord) -> None:
     lab = ClientLab(LabSpec(prefix=args.prefix, backends=args.backends, second_client=False))
     lb: LoadBalancer | None = None
     try:
         lab.up()
         # haproxy originates connections from the LB namespace: many ports, TIME_WAIT reuse
         lab.sysctl(lab.ns_lb, "net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1")
-        start_nginx_backends(lab)
-        lb = LoadBalancer(mode, lab, args)
+        start_nginx_backends(lab, family)
+        lb = LoadBalancer(mode, family, lab, args)
         record.ready_s.append(round(lb.start(), 2))
         record.spread.append(lab.http_requests(12, url=lb.target))
         if args.warmup:
@@ -305,17 +324,18 @@ def run_cell(mode: str, rep: int, args: argparse.Namespace, record: ModeRecord) 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
-    records = {m: ModeRecord() for m in args.modes}
+    cells = [(mode, family) for family in args.family for mode in args.modes]
+    records = {cell_name(m, f): ModeRecord() for m, f in cells}
     skipped = 0
     for rep in range(1, args.reps + 1):
-        shift = (rep - 1) % len(args.modes)
-        order = args.modes[shift:] + args.modes[:shift]  # rotate so slow drift hits every mode alike
-        for mode in order:
+        shift = (rep - 1) % len(cells)
+        order = cells[shift:] + cells[:shift]  # rotate so slow drift hits every cell alike
+        for mode, family in order:
             if time.monotonic() - started > args.max_minutes * 60:
                 skipped += 1
                 continue
-            log(f"== rep {rep}/{args.reps} mode {mode}")
-            run_cell(mode, rep, args, records[mode])
+            log(f"== rep {rep}/{args.reps} mode {mode} over {FAMILY_NAMES[family]}")
+            run_cell(mode, family, rep, args, records[cell_name(mode, family)])
     if skipped:
         log(f"time budget of {args.max_minutes} min used up: {skipped} cells skipped")
     return {
@@ -352,6 +372,25 @@ def _fmt(x: float | None, spec: str = ",.0f") -> str:
     return "—" if x is None else format(x, spec)
 
 
+def _row(
+    mode: str, family: str, rec: dict[str, Any], loads: list[str], ceiling: dict[str, float | None]
+) -> str:
+    row = f"| {mode} | {family} |"
+    for load in loads:
+        samples = rec["samples"].get(load, [])
+        if not samples:
+            row += " — | — | — | — | — |"
+            continue
+        rps = _median([s["rps"] for s in samples])
+        c = ceiling[load]
+        ratio = f"{rps / c:.2f}" if rps is not None and c else "—"
+        row += (
+            f" {_fmt(rps)} | {ratio} | {_fmt(_median([s['p50_us'] for s in samples]))} |"
+            f" {_fmt(_median([s['p99_us'] for s in samples]))} | {sum(s['errors'] for s in samples)} |"
+        )
+    return row
+
+
 def markdown(report: dict[str, Any]) -> str:
     info, modes = report["info"], report["modes"]
     loads = info["args"]["loads"]
@@ -359,33 +398,21 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"{info['date']}, kernel {info['kernel']}, {info['cpus']} CPUs; {a['backends']} nginx backends "
         f"(1 worker each); wrk -t{a['threads']} -c{a['conns']}, {a['duration']} s per load, "
-        f"{a['reps']} rep(s), medians; x = ratio of req/s to `direct`.",
+        f"{a['reps']} rep(s), medians; x = ratio of req/s to `direct` over the same family.",
         "",
     ]
-    head, sep = "| mode |", "|---|"
+    head, sep = "| mode | family |", "|---|---|"
     for load in loads:
         head += f" {load} req/s | x | p50 µs | p99 µs | errors |"
         sep += "---:|---:|---:|---:|---:|"
     lines += [head, sep]
-    ceiling = {
-        load: _median([s["rps"] for s in modes.get("direct", {}).get("samples", {}).get(load, [])])
-        for load in loads
-    }
-    for mode, rec in modes.items():
-        row = f"| {mode} |"
-        for load in loads:
-            samples = rec["samples"].get(load, [])
-            if not samples:
-                row += " — | — | — | — | — |"
-                continue
-            rps = _median([s["rps"] for s in samples])
-            c = ceiling[load]
-            ratio = f"{rps / c:.2f}" if rps is not None and c else "—"
-            row += (
-                f" {_fmt(rps)} | {ratio} | {_fmt(_median([s['p50_us'] for s in samples]))} |"
-                f" {_fmt(_median([s['p99_us'] for s in samples]))} | {sum(s['errors'] for s in samples)} |"
-            )
-        lines.append(row)
+    families = a.get("family", [IPV4])
+    for family in families:
+        direct = modes.get(cell_name("direct", family), {}).get("samples", {})
+        ceiling = {load: _median([s["rps"] for s in direct.get(load, [])]) for load in loads}
+        for mode in a["modes"]:
+            rec = modes[cell_name(mode, family)]
+            lines.append(_row(mode, FAMILY_NAMES[family], rec, loads, ceiling))
     lines.append("")
     for mode, rec in modes.items():
         notes = []
@@ -409,6 +436,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)}")
     ap.add_argument("--loads", default=",".join(LOADS), help=f"comma list of {', '.join(LOADS)}")
+    ap.add_argument(
+        "--family", default="4,6", help="address families, comma list of 4, 6 (each mode runs over each)"
+    )
     ap.add_argument("--duration", type=int, default=5, help="seconds per load (integer, wrk wants one)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--backends", type=int, default=3)
@@ -425,9 +455,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     args.loads = [x.strip() for x in args.loads.split(",") if x.strip()]
+    families = [x.strip() for x in args.family.split(",") if x.strip()]
     bad = [m for m in args.modes if m not in MODES] + [x for x in args.loads if x not in LOADS]
-    if bad or not args.modes or not args.loads:
-        ap.error(f"unknown or empty modes/loads: {bad}")
+    bad += [f for f in families if f not in ("4", "6")]
+    if bad or not args.modes or not args.loads or not families:
+        ap.error(f"unknown or empty modes/loads/families: {bad}")
+    args.family = sorted({int(f) for f in families})
     if not (1 <= args.duration <= 120 and 1 <= args.reps <= 20 and 1 <= args.conns <= 1024):
         ap.error("keep it bounded: 1 <= duration <= 120, 1 <= reps <= 20, 1 <= conns <= 1024")
     if not (0 <= args.warmup <= 30 and 1 <= args.threads <= 16 and 0 < args.max_minutes <= 240):

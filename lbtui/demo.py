@@ -2,10 +2,11 @@
 """`lbtui demo`: a live load balancer to look at, in one command.
 
 Builds the lab (client namespaces, the load-balancer namespace, three backends answering with their
-names), starts light background traffic that tells a story every 4 minutes (a slow backend, a short
-failure burst that opens and closes a circuit), writes an access log, and runs lbtui on the lab's
-client-facing interfaces, with the console or headless. Everything is removed on exit, including
-leftovers of a crashed earlier run.
+names over both IPv4 and IPv6), serves an IPv4 VIP and an IPv6 VIP (10.0.0.1 and fd00:10::1, HTTP
+and UDP each), starts light background traffic to both that tells a story every 4 minutes (a slow
+backend, a short failure burst that opens and closes a circuit), writes an access log, and runs
+lbtui on the lab's client-facing interfaces, with the console or headless. Everything is removed on
+exit, including leftovers of a crashed earlier run.
 
 The engine must run inside the lab's LB namespace (XDP/TC attach by interface of the current
 namespace), so the demo re-executes lbtui there: `ip netns exec <prefix>lb python -m lbtui -c CFG`.
@@ -23,9 +24,10 @@ import threading
 import time
 from pathlib import Path
 
+from lbtui.addresses import FAMILY_NAMES, IPV4, IPV6
 from lbtui.dataplane.bpffs import remove_pins
 from lbtui.engine import PIN_ROOT
-from lbtui.lab import Lab, LabSpec, TrafficGenerator
+from lbtui.lab import DUAL_STACK_BIND, Lab, LabSpec, TrafficGenerator
 from lbtui.stopping import Stopper
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,9 @@ half_open_successes = 3
 
 
 def demo_config(lab: Lab, access_log: str) -> str:
-    """The lab's configuration with health checks, a circuit breaker and an access log (CLF)."""
-    base = lab.config_toml(weights=(3, 2, 1), extra_proxy_toml=HEALTH)
+    """The lab's configuration with health checks, a circuit breaker and an access log (CLF): proxies
+    "web" and "udp" on the IPv4 VIP, their twins "web6" and "udp6" on the IPv6 VIP."""
+    base = lab.config_toml(weights=(3, 2, 1), extra_proxy_toml=HEALTH, ipv6_twins=True)
     return base + f'\n[settings.access_log]\nformat = "clf"\nfile = "{access_log}"\n'
 
 
@@ -111,11 +114,13 @@ class Story:
 
 
 def _wait_ready(lab: Lab, proc: subprocess.Popen[bytes], stopper: Stopper, timeout_s: float = 30.0) -> None:
-    """Start the background traffic only once the VIP answers (no failures from a cold start)."""
+    """Start the background traffic only once both VIPs answer (no failures from a cold start)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and proc.poll() is None and not stopper.requested:
-        if lab.vip_answers(timeout=1.0):
-            return
+    waiting = [IPV4, IPV6]
+    while waiting and time.monotonic() < deadline and proc.poll() is None and not stopper.requested:
+        if lab.vip_answers(timeout=1.0, family=waiting[0]):
+            waiting.pop(0)
+            continue
         stopper.wait(0.3)
 
 
@@ -139,7 +144,11 @@ def run_demo(
         return 3
     lab = Lab(LabSpec(prefix=prefix))
     workdir = Path(tempfile.mkdtemp(prefix="lbtui-demo-"))
-    traffic = TrafficGenerator(lab, rate_per_s=rate)
+    # IPv4 at `rate`, IPv6 beside it at half that (requests per second, HTTP and UDP alternating)
+    traffic = {
+        IPV4: TrafficGenerator(lab, rate_per_s=rate),
+        IPV6: TrafficGenerator(lab, rate / 2, family=IPV6),
+    }
     story = Story(lab)
     proc: subprocess.Popen[bytes] | None = None
     try:
@@ -147,7 +156,7 @@ def run_demo(
         lab.up()
         # the lab is new: state pinned by a crashed earlier demo belongs to namespaces that are gone
         remove_pins(f"{PIN_ROOT}/{prefix}")
-        lab.start_backends(health_port=HEALTH_PORT)
+        lab.start_backends(health_port=HEALTH_PORT, bind=DUAL_STACK_BIND)
         if stopper.requested:
             return 0
         cfg = workdir / "demo.toml"
@@ -156,8 +165,9 @@ def run_demo(
         if no_ui:
             cmd += ["--no-ui", "--stats-interval", str(stats_interval_s)]
         print(
-            f"lbtui demo: VIP {lab.vip}:80 (tcp) and :5353 (udp), backends "
-            f"{', '.join(lab.backend_ip(i) for i in lab.backend_ids)}; config {cfg}",
+            f"lbtui demo: VIPs {lab.vip} and {lab.vip_of(IPV6)}, :80 (tcp) and :5353 (udp) each, backends "
+            f"{', '.join(lab.backend_ip(i) for i in lab.backend_ids)} and "
+            f"{', '.join(lab.backend_ip6(i) for i in lab.backend_ids)}; config {cfg}",
             file=sys.stderr,
         )
         # the child gets the terminal (console) or our stderr (headless); Ctrl-C reaches both
@@ -172,7 +182,8 @@ def run_demo(
                 flush=True,
             )
         if not stopper.requested:
-            traffic.start()
+            for generator in traffic.values():
+                generator.start()
             story.start()
         deadline = None if duration_s is None else time.monotonic() + duration_s
         passed_on = False
@@ -182,15 +193,18 @@ def run_demo(
                 stopper.request(signal.SIGTERM)
             if stopper.requested and not passed_on:
                 passed_on = True
-                traffic.stop()  # before the load balancer goes away, so no request fails on the way out
+                for generator in traffic.values():  # before the LB goes, so no request fails on the way out
+                    generator.stop()
                 proc.send_signal(signal.SIGINT if stopper.signum == signal.SIGINT else signal.SIGTERM)
         rc = proc.returncode
-        counts = traffic.counts()
-        print(
-            f"lbtui demo: background traffic answered by {dict(counts.http_ok)} (http), "
-            f"{dict(counts.udp_ok)} (udp); failed {counts.http_failed + counts.udp_failed}",
-            file=sys.stderr,
-        )
+        for family, generator in traffic.items():
+            counts = generator.counts()
+            print(
+                f"lbtui demo: background traffic over {FAMILY_NAMES[family]} answered by "
+                f"{dict(counts.http_ok)} (http), {dict(counts.udp_ok)} (udp); "
+                f"failed {counts.http_failed + counts.udp_failed}",
+                file=sys.stderr,
+            )
         return 0 if rc in (0, -signal.SIGTERM, -signal.SIGINT) else rc
     finally:
         story.stop()
@@ -200,6 +214,7 @@ def run_demo(
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        traffic.stop()
+        for generator in traffic.values():
+            generator.stop()
         lab.down()
         print("lbtui demo: lab removed", file=sys.stderr)

@@ -28,6 +28,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 
+from lbtui.addresses import IPV4, IPV6, format_endpoint, host_text
 from lbtui.netlab import (
     MAX_PREFIX_LEN,
     LabError,
@@ -64,6 +65,8 @@ CLIENT_NET6 = "fd00:10:"
 CLIENT2_NET6 = "fd00:11:"
 BACKEND_NET6 = "fd00:20:"
 HTTP_VIP_PORT = 80
+# backend servers listening on both families (start_backends(bind=...)): the demo serves both
+DUAL_STACK_BIND = "0.0.0.0,::"
 MAX_BACKENDS = 99
 _SUFFIX_RE = r"(lb|cli|cli2|b\d+)"
 
@@ -135,6 +138,19 @@ class Lab(NamespaceLab):
     def backend_ip6(self, i: int) -> str:
         self._check_backend(i)
         return f"{BACKEND_NET6}:{10 + i}"
+
+    def vip_of(self, family: int = IPV4) -> str:
+        """The VIP of one family: 10.0.0.1 or fd00:10::1."""
+        return {IPV4: VIP, IPV6: VIP6}[family]
+
+    def vip_url(self, family: int = IPV4, port: int = HTTP_VIP_PORT) -> str:
+        """ "http://10.0.0.1/" or "http://[fd00:10::1]/" (the port only when it is not 80)."""
+        at = "" if port == HTTP_VIP_PORT else f":{port}"
+        return f"http://{host_text(self.vip_of(family))}{at}/"
+
+    def backend_endpoint(self, i: int, port: int = 8080, family: int = IPV4) -> str:
+        """Backend i as a config and console endpoint: "10.0.2.11:8080" or "[fd00:20::11]:8080"."""
+        return format_endpoint(self.backend_ip(i) if family == IPV4 else self.backend_ip6(i), port)
 
     @property
     def client_ifaces(self) -> list[str]:
@@ -214,9 +230,9 @@ class Lab(NamespaceLab):
             self._wait_ping(lb, self.backend_ip(i))
             self._wait_ping(lb, self.backend_ip6(i))
 
-    def vip_answers(self, client: int = 1, timeout: float = 1.0) -> bool:
+    def vip_answers(self, client: int = 1, timeout: float = 1.0, family: int = IPV4) -> bool:
         """One HTTP GET to the VIP from a client namespace: is the load balancer serving yet?"""
-        cmd = self.python_cmd("-m", "lbtui.labservers", "client", "probe", "--url", f"http://{self.vip}/")
+        cmd = self.python_cmd("-m", "lbtui.labservers", "client", "probe", "--url", self.vip_url(family))
         cmd += ["--timeout", str(timeout)]
         r = run_cmd(
             ["ip", "netns", "exec", self.client_ns(client), *cmd],
@@ -233,14 +249,17 @@ class Lab(NamespaceLab):
         weights: tuple[int, ...] = (3, 2, 1),
         algorithm: str = "weighted-random",
         extra_proxy_toml: str = "",
+        family: int = IPV4,
+        ipv6_twins: bool = False,
     ) -> str:
         """A valid lbtui config for this lab.
 
         Proxy "web" (tcp VIP:80 -> backends :8080) and proxy "udp" (udp VIP:5353 -> :5353), both on
-        the client-facing interfaces. Backend i gets ``weights[i-1]`` (1 when the tuple is shorter).
-        ``extra_proxy_toml`` is inserted into proxy "web" right after its own keys, so it may hold
-        plain keys as well as sub-tables such as ``[proxy.health]``."""
-        ifaces = ", ".join(f'"{i}"' for i in self.client_ifaces)
+        the client-facing interfaces, over ``family`` (VIP 10.0.0.1 and IPv4 backends, or VIP6
+        fd00:10::1 and the backends' IPv6 addresses). ``ipv6_twins`` adds "web6" and "udp6", the same
+        two proxies on VIP6 (the demo's dual stack). Backend i gets ``weights[i-1]`` (1 when the tuple
+        is shorter). ``extra_proxy_toml`` is inserted into every TCP proxy right after its own keys,
+        so it may hold plain keys as well as sub-tables such as ``[proxy.health]``."""
         lines = [
             "[settings]",
             f'control_socket = "{self.control_socket}"',
@@ -251,31 +270,46 @@ class Lab(NamespaceLab):
             "enabled = false",
             "",
         ]
-        for name, proto, port, backend_port, extra in (
-            ("web", "tcp", HTTP_VIP_PORT, 8080, extra_proxy_toml),
-            ("udp", "udp", 5353, 5353, ""),
-        ):
-            lines += [
-                "[[proxy]]",
-                f'name = "{name}"',
-                f"interfaces = [{ifaces}]",
-                f'vip = "{self.vip}"',
-                f"port = {port}",
-                f'protocol = "{proto}"',
-                f'algorithm = "{algorithm}"',
-            ]
-            if extra.strip():
-                lines += [extra.strip()]
-            lines.append("")
-            for i in self.backend_ids:
-                weight = weights[i - 1] if i - 1 < len(weights) else 1
-                lines += [
-                    "[[proxy.backend]]",
-                    f'address = "{self.backend_ip(i)}:{backend_port}"',
-                    f"weight = {weight}",
-                    "",
-                ]
+        extra = extra_proxy_toml
+        proxies = [("web", "udp", family)] + ([("web6", "udp6", IPV6)] if ipv6_twins else [])
+        for web, udp, fam in proxies:
+            lines += self._proxy_toml(web, "tcp", HTTP_VIP_PORT, 8080, fam, weights, algorithm, extra)
+            lines += self._proxy_toml(udp, "udp", 5353, 5353, fam, weights, algorithm, "")
         return "\n".join(lines)
+
+    def _proxy_toml(
+        self,
+        name: str,
+        protocol: str,
+        port: int,
+        backend_port: int,
+        family: int,
+        weights: tuple[int, ...],
+        algorithm: str,
+        extra: str,
+    ) -> list[str]:
+        ifaces = ", ".join(f'"{i}"' for i in self.client_ifaces)
+        lines = [
+            "[[proxy]]",
+            f'name = "{name}"',
+            f"interfaces = [{ifaces}]",
+            f'vip = "{self.vip_of(family)}"',
+            f"port = {port}",
+            f'protocol = "{protocol}"',
+            f'algorithm = "{algorithm}"',
+        ]
+        if extra.strip():
+            lines += [extra.strip()]
+        lines.append("")
+        for i in self.backend_ids:
+            weight = weights[i - 1] if i - 1 < len(weights) else 1
+            lines += [
+                "[[proxy.backend]]",
+                f'address = "{self.backend_endpoint(i, backend_port, family)}"',
+                f"weight = {weight}",
+                "",
+            ]
+        return lines
 
 
 @dataclass(frozen=True)
@@ -287,15 +321,18 @@ class TrafficCounts:
 
 
 class TrafficGenerator:
-    """Light steady traffic from the client namespace to the VIP: HTTP with a new connection each
-    time, alternating with UDP queries. The requests run in a ``client traffic`` process inside the
-    namespace; a thread here reads its one-line results and counts them."""
+    """Light steady traffic from the client namespace to the VIP of ``family``: HTTP with a new
+    connection each time, alternating with UDP queries. The requests run in a ``client traffic``
+    process inside the namespace; a thread here reads its one-line results and counts them."""
 
-    def __init__(self, lab: Lab, rate_per_s: float = 20, client: int = 1, udp: bool = True) -> None:
+    def __init__(
+        self, lab: Lab, rate_per_s: float = 20, client: int = 1, udp: bool = True, family: int = IPV4
+    ) -> None:
         self.lab = lab
         self.rate_per_s = rate_per_s
         self.client = client
         self.udp = udp
+        self.family = family
         self._proc: subprocess.Popen[str] | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -305,8 +342,9 @@ class TrafficGenerator:
     def start(self) -> None:
         if self._proc is not None:
             return
-        args = ["traffic", "--url", f"http://{self.lab.vip}/", "--rate", str(self.rate_per_s)]
-        args += ["--udp-host", self.lab.vip if self.udp else ""]
+        vip = self.lab.vip_of(self.family)
+        args = ["traffic", "--url", self.lab.vip_url(self.family), "--rate", str(self.rate_per_s)]
+        args += ["--udp-host", vip if self.udp else ""]
         self._proc = self.lab.popen(
             self.lab.client_ns(self.client),
             *self.lab.python_cmd("-m", "lbtui.labservers", "client", *args),

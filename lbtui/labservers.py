@@ -4,11 +4,12 @@
 Run inside a backend namespace:
 
     python -m lbtui.labservers --name b1 --http-port 8080 --udp-port 5353 [--health-port N]
-                               [--record FILE] [--ready-file FILE]
+                               [--bind ADDR[,ADDR]] [--record FILE] [--ready-file FILE]
 
 - HTTP/1.1 with keep-alive: ``GET /`` -> "b1\\n", ``GET /healthz`` -> 200 "ok",
   ``GET /sleep?ms=N`` -> "b1\\n" after N ms, anything else -> 404. ``Connection: close`` is honoured.
 - UDP echo: a datagram "x" is answered with "b1 x".
+- ``--bind``: the addresses to listen on (default 0.0.0.0; "0.0.0.0,::" for both families).
 - ``--record FILE``: one line "client_ip:client_port" per accepted TCP connection, flushed per line.
 - ``--ready-file FILE``: created once every socket is bound (the lab waits for it).
 - ``--control FILE``: re-read every 0.5 s when it changes, JSON ``{"delay_ms": N, "refuse": bool}``:
@@ -149,6 +150,26 @@ def _parse_headers(lines: Sequence[str]) -> dict[str, str]:
     return headers
 
 
+def _udp_socket(host: str, port: int) -> socket.socket:
+    """A bound UDP socket; an IPv6 one only for IPv6 (as asyncio makes its TCP listeners), so that
+    "::" and "0.0.0.0" on one port do not clash."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_hosts(bind: str) -> list[str]:
+    """--bind "0.0.0.0,::" -> both addresses (a dual-stack backend: one socket per family)."""
+    return [host.strip() for host in bind.split(",") if host.strip()]
+
+
 async def serve(args: argparse.Namespace) -> None:
     record = open(args.record, "a", buffering=1) if args.record else None  # noqa: SIM115 (lives as long as the server)
     server = BackendServer(args.name, record)
@@ -158,14 +179,21 @@ async def serve(args: argparse.Namespace) -> None:
     for port in ports:
         servers.append(
             await asyncio.start_server(
-                server.handle_http, args.bind, port, backlog=4096, reuse_address=True, limit=MAX_HEADER_BYTES
+                server.handle_http,
+                bind_hosts(args.bind),
+                port,
+                backlog=4096,
+                reuse_address=True,
+                limit=MAX_HEADER_BYTES,
             )
         )
-    transport = None
+    transports: list[asyncio.DatagramTransport] = []
     if args.udp_port:
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: UdpEcho(args.name), local_addr=(args.bind, args.udp_port)
-        )
+        for host in bind_hosts(args.bind):  # a datagram endpoint takes one address
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: UdpEcho(args.name), sock=_udp_socket(host, args.udp_port)
+            )
+            transports.append(transport)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -180,7 +208,7 @@ async def serve(args: argparse.Namespace) -> None:
         watcher.cancel()
     for s in servers:
         s.close()
-    if transport is not None:
+    for transport in transports:
         transport.close()
     if record is not None:
         record.close()
@@ -207,7 +235,7 @@ async def _follow_control(
             elif not refuse and not listening:
                 servers[0] = await asyncio.start_server(
                     server.handle_http,
-                    args.bind,
+                    bind_hosts(args.bind),
                     args.http_port,
                     backlog=4096,
                     reuse_address=True,
@@ -320,7 +348,7 @@ def _emit(obj: object) -> None:
 def _server_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lbtui.labservers", description="lab backend servers")
     p.add_argument("--name", required=True)
-    p.add_argument("--bind", default="0.0.0.0")
+    p.add_argument("--bind", default="0.0.0.0", help='address(es) to listen on, e.g. "0.0.0.0,::"')
     p.add_argument("--http-port", type=int, default=8080)
     p.add_argument("--udp-port", type=int, default=5353, help="0 = no UDP echo")
     p.add_argument("--health-port", type=int, default=None, help="a second HTTP port with the same handler")

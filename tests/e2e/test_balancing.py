@@ -130,9 +130,10 @@ def source_hash_slot(saddr: str, service_id: int) -> int:
 CONNECT_SCRIPT = r"""
 import json, socket, struct, sys
 vip, pairs = sys.argv[1], json.loads(sys.argv[2])
+family = socket.AF_INET6 if ":" in vip else socket.AF_INET
 names = []
 for src, sport in pairs:
-    s = socket.socket()
+    s = socket.socket(family)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.settimeout(3)
     try:
@@ -196,14 +197,17 @@ print(json.dumps({"sent": len(sent), "first": sent[0], "last": sent[-1]}), flush
 """
 
 
-def connect_from(lab: ClientLab, pairs: list[tuple[str, int]], client: int = 1) -> list[str]:
-    """Backend name per connection ("!" for a failure); one connection per (address, port) pair."""
+def connect_from(
+    lab: ClientLab, pairs: list[tuple[str, int]], client: int = 1, vip: str | None = None
+) -> list[str]:
+    """Backend name per connection to `vip`:80 (default the lab's IPv4 VIP; "!" for a failure); one
+    connection per (address, port) pair."""
     r = lab.run(
         lab.client_ns(client),
         sys.executable,
         "-c",
         CONNECT_SCRIPT,
-        lab.vip,
+        vip or lab.vip,
         json.dumps(pairs),
         timeout=60 + 3 * len(pairs),
     )

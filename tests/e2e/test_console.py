@@ -57,7 +57,7 @@ def rows(screen: str, proxy: str = "web") -> dict[str, dict[str, str]]:
     out = {}
     for line in screen.splitlines():
         m = re.match(
-            rf"\s*{proxy}\s+\S+\s+(\d+\.\d+\.\d+\.\d+:\d+)\s+(\d+)\s+(\d+)\s+(\w+)\s+(\S+)\s+(\w+)\s+(\d+)"
+            rf"\s*{proxy}\s+\S+\s+(\d+\.\d+\.\d+\.\d+:\d+|\[[0-9a-f:]+\]:\d+)\s+(\d+)\s+(\d+)\s+(\w+)\s+(\S+)\s+(\w+)\s+(\d+)"
             r"\s+(\S+)\s+\S+\s+(\S+ \w+|—)\s+(\S+ \w+|—)",  # \S+: the new/s sparkline
             line,
         )
@@ -93,6 +93,16 @@ def test_demo_under_the_console(tmp_path):
         first = {a: size(r["bytes_in"]) for a, r in rows(tmux.screen()).items()}
         assert wait_until(
             lambda: all(size(rows(tmux.screen())[a]["bytes_in"]) > first[a] for a in addresses), timeout=20
+        ), tmux.screen()
+        # the IPv6 VIP beside it: its backends shown whole, bracketed, and carrying the IPv6 traffic
+        assert wait_until(lambda: len(rows(tmux.screen(), "web6")) == 3, timeout=20), tmux.screen()
+        six = rows(tmux.screen(), "web6")
+        assert sorted(six) == [f"[fd00:20::1{i}]:8080" for i in (1, 2, 3)], six
+        assert wait_until(
+            lambda: all(
+                size(r["bytes_in"]) > size(six[a]["bytes_in"]) for a, r in rows(tmux.screen(), "web6").items()
+            ),
+            timeout=30,
         ), tmux.screen()
         # drain the selected (first) backend: d, then confirm
         h = SocketEngineHandle(f"/run/lbtui/{prefix}.sock")

@@ -14,13 +14,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from lbtui import model
+from lbtui.addresses import IPV4, host_text
 from lbtui.control_client import SocketEngineHandle
 from lbtui.lab import LabSpec, TrafficGenerator
 from tests.support.lab import ClientLab
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.requires(DNSMASQ)
 PREFIX = "ldn"
 NAME = "web.lab.test"
 SERVER = "10.0.2.1"  # the lab bridge's address in the LB namespace
+SERVER6 = "fd00:20::1"  # and its IPv6 address
 REFRESH_S = 1.0
 # Longest wait between two refreshes is REFRESH_S + 10 % jitter; the rest is margin for a loaded
 # machine (query, group rewrite, snapshot publication).
@@ -49,8 +51,11 @@ def write_hosts(path: Path, addresses: list[str]) -> None:
     path.write_text("".join(f"{address} {NAME}\n" for address in addresses))
 
 
-def config_text(lab: ClientLab) -> str:
+def config_text(lab: ClientLab, family: int = IPV4) -> str:
+    """Proxy "web" on the VIP of `family`: static backend b4 and the name (A records for an IPv4
+    proxy, AAAA records for an IPv6 one), the nameserver reached over the same family."""
     ifaces = ", ".join(f'"{i}"' for i in lab.client_ifaces)
+    server = SERVER if family == IPV4 else SERVER6
     return f"""
 [settings]
 control_socket = "/run/lbtui/{lab.prefix}.sock"
@@ -61,21 +66,21 @@ sweep_interval_s = 0.25
 enabled = false
 
 [settings.dns]
-nameservers = ["{SERVER}"]
+nameservers = ["{server}"]
 
 [[proxy]]
 name = "web"
 interfaces = [{ifaces}]
-vip = "{lab.vip}"
+vip = "{lab.vip_of(family)}"
 port = 80
 protocol = "tcp"
 algorithm = "weighted-random"
 
 [[proxy.backend]]
-address = "{lab.backend_ip(4)}:8080"
+address = "{lab.backend_endpoint(4, 8080, family)}"
 weight = 1
 
-# the name's weight is shared by its A records: 3 // 3 = 1 each, later 3 // 2 = 1 each
+# the name's weight is shared by its A (or AAAA) records: 3 // 3 = 1 each, later 3 // 2 = 1 each
 [[proxy.backend]]
 host = "{NAME}"
 port = 8080
@@ -87,10 +92,11 @@ dns_refresh_s = {REFRESH_S}
 class Dnsmasq:
     """dnsmasq in the lab's LB namespace, answering from `hosts`; stopped by lab.down() at the latest."""
 
-    def __init__(self, lab: ClientLab, hosts: Path, log: Path) -> None:
+    def __init__(self, lab: ClientLab, hosts: Path, log: Path, server: str = SERVER) -> None:
         self.lab = lab
         self.hosts = hosts
         self.log = log
+        self.server = server  # the address it listens on in the LB namespace (IPv4 or IPv6)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -100,7 +106,7 @@ class Dnsmasq:
                 DNSMASQ,
                 *DNSMASQ_FLAGS,
                 f"--addn-hosts={self.hosts}",
-                f"--listen-address={SERVER}",
+                f"--listen-address={self.server}",
                 f"--pid-file={self.log.with_suffix('.pid')}",
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -113,7 +119,7 @@ class Dnsmasq:
 
     def listening(self) -> bool:
         out = self.lab.run(self.lab.ns_lb, "ss", "-Hunl", check=False).stdout
-        return f"{SERVER}:53" in out
+        return f"{host_text(self.server)}:53" in out
 
     def reload(self) -> None:
         assert self.proc is not None
@@ -127,26 +133,34 @@ class Dnsmasq:
 
 
 @contextmanager
-def running_lb_with_dns(tmp: Path) -> Iterator[tuple[ClientLab, SocketEngineHandle, Dnsmasq]]:
-    lab = ClientLab(LabSpec(prefix=PREFIX, backends=4, second_client=False))
+def running_lb_with_dns(
+    tmp: Path,
+    prefix: str = PREFIX,
+    family: int = IPV4,
+    records: Callable[[ClientLab], list[str]] | None = None,
+) -> Iterator[tuple[ClientLab, SocketEngineHandle, Dnsmasq]]:
+    """A 4-backend lab, dnsmasq answering NAME with `records(lab)` (default b1..b3 of `family`), and
+    lbtui with config_text(lab, family)."""
+    lab = ClientLab(LabSpec(prefix=prefix, backends=4, second_client=False))
     proc = None
     handle = None
     dnsmasq = None
     try:
         lab.up()
-        lab.start_backends()
+        lab.start_backends(bind="0.0.0.0" if family == IPV4 else "::")
         hosts = tmp / "hosts"
-        write_hosts(hosts, [lab.backend_ip(i) for i in (1, 2, 3)])
-        dnsmasq = Dnsmasq(lab, hosts, tmp / "dnsmasq.log")
+        ips = [lab.backend_ip(i) if family == IPV4 else lab.backend_ip6(i) for i in (1, 2, 3)]
+        write_hosts(hosts, records(lab) if records else ips)
+        dnsmasq = Dnsmasq(lab, hosts, tmp / "dnsmasq.log", server=SERVER if family == IPV4 else SERVER6)
         dnsmasq.start()
         cfg = tmp / "lbtui.toml"
-        cfg.write_text(config_text(lab))
+        cfg.write_text(config_text(lab, family))
         log = tmp / "lbtui.log"
         with open(log, "w") as err:
             proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
         assert wait_until(lambda: "started" in log.read_text() or proc.poll() is not None), log.read_text()
         assert proc.poll() is None, log.read_text()
-        handle = SocketEngineHandle(f"/run/lbtui/{PREFIX}.sock")
+        handle = SocketEngineHandle(lab.control_socket)
         yield lab, handle, dnsmasq
     finally:
         if handle is not None:

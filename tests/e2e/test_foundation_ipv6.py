@@ -8,81 +8,45 @@ counts a checksum error (TcpInCsumErrors covers TCP over IPv6; Udp6InCsumErrors)
 
 from __future__ import annotations
 
-import signal
-import sys
+from collections.abc import Iterator
 
 import pytest
 
+from lbtui.addresses import IPV6
 from lbtui.control_client import SocketEngineHandle
-from lbtui.lab import VIP6, LabSpec
+from lbtui.lab import VIP6
 from lbtui.model import FlowQuery
 from tests.e2e.test_foundation import chi_square_p_df2
 from tests.support.lab import ClientLab
-from tests.support.labtools import wait_until
+from tests.support.labtools import running_lb, wait_until
 
 pytestmark = pytest.mark.root
 
 URL = f"http://[{VIP6}]/"
 
-
-def config(lab: ClientLab) -> str:
-    ifaces = ", ".join(f'"{i}"' for i in lab.client_ifaces)
-    lines = [
-        "[settings]",
-        f'control_socket = "/run/lbtui/{lab.prefix}.sock"',
-        'xdp_mode = "generic"',
-        "max_connections = 16384",
-        "",
-        "[settings.metrics]",
-        "enabled = false",
-        "",
-    ]
-    for name, proto, port, backend_port, weights in (
-        ("web", "tcp", 80, 8080, (3, 2, 1)),
-        ("udp", "udp", 5353, 5353, (1, 1, 1)),
-    ):
-        lines += [
-            "[[proxy]]",
-            f'name = "{name}"',
-            f"interfaces = [{ifaces}]",
-            f'vip = "{VIP6}"',
-            f"port = {port}",
-            f'protocol = "{proto}"',
-            "",
-        ]
-        if name == "web":
-            lines += ["[[proxy.source_route]]", 'cidr = "fd00:11::/64"']
-            lines += [f'backends = [{{ address = "[{lab.backend_ip6(3)}]:8080", weight = 1 }}]', ""]
-        for i in lab.backend_ids:
-            lines += ["[[proxy.backend]]", f'address = "[{lab.backend_ip6(i)}]:{backend_port}"']
-            lines += [f"weight = {weights[i - 1]}", ""]
-    return "\n".join(lines)
+# the second client's /64 goes to b3 only
+ROUTE6 = """
+[[proxy.source_route]]
+cidr = "fd00:11::/64"
+backends = [{ address = "[fd00:20::13]:8080", weight = 1 }]
+"""
 
 
 @pytest.fixture(scope="module")
-def lab():
-    lab = ClientLab(LabSpec(prefix="lf6"))
-    lab.up()
-    try:
-        lab.start_backends(bind="::")
-        yield lab
-    finally:
-        lab.down()
+def lb(tmp_path_factory) -> Iterator[tuple[ClientLab, SocketEngineHandle]]:
+    """The lab's "web" (weights 3, 2, 1, the source route) and "udp" proxies over IPv6
+    (Lab.config_toml(family=6)), lbtui running headless on them."""
+    tmp = tmp_path_factory.mktemp("e2e6")
+    settings = "max_connections = 16384\n"
+    with running_lb(
+        "lf6", tmp, weights=(3, 2, 1), extra=ROUTE6, settings=settings, second_client=True, family=IPV6
+    ) as (lab, handle):
+        yield lab, handle
 
 
 @pytest.fixture(scope="module")
-def lb(lab, tmp_path_factory):
-    cfg = tmp_path_factory.mktemp("e2e6") / "lbtui.toml"
-    cfg.write_text(config(lab))
-    log = cfg.with_suffix(".log")
-    with open(log, "w") as err:
-        proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
-    assert wait_until(lambda: "started" in log.read_text() or proc.poll() is not None), log.read_text()
-    assert proc.poll() is None, log.read_text()
-    yield proc, log
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
+def lab(lb) -> ClientLab:
+    return lb[0]
 
 
 def test_weights_3_2_1_over_600_new_ipv6_connections(lab, lb):
@@ -122,25 +86,22 @@ def test_no_checksum_errors_anywhere_over_ipv6(lab, lb):
 
 
 def test_the_flow_view_lists_ipv6_flows_and_finds_them_by_bracketed_address(lab, lb):
+    _, handle = lb
     held = lab.hold(30, seconds=10.0, host=VIP6, port=80)
     opened = held.opened()
     assert opened.get("errors", 0) == 0, opened
     b1 = f"[{lab.backend_ip6(1)}]:8080"
     want = opened["backends"].get("b1", 0)
-    h = SocketEngineHandle(f"/run/lbtui/{lab.prefix}.sock")
-    try:
-        query = FlowQuery(text=f"{b1} established")
+    query = FlowQuery(text=f"{b1} established")
 
-        def answered() -> bool:
-            snap = h.snapshot(query)
-            return snap.flow_query == query and snap.flows_matched >= want
+    def answered() -> bool:
+        snap = handle.snapshot(query)
+        return snap.flow_query == query and snap.flows_matched >= want
 
-        assert wait_until(answered, timeout=15)
-        snap = h.snapshot(query)
-        assert snap.flows_matched == want
-        assert all(f.backend == b1 and f.vip == f"[{VIP6}]:80" for f in snap.flows)
-        assert all(f.client.startswith("[fd00:") for f in snap.flows)
-    finally:
-        h.close()
+    assert wait_until(answered, timeout=15)
+    snap = handle.snapshot(query)
+    assert snap.flows_matched == want
+    assert all(f.backend == b1 and f.vip == f"[{VIP6}]:80" for f in snap.flows)
+    assert all(f.client.startswith("[fd00:") for f in snap.flows)
     done = held.done()
     assert done.get("errors", 0) == 0, done

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lbtui import model
+from lbtui.addresses import IPV4, IPV6
 from lbtui.control_client import SocketEngineHandle
 from lbtui.dataplane import structs
 from lbtui.lab import LabSpec
@@ -68,23 +69,27 @@ def running_lb(
     algorithm: str = "weighted-random",
     second_client: bool = False,
     metrics_listen: str | None = None,
+    family: int = IPV4,
+    tables: str = "",
 ) -> Iterator[tuple[ClientLab, SocketEngineHandle]]:
     """A lab with `lbtui --no-ui` in its LB namespace, and a handle on its control socket (and the
-    metrics endpoint on `metrics_listen`, inside the LB namespace, if given)."""
+    metrics endpoint on `metrics_listen`, inside the LB namespace, if given). `family` 6: the
+    proxies' VIP is VIP6 and their backends are the backends' IPv6 addresses (Lab.config_toml).
+    `settings` holds plain keys of [settings]; `tables` more tables (e.g. [settings.access_log])."""
     lab = ClientLab(LabSpec(prefix=prefix, second_client=second_client))
     lab.up()
     proc = None
     handle = None
     try:
-        lab.start_backends(health_port=health_port)
+        lab.start_backends(health_port=health_port, bind="::" if family == IPV6 else "0.0.0.0")
         cfg = tmp / "lbtui.toml"
-        text = lab.config_toml(weights=weights, algorithm=algorithm, extra_proxy_toml=extra)
+        text = lab.config_toml(weights=weights, algorithm=algorithm, extra_proxy_toml=extra, family=family)
         text = text.replace("[settings]\n", f"[settings]\nsweep_interval_s = 0.25\n{settings}", 1)
         if metrics_listen is not None:
             disabled = "[settings.metrics]\nenabled = false"
             assert disabled in text
             text = text.replace(disabled, f'[settings.metrics]\nenabled = true\nlisten = "{metrics_listen}"')
-        cfg.write_text(text)
+        cfg.write_text(f"{text}\n{tables}")
         log = tmp / "lbtui.log"
         with open(log, "w") as err:
             proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)

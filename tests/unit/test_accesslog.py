@@ -173,6 +173,16 @@ def test_clf_ipv6_udp_and_no_bytes() -> None:
     assert match["bytes"] == "-"
 
 
+def test_json_ipv6_addresses_are_plain_canonical_text_beside_their_ports() -> None:
+    obj = json.loads(
+        format_json(event(client_ip="2001:db8::5", vip_ip="2001:db8::1", backend_ip="2001:db8::11"))
+    )
+    # the address fields hold bare addresses (no brackets: the port is a field of its own)
+    assert (obj["client_ip"], obj["client_port"]) == ("2001:db8::5", 40000)
+    assert (obj["vip_ip"], obj["vip_port"]) == ("2001:db8::1", 80)
+    assert (obj["backend_ip"], obj["backend_port"]) == ("2001:db8::11", 8080)
+
+
 def test_clf_month_names_do_not_depend_on_the_locale() -> None:
     months = {CLF_LINE.match(format_clf(event(ts=TS + d * 86400 * 31)))["mon"] for d in range(12)}  # type: ignore[index]
     assert len(months) == 12

@@ -447,3 +447,31 @@ def test_the_number_of_remembered_removed_series_is_bounded() -> None:
     for i in range(200):
         tracker.update(float(i), [("lbtui_connections_total", ("web", f"10.0.3.{i}:80"), 1.0)])
     assert len(tracker) == 51  # the live one and the 50 most recently removed
+
+
+def test_ipv6_backends_are_labelled_with_their_bracketed_endpoints(tmp_path) -> None:
+    """Every backend-labelled family writes an IPv6 backend as "[ip]:port" (addresses.format_endpoint),
+    the form of the config, `lbtui ctl` and the console, so one label value finds it everywhere."""
+    six = "[fd00:20::11]:8080"
+    snap = snapshot(
+        backends=(backend(six), backend("10.0.2.11:8080")),
+        latency=(dataclasses.replace(latency_view(), backend=six),),
+    )
+    metrics = Metrics(lambda: snap)
+    metrics.observe_health_check("web", six, 0.003)
+    counters = backend(six).counters
+    assert value(metrics, "lbtui_connections_total", proxy="web", backend=six) == counters.new_flows
+    assert value(metrics, "lbtui_bytes_total", proxy="web", backend=six, direction="in") == counters.bytes_in
+    assert value(metrics, "lbtui_backend_effective_weight", proxy="web", backend=six) == 5
+    assert value(metrics, "lbtui_connections_active", proxy="web", backend=six) == 3
+    assert value(metrics, "lbtui_backend_health", proxy="web", backend=six) == 1
+    assert value(metrics, "lbtui_connection_duration_seconds_count", proxy="web", backend=six) == 1
+    assert value(metrics, "lbtui_health_check_latency_seconds_count", proxy="web", backend=six) == 1
+    labelled = {dict(labels)["backend"] for (_, labels) in samples(metrics) if "backend" in dict(labels)}
+    assert labelled == {six, "10.0.2.11:8080"}
+    promtool = shutil.which("promtool")
+    if promtool is not None:
+        result = subprocess.run(
+            [promtool, "check", "metrics"], input=metrics.render(), capture_output=True, timeout=60
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
