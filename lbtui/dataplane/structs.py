@@ -34,6 +34,7 @@ ALGORITHM_CODES = {
 
 SVC_F_EV_NEW = 1
 SVC_F_EV_CLOSED = 2
+SVC_F_IPIP = 4  # DSR over IPIP (bpf/lb_encap.h)
 BE_F_ACTIVE = 1
 BE_F_NO_NEW = 2  # selection weight 0: a SYN on a tuple of this backend picks again
 
@@ -83,6 +84,9 @@ GLOBAL_COUNTERS = (
     "xdp_repick",
     "rst_challenged",
     "xdp_v6_no_l4",
+    "ipip_encap",
+    "ipip_too_big",
+    "ipip_failed",
 )
 
 EV_NEW = 1
@@ -118,6 +122,7 @@ class Service(ctypes.Structure):
         ("be_rate", ctypes.c_uint32),
         ("be_burst", ctypes.c_uint32),
         ("src_prefix6", ctypes.c_uint32),
+        ("ipip_src", ctypes.c_uint32),
     ]
 
 
