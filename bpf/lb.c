@@ -169,6 +169,8 @@ int lbtui_xdp(struct xdp_md *ctx)
 
 int lbtui_tc(struct __sk_buff *skb)
 {
+    if (skb->mark == LB_PROBE_MARK)
+        return tc_ipip_probe(skb);
     // make the headers we read linear: ETH + VLAN + IP with options + TCP with options, or an ICMP
     // header with the quoted IP header (options too) and 20 bytes of its L4 header
     __u32 want = 14 + 4 + 60 + 8 + 60 + 20;         // IPv6: 40 + 48 of extension headers + 60 fit too

@@ -363,6 +363,7 @@ enum lb_global_counter {
     LB_G_IPIP_ENCAP,           // packets sent on to their backend inside an outer IPv4 header (DSR)
     LB_G_IPIP_TOO_BIG,         // ... of them larger than the interface's MTU once encapsulated
     LB_G_IPIP_FAILED,          // the headroom for the outer header could not be had: dropped
+    LB_G_IPIP_PROBES,          // health checks of DSR backends sent inside IPIP (TC egress)
     LB_G_MAX,
 };
 

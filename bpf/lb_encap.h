@@ -72,4 +72,44 @@ static __always_inline int xdp_ipip_encap(struct xdp_md *ctx, __u32 l3_off, __be
     return XDP_PASS;
 }
 
+// Health checks through the tunnel (docs/scale-out.md#health-checks-through-the-tunnel): the engine's
+// probe of a DSR backend is a TCP connection from this host to the VIP, its socket marked with
+// LB_PROBE_MARK and its priority set to the backend's IPv4 address. At TC egress such a packet goes
+// to that backend inside IPIP, as the XDP program sends clients' packets; the backend answers from
+// the VIP straight to this host. The outer source is the probe's own (an address of this host).
+#define LB_PROBE_MARK 0x4c42d5a0
+
+static __always_inline int tc_ipip_probe(struct __sk_buff *skb)
+{
+    __be32 backend = htonl(skb->priority);
+    struct iphdr inner;
+    if (skb->protocol != htons(ETH_P_IP) || bpf_skb_load_bytes(skb, 14, &inner, sizeof(inner)) != 0 ||
+        inner.version != 4 || backend == 0)
+        return TC_ACT_OK;
+    if (bpf_skb_adjust_room(skb, sizeof(struct iphdr), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) != 0) {
+        global_inc(LB_G_IPIP_FAILED);
+        return TC_ACT_SHOT;
+    }
+    struct iphdr outer = {};
+    outer.version = 4;
+    outer.ihl = 5;
+    outer.tos = inner.tos;
+    outer.tot_len = htons(ntohs(inner.tot_len) + sizeof(struct iphdr));
+    outer.id = inner.id;
+    outer.frag_off = inner.frag_off & LB_IP_DF_BE;
+    outer.ttl = LB_IPIP_TTL;
+    outer.protocol = IPPROTO_IPIP;
+    outer.saddr = inner.saddr;
+    outer.daddr = backend;
+    __u16 *w = (__u16 *)&outer;
+    __u32 sum = 0;
+#pragma unroll
+    for (int i = 0; i < 10; i++)
+        sum += w[i];
+    outer.check = ~lb_csum_fold(sum);
+    bpf_skb_store_bytes(skb, 14, &outer, sizeof(outer), 0);
+    global_inc(LB_G_IPIP_PROBES);
+    return TC_ACT_OK;
+}
+
 #endif

@@ -35,6 +35,7 @@ ALGORITHM_CODES = {
 SVC_F_EV_NEW = 1
 SVC_F_EV_CLOSED = 2
 SVC_F_IPIP = 4  # DSR over IPIP (bpf/lb_encap.h)
+PROBE_MARK = 0x4C42D5A0  # LB_PROBE_MARK: a health check of a DSR backend, sent inside IPIP at TC egress
 BE_F_ACTIVE = 1
 BE_F_NO_NEW = 2  # selection weight 0: a SYN on a tuple of this backend picks again
 
@@ -87,6 +88,7 @@ GLOBAL_COUNTERS = (
     "ipip_encap",
     "ipip_too_big",
     "ipip_failed",
+    "ipip_probes",
 )
 
 EV_NEW = 1

@@ -1,11 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """DSR over IPIP through the real XDP program (BPF_PROG_TEST_RUN, docs/datapath.md#dsr-over-ipip):
 the outer header's fields and checksum, the inner packet byte for byte, conntrack from client
-packets alone, a mid-stream packet without an entry picked by Maglev, a VLAN tag kept, and NAT
-services as they were.
+packets alone, a mid-stream packet without an entry picked by Maglev, a VLAN tag kept, NAT
+services as they were, and a health probe of a DSR backend encapsulated at TC egress.
 """
 
 from __future__ import annotations
+
+import ipaddress
+import struct
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
@@ -13,7 +16,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
 from lbtui.dataplane import structs
-from lbtui.dataplane.progrun import XDP_PASS
+from lbtui.dataplane.progrun import XDP_PASS, run_program
 from tests.support.bpfrun import (
     BACKENDS,
     CLIENT,
@@ -177,3 +180,31 @@ def test_nat_services_are_unchanged(progs):
     assert Ether(out)[IP].proto == 6
     assert_checksums_valid(out)
     assert progs.global_counters()["ipip_encap"] == before
+
+
+def probe_ctx(mark: int, backend: str) -> bytes:
+    """A struct __sk_buff prefix for BPF_PROG_TEST_RUN: mark (offset 8) and priority (offset 32)."""
+    ctx = bytearray(36)
+    struct.pack_into("=I", ctx, 8, mark)
+    struct.pack_into("=I", ctx, 32, int(ipaddress.IPv4Address(backend)))
+    return bytes(ctx)
+
+
+def test_health_probe_goes_to_its_backend_inside_ipip_at_tc(progs):
+    backend = BACKENDS[1][0]
+    syn = Ether(src=MAC_LB, dst=MAC_CLIENT) / IP(src=LB_SOURCE, dst=VIP, flags="DF", id=7)
+    syn = bytes(syn / TCP(sport=33000, dport=DSR_MAGLEV, flags="S", seq=5))
+    before = progs.global_counters()["ipip_probes"]
+    r = run_program(progs.loaded.tc_fn.fd, syn, ctx=probe_ctx(structs.PROBE_MARK, backend))
+    assert r.retval == TC_ACT_OK
+    outer, inner = outer_and_inner(r.data)
+    assert inner == syn[14:], "the probe itself, byte for byte"
+    assert (outer.proto, outer.src, outer.dst, outer.len) == (4, LB_SOURCE, backend, len(syn) - 14 + 20)
+    assert outer.flags.DF and outer.id == 7
+    fresh = IP(bytes(outer))
+    del fresh.chksum
+    assert IP(bytes(fresh)).chksum == outer.chksum
+    assert progs.global_counters()["ipip_probes"] == before + 1
+    # another mark (or none): an ordinary packet of this host, left alone
+    r = run_program(progs.loaded.tc_fn.fd, syn, ctx=probe_ctx(structs.PROBE_MARK + 1, backend))
+    assert r.retval == TC_ACT_OK and r.data == syn

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""[settings.announce] and per-proxy `forwarding`: defaults, ranges, "ipip" (IPv4 only, its source), DSR ports."""
+"""[settings.announce] and per-proxy `forwarding`: defaults, ranges, "ipip" (IPv4, its source), DSR ports."""
 
 from __future__ import annotations
 
