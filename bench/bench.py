@@ -14,6 +14,10 @@ Modes:
   nft      nftables DNAT, ``numgen random`` over the backends (kernel conntrack + NAT)
   haproxy  HAProxy in TCP mode, 1 thread (a full proxy: two TCP connections per client connection)
   lbtui    ``ip netns exec <p>lb PYTHON -m lbtui -c CFG --no-ui`` (XDP DNAT + TC SNAT), stopped by SIGTERM
+  lbtui-dsr  lbtui with ``forwarding = "ipip"`` (DSR): the client's packets go to the backends inside
+           IPIP (XDP), the backends (``lbtui backend-setup``: VIP on lo, TC decapsulation) answer from
+           the VIP over a return link that bypasses the LB namespace's IP stack: a veth from the client
+           namespace into the backends' bridge (10.0.2.200), the backends' route to the client network
 
 Loads (wrk, 1 thread, --conns connections):
   keepalive  HTTP/1.1 keep-alive: per-packet cost of the LB path
@@ -46,12 +50,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from lbtui.lab import LabSpec  # noqa: E402
 from tests.support.lab import ClientLab  # noqa: E402
 
-MODES = ("direct", "nft", "haproxy", "lbtui")
+MODES = ("direct", "nft", "haproxy", "lbtui", "lbtui-dsr")
 LOADS = ("keepalive", "close")
 BACKEND_PORT = 8080
 VIP_PORT = 80
 NFT_TABLE = "lbtui_bench"
-REQUIRED_TOOLS = {"direct": [], "nft": ["nft"], "haproxy": ["haproxy"], "lbtui": []}
+REQUIRED_TOOLS = {"direct": [], "nft": ["nft"], "haproxy": ["haproxy"], "lbtui": [], "lbtui-dsr": []}
+DSR_RETURN_IP = "10.0.2.200"  # the client's address on the backends' bridge (lbtui-dsr's return path)
 
 
 def log(msg: str) -> None:
@@ -83,6 +88,7 @@ http {{
   keepalive_requests 1000000;
   server {{
     listen {BACKEND_PORT} reuseport backlog=4096;
+    listen {VIP_PORT} reuseport backlog=4096;  # lbtui-dsr: the client's packet arrives on VIP:80
     location / {{ default_type text/plain; return 200 "{name}\\n"; }}
   }}
 }}
@@ -170,10 +176,14 @@ class LoadBalancer:
             with open(path, "w") as f:
                 f.write(cfg)
             self._popen("haproxy", "-db", "-f", path)
-        elif self.mode == "lbtui":
+        elif self.mode in ("lbtui", "lbtui-dsr"):
             path = os.path.join(lab.workdir, "lbtui.toml")
             with open(path, "w") as f:
-                f.write(lab.config_toml(weights=(1,) * lab.spec.backends))
+                f.write(
+                    dsr_config(lab)
+                    if self.mode == "lbtui-dsr"
+                    else lab.config_toml(weights=(1,) * lab.spec.backends)
+                )
             self._popen(self.args.python, "-m", "lbtui", "-c", path, "--no-ui")
         if not wait_for_body(lab, lab.ns_client, self.target, r"b\d+", self.args.ready_timeout, self.proc):
             state = "exited" if self.proc is not None and self.proc.poll() is not None else "not answering"
@@ -199,6 +209,78 @@ class LoadBalancer:
             self.proc = None
         if self.mode == "nft":
             self.lab.run(self.lab.ns_lb, "nft", "delete", "table", "ip", NFT_TABLE, check=False)
+
+
+def dsr_config(lab: ClientLab) -> str:
+    """lbtui-dsr: the NAT mode's proxy with forwarding = "ipip" (backends on the VIP's port)."""
+    backends = "".join(
+        f'[[proxy.backend]]\naddress = "{lab.backend_ip(i)}:{VIP_PORT}"\n' for i in lab.backend_ids
+    )
+    return f"""[settings]
+control_socket = "{lab.control_socket}"
+xdp_mode = "generic"
+manage_sysctls = true
+
+[settings.metrics]
+enabled = false
+
+[[proxy]]
+name = "web"
+interfaces = ["{lab.client_ifaces[0]}"]
+vip = "{lab.vip}"
+port = {VIP_PORT}
+forwarding = "ipip"
+
+{backends}"""
+
+
+def backend_setup(lab: ClientLab, i: int, *args: str) -> None:
+    cmd = lab.python_cmd("-m", "lbtui", "backend-setup", *args, "--interface", f"{lab.prefix}b{i}")
+    lab.run(lab.ns_backend(i), *cmd, timeout=120)
+
+
+def dsr_up(lab: ClientLab) -> None:
+    """The backends decapsulate and answer from the VIP; their replies to the client network go over
+    a veth from the client namespace into the bridge (L2 in the LB namespace: no routing, no lbtui)."""
+    p = lab.prefix
+    for i in lab.backend_ids:
+        backend_setup(lab, i, "--vip", lab.vip)
+    lab.run(
+        lab.ns_client,
+        "ip",
+        "link",
+        "add",
+        f"{p}c9",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        f"{p}r9p",
+        "netns",
+        lab.ns_lb,
+    )
+    lab.run(lab.ns_client, "ip", "addr", "add", f"{DSR_RETURN_IP}/24", "dev", f"{p}c9")
+    lab.run(lab.ns_client, "ip", "link", "set", f"{p}c9", "up")
+    lab.run(lab.ns_lb, "ip", "link", "set", f"{p}r9p", "master", f"{p}br0")
+    lab.run(lab.ns_lb, "ip", "link", "set", f"{p}r9p", "up")
+    for i in lab.backend_ids:
+        lab.run(
+            lab.ns_backend(i),
+            "ip",
+            "route",
+            "add",
+            f"{lab.client_ips[0].rsplit('.', 1)[0]}.0/24",
+            "via",
+            DSR_RETURN_IP,
+        )
+
+
+def dsr_down(lab: ClientLab) -> None:
+    for i in lab.backend_ids:
+        try:
+            backend_setup(lab, i, "--undo")
+        except Exception as e:  # the namespace goes anyway; say what was left
+            log(f"   backend-setup --undo in b{i}: {e}")
 
 
 def leftovers(lab: ClientLab) -> list[str]:
@@ -276,6 +358,8 @@ def run_cell(mode: str, rep: int, args: argparse.Namespace, record: ModeRecord) 
         lab.up()
         # haproxy originates connections from the LB namespace: many ports, TIME_WAIT reuse
         lab.sysctl(lab.ns_lb, "net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1")
+        if mode == "lbtui-dsr":
+            dsr_up(lab)
         start_nginx_backends(lab)
         lb = LoadBalancer(mode, lab, args)
         record.ready_s.append(round(lb.start(), 2))
@@ -300,6 +384,8 @@ def run_cell(mode: str, rep: int, args: argparse.Namespace, record: ModeRecord) 
             if left:
                 record.leftovers.append(left)
                 log(f"   {mode} left behind: {', '.join(left)}")
+        if mode == "lbtui-dsr":
+            dsr_down(lab)
         lab.down()
 
 
