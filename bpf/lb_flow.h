@@ -157,7 +157,9 @@ static __always_inline int LB_F(xdp_flow)(struct lb_service *svc, LB_CT_KEY *fk,
                 rev = LB_F(ct_est_lookup)(&rk);
                 table = LB_TBL_ESTABLISHED;
             }
-            if (fwd && flow_closed(flags) && !(old & LB_CT_F_CLOSED))
+            // DSR: the backend's FIN is never seen, so the client's FIN (or a RST) ends the flow; its
+            // last packets still reach the backend from the transient table
+            if (fwd && (flow_closed(flags) || (dsr && (flags & LB_CT_F_FIN_IN))) && !(old & LB_CT_F_CLOSED))
                 LB_F(tcp_close)(table, fk, fwd, rev, flags, now);
         }
     } else {

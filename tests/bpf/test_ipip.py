@@ -208,3 +208,19 @@ def test_health_probe_goes_to_its_backend_inside_ipip_at_tc(progs):
     # another mark (or none): an ordinary packet of this host, left alone
     r = run_program(progs.loaded.tc_fn.fd, syn, ctx=probe_ctx(structs.PROBE_MARK + 1, backend))
     assert r.retval == TC_ACT_OK and r.data == syn
+
+
+def test_the_clients_fin_ends_a_dsr_flow_and_its_last_packets_still_go_through(progs):
+    _, out = progs.xdp(bytes(to_vip("S", sport=40003, dport=DSR_MAGLEV)))
+    backend = Ether(out)[IP].dst
+    progs.xdp(bytes(to_vip("A", sport=40003, dport=DSR_MAGLEV, seq=CLIENT_ISN + 1, ack=9)))
+    [fwd] = [e for e in progs.entries() if e.direction == structs.DIR_FORWARD]
+    assert fwd.flags & 0x80 and not fwd.flags & 0x10, "established, open"
+    # the backend's FIN never passes here: the client's FIN closes the flow (no 300 s idle wait)
+    progs.xdp(bytes(to_vip("FA", sport=40003, dport=DSR_MAGLEV, seq=CLIENT_ISN + 1, ack=9)))
+    [fwd] = [e for e in progs.entries() if e.direction == structs.DIR_FORWARD]
+    assert fwd.flags & 0x10, "closed (LB_CT_F_CLOSED)"
+    last_ack = bytes(to_vip("A", sport=40003, dport=DSR_MAGLEV, seq=CLIENT_ISN + 2, ack=10))
+    verdict, out = progs.xdp(last_ack)
+    assert verdict == XDP_PASS and Ether(out)[IP].dst == backend
+    assert_encapsulated(progs, last_ack, out)
