@@ -12,9 +12,32 @@
 #define LB_IP_DF_BE 0x0040         // htons(IP_DF)
 #define LB_IPIP_TTL 64
 
+// The outer header of an IPv4 packet `inner` (already read) going from src to dst: TOS (DSCP and
+// ECN, RFC 6040's normal mode), DF and IP id copied (RFC 2003), TTL 64, protocol 4, checksum.
+static __always_inline void lb_ipip_header(struct iphdr *outer, __u8 tos, __be16 id, __be16 frag_off,
+                                           __u16 inner_len, __be32 src, __be32 dst)
+{
+    outer->version = 4;
+    outer->ihl = 5;
+    outer->tos = tos;
+    outer->tot_len = htons(inner_len + sizeof(struct iphdr));
+    outer->id = id;
+    outer->frag_off = frag_off & LB_IP_DF_BE;
+    outer->ttl = LB_IPIP_TTL;
+    outer->protocol = IPPROTO_IPIP;
+    outer->check = 0;
+    outer->saddr = src;
+    outer->daddr = dst;
+    __u16 *w = (__u16 *)outer;
+    __u32 sum = 0;
+#pragma unroll
+    for (int i = 0; i < 10; i++)
+        sum += w[i];
+    outer->check = ~lb_csum_fold(sum);
+}
+
 // Wrap the IPv4 packet at l3_off (behind an Ethernet header and at most one VLAN tag) in an outer
-// IPv4 header src -> dst, and hand it to the kernel, which routes it toward the backend. The outer
-// header copies the inner TOS (DSCP and ECN, RFC 6040's normal mode), DF and IP id (RFC 2003).
+// IPv4 header src -> dst, and hand it to the kernel, which routes it toward the backend.
 static __always_inline int xdp_ipip_encap(struct xdp_md *ctx, __u32 l3_off, __be32 src, __be32 dst)
 {
     void *data = (void *)(long)ctx->data;
@@ -26,12 +49,12 @@ static __always_inline int xdp_ipip_encap(struct xdp_md *ctx, __u32 l3_off, __be
         return XDP_PASS;
     __u8 tos = inner->tos;
     __be16 id = inner->id;
-    __be16 df = inner->frag_off & LB_IP_DF_BE;
-    __u16 outer_len = ntohs(inner->tot_len) + sizeof(struct iphdr);
+    __be16 frag_off = inner->frag_off;
+    __u16 inner_len = ntohs(inner->tot_len);
 
     // Too big for this interface once encapsulated: counted, and passed on all the same (the kernel
     // fragments it, or drops it when DF is set); the backends' MSS or a larger MTU between the load
-    // balancers and the backends must make room (docs/scale-out.md#mtu).
+    // balancers and the backends must make room (docs/scale-out.md, MTU).
     __u32 mtu_len = 0;
     if (bpf_check_mtu(ctx, 0, &mtu_len, sizeof(struct iphdr), 0) != 0)
         global_inc(LB_G_IPIP_TOO_BIG);
@@ -51,23 +74,7 @@ static __always_inline int xdp_ipip_encap(struct xdp_md *ctx, __u32 l3_off, __be
     struct iphdr *outer = data + l3_off;
     if ((void *)(outer + 1) > data_end)
         return XDP_DROP;
-    outer->version = 4;
-    outer->ihl = 5;
-    outer->tos = tos;
-    outer->tot_len = htons(outer_len);
-    outer->id = id;
-    outer->frag_off = df;
-    outer->ttl = LB_IPIP_TTL;
-    outer->protocol = IPPROTO_IPIP;
-    outer->check = 0;
-    outer->saddr = src;
-    outer->daddr = dst;
-    __u16 *w = (__u16 *)outer;
-    __u32 sum = 0;
-#pragma unroll
-    for (int i = 0; i < 10; i++)
-        sum += w[i];
-    outer->check = ~lb_csum_fold(sum);
+    lb_ipip_header(outer, tos, id, frag_off, inner_len, src, dst);
     global_inc(LB_G_IPIP_ENCAP);
     return XDP_PASS;
 }
@@ -91,22 +98,7 @@ static __always_inline int tc_ipip_probe(struct __sk_buff *skb)
         return TC_ACT_SHOT;
     }
     struct iphdr outer = {};
-    outer.version = 4;
-    outer.ihl = 5;
-    outer.tos = inner.tos;
-    outer.tot_len = htons(ntohs(inner.tot_len) + sizeof(struct iphdr));
-    outer.id = inner.id;
-    outer.frag_off = inner.frag_off & LB_IP_DF_BE;
-    outer.ttl = LB_IPIP_TTL;
-    outer.protocol = IPPROTO_IPIP;
-    outer.saddr = inner.saddr;
-    outer.daddr = backend;
-    __u16 *w = (__u16 *)&outer;
-    __u32 sum = 0;
-#pragma unroll
-    for (int i = 0; i < 10; i++)
-        sum += w[i];
-    outer.check = ~lb_csum_fold(sum);
+    lb_ipip_header(&outer, inner.tos, inner.id, inner.frag_off, ntohs(inner.tot_len), inner.saddr, backend);
     bpf_skb_store_bytes(skb, 14, &outer, sizeof(outer), 0);
     global_inc(LB_G_IPIP_PROBES);
     return TC_ACT_OK;
