@@ -19,6 +19,10 @@ Modes:
   nft      nftables DNAT, ``numgen random`` over the backends (kernel conntrack + NAT)
   haproxy  HAProxy in TCP mode, 1 thread (a full proxy: two TCP connections per client connection)
   lbtui    ``ip netns exec <p>lb PYTHON -m lbtui -c CFG --no-ui`` (XDP DNAT + TC SNAT), stopped by SIGTERM
+  lbtui-dsr  lbtui with ``forwarding = "ipip"`` (DSR): the client's packets go to the backends inside
+           IPIP (XDP), the backends (``lbtui backend-setup``: VIP on lo, TC decapsulation) answer from
+           the VIP over a return link that bypasses the LB namespace's IP stack: a veth from the client
+           namespace into the backends' bridge (10.0.2.200), the backends' route to the client network
 
 Loads (wrk, 1 thread, --conns connections):
   keepalive  HTTP/1.1 keep-alive: per-packet cost of the LB path
@@ -52,13 +56,14 @@ from lbtui.addresses import FAMILY_NAMES, IPV4, IPV6, format_endpoint  # noqa: E
 from lbtui.lab import LabSpec  # noqa: E402
 from tests.support.lab import ClientLab  # noqa: E402
 
-MODES = ("direct", "nft", "haproxy", "lbtui")
+MODES = ("direct", "nft", "haproxy", "lbtui", "lbtui-dsr")
 LOADS = ("keepalive", "close")
 FAMILIES = (IPV4, IPV6)
 BACKEND_PORT = 8080
 VIP_PORT = 80
 NFT_TABLE = "lbtui_bench"
-REQUIRED_TOOLS = {"direct": [], "nft": ["nft"], "haproxy": ["haproxy"], "lbtui": []}
+REQUIRED_TOOLS = {"direct": [], "nft": ["nft"], "haproxy": ["haproxy"], "lbtui": [], "lbtui-dsr": []}
+DSR_RETURN_IP = "10.0.2.200"  # the client's address on the backends' bridge (lbtui-dsr's return path)
 
 
 def log(msg: str) -> None:
@@ -91,6 +96,7 @@ http {{
   server {{
     listen {BACKEND_PORT} reuseport backlog=4096;
     listen [::]:{BACKEND_PORT} ipv6only=on reuseport backlog=4096;
+    listen {VIP_PORT} reuseport backlog=4096;  # lbtui-dsr: the client's packet arrives on VIP:80
     location / {{ default_type text/plain; return 200 "{name}\\n"; }}
   }}
 }}
@@ -183,10 +189,14 @@ class LoadBalancer:
             with open(path, "w") as f:
                 f.write(cfg)
             self._popen("haproxy", "-db", "-f", path)
-        elif self.mode == "lbtui":
+        elif self.mode in ("lbtui", "lbtui-dsr"):
             path = os.path.join(lab.workdir, "lbtui.toml")
             with open(path, "w") as f:
-                f.write(lab.config_toml(weights=(1,) * lab.spec.backends, family=self.family))
+                f.write(
+                    dsr_config(lab)
+                    if self.mode == "lbtui-dsr"
+                    else lab.config_toml(weights=(1,) * lab.spec.backends, family=self.family)
+                )
             self._popen(self.args.python, "-m", "lbtui", "-c", path, "--no-ui")
         if not wait_for_body(lab, lab.ns_client, self.target, r"b\d+", self.args.ready_timeout, self.proc):
             state = "exited" if self.proc is not None and self.proc.poll() is not None else "not answering"
@@ -213,6 +223,78 @@ class LoadBalancer:
         if self.mode == "nft":
             fam = "ip" if self.family == IPV4 else "ip6"
             self.lab.run(self.lab.ns_lb, "nft", "delete", "table", fam, NFT_TABLE, check=False)
+
+
+def dsr_config(lab: ClientLab) -> str:
+    """lbtui-dsr: the NAT mode's proxy with forwarding = "ipip" (backends on the VIP's port)."""
+    backends = "".join(
+        f'[[proxy.backend]]\naddress = "{lab.backend_ip(i)}:{VIP_PORT}"\n' for i in lab.backend_ids
+    )
+    return f"""[settings]
+control_socket = "{lab.control_socket}"
+xdp_mode = "generic"
+manage_sysctls = true
+
+[settings.metrics]
+enabled = false
+
+[[proxy]]
+name = "web"
+interfaces = ["{lab.client_ifaces[0]}"]
+vip = "{lab.vip}"
+port = {VIP_PORT}
+forwarding = "ipip"
+
+{backends}"""
+
+
+def backend_setup(lab: ClientLab, i: int, *args: str) -> None:
+    cmd = lab.python_cmd("-m", "lbtui", "backend-setup", *args, "--interface", f"{lab.prefix}b{i}")
+    lab.run(lab.ns_backend(i), *cmd, timeout=120)
+
+
+def dsr_up(lab: ClientLab) -> None:
+    """The backends decapsulate and answer from the VIP; their replies to the client network go over
+    a veth from the client namespace into the bridge (L2 in the LB namespace: no routing, no lbtui)."""
+    p = lab.prefix
+    for i in lab.backend_ids:
+        backend_setup(lab, i, "--vip", lab.vip)
+    lab.run(
+        lab.ns_client,
+        "ip",
+        "link",
+        "add",
+        f"{p}c9",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        f"{p}r9p",
+        "netns",
+        lab.ns_lb,
+    )
+    lab.run(lab.ns_client, "ip", "addr", "add", f"{DSR_RETURN_IP}/24", "dev", f"{p}c9")
+    lab.run(lab.ns_client, "ip", "link", "set", f"{p}c9", "up")
+    lab.run(lab.ns_lb, "ip", "link", "set", f"{p}r9p", "master", f"{p}br0")
+    lab.run(lab.ns_lb, "ip", "link", "set", f"{p}r9p", "up")
+    for i in lab.backend_ids:
+        lab.run(
+            lab.ns_backend(i),
+            "ip",
+            "route",
+            "add",
+            f"{lab.client_ips[0].rsplit('.', 1)[0]}.0/24",
+            "via",
+            DSR_RETURN_IP,
+        )
+
+
+def dsr_down(lab: ClientLab) -> None:
+    for i in lab.backend_ids:
+        try:
+            backend_setup(lab, i, "--undo")
+        except Exception as e:  # the namespace goes anyway; say what was left
+            log(f"   backend-setup --undo in b{i}: {e}")
 
 
 def leftovers(lab: ClientLab) -> list[str]:
@@ -295,6 +377,8 @@ def run_cell(mode: str, family: int, rep: int, args: argparse.Namespace, record:
         lab.up()
         # haproxy originates connections from the LB namespace: many ports, TIME_WAIT reuse
         lab.sysctl(lab.ns_lb, "net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1")
+        if mode == "lbtui-dsr":
+            dsr_up(lab)
         start_nginx_backends(lab, family)
         lb = LoadBalancer(mode, family, lab, args)
         record.ready_s.append(round(lb.start(), 2))
@@ -319,12 +403,20 @@ def run_cell(mode: str, family: int, rep: int, args: argparse.Namespace, record:
             if left:
                 record.leftovers.append(left)
                 log(f"   {mode} left behind: {', '.join(left)}")
+        if mode == "lbtui-dsr":
+            dsr_down(lab)
         lab.down()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
-    cells = [(mode, family) for family in args.family for mode in args.modes]
+    # lbtui-dsr is IPv4 only: IPIP carries IPv4 (an IPv6 proxy cannot use forwarding = "ipip")
+    cells = [
+        (mode, family)
+        for family in args.family
+        for mode in args.modes
+        if not (mode == "lbtui-dsr" and family == IPV6)
+    ]
     records = {cell_name(m, f): ModeRecord() for m, f in cells}
     skipped = 0
     for rep in range(1, args.reps + 1):
@@ -411,7 +503,9 @@ def markdown(report: dict[str, Any]) -> str:
         direct = modes.get(cell_name("direct", family), {}).get("samples", {})
         ceiling = {load: _median([s["rps"] for s in direct.get(load, [])]) for load in loads}
         for mode in a["modes"]:
-            rec = modes[cell_name(mode, family)]
+            rec = modes.get(cell_name(mode, family))
+            if rec is None:  # a cell that does not exist (lbtui-dsr over IPv6)
+                continue
             lines.append(_row(mode, FAMILY_NAMES[family], rec, loads, ceiling))
     lines.append("")
     for mode, rec in modes.items():

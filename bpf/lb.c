@@ -3,7 +3,8 @@
 //   lbtui_xdp   XDP on the client-facing interfaces: parse, validate, conntrack lookup, backend pick
 //               for new flows, DNAT with incremental checksum updates, counters, events; ICMP errors
 //               about a flow go to its backend. XDP_PASS, except for what must not reach a backend
-//               (counted per service by drop reason).
+//               (counted per service by drop reason). DSR services (forwarding = "ipip") get the
+//               client's packet inside an outer IPv4 header instead of the DNAT (lb_encap.h).
 //   lbtui_tc    TC clsact egress (direct action) on the same interfaces: replies of tracked flows get
 //               their source rewritten back to VIP:port (fragments too), ICMP errors about a flow
 //               carry the VIP; TCP state of the reply side.
@@ -35,6 +36,7 @@
 
 #include "lb_icmp.h"
 #include "lb_ipv6.h"
+#include "lb_encap.h"
 
 // The program license the kernel sees (BCC's footer turns it into the "license" section): this file's
 // dual license, which the kernel counts as GPL-compatible, so GPL-only helpers stay usable.
@@ -146,9 +148,10 @@ int lbtui_xdp(struct xdp_md *ctx)
     int verdict = xdp_flow(svc, &fk, l4, ip_len - ihl_len, ip_len, is_tcp, &seg, data_end, &to);
     if (verdict != LB_GO_NAT)
         return verdict;
+    if (svc->flags & LB_SVC_F_IPIP)                 // DSR: the packet goes on unchanged, inside IPIP
+        return xdp_ipip_encap(ctx, (__u32)(l3 - data), svc->ipip_src, to.ip);
     lb_addr_t new_ip = to.ip;
     __u16 new_port = to.port;
-
 
     // DNAT: destination address (IP header + L4 pseudo header) and port
     __u32 old_ip = iph->daddr;
@@ -166,6 +169,8 @@ int lbtui_xdp(struct xdp_md *ctx)
 
 int lbtui_tc(struct __sk_buff *skb)
 {
+    if (skb->mark == LB_PROBE_MARK)
+        return tc_ipip_probe(skb);
     // make the headers we read linear: ETH + VLAN + IP with options + TCP with options, or an ICMP
     // header with the quoted IP header (options too) and 20 bytes of its L4 header
     __u32 want = 14 + 4 + 60 + 8 + 60 + 20;         // IPv6: 40 + 48 of extension headers + 60 fit too

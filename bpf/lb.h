@@ -103,9 +103,11 @@ struct lb_service {
     __u32 be_rate;             // new connections per second per backend (0: no limit)
     __u32 be_burst;
     __u32 src_prefix6;         // IPv6 clients: leading bits of the source one per-source bucket counts
+    __be32 ipip_src;           // LB_SVC_F_IPIP: the outer source address (this host's)
 };
 #define LB_SVC_F_EV_NEW 1      // ring-buffer event for every new flow (only the access log needs it)
 #define LB_SVC_F_EV_CLOSED 2   // ring-buffer event for every closed flow (latency, access log)
+#define LB_SVC_F_IPIP 4        // DSR: the client's packet goes to the backend inside IPIP (lb_encap.h)
 
 // source routes: LPM on (service id, client address) -> group id.
 // prefixlen counts the 32 bits of service_id plus the CIDR's prefix length.
@@ -369,6 +371,10 @@ enum lb_global_counter {
     LB_G_XDP_REPICK,           // SYNs on a tuple whose backend takes no new flows: picked again
     LB_G_RST_CHALLENGED,       // RSTs inside the window, not at its start: passed, flow kept
     LB_G_XDP_V6_NO_L4,         // IPv6 whose upper-layer header lies beyond the extension headers we walk
+    LB_G_IPIP_ENCAP,           // packets sent on to their backend inside an outer IPv4 header (DSR)
+    LB_G_IPIP_TOO_BIG,         // ... of them larger than the interface's MTU once encapsulated
+    LB_G_IPIP_FAILED,          // the headroom for the outer header could not be had: dropped
+    LB_G_IPIP_PROBES,          // health checks of DSR backends sent inside IPIP (TC egress)
     LB_G_MAX,
 };
 

@@ -135,8 +135,11 @@ static __always_inline int LB_F(xdp_flow)(struct lb_service *svc, LB_CT_KEY *fk,
             __u64 old = 0;
             __u64 flags = LB_F(tcp_flow_flags)(fwd, seg, 0, where == LB_SEG_EXACT, where != LB_SEG_OUTSIDE,
                                          now, &old);
-            // the client's ACK completes the handshake: the flow is established
-            if (table == LB_TBL_TRANSIENT && (old & LB_CT_F_SYNACK) && !(old & (LB_CT_F_EST | LB_CT_F_CLOSED)) &&
+            // the client's ACK completes the handshake: the flow is established. In DSR the replies
+            // never pass here: the client's first ACK establishes it (the SYN-ACK is not seen)
+            int dsr = svc->flags & LB_SVC_F_IPIP;
+            if (table == LB_TBL_TRANSIENT && ((old & LB_CT_F_SYNACK) || dsr) &&
+                !(old & (LB_CT_F_EST | LB_CT_F_CLOSED)) &&
                 (seg->flags & (TCP_ACK | TCP_SYN | TCP_RST)) == TCP_ACK && LB_F(handshake_ack_ok)(rev, seg->ack)) {
                 __u64 synack = fwd->synack_ns;
                 int r = LB_F(ct_promote)(fk, fwd);
@@ -144,7 +147,7 @@ static __always_inline int LB_F(xdp_flow)(struct lb_service *svc, LB_CT_KEY *fk,
                     count_drop(service_id, LB_DROP_CT_FULL);
                     return XDP_DROP;
                 }
-                if (r > 0 && (old & LB_CT_F_SYN)) {
+                if (r > 0 && (old & LB_CT_F_SYN) && (old & LB_CT_F_SYNACK)) {
                     struct lb_backend_stats *hs = backend_stats(backend_id);
                     if (hs)
                         hs->handshakes += 1;
@@ -154,7 +157,9 @@ static __always_inline int LB_F(xdp_flow)(struct lb_service *svc, LB_CT_KEY *fk,
                 rev = LB_F(ct_est_lookup)(&rk);
                 table = LB_TBL_ESTABLISHED;
             }
-            if (fwd && flow_closed(flags) && !(old & LB_CT_F_CLOSED))
+            // DSR: the backend's FIN is never seen, so the client's FIN (or a RST) ends the flow; its
+            // last packets still reach the backend from the transient table
+            if (fwd && (flow_closed(flags) || (dsr && (flags & LB_CT_F_FIN_IN))) && !(old & LB_CT_F_CLOSED))
                 LB_F(tcp_close)(table, fk, fwd, rev, flags, now);
         }
     } else {

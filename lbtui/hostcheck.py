@@ -78,8 +78,10 @@ class Probe:
         return os.path.exists(path)
 
     def sysctl(self, name: str) -> str | None:
+        """`name` dotted ("net.ipv4.ip_forward") or as a path under /proc/sys (interface names may
+        hold dots)."""
         try:
-            with open("/proc/sys/" + name.replace(".", "/")) as f:
+            with open("/proc/sys/" + (name if "/" in name else name.replace(".", "/"))) as f:
                 return f.read().strip()
         except OSError:
             return None
@@ -154,6 +156,7 @@ def run_checks(config: Config, probe: Probe | None = None, socket_path: str | No
     """Every host check for `config` (socket_path: a --socket that replaces settings.control_socket)."""
     p = probe or Probe()
     checks = [_privileges(p), _bcc(p), _kernel(p), *_interfaces(config, p), _forwarding(config, p)]
+    checks += _accept_local(config, p)
     checks += _vips(config, p)
     checks.append(_memory(config, p))
     socket_path = socket_path or config.settings.control_socket
@@ -176,15 +179,61 @@ def exit_code(checks: list[Check]) -> int:
 
 
 def manage_sysctls(config: Config, probe: Probe | None = None) -> list[str]:
-    """With settings.manage_sysctls, turn IPv4 forwarding on; what was changed (for the log)."""
+    """With settings.manage_sysctls, turn IPv4 forwarding on, and accept_local on the interfaces of
+    DSR proxies; what was changed (for the log)."""
     p = probe or Probe()
     if not config.settings.manage_sysctls or not config.proxies:
         return []
-    if p.sysctl(IP_FORWARD) == "1":
-        return []
-    with open("/proc/sys/" + IP_FORWARD.replace(".", "/"), "w") as f:
-        f.write("1\n")
-    return [f"settings.manage_sysctls: set {IP_FORWARD} = 1 (NAT mode forwards every balanced packet)"]
+    changed = []
+    if p.sysctl(IP_FORWARD) != "1":
+        with open("/proc/sys/" + IP_FORWARD.replace(".", "/"), "w") as f:
+            f.write("1\n")
+        changed.append(
+            f"settings.manage_sysctls: set {IP_FORWARD} = 1 (NAT mode forwards every balanced packet)"
+        )
+    for ifname in _dsr_interfaces(config):
+        if _accept_local_of(p, ifname) != "1":
+            with open(f"/proc/sys/net/ipv4/conf/{ifname}/accept_local", "w") as f:
+                f.write("1\n")
+            changed.append(
+                f"settings.manage_sysctls: set net.ipv4.conf.{ifname}.accept_local = 1 "
+                '(forwarding = "ipip": the kernel forwards packets with this host\'s own source)'
+            )
+    return changed
+
+
+def _dsr_interfaces(config: Config) -> list[str]:
+    return sorted({n for proxy in config.proxies if proxy.forwarding == "ipip" for n in proxy.interfaces})
+
+
+def _accept_local_of(p: Probe, ifname: str) -> str:
+    """The effective accept_local of an interface (the kernel ORs `all` and the interface's)."""
+    values = (p.sysctl("net.ipv4.conf.all.accept_local"), p.sysctl(f"net/ipv4/conf/{ifname}/accept_local"))
+    return "1" if "1" in values else "0"
+
+
+def _accept_local(config: Config, p: Probe) -> list[Check]:
+    """DSR: the XDP program hands the kernel an IPIP packet whose source is this host's address, which
+    the kernel forwards only with accept_local (docs/scale-out.md#the-load-balancer-hosts)."""
+    checks = []
+    for ifname in _dsr_interfaces(config):
+        name = f"net.ipv4.conf.{ifname}.accept_local"
+        if _accept_local_of(p, ifname) == "1":
+            checks.append(ok("accept_local", f"{name} = 1"))
+        elif config.settings.manage_sysctls:
+            checks.append(
+                ok("accept_local", f"{name} = 0; lbtui sets it to 1 at start (settings.manage_sysctls)")
+            )
+        else:
+            checks.append(
+                error(
+                    "accept_local",
+                    f'{name} = 0: with forwarding = "ipip" the kernel must forward the encapsulated '
+                    f"packets, whose source is this host. Set it (sysctl -w {name}=1) or set "
+                    "settings.manage_sysctls = true",
+                )
+            )
+    return checks
 
 
 # ---- the checks ---------------------------------------------------------------------------------

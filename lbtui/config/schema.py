@@ -266,6 +266,14 @@ class ProxyConfig:
     forwarding: Annotated[
         str, Choice('"nat" (replies through the LB) | "ipip" (DSR: docs/scale-out.md)', FORWARDING_MODES)
     ] = "nat"
+    ipip_source: Annotated[
+        str | None,
+        Text(
+            'forwarding = "ipip" only: outer IPv4 source, an address of this host; '
+            "default: the first IPv4 address of the proxy's first interface",
+            IP_ADDRESS,
+        ),
+    ] = None
 
     @property
     def vip_endpoint(self) -> Endpoint:

@@ -108,8 +108,10 @@ def _proxy(table: Checked, walk: Validator) -> None:
     _group_fits(table, walk, "backend")
     _one_family(table, walk)
     if table.values.get("forwarding") == "ipip":
-        _ipip_not_built(table, walk)
+        _ipip_family(table, walk)
         _dsr_ports(table, walk)
+    elif "ipip_source" in table.raw:
+        walk.error(table.at("ipip_source"), 'is only used with forwarding = "ipip"')
 
 
 def _one_family(table: Checked, walk: Validator) -> None:
@@ -166,13 +168,16 @@ def _raw_backends(table: Checked) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def _ipip_not_built(table: Checked, walk: Validator) -> None:
-    # The one refusal of "ipip": delete this function (and its call) when bpf/lb.c encapsulates.
-    walk.error(
-        table.at("forwarding"),
-        '"ipip" is not available yet: the IPIP encapsulation of the data path is not built '
-        '(docs/scale-out.md); use "nat"',
-    )
+def _ipip_family(table: Checked, walk: Validator) -> None:
+    # The data path encapsulates IPv4 in IPv4 only (bpf/lb_encap.h): no IPv6-in-IPv6 (ip6ip6) yet.
+    for key in ("vip", "ipip_source"):
+        value = table.values.get(key)
+        if isinstance(value, str) and addresses.family(value) != 4:
+            walk.error(
+                table.at(key),
+                f'forwarding = "ipip" is IPv4 only (IPv4 in IPv4), got the IPv6 address {value}; '
+                'use forwarding = "nat" for IPv6 proxies',
+            )
 
 
 def _dsr_ports(table: Checked, walk: Validator) -> None:

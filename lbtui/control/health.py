@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Active health checks: TCP connect or HTTP GET on one asyncio loop (docs/architecture.md#who-gets-traffic).
 
-- `check_tcp` / `check_http`: one check, never raising; the result says what happened.
+- `check_tcp` / `check_http`: one check, never raising; the result says what happened. A DSR
+  backend is checked through the tunnel (`Tunnel`): the connection goes to the VIP and the data path
+  sends it to that backend inside IPIP (docs/scale-out.md#health-checks-through-the-tunnel).
 - `HealthTracker`: rise/fall hysteresis and the slow-start ramp of one backend (pure, injected clock).
 - `HealthChecker`: one asyncio task per target running checks every interval and reporting each
   result (and any health change) through a callback.
@@ -10,8 +12,10 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,11 +53,41 @@ def _failure(started: float, timeout_s: float, exc: BaseException) -> CheckResul
     return CheckResult(False, latency, f"{type(exc).__name__}: {exc}")
 
 
-async def check_tcp(ip: str, port: int, timeout_s: float) -> CheckResult:
-    """Healthy when a TCP connection to ip:port is established within timeout_s."""
+@dataclass(frozen=True)
+class Tunnel:
+    """Check a backend through the DSR tunnel: connect to `vip` on `interface`, the socket marked with
+    `mark` and its priority set to the backend's IPv4 address (what the TC program encapsulates)."""
+
+    vip: str
+    interface: str
+    mark: int
+
+
+async def _open(
+    ip: str, port: int, tunnel: Tunnel | None, limit: int = 2**16
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to ip:port, or through `tunnel` to the backend ip (on the VIP)."""
+    if tunnel is None:
+        return await asyncio.open_connection(ip, port, limit=limit)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, tunnel.mark)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, int(ipaddress.IPv4Address(ip)))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, tunnel.interface.encode())
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (tunnel.vip, port))
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock, limit=limit)
+
+
+async def check_tcp(ip: str, port: int, timeout_s: float, tunnel: Tunnel | None = None) -> CheckResult:
+    """Healthy when a TCP connection to ip:port (through `tunnel`: to the VIP, delivered to ip) is
+    established within timeout_s."""
     started = time.monotonic()
     try:
-        _, writer = await within(timeout_s, asyncio.open_connection(ip, port))
+        _, writer = await within(timeout_s, _open(ip, port, tunnel))
     except Exception as exc:  # any failure to connect is a failed check, never an error of ours
         return _failure(started, timeout_s, exc)
     latency = time.monotonic() - started
@@ -61,8 +95,8 @@ async def check_tcp(ip: str, port: int, timeout_s: float) -> CheckResult:
     return CheckResult(True, latency, "connected")
 
 
-async def _http_status_line(ip: str, port: int, request: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection(ip, port, limit=_MAX_STATUS_LINE)
+async def _http_status_line(ip: str, port: int, request: bytes, tunnel: Tunnel | None) -> bytes:
+    reader, writer = await _open(ip, port, tunnel, limit=_MAX_STATUS_LINE)
     try:
         writer.write(request)
         await writer.drain()
@@ -83,7 +117,13 @@ def _parse_status(line: bytes) -> int | None:
 
 
 async def check_http(
-    ip: str, port: int, path: str, host: str | None, expected: Sequence[int], timeout_s: float
+    ip: str,
+    port: int,
+    path: str,
+    host: str | None,
+    expected: Sequence[int],
+    timeout_s: float,
+    tunnel: Tunnel | None = None,
 ) -> CheckResult:
     """GET path over HTTP/1.1 with Connection: close; healthy when the status is in `expected`.
 
@@ -97,7 +137,7 @@ async def check_http(
     ).encode("latin-1")
     started = time.monotonic()
     try:
-        line = await within(timeout_s, _http_status_line(ip, port, request))
+        line = await within(timeout_s, _http_status_line(ip, port, request, tunnel))
     except Exception as exc:
         return _failure(started, timeout_s, exc)
     latency = time.monotonic() - started
@@ -220,6 +260,7 @@ class Target:
     ip: str
     port: int
     cfg: HealthConfigLike
+    tunnel: Tunnel | None = None  # a DSR backend: checked on the VIP through the tunnel
 
 
 async def run_check(target: Target) -> CheckResult:
@@ -228,8 +269,10 @@ async def run_check(target: Target) -> CheckResult:
     port = getattr(cfg, "port", None) or target.port
     timeout_s = cfg.timeout_ms / 1000
     if cfg.type == "http":
-        return await check_http(target.ip, port, cfg.path, cfg.http_host, cfg.expected_status, timeout_s)
-    return await check_tcp(target.ip, port, timeout_s)
+        return await check_http(
+            target.ip, port, cfg.path, cfg.http_host, cfg.expected_status, timeout_s, target.tunnel
+        )
+    return await check_tcp(target.ip, port, timeout_s, target.tunnel)
 
 
 OnResult = Callable[[str, CheckResult, tuple[Health, Health] | None], None]

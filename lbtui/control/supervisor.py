@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from lbtui import model
 from lbtui.config import CircuitBreakerConfig, HealthConfig
 from lbtui.control.circuit import CircuitBreaker, Transition
-from lbtui.control.health import CheckFn, CheckResult, HealthChecker, Target, run_check
+from lbtui.control.health import CheckFn, CheckResult, HealthChecker, Target, Tunnel, run_check
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class Supervised:
     paused: bool = False  # health checks paused (maintenance): the last health state stays
     forced_health: model.Health | None = None  # UP or DOWN, whatever the checks say
     circuit_hold: model.Circuit | None = None  # OPEN or CLOSED, whatever traffic does
+    tunnel: Tunnel | None = None  # a DSR backend: health checks through the tunnel
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ class BackendSupervisor:
                 self._handle_circuit(key, entry, self._hold(entry, spec.circuit_hold))
 
         targets = {
-            _health_key(key): Target(e.spec.ip, e.spec.port, e.spec.health)
+            _health_key(key): Target(e.spec.ip, e.spec.port, e.spec.health, e.spec.tunnel)
             for key, e in self._entries.items()
             if e.spec.health is not None
         }

@@ -148,6 +148,12 @@ class KernelDataplane:
 
     # ---- maps (see port.Dataplane) --------------------------------------------------------------
 
+    def ipv4_address(self, ifname: str) -> str | None:
+        from lbtui.dataplane import hostnet
+
+        found = hostnet.interface_addresses(ifname, 4)
+        return found[0] if found else None
+
     def set_service(self, entry: ServiceEntry) -> None:
         self.maps.set_service(entry)
 

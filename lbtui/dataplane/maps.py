@@ -134,9 +134,12 @@ class Maps:
         v.id = entry.service_id
         v.default_group = entry.default_group
         v.algorithm = structs.ALGORITHM_CODES[entry.algorithm]
-        v.flags = (structs.SVC_F_EV_NEW if entry.events_new else 0) | (
-            structs.SVC_F_EV_CLOSED if entry.events_closed else 0
+        v.flags = (
+            (structs.SVC_F_EV_NEW if entry.events_new else 0)
+            | (structs.SVC_F_EV_CLOSED if entry.events_closed else 0)
+            | (structs.SVC_F_IPIP if entry.ipip_source else 0)
         )
+        v.ipip_src = structs.ip_to_be32(entry.ipip_source) if entry.ipip_source else 0
         lim = entry.limits
         v.src_rate, v.src_burst, v.be_rate, v.be_burst, v.src_prefix6 = (
             lim.src_rate,

@@ -144,6 +144,11 @@ class MemoryDataplane(Traffic):
 
     # ---- maps -----------------------------------------------------------------------------------
 
+    def ipv4_address(self, ifname: str) -> str | None:
+        if self._available is not None and ifname not in self._available:
+            raise DataplaneError(f"no interface named {ifname!r} in this network namespace")
+        return "192.0.2.1"  # TEST-NET-1: every in-memory interface has this address
+
     def set_service(self, entry: ServiceEntry) -> None:
         with self.lock:
             self.state.services[(entry.vip, entry.port, entry.protocol)] = entry

@@ -115,6 +115,7 @@ class ServiceEntry:
     events_closed: bool = False  # ring-buffer events when a flow closes
     events_new: bool = False  # ... and when one opens
     limits: RateLimits = RateLimits()
+    ipip_source: str | None = None  # DSR over IPIP from this IPv4 address of the host; None: NAT
 
 
 class PinnedService(NamedTuple):
@@ -230,6 +231,9 @@ class Dataplane(Protocol):
 
     def set_interfaces(self, wanted: Sequence[str]) -> None:
         """Attach to interfaces that are new, detach from those no longer wanted."""
+
+    def ipv4_address(self, ifname: str) -> str | None:
+        """The interface's first IPv4 address (the default outer source of DSR), None without one."""
 
     def start_event_reader(self, callback: EventCallback) -> None:
         """Hand flow events over in batches; callback(batch) runs on the reader's own thread."""

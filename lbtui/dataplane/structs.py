@@ -34,6 +34,8 @@ ALGORITHM_CODES = {
 
 SVC_F_EV_NEW = 1
 SVC_F_EV_CLOSED = 2
+SVC_F_IPIP = 4  # DSR over IPIP (bpf/lb_encap.h)
+PROBE_MARK = 0x4C42D5A0  # LB_PROBE_MARK: a health check of a DSR backend, sent inside IPIP at TC egress
 BE_F_ACTIVE = 1
 BE_F_NO_NEW = 2  # selection weight 0: a SYN on a tuple of this backend picks again
 
@@ -83,6 +85,10 @@ GLOBAL_COUNTERS = (
     "xdp_repick",
     "rst_challenged",
     "xdp_v6_no_l4",
+    "ipip_encap",
+    "ipip_too_big",
+    "ipip_failed",
+    "ipip_probes",
 )
 
 EV_NEW = 1
@@ -118,6 +124,7 @@ class Service(ctypes.Structure):
         ("be_rate", ctypes.c_uint32),
         ("be_burst", ctypes.c_uint32),
         ("src_prefix6", ctypes.c_uint32),
+        ("ipip_src", ctypes.c_uint32),
     ]
 
 

@@ -14,11 +14,12 @@ import ipaddress
 from collections.abc import Callable
 
 from lbtui import model
-from lbtui.config import Config
+from lbtui.config import Config, ProxyConfig
 from lbtui.control.dns import DnsBackendResolver, OnChange, ResolveFn, record_type
 from lbtui.control.dns_screen import Address, is_local_address
-from lbtui.control.health import CheckFn
+from lbtui.control.health import CheckFn, Tunnel
 from lbtui.control.supervisor import NEUTRAL, BackendKey, BackendSupervisor, Factors, Supervised
+from lbtui.dataplane.structs import PROBE_MARK
 from lbtui.engine.clock import Clock
 from lbtui.engine.desired import Desired, all_backends, split_address
 from lbtui.engine.events import EventLog
@@ -132,6 +133,7 @@ class Supervision:
                             paused=ref in overrides.maintenance,
                             forced_health=overrides.health.get(ref),
                             circuit_hold=overrides.circuits.get(ref),
+                            tunnel=tunnel_of(spec.cfg),
                         )
             self.supervisor.configure(list(items.values()))
         self._vips = vips_of(config)
@@ -188,6 +190,14 @@ class Supervision:
         for key, (handshakes, failures) in totals.items():
             self.supervisor.observe_counters(key, handshakes, failures + syn_failures.get(key, 0))
         self.supervisor.tick()
+
+
+def tunnel_of(cfg: ProxyConfig) -> Tunnel | None:
+    """DSR backends are checked on the VIP through the tunnel (bpf/lb_encap.h, tc_ipip_probe), by the
+    proxy's first interface: proof that the backend answers what clients' packets become."""
+    if cfg.forwarding != "ipip":
+        return None
+    return Tunnel(vip=cfg.vip, interface=cfg.interfaces[0], mark=PROBE_MARK)
 
 
 def vips_of(config: Config) -> frozenset[Address]:

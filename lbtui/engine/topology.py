@@ -21,7 +21,7 @@ from lbtui.addresses import format_endpoint
 from lbtui.config import ProxyConfig
 from lbtui.control import selection
 from lbtui.control.supervisor import BackendKey, Factors
-from lbtui.dataplane.port import Dataplane, RateLimits, ServiceEntry
+from lbtui.dataplane.port import Dataplane, DataplaneError, RateLimits, ServiceEntry
 from lbtui.engine.desired import Desired, MemberSpec, ProxySpec, split_address
 from lbtui.engine.events import EventLog
 from lbtui.engine.group import Group, Member, SlotDelta, delta_between
@@ -259,8 +259,21 @@ class Topology:
                 events_closed=closed,
                 events_new=new,
                 limits=proxy.limits,
+                ipip_source=self._ipip_source(cfg),
             )
         )
+
+    def _ipip_source(self, cfg: ProxyConfig) -> str | None:
+        """The outer source of a DSR proxy: configured, or its first interface's IPv4 address."""
+        if cfg.forwarding != "ipip":
+            return None
+        source = cfg.ipip_source or self._dp.ipv4_address(cfg.interfaces[0])
+        if source is None:
+            raise DataplaneError(
+                f'{cfg.name}: forwarding = "ipip" needs an outer source address: interface '
+                f"{cfg.interfaces[0]} has no IPv4 address (set ipip_source)"
+            )
+        return source
 
     def _write_slots(self, group_id: int, delta: SlotDelta) -> None:
         if len(delta):

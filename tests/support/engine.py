@@ -66,6 +66,7 @@ class Probes:
     dns_failing: set[str] = field(default_factory=set)
     down: dict[str, str] = field(default_factory=dict)  # "ip:port" -> failure detail
     checks: list[str] = field(default_factory=list)  # every check made, "ip:port"
+    targets: list[Target] = field(default_factory=list)  # every check made, as the checker asked
     queries: list[tuple[str, str]] = field(default_factory=list)  # every DNS query, (host, record type)
 
     async def resolve(self, host: str, rdtype: str = "A") -> tuple[str, ...]:
@@ -77,6 +78,7 @@ class Probes:
     async def check(self, target: Target) -> CheckResult:
         address = f"{target.ip}:{target.port}"
         self.checks.append(address)
+        self.targets.append(target)
         if address in self.down:
             return CheckResult(False, 0.002, self.down[address])
         return CheckResult(True, 0.001, "connected")

@@ -3,8 +3,8 @@
 
     python -m tests.support.labclients http --url URL --count N (--new-conn | --keepalive)
     python -m tests.support.labclients udp --host H --port P --count N
-    python -m tests.support.labclients hold --host H --port P --count N --seconds S [--every E]
-    python -m tests.support.labclients steady --url URL --interval I --seconds S
+    python -m tests.support.labclients hold --host H --port P --count N --seconds S [--every E] [--until F]
+    python -m tests.support.labclients steady --url URL --interval I --seconds S [--until F]
     python -m tests.support.labclients blindrst --host H --port P --resets N
 
 ``http``/``udp`` print ``{"b1": k, ..., "errors": e}``. ``hold`` opens N keep-alive connections,
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import sys
 import time
 import urllib.parse
@@ -32,8 +33,19 @@ def _emit(obj: object) -> None:
     print(json.dumps(obj, sort_keys=True), flush=True)
 
 
+def _go_on(end: float, until: str | None) -> bool:
+    """Before `end`, and (with `until`) until that file exists."""
+    return time.monotonic() < end and not (until and os.path.exists(until))
+
+
 def hold_connections(
-    host: str, port: int, count: int, seconds: float, timeout: float, every: float = 0.0
+    host: str,
+    port: int,
+    count: int,
+    seconds: float,
+    timeout: float,
+    every: float = 0.0,
+    until: str | None = None,
 ) -> None:
     conns: list[http.client.HTTPConnection] = []
     first: Counter[str] = Counter()
@@ -50,7 +62,7 @@ def hold_connections(
     end = time.monotonic() + seconds
     failed: set[int] = set()
     asked = 0
-    while every > 0 and time.monotonic() + every < end:  # each connection asked again every `every` s
+    while every > 0 and _go_on(end - every, until):  # each connection asked again every `every` s
         round_start = time.monotonic()
         for i, held in enumerate(conns):
             if i in failed:
@@ -61,7 +73,8 @@ def hold_connections(
             except (OSError, http.client.HTTPException):
                 failed.add(i)
         time.sleep(max(0.0, every - (time.monotonic() - round_start)))
-    time.sleep(max(0.0, end - time.monotonic()))
+    while _go_on(end, until):
+        time.sleep(0.05)
     second: Counter[str] = Counter()
     errors = len(failed)
     conns = [c for i, c in enumerate(conns) if i not in failed]
@@ -77,26 +90,44 @@ def hold_connections(
     _emit(done)
 
 
-def steady_connections(url: str, interval: float, seconds: float, timeout: float) -> None:
-    """A new connection (one request) every `interval` seconds for `seconds`, on a fixed schedule
-    (late requests do not catch up); prints {"ok": n, "errors": e}."""
+def steady_connections(
+    url: str, interval: float, seconds: float, timeout: float, until: str | None = None
+) -> None:
+    """A new connection (one request) every `interval` seconds for `seconds` (or until the file
+    `until` exists), on a fixed schedule (late requests do not catch up); prints {"ok": n, "errors": e,
+    "longest_gap_s": the longest time between two answered requests (or the start and the first),
+    "slowest_s": the slowest answered request, "slow": requests slower than 0.2 s}."""
     u = urllib.parse.urlsplit(url)
     host, port, path = u.hostname or "127.0.0.1", u.port or 80, u.path or "/"
-    ok = errors = 0
-    start = time.monotonic()
+    ok = errors = slow = 0
+    start = last_answer = time.monotonic()
+    gap = slowest = 0.0
     n = 0
-    while time.monotonic() - start < seconds:
+    while _go_on(start + seconds, until):
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        began = time.monotonic()
         try:
             http_get(conn, path, close=True)
             ok += 1
+            now = time.monotonic()
+            gap, slowest = max(gap, now - last_answer), max(slowest, now - began)
+            slow += now - began > 0.2
+            last_answer = now
         except (OSError, http.client.HTTPException):
             errors += 1
         finally:
             conn.close()
         n += 1
         time.sleep(max(0.0, start + n * interval - time.monotonic()))
-    _emit({"ok": ok, ERRORS_KEY: errors})
+    _emit(
+        {
+            "ok": ok,
+            ERRORS_KEY: errors,
+            "longest_gap_s": round(gap, 3),
+            "slowest_s": round(slowest, 3),
+            "slow": slow,
+        }
+    )
 
 
 def blind_resets(host: str, port: int, resets: int, timeout: float) -> None:
@@ -153,6 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--seconds", type=float, default=10.0)
     o.add_argument("--timeout", type=float, default=5.0)
     o.add_argument("--every", type=float, default=0.0, help="ask each connection again this often")
+    o.add_argument("--until", help="stop holding (at most --seconds) once this file exists")
     br = sub.add_parser("blindrst")
     br.add_argument("--host", default="10.0.0.1")
     br.add_argument("--port", type=int, default=80)
@@ -163,6 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--interval", type=float, default=0.01)
     st.add_argument("--seconds", type=float, default=10.0)
     st.add_argument("--timeout", type=float, default=2.0)
+    st.add_argument("--until", help="stop (at most --seconds) once this file exists")
     return p
 
 
@@ -175,9 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif a.kind == "blindrst":
         blind_resets(a.host, a.port, a.resets, a.timeout)
     elif a.kind == "steady":
-        steady_connections(a.url, a.interval, a.seconds, a.timeout)
+        steady_connections(a.url, a.interval, a.seconds, a.timeout, a.until)
     else:
-        hold_connections(a.host, a.port, a.count, a.seconds, a.timeout, a.every)
+        hold_connections(a.host, a.port, a.count, a.seconds, a.timeout, a.every, a.until)
     return 0
 
 

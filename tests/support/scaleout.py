@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import time
 from typing import Any
@@ -64,6 +65,38 @@ class ScaleOutClientLab(ScaleOutLab):
         )
         result: dict[str, int] = json.loads(r.stdout.strip().splitlines()[-1])
         return result
+
+    def client(self, *args: str) -> subprocess.Popen[str]:
+        """A tests.support.labclients process in the client namespace (its JSON lines on stdout)."""
+        cmd = self.python_cmd("-m", "tests.support.labclients", *args)
+        return self.popen(self.ns_client, *cmd, stdout=subprocess.PIPE, text=True)
+
+    @staticmethod
+    def client_lines(proc: subprocess.Popen[str], count: int, timeout: float) -> list[dict[str, Any]]:
+        """The next `count` JSON lines of a client process (LabError after `timeout` seconds)."""
+        assert proc.stdout is not None
+        lines: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while len(lines) < count:
+            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            line = proc.stdout.readline() if ready else ""
+            if not line:
+                raise LabError(
+                    f"lab client: {len(lines)} of {count} results in {timeout}s (exit {proc.poll()})"
+                )
+            lines.append(json.loads(line))
+        return lines
+
+    def client_tcp_resets(self) -> dict[str, int]:
+        """The client's TCP reset counters (nstat, absolute): established connections reset, and
+        connection attempts refused."""
+        r = self.run(self.ns_client, "nstat", "-asz", "TcpEstabResets", "TcpAttemptFails", check=False)
+        counts = {"TcpEstabResets": 0, "TcpAttemptFails": 0}
+        for line in r.stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] in counts:
+                counts[parts[0]] = int(parts[1])
+        return counts
 
     def backend_setup(self, j: int, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return run_cmd(

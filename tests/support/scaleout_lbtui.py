@@ -28,9 +28,10 @@ START_TIMEOUT_S = 120.0  # BCC compiles the data path at each start; slow on a b
 class LbtuiHosts:
     """`lbtui --no-ui` on each host of `lab`, its files in `lab.workdir`."""
 
-    def __init__(self, lab: ScaleOutLab, health_interval_ms: int = 100) -> None:
+    def __init__(self, lab: ScaleOutLab, health_interval_ms: int = 100, forwarding: str = "nat") -> None:
         self.lab = lab
         self.health_interval_ms = health_interval_ms
+        self.forwarding = forwarding
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
     def socket(self, i: int) -> str:
@@ -49,6 +50,7 @@ class LbtuiHosts:
 [settings]
 control_socket = "{self.socket(i)}"
 table_size = 251
+manage_sysctls = {"true" if self.forwarding == "ipip" else "false"}
 
 [settings.metrics]
 enabled = false
@@ -64,6 +66,7 @@ interfaces = ["{lab.host_iface(i)}"]
 vip = "{VIP}"
 port = 80
 algorithm = "maglev"
+forwarding = "{self.forwarding}"
 
 [proxy.health]
 type = "tcp"

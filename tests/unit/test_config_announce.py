@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""[settings.announce] and per-proxy `forwarding`: defaults, ranges, the "ipip" refusal, DSR ports."""
+"""[settings.announce] and per-proxy `forwarding`: defaults, ranges, "ipip" (IPv4, its source), DSR ports."""
 
 from __future__ import annotations
 
@@ -74,11 +74,29 @@ def test_table_up_to_u32_is_accepted() -> None:
     assert parse_config(text, "t.toml").settings.announce.table == 2**32 - 1
 
 
-def test_ipip_is_refused_with_the_key_path() -> None:
-    issues = _issues(PROXY.format(extra='forwarding = "ipip"', port=80))
+def test_ipip_is_accepted_with_an_optional_source() -> None:
+    proxy = parse_config(PROXY.format(extra='forwarding = "ipip"', port=80), "t.toml").proxies[0]
+    assert (proxy.forwarding, proxy.ipip_source) == ("ipip", None)
+    text = PROXY.format(extra='forwarding = "ipip"\nipip_source = "10.1.1.2"', port=80)
+    assert parse_config(text, "t.toml").proxies[0].ipip_source == "10.1.1.2"
+
+
+def test_ipip_source_only_with_ipip() -> None:
+    issues = _issues(PROXY.format(extra='ipip_source = "10.1.1.2"', port=80))
+    assert issues == ['proxy[0].ipip_source: is only used with forwarding = "ipip"']
+
+
+def test_ipip_is_ipv4_only() -> None:
+    text = PROXY.format(extra='forwarding = "ipip"', port=80).replace("10.0.0.1", "fd00::1")
+    text = text.replace('"10.0.2.11:80"', '"[fd00::11]:80"')
+    assert _issues(text) == [
+        'proxy[0].vip: forwarding = "ipip" is IPv4 only (IPv4 in IPv4), got the IPv6 address fd00::1; '
+        'use forwarding = "nat" for IPv6 proxies'
+    ]
+    issues = _issues(PROXY.format(extra='forwarding = "ipip"\nipip_source = "fd00::2"', port=80))
     assert issues == [
-        'proxy[0].forwarding: "ipip" is not available yet: the IPIP encapsulation of the data path is '
-        'not built (docs/scale-out.md); use "nat"'
+        'proxy[0].ipip_source: forwarding = "ipip" is IPv4 only (IPv4 in IPv4), got the IPv6 address '
+        'fd00::2; use forwarding = "nat" for IPv6 proxies'
     ]
 
 

@@ -89,7 +89,7 @@ def test_http_check_of_an_ipv6_backend_brackets_the_host_header() -> None:
 def test_the_default_host_header(monkeypatch: pytest.MonkeyPatch, ip: str, port: int, host: str) -> None:
     sent: list[bytes] = []
 
-    async def status_line(_ip: str, _port: int, request: bytes) -> bytes:
+    async def status_line(_ip: str, _port: int, request: bytes, _tunnel: object) -> bytes:
         sent.append(request)
         return b"HTTP/1.1 200 OK\r\n"
 

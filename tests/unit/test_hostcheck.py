@@ -43,6 +43,7 @@ class FakeHost(Probe):
     local: dict[str, list[str]] = dataclasses.field(default_factory=lambda: {"10.0.0.1": ["eth0"]})
     busy_port: int | None = None
     running: bool = False
+    accept_local: dict[str, str] = dataclasses.field(default_factory=dict)  # "all"/interface -> value
     memory: int | None = 8 << 30
 
     def mem_total_bytes(self) -> int | None:
@@ -61,7 +62,12 @@ class FakeHost(Probe):
         return path in self.paths
 
     def sysctl(self, name: str) -> str | None:
-        return self.forwarding if name == "net.ipv4.ip_forward" else None
+        if name == "net.ipv4.ip_forward":
+            return self.forwarding
+        for scope in ("all", *self.links):
+            if name in (f"net.ipv4.conf.{scope}.accept_local", f"net/ipv4/conf/{scope}/accept_local"):
+                return self.accept_local.get(scope, "0")
+        return None
 
     def interface_state(self, name: str) -> str | None:
         return self.links.get(name)
@@ -223,3 +229,20 @@ def test_the_ipv6_conntrack_tables_have_their_own_sizes_and_are_counted() -> Non
     )
     sized = dataplane_spec(parse_config(text))
     assert (sized.conntrack6_entries, sized.transient6_entries) == (6000, 3000)
+
+
+DSR = CONFIG.replace("port = 80\n", 'port = 80\nforwarding = "ipip"\n').replace("8080", "80")
+
+
+def test_dsr_needs_accept_local_on_its_interfaces() -> None:
+    found = checks(FakeHost(), DSR)["accept_local"]
+    assert [c.status for c in found] == [ERROR, ERROR]
+    assert "net.ipv4.conf.eth0.accept_local = 0" in found[0].message
+    assert "settings.manage_sysctls = true" in found[0].message
+    assert code(FakeHost(), DSR) == exitcodes.HOST
+    assert [c.status for c in checks(FakeHost(accept_local={"all": "1"}), DSR)["accept_local"]] == [OK, OK]
+    one = checks(FakeHost(accept_local={"eth0": "1"}), DSR)["accept_local"]
+    assert [c.status for c in one] == [OK, ERROR]
+    managed = DSR.replace("[settings]\n", "[settings]\nmanage_sysctls = true\n")
+    assert [c.status for c in checks(FakeHost(), managed)["accept_local"]] == [OK, OK]
+    assert "accept_local" not in checks(FakeHost())  # NAT proxies do not need it
