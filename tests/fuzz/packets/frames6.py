@@ -220,8 +220,9 @@ class Frames6:
         return built.data
 
     def reply_fragment(self, flows: Sequence[Flow]) -> bytearray:
-        """A fragment of a backend's reply: a first one (the ports; mostly with more to follow), or a
-        later one with the identification of a first one sent before (sometimes another's)."""
+        """A fragment of a backend's reply: a first one (the ports; mostly with more to follow; now and
+        then cut short), or a later one with the identification of a first one sent before (sometimes
+        another's)."""
         rng = self.rng
         if self.first_fragments and rng.random() < 0.55:
             flow, ident = rng.choice(self.first_fragments[-4:])
@@ -236,7 +237,8 @@ class Frames6:
         header = (FRAGMENT6, more.to_bytes(2, "big") + ident.to_bytes(4, "big"))
         self.first_fragments = [*self.first_fragments[-63:], (flow, ident)]
         ext = self.ext_chain(rng.choice((0, 0, 0, 1)))
-        return self.gen.reply(flow, ext=[*ext, header], udp_zero=False).data
+        frame = self.gen.reply(flow, ext=[*ext, header], udp_zero=False).data
+        return frame[: rng.randrange(54, len(frame))] if rng.random() < 0.05 else frame
 
     def later_fragment(self, flow: Flow, ident: int) -> bytearray:
         offset = self.rng.randrange(1, 8192)
