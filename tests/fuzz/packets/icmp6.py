@@ -11,7 +11,7 @@ fields it covers that change. A later fragment only gets the VIP as its source (
 
 from __future__ import annotations
 
-from tests.fuzz.packets.icmp import Quote
+from tests.fuzz.packets.icmp import Quote, verdict_or_length
 from tests.fuzz.packets.parse import Fragment, IcmpView
 from tests.fuzz.packets.rewrite import same_residual
 from tests.fuzz.packets.wire import ICMP6, TCP, UDP, ntop, ones_sum, pseudo_header_sum, put16, u16
@@ -98,10 +98,8 @@ def check_icmp6_rewrite(
     ok: int,
 ) -> list[str]:
     what = "ICMPv6 to the backend" if to_backend else "ICMPv6 to the client"
-    if verdict != ok:
-        return [f"{what}: expected verdict {ok}, got {verdict}"]
-    if len(out) != len(data):
-        return [f"{what}: the frame length changed {len(data)} -> {len(out)}"]
+    if wrong := verdict_or_length(what, data, verdict, out, ok):
+        return wrong
     problems = []
     want = translated6(data, icmp, q, to_backend, ip, port)
     wrong = [i for i in range(len(data)) if out[i] != want[i]]
@@ -159,13 +157,11 @@ def check_fragment6_rewrite(
     data: bytes, verdict: int | None, out: bytes, frag: Fragment, vip: bytes, ok: int
 ) -> list[str]:
     """A later fragment of a SNATed IPv6 reply: only its source address changes, to the VIP."""
-    if verdict != ok:
-        return [f"IPv6 fragment: expected verdict {ok}, got {verdict}"]
+    if wrong := verdict_or_length("IPv6 fragment", data, verdict, out, ok):
+        return wrong
     want = bytearray(data)
     want[frag.l3 + 8 : frag.l3 + 24] = vip
-    if out == bytes(want):
+    differ = [i for i in range(len(data)) if out[i] != want[i]]
+    if not differ:
         return []
-    if len(out) != len(data):
-        return [f"IPv6 fragment: the frame length changed {len(data)} -> {len(out)}"]
-    wrong = [i for i in range(len(data)) if out[i] != want[i]]
-    return [f"IPv6 fragment: bytes {wrong[:16]} differ from the source address set to the VIP {ntop(vip)}"]
+    return [f"IPv6 fragment: bytes {differ[:16]} differ from the source address set to the VIP {ntop(vip)}"]
