@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """The packet fuzzer's IPv6 half (tests/fuzz/packets/frames6.py) through BPF_PROG_TEST_RUN (root): a
 sample of 20,000 IPv6 frames with a fresh seed each session (LBTUI_FUZZ_SEED=N fixes it), truncation
-at every offset of IPv6 requests and replies, and extension header chains in every order. The soak
+at every offset of IPv6 requests and replies, extension header chains in every order, ICMPv6 errors
+about tracked flows translated both ways and fragmented replies (lb_icmp6.h). The soak
 of a million and more: `bench/fuzz_packets.py --families ipv6`."""
 
 from __future__ import annotations
@@ -9,23 +10,36 @@ from __future__ import annotations
 import itertools
 import os
 import random
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from scapy.layers.inet6 import IPv6, in6_chksum
+from scapy.layers.l2 import Ether
 
 from tests.fuzz.packets.frames import Frame, FrameGenerator
 from tests.fuzz.packets.frames6 import TC6_FAMILIES, XDP6_FAMILIES
 from tests.fuzz.packets.harness import Dataplane, FuzzStats, PacketFuzzer, pinned_to_one_cpu, summary_table
-from tests.fuzz.packets.oracle import DNAT, MIDSTREAM, SNAT, TC_MISS
+from tests.fuzz.packets.oracle import DNAT, FRAGMENT_SNAT, ICMP_TRANSLATED, MIDSTREAM, SNAT, TC_MISS
 from tests.fuzz.packets.parse import FRAGMENT, MALFORMED, NOT_OURS, REFUSED, TC_PASS, V6_NO_L4
 from tests.fuzz.packets.topology import BACKEND_BY_ENDPOINT, VIP6_B
-from tests.fuzz.packets.wire import DSTOPTS, FRAGMENT6, HOPOPTS, ROUTING, TPID_8021Q
+from tests.fuzz.packets.wire import (
+    DSTOPTS,
+    FRAGMENT6,
+    HOPOPTS,
+    ICMP6,
+    ROUTING,
+    TPID_8021Q,
+    UDP,
+    addr,
+    ipv6_header,
+    udp_datagram,
+)
 from tests.fuzz.samples import syn6_frame, udp6_frame
 
 SAMPLE_SEED = int(os.environ.get("LBTUI_FUZZ_SEED") or random.SystemRandom().randrange(1, 2**31))
 SAMPLE_FRAMES, SAMPLE_SYNC = 20_000, 500
-UDP_DATA_ONLY = 253  # a placeholder next header for building a later fragment's bare data
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +69,7 @@ def test_fuzz_sample_ipv6(dataplane: Dataplane, tmp_path: Path) -> None:
     assert stats.frames == SAMPLE_FRAMES
     outcomes = {outcome for _, outcome in stats.outcomes}
     want = {DNAT, SNAT, MALFORMED, FRAGMENT, MIDSTREAM, NOT_OURS, TC_MISS, TC_PASS, V6_NO_L4, REFUSED}
+    want |= {ICMP_TRANSLATED, FRAGMENT_SNAT}
     assert outcomes >= want, how
     assert {family for family, _ in stats.outcomes} == set(XDP6_FAMILIES) | set(TC6_FAMILIES), how
 
@@ -155,47 +170,111 @@ def test_extension_headers_in_every_order_and_length(dataplane: Dataplane) -> No
     assert seen[DNAT] == 2 * sum(3**n for n in range(1, 5))
 
 
-def test_icmpv6_errors_about_tracked_flows_pass_untouched_for_now(dataplane: Dataplane) -> None:
-    """Packet Too Big, destination unreachable and time exceeded quoting a tracked flow's reply: the
-    data path does not translate ICMPv6 errors yet (docs/datapath.md#ipv6), so the oracle wants them
-    passed untouched and counted xdp_not_ours; the translation must change this test and the oracle."""
+def _icmp6_checksum_verifies(frame: bytes) -> bool:
+    """scapy's sum of the ICMPv6 message with its pseudo header (independent of the oracle's)."""
+    ip6 = Ether(frame)[IPv6]
+    return ip6.nh == ICMP6 and in6_chksum(ICMP6, ip6.payload, bytes(ip6.payload)) == 0
+
+
+def test_icmpv6_errors_about_tracked_flows_are_translated_both_ways(dataplane: Dataplane) -> None:
+    """Packet Too Big, destination unreachable, time exceeded (and parameter problem, which stays)
+    about tracked TCP and UDP flows, with quotes of every length, of first and later fragments and
+    broken ones: toward the backend at XDP (quoting the flow's reply), toward the client at TC
+    (quoting the client's packet to the backend). The oracle checks every byte of each output; the
+    sync compares xdp_icmp_translated, tc_icmp_translated and xdp_not_ours."""
     fuzzer = PacketFuzzer(dataplane, 0)
     fuzzer.sync()
-    gen = FrameGenerator(5, scapy_pool=0, families="ipv6")
-    assert fuzzer.check_frame(Frame("syn6", "xdp", bytes(syn6_frame().data))).outcome == DNAT
-    flow = fuzzer.oracle.flows[-1]
-    for _ in range(20):
-        result = fuzzer.check_frame(Frame("icmp6", "xdp", bytes(gen.six.icmp_error_about(flow))))
-        assert (result.outcome, result.problems) == (NOT_OURS, ())
+    for request in (syn6_frame(), udp6_frame(udp_zero=False)):
+        assert fuzzer.check_frame(Frame("req6", "xdp", bytes(request.data))).outcome == DNAT
+    flows = fuzzer.oracle.flows[-2:]
+    six = FrameGenerator(5, scapy_pool=0, families="ipv6").six
+    seen: Counter[tuple[str, str]] = Counter()
+    for i in range(400):
+        flow = flows[i % 2]
+        for hook, frame in (
+            ("xdp", six.icmp_error_about(flow)),
+            ("tc", six.icmp_error_from_backend_side(flow)),
+        ):
+            result = fuzzer.check_frame(Frame("icmp6", hook, bytes(frame)))
+            assert result.problems == (), result.problems
+            seen[(hook, result.outcome)] += 1
     fuzzer.sync()
     assert fuzzer.stats.failure_count == 0, _report(fuzzer.stats)
+    assert seen[("xdp", ICMP_TRANSLATED)] > 200 and seen[("tc", ICMP_TRANSLATED)] > 200, seen
+    assert seen[("xdp", NOT_OURS)] > 20 and seen[("tc", "tc_icmp")] > 20, seen
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lb_ipv6.h tc_ipv6 passes every fragment of an IPv6 reply untouched, the first one too "
-    "(IPv4: the first fragment is SNATed and its followers get the VIP by lb_frags); issue 13 wants "
-    "IPv6 fragments handled as IPv4's, and docs/datapath.md#ipv6 says only the later ones are not",
-)
-def test_a_fragmented_ipv6_reply_leaves_from_the_vip(dataplane: Dataplane) -> None:
-    """A backend's UDP reply too big for its path to the client, fragmented by the backend (IPv6
-    routers never fragment): the first fragment carries the UDP header, the later one only data.
-    Both must leave with the VIP as their source, or the client drops them."""
+@pytest.mark.parametrize("hook", ["xdp", "tc"])
+def test_a_translated_packet_too_big_verifies_with_scapy(dataplane: Dataplane, hook: str) -> None:
+    """One Packet Too Big each way, whole UDP quote: the oracle accepts the output, and scapy's own
+    checksum code finds the ICMPv6 checksum (pseudo header with the new outer address) right."""
     fuzzer = PacketFuzzer(dataplane, 0)
     fuzzer.sync()
     assert fuzzer.check_frame(Frame("udp6", "xdp", bytes(udp6_frame(udp_zero=False).data))).outcome == DNAT
     flow = fuzzer.oracle.flows[-1]
-    first_header = (FRAGMENT6, (0 << 3 | 1).to_bytes(2, "big") + (0x1234).to_bytes(4, "big"))
-    first = fuzzer.generator.reply(flow, payload=bytes(64), ext=[first_header], udp_zero=False)
-    later_header = (FRAGMENT6, (9 << 3).to_bytes(2, "big") + (0x1234).to_bytes(4, "big"))
-    later = fuzzer.generator.six.l4_frame(
-        flow.backend_ip, flow.client_ip, UDP_DATA_ONLY, 0, 0, payload=bytes(40), ext=[later_header]
-    )
-    later.data[14 + 40] = 17  # the fragment header's next header: UDP (the data is its middle)
-    sources = []
-    for built in (first, later):
-        verdict, out = dataplane.run("tc", bytes(built.data))
-        print(f"tc verdict {verdict}, frame {bytes(built.data).hex()}")
-        sources.append(out[14 + 8 : 14 + 24])
+    six = FrameGenerator(0, scapy_pool=0).six
+    if hook == "xdp":
+        src, dst, ports = VIP6_B, flow.client_ip, (flow.vip_port, flow.client_port)
+        outer = (addr("fd00:f9::1"), VIP6_B)
+    else:
+        src, dst, ports = flow.client_ip, flow.backend_ip, (flow.client_port, flow.backend_port)
+        outer = (flow.backend_ip, flow.client_ip)
+    l4 = udp_datagram(src, dst, *ports, b"a datagram too big for the path")
+    quoted = bytes(ipv6_header(src, dst, UDP, len(l4)) + l4)
+    body = bytes((2, 0, 0, 0)) + (1280).to_bytes(4, "big") + quoted
+    frame = bytes(six.icmp(*outer, body).data)
+    verdict, out = dataplane.run(hook, frame)
+    check = fuzzer.oracle.check_xdp if hook == "xdp" else fuzzer.oracle.check_tc
+    result = check(frame, verdict, out)
+    assert (result.outcome, result.problems) == (ICMP_TRANSLATED, ())
+    assert _icmp6_checksum_verifies(out)
+    ip6 = Ether(out)[IPv6]
+    if hook == "xdp":
+        assert (addr(ip6.dst), addr(ip6.payload.payload.src)) == (flow.backend_ip, flow.backend_ip)
+    else:
+        assert (addr(ip6.src), addr(ip6.payload.payload.dst)) == (VIP6_B, VIP6_B)
     fuzzer.sync()
-    assert sources == [VIP6_B, VIP6_B], [s.hex() for s in sources]
+    assert fuzzer.stats.failure_count == 0, _report(fuzzer.stats)
+
+
+def _fragment(first: bool, more: bool, ident: int, offset: int = 9) -> tuple[int, bytes]:
+    return FRAGMENT6, ((0 if first else offset) << 3 | more).to_bytes(2, "big") + ident.to_bytes(4, "big")
+
+
+def test_a_fragmented_ipv6_reply_leaves_from_the_vip(dataplane: Dataplane) -> None:
+    """A backend's UDP reply too big for its path to the client, fragmented by the backend (IPv6
+    routers never fragment): the first fragment carries the UDP header and is SNATed, the later ones
+    carry only data and get the VIP as source by lb_frags6 (tc_fragments_snat). Fragments of another
+    identification, and followers of a first fragment that said no more follow, pass untouched."""
+    fuzzer = PacketFuzzer(dataplane, 0)
+    fuzzer.sync()
+    assert fuzzer.check_frame(Frame("udp6", "xdp", bytes(udp6_frame(udp_zero=False).data))).outcome == DNAT
+    flow = fuzzer.oracle.flows[-1]
+    six = fuzzer.generator.six
+
+    def later(ident: int, more: bool, offset: int = 9) -> bytes:
+        ext = [_fragment(False, more, ident, offset)]
+        return bytes(six.packet(flow.backend_ip, flow.client_ip, UDP, bytes(72), ext=ext).data)
+
+    def first(ident: int, more: bool) -> bytes:
+        ext = [_fragment(True, more, ident)]
+        return bytes(fuzzer.generator.reply(flow, payload=bytes(64), ext=ext, udp_zero=False).data)
+
+    frames = [
+        (first(0x1234, True), SNAT),
+        (later(0x1234, True), FRAGMENT_SNAT),
+        (later(0x1234, False, 18), FRAGMENT_SNAT),
+        (later(0x1235, False), "tc_fragment"),  # another packet's
+        (first(0x5678, False), SNAT),  # a whole datagram in one fragment: nothing to remember
+        (later(0x5678, False), "tc_fragment"),
+    ]
+    sources = []
+    for frame, want in frames:
+        verdict, out = dataplane.run("tc", frame)
+        result = fuzzer.oracle.check_tc(frame, verdict, out)
+        assert (result.outcome, result.problems) == (want, ()), frame.hex()
+        sources.append(out[14 + 8 : 14 + 24])
+    assert sources[:3] == [VIP6_B] * 3
+    assert sources[3] == flow.backend_ip and sources[5] == flow.backend_ip
+    fuzzer.sync()  # tc_fragments_snat: 2
+    assert fuzzer.stats.failure_count == 0, _report(fuzzer.stats)

@@ -3,10 +3,12 @@
 
 Traffic to the IPv6 VIP and replies from the IPv6 backends, TCP and UDP, behind chains of hop-by-hop,
 routing and destination options headers in any order and length (chains longer than lb_ipv6.h walks
-too: those must pass untouched and be counted), first and later fragments, truncation anywhere,
-neighbour discovery, echo, ICMPv6 errors (about tracked flows too: they pass untouched until the data
-path translates them), non-VIP traffic and broken headers. `Frames6` borrows its generator's
-random.Random and value helpers, so one seed still determines every byte.
+too: those must pass untouched and be counted), first and later fragments (of replies too: a first
+fragment, then later ones with its identification), truncation anywhere, neighbour discovery, echo,
+ICMPv6 errors (about tracked flows in both directions, which lb_icmp6.h translates, with quotes of
+every length, of first and later fragments, and broken ones), non-VIP traffic and broken headers.
+`Frames6` borrows its generator's random.Random and value helpers, so one seed still determines
+every byte.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ TC6_FAMILIES: dict[str, int] = {
     "tc6_reply": 8,
     "tc6_reply_mutated": 5,
     "tc6_unknown": 2,
-    "tc6_icmp_error": 1,
+    "tc6_icmp_error": 2,
+    "tc6_reply_fragments": 3,
 }
 EXT_KINDS = (HOPOPTS, ROUTING, DSTOPTS)
 EXT_MAX = 4  # lb_ipv6.h LB_V6_EXT_MAX
@@ -86,6 +89,7 @@ class Frames6:
     def __init__(self, gen: FrameGenerator) -> None:
         self.gen = gen
         self.rng = gen.rng
+        self.first_fragments: list[tuple[Flow, int]] = []  # replies sent as first fragments, their ids
 
     # -- values --------------------------------------------------------------------------------
 
@@ -164,16 +168,84 @@ class Frames6:
         client = flow.client_ip if flow else self.client_ip()
         vport, cport = (flow.vip_port, flow.client_port) if flow else (80, self.gen.port())
         proto = flow.proto if flow else rng.choice((TCP, UDP))
+        quoted = self.quote(VIP6_B, client, proto, vport, cport)
+        return self.error(rng.choice((addr("fd00:f9::1"), client)), VIP6_B, quoted)
+
+    def icmp_error_from_backend_side(self, flow: Flow) -> bytearray:
+        """An ICMPv6 error to a client about its packet to a backend (client:port -> backend:port),
+        from the backend or a router on its side."""
+        quoted = self.quote(flow.client_ip, flow.backend_ip, flow.proto, flow.client_port, flow.backend_port)
+        return self.error(self.rng.choice((flow.backend_ip, addr("fd00:fb::fe"))), flow.client_ip, quoted)
+
+    def quote(self, src: bytes, dst: bytes, proto: int, sport: int, dport: int) -> bytes:
+        """The quoted packet of an error: its IPv6 header, sometimes a fragment header (mostly of a
+        first fragment) or another extension header, and 8 bytes of its TCP/UDP header, all of the
+        segment, or a cut anywhere; now and then from another source than the error goes to."""
+        rng = self.rng
+        if rng.random() < 0.05:
+            src = rng.choice((self.client_ip(), VIP6_B, dst))
         if proto == TCP:
-            l4 = tcp_segment(VIP6_B, client, vport, cport, 0x10, b"")
+            l4 = tcp_segment(src, dst, sport, dport, 0x10, rng.randbytes(rng.choice((0, 0, 12, 200))))
         else:
-            l4 = udp_datagram(VIP6_B, client, vport, cport, rng.randbytes(4))
-        quoted = ipv6_header(VIP6_B, client, proto, len(l4)) + l4[: rng.choice((8, len(l4)))]
+            l4 = udp_datagram(
+                src, dst, sport, dport, rng.randbytes(rng.randrange(64)), zero_checksum=rng.random() < 0.1
+            )
+        r, ext = rng.random(), b""
+        if r < 0.15:
+            offset = 0 if rng.random() < 0.8 else rng.randrange(1, 8192)
+            ext = ipv6_ext(FRAGMENT6, proto, (offset << 3 | 1).to_bytes(2, "big") + rng.randbytes(4))
+        elif r < 0.2:
+            ext = ipv6_ext(DSTOPTS, proto, bytes(6))
+        nh = (FRAGMENT6 if r < 0.15 else DSTOPTS) if ext else proto
+        cut = rng.choice((8, 8, len(l4), len(l4), rng.randrange(len(l4) + 1)))
+        return bytes(ipv6_header(src, dst, nh, len(ext) + len(l4)) + ext + l4[:cut])
+
+    def error(self, src: bytes, dst: bytes, quoted: bytes) -> bytearray:
+        """An ICMPv6 error (mostly Packet Too Big, destination unreachable, time exceeded; sometimes
+        parameter problem) with `quoted`, sometimes behind extension headers or broken after its
+        checksum was computed: a flipped byte, a payload length that lies, a cut."""
+        rng = self.rng
         icmp_type, code = rng.choice(ICMP6_ERRORS)
-        extra = (1280).to_bytes(4, "big") if icmp_type == 2 else bytes(4)
-        body = bytes((icmp_type, code, 0, 0)) + extra + quoted
-        src = rng.choice((addr("fd00:f9::1"), client))
-        return self.icmp(src, VIP6_B, body).data
+        extra = (rng.choice((1280, 1400, 1500))).to_bytes(4, "big") if icmp_type == 2 else bytes(4)
+        ext = self.ext_chain(1) if rng.random() < 0.1 else []
+        built = self.icmp(src, dst, bytes((icmp_type, code, 0, 0)) + extra + quoted, ext=ext)
+        r = rng.random()
+        if r < 0.05:
+            built.data[rng.randrange(built.l4, len(built.data))] ^= rng.randrange(1, 256)
+        elif r < 0.1:
+            plen = int.from_bytes(built.data[built.l3 + 4 : built.l3 + 6], "big")
+            put16(built.data, built.l3 + 4, max(0, plen - rng.randrange(1, 60)))
+        elif r < 0.13:
+            return built.data[: rng.randrange(built.l4, len(built.data))]
+        return built.data
+
+    def reply_fragment(self, flows: Sequence[Flow]) -> bytearray:
+        """A fragment of a backend's reply: a first one (the ports; mostly with more to follow; now and
+        then cut short), or a later one with the identification of a first one sent before (sometimes
+        another's)."""
+        rng = self.rng
+        if self.first_fragments and rng.random() < 0.55:
+            flow, ident = rng.choice(self.first_fragments[-4:])
+            if rng.random() < 0.1:
+                ident ^= 1 << rng.randrange(32)
+            return self.later_fragment(flow, ident)
+        flow = rng.choice(flows)
+        ident = rng.randrange(2**32)
+        if rng.random() < 0.1:
+            return self.later_fragment(flow, ident)
+        more = 1 if rng.random() < 0.85 else 0
+        header = (FRAGMENT6, more.to_bytes(2, "big") + ident.to_bytes(4, "big"))
+        self.first_fragments = [*self.first_fragments[-63:], (flow, ident)]
+        ext = self.ext_chain(rng.choice((0, 0, 0, 1)))
+        frame = self.gen.reply(flow, ext=[*ext, header], udp_zero=False).data
+        return frame[: rng.randrange(54, len(frame))] if rng.random() < 0.05 else frame
+
+    def later_fragment(self, flow: Flow, ident: int) -> bytearray:
+        offset = self.rng.randrange(1, 8192)
+        more = self.rng.randrange(2)
+        header = (FRAGMENT6, (offset << 3 | more).to_bytes(2, "big") + ident.to_bytes(4, "big"))
+        data = self.rng.randbytes(self.rng.randrange(8, 200))
+        return self.packet(flow.backend_ip, flow.client_ip, flow.proto, data, ext=[header]).data
 
     def nd(self) -> bytearray:
         """Neighbour discovery: solicitations and advertisements for the VIP, router messages."""
@@ -295,20 +367,16 @@ class Frames6:
                 return self.flip(gen.reply(flow))
             if how == 2:
                 return self.bad_payload_len(gen.reply(flow))
-            if how == 3:  # a fragment of a reply: TC leaves it (no IPv6 fragment rewrite yet)
+            if how == 3:  # a fragment of a reply, any identification
                 ext = [self.fragment_header(rng.random() < 0.5)]
                 return gen.reply(flow, ext=self.ext_chain(rng.choice((0, 1))) + ext).data
             if how == 4:
                 return gen.reply(flow, ext=self.ext_chain(rng.randrange(EXT_MAX + 1, EXT_MAX + 3))).data
             return gen.reply(flow).data + bytearray(rng.randbytes(rng.randrange(1, 30)))
         if family == "tc6_icmp_error" and recent:
-            # an ICMPv6 error a backend sends about a flow's request (client -> backend)
-            flow = rng.choice(recent)
-            l4 = tcp_segment(flow.client_ip, flow.backend_ip, flow.client_port, flow.backend_port, 0x10, b"")
-            quoted = ipv6_header(flow.client_ip, flow.backend_ip, TCP, len(l4)) + l4[:8]
-            icmp_type, code = rng.choice(ICMP6_ERRORS)
-            body = bytes((icmp_type, code, 0, 0)) + bytes(4) + quoted
-            return self.icmp(flow.backend_ip, flow.client_ip, body).data
+            return self.icmp_error_from_backend_side(rng.choice(recent))
+        if family == "tc6_reply_fragments" and recent:
+            return self.reply_fragment(recent)
         # tc6_unknown (and the others before any flow exists): from a backend, no entry
         ip, port = BACKENDS[rng.randrange(4, 8)]
         proto = rng.choice((TCP, UDP))

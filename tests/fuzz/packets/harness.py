@@ -262,10 +262,11 @@ class Dataplane:
             for k in list(t.keys()):
                 with contextlib.suppress(KeyError):
                     del t[k]
-        frags = self.loaded.table("lb_frags")
-        for k in list(frags.keys()):
-            with contextlib.suppress(KeyError):
-                del frags[k]
+        for name in ("lb_frags", "lb_frags6"):
+            frags = self.loaded.table(name)
+            for k in list(frags.keys()):
+                with contextlib.suppress(KeyError):
+                    del frags[k]
 
 
 _PROTO = {"tcp": TCP, "udp": UDP}

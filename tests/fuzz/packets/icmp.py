@@ -72,6 +72,15 @@ def quote_of(data: bytes, icmp: IcmpView) -> Quote | None:
     )
 
 
+def verdict_or_length(what: str, data: bytes, verdict: int | None, out: bytes, ok: int) -> list[str]:
+    """A translation's first checks: the verdict, and a frame of the same length."""
+    if verdict != ok:
+        return [f"{what}: expected verdict {ok}, got {verdict}"]
+    if len(out) != len(data):
+        return [f"{what}: the frame length changed {len(data)} -> {len(out)}"]
+    return []
+
+
 def check_icmp_rewrite(
     data: bytes,
     verdict: int | None,
@@ -86,10 +95,8 @@ def check_icmp_rewrite(
     """to_backend (XDP): outer destination and quoted source become the backend's; else (TC): outer
     source and quoted destination become the VIP's."""
     what = "ICMP to the backend" if to_backend else "ICMP to the client"
-    if verdict != ok:
-        return [f"{what}: expected verdict {ok}, got {verdict}"]
-    if len(out) != len(data):
-        return [f"{what}: the frame length changed {len(data)} -> {len(out)}"]
+    if wrong := verdict_or_length(what, data, verdict, out, ok):
+        return wrong
     l3 = icmp.l3
     outer_addr = l3 + (16 if to_backend else 12)
     quoted_addr = q.inner + (12 if to_backend else 16)
@@ -150,10 +157,8 @@ def check_fragment_rewrite(
     data: bytes, verdict: int | None, out: bytes, frag: Fragment, vip: bytes, ok: int
 ) -> list[str]:
     """A later fragment of a reply: only its source address (and the IP checksum) change."""
-    if verdict != ok:
-        return [f"fragment: expected verdict {ok}, got {verdict}"]
-    if len(out) != len(data):
-        return [f"fragment: the frame length changed {len(data)} -> {len(out)}"]
+    if wrong := verdict_or_length("fragment", data, verdict, out, ok):
+        return wrong
     l3 = frag.l3
     allowed = {l3 + 10, l3 + 11, *range(l3 + 12, l3 + 16)}
     problems = []

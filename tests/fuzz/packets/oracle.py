@@ -2,17 +2,19 @@
 """The oracle: from an input frame and the conntrack mirror alone, what lb.c must do with it.
 
 - XDP: anything that is not a well-formed IPv4 or IPv6 TCP/UDP non-fragment to a configured VIP:port
-  passes untouched (IPv6: ICMPv6 too, neighbour discovery and errors included, and packets whose
-  upper-layer header lies beyond the extension headers lb_ipv6.h walks), except an IPv4 ICMP error
-  about a tracked flow's reply, which is translated toward the flow's backend; a SYN with RST or FIN,
-  and a state-changing segment with a bad checksum, are dropped; a RST outside its flow's window is
-  dropped; a new flow (TCP SYN without ACK, any UDP, any TCP for maglev) and every other packet of a
-  tracked flow is DNATed; a TCP non-SYN without an entry passes untouched. A DNATed frame differs
-  from the input only in daddr, the IP checksum (none in IPv6), dport and the L4 checksum;
-  daddr:dport is the flow's backend (or, for a new flow, one of the backends pick.py allows).
-- TC egress (oracle_tc.py): a reply that matches a reverse entry is SNATed back to VIP:port, later
-  fragments of a SNATed reply get the VIP as source, ICMP errors about a flow leave with the VIP,
-  a backend's RST outside the window is dropped; anything else passes untouched.
+  passes untouched (IPv6: neighbour discovery and other ICMPv6 too, and packets whose upper-layer
+  header lies beyond the extension headers lb_ipv6.h walks), except an ICMP or ICMPv6 error about a
+  tracked flow's reply, which is translated toward the flow's backend (icmp.py, icmp6.py); a SYN
+  with RST or FIN, and a state-changing segment with a bad checksum, are dropped; a RST outside its
+  flow's window is dropped; a new flow (TCP SYN without ACK, any UDP, any TCP for maglev) and every
+  other packet of a tracked flow is DNATed; a TCP non-SYN without an entry passes untouched. A
+  DNATed frame differs from the input only in daddr, the IP checksum (none in IPv6), dport and the
+  L4 checksum; daddr:dport is the flow's backend (or, for a new flow, one of the backends pick.py
+  allows).
+- TC egress (oracle_tc.py): a reply that matches a reverse entry is SNATed back to VIP:port (the
+  first fragment of one too), later fragments of a SNATed reply get the VIP as source (lb_frags,
+  lb_frags6), ICMP and ICMPv6 errors about a flow leave with the VIP, a backend's RST outside the
+  window is dropped; anything else passes untouched.
 
 Every decision has one place. `plan_xdp` decides, without changing anything, what lbtui_xdp does with
 a frame; `check_xdp` compares the program's verdict and output with the plan and applies it to the
@@ -39,6 +41,7 @@ from tests.fuzz.packets.conntrack import (
 )
 from tests.fuzz.packets.frames import Flow
 from tests.fuzz.packets.icmp import Quote, check_icmp_rewrite, quote_of
+from tests.fuzz.packets.icmp6 import check_icmp6_rewrite, quote6_of
 from tests.fuzz.packets.oracle_tc import TcRules
 from tests.fuzz.packets.parse import (
     FRAGMENT,
@@ -210,8 +213,8 @@ class Oracle(TcRules):
         return self._plan_service(data, view, svc)
 
     def _plan_icmp(self, data: bytes, icmp: IcmpView) -> XdpPlan:
-        q = quote_of(data, icmp)
-        if q is None or q.saddr != bytes(data[icmp.l3 + 16 : icmp.l3 + 20]):
+        q = quote6_of(data, icmp) if icmp.v6 else quote_of(data, icmp)
+        if q is None or q.saddr != outer_daddr(data, icmp):
             return XdpPlan(NOT_OURS)
         fwd = self.ct.get((q.daddr, q.saddr, q.dport, q.sport, q.proto))
         if fwd is None or fwd.dir != DIR_FORWARD:
@@ -265,7 +268,8 @@ class Oracle(TcRules):
     def _xdp_icmp(self, plan: XdpPlan, data: bytes, verdict: int | None, out: bytes) -> Verdict:
         assert plan.tracked is not None and plan.icmp is not None and plan.quote is not None
         fwd = plan.tracked
-        problems = check_icmp_rewrite(
+        check = check_icmp6_rewrite if plan.icmp.v6 else check_icmp_rewrite
+        problems = check(
             data, verdict, out, plan.icmp, plan.quote, True, fwd.backend_ip, fwd.backend_port, XDP_PASS
         )
         self.counters["xdp_icmp_translated"] += 1
@@ -415,6 +419,14 @@ class Oracle(TcRules):
         if outcome in COUNTER_OF:
             self.counters[COUNTER_OF[outcome]] += 1
         return Verdict(outcome, tuple(check_untouched(outcome, data, verdict, out, ok)))
+
+
+def outer_daddr(data: bytes, icmp: IcmpView) -> bytes:
+    """The destination address of an ICMP message's own IP header: an error is translated only when
+    its quote is a packet from that address."""
+    if icmp.v6:
+        return bytes(data[icmp.l3 + 24 : icmp.l3 + 40])
+    return bytes(data[icmp.l3 + 16 : icmp.l3 + 20])
 
 
 def handshake_ack_ok(rev: CtEntry | None, ack: int) -> bool:

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The oracle's rules for lbtui_tc (TC egress on the client-facing interfaces): SNAT of replies, later
-fragments of a SNATed reply, ICMP errors about a flow, the reply side's TCP state and the moves it
-makes (a forward entry re-created, a flow established by the backend's answer, a close).
+fragments of a SNATed reply, ICMP and ICMPv6 errors about a flow, the reply side's TCP state and the
+moves it makes (a forward entry re-created, a flow established by the backend's answer, a close).
 
 Mixed into oracle.Oracle; see its docstring for the whole picture."""
 
@@ -20,6 +20,7 @@ from tests.fuzz.packets.conntrack import (
     CtEntry,
 )
 from tests.fuzz.packets.icmp import check_fragment_rewrite, check_icmp_rewrite, quote_of
+from tests.fuzz.packets.icmp6 import check_fragment6_rewrite, check_icmp6_rewrite, quote6_of
 from tests.fuzz.packets.parse import REFUSED, Fragment, IcmpView, View, parse_tc
 from tests.fuzz.packets.rewrite import TC_ACT_OK, TC_ACT_SHOT, check_refused, check_rewrite, check_untouched
 from tests.fuzz.packets.wire import TCP
@@ -57,9 +58,8 @@ class TcRules:
             if vip is None:
                 return self._untouched("tc_fragment", data, verdict, out, TC_ACT_OK)
             self.counters["tc_fragments_snat"] += 1
-            return Verdict(
-                FRAGMENT_SNAT, tuple(check_fragment_rewrite(data, verdict, out, view, vip, TC_ACT_OK))
-            )
+            check = check_fragment6_rewrite if view.v6 else check_fragment_rewrite
+            return Verdict(FRAGMENT_SNAT, tuple(check(data, verdict, out, view, vip, TC_ACT_OK)))
         rev, table = self.ct.lookup((view.saddr, view.daddr, view.sport, view.dport, view.proto))
         if rev is None or rev.dir != DIR_REVERSE:
             return self._untouched(TC_MISS, data, verdict, out, TC_ACT_OK)
@@ -67,16 +67,17 @@ class TcRules:
         return self._tc_reply(rev, table, view, data, verdict, out)
 
     def _tc_icmp(self, icmp: IcmpView, data: bytes, verdict: int | None, out: bytes) -> Verdict | None:
-        from tests.fuzz.packets.oracle import ICMP_TRANSLATED, Verdict
+        from tests.fuzz.packets.oracle import ICMP_TRANSLATED, Verdict, outer_daddr
 
-        q = quote_of(data, icmp)
-        if q is None or q.saddr != bytes(data[icmp.l3 + 16 : icmp.l3 + 20]):
+        q = quote6_of(data, icmp) if icmp.v6 else quote_of(data, icmp)
+        if q is None or q.saddr != outer_daddr(data, icmp):
             return None
         rev = self.ct.get((q.daddr, q.saddr, q.dport, q.sport, q.proto))
         if rev is None or rev.dir != DIR_REVERSE:
             return None
         self.counters["tc_icmp_translated"] += 1
-        problems = check_icmp_rewrite(data, verdict, out, icmp, q, False, rev.vip, rev.vip_port, TC_ACT_OK)
+        check = check_icmp6_rewrite if icmp.v6 else check_icmp_rewrite
+        problems = check(data, verdict, out, icmp, q, False, rev.vip, rev.vip_port, TC_ACT_OK)
         return Verdict(ICMP_TRANSLATED, tuple(problems))
 
     def _tc_reply(

@@ -4,17 +4,19 @@
 `parse_xdp` mirrors lbtui_xdp and `parse_tc` mirrors lbtui_tc (which checks less: no length fields,
 no TCP data offset). Each returns a View of the headers, an IcmpView (an ICMP message the program
 may translate), a Fragment (TC: a fragment after the first), or the outcome name of a frame the
-program passes untouched. IPv6 has its own (`_parse_xdp6`, `_parse_tc6`, lb_ipv6.h): the View of an
-IPv6 packet has `v6` set, `ihl_len` is the offset of its upper-layer header (the fixed header and the
-extension headers walked) and `ip_len` 40 + the payload length; everything after the parse (the
-service lookup, conntrack, the pick) is the same for both families, as in lb.c (lb_fam.h).
+program passes untouched. IPv6 has its own (`_parse_xdp6`, `_parse_tc6`, lb_ipv6.h, lb_icmp6.h): the
+View of an IPv6 packet has `v6` set, `ihl_len` is the offset of its upper-layer header (the fixed
+header, the extension headers walked and, for a first fragment at TC, its fragment header) and
+`ip_len` 40 + the payload length; an ICMPv6 message or a later fragment has `v6` set too. Everything
+after the parse (the service lookup, conntrack, the pick) is the same for both families, as in lb.c
+(lb_fam.h).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from tests.fuzz.packets.wire import ETH_IP, ETH_IPV6, ICMP, TCP, TPID_8021AD, TPID_8021Q, UDP, u16
+from tests.fuzz.packets.wire import ETH_IP, ETH_IPV6, ICMP, ICMP6, TCP, TPID_8021AD, TPID_8021Q, UDP, u16
 
 # outcomes of frames the programs pass untouched (stats names)
 REFUSED = "refused"  # BPF_PROG_TEST_RUN rejects the frame (EINVAL): too short for the hook
@@ -43,8 +45,8 @@ class View:
     sport: int
     dport: int
     tcp_flags: int
-    frag: int = 0  # TC: the IP flags and offset of a first fragment (MF set, offset 0)
-    ip_id: int = 0
+    frag: int = 0  # TC: a first fragment with more to follow (IPv4: its flags and offset, MF set)
+    ip_id: int = 0  # its identification (IPv6: the fragment header's 32 bits)
     v6: bool = False
 
     @property
@@ -68,11 +70,13 @@ class View:
 @dataclass(frozen=True)
 class IcmpView:
     """An ICMP message that is not a fragment: l3, the outer header length, where the outer IP
-    packet ends (XDP: its validated total length; TC: what the header says)."""
+    packet ends (XDP: its validated total length; TC: what the header says). IPv6: `ihl_len` is the
+    ICMPv6 header's offset from l3."""
 
     l3: int
     ihl_len: int
     ip_end: int
+    v6: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class Fragment:
     daddr: bytes
     ip_id: int
     proto: int
+    v6: bool = False
 
 
 def parse_xdp(data: bytes) -> View | str:
@@ -219,6 +224,8 @@ def _parse_xdp6(data: bytes, l3: int) -> View | str:
     proto, off = _upper6(data, l3)
     if isinstance(proto, str):
         return proto
+    if proto == ICMP6:  # errors about our flows (lb_icmp6.h); the rest is not ours
+        return NOT_OURS if off > ip_len else IcmpView(l3, off & 0x1FFF, l3 + ip_len, v6=True)
     if proto not in (TCP, UDP):
         return NOT_OURS
     if off > ip_len:
@@ -256,17 +263,33 @@ def _view6(data: bytes, l3: int, ip_len: int, off: int, l4: int, proto: int) -> 
     )
 
 
-def _parse_tc6(data: bytes, l3: int) -> View | str:
-    """lbtui_tc6's parser (lb_ipv6.h tc_ipv6): no length fields checked, fragments passed (TC does not
-    rewrite the fragments of an IPv6 reply yet)."""
+def _parse_tc6(data: bytes, l3: int) -> View | IcmpView | Fragment | str:
+    """lbtui_tc6's parser (lb_ipv6.h tc_ipv6, lb_icmp6.h): no length fields checked. A fragment header
+    right behind the headers walked: a later TCP/UDP fragment is a Fragment, a first one is parsed
+    as a whole reply with its upper-layer header behind the fragment header."""
     n = len(data)
     if n < l3 + 40 or data[l3] >> 4 != 6:
         return TC_PASS
     proto, off = _upper6(data, l3)
+    off &= 0x1FFF
+    plen = u16(data, l3 + 4)
+    if proto == ICMP6:
+        return IcmpView(l3, off, l3 + 40 + plen, v6=True)
+    frag = ident = 0
+    if proto == FRAGMENT:  # lb_icmp6.h tc_fragment6
+        fh = l3 + off
+        if fh + 8 > n or data[fh] not in (TCP, UDP):
+            return TC_PASS
+        proto, ident = data[fh], int.from_bytes(data[fh + 4 : fh + 8], "big")
+        if u16(data, fh + 2) & 0xFFF8:
+            return Fragment(
+                l3, bytes(data[l3 + 8 : l3 + 24]), bytes(data[l3 + 24 : l3 + 40]), ident, proto, True
+            )
+        frag, off = u16(data, fh + 2) & 1, off + 8
     if proto not in (TCP, UDP):
         return TC_PASS
-    off &= 0x1FFF
     l4 = l3 + off
     if l4 + (20 if proto == TCP else 8) > n:
         return TC_PASS
-    return _view6(data, l3, 40 + u16(data, l3 + 4), off, l4, proto)
+    view = _view6(data, l3, 40 + plen, off, l4, proto)
+    return replace(view, frag=frag, ip_id=ident) if frag else view
