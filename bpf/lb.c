@@ -171,9 +171,13 @@ int lbtui_tc(struct __sk_buff *skb)
     __u32 want = 14 + 4 + 60 + 8 + 60 + 20;         // IPv6: 40 + 48 of extension headers + 60 fit too
     if (want > skb->len)
         want = skb->len;
-    bpf_skb_pull_data(skb, want);
     void *data = (void *)(long)skb->data;
     void *data_end = (void *)(long)skb->data_end;
+    if (data + want > data_end) {                   // only when they are not linear already
+        bpf_skb_pull_data(skb, want);
+        data = (void *)(long)skb->data;
+        data_end = (void *)(long)skb->data_end;
+    }
 
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > data_end)
