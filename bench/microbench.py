@@ -17,7 +17,8 @@ Classes (all interleaved in batches, so slow drift and background load hit every
                2 conntrack inserts, counters, DNAT. Service with events off.
   syn_events   the same on VIP:81, whose service has events on: + a ring-buffer record per flow.
                The ring buffer is drained (no-op callback) after every batch so it never fills.
-  ack          ACK on one established flow: conntrack hit (+ reverse-entry check), counters, DNAT
+  ack          ACK on one established flow (opened by a full handshake: SYN, SYN-ACK through TC, ACK):
+               conntrack hit, counters, DNAT
   ack_spread   ACK cycling over --spread-flows established flows (conntrack lookups miss the cache
                more often, as with many concurrent clients)
   non_vip      SYN to an address that is no VIP: service lookup miss, XDP_PASS
@@ -129,23 +130,25 @@ def _csum16(data: bytes) -> int:
     return ~s & 0xFFFF
 
 
-def tcp_frame(src: str, dst: str, sport: int, dport: int, flags: int, seq: int = 1000) -> bytes:
+def tcp_frame(src: str, dst: str, sport: int, dport: int, flags: int, seq: int = 1000, ack: int = 0) -> bytes:
     """Ethernet / IPv4 / TCP (no options, no payload) with valid checksums, as a NIC delivers it."""
     saddr, daddr = socket.inet_aton(src), socket.inet_aton(dst)
     eth = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00"
     ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0x4000, 64, 6, 0, saddr, daddr))
     struct.pack_into("!H", ip, 10, _csum16(bytes(ip)))
-    tcp = bytearray(struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, flags, 64240, 0, 0))
+    tcp = bytearray(struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 64240, 0, 0))
     pseudo = saddr + daddr + struct.pack("!BBH", 0, 6, len(tcp))
     struct.pack_into("!H", tcp, 16, _csum16(pseudo + bytes(tcp)))
     return eth + bytes(ip) + bytes(tcp)
 
 
-def tcp6_frame(src: str, dst: str, sport: int, dport: int, flags: int, seq: int = 1000) -> bytes:
+def tcp6_frame(
+    src: str, dst: str, sport: int, dport: int, flags: int, seq: int = 1000, ack: int = 0
+) -> bytes:
     """Ethernet / IPv6 / TCP (no options, no payload) with a valid checksum."""
     saddr, daddr = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
     eth = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x86\xdd"
-    tcp = bytearray(struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, flags, 64240, 0, 0))
+    tcp = bytearray(struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 64240, 0, 0))
     ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, 64, saddr, daddr)
     pseudo = saddr + daddr + struct.pack("!IxxxB", len(tcp), 6)
     struct.pack_into("!H", tcp, 16, _csum16(pseudo + bytes(tcp)))
@@ -226,11 +229,18 @@ class Bench:
     # ---- flows
 
     def open_flow(self, client: str, sport: int) -> tuple[str, int]:
-        """Send the SYN of a flow (untimed); returns the backend it was DNATed to."""
-        r = run_program(self.loaded.xdp_fn.fd, tcp_frame(client, VIP, sport, PORT_QUIET, TCP_SYN))
+        """Run the handshake of a flow (untimed): the client's SYN, the backend's SYN-ACK through TC,
+        the client's ACK, so that the flow is established (lb_ct_established) as a real one is.
+        Returns the backend it was DNATed to."""
+        xdp, tc = self.loaded.xdp_fn.fd, self.loaded.tc_fn.fd
+        r = run_program(xdp, tcp_frame(client, VIP, sport, PORT_QUIET, TCP_SYN))
         if r.retval != XDP_PASS:
             raise RuntimeError(f"SYN of {client}:{sport} got verdict {r.retval}")
-        return frame_dst(r.data)
+        backend = frame_dst(r.data)
+        synack = tcp_frame(backend[0], client, backend[1], sport, TCP_SYN | TCP_ACK, seq=5000, ack=1001)
+        run_program(tc, synack)
+        run_program(xdp, tcp_frame(client, VIP, sport, PORT_QUIET, TCP_ACK, seq=1001, ack=5001))
+        return backend
 
     def new_syn(self, port: int) -> Callable[[], bytes]:
         def frame() -> bytes:
@@ -260,6 +270,9 @@ class Bench:
         if r.retval != XDP_PASS or r.data[38:54] == socket.inet_pton(socket.AF_INET6, VIP6):
             raise RuntimeError("the IPv6 SYN was not DNATed")
         backend6 = socket.inet_ntop(socket.AF_INET6, r.data[38:54]), struct.unpack_from("!H", r.data, 56)[0]
+        synack6 = tcp6_frame(backend6[0], CLIENT6, backend6[1], 40000, TCP_SYN | TCP_ACK, seq=5000, ack=1001)
+        run_program(tc, synack6)
+        run_program(xdp, tcp6_frame(CLIENT6, VIP6, 40000, PORT_QUIET, TCP_ACK, seq=1001, ack=5001))
         ack6 = tcp6_frame(CLIENT6, VIP6, 40000, PORT_QUIET, TCP_ACK, seq=1001)
         reply6 = tcp6_frame(backend6[0], CLIENT6, backend6[1], 40000, TCP_ACK, seq=5001)
         new6 = [0]

@@ -176,9 +176,13 @@ int lbtui_tc(struct __sk_buff *skb)
     __u32 want = 14 + 4 + 60 + 8 + 60 + 20;         // IPv6: 40 + 48 of extension headers + 60 fit too
     if (want > skb->len)
         want = skb->len;
-    bpf_skb_pull_data(skb, want);
     void *data = (void *)(long)skb->data;
     void *data_end = (void *)(long)skb->data_end;
+    if (data + want > data_end) {                   // only when they are not linear already
+        bpf_skb_pull_data(skb, want);
+        data = (void *)(long)skb->data;
+        data_end = (void *)(long)skb->data_end;
+    }
 
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > data_end)
@@ -255,15 +259,18 @@ int lbtui_tc(struct __sk_buff *skb)
         return verdict;
 
 
-    // SNAT: L4 first (the pseudo-header flag keeps CHECKSUM_PARTIAL skbs right), then L3.
-    // A zero UDP checksum ("none") stays zero: BPF_F_MARK_MANGLED_0.
+    // SNAT: the address, the IP header checksum and the port are written in place (the headers were
+    // pulled linear; the IP checksum is always complete); the L4 checksum goes through the helper,
+    // whose pseudo-header flag keeps CHECKSUM_PARTIAL skbs right (a partial checksum covers the
+    // pseudo header only, the port is summed later by whoever completes it). A zero UDP checksum
+    // ("none") stays zero: BPF_F_MARK_MANGLED_0. The helper invalidates packet pointers: it comes last.
+    iph->saddr = new_ip;
+    iph->check = lb_csum_replace4(iph->check, old_ip, new_ip);
+    *(__u16 *)l4 = new_port;                        // source port: the first L4 field
     __u64 l4_flags = is_tcp ? 0 : BPF_F_MARK_MANGLED_0;
     bpf_l4_csum_replace(skb, csum_off, old_ip, new_ip, l4_flags | BPF_F_PSEUDO_HDR | sizeof(new_ip));
     if (old_port != new_port)
         bpf_l4_csum_replace(skb, csum_off, old_port, new_port, l4_flags | sizeof(new_port));
-    bpf_l3_csum_replace(skb, l3_off + offsetof(struct iphdr, check), old_ip, new_ip, sizeof(new_ip));
-    bpf_skb_store_bytes(skb, l3_off + offsetof(struct iphdr, saddr), &new_ip, sizeof(new_ip), 0);
-    bpf_skb_store_bytes(skb, l4_off, &new_port, sizeof(new_port), 0);   // source port: first L4 field
     if (frag)                                      // the first fragment of a reply: the others follow it
         tc_first_fragment(old_ip, client_ip, ip_id, is_tcp ? IPPROTO_TCP : IPPROTO_UDP, new_ip);
     global_inc(LB_G_TC_SNAT);

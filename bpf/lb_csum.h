@@ -83,6 +83,21 @@ static __always_inline int lb_l4_csum_ok(__u32 addr_sum, void *l4, __u32 l4_len,
     return lb_csum_fold(s) == 0xffff;
 }
 
+// The checksum difference from one IPv6 address to another (what bpf_csum_diff returns, folded to
+// 16 bits), for bpf_l4_csum_replace with BPF_F_PSEUDO_HDR and size 0
+static __always_inline __u32 lb_csum_diff16(struct lb_addr6 *from, struct lb_addr6 *to)
+{
+    __u32 s = 0;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        s += (__u16)~(from->w[i] & 0xffff);
+        s += (__u16)~(from->w[i] >> 16);
+        s += to->w[i] & 0xffff;
+        s += to->w[i] >> 16;
+    }
+    return lb_csum_fold(s);
+}
+
 // An IPv6 address changed in a checksummed pseudo header: the eight 16-bit words
 static __always_inline __u16 lb_csum_replace16(__u16 check, struct lb_addr6 *from, struct lb_addr6 *to)
 {

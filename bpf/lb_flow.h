@@ -98,12 +98,15 @@ static __always_inline int LB_F(xdp_flow)(struct lb_service *svc, LB_CT_KEY *fk,
         __u64 created = fwd->created_ns;
         LB_CT_KEY rk = {};
         LB_F(reverse_key_of)(fwd, &rk);
-        LB_CT_ENTRY *rev = LB_F(ct_lookup_in)(table, &rk);
-        int have_rev = rev != 0;
+        // an established flow's plain packet (no SYN, FIN or RST) changes no state but its own
+        // direction's counters and sequence: it needs no reverse entry (docs/datapath.md#cost)
+        int plain = table == LB_TBL_ESTABLISHED && LB_F(tcp_plain)(fwd, is_tcp, seg);
+        LB_CT_ENTRY *rev = plain ? 0 : LB_F(ct_lookup_in)(table, &rk);
+        int have_rev = plain || rev != 0;           // the established table never evicts
         if (rev && (rev->dir != LB_DIR_REVERSE || rev->created_ns != created))
             rev = 0;                                // another flow's
         int where = LB_SEG_EXACT;
-        if (is_tcp && !(seg->flags & TCP_SYN)) {
+        if (is_tcp && !(seg->flags & TCP_SYN) && !plain) {
             where = LB_F(tcp_in_window)(fwd, rev, seg->seq);
             if ((seg->flags & TCP_RST) && where == LB_SEG_OUTSIDE) {
                 count_drop(service_id, LB_DROP_RST_WINDOW);
@@ -129,6 +132,8 @@ static __always_inline int LB_F(xdp_flow)(struct lb_service *svc, LB_CT_KEY *fk,
                 // the client's SYN again (same ISN): a real client waiting for an answer
                 if ((fwd->flags & LB_CT_F_SYN) && !(fwd->flags & LB_CT_F_EST) && seg->seq == fwd->seq_first)
                     __sync_fetch_and_or(&fwd->flags, LB_CT_F_SYN_RETX);
+            } else if (plain) {
+                LB_F(tcp_track_plain)(fwd, seg);
             } else if (!(seg->flags & TCP_RST) && where != LB_SEG_OUTSIDE) {
                 LB_F(tcp_track)(fwd, rev, seg);
             }

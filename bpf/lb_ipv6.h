@@ -238,15 +238,16 @@ static __always_inline int tc_ipv6(struct __sk_buff *skb, __u32 l3_off, void *da
     if (verdict != LB_GO_NAT)
         return verdict;
 
-    // SNAT: the L4 checksum by the difference of the addresses (pseudo header: CHECKSUM_PARTIAL
-    // skbs stay right), then the port; a UDP result of 0 becomes 0xffff (BPF_F_MARK_MANGLED_0)
+    // SNAT: address and port written in place (the headers were pulled linear), then the L4
+    // checksum by the difference of the addresses (pseudo header: CHECKSUM_PARTIAL skbs stay right)
+    // and of the ports; a UDP result of 0 becomes 0xffff (BPF_F_MARK_MANGLED_0). The helper
+    // invalidates packet pointers: it comes last.
+    __builtin_memcpy(&ip6->saddr, &vip, sizeof(vip));
+    *(__u16 *)l4 = vip_port;                        // source port: the first L4 field
     __u64 l4_flags = is_tcp ? 0 : BPF_F_MARK_MANGLED_0;
-    __s64 diff = bpf_csum_diff(rk.saddr.w, sizeof(rk.saddr), vip.w, sizeof(vip), 0);
-    bpf_l4_csum_replace(skb, csum_off, 0, diff, l4_flags | BPF_F_PSEUDO_HDR);
+    bpf_l4_csum_replace(skb, csum_off, 0, lb_csum_diff16(&rk.saddr, &vip), l4_flags | BPF_F_PSEUDO_HDR);
     if (sport != vip_port)
         bpf_l4_csum_replace(skb, csum_off, sport, vip_port, l4_flags | sizeof(vip_port));
-    bpf_skb_store_bytes(skb, l3_off + offsetof(struct ipv6hdr, saddr), &vip, sizeof(vip), 0);
-    bpf_skb_store_bytes(skb, l4_off, &vip_port, sizeof(vip_port), 0);
     if (frag_more)                         // the first fragment of a reply: the others follow it
         tc_first_fragment6(&rk.saddr, &rk.daddr, frag_id, proto, &vip);
     global_inc(LB_G_TC_SNAT);

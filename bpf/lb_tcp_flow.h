@@ -31,6 +31,36 @@ static __always_inline void LB_F(tcp_track)(LB_CT_ENTRY *e, LB_CT_ENTRY *other, 
         __sync_fetch_and_or(&e->flags, set);
 }
 
+// A packet of an established flow that cannot change the flow's state: UDP, or a TCP segment
+// without SYN, FIN or RST whose direction's sequence and window are known already (set by the
+// handshake through tcp_track, which checked them against the other direction's window).
+static __always_inline int LB_F(tcp_plain)(LB_CT_ENTRY *e, int is_tcp, struct lb_seg *seg)
+{
+    return !is_tcp || (!(seg->flags & (TCP_SYN | TCP_FIN | TCP_RST)) &&
+                       (e->flags & (LB_CT_F_SEQ | LB_CT_F_WIN)) == (LB_CT_F_SEQ | LB_CT_F_WIN));
+}
+
+// tcp_track for such a segment, without the other direction's entry: the window scale is the one
+// the handshake settled (win_shift stays), and instead of the receiver's window the segment must
+// start no further than LB_PLAIN_MAX_ADVANCE beyond this direction's next sequence number (and end
+// at or after it) to move the sequence and window. A blind segment lands there about as rarely as
+// inside a real window; one behind it (a retransmission) changes nothing.
+#ifndef LB_PLAIN_MAX_ADVANCE
+#define LB_PLAIN_MAX_ADVANCE (16u << 20)
+#endif
+static __always_inline void LB_F(tcp_track_plain)(LB_CT_ENTRY *e, struct lb_seg *seg)
+{
+    __u32 next = e->seq_next;
+    if (seg->seq - next > LB_PLAIN_MAX_ADVANCE && next - seg->seq > LB_PLAIN_MAX_ADVANCE)
+        return;                                     // nowhere near the flow's sequence
+    if (seq_after(next, seg->end))
+        return;                                     // wholly behind: a retransmission
+    if (seg->end != next)
+        e->seq_next = seg->end;
+    if (e->window != seg->window)
+        e->window = seg->window;
+}
+
 // Where a RST or FIN lies: its sender's entry `e` knows the next sequence number, the other
 // direction's entry `other` the window the receiver offers. Without both, the flow is not
 // checkable and the segment counts as exact. The accepted range is the receiver's window on both

@@ -151,6 +151,20 @@ def test_client_data_moves_the_window(progs: Programs) -> None:
     assert backend  # the flow was tracked all along
 
 
+def test_a_blind_segment_far_from_an_established_flow_does_not_move_it(progs: Programs) -> None:
+    """Plain segments of established flows are tracked without the reverse entry, within
+    LB_PLAIN_MAX_ADVANCE of the next sequence number (docs/datapath.md#tcp-validation)."""
+    backend = handshake(progs, sport=41100)
+    seq = CLIENT_ISN + 1
+    for far in (2**31, 2**25):  # half the sequence space ahead, 32 MiB ahead: outside the bound
+        verdict, out = progs.xdp(to_vip("PA", sport=41100, seq=seq + far, ack=BACKEND_ISN + 1, payload=b"z"))
+        assert verdict == XDP_PASS and backend_of(out) == backend
+    progs.xdp(to_vip("PA", sport=41100, seq=seq, ack=BACKEND_ISN + 1, payload=b"y" * 1000))
+    verdict, _ = progs.xdp(to_vip("R", sport=41100, seq=seq + 1000))
+    assert verdict == XDP_PASS
+    assert flow_flags(progs, 41100) & structs.CT_F_CLOSED
+
+
 def test_checksums_stay_valid_after_validation(progs: Programs) -> None:
     from tests.support.bpfrun import assert_checksums_valid
 

@@ -280,10 +280,12 @@ class Oracle(TcRules):
         fwd, view, seg, table = plan.tracked, plan.view, plan.seg, plan.table
         assert fwd is not None and view is not None and plan.svc is not None
         rkey = fwd.reverse_key()
-        found = self.ct.tables[table].get(rkey)
+        # a plain packet of an established flow: no reverse entry looked at (lb_flow.h)
+        plain = table == ESTABLISHED and tcp.is_plain(fwd, seg)
+        found = None if plain else self.ct.tables[table].get(rkey)
         rev = found if found is not None and found.dir == DIR_REVERSE and found.flow == fwd.flow else None
         where = tcp.EXACT
-        if seg is not None and not seg.flags & tcp.SYN:
+        if seg is not None and not seg.flags & tcp.SYN and not plain:
             where = tcp.in_window(fwd, rev, seg.seq)
             if seg.flags & tcp.RST and where == tcp.OUTSIDE:
                 return self._dropped(
@@ -299,7 +301,7 @@ class Oracle(TcRules):
         fwd.packets += 1
         fwd.octets += view.ip_len
         fwd.last_frame = data
-        if found is None:
+        if found is None and not plain:
             self.ct.restore_reverse(fwd, table)
             self.counters["xdp_ct_restored"] += 1
         if seg is None:
@@ -307,6 +309,8 @@ class Oracle(TcRules):
         if seg.flags & tcp.SYN and not seg.flags & tcp.ACK:
             if fwd.flags & tcp.CT_F_SYN and not fwd.flags & tcp.CT_F_EST and seg.seq == fwd.seq_first:
                 fwd.flags |= tcp.CT_F_SYN_RETX
+        elif plain:
+            tcp.track_plain(fwd, seg)
         elif not seg.flags & tcp.RST and where != tcp.OUTSIDE:
             tcp.track(fwd, rev, seg)
         old, flags, _ = tcp.flow_flags(fwd, seg, False, where == tcp.EXACT, where != tcp.OUTSIDE)

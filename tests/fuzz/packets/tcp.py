@@ -99,6 +99,28 @@ def track(e, other, seg: Segment) -> None:  # type: ignore[no-untyped-def]
     e.flags |= add
 
 
+PLAIN_MAX_ADVANCE = 16 << 20  # lb_tcp_flow.h LB_PLAIN_MAX_ADVANCE
+
+
+def is_plain(e, seg: Segment | None) -> bool:  # type: ignore[no-untyped-def]
+    """lb_tcp_flow.h tcp_plain: UDP, or a segment without SYN/FIN/RST whose sequence and window are known."""
+    if seg is None:
+        return True
+    both = CT_F_SEQ | CT_F_WIN
+    return not seg.flags & (SYN | FIN | RST) and e.flags & both == both
+
+
+def track_plain(e, seg: Segment) -> None:  # type: ignore[no-untyped-def]
+    """lb_tcp_flow.h tcp_track_plain: tracking without the other direction's entry."""
+    nxt = e.seq_next
+    if (seg.seq - nxt) & MASK32 > PLAIN_MAX_ADVANCE and (nxt - seg.seq) & MASK32 > PLAIN_MAX_ADVANCE:
+        return
+    if seq_after(nxt, seg.end):
+        return
+    e.seq_next = seg.end
+    e.window = seg.window
+
+
 def in_window(e, other, seq: int) -> int:  # type: ignore[no-untyped-def]
     """lb_tcp.h tcp_in_window: where a RST or FIN from `e`'s side lies."""
     if other is None or not e.flags & CT_F_SEQ or not other.flags & CT_F_WIN:
