@@ -56,13 +56,20 @@ from lbtui.addresses import FAMILY_NAMES, IPV4, IPV6, format_endpoint  # noqa: E
 from lbtui.lab import LabSpec  # noqa: E402
 from tests.support.lab import ClientLab  # noqa: E402
 
-MODES = ("direct", "nft", "haproxy", "lbtui", "lbtui-dsr")
+MODES = ("direct", "nft", "haproxy", "lbtui", "lbtui-fp", "lbtui-dsr")
 LOADS = ("keepalive", "close")
 FAMILIES = (IPV4, IPV6)
 BACKEND_PORT = 8080
 VIP_PORT = 80
 NFT_TABLE = "lbtui_bench"
-REQUIRED_TOOLS = {"direct": [], "nft": ["nft"], "haproxy": ["haproxy"], "lbtui": [], "lbtui-dsr": []}
+REQUIRED_TOOLS = {
+    "direct": [],
+    "nft": ["nft"],
+    "haproxy": ["haproxy"],
+    "lbtui": [],
+    "lbtui-fp": [],  # lbtui with settings.fast_path = "auto"
+    "lbtui-dsr": [],
+}
 DSR_RETURN_IP = "10.0.2.200"  # the client's address on the backends' bridge (lbtui-dsr's return path)
 
 
@@ -189,13 +196,17 @@ class LoadBalancer:
             with open(path, "w") as f:
                 f.write(cfg)
             self._popen("haproxy", "-db", "-f", path)
-        elif self.mode in ("lbtui", "lbtui-dsr"):
+        elif self.mode in ("lbtui", "lbtui-fp", "lbtui-dsr"):
             path = os.path.join(lab.workdir, "lbtui.toml")
             with open(path, "w") as f:
                 f.write(
                     dsr_config(lab)
                     if self.mode == "lbtui-dsr"
-                    else lab.config_toml(weights=(1,) * lab.spec.backends, family=self.family)
+                    else lab.config_toml(
+                        weights=(1,) * lab.spec.backends,
+                        family=self.family,
+                        fast_path="auto" if self.mode == "lbtui-fp" else "off",
+                    )
                 )
             self._popen(self.args.python, "-m", "lbtui", "-c", path, "--no-ui")
         if not wait_for_body(lab, lab.ns_client, self.target, r"b\d+", self.args.ready_timeout, self.proc):

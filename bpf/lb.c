@@ -10,6 +10,8 @@
 //               carry the VIP; TCP state of the reply side.
 //   lbtui_reap  never attached: the engine runs it on records of flows to remove (lb_reap_rec).
 //
+//   With settings.fast_path = "auto" a DNATed IPv4 packet is redirected to its backend's interface
+//   from XDP when the kernel's tables allow it (lb_fastpath.h); XDP_PASS otherwise.
 // XDP checksum updates assume a complete L4 checksum (what a NIC delivers); see docs/datapath.md#checksums.
 #include "lb.h"
 #include "lb_csum.h"
@@ -37,6 +39,7 @@
 #include "lb_icmp.h"
 #include "lb_ipv6.h"
 #include "lb_encap.h"
+#include "lb_fastpath.h"
 
 // The program license the kernel sees (BCC's footer turns it into the "license" section): this file's
 // dual license, which the kernel counts as GPL-compatible, so GPL-only helpers stay usable.
@@ -164,7 +167,11 @@ int lbtui_xdp(struct xdp_md *ctx)
         c = lb_csum_replace2(c, old_port, new_port);
         *l4_check = is_tcp ? c : lb_udp_csum(*l4_check, c);
     }
+#if LB_FAST_PATH
+    return xdp_fast_forward4(ctx, eth, iph, ihl_len, ip_len, sport, new_port, l3 != (void *)(eth + 1));
+#else
     return XDP_PASS;
+#endif
 }
 
 int lbtui_tc(struct __sk_buff *skb)

@@ -53,6 +53,12 @@
 #ifndef LB_FRAGS              // fragmented replies being SNATed at once
 #define LB_FRAGS 8192
 #endif
+#ifndef LB_FAST_PATH          // 1: DNATed packets go straight to the backend's interface (lb_fastpath.h)
+#define LB_FAST_PATH 0
+#endif
+#ifndef LB_FP_IFACES
+#define LB_FP_IFACES 256
+#endif
 #ifndef LB_RINGBUF_PAGES
 #define LB_RINGBUF_PAGES 1024       // 4 MiB: ~40,000 events between two drains
 #endif
@@ -375,6 +381,14 @@ enum lb_global_counter {
     LB_G_IPIP_TOO_BIG,         // ... of them larger than the interface's MTU once encapsulated
     LB_G_IPIP_FAILED,          // the headroom for the outer header could not be had: dropped
     LB_G_IPIP_PROBES,          // health checks of DSR backends sent inside IPIP (TC egress)
+    LB_G_FP_FORWARDED,         // fast path: DNATed packets redirected straight to the backend's interface
+    LB_G_FP_NO_NEIGH,          // ... fell back (XDP_PASS): no neighbour entry for the next hop yet
+    LB_G_FP_FRAG_NEEDED,       // ... fell back: larger than the egress MTU (the kernel sends the ICMP)
+    LB_G_FP_TTL,               // ... fell back: TTL would expire (the kernel sends time exceeded)
+    LB_G_FP_IP_OPTIONS,        // ... fell back: IP options (the kernel's forwarding handles them)
+    LB_G_FP_UNMANAGED,         // ... fell back: the route leaves through an interface lbtui does not manage
+    LB_G_FP_VLAN,              // ... fell back: a VLAN-tagged frame
+    LB_G_FP_FIB_OTHER,         // ... fell back: any other bpf_fib_lookup answer (no route, forwarding off, ...)
     LB_G_MAX,
 };
 
@@ -468,6 +482,8 @@ LB_TABLE("percpu_array", __u32, struct lb_backend_stats, lb_backend_stats, LB_MA
 LB_TABLE("percpu_array", __u32, struct lb_service_stats, lb_service_stats, LB_MAX_SERVICES, 0);
 LB_TABLE("percpu_array", __u32, struct lb_latency, lb_latency, LB_MAX_BACKENDS, 0);
 LB_TABLE("percpu_array", __u32, __u64, lb_global_stats, LB_G_MAX, 0);
+// fast path (lb_fastpath.h): ifindex -> 1 for the interfaces packets may be redirected to
+LB_TABLE("hash", __u32, __u32, lb_fp_ifaces, LB_FP_IFACES, 0);
 BPF_PERCPU_ARRAY(lb_scratch, struct lb_scratch, 1);
 BPF_PERCPU_ARRAY(lb_scratch6, struct lb_scratch6, 1);
 BPF_RINGBUF_OUTPUT(lb_events, LB_RINGBUF_PAGES);

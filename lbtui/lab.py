@@ -251,6 +251,7 @@ class Lab(NamespaceLab):
         extra_proxy_toml: str = "",
         family: int = IPV4,
         ipv6_twins: bool = False,
+        fast_path: str | None = None,
     ) -> str:
         """A valid lbtui config for this lab.
 
@@ -259,12 +260,14 @@ class Lab(NamespaceLab):
         fd00:10::1 and the backends' IPv6 addresses). ``ipv6_twins`` adds "web6" and "udp6", the same
         two proxies on VIP6 (the demo's dual stack). Backend i gets ``weights[i-1]`` (1 when the tuple
         is shorter). ``extra_proxy_toml`` is inserted into every TCP proxy right after its own keys,
-        so it may hold plain keys as well as sub-tables such as ``[proxy.health]``."""
+        so it may hold plain keys as well as sub-tables such as ``[proxy.health]``. ``fast_path``, if
+        given, is settings.fast_path ("auto" | "off")."""
         lines = [
             "[settings]",
             f'control_socket = "{self.control_socket}"',
             f'state_file = "{lab_state_file(self.prefix)}"',
             'xdp_mode = "generic"',
+            *([f'fast_path = "{fast_path}"'] if fast_path else []),
             "",
             "[settings.metrics]",
             "enabled = false",

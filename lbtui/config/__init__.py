@@ -29,6 +29,7 @@ from lbtui.config.load import MAX_CONFIG_BYTES, load_config, load_regular_config
 from lbtui.config.schema import (
     ACCESS_LOG_FORMATS,
     ALGORITHMS,
+    FAST_PATH_MODES,
     FORWARDING_MODES,
     HEALTH_TYPES,
     MAX_CONNECTIONS_MAX,
@@ -68,6 +69,7 @@ __all__ = [
     "PROTOCOLS",
     "TABLE_SIZE_MAX",
     "TABLE_SIZE_MIN",
+    "FAST_PATH_MODES",
     "XDP_MODES",
     "AccessLogConfig",
     "AnnounceConfig",

@@ -45,6 +45,7 @@ PROTOCOLS = ("tcp", "udp")
 ALGORITHMS = ("weighted-random", "least-connections", "maglev", "source-hash")
 HEALTH_TYPES = ("tcp", "http")
 XDP_MODES = ("auto", "native", "generic")
+FAST_PATH_MODES = ("auto", "off")
 FORWARDING_MODES = ("nat", "ipip")
 ACCESS_LOG_FORMATS = ("json", "clf")
 SYSLOG_FACILITIES = ("daemon", "user", *(f"local{n}" for n in range(8)))
@@ -439,6 +440,15 @@ class Settings:
         int, Int("slots per selection table; a prime", low=TABLE_SIZE_MIN, high=TABLE_SIZE_MAX, prime=True)
     ] = 65537
     xdp_mode: Annotated[str, Choice("auto: native, falling back to generic", XDP_MODES)] = "auto"
+    fast_path: Annotated[
+        str,
+        Choice(
+            "auto: DNATed IPv4 packets leave from XDP straight through the backend's interface when the "
+            "kernel's route, neighbour and MTU allow (bypassing netfilter FORWARD and tc on the way); "
+            "off: through the kernel's forwarding",
+            FAST_PATH_MODES,
+        ),
+    ] = "off"
     sweep_interval_s: Annotated[float, Number("how often expired conntrack entries are swept")] = 2.0
     conntrack_pass_s: Annotated[
         float,

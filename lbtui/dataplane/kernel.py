@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from lbtui.dataplane.bpffs import PinDirRefused, remove_pins
+from lbtui.dataplane.fastpath import FastPathInterfaces
 from lbtui.dataplane.loader import Attachment, Loaded
 from lbtui.dataplane.maps import Maps
 from lbtui.dataplane.port import (
@@ -55,6 +56,7 @@ class KernelDataplane:
         self._reader: threading.Thread | None = None
         self._reader_stop = threading.Event()
         self._pins_ours = False  # only once load has taken the pin directory does a close unpin it
+        self._fast_path = FastPathInterfaces()
 
     @property
     def spec(self) -> DataplaneSpec:
@@ -99,6 +101,15 @@ class KernelDataplane:
                 att = Attachment(self.loaded, [ifname], self.xdp_mode)
                 att.attach()
                 self._attachments[ifname] = att
+        self._update_fast_path()
+
+    def _update_fast_path(self) -> None:
+        if not self._spec.fast_path:
+            return
+        native = any(a.native for a in self._attachments.values())
+        if native:
+            log.warning("fast path: XDP runs in native mode here; every packet takes the kernel's forwarding")
+        self.maps.set_fast_path_interfaces(self._fast_path.wanted(self._attachments, native))
 
     def start_event_reader(self, callback: EventCallback) -> None:
         """Poll the ring buffer on a thread of its own; callback(batch) runs on that thread."""
@@ -170,6 +181,8 @@ class KernelDataplane:
         self, backend_id: int, ip: str, port: int, active: bool, accepts_new: bool = True
     ) -> None:
         self.maps.set_backend(backend_id, ip, port, active, accepts_new)
+        if self._spec.fast_path and self._fast_path.note_backend(ip):
+            self._update_fast_path()
 
     def clear_backend_stats(self, backend_id: int) -> None:
         self.maps.clear_backend_stats(backend_id)

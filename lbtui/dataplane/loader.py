@@ -189,6 +189,11 @@ class Attachment:
         self._tc: set[str] = set()
         self._created_clsact: set[str] = set()
 
+    @property
+    def native(self) -> bool:
+        """Whether XDP runs in native (driver) mode on any of our interfaces."""
+        return any(flags == XDP_FLAGS_DRV_MODE for flags in self._xdp_flags.values())
+
     def attach(self) -> None:
         try:
             for ifname in self.interfaces:

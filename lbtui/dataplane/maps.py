@@ -193,6 +193,19 @@ class Maps:
         v.flags = (structs.BE_F_ACTIVE if active else 0) | (0 if accepts_new else structs.BE_F_NO_NEW)
         self._backends[self._backends.Key(backend_id)] = v
 
+    def set_fast_path_interfaces(self, ifindexes: Iterable[int]) -> None:
+        """The interfaces the fast path may redirect to (lb_fp_ifaces): exactly `ifindexes`."""
+        table = self._loaded.table("lb_fp_ifaces")
+        wanted = set(ifindexes)
+        for key in list(table.keys()):
+            if key.value not in wanted:
+                del table[key]
+        for ifindex in wanted:
+            table[table.Key(ifindex)] = table.Leaf(1)
+
+    def fast_path_interfaces(self) -> set[int]:
+        return {k.value for k in self._loaded.table("lb_fp_ifaces").keys()}
+
     def clear_backend_stats(self, backend_id: int) -> None:
         self._backend_stats.clearitem(self._backend_stats.Key(backend_id))
         latency = self._loaded.table("lb_latency")

@@ -63,6 +63,7 @@ class DataplaneSpec:
     max_routes: int = 1024
     ringbuf_pages: int = 1024
     pin_dir: str | None = None  # bpffs directory for this instance's maps and programs
+    fast_path: bool = False  # DNATed packets redirected from XDP to the backend's interface (lb_fastpath.h)
 
     def memory_bytes(self) -> int:
         """About what the maps (kernel) and the engine's sweep buffers (user space) take: the conntrack
@@ -88,6 +89,7 @@ class DataplaneSpec:
             f"-DLB_MAX_SERVICES={self.max_services}",
             f"-DLB_MAX_ROUTES={self.max_routes}",
             f"-DLB_RINGBUF_PAGES={self.ringbuf_pages}",
+            f"-DLB_FAST_PATH={int(self.fast_path)}",
         ]
 
 

@@ -89,6 +89,14 @@ GLOBAL_COUNTERS = (
     "ipip_too_big",
     "ipip_failed",
     "ipip_probes",
+    "fast_path_forwarded",
+    "fast_path_no_neigh",
+    "fast_path_frag_needed",
+    "fast_path_ttl",
+    "fast_path_ip_options",
+    "fast_path_unmanaged",
+    "fast_path_vlan",
+    "fast_path_fib_other",
 )
 
 EV_NEW = 1

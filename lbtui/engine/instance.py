@@ -46,6 +46,7 @@ def dataplane_spec(config: Config, socket_path: str | None = None) -> DataplaneS
         conntrack6_entries=2 * s.ipv6_max_connections,
         transient6_entries=2 * s.ipv6_embryonic_connections,
         pin_dir=f"{PIN_ROOT}/{instance_name(socket_path or s.control_socket)}",
+        fast_path=s.fast_path == "auto",
     )
 
 
@@ -57,6 +58,7 @@ RESTART_SETTINGS = (
     "ipv6_max_connections",
     "ipv6_embryonic_connections",
     "xdp_mode",
+    "fast_path",
     "control_socket",
 )
 

@@ -1,0 +1,223 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The XDP fast path (bpf/lb_fastpath.h) on single packets: redirect with new MACs and TTL - 1 when the
+kernel's tables know the way, XDP_PASS with the DNATed packet and a counted reason when they don't.
+
+bpf_fib_lookup in BPF_PROG_TEST_RUN looks at the routes and neighbours of the network namespace of
+the thread that runs the program, with the ingress interface given in the run's context (xdp_md
+ingress_ifindex). So the packets run from a thread that entered a namespace of this test's own:
+
+    ns lbfp16: fpin 10.0.0.1/24 (ingress, the VIP's network; forwarding on)
+               fpout 10.0.2.1/24 mtu 1400, managed: 10.0.2.11 has a permanent neighbour, 10.0.2.12 none
+               fpun 10.0.3.1/24, not managed: 10.0.3.13 has a permanent neighbour
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import struct
+import subprocess
+import threading
+from collections.abc import Iterator
+
+import pytest
+from scapy.layers.inet import IP, TCP, UDP, IPOption_NOP
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+
+from lbtui.control.selection import weighted_table
+from lbtui.dataplane.progrun import XDP_PASS, XDP_REDIRECT, RunResult, run_program
+from tests.support.bpfrun import MAC_CLIENT, MAC_LB, TABLE, VIP, Programs, assert_checksums_valid
+from tests.support.maps import write_table
+
+NS = "lbfp16"
+CLIENT = "10.0.0.2"
+NEIGH_MAC = "02:00:00:16:02:11"
+UNMANAGED_MAC = "02:00:00:16:03:13"
+CLONE_NEWNET = 0x40000000
+# backend id -> address; service port -> the one backend its table holds
+FP_BACKENDS = {0: ("10.0.2.11", 8080), 1: ("10.0.2.12", 8080), 2: ("10.0.3.13", 8080)}
+TO_NEIGH, TO_NO_NEIGH, TO_UNMANAGED, UDP_TO_NEIGH = 80, 81, 82, 53
+
+
+def _ip(*args: str) -> str:
+    return subprocess.run(["ip", "-n", NS, *args], check=True, capture_output=True, text=True).stdout
+
+
+def _links() -> dict[str, dict[str, object]]:
+    return {link["ifname"]: link for link in json.loads(_ip("-j", "link", "show"))}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[dict[str, dict[str, object]]]:
+    subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+    subprocess.run(["ip", "netns", "add", NS], check=True)
+    try:
+        for name, addr in (("fpin", "10.0.0.1/24"), ("fpout", "10.0.2.1/24"), ("fpun", "10.0.3.1/24")):
+            _ip("link", "add", name, "type", "veth", "peer", "name", name + "p")
+            _ip("addr", "add", addr, "dev", name)
+            _ip("link", "set", name, "up")
+            _ip("link", "set", name + "p", "up")
+        _ip("link", "set", "fpout", "mtu", "1400")
+        _ip("neigh", "replace", "10.0.2.11", "lladdr", NEIGH_MAC, "dev", "fpout", "nud", "permanent")
+        _ip("neigh", "replace", "10.0.3.13", "lladdr", UNMANAGED_MAC, "dev", "fpun", "nud", "permanent")
+        subprocess.run(
+            ["ip", "netns", "exec", NS, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"], check=True
+        )
+        yield _links()
+    finally:
+        subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def progs(lab: dict[str, dict[str, object]]) -> Iterator[Programs]:
+    p = Programs(fast_path=True)
+    for bid, (ip, port) in FP_BACKENDS.items():
+        p.maps.set_backend(bid, ip, port, active=True)
+    for sid, (port, proto) in enumerate(
+        ((TO_NEIGH, "tcp"), (TO_NO_NEIGH, "tcp"), (TO_UNMANAGED, "tcp"), (UDP_TO_NEIGH, "udp"))
+    ):
+        p.set_service(port, proto, sid, "weighted-random")
+        write_table(p.maps, sid, weighted_table({(0, 1, 2, 0)[sid]: 1}, TABLE))
+    p.maps.set_fast_path_interfaces([int(str(lab["fpout"]["ifindex"])), int(str(lab["fpin"]["ifindex"]))])
+    yield p
+    p.close()
+
+
+@pytest.fixture(autouse=True)
+def empty_conntrack(progs: Programs) -> None:
+    progs.clear()
+
+
+def run_in_lab(progs: Programs, lab: dict[str, dict[str, object]], frame: bytes) -> RunResult:
+    """Run lbtui_xdp on `frame` as if it arrived on fpin, from a thread inside the lab namespace."""
+    ctx = struct.pack("=IIIIII", 0, len(frame), 0, int(str(lab["fpin"]["ifindex"])), 0, 0)
+    out: list[RunResult | BaseException] = []
+
+    def work() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/run/netns/{NS}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:  # this thread only; it ends right after
+                raise OSError(ctypes.get_errno(), "setns")
+            out.append(run_program(progs.loaded.xdp_fn.fd, frame, ctx=ctx))
+        except BaseException as exc:  # handed to the test's thread
+            out.append(exc)
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    return out[0]
+
+
+def to_vip(dport: int, ttl: int = 64, payload: bytes = b"", options: list | None = None, udp: bool = False):
+    l4 = UDP(sport=40000, dport=dport) if udp else TCP(sport=40000, dport=dport, flags="S", seq=1000)
+    ip = IP(src=CLIENT, dst=VIP, ttl=ttl, options=options or [])
+    return bytes(Ether(src=MAC_CLIENT, dst=MAC_LB) / ip / l4 / Raw(payload))
+
+
+def counting(progs: Programs, run) -> tuple[RunResult, dict[str, int]]:
+    """The run's result and how each fast_path_* counter moved."""
+    before = progs.global_counters()
+    r = run()
+    after = progs.global_counters()
+    moved = {k: after[k] - before[k] for k in after if k.startswith("fast_path_") and after[k] != before[k]}
+    return r, moved
+
+
+def test_known_neighbour_is_redirected_with_new_macs_and_ttl(progs, lab):
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, to_vip(TO_NEIGH)))
+    assert r.retval == XDP_REDIRECT
+    assert moved == {"fast_path_forwarded": 1}
+    out = Ether(r.data)
+    assert out.dst == NEIGH_MAC
+    assert out.src == lab["fpout"]["address"]
+    assert (out[IP].dst, out[TCP].dport, out[IP].ttl) == ("10.0.2.11", 8080, 63)
+    assert_checksums_valid(r.data)
+
+
+def test_udp_is_redirected_too(progs, lab):
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, to_vip(UDP_TO_NEIGH, udp=True, payload=b"q")))
+    assert r.retval == XDP_REDIRECT
+    assert moved == {"fast_path_forwarded": 1}
+    assert Ether(r.data)[UDP].dport == 8080
+    assert_checksums_valid(r.data)
+
+
+def assert_passed_dnated(r: RunResult, backend: str, ttl: int = 64) -> None:
+    """Today's path: XDP_PASS, DNAT done, MACs and TTL as they came (the kernel forwards it)."""
+    assert r.retval == XDP_PASS
+    out = Ether(r.data)
+    assert (out.src, out.dst) == (MAC_CLIENT, MAC_LB)
+    assert (out[IP].dst, out[IP].ttl) == (backend, ttl)
+    assert_checksums_valid(r.data)
+
+
+def test_no_neighbour_yet_falls_back(progs, lab):
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, to_vip(TO_NO_NEIGH)))
+    assert moved == {"fast_path_no_neigh": 1}
+    assert_passed_dnated(r, "10.0.2.12")
+
+
+def test_unmanaged_egress_falls_back(progs, lab):
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, to_vip(TO_UNMANAGED)))
+    assert moved == {"fast_path_unmanaged": 1}
+    assert_passed_dnated(r, "10.0.3.13")
+
+
+def test_larger_than_egress_mtu_falls_back(progs, lab):
+    frame = to_vip(UDP_TO_NEIGH, udp=True, payload=b"x" * 1400)  # 1428 bytes of IP > mtu 1400
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, frame))
+    assert moved == {"fast_path_frag_needed": 1}
+    assert_passed_dnated(r, "10.0.2.11")
+    fits = to_vip(UDP_TO_NEIGH, udp=True, payload=b"x" * 1372)  # exactly 1400
+    assert run_in_lab(progs, lab, fits).retval == XDP_REDIRECT
+
+
+def test_expiring_ttl_falls_back(progs, lab):
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, to_vip(TO_NEIGH, ttl=1)))
+    assert moved == {"fast_path_ttl": 1}
+    assert_passed_dnated(r, "10.0.2.11", ttl=1)
+
+
+def test_ip_options_fall_back(progs, lab):
+    frame = to_vip(TO_NEIGH, options=[IPOption_NOP()] * 4)
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, frame))
+    assert moved == {"fast_path_ip_options": 1}
+    assert_passed_dnated(r, "10.0.2.11")
+
+
+def test_vlan_tagged_frames_fall_back(progs, lab):
+    from scapy.layers.l2 import Dot1Q
+
+    pkt = Ether(to_vip(TO_NEIGH))
+    tagged = bytes(Ether(src=MAC_CLIENT, dst=MAC_LB) / Dot1Q(vlan=16) / pkt[IP])
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, tagged))
+    assert r.retval == XDP_PASS
+    assert moved == {"fast_path_vlan": 1}
+
+
+def test_no_route_information_outside_the_lab_falls_back(progs):
+    """Run without an ingress interface (the loopback of this namespace): whatever the fib says
+    that is not SUCCESS with a managed egress, the packet takes today's path."""
+    r = run_program(progs.loaded.xdp_fn.fd, to_vip(TO_NEIGH))
+    assert r.retval == XDP_PASS
+    assert Ether(r.data)[IP].dst == "10.0.2.11"
+
+
+def test_established_packets_take_the_fast_path_too(progs, lab):
+    assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT
+    ack = (
+        Ether(src=MAC_CLIENT, dst=MAC_LB)
+        / IP(src=CLIENT, dst=VIP)
+        / TCP(sport=40000, dport=TO_NEIGH, flags="A", seq=1001, ack=5001)
+    )
+    r = run_in_lab(progs, lab, bytes(ack))
+    assert r.retval == XDP_REDIRECT
+    assert Ether(r.data).dst == NEIGH_MAC
+    assert_checksums_valid(r.data)
