@@ -70,7 +70,7 @@ except ImportError:  # run from a checkout without the package installed
 from lbtui.dataplane.loader import DataplaneSpec, Loaded
 from lbtui.dataplane.maps import Maps
 from lbtui.dataplane.port import ServiceEntry
-from lbtui.dataplane.progrun import TC_ACT_OK, XDP_PASS, XDP_TX, run_program
+from lbtui.dataplane.progrun import TC_ACT_OK, XDP_PASS, XDP_REDIRECT, XDP_TX, run_program
 
 VIP = "10.0.0.1"
 PORT_QUIET = 80  # service 0: events off
@@ -183,6 +183,72 @@ class PacketClass:
     prog_fd: int
     expected: int  # verdict every call must return
     next_frame: Callable[[], bytes]
+    ingress_ifindex: int = 0  # XDP: the interface the frame arrives on (0: none, the loopback)
+
+
+class FastPathNetns:
+    """A namespace where the fast path's bpf_fib_lookup finds every backend: ingress veth mfin
+    (10.0.0.1/24, forwarding on), egress veth mfout (10.0.2.1/24) with permanent neighbours."""
+
+    NAME = "lbmfp16"
+
+    def __init__(self) -> None:
+        import subprocess
+
+        def ip(*a: str) -> str:
+            return subprocess.run(
+                ["ip", "-n", self.NAME, *a], check=True, capture_output=True, text=True
+            ).stdout
+
+        subprocess.run(["ip", "netns", "del", self.NAME], capture_output=True)
+        subprocess.run(["ip", "netns", "add", self.NAME], check=True)
+        for name, addr in (("mfin", "10.0.0.1/24"), ("mfout", "10.0.2.1/24")):
+            ip("link", "add", name, "type", "veth", "peer", "name", name + "p")
+            ip("addr", "add", addr, "dev", name)
+            ip("link", "set", name, "up")
+            ip("link", "set", name + "p", "up")
+        for n, (addr, _) in enumerate(BACKENDS.values()):
+            ip(
+                "neigh",
+                "replace",
+                addr,
+                "lladdr",
+                f"02:00:00:00:02:{n + 16:02x}",
+                "dev",
+                "mfout",
+                "nud",
+                "permanent",
+            )
+        links = {link["ifname"]: link["ifindex"] for link in json.loads(ip("-j", "link", "show"))}
+        subprocess.run(
+            ["ip", "netns", "exec", self.NAME, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"], check=True
+        )
+        self.egress_ifindex = int(links["mfout"])
+        self.ingress_ifindex = int(links["mfin"])
+        self._home = os.open("/proc/self/ns/net", os.O_RDONLY)
+
+    def enter(self) -> None:
+        _setns(f"/run/netns/{self.NAME}")
+
+    def close(self) -> None:
+        import subprocess
+
+        _setns(f"/proc/self/fd/{self._home}")
+        os.close(self._home)
+        subprocess.run(["ip", "netns", "del", self.NAME], capture_output=True)
+
+
+def _setns(path: str) -> None:
+    """This thread into the network namespace at `path` (Python 3.11 has no os.setns)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            raise OSError(ctypes.get_errno(), f"setns {path}")
+    finally:
+        os.close(fd)
 
 
 class Bench:
@@ -192,8 +258,14 @@ class Bench:
         from bcc import BPF
 
         self.args = args
-        self.loaded = Loaded(DataplaneSpec(conntrack_entries=args.conntrack_entries))
+        self.loaded = Loaded(
+            DataplaneSpec(conntrack_entries=args.conntrack_entries, fast_path=args.fast_path)
+        )
         self.maps = Maps(self.loaded)
+        self.netns = FastPathNetns() if args.fast_path else None
+        self.xdp_ctx: int | None = None  # the ingress ifindex XDP classes run with
+        if self.netns is not None:
+            self.maps.set_fast_path_interfaces([self.netns.egress_ifindex])
         for bid, (ip, port) in BACKENDS.items():
             self.maps.set_backend(bid, ip, port, active=True)
         table_size = self.loaded.spec.table_size
@@ -222,7 +294,16 @@ class Bench:
     def events_lost(self) -> int:
         return self.maps.global_counters()["events_lost"]
 
+    def enter_netns(self) -> None:
+        """From here on this thread runs the programs inside the fast path's namespace, as if each
+        IPv4/IPv6 frame arrived on its ingress veth (bpf_fib_lookup sees its routes and neighbours)."""
+        if self.netns is not None:
+            self.netns.enter()
+            self.xdp_ctx = self.netns.ingress_ifindex
+
     def close(self) -> None:
+        if self.netns is not None:
+            self.netns.close()
         self.empty.cleanup()
         self.loaded.close()
 
@@ -282,17 +363,20 @@ class Bench:
             client = str(ipaddress.IPv6Address(FIRST_NEW_CLIENT6 + new6[0]))
             return tcp6_frame(client, VIP6, 1024 + new6[0] % 60000, PORT_QUIET, TCP_SYN)
 
+        self.enter_netns()  # the flows above were opened outside it: their SYNs went the PASS way
+        ctx = self.xdp_ctx or 0
+        dnat = XDP_REDIRECT if ctx else XDP_PASS  # the fast path redirects DNATed IPv4
         return [
-            PacketClass("empty_xdp", self.empty_xdp_fd, XDP_PASS, lambda: non_vip),
+            PacketClass("empty_xdp", self.empty_xdp_fd, XDP_PASS, lambda: non_vip, ctx),
             PacketClass("empty_tc", self.empty_tc_fd, TC_ACT_OK, lambda: reply),
-            PacketClass("syn", xdp, XDP_PASS, self.new_syn(PORT_QUIET)),
-            PacketClass("syn_events", xdp, XDP_PASS, self.new_syn(PORT_EVENTS)),
-            PacketClass("ack", xdp, XDP_PASS, lambda: ack),
-            PacketClass("ack_spread", xdp, XDP_PASS, next_spread),
-            PacketClass("non_vip", xdp, XDP_PASS, lambda: non_vip),
+            PacketClass("syn", xdp, dnat, self.new_syn(PORT_QUIET), ctx),
+            PacketClass("syn_events", xdp, dnat, self.new_syn(PORT_EVENTS), ctx),
+            PacketClass("ack", xdp, dnat, lambda: ack, ctx),
+            PacketClass("ack_spread", xdp, dnat, next_spread, ctx),
+            PacketClass("non_vip", xdp, XDP_PASS, lambda: non_vip, ctx),
             PacketClass("tc_reply", tc, TC_ACT_OK, lambda: reply),
-            PacketClass("syn6", xdp, XDP_PASS, syn6),
-            PacketClass("ack6", xdp, XDP_PASS, lambda: ack6),
+            PacketClass("syn6", xdp, XDP_PASS, syn6, ctx),
+            PacketClass("ack6", xdp, XDP_PASS, lambda: ack6, ctx),
             PacketClass("tc_reply6", tc, TC_ACT_OK, lambda: reply6),
         ]
 
@@ -383,7 +467,7 @@ def time_batches(
         for cls in order:
             out = samples[cls.name]
             for _ in range(n):
-                r = run_program(cls.prog_fd, cls.next_frame())
+                r = run_program(cls.prog_fd, cls.next_frame(), ingress_ifindex=cls.ingress_ifindex)
                 if r.retval != cls.expected:
                     raise RuntimeError(f"{cls.name}: verdict {r.retval}, expected {cls.expected}")
                 out.append(r.duration_ns)
@@ -466,7 +550,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # phase 2: fill the ring buffer (untimed), then time SYNs with events that cannot be written
         full_info: dict[str, Any] = {}
         if args.full_calls:
-            fill = bench.new_syn(PORT_EVENTS)
+            fill = bench.new_syn(PORT_EVENTS)  # (run without ctx: the PASS way, untimed)
             lost_before = bench.events_lost()
             filled = 0
             while bench.events_lost() == lost_before:
@@ -476,8 +560,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if filled > 1_000_000:
                     raise RuntimeError("the ring buffer never filled")
             full = [
-                PacketClass("empty_xdp", bench.empty_xdp_fd, XDP_PASS, classes[0].next_frame),
-                PacketClass("syn_events_full", bench.loaded.xdp_fn.fd, XDP_PASS, bench.new_syn(PORT_EVENTS)),
+                PacketClass(
+                    "empty_xdp", bench.empty_xdp_fd, XDP_PASS, classes[0].next_frame, bench.xdp_ctx or 0
+                ),
+                PacketClass(
+                    "syn_events_full",
+                    bench.loaded.xdp_fn.fd,
+                    XDP_REDIRECT if bench.xdp_ctx is not None else XDP_PASS,
+                    bench.new_syn(PORT_EVENTS),
+                    bench.xdp_ctx or 0,
+                ),
             ]
             lost1 = bench.events_lost()
             full_samples = time_batches(full, args.full_calls, args.batch, lambda: None)
@@ -618,6 +710,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--conntrack-entries", type=int, default=DataplaneSpec().conntrack_entries)
     ap.add_argument("--json", action="store_true", help="print the full report as JSON instead")
+    ap.add_argument(
+        "--fast-path",
+        action="store_true",
+        help="settings.fast_path = auto: XDP classes run in a namespace of their own (routes, neighbours) "
+        "with an ingress ifindex, and DNATed IPv4 packets are redirected (bpf_fib_lookup, MACs, TTL)",
+    )
     ap.add_argument("--katran", metavar="PATH", help="a Katran checkout: time its XDP balancer too")
     ap.add_argument(
         "--katran-lru",

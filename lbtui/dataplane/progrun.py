@@ -33,8 +33,16 @@ class RunResult:
     duration_ns: int
 
 
-def run_program(prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes | None = None) -> RunResult:
-    """Run a loaded program on one packet `repeat` times; returns the verdict and the output packet."""
+def run_program(
+    prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes | None = None, ingress_ifindex: int = 0
+) -> RunResult:
+    """Run a loaded program on one packet `repeat` times; returns the verdict and the output packet.
+
+    `ingress_ifindex` (XDP only): the frame arrives on that interface of the calling thread's network
+    namespace (bpf_fib_lookup then uses that namespace's routes and neighbours); 0: the loopback.
+    """
+    if ingress_ifindex:  # struct xdp_md: data, data_end (= the frame's size), data_meta, ingress_ifindex...
+        ctx = struct.pack("=IIIIII", 0, len(data), 0, ingress_ifindex, 0, 0)
     buf_in = ctypes.create_string_buffer(data, len(data))
     buf_out = ctypes.create_string_buffer(len(data) + 512)
     ctx_in = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None

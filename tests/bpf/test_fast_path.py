@@ -16,7 +16,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import struct
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -92,7 +91,6 @@ def empty_conntrack(progs: Programs) -> None:
 
 def run_in_lab(progs: Programs, lab: dict[str, dict[str, object]], frame: bytes) -> RunResult:
     """Run lbtui_xdp on `frame` as if it arrived on fpin, from a thread inside the lab namespace."""
-    ctx = struct.pack("=IIIIII", 0, len(frame), 0, int(str(lab["fpin"]["ifindex"])), 0, 0)
     out: list[RunResult | BaseException] = []
 
     def work() -> None:
@@ -101,7 +99,9 @@ def run_in_lab(progs: Programs, lab: dict[str, dict[str, object]], frame: bytes)
         try:
             if libc.setns(fd, CLONE_NEWNET) != 0:  # this thread only; it ends right after
                 raise OSError(ctypes.get_errno(), "setns")
-            out.append(run_program(progs.loaded.xdp_fn.fd, frame, ctx=ctx))
+            out.append(
+                run_program(progs.loaded.xdp_fn.fd, frame, ingress_ifindex=int(str(lab["fpin"]["ifindex"])))
+            )
         except BaseException as exc:  # handed to the test's thread
             out.append(exc)
         finally:
