@@ -284,6 +284,17 @@ int lbtui_tc(struct __sk_buff *skb)
     return TC_ACT_OK;
 }
 
+// XDP on the backend-facing interfaces with settings.fast_path = "auto" (lb_fastpath.h): replies
+// of tracked IPv4 flows SNATed and redirected to the client's interface; the rest passes.
+int lbtui_xdp_reply(struct xdp_md *ctx)
+{
+#if LB_FAST_PATH
+    return xdp_reply4(ctx);
+#else
+    return XDP_PASS;
+#endif
+}
+
 // IPv6 frames, from lbtui_xdp's tail call (the frame is as lbtui_xdp got it)
 int lbtui_xdp6(struct xdp_md *ctx)
 {

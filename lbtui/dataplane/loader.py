@@ -33,6 +33,7 @@ XDP_FLAGS_DRV_MODE = 1 << 2
 XDP_PROG = "lbtui_xdp"
 TC_PROG = "lbtui_tc"
 REAP_PROG = "lbtui_reap"  # run with BPF_PROG_TEST_RUN, never attached
+XDP_REPLY_PROG = "lbtui_xdp_reply"  # the fast path's program on backend-facing interfaces
 REAP6_PROG = "lbtui_reap6"
 XDP6_PROG, XDP6_ARRAY = "lbtui_xdp6", "lb_xdp6_prog"  # IPv6 frames: lbtui_xdp tail-calls it
 TC6_PROG, TC6_ARRAY = "lbtui_tc6", "lb_tc6_prog"
@@ -143,6 +144,7 @@ class Loaded:
             self.xdp_fn = self.bpf.load_func(XDP_PROG, BPF.XDP)
             self.tc_fn = self.bpf.load_func(TC_PROG, BPF.SCHED_CLS)
             self.reap_fn = self.bpf.load_func(REAP_PROG, BPF.XDP)
+            self.xdp_reply_fn = self.bpf.load_func(XDP_REPLY_PROG, BPF.XDP)
             self.reap6_fn = self.bpf.load_func(REAP6_PROG, BPF.XDP)
             self.xdp6_fn = self.bpf.load_func(XDP6_PROG, BPF.XDP)
             self.tc6_fn = self.bpf.load_func(TC6_PROG, BPF.SCHED_CLS)

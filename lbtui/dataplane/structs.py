@@ -97,6 +97,7 @@ GLOBAL_COUNTERS = (
     "fast_path_unmanaged",
     "fast_path_vlan",
     "fast_path_fib_other",
+    "fast_path_reply_forwarded",
 )
 
 EV_NEW = 1

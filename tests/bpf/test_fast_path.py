@@ -32,6 +32,7 @@ from tests.support.maps import write_table
 
 NS = "lbfp16"
 CLIENT = "10.0.0.2"
+CLIENT_NO_NEIGH = "10.0.0.3"
 NEIGH_MAC = "02:00:00:16:02:11"
 UNMANAGED_MAC = "02:00:00:16:03:13"
 CLONE_NEWNET = 0x40000000
@@ -61,6 +62,7 @@ def lab() -> Iterator[dict[str, dict[str, object]]]:
         _ip("link", "set", "fpout", "mtu", "1400")
         _ip("neigh", "replace", "10.0.2.11", "lladdr", NEIGH_MAC, "dev", "fpout", "nud", "permanent")
         _ip("neigh", "replace", "10.0.3.13", "lladdr", UNMANAGED_MAC, "dev", "fpun", "nud", "permanent")
+        _ip("neigh", "replace", CLIENT, "lladdr", MAC_CLIENT, "dev", "fpin", "nud", "permanent")
         subprocess.run(
             ["ip", "netns", "exec", NS, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"], check=True
         )
@@ -89,23 +91,26 @@ def empty_conntrack(progs: Programs) -> None:
     progs.clear()
 
 
-def run_in_lab(progs: Programs, lab: dict[str, dict[str, object]], frame: bytes) -> RunResult:
-    """Run lbtui_xdp on `frame` as if it arrived on fpin, from a thread inside the lab namespace."""
+def run_in_lab(
+    progs: Programs, lab: dict[str, dict[str, object]], frame: bytes, reply: bool = False
+) -> RunResult:
+    """Run lbtui_xdp on `frame` as if it arrived on fpin (`reply`: lbtui_xdp_reply as if on fpout),
+    from a thread inside the lab namespace."""
+    fd = progs.loaded.xdp_reply_fn.fd if reply else progs.loaded.xdp_fn.fd
+    ifindex = int(str(lab["fpout" if reply else "fpin"]["ifindex"]))
     out: list[RunResult | BaseException] = []
 
     def work() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(f"/run/netns/{NS}", os.O_RDONLY)
+        ns_fd = os.open(f"/run/netns/{NS}", os.O_RDONLY)
         try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:  # this thread only; it ends right after
+            if libc.setns(ns_fd, CLONE_NEWNET) != 0:  # this thread only; it ends right after
                 raise OSError(ctypes.get_errno(), "setns")
-            out.append(
-                run_program(progs.loaded.xdp_fn.fd, frame, ingress_ifindex=int(str(lab["fpin"]["ifindex"])))
-            )
+            out.append(run_program(fd, frame, ingress_ifindex=ifindex))
         except BaseException as exc:  # handed to the test's thread
             out.append(exc)
         finally:
-            os.close(fd)
+            os.close(ns_fd)
 
     t = threading.Thread(target=work)
     t.start()
@@ -221,3 +226,49 @@ def test_established_packets_take_the_fast_path_too(progs, lab):
     assert r.retval == XDP_REDIRECT
     assert Ether(r.data).dst == NEIGH_MAC
     assert_checksums_valid(r.data)
+
+
+def backend_reply(client: str, sport: int = 40000, flags: str = "SA", backend: str = "10.0.2.11") -> bytes:
+    return bytes(
+        Ether(src=NEIGH_MAC, dst="02:00:00:00:00:99")
+        / IP(src=backend, dst=client)
+        / TCP(sport=8080, dport=sport, flags=flags, seq=5000, ack=1001)
+    )
+
+
+def test_reply_is_snated_in_xdp_and_redirected_to_the_client(progs, lab):
+    assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT
+    before = progs.backend_stats(0)["packets_out"]
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, backend_reply(CLIENT), reply=True))
+    assert r.retval == XDP_REDIRECT
+    assert moved == {"fast_path_reply_forwarded": 1}
+    out = Ether(r.data)
+    assert (out.src, out.dst) == (lab["fpin"]["address"], MAC_CLIENT)
+    assert (out[IP].src, out[TCP].sport, out[IP].dst, out[TCP].dport) == (VIP, TO_NEIGH, CLIENT, 40000)
+    assert out[IP].ttl == 63
+    assert_checksums_valid(r.data)
+    assert progs.backend_stats(0)["packets_out"] == before + 1  # the flow saw its reply once
+
+
+def test_reply_without_a_client_neighbour_is_left_to_tc_untouched(progs, lab):
+    syn = bytes(
+        Ether(src=MAC_CLIENT, dst=MAC_LB)
+        / IP(src=CLIENT_NO_NEIGH, dst=VIP)
+        / TCP(sport=40000, dport=TO_NEIGH, flags="S", seq=1000)
+    )
+    assert run_in_lab(progs, lab, syn).retval == XDP_REDIRECT
+    before = progs.backend_stats(0)["packets_out"]
+    reply = backend_reply(CLIENT_NO_NEIGH)
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, reply, reply=True))
+    assert r.retval == XDP_PASS and r.data == reply
+    assert moved == {"fast_path_no_neigh": 1}
+    assert progs.backend_stats(0)["packets_out"] == before  # nothing counted yet: TC will
+    verdict, snat = progs.tc(reply)
+    assert Ether(snat)[IP].src == VIP
+    assert progs.backend_stats(0)["packets_out"] == before + 1
+
+
+def test_packets_that_are_no_reply_pass_untouched(progs, lab):
+    stray = backend_reply(CLIENT, sport=41234)  # no flow on that port
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, stray, reply=True))
+    assert (r.retval, r.data, moved) == (XDP_PASS, stray, {})
