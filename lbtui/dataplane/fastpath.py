@@ -10,6 +10,10 @@ unmanaged until the backend is set again, never a wrong redirect).
 Native XDP can redirect only into a device that can transmit XDP frames (ndo_xdp_xmit; a veth only
 when its peer runs XDP or has GRO on: docs/datapath.md#fast-path). lbtui cannot tell that yet, so
 while any attachment runs in native mode the set stays empty and every packet falls back.
+
+Replies: `ReplyPrograms` attaches lbtui_xdp_reply (generic mode) to the backend-facing interfaces,
+those the routes to the backends leave through that are not client-facing; an interface that runs
+another XDP program already is left alone (its replies keep the TC way).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Iterable
+from typing import Any
 
 from lbtui.dataplane.netlink import off_loop
 
@@ -66,8 +71,62 @@ class FastPathInterfaces:
         self._backend_routes[ip] = route_interface(ip)
         return True
 
+    def backend_side(self) -> set[int]:
+        return {i for i in self._backend_routes.values() if i is not None}
+
     def wanted(self, attached: Iterable[str], any_native: bool) -> set[int]:
         if any_native:
             return set()
-        egress = {i for i in self._backend_routes.values() if i is not None}
-        return interface_indexes(attached) | egress
+        return interface_indexes(attached) | self.backend_side()
+
+
+@off_loop
+def interface_name(ifindex: int) -> str | None:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        links = ipr.get_links(ifindex)
+        return str(links[0].get_attr("IFLA_IFNAME")) if links else None
+
+
+class ReplyPrograms:
+    """lbtui_xdp_reply on the backend-facing interfaces (generic XDP), attached and detached by name."""
+
+    def __init__(self, prog: Any) -> None:
+        self._prog = prog
+        self.attached: set[str] = set()
+
+    def set(self, ifnames: set[str]) -> None:
+        from bcc import BPF
+
+        from lbtui.dataplane.loader import XDP_FLAGS_SKB_MODE, XDP_REPLY_PROG, attached_programs
+
+        for ifname in self.attached - ifnames:
+            self._detach(ifname)
+        for ifname in ifnames - self.attached:
+            current = attached_programs(ifname)["xdp"]
+            if current not in (None, XDP_REPLY_PROG):
+                log.warning("fast path: %s runs XDP program %s; its replies keep the TC way", ifname, current)
+                continue
+            try:
+                BPF.attach_xdp(ifname, self._prog, XDP_FLAGS_SKB_MODE)
+            except Exception as exc:  # BCC raises bare Exception
+                log.warning("fast path: cannot attach the reply program to %s: %s", ifname, exc)
+                continue
+            self.attached.add(ifname)
+            log.info("fast path: reply program attached to %s (generic mode)", ifname)
+
+    def _detach(self, ifname: str) -> None:
+        from bcc import BPF
+
+        from lbtui.dataplane.loader import XDP_FLAGS_SKB_MODE
+
+        try:
+            BPF.remove_xdp(ifname, XDP_FLAGS_SKB_MODE)
+        except Exception as exc:
+            log.warning("fast path: removing the reply program from %s: %s", ifname, exc)
+        self.attached.discard(ifname)
+
+    def close(self) -> None:
+        for ifname in list(self.attached):
+            self._detach(ifname)

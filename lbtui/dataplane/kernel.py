@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from lbtui.dataplane.bpffs import PinDirRefused, remove_pins
-from lbtui.dataplane.fastpath import FastPathInterfaces
+from lbtui.dataplane.fastpath import FastPathInterfaces, ReplyPrograms, interface_name
 from lbtui.dataplane.loader import Attachment, Loaded
 from lbtui.dataplane.maps import Maps
 from lbtui.dataplane.port import (
@@ -57,6 +57,7 @@ class KernelDataplane:
         self._reader_stop = threading.Event()
         self._pins_ours = False  # only once load has taken the pin directory does a close unpin it
         self._fast_path = FastPathInterfaces()
+        self._replies: ReplyPrograms | None = None
 
     @property
     def spec(self) -> DataplaneSpec:
@@ -110,6 +111,13 @@ class KernelDataplane:
         if native:
             log.warning("fast path: XDP runs in native mode here; every packet takes the kernel's forwarding")
         self.maps.set_fast_path_interfaces(self._fast_path.wanted(self._attachments, native))
+        if self._replies is None:
+            self._replies = ReplyPrograms(self.loaded.xdp_reply_fn)
+        backend_side: set[str] = set()
+        if not native and self._attachments:
+            names = (interface_name(i) for i in self._fast_path.backend_side())
+            backend_side = {n for n in names if n is not None and n not in self._attachments}
+        self._replies.set(backend_side)
 
     def start_event_reader(self, callback: EventCallback) -> None:
         """Poll the ring buffer on a thread of its own; callback(batch) runs on that thread."""
@@ -143,6 +151,9 @@ class KernelDataplane:
         if self._reader is not None:
             self._reader.join(timeout=2)
             self._reader = None
+        if self._replies is not None and not keep:
+            self._replies.close()
+        self._replies = None
         if not keep:
             for ifname in list(self._attachments):
                 try:

@@ -36,12 +36,23 @@ print(s.getsockopt(socket.IPPROTO_IP, 14))  # IP_MTU
 
 
 def counters() -> dict[str, int]:
-    names = ("fast_path_forwarded", "fast_path_no_neigh", "fast_path_frag_needed", "fast_path_unmanaged")
+    names = (
+        "fast_path_forwarded",
+        "fast_path_reply_forwarded",
+        "fast_path_no_neigh",
+        "fast_path_frag_needed",
+        "fast_path_unmanaged",
+    )
     return {n: global_counter(n, PIN_DIR) for n in names}
 
 
 def test_fast_path_serves_falls_back_and_keeps_checksums(tmp_path: Path) -> None:
     with running_lb(P, tmp_path, settings='fast_path = "auto"\n') as (lab, _):
+        # the reply fast path updates checksums as complete ones (a NIC's): backends send complete
+        # checksums, and the client checks them itself (veth would trust them otherwise)
+        for i in lab.backend_ids:
+            lab.run(lab.ns_backend(i), "ethtool", "-K", f"{P}b{i}", "tx", "off")
+        lab.run(lab.ns_client, "ethtool", "-K", f"{P}c0", "rx", "off")
         csum_before = lab.nstat_csum_errors()
         # nothing has talked to the backends from the LB yet: no neighbour entries
         lab.run(lab.ns_lb, "ip", "neigh", "flush", "dev", f"{P}br0")
@@ -53,6 +64,7 @@ def test_fast_path_serves_falls_back_and_keeps_checksums(tmp_path: Path) -> None
         moved = {k: v - before[k] for k, v in counters().items()}
         assert moved["fast_path_no_neigh"] >= 1, moved  # the first packets went the kernel's way
         assert moved["fast_path_forwarded"] > 30 * 3, moved  # SYN, ACK, request, FINs... fast
+        assert moved["fast_path_reply_forwarded"] > 30 * 3, moved  # SYN-ACK, response, FIN... fast
         assert moved["fast_path_unmanaged"] == 0, moved
 
         # the backend side narrower than the client side: a big datagram with DF falls back and the
