@@ -101,6 +101,8 @@ CLASS_NOTES = {
     "ack_spread": "ACK cycling over many established flows",
     "non_vip": "SYN to a non-VIP address",
     "tc_reply": "TC egress: backend's ACK reply, SNAT",
+    "empty_xdp_reply": "empty XDP program on the backend side (--fast-path)",
+    "xdp_reply": "fast path: backend's ACK reply in XDP, SNAT, fib lookup, redirect (--fast-path)",
     "syn6": "IPv6: SYN to the VIP, new flow every call, events off",
     "ack6": "IPv6: ACK on one established flow",
     "tc_reply6": "IPv6: TC egress, backend's ACK reply, SNAT",
@@ -219,6 +221,7 @@ class FastPathNetns:
                 "nud",
                 "permanent",
             )
+        ip("neigh", "replace", CLIENT, "lladdr", "02:00:00:00:00:01", "dev", "mfin", "nud", "permanent")
         links = {link["ifname"]: link["ifindex"] for link in json.loads(ip("-j", "link", "show"))}
         subprocess.run(
             ["ip", "netns", "exec", self.NAME, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"], check=True
@@ -265,7 +268,7 @@ class Bench:
         self.netns = FastPathNetns() if args.fast_path else None
         self.xdp_ctx: int | None = None  # the ingress ifindex XDP classes run with
         if self.netns is not None:
-            self.maps.set_fast_path_interfaces([self.netns.egress_ifindex])
+            self.maps.set_fast_path_interfaces([self.netns.egress_ifindex, self.netns.ingress_ifindex])
         for bid, (ip, port) in BACKENDS.items():
             self.maps.set_backend(bid, ip, port, active=True)
         table_size = self.loaded.spec.table_size
@@ -375,9 +378,21 @@ class Bench:
             PacketClass("ack_spread", xdp, dnat, next_spread, ctx),
             PacketClass("non_vip", xdp, XDP_PASS, lambda: non_vip, ctx),
             PacketClass("tc_reply", tc, TC_ACT_OK, lambda: reply),
+            *self.reply_classes(reply),
             PacketClass("syn6", xdp, XDP_PASS, syn6, ctx),
             PacketClass("ack6", xdp, XDP_PASS, lambda: ack6, ctx),
             PacketClass("tc_reply6", tc, TC_ACT_OK, lambda: reply6),
+        ]
+
+    def reply_classes(self, reply: bytes) -> list[PacketClass]:
+        """With --fast-path: the backend's ACK reply through lbtui_xdp_reply as if it arrived on the
+        backend-facing veth (SNAT in XDP, redirect to the client's), and the empty program likewise."""
+        if self.netns is None:
+            return []
+        out = self.netns.egress_ifindex
+        return [
+            PacketClass("empty_xdp_reply", self.empty_xdp_fd, XDP_PASS, lambda: reply, out),
+            PacketClass("xdp_reply", self.loaded.xdp_reply_fn.fd, XDP_REDIRECT, lambda: reply, out),
         ]
 
     def check_rewrites(self) -> dict[str, str]:
@@ -531,7 +546,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             classes += katran_classes(bench, katran, args.spread_flows)
             katran_before = katran.counters()
         baseline_of = {c.name: "empty_tc" if c.name.startswith("tc_") else "empty_xdp" for c in classes}
-        baseline_of.update(empty_xdp="", empty_tc="")
+        baseline_of.update(empty_xdp="", empty_tc="", empty_xdp_reply="")
+        if "xdp_reply" in baseline_of:
+            baseline_of["xdp_reply"] = "empty_xdp_reply"
 
         # phase 1: every class, ring buffer drained after every batch
         lost0 = bench.events_lost()
