@@ -78,3 +78,11 @@ def test_fast_path_serves_falls_back_and_keeps_checksums(tmp_path: Path) -> None
 
         csum_after = lab.nstat_csum_errors()
         assert csum_after == csum_before, (csum_before, csum_after)
+
+
+def test_fast_path_off_leaves_forwarding_to_the_kernel(tmp_path: Path) -> None:
+    with running_lb(P, tmp_path, settings='fast_path = "off"\n') as (lab, _):
+        got = lab.http_requests(10)
+        assert got["errors"] == 0 and len(served(got)) == 3, got
+        assert counters() == dict.fromkeys(counters(), 0)
+        assert "lbtui_xdp_reply" not in lab.run(lab.ns_lb, "ip", "-d", "link", "show", f"{P}br0").stdout
