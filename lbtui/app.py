@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import ClassVar
 
 from textual import on, work
@@ -52,7 +52,7 @@ from lbtui.widgets.history_cache import SeriesCache
 from lbtui.widgets.latency import LatencyPane
 from lbtui.widgets.logs import AccessLog, EventLog
 from lbtui.widgets.notes import pane_notes
-from lbtui.widgets.summary import SummaryBar
+from lbtui.widgets.summary import PeerState, SummaryBar, peers_text
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,14 @@ class LbtuiApp(App[CommandResult | None]):
         attached: bool = False,
         read_only: bool = False,
         export_dir: str = ".",
+        peers: Mapping[str, EngineHandle] | None = None,
     ) -> None:
         super().__init__()
         self.handle = handle
+        # other instances shown under the header (`--peer`): polled on a worker of their own, so a
+        # peer that hangs never holds up this instance's screen
+        self.peers = dict(peers or {})
+        self._polling_peers = False
         self.export_dir = export_dir
         self.window_s: int | None = LATENCY_WINDOWS[0]
         self.trends = SeriesCache(keep=TREND_S)  # new/s of every target, for the backends sparklines
@@ -119,6 +124,7 @@ class LbtuiApp(App[CommandResult | None]):
 
     def compose(self) -> ComposeResult:
         yield SummaryBar(f" {self.title}  connecting…", id="summary")
+        yield Static(peers_text([PeerState(name) for name in self.peers]), id="peers")
         yield Static(id="banner")
         with TabbedContent(id="tabs", initial="backends"):
             with TabPane("Backends", id="backends"):
@@ -152,6 +158,8 @@ class LbtuiApp(App[CommandResult | None]):
         self.tabs = self.query_one(TabbedContent)
         self.summary = self.query_one(SummaryBar)
         self.banner = self.query_one("#banner", Static)
+        self.peers_bar = self.query_one("#peers", Static)
+        self.peers_bar.display = bool(self.peers)
         self.backends_table = self.query_one(BackendsTable)
         self.proxies = self.query_one(ProxiesSummary)
         self.conntrack = self.query_one(ConntrackPane)
@@ -176,6 +184,9 @@ class LbtuiApp(App[CommandResult | None]):
         self._poll_timer = None
         self._polling = True
         self._fetch(self._event_seq, self.flow_query(), self.trends.since)
+        if self.peers and not self._polling_peers:
+            self._polling_peers = True
+            self._fetch_peers()
 
     def flow_query(self) -> FlowQuery | None:
         """The conntrack pane's query while that pane is shown, else None: the engine reads every
@@ -190,6 +201,17 @@ class LbtuiApp(App[CommandResult | None]):
         snapshot = self.handle.snapshot(flows)
         events = list(self.handle.events_since(after_seq))
         return snapshot, events, self._fetch_trends(snapshot, trends_since)
+
+    @work(thread=True, name="peers", group="peers", exit_on_error=False)
+    def _fetch_peers(self) -> list[PeerState]:
+        """Each peer's snapshot (no flows: the engine reads none for it), or why there is none."""
+        states = []
+        for name, handle in self.peers.items():
+            try:
+                states.append(PeerState(name, snapshot=handle.snapshot()))
+            except Exception as exc:  # a peer that is gone is shown as such, never an error here
+                states.append(PeerState(name, error=error_text(exc)))
+        return states
 
     def _fetch_trends(self, snapshot: Snapshot, since: float | None) -> HistoryAnswer | None:
         """The new/s points since the last poll, for the sparklines; None if none are kept or on error."""
@@ -247,6 +269,10 @@ class LbtuiApp(App[CommandResult | None]):
             else:
                 return
             self._poll_finished()
+        elif worker.name == "peers" and event.state in (WorkerState.SUCCESS, WorkerState.ERROR):
+            self._polling_peers = False
+            if event.state is WorkerState.SUCCESS and worker.result is not None:
+                self.peers_bar.update(peers_text(worker.result))
         elif worker.name == "command" and event.state is WorkerState.SUCCESS and worker.result is not None:
             command, result = worker.result
             self._command_done(command, result)

@@ -6,6 +6,7 @@
     lbtui --check -c FILE         validate the file and check the host (--json, --config-only)
     lbtui --check --diff -c FILE  what a reload of the file would change in the running instance
     lbtui demo [--no-ui]          the demo lab with the load balancer on it
+    lbtui demo --hosts 3          the scale-out lab: 3 hosts behind a BGP/ECMP router, DSR over IPIP
     lbtui ctl [--socket P] CMD    talk to a running instance
     lbtui ctl list                the running instances (their sockets in /run/lbtui)
     lbtui attach [--socket P] [--read-only]   the console, on a running instance (found when only one runs)
@@ -24,7 +25,7 @@ import errno
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
@@ -74,6 +75,7 @@ def _main_parser() -> argparse.ArgumentParser:
         help="with --check: what a reload of the file would change in the running instance (applies nothing)",
     )
     p.add_argument("--no-ui", action="store_true", help="run headless (logs to stderr)")
+    _add_peer_option(p)
     p.add_argument("--socket", metavar="PATH", help="control socket (default: settings.control_socket)")
     p.add_argument(
         "--keep-dataplane",
@@ -100,7 +102,17 @@ def _demo_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--no-ui", action="store_true", help="run headless")
-    p.add_argument("--prefix", default="lbtd", help="name prefix of the lab's namespaces (default lbtd)")
+    p.add_argument(
+        "--hosts",
+        type=int,
+        default=1,
+        metavar="N",
+        help="load-balancer hosts; 2-9: the scale-out lab (a BGP router spreading the VIP over N hosts with "
+        "ECMP, DSR over IPIP, Maglev), the console on host 1 showing the others (docs/scale-out.md#the-demo)",
+    )
+    p.add_argument(
+        "--prefix", default=None, help="name prefix of the lab's namespaces (default lbtd; lbtx with --hosts)"
+    )
     p.add_argument("--rate", type=float, default=20.0, help="background requests per second (default 20)")
     p.add_argument("--stats-interval", type=float, default=10.0, metavar="S")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
@@ -123,7 +135,32 @@ def _attach_parser() -> argparse.ArgumentParser:
         help="watch only: the keys that change traffic are hidden (always so on a read-only socket)",
     )
     p.add_argument("--refresh", type=float, default=1.0, metavar="S", help="refresh interval (default 1 s)")
+    _add_peer_option(p)
     return p
+
+
+def _add_peer_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="NAME=SOCKET",
+        help="console: show another instance's state under the header (its BGP sessions, VIPs announced, "
+        "flows, new/s), read from its control socket; repeatable (docs/scale-out.md#the-demo)",
+    )
+
+
+def peer_sockets(specs: Sequence[str]) -> dict[str, str]:
+    """`--peer NAME=SOCKET` values as {name: socket}; ValueError names a malformed one."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--peer {spec!r}: expected NAME=SOCKET")
+        if name in out:
+            raise ValueError(f"--peer {name}: given twice")
+        out[name] = path
+    return out
 
 
 # shtab's completion actions (shtab.FILE, shtab.DIRECTORY), without importing shtab at run time
@@ -165,12 +202,30 @@ def main(argv: Sequence[str] | None = None, stopper: Stopper | None = None) -> i
     if args and args[0] == "demo":
         from lbtui.demo import run_demo
 
-        dargs = _demo_parser().parse_args(args[1:])
+        dparser = _demo_parser()
+        dargs = dparser.parse_args(args[1:])
         _setup_logging(dargs.verbose, quiet=not dargs.no_ui)
+        if dargs.hosts > 1:
+            from lbtui.demo_scaleout import run_scaleout_demo
+            from lbtui.scaleout_lab import MAX_HOSTS
+
+            if dargs.hosts > MAX_HOSTS:
+                dparser.error(f"--hosts {dargs.hosts}: at most {MAX_HOSTS}")
+            return run_scaleout_demo(
+                stopper,
+                no_ui=dargs.no_ui,
+                hosts=dargs.hosts,
+                prefix=dargs.prefix or "lbtx",
+                rate=dargs.rate,
+                stats_interval_s=dargs.stats_interval,
+                duration_s=dargs.duration,
+            )
+        if dargs.hosts < 1:
+            dparser.error(f"--hosts {dargs.hosts}: at least 1")
         return run_demo(
             stopper,
             no_ui=dargs.no_ui,
-            prefix=dargs.prefix,
+            prefix=dargs.prefix or "lbtd",
             rate=dargs.rate,
             stats_interval_s=dargs.stats_interval,
             duration_s=dargs.duration,
@@ -193,6 +248,12 @@ def main(argv: Sequence[str] | None = None, stopper: Stopper | None = None) -> i
         parser.error("-c FILE is required")
     if (ns.json or ns.config_only or ns.diff) and not ns.check:
         parser.error("--json, --config-only and --diff go with --check")
+    if ns.peer and (ns.no_ui or ns.check):
+        parser.error("--peer goes with the console")
+    try:
+        peers = peer_sockets(ns.peer)
+    except ValueError as exc:
+        parser.error(str(exc))
     if ns.check:
         stopper.release()
     else:
@@ -218,6 +279,7 @@ def main(argv: Sequence[str] | None = None, stopper: Stopper | None = None) -> i
         keep_dataplane=ns.keep_dataplane,
         socket_path=ns.socket,
         stopper=stopper,
+        peers=peers,
     )
 
 
@@ -267,6 +329,7 @@ def run(
     keep_dataplane: bool = False,
     socket_path: str | None = None,
     stopper: Stopper | None = None,
+    peers: Mapping[str, str] | None = None,
 ) -> int:
     """Start the engine for `config`, serve the control socket, run a front end until it stops.
 
@@ -277,7 +340,9 @@ def run(
     stopper = stopper or Stopper()
     notifier = Notifier()  # systemd Type=notify; does nothing elsewhere
     try:
-        return _run(config, no_ui, stats_interval_s, keep_dataplane, socket_path, stopper, notifier)
+        return _run(
+            config, no_ui, stats_interval_s, keep_dataplane, socket_path, stopper, notifier, peers or {}
+        )
     finally:
         notifier.close()
 
@@ -290,6 +355,7 @@ def _run(
     socket_path: str | None,
     stopper: Stopper,
     notifier: Notifier,
+    peers: Mapping[str, str],
 ) -> int:
     """Start the engine for `config`, serve the control socket, run a front end until it stops."""
     from lbtui.control_socket import ControlServer, SocketInUse, resolve_group
@@ -365,6 +431,7 @@ def _run(
             title=f"lbtui — {config.path}",
             refresh_s=config.settings.console.refresh_s,
             stopper=stopper,
+            peers=peers,
         )
     finally:
         _stopped(stopper, notifier)
@@ -412,10 +479,12 @@ def run_console(
     attached: bool = False,
     stopper: Stopper | None = None,
     read_only: bool = False,
+    peers: Mapping[str, str] | None = None,
 ) -> int:
     """The console until it quits, or until a stop (`stopper`) ends it the way quitting does (the
-    terminal is given back as it was)."""
+    terminal is given back as it was). peers: other instances' control sockets, shown by name."""
     from lbtui.app import LbtuiApp
+    from lbtui.control_client import SocketEngineHandle
 
     if stopper is not None and stopper.requested:
         return EXIT_OK
@@ -430,6 +499,7 @@ def run_console(
         title=title,
         attached=attached,
         read_only=read_only,
+        peers={name: SocketEngineHandle(path, connect_timeout=1.0) for name, path in (peers or {}).items()},
     )
 
     async def serve() -> None:
@@ -442,7 +512,11 @@ def run_console(
         with stopper.while_running(exit_app) if stopper else nullcontext():
             await app.run_async()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    finally:
+        for peer in app.peers.values():
+            peer.close()
     return EXIT_OK
 
 
@@ -468,6 +542,12 @@ def attach(ns: argparse.Namespace, stopper: Stopper | None = None) -> int:
         return EXIT_KERNEL
     read_only = ns.read_only or info.get("read_only") is True
     try:
+        peers = peer_sockets(ns.peer)
+    except ValueError as exc:
+        print(f"lbtui attach: {exc}", file=sys.stderr)
+        handle.close()
+        return EXIT_USAGE
+    try:
         return run_console(
             handle,
             title=f"lbtui — attached to {info.get('instance', path)}",
@@ -475,6 +555,7 @@ def attach(ns: argparse.Namespace, stopper: Stopper | None = None) -> int:
             attached=True,
             stopper=stopper,
             read_only=read_only,
+            peers=peers,
         )
     finally:
         handle.close()

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from lbtui.addresses import FAMILY_NAMES, IPV4, IPV6
@@ -124,6 +125,49 @@ def _wait_ready(lab: Lab, proc: subprocess.Popen[bytes], stopper: Stopper, timeo
         stopper.wait(0.3)
 
 
+def is_root() -> bool:
+    if os.geteuid() != 0:
+        print(
+            "lbtui demo must run as root (it creates network namespaces and loads BPF programs)",
+            file=sys.stderr,
+        )
+    return os.geteuid() == 0
+
+
+def supervise(
+    proc: subprocess.Popen[bytes],
+    stopper: Stopper,
+    traffic: Iterable[TrafficGenerator],
+    duration_s: float | None,
+) -> int:
+    """Wait for lbtui (`proc`, the one with the console) to end: by itself (the console quit), at
+    `duration_s`, or on a signal, which stops the traffic first (no request fails on the way out)
+    and is passed on to lbtui. Its exit code."""
+    deadline = None if duration_s is None else time.monotonic() + duration_s
+    passed_on = False
+    while proc.poll() is None:
+        stopper.wait(0.2)
+        if deadline is not None and time.monotonic() > deadline and not stopper.requested:
+            stopper.request(signal.SIGTERM)
+        if stopper.requested and not passed_on:
+            passed_on = True
+            for generator in traffic:
+                generator.stop()
+            proc.send_signal(signal.SIGINT if stopper.signum == signal.SIGINT else signal.SIGTERM)
+    return proc.returncode
+
+
+def report_traffic(traffic: dict[int, TrafficGenerator]) -> None:
+    for family, generator in traffic.items():
+        counts = generator.counts()
+        udp = f", {dict(counts.udp_ok)} (udp)" if generator.udp else ""
+        print(
+            f"lbtui demo: background traffic over {FAMILY_NAMES[family]} answered by "
+            f"{dict(counts.http_ok)} (http){udp}; failed {counts.http_failed + counts.udp_failed}",
+            file=sys.stderr,
+        )
+
+
 def run_demo(
     stopper: Stopper,
     no_ui: bool,
@@ -136,11 +180,7 @@ def run_demo(
     (SIGTERM, SIGINT, SIGHUP) stops it, whenever it comes: every step is undone in order (the
     signal is passed to lbtui, which stops cleanly, then the lab goes) and the exit code is 0."""
     stopper.install(hup_stops=True)  # before anything is built: a signal never leaves a half lab
-    if os.geteuid() != 0:
-        print(
-            "lbtui demo must run as root (it creates network namespaces and loads BPF programs)",
-            file=sys.stderr,
-        )
+    if not is_root():
         return 3
     lab = Lab(LabSpec(prefix=prefix))
     workdir = Path(tempfile.mkdtemp(prefix="lbtui-demo-"))
@@ -185,26 +225,8 @@ def run_demo(
             for generator in traffic.values():
                 generator.start()
             story.start()
-        deadline = None if duration_s is None else time.monotonic() + duration_s
-        passed_on = False
-        while proc.poll() is None:
-            stopper.wait(0.2)
-            if deadline is not None and time.monotonic() > deadline and not stopper.requested:
-                stopper.request(signal.SIGTERM)
-            if stopper.requested and not passed_on:
-                passed_on = True
-                for generator in traffic.values():  # before the LB goes, so no request fails on the way out
-                    generator.stop()
-                proc.send_signal(signal.SIGINT if stopper.signum == signal.SIGINT else signal.SIGTERM)
-        rc = proc.returncode
-        for family, generator in traffic.items():
-            counts = generator.counts()
-            print(
-                f"lbtui demo: background traffic over {FAMILY_NAMES[family]} answered by "
-                f"{dict(counts.http_ok)} (http), {dict(counts.udp_ok)} (udp); "
-                f"failed {counts.http_failed + counts.udp_failed}",
-                file=sys.stderr,
-            )
+        rc = supervise(proc, stopper, traffic.values(), duration_s)
+        report_traffic(traffic)
         return 0 if rc in (0, -signal.SIGTERM, -signal.SIGINT) else rc
     finally:
         story.stop()

@@ -27,6 +27,7 @@ import subprocess
 import threading
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from lbtui.addresses import IPV4, IPV6, format_endpoint, host_text
 from lbtui.netlab import (
@@ -323,13 +324,32 @@ class TrafficCounts:
     udp_failed: int
 
 
+class TrafficTarget(Protocol):
+    """What TrafficGenerator needs of a lab (this one, or the scale-out lab)."""
+
+    def vip_of(self, family: int = IPV4) -> str: ...
+
+    def vip_url(self, family: int = IPV4) -> str: ...
+
+    def client_ns(self, client: int) -> str: ...
+
+    def popen(self, ns: str, *cmd: str, **kw: Any) -> subprocess.Popen[Any]: ...
+
+    def python_cmd(self, *args: str) -> list[str]: ...
+
+
 class TrafficGenerator:
     """Light steady traffic from the client namespace to the VIP of ``family``: HTTP with a new
     connection each time, alternating with UDP queries. The requests run in a ``client traffic``
     process inside the namespace; a thread here reads its one-line results and counts them."""
 
     def __init__(
-        self, lab: Lab, rate_per_s: float = 20, client: int = 1, udp: bool = True, family: int = IPV4
+        self,
+        lab: TrafficTarget,
+        rate_per_s: float = 20,
+        client: int = 1,
+        udp: bool = True,
+        family: int = IPV4,
     ) -> None:
         self.lab = lab
         self.rate_per_s = rate_per_s

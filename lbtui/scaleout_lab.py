@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lbtui.addresses import IPV4
 from lbtui.backend_setup import STATE_DIR
 from lbtui.bird import BirdControl, BirdError, render_config
 from lbtui.dataplane.announce import DEFAULT_TABLE, RouteReader, VipRoutes
@@ -103,6 +104,19 @@ class ScaleOutLab(NamespaceLab):
     def client_ip(self) -> str:
         return f"{CLIENT_NET}.2"
 
+    def client_ns(self, client: int = 1) -> str:
+        if client != 1:
+            raise ValueError(f"client {client}: the scale-out lab has one client namespace")
+        return self.ns_client
+
+    def vip_of(self, family: int = IPV4) -> str:
+        if family != IPV4:
+            raise ValueError("the scale-out lab's VIPs are IPv4 (DSR over IPIP is IPv4 only)")
+        return self.vip
+
+    def vip_url(self, family: int = IPV4) -> str:
+        return f"http://{self.vip_of(family)}/"
+
     @property
     def host_ids(self) -> range:
         return range(1, self.spec.hosts + 1)
@@ -136,6 +150,53 @@ class ScaleOutLab(NamespaceLab):
     def backend_iface(self, i: int) -> str:
         self._check_backend(i)
         return f"{self.prefix}b{i}"
+
+    def control_socket(self, i: int) -> str:
+        """The control socket of lbtui on host i (lbtui_config)."""
+        self._check_host(i)
+        return f"/run/lbtui/{self.prefix}h{i}.sock"
+
+    def lbtui_config(
+        self, i: int, forwarding: str = "ipip", health_interval_ms: int = 100, state_file: str | None = None
+    ) -> str:
+        """lbtui's configuration on host i: proxy "web" on the VIP's port 80 with Maglev, the lab's
+        backends listed in another order on each host (the Maglev tables must still be equal), TCP
+        health checks (through the tunnel in ipip), the VIP announced through the host's BIRD."""
+        self._check_host(i)
+        ids = list(self.backend_ids)
+        ids = ids[i % len(ids) :] + ids[: i % len(ids)]
+        backends = "".join(f'\n[[proxy.backend]]\naddress = "{self.backend_ip(j)}:80"\n' for j in ids)
+        state = f'state_file = "{state_file}"\n' if state_file else ""
+        interval = health_interval_ms
+        return f"""
+[settings]
+control_socket = "{self.control_socket(i)}"
+{state}table_size = 251
+manage_sysctls = {"true" if forwarding == "ipip" else "false"}
+
+[settings.metrics]
+enabled = false
+
+[settings.announce]
+enabled = true
+table = {VIP_TABLE}
+bird_socket = "{self.bird_socket(self.ns_host(i))}"
+
+[[proxy]]
+name = "web"
+interfaces = ["{self.host_iface(i)}"]
+vip = "{self.vip}"
+port = 80
+algorithm = "maglev"
+forwarding = "{forwarding}"
+
+[proxy.health]
+type = "tcp"
+interval_ms = {interval}
+timeout_ms = {interval}
+rise = 1
+fall = 1
+{backends}"""
 
     @property
     def namespaces(self) -> list[str]:

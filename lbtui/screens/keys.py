@@ -24,6 +24,7 @@ PANES = (
 
 APP_CSS = """
 #summary { height: 1; background: $panel; }
+#peers { height: 1; background: $panel; }
 #banner { display: none; height: auto; padding: 0 1; background: $error; color: $text; text-style: bold; }
 #banner.stopped { background: $warning; }
 TabbedContent { height: 1fr; }

@@ -1,7 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The one-line header: which instance, how long it has run, and the totals that matter at a glance."""
+"""The one-line header: which instance, how long it has run, and the totals that matter at a glance;
+and, under it, the other instances the console was given (`--peer`), one item each."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual.widgets import Static
@@ -56,18 +60,58 @@ def summary_text(snapshot: Snapshot, title: str, attached: bool, read_only: bool
 
 def bgp_summary(snapshot: Snapshot) -> Text:
     """ " │ BGP 1/1 up, 2/2 VIPs announced": the sessions established and the VIPs announced."""
+    text = Text(" │ ", style="dim")
+    text.append_text(bgp_state(snapshot))
+    return text
+
+
+def bgp_state(snapshot: Snapshot) -> Text:
+    """ "BGP 1/1 up, 2/2 VIPs announced" """
     view = snapshot.announce
     up = sum(s.state == "Established" for s in view.bgp)
     announced = sum(v.announced for v in view.vips)
     sessions = "BIRD unreachable" if view.bird_error else f"{up}/{len(view.bgp)} up"
     ok = not view.bird_error and up == len(view.bgp) > 0
-    text = Text(" │ ", style="dim")
-    text.append("BGP ", style="dim")
+    text = Text("BGP ", style="dim")
     text.append(sessions, style="bold" if ok else "bold red")
     text.append(", ", style="dim")
     all_vips = announced == len(view.vips)
     text.append(f"{announced}/{len(view.vips)}", style="bold" if all_vips else "bold yellow")
     text.append(" VIPs announced", style="dim")
+    return text
+
+
+@dataclass(frozen=True)
+class PeerState:
+    """Another instance shown beside this one (`--peer NAME=SOCKET`): its last snapshot, or why
+    there is none."""
+
+    name: str
+    snapshot: Snapshot | None = None
+    error: str | None = None
+
+
+def peers_text(peers: Sequence[PeerState]) -> Text:
+    """ " peers │ h2: BGP 1/1 up, 1/1 VIPs announced, 12 flows, 9.8 new/s │ h3: unreachable (...)" """
+    text = Text(" peers", style="bold")
+    for peer in peers:
+        text.append(" │ ", style="dim")
+        text.append(peer.name, style="bold")
+        text.append(": ", style="dim")
+        snap = peer.snapshot
+        if snap is None:
+            text.append(f"unreachable ({peer.error or 'no answer yet'})", style="bold red")
+            continue
+        if not snap.running:
+            text.append("stopped", style="bold red")
+            continue
+        if snap.announce.enabled:
+            text.append_text(bgp_state(snap))
+            text.append(", ", style="dim")
+        text.append(fmt.compact(sum(s.active_flows for s in snap.services)), style="bold")
+        text.append(" flows, ", style="dim")
+        text.append(fmt.rate(total_new_per_s(snap)), style="bold")
+        text.append(" new/s", style="dim")
     return text
 
 

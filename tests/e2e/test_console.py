@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The console in a real terminal (tmux): `lbtui demo`, and `lbtui attach` to a headless instance.
+"""The console in a real terminal (tmux): `lbtui demo` (one host and `--hosts 3`), and `lbtui attach` to a
+headless instance.
 
 Keys go in with `tmux send-keys`, the screen comes back with `tmux capture-pane`; what the screen
 claims is checked against the data path (the engine's counters through the control socket, or
@@ -8,6 +9,7 @@ which backend answers new connections).
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -19,7 +21,9 @@ import pytest
 
 from lbtui import model
 from lbtui.control_client import SocketEngineHandle
+from lbtui.engine import PIN_ROOT, instance_name
 from lbtui.lab import LabSpec, lab_namespaces
+from lbtui.scaleout_lab import scaleout_namespaces
 from tests.support.lab import ClientLab
 from tests.support.labtools import wait_until
 
@@ -133,6 +137,69 @@ def test_demo_under_the_console(tmp_path):
         tmux.kill()
         subprocess.run(["pkill", "-f", f"lbtui demo --prefix {prefix}"], capture_output=True)
         wait_until(lambda: not lab_namespaces(prefix), timeout=15)
+
+
+def peers_line(screen: str) -> str:
+    return next((line for line in screen.splitlines() if line.strip().startswith("peers")), "")
+
+
+def test_scaleout_demo_shows_every_host_under_the_console():
+    """`lbtui demo --hosts 3`: the console on host 1 (its proxies and BGP state), the two others on
+    its peers line, traffic through all three; quitting removes everything the demo made."""
+    prefix = "ltx"
+    sockets = [f"/run/lbtui/{prefix}h{i}.sock" for i in (1, 2, 3)]
+    tmux = Tmux(
+        "lbtui-demo-hosts-test",
+        f"cd {REPO} && {sys.executable} -m lbtui demo --hosts 3 --prefix {prefix} --rate 30",
+    )
+    handles = [SocketEngineHandle(s) for s in sockets]
+
+    def new_flows_on(h: SocketEngineHandle) -> int:
+        try:
+            return sum(b.counters.new_flows for s in h.snapshot().services for b in s.all_backends())
+        except (ConnectionError, OSError):
+            return 0
+
+    try:
+        assert wait_until(lambda: len(rows(tmux.screen())) == 3, timeout=240), tmux.screen()
+        # every host announces the VIP: host 1 in the header, h2 and h3 on the peers line
+        assert wait_until(
+            lambda: "BGP 1/1 up, 1/1 VIPs announced" in tmux.screen().splitlines()[0], timeout=240
+        ), tmux.screen()
+        assert wait_until(
+            lambda: peers_line(tmux.screen()).count("BGP 1/1 up, 1/1 VIPs announced") == 2, timeout=60
+        ), tmux.screen()
+        assert "h2:" in peers_line(tmux.screen()) and "h3:" in peers_line(tmux.screen())
+        # the background traffic goes through every host (ECMP) to every backend (DSR: no reply back)
+        first = {a: size(r["bytes_in"]) for a, r in rows(tmux.screen()).items()}
+        assert wait_until(
+            lambda: all(size(rows(tmux.screen())[a]["bytes_in"]) > first[a] for a in first), timeout=30
+        ), tmux.screen()
+        before = [new_flows_on(h) for h in handles]
+        assert wait_until(
+            lambda: all(new_flows_on(h) > n for h, n in zip(handles, before, strict=True)), timeout=30
+        )
+        # a host that stops cleanly (h3): shown so on the peers line, gone from the router's route
+        assert handles[2].submit(model.Stop()).ok
+        assert wait_until(lambda: "h3: unreachable" in peers_line(tmux.screen()), timeout=60), tmux.screen()
+        assert peers_line(tmux.screen()).count("BGP 1/1 up, 1/1 VIPs announced") == 1, tmux.screen()
+        # quit: q, confirm; the lab goes away with the demo, and with it every host's lbtui
+        tmux.keys("q")
+        assert wait_until(lambda: "Quit lbtui?" in tmux.screen(), timeout=10), tmux.screen()
+        tmux.keys("y")
+        assert wait_until(lambda: not tmux.alive(), timeout=120)
+        assert wait_until(lambda: not scaleout_namespaces(prefix), timeout=15)
+        leftovers = [s for s in sockets if os.path.exists(s)]
+        leftovers += [p for s in sockets if os.path.exists(p := os.path.join(PIN_ROOT, instance_name(s)))]
+        leftovers += [str(p) for p in Path("/run/lbtui").glob("backend-setup-netns*.json")]
+        assert not leftovers, leftovers
+        assert not subprocess.run(["pgrep", "-f", f"lbtui-lab-{prefix}-"], capture_output=True).stdout
+    finally:
+        for h in handles:
+            h.close()
+        tmux.kill()
+        subprocess.run(["pkill", "-f", f"lbtui demo --hosts 3 --prefix {prefix}"], capture_output=True)
+        wait_until(lambda: not scaleout_namespaces(prefix), timeout=30)
 
 
 def test_attach_drives_a_headless_instance(tmp_path):

@@ -20,7 +20,7 @@ from lbtui import ctl
 from lbtui.control_client import SocketEngineHandle
 from lbtui.engine import PIN_ROOT, instance_name
 from lbtui.netlab import LabError
-from lbtui.scaleout_lab import BACKEND_NET, VIP, VIP_TABLE, ScaleOutLab
+from lbtui.scaleout_lab import BACKEND_NET, ScaleOutLab
 
 START_TIMEOUT_S = 120.0  # BCC compiles the data path at each start; slow on a busy 2-vCPU VM
 
@@ -35,46 +35,13 @@ class LbtuiHosts:
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
     def socket(self, i: int) -> str:
-        return f"/run/lbtui/{self.lab.prefix}h{i}.sock"
+        return self.lab.control_socket(i)
 
     def _file(self, i: int, suffix: str) -> Path:
         return Path(self.lab.workdir) / f"lbtui-h{i}.{suffix}"
 
     def config(self, i: int) -> str:
-        lab, interval = self.lab, self.health_interval_ms
-        # each host lists the backends in another order (the Maglev tables must still be equal)
-        ids = list(lab.backend_ids)
-        ids = ids[i % len(ids) :] + ids[: i % len(ids)]
-        backends = "".join(f'\n[[proxy.backend]]\naddress = "{lab.backend_ip(j)}:80"\n' for j in ids)
-        return f"""
-[settings]
-control_socket = "{self.socket(i)}"
-table_size = 251
-manage_sysctls = {"true" if self.forwarding == "ipip" else "false"}
-
-[settings.metrics]
-enabled = false
-
-[settings.announce]
-enabled = true
-table = {VIP_TABLE}
-bird_socket = "{lab.bird_socket(lab.ns_host(i))}"
-
-[[proxy]]
-name = "web"
-interfaces = ["{lab.host_iface(i)}"]
-vip = "{VIP}"
-port = 80
-algorithm = "maglev"
-forwarding = "{self.forwarding}"
-
-[proxy.health]
-type = "tcp"
-interval_ms = {interval}
-timeout_ms = {interval}
-rise = 1
-fall = 1
-{backends}"""
+        return self.lab.lbtui_config(i, self.forwarding, self.health_interval_ms)
 
     def start(self, i: int) -> None:
         """Start lbtui on host i; returns once it runs (its VIP decision made)."""

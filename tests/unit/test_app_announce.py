@@ -86,3 +86,35 @@ async def test_b_says_when_announcement_is_off(engine: ConsoleEngine) -> None:
         )
         assert engine.commands == []
         assert "BGP" not in summary(app)
+
+
+class GonePeer:
+    """A peer whose control socket does not answer."""
+
+    def snapshot(self, flows=None):
+        raise ConnectionError("no such socket")
+
+    def close(self) -> None:
+        pass
+
+
+async def test_peers_line_shows_each_peer_and_one_that_is_gone(
+    engine: ConsoleEngine, announcing: ConsoleEngine
+) -> None:
+    peers = {"h2": announcing, "h3": GonePeer()}
+    app = LbtuiApp(engine, refresh_s=0.05, peers=peers)  # type: ignore[dict-item]
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        line = lambda: text_of(app, "#peers")  # noqa: E731
+        await wait_until(lambda: "h2: BGP" in line(), "h2's state on the peers line", pilot)
+        assert "1/1 VIPs announced" in line() and "new/s" in line()
+        assert "h3: unreachable (no such socket)" in line()
+        announcing.submit(Announce("withdraw"))
+        await wait_until(lambda: "0/1 VIPs announced" in line(), "h2's withdrawal", pilot)
+
+
+async def test_no_peers_line_without_peers(engine: ConsoleEngine) -> None:
+    app = LbtuiApp(engine, refresh_s=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, pilot)
+        assert not app.query_one("#peers", Static).display
