@@ -20,37 +20,16 @@ Exit codes (lbtui/exitcodes.py): 0 clean stop, 1 bad configuration, 2 usage, 3 t
 from __future__ import annotations
 
 import argparse
-import asyncio
-import errno
 import logging
-import os
 import sys
-from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 from lbtui import __version__, exitcodes, hostcheck
-from lbtui.config import Config, ConfigError, load_config
+from lbtui.check import check, diff
+from lbtui.config import ConfigError, load_config
+from lbtui.console import attach, peer_sockets
+from lbtui.serve import run
 from lbtui.stopping import Stopper
-
-if TYPE_CHECKING:
-    from lbtui.control_socket import ControlServer
-    from lbtui.sdnotify import Notifier
-
-EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_KERNEL = (
-    exitcodes.OK,
-    exitcodes.CONFIG,
-    exitcodes.USAGE,
-    exitcodes.HOST,
-)
-EXIT_TEMPORARY = exitcodes.TEMPORARY
-# a busy resource at start (port, socket, an interface's XDP slot): systemd retries (exitcodes.py)
-TEMPORARY_ERRNOS = (errno.EADDRINUSE, errno.EBUSY, errno.EAGAIN)
-
-if TYPE_CHECKING:
-    from lbtui.control_socket import ControlServer
-
-log = logging.getLogger("lbtui")
 
 
 def _main_parser() -> argparse.ArgumentParser:
@@ -148,19 +127,6 @@ def _add_peer_option(p: argparse.ArgumentParser) -> None:
         help="console: show another instance's state under the header (its BGP sessions, VIPs announced, "
         "flows, new/s), read from its control socket; repeatable (docs/scale-out.md#the-demo)",
     )
-
-
-def peer_sockets(specs: Sequence[str]) -> dict[str, str]:
-    """`--peer NAME=SOCKET` values as {name: socket}; ValueError names a malformed one."""
-    out: dict[str, str] = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--peer {spec!r}: expected NAME=SOCKET")
-        if name in out:
-            raise ValueError(f"--peer {name}: given twice")
-        out[name] = path
-    return out
 
 
 # shtab's completion actions (shtab.FILE, shtab.DIRECTORY), without importing shtab at run time
@@ -266,7 +232,7 @@ def main(argv: Sequence[str] | None = None, stopper: Stopper | None = None) -> i
             print(hostcheck.report_json(ns.config, [], issues))
         else:
             print(f"lbtui: invalid configuration:\n{exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exitcodes.CONFIG
     if ns.check and ns.diff:
         return diff(ns.config, ns.socket or config.settings.control_socket, as_json=ns.json)
     if ns.check:
@@ -283,282 +249,11 @@ def main(argv: Sequence[str] | None = None, stopper: Stopper | None = None) -> i
     )
 
 
-def check(config: Config, path: str, as_json: bool, host: bool, socket_path: str | None = None) -> int:
-    """`lbtui --check`: the file is valid; now the host checks, printed; the exit code a start would have."""
-    checks = hostcheck.run_checks(config, socket_path=socket_path) if host else []
-    if as_json:
-        print(hostcheck.report_json(path, checks))
-    else:
-        sys.stdout.write(hostcheck.report_text(path, config, checks))
-    return hostcheck.exit_code(checks)
-
-
-def diff(path: str, socket_path: str, as_json: bool) -> int:
-    """`lbtui --check --diff -c FILE`: the running instance's dry run of a reload from FILE."""
-    import json
-
-    from lbtui import ctl, model, wire
-    from lbtui.control_client import SocketEngineHandle
-
-    handle = SocketEngineHandle(socket_path)
-    try:
-        result = handle.submit(model.Reload(os.path.abspath(path), dry_run=True), timeout=30.0)
-    except ConnectionError as exc:
-        print(f"lbtui: --diff: {exc}", file=sys.stderr)
-        return EXIT_KERNEL
-    finally:
-        handle.close()
-    if as_json:
-        print(json.dumps(wire.encode_result(result)))
-    else:
-        ctl.write_result(result, sys.stdout, sys.stderr, prog="lbtui", listed=True)
-    return EXIT_OK if result.ok else EXIT_CONFIG
-
-
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     from lbtui.headless import configure_logging
 
     # with the console on screen, only warnings reach stderr (the console shows the events)
     configure_logging(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
-
-
-def run(
-    config: Config,
-    no_ui: bool,
-    stats_interval_s: float = 10.0,
-    keep_dataplane: bool = False,
-    socket_path: str | None = None,
-    stopper: Stopper | None = None,
-    peers: Mapping[str, str] | None = None,
-) -> int:
-    """Start the engine for `config`, serve the control socket, run a front end until it stops.
-
-    A stop (`stopper`: SIGTERM, SIGINT) at any moment ends it with exit 0 and, unless
-    keep_dataplane, nothing attached or pinned (docs/architecture.md#stopping)."""
-    from lbtui.sdnotify import Notifier
-
-    stopper = stopper or Stopper()
-    notifier = Notifier()  # systemd Type=notify; does nothing elsewhere
-    try:
-        return _run(
-            config, no_ui, stats_interval_s, keep_dataplane, socket_path, stopper, notifier, peers or {}
-        )
-    finally:
-        notifier.close()
-
-
-def _run(
-    config: Config,
-    no_ui: bool,
-    stats_interval_s: float,
-    keep_dataplane: bool,
-    socket_path: str | None,
-    stopper: Stopper,
-    notifier: Notifier,
-    peers: Mapping[str, str],
-) -> int:
-    """Start the engine for `config`, serve the control socket, run a front end until it stops."""
-    from lbtui.control_socket import ControlServer, SocketInUse, resolve_group
-    from lbtui.dataplane import DataplaneError
-    from lbtui.engine import Engine, default_state_file, instance_name, kernel_dataplane
-    from lbtui.runner import EngineRunner, StartCancelled
-
-    code = _preflight(config, socket_path)
-    if code != EXIT_OK or _stopped(stopper, notifier):
-        return code
-    notifier.status("starting: compiling and attaching the data path")
-    # the instance is the socket it serves: its pins follow that path, not the file's setting
-    path = socket_path or config.settings.control_socket
-    # with the console on the terminal, the access log may not write to stdout
-    engine = Engine(
-        config,
-        kernel_dataplane(config, path),
-        allow_stdout=no_ui,
-        keep_dataplane=keep_dataplane,
-        state_file=default_state_file(path),
-    )
-    runner = EngineRunner(engine)
-    info = {"instance": instance_name(path), "config": config.path}
-    servers = [ControlServer(runner, path, instance=info)]
-    ro = config.settings.read_only
-    if ro.socket is not None:
-        group = resolve_group(ro.group or "")  # the host checks made sure it exists
-        servers.append(ControlServer(runner, ro.socket, instance=info, read_only=True, group=group))
-    try:
-        for server in servers:  # first: a live instance on the same socket must stop us before the kernel
-            server.start()
-    except SocketInUse as exc:
-        print(f"lbtui: {exc}", file=sys.stderr)
-        _stop_all(servers)
-        return EXIT_TEMPORARY
-    except OSError as exc:
-        print(f"lbtui: cannot serve the control socket {server.path}: {exc}", file=sys.stderr)
-        _stop_all(servers)
-        return EXIT_KERNEL
-    try:
-        try:
-            with stopper.while_running(runner.cancel_start):
-                runner.start()  # returns once the programs are attached and the first tables written
-        except StartCancelled:
-            log.info("%s while starting: the start was undone", stopper.describe())
-            return EXIT_OK
-        except DataplaneError as exc:
-            print(f"lbtui: {exc}", file=sys.stderr)
-            return EXIT_KERNEL
-        except OSError as exc:
-            print(f"lbtui: cannot start: {exc}", file=sys.stderr)
-            return EXIT_TEMPORARY if exc.errno in TEMPORARY_ERRNOS else EXIT_KERNEL
-        except (RuntimeError, ValueError) as exc:
-            print(f"lbtui: cannot start: {exc}", file=sys.stderr)
-            return EXIT_KERNEL
-        if _stopped(stopper, notifier):
-            log.info("%s: stopping", stopper.describe())
-            return EXIT_OK
-        from lbtui.headless import run_headless, status_line
-
-        notifier.ready(f"running: {status_line(runner.snapshot())}")
-        if no_ui:
-            return run_headless(
-                runner,
-                stats_interval_s,
-                is_alive=lambda: runner.engine.running,
-                notifier=notifier,
-                heartbeat=lambda: runner.engine.heartbeat,
-                stopper=stopper,
-            )
-        return run_console(
-            runner,
-            title=f"lbtui — {config.path}",
-            refresh_s=config.settings.console.refresh_s,
-            stopper=stopper,
-            peers=peers,
-        )
-    finally:
-        _stopped(stopper, notifier)
-        runner.close()
-        _stop_all(servers)
-
-
-def _stopped(stopper: Stopper, notifier: Notifier) -> bool:
-    """Whether a stop was requested; if so, say so to systemd (once: Notifier.stopping)."""
-    if stopper.requested:
-        notifier.stopping(f"stopping ({stopper.describe()}): detaching the programs")
-    return stopper.requested
-
-
-def _stop_all(servers: list[ControlServer]) -> None:
-    for server in servers:
-        server.stop()
-
-
-def _preflight(config: Config, socket_path: str | None) -> int:
-    """The host checks of --check, before anything is touched: errors end the start with their code."""
-    checks = hostcheck.run_checks(config, socket_path=socket_path)
-    for c in checks:
-        where = f"{c.key_path}: " if c.key_path else ""
-        if c.status == hostcheck.ERROR:
-            print(f"lbtui: {c.name}: {where}{c.message}", file=sys.stderr)
-        elif c.status == hostcheck.WARNING:
-            log.warning("%s: %s%s", c.name, where, c.message)
-    code = hostcheck.exit_code(checks)
-    if code != EXIT_OK:
-        return code
-    try:
-        for change in hostcheck.manage_sysctls(config):
-            log.warning(change)
-    except OSError as exc:
-        print(f"lbtui: settings.manage_sysctls: cannot set {hostcheck.IP_FORWARD}: {exc}", file=sys.stderr)
-        return EXIT_KERNEL
-    return EXIT_OK
-
-
-def run_console(
-    handle: object,
-    title: str = "lbtui",
-    refresh_s: float = 1.0,
-    attached: bool = False,
-    stopper: Stopper | None = None,
-    read_only: bool = False,
-    peers: Mapping[str, str] | None = None,
-) -> int:
-    """The console until it quits, or until a stop (`stopper`) ends it the way quitting does (the
-    terminal is given back as it was). peers: other instances' control sockets, shown by name."""
-    from lbtui.app import LbtuiApp
-    from lbtui.control_client import SocketEngineHandle
-
-    if stopper is not None and stopper.requested:
-        return EXIT_OK
-    if sys.stderr.isatty():
-        # Textual sizes the screen from COLUMNS/LINES when they are set; a value exported by some
-        # parent (tmux, test runners, scripts) would pin the console to a stale size
-        os.environ.pop("COLUMNS", None)
-        os.environ.pop("LINES", None)
-    app = LbtuiApp(
-        handle,  # type: ignore[arg-type]
-        refresh_s=refresh_s,
-        title=title,
-        attached=attached,
-        read_only=read_only,
-        peers={name: SocketEngineHandle(path, connect_timeout=1.0) for name, path in (peers or {}).items()},
-    )
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-
-        def exit_app() -> None:
-            # a signal is handled on this thread, between two steps of the app's loop: schedule it
-            loop.call_soon_threadsafe(app.exit)
-
-        with stopper.while_running(exit_app) if stopper else nullcontext():
-            await app.run_async()
-
-    try:
-        asyncio.run(serve())
-    finally:
-        for peer in app.peers.values():
-            peer.close()
-    return EXIT_OK
-
-
-def attach(ns: argparse.Namespace, stopper: Stopper | None = None) -> int:
-    """`lbtui attach`: the same console over the control socket; quitting leaves the instance running."""
-    from lbtui import instances
-    from lbtui.control_client import SocketEngineHandle
-
-    path = ns.socket
-    if path is None:
-        try:
-            path = instances.the_socket()
-        except instances.NotFound as exc:
-            print(f"lbtui attach: {exc}", file=sys.stderr)
-            return EXIT_USAGE if exc.several else EXIT_KERNEL
-    stopper = stopper or Stopper()
-    stopper.install(hup_stops=True)
-    handle = SocketEngineHandle(path)
-    try:
-        info = handle.hello()
-    except (ConnectionError, OSError) as exc:
-        print(f"lbtui attach: {exc}", file=sys.stderr)
-        return EXIT_KERNEL
-    read_only = ns.read_only or info.get("read_only") is True
-    try:
-        peers = peer_sockets(ns.peer)
-    except ValueError as exc:
-        print(f"lbtui attach: {exc}", file=sys.stderr)
-        handle.close()
-        return EXIT_USAGE
-    try:
-        return run_console(
-            handle,
-            title=f"lbtui — attached to {info.get('instance', path)}",
-            refresh_s=ns.refresh,
-            attached=True,
-            stopper=stopper,
-            read_only=read_only,
-            peers=peers,
-        )
-    finally:
-        handle.close()
 
 
 if __name__ == "__main__":

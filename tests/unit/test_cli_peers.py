@@ -5,22 +5,22 @@ from __future__ import annotations
 
 import pytest
 
-from lbtui import cli
+from lbtui import cli, console
 from lbtui.stopping import Stopper
 
 
 def test_peer_sockets_by_name() -> None:
-    assert cli.peer_sockets(["h2=/run/lbtui/a.sock", "h3=/x=y.sock"]) == {
+    assert console.peer_sockets(["h2=/run/lbtui/a.sock", "h3=/x=y.sock"]) == {
         "h2": "/run/lbtui/a.sock",
         "h3": "/x=y.sock",
     }
-    assert cli.peer_sockets([]) == {}
+    assert console.peer_sockets([]) == {}
 
 
 @pytest.mark.parametrize("specs", [["h2"], ["=/a.sock"], ["h2="], ["h2=/a", "h2=/b"]])
 def test_malformed_peers_are_refused(specs: list[str]) -> None:
     with pytest.raises(ValueError, match="--peer"):
-        cli.peer_sockets(specs)
+        console.peer_sockets(specs)
 
 
 @pytest.mark.parametrize(
