@@ -298,7 +298,8 @@ class TableFingerprint:
 class OverrideView:
     """One runtime override (README.md#runtime-state): what an operator changed at run time."""
 
-    kind: str  # "weight", "drain", "maintenance", "health", "circuit", "added", "removed", "rate_limit"
+    # "weight", "drain", "maintenance", "health", "circuit", "added", "removed", "rate_limit", "withdrawn"
+    kind: str
     proxy: str
     backend: str | None = None  # None: the proxy's own (rate limits)
     group: str | None = None  # added and removed backends: the group ("default" or a route's CIDR)

@@ -2,7 +2,8 @@
 """When this host announces each VIP over BGP ([settings.announce], docs/scale-out.md).
 
 A VIP is announced while the engine runs (programs attached), no operator command holds it back
-and at least one of its proxies has `min_usable_backends` usable backends (for
+(`announce withdraw`: a runtime override, kept in the state file like the others, so a restart does
+not announce it again) and at least one of its proxies has `min_usable_backends` usable backends (for
 `announce_delay_s` already); otherwise it is withdrawn. Announcing is a host route in lbtui's own
 kernel table, which BIRD learns and exports (lbtui/dataplane/announce.py); the routes are changed
 only when a decision changes, and a change the kernel refuses is retried at the next tick.
@@ -28,6 +29,7 @@ from lbtui.engine.events import EventLog
 from lbtui.engine.fingerprint import table_fingerprints
 from lbtui.engine.group import Member
 from lbtui.engine.ids import DEFAULT_GROUP
+from lbtui.engine.overrides import Intent
 from lbtui.engine.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -80,14 +82,16 @@ class _Vip:
 
 
 class Announcer:
-    def __init__(self, events: EventLog, clock: Clock, factory: RoutesFactory = kernel_routes) -> None:
+    def __init__(
+        self, events: EventLog, clock: Clock, intent: Intent, factory: RoutesFactory = kernel_routes
+    ) -> None:
         self._events = events
         self._clock = clock
+        self._intent = intent  # the operator's holds are runtime overrides (Overrides.withdrawn)
         self._factory = factory
         self._settings = AnnounceConfig()
         self._routes: Routes | None = None
         self._vips: dict[str, _Vip] = {}
-        self._held: set[str] = set()
         self._bgp: tuple[model.BgpSessionView, ...] = ()
         self._bird_error: str | None = None
         self._stopped = False
@@ -155,7 +159,7 @@ class Announcer:
             return False, "no proxy serves it any more"
         if not running:
             return False, "load balancer stopped"
-        if vip in self._held:
+        if any(p.name in self._intent.overrides.withdrawn for p in proxies):
             return False, "withdrawn by the operator"
         if best.usable < needed:
             return False, f"{best.usable} of {best.backends} backends usable (needs {needed})"
@@ -212,11 +216,15 @@ class Announcer:
             )
         if not self.enabled:
             return model.CommandResult(False, "VIP announcement is off (settings.announce.enabled = false)")
-        vips = {topology.proxy(cmd.proxy).cfg.vip} if cmd.proxy is not None else set(self._vips)
-        if cmd.action == "withdraw":
-            self._held |= vips
+        served = {name: p.cfg.vip for name, p in topology.proxies.items()}
+        if cmd.proxy is not None:
+            vips = {topology.proxy(cmd.proxy).cfg.vip}
         else:
-            self._held -= vips
+            vips = set(self._vips) | set(served.values())
+        # a VIP is one route: the hold names every proxy on it, so it survives any one of them going
+        proxies = {name for name, vip in served.items() if vip in vips}
+        overrides = self._intent.overrides.with_withdrawn(proxies, cmd.action == "withdraw")
+        self._intent.change(overrides, "announce")
         shown = ", ".join(sorted(vips)) or "no VIP"
         if cmd.action == "withdraw":
             message = f"{shown} withdrawn by the operator: out of BGP rotation until `announce`"
@@ -255,7 +263,7 @@ class Announcer:
                 announced=s.announced,
                 reason=s.reason,
                 usable_backends=s.usable,
-                held=vip in self._held,
+                held=bool(self._intent.overrides.withdrawn & set(s.proxies)),
                 since=s.since,
                 error=s.error,
             )
@@ -269,9 +277,14 @@ class ScaleOut:
     the operator's Announce command, the stop, the snapshot's announcement and table fingerprints."""
 
     def __init__(
-        self, events: EventLog, clock: Clock, topology: Topology, factory: RoutesFactory = kernel_routes
+        self,
+        events: EventLog,
+        clock: Clock,
+        topology: Topology,
+        intent: Intent,
+        factory: RoutesFactory = kernel_routes,
     ) -> None:
-        self.announcer = Announcer(events, clock, factory)
+        self.announcer = Announcer(events, clock, intent, factory)
         self._events = events
         self._topology = topology
         self._running = False

@@ -200,6 +200,7 @@ def prune(overrides: Overrides, base: Desired) -> tuple[Overrides, Dropped]:
         added=added,
         removed=removed,
         limits={p: lim for p, lim in overrides.limits.items() if p in base.proxies},
+        withdrawn=frozenset(p for p in overrides.withdrawn if p in base.proxies),
     )
     if kept == overrides:
         return overrides, []

@@ -114,7 +114,7 @@ class Engine:
         )
         self.least_connections = LeastConnections()
         self.recorder = HistoryRecorder(clock, config.settings.history_s, lambda: self.sweeper.syn_failures)
-        self.scale_out = ScaleOut(self.events, clock, topology, announce_routes)
+        self.scale_out = ScaleOut(self.events, clock, topology, self.intended, announce_routes)
         self.snapshot_decorators: list[Callable[[model.Snapshot], model.Snapshot]] = [self.scale_out.decorate]
         self._snapshot: model.Snapshot | None = None
         self._started_at = clock.time()

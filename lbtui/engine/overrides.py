@@ -10,8 +10,9 @@ survives what (docs/architecture.md#state, README.md#runtime-state):
   only while the file has not changed the value they override);
 - a DNS change keeps every override (the file did not change);
 - a reload of a changed file keeps weights and rate limits the file did not change for that backend
-  or proxy; keeps drains, maintenance, forced health and circuit holds; and drops backends added or
-  removed at run time (the file says again which backends exist, as HAProxy's and IPVS's reloads do);
+  or proxy; keeps drains, maintenance, forced health, circuit holds and VIP withdrawals; and drops
+  backends added or removed at run time (the file says again which backends exist, as HAProxy's and
+  IPVS's reloads do);
 - overrides of backends and proxies that no longer exist are dropped, each with an event.
 """
 
@@ -48,6 +49,9 @@ class Overrides:
     added: Mapping[MemberRef, int] = field(default_factory=dict)  # -> the weight it was added with
     removed: frozenset[MemberRef] = frozenset()
     limits: Mapping[str, RateLimits] = field(default_factory=dict)
+    # proxies whose VIP the operator took out of BGP rotation (`announce withdraw`, engine/announce.py):
+    # a VIP is one route, so a hold names every proxy on it and any of them holds it
+    withdrawn: frozenset[str] = frozenset()
 
     # ---- one change each (commands) -------------------------------------------------------------
 
@@ -83,11 +87,16 @@ class Overrides:
     def with_limits(self, proxy: str, limits: RateLimits) -> Overrides:
         return replace(self, limits={**self.limits, proxy: limits})
 
+    def with_withdrawn(self, proxies: Iterable[str], on: bool) -> Overrides:
+        held = self.withdrawn | set(proxies) if on else self.withdrawn - set(proxies)
+        return replace(self, withdrawn=frozenset(held))
+
     def cleared(self, proxy: str | None = None, address: str | None = None) -> Overrides:
         """Without the overrides of a proxy (and only of one backend of it, if given), or without any.
 
         A backend's own overrides: weight, drain, maintenance, forced health, circuit hold, and its
-        addition or removal; a proxy's: those of all its backends and its rate limits."""
+        addition or removal; a proxy's: those of all its backends, its rate limits and its VIP's
+        withdrawal."""
         if proxy is None:
             return Overrides()
 
@@ -106,6 +115,7 @@ class Overrides:
             added={m: w for m, w in self.added.items() if keep_member(m)},
             removed=frozenset(m for m in self.removed if keep_member(m)),
             limits={p: lim for p, lim in self.limits.items() if address is not None or p != proxy},
+            withdrawn=frozenset(p for p in self.withdrawn if address is not None or p != proxy),
         )
 
     # ---- across configuration changes -----------------------------------------------------------
@@ -159,6 +169,10 @@ class Overrides:
             model.OverrideView("rate_limit", p, None, None, limits_text(lim))
             for p, lim in sorted(self.limits.items())
         ]
+        out += [
+            model.OverrideView("withdrawn", p, None, None, "VIP out of BGP rotation until `announce`")
+            for p in sorted(self.withdrawn)
+        ]
         return tuple(out)
 
 
@@ -185,6 +199,7 @@ def describe(e: model.OverrideView) -> str:
         "added": "backend added at run time",
         "removed": "backend removed at run time",
         "rate_limit": "runtime rate limits",
+        "withdrawn": "VIP withdrawal",
     }[e.kind]
     return f"{what} of {where}"
 

@@ -112,6 +112,7 @@ class StateFile:
     added: tuple[MemberRecord, ...] = ()
     removed: tuple[MemberRecord, ...] = ()
     limits: tuple[LimitsRecord, ...] = ()
+    withdrawn: tuple[str, ...] = ()  # proxies whose VIP the operator withdrew from BGP
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ def to_file(saved: Saved, clock: Clock) -> StateFile:
             LimitsRecord(p, _limits(lim), _limits(saved.limits.get(p, RateLimits())))
             for p, lim in sorted(o.limits.items())
         ),
+        withdrawn=tuple(sorted(o.withdrawn)),
     )
 
 
@@ -171,6 +173,7 @@ def from_file(f: StateFile, clock: Clock) -> Saved:
         added={(r.proxy, r.group, r.backend): r.weight for r in f.added if r.weight is not None},
         removed=frozenset((r.proxy, r.group, r.backend) for r in f.removed),
         limits={r.proxy: _rate_limits(r.limits) for r in f.limits},
+        withdrawn=frozenset(f.withdrawn),
     )
     return Saved(
         overrides,
@@ -238,6 +241,8 @@ def _check(f: StateFile) -> None:
         raise StateError('forced health is "up" or "down"')
     if any(r.state is model.Circuit.HALF_OPEN for r in f.circuits):
         raise StateError('a circuit is held "open" or "closed"')
+    if not all(f.withdrawn):
+        raise StateError("a withdrawn VIP names its proxy")
 
 
 # ---- reading and writing -------------------------------------------------------------------------

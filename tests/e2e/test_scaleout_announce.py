@@ -2,9 +2,9 @@
 """lbtui announcing the VIP through BIRD on the scale-out lab's three load-balancer hosts: the
 router's route to the VIP loses a host on a clean stop of its lbtui (before lbtui detaches and
 exits), when every backend is unreachable from it, on the operator's `lbtui ctl announce
-withdraw`, and when the host dies, and gets it back after each. The hosts list their backends in
-different orders and still build the same Maglev table. Times are measured by
-bench/scaleout_bgp.py --lbtui (docs/scale-out.md).
+withdraw` (which a restart keeps), and when the host dies, and gets it back after each. The hosts
+list their backends in different orders and still build the same Maglev table. Times are measured
+by bench/scaleout_bgp.py --lbtui (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -108,6 +108,11 @@ def test_operator_command_withdraws_and_announces(hosts, every_host_announces):
     assert hosts.ctl(3, "announce", "withdraw") == 0
     assert wait_until(lambda: lab.router_nexthops() == others(lab, 3), timeout=10)
     assert snapshot(hosts, 3).running  # out of rotation, still running
+    hosts.stop(3)  # the withdrawal is a runtime override: a restart keeps it (the state file)
+    hosts.start(3)
+    assert hosts.table_routes(3) == set()
+    assert snapshot(hosts, 3).announce.vips[0].held
+    assert lab.router_nexthops() == others(lab, 3)
     assert hosts.ctl(3, "announce", "announce", "web") == 0
     assert wait_until(lambda: lab.router_nexthops() == all_hosts(lab), timeout=10)
 
