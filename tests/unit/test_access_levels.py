@@ -10,12 +10,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,20 +40,6 @@ interfaces = ["eth0"]
 [[proxy.backend]]
 address = "10.0.2.11:8080"
 """
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="lbtal-", dir="/tmp")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def engine() -> Iterator[ConsoleEngine]:
-    handle = ConsoleEngine(loops=False)
-    yield handle
-    handle.shutdown()
 
 
 @pytest.fixture

@@ -10,10 +10,8 @@ import json
 import math
 import os
 import random
-import shutil
 import socket
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,21 +25,6 @@ from lbtui.control_socket import ControlServer, SocketInUse
 from tests.support.console_engine import ConsoleEngine
 
 # ---- helpers -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[str]:
-    # unix socket paths are limited to 107 bytes: pytest's tmp_path can be longer
-    path = tempfile.mkdtemp(prefix="lbtcs-", dir="/tmp")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def engine() -> Iterator[ConsoleEngine]:
-    handle = ConsoleEngine(loops=False)  # no background publication: two snapshot() calls agree
-    yield handle
-    handle.shutdown()
 
 
 @pytest.fixture

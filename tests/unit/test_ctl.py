@@ -7,11 +7,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,40 +18,13 @@ from lbtui.config import ConfigError, load_config
 from lbtui.control_socket import ControlServer
 from tests.support.console_engine import ConsoleEngine
 from tests.support.console_time import STORY_S, make_engine
+from tests.support.ctl import run_ctl
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def engine() -> Iterator[ConsoleEngine]:
-    handle = ConsoleEngine(loops=False)
-    yield handle
-    handle.shutdown()
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="lbtctl-", dir="/tmp")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def sock(engine: ConsoleEngine, sock_dir: str) -> Iterator[str]:
-    srv = ControlServer(engine, os.path.join(sock_dir, "lbtui.sock"))
-    srv.start()
-    yield srv.path
-    srv.stop()
-
-
-def run(sock: str, *args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = ctl.main(["--socket", sock, *args], out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
-
-
 def test_status_lists_every_backend_per_proxy(engine: ConsoleEngine, sock: str):
-    code, out, err = run(sock, "status")
+    code, out, err = run_ctl(sock, "status")
     assert code == 0, err
     assert f"pid {os.getpid()}" in out and "up 1h02m03s" in out and f"config {engine.config_path}" in out
     assert "conntrack: 52 flows (44 tcp, 8 udp), 104/393216 entries" in out
@@ -119,7 +89,7 @@ def test_status_shows_the_latency_windows_beside_lifetime(sock_dir: str):
     srv = ControlServer(story, os.path.join(sock_dir, "story.sock"))
     srv.start()
     try:
-        code, out, err = run(srv.path, "status")
+        code, out, err = run_ctl(srv.path, "status")
         assert code == 0, err
         lines = out.splitlines()
         first = next(i for i, line in enumerate(lines) if line.strip().startswith("p99 in ms"))
@@ -143,7 +113,7 @@ def test_status_shows_the_latency_windows_beside_lifetime(sock_dir: str):
         )
         udp = next(i for i, line in enumerate(lines) if line.strip().startswith("p99 in ms") and i > first)
         assert lines[udp + 1].split() == ["BACKEND", *names[4:]]
-        code, out, _ = run(srv.path, "status", "--json")
+        code, out, _ = run_ctl(srv.path, "status", "--json")
         latency = json.loads(out)["snapshot"]["latency"]
         b2_json = next(v for v in latency if v["backend"] == "10.0.2.12:8080")
         assert [w["seconds"] for w in b2_json["windows"]] == [10, 60, 300]
@@ -154,7 +124,7 @@ def test_status_shows_the_latency_windows_beside_lifetime(sock_dir: str):
 
 
 def test_status_json_is_the_snapshot(engine: ConsoleEngine, sock: str):
-    code, out, _ = run(sock, "status", "--json")
+    code, out, _ = run_ctl(sock, "status", "--json")
     assert code == 0
     data = json.loads(out)
     assert data["instance"]["pid"] == os.getpid()
@@ -162,42 +132,42 @@ def test_status_json_is_the_snapshot(engine: ConsoleEngine, sock: str):
 
 
 def test_drain_then_undrain(engine: ConsoleEngine, sock: str):
-    code, out, err = run(sock, "drain", "web", "10.0.2.11:8080", "--timeout", "30")
+    code, out, err = run_ctl(sock, "drain", "web", "10.0.2.11:8080", "--timeout", "30")
     assert (code, err) == (0, "") and "draining" in out
     assert engine.commands[-1] == model.Drain("web", "10.0.2.11:8080", 30.0)
     assert engine.backend("web", "10.0.2.11:8080").drain is model.DrainState.DRAINING
 
-    code, out, err = run(sock, "drain", "web", "10.9.9.9:1")
+    code, out, err = run_ctl(sock, "drain", "web", "10.9.9.9:1")
     assert code == 1 and out == ""
     assert err == "lbtui ctl: refused: proxy 'web' has no backend 10.9.9.9:1\n"
 
-    code, out, _ = run(sock, "undrain", "web", "10.0.2.11:8080")
+    code, out, _ = run_ctl(sock, "undrain", "web", "10.0.2.11:8080")
     assert code == 0 and "10.0.2.11:8080 back in rotation" in out
     assert engine.commands[-1] == model.Undrain("web", "10.0.2.11:8080")
 
 
 def test_weight(engine: ConsoleEngine, sock: str):
-    assert run(sock, "weight", "web", "10.0.2.12:8080", "7")[0] == 0
+    assert run_ctl(sock, "weight", "web", "10.0.2.12:8080", "7")[0] == 0
     assert engine.backend("web", "10.0.2.12:8080").configured_weight == 7
-    code, _, err = run(sock, "weight", "web", "10.0.2.12:8080", "0")
+    code, _, err = run_ctl(sock, "weight", "web", "10.0.2.12:8080", "0")
     assert code == 1 and "weight must be an integer 1..2147483647, got 0" in err
-    code, _, err = run(sock, "weight", "web", "10.9.9.9:1", "2")
+    code, _, err = run_ctl(sock, "weight", "web", "10.9.9.9:1", "2")
     assert code == 1 and "proxy 'web' has no backend 10.9.9.9:1" in err
 
 
 def test_ratelimit(engine: ConsoleEngine, sock: str):
-    assert run(sock, "ratelimit", "web", "--per-source", "50/80", "--per-backend", "0")[0] == 0
+    assert run_ctl(sock, "ratelimit", "web", "--per-source", "50/80", "--per-backend", "0")[0] == 0
     assert engine.commands[-1] == model.SetRateLimit("web", 50, 80, 0, None)
-    assert run(sock, "ratelimit", "web", "--per-backend", "900")[0] == 0
+    assert run_ctl(sock, "ratelimit", "web", "--per-backend", "900")[0] == 0
     assert engine.commands[-1] == model.SetRateLimit("web", None, None, 900, None)
 
 
 def test_reload(engine: ConsoleEngine, sock: str, sock_dir: str):
-    code, out, _ = run(sock, "reload")
+    code, out, _ = run_ctl(sock, "reload")
     assert code == 0 and "nothing changed" in out
     assert engine.commands[-1] == model.Reload(None)
     # a relative path is sent absolute: the instance does not share our working directory
-    code, _, _ = run(sock, "reload", "--file", "configs/other.toml")
+    code, _, _ = run_ctl(sock, "reload", "--file", "configs/other.toml")
     assert code == 1
     assert engine.commands[-1] == model.Reload(os.path.abspath("configs/other.toml"))
     with open(engine.config_path) as f:
@@ -206,7 +176,7 @@ def test_reload(engine: ConsoleEngine, sock: str, sock_dir: str):
         f.write(good.replace("port = 80\n", "port = 0\n", 1))
     with pytest.raises(ConfigError) as refused:
         load_config(engine.config_path)
-    code, out, err = run(sock, "--json", "reload")
+    code, out, err = run_ctl(sock, "--json", "reload")
     assert code == 1
     assert json.loads(out) == {
         "ok": False,
@@ -221,15 +191,15 @@ def test_reload_dry_run_lists_the_changes_and_applies_nothing(engine: ConsoleEng
         good = f.read()
     with open(engine.config_path, "w") as f:
         f.write(good.replace("weight = 3\n", "weight = 5\n", 1))
-    code, out, err = run(sock, "reload", "--dry-run")
+    code, out, err = run_ctl(sock, "reload", "--dry-run")
     assert (code, err) == (0, "")
     assert out == (
         f"a reload of {engine.config_path} would make 1 change:\n  web: 10.0.2.11:8080 weight 3 -> 5\n"
     )
     assert engine.commands[-1] == model.Reload(None, dry_run=True)
-    code, out, _ = run(sock, "--json", "reload", "--dry-run")
+    code, out, _ = run_ctl(sock, "--json", "reload", "--dry-run")
     assert json.loads(out)["changes"] == ["web: 10.0.2.11:8080 weight 3 -> 5"]
-    code, out, _ = run(sock, "status", "web")
+    code, out, _ = run_ctl(sock, "status", "web")
     assert " 3 " in next(line for line in out.splitlines() if "10.0.2.11:8080" in line)  # not applied
     # `lbtui --check --diff -c FILE` asks the instance the same
     diff = subprocess.run(
@@ -296,7 +266,7 @@ def test_help_exits_0(capsys):
 def test_no_instance_exits_3(sock_dir: str):
     missing = os.path.join(sock_dir, "none.sock")
     for args in (["status"], ["drain", "web", "10.0.2.11:8080"], ["reload"]):
-        code, out, err = run(missing, *args)
+        code, out, err = run_ctl(missing, *args)
         assert code == 3 and out == ""
         assert err.startswith(f"lbtui ctl: cannot connect to {missing}: no lbtui instance is running")
 
@@ -308,7 +278,7 @@ def test_stale_socket_without_listener_exits_3(sock_dir: str):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.bind(path)
     s.close()
-    assert run(path, "status")[0] == 3
+    assert run_ctl(path, "status")[0] == 3
 
 
 @pytest.mark.root

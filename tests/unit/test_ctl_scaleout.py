@@ -4,64 +4,34 @@ control socket served by the real Engine over the in-memory dataplane."""
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import replace
 
-import pytest
-
 from lbtui import ctl, model
-from lbtui.control_socket import ControlServer
 from lbtui.ctl_scaleout import announce_lines
 from tests.support.console_engine import ConsoleEngine
-
-
-@pytest.fixture
-def engine() -> Iterator[ConsoleEngine]:
-    handle = ConsoleEngine(loops=False)
-    yield handle
-    handle.shutdown()
-
-
-@pytest.fixture
-def sock(engine: ConsoleEngine) -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="lbtctl-", dir="/tmp")
-    srv = ControlServer(engine, os.path.join(path, "lbtui.sock"))
-    srv.start()
-    yield srv.path
-    srv.stop()
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def run(sock: str, *args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = ctl.main(["--socket", sock, *args], out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
+from tests.support.ctl import run_ctl
 
 
 def test_fingerprint_lists_every_table(sock: str):
-    code, out, err = run(sock, "fingerprint")
+    code, out, err = run_ctl(sock, "fingerprint")
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["PROXY", "GROUP", "ALGORITHM", "SLOTS", "BACKENDS", "FINGERPRINT"]
     rows = [line.split() for line in lines[1:]]
     assert {(r[0], r[1]) for r in rows} == {("web", "default"), ("web", "192.168.0.0/16"), ("dns", "default")}
     assert all(r[3] == "97" and len(r[5]) == 16 for r in rows)
-    code, out, _ = run(sock, "--json", "fingerprint")
+    code, out, _ = run_ctl(sock, "--json", "fingerprint")
     tables = json.loads(out)["tables"]
     assert {t["fingerprint"] for t in tables} == {r[5] for r in rows}
 
 
 def test_announce_is_refused_when_announcement_is_off(sock: str, engine: ConsoleEngine):
-    code, out, err = run(sock, "announce", "withdraw", "web")
+    code, out, err = run_ctl(sock, "announce", "withdraw", "web")
     assert (code, out) == (1, "")
     assert err == "lbtui ctl: refused: VIP announcement is off (settings.announce.enabled = false)\n"
     assert engine.commands[-1] == model.Announce("withdraw", "web")
-    code, _, _ = run(sock, "announce", "drop")
+    code, _, _ = run_ctl(sock, "announce", "drop")
     assert code == 2  # usage
 
 

@@ -5,106 +5,83 @@ the in-memory dataplane."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lbtui import ctl, model, wire
+from lbtui import model, wire
 from lbtui.control_client import RemoteError, SocketEngineHandle
-from lbtui.control_socket import ControlServer
 from tests.support.console_engine import ConsoleEngine
+from tests.support.ctl import run_ctl
 
 REPO = Path(__file__).resolve().parents[2]
 WEB1, WEB2, WEB3 = "10.0.2.11:8080", "10.0.2.12:8080", "10.0.2.13:8080"
 
 
-@pytest.fixture
-def engine() -> Iterator[ConsoleEngine]:
-    handle = ConsoleEngine(loops=False)
-    yield handle
-    handle.shutdown()
-
-
-@pytest.fixture
-def sock(engine: ConsoleEngine) -> Iterator[str]:
-    directory = tempfile.mkdtemp(prefix="lbtcv-", dir="/tmp")
-    srv = ControlServer(engine, os.path.join(directory, "lbtui.sock"))
-    srv.start()
-    yield srv.path
-    srv.stop()
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-def run(sock: str, *args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = ctl.main(["--socket", sock, *args], out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
-
-
 def test_relative_weights(engine: ConsoleEngine, sock: str, capsys: pytest.CaptureFixture[str]):
-    assert run(sock, "weight", "web", WEB2, "+1") == (0, f"{WEB2} weight 2 -> 3\n", "")
+    assert run_ctl(sock, "weight", "web", WEB2, "+1") == (0, f"{WEB2} weight 2 -> 3\n", "")
     assert engine.commands[-1] == model.AdjustWeight("web", WEB2, step=1)
-    assert run(sock, "weight", "web", WEB2, "-2")[1] == f"{WEB2} weight 3 -> 1\n"
-    assert run(sock, "weight", "web", WEB1, "50%")[1] == f"{WEB1} weight 3 -> 2\n"
+    assert run_ctl(sock, "weight", "web", WEB2, "-2")[1] == f"{WEB2} weight 3 -> 1\n"
+    assert run_ctl(sock, "weight", "web", WEB1, "50%")[1] == f"{WEB1} weight 3 -> 2\n"
     assert engine.commands[-1] == model.AdjustWeight("web", WEB1, percent=50.0)
-    code, _, err = run(sock, "weight", "web", WEB2, "-1")
+    code, _, err = run_ctl(sock, "weight", "web", WEB2, "-1")
     assert code == 1 and "would be 0; a weight is at least 1" in err
-    assert run(sock, "weight", "web", WEB2, "half")[0] == 2  # usage: argparse says why on stderr
+    assert run_ctl(sock, "weight", "web", WEB2, "half")[0] == 2  # usage: argparse says why on stderr
     assert "expected N, +N, -N or P% (e.g. 5, +1, -1, 50%), got 'half'" in capsys.readouterr().err
 
 
 def test_add_remove_maint_ready_health(engine: ConsoleEngine, sock: str):
     new = "10.0.2.20:8080"
-    assert run(sock, "add-backend", "web", new, "--weight", "2") == (0, f"added {new} weight 2 to web\n", "")
+    assert run_ctl(sock, "add-backend", "web", new, "--weight", "2") == (
+        0,
+        f"added {new} weight 2 to web\n",
+        "",
+    )
     assert engine.backend("web", new).configured_weight == 2
-    code, _, err = run(sock, "add-backend", "web", new)
+    code, _, err = run_ctl(sock, "add-backend", "web", new)
     assert code == 1 and err == f"lbtui ctl: refused: web already has backend {new}\n"
-    code, out, _ = run(sock, "add-backend", "web", "10.0.3.11:8080", "--group", "192.168.0.0/16")
+    code, out, _ = run_ctl(sock, "add-backend", "web", "10.0.3.11:8080", "--group", "192.168.0.0/16")
     assert code == 0 and out == "added 10.0.3.11:8080 weight 1 to web (route 192.168.0.0/16)\n"
-    code, out, _ = run(sock, "remove-backend", "web", new, "--cut")
+    code, out, _ = run_ctl(sock, "remove-backend", "web", new, "--cut")
     assert code == 0 and out == f"removed {new} from web; 0 flows cut (conntrack entries removed)\n"
     assert engine.commands[-1] == model.RemoveBackend("web", new, cut=True)
 
-    code, out, _ = run(sock, "maint", "web", WEB1)
+    code, out, _ = run_ctl(sock, "maint", "web", WEB1)
     assert code == 0 and out.startswith(f"{WEB1} in maintenance: no new connections, health checks paused")
     b = engine.backend("web", WEB1)
     assert b.maintenance and b.effective_weight == 0 and b.drain is model.DrainState.ACTIVE
-    code, out, _ = run(sock, "status", "web")
+    code, out, _ = run_ctl(sock, "status", "web")
     row = next(line for line in out.splitlines() if line.strip().startswith(WEB1))
     assert row.split()[6] == "maint"
-    assert run(sock, "ready", "web", WEB1) == (
+    assert run_ctl(sock, "ready", "web", WEB1) == (
         0,
         f"{WEB1} ready: back in rotation, health checks running\n",
         "",
     )
 
-    assert run(sock, "health", "web", WEB2, "force-down")[0] == 0
+    assert run_ctl(sock, "health", "web", WEB2, "force-down")[0] == 0
     assert engine.commands[-1] == model.ForceHealth("web", WEB2, "down")
-    row = next(line for line in run(sock, "status")[1].splitlines() if line.strip().startswith(WEB2))
+    row = next(line for line in run_ctl(sock, "status")[1].splitlines() if line.strip().startswith(WEB2))
     assert row.split()[4] == "down(forced)"
-    assert run(sock, "health", "web", WEB2, "auto")[1] == f"{WEB2} health follows its checks again\n"
-    assert run(sock, "health", "web", WEB2, "sideways")[0] == 2
+    assert run_ctl(sock, "health", "web", WEB2, "auto")[1] == f"{WEB2} health follows its checks again\n"
+    assert run_ctl(sock, "health", "web", WEB2, "sideways")[0] == 2
 
 
 def test_json_everywhere(engine: ConsoleEngine, sock: str):
-    code, out, _ = run(sock, "--json", "maint", "web", WEB1)
+    code, out, _ = run_ctl(sock, "--json", "maint", "web", WEB1)
     data = json.loads(out)
     assert (
         code == 0
         and data["ok"]
         and data["command"] == {"type": "Maintenance", "proxy": "web", "backend": WEB1}
     )
-    code, out, _ = run(sock, "overrides", "--json")
+    code, out, _ = run_ctl(sock, "overrides", "--json")
     assert json.loads(out) == {
         "state_file": None,
         "overrides": [
@@ -117,9 +94,9 @@ def test_json_everywhere(engine: ConsoleEngine, sock: str):
             }
         ],
     }
-    code, out, _ = run(sock, "status", "dns", "--json")
+    code, out, _ = run_ctl(sock, "status", "dns", "--json")
     assert [s["name"] for s in json.loads(out)["snapshot"]["services"]] == ["dns"]
-    code, out, _ = run(sock, "events", "--json", "--since", "0")
+    code, out, _ = run_ctl(sock, "events", "--json", "--since", "0")
     events = [wire.decode_event(json.loads(line)) for line in out.splitlines()]
     assert (
         events
@@ -129,14 +106,14 @@ def test_json_everywhere(engine: ConsoleEngine, sock: str):
 
 
 def test_status_of_one_proxy(sock: str):
-    code, out, _ = run(sock, "status", "dns")
+    code, out, _ = run_ctl(sock, "status", "dns")
     assert code == 0 and "dns  10.0.0.1:53/udp" in out and "web  " not in out
-    code, out, err = run(sock, "status", "nope")
+    code, out, err = run_ctl(sock, "status", "nope")
     assert (code, out) == (1, "") and err == "lbtui ctl: no proxy named 'nope' (have: web, dns)\n"
 
 
 def test_overrides_listed_and_cleared(engine: ConsoleEngine, sock: str):
-    assert run(sock, "overrides")[1] == (
+    assert run_ctl(sock, "overrides")[1] == (
         "no runtime overrides: everything is as the configuration says\n"
         "not kept across restarts (no state file)\n"
     )
@@ -145,8 +122,8 @@ def test_overrides_listed_and_cleared(engine: ConsoleEngine, sock: str):
         ("maint", "web", WEB2),
         ("ratelimit", "dns", "--per-source", "9"),
     ):
-        assert run(sock, *args)[0] == 0
-    code, out, _ = run(sock, "overrides")
+        assert run_ctl(sock, *args)[0] == 0
+    code, out, _ = run_ctl(sock, "overrides")
     assert out.splitlines() == [
         "KIND         PROXY  BACKEND         GROUP  VALUE",
         f"weight       web    {WEB1}  -      5",
@@ -154,20 +131,20 @@ def test_overrides_listed_and_cleared(engine: ConsoleEngine, sock: str):
         "rate_limit   dns    -               -      per source 9/s burst 9, per backend off",
         "not kept across restarts (no state file)",
     ]
-    assert len(run(sock, "overrides", "web")[1].splitlines()) == 4
-    code, out, _ = run(sock, "overrides", "--clear", "web", WEB1)
+    assert len(run_ctl(sock, "overrides", "web")[1].splitlines()) == 4
+    code, out, _ = run_ctl(sock, "overrides", "--clear", "web", WEB1)
     assert code == 0 and out == f"cleared 1 runtime override of web {WEB1}: runtime weight 5 of web {WEB1}\n"
     assert engine.commands[-1] == model.ClearOverrides("web", WEB1)
-    assert run(sock, "overrides", "--clear")[0] == 0
+    assert run_ctl(sock, "overrides", "--clear")[0] == 0
     assert engine.runner.snapshot().overrides == ()
 
 
 def test_events_since_and_the_numbers(engine: ConsoleEngine, sock: str):
     last = engine.events_since(0, 100_000)[-1].seq
-    code, out, _ = run(sock, "events", "--since", str(last - 2))
+    code, out, _ = run_ctl(sock, "events", "--since", str(last - 2))
     lines = out.splitlines()
     assert code == 0 and len(lines) == 2 and lines[-1].split()[0] == str(last)
-    assert run(sock, "events", "--since", "x")[0] == 2
+    assert run_ctl(sock, "events", "--since", "x")[0] == 2
 
 
 def test_events_follow_shows_a_drain_from_another_client_within_a_second(engine: ConsoleEngine, sock: str):

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
-import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -39,13 +37,11 @@ def engine(story: ConsoleEngine) -> Iterator[ConsoleEngine]:
 
 
 @pytest.fixture
-def server(engine: ConsoleEngine) -> Iterator[ControlServer]:
-    directory = tempfile.mkdtemp(prefix="lbthp-", dir="/tmp")  # unix socket paths are short
-    srv = ControlServer(engine, os.path.join(directory, "lbtui.sock"))
+def server(engine: ConsoleEngine, sock_dir: str) -> Iterator[ControlServer]:
+    srv = ControlServer(engine, os.path.join(sock_dir, "lbtui.sock"))
     srv.start()
     yield srv
     srv.stop()
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
