@@ -20,10 +20,10 @@ CONSOLE_MODULES = {"lbtui.app"} | {
 }
 ENGINE_MODULES = {f"lbtui.{m.name}" for m in pkgutil.iter_modules(lbtui.__path__) if not m.ispkg} | {
     f"lbtui.{pkg}.{m.name}"
-    for pkg in ("config", "control", "observe", "dataplane", "engine")
+    for pkg in ("config", "control", "observe", "dataplane", "engine", "model")
     for m in pkgutil.iter_modules([f"{lbtui.__path__[0]}/{pkg}"])
 }
-ENGINE_MODULES |= {"lbtui.engine", "lbtui.dataplane", "lbtui.config"}
+ENGINE_MODULES |= {"lbtui.engine", "lbtui.dataplane", "lbtui.config", "lbtui.model"}
 ENGINE_MODULES -= CONSOLE_MODULES | {"lbtui.app", "lbtui.cli", "lbtui.__main__"}
 # what runs the engine without a kernel (tests, the console's tests): no bcc, no pyroute2
 KERNEL_FREE = {
