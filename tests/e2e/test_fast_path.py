@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lbtui.dataplane.structs import GLOBAL_COUNTERS
 from lbtui.engine import PIN_ROOT
 from tests.support.lab import ClientLab
 from tests.support.labtools import global_counter, running_lb, served, wait_until
@@ -41,15 +42,8 @@ print(s.getsockopt(socket.IPPROTO_IP, 14))  # IP_MTU
 """
 
 
-FALLBACKS = (
-    "fast_path_no_neigh",
-    "fast_path_frag_needed",
-    "fast_path_ttl",
-    "fast_path_ip_options",
-    "fast_path_unmanaged",
-    "fast_path_vlan",
-    "fast_path_fib_other",
-)
+# the fallback reasons: every fast_path_* counter but the two that count packets gone fast
+FALLBACKS = tuple(n for n in GLOBAL_COUNTERS if n.startswith("fast_path_") and not n.endswith("_forwarded"))
 CONNS = 4
 SIZE = 4 << 20
 BULK_PORT = 9090  # the backends' bulk servers (tests.support.bulk), behind VIP:8081
