@@ -99,7 +99,6 @@ class ReplyPrograms:
     def __init__(self, prog: Any) -> None:
         self._prog = prog
         self.attached: set[str] = set()
-        self._created_clsact: set[str] = set()
 
     @off_loop
     def set(self, ifnames: set[str]) -> None:
@@ -107,26 +106,21 @@ class ReplyPrograms:
             self._detach(ifname)
         for ifname in ifnames - self.attached:
             try:
-                created = tcfilter.attach(
-                    ifname, tcfilter.INGRESS, self._prog.fd, self._prog.name, REPLY_PREF
-                )
+                tcfilter.attach(ifname, tcfilter.INGRESS, self._prog.fd, self._prog.name, REPLY_PREF)
             except DataplaneError as exc:
                 log.warning("fast path: cannot attach the reply program to %s: %s", ifname, exc)
                 continue
-            if created:
-                self._created_clsact.add(ifname)
             self.attached.add(ifname)
             log.info("fast path: reply program attached to TC ingress of %s", ifname)
 
     def _detach(self, ifname: str) -> None:
+        # the clsact goes too once no filter is left on it (as the loader's TC egress does), also one
+        # that an earlier run created and a crash left behind
         try:
-            tcfilter.detach(
-                ifname, tcfilter.INGRESS, REPLY_PREF, delete_clsact=ifname in self._created_clsact
-            )
+            tcfilter.detach(ifname, tcfilter.INGRESS, REPLY_PREF, delete_clsact=True)
         except DataplaneError as exc:
             log.warning("fast path: removing the reply program from %s: %s", ifname, exc)
         self.attached.discard(ifname)
-        self._created_clsact.discard(ifname)
 
     @off_loop
     def close(self) -> None:
