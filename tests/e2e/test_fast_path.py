@@ -163,7 +163,7 @@ def test_offloaded_replies_take_the_fast_path_intact(tmp_path: Path) -> None:
 
 def test_fast_path_off_leaves_forwarding_to_the_kernel(tmp_path: Path) -> None:
     with running_lb(P, tmp_path, settings='fast_path = "off"\n') as (lab, _):
-        got = lab.http_requests(10)
+        got = lab.http_requests(30)  # 10 left a backend out 1 run in 20 (3 x (2/3)^10), 30: 1 in 60,000
         assert got["errors"] == 0 and len(served(got)) == 3, got
         fast = {k: v for k, v in counters().items() if k.startswith("fast_path_")}
         assert fast == dict.fromkeys(fast, 0)
