@@ -79,7 +79,7 @@ def lab() -> Iterator[ClientLab]:
 def leftovers(lab: ClientLab) -> list[str]:
     """What a start left on the host: programs, qdiscs, filters, pins, the socket file."""
     left = []
-    for ifname in lab.client_ifaces:
+    for ifname in (*lab.client_ifaces, f"{lab.prefix}br0"):  # the bridge: the fast path's reply program
         link = json.loads(lab.run(lab.ns_lb, "ip", "-j", "-d", "link", "show", "dev", ifname).stdout)[0]
         if "xdp" in link:
             left.append(f"xdp on {ifname}")
