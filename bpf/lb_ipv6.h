@@ -11,6 +11,7 @@
 #include "lb_stats.h"
 #include "lb_tcp.h"
 #include "lb_icmp6.h"
+#include "lb_fastpath6.h"
 
 #define LB_NH_HOPOPTS 0
 #define LB_NH_ROUTING 43
@@ -176,7 +177,11 @@ static __always_inline int xdp_ipv6(struct xdp_md *ctx, __u32 l3_off)
     __u16 c = lb_csum_replace16(*l4_check, &fk.daddr, &to.ip);
     c = lb_csum_replace2(c, old_port, to.port);
     *l4_check = is_tcp ? c : (c ? c : 0xffff);
+#if LB_FAST_PATH
+    return xdp_fast_forward6(ctx);
+#else
     return XDP_PASS;
+#endif
 }
 
 // TC egress, IPv6 at l3_off: a reply of a tracked flow leaves from its VIP:port

@@ -1,0 +1,232 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The XDP fast path for IPv6 (bpf/lb_fastpath6.h) on single packets: redirect with new MACs and hop
+limit - 1 when the kernel's tables know the way, XDP_PASS with the DNATed packet and a counted reason
+when they don't (the counters IPv4 uses, tests/bpf/test_fast_path.py).
+
+The packets run from a thread inside a namespace of this test's own (tests/support/netnsrun.py):
+
+    ns lbfp6: fpin fd00:16:a::1/64 (ingress; IPv6 forwarding on)
+              fpout fd00:16:b::1/64 mtu 1400, managed: fd00:16:b::11 has a permanent neighbour, ::12 none
+              fpun fd00:16:c::1/64, not managed: fd00:16:c::13 has a permanent neighbour
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+
+import pytest
+from scapy.layers.inet import TCP, UDP
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
+from scapy.layers.l2 import Dot1Q, Ether
+from scapy.packet import Raw
+
+from lbtui.control.selection import weighted_table
+from lbtui.dataplane.port import ServiceEntry
+from lbtui.dataplane.progrun import XDP_PASS, XDP_REDIRECT, RunResult, run_program
+from tests.support.bpfrun import MAC_CLIENT, MAC_LB, TABLE, Programs, assert_checksums_valid
+from tests.support.maps import write_table
+from tests.support.netnsrun import run_in_netns
+
+NS = "lbfp6"
+VIP6 = "fd00:16:f::1"
+CLIENT = "fd00:16:a::2"
+NEIGH_MAC = "02:00:00:16:06:11"
+UNMANAGED_MAC = "02:00:00:16:06:13"
+# backend id -> address; service port -> the one backend its table holds
+FP_BACKENDS = {3: ("fd00:16:b::11", 8080), 4: ("fd00:16:b::12", 8080), 5: ("fd00:16:c::13", 8080)}
+TO_NEIGH, TO_NO_NEIGH, TO_UNMANAGED, UDP_TO_NEIGH = 80, 81, 82, 53
+SERVICES = {  # service id (= its group): port, protocol, backend
+    3: (TO_NEIGH, "tcp", 3),
+    4: (TO_NO_NEIGH, "tcp", 4),
+    5: (TO_UNMANAGED, "tcp", 5),
+    6: (UDP_TO_NEIGH, "udp", 3),
+}
+
+
+def _ip(*args: str) -> str:
+    return subprocess.run(["ip", "-n", NS, *args], check=True, capture_output=True, text=True).stdout
+
+
+def _sysctl(setting: str) -> None:
+    subprocess.run(["ip", "netns", "exec", NS, "sysctl", "-qw", setting], check=True)
+
+
+def _links() -> dict[str, dict[str, object]]:
+    return {link["ifname"]: link for link in json.loads(_ip("-j", "link", "show"))}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[dict[str, dict[str, object]]]:
+    subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+    subprocess.run(["ip", "netns", "add", NS], check=True)
+    try:
+        for name, addr in (("fpin", "fd00:16:a::1"), ("fpout", "fd00:16:b::1"), ("fpun", "fd00:16:c::1")):
+            _ip("link", "add", name, "type", "veth", "peer", "name", name + "p")
+            _ip("link", "set", name, "mtu", "1400" if name == "fpout" else "1500")
+            _ip("addr", "add", f"{addr}/64", "dev", name, "nodad")
+            _ip("link", "set", name, "up")
+            _ip("link", "set", name + "p", "up")
+        for addr, mac, dev in (
+            ("fd00:16:b::11", NEIGH_MAC, "fpout"),
+            ("fd00:16:c::13", UNMANAGED_MAC, "fpun"),
+            (CLIENT, MAC_CLIENT, "fpin"),
+        ):
+            _ip("-6", "neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent")
+        _sysctl("net.ipv6.conf.all.forwarding=1")
+        yield _links()
+    finally:
+        subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def progs(lab: dict[str, dict[str, object]]) -> Iterator[Programs]:
+    p = Programs(fast_path=True)
+    for bid, (ip, port) in FP_BACKENDS.items():
+        p.maps.set_backend(bid, ip, port, active=True)
+    for sid, (port, proto, bid) in SERVICES.items():
+        p.maps.set_service(ServiceEntry(VIP6, port, proto, sid, sid, "weighted-random"))
+        write_table(p.maps, sid, weighted_table({bid: 1}, TABLE))
+    p.maps.set_fast_path_interfaces([_ifindex(lab, "fpout"), _ifindex(lab, "fpin")])
+    yield p
+    p.close()
+
+
+@pytest.fixture(autouse=True)
+def empty_conntrack(progs: Programs) -> None:
+    for name in ("lb_ct6_established", "lb_ct6_transient"):
+        progs.loaded.table(name).clear()
+
+
+def _ifindex(lab: dict[str, dict[str, object]], name: str) -> int:
+    return int(str(lab[name]["ifindex"]))
+
+
+def run_in_lab(progs: Programs, lab: dict[str, dict[str, object]], frame: bytes) -> RunResult:
+    """lbtui_xdp on `frame` as if it arrived on fpin (IPv6 reaches lbtui_xdp6 by its tail call)."""
+    return run_in_netns(NS, progs.loaded.xdp_fn.fd, frame, _ifindex(lab, "fpin"))
+
+
+def to_vip(dport: int, hlim: int = 64, payload: bytes = b"", udp: bool = False, ext: bool = False) -> bytes:
+    l4 = UDP(sport=40000, dport=dport) if udp else TCP(sport=40000, dport=dport, flags="S", seq=1000)
+    ip = IPv6(src=CLIENT, dst=VIP6, hlim=hlim, fl=0x12345)
+    if ext:
+        ip = ip / IPv6ExtHdrDestOpt()
+    return bytes(Ether(src=MAC_CLIENT, dst=MAC_LB) / ip / l4 / Raw(payload))
+
+
+def counting(progs: Programs, run: Callable[[], RunResult]) -> tuple[RunResult, dict[str, int]]:
+    """The run's result and how each fast_path_* counter moved."""
+    before = progs.global_counters()
+    r = run()
+    after = progs.global_counters()
+    moved = {k: after[k] - before[k] for k in after if k.startswith("fast_path_") and after[k] != before[k]}
+    return r, moved
+
+
+def test_known_neighbour_is_redirected_with_new_macs_and_hop_limit(progs, lab):
+    frame = to_vip(TO_NEIGH, payload=b"hello")
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, frame))
+    assert r.retval == XDP_REDIRECT
+    assert moved == {"fast_path_forwarded": 1}
+    out = Ether(r.data)
+    assert (out.dst, out.src) == (NEIGH_MAC, lab["fpout"]["address"])
+    assert (out[IPv6].dst, out[TCP].dport, out[IPv6].hlim) == ("fd00:16:b::11", 8080, 63)
+    assert (out[IPv6].src, out[IPv6].fl, out[IPv6].plen) == (CLIENT, 0x12345, Ether(frame)[IPv6].plen)
+    assert bytes(out[Raw]) == b"hello"
+    assert len(r.data) == len(frame)
+    assert_checksums_valid(r.data)
+
+
+def test_udp_is_redirected_too(progs, lab):
+    frame = to_vip(UDP_TO_NEIGH, udp=True, payload=b"q")
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, frame))
+    assert r.retval == XDP_REDIRECT
+    assert moved == {"fast_path_forwarded": 1}
+    assert (Ether(r.data)[UDP].dport, Ether(r.data)[IPv6].hlim) == (8080, 63)
+    assert_checksums_valid(r.data)
+
+
+def assert_passed_dnated(r: RunResult, backend: str, hlim: int = 64) -> None:
+    """Today's path: XDP_PASS, DNAT done, MACs and hop limit as they came (the kernel forwards it)."""
+    assert r.retval == XDP_PASS
+    out = Ether(r.data)
+    assert (out.src, out.dst) == (MAC_CLIENT, MAC_LB)
+    assert (out[IPv6].dst, out[IPv6].hlim) == (backend, hlim)
+    assert_checksums_valid(r.data)
+
+
+def test_no_neighbour_yet_falls_back(progs, lab):
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, to_vip(TO_NO_NEIGH)))
+    assert moved == {"fast_path_no_neigh": 1}
+    assert_passed_dnated(r, "fd00:16:b::12")
+
+
+def test_unmanaged_egress_falls_back(progs, lab):
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, to_vip(TO_UNMANAGED)))
+    assert moved == {"fast_path_unmanaged": 1}
+    assert_passed_dnated(r, "fd00:16:c::13")
+
+
+def test_larger_than_egress_mtu_falls_back_for_packet_too_big(progs, lab):
+    frame = to_vip(UDP_TO_NEIGH, udp=True, payload=b"x" * 1353)  # 40 + 8 + 1353 = 1401 > mtu 1400
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, frame))
+    assert moved == {"fast_path_frag_needed": 1}
+    assert_passed_dnated(r, "fd00:16:b::11")
+    fits = to_vip(UDP_TO_NEIGH, udp=True, payload=b"x" * 1352)  # exactly 1400
+    assert run_in_lab(progs, lab, fits).retval == XDP_REDIRECT
+
+
+def test_expiring_hop_limit_falls_back(progs, lab):
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, to_vip(TO_NEIGH, hlim=1)))
+    assert moved == {"fast_path_ttl": 1}
+    assert_passed_dnated(r, "fd00:16:b::11", hlim=1)
+    r = run_in_lab(progs, lab, to_vip(TO_NEIGH, hlim=2))
+    assert (r.retval, Ether(r.data)[IPv6].hlim) == (XDP_REDIRECT, 1)
+
+
+def test_extension_headers_fall_back(progs, lab):
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, to_vip(TO_NEIGH, ext=True)))
+    assert moved == {"fast_path_ip_options": 1}
+    assert_passed_dnated(r, "fd00:16:b::11")
+
+
+def test_vlan_tagged_frames_fall_back(progs, lab):
+    pkt = Ether(to_vip(TO_NEIGH))
+    tagged = bytes(Ether(src=MAC_CLIENT, dst=MAC_LB) / Dot1Q(vlan=16) / pkt[IPv6])
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, tagged))
+    assert r.retval == XDP_PASS
+    assert moved == {"fast_path_vlan": 1}
+    assert Ether(r.data)[IPv6].dst == "fd00:16:b::11"
+
+
+def test_forwarding_off_on_the_ingress_interface_falls_back(progs, lab):
+    _sysctl("net.ipv6.conf.fpin.forwarding=0")
+    try:
+        r, moved = counting(progs, lambda: run_in_lab(progs, lab, to_vip(TO_NEIGH)))
+    finally:
+        _sysctl("net.ipv6.conf.fpin.forwarding=1")
+    assert moved == {"fast_path_fib_other": 1}
+    assert_passed_dnated(r, "fd00:16:b::11")
+
+
+def test_no_route_information_outside_the_lab_falls_back(progs):
+    """Run without an ingress interface (the loopback of this namespace): whatever the fib says
+    that is not SUCCESS with a managed egress, the packet takes today's path."""
+    r = run_program(progs.loaded.xdp_fn.fd, to_vip(TO_NEIGH))
+    assert r.retval == XDP_PASS
+    assert Ether(r.data)[IPv6].dst == "fd00:16:b::11"
+
+
+def test_established_packets_take_the_fast_path_too(progs, lab):
+    assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT
+    ack = (
+        Ether(src=MAC_CLIENT, dst=MAC_LB)
+        / IPv6(src=CLIENT, dst=VIP6)
+        / TCP(sport=40000, dport=TO_NEIGH, flags="A", seq=1001, ack=5001)
+    )
+    r = run_in_lab(progs, lab, bytes(ack))
+    assert r.retval == XDP_REDIRECT
+    assert Ether(r.data).dst == NEIGH_MAC
+    assert_checksums_valid(r.data)
