@@ -8,6 +8,7 @@ The packets run from a thread inside a namespace of this test's own (tests/suppo
     ns lbfp6: fpin fd00:16:a::1/64 (ingress; IPv6 forwarding on)
               fpout fd00:16:b::1/64 mtu 1400, managed: fd00:16:b::11 has a permanent neighbour, ::12 none
               fpun fd00:16:c::1/64, not managed: fd00:16:c::13 has a permanent neighbour
+              fd00:16:d::/64 multipath via fd00:16:b::21 and ::22 (both on fpout, permanent neighbours)
 """
 
 from __future__ import annotations
@@ -34,14 +35,21 @@ VIP6 = "fd00:16:f::1"
 CLIENT = "fd00:16:a::2"
 NEIGH_MAC = "02:00:00:16:06:11"
 UNMANAGED_MAC = "02:00:00:16:06:13"
+ECMP_MACS = {"fd00:16:b::21": "02:00:00:16:06:21", "fd00:16:b::22": "02:00:00:16:06:22"}
 # backend id -> address; service port -> the one backend its table holds
-FP_BACKENDS = {3: ("fd00:16:b::11", 8080), 4: ("fd00:16:b::12", 8080), 5: ("fd00:16:c::13", 8080)}
-TO_NEIGH, TO_NO_NEIGH, TO_UNMANAGED, UDP_TO_NEIGH = 80, 81, 82, 53
+FP_BACKENDS = {
+    3: ("fd00:16:b::11", 8080),
+    4: ("fd00:16:b::12", 8080),
+    5: ("fd00:16:c::13", 8080),
+    6: ("fd00:16:d::14", 8080),
+}
+TO_NEIGH, TO_NO_NEIGH, TO_UNMANAGED, UDP_TO_NEIGH, TO_ECMP = 80, 81, 82, 53, 83
 SERVICES = {  # service id (= its group): port, protocol, backend
     3: (TO_NEIGH, "tcp", 3),
     4: (TO_NO_NEIGH, "tcp", 4),
     5: (TO_UNMANAGED, "tcp", 5),
     6: (UDP_TO_NEIGH, "udp", 3),
+    7: (TO_ECMP, "tcp", 6),
 }
 
 
@@ -72,8 +80,11 @@ def lab() -> Iterator[dict[str, dict[str, object]]]:
             ("fd00:16:b::11", NEIGH_MAC, "fpout"),
             ("fd00:16:c::13", UNMANAGED_MAC, "fpun"),
             (CLIENT, MAC_CLIENT, "fpin"),
+            *((hop, mac, "fpout") for hop, mac in ECMP_MACS.items()),
         ):
             _ip("-6", "neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent")
+        hops = [w for hop in ECMP_MACS for w in ("nexthop", "via", hop, "dev", "fpout")]
+        _ip("-6", "route", "add", "fd00:16:d::/64", *hops)
         _sysctl("net.ipv6.conf.all.forwarding=1")
         yield _links()
     finally:
@@ -108,9 +119,11 @@ def run_in_lab(progs: Programs, lab: dict[str, dict[str, object]], frame: bytes)
     return run_in_netns(NS, progs.loaded.xdp_fn.fd, frame, _ifindex(lab, "fpin"))
 
 
-def to_vip(dport: int, hlim: int = 64, payload: bytes = b"", udp: bool = False, ext: bool = False) -> bytes:
+def to_vip(
+    dport: int, hlim: int = 64, payload: bytes = b"", udp: bool = False, ext: bool = False, fl: int = 0x12345
+) -> bytes:
     l4 = UDP(sport=40000, dport=dport) if udp else TCP(sport=40000, dport=dport, flags="S", seq=1000)
-    ip = IPv6(src=CLIENT, dst=VIP6, hlim=hlim, fl=0x12345)
+    ip = IPv6(src=CLIENT, dst=VIP6, hlim=hlim, fl=fl)
     if ext:
         ip = ip / IPv6ExtHdrDestOpt()
     return bytes(Ether(src=MAC_CLIENT, dst=MAC_LB) / ip / l4 / Raw(payload))
@@ -230,3 +243,14 @@ def test_established_packets_take_the_fast_path_too(progs, lab):
     assert r.retval == XDP_REDIRECT
     assert Ether(r.data).dst == NEIGH_MAC
     assert_checksums_valid(r.data)
+
+
+def test_multipath_routes_spread_by_flow_label_as_the_kernel_does(progs, lab):
+    """The kernel hashes IPv6 multipath routes on addresses, flow label and protocol (policy 0):
+    with the flow label in the lookup (flowinfo), one client's flows spread over both next hops."""
+    used = set()
+    for fl in range(32):
+        r = run_in_lab(progs, lab, to_vip(TO_ECMP, fl=fl))
+        assert r.retval == XDP_REDIRECT
+        used.add(Ether(r.data).dst)
+    assert used == set(ECMP_MACS.values())
