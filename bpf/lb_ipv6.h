@@ -11,7 +11,6 @@
 #include "lb_stats.h"
 #include "lb_tcp.h"
 #include "lb_icmp6.h"
-#include "lb_fastpath6.h"
 
 #define LB_NH_HOPOPTS 0
 #define LB_NH_ROUTING 43
@@ -61,6 +60,8 @@ static __always_inline void addr6_of(struct lb_addr6 *out, struct in6_addr *a)
 {
     __builtin_memcpy(out, a, sizeof(*out));
 }
+
+#include "lb_fastpath6.h"                           // uses ipv6_upper and addr6_of
 
 // XDP, IPv6 at l3_off
 static __always_inline int xdp_ipv6(struct xdp_md *ctx, __u32 l3_off)

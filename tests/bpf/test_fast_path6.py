@@ -14,6 +14,7 @@ The packets run from a thread inside a namespace of this test's own (tests/suppo
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 from collections.abc import Callable, Iterator
 
@@ -25,7 +26,15 @@ from scapy.packet import Raw
 
 from lbtui.control.selection import weighted_table
 from lbtui.dataplane.port import ServiceEntry
-from lbtui.dataplane.progrun import XDP_PASS, XDP_REDIRECT, RunResult, run_program
+from lbtui.dataplane.progrun import (
+    TC_ACT_OK,
+    TC_ACT_REDIRECT,
+    XDP_PASS,
+    XDP_REDIRECT,
+    RunResult,
+    run_program,
+    skb_context,
+)
 from tests.support.bpfrun import MAC_CLIENT, MAC_LB, TABLE, Programs, assert_checksums_valid
 from tests.support.maps import write_table
 from tests.support.netnsrun import run_in_netns
@@ -120,10 +129,16 @@ def run_in_lab(progs: Programs, lab: dict[str, dict[str, object]], frame: bytes)
 
 
 def to_vip(
-    dport: int, hlim: int = 64, payload: bytes = b"", udp: bool = False, ext: bool = False, fl: int = 0x12345
+    dport: int,
+    hlim: int = 64,
+    payload: bytes = b"",
+    udp: bool = False,
+    ext: bool = False,
+    fl: int = 0x12345,
+    src: str = CLIENT,
 ) -> bytes:
     l4 = UDP(sport=40000, dport=dport) if udp else TCP(sport=40000, dport=dport, flags="S", seq=1000)
-    ip = IPv6(src=CLIENT, dst=VIP6, hlim=hlim, fl=fl)
+    ip = IPv6(src=src, dst=VIP6, hlim=hlim, fl=fl)
     if ext:
         ip = ip / IPv6ExtHdrDestOpt()
     return bytes(Ether(src=MAC_CLIENT, dst=MAC_LB) / ip / l4 / Raw(payload))
@@ -254,3 +269,126 @@ def test_multipath_routes_spread_by_flow_label_as_the_kernel_does(progs, lab):
         assert r.retval == XDP_REDIRECT
         used.add(Ether(r.data).dst)
     assert used == set(ECMP_MACS.values())
+
+
+# ---- replies: lbtui_tc_reply at TC ingress of the backend side, IPv6 by its tail call ---------------
+
+CLIENT_NO_NEIGH = "fd00:16:a::3"
+LB_FP_REPLY_MARK = 0x4C42FA57  # bpf/lb_fastpath_reply.h
+
+
+def mark_of(r: RunResult) -> int:
+    return int(struct.unpack_from("=I", r.ctx, 8)[0])
+
+
+def run_reply(progs: Programs, lab: dict[str, dict[str, object]], frame: bytes, **skb: int) -> RunResult:
+    """lbtui_tc_reply on `frame` as if it arrived on fpout (the backend side); IPv6 reaches
+    lbtui_tc_reply6 by its tail call."""
+    ctx = skb_context(_ifindex(lab, "fpout"), **skb)
+    return run_in_netns(NS, progs.loaded.tc_reply_fn.fd, frame, ctx=ctx)
+
+
+def backend_reply(
+    lab: dict[str, dict[str, object]],
+    client: str = CLIENT,
+    sport: int = 40000,
+    hlim: int = 64,
+    ext: bool = False,
+    udp_payload: bytes | None = None,
+    tcp_payload: bytes = b"",
+) -> bytes:
+    """From backend fd00:16:b::11:8080 to `client`, addressed to fpout's MAC (the LB's)."""
+    ip = IPv6(src="fd00:16:b::11", dst=client, hlim=hlim)
+    if ext:
+        ip = ip / IPv6ExtHdrDestOpt()
+    if udp_payload is not None:
+        l4 = UDP(sport=8080, dport=sport) / Raw(udp_payload)
+    else:
+        l4 = TCP(sport=8080, dport=sport, flags="SA", seq=5000, ack=1001) / Raw(tcp_payload)
+    return bytes(Ether(src=NEIGH_MAC, dst=str(lab["fpout"]["address"])) / ip / l4)
+
+
+def open_flow(progs: Programs, lab: dict[str, dict[str, object]], client: str = CLIENT, udp: bool = False):
+    frame = to_vip(UDP_TO_NEIGH if udp else TO_NEIGH, udp=udp, src=client)
+    assert run_in_lab(progs, lab, frame).retval == XDP_REDIRECT
+
+
+def test_reply_is_snated_and_redirected_to_the_client(progs, lab):
+    open_flow(progs, lab)
+    before = progs.backend_stats(3)["packets_out"]
+    r, moved = counting(progs, lambda: run_reply(progs, lab, backend_reply(lab)))
+    assert r.retval == TC_ACT_REDIRECT
+    assert moved == {"fast_path_reply_forwarded": 1}
+    out = Ether(r.data)
+    assert (out.src, out.dst) == (lab["fpin"]["address"], MAC_CLIENT)
+    assert (out[IPv6].src, out[TCP].sport, out[IPv6].dst, out[TCP].dport) == (VIP6, TO_NEIGH, CLIENT, 40000)
+    assert out[IPv6].hlim == 63
+    assert_checksums_valid(r.data)
+    assert progs.backend_stats(3)["packets_out"] == before + 1  # the flow saw its reply once
+    assert mark_of(r) == LB_FP_REPLY_MARK
+
+    # on its way out of fpin the redirected reply meets lbtui_tc (IPv6: before its tail call to
+    # lbtui_tc6): let through as it is, its mark cleared, nothing counted again
+    tc_before = progs.global_counters()
+    again = run_program(progs.loaded.tc_fn.fd, r.data, ctx=skb_context(0, mark=LB_FP_REPLY_MARK))
+    assert (again.retval, again.data, mark_of(again)) == (TC_ACT_OK, r.data, 0)
+    assert progs.global_counters() == tc_before
+    assert progs.backend_stats(3)["packets_out"] == before + 1
+
+
+def test_udp_reply_is_redirected_with_a_valid_checksum(progs, lab):
+    open_flow(progs, lab, udp=True)
+    r = run_reply(progs, lab, backend_reply(lab, udp_payload=b"answer"))
+    assert r.retval == TC_ACT_REDIRECT
+    out = Ether(r.data)
+    assert (out[IPv6].src, out[UDP].sport, bytes(out[Raw])) == (VIP6, UDP_TO_NEIGH, b"answer")
+    assert_checksums_valid(r.data)
+
+
+def test_reply_without_a_client_neighbour_is_left_to_tc_egress_untouched(progs, lab):
+    open_flow(progs, lab, client=CLIENT_NO_NEIGH)
+    before = progs.backend_stats(3)["packets_out"]
+    reply = backend_reply(lab, client=CLIENT_NO_NEIGH)
+    r, moved = counting(progs, lambda: run_reply(progs, lab, reply))
+    assert (r.retval, r.data) == (TC_ACT_OK, reply)
+    assert moved == {"fast_path_no_neigh": 1}
+    assert progs.backend_stats(3)["packets_out"] == before  # nothing counted yet: TC egress will
+    _, snat = progs.tc(reply)
+    assert Ether(snat)[IPv6].src == VIP6
+    assert progs.backend_stats(3)["packets_out"] == before + 1
+
+
+def test_reply_fallbacks_are_counted_and_leave_it_untouched(progs, lab):
+    open_flow(progs, lab)
+    cases = {
+        "fast_path_ttl": backend_reply(lab, hlim=1),
+        "fast_path_ip_options": backend_reply(lab, ext=True),
+    }
+    for counter, reply in cases.items():
+        r, moved = counting(progs, lambda reply=reply: run_reply(progs, lab, reply))
+        assert (r.retval, r.data, moved) == (TC_ACT_OK, reply, {counter: 1}), counter
+
+
+def test_reply_larger_than_the_client_side_mtu_falls_back(progs, lab):
+    open_flow(progs, lab, udp=True)
+    big = backend_reply(lab, udp_payload=b"x" * 1453)  # 40 + 8 + 1453 = 1501 > fpin's 1500
+    r, moved = counting(progs, lambda: run_reply(progs, lab, big))
+    assert (r.retval, moved) == (TC_ACT_OK, {"fast_path_frag_needed": 1})
+    assert run_reply(progs, lab, backend_reply(lab, udp_payload=b"x" * 1452)).retval == TC_ACT_REDIRECT
+
+
+def test_a_gso_reply_is_checked_by_its_segments_size(progs, lab):
+    """A GSO skb leaves as segments of gso_size payload bytes after its headers: those must fit the
+    egress MTU (1500), not the whole skb, and a segment that does not fit falls back."""
+    open_flow(progs, lab)
+    reply = backend_reply(lab, tcp_payload=b"x" * 2000)  # 40 + 20 + 2000 bytes of IPv6
+    r, moved = counting(progs, lambda: run_reply(progs, lab, reply, gso_size=1440, gso_segs=2))
+    assert (r.retval, moved) == (TC_ACT_REDIRECT, {"fast_path_reply_forwarded": 1})  # 1500-byte segments
+    r, moved = counting(progs, lambda: run_reply(progs, lab, reply, gso_size=1441, gso_segs=2))
+    assert (r.retval, r.data, moved) == (TC_ACT_OK, reply, {"fast_path_frag_needed": 1})
+
+
+def test_packets_that_are_no_reply_pass_untouched(progs, lab):
+    stray = backend_reply(lab, sport=41234)  # no flow on that port
+    r, moved = counting(progs, lambda: run_reply(progs, lab, stray))
+    assert (r.retval, r.data, moved) == (TC_ACT_OK, stray, {})

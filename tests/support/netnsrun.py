@@ -18,8 +18,11 @@ from lbtui.dataplane.progrun import RunResult, run_program
 CLONE_NEWNET = 0x40000000
 
 
-def run_in_netns(ns: str, prog_fd: int, frame: bytes, ingress_ifindex: int) -> RunResult:
-    """Run the XDP program `prog_fd` on `frame` as if it arrived on `ingress_ifindex` of netns `ns`."""
+def run_in_netns(
+    ns: str, prog_fd: int, frame: bytes, ingress_ifindex: int = 0, ctx: bytes | None = None
+) -> RunResult:
+    """Run the program `prog_fd` on `frame` inside netns `ns`: an XDP program as if the frame arrived
+    on `ingress_ifindex`, a TC program with `ctx` (progrun.skb_context: its interface and more)."""
     out: list[RunResult | BaseException] = []
 
     def work() -> None:
@@ -28,7 +31,7 @@ def run_in_netns(ns: str, prog_fd: int, frame: bytes, ingress_ifindex: int) -> R
         try:
             if libc.setns(ns_fd, CLONE_NEWNET) != 0:  # this thread only; it ends right after
                 raise OSError(ctypes.get_errno(), "setns")
-            out.append(run_program(prog_fd, frame, ingress_ifindex=ingress_ifindex))
+            out.append(run_program(prog_fd, frame, ctx=ctx, ingress_ifindex=ingress_ifindex))
         except BaseException as exc:  # handed to the test's thread
             out.append(exc)
         finally:
