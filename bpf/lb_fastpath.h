@@ -10,8 +10,8 @@
 //   egress not in lb_fp_ifaces   an interface lbtui does not manage (or one XDP cannot send on)
 //   VLAN tag, other fib answers  (no route, forwarding off on the ingress interface, blackhole...)
 // Replies take the same way back in XDP on the backend-facing interfaces (xdp_reply4).
-// The forward direction remembers the lookup's answer per (ingress interface, client, backend, TOS)
-// in lb_fp_nexthops for LB_FP_NH_TTL_NS, or until userspace bumps lb_fp_gen (a neighbour, route,
+// The forward direction remembers the lookup's answer per (ingress interface, backend, TOS) in
+// lb_fp_nexthops for LB_FP_NH_TTL_NS, or until userspace bumps lb_fp_gen (a neighbour, route,
 // address or link change, or a new lb_fp_ifaces): an established flow's packet then costs a cache
 // hit instead of bpf_fib_lookup (docs/datapath.md#next-hop-cache).
 // Compiled only with LB_FAST_PATH=1 (settings.fast_path = "auto").
@@ -28,16 +28,17 @@
 
 #if LB_FAST_PATH
 #ifndef LB_FP_NH_ENTRIES
-#define LB_FP_NH_ENTRIES 65536      // (client, backend) pairs remembered; a miss costs one fib lookup
+#define LB_FP_NH_ENTRIES 8192       // (ingress interface, backend, TOS) triples remembered
 #endif
 #define LB_FP_NH_TTL_NS 1000000000ULL   // a remembered next hop is asked again after 1 s at the latest
 
-// The next-hop cache of the forward fast path. Keyed by what bpf_fib_lookup's answer depends on for
-// IPv4 but the ports and the protocol: the ingress interface (forwarding on, policy rules iif), the
-// client address (source policy rules, the default L3 multipath hash), the backend address, the TOS.
+// The next-hop cache of the forward fast path, per backend as IPVS keeps a route per real server:
+// the ingress interface (forwarding on, policy rules iif), the backend address, the TOS. Not the
+// client's address or ports: every flow to a backend takes the next hop the last lookup found, so
+// source policy routing and multipath toward one backend address are not followed per client
+// (docs/datapath.md#next-hop-cache). A new flow to a known backend costs no fib lookup either.
 struct lb_nh_key {
     __u32 ifindex;
-    __be32 saddr;
     __be32 daddr;
     __u8 tos;
     __u8 pad[3];
@@ -133,7 +134,6 @@ static __always_inline int xdp_fast_forward4(struct xdp_md *ctx, struct ethhdr *
     }
     struct lb_nh_key k = {};
     k.ifindex = ctx->ingress_ifindex;
-    k.saddr = iph->saddr;
     k.daddr = iph->daddr;
     k.tos = iph->tos;
     __u32 zero = 0;

@@ -291,9 +291,9 @@ def ack_to_vip(dport: int = TO_NEIGH, payload: bytes = b"") -> bytes:
     )
 
 
-def next_hops(progs: Programs) -> dict[tuple[int, str, str], Any]:
+def next_hops(progs: Programs) -> dict[tuple[int, str], Any]:
     table = progs.loaded.table("lb_fp_nexthops")
-    return {(k.ifindex, ipv4(k.saddr), ipv4(k.daddr)): v for k, v in table.items()}
+    return {(k.ifindex, ipv4(k.daddr)): v for k, v in table.items()}
 
 
 def ipv4(be32: int) -> str:
@@ -311,7 +311,7 @@ def other_mac(lab: dict[str, dict[str, object]]) -> Iterator[str]:
 
 def test_a_cached_next_hop_gives_the_bytes_a_lookup_gives(progs, lab):
     assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT  # looked up, remembered
-    key = (int(str(lab["fpin"]["ifindex"])), CLIENT, "10.0.2.11")
+    key = (int(str(lab["fpin"]["ifindex"])), "10.0.2.11")
     assert set(next_hops(progs)) == {key}
     assert next_hops(progs)[key].ifindex == int(str(lab["fpout"]["ifindex"]))
     cached, moved = counting(progs, lambda: run_in_lab(progs, lab, ack_to_vip()))
@@ -413,3 +413,17 @@ def test_the_next_hop_watch_forgets_on_a_neighbour_change(progs, lab, other_mac)
         assert Ether(r.data).dst == new_mac
     finally:
         watch.close()
+
+
+def test_new_flows_to_a_known_backend_use_its_remembered_next_hop(progs, lab, other_mac):
+    """Keyed per backend (not per client): another client's SYN takes the remembered answer."""
+    assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT
+    _ip("neigh", "replace", "10.0.2.11", "lladdr", "02:00:00:16:02:96", "dev", "fpout", "nud", "permanent")
+    other = bytes(
+        Ether(src=MAC_CLIENT, dst=MAC_LB)
+        / IP(src="10.0.0.77", dst=VIP)
+        / TCP(sport=40077, dport=TO_NEIGH, flags="S", seq=1000)
+    )
+    r = run_in_lab(progs, lab, other)
+    assert r.retval == XDP_REDIRECT and Ether(r.data).dst == other_mac  # no lookup: remembered
+    assert len(next_hops(progs)) == 1
