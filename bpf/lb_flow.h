@@ -72,6 +72,7 @@ static __always_inline int LB_F(xdp_flow)(struct lb_service *svc, LB_CT_KEY *fk,
     LB_ADDR new_ip;
     __u16 new_port;
     __u32 backend_id;
+    int created_flow = 0;                           // this packet inserted a new flow
     int is_syn = is_tcp && (seg->flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
     int table;
     LB_CT_ENTRY *fwd = LB_F(ct_lookup)(fk, &table);
@@ -186,28 +187,26 @@ static __always_inline int LB_F(xdp_flow)(struct lb_service *svc, LB_CT_KEY *fk,
         new_ip = picked.ip;
         new_port = picked.port;
         backend_id = picked.backend_id;
-        if (r == 0) {
-            struct lb_backend_stats *nbs = backend_stats(backend_id);
-            if (nbs)
-                nbs->new_flows += 1;
-            struct lb_service_stats *ss = lb_service_stats.lookup(&service_id);
-            if (ss)
-                ss->new_flows += 1;
+        created_flow = r == 0;
+        if (created_flow && (svc->flags & LB_SVC_F_EV_NEW)) {
             LB_SCRATCH *s = LB_F(scratch)();
-            if (s && (svc->flags & LB_SVC_F_EV_NEW))
+            if (s)
                 LB_F(emit_event)(LB_EV_NEW, &s->fwd, 0, 0, now);
         }
     }
 
+    // one lookup per counter map for the packet and, on a new flow, its new_flows
     struct lb_backend_stats *bs = backend_stats(backend_id);
     if (bs) {
         bs->packets_in += 1;
         bs->bytes_in += ip_len;
+        bs->new_flows += created_flow;
     }
     struct lb_service_stats *ss2 = lb_service_stats.lookup(&service_id);
     if (ss2) {
         ss2->packets_in += 1;
         ss2->bytes_in += ip_len;
+        ss2->new_flows += created_flow;
     }
 
     out->ip = new_ip;

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from lbtui.dataplane.bpffs import PinDirRefused, remove_pins
-from lbtui.dataplane.fastpath import FastPathInterfaces, ReplyPrograms, interface_name
+from lbtui.dataplane.fastpath import FastPathInterfaces, NextHopWatch, ReplyPrograms, interface_name
 from lbtui.dataplane.loader import Attachment, Loaded
 from lbtui.dataplane.maps import Maps
 from lbtui.dataplane.port import (
@@ -58,6 +58,7 @@ class KernelDataplane:
         self._pins_ours = False  # only once load has taken the pin directory does a close unpin it
         self._fast_path = FastPathInterfaces()
         self._replies: ReplyPrograms | None = None
+        self._next_hops: NextHopWatch | None = None
 
     @property
     def spec(self) -> DataplaneSpec:
@@ -111,6 +112,8 @@ class KernelDataplane:
         if native:
             log.warning("fast path: XDP runs in native mode here; every packet takes the kernel's forwarding")
         self.maps.set_fast_path_interfaces(self._fast_path.wanted(self._attachments, native))
+        if self._next_hops is None:
+            self._next_hops = NextHopWatch(self.maps.forget_next_hops)
         if self._replies is None:
             self._replies = ReplyPrograms(self.loaded.tc_reply_fn)
         backend_side: set[str] = set()
@@ -151,6 +154,9 @@ class KernelDataplane:
         if self._reader is not None:
             self._reader.join(timeout=2)
             self._reader = None
+        if self._next_hops is not None:
+            self._next_hops.close()
+            self._next_hops = None
         if self._replies is not None and not keep:
             self._replies.close()
         self._replies = None

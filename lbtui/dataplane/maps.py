@@ -13,6 +13,7 @@ import errno
 import ipaddress
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -40,6 +41,7 @@ from lbtui.dataplane.records import CT_DTYPES, backend_counts, ct_family, decode
 from lbtui.model import Counters
 
 log = logging.getLogger(__name__)
+_next_hop_lock = threading.Lock()  # Maps.forget_next_hops: the engine and the next-hop watch
 
 CT_TABLES = {
     ESTABLISHED: "lb_ct_established",
@@ -202,6 +204,22 @@ class Maps:
                 del table[key]
         for ifindex in wanted:
             table[table.Key(ifindex)] = table.Leaf(1)
+        self.forget_next_hops()  # a remembered next hop may leave through an interface just removed
+
+    def forget_next_hops(self) -> None:
+        """Make the fast path ask bpf_fib_lookup again for every remembered next hop: bump lb_fp_gen
+        (bpf/lb_fastpath.h). Nothing to do when compiled without the fast path."""
+        try:
+            table = self._loaded.table("lb_fp_gen")
+        except KeyError:
+            return
+        key = table.Key(0)
+        with _next_hop_lock:  # two bumps at once must make two values, not one
+            table[key] = table.Leaf((table[key].value + 1) & 0xFFFFFFFF)
+
+    def next_hop_generation(self) -> int:
+        table = self._loaded.table("lb_fp_gen")
+        return int(table[table.Key(0)].value)
 
     def fast_path_interfaces(self) -> set[int]:
         return {k.value for k in self._loaded.table("lb_fp_ifaces").keys()}
