@@ -605,6 +605,14 @@ def median_rps(rec: dict[str, Any] | None, load: str) -> float | None:
     return None if rec is None else _median([s["rps"] for s in rec["samples"].get(load, [])])
 
 
+def same_rep_ratios(rec: dict[str, Any], other: dict[str, Any] | None, load: str) -> list[float]:
+    """req/s of ``rec`` over ``other``'s in each repetition both have a sample of."""
+    if other is None:
+        return []
+    theirs = {s["rep"]: s["rps"] for s in other["samples"].get(load, []) if s["rps"]}
+    return [s["rps"] / theirs[s["rep"]] for s in rec["samples"].get(load, []) if s["rep"] in theirs]
+
+
 def _row(label: str, rec: dict[str, Any], loads: list[str], ceiling: dict[str, float | None]) -> str:
     row = f"| {label} |"
     for load in loads:
@@ -657,8 +665,9 @@ def target_tables(report: dict[str, Any]) -> list[str]:
     if not lbtuis or not others:
         return []
     lines = [
-        "lbtui's req/s over each other mode's (medians; the target after ≥; errors: lbtui's wrk errors in"
-        " that load plus its failed cells):",
+        "lbtui's req/s over each other mode's (ratio of the medians; the target after ≥; in brackets the"
+        " lowest and highest ratio within one repetition; errors: lbtui's wrk errors in that load plus its"
+        " failed cells):",
         "",
         "| backends | family | mode | load | req/s | " + " | ".join(f"÷ {o}" for o in others) + " | errors |",
         "|---:|---|---|---|---:|" + "---|" * len(others) + "---:|",
@@ -678,7 +687,9 @@ def target_tables(report: dict[str, Any]) -> list[str]:
                         cols.append("—")
                         continue
                     ratio = rps / base
-                    cols.append(f"{ratio:.2f} (≥ {target}) {'pass' if ratio >= target else 'FAIL'}")
+                    per_rep = same_rep_ratios(rec, modes.get(cell_name(other, family, backends)), load)
+                    spread = f" [{min(per_rep):.2f}–{max(per_rep):.2f}]" if len(per_rep) > 1 else ""
+                    cols.append(f"{ratio:.2f} (≥ {target}) {'pass' if ratio >= target else 'FAIL'}{spread}")
                 errors = sum(x["errors"] for x in rec["samples"].get(load, [])) + len(rec["errors"])
                 lines.append(
                     f"| {backends} | {FAMILY_NAMES[family]} | {mode} | {load} | {_fmt(rps)} | "
