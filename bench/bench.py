@@ -66,6 +66,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's root
 from lbtui.addresses import FAMILY_NAMES, IPV4, IPV6, format_endpoint  # noqa: E402
+from lbtui.dataplane.structs import GLOBAL_COUNTERS  # noqa: E402
 from lbtui.lab import MAX_BACKENDS, LabSpec  # noqa: E402
 from tests.support.lab import ClientLab  # noqa: E402
 
@@ -461,6 +462,41 @@ def bpf_process(proc: Any) -> int | None:
     return None
 
 
+def _bpftool_json(*args: str) -> Any:
+    out = subprocess.run(["bpftool", *args, "--json"], capture_output=True, text=True, check=True, timeout=30)
+    return json.loads(out.stdout)
+
+
+def global_stats_map(pid: int) -> int | None:
+    """The id of the lb_global_stats map the lbtui process holds (other instances' maps share the name)."""
+    names = {int(m["id"]): m.get("name") for m in _bpftool_json("map", "show")}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-map":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                m = re.search(r"^map_id:\s*(\d+)", f.read(), re.M)
+        except OSError:
+            continue
+        if m and names.get(int(m.group(1))) == "lb_global_stats":
+            return int(m.group(1))
+    return None
+
+
+def global_counters(map_id: int) -> dict[str, int]:
+    """lbtui's global counters (lb_global_stats, per CPU: summed), by the names lb.h gives them."""
+
+    def number(hex_bytes: list[str]) -> int:
+        return int.from_bytes(bytes(int(b, 16) for b in hex_bytes), "little")
+
+    out = {}
+    for entry in _bpftool_json("map", "dump", "id", str(map_id)):
+        key = number(entry["key"])
+        name = GLOBAL_COUNTERS[key] if key < len(GLOBAL_COUNTERS) else f"counter{key}"
+        out[name] = sum(number(v["value"]) for v in entry["values"])
+    return out
+
+
 def run_loads(
     lab: ClientLab, lb: LoadBalancer, rep: int, args: argparse.Namespace, record: ModeRecord
 ) -> None:
@@ -470,8 +506,10 @@ def run_loads(
     stats = KernelProgramStats() if pid is not None else contextlib.nullcontext()
     with stats:
         names = program_names() if pid is not None else {}
+        counters_id = global_stats_map(pid) if pid is not None else None
         for load in args.loads:
             before = process_programs(pid, names) if pid is not None else {}
+            counters_before = global_counters(counters_id) if counters_id is not None else {}
             res = run_wrk(lab, load, lb.target, args.duration, args)
             res["rep"] = rep
             record.samples.setdefault(load, []).append(res)
@@ -481,6 +519,8 @@ def run_loads(
             )
             if pid is not None:
                 delta = KernelProgramStats.delta(before, process_programs(pid, names))
+                counters = global_counters(counters_id) if counters_id is not None else {}
+                moved = {n: v - counters_before.get(n, 0) for n, v in counters.items()}
                 record.bpf.append(
                     {
                         "rep": rep,
@@ -488,6 +528,7 @@ def run_loads(
                         "pid": pid,
                         "requests": res["requests"],
                         "programs": _runs_json(delta),
+                        "counters": {n: v for n, v in moved.items() if v},
                     }
                 )
                 log(
@@ -498,6 +539,9 @@ def run_loads(
                         if r.runs and r.ns_per_run is not None
                     )
                 )
+                fast = ", ".join(f"{n} {v}" for n, v in moved.items() if v and n.startswith("fast_"))
+                if fast:
+                    log(f"   counters {fast}")
 
 
 def run_cell(
@@ -741,6 +785,47 @@ def bpf_tables(report: dict[str, Any]) -> list[str]:
     return lines + [""] if lines else []
 
 
+FAST_PATH_SHOWN = ("xdp_packets", "fast_path_forwarded", "tc_snat", "fast_path_reply_forwarded")
+
+
+def counter_table(report: dict[str, Any]) -> list[str]:
+    """lbtui's own counters of its packets per load, summed over the repetitions: how many went the
+    fast path each way, and every fallback reason that moved."""
+    modes, a = report["modes"], report["info"]["args"]
+    lines = [
+        "lbtui's global counters (lb_global_stats) moved during each load, summed over the repetitions:",
+        "",
+        "| backends | family | mode | load | " + " | ".join(FAST_PATH_SHOWN) + " | fallbacks |",
+        "|---:|---|---|---|" + "---:|" * len(FAST_PATH_SHOWN) + "---|",
+    ]
+    rows = 0
+    for backends, family in groups(report):
+        for mode in a["modes"]:
+            rec = modes.get(cell_name(mode, family, backends))
+            if rec is None:
+                continue
+            for load in a["loads"]:
+                entries = [e for e in rec["bpf_stats"] if e["load"] == load and "counters" in e]
+                if not entries:
+                    continue
+                total: dict[str, int] = {}
+                for e in entries:
+                    for n, v in e["counters"].items():
+                        total[n] = total.get(n, 0) + v
+                fallbacks = ", ".join(
+                    f"{n} {v:,}"
+                    for n, v in sorted(total.items())
+                    if n.startswith("fast_path_") and n not in FAST_PATH_SHOWN
+                )
+                lines.append(
+                    f"| {backends} | {FAMILY_NAMES[family]} | {mode} | {load} | "
+                    + " | ".join(f"{total.get(n, 0):,}" for n in FAST_PATH_SHOWN)
+                    + f" | {fallbacks or '—'} |"
+                )
+                rows += 1
+    return lines + [""] if rows else []
+
+
 def markdown(report: dict[str, Any]) -> str:
     info, modes = report["info"], report["modes"]
     a = info["args"]
@@ -754,6 +839,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += results_tables(report)
     lines += target_tables(report)
     lines += bpf_tables(report)
+    lines += counter_table(report)
     for name, rec in modes.items():
         notes = []
         if rec["spread"]:
