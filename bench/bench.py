@@ -585,6 +585,7 @@ def run_cell(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
+    load_start = os.getloadavg()
     # lbtui-dsr is IPv4 only: IPIP carries IPv4 (an IPv6 proxy cannot use forwarding = "ipip")
     cells = [
         (mode, family, backends)
@@ -614,6 +615,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "args": {k: v for k, v in vars(args).items() if k != "out"},
             "elapsed_s": round(time.monotonic() - started, 1),
             "skipped_cells": skipped,
+            "loadavg_start": [round(x, 2) for x in load_start],
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         },
         "modes": {
             cell_name(*c): {
@@ -833,7 +836,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{info['date']}, kernel {info['kernel']}, {info['cpus']} CPUs; {'/'.join(map(str, a['backends']))}"
         f" nginx backends (1 worker each); wrk -t{a['threads']} -c{a['conns']} (connlat: -t1 -c1),"
         f" {a['duration']} s per load, {a['reps']} rep(s), medians; x = ratio of req/s to `direct` over the"
-        f" same family and backends; {info['elapsed_s']:.0f} s.",
+        f" same family and backends; {info['elapsed_s']:.0f} s; load average"
+        f" {info['loadavg_start'][0]} at the start, {info['loadavg_end'][0]} at the end.",
         "",
     ]
     lines += results_tables(report)
