@@ -13,6 +13,10 @@ measure.
         ...  # traffic
         per_run = stats.delta(before, stats.snapshot({"lbtui_xdp", "lbtui_tc"}))
         # {"lbtui_xdp": ProgramRuns(runs=..., run_time_ns=..., ns_per_run=...), ...}
+
+``process_programs(pid)`` reads the same counters from ``/proc/<pid>/fdinfo`` of the programs one
+process holds open (the benchmarked lbtui's), so programs of the same name loaded by anything else
+on the machine are not counted.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import ctypes
 import json
 import os
 import platform
+import re
 import struct
 import subprocess
 from collections.abc import Iterable
@@ -93,3 +98,36 @@ class KernelProgramStats:
             )
             for name, a in after.items()
         }
+
+
+def program_names() -> dict[int, str]:
+    """Every loaded program's id -> name (``bpftool prog show --json``)."""
+    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True)
+    return {int(p["id"]): str(p.get("name", "")) for p in json.loads(out.stdout)}
+
+
+def process_programs(pid: int, names: dict[int, str] | None = None) -> dict[str, ProgramRuns]:
+    """Counters of the BPF programs process ``pid`` holds a file descriptor of, by program name
+    (programs without a name or unknown to ``names`` by ``prog<id>``, several of one name summed);
+    each program once, however many descriptors point at it. ``names`` defaults to ``program_names()``."""
+    names = program_names() if names is None else names
+    seen: dict[int, ProgramRuns] = {}
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            if os.readlink(f"{fd_dir}/{fd}") != "anon_inode:bpf-prog":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                info = dict(re.findall(r"^(\w+):\s*(\S+)", f.read(), re.M))
+        except OSError:  # closed meanwhile
+            continue
+        if "prog_id" in info:
+            seen[int(info["prog_id"])] = ProgramRuns(
+                int(info.get("run_cnt", 0)), int(info.get("run_time_ns", 0))
+            )
+    totals: dict[str, ProgramRuns] = {}
+    for prog_id, runs in sorted(seen.items()):
+        name = names.get(prog_id, "") or f"prog{prog_id}"
+        prev = totals.get(name, ProgramRuns(0, 0))
+        totals[name] = ProgramRuns(prev.runs + runs.runs, prev.run_time_ns + runs.run_time_ns)
+    return totals
