@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from tests.fuzz.packets import tcp
+from tests.fuzz.packets import fastpath, tcp
 from tests.fuzz.packets.conntrack import (
     DIR_FORWARD,
     DIR_REVERSE,
@@ -76,6 +76,7 @@ from tests.fuzz.packets.wire import TCP, u16
 MIDSTREAM = "midstream"
 DNAT = "dnat"
 SNAT = "snat"
+REDIRECTED = "redirected"  # DNATed and sent on by the fast path (XDP_REDIRECT)
 TC_MISS = "tc_miss"
 ICMP_TRANSLATED = "icmp"
 FRAGMENT_SNAT = "fragment_snat"
@@ -102,6 +103,7 @@ CHECKED_COUNTERS = (
     "tc_fragments_snat",
     "xdp_repick",
     "rst_challenged",
+    *fastpath.FAST_PATH_COUNTERS,
 )
 BACKEND_COUNTERS = ("new_flows", "handshakes", "conn_failures", "closes", "established", "ended")
 FINDING_REVERSE_CLASH = "reverse-entry clash"
@@ -158,7 +160,12 @@ class XdpPlan:
 class Oracle(TcRules):
     """Predicts every frame's fate from the frame and a mirror of the conntrack tables."""
 
-    def __init__(self) -> None:
+    def __init__(self, fast_path_macs: dict[str, bytes] | None = None) -> None:
+        # the fast path compiled in: the lab's interface MACs (fastpath.py), else None
+        self.fast_path_macs = fast_path_macs
+        self.fast_path_seen: Counter[str] = Counter()  # fast_path_* decisions of the whole run
+        self._ingress = fastpath.INGRESS
+        self._redirected = False
         self.ct = ConntrackMirror()
         self.counters: Counter[str] = Counter()
         self.drops: Counter[tuple[int, str]] = Counter()  # (service id, reason)
@@ -250,7 +257,17 @@ class Oracle(TcRules):
         outcomes = pick_outcomes(svc, view, lambda ep: self.ct.reverse_taken(view, ep, ignoring=removed))
         return XdpPlan(DNAT, view, svc, seg, table=table, ends=ends, outcomes=frozenset(outcomes))
 
-    def check_xdp(self, data: bytes, verdict: int | None, out: bytes) -> Verdict:
+    def check_xdp(
+        self, data: bytes, verdict: int | None, out: bytes, ingress: str = fastpath.INGRESS
+    ) -> Verdict:
+        """`ingress`: the lab interface the frame arrived on (the fast path's lookup starts there)."""
+        self._ingress, self._redirected = ingress, False
+        result = self._check_xdp(data, verdict, out)
+        if self._redirected and result.outcome == DNAT:
+            return Verdict(REDIRECTED, result.problems, result.pick)
+        return result
+
+    def _check_xdp(self, data: bytes, verdict: int | None, out: bytes) -> Verdict:
         plan = self.plan_xdp(data)
         if plan.outcome == REFUSED:
             return Verdict(REFUSED, tuple(check_refused(verdict)))
@@ -297,7 +314,8 @@ class Oracle(TcRules):
                 )
             if seg.flags & tcp.RST and where == tcp.INSIDE:
                 self.counters["rst_challenged"] += 1
-        problems = check_rewrite(data, verdict, out, view, "dst", {fwd.backend()})
+        verdict, out, fp_problems = self._fast_path(data, verdict, out, view)
+        problems = fp_problems + check_rewrite(data, verdict, out, view, "dst", {fwd.backend()})
         fwd.packets += 1
         fwd.octets += view.ip_len
         fwd.last_frame = data
@@ -333,6 +351,7 @@ class Oracle(TcRules):
         view = plan.view
         if plan.ends is not None:
             self.ct.end(plan.ends, plan.table)
+        verdict, out, fp_problems = self._fast_path(data, verdict, out, view)
         pick = _kernel_pick(view, verdict, out, data) if plan.random_pick else None
         if verdict == XDP_DROP and DROP_CONFLICT in plan.outcomes:
             self.counters["drop_conflict"] += 1
@@ -340,10 +359,32 @@ class Oracle(TcRules):
             self.drops[(plan.svc.service_id, reason)] += 1
             return Verdict(DROPPED, (), pick)
         candidates = {o for o in plan.outcomes if isinstance(o, tuple)}
-        problems = check_rewrite(data, verdict, out, view, "dst", candidates)
+        problems = fp_problems + check_rewrite(data, verdict, out, view, "dst", candidates)
         if not problems:
             self._new_flow(plan.svc, view, plan.seg, data, out)
         return Verdict(DNAT, tuple(problems), pick)
+
+    def _fast_path(
+        self, data: bytes, verdict: int | None, out: bytes, view: View
+    ) -> tuple[int | None, bytes, list[str]]:
+        """A DNATed frame through lb_fastpath.h (when compiled in): the fallback counted, or the
+        redirect's own changes checked byte for byte. Returns the verdict and frame the DNAT alone
+        gives (for check_rewrite), and the problems."""
+        if self.fast_path_macs is None or view.v6 or verdict == XDP_DROP or len(out) != len(data):
+            return verdict, out, []
+        backend_ip = bytes(out[view.dst_off : view.dst_off + 4])
+        decision = fastpath.decide(data, view, backend_ip, self._ingress, self.fast_path_macs)
+        self.counters[decision.counter] += 1
+        self.fast_path_seen[decision.counter] += 1
+        if not decision.redirected:
+            if verdict == fastpath.XDP_REDIRECT:  # the frame as the DNAT left it is still checked
+                return XDP_PASS, out, [f"fast path: expected XDP_PASS ({decision.counter}), got XDP_REDIRECT"]
+            return verdict, out, []  # XDP_PASS with the DNATed frame: check_rewrite checks it
+        self._redirected = True
+        if verdict != fastpath.XDP_REDIRECT:
+            return verdict, out, [f"fast path: expected XDP_REDIRECT, got verdict {verdict}"]
+        problems, plain = fastpath.check_redirect(data, out, view, decision)
+        return XDP_PASS, plain, problems
 
     def _new_flow(
         self, svc: FuzzService, view: View, seg: tcp.Segment | None, data: bytes, out: bytes
