@@ -1,0 +1,110 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Packet fuzzing with the XDP fast path compiled in (tests/fuzz/packets/fastpath.py): a sample of
+10,000 frames with a fresh seed each session (LBTUI_FUZZ_SEED=N fixes it) in the fuzzer's namespace
+of fixed routes and neighbours, and the oracle shown to reject redirects that are wrong in one byte.
+bench/fuzz_packets.py --fast-path soaks."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fuzz.packets import fastpath
+from tests.fuzz.packets.frames import FAST_PATH_FAMILIES, Frame
+from tests.fuzz.packets.harness import Dataplane, PacketFuzzer, pinned_to_one_cpu, summary_table
+from tests.fuzz.packets.oracle import DNAT, REDIRECTED, SNAT, Oracle
+from tests.fuzz.packets.rewrite import XDP_PASS
+from tests.fuzz.samples import syn_frame
+
+SAMPLE_SEED = int(os.environ.get("LBTUI_FUZZ_SEED") or random.SystemRandom().randrange(1, 2**31))
+SAMPLE_FRAMES, SAMPLE_SYNC = 10_000, 500
+GROUP_80 = 0  # tcp/80's selection table (topology.py): backend 0 has a neighbour, backend 1 none
+
+
+@pytest.fixture(scope="module")
+def dataplane() -> Iterator[Dataplane]:
+    dp = Dataplane(fast_path=True)
+    yield dp
+    dp.close()
+
+
+def test_fast_path_fuzz_sample(dataplane: Dataplane, tmp_path: Path) -> None:
+    seed = SAMPLE_SEED + 2  # not one of test_fuzz_packets.py's seeds
+    print(f"fast-path packet fuzz sample: seed {seed} (LBTUI_FUZZ_SEED={SAMPLE_SEED})")
+    with pinned_to_one_cpu():
+        fuzzer = PacketFuzzer(dataplane, seed, sync_every=SAMPLE_SYNC, case_dir=tmp_path)
+        stats = fuzzer.run(SAMPLE_FRAMES)
+    how = (
+        f"seed {seed}: rerun with LBTUI_FUZZ_SEED={SAMPLE_SEED} pytest {__file__} -k sample, or "
+        f"bench/fuzz_packets.py --fast-path --seed {seed} --frames {SAMPLE_FRAMES} --sync-every {SAMPLE_SYNC}"
+    )
+    cases = [f"bench/fuzz_packets.py --replay {f.case}" for f in stats.failures[:3] if f.case]
+    report = "\n\n".join(str(f) for f in stats.failures) + "\n\n" + summary_table(stats)
+    assert stats.failure_count == 0, "\n".join([how, *cases, report])
+    assert {outcome for _, outcome in stats.outcomes} >= {DNAT, REDIRECTED, SNAT}, how
+    assert {family for family, _ in stats.outcomes} >= set(FAST_PATH_FAMILIES), how
+    forward = [n for n in fastpath.FAST_PATH_COUNTERS if n != "fast_path_reply_forwarded"]
+    assert all(stats.fast_path[n] > 0 for n in forward), (how, dict(stats.fast_path))
+
+
+def _run(dataplane: Dataplane, frame: bytes, backend_id: int) -> tuple[int | None, bytes]:
+    """`frame` as a new flow's first packet, given `backend_id`."""
+    dataplane.empty()
+    with dataplane.force_pick(GROUP_80, backend_id):
+        return dataplane.run("xdp", frame)
+
+
+def _problems(dataplane: Dataplane, frame: bytes, verdict: int | None, out: bytes) -> tuple[str, ...]:
+    """A fresh oracle's verdict on one new flow's frame."""
+    return Oracle(dataplane.fast_path_macs).check_xdp(frame, verdict, out).problems
+
+
+def test_the_oracle_rejects_a_redirect_wrong_in_one_field(dataplane: Dataplane) -> None:
+    frame = bytes(syn_frame().data)
+    verdict, out = _run(dataplane, frame, 0)
+    assert verdict == fastpath.XDP_REDIRECT
+    assert _problems(dataplane, frame, verdict, out) == ()
+    ttl, check = 14 + 8, 14 + 10
+    no_ttl = bytearray(out)  # the TTL left alone, with or without the checksum's TTL update
+    no_ttl[ttl] += 1
+    no_ttl_update = bytearray(out)  # TTL - 1 without its checksum update
+    no_ttl_update[check : check + 2] = (int.from_bytes(out[check : check + 2], "big") - 0x0100).to_bytes(
+        2, "big"
+    )
+    other_mac = bytearray(out)
+    other_mac[5] ^= 1
+    other_source_mac = bytearray(out)
+    other_source_mac[6:12] = frame[6:12]
+    for name, wrong in {
+        "TTL not decremented": no_ttl,
+        "checksum not updated for the TTL": no_ttl_update,
+        "destination MAC": other_mac,
+        "source MAC": other_source_mac,
+    }.items():
+        assert _problems(dataplane, frame, verdict, bytes(wrong)), name
+    assert _problems(dataplane, frame, XDP_PASS, out), "XDP_PASS where a redirect was due"
+
+
+def test_the_oracle_rejects_a_redirect_without_a_neighbour(dataplane: Dataplane) -> None:
+    frame = bytes(syn_frame().data)
+    verdict, out = _run(dataplane, frame, 1)  # 10.0.2.12: no neighbour entry
+    assert verdict == XDP_PASS
+    oracle = Oracle(dataplane.fast_path_macs)
+    assert oracle.check_xdp(frame, verdict, out).problems == ()
+    assert oracle.counters[fastpath.NO_NEIGH] == 1
+    assert _problems(dataplane, frame, fastpath.XDP_REDIRECT, out)
+
+
+def test_frames_arriving_where_forwarding_is_off_fall_back(dataplane: Dataplane) -> None:
+    fuzzer = PacketFuzzer(dataplane, 0)
+    frame = bytes(syn_frame().data)
+    with dataplane.force_pick(GROUP_80, 0):
+        result = fuzzer.check_frame(Frame("syn", "xdp", frame, fastpath.INGRESS_NO_FORWARDING))
+    assert (result.outcome, result.problems) == (DNAT, ())
+    assert fuzzer.oracle.counters[fastpath.FIB_OTHER] == 1
+    fuzzer.sync()
+    assert fuzzer.stats.failure_count == 0
