@@ -35,6 +35,7 @@ import multiprocessing
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +121,8 @@ def run_seeds(args: argparse.Namespace) -> int:
         f"conntrack checks: {total.syncs}  simulated evictions: {total.evictions}"
     )
     if args.fast_path:
-        seen = ", ".join(f"{name} {total.fast_path[name]}" for name in FAST_PATH_COUNTERS)
-        print(f"fast path decisions: {seen}")
+        print(f"fast path, DNATed IPv4 frames: {_fast_path_line(total.fast_path, '')}")
+        print(f"fast path, replies of tracked flows: {_fast_path_line(total.fast_path, 'reply ')}")
     failing = sorted((seed, stats.failure_count) for seed, stats, _ in results if stats.failure_count)
     print(f"failures: {total.failure_count}" + (f" (seed: count {dict(failing)})" if failing else ""))
     for failure in total.failures:
@@ -136,6 +137,14 @@ def run_seeds(args: argparse.Namespace) -> int:
         for text in total.finding_examples.get(kind, []):
             print(f"  {text}")
     return 1 if total.failure_count else 0
+
+
+def _fast_path_line(seen: Counter[str], prefix: str) -> str:
+    """The fast path's decisions (redirected first, then each fallback counter) with `prefix`."""
+    forwarded = "fast_path_reply_forwarded" if prefix else "fast_path_forwarded"
+    names = [forwarded] + [n for n in FAST_PATH_COUNTERS if "forwarded" not in n]
+    counts = [seen[n if n == forwarded else prefix + n] for n in names]
+    return ", ".join(f"{n.removeprefix('fast_path_')} {c}" for n, c in zip(names, counts, strict=True))
 
 
 def _print_seed(seed: int, stats: harness.FuzzStats, elapsed: float) -> None:

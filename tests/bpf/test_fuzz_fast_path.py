@@ -60,7 +60,7 @@ def _run(dataplane: Dataplane, frame: bytes, backend_id: int) -> tuple[int | Non
 
 def _problems(dataplane: Dataplane, frame: bytes, verdict: int | None, out: bytes) -> tuple[str, ...]:
     """A fresh oracle's verdict on one new flow's frame."""
-    return Oracle(dataplane.fast_path_macs).check_xdp(frame, verdict, out).problems
+    return Oracle(dataplane.fast_path_rules).check_xdp(frame, verdict, out).problems
 
 
 def test_the_oracle_rejects_a_redirect_wrong_in_one_field(dataplane: Dataplane) -> None:
@@ -93,7 +93,7 @@ def test_the_oracle_rejects_a_redirect_without_a_neighbour(dataplane: Dataplane)
     frame = bytes(syn_frame().data)
     verdict, out = _run(dataplane, frame, 1)  # 10.0.2.12: no neighbour entry
     assert verdict == XDP_PASS
-    oracle = Oracle(dataplane.fast_path_macs)
+    oracle = Oracle(dataplane.fast_path_rules)
     assert oracle.check_xdp(frame, verdict, out).problems == ()
     assert oracle.counters[fastpath.NO_NEIGH] == 1
     assert _problems(dataplane, frame, fastpath.XDP_REDIRECT, out)

@@ -3,30 +3,38 @@
 whose routes and neighbours bpf_fib_lookup reads, and the rules that predict its answer.
 
 bpf_fib_lookup in a test run reads the tables of the calling thread's namespace, from the ingress
-interface given in the run's xdp_md. The lab is a namespace of its own with fixed tables, one way
-of falling back per IPv4 backend of topology.py, so the oracle can predict every verdict from the
-DNATed destination, the frame's length, TTL, options and tag, and the ingress interface alone:
+interface given in the run's xdp_md. The lab is a namespace of its own with fixed tables that give
+the IPv4 backends of topology.py and the generator's client ranges each one answer, so the oracle
+can predict every verdict from the addresses, the frame's length, TTL, options and tag, and the
+ingress interface alone:
 
-    fzin   10.0.0.1/24, forwarding on: where frames arrive (in lb_fp_ifaces)
+    fzin   10.0.0.1/24 (in lb_fp_ifaces): where client frames arrive, where replies leave
+           172.16.0.0/12 via 10.0.0.2 (permanent neighbour)   -> replies redirected
+           172.31.0.0/16 via 10.0.0.2, mtu lock 160          -> frag_needed above 160 bytes
+           192.168.0.0/16 via 10.0.0.3 (no neighbour entry)  -> no_neigh
     fzoff  10.0.8.1/24, forwarding off: frames arriving here get "forwarding disabled" (fib_other)
-    fzout  10.0.2.1/24, mtu 1400, in lb_fp_ifaces
+    fzout  10.0.2.1/24, mtu 1400 (in lb_fp_ifaces)
            10.0.2.11  permanent neighbour                      -> redirected
            10.0.2.12  no neighbour entry                       -> no_neigh
            10.0.2.13  permanent neighbour, route mtu lock 160  -> frag_needed above 160 bytes
     fzun   10.0.3.1/24, NOT in lb_fp_ifaces
            10.0.3.10  permanent neighbour                      -> unmanaged
+           10.1.0.0/16 via 10.0.3.2 (permanent neighbour)     -> replies unmanaged
+    anything else: no route, or a local/broadcast address     -> fib_other
 
 The kernel's order (net/core/filter.c bpf_ipv4_fib_lookup): forwarding on the ingress interface,
-route, MTU (tot_len against the locked route MTU or the device's), neighbour; then lb_fastpath.h
-checks the egress against lb_fp_ifaces. Before any lookup the program passes VLAN-tagged frames, IP
-options and TTL <= 1, in that order. The tables never change during a run, so whether a next-hop
-cache (if the program has one) hits does not change any answer.
+route (local and broadcast routes are not forwarded), MTU (tot_len against the locked route MTU or
+the device's), neighbour of the next hop; then lb_fastpath.h checks the egress against
+lb_fp_ifaces. Before any lookup the forward program passes VLAN-tagged frames, IP options and
+TTL <= 1, in that order. The tables never change during a run, so whether a next-hop cache (if the
+program has one) hits does not change any answer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import ipaddress
 import json
 import os
 import subprocess
@@ -35,7 +43,7 @@ from dataclasses import dataclass
 
 from lbtui.dataplane.structs import GLOBAL_COUNTERS
 from tests.fuzz.packets.parse import View
-from tests.fuzz.packets.wire import addr, u16
+from tests.fuzz.packets.wire import ETH_IP, TCP, UDP, u16
 
 XDP_REDIRECT = 4
 CLONE_NEWNET = 0x40000000
@@ -43,9 +51,11 @@ NS_PREFIX = "lbfzfp"  # + the process id: each fuzzing process has its own lab
 FAST_PATH_COUNTERS = tuple(n for n in GLOBAL_COUNTERS if n.startswith("fast_path_"))
 
 INGRESS, INGRESS_NO_FORWARDING, MANAGED, UNMANAGED = "fzin", "fzoff", "fzout", "fzun"
-DEVICE_MTU = 1400  # fzout
-SMALL_MTU = 160  # the locked MTU of the route to 10.0.2.13
+REPLY_INGRESS = MANAGED  # where the backends' replies arrive
+SMALL_MTU = 160  # the locked MTU of two routes
+DEVICE_MTU = {INGRESS: 1500, INGRESS_NO_FORWARDING: 1500, MANAGED: 1400, UNMANAGED: 1500}
 FORWARDED = "fast_path_forwarded"
+REPLY_FORWARDED = "fast_path_reply_forwarded"
 NO_NEIGH = "fast_path_no_neigh"
 FRAG_NEEDED = "fast_path_frag_needed"
 TTL = "fast_path_ttl"
@@ -56,19 +66,32 @@ FIB_OTHER = "fast_path_fib_other"
 
 
 @dataclass(frozen=True)
-class Way:
-    """How the lab's namespace reaches one backend address."""
-
+class Route:
+    prefix: str
     device: str
-    neighbour: bytes | None  # the permanent neighbour entry's MAC, None: no entry
-    mtu: int  # the route's locked MTU, else the device's
+    via: str = ""  # the gateway, "" on-link
+    mtu: int = 0  # a locked MTU, 0: the device's
+    connected: bool = False  # made by the kernel with the interface's address
 
 
-WAYS: dict[bytes, Way] = {
-    addr("10.0.2.11"): Way(MANAGED, bytes.fromhex("02000000fa11"), DEVICE_MTU),
-    addr("10.0.2.12"): Way(MANAGED, None, DEVICE_MTU),
-    addr("10.0.2.13"): Way(MANAGED, bytes.fromhex("02000000fa13"), SMALL_MTU),
-    addr("10.0.3.10"): Way(UNMANAGED, bytes.fromhex("02000000fa10"), 1500),
+ROUTES = (
+    Route("10.0.0.0/24", INGRESS, connected=True),
+    Route("10.0.8.0/24", INGRESS_NO_FORWARDING, connected=True),
+    Route("10.0.2.0/24", MANAGED, connected=True),
+    Route("10.0.3.0/24", UNMANAGED, connected=True),
+    Route("10.0.2.13/32", MANAGED, mtu=SMALL_MTU),
+    Route("172.16.0.0/12", INGRESS, via="10.0.0.2"),
+    Route("172.31.0.0/16", INGRESS, via="10.0.0.2", mtu=SMALL_MTU),
+    Route("192.168.0.0/16", INGRESS, via="10.0.0.3"),
+    Route("10.1.0.0/16", UNMANAGED, via="10.0.3.2"),
+)
+# permanent neighbour entries: address -> (device, MAC)
+NEIGHBOURS = {
+    "10.0.2.11": (MANAGED, "02:00:00:00:fa:11"),
+    "10.0.2.13": (MANAGED, "02:00:00:00:fa:13"),
+    "10.0.3.10": (UNMANAGED, "02:00:00:00:fa:10"),
+    "10.0.0.2": (INGRESS, "02:00:00:00:fa:02"),
+    "10.0.3.2": (UNMANAGED, "02:00:00:00:fa:32"),
 }
 DEVICES = {
     INGRESS: "10.0.0.1/24",
@@ -77,6 +100,7 @@ DEVICES = {
     UNMANAGED: "10.0.3.1/24",
 }
 MANAGED_DEVICES = (INGRESS, MANAGED)
+_ROUTE_NETS = sorted(((ipaddress.ip_network(r.prefix), r) for r in ROUTES), key=lambda nr: -nr[0].prefixlen)
 
 
 class FastPathLab:
@@ -91,6 +115,7 @@ class FastPathLab:
             links = json.loads(self._ip("-j", "link", "show"))
             self.ifindex = {link["ifname"]: int(link["ifindex"]) for link in links}
             self.mac = {link["ifname"]: bytes.fromhex(link["address"].replace(":", "")) for link in links}
+            self.rules = Rules(self.mac, self.local)
             self._ns_fd = os.open(f"/run/netns/{self.ns}", os.O_RDONLY)
         except BaseException:
             subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
@@ -104,19 +129,22 @@ class FastPathLab:
         for name, cidr in DEVICES.items():
             self._ip("link", "add", name, "type", "veth", "peer", "name", name + "p")
             self._ip("addr", "add", cidr, "dev", name)
+            self._ip("link", "set", name, "mtu", str(DEVICE_MTU[name]))
             self._ip("link", "set", name, "up")
             self._ip("link", "set", name + "p", "up")
-        self._ip("link", "set", MANAGED, "mtu", str(DEVICE_MTU))
         sysctl = ["ip", "netns", "exec", self.ns, "sysctl", "-qw"]
         subprocess.run([*sysctl, "net.ipv4.conf.all.forwarding=1"], check=True)
         subprocess.run([*sysctl, f"net.ipv4.conf.{INGRESS_NO_FORWARDING}.forwarding=0"], check=True)
-        for ip, way in WAYS.items():
-            text = ".".join(map(str, ip))
-            if way.mtu != DEVICE_MTU and way.device == MANAGED:
-                self._ip("route", "add", f"{text}/32", "dev", way.device, "mtu", "lock", str(way.mtu))
-            if way.neighbour is not None:
-                mac = way.neighbour.hex(":")
-                self._ip("neigh", "replace", text, "lladdr", mac, "dev", way.device, "nud", "permanent")
+        for ip, (device, mac) in NEIGHBOURS.items():
+            self._ip("neigh", "replace", ip, "lladdr", mac, "dev", device, "nud", "permanent")
+        for r in ROUTES:
+            if not r.connected:
+                via = ["via", r.via] if r.via else []
+                mtu = ["mtu", "lock", str(r.mtu)] if r.mtu else []
+                self._ip("route", "add", r.prefix, *via, "dev", r.device, *mtu)
+        # what the local table holds (the lab's addresses, broadcast addresses): never forwarded
+        local = json.loads(self._ip("-j", "route", "show", "table", "local"))
+        self.local = [ipaddress.ip_network(e["dst"], strict=False) for e in local if "." in e["dst"]]
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -147,8 +175,8 @@ class FastPathLab:
 
 @dataclass(frozen=True)
 class Decision:
-    """What lb_fastpath.h does with a DNATed IPv4 frame: the counter it moves, and for a redirect the
-    new MACs."""
+    """What lb_fastpath.h does with a frame it may send on: the counter it moves, and for a redirect
+    the new MACs."""
 
     counter: str
     dmac: bytes = b""
@@ -156,29 +184,81 @@ class Decision:
 
     @property
     def redirected(self) -> bool:
-        return self.counter == FORWARDED
+        return self.counter in (FORWARDED, REPLY_FORWARDED)
 
 
-def decide(
-    data: bytes, view: View, backend_ip: bytes, ingress: str, egress_mac: dict[str, bytes]
-) -> Decision:
-    """xdp_fast_forward4 on the DNATed frame (to `backend_ip`) arriving on `ingress`."""
-    if view.l3 != 14:
-        return Decision(VLAN)
-    if view.ihl_len != 20:
-        return Decision(IP_OPTIONS)
-    if data[view.l3 + 8] <= 1:
-        return Decision(TTL)
-    way = WAYS.get(backend_ip)
-    if ingress == INGRESS_NO_FORWARDING or way is None:
-        return Decision(FIB_OTHER)
-    if view.ip_len > way.mtu:
-        return Decision(FRAG_NEEDED)
-    if way.neighbour is None:
-        return Decision(NO_NEIGH)
-    if way.device not in MANAGED_DEVICES:
-        return Decision(UNMANAGED_EGRESS)
-    return Decision(FORWARDED, way.neighbour, egress_mac[way.device])
+class Rules:
+    """bpf_fib_lookup and lb_fastpath.h's checks over the lab's fixed tables."""
+
+    def __init__(self, macs: dict[str, bytes], local: list[ipaddress.IPv4Network]) -> None:
+        self.macs = macs  # the lab's interfaces: the source MAC of a redirect
+        self.local = local
+
+    def lookup(self, dst: bytes, tot_len: int, ingress: str, forwarded: str) -> Decision:
+        """bpf_fib_lookup to `dst` for a packet of `tot_len` bytes from `ingress`, then the
+        lb_fp_ifaces check; `forwarded`: the counter of a redirect."""
+        ip = ipaddress.IPv4Address(dst)
+        if ingress == INGRESS_NO_FORWARDING or any(ip in net for net in self.local):
+            return Decision(FIB_OTHER)
+        route = next((r for net, r in _ROUTE_NETS if ip in net), None)
+        if route is None:
+            return Decision(FIB_OTHER)
+        if tot_len > (route.mtu or DEVICE_MTU[route.device]):
+            return Decision(FRAG_NEEDED)
+        neighbour = NEIGHBOURS.get(route.via or str(ip))
+        if neighbour is None or neighbour[0] != route.device:
+            return Decision(NO_NEIGH)
+        if route.device not in MANAGED_DEVICES:
+            return Decision(UNMANAGED_EGRESS)
+        return Decision(forwarded, bytes.fromhex(neighbour[1].replace(":", "")), self.macs[route.device])
+
+    def forward(self, data: bytes, view: View, backend_ip: bytes, ingress: str) -> Decision:
+        """xdp_fast_forward4 on the DNATed frame (to `backend_ip`) arriving on `ingress`."""
+        if view.l3 != 14:
+            return Decision(VLAN)
+        if view.ihl_len != 20:
+            return Decision(IP_OPTIONS)
+        if data[view.l3 + 8] <= 1:
+            return Decision(TTL)
+        return self.lookup(backend_ip, view.ip_len, ingress, FORWARDED)
+
+    def reply(self, data: bytes, reply: ReplyView) -> Decision:
+        """xdp_reply4 on a reply of a tracked flow (its reverse entry found) arriving on REPLY_INGRESS."""
+        if data[14 + 8] <= 1:
+            return Decision(TTL)
+        return self.lookup(reply.daddr, reply.ip_len, REPLY_INGRESS, REPLY_FORWARDED)
+
+
+@dataclass(frozen=True)
+class ReplyView:
+    """A frame xdp_reply4 looks up in conntrack: its key and length."""
+
+    saddr: bytes
+    daddr: bytes
+    sport: int
+    dport: int
+    proto: int
+    ip_len: int
+
+
+def reply_view(data: bytes) -> ReplyView | None:
+    """xdp_reply4's checks before the conntrack lookup: None where it passes the frame untouched
+    without looking (VLAN, not IPv4, not TCP/UDP, a fragment, IP options, lengths that lie)."""
+    if len(data) < 34 or u16(data, 12) != ETH_IP or data[14] >> 4 != 4:
+        return None
+    proto = data[14 + 9]
+    if proto not in (TCP, UDP) or u16(data, 14 + 6) & 0x3FFF or data[14] & 15 != 5:
+        return None
+    ip_len = u16(data, 14 + 2)
+    if 14 + ip_len > len(data) or ip_len < 28:
+        return None
+    if proto == TCP:
+        if len(data) < 54:
+            return None
+        doff = data[34 + 12] >> 4
+        if doff < 5 or ip_len < 20 + doff * 4:
+            return None
+    return ReplyView(bytes(data[26:30]), bytes(data[30:34]), u16(data, 34), u16(data, 36), proto, ip_len)
 
 
 def csum_replace4(check: int, old: bytes, new: bytes) -> int:
@@ -198,13 +278,14 @@ def ttl_check(check: int) -> int:
     return (s + (s >= 0xFFFF)) & 0xFFFF
 
 
-def check_redirect(data: bytes, out: bytes, view: View, decision: Decision) -> tuple[list[str], bytes]:
+def check_redirect(
+    data: bytes, out: bytes, l3: int, addr_off: int, decision: Decision
+) -> tuple[list[str], bytes]:
     """The fast path's own changes of a redirected frame, byte for byte: MACs, TTL - 1 and the header
-    checksum (the DNAT's incremental update, then the TTL's). Returns the problems and the frame as
-    the DNAT alone would have left it, for rewrite.check_rewrite."""
+    checksum (the NAT's incremental update of the address at `addr_off`, then the TTL's). Returns
+    the problems and the frame as the NAT alone would have left it, for rewrite.check_rewrite."""
     if len(out) != len(data):
         return [f"fast path: the frame length changed {len(data)} -> {len(out)}"], out
-    l3 = view.l3
     problems = []
     if out[0:6] != decision.dmac:
         problems.append(f"fast path: destination MAC {out[0:6].hex(':')}, expected {decision.dmac.hex(':')}")
@@ -213,16 +294,16 @@ def check_redirect(data: bytes, out: bytes, view: View, decision: Decision) -> t
     if out[l3 + 8] != data[l3 + 8] - 1:
         problems.append(f"fast path: TTL {out[l3 + 8]}, expected {data[l3 + 8] - 1}")
     in_check = int.from_bytes(data[l3 + 10 : l3 + 12], "little")
-    dnat_check = csum_replace4(in_check, data[l3 + 16 : l3 + 20], out[l3 + 16 : l3 + 20])
-    want = ttl_check(dnat_check)
+    nat_check = csum_replace4(in_check, data[addr_off : addr_off + 4], out[addr_off : addr_off + 4])
+    want = ttl_check(nat_check)
     got = int.from_bytes(out[l3 + 10 : l3 + 12], "little")
     if got != want:
         problems.append(
             f"fast path: IP header checksum {u16(out, l3 + 10):#06x}, expected "
-            f"{int.from_bytes(want.to_bytes(2, 'little'), 'big'):#06x} (the DNAT's update, then TTL - 1)"
+            f"{int.from_bytes(want.to_bytes(2, 'little'), 'big'):#06x} (the NAT's update, then TTL - 1)"
         )
     plain = bytearray(out)
     plain[0:12] = data[0:12]
     plain[l3 + 8] = data[l3 + 8]
-    plain[l3 + 10 : l3 + 12] = dnat_check.to_bytes(2, "little")
+    plain[l3 + 10 : l3 + 12] = nat_check.to_bytes(2, "little")
     return problems, bytes(plain)

@@ -105,6 +105,7 @@ TC_FAMILIES: dict[str, int] = {
 }
 # with the fast path compiled in: frames at its limits (TTL, the lab's MTUs)
 FAST_PATH_FAMILIES: dict[str, int] = {"fp_ttl": 4, "fp_length": 4}
+FAST_PATH_TC_FAMILIES: dict[str, int] = {"fp_reply": 4}  # replies with those TTLs and lengths
 FAST_PATH_NO_FORWARDING_SHARE = 0.03  # XDP frames arriving on the lab interface with forwarding off
 FAMILIES = {**XDP_FAMILIES, **TC_FAMILIES, **XDP6_FAMILIES, **TC6_FAMILIES}
 IPV6_FAMILIES = frozenset({**XDP6_FAMILIES, **TC6_FAMILIES})
@@ -129,6 +130,7 @@ class FrameGenerator:
         xdp_families, tc_families = FAMILY_SETS[families]
         if fast_path and families != "ipv6":
             xdp_families = {**xdp_families, **FAST_PATH_FAMILIES}
+            tc_families = {**tc_families, **FAST_PATH_TC_FAMILIES}
         # (flow, from the backend) -> (the next sequence number of that side, of the other side),
         # None where unknown: set by the harness from the oracle's mirror
         self.seq_hint: Callable[[Flow, bool], tuple[int | None, int | None]] | None = None
@@ -331,7 +333,10 @@ class FrameGenerator:
             family = self.rng.choices(self._tc_names, self._tc_weights)[0]
             if family in IPV6_FAMILIES:
                 return Frame(family, "tc", bytes(self.six.tc_family(family, [f for f in recent if f.v6])))
-            return Frame(family, "tc", bytes(self._tc_family(family, [f for f in recent if not f.v6])))
+            flows4 = [f for f in recent if not f.v6]
+            if family in FAST_PATH_TC_FAMILIES:
+                return Frame(family, "tc", bytes(self._fast_path_family(family, flows4)))
+            return Frame(family, "tc", bytes(self._tc_family(family, flows4)))
         family = self.rng.choices(self._xdp_names, self._xdp_weights)[0]
         ingress = ""
         if self.fast_path and self.rng.random() < FAST_PATH_NO_FORWARDING_SHARE:
@@ -345,15 +350,27 @@ class FrameGenerator:
         return Frame(family, "xdp", data, ingress)
 
     def _fast_path_family(self, family: str, flows: Sequence[Flow]) -> bytearray:
-        """Frames at the fast path's limits: a TTL about to expire (or not), a length at an MTU."""
+        """Frames at the fast path's limits: a TTL about to expire (or not), a length at an MTU; from
+        a client (fp_ttl, fp_length) or a backend (fp_reply)."""
         rng = self.rng
+        if family == "fp_reply":
+            if not flows:
+                return self._tc_family("tc_unknown", flows)
+            flow = rng.choice(flows[-64:])
+            kw: dict[str, Any] = {"ttl": rng.choice((0, 1, 2, 64, 255))}
+            if rng.random() < 0.5:
+                mtu = rng.choice((fastpath.SMALL_MTU, fastpath.DEVICE_MTU[fastpath.INGRESS]))
+                header = 20 + (20 if flow.proto == TCP else 8)
+                kw["payload"] = rng.randbytes(mtu + rng.choice((-1, 0, 1)) - header)
+            return self.reply(flow, **kw).data
         if family == "fp_ttl":
             ttl = rng.choice((0, 1, 1, 2, 2, 255))
             if flows and rng.random() < 0.4:
                 return self.followup(rng.choice(flows[-64:]), ttl=ttl).data
             return self.to_vip(ttl=ttl).data
         # fp_length: an IP length of an MTU of the lab, or one byte either side
-        ip_len = rng.choice((fastpath.SMALL_MTU, fastpath.DEVICE_MTU)) + rng.choice((-1, 0, 1))
+        mtu = rng.choice((fastpath.SMALL_MTU, fastpath.DEVICE_MTU[fastpath.MANAGED]))
+        ip_len = mtu + rng.choice((-1, 0, 1))
         if flows and rng.random() < 0.4:
             flow = rng.choice(flows[-64:])
             header = 20 + (20 if flow.proto == TCP else 8)

@@ -41,6 +41,7 @@ from tests.fuzz.packets.conntrack import ESTABLISHED, TRANSIENT, CtKey, RealEntr
 from tests.fuzz.packets.frames import IPV6_FAMILIES, Flow, Frame, FrameGenerator
 from tests.fuzz.packets.oracle import BACKEND_COUNTERS, CHECKED_COUNTERS, PICK_DROPPED, Oracle, Verdict
 from tests.fuzz.packets.pick import DROP_CONFLICT
+from tests.fuzz.packets.rewrite import XDP_PASS
 from tests.fuzz.packets.topology import (
     BACKEND_BY_ENDPOINT,
     BACKENDS,
@@ -134,7 +135,11 @@ class Dataplane:
             self.write_table(group, table)
         for service_id, cidr, group in ROUTES:
             self.maps.set_route(service_id, cidr, group)
-        self._fds = {"xdp": self.loaded.xdp_fn.fd, "tc": self.loaded.tc_fn.fd}
+        self._fds = {
+            "xdp": self.loaded.xdp_fn.fd,
+            "tc": self.loaded.tc_fn.fd,
+            "reply": self.loaded.xdp_reply_fn.fd,  # the fast path's reply program (XDP_PASS without it)
+        }
 
     def close(self) -> None:
         self.loaded.close()
@@ -142,19 +147,21 @@ class Dataplane:
             self.lab.close()
 
     @property
-    def fast_path_macs(self) -> dict[str, bytes] | None:
-        """The lab's interface MACs (the fast path's source MACs), None without the fast path."""
-        return None if self.lab is None else self.lab.mac
+    def fast_path_rules(self) -> fastpath.Rules | None:
+        """What the fast path does in the lab (None: not compiled in)."""
+        return None if self.lab is None else self.lab.rules
 
     def run(self, hook: str, frame: bytes, ingress: str = "") -> tuple[int | None, bytes]:
         """(verdict, output frame); verdict None when the kernel refuses the frame (EINVAL). With the
-        fast path an XDP frame arrives on the lab interface `ingress` (default fastpath.INGRESS)."""
+        fast path an XDP frame arrives on the lab interface `ingress` (default fastpath.INGRESS, for
+        the reply program fastpath.REPLY_INGRESS)."""
         from lbtui.dataplane.progrun import run_program
 
         try:
-            if self.lab is not None and hook == "xdp":
+            if self.lab is not None and hook != "tc":
+                default = fastpath.INGRESS if hook == "xdp" else fastpath.REPLY_INGRESS
                 with self.lab.inside():
-                    ifindex = self.lab.ifindex[ingress or fastpath.INGRESS]
+                    ifindex = self.lab.ifindex[ingress or default]
                     result = run_program(self._fds[hook], frame, ingress_ifindex=ifindex)
             else:
                 result = run_program(self._fds[hook], frame)
@@ -377,9 +384,9 @@ class PacketFuzzer:
         self.keep_failures = keep_failures
         self.case_dir = Path(case_dir) if case_dir else None
         self.families = families
-        fast_path = dataplane.fast_path_macs is not None
+        fast_path = dataplane.fast_path_rules is not None
         self.generator = FrameGenerator(seed, scapy_pool=scapy_pool, families=families, fast_path=fast_path)
-        self.oracle = Oracle(dataplane.fast_path_macs)
+        self.oracle = Oracle(dataplane.fast_path_rules)
         self.generator.seq_hint = self.oracle.seq_hint
         self.stats = FuzzStats()
         self._baseline: dict[str, int] = {}
@@ -433,7 +440,9 @@ class PacketFuzzer:
     def check_frame(self, frame: Frame, *, pick: int | None = None, failed: bool = False) -> Verdict:
         """Run one frame and check it. `pick`: a recorded weighted-random draw to make again."""
         forced = self._forced_pick(frame, pick, failed)
-        if forced is None:
+        if frame.hook == "tc" and self.dp.lab is not None:
+            verdict, out = self.dp.run("reply", frame.data, frame.ingress)  # first the reply program
+        elif forced is None:
             verdict, out = self.dp.run(frame.hook, frame.data, frame.ingress)
         else:
             self.stats.forced_picks += 1
@@ -442,8 +451,10 @@ class PacketFuzzer:
                 verdict, out = self.dp.run(frame.hook, frame.data, frame.ingress)
         if frame.hook == "xdp":
             result = self.oracle.check_xdp(frame.data, verdict, out, frame.ingress or fastpath.INGRESS)
-        else:
+        elif self.dp.lab is None:
             result = self.oracle.check_tc(frame.data, verdict, out)
+        else:
+            result = self.oracle.check_reply(frame.data, verdict, out, *self._tc_after(verdict, out))
         self.oracle.forced_drop = False
         self._segment.append(
             FrameEvent(
@@ -455,6 +466,13 @@ class PacketFuzzer:
         if result.problems:
             self._fail(frame.family, frame.hook, result.problems, hexdump(frame.data), hexdump(out))
         return result
+
+    def _tc_after(self, reply_verdict: int | None, reply_out: bytes) -> tuple[int | None, bytes]:
+        """lbtui_tc on what the reply program passed on (TC egress on the client's side), else
+        (None, b"")."""
+        if reply_verdict != XDP_PASS:
+            return None, b""
+        return self.dp.run("tc", reply_out)
 
     def _forced_pick(self, frame: Frame, pick: int | None, failed: bool) -> tuple[int, int] | None:
         """(group, backend id) to force for a replayed frame that starts a weighted-random flow now.

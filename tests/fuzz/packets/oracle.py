@@ -55,6 +55,8 @@ from tests.fuzz.packets.parse import (
 )
 from tests.fuzz.packets.pick import DROP_CONFLICT, pick_outcomes
 from tests.fuzz.packets.rewrite import (
+    TC_ACT_OK,
+    TC_ACT_SHOT,
     XDP_DROP,
     XDP_PASS,
     check_refused,
@@ -77,6 +79,8 @@ MIDSTREAM = "midstream"
 DNAT = "dnat"
 SNAT = "snat"
 REDIRECTED = "redirected"  # DNATed and sent on by the fast path (XDP_REDIRECT)
+REPLY_REDIRECTED = "reply_redirected"  # SNATed and sent on by the fast path's reply program
+REPLY_PASSED = "reply_passed"  # the reply program changed or kept a frame it must pass untouched
 TC_MISS = "tc_miss"
 ICMP_TRANSLATED = "icmp"
 FRAGMENT_SNAT = "fragment_snat"
@@ -160,10 +164,10 @@ class XdpPlan:
 class Oracle(TcRules):
     """Predicts every frame's fate from the frame and a mirror of the conntrack tables."""
 
-    def __init__(self, fast_path_macs: dict[str, bytes] | None = None) -> None:
-        # the fast path compiled in: the lab's interface MACs (fastpath.py), else None
-        self.fast_path_macs = fast_path_macs
-        self.fast_path_seen: Counter[str] = Counter()  # fast_path_* decisions of the whole run
+    def __init__(self, fast_path: fastpath.Rules | None = None) -> None:
+        self.fast_path = fast_path  # the fast path compiled in: its rules over the lab (fastpath.py)
+        # fast_path_* decisions of the whole run (a reply's fallback: "reply " + the counter)
+        self.fast_path_seen: Counter[str] = Counter()
         self._ingress = fastpath.INGRESS
         self._redirected = False
         self.ct = ConntrackMirror()
@@ -370,10 +374,10 @@ class Oracle(TcRules):
         """A DNATed frame through lb_fastpath.h (when compiled in): the fallback counted, or the
         redirect's own changes checked byte for byte. Returns the verdict and frame the DNAT alone
         gives (for check_rewrite), and the problems."""
-        if self.fast_path_macs is None or view.v6 or verdict == XDP_DROP or len(out) != len(data):
+        if self.fast_path is None or view.v6 or verdict == XDP_DROP or len(out) != len(data):
             return verdict, out, []
         backend_ip = bytes(out[view.dst_off : view.dst_off + 4])
-        decision = fastpath.decide(data, view, backend_ip, self._ingress, self.fast_path_macs)
+        decision = self.fast_path.forward(data, view, backend_ip, self._ingress)
         self.counters[decision.counter] += 1
         self.fast_path_seen[decision.counter] += 1
         if not decision.redirected:
@@ -383,8 +387,47 @@ class Oracle(TcRules):
         self._redirected = True
         if verdict != fastpath.XDP_REDIRECT:
             return verdict, out, [f"fast path: expected XDP_REDIRECT, got verdict {verdict}"]
-        problems, plain = fastpath.check_redirect(data, out, view, decision)
+        problems, plain = fastpath.check_redirect(data, out, view.l3, view.dst_off, decision)
         return XDP_PASS, plain, problems
+
+    def check_reply(
+        self, data: bytes, rverdict: int | None, rout: bytes, verdict: int | None, out: bytes
+    ) -> Verdict:
+        """A frame from the backend side with the fast path: the reply program (lbtui_xdp_reply,
+        `rverdict`/`rout`) first, then, when it passed the frame, lbtui_tc (`verdict`/`out`; else None)."""
+        assert self.fast_path is not None
+        if len(data) < 14:  # refused by both test runs (shorter than Ethernet)
+            return self.check_tc(data, rverdict, rout)
+        reply = fastpath.reply_view(data)
+        rev = None
+        if reply is not None:
+            found, _ = self.ct.lookup((reply.saddr, reply.daddr, reply.sport, reply.dport, reply.proto))
+            rev = found if found is not None and found.dir == DIR_REVERSE else None
+        decision = None if reply is None or rev is None else self.fast_path.reply(data, reply)
+        if decision is None or not decision.redirected:
+            if decision is not None:
+                self.counters[decision.counter] += 1
+                self.fast_path_seen[f"reply {decision.counter}"] += 1
+            what = f"reply program ({decision.counter if decision else 'not a reply it takes'})"
+            problems = check_untouched(what, data, rverdict, rout, XDP_PASS)
+            if problems:
+                return Verdict(REPLY_PASSED, tuple(problems))
+            return self.check_tc(data, verdict, out)  # TC egress SNATs it as without the fast path
+        # the way out is sure: lbtui_tc's rules decide, in XDP (tc_flow), and the frame leaves
+        problems: list[str] = []
+        if rverdict == fastpath.XDP_REDIRECT:
+            problems, plain = fastpath.check_redirect(data, rout, 14, 14 + 12, decision)
+            result = self.check_tc(data, TC_ACT_OK, plain)
+        elif rverdict == XDP_DROP:
+            result = self.check_tc(data, TC_ACT_SHOT, rout)
+        else:
+            problems = [f"reply program: expected XDP_REDIRECT or XDP_DROP, got verdict {rverdict}"]
+            result = self.check_tc(data, verdict, out)
+        if result.outcome != SNAT:
+            return Verdict(result.outcome, (*problems, *result.problems), result.pick)
+        self.counters[fastpath.REPLY_FORWARDED] += 1
+        self.fast_path_seen[fastpath.REPLY_FORWARDED] += 1
+        return Verdict(REPLY_REDIRECTED, (*problems, *result.problems), result.pick)
 
     def _new_flow(
         self, svc: FuzzService, view: View, seg: tcp.Segment | None, data: bytes, out: bytes
