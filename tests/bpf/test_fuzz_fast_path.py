@@ -6,6 +6,7 @@ bench/fuzz_packets.py --fast-path soaks."""
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 from collections.abc import Iterator
@@ -14,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.fuzz.packets import fastpath
-from tests.fuzz.packets.frames import FAST_PATH_FAMILIES, Frame
+from tests.fuzz.packets.frames import FAST_PATH_FAMILIES, FAST_PATH_TC_FAMILIES, Frame
 from tests.fuzz.packets.harness import Dataplane, PacketFuzzer, pinned_to_one_cpu, summary_table
-from tests.fuzz.packets.oracle import DNAT, REDIRECTED, SNAT, Oracle
+from tests.fuzz.packets.oracle import DNAT, REDIRECTED, REPLY_REDIRECTED, SNAT, Oracle
 from tests.fuzz.packets.rewrite import XDP_PASS
 from tests.fuzz.samples import syn_frame
 
@@ -45,10 +46,12 @@ def test_fast_path_fuzz_sample(dataplane: Dataplane, tmp_path: Path) -> None:
     cases = [f"bench/fuzz_packets.py --replay {f.case}" for f in stats.failures[:3] if f.case]
     report = "\n\n".join(str(f) for f in stats.failures) + "\n\n" + summary_table(stats)
     assert stats.failure_count == 0, "\n".join([how, *cases, report])
-    assert {outcome for _, outcome in stats.outcomes} >= {DNAT, REDIRECTED, SNAT}, how
-    assert {family for family, _ in stats.outcomes} >= set(FAST_PATH_FAMILIES), how
-    forward = [n for n in fastpath.FAST_PATH_COUNTERS if n != "fast_path_reply_forwarded"]
-    assert all(stats.fast_path[n] > 0 for n in forward), (how, dict(stats.fast_path))
+    assert {outcome for _, outcome in stats.outcomes} >= {DNAT, REDIRECTED, SNAT, REPLY_REDIRECTED}, how
+    assert {family for family, _ in stats.outcomes} >= {*FAST_PATH_FAMILIES, *FAST_PATH_TC_FAMILIES}, how
+    seen = stats.fast_path
+    assert all(seen[n] > 0 for n in fastpath.FAST_PATH_COUNTERS), (how, dict(seen))
+    reply_reasons = (fastpath.NO_NEIGH, fastpath.TTL, fastpath.UNMANAGED_EGRESS, fastpath.FIB_OTHER)
+    assert all(seen[f"reply {n}"] > 0 for n in reply_reasons), (how, dict(seen))
 
 
 def _run(dataplane: Dataplane, frame: bytes, backend_id: int) -> tuple[int | None, bytes]:
@@ -108,3 +111,28 @@ def test_frames_arriving_where_forwarding_is_off_fall_back(dataplane: Dataplane)
     assert fuzzer.oracle.counters[fastpath.FIB_OTHER] == 1
     fuzzer.sync()
     assert fuzzer.stats.failure_count == 0
+
+
+def test_the_oracle_rejects_a_reply_redirect_wrong_in_one_field(dataplane: Dataplane) -> None:
+    """A reply to 172.16.5.6 (a route with a neighbour): SNATed and redirected by the reply program;
+    the same output with one field wrong must fail."""
+    fuzzer = PacketFuzzer(dataplane, 0)
+    with dataplane.force_pick(GROUP_80, 0):
+        assert fuzzer.check_frame(Frame("syn", "xdp", bytes(syn_frame().data))).outcome == REDIRECTED
+    reply = bytes(fuzzer.generator.reply(fuzzer.oracle.flows[-1], flags=0x12, payload=b"").data)
+    verdict, out = dataplane.run("reply", reply)
+    assert verdict == fastpath.XDP_REDIRECT
+
+    def problems(v: int | None, frame: bytes) -> tuple[str, ...]:
+        return copy.deepcopy(fuzzer.oracle).check_reply(reply, v, frame, None, b"").problems
+
+    assert problems(verdict, out) == ()
+    not_snated = bytearray(out)
+    not_snated[34:36] = reply[34:36]  # the backend's port left as it was
+    no_ttl = bytearray(out)
+    no_ttl[14 + 8] += 1
+    other_mac = bytearray(out)
+    other_mac[0] ^= 2
+    for name, wrong in {"source port": not_snated, "TTL": no_ttl, "MAC": other_mac}.items():
+        assert problems(verdict, bytes(wrong)), name
+    assert problems(XDP_PASS, reply), "passed where the way out was sure"
