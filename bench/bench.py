@@ -390,11 +390,6 @@ def run_cell(mode: str, family: int, rep: int, args: argparse.Namespace, record:
         lab.sysctl(lab.ns_lb, "net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1")
         if mode == "lbtui-dsr":
             dsr_up(lab)
-        if mode == "lbtui-fp":
-            # the reply fast path updates checksums as complete ones (docs/datapath.md#fast-path):
-            # the backends compute theirs (veth would otherwise hand CHECKSUM_PARTIAL skbs over)
-            for i in lab.backend_ids:
-                lab.run(lab.ns_backend(i), "ethtool", "-K", f"{lab.prefix}b{i}", "tx", "off")
         start_nginx_backends(lab, family)
         lb = LoadBalancer(mode, family, lab, args)
         record.ready_s.append(round(lb.start(), 2))

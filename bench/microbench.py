@@ -70,7 +70,15 @@ except ImportError:  # run from a checkout without the package installed
 from lbtui.dataplane.loader import DataplaneSpec, Loaded
 from lbtui.dataplane.maps import Maps
 from lbtui.dataplane.port import ServiceEntry
-from lbtui.dataplane.progrun import TC_ACT_OK, XDP_PASS, XDP_REDIRECT, XDP_TX, run_program
+from lbtui.dataplane.progrun import (
+    TC_ACT_OK,
+    TC_ACT_REDIRECT,
+    XDP_PASS,
+    XDP_REDIRECT,
+    XDP_TX,
+    run_program,
+    skb_context,
+)
 
 VIP = "10.0.0.1"
 PORT_QUIET = 80  # service 0: events off
@@ -101,8 +109,7 @@ CLASS_NOTES = {
     "ack_spread": "ACK cycling over many established flows",
     "non_vip": "SYN to a non-VIP address",
     "tc_reply": "TC egress: backend's ACK reply, SNAT",
-    "empty_xdp_reply": "empty XDP program on the backend side (--fast-path)",
-    "xdp_reply": "fast path: backend's ACK reply in XDP, SNAT, fib lookup, redirect (--fast-path)",
+    "tc_reply_fast": "fast path: backend's ACK reply at TC ingress, SNAT, fib lookup, redirect (--fast-path)",
     "syn6": "IPv6: SYN to the VIP, new flow every call, events off",
     "ack6": "IPv6: ACK on one established flow",
     "tc_reply6": "IPv6: TC egress, backend's ACK reply, SNAT",
@@ -186,6 +193,7 @@ class PacketClass:
     expected: int  # verdict every call must return
     next_frame: Callable[[], bytes]
     ingress_ifindex: int = 0  # XDP: the interface the frame arrives on (0: none, the loopback)
+    skb_ifindex: int = 0  # TC: likewise, given in the run's __sk_buff
 
 
 class FastPathNetns:
@@ -222,7 +230,11 @@ class FastPathNetns:
                 "permanent",
             )
         ip("neigh", "replace", CLIENT, "lladdr", "02:00:00:00:00:01", "dev", "mfin", "nud", "permanent")
-        links = {link["ifname"]: link["ifindex"] for link in json.loads(ip("-j", "link", "show"))}
+        found = json.loads(ip("-j", "link", "show"))
+        links = {link["ifname"]: link["ifindex"] for link in found}
+        self.egress_mac = bytes.fromhex(
+            next(x["address"] for x in found if x["ifname"] == "mfout").replace(":", "")
+        )
         subprocess.run(
             ["ip", "netns", "exec", self.NAME, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"], check=True
         )
@@ -385,15 +397,14 @@ class Bench:
         ]
 
     def reply_classes(self, reply: bytes) -> list[PacketClass]:
-        """With --fast-path: the backend's ACK reply through lbtui_xdp_reply as if it arrived on the
-        backend-facing veth (SNAT in XDP, redirect to the client's), and the empty program likewise."""
+        """With --fast-path: the backend's ACK reply through lbtui_tc_reply as if it arrived on the
+        backend-facing veth, addressed to it (SNAT at TC ingress, redirect to the client's)."""
         if self.netns is None:
             return []
+        to_host = self.netns.egress_mac + reply[6:]
+        fd = self.loaded.tc_reply_fn.fd
         out = self.netns.egress_ifindex
-        return [
-            PacketClass("empty_xdp_reply", self.empty_xdp_fd, XDP_PASS, lambda: reply, out),
-            PacketClass("xdp_reply", self.loaded.xdp_reply_fn.fd, XDP_REDIRECT, lambda: reply, out),
-        ]
+        return [PacketClass("tc_reply_fast", fd, TC_ACT_REDIRECT, lambda: to_host, skb_ifindex=out)]
 
     def check_rewrites(self) -> dict[str, str]:
         """One untimed run per rewriting class: the output really is DNATed / SNATed."""
@@ -482,7 +493,8 @@ def time_batches(
         for cls in order:
             out = samples[cls.name]
             for _ in range(n):
-                r = run_program(cls.prog_fd, cls.next_frame(), ingress_ifindex=cls.ingress_ifindex)
+                skb = skb_context(cls.skb_ifindex) if cls.skb_ifindex else None
+                r = run_program(cls.prog_fd, cls.next_frame(), ctx=skb, ingress_ifindex=cls.ingress_ifindex)
                 if r.retval != cls.expected:
                     raise RuntimeError(f"{cls.name}: verdict {r.retval}, expected {cls.expected}")
                 out.append(r.duration_ns)
@@ -546,9 +558,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             classes += katran_classes(bench, katran, args.spread_flows)
             katran_before = katran.counters()
         baseline_of = {c.name: "empty_tc" if c.name.startswith("tc_") else "empty_xdp" for c in classes}
-        baseline_of.update(empty_xdp="", empty_tc="", empty_xdp_reply="")
-        if "xdp_reply" in baseline_of:
-            baseline_of["xdp_reply"] = "empty_xdp_reply"
+        baseline_of.update(empty_xdp="", empty_tc="")
 
         # phase 1: every class, ring buffer drained after every batch
         lost0 = bench.events_lost()

@@ -10,6 +10,10 @@
 //               carry the VIP; TCP state of the reply side.
 //   lbtui_reap  never attached: the engine runs it on records of flows to remove (lb_reap_rec).
 //
+//   lbtui_tc_reply  TC clsact ingress on the backend-facing interfaces, with settings.fast_path = "auto":
+//               replies of tracked IPv4 flows SNATed there and redirected to the client's interface
+//               when the kernel's tables allow it (lb_fastpath_reply.h); TC_ACT_OK otherwise.
+//
 //   With settings.fast_path = "auto" a DNATed IPv4 packet is redirected to its backend's interface
 //   from XDP when the kernel's tables allow it (lb_fastpath.h); XDP_PASS otherwise.
 // XDP checksum updates assume a complete L4 checksum (what a NIC delivers); see docs/datapath.md#checksums.
@@ -40,6 +44,7 @@
 #include "lb_ipv6.h"
 #include "lb_encap.h"
 #include "lb_fastpath.h"
+#include "lb_fastpath_reply.h"
 
 // The program license the kernel sees (BCC's footer turns it into the "license" section): this file's
 // dual license, which the kernel counts as GPL-compatible, so GPL-only helpers stay usable.
@@ -178,6 +183,10 @@ int lbtui_tc(struct __sk_buff *skb)
 {
     if (skb->mark == LB_PROBE_MARK)
         return tc_ipip_probe(skb);
+    if (skb->mark == LB_FP_REPLY_MARK) {            // SNATed and redirected by lbtui_tc_reply already
+        skb->mark = 0;
+        return TC_ACT_OK;
+    }
     // make the headers we read linear: ETH + VLAN + IP with options + TCP with options, or an ICMP
     // header with the quoted IP header (options too) and 20 bytes of its L4 header
     __u32 want = 14 + 4 + 60 + 8 + 60 + 20;         // IPv6: 40 + 48 of extension headers + 60 fit too
@@ -284,14 +293,14 @@ int lbtui_tc(struct __sk_buff *skb)
     return TC_ACT_OK;
 }
 
-// XDP on the backend-facing interfaces with settings.fast_path = "auto" (lb_fastpath.h): replies
-// of tracked IPv4 flows SNATed and redirected to the client's interface; the rest passes.
-int lbtui_xdp_reply(struct xdp_md *ctx)
+// TC ingress on the backend-facing interfaces with settings.fast_path = "auto" (lb_fastpath_reply.h):
+// replies of tracked IPv4 flows SNATed and redirected to the client's interface; the rest passes.
+int lbtui_tc_reply(struct __sk_buff *skb)
 {
 #if LB_FAST_PATH
-    return xdp_reply4(ctx);
+    return tc_reply4(skb);
 #else
-    return XDP_PASS;
+    return TC_ACT_OK;
 #endif
 }
 

@@ -389,7 +389,7 @@ enum lb_global_counter {
     LB_G_FP_UNMANAGED,         // ... fell back: the route leaves through an interface lbtui does not manage
     LB_G_FP_VLAN,              // ... fell back: a VLAN-tagged frame
     LB_G_FP_FIB_OTHER,         // ... fell back: any other bpf_fib_lookup answer (no route, forwarding off, ...)
-    LB_G_FP_REPLY_FORWARDED,   // fast path: replies SNATed in XDP on a backend-facing interface and redirected
+    LB_G_FP_REPLY_FORWARDED,   // fast path: replies SNATed at TC ingress of a backend-facing interface and redirected
                                // to the client's (their fallbacks count in the reasons above)
     LB_G_MAX,
 };

@@ -9,7 +9,7 @@
 //   TTL <= 1, IP options     the kernel sends time exceeded / processes the options
 //   egress not in lb_fp_ifaces   an interface lbtui does not manage (or one XDP cannot send on)
 //   VLAN tag, other fib answers  (no route, forwarding off on the ingress interface, blackhole...)
-// Replies take the same way back in XDP on the backend-facing interfaces (xdp_reply4).
+// Replies take the same way back from TC ingress on the backend-facing interfaces (lb_fastpath_reply.h).
 // Compiled only with LB_FAST_PATH=1 (settings.fast_path = "auto").
 #ifndef LBTUI_LB_FASTPATH_H
 #define LBTUI_LB_FASTPATH_H
@@ -89,86 +89,6 @@ static __always_inline int xdp_fast_forward4(struct xdp_md *ctx, struct ethhdr *
     if (!fp_lookup4(ctx, &fib, iph, iph->saddr, iph->daddr, sport, dport, ip_len))
         return XDP_PASS;
     global_inc(LB_G_FP_FORWARDED);
-    return fp_send4(eth, iph, &fib);
-}
-
-// XDP on a backend-facing interface (lbtui_xdp_reply): a reply of a tracked IPv4 flow gets its
-// source rewritten to VIP:port here and leaves through the client's interface; everything else, and
-// every reply the fast path is not sure about, passes untouched (the TC program SNATs it as without
-// the fast path). The flow is looked at first and its state moves (tc_flow) only once the way out is
-// known, so a reply that falls back is counted once, by TC. The L4 checksum is updated as a complete
-// one: the backends' packets must carry complete checksums (docs/datapath.md#fast-path).
-static __always_inline int xdp_reply4(struct xdp_md *ctx)
-{
-    void *data = (void *)(long)ctx->data;
-    void *data_end = (void *)(long)ctx->data_end;
-    struct ethhdr *eth = data;
-    if ((void *)(eth + 1) > data_end || eth->h_proto != htons(ETH_P_IP))
-        return XDP_PASS;                            // VLAN, IPv6, ARP...: the kernel's way
-    struct iphdr *iph = (void *)(eth + 1);
-    if ((void *)(iph + 1) > data_end || iph->version != 4)
-        return XDP_PASS;
-    if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
-        return XDP_PASS;                            // ICMP errors: lb_icmp.h in TC
-    if (iph->frag_off & htons(0x3FFF))              // IP_MF | IP_OFFSET
-        return XDP_PASS;                            // fragments: lb_frags in TC
-    __u32 ip_len = ntohs(iph->tot_len);
-    if (iph->ihl != 5 || (void *)iph + ip_len > data_end || ip_len < sizeof(*iph) + 8)
-        return XDP_PASS;
-    void *l4 = (void *)(iph + 1);
-    struct lb_seg seg = {};
-    __u16 *l4_check;
-    int is_tcp = iph->protocol == IPPROTO_TCP;
-    if (is_tcp) {
-        struct tcphdr *th = l4;
-        if ((void *)(th + 1) > data_end || th->doff < 5 || ip_len < sizeof(*iph) + th->doff * 4)
-            return XDP_PASS;
-        tcp_segment_of(th, ip_len - sizeof(*iph) - th->doff * 4, data_end, &seg);
-        l4_check = &th->check;
-    } else {
-        struct udphdr *uh = l4;
-        if ((void *)(uh + 1) > data_end)
-            return XDP_PASS;
-        l4_check = &uh->check;
-    }
-    __be16 *ports = l4;                             // source, destination: the first L4 fields
-    if ((void *)(ports + 2) > data_end)
-        return XDP_PASS;
-    struct lb_ct_key rk = {};
-    rk.saddr = iph->saddr;
-    rk.daddr = iph->daddr;
-    rk.sport = ports[0];
-    rk.dport = ports[1];
-    rk.proto = iph->protocol;
-    int table;
-    struct lb_ct_entry *peek = ct_lookup(&rk, &table);
-    if (!peek || peek->dir != LB_DIR_REVERSE)
-        return XDP_PASS;                            // not a reply of ours
-    if (iph->ttl <= 1) {
-        global_inc(LB_G_FP_TTL);
-        return XDP_PASS;
-    }
-    struct bpf_fib_lookup fib = {};
-    if (!fp_lookup4(ctx, &fib, iph, peek->vip, iph->daddr, peek->vip_port, ports[1], ip_len))
-        return XDP_PASS;
-
-    __be32 new_ip = 0;
-    __u16 new_port = 0;
-    int verdict = tc_flow(&rk, is_tcp, &seg, ip_len, &new_ip, &new_port);
-    if (verdict != LB_GO_NAT)
-        return verdict == TC_ACT_SHOT ? XDP_DROP : XDP_PASS;
-    __be32 old_ip = iph->saddr;
-    __u16 old_port = ports[0];
-    iph->saddr = new_ip;
-    iph->check = lb_csum_replace4(iph->check, old_ip, new_ip);
-    ports[0] = new_port;
-    if (is_tcp || *l4_check != 0) {                 // a zero UDP checksum means "none": keep it
-        __u16 c = lb_csum_replace4(*l4_check, old_ip, new_ip);
-        c = lb_csum_replace2(c, old_port, new_port);
-        *l4_check = is_tcp ? c : lb_udp_csum(*l4_check, c);
-    }
-    global_inc(LB_G_TC_SNAT);
-    global_inc(LB_G_FP_REPLY_FORWARDED);
     return fp_send4(eth, iph, &fib);
 }
 #endif

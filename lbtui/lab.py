@@ -262,7 +262,7 @@ class Lab(NamespaceLab):
         two proxies on VIP6 (the demo's dual stack). Backend i gets ``weights[i-1]`` (1 when the tuple
         is shorter). ``extra_proxy_toml`` is inserted into every TCP proxy right after its own keys,
         so it may hold plain keys as well as sub-tables such as ``[proxy.health]``. ``fast_path``, if
-        given, is settings.fast_path ("auto" | "off")."""
+        given, is settings.fast_path ("auto" | "off"; left out: the default, "auto")."""
         lines = [
             "[settings]",
             f'control_socket = "{self.control_socket}"',

@@ -439,16 +439,18 @@ class Settings:
     table_size: Annotated[
         int, Int("slots per selection table; a prime", low=TABLE_SIZE_MIN, high=TABLE_SIZE_MAX, prime=True)
     ] = 65537
-    xdp_mode: Annotated[str, Choice("auto: native, falling back to generic", XDP_MODES)] = "auto"
+    xdp_mode: Annotated[
+        str, Choice("auto: generic on veth, else native falling back to generic", XDP_MODES)
+    ] = "auto"
     fast_path: Annotated[
         str,
         Choice(
-            "auto: DNATed IPv4 packets leave from XDP straight through the backend's interface when the "
-            "kernel's route, neighbour and MTU allow (bypassing netfilter FORWARD and tc on the way); "
-            "off: through the kernel's forwarding",
+            "auto: DNATed IPv4 packets leave from XDP straight through the backend's interface, and "
+            "replies from TC ingress through the client's, when the kernel's route, neighbour and MTU "
+            "allow (bypassing netfilter, conntrack and tc on the way); off: through the kernel's forwarding",
             FAST_PATH_MODES,
         ),
-    ] = "off"
+    ] = "auto"
     sweep_interval_s: Annotated[float, Number("how often expired conntrack entries are swept")] = 2.0
     conntrack_pass_s: Annotated[
         float,

@@ -11,9 +11,8 @@ Native XDP can redirect only into a device that can transmit XDP frames (ndo_xdp
 when its peer runs XDP or has GRO on: docs/datapath.md#fast-path). lbtui cannot tell that yet, so
 while any attachment runs in native mode the set stays empty and every packet falls back.
 
-Replies: `ReplyPrograms` attaches lbtui_xdp_reply (generic mode) to the backend-facing interfaces,
-those the routes to the backends leave through that are not client-facing; an interface that runs
-another XDP program already is left alone (its replies keep the TC way).
+Replies: `ReplyPrograms` attaches lbtui_tc_reply at TC ingress of the backend-facing interfaces, those
+the routes to the backends leave through that are not client-facing (bpf/lb_fastpath_reply.h).
 """
 
 from __future__ import annotations
@@ -24,9 +23,13 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
+from lbtui.dataplane import tcfilter
 from lbtui.dataplane.netlink import off_loop
+from lbtui.dataplane.port import DataplaneError
 
 log = logging.getLogger(__name__)
+
+REPLY_PREF = 0xC002  # lbtui_tc_reply's TC ingress preference (egress: 0xC000, the decapsulator: 0xC001)
 
 
 @off_loop
@@ -90,43 +93,42 @@ def interface_name(ifindex: int) -> str | None:
 
 
 class ReplyPrograms:
-    """lbtui_xdp_reply on the backend-facing interfaces (generic XDP), attached and detached by name."""
+    """lbtui_tc_reply at TC ingress (clsact) of the backend-facing interfaces, attached and detached by
+    name. The filter has a preference of its own, so it shares the hook with anyone else's filters."""
 
     def __init__(self, prog: Any) -> None:
         self._prog = prog
         self.attached: set[str] = set()
+        self._created_clsact: set[str] = set()
 
+    @off_loop
     def set(self, ifnames: set[str]) -> None:
-        from bcc import BPF
-
-        from lbtui.dataplane.loader import XDP_FLAGS_SKB_MODE, XDP_REPLY_PROG, attached_programs
-
         for ifname in self.attached - ifnames:
             self._detach(ifname)
         for ifname in ifnames - self.attached:
-            current = attached_programs(ifname)["xdp"]
-            if current not in (None, XDP_REPLY_PROG):
-                log.warning("fast path: %s runs XDP program %s; its replies keep the TC way", ifname, current)
-                continue
             try:
-                BPF.attach_xdp(ifname, self._prog, XDP_FLAGS_SKB_MODE)
-            except Exception as exc:  # BCC raises bare Exception
+                created = tcfilter.attach(
+                    ifname, tcfilter.INGRESS, self._prog.fd, self._prog.name, REPLY_PREF
+                )
+            except DataplaneError as exc:
                 log.warning("fast path: cannot attach the reply program to %s: %s", ifname, exc)
                 continue
+            if created:
+                self._created_clsact.add(ifname)
             self.attached.add(ifname)
-            log.info("fast path: reply program attached to %s (generic mode)", ifname)
+            log.info("fast path: reply program attached to TC ingress of %s", ifname)
 
     def _detach(self, ifname: str) -> None:
-        from bcc import BPF
-
-        from lbtui.dataplane.loader import XDP_FLAGS_SKB_MODE
-
         try:
-            BPF.remove_xdp(ifname, XDP_FLAGS_SKB_MODE)
-        except Exception as exc:
+            tcfilter.detach(
+                ifname, tcfilter.INGRESS, REPLY_PREF, delete_clsact=ifname in self._created_clsact
+            )
+        except DataplaneError as exc:
             log.warning("fast path: removing the reply program from %s: %s", ifname, exc)
         self.attached.discard(ifname)
+        self._created_clsact.discard(ifname)
 
+    @off_loop
     def close(self) -> None:
         for ifname in list(self.attached):
             self._detach(ifname)

@@ -112,7 +112,7 @@ class KernelDataplane:
             log.warning("fast path: XDP runs in native mode here; every packet takes the kernel's forwarding")
         self.maps.set_fast_path_interfaces(self._fast_path.wanted(self._attachments, native))
         if self._replies is None:
-            self._replies = ReplyPrograms(self.loaded.xdp_reply_fn)
+            self._replies = ReplyPrograms(self.loaded.tc_reply_fn)
         backend_side: set[str] = set()
         if not native and self._attachments:
             names = (interface_name(i) for i in self._fast_path.backend_side())

@@ -33,7 +33,7 @@ XDP_FLAGS_DRV_MODE = 1 << 2
 XDP_PROG = "lbtui_xdp"
 TC_PROG = "lbtui_tc"
 REAP_PROG = "lbtui_reap"  # run with BPF_PROG_TEST_RUN, never attached
-XDP_REPLY_PROG = "lbtui_xdp_reply"  # the fast path's program on backend-facing interfaces
+TC_REPLY_PROG = "lbtui_tc_reply"  # the fast path's TC ingress program on backend-facing interfaces
 REAP6_PROG = "lbtui_reap6"
 XDP6_PROG, XDP6_ARRAY = "lbtui_xdp6", "lb_xdp6_prog"  # IPv6 frames: lbtui_xdp tail-calls it
 TC6_PROG, TC6_ARRAY = "lbtui_tc6", "lb_tc6_prog"
@@ -144,7 +144,7 @@ class Loaded:
             self.xdp_fn = self.bpf.load_func(XDP_PROG, BPF.XDP)
             self.tc_fn = self.bpf.load_func(TC_PROG, BPF.SCHED_CLS)
             self.reap_fn = self.bpf.load_func(REAP_PROG, BPF.XDP)
-            self.xdp_reply_fn = self.bpf.load_func(XDP_REPLY_PROG, BPF.XDP)
+            self.tc_reply_fn = self.bpf.load_func(TC_REPLY_PROG, BPF.SCHED_CLS)
             self.reap6_fn = self.bpf.load_func(REAP6_PROG, BPF.XDP)
             self.xdp6_fn = self.bpf.load_func(XDP6_PROG, BPF.XDP)
             self.tc6_fn = self.bpf.load_func(TC6_PROG, BPF.SCHED_CLS)
@@ -210,11 +210,7 @@ class Attachment:
     def _attach_xdp(self, ifname: str) -> None:
         from bcc import BPF
 
-        modes = {
-            "native": [XDP_FLAGS_DRV_MODE],
-            "generic": [XDP_FLAGS_SKB_MODE],
-            "auto": [XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE],
-        }[self.xdp_mode]
+        modes = xdp_mode_flags(self.xdp_mode, link_kind(ifname))
         last: Exception | None = None
         for flags in modes:
             try:
@@ -276,6 +272,34 @@ class Attachment:
             _remove_tc_filter(ifname, delete_clsact=ifname in self._created_clsact)
             self._tc.discard(ifname)
         self._created_clsact.clear()
+
+
+def xdp_mode_flags(xdp_mode: str, kind: str | None) -> list[int]:
+    """The XDP attach modes to try, in order, for settings.xdp_mode on a link of this kind.
+
+    "auto" is generic on a veth: there native XDP only emulates a NIC's (the peer loses TSO, its MTU
+    is capped, and a redirect from it needs an XDP program on the target), and it measured no faster
+    (docs/datapath.md#xdp-modes); elsewhere native, else generic (a driver without XDP support)."""
+    if xdp_mode == "native":
+        return [XDP_FLAGS_DRV_MODE]
+    if xdp_mode == "generic" or kind == "veth":
+        return [XDP_FLAGS_SKB_MODE]
+    return [XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE]
+
+
+@_off_loop
+def link_kind(ifname: str) -> str | None:
+    """The link's kind as `ip -d link` names it ("veth", "bridge", "vlan"...); None for a physical
+    NIC (it has none) or a missing link."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return None
+        info = ipr.get_links(found[0])[0].get_attr("IFLA_LINKINFO")
+        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+        return str(kind) if kind else None
 
 
 def _ifindex(ipr: Any, ifname: str) -> int:

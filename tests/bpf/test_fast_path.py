@@ -1,10 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The XDP fast path (bpf/lb_fastpath.h) on single packets: redirect with new MACs and TTL - 1 when the
-kernel's tables know the way, XDP_PASS with the DNATed packet and a counted reason when they don't.
+"""The fast path on single packets: lbtui_xdp (bpf/lb_fastpath.h) redirects DNATed packets with new MACs
+and TTL - 1 when the kernel's tables know the way, else XDP_PASS with the DNATed packet and a counted
+reason; lbtui_tc_reply (bpf/lb_fastpath_reply.h) does the same for replies at TC ingress, SNAT
+included, and leaves what it is not sure about untouched to lbtui_tc.
 
 bpf_fib_lookup in BPF_PROG_TEST_RUN looks at the routes and neighbours of the network namespace of
 the thread that runs the program, with the ingress interface given in the run's context (xdp_md
-ingress_ifindex). So the packets run from a thread that entered a namespace of this test's own:
+ingress_ifindex; __sk_buff ifindex). So the packets run from a thread that entered a namespace of this
+test's own (a test run's skb is CHECKSUM_NONE: the e2e tests cover CHECKSUM_PARTIAL and GSO skbs):
 
     ns lbfp16: fpin 10.0.0.1/24 (ingress, the VIP's network; forwarding on)
                fpout 10.0.2.1/24 mtu 1400, managed: 10.0.2.11 has a permanent neighbour, 10.0.2.12 none
@@ -16,9 +19,10 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import struct
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP, IPOption_NOP
@@ -26,11 +30,19 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from lbtui.control.selection import weighted_table
-from lbtui.dataplane.progrun import XDP_PASS, XDP_REDIRECT, RunResult, run_program
+from lbtui.dataplane.progrun import (
+    TC_ACT_OK,
+    TC_ACT_REDIRECT,
+    XDP_PASS,
+    XDP_REDIRECT,
+    RunResult,
+    run_program,
+    skb_context,
+)
 from tests.support.bpfrun import MAC_CLIENT, MAC_LB, TABLE, VIP, Programs, assert_checksums_valid
 from tests.support.maps import write_table
 
-NS = "lbfp16"
+NS = f"lbfp16-{os.getpid()}"  # of this run: other worktrees run these tests at the same time
 CLIENT = "10.0.0.2"
 CLIENT_NO_NEIGH = "10.0.0.3"
 NEIGH_MAC = "02:00:00:16:02:11"
@@ -39,6 +51,8 @@ CLONE_NEWNET = 0x40000000
 # backend id -> address; service port -> the one backend its table holds
 FP_BACKENDS = {0: ("10.0.2.11", 8080), 1: ("10.0.2.12", 8080), 2: ("10.0.3.13", 8080)}
 TO_NEIGH, TO_NO_NEIGH, TO_UNMANAGED, UDP_TO_NEIGH = 80, 81, 82, 53
+FPOUT_MAC = "02:00:00:16:02:01"
+LB_FP_REPLY_MARK = 0x4C42FA57  # bpf/lb_fastpath_reply.h
 
 
 def _ip(*args: str) -> str:
@@ -60,6 +74,7 @@ def lab() -> Iterator[dict[str, dict[str, object]]]:
             _ip("link", "set", name, "up")
             _ip("link", "set", name + "p", "up")
         _ip("link", "set", "fpout", "mtu", "1400")
+        _ip("link", "set", "fpout", "address", FPOUT_MAC)
         _ip("neigh", "replace", "10.0.2.11", "lladdr", NEIGH_MAC, "dev", "fpout", "nud", "permanent")
         _ip("neigh", "replace", "10.0.3.13", "lladdr", UNMANAGED_MAC, "dev", "fpun", "nud", "permanent")
         _ip("neigh", "replace", CLIENT, "lladdr", MAC_CLIENT, "dev", "fpin", "nud", "permanent")
@@ -91,33 +106,49 @@ def empty_conntrack(progs: Programs) -> None:
     progs.clear()
 
 
-def run_in_lab(
-    progs: Programs, lab: dict[str, dict[str, object]], frame: bytes, reply: bool = False
-) -> RunResult:
-    """Run lbtui_xdp on `frame` as if it arrived on fpin (`reply`: lbtui_xdp_reply as if on fpout),
-    from a thread inside the lab namespace."""
-    fd = progs.loaded.xdp_reply_fn.fd if reply else progs.loaded.xdp_fn.fd
-    ifindex = int(str(lab["fpout" if reply else "fpin"]["ifindex"]))
+def in_lab(work: Callable[[], RunResult]) -> RunResult:
+    """work() from a thread inside the lab namespace (bpf_fib_lookup looks there)."""
     out: list[RunResult | BaseException] = []
 
-    def work() -> None:
+    def run() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
-        ns_fd = os.open(f"/run/netns/{NS}", os.O_RDONLY)
+        try:
+            ns_fd = os.open(f"/run/netns/{NS}", os.O_RDONLY)
+        except OSError as exc:
+            out.append(exc)
+            return
         try:
             if libc.setns(ns_fd, CLONE_NEWNET) != 0:  # this thread only; it ends right after
                 raise OSError(ctypes.get_errno(), "setns")
-            out.append(run_program(fd, frame, ingress_ifindex=ifindex))
+            out.append(work())
         except BaseException as exc:  # handed to the test's thread
             out.append(exc)
         finally:
             os.close(ns_fd)
 
-    t = threading.Thread(target=work)
+    t = threading.Thread(target=run)
     t.start()
     t.join()
     if isinstance(out[0], BaseException):
         raise out[0]
     return out[0]
+
+
+def ifindex(lab: dict[str, dict[str, object]], name: str) -> int:
+    return int(str(lab[name]["ifindex"]))
+
+
+def run_in_lab(progs: Programs, lab: dict[str, dict[str, object]], frame: bytes) -> RunResult:
+    """Run lbtui_xdp on `frame` as if it arrived on fpin."""
+    return in_lab(lambda: run_program(progs.loaded.xdp_fn.fd, frame, ingress_ifindex=ifindex(lab, "fpin")))
+
+
+def run_reply(
+    progs: Programs, lab: dict[str, dict[str, object]], frame: bytes, gso_size: int = 0
+) -> RunResult:
+    """Run lbtui_tc_reply on `frame` as if it arrived on fpout (TC ingress)."""
+    ctx = skb_context(ifindex(lab, "fpout"), gso_size=gso_size, gso_segs=2 if gso_size else 0)
+    return in_lab(lambda: run_program(progs.loaded.tc_reply_fn.fd, frame, ctx=ctx))
 
 
 def to_vip(dport: int, ttl: int = 64, payload: bytes = b"", options: list | None = None, udp: bool = False):
@@ -228,19 +259,27 @@ def test_established_packets_take_the_fast_path_too(progs, lab):
     assert_checksums_valid(r.data)
 
 
-def backend_reply(client: str, sport: int = 40000, flags: str = "SA", backend: str = "10.0.2.11") -> bytes:
+def backend_reply(
+    client: str, sport: int = 40000, flags: str = "SA", ttl: int = 64, payload: bytes = b"", options=None
+) -> bytes:
+    """A backend's reply as it reaches fpout (addressed to fpout's MAC: the host routes it)."""
     return bytes(
-        Ether(src=NEIGH_MAC, dst="02:00:00:00:00:99")
-        / IP(src=backend, dst=client)
+        Ether(src=NEIGH_MAC, dst=FPOUT_MAC)
+        / IP(src="10.0.2.11", dst=client, ttl=ttl, options=options or [])
         / TCP(sport=8080, dport=sport, flags=flags, seq=5000, ack=1001)
+        / Raw(payload)
     )
 
 
-def test_reply_is_snated_in_xdp_and_redirected_to_the_client(progs, lab):
+def mark_of(r: RunResult) -> int:
+    return int(struct.unpack_from("=I", r.ctx, 8)[0])
+
+
+def test_reply_is_snated_at_tc_ingress_and_redirected_to_the_client(progs, lab):
     assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT
     before = progs.backend_stats(0)["packets_out"]
-    r, moved = counting(progs, lambda: run_in_lab(progs, lab, backend_reply(CLIENT), reply=True))
-    assert r.retval == XDP_REDIRECT
+    r, moved = counting(progs, lambda: run_reply(progs, lab, backend_reply(CLIENT)))
+    assert r.retval == TC_ACT_REDIRECT
     assert moved == {"fast_path_reply_forwarded": 1}
     out = Ether(r.data)
     assert (out.src, out.dst) == (lab["fpin"]["address"], MAC_CLIENT)
@@ -248,6 +287,52 @@ def test_reply_is_snated_in_xdp_and_redirected_to_the_client(progs, lab):
     assert out[IP].ttl == 63
     assert_checksums_valid(r.data)
     assert progs.backend_stats(0)["packets_out"] == before + 1  # the flow saw its reply once
+    assert mark_of(r) == LB_FP_REPLY_MARK
+
+    # on its way out of fpin the redirected reply meets lbtui_tc: let through as it is, its mark
+    # cleared, nothing counted again
+    tc_before = progs.global_counters()
+    again = run_program(progs.loaded.tc_fn.fd, r.data, ctx=skb_context(0, mark=LB_FP_REPLY_MARK))
+    assert (again.retval, again.data, mark_of(again)) == (TC_ACT_OK, r.data, 0)
+    assert progs.global_counters() == tc_before
+    assert progs.backend_stats(0)["packets_out"] == before + 1
+
+
+def test_a_reply_with_a_mark_of_its_own_keeps_it(progs, lab):
+    assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT
+    ctx = skb_context(ifindex(lab, "fpout"), mark=7)
+    r = in_lab(lambda: run_program(progs.loaded.tc_reply_fn.fd, backend_reply(CLIENT), ctx=ctx))
+    assert (r.retval, mark_of(r)) == (TC_ACT_REDIRECT, 7)
+    # lbtui_tc on the way out: no reverse entry matches VIP -> client, so it passes untouched
+    again = run_program(progs.loaded.tc_fn.fd, r.data, ctx=skb_context(0, mark=7))
+    assert (again.retval, again.data) == (TC_ACT_OK, r.data)
+
+
+def test_udp_replies_keep_a_zero_checksum_zero(progs, lab):
+    query = to_vip(UDP_TO_NEIGH, udp=True, payload=b"q")
+    for checksum in (None, 0):
+        progs.clear()
+        assert run_in_lab(progs, lab, query).retval == XDP_REDIRECT
+        udp = UDP(sport=8080, dport=40000) if checksum is None else UDP(sport=8080, dport=40000, chksum=0)
+        reply = bytes(
+            Ether(src=NEIGH_MAC, dst=FPOUT_MAC) / IP(src="10.0.2.11", dst=CLIENT) / udp / Raw(b"a" * 30)
+        )
+        r = run_reply(progs, lab, reply)
+        assert r.retval == TC_ACT_REDIRECT
+        out = Ether(r.data)
+        assert (out[IP].src, out[UDP].sport) == (VIP, UDP_TO_NEIGH)
+        if checksum == 0:
+            assert out[UDP].chksum == 0
+        assert_checksums_valid(r.data)
+
+
+def assert_reply_left_to_tc(progs: Programs, r: RunResult, reply: bytes, packets_out_before: int) -> None:
+    """Untouched, nothing counted for the flow yet; lbtui_tc then SNATs it as without the fast path."""
+    assert (r.retval, r.data, mark_of(r)) == (TC_ACT_OK, reply, 0)
+    assert progs.backend_stats(0)["packets_out"] == packets_out_before
+    _, snat = progs.tc(reply)
+    assert Ether(snat)[IP].src == VIP
+    assert progs.backend_stats(0)["packets_out"] == packets_out_before + 1
 
 
 def test_reply_without_a_client_neighbour_is_left_to_tc_untouched(progs, lab):
@@ -259,16 +344,88 @@ def test_reply_without_a_client_neighbour_is_left_to_tc_untouched(progs, lab):
     assert run_in_lab(progs, lab, syn).retval == XDP_REDIRECT
     before = progs.backend_stats(0)["packets_out"]
     reply = backend_reply(CLIENT_NO_NEIGH)
-    r, moved = counting(progs, lambda: run_in_lab(progs, lab, reply, reply=True))
-    assert r.retval == XDP_PASS and r.data == reply
+    r, moved = counting(progs, lambda: run_reply(progs, lab, reply))
     assert moved == {"fast_path_no_neigh": 1}
-    assert progs.backend_stats(0)["packets_out"] == before  # nothing counted yet: TC will
-    verdict, snat = progs.tc(reply)
-    assert Ether(snat)[IP].src == VIP
-    assert progs.backend_stats(0)["packets_out"] == before + 1
+    assert_reply_left_to_tc(progs, r, reply, before)
+
+
+@pytest.mark.parametrize(
+    ("reason", "reply"),
+    [
+        ("fast_path_ttl", backend_reply(CLIENT, ttl=1)),
+        ("fast_path_ip_options", backend_reply(CLIENT, options=[IPOption_NOP()] * 4)),
+        ("fast_path_frag_needed", backend_reply(CLIENT, payload=b"x" * 1500)),  # 1540 > fpin's 1500
+    ],
+)
+def test_replies_the_fast_path_is_not_sure_about_are_left_to_tc(progs, lab, reason, reply):
+    assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT
+    before = progs.backend_stats(0)["packets_out"]
+    r, moved = counting(progs, lambda: run_reply(progs, lab, reply))
+    assert moved == {reason: 1}
+    assert_reply_left_to_tc(progs, r, reply, before)
+
+
+def test_gso_replies_are_checked_by_their_segments(progs, lab):
+    """A GSO skb's length is the sum of its segments: the MTU applies to each (gso_size + headers)."""
+    assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT
+    reply = backend_reply(CLIENT, flags="A", payload=b"x" * 2900)
+    r, moved = counting(progs, lambda: run_reply(progs, lab, reply, gso_size=1448))
+    assert (r.retval, moved) == (TC_ACT_REDIRECT, {"fast_path_reply_forwarded": 1})  # 1488 fit 1500
+    assert_checksums_valid(r.data)
+    before = progs.backend_stats(0)["packets_out"]
+    r, moved = counting(progs, lambda: run_reply(progs, lab, reply, gso_size=1472))
+    assert moved == {"fast_path_frag_needed": 1}  # 20 + 20 + 1472 = 1512 > 1500
+    assert_reply_left_to_tc(progs, r, reply, before)
+
+
+def test_reply_toward_an_unmanaged_interface_is_left_to_tc(progs, lab):
+    client = "10.0.3.13"  # routed through fpun, which lbtui does not manage
+    syn = bytes(
+        Ether(src=MAC_CLIENT, dst=MAC_LB)
+        / IP(src=client, dst=VIP)
+        / TCP(sport=40000, dport=TO_NEIGH, flags="S")
+    )
+    assert run_in_lab(progs, lab, syn).retval == XDP_REDIRECT
+    before = progs.backend_stats(0)["packets_out"]
+    reply = backend_reply(client)
+    r, moved = counting(progs, lambda: run_reply(progs, lab, reply))
+    assert moved == {"fast_path_unmanaged": 1}
+    assert_reply_left_to_tc(progs, r, reply, before)
+
+
+def test_reply_when_forwarding_is_off_on_the_backend_side_is_left_to_tc(progs, lab):
+    assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT
+    before = progs.backend_stats(0)["packets_out"]
+    reply = backend_reply(CLIENT)
+    sysctl = ["ip", "netns", "exec", NS, "sysctl", "-qw"]
+    subprocess.run([*sysctl, "net.ipv4.conf.fpout.forwarding=0"], check=True)
+    try:
+        r, moved = counting(progs, lambda: run_reply(progs, lab, reply))
+    finally:
+        subprocess.run([*sysctl, "net.ipv4.conf.fpout.forwarding=1"], check=True)
+    assert moved == {"fast_path_fib_other": 1}
+    assert_reply_left_to_tc(progs, r, reply, before)
+
+
+def test_vlan_tagged_replies_pass_untouched(progs, lab):
+    from scapy.layers.l2 import Dot1Q
+
+    assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT
+    inner = Ether(backend_reply(CLIENT))
+    tagged = bytes(Ether(src=NEIGH_MAC, dst=FPOUT_MAC) / Dot1Q(vlan=16) / inner[IP])
+    r, moved = counting(progs, lambda: run_reply(progs, lab, tagged))
+    assert (r.retval, r.data, moved) == (TC_ACT_OK, tagged, {})
+
+
+def test_replies_to_another_host_are_not_routed(progs, lab):
+    """A frame the host only overhears (not addressed to its MAC) is not the host's to forward."""
+    assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT
+    reply = bytes(Ether(src=NEIGH_MAC, dst="02:00:00:00:00:99") / Ether(backend_reply(CLIENT))[IP])
+    r, moved = counting(progs, lambda: run_reply(progs, lab, reply))
+    assert (r.retval, r.data, moved) == (TC_ACT_OK, reply, {})
 
 
 def test_packets_that_are_no_reply_pass_untouched(progs, lab):
     stray = backend_reply(CLIENT, sport=41234)  # no flow on that port
-    r, moved = counting(progs, lambda: run_in_lab(progs, lab, stray, reply=True))
-    assert (r.retval, r.data, moved) == (XDP_PASS, stray, {})
+    r, moved = counting(progs, lambda: run_reply(progs, lab, stray))
+    assert (r.retval, r.data, moved) == (TC_ACT_OK, stray, {})

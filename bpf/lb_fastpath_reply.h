@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
+// The reply half of the fast path (docs/datapath.md#fast-path): lbtui_tc_reply at TC ingress (clsact)
+// of the backend-facing interfaces. A reply of a tracked IPv4 flow gets VIP:port as its source, the
+// next hop's MAC, TTL - 1, and leaves through the client's interface (bpf_redirect); the kernel's
+// forwarding (netfilter, conntrack, rp_filter) is skipped. TC has the skb, so the L4 checksum goes
+// through the kernel's helpers, which keep CHECKSUM_PARTIAL and GSO skbs (a local backend's replies)
+// right, as the TC egress SNAT in lb.c does.
+//
+// Every reply the fast path is not sure about passes untouched (TC_ACT_OK): the kernel forwards it
+// and lbtui_tc SNATs it at the client interface's egress, as without the fast path. The flow is only
+// looked at until the way out is known; its state moves (tc_flow) just before the rewrite, so each
+// reply is counted once, here or there. A redirected reply still passes lbtui_tc on its way out: it
+// carries LB_FP_REPLY_MARK, which lbtui_tc clears and lets through untouched.
+// Compiled only with LB_FAST_PATH=1 (settings.fast_path = "auto").
+#ifndef LBTUI_LB_FASTPATH_REPLY_H
+#define LBTUI_LB_FASTPATH_REPLY_H
+
+#include "lb.h"
+#include "lb_csum.h"
+#include "lb_stats.h"
+#include "lb_tcp.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef PACKET_HOST
+#define PACKET_HOST 0
+#endif
+
+// skb->mark of a reply redirected by lbtui_tc_reply, for lbtui_tc on the client interface (set only on
+// skbs without a mark of their own; lbtui_tc puts the 0 back)
+#define LB_FP_REPLY_MARK 0x4c42fa57
+
+#if LB_FAST_PATH
+// the fallback reason of a bpf_fib_lookup answer other than SUCCESS
+static __always_inline void fp_count_fib_failure(int rc)
+{
+    if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+        global_inc(LB_G_FP_NO_NEIGH);
+    else if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+        global_inc(LB_G_FP_FRAG_NEEDED);
+    else
+        global_inc(LB_G_FP_FIB_OTHER);
+}
+
+// The L3 length of the largest packet this skb leaves as: a GSO skb is cut into segments of gso_size
+// bytes of payload after the headers (the kernel's forwarding checks those against the MTU:
+// skb_gso_validate_network_len), any other one is sent whole. bpf_fib_lookup with a skb and tot_len 0
+// would check only skb->len against the device's MTU + 18 bytes and let every GSO skb pass, whatever
+// its segments' size and the route's MTU, so the length is always given (docs/datapath.md#fast-path).
+static __always_inline __u32 fp_wire_len(struct __sk_buff *skb, __u32 ip_len, __u32 headers)
+{
+    __u32 gso = skb->gso_size;
+    if (gso && headers + gso < ip_len)
+        return headers + gso;
+    return ip_len;
+}
+
+static __always_inline int tc_reply4(struct __sk_buff *skb)
+{
+    if (skb->pkt_type != PACKET_HOST || skb->protocol != htons(ETH_P_IP))
+        return TC_ACT_OK;                           // not for this host to route, or not IPv4
+    // the headers we read linear: Ethernet, IP with options, a TCP header without
+    __u32 want = sizeof(struct ethhdr) + 60 + sizeof(struct tcphdr);
+    if (want > skb->len)
+        want = skb->len;
+    void *data = (void *)(long)skb->data;
+    void *data_end = (void *)(long)skb->data_end;
+    if (data + want > data_end) {                   // only when they are not linear already
+        bpf_skb_pull_data(skb, want);
+        data = (void *)(long)skb->data;
+        data_end = (void *)(long)skb->data_end;
+    }
+    struct ethhdr *eth = data;
+    struct iphdr *iph = (void *)(eth + 1);
+    if ((void *)(iph + 1) > data_end || eth->h_proto != htons(ETH_P_IP) || iph->version != 4)
+        return TC_ACT_OK;
+    if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
+        return TC_ACT_OK;                           // ICMP errors: lb_icmp.h at TC egress
+    if (iph->frag_off & htons(0x3FFF))              // IP_MF | IP_OFFSET
+        return TC_ACT_OK;                           // fragments: lb_frags at TC egress
+    __u32 ihl_len = iph->ihl * 4;
+    __be16 *ports = (void *)iph + ihl_len;          // source, destination: the first L4 fields
+    if (ihl_len < sizeof(*iph) || (void *)(ports + 2) > data_end)
+        return TC_ACT_OK;
+    int is_tcp = iph->protocol == IPPROTO_TCP;
+    struct lb_ct_key rk = {};
+    rk.saddr = iph->saddr;
+    rk.daddr = iph->daddr;
+    rk.sport = ports[0];
+    rk.dport = ports[1];
+    rk.proto = iph->protocol;
+    int table;
+    struct lb_ct_entry *peek = ct_lookup(&rk, &table);
+    if (!peek || peek->dir != LB_DIR_REVERSE)
+        return TC_ACT_OK;                           // not a reply of ours
+    // a reply of ours from here on: every fallback is counted
+    if (skb->vlan_present) {                        // the tag would go out on the client's side
+        global_inc(LB_G_FP_VLAN);
+        return TC_ACT_OK;
+    }
+    if (ihl_len != sizeof(*iph)) {
+        global_inc(LB_G_FP_IP_OPTIONS);
+        return TC_ACT_OK;
+    }
+    __u32 ip_len = ntohs(iph->tot_len);             // 0 for a BIG TCP skb: left to the kernel
+    if (ip_len < sizeof(*iph) + sizeof(struct udphdr) || ip_len > skb->len)
+        return TC_ACT_OK;
+    if (iph->ttl <= 1) {
+        global_inc(LB_G_FP_TTL);
+        return TC_ACT_OK;
+    }
+    struct lb_seg seg = {};
+    __u32 l4_hdr = sizeof(struct udphdr);
+    if ((void *)(iph + 1) + sizeof(struct udphdr) > data_end)
+        return TC_ACT_OK;                           // malformed: TC egress decides as without us
+    if (is_tcp) {
+        struct tcphdr *th = (void *)(iph + 1);
+        if ((void *)(th + 1) > data_end)
+            return TC_ACT_OK;
+        l4_hdr = th->doff * 4;
+        if (l4_hdr < sizeof(*th) || ip_len < sizeof(*iph) + l4_hdr)
+            return TC_ACT_OK;
+        tcp_segment_of(th, ip_len - sizeof(*iph) - l4_hdr, data_end, &seg);
+    }
+
+    struct bpf_fib_lookup fib = {};
+    fib.family = AF_INET;
+    fib.tos = iph->tos;
+    fib.l4_protocol = iph->protocol;
+    fib.sport = peek->vip_port;
+    fib.dport = ports[1];
+    fib.tot_len = fp_wire_len(skb, ip_len, sizeof(*iph) + l4_hdr);
+    fib.ipv4_src = peek->vip;
+    fib.ipv4_dst = iph->daddr;
+    fib.ifindex = skb->ifindex;
+    int rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+    if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+        fp_count_fib_failure(rc);
+        return TC_ACT_OK;
+    }
+    __u32 out = fib.ifindex;
+    if (!lb_fp_ifaces.lookup(&out)) {
+        global_inc(LB_G_FP_UNMANAGED);
+        return TC_ACT_OK;
+    }
+
+    // sure of the way: the flow moves (as lbtui_tc would move it) and the reply is rewritten here
+    __be32 new_ip = 0;
+    __u16 new_port = 0;
+    int verdict = tc_flow(&rk, is_tcp, &seg, ip_len, &new_ip, &new_port);
+    if (verdict != LB_GO_NAT)
+        return verdict;
+    __be32 old_ip = iph->saddr;
+    __u16 old_port = ports[0];
+    // the IP header in place (its checksum is always complete): source, then TTL - 1 with the
+    // incremental update of the kernel's ip_decrease_ttl
+    iph->saddr = new_ip;
+    __u32 check = lb_csum_replace4(iph->check, old_ip, new_ip);
+    check += htons(0x0100);
+    iph->check = (__u16)(check + (check >= 0xFFFF));
+    iph->ttl--;
+    ports[0] = new_port;
+    __builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+    __builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+    // the L4 checksum last (the helper invalidates packet pointers): the address with the pseudo-header
+    // flag, then the port; a zero UDP checksum stays zero
+    __u32 csum_off = sizeof(struct ethhdr) + sizeof(struct iphdr) +
+                     (is_tcp ? offsetof(struct tcphdr, check) : offsetof(struct udphdr, check));
+    __u64 l4_flags = is_tcp ? 0 : BPF_F_MARK_MANGLED_0;
+    bpf_l4_csum_replace(skb, csum_off, old_ip, new_ip, l4_flags | BPF_F_PSEUDO_HDR | sizeof(new_ip));
+    if (old_port != new_port)
+        bpf_l4_csum_replace(skb, csum_off, old_port, new_port, l4_flags | sizeof(new_port));
+    if (skb->mark == 0)
+        skb->mark = LB_FP_REPLY_MARK;
+    global_inc(LB_G_TC_SNAT);
+    global_inc(LB_G_FP_REPLY_FORWARDED);
+    return bpf_redirect(fib.ifindex, 0);
+}
+#endif
+
+#endif
