@@ -24,8 +24,9 @@ failure (--replay: when the case still fails), 3 without root.
 --fast-path builds the programs with the XDP fast path (LB_FAST_PATH=1) and runs the XDP frames
 inside a network namespace per process whose routes and neighbours give each IPv4 backend one of
 the fast path's answers (tests/fuzz/packets/fastpath.py); the oracle predicts XDP_REDIRECT with the
-exact bytes, or XDP_PASS with the DNATed frame and the fallback reason's counter, and the summary
-counts each fast_path_* decision.
+exact bytes, or XDP_PASS with the DNATed frame and the fallback reason's counter; frames from the
+backend side run lbtui_tc_reply (TC_ACT_REDIRECT with the SNAT, or TC_ACT_OK untouched) before
+lbtui_tc. The summary counts each fast_path_* decision, both ways.
 """
 
 from __future__ import annotations

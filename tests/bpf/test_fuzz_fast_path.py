@@ -18,7 +18,7 @@ from tests.fuzz.packets import fastpath
 from tests.fuzz.packets.frames import FAST_PATH_FAMILIES, FAST_PATH_TC_FAMILIES, Frame
 from tests.fuzz.packets.harness import Dataplane, PacketFuzzer, pinned_to_one_cpu, summary_table
 from tests.fuzz.packets.oracle import DNAT, REDIRECTED, REPLY_REDIRECTED, SNAT, Oracle
-from tests.fuzz.packets.rewrite import XDP_PASS
+from tests.fuzz.packets.rewrite import TC_ACT_OK, XDP_PASS
 from tests.fuzz.samples import syn_frame
 
 SAMPLE_SEED = int(os.environ.get("LBTUI_FUZZ_SEED") or random.SystemRandom().randrange(1, 2**31))
@@ -120,11 +120,12 @@ def test_the_oracle_rejects_a_reply_redirect_wrong_in_one_field(dataplane: Datap
     with dataplane.force_pick(GROUP_80, 0):
         assert fuzzer.check_frame(Frame("syn", "xdp", bytes(syn_frame().data))).outcome == REDIRECTED
     reply = bytes(fuzzer.generator.reply(fuzzer.oracle.flows[-1], flags=0x12, payload=b"").data)
-    verdict, out = dataplane.run("reply", reply)
-    assert verdict == fastpath.XDP_REDIRECT
+    verdict, out, mark = dataplane.run_reply(reply)
+    assert (verdict, mark) == (fastpath.TC_ACT_REDIRECT, fastpath.LB_FP_REPLY_MARK)
 
     def problems(v: int | None, frame: bytes) -> tuple[str, ...]:
-        return copy.deepcopy(fuzzer.oracle).check_reply(reply, v, frame, None, b"").problems
+        after = dataplane.run("tc", frame, mark=mark)  # lbtui_tc at the client's egress: passes it
+        return copy.deepcopy(fuzzer.oracle).check_reply(reply, v, frame, *after).problems
 
     assert problems(verdict, out) == ()
     not_snated = bytearray(out)
@@ -135,4 +136,4 @@ def test_the_oracle_rejects_a_reply_redirect_wrong_in_one_field(dataplane: Datap
     other_mac[0] ^= 2
     for name, wrong in {"source port": not_snated, "TTL": no_ttl, "MAC": other_mac}.items():
         assert problems(verdict, bytes(wrong)), name
-    assert problems(XDP_PASS, reply), "passed where the way out was sure"
+    assert problems(TC_ACT_OK, reply), "passed where the way out was sure"

@@ -26,7 +26,9 @@ The kernel's order (net/core/filter.c bpf_ipv4_fib_lookup): forwarding on the in
 route (local and broadcast routes are not forwarded), MTU (tot_len against the locked route MTU or
 the device's), neighbour of the next hop; then lb_fastpath.h checks the egress against
 lb_fp_ifaces. Before any lookup the forward program passes VLAN-tagged frames, IP options and
-TTL <= 1, in that order. The tables never change during a run, so whether a next-hop cache (if the
+TTL <= 1, in that order; the reply program (lbtui_tc_reply, lb_fastpath_reply.h) looks at frames
+addressed to the backend interface's MAC, counts IP options and TTL <= 1 of replies of ours, then
+looks up the way to the client. The tables never change during a run, so whether a next-hop cache (if the
 program has one) hits does not change any answer.
 """
 
@@ -43,15 +45,17 @@ from dataclasses import dataclass
 
 from lbtui.dataplane.structs import GLOBAL_COUNTERS
 from tests.fuzz.packets.parse import View
-from tests.fuzz.packets.wire import ETH_IP, TCP, UDP, u16
+from tests.fuzz.packets.wire import ETH_DST, ETH_IP, TCP, UDP, u16
 
 XDP_REDIRECT = 4
+TC_ACT_REDIRECT = 7
+LB_FP_REPLY_MARK = 0x4C42FA57  # lb_fastpath_reply.h: the mark of a reply redirected by lbtui_tc_reply
 CLONE_NEWNET = 0x40000000
 NS_PREFIX = "lbfzfp"  # + the process id: each fuzzing process has its own lab
 FAST_PATH_COUNTERS = tuple(n for n in GLOBAL_COUNTERS if n.startswith("fast_path_"))
 
 INGRESS, INGRESS_NO_FORWARDING, MANAGED, UNMANAGED = "fzin", "fzoff", "fzout", "fzun"
-REPLY_INGRESS = MANAGED  # where the backends' replies arrive
+REPLY_INGRESS = MANAGED  # where the backends' replies arrive (its MAC: the frames' wire.ETH_DST)
 SMALL_MTU = 160  # the locked MTU of two routes
 DEVICE_MTU = {INGRESS: 1500, INGRESS_NO_FORWARDING: 1500, MANAGED: 1400, UNMANAGED: 1500}
 FORWARDED = "fast_path_forwarded"
@@ -130,6 +134,8 @@ class FastPathLab:
             self._ip("link", "add", name, "type", "veth", "peer", "name", name + "p")
             self._ip("addr", "add", cidr, "dev", name)
             self._ip("link", "set", name, "mtu", str(DEVICE_MTU[name]))
+            if name == REPLY_INGRESS:  # the generator's frames are addressed to it (pkt_type PACKET_HOST)
+                self._ip("link", "set", name, "address", ETH_DST.hex(":"))
             self._ip("link", "set", name, "up")
             self._ip("link", "set", name + "p", "up")
         sysctl = ["ip", "netns", "exec", self.ns, "sysctl", "-qw"]
@@ -193,6 +199,7 @@ class Rules:
     def __init__(self, macs: dict[str, bytes], local: list[ipaddress.IPv4Network]) -> None:
         self.macs = macs  # the lab's interfaces: the source MAC of a redirect
         self.local = local
+        self.host_mac = macs[REPLY_INGRESS]  # a reply for the host to route is addressed to it
 
     def lookup(self, dst: bytes, tot_len: int, ingress: str, forwarded: str) -> Decision:
         """bpf_fib_lookup to `dst` for a packet of `tot_len` bytes from `ingress`, then the
@@ -222,43 +229,52 @@ class Rules:
             return Decision(TTL)
         return self.lookup(backend_ip, view.ip_len, ingress, FORWARDED)
 
-    def reply(self, data: bytes, reply: ReplyView) -> Decision:
-        """xdp_reply4 on a reply of a tracked flow (its reverse entry found) arriving on REPLY_INGRESS."""
+    def reply(self, data: bytes, reply: ReplyView) -> Decision | None:
+        """tc_reply4 on a reply of a tracked flow (its reverse entry found) arriving on REPLY_INGRESS:
+        a counted fallback, a redirect, or None where it passes the frame without counting."""
+        if reply.ihl_len != 20:
+            return Decision(IP_OPTIONS)
+        n = len(data)
+        if reply.ip_len < 28 or reply.ip_len > n:  # skb->len: the whole frame in a test run
+            return None
         if data[14 + 8] <= 1:
             return Decision(TTL)
+        if n < 14 + 20 + 8:
+            return None
+        if reply.proto == TCP:
+            doff = data[34 + 12] >> 4 if n >= 54 else 0
+            if n < 54 or doff < 5 or reply.ip_len < 20 + doff * 4:
+                return None
         return self.lookup(reply.daddr, reply.ip_len, REPLY_INGRESS, REPLY_FORWARDED)
 
 
 @dataclass(frozen=True)
 class ReplyView:
-    """A frame xdp_reply4 looks up in conntrack: its key and length."""
+    """A frame tc_reply4 looks up in conntrack: its key and lengths."""
 
     saddr: bytes
     daddr: bytes
     sport: int
     dport: int
     proto: int
+    ihl_len: int
     ip_len: int
 
 
-def reply_view(data: bytes) -> ReplyView | None:
-    """xdp_reply4's checks before the conntrack lookup: None where it passes the frame untouched
-    without looking (VLAN, not IPv4, not TCP/UDP, a fragment, IP options, lengths that lie)."""
-    if len(data) < 34 or u16(data, 12) != ETH_IP or data[14] >> 4 != 4:
+def reply_view(data: bytes, host_mac: bytes) -> ReplyView | None:
+    """tc_reply4's checks before the conntrack lookup: None where it passes the frame untouched
+    without looking (not addressed to the interface's MAC `host_mac`: the skb's pkt_type is not
+    PACKET_HOST; not IPv4 by its EtherType, VLAN tags included; not TCP/UDP; a fragment; the ports
+    beyond the frame)."""
+    if len(data) < 34 or data[0:6] != host_mac or u16(data, 12) != ETH_IP or data[14] >> 4 != 4:
         return None
     proto = data[14 + 9]
-    if proto not in (TCP, UDP) or u16(data, 14 + 6) & 0x3FFF or data[14] & 15 != 5:
+    ihl_len = (data[14] & 15) * 4
+    if proto not in (TCP, UDP) or u16(data, 14 + 6) & 0x3FFF or ihl_len < 20 or 14 + ihl_len + 4 > len(data):
         return None
-    ip_len = u16(data, 14 + 2)
-    if 14 + ip_len > len(data) or ip_len < 28:
-        return None
-    if proto == TCP:
-        if len(data) < 54:
-            return None
-        doff = data[34 + 12] >> 4
-        if doff < 5 or ip_len < 20 + doff * 4:
-            return None
-    return ReplyView(bytes(data[26:30]), bytes(data[30:34]), u16(data, 34), u16(data, 36), proto, ip_len)
+    l4 = 14 + ihl_len
+    ports = u16(data, l4), u16(data, l4 + 2)
+    return ReplyView(bytes(data[26:30]), bytes(data[30:34]), *ports, proto, ihl_len, u16(data, 16))
 
 
 def csum_replace4(check: int, old: bytes, new: bytes) -> int:

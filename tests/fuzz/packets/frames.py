@@ -107,6 +107,7 @@ TC_FAMILIES: dict[str, int] = {
 FAST_PATH_FAMILIES: dict[str, int] = {"fp_ttl": 4, "fp_length": 4}
 FAST_PATH_TC_FAMILIES: dict[str, int] = {"fp_reply": 4}  # replies with those TTLs and lengths
 FAST_PATH_NO_FORWARDING_SHARE = 0.03  # XDP frames arriving on the lab interface with forwarding off
+OTHER_HOST_MAC = bytes.fromhex("020000000099")  # a unicast MAC no lab interface has
 FAMILIES = {**XDP_FAMILIES, **TC_FAMILIES, **XDP6_FAMILIES, **TC6_FAMILIES}
 IPV6_FAMILIES = frozenset({**XDP6_FAMILIES, **TC6_FAMILIES})
 FAMILY_SETS = {
@@ -362,7 +363,10 @@ class FrameGenerator:
                 mtu = rng.choice((fastpath.SMALL_MTU, fastpath.DEVICE_MTU[fastpath.INGRESS]))
                 header = 20 + (20 if flow.proto == TCP else 8)
                 kw["payload"] = rng.randbytes(mtu + rng.choice((-1, 0, 1)) - header)
-            return self.reply(flow, **kw).data
+            frame = self.reply(flow, **kw).data
+            if rng.random() < 0.1:  # not addressed to the host (overheard, broadcast): not its to route
+                frame[0:6] = rng.choice((OTHER_HOST_MAC, b"\xff" * 6, bytes.fromhex("01005e000001")))
+            return frame
         if family == "fp_ttl":
             ttl = rng.choice((0, 1, 1, 2, 2, 255))
             if flows and rng.random() < 0.4:

@@ -41,7 +41,7 @@ from tests.fuzz.packets.conntrack import ESTABLISHED, TRANSIENT, CtKey, RealEntr
 from tests.fuzz.packets.frames import IPV6_FAMILIES, Flow, Frame, FrameGenerator
 from tests.fuzz.packets.oracle import BACKEND_COUNTERS, CHECKED_COUNTERS, PICK_DROPPED, Oracle, Verdict
 from tests.fuzz.packets.pick import DROP_CONFLICT
-from tests.fuzz.packets.rewrite import XDP_PASS
+from tests.fuzz.packets.rewrite import TC_ACT_OK
 from tests.fuzz.packets.topology import (
     BACKEND_BY_ENDPOINT,
     BACKENDS,
@@ -138,7 +138,7 @@ class Dataplane:
         self._fds = {
             "xdp": self.loaded.xdp_fn.fd,
             "tc": self.loaded.tc_fn.fd,
-            "reply": self.loaded.xdp_reply_fn.fd,  # the fast path's reply program (XDP_PASS without it)
+            "reply": self.loaded.tc_reply_fn.fd,  # the fast path's TC ingress program for replies
         }
 
     def close(self) -> None:
@@ -151,25 +151,38 @@ class Dataplane:
         """What the fast path does in the lab (None: not compiled in)."""
         return None if self.lab is None else self.lab.rules
 
-    def run(self, hook: str, frame: bytes, ingress: str = "") -> tuple[int | None, bytes]:
+    def run(self, hook: str, frame: bytes, ingress: str = "", mark: int = 0) -> tuple[int | None, bytes]:
         """(verdict, output frame); verdict None when the kernel refuses the frame (EINVAL). With the
-        fast path an XDP frame arrives on the lab interface `ingress` (default fastpath.INGRESS, for
-        the reply program fastpath.REPLY_INGRESS)."""
-        from lbtui.dataplane.progrun import run_program
+        fast path an XDP frame arrives on the lab interface `ingress` (default fastpath.INGRESS), a
+        reply ("reply": lbtui_tc_reply) on fastpath.REPLY_INGRESS; `mark`: lbtui_tc's skb->mark."""
+        verdict, out, _ = self._run(hook, frame, ingress, mark)
+        return verdict, out
+
+    def run_reply(self, frame: bytes) -> tuple[int | None, bytes, int]:
+        """lbtui_tc_reply on a frame arriving on the lab's backend side: (verdict, output, its mark)."""
+        return self._run("reply", frame, "", 0)
+
+    def _run(self, hook: str, frame: bytes, ingress: str, mark: int) -> tuple[int | None, bytes, int]:
+        from lbtui.dataplane.progrun import run_program, skb_context
 
         try:
             if self.lab is not None and hook != "tc":
-                default = fastpath.INGRESS if hook == "xdp" else fastpath.REPLY_INGRESS
                 with self.lab.inside():
-                    ifindex = self.lab.ifindex[ingress or default]
-                    result = run_program(self._fds[hook], frame, ingress_ifindex=ifindex)
+                    if hook == "xdp":
+                        ifindex = self.lab.ifindex[ingress or fastpath.INGRESS]
+                        result = run_program(self._fds[hook], frame, ingress_ifindex=ifindex)
+                    else:
+                        ctx = skb_context(self.lab.ifindex[fastpath.REPLY_INGRESS])
+                        result = run_program(self._fds[hook], frame, ctx=ctx)
             else:
-                result = run_program(self._fds[hook], frame)
+                ctx = skb_context(0, mark=mark) if mark else None
+                result = run_program(self._fds[hook], frame, ctx=ctx)
         except OSError as exc:
             if exc.errno == errno.EINVAL:
-                return None, b""
+                return None, b"", 0
             raise
-        return result.retval, result.data
+        skb_mark = int.from_bytes(result.ctx[8:12], "little") if len(result.ctx) >= 12 else 0
+        return result.retval, result.data, skb_mark
 
     def global_counters(self) -> dict[str, int]:
         return self.maps.global_counters()
@@ -440,8 +453,9 @@ class PacketFuzzer:
     def check_frame(self, frame: Frame, *, pick: int | None = None, failed: bool = False) -> Verdict:
         """Run one frame and check it. `pick`: a recorded weighted-random draw to make again."""
         forced = self._forced_pick(frame, pick, failed)
+        mark = 0
         if frame.hook == "tc" and self.dp.lab is not None:
-            verdict, out = self.dp.run("reply", frame.data, frame.ingress)  # first the reply program
+            verdict, out, mark = self.dp.run_reply(frame.data)  # first the reply program
         elif forced is None:
             verdict, out = self.dp.run(frame.hook, frame.data, frame.ingress)
         else:
@@ -454,7 +468,7 @@ class PacketFuzzer:
         elif self.dp.lab is None:
             result = self.oracle.check_tc(frame.data, verdict, out)
         else:
-            result = self.oracle.check_reply(frame.data, verdict, out, *self._tc_after(verdict, out))
+            result = self.oracle.check_reply(frame.data, verdict, out, *self._tc_after(verdict, out, mark))
         self.oracle.forced_drop = False
         self._segment.append(
             FrameEvent(
@@ -467,12 +481,12 @@ class PacketFuzzer:
             self._fail(frame.family, frame.hook, result.problems, hexdump(frame.data), hexdump(out))
         return result
 
-    def _tc_after(self, reply_verdict: int | None, reply_out: bytes) -> tuple[int | None, bytes]:
-        """lbtui_tc on what the reply program passed on (TC egress on the client's side), else
-        (None, b"")."""
-        if reply_verdict != XDP_PASS:
+    def _tc_after(self, reply_verdict: int | None, reply_out: bytes, mark: int) -> tuple[int | None, bytes]:
+        """lbtui_tc on what the reply program let through or redirected, with the mark it left (TC
+        egress on the client's side); (None, b"") after a drop."""
+        if reply_verdict not in (TC_ACT_OK, fastpath.TC_ACT_REDIRECT):
             return None, b""
-        return self.dp.run("tc", reply_out)
+        return self.dp.run("tc", reply_out, mark=mark)
 
     def _forced_pick(self, frame: Frame, pick: int | None, failed: bool) -> tuple[int, int] | None:
         """(group, backend id) to force for a replayed frame that starts a weighted-random flow now.

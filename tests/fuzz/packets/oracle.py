@@ -51,6 +51,7 @@ from tests.fuzz.packets.parse import (
     V6_NO_L4,
     IcmpView,
     View,
+    parse_tc,
     parse_xdp,
 )
 from tests.fuzz.packets.pick import DROP_CONFLICT, pick_outcomes
@@ -393,12 +394,13 @@ class Oracle(TcRules):
     def check_reply(
         self, data: bytes, rverdict: int | None, rout: bytes, verdict: int | None, out: bytes
     ) -> Verdict:
-        """A frame from the backend side with the fast path: the reply program (lbtui_xdp_reply,
-        `rverdict`/`rout`) first, then, when it passed the frame, lbtui_tc (`verdict`/`out`; else None)."""
+        """A frame from the backend side with the fast path: lbtui_tc_reply at the backend interface's
+        TC ingress first (`rverdict`/`rout`), then lbtui_tc at the client interface's egress on what
+        it let through or redirected (`verdict`/`out`; None when it dropped the frame)."""
         assert self.fast_path is not None
-        if len(data) < 14:  # refused by both test runs (shorter than Ethernet)
+        if parse_tc(data) == REFUSED:  # refused by the test run (as by lbtui_tc's: parse.parse_tc)
             return self.check_tc(data, rverdict, rout)
-        reply = fastpath.reply_view(data)
+        reply = fastpath.reply_view(data, self.fast_path.host_mac)
         rev = None
         if reply is not None:
             found, _ = self.ct.lookup((reply.saddr, reply.daddr, reply.sport, reply.dport, reply.proto))
@@ -408,20 +410,22 @@ class Oracle(TcRules):
             if decision is not None:
                 self.counters[decision.counter] += 1
                 self.fast_path_seen[f"reply {decision.counter}"] += 1
-            what = f"reply program ({decision.counter if decision else 'not a reply it takes'})"
-            problems = check_untouched(what, data, rverdict, rout, XDP_PASS)
+            what = f"lbtui_tc_reply ({decision.counter if decision else 'not a reply it takes'})"
+            problems = check_untouched(what, data, rverdict, rout, TC_ACT_OK)
             if problems:
                 return Verdict(REPLY_PASSED, tuple(problems))
             return self.check_tc(data, verdict, out)  # TC egress SNATs it as without the fast path
-        # the way out is sure: lbtui_tc's rules decide, in XDP (tc_flow), and the frame leaves
+        # the way out is sure: lbtui_tc's rules decide at TC ingress (tc_flow), and the frame leaves
         problems: list[str] = []
-        if rverdict == fastpath.XDP_REDIRECT:
+        if rverdict == fastpath.TC_ACT_REDIRECT:
             problems, plain = fastpath.check_redirect(data, rout, 14, 14 + 12, decision)
             result = self.check_tc(data, TC_ACT_OK, plain)
-        elif rverdict == XDP_DROP:
+            # lbtui_tc on the way out: the reply's mark lets it through untouched, counted nothing
+            problems += check_untouched("lbtui_tc on a redirected reply", rout, verdict, out, TC_ACT_OK)
+        elif rverdict == TC_ACT_SHOT:
             result = self.check_tc(data, TC_ACT_SHOT, rout)
         else:
-            problems = [f"reply program: expected XDP_REDIRECT or XDP_DROP, got verdict {rverdict}"]
+            problems = [f"lbtui_tc_reply: expected TC_ACT_REDIRECT or TC_ACT_SHOT, got verdict {rverdict}"]
             result = self.check_tc(data, verdict, out)
         if result.outcome != SNAT:
             return Verdict(result.outcome, (*problems, *result.problems), result.pick)
