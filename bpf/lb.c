@@ -12,10 +12,11 @@
 //
 //   lbtui_tc_reply  TC clsact ingress on the backend-facing interfaces, with settings.fast_path = "auto":
 //               replies of tracked IPv4 flows SNATed there and redirected to the client's interface
-//               when the kernel's tables allow it (lb_fastpath_reply.h); TC_ACT_OK otherwise.
+//               when the kernel's tables allow it (lb_fastpath_reply.h); TC_ACT_OK otherwise. IPv6
+//               replies go to lbtui_tc_reply6 by a tail call (lb_fastpath6.h).
 //
-//   With settings.fast_path = "auto" a DNATed IPv4 packet is redirected to its backend's interface
-//   from XDP when the kernel's tables allow it (lb_fastpath.h); XDP_PASS otherwise.
+//   With settings.fast_path = "auto" a DNATed packet is redirected to its backend's interface
+//   from XDP when the kernel's tables allow it (lb_fastpath.h, lb_fastpath6.h); XDP_PASS otherwise.
 // XDP checksum updates assume a complete L4 checksum (what a NIC delivers); see docs/datapath.md#checksums.
 #include "lb.h"
 #include "lb_csum.h"
@@ -298,7 +299,20 @@ int lbtui_tc(struct __sk_buff *skb)
 int lbtui_tc_reply(struct __sk_buff *skb)
 {
 #if LB_FAST_PATH
+    if (skb->protocol == htons(ETH_P_IPV6))
+        lb_tc_reply6_prog.call(skb, 0);             // returns only if lbtui_tc_reply6 is not there
     return tc_reply4(skb);
+#else
+    return TC_ACT_OK;
+#endif
+}
+
+// IPv6 replies, from lbtui_tc_reply's tail call (lb_fastpath6.h): a program of its own, so that each
+// stays under the verifier's limit
+int lbtui_tc_reply6(struct __sk_buff *skb)
+{
+#if LB_FAST_PATH
+    return tc_reply6(skb);
 #else
     return TC_ACT_OK;
 #endif

@@ -494,5 +494,6 @@ BPF_RINGBUF_OUTPUT(lb_events, LB_RINGBUF_PAGES);
 // Not pinned: every load fills them with its own programs.
 BPF_PROG_ARRAY(lb_xdp6_prog, 1);
 BPF_PROG_ARRAY(lb_tc6_prog, 1);
+BPF_PROG_ARRAY(lb_tc_reply6_prog, 1);     // the fast path's IPv6 replies (lb_fastpath6.h)
 
 #endif

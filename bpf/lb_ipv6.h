@@ -61,6 +61,8 @@ static __always_inline void addr6_of(struct lb_addr6 *out, struct in6_addr *a)
     __builtin_memcpy(out, a, sizeof(*out));
 }
 
+#include "lb_fastpath6.h"                           // uses ipv6_upper and addr6_of
+
 // XDP, IPv6 at l3_off
 static __always_inline int xdp_ipv6(struct xdp_md *ctx, __u32 l3_off)
 {
@@ -176,7 +178,11 @@ static __always_inline int xdp_ipv6(struct xdp_md *ctx, __u32 l3_off)
     __u16 c = lb_csum_replace16(*l4_check, &fk.daddr, &to.ip);
     c = lb_csum_replace2(c, old_port, to.port);
     *l4_check = is_tcp ? c : (c ? c : 0xffff);
+#if LB_FAST_PATH
+    return xdp_fast_forward6(ctx);
+#else
     return XDP_PASS;
+#endif
 }
 
 // TC egress, IPv6 at l3_off: a reply of a tracked flow leaves from its VIP:port

@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Which interfaces the XDP fast path may redirect to (lb_fp_ifaces; bpf/lb_fastpath.h).
+"""Which interfaces the XDP fast path may redirect to (lb_fp_ifaces; bpf/lb_fastpath.h and, for
+IPv6, bpf/lb_fastpath6.h).
 
 The fast path sends a DNATed packet out of the interface bpf_fib_lookup names only when that interface
 is in lb_fp_ifaces; anything else takes the kernel's forwarding (counted as fast_path_unmanaged). The
-set is the interfaces lbtui attaches to plus those the routes to the IPv4 backends leave through,
-looked up when a backend is set (a later route change makes the lookup name another interface:
+set is the interfaces lbtui attaches to plus those the routes to the backends (IPv4 and IPv6) leave
+through, looked up when a backend is set (a later route change makes the lookup name another interface:
 unmanaged until the backend is set again, never a wrong redirect).
 
 Native XDP can redirect only into a device that can transmit XDP frames (ndo_xdp_xmit; a veth only
@@ -34,16 +35,15 @@ REPLY_PREF = 0xC002  # lbtui_tc_reply's TC ingress preference (egress: 0xC000, t
 
 @off_loop
 def route_interface(ip: str) -> int | None:
-    """The ifindex the kernel's route to the IPv4 address `ip` leaves through (None: no route, or
-    not one interface)."""
+    """The ifindex the kernel's route to the address `ip` (IPv4 or IPv6) leaves through (None: no
+    route, or not one interface)."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
-    if ipaddress.ip_address(ip).version != 4:
-        return None
+    family = socket.AF_INET if ipaddress.ip_address(ip).version == 4 else socket.AF_INET6
     with IPRoute() as ipr:
         try:
-            routes = ipr.route("get", dst=ip, family=socket.AF_INET)
+            routes = ipr.route("get", dst=ip, family=family)
         except NetlinkError:
             return None
         for route in routes:

@@ -34,6 +34,7 @@ XDP_PROG = "lbtui_xdp"
 TC_PROG = "lbtui_tc"
 REAP_PROG = "lbtui_reap"  # run with BPF_PROG_TEST_RUN, never attached
 TC_REPLY_PROG = "lbtui_tc_reply"  # the fast path's TC ingress program on backend-facing interfaces
+TC_REPLY6_PROG, TC_REPLY6_ARRAY = "lbtui_tc_reply6", "lb_tc_reply6_prog"  # its IPv6 half, tail-called
 REAP6_PROG = "lbtui_reap6"
 XDP6_PROG, XDP6_ARRAY = "lbtui_xdp6", "lb_xdp6_prog"  # IPv6 frames: lbtui_xdp tail-calls it
 TC6_PROG, TC6_ARRAY = "lbtui_tc6", "lb_tc6_prog"
@@ -149,7 +150,9 @@ class Loaded:
             self.xdp6_fn = self.bpf.load_func(XDP6_PROG, BPF.XDP)
             self.tc6_fn = self.bpf.load_func(TC6_PROG, BPF.SCHED_CLS)
             self.bpf[XDP6_ARRAY][ctypes.c_int(0)] = ctypes.c_int(self.xdp6_fn.fd)
+            self.tc_reply6_fn = self.bpf.load_func(TC_REPLY6_PROG, BPF.SCHED_CLS)
             self.bpf[TC6_ARRAY][ctypes.c_int(0)] = ctypes.c_int(self.tc6_fn.fd)
+            self.bpf[TC_REPLY6_ARRAY][ctypes.c_int(0)] = ctypes.c_int(self.tc_reply6_fn.fd)
         except Exception as exc:  # BCC raises bare Exception on compile/verifier failures
             hint = ""
             if self.adopted:

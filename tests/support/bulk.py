@@ -65,9 +65,9 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, nam
     writer.close()
 
 
-def serve(name: str, port: int) -> None:
+def serve(name: str, port: int, bind: str = "0.0.0.0") -> None:
     async def run() -> None:
-        server = await asyncio.start_server(lambda r, w: _serve(r, w, name), "0.0.0.0", port)
+        server = await asyncio.start_server(lambda r, w: _serve(r, w, name), bind, port)
         async with server:
             await server.serve_forever()
 
@@ -113,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s = sub.add_parser("serve")
     s.add_argument("--name", required=True)
     s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--bind", default="0.0.0.0", help='"::" for IPv6')
     c = sub.add_parser("client")
     c.add_argument("--url", required=True)
     c.add_argument("--conns", type=int, default=4)
@@ -120,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--timeout", type=float, default=10.0)
     a = p.parse_args(argv)
     if a.cmd == "serve":
-        serve(a.name, a.port)
+        serve(a.name, a.port, a.bind)
     else:
         print(json.dumps(client(a.url, a.conns, a.bytes, a.timeout), sort_keys=True), flush=True)
     return 0
