@@ -122,8 +122,10 @@ def run_seeds(args: argparse.Namespace) -> int:
         f"conntrack checks: {total.syncs}  simulated evictions: {total.evictions}"
     )
     if args.fast_path:
-        print(f"fast path, DNATed IPv4 frames: {_fast_path_line(total.fast_path, '')}")
-        print(f"fast path, replies of tracked flows: {_fast_path_line(total.fast_path, 'reply ')}")
+        for family, prefix in (("IPv4", ""), ("IPv6", "v6 ")):
+            forward, reply = (_fast_path_line(total.fast_path, prefix, r) for r in (False, True))
+            print(f"fast path, DNATed {family} frames: {forward}")
+            print(f"fast path, {family} replies of tracked flows: {reply}")
     failing = sorted((seed, stats.failure_count) for seed, stats, _ in results if stats.failure_count)
     print(f"failures: {total.failure_count}" + (f" (seed: count {dict(failing)})" if failing else ""))
     for failure in total.failures:
@@ -140,11 +142,12 @@ def run_seeds(args: argparse.Namespace) -> int:
     return 1 if total.failure_count else 0
 
 
-def _fast_path_line(seen: Counter[str], prefix: str) -> str:
-    """The fast path's decisions (redirected first, then each fallback counter) with `prefix`."""
-    forwarded = "fast_path_reply_forwarded" if prefix else "fast_path_forwarded"
+def _fast_path_line(seen: Counter[str], family: str, reply: bool) -> str:
+    """The fast path's decisions (redirected first, then each fallback counter) for one family
+    (`family`: the oracle's prefix, "" or "v6 ") and direction."""
+    forwarded = "fast_path_reply_forwarded" if reply else "fast_path_forwarded"
     names = [forwarded] + [n for n in FAST_PATH_COUNTERS if "forwarded" not in n]
-    counts = [seen[n if n == forwarded else prefix + n] for n in names]
+    counts = [seen[family + (n if n == forwarded or not reply else "reply " + n)] for n in names]
     return ", ".join(f"{n.removeprefix('fast_path_')} {c}" for n, c in zip(names, counts, strict=True))
 
 

@@ -119,7 +119,7 @@ class FastPathLab:
             links = json.loads(self._ip("-j", "link", "show"))
             self.ifindex = {link["ifname"]: int(link["ifindex"]) for link in links}
             self.mac = {link["ifname"]: bytes.fromhex(link["address"].replace(":", "")) for link in links}
-            self.rules = Rules(self.mac, self.local)
+            self.rules = Rules(self.mac, self.local, fastpath6.Rules6(self.mac, self.local6, DEVICE_MTU))
             self._ns_fd = os.open(f"/run/netns/{self.ns}", os.O_RDONLY)
         except BaseException:
             subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
@@ -151,6 +151,9 @@ class FastPathLab:
         # what the local table holds (the lab's addresses, broadcast addresses): never forwarded
         local = json.loads(self._ip("-j", "route", "show", "table", "local"))
         self.local = [ipaddress.ip_network(e["dst"], strict=False) for e in local if "." in e["dst"]]
+        self.local6 = fastpath6.build(
+            self._ip, lambda setting: subprocess.run([*sysctl, setting], check=True)
+        )
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -196,9 +199,10 @@ class Decision:
 class Rules:
     """bpf_fib_lookup and lb_fastpath.h's checks over the lab's fixed tables."""
 
-    def __init__(self, macs: dict[str, bytes], local: list[ipaddress.IPv4Network]) -> None:
+    def __init__(self, macs: dict[str, bytes], local: list[ipaddress.IPv4Network], six: Rules6) -> None:
         self.macs = macs  # the lab's interfaces: the source MAC of a redirect
         self.local = local
+        self.six = six  # the IPv6 tables' rules (fastpath6.py)
         self.host_mac = macs[REPLY_INGRESS]  # a reply for the host to route is addressed to it
 
     def lookup(self, dst: bytes, tot_len: int, ingress: str, forwarded: str) -> Decision:
@@ -323,3 +327,8 @@ def check_redirect(
     plain[l3 + 8] = data[l3 + 8]
     plain[l3 + 10 : l3 + 12] = nat_check.to_bytes(2, "little")
     return problems, bytes(plain)
+
+
+# the IPv6 half imports this module's names: imported last (FastPathLab and Rules use it at run time)
+from tests.fuzz.packets import fastpath6  # noqa: E402
+from tests.fuzz.packets.fastpath6 import Rules6  # noqa: E402

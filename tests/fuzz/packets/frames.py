@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.fuzz.packets import fastpath, mutations
-from tests.fuzz.packets.frames6 import TC6_FAMILIES, XDP6_FAMILIES, Ext, Frames6
+from tests.fuzz.packets.frames6 import (
+    FAST_PATH6_FAMILIES,
+    FAST_PATH6_TC_FAMILIES,
+    TC6_FAMILIES,
+    XDP6_FAMILIES,
+    Ext,
+    Frames6,
+)
 from tests.fuzz.packets.topology import BACKENDS, SERVICE_BY_KEY, SERVICES, VIP_B
 from tests.fuzz.packets.wire import (
     ETH_IP,
@@ -109,7 +116,7 @@ FAST_PATH_TC_FAMILIES: dict[str, int] = {"fp_reply": 4}  # replies with those TT
 FAST_PATH_NO_FORWARDING_SHARE = 0.03  # XDP frames arriving on the lab interface with forwarding off
 OTHER_HOST_MAC = bytes.fromhex("020000000099")  # a unicast MAC no lab interface has
 FAMILIES = {**XDP_FAMILIES, **TC_FAMILIES, **XDP6_FAMILIES, **TC6_FAMILIES}
-IPV6_FAMILIES = frozenset({**XDP6_FAMILIES, **TC6_FAMILIES})
+IPV6_FAMILIES = frozenset({**XDP6_FAMILIES, **TC6_FAMILIES, **FAST_PATH6_FAMILIES, **FAST_PATH6_TC_FAMILIES})
 FAMILY_SETS = {
     "all": ({**XDP_FAMILIES, **XDP6_FAMILIES}, {**TC_FAMILIES, **TC6_FAMILIES}),
     "ipv4": (XDP_FAMILIES, TC_FAMILIES),
@@ -132,6 +139,9 @@ class FrameGenerator:
         if fast_path and families != "ipv6":
             xdp_families = {**xdp_families, **FAST_PATH_FAMILIES}
             tc_families = {**tc_families, **FAST_PATH_TC_FAMILIES}
+        if fast_path and families != "ipv4":
+            xdp_families = {**xdp_families, **FAST_PATH6_FAMILIES}
+            tc_families = {**tc_families, **FAST_PATH6_TC_FAMILIES}
         # (flow, from the backend) -> (the next sequence number of that side, of the other side),
         # None where unknown: set by the harness from the oracle's mirror
         self.seq_hint: Callable[[Flow, bool], tuple[int | None, int | None]] | None = None
@@ -221,7 +231,7 @@ class FrameGenerator:
             ack=ack,
         )
         if v6:
-            return self.six.packet(src, dst, proto, l4, ext=ext, vlans=vlans)
+            return self.six.packet(src, dst, proto, l4, ext=ext, vlans=vlans, hop_limit=ttl)
         rng = self.rng
         if frag is None:
             frag = 0x4000 if rng.random() < 0.5 else 0  # DF is common on the wire
@@ -332,6 +342,10 @@ class FrameGenerator:
         recent = flows[-128:]
         if self.rng.random() < self._tc_share:
             family = self.rng.choices(self._tc_names, self._tc_weights)[0]
+            if family in FAST_PATH6_TC_FAMILIES:
+                return Frame(
+                    family, "tc", bytes(self.six.fast_path_family(family, [f for f in recent if f.v6]))
+                )
             if family in IPV6_FAMILIES:
                 return Frame(family, "tc", bytes(self.six.tc_family(family, [f for f in recent if f.v6])))
             flows4 = [f for f in recent if not f.v6]
@@ -342,7 +356,9 @@ class FrameGenerator:
         ingress = ""
         if self.fast_path and self.rng.random() < FAST_PATH_NO_FORWARDING_SHARE:
             ingress = fastpath.INGRESS_NO_FORWARDING
-        if family in IPV6_FAMILIES:
+        if family in FAST_PATH6_FAMILIES:
+            data = bytes(self.six.fast_path_family(family, [f for f in recent if f.v6]))
+        elif family in IPV6_FAMILIES:
             data = bytes(self.six.xdp_family(family, [f for f in recent if f.v6]))
         elif family in FAST_PATH_FAMILIES:
             data = bytes(self._fast_path_family(family, [f for f in recent if not f.v6]))

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from tests.fuzz.packets import fastpath, tcp
+from tests.fuzz.packets import fastpath, fastpath6, tcp
 from tests.fuzz.packets.conntrack import (
     DIR_FORWARD,
     DIR_REVERSE,
@@ -73,7 +73,7 @@ from tests.fuzz.packets.topology import (
     WEIGHTED_RANDOM,
     FuzzService,
 )
-from tests.fuzz.packets.wire import TCP, u16
+from tests.fuzz.packets.wire import ETH_IPV6, TCP, u16
 
 # decisions (stats names) besides the parser's outcomes
 MIDSTREAM = "midstream"
@@ -167,7 +167,8 @@ class Oracle(TcRules):
 
     def __init__(self, fast_path: fastpath.Rules | None = None) -> None:
         self.fast_path = fast_path  # the fast path compiled in: its rules over the lab (fastpath.py)
-        # fast_path_* decisions of the whole run (a reply's fallback: "reply " + the counter)
+        # fast_path_* decisions of the whole run (a reply's fallback: "reply " + the counter; IPv6
+        # frames' decisions: "v6 " + those)
         self.fast_path_seen: Counter[str] = Counter()
         self._ingress = fastpath.INGRESS
         self._redirected = False
@@ -375,12 +376,15 @@ class Oracle(TcRules):
         """A DNATed frame through lb_fastpath.h (when compiled in): the fallback counted, or the
         redirect's own changes checked byte for byte. Returns the verdict and frame the DNAT alone
         gives (for check_rewrite), and the problems."""
-        if self.fast_path is None or view.v6 or verdict == XDP_DROP or len(out) != len(data):
+        if self.fast_path is None or verdict == XDP_DROP or len(out) != len(data):
             return verdict, out, []
-        backend_ip = bytes(out[view.dst_off : view.dst_off + 4])
-        decision = self.fast_path.forward(data, view, backend_ip, self._ingress)
+        backend_ip = bytes(out[view.dst_off : view.dst_off + view.alen])
+        if view.v6:
+            decision = self.fast_path.six.forward(data, view, backend_ip, self._ingress, fastpath.FORWARDED)
+        else:
+            decision = self.fast_path.forward(data, view, backend_ip, self._ingress)
         self.counters[decision.counter] += 1
-        self.fast_path_seen[decision.counter] += 1
+        self.fast_path_seen[("v6 " if view.v6 else "") + decision.counter] += 1
         if not decision.redirected:
             if verdict == fastpath.XDP_REDIRECT:  # the frame as the DNAT left it is still checked
                 return XDP_PASS, out, [f"fast path: expected XDP_PASS ({decision.counter}), got XDP_REDIRECT"]
@@ -388,7 +392,10 @@ class Oracle(TcRules):
         self._redirected = True
         if verdict != fastpath.XDP_REDIRECT:
             return verdict, out, [f"fast path: expected XDP_REDIRECT, got verdict {verdict}"]
-        problems, plain = fastpath.check_redirect(data, out, view.l3, view.dst_off, decision)
+        if view.v6:
+            problems, plain = fastpath6.check_redirect6(data, out, view.l3, decision)
+        else:
+            problems, plain = fastpath.check_redirect(data, out, view.l3, view.dst_off, decision)
         return XDP_PASS, plain, problems
 
     def check_reply(
@@ -400,16 +407,25 @@ class Oracle(TcRules):
         assert self.fast_path is not None
         if parse_tc(data) == REFUSED:  # refused by the test run (as by lbtui_tc's: parse.parse_tc)
             return self.check_tc(data, rverdict, rout)
-        reply = fastpath.reply_view(data, self.fast_path.host_mac)
+        # lbtui_tc_reply tail-calls lbtui_tc_reply6 for IPv6 by skb->protocol (the outer EtherType)
+        v6 = len(data) >= 14 and u16(data, 12) == ETH_IPV6
+        reply = (fastpath6.reply_view6 if v6 else fastpath.reply_view)(data, self.fast_path.host_mac)
         rev = None
         if reply is not None:
             found, _ = self.ct.lookup((reply.saddr, reply.daddr, reply.sport, reply.dport, reply.proto))
             rev = found if found is not None and found.dir == DIR_REVERSE else None
-        decision = None if reply is None or rev is None else self.fast_path.reply(data, reply)
+        decision = None
+        if reply is not None and rev is not None:
+            if v6:
+                forwarded = fastpath.REPLY_FORWARDED
+                decision = self.fast_path.six.reply(data, reply, rev.vip, fastpath.REPLY_INGRESS, forwarded)
+            else:
+                decision = self.fast_path.reply(data, reply)
+        seen = "v6 reply " if v6 else "reply "
         if decision is None or not decision.redirected:
             if decision is not None:
                 self.counters[decision.counter] += 1
-                self.fast_path_seen[f"reply {decision.counter}"] += 1
+                self.fast_path_seen[seen + decision.counter] += 1
             what = f"lbtui_tc_reply ({decision.counter if decision else 'not a reply it takes'})"
             problems = check_untouched(what, data, rverdict, rout, TC_ACT_OK)
             if problems:
@@ -418,7 +434,10 @@ class Oracle(TcRules):
         # the way out is sure: lbtui_tc's rules decide at TC ingress (tc_flow), and the frame leaves
         problems: list[str] = []
         if rverdict == fastpath.TC_ACT_REDIRECT:
-            problems, plain = fastpath.check_redirect(data, rout, 14, 14 + 12, decision)
+            if v6:
+                problems, plain = fastpath6.check_redirect6(data, rout, 14, decision)
+            else:
+                problems, plain = fastpath.check_redirect(data, rout, 14, 14 + 12, decision)
             result = self.check_tc(data, TC_ACT_OK, plain)
             # lbtui_tc on the way out: the reply's mark lets it through untouched, counted nothing
             problems += check_untouched("lbtui_tc on a redirected reply", rout, verdict, out, TC_ACT_OK)
@@ -430,7 +449,7 @@ class Oracle(TcRules):
         if result.outcome != SNAT:
             return Verdict(result.outcome, (*problems, *result.problems), result.pick)
         self.counters[fastpath.REPLY_FORWARDED] += 1
-        self.fast_path_seen[fastpath.REPLY_FORWARDED] += 1
+        self.fast_path_seen[("v6 " if v6 else "") + fastpath.REPLY_FORWARDED] += 1
         return Verdict(REPLY_REDIRECTED, (*problems, *result.problems), result.pick)
 
     def _new_flow(
