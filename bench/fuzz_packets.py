@@ -22,11 +22,12 @@ failures per seed (each with the input and output frame hex-dumped) and findings
 failure (--replay: when the case still fails), 3 without root.
 
 --fast-path builds the programs with the XDP fast path (LB_FAST_PATH=1) and runs the XDP frames
-inside a network namespace per process whose routes and neighbours give each IPv4 backend one of
-the fast path's answers (tests/fuzz/packets/fastpath.py); the oracle predicts XDP_REDIRECT with the
-exact bytes, or XDP_PASS with the DNATed frame and the fallback reason's counter; frames from the
-backend side run lbtui_tc_reply (TC_ACT_REDIRECT with the SNAT, or TC_ACT_OK untouched) before
-lbtui_tc. The summary counts each fast_path_* decision, both ways.
+inside a network namespace per process whose routes and neighbours give each IPv4 and IPv6 backend
+one of the fast path's answers (tests/fuzz/packets/fastpath.py, fastpath6.py); the oracle predicts
+XDP_REDIRECT with the exact bytes, or XDP_PASS with the DNATed frame and the fallback reason's
+counter; frames from the backend side run lbtui_tc_reply (lbtui_tc_reply6 for IPv6: TC_ACT_REDIRECT
+with the SNAT, or TC_ACT_OK untouched) before lbtui_tc. The summary counts each fast_path_*
+decision per family, both ways.
 """
 
 from __future__ import annotations

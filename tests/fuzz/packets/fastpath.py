@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The fast path under the fuzzer (bpf/lb_fastpath.h, docs/datapath.md#fast-path): a network namespace
-whose routes and neighbours bpf_fib_lookup reads, and the rules that predict its answer.
+whose routes and neighbours bpf_fib_lookup reads, and the rules that predict its answer. The IPv6
+tables and rules (bpf/lb_fastpath6.h) are in fastpath6.py; the lab builds both.
 
 bpf_fib_lookup in a test run reads the tables of the calling thread's namespace, from the ingress
 interface given in the run's xdp_md. The lab is a namespace of its own with fixed tables that give
