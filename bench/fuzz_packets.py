@@ -11,6 +11,7 @@ consecutive seeds (a soak) on --workers processes at once.
     sudo .venv/bin/python bench/fuzz_packets.py --seed 7 --frames 100000
     sudo .venv/bin/python bench/fuzz_packets.py --seeds 50 --frames 100000          # soak: seeds 1..50
     sudo .venv/bin/python bench/fuzz_packets.py --families ipv6 --seeds 10 --frames 100000  # IPv6 only
+    sudo .venv/bin/python bench/fuzz_packets.py --fast-path --seeds 10 --frames 100000  # LB_FAST_PATH=1
     sudo .venv/bin/python bench/fuzz_packets.py --replay CASE.json                 # run a case again
     sudo .venv/bin/python bench/fuzz_packets.py --shrink CASE.json --out MIN.json  # shortest failing
 
@@ -19,6 +20,14 @@ to a case file under --cases and prints its path; --replay runs it again exactly
 to the shortest event sequence that still fails. Prints frames/s, counts per family and outcome,
 failures per seed (each with the input and output frame hex-dumped) and findings; exits 1 on any
 failure (--replay: when the case still fails), 3 without root.
+
+--fast-path builds the programs with the XDP fast path (LB_FAST_PATH=1) and runs the XDP frames
+inside a network namespace per process whose routes and neighbours give each IPv4 and IPv6 backend
+one of the fast path's answers (tests/fuzz/packets/fastpath.py, fastpath6.py); the oracle predicts
+XDP_REDIRECT with the exact bytes, or XDP_PASS with the DNATed frame and the fallback reason's
+counter; frames from the backend side run lbtui_tc_reply (lbtui_tc_reply6 for IPv6: TC_ACT_REDIRECT
+with the SNAT, or TC_ACT_OK untouched) before lbtui_tc. The summary counts each fast_path_*
+decision per family, both ways.
 """
 
 from __future__ import annotations
@@ -28,12 +37,14 @@ import multiprocessing
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's root
 from tests.fuzz.packets import harness  # noqa: E402
 from tests.fuzz.packets.cases import load_case, save_case  # noqa: E402
+from tests.fuzz.packets.fastpath import FAST_PATH_COUNTERS  # noqa: E402
 from tests.fuzz.packets.oracle import FINDINGS  # noqa: E402
 from tests.fuzz.packets.replay import describe_case, replay, shrink  # noqa: E402
 
@@ -45,8 +56,8 @@ def _init_worker(slots: Any) -> None:
     _my_cpu = slots.get()
 
 
-def _job(args: tuple[int, int, int, float, str, str]) -> tuple[int, harness.FuzzStats, float]:
-    seed, frames, sync_every, evict_rate, cases, families = args
+def _job(args: tuple[int, int, int, float, str, str, bool]) -> tuple[int, harness.FuzzStats, float]:
+    seed, frames, sync_every, evict_rate, cases, families, fast_path = args
     start = time.monotonic()
     stats = harness.fuzz_packets(
         seed,
@@ -56,6 +67,7 @@ def _job(args: tuple[int, int, int, float, str, str]) -> tuple[int, harness.Fuzz
         case_dir=cases,
         cpu=_my_cpu,
         families=families,
+        fast_path=fast_path,
     )
     return seed, stats, time.monotonic() - start
 
@@ -66,17 +78,21 @@ def run_seeds(args: argparse.Namespace) -> int:
     cases = str(Path(args.cases) / time.strftime("%Y%m%d-%H%M%S"))
     options = (
         f"--frames {args.frames} --sync-every {args.sync_every} --evict-rate {args.evict_rate} "
-        f"--families {args.families}"
+        f"--families {args.families}" + (" --fast-path" if args.fast_path else "")
     )
     print(
         f"fuzzing seed{'s' if len(seeds) > 1 else ''} {seeds[0]}"
         + (f"..{seeds[-1]}" if len(seeds) > 1 else "")
         + f" x {args.frames} frames, sync every {args.sync_every}, evict rate {args.evict_rate}, "
-        f"families {args.families}, {workers} worker(s), one CPU each; case files of failures go to {cases}/",
+        f"families {args.families}{', fast path' if args.fast_path else ''}, {workers} worker(s), "
+        f"one CPU each; case files of failures go to {cases}/",
         flush=True,
     )
     print(f"one seed again: bench/fuzz_packets.py --seed SEED {options}", flush=True)
-    jobs = [(seed, args.frames, args.sync_every, args.evict_rate, cases, args.families) for seed in seeds]
+    jobs = [
+        (seed, args.frames, args.sync_every, args.evict_rate, cases, args.families, args.fast_path)
+        for seed in seeds
+    ]
     start = time.monotonic()
     results: list[tuple[int, harness.FuzzStats, float]] = []
     if workers == 1:
@@ -106,6 +122,11 @@ def run_seeds(args: argparse.Namespace) -> int:
         f"({total.frames / elapsed:,.0f} frames/s, including compile and setup)  "
         f"conntrack checks: {total.syncs}  simulated evictions: {total.evictions}"
     )
+    if args.fast_path:
+        for family, prefix in (("IPv4", ""), ("IPv6", "v6 ")):
+            forward, reply = (_fast_path_line(total.fast_path, prefix, r) for r in (False, True))
+            print(f"fast path, DNATed {family} frames: {forward}")
+            print(f"fast path, {family} replies of tracked flows: {reply}")
     failing = sorted((seed, stats.failure_count) for seed, stats, _ in results if stats.failure_count)
     print(f"failures: {total.failure_count}" + (f" (seed: count {dict(failing)})" if failing else ""))
     for failure in total.failures:
@@ -120,6 +141,15 @@ def run_seeds(args: argparse.Namespace) -> int:
         for text in total.finding_examples.get(kind, []):
             print(f"  {text}")
     return 1 if total.failure_count else 0
+
+
+def _fast_path_line(seen: Counter[str], family: str, reply: bool) -> str:
+    """The fast path's decisions (redirected first, then each fallback counter) for one family
+    (`family`: the oracle's prefix, "" or "v6 ") and direction."""
+    forwarded = "fast_path_reply_forwarded" if reply else "fast_path_forwarded"
+    names = [forwarded] + [n for n in FAST_PATH_COUNTERS if "forwarded" not in n]
+    counts = [seen[family + (n if n == forwarded or not reply else "reply " + n)] for n in names]
+    return ", ".join(f"{n.removeprefix('fast_path_')} {c}" for n, c in zip(names, counts, strict=True))
 
 
 def _print_seed(seed: int, stats: harness.FuzzStats, elapsed: float) -> None:
@@ -139,7 +169,7 @@ def run_replay(args: argparse.Namespace) -> int:
         print("\n".join(describe_case(case)))
     failed = 0
     with harness.pinned_to_one_cpu():
-        dataplane = harness.Dataplane()
+        dataplane = harness.Dataplane(fast_path=bool(case.origin.get("fast_path")))
         try:
             for i in range(args.times):
                 stats, _ = replay(dataplane, case)
@@ -158,7 +188,7 @@ def run_shrink(args: argparse.Namespace) -> int:
     print(f"shrinking {args.shrink}: {len(case.events)} events, failure: {case.kind}", flush=True)
     start = time.monotonic()
     with harness.pinned_to_one_cpu():
-        dataplane = harness.Dataplane()
+        dataplane = harness.Dataplane(fast_path=bool(case.origin.get("fast_path")))
         try:
             small = shrink(dataplane, case, progress=lambda text: print(f"  {text}", flush=True))
             again = [replay(dataplane, small)[0].failure_count for _ in range(3)]
@@ -185,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=("all", "ipv4", "ipv6"),
         default="all",
         help="frame families: both halves of the data path, or one (tests/fuzz/packets/frames6.py: IPv6)",
+    )
+    parser.add_argument(
+        "--fast-path",
+        action="store_true",
+        help="programs with the XDP fast path, run in a namespace of routes and neighbours (fastpath.py)",
     )
     parser.add_argument("--cases", default="/tmp/lbtui-fuzz-cases", help="where failures' case files go")
     parser.add_argument("--show", type=int, default=20, help="failures to print in full")

@@ -17,6 +17,7 @@ what lb.c must do (docs/datapath.md#what-the-programs-do).
     conntrack.py  the mirror of both conntrack tables and the rules that change them
     rewrite.py    what a correct NAT rewrite (or an untouched frame) looks like
     oracle.py     the decisions, one place each, for XDP and TC
+    fastpath.py   the fast path's lab namespace (routes, neighbours) and its rules (--fast-path)
     harness.py    frames through BPF_PROG_TEST_RUN, conntrack syncs, evictions, recorded segments
     cases.py      recorded segments as replayable JSON files
     replay.py     replay and shrink a case

@@ -32,6 +32,7 @@ class FrameEvent:
     data: bytes
     pick: int | None = None  # weighted-random new flow: backend id drawn (oracle.PICK_DROPPED: dropped)
     failed: bool = False  # the oracle rejected the program's answer to this frame when it was recorded
+    ingress: str = ""  # fast path: the lab interface the frame arrived on (fastpath.py), "" the default
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,8 @@ def _event_json(e: Event) -> dict[str, Any]:
         out["pick"] = e.pick
     if e.failed:
         out["failed"] = True
+    if e.ingress:
+        out["ingress"] = e.ingress
     return out
 
 
@@ -96,7 +99,12 @@ def _event_from(d: dict[str, Any]) -> Event:
     if "evict" in d:
         return EvictEvent(parse_key(d["evict"]))
     return FrameEvent(
-        d["hook"], d["family"], bytes.fromhex(d["frame"]), d.get("pick"), d.get("failed", False)
+        d["hook"],
+        d["family"],
+        bytes.fromhex(d["frame"]),
+        d.get("pick"),
+        d.get("failed", False),
+        d.get("ingress", ""),
     )
 
 

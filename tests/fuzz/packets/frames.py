@@ -6,6 +6,9 @@ tracking (the oracle's list) for follow-ups and replies. A seed determines every
 flows, and the flows differ between runs only by the kernel's weighted-random backend picks (see
 harness.py: a failing run's frames are recorded, picks included, for an exact replay). The IPv6
 families live in frames6.py; `families` chooses both halves (the default), "ipv4" or "ipv6".
+With `fast_path` the XDP families get FAST_PATH_FAMILIES too (TTLs about to expire, lengths at the
+lab's MTUs) and each XDP frame an ingress interface of the lab (fastpath.py): mostly the one that
+forwards, sometimes the one with forwarding off.
 """
 
 from __future__ import annotations
@@ -15,8 +18,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tests.fuzz.packets import mutations
-from tests.fuzz.packets.frames6 import TC6_FAMILIES, XDP6_FAMILIES, Ext, Frames6
+from tests.fuzz.packets import fastpath, mutations
+from tests.fuzz.packets.frames6 import (
+    FAST_PATH6_FAMILIES,
+    FAST_PATH6_TC_FAMILIES,
+    TC6_FAMILIES,
+    XDP6_FAMILIES,
+    Ext,
+    Frames6,
+)
 from tests.fuzz.packets.topology import BACKENDS, SERVICE_BY_KEY, SERVICES, VIP_B
 from tests.fuzz.packets.wire import (
     ETH_IP,
@@ -42,6 +52,7 @@ class Frame:
     family: str
     hook: str  # "xdp" | "tc"
     data: bytes
+    ingress: str = ""  # fast path: the lab interface an XDP frame arrives on (fastpath.py)
 
 
 @dataclass(frozen=True)
@@ -99,8 +110,13 @@ TC_FAMILIES: dict[str, int] = {
     "tc_unknown": 2,
     "tc_client_frame": 2,
 }
+# with the fast path compiled in: frames at its limits (TTL, the lab's MTUs)
+FAST_PATH_FAMILIES: dict[str, int] = {"fp_ttl": 4, "fp_length": 4}
+FAST_PATH_TC_FAMILIES: dict[str, int] = {"fp_reply": 4}  # replies with those TTLs and lengths
+FAST_PATH_NO_FORWARDING_SHARE = 0.03  # XDP frames arriving on the lab interface with forwarding off
+OTHER_HOST_MAC = bytes.fromhex("020000000099")  # a unicast MAC no lab interface has
 FAMILIES = {**XDP_FAMILIES, **TC_FAMILIES, **XDP6_FAMILIES, **TC6_FAMILIES}
-IPV6_FAMILIES = frozenset({**XDP6_FAMILIES, **TC6_FAMILIES})
+IPV6_FAMILIES = frozenset({**XDP6_FAMILIES, **TC6_FAMILIES, **FAST_PATH6_FAMILIES, **FAST_PATH6_TC_FAMILIES})
 FAMILY_SETS = {
     "all": ({**XDP_FAMILIES, **XDP6_FAMILIES}, {**TC_FAMILIES, **TC6_FAMILIES}),
     "ipv4": (XDP_FAMILIES, TC_FAMILIES),
@@ -113,10 +129,19 @@ TCP_REPLY_FLAGS = (0x12, 0x10, 0x18, 0x11, 0x04, 0x14, 0x19, 0x01, 0x02)
 class FrameGenerator:
     """Seeded frames from the families above. `next(flows)` uses flows the data path is tracking."""
 
-    def __init__(self, seed: int, *, scapy_pool: int = 48, families: str = "all") -> None:
+    def __init__(
+        self, seed: int, *, scapy_pool: int = 48, families: str = "all", fast_path: bool = False
+    ) -> None:
         self.rng = random.Random(seed)
         self.six = Frames6(self)
+        self.fast_path = fast_path
         xdp_families, tc_families = FAMILY_SETS[families]
+        if fast_path and families != "ipv6":
+            xdp_families = {**xdp_families, **FAST_PATH_FAMILIES}
+            tc_families = {**tc_families, **FAST_PATH_TC_FAMILIES}
+        if fast_path and families != "ipv4":
+            xdp_families = {**xdp_families, **FAST_PATH6_FAMILIES}
+            tc_families = {**tc_families, **FAST_PATH6_TC_FAMILIES}
         # (flow, from the backend) -> (the next sequence number of that side, of the other side),
         # None where unknown: set by the harness from the oracle's mirror
         self.seq_hint: Callable[[Flow, bool], tuple[int | None, int | None]] | None = None
@@ -186,6 +211,7 @@ class FrameGenerator:
         seq: int | None = None,
         ack: int | None = None,
         ext: Sequence[Ext] = (),
+        ttl: int = 64,
     ) -> Built:
         """A frame from `src` to `dst`: IPv4 (`ip_options`, `frag`) or, for 16-byte addresses, IPv6
         (the extension headers `ext`; absent UDP checksums are rarer: IPv6 makes them malformed)."""
@@ -205,11 +231,13 @@ class FrameGenerator:
             ack=ack,
         )
         if v6:
-            return self.six.packet(src, dst, proto, l4, ext=ext, vlans=vlans)
+            return self.six.packet(src, dst, proto, l4, ext=ext, vlans=vlans, hop_limit=ttl)
         rng = self.rng
         if frag is None:
             frag = 0x4000 if rng.random() < 0.5 else 0  # DF is common on the wire
-        ip = ipv4_header(src, dst, proto, len(l4), options=ip_options, ident=rng.randrange(65536), frag=frag)
+        ip = ipv4_header(
+            src, dst, proto, len(l4), options=ip_options, ident=rng.randrange(65536), frag=frag, ttl=ttl
+        )
         return assemble(ethernet(ETH_IP, vlans), ip, l4, proto)
 
     def l4_body(
@@ -314,13 +342,62 @@ class FrameGenerator:
         recent = flows[-128:]
         if self.rng.random() < self._tc_share:
             family = self.rng.choices(self._tc_names, self._tc_weights)[0]
+            if family in FAST_PATH6_TC_FAMILIES:
+                return Frame(
+                    family, "tc", bytes(self.six.fast_path_family(family, [f for f in recent if f.v6]))
+                )
             if family in IPV6_FAMILIES:
                 return Frame(family, "tc", bytes(self.six.tc_family(family, [f for f in recent if f.v6])))
-            return Frame(family, "tc", bytes(self._tc_family(family, [f for f in recent if not f.v6])))
+            flows4 = [f for f in recent if not f.v6]
+            if family in FAST_PATH_TC_FAMILIES:
+                return Frame(family, "tc", bytes(self._fast_path_family(family, flows4)))
+            return Frame(family, "tc", bytes(self._tc_family(family, flows4)))
         family = self.rng.choices(self._xdp_names, self._xdp_weights)[0]
-        if family in IPV6_FAMILIES:
-            return Frame(family, "xdp", bytes(self.six.xdp_family(family, [f for f in recent if f.v6])))
-        return Frame(family, "xdp", bytes(self._xdp_family(family, [f for f in recent if not f.v6])))
+        ingress = ""
+        if self.fast_path and self.rng.random() < FAST_PATH_NO_FORWARDING_SHARE:
+            ingress = fastpath.INGRESS_NO_FORWARDING
+        if family in FAST_PATH6_FAMILIES:
+            data = bytes(self.six.fast_path_family(family, [f for f in recent if f.v6]))
+        elif family in IPV6_FAMILIES:
+            data = bytes(self.six.xdp_family(family, [f for f in recent if f.v6]))
+        elif family in FAST_PATH_FAMILIES:
+            data = bytes(self._fast_path_family(family, [f for f in recent if not f.v6]))
+        else:
+            data = bytes(self._xdp_family(family, [f for f in recent if not f.v6]))
+        return Frame(family, "xdp", data, ingress)
+
+    def _fast_path_family(self, family: str, flows: Sequence[Flow]) -> bytearray:
+        """Frames at the fast path's limits: a TTL about to expire (or not), a length at an MTU; from
+        a client (fp_ttl, fp_length) or a backend (fp_reply)."""
+        rng = self.rng
+        if family == "fp_reply":
+            if not flows:
+                return self._tc_family("tc_unknown", flows)
+            flow = rng.choice(flows[-64:])
+            kw: dict[str, Any] = {"ttl": rng.choice((0, 1, 2, 64, 255))}
+            if rng.random() < 0.5:
+                mtu = rng.choice((fastpath.SMALL_MTU, fastpath.DEVICE_MTU[fastpath.INGRESS]))
+                header = 20 + (20 if flow.proto == TCP else 8)
+                kw["payload"] = rng.randbytes(mtu + rng.choice((-1, 0, 1)) - header)
+            frame = self.reply(flow, **kw).data
+            if rng.random() < 0.1:  # not addressed to the host (overheard, broadcast): not its to route
+                frame[0:6] = rng.choice((OTHER_HOST_MAC, b"\xff" * 6, bytes.fromhex("01005e000001")))
+            return frame
+        if family == "fp_ttl":
+            ttl = rng.choice((0, 1, 1, 2, 2, 255))
+            if flows and rng.random() < 0.4:
+                return self.followup(rng.choice(flows[-64:]), ttl=ttl).data
+            return self.to_vip(ttl=ttl).data
+        # fp_length: an IP length of an MTU of the lab, or one byte either side
+        mtu = rng.choice((fastpath.SMALL_MTU, fastpath.DEVICE_MTU[fastpath.MANAGED]))
+        ip_len = mtu + rng.choice((-1, 0, 1))
+        if flows and rng.random() < 0.4:
+            flow = rng.choice(flows[-64:])
+            header = 20 + (20 if flow.proto == TCP else 8)
+            return self.followup(flow, payload=rng.randbytes(ip_len - header)).data
+        proto = rng.choice((TCP, UDP))
+        header = 20 + (20 if proto == TCP else 8)
+        return self.to_vip(proto, payload=rng.randbytes(ip_len - header)).data
 
     def _xdp_family(self, family: str, flows: Sequence[Flow]) -> bytearray:
         rng = self.rng

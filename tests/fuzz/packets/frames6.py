@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from tests.fuzz.packets import fastpath
 from tests.fuzz.packets.topology import BACKENDS, ROUTE6_CIDR, SERVICE_BY_KEY, SERVICES, VIP6_B
 from tests.fuzz.packets.wire import (
     DSTOPTS,
@@ -70,6 +71,9 @@ XDP6_FAMILIES: dict[str, int] = {
     "v6_udp_bad_len": 2,
     "v6_udp_no_checksum": 1,
 }
+# with the fast path compiled in (fastpath6.py): hop limits about to expire, lengths at the lab's MTUs
+FAST_PATH6_FAMILIES: dict[str, int] = {"fp6_hop_limit": 3, "fp6_length": 3}
+FAST_PATH6_TC_FAMILIES: dict[str, int] = {"fp6_reply": 4}  # replies with those hop limits and lengths
 TC6_FAMILIES: dict[str, int] = {
     "tc6_reply": 8,
     "tc6_reply_mutated": 5,
@@ -79,6 +83,7 @@ TC6_FAMILIES: dict[str, int] = {
 }
 EXT_KINDS = (HOPOPTS, ROUTING, DSTOPTS)
 EXT_MAX = 4  # lb_ipv6.h LB_V6_EXT_MAX
+OTHER_HOST_MAC6 = bytes.fromhex("020000000099")  # a unicast MAC no lab interface has
 ND_TYPES = (133, 134, 135, 136, 137)  # router/neighbour solicitation and advertisement, redirect
 ICMP6_ERRORS = ((2, 0), (2, 0), (1, 4), (1, 0), (3, 0), (4, 0))  # packet too big first
 
@@ -134,13 +139,15 @@ class Frames6:
         *,
         ext: Sequence[Ext] = (),
         vlans: Sequence[tuple[int, int]] = (),
+        hop_limit: int = 64,
     ) -> Built:
         """`l4` (of next header `proto`) behind the fixed header and the extension headers `ext`."""
         chain, nh = b"", proto
         for kind, ext_body in reversed(ext):
             chain = ipv6_ext(kind, nh, ext_body) + chain
             nh = kind
-        ip = ipv6_header(src, dst, nh, len(chain) + len(l4), flow=self.rng.randrange(1 << 20)) + chain
+        flow = self.rng.randrange(1 << 20)
+        ip = ipv6_header(src, dst, nh, len(chain) + len(l4), hop_limit=hop_limit, flow=flow) + chain
         return assemble(ethernet(ETH_IPV6, vlans), ip, l4, proto)
 
     def to_vip(self, proto: int | None = None, **kw: Any) -> Built:
@@ -382,6 +389,42 @@ class Frames6:
         proto = rng.choice((TCP, UDP))
         return self.l4_frame(addr(ip), self.client_ip(), proto, port, gen.port(), flags=0x12).data
 
+    def fast_path_family(self, family: str, flows: Sequence[Flow]) -> bytearray:
+        """Frames at the IPv6 fast path's limits: a hop limit about to expire (or not), a length at an
+        MTU of the lab; from a client (fp6_hop_limit, fp6_length) or a backend (fp6_reply)."""
+        rng, gen = self.rng, self.gen
+        recent = flows[-64:]
+        if family == "fp6_reply":
+            if not recent:
+                return self.tc_family("tc6_unknown", recent)
+            flow = rng.choice(recent)
+            kw: dict[str, Any] = {"ttl": rng.choice((0, 1, 2, 64, 255))}
+            if rng.random() < 0.5:  # the client routes' MTUs (fastpath6.py)
+                mtu = rng.choice((fastpath.SMALL_MTU, fastpath.DEVICE_MTU[fastpath.INGRESS]))
+                kw["payload"] = rng.randbytes(
+                    mtu + rng.choice((-1, 0, 1)) - 40 - (20 if flow.proto == TCP else 8)
+                )
+            frame = gen.reply(flow, **kw).data
+            if rng.random() < 0.1:  # not addressed to the host: not its to route
+                frame[0:6] = rng.choice((OTHER_HOST_MAC6, b"\xff" * 6, bytes.fromhex("333300000001")))
+            return frame
+        if family == "fp6_hop_limit":
+            ttl = rng.choice((0, 1, 1, 2, 2, 255))
+            if recent and rng.random() < 0.4:
+                return gen.followup(rng.choice(recent), ttl=ttl).data
+            return self.to_vip(ttl=ttl).data
+        # fp6_length: an IPv6 length (40 + payload length) of an MTU of the lab, or one byte either side
+        ip_len = rng.choice((fastpath.SMALL_MTU, fastpath.DEVICE_MTU[fastpath.MANAGED])) + rng.choice(
+            (-1, 0, 1)
+        )
+        if recent and rng.random() < 0.4:
+            flow = rng.choice(recent)
+            return gen.followup(
+                flow, payload=rng.randbytes(ip_len - 40 - (20 if flow.proto == TCP else 8))
+            ).data
+        proto = rng.choice((TCP, UDP))
+        return self.to_vip(proto, payload=rng.randbytes(ip_len - 40 - (20 if proto == TCP else 8))).data
+
     # -- mutations -----------------------------------------------------------------------------
 
     def maybe_fix(self, built: Built) -> bytearray:
@@ -413,4 +456,4 @@ class Frames6:
         return self.maybe_fix(built)
 
 
-__all__ = ["TC6_FAMILIES", "XDP6_FAMILIES", "Frames6"]
+__all__ = ["FAST_PATH6_FAMILIES", "FAST_PATH6_TC_FAMILIES", "TC6_FAMILIES", "XDP6_FAMILIES", "Frames6"]

@@ -12,6 +12,9 @@ kernel's weighted-random draws (which the oracle models as the set of allowed ba
   fragments table) are emptied, so a failure depends only on the frames since the last sync. Those frames
   (with the kernel's draws and the harness's evictions) are written to a case file on a failure;
   `replay_events` runs such a file again, making the same draws (Dataplane.force_pick).
+- with the fast path compiled in (`fast_path=True`), XDP frames run from inside a namespace of the
+  harness's own whose routes and neighbours stay fixed (fastpath.FastPathLab), arriving on the lab
+  interface each frame names (Frame.ingress).
 
 Needs root (it loads BPF programs).
 """
@@ -32,11 +35,13 @@ import numpy as np
 
 from lbtui.dataplane.port import ESTABLISHED6, TRANSIENT6, ServiceEntry
 from lbtui.dataplane.records import flow_entries
+from tests.fuzz.packets import fastpath
 from tests.fuzz.packets.cases import Case, Event, EvictEvent, FrameEvent, failure_kind, save_case
 from tests.fuzz.packets.conntrack import ESTABLISHED, TRANSIENT, CtKey, RealEntry
 from tests.fuzz.packets.frames import IPV6_FAMILIES, Flow, Frame, FrameGenerator
 from tests.fuzz.packets.oracle import BACKEND_COUNTERS, CHECKED_COUNTERS, PICK_DROPPED, Oracle, Verdict
 from tests.fuzz.packets.pick import DROP_CONFLICT
+from tests.fuzz.packets.rewrite import TC_ACT_OK
 from tests.fuzz.packets.topology import (
     BACKEND_BY_ENDPOINT,
     BACKENDS,
@@ -90,9 +95,10 @@ def pinned_to_one_cpu(cpu: int | None = None) -> Iterator[int]:
 
 
 class Dataplane:
-    """A private copy of lb.c (no attach, no traffic) filled with the fuzz topology."""
+    """A private copy of lb.c (no attach, no traffic) filled with the fuzz topology; `fast_path`: built
+    with LB_FAST_PATH=1, with its lab namespace (fastpath.FastPathLab)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fast_path: bool = False) -> None:
         from lbtui.dataplane.loader import DataplaneSpec, Loaded
         from lbtui.dataplane.maps import Maps
 
@@ -103,9 +109,19 @@ class Dataplane:
                 transient_entries=CONNTRACK_ENTRIES,
                 max_groups=MAX_GROUPS,
                 max_backends=16,
+                fast_path=fast_path,
             )
         )
+        self.lab: fastpath.FastPathLab | None = None
+        if fast_path:
+            try:
+                self.lab = fastpath.FastPathLab()
+            except BaseException:
+                self.loaded.close()
+                raise
         self.maps = Maps(self.loaded)
+        if self.lab is not None:
+            self.maps.set_fast_path_interfaces(self.lab.managed_ifindexes())
         for bid, (ip, port) in BACKENDS.items():
             self.maps.set_backend(bid, ip, port, active=True)
         for svc in SERVICES:
@@ -119,22 +135,54 @@ class Dataplane:
             self.write_table(group, table)
         for service_id, cidr, group in ROUTES:
             self.maps.set_route(service_id, cidr, group)
-        self._fds = {"xdp": self.loaded.xdp_fn.fd, "tc": self.loaded.tc_fn.fd}
+        self._fds = {
+            "xdp": self.loaded.xdp_fn.fd,
+            "tc": self.loaded.tc_fn.fd,
+            "reply": self.loaded.tc_reply_fn.fd,  # the fast path's TC ingress program for replies
+        }
 
     def close(self) -> None:
         self.loaded.close()
+        if self.lab is not None:
+            self.lab.close()
 
-    def run(self, hook: str, frame: bytes) -> tuple[int | None, bytes]:
-        """(verdict, output frame); verdict None when the kernel refuses the frame (EINVAL)."""
-        from lbtui.dataplane.progrun import run_program
+    @property
+    def fast_path_rules(self) -> fastpath.Rules | None:
+        """What the fast path does in the lab (None: not compiled in)."""
+        return None if self.lab is None else self.lab.rules
+
+    def run(self, hook: str, frame: bytes, ingress: str = "", mark: int = 0) -> tuple[int | None, bytes]:
+        """(verdict, output frame); verdict None when the kernel refuses the frame (EINVAL). With the
+        fast path an XDP frame arrives on the lab interface `ingress` (default fastpath.INGRESS), a
+        reply ("reply": lbtui_tc_reply) on fastpath.REPLY_INGRESS; `mark`: lbtui_tc's skb->mark."""
+        verdict, out, _ = self._run(hook, frame, ingress, mark)
+        return verdict, out
+
+    def run_reply(self, frame: bytes) -> tuple[int | None, bytes, int]:
+        """lbtui_tc_reply on a frame arriving on the lab's backend side: (verdict, output, its mark)."""
+        return self._run("reply", frame, "", 0)
+
+    def _run(self, hook: str, frame: bytes, ingress: str, mark: int) -> tuple[int | None, bytes, int]:
+        from lbtui.dataplane.progrun import run_program, skb_context
 
         try:
-            result = run_program(self._fds[hook], frame)
+            if self.lab is not None and hook != "tc":
+                with self.lab.inside():
+                    if hook == "xdp":
+                        ifindex = self.lab.ifindex[ingress or fastpath.INGRESS]
+                        result = run_program(self._fds[hook], frame, ingress_ifindex=ifindex)
+                    else:
+                        ctx = skb_context(self.lab.ifindex[fastpath.REPLY_INGRESS])
+                        result = run_program(self._fds[hook], frame, ctx=ctx)
+            else:
+                ctx = skb_context(0, mark=mark) if mark else None
+                result = run_program(self._fds[hook], frame, ctx=ctx)
         except OSError as exc:
             if exc.errno == errno.EINVAL:
-                return None, b""
+                return None, b"", 0
             raise
-        return result.retval, result.data
+        skb_mark = int.from_bytes(result.ctx[8:12], "little") if len(result.ctx) >= 12 else 0
+        return result.retval, result.data, skb_mark
 
     def global_counters(self) -> dict[str, int]:
         return self.maps.global_counters()
@@ -306,6 +354,7 @@ class FuzzStats:
     finding_examples: dict[str, list[str]] = field(default_factory=dict)
     evictions: int = 0
     forced_picks: int = 0
+    fast_path: Counter[str] = field(default_factory=Counter)  # fast_path_* decisions the oracle made
 
     def merge(self, other: FuzzStats, keep: int = 50) -> None:
         self.frames += other.frames
@@ -319,6 +368,7 @@ class FuzzStats:
             mine.extend(examples[: max(0, 3 - len(mine))])
         self.evictions += other.evictions
         self.forced_picks += other.forced_picks
+        self.fast_path.update(other.fast_path)
 
 
 # ---- the fuzzer -----------------------------------------------------------------------------------
@@ -347,8 +397,9 @@ class PacketFuzzer:
         self.keep_failures = keep_failures
         self.case_dir = Path(case_dir) if case_dir else None
         self.families = families
-        self.generator = FrameGenerator(seed, scapy_pool=scapy_pool, families=families)
-        self.oracle = Oracle()
+        fast_path = dataplane.fast_path_rules is not None
+        self.generator = FrameGenerator(seed, scapy_pool=scapy_pool, families=families, fast_path=fast_path)
+        self.oracle = Oracle(dataplane.fast_path_rules)
         self.generator.seq_hint = self.oracle.seq_hint
         self.stats = FuzzStats()
         self._baseline: dict[str, int] = {}
@@ -382,7 +433,9 @@ class PacketFuzzer:
                 self.evict(event.key)
             else:
                 self.check_frame(
-                    Frame(event.family, event.hook, event.data), pick=event.pick, failed=event.failed
+                    Frame(event.family, event.hook, event.data, event.ingress),
+                    pick=event.pick,
+                    failed=event.failed,
                 )
             if stop_at_failure and self.stats.failure_count:
                 return self.finish()
@@ -392,6 +445,7 @@ class PacketFuzzer:
     def finish(self) -> FuzzStats:
         self.stats.findings = Counter(self.oracle.findings)
         self.stats.finding_examples = {k: list(v) for k, v in self.oracle.finding_examples.items()}
+        self.stats.fast_path = Counter(self.oracle.fast_path_seen)
         return self.stats
 
     # -- one step ------------------------------------------------------------------------------
@@ -399,24 +453,40 @@ class PacketFuzzer:
     def check_frame(self, frame: Frame, *, pick: int | None = None, failed: bool = False) -> Verdict:
         """Run one frame and check it. `pick`: a recorded weighted-random draw to make again."""
         forced = self._forced_pick(frame, pick, failed)
-        if forced is None:
-            verdict, out = self.dp.run(frame.hook, frame.data)
+        mark = 0
+        if frame.hook == "tc" and self.dp.lab is not None:
+            verdict, out, mark = self.dp.run_reply(frame.data)  # first the reply program
+        elif forced is None:
+            verdict, out = self.dp.run(frame.hook, frame.data, frame.ingress)
         else:
             self.stats.forced_picks += 1
             self.oracle.forced_drop = forced[1] == PICK_DROPPED  # an empty table: counted no_backend
             with self.dp.force_pick(*forced):
-                verdict, out = self.dp.run(frame.hook, frame.data)
-        check = self.oracle.check_xdp if frame.hook == "xdp" else self.oracle.check_tc
-        result = check(frame.data, verdict, out)
+                verdict, out = self.dp.run(frame.hook, frame.data, frame.ingress)
+        if frame.hook == "xdp":
+            result = self.oracle.check_xdp(frame.data, verdict, out, frame.ingress or fastpath.INGRESS)
+        elif self.dp.lab is None:
+            result = self.oracle.check_tc(frame.data, verdict, out)
+        else:
+            result = self.oracle.check_reply(frame.data, verdict, out, *self._tc_after(verdict, out, mark))
         self.oracle.forced_drop = False
         self._segment.append(
-            FrameEvent(frame.hook, frame.family, frame.data, result.pick, bool(result.problems))
+            FrameEvent(
+                frame.hook, frame.family, frame.data, result.pick, bool(result.problems), frame.ingress
+            )
         )
         self.stats.frames += 1
         self.stats.outcomes[(frame.family, result.outcome)] += 1
         if result.problems:
             self._fail(frame.family, frame.hook, result.problems, hexdump(frame.data), hexdump(out))
         return result
+
+    def _tc_after(self, reply_verdict: int | None, reply_out: bytes, mark: int) -> tuple[int | None, bytes]:
+        """lbtui_tc on what the reply program let through or redirected, with the mark it left (TC
+        egress on the client's side); (None, b"") after a drop."""
+        if reply_verdict not in (TC_ACT_OK, fastpath.TC_ACT_REDIRECT):
+            return None, b""
+        return self.dp.run("tc", reply_out, mark=mark)
 
     def _forced_pick(self, frame: Frame, pick: int | None, failed: bool) -> tuple[int, int] | None:
         """(group, backend id) to force for a replayed frame that starts a weighted-random flow now.
@@ -512,6 +582,7 @@ class PacketFuzzer:
             "sync_every": self.sync_every,
             "evict_rate": self.evict_rate,
             "families": self.families,
+            "fast_path": self.dp.lab is not None,
             "frames_planned": self._frames_planned,
             "segment_frames": [self._segment_start, self.stats.frames],
         }
@@ -534,11 +605,12 @@ def fuzz_packets(
     case_dir: str | Path | None = None,
     cpu: int | None = None,
     families: str = "all",
+    fast_path: bool = False,
 ) -> FuzzStats:
     """Load a private copy of the programs, run `frames` frames of `seed` on one CPU, unload. Root.
-    `families`: "all", "ipv4" or "ipv6" (frames.FAMILY_SETS)."""
+    `families`: "all", "ipv4" or "ipv6" (frames.FAMILY_SETS); `fast_path`: LB_FAST_PATH=1 and its lab."""
     with pinned_to_one_cpu(cpu):
-        dataplane = Dataplane()
+        dataplane = Dataplane(fast_path=fast_path)
         try:
             fuzzer = PacketFuzzer(
                 dataplane,

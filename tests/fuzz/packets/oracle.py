@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from tests.fuzz.packets import tcp
+from tests.fuzz.packets import fastpath, fastpath6, tcp
 from tests.fuzz.packets.conntrack import (
     DIR_FORWARD,
     DIR_REVERSE,
@@ -51,10 +51,13 @@ from tests.fuzz.packets.parse import (
     V6_NO_L4,
     IcmpView,
     View,
+    parse_tc,
     parse_xdp,
 )
 from tests.fuzz.packets.pick import DROP_CONFLICT, pick_outcomes
 from tests.fuzz.packets.rewrite import (
+    TC_ACT_OK,
+    TC_ACT_SHOT,
     XDP_DROP,
     XDP_PASS,
     check_refused,
@@ -70,12 +73,15 @@ from tests.fuzz.packets.topology import (
     WEIGHTED_RANDOM,
     FuzzService,
 )
-from tests.fuzz.packets.wire import TCP, u16
+from tests.fuzz.packets.wire import ETH_IPV6, TCP, u16
 
 # decisions (stats names) besides the parser's outcomes
 MIDSTREAM = "midstream"
 DNAT = "dnat"
 SNAT = "snat"
+REDIRECTED = "redirected"  # DNATed and sent on by the fast path (XDP_REDIRECT)
+REPLY_REDIRECTED = "reply_redirected"  # SNATed and sent on by the fast path's reply program
+REPLY_PASSED = "reply_passed"  # the reply program changed or kept a frame it must pass untouched
 TC_MISS = "tc_miss"
 ICMP_TRANSLATED = "icmp"
 FRAGMENT_SNAT = "fragment_snat"
@@ -102,6 +108,7 @@ CHECKED_COUNTERS = (
     "tc_fragments_snat",
     "xdp_repick",
     "rst_challenged",
+    *fastpath.FAST_PATH_COUNTERS,
 )
 BACKEND_COUNTERS = ("new_flows", "handshakes", "conn_failures", "closes", "established", "ended")
 FINDING_REVERSE_CLASH = "reverse-entry clash"
@@ -158,7 +165,13 @@ class XdpPlan:
 class Oracle(TcRules):
     """Predicts every frame's fate from the frame and a mirror of the conntrack tables."""
 
-    def __init__(self) -> None:
+    def __init__(self, fast_path: fastpath.Rules | None = None) -> None:
+        self.fast_path = fast_path  # the fast path compiled in: its rules over the lab (fastpath.py)
+        # fast_path_* decisions of the whole run (a reply's fallback: "reply " + the counter; IPv6
+        # frames' decisions: "v6 " + those)
+        self.fast_path_seen: Counter[str] = Counter()
+        self._ingress = fastpath.INGRESS
+        self._redirected = False
         self.ct = ConntrackMirror()
         self.counters: Counter[str] = Counter()
         self.drops: Counter[tuple[int, str]] = Counter()  # (service id, reason)
@@ -250,7 +263,17 @@ class Oracle(TcRules):
         outcomes = pick_outcomes(svc, view, lambda ep: self.ct.reverse_taken(view, ep, ignoring=removed))
         return XdpPlan(DNAT, view, svc, seg, table=table, ends=ends, outcomes=frozenset(outcomes))
 
-    def check_xdp(self, data: bytes, verdict: int | None, out: bytes) -> Verdict:
+    def check_xdp(
+        self, data: bytes, verdict: int | None, out: bytes, ingress: str = fastpath.INGRESS
+    ) -> Verdict:
+        """`ingress`: the lab interface the frame arrived on (the fast path's lookup starts there)."""
+        self._ingress, self._redirected = ingress, False
+        result = self._check_xdp(data, verdict, out)
+        if self._redirected and result.outcome == DNAT:
+            return Verdict(REDIRECTED, result.problems, result.pick)
+        return result
+
+    def _check_xdp(self, data: bytes, verdict: int | None, out: bytes) -> Verdict:
         plan = self.plan_xdp(data)
         if plan.outcome == REFUSED:
             return Verdict(REFUSED, tuple(check_refused(verdict)))
@@ -297,7 +320,8 @@ class Oracle(TcRules):
                 )
             if seg.flags & tcp.RST and where == tcp.INSIDE:
                 self.counters["rst_challenged"] += 1
-        problems = check_rewrite(data, verdict, out, view, "dst", {fwd.backend()})
+        verdict, out, fp_problems = self._fast_path(data, verdict, out, view)
+        problems = fp_problems + check_rewrite(data, verdict, out, view, "dst", {fwd.backend()})
         fwd.packets += 1
         fwd.octets += view.ip_len
         fwd.last_frame = data
@@ -333,6 +357,7 @@ class Oracle(TcRules):
         view = plan.view
         if plan.ends is not None:
             self.ct.end(plan.ends, plan.table)
+        verdict, out, fp_problems = self._fast_path(data, verdict, out, view)
         pick = _kernel_pick(view, verdict, out, data) if plan.random_pick else None
         if verdict == XDP_DROP and DROP_CONFLICT in plan.outcomes:
             self.counters["drop_conflict"] += 1
@@ -340,10 +365,92 @@ class Oracle(TcRules):
             self.drops[(plan.svc.service_id, reason)] += 1
             return Verdict(DROPPED, (), pick)
         candidates = {o for o in plan.outcomes if isinstance(o, tuple)}
-        problems = check_rewrite(data, verdict, out, view, "dst", candidates)
+        problems = fp_problems + check_rewrite(data, verdict, out, view, "dst", candidates)
         if not problems:
             self._new_flow(plan.svc, view, plan.seg, data, out)
         return Verdict(DNAT, tuple(problems), pick)
+
+    def _fast_path(
+        self, data: bytes, verdict: int | None, out: bytes, view: View
+    ) -> tuple[int | None, bytes, list[str]]:
+        """A DNATed frame through lb_fastpath.h (when compiled in): the fallback counted, or the
+        redirect's own changes checked byte for byte. Returns the verdict and frame the DNAT alone
+        gives (for check_rewrite), and the problems."""
+        if self.fast_path is None or verdict == XDP_DROP or len(out) != len(data):
+            return verdict, out, []
+        backend_ip = bytes(out[view.dst_off : view.dst_off + view.alen])
+        if view.v6:
+            decision = self.fast_path.six.forward(data, view, backend_ip, self._ingress, fastpath.FORWARDED)
+        else:
+            decision = self.fast_path.forward(data, view, backend_ip, self._ingress)
+        self.counters[decision.counter] += 1
+        self.fast_path_seen[("v6 " if view.v6 else "") + decision.counter] += 1
+        if not decision.redirected:
+            if verdict == fastpath.XDP_REDIRECT:  # the frame as the DNAT left it is still checked
+                return XDP_PASS, out, [f"fast path: expected XDP_PASS ({decision.counter}), got XDP_REDIRECT"]
+            return verdict, out, []  # XDP_PASS with the DNATed frame: check_rewrite checks it
+        self._redirected = True
+        if verdict != fastpath.XDP_REDIRECT:
+            return verdict, out, [f"fast path: expected XDP_REDIRECT, got verdict {verdict}"]
+        if view.v6:
+            problems, plain = fastpath6.check_redirect6(data, out, view.l3, decision)
+        else:
+            problems, plain = fastpath.check_redirect(data, out, view.l3, view.dst_off, decision)
+        return XDP_PASS, plain, problems
+
+    def check_reply(
+        self, data: bytes, rverdict: int | None, rout: bytes, verdict: int | None, out: bytes
+    ) -> Verdict:
+        """A frame from the backend side with the fast path: lbtui_tc_reply at the backend interface's
+        TC ingress first (`rverdict`/`rout`), then lbtui_tc at the client interface's egress on what
+        it let through or redirected (`verdict`/`out`; None when it dropped the frame)."""
+        assert self.fast_path is not None
+        if parse_tc(data) == REFUSED:  # refused by the test run (as by lbtui_tc's: parse.parse_tc)
+            return self.check_tc(data, rverdict, rout)
+        # lbtui_tc_reply tail-calls lbtui_tc_reply6 for IPv6 by skb->protocol (the outer EtherType)
+        v6 = len(data) >= 14 and u16(data, 12) == ETH_IPV6
+        reply = (fastpath6.reply_view6 if v6 else fastpath.reply_view)(data, self.fast_path.host_mac)
+        rev = None
+        if reply is not None:
+            found, _ = self.ct.lookup((reply.saddr, reply.daddr, reply.sport, reply.dport, reply.proto))
+            rev = found if found is not None and found.dir == DIR_REVERSE else None
+        decision = None
+        if reply is not None and rev is not None:
+            if v6:
+                forwarded = fastpath.REPLY_FORWARDED
+                decision = self.fast_path.six.reply(data, reply, rev.vip, fastpath.REPLY_INGRESS, forwarded)
+            else:
+                decision = self.fast_path.reply(data, reply)
+        seen = "v6 reply " if v6 else "reply "
+        if decision is None or not decision.redirected:
+            if decision is not None:
+                self.counters[decision.counter] += 1
+                self.fast_path_seen[seen + decision.counter] += 1
+            what = f"lbtui_tc_reply ({decision.counter if decision else 'not a reply it takes'})"
+            problems = check_untouched(what, data, rverdict, rout, TC_ACT_OK)
+            if problems:
+                return Verdict(REPLY_PASSED, tuple(problems))
+            return self.check_tc(data, verdict, out)  # TC egress SNATs it as without the fast path
+        # the way out is sure: lbtui_tc's rules decide at TC ingress (tc_flow), and the frame leaves
+        problems: list[str] = []
+        if rverdict == fastpath.TC_ACT_REDIRECT:
+            if v6:
+                problems, plain = fastpath6.check_redirect6(data, rout, 14, decision)
+            else:
+                problems, plain = fastpath.check_redirect(data, rout, 14, 14 + 12, decision)
+            result = self.check_tc(data, TC_ACT_OK, plain)
+            # lbtui_tc on the way out: the reply's mark lets it through untouched, counted nothing
+            problems += check_untouched("lbtui_tc on a redirected reply", rout, verdict, out, TC_ACT_OK)
+        elif rverdict == TC_ACT_SHOT:
+            result = self.check_tc(data, TC_ACT_SHOT, rout)
+        else:
+            problems = [f"lbtui_tc_reply: expected TC_ACT_REDIRECT or TC_ACT_SHOT, got verdict {rverdict}"]
+            result = self.check_tc(data, verdict, out)
+        if result.outcome != SNAT:
+            return Verdict(result.outcome, (*problems, *result.problems), result.pick)
+        self.counters[fastpath.REPLY_FORWARDED] += 1
+        self.fast_path_seen[("v6 " if v6 else "") + fastpath.REPLY_FORWARDED] += 1
+        return Verdict(REPLY_REDIRECTED, (*problems, *result.problems), result.pick)
 
     def _new_flow(
         self, svc: FuzzService, view: View, seg: tcp.Segment | None, data: bytes, out: bytes
