@@ -41,7 +41,9 @@ class LbtuiHosts:
         return Path(self.lab.workdir) / f"lbtui-h{i}.{suffix}"
 
     def config(self, i: int) -> str:
-        return self.lab.lbtui_config(i, self.forwarding, self.health_interval_ms)
+        # in the lab directory: the default (/var/lib/lbtui/<name>.state) would outlive the lab
+        state = str(self._file(i, "state"))
+        return self.lab.lbtui_config(i, self.forwarding, self.health_interval_ms, state_file=state)
 
     def start(self, i: int) -> None:
         """Start lbtui on host i; returns once it runs (its VIP decision made)."""
