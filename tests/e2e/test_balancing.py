@@ -233,14 +233,17 @@ def add_client_addresses(lab: ClientLab, *ips: str) -> None:
 def test_least_connections_sends_new_connections_to_the_idle_backends(tmp_path):
     extra = "least_connections_interval_ms = 250"
     with running_lb("lbl", tmp_path, algorithm="least-connections", extra=extra) as (lab, h):
-        b1 = f"{lab.backend_ip(1)}:8080"
-        # steer 50 long-lived connections to b1, then give every backend the same weight again
-        assert h.submit(model.SetWeight("web", b1, 100_000)).ok
+        b1, b2, b3 = (f"{lab.backend_ip(i)}:8080" for i in (1, 2, 3))
+        # steer all 50 long-lived connections to b1 (the others drained: a held connection on b2
+        # would rightly lower b2's share too), then put every backend back in rotation
+        for idle in (b2, b3):
+            assert h.submit(model.Drain("web", idle, timeout_s=600)).ok
         held = lab.hold(50, seconds=60.0)
         try:
             opened = held.opened()
-            assert opened["backends"].get("b1", 0) >= 48 and opened.get("errors", 0) == 0, opened
-            assert h.submit(model.SetWeight("web", b1, 1)).ok
+            assert opened["backends"].get("b1", 0) == 50 and opened.get("errors", 0) == 0, opened
+            for idle in (b2, b3):
+                assert h.submit(model.Undrain("web", idle)).ok
             # the engine sees b1's open connections in its counters and lowers its share
             assert wait_until(lambda: backend(h, b1).active_flows >= 48)
             assert wait_until(lambda: "least connections" in backend(h, b1).last_change)

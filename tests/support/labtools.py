@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from lbtui import model
 from lbtui.addresses import IPV4, IPV6
 from lbtui.control_client import SocketEngineHandle
 from lbtui.dataplane import structs
+from lbtui.engine.instance import PIN_ROOT
 from lbtui.lab import LabSpec
 from tests.support.lab import ClientLab
 
@@ -100,7 +102,27 @@ def running_lb(
     finally:
         if handle is not None:
             handle.close()
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(20)
-        lab.down()
+        try:
+            if proc is not None:
+                stop_lbtui(proc, tmp / "lbtui.log", prefix)
+        finally:
+            lab.down()
+
+
+def stop_lbtui(proc: subprocess.Popen[bytes], log: Path, instance: str, grace_s: float = 30.0) -> None:
+    """SIGTERM, and fail (after a kill -9 and removing the instance's pins and socket) if the stop
+    took more than grace_s: the lab, the pins and the process never outlive the test."""
+    if proc.poll() is not None:
+        return
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+        return
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+    shutil.rmtree(f"{PIN_ROOT}/{instance}", ignore_errors=True)
+    Path(f"/run/lbtui/{instance}.sock").unlink(missing_ok=True)
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:]) if log.exists() else ""
+    raise AssertionError(f"lbtui did not stop {time.monotonic() - started:.0f} s after SIGTERM; log:\n{tail}")
