@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -125,6 +126,15 @@ def check_privileges() -> str | None:
 PINNED_PROGRAMS = ("prog_xdp", "prog_tc")
 
 
+@dataclass(frozen=True)
+class Ipv6Programs:
+    """The IPv6 halves, tail-called by the IPv4 entry programs (Loaded.load_ipv6)."""
+
+    xdp: Any
+    tc: Any
+    tc_reply: Any
+
+
 class Loaded:
     """A compiled and loaded BPF object: program fds and maps, not attached anywhere yet.
 
@@ -139,6 +149,7 @@ class Loaded:
         if spec.pin_dir:
             prepare_pin_dir(spec.pin_dir)  # before adopting anything pinned there
         self.adopted = has_pinned_state(spec.pin_dir)
+        self._ipv6: Ipv6Programs | None = None
         src = bpf_source_dir()
         try:
             self.bpf: Any = BPF(text=bpf_source(), cflags=[f"-I{src}", *spec.cflags()])
@@ -147,12 +158,6 @@ class Loaded:
             self.reap_fn = self.bpf.load_func(REAP_PROG, BPF.XDP)
             self.tc_reply_fn = self.bpf.load_func(TC_REPLY_PROG, BPF.SCHED_CLS)
             self.reap6_fn = self.bpf.load_func(REAP6_PROG, BPF.XDP)
-            self.xdp6_fn = self.bpf.load_func(XDP6_PROG, BPF.XDP)
-            self.tc6_fn = self.bpf.load_func(TC6_PROG, BPF.SCHED_CLS)
-            self.bpf[XDP6_ARRAY][ctypes.c_int(0)] = ctypes.c_int(self.xdp6_fn.fd)
-            self.tc_reply6_fn = self.bpf.load_func(TC_REPLY6_PROG, BPF.SCHED_CLS)
-            self.bpf[TC6_ARRAY][ctypes.c_int(0)] = ctypes.c_int(self.tc6_fn.fd)
-            self.bpf[TC_REPLY6_ARRAY][ctypes.c_int(0)] = ctypes.c_int(self.tc_reply6_fn.fd)
         except Exception as exc:  # BCC raises bare Exception on compile/verifier failures
             hint = ""
             if self.adopted:
@@ -165,6 +170,47 @@ class Loaded:
 
         if spec.pin_dir:
             self._pin_programs(spec.pin_dir)
+
+    @property
+    def ipv6_loaded(self) -> bool:
+        return self._ipv6 is not None
+
+    def load_ipv6(self) -> None:
+        """Load the IPv6 programs into their tail-call slots, once: until then lbtui_xdp passes IPv6
+        frames to the kernel (xdp_not_ours) and the TC programs let them through. The verifier takes
+        ~2.6 s over them (lbtui_tc6 is near its limit), which an IPv4-only instance never pays; the
+        first IPv6 service written (start or reload) loads them (docs/datapath.md#ipv6)."""
+        if self._ipv6 is not None:
+            return
+        from bcc import BPF
+
+        try:
+            xdp6 = self.bpf.load_func(XDP6_PROG, BPF.XDP)
+            tc6 = self.bpf.load_func(TC6_PROG, BPF.SCHED_CLS)
+            tc_reply6 = self.bpf.load_func(TC_REPLY6_PROG, BPF.SCHED_CLS)
+        except Exception as exc:  # BCC raises bare Exception on verifier failures
+            raise DataplaneError(f"cannot load the IPv6 programs: {exc}") from exc
+        for array, fn in ((XDP6_ARRAY, xdp6), (TC6_ARRAY, tc6), (TC_REPLY6_ARRAY, tc_reply6)):
+            self.bpf[array][ctypes.c_int(0)] = ctypes.c_int(fn.fd)
+        self._ipv6 = Ipv6Programs(xdp6, tc6, tc_reply6)
+
+    @property
+    def xdp6_fn(self) -> Any:
+        self.load_ipv6()
+        assert self._ipv6 is not None
+        return self._ipv6.xdp
+
+    @property
+    def tc6_fn(self) -> Any:
+        self.load_ipv6()
+        assert self._ipv6 is not None
+        return self._ipv6.tc
+
+    @property
+    def tc_reply6_fn(self) -> Any:
+        self.load_ipv6()
+        assert self._ipv6 is not None
+        return self._ipv6.tc_reply
 
     def _pin_programs(self, pin_dir: str) -> None:
         from bcc.libbcc import lib

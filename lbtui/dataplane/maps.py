@@ -132,6 +132,8 @@ class Maps:
         return k
 
     def set_service(self, entry: ServiceEntry) -> None:
+        if ipaddress.ip_address(entry.vip).version == 6:
+            self._loaded.load_ipv6()  # before the service exists: its frames must find the programs
         v = self._services.Leaf()
         v.id = entry.service_id
         v.default_group = entry.default_group

@@ -266,3 +266,24 @@ def test_ipv6_flows_in_the_json_access_log_and_the_metrics(tmp_path):
             r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
             assert r.returncode == 0, r.stdout + r.stderr
         assert_no_checksum_errors(lab)
+
+
+# ---- IPv6 added by a reload -------------------------------------------------------------------
+
+
+def test_a_reload_adding_the_first_ipv6_proxies_loads_the_ipv6_programs(tmp_path):
+    """An IPv4-only start leaves the IPv6 programs unloaded (docs/datapath.md#ipv6); the reload that
+    adds IPv6 proxies loads them, and IPv6 connections are balanced from then on, IPv4 ones still."""
+    with running_lb("o6r", tmp_path, dual_stack_backends=True) as (lab, h):
+        assert lab.http_requests(20).get("errors", 0) == 0
+        text = lab.config_toml(weights=(1, 1, 1), ipv6_twins=True)
+        (tmp_path / "lbtui.toml").write_text(
+            text.replace("[settings]\n", "[settings]\nsweep_interval_s = 0.25\n", 1)
+        )
+        result = h.submit(model.Reload(), timeout=60.0)
+        assert result.ok, result.message
+        got = http6(lab, 30)
+        assert got.get("errors", 0) == 0 and sum(got.values()) == 30, got
+        assert len(got) >= 2, f"one backend took every IPv6 connection: {got}"
+        assert lab.http_requests(20).get("errors", 0) == 0
+        assert_no_checksum_errors(lab)

@@ -73,17 +73,22 @@ def running_lb(
     metrics_listen: str | None = None,
     family: int = IPV4,
     tables: str = "",
+    dual_stack_backends: bool = False,
 ) -> Iterator[tuple[ClientLab, SocketEngineHandle]]:
     """A lab with `lbtui --no-ui` in its LB namespace, and a handle on its control socket (and the
     metrics endpoint on `metrics_listen`, inside the LB namespace, if given). `family` 6: the
     proxies' VIP is VIP6 and their backends are the backends' IPv6 addresses (Lab.config_toml).
-    `settings` holds plain keys of [settings]; `tables` more tables (e.g. [settings.access_log])."""
+    `settings` holds plain keys of [settings]; `tables` more tables (e.g. [settings.access_log]).
+    `dual_stack_backends`: the backends listen on both families whatever `family` is."""
     lab = ClientLab(LabSpec(prefix=prefix, second_client=second_client))
     lab.up()
     proc = None
     handle = None
     try:
-        lab.start_backends(health_port=health_port, bind="::" if family == IPV6 else "0.0.0.0")
+        lab.start_backends(
+            health_port=health_port,
+            bind="0.0.0.0,::" if dual_stack_backends else "::" if family == IPV6 else "0.0.0.0",
+        )
         cfg = tmp / "lbtui.toml"
         text = lab.config_toml(weights=weights, algorithm=algorithm, extra_proxy_toml=extra, family=family)
         text = text.replace("[settings]\n", f"[settings]\nsweep_interval_s = 0.25\n{settings}", 1)
