@@ -24,28 +24,56 @@ import pytest
 from scapy.layers.l2 import Ether
 
 from lbtui.dataplane.fastpath import NextHopWatch, rtnetlink_socket
-from lbtui.dataplane.progrun import RunResult
+from lbtui.dataplane.progrun import TC_ACT_REDIRECT, XDP_REDIRECT, RunResult
 from tests.support.bpfrun import Programs, assert_checksums_valid, counting
 
 CLONE_NEWNET = 0x40000000
+
+__all__ = [  # what a test module imports with *: the tests and the fixture they use besides `way`
+    "restore_mac",
+    "test_a_cached_next_hop_gives_the_bytes_a_lookup_gives",
+    "test_a_cached_next_hop_still_sends_oversized_packets_to_the_kernel",
+    "test_a_changed_neighbour_is_used_once_the_generation_moves",
+    "test_an_expired_next_hop_is_looked_up_again",
+    "test_an_interface_taken_out_of_lb_fp_ifaces_is_not_used_from_the_cache",
+    "test_the_next_hop_watch_forgets_on_a_neighbour_change",
+    "test_the_next_hop_watch_forgets_on_route_address_and_forwarding_changes",
+]
+
+
+# direction -> its cache, the program's verdict for a redirect, the counter of a redirect
+DIRECTIONS = {
+    "forward": ("lb_fp_nexthops", XDP_REDIRECT, "fast_path_forwarded"),
+    "reply": ("lb_fp_reply_nexthops", TC_ACT_REDIRECT, "fast_path_reply_forwarded"),
+}
 
 
 @dataclass(frozen=True)
 class Way:
     """One direction of one family's fast path in a test lab."""
 
+    direction: str  # "forward" or "reply"
     ns: str  # the lab's network namespace
-    table: str  # the cache: lb_fp_nexthops or lb_fp_reply_nexthops
-    redirect: int  # the program's verdict for a redirect (XDP_REDIRECT, TC_ACT_REDIRECT)
-    counter: str  # the counter of a redirect
+    family: str  # "-4" or "-6" for ip(8)
     send: Callable[[int], RunResult]  # one datagram of the flow, `size` bytes of IP
     small: int  # a size that fits
     egress: str  # the interface the flow leaves through
     egress_ifindex: int
     mtu: int  # the egress interface's MTU
-    family: str  # "-4" or "-6" for ip(8)
     next_hop: str  # the address of the next hop (a permanent neighbour on egress)
     mac: str  # its MAC
+
+    @property
+    def table(self) -> str:
+        return DIRECTIONS[self.direction][0]
+
+    @property
+    def redirect(self) -> int:
+        return int(DIRECTIONS[self.direction][1])
+
+    @property
+    def counter(self) -> str:
+        return str(DIRECTIONS[self.direction][2])
 
     def ip(self, *args: str) -> None:
         subprocess.run(["ip", "-n", self.ns, self.family, *args], check=True, capture_output=True)

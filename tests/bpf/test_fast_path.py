@@ -41,17 +41,8 @@ from lbtui.dataplane.progrun import (
     run_program,
     skb_context,
 )
-from tests.bpf.nexthop_cache import (  # noqa: F401 (the shared cache tests, collected here with `way`)
-    Way,
-    restore_mac,
-    test_a_cached_next_hop_gives_the_bytes_a_lookup_gives,
-    test_a_cached_next_hop_still_sends_oversized_packets_to_the_kernel,
-    test_a_changed_neighbour_is_used_once_the_generation_moves,
-    test_an_expired_next_hop_is_looked_up_again,
-    test_an_interface_taken_out_of_lb_fp_ifaces_is_not_used_from_the_cache,
-    test_the_next_hop_watch_forgets_on_a_neighbour_change,
-    test_the_next_hop_watch_forgets_on_route_address_and_forwarding_changes,
-)
+from tests.bpf.nexthop_cache import *  # noqa: F403 (the shared cache tests, collected here with `way`)
+from tests.bpf.nexthop_cache import Way
 from tests.support.bpfrun import MAC_CLIENT, MAC_LB, TABLE, VIP, Programs, assert_checksums_valid, counting
 from tests.support.maps import write_table
 
@@ -444,12 +435,13 @@ def way(request: pytest.FixtureRequest, progs: Programs, lab: dict[str, dict[str
     """UDP datagrams of one flow: to VIP:53 on fpin toward 10.0.2.11 (fpout, mtu 1400), or its
     replies on fpout toward the client (fpin, mtu 1500)."""
     if request.param == "forward":
+
+        def send(size: int) -> RunResult:
+            return run_in_lab(progs, lab, to_vip(UDP_TO_NEIGH, udp=True, payload=b"x" * (size - 28)))
+
         return Way(
-            NS, "lb_fp_nexthops", XDP_REDIRECT, "fast_path_forwarded",
-            lambda size: run_in_lab(progs, lab, to_vip(UDP_TO_NEIGH, udp=True, payload=b"x" * (size - 28))),
-            small=29, egress="fpout", egress_ifindex=ifindex(lab, "fpout"), mtu=1400, family="-4",
-            next_hop="10.0.2.11", mac=NEIGH_MAC,
-        )  # fmt: skip
+            "forward", NS, "-4", send, 29, "fpout", ifindex(lab, "fpout"), 1400, "10.0.2.11", NEIGH_MAC
+        )
     assert run_in_lab(progs, lab, to_vip(UDP_TO_NEIGH, udp=True, payload=b"q")).retval == XDP_REDIRECT
 
     def reply(size: int) -> RunResult:
@@ -458,11 +450,7 @@ def way(request: pytest.FixtureRequest, progs: Programs, lab: dict[str, dict[str
             progs, lab, bytes(Ether(src=NEIGH_MAC, dst=FPOUT_MAC) / IP(src="10.0.2.11", dst=CLIENT) / udp)
         )
 
-    return Way(
-        NS, "lb_fp_reply_nexthops", TC_ACT_REDIRECT, "fast_path_reply_forwarded", reply,
-        small=58, egress="fpin", egress_ifindex=ifindex(lab, "fpin"), mtu=1500, family="-4",
-        next_hop=CLIENT, mac=MAC_CLIENT,
-    )  # fmt: skip
+    return Way("reply", NS, "-4", reply, 58, "fpin", ifindex(lab, "fpin"), 1500, CLIENT, MAC_CLIENT)
 
 
 def next_hops(progs: Programs) -> dict[tuple[int, str], Any]:

@@ -35,17 +35,8 @@ from lbtui.dataplane.progrun import (
     run_program,
     skb_context,
 )
-from tests.bpf.nexthop_cache import (  # noqa: F401 (the shared cache tests, collected here with `way`)
-    Way,
-    restore_mac,
-    test_a_cached_next_hop_gives_the_bytes_a_lookup_gives,
-    test_a_cached_next_hop_still_sends_oversized_packets_to_the_kernel,
-    test_a_changed_neighbour_is_used_once_the_generation_moves,
-    test_an_expired_next_hop_is_looked_up_again,
-    test_an_interface_taken_out_of_lb_fp_ifaces_is_not_used_from_the_cache,
-    test_the_next_hop_watch_forgets_on_a_neighbour_change,
-    test_the_next_hop_watch_forgets_on_route_address_and_forwarding_changes,
-)
+from tests.bpf.nexthop_cache import *  # noqa: F403 (the shared cache tests, collected here with `way`)
+from tests.bpf.nexthop_cache import Way
 from tests.support.bpfrun import MAC_CLIENT, MAC_LB, TABLE, Programs, assert_checksums_valid, counting
 from tests.support.maps import write_table
 from tests.support.netnsrun import run_in_netns
@@ -422,16 +413,16 @@ def way(request: pytest.FixtureRequest, progs: Programs, lab: dict[str, dict[str
     """UDP datagrams of one flow: to VIP6:53 on fpin toward fd00:16:b::11 (fpout, mtu 1400), or its
     replies on fpout toward the client (fpin, mtu 1500)."""
     if request.param == "forward":
+
+        def send(size: int) -> RunResult:
+            return run_in_lab(progs, lab, to_vip(UDP_TO_NEIGH, udp=True, payload=b"x" * (size - 48)))
+
         return Way(
-            NS, "lb_fp_nexthops", XDP_REDIRECT, "fast_path_forwarded",
-            lambda size: run_in_lab(progs, lab, to_vip(UDP_TO_NEIGH, udp=True, payload=b"x" * (size - 48))),
-            small=49, egress="fpout", egress_ifindex=_ifindex(lab, "fpout"), mtu=1400, family="-6",
-            next_hop="fd00:16:b::11", mac=NEIGH_MAC,
-        )  # fmt: skip
+            "forward", NS, "-6", send, 49, "fpout", _ifindex(lab, "fpout"), 1400, "fd00:16:b::11", NEIGH_MAC
+        )
     open_flow(progs, lab, udp=True)
-    return Way(
-        NS, "lb_fp_reply_nexthops", TC_ACT_REDIRECT, "fast_path_reply_forwarded",
-        lambda size: run_reply(progs, lab, backend_reply(lab, udp_payload=b"a" * (size - 48))),
-        small=78, egress="fpin", egress_ifindex=_ifindex(lab, "fpin"), mtu=1500, family="-6",
-        next_hop=CLIENT, mac=MAC_CLIENT,
-    )  # fmt: skip
+
+    def reply(size: int) -> RunResult:
+        return run_reply(progs, lab, backend_reply(lab, udp_payload=b"a" * (size - 48)))
+
+    return Way("reply", NS, "-6", reply, 78, "fpin", _ifindex(lab, "fpin"), 1500, CLIENT, MAC_CLIENT)
