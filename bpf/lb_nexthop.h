@@ -32,22 +32,32 @@
 #endif
 #define LB_FP_NH_TTL_NS 1000000000ULL   // a remembered next hop is asked again after 1 s at the latest
 
-// What a remembered answer is valid for. Forward (lb_fp_nexthops), per backend as IPVS keeps a route
+// What a remembered answer is valid for, in one map per family and direction (IPv4 keys hash 16
+// bytes, IPv6 keys 44: the implementation below is one). Forward (lb_fp_nexthops, lb_fp_nexthops6),
+// per backend as IPVS keeps a route
 // per real server: the ingress interface, the backend address, the TOS (IPv6: traffic class); the
 // client's address, the flow label and the ports are left out, so a new flow to a known backend costs
 // no fib lookup either, and source policy routing and multipath toward one backend are not followed
-// per client. Replies (lb_fp_reply_nexthops): everything the kernel's routing and its default
-// multipath hash look at (ingress interface, source = VIP, destination = client, TOS or traffic
+// per client. Replies (lb_fp_reply_nexthops, lb_fp_reply_nexthops6): everything the kernel's
+// routing and its default multipath hash look at (ingress interface, source = VIP, destination = client, TOS or traffic
 // class and flow label, protocol), so a remembered answer is the one bpf_fib_lookup gives for that
 // packet; only the ports are left out (multipath hash policy 1, port rules: docs/datapath.md).
-struct lb_nh_key {
+struct lb_nh_key {                  // IPv4
     __u32 ifindex;
-    __be32 flowinfo;                // IPv4: the TOS; IPv6: traffic class (+ flow label for replies)
-    struct lb_addr6 daddr;          // IPv4: in w[0], the rest 0
-    struct lb_addr6 saddr;          // replies only: the VIP
-    __u8 family;
+    __be32 daddr;
+    __be32 saddr;                   // replies only: the VIP
+    __u8 tos;
     __u8 proto;                     // replies only
     __u8 pad[2];
+};
+
+struct lb_nh_key6 {
+    __u32 ifindex;
+    __be32 flowinfo;                // traffic class (+ flow label for replies)
+    struct lb_addr6 daddr;
+    struct lb_addr6 saddr;          // replies only: the VIP
+    __u8 proto;                     // replies only
+    __u8 pad[3];
 };
 
 struct lb_nh {
@@ -62,7 +72,9 @@ struct lb_nh {
 
 // Not pinned: a restarted lbtui starts with empty caches and generation 0.
 BPF_F_TABLE("lru_hash", struct lb_nh_key, struct lb_nh, lb_fp_nexthops, LB_FP_NH_ENTRIES, 0);
+BPF_F_TABLE("lru_hash", struct lb_nh_key6, struct lb_nh, lb_fp_nexthops6, LB_FP_NH_ENTRIES, 0);
 BPF_F_TABLE("lru_hash", struct lb_nh_key, struct lb_nh, lb_fp_reply_nexthops, LB_FP_REPLY_NH_ENTRIES, 0);
+BPF_F_TABLE("lru_hash", struct lb_nh_key6, struct lb_nh, lb_fp_reply_nexthops6, LB_FP_REPLY_NH_ENTRIES, 0);
 BPF_ARRAY(lb_fp_gen, __u32, 1);     // bumped by userspace (lbtui/dataplane/maps.py forget_next_hops)
 
 // the fallback reason of a bpf_fib_lookup answer other than SUCCESS
@@ -92,60 +104,88 @@ static __always_inline int fp_fib_usable(int rc, struct bpf_fib_lookup *fib)
     return 1;
 }
 
-// the key of the question in fib (filled, not asked yet: the lookup overwrites it)
-static __always_inline void fp_nh_key_of(struct bpf_fib_lookup *fib, int family, int reply,
-                                         struct lb_nh_key *k)
+// The cache of a family and direction (`family`, `reply`: the caller's constants, so each call
+// site keeps one map). BCC rewrites a map call only where the map's name is written out.
+static __always_inline struct lb_nh *fp_nh_lookup(int family, int reply, void *k)
 {
-    k->ifindex = fib->ifindex;
-    k->family = family;
+    if (family == AF_INET)
+        return reply ? lb_fp_reply_nexthops.lookup(k) : lb_fp_nexthops.lookup(k);
+    return reply ? lb_fp_reply_nexthops6.lookup(k) : lb_fp_nexthops6.lookup(k);
+}
+
+static __always_inline void fp_nh_update(int family, int reply, void *k, struct lb_nh *nh)
+{
     if (family == AF_INET) {
-        k->flowinfo = fib->tos;
-        k->daddr.w[0] = fib->ipv4_dst;
         if (reply)
-            k->saddr.w[0] = fib->ipv4_src;
+            lb_fp_reply_nexthops.update(k, nh);
+        else
+            lb_fp_nexthops.update(k, nh);
+    } else if (reply) {
+        lb_fp_reply_nexthops6.update(k, nh);
     } else {
-        k->flowinfo = fib->flowinfo & (reply ? LB_IPV6_FLOWINFO_MASK_BE : LB_IPV6_TCLASS_MASK_BE);
-        __builtin_memcpy(&k->daddr, fib->ipv6_dst, sizeof(k->daddr));
-        if (reply)
-            __builtin_memcpy(&k->saddr, fib->ipv6_src, sizeof(k->saddr));
+        lb_fp_nexthops6.update(k, nh);
     }
-    if (reply)
-        k->proto = fib->l4_protocol;
+}
+
+static __always_inline void fp_nh_delete(int family, int reply, void *k)
+{
+    if (family == AF_INET) {
+        if (reply)
+            lb_fp_reply_nexthops.delete(k);
+        else
+            lb_fp_nexthops.delete(k);
+    } else if (reply) {
+        lb_fp_reply_nexthops6.delete(k);
+    } else {
+        lb_fp_nexthops6.delete(k);
+    }
 }
 
 // The way out for the question in fib (family, addresses, TOS/flow info, protocol, ports, tot_len =
 // the packet's IP length, ifindex = the ingress interface, all filled; `family` and `reply` are
-// constants of the caller). 1: *way holds the egress interface and MACs, from lb_fp_nexthops
-// (forward) or lb_fp_reply_nexthops (reply) when remembered, current and the packet no longer than
+// constants of the caller). 1: *way holds the egress interface and MACs, from the family's and
+// direction's cache when remembered, current and the packet no longer than
 // the length known to fit, else from bpf_fib_lookup, whose usable answer is remembered. 0: the packet
 // must take the kernel's way, the reason counted; a failed lookup forgets the remembered way, unless
 // only this packet was too large for it (FRAG_NEEDED leaves the MTU in tot_len's place, below len).
 static __always_inline int fp_next_hop(void *ctx, int family, int reply, struct bpf_fib_lookup *fib,
                                        struct lb_nh *way)
 {
-    struct lb_nh_key k = {};
-    fp_nh_key_of(fib, family, reply, &k);
+    // the key, read from the question before the lookup overwrites it
+    struct lb_nh_key k4 = {};
+    struct lb_nh_key6 k6 = {};
+    void *k = &k4;
+    if (family == AF_INET) {
+        k4.ifindex = fib->ifindex;
+        k4.daddr = fib->ipv4_dst;
+        k4.tos = fib->tos;
+        if (reply) {
+            k4.saddr = fib->ipv4_src;
+            k4.proto = fib->l4_protocol;
+        }
+    } else {
+        k = &k6;
+        k6.ifindex = fib->ifindex;
+        k6.flowinfo = fib->flowinfo & (reply ? LB_IPV6_FLOWINFO_MASK_BE : LB_IPV6_TCLASS_MASK_BE);
+        __builtin_memcpy(&k6.daddr, fib->ipv6_dst, sizeof(k6.daddr));
+        if (reply) {
+            __builtin_memcpy(&k6.saddr, fib->ipv6_src, sizeof(k6.saddr));
+            k6.proto = fib->l4_protocol;
+        }
+    }
     __u32 len = fib->tot_len;
     __u32 zero = 0;
     __u32 *genp = lb_fp_gen.lookup(&zero);           // read before the lookup: see docs
     __u32 gen = genp ? *genp : 0;
     __u64 now = bpf_ktime_get_coarse_ns();
-    struct lb_nh *nh;
-    if (reply)
-        nh = lb_fp_reply_nexthops.lookup(&k);
-    else
-        nh = lb_fp_nexthops.lookup(&k);
+    struct lb_nh *nh = fp_nh_lookup(family, reply, k);
     if (nh && nh->gen == gen && now < nh->expires_ns && len <= nh->len_ok) {
         __builtin_memcpy(way, nh, sizeof(*way));
         return 1;
     }
     if (!fp_fib_usable(bpf_fib_lookup(ctx, fib, sizeof(*fib), 0), fib)) {
-        if (nh && fib->tot_len >= len) {
-            if (reply)
-                lb_fp_reply_nexthops.delete(&k);
-            else
-                lb_fp_nexthops.delete(&k);
-        }
+        if (nh && fib->tot_len >= len)
+            fp_nh_delete(family, reply, k);
         return 0;
     }
     way->expires_ns = now + LB_FP_NH_TTL_NS;
@@ -155,10 +195,7 @@ static __always_inline int fp_next_hop(void *ctx, int family, int reply, struct 
     __builtin_memcpy(way->dmac, fib->dmac, ETH_ALEN);
     way->len_ok = len;
     way->pad = 0;
-    if (reply)
-        lb_fp_reply_nexthops.update(&k, way);
-    else
-        lb_fp_nexthops.update(&k, way);
+    fp_nh_update(family, reply, k, way);
     return 1;
 }
 

@@ -13,7 +13,7 @@ when its peer runs XDP or has GRO on: docs/datapath.md#fast-path). lbtui cannot 
 while any attachment runs in native mode the set stays empty and every packet falls back.
 
 The fast path remembers bpf_fib_lookup's answers (lb_fp_nexthops forward, lb_fp_reply_nexthops for
-replies, both families: bpf/lb_nexthop.h) for at most a second; `NextHopWatch` makes it forget them
+replies, each with an IPv6 twin: bpf/lb_nexthop.h) for at most a second; `NextHopWatch` makes it forget them
 at once when the kernel announces a neighbour, route, address, forwarding or link change
 (docs/datapath.md#next-hop-cache).
 

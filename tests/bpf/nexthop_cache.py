@@ -65,7 +65,7 @@ class Way:
 
     @property
     def table(self) -> str:
-        return DIRECTIONS[self.direction][0]
+        return DIRECTIONS[self.direction][0] + ("6" if self.family == "-6" else "")
 
     @property
     def redirect(self) -> int:

@@ -455,7 +455,7 @@ def way(request: pytest.FixtureRequest, progs: Programs, lab: dict[str, dict[str
 
 def next_hops(progs: Programs) -> dict[tuple[int, str], Any]:
     table = progs.loaded.table("lb_fp_nexthops")
-    return {(k.ifindex, ipv4(k.daddr.w[0])): v for k, v in table.items()}
+    return {(k.ifindex, ipv4(k.daddr)): v for k, v in table.items()}
 
 
 def ipv4(be32: int) -> str:

@@ -83,7 +83,7 @@ class Programs:
 
     def clear_next_hops(self) -> None:
         """Empty both next-hop caches of the fast path (bpf/lb_nexthop.h)."""
-        for name in ("lb_fp_nexthops", "lb_fp_reply_nexthops"):
+        for name in ("lb_fp_nexthops", "lb_fp_nexthops6", "lb_fp_reply_nexthops", "lb_fp_reply_nexthops6"):
             self.loaded.table(name).clear()
 
     def ct_tables(self) -> list[Any]:
