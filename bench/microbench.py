@@ -24,6 +24,7 @@ Classes (all interleaved in batches, so slow drift and background load hit every
   non_vip      SYN to an address that is no VIP: service lookup miss, XDP_PASS
   tc_reply     TC egress on a backend's ACK reply of an established flow: reverse lookup + SNAT
   syn6, ack6, tc_reply6   the same three over IPv6 (lbtui_xdp tail-calls lbtui_xdp6, lbtui_tc lbtui_tc6)
+  tc_reply_fast, tc_reply6_fast   with --fast-path: the reply at TC ingress (lbtui_tc_reply), redirected
 
 With --katran PATH (a Katran checkout), Katran's XDP balancer is built from it and timed in the same
 batches with the same frames (bench/katran_bench.py; nothing of Katran is in this repository):
@@ -109,10 +110,11 @@ CLASS_NOTES = {
     "ack_spread": "ACK cycling over many established flows",
     "non_vip": "SYN to a non-VIP address",
     "tc_reply": "TC egress: backend's ACK reply, SNAT",
-    "tc_reply_fast": "fast path: backend's ACK reply at TC ingress, SNAT, fib lookup, redirect (--fast-path)",
+    "tc_reply_fast": "fast path: backend's ACK reply at TC ingress, SNAT, next hop, redirect (--fast-path)",
     "syn6": "IPv6: SYN to the VIP, new flow every call, events off",
     "ack6": "IPv6: ACK on one established flow",
     "tc_reply6": "IPv6: TC egress, backend's ACK reply, SNAT",
+    "tc_reply6_fast": "IPv6 fast path: the same (lbtui_tc_reply tail-calls lbtui_tc_reply6)",
     "katran_syn": "Katran: SYN to the VIP, new flow every call (IPIP, XDP_TX)",
     "katran_ack": "Katran: ACK on one established flow (LRU hit)",
     "katran_ack_spread": "Katran: ACK cycling over many established flows",
@@ -197,8 +199,9 @@ class PacketClass:
 
 
 class FastPathNetns:
-    """A namespace where the fast path's bpf_fib_lookup finds every backend: ingress veth mfin
-    (10.0.0.1/24, forwarding on), egress veth mfout (10.0.2.1/24) with permanent neighbours."""
+    """A namespace where the fast path's bpf_fib_lookup finds every backend and the client, both
+    families: ingress veth mfin (10.0.0.1/24, fd00:6c::1/64, forwarding on), egress veth mfout
+    (10.0.2.1/24, fd00:6b::1/64) with permanent neighbours."""
 
     NAME = "lbmfp16"
 
@@ -212,9 +215,13 @@ class FastPathNetns:
 
         subprocess.run(["ip", "netns", "del", self.NAME], capture_output=True)
         subprocess.run(["ip", "netns", "add", self.NAME], check=True)
-        for name, addr in (("mfin", "10.0.0.1/24"), ("mfout", "10.0.2.1/24")):
+        for name, addr, addr6 in (
+            ("mfin", "10.0.0.1/24", "fd00:6c::1/64"),
+            ("mfout", "10.0.2.1/24", "fd00:6b::1/64"),
+        ):
             ip("link", "add", name, "type", "veth", "peer", "name", name + "p")
             ip("addr", "add", addr, "dev", name)
+            ip("addr", "add", addr6, "dev", name, "nodad")
             ip("link", "set", name, "up")
             ip("link", "set", name + "p", "up")
         for n, (addr, _) in enumerate(BACKENDS.values()):
@@ -229,15 +236,27 @@ class FastPathNetns:
                 "nud",
                 "permanent",
             )
+        for n, (addr, _) in enumerate(BACKENDS6.values()):
+            ip(
+                "neigh",
+                "replace",
+                addr,
+                "lladdr",
+                f"02:00:00:00:06:{n + 16:02x}",
+                "dev",
+                "mfout",
+                "nud",
+                "permanent",
+            )
         ip("neigh", "replace", CLIENT, "lladdr", "02:00:00:00:00:01", "dev", "mfin", "nud", "permanent")
+        ip("neigh", "replace", CLIENT6, "lladdr", "02:00:00:00:00:01", "dev", "mfin", "nud", "permanent")
         found = json.loads(ip("-j", "link", "show"))
         links = {link["ifname"]: link["ifindex"] for link in found}
         self.egress_mac = bytes.fromhex(
             next(x["address"] for x in found if x["ifname"] == "mfout").replace(":", "")
         )
-        subprocess.run(
-            ["ip", "netns", "exec", self.NAME, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"], check=True
-        )
+        for forwarding in ("net.ipv4.conf.all.forwarding=1", "net.ipv6.conf.all.forwarding=1"):
+            subprocess.run(["ip", "netns", "exec", self.NAME, "sysctl", "-qw", forwarding], check=True)
         self.egress_ifindex = int(links["mfout"])
         self.ingress_ifindex = int(links["mfin"])
         self._home = os.open("/proc/self/ns/net", os.O_RDONLY)
@@ -380,7 +399,7 @@ class Bench:
 
         self.enter_netns()  # the flows above were opened outside it: their SYNs went the PASS way
         ctx = self.xdp_ctx or 0
-        dnat = XDP_REDIRECT if ctx else XDP_PASS  # the fast path redirects DNATed IPv4
+        dnat = XDP_REDIRECT if ctx else XDP_PASS  # the fast path redirects DNATed packets
         return [
             PacketClass("empty_xdp", self.empty_xdp_fd, XDP_PASS, lambda: non_vip, ctx),
             PacketClass("empty_tc", self.empty_tc_fd, TC_ACT_OK, lambda: reply),
@@ -391,12 +410,13 @@ class Bench:
             PacketClass("non_vip", xdp, XDP_PASS, lambda: non_vip, ctx),
             PacketClass("tc_reply", tc, TC_ACT_OK, lambda: reply),
             *self.reply_classes(reply),
-            PacketClass("syn6", xdp, XDP_PASS, syn6, ctx),
-            PacketClass("ack6", xdp, XDP_PASS, lambda: ack6, ctx),
+            PacketClass("syn6", xdp, dnat, syn6, ctx),
+            PacketClass("ack6", xdp, dnat, lambda: ack6, ctx),
             PacketClass("tc_reply6", tc, TC_ACT_OK, lambda: reply6),
+            *self.reply_classes(reply6, "tc_reply6_fast"),
         ]
 
-    def reply_classes(self, reply: bytes) -> list[PacketClass]:
+    def reply_classes(self, reply: bytes, name: str = "tc_reply_fast") -> list[PacketClass]:
         """With --fast-path: the backend's ACK reply through lbtui_tc_reply as if it arrived on the
         backend-facing veth, addressed to it (SNAT at TC ingress, redirect to the client's)."""
         if self.netns is None:
@@ -404,7 +424,7 @@ class Bench:
         to_host = self.netns.egress_mac + reply[6:]
         fd = self.loaded.tc_reply_fn.fd
         out = self.netns.egress_ifindex
-        return [PacketClass("tc_reply_fast", fd, TC_ACT_REDIRECT, lambda: to_host, skb_ifindex=out)]
+        return [PacketClass(name, fd, TC_ACT_REDIRECT, lambda: to_host, skb_ifindex=out)]
 
     def check_rewrites(self) -> dict[str, str]:
         """One untimed run per rewriting class: the output really is DNATed / SNATed."""

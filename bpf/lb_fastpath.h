@@ -10,10 +10,9 @@
 //   egress not in lb_fp_ifaces   an interface lbtui does not manage (or one XDP cannot send on)
 //   VLAN tag, other fib answers  (no route, forwarding off on the ingress interface, blackhole...)
 // Replies take the same way back from TC ingress on the backend-facing interfaces (lb_fastpath_reply.h).
-// The forward direction remembers the lookup's answer per (ingress interface, backend, TOS) in
-// lb_fp_nexthops for LB_FP_NH_TTL_NS, or until userspace bumps lb_fp_gen (a neighbour, route,
-// address or link change, or a new lb_fp_ifaces): an established flow's packet then costs a cache
-// hit instead of bpf_fib_lookup (docs/datapath.md#next-hop-cache).
+// The way out comes from fp_next_hop (lb_nexthop.h), which remembers it per (ingress interface,
+// backend, TOS): an established flow's packet costs a cache hit instead of bpf_fib_lookup
+// (docs/datapath.md#next-hop-cache).
 // Compiled only with LB_FAST_PATH=1 (settings.fast_path = "auto").
 #ifndef LBTUI_LB_FASTPATH_H
 #define LBTUI_LB_FASTPATH_H
@@ -21,98 +20,32 @@
 #include "lb.h"
 #include "lb_csum.h"
 #include "lb_stats.h"
-
-#ifndef AF_INET
-#define AF_INET 2
-#endif
+#include "lb_nexthop.h"
 
 #if LB_FAST_PATH
-#ifndef LB_FP_NH_ENTRIES
-#define LB_FP_NH_ENTRIES 8192       // (ingress interface, backend, TOS) triples remembered
-#endif
-#define LB_FP_NH_TTL_NS 1000000000ULL   // a remembered next hop is asked again after 1 s at the latest
+// TTL - 1 with the incremental checksum update of the kernel's ip_decrease_ttl (both directions)
+static __always_inline void fp_ttl_dec4(struct iphdr *iph)
+{
+    __u32 check = iph->check;
+    check += htons(0x0100);
+    iph->check = (__u16)(check + (check >= 0xFFFF));
+    iph->ttl--;
+}
 
-// The next-hop cache of the forward fast path, per backend as IPVS keeps a route per real server:
-// the ingress interface (forwarding on, policy rules iif), the backend address, the TOS. Not the
-// client's address or ports: every flow to a backend takes the next hop the last lookup found, so
-// source policy routing and multipath toward one backend address are not followed per client
-// (docs/datapath.md#next-hop-cache). A new flow to a known backend costs no fib lookup either.
-struct lb_nh_key {
-    __u32 ifindex;
-    __be32 daddr;
-    __u8 tos;
-    __u8 pad[3];
-};
-
-struct lb_nh {
-    __u64 expires_ns;               // bpf_ktime_get_coarse_ns of the lookup + LB_FP_NH_TTL_NS
-    __u32 gen;                      // lb_fp_gen when it was looked up: another value = stale
-    __u32 ifindex;                  // egress interface (in lb_fp_ifaces when looked up)
-    __u8 smac[ETH_ALEN];
-    __u8 dmac[ETH_ALEN];
-    __u16 len_ok;                   // the IP length the lookup's MTU check passed: larger ones ask again
-    __u16 pad;
-};
-
-// Not pinned: a restarted lbtui starts with an empty cache and generation 0.
-BPF_F_TABLE("lru_hash", struct lb_nh_key, struct lb_nh, lb_fp_nexthops, LB_FP_NH_ENTRIES, 0);
-BPF_ARRAY(lb_fp_gen, __u32, 1);     // bumped by userspace (lbtui/dataplane/fastpath.py)
-
-// bpf_fib_lookup for an IPv4 packet from saddr:sport to daddr:dport arriving on the context's
-// interface; SUCCESS with a managed egress: 1 and *fib filled, else 0 with the reason counted
-static __always_inline int fp_lookup4(struct xdp_md *ctx, struct bpf_fib_lookup *fib, struct iphdr *iph,
-                                      __be32 saddr, __be32 daddr, __be16 sport, __be16 dport, __u32 ip_len)
+// the question for bpf_fib_lookup about the IPv4 packet iph sent from saddr:sport to its daddr:dport
+// (both directions: a reply is asked about as it will leave, from the VIP)
+static __always_inline void fp_question4(struct bpf_fib_lookup *fib, struct iphdr *iph, __be32 saddr,
+                                         __be16 sport, __be16 dport, __u32 len, __u32 ifindex)
 {
     fib->family = AF_INET;
     fib->tos = iph->tos;
     fib->l4_protocol = iph->protocol;
     fib->sport = sport;
     fib->dport = dport;
-    fib->tot_len = ip_len;                          // the lookup checks it against the route's MTU
+    fib->tot_len = len;                             // the lookup checks it against the route's MTU
     fib->ipv4_src = saddr;
-    fib->ipv4_dst = daddr;
-    fib->ifindex = ctx->ingress_ifindex;
-    int rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
-    if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
-        if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-            global_inc(LB_G_FP_NO_NEIGH);
-        else if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
-            global_inc(LB_G_FP_FRAG_NEEDED);
-        else
-            global_inc(LB_G_FP_FIB_OTHER);
-        return 0;
-    }
-    __u32 out = fib->ifindex;
-    if (!lb_fp_ifaces.lookup(&out)) {
-        global_inc(LB_G_FP_UNMANAGED);
-        return 0;
-    }
-    return 1;
-}
-
-// the frame leaves as the kernel's forwarding would send it: next hop's MAC, TTL - 1 (with the
-// incremental checksum update of the kernel's ip_decrease_ttl)
-static __always_inline int fp_send4(struct ethhdr *eth, struct iphdr *iph, struct bpf_fib_lookup *fib)
-{
-    __u32 check = iph->check;
-    check += htons(0x0100);
-    iph->check = (__u16)(check + (check >= 0xFFFF));
-    iph->ttl--;
-    __builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
-    __builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
-    return bpf_redirect(fib->ifindex, 0);
-}
-
-// fp_send4 with a remembered answer
-static __always_inline int fp_send_cached4(struct ethhdr *eth, struct iphdr *iph, struct lb_nh *nh)
-{
-    __u32 check = iph->check;
-    check += htons(0x0100);
-    iph->check = (__u16)(check + (check >= 0xFFFF));
-    iph->ttl--;
-    __builtin_memcpy(eth->h_dest, nh->dmac, ETH_ALEN);
-    __builtin_memcpy(eth->h_source, nh->smac, ETH_ALEN);
-    return bpf_redirect(nh->ifindex, 0);
+    fib->ipv4_dst = iph->daddr;
+    fib->ifindex = ifindex;
 }
 
 // `tagged`: the frame has a VLAN tag (l3 is not right after the Ethernet header)
@@ -132,37 +65,16 @@ static __always_inline int xdp_fast_forward4(struct xdp_md *ctx, struct ethhdr *
         global_inc(LB_G_FP_TTL);
         return XDP_PASS;
     }
-    struct lb_nh_key k = {};
-    k.ifindex = ctx->ingress_ifindex;
-    k.daddr = iph->daddr;
-    k.tos = iph->tos;
-    __u32 zero = 0;
-    __u32 *genp = lb_fp_gen.lookup(&zero);
-    __u32 gen = genp ? *genp : 0;
-    __u64 now = bpf_ktime_get_coarse_ns();
-    struct lb_nh *nh = lb_fp_nexthops.lookup(&k);
-    if (nh && nh->gen == gen && now < nh->expires_ns && ip_len <= nh->len_ok) {
-        global_inc(LB_G_FP_FORWARDED);
-        return fp_send_cached4(eth, iph, nh);
-    }
     struct bpf_fib_lookup fib = {};
-    if (!fp_lookup4(ctx, &fib, iph, iph->saddr, iph->daddr, sport, dport, ip_len)) {
-        // the way changed: forget it, unless only this packet was too large for it (FRAG_NEEDED
-        // leaves the MTU in tot_len's place, below ip_len)
-        if (nh && fib.tot_len >= ip_len)
-            lb_fp_nexthops.delete(&k);
+    fp_question4(&fib, iph, iph->saddr, sport, dport, ip_len, ctx->ingress_ifindex);
+    struct lb_nh way;
+    if (!fp_next_hop(ctx, AF_INET, 0, &fib, &way))
         return XDP_PASS;
-    }
-    struct lb_nh fresh = {};
-    fresh.expires_ns = now + LB_FP_NH_TTL_NS;
-    fresh.gen = gen;
-    fresh.ifindex = fib.ifindex;
-    __builtin_memcpy(fresh.smac, fib.smac, ETH_ALEN);
-    __builtin_memcpy(fresh.dmac, fib.dmac, ETH_ALEN);
-    fresh.len_ok = ip_len;
-    lb_fp_nexthops.update(&k, &fresh);
+    // the frame leaves as the kernel's forwarding would send it: next hop's MAC, TTL - 1
+    fp_ttl_dec4(iph);
+    fp_set_macs(eth, &way);
     global_inc(LB_G_FP_FORWARDED);
-    return fp_send4(eth, iph, &fib);
+    return bpf_redirect(way.ifindex, 0);
 }
 #endif
 

@@ -19,55 +19,39 @@
 
 #include "lb.h"
 #include "lb_stats.h"
-#include "lb_fastpath_reply.h"                      // LB_FP_REPLY_MARK, fp_wire_len
-
-#ifndef AF_INET6
-#define AF_INET6 10
-#endif
-
-#define LB_IPV6_FLOWINFO_MASK_BE 0xFFFFFF0F      // htonl(0x0FFFFFFF): traffic class and flow label
+#include "lb_nexthop.h"
+#include "lb_fastpath_reply.h"                      // LB_FP_REPLY_MARK
 
 #if LB_FAST_PATH
-// What a bpf_fib_lookup answer allows: 1 when the packet may leave through fib->ifindex (SUCCESS and
-// an interface lbtui manages), else 0 with the reason counted.
-static __always_inline int fp_fib_usable(int rc, struct bpf_fib_lookup *fib)
-{
-    if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
-        fp_count_fib_failure(rc);
-        return 0;
-    }
-    __u32 out = fib->ifindex;
-    if (!lb_fp_ifaces.lookup(&out)) {
-        global_inc(LB_G_FP_UNMANAGED);
-        return 0;
-    }
-    return 1;
-}
-
-// bpf_fib_lookup for the IPv6 packet ip6 (no extension headers: nexthdr is the L4 protocol) with
-// ports sport, dport, arriving on the context's interface
-static __always_inline int fp_lookup6(struct xdp_md *ctx, struct bpf_fib_lookup *fib, struct ipv6hdr *ip6,
-                                      __be16 sport, __be16 dport, __u32 ip_len)
+// the question for bpf_fib_lookup about an IPv6 packet from saddr:sport to daddr:dport (no extension
+// headers), flow label and traffic class from ip6 (the kernel's multipath hash uses the label)
+static __always_inline void fp_question6(struct bpf_fib_lookup *fib, struct ipv6hdr *ip6, void *saddr,
+                                         void *daddr, __u8 proto, __be16 sport, __be16 dport,
+                                         __u32 len, __u32 ifindex)
 {
     fib->family = AF_INET6;
     fib->flowinfo = *(__be32 *)ip6 & LB_IPV6_FLOWINFO_MASK_BE;
-    fib->l4_protocol = ip6->nexthdr;
+    fib->l4_protocol = proto;
     fib->sport = sport;
     fib->dport = dport;
-    fib->tot_len = ip_len;                          // the lookup checks it against the route's MTU
-    __builtin_memcpy(fib->ipv6_src, &ip6->saddr, sizeof(fib->ipv6_src));
-    __builtin_memcpy(fib->ipv6_dst, &ip6->daddr, sizeof(fib->ipv6_dst));
-    fib->ifindex = ctx->ingress_ifindex;
-    return fp_fib_usable(bpf_fib_lookup(ctx, fib, sizeof(*fib), 0), fib);
+    fib->tot_len = len;                             // the lookup checks it against the route's MTU
+    __builtin_memcpy(fib->ipv6_src, saddr, sizeof(fib->ipv6_src));
+    __builtin_memcpy(fib->ipv6_dst, daddr, sizeof(fib->ipv6_dst));
+    fib->ifindex = ifindex;
 }
 
-// the frame leaves as the kernel's forwarding would send it: next hop's MAC, hop limit - 1
-static __always_inline int fp_send6(struct ethhdr *eth, struct ipv6hdr *ip6, struct bpf_fib_lookup *fib)
+// 1 for a multicast, link-local or loopback address: bpf_fib_lookup never forwards from or to one
+// (rt6_need_strict, BPF_FIB_LKUP_RET_NOT_FWDED). The forward cache is keyed per backend, without the
+// client's address, so xdp_fast_forward6 answers for a client source of those kinds as the lookup
+// would, before the cache is asked.
+static __always_inline int fp_never_forwarded6(struct in6_addr *addr)
 {
-    ip6->hop_limit--;
-    __builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
-    __builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
-    return bpf_redirect(fib->ifindex, 0);
+    __u32 *w = (__u32 *)addr;
+    if ((w[0] & htonl(0xFF000000)) == htonl(0xFF000000))           // ff00::/8
+        return 1;
+    if ((w[0] & htonl(0xFFC00000)) == htonl(0xFE800000))           // fe80::/10
+        return 1;
+    return (w[0] | w[1] | w[2]) == 0 && w[3] == htonl(1);           // ::1
 }
 
 // After xdp_ipv6's DNAT. It takes nothing but the context and reads what it needs from the packet
@@ -99,11 +83,21 @@ static __always_inline int xdp_fast_forward6(struct xdp_md *ctx)
         global_inc(LB_G_FP_TTL);
         return XDP_PASS;
     }
-    struct bpf_fib_lookup fib = {};
-    if (!fp_lookup6(ctx, &fib, ip6, ports[0], ports[1], sizeof(*ip6) + ntohs(ip6->payload_len)))
+    if (fp_never_forwarded6(&ip6->saddr)) {
+        global_inc(LB_G_FP_FIB_OTHER);
         return XDP_PASS;
+    }
+    struct bpf_fib_lookup fib = {};
+    fp_question6(&fib, ip6, &ip6->saddr, &ip6->daddr, ip6->nexthdr, ports[0], ports[1],
+                 sizeof(*ip6) + ntohs(ip6->payload_len), ctx->ingress_ifindex);
+    struct lb_nh way;
+    if (!fp_next_hop(ctx, AF_INET6, 0, &fib, &way))
+        return XDP_PASS;
+    // the frame leaves as the kernel's forwarding would send it: next hop's MAC, hop limit - 1
+    ip6->hop_limit--;
+    fp_set_macs(eth, &way);
     global_inc(LB_G_FP_FORWARDED);
-    return fp_send6(eth, ip6, &fib);
+    return bpf_redirect(way.ifindex, 0);
 }
 
 // TC ingress of a backend-facing interface (lbtui_tc_reply6, tail-called by lbtui_tc_reply for IPv6):
@@ -117,16 +111,9 @@ static __always_inline int tc_reply6(struct __sk_buff *skb)
 {
     if (skb->pkt_type != PACKET_HOST || skb->protocol != htons(ETH_P_IPV6))
         return TC_ACT_OK;
-    __u32 want = sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + 48 + sizeof(struct tcphdr);
-    if (want > skb->len)
-        want = skb->len;
+    fp_pull_headers(skb, sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + 48 + sizeof(struct tcphdr));
     void *data = (void *)(long)skb->data;
     void *data_end = (void *)(long)skb->data_end;
-    if (data + want > data_end) {                   // only when they are not linear already
-        bpf_skb_pull_data(skb, want);
-        data = (void *)(long)skb->data;
-        data_end = (void *)(long)skb->data_end;
-    }
     struct ethhdr *eth = data;
     struct ipv6hdr *ip6 = (void *)(eth + 1);
     if ((void *)(ip6 + 1) > data_end || eth->h_proto != htons(ETH_P_IPV6) || ip6->version != 6)
@@ -182,16 +169,10 @@ static __always_inline int tc_reply6(struct __sk_buff *skb)
     }
 
     struct bpf_fib_lookup fib = {};
-    fib.family = AF_INET6;
-    fib.flowinfo = *(__be32 *)ip6 & LB_IPV6_FLOWINFO_MASK_BE;
-    fib.l4_protocol = proto;
-    fib.sport = peek->vip_port;
-    fib.dport = ports[1];
-    fib.tot_len = fp_wire_len(skb, ip_len, sizeof(*ip6) + l4_hdr);   // per segment for GSO
-    __builtin_memcpy(fib.ipv6_src, &peek->vip, sizeof(fib.ipv6_src));
-    __builtin_memcpy(fib.ipv6_dst, &ip6->daddr, sizeof(fib.ipv6_dst));
-    fib.ifindex = skb->ifindex;
-    if (!fp_fib_usable(bpf_fib_lookup(skb, &fib, sizeof(fib), 0), &fib))
+    fp_question6(&fib, ip6, &peek->vip, &ip6->daddr, proto, peek->vip_port, ports[1],
+                 fp_wire_len(skb, ip_len, sizeof(*ip6) + l4_hdr), skb->ifindex);   // per segment for GSO
+    struct lb_nh way;
+    if (!fp_next_hop(skb, AF_INET6, 1, &fib, &way))
         return TC_ACT_OK;
 
     // sure of the way: the flow moves (as lbtui_tc6 would move it) and the reply is rewritten here
@@ -212,8 +193,7 @@ static __always_inline int tc_reply6(struct __sk_buff *skb)
     __builtin_memcpy(&ip6->saddr, &vip, sizeof(vip));
     ports[0] = vip_port;
     ip6->hop_limit--;
-    __builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-    __builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+    fp_set_macs(eth, &way);
     // the L4 checksum last (the helper invalidates packet pointers): the address with the
     // pseudo-header flag, then the port; a UDP result of 0 is sent as 0xffff
     __u32 csum_off = sizeof(struct ethhdr) + sizeof(struct ipv6hdr) +
@@ -226,7 +206,7 @@ static __always_inline int tc_reply6(struct __sk_buff *skb)
         skb->mark = LB_FP_REPLY_MARK;
     global_inc(LB_G_TC_SNAT);
     global_inc(LB_G_FP_REPLY_FORWARDED);
-    return bpf_redirect(fib.ifindex, 0);
+    return bpf_redirect(way.ifindex, 0);
 }
 #endif
 

@@ -19,10 +19,9 @@
 #include "lb_csum.h"
 #include "lb_stats.h"
 #include "lb_tcp.h"
+#include "lb_nexthop.h"
+#include "lb_fastpath.h"                            // fp_question4, fp_ttl_dec4
 
-#ifndef AF_INET
-#define AF_INET 2
-#endif
 #ifndef PACKET_HOST
 #define PACKET_HOST 0
 #endif
@@ -32,45 +31,14 @@
 #define LB_FP_REPLY_MARK 0x4c42fa57
 
 #if LB_FAST_PATH
-// the fallback reason of a bpf_fib_lookup answer other than SUCCESS
-static __always_inline void fp_count_fib_failure(int rc)
-{
-    if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-        global_inc(LB_G_FP_NO_NEIGH);
-    else if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
-        global_inc(LB_G_FP_FRAG_NEEDED);
-    else
-        global_inc(LB_G_FP_FIB_OTHER);
-}
-
-// The L3 length of the largest packet this skb leaves as: a GSO skb is cut into segments of gso_size
-// bytes of payload after the headers (the kernel's forwarding checks those against the MTU:
-// skb_gso_validate_network_len), any other one is sent whole. bpf_fib_lookup with a skb and tot_len 0
-// would check only skb->len against the device's MTU + 18 bytes and let every GSO skb pass, whatever
-// its segments' size and the route's MTU, so the length is always given (docs/datapath.md#fast-path).
-static __always_inline __u32 fp_wire_len(struct __sk_buff *skb, __u32 ip_len, __u32 headers)
-{
-    __u32 gso = skb->gso_size;
-    if (gso && headers + gso < ip_len)
-        return headers + gso;
-    return ip_len;
-}
-
 static __always_inline int tc_reply4(struct __sk_buff *skb)
 {
     if (skb->pkt_type != PACKET_HOST || skb->protocol != htons(ETH_P_IP))
         return TC_ACT_OK;                           // not for this host to route, or not IPv4
     // the headers we read linear: Ethernet, IP with options, a TCP header without
-    __u32 want = sizeof(struct ethhdr) + 60 + sizeof(struct tcphdr);
-    if (want > skb->len)
-        want = skb->len;
+    fp_pull_headers(skb, sizeof(struct ethhdr) + 60 + sizeof(struct tcphdr));
     void *data = (void *)(long)skb->data;
     void *data_end = (void *)(long)skb->data_end;
-    if (data + want > data_end) {                   // only when they are not linear already
-        bpf_skb_pull_data(skb, want);
-        data = (void *)(long)skb->data;
-        data_end = (void *)(long)skb->data_end;
-    }
     struct ethhdr *eth = data;
     struct iphdr *iph = (void *)(eth + 1);
     if ((void *)(iph + 1) > data_end || eth->h_proto != htons(ETH_P_IP) || iph->version != 4)
@@ -125,25 +93,11 @@ static __always_inline int tc_reply4(struct __sk_buff *skb)
     }
 
     struct bpf_fib_lookup fib = {};
-    fib.family = AF_INET;
-    fib.tos = iph->tos;
-    fib.l4_protocol = iph->protocol;
-    fib.sport = peek->vip_port;
-    fib.dport = ports[1];
-    fib.tot_len = fp_wire_len(skb, ip_len, sizeof(*iph) + l4_hdr);
-    fib.ipv4_src = peek->vip;
-    fib.ipv4_dst = iph->daddr;
-    fib.ifindex = skb->ifindex;
-    int rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
-    if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
-        fp_count_fib_failure(rc);
+    fp_question4(&fib, iph, peek->vip, peek->vip_port, ports[1],
+                 fp_wire_len(skb, ip_len, sizeof(*iph) + l4_hdr), skb->ifindex);   // per segment for GSO
+    struct lb_nh way;
+    if (!fp_next_hop(skb, AF_INET, 1, &fib, &way))
         return TC_ACT_OK;
-    }
-    __u32 out = fib.ifindex;
-    if (!lb_fp_ifaces.lookup(&out)) {
-        global_inc(LB_G_FP_UNMANAGED);
-        return TC_ACT_OK;
-    }
 
     // sure of the way: the flow moves (as lbtui_tc would move it) and the reply is rewritten here
     __be32 new_ip = 0;
@@ -153,16 +107,12 @@ static __always_inline int tc_reply4(struct __sk_buff *skb)
         return verdict;
     __be32 old_ip = iph->saddr;
     __u16 old_port = ports[0];
-    // the IP header in place (its checksum is always complete): source, then TTL - 1 with the
-    // incremental update of the kernel's ip_decrease_ttl
+    // the IP header in place (its checksum is always complete): source, then TTL - 1
     iph->saddr = new_ip;
-    __u32 check = lb_csum_replace4(iph->check, old_ip, new_ip);
-    check += htons(0x0100);
-    iph->check = (__u16)(check + (check >= 0xFFFF));
-    iph->ttl--;
+    iph->check = lb_csum_replace4(iph->check, old_ip, new_ip);
+    fp_ttl_dec4(iph);
     ports[0] = new_port;
-    __builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-    __builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+    fp_set_macs(eth, &way);
     // the L4 checksum last (the helper invalidates packet pointers): the address with the pseudo-header
     // flag, then the port; a zero UDP checksum stays zero
     __u32 csum_off = sizeof(struct ethhdr) + sizeof(struct iphdr) +
@@ -175,7 +125,7 @@ static __always_inline int tc_reply4(struct __sk_buff *skb)
         skb->mark = LB_FP_REPLY_MARK;
     global_inc(LB_G_TC_SNAT);
     global_inc(LB_G_FP_REPLY_FORWARDED);
-    return bpf_redirect(fib.ifindex, 0);
+    return bpf_redirect(way.ifindex, 0);
 }
 #endif
 

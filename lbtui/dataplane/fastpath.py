@@ -12,9 +12,10 @@ Native XDP can redirect only into a device that can transmit XDP frames (ndo_xdp
 when its peer runs XDP or has GRO on: docs/datapath.md#fast-path). lbtui cannot tell that yet, so
 while any attachment runs in native mode the set stays empty and every packet falls back.
 
-The forward fast path remembers bpf_fib_lookup's answers (lb_fp_nexthops) for at most a second;
-`NextHopWatch` makes it forget them at once when the kernel announces a neighbour, route, address or
-link change (docs/datapath.md#next-hop-cache).
+The fast path remembers bpf_fib_lookup's answers (lb_fp_nexthops forward, lb_fp_reply_nexthops for
+replies, each with an IPv6 twin: bpf/lb_nexthop.h) for at most a second; `NextHopWatch` makes it forget them
+at once when the kernel announces a neighbour, route, address, forwarding or link change
+(docs/datapath.md#next-hop-cache).
 
 Replies: `ReplyPrograms` attaches lbtui_tc_reply at TC ingress of the backend-facing interfaces, those
 the routes to the backends leave through that are not client-facing (bpf/lb_fastpath_reply.h).
@@ -134,12 +135,26 @@ class ReplyPrograms:
             self._detach(ifname)
 
 
-# rtnetlink multicast groups (linux/rtnetlink.h): what can change bpf_fib_lookup's answer
+# rtnetlink multicast groups (linux/rtnetlink.h; bind takes bit group - 1): what can change
+# bpf_fib_lookup's answer, for both families. Netconf carries the forwarding switches.
 RTMGRP_LINK = 0x1
-RTMGRP_NEIGH = 0x4
+RTMGRP_NEIGH = 0x4  # IPv4 and IPv6 neighbours
 RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV4_ROUTE = 0x40
-NEXT_HOP_GROUPS = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE
+RTMGRP_IPV6_IFADDR = 0x100
+RTMGRP_IPV6_ROUTE = 0x400
+RTMGRP_IPV4_NETCONF = 1 << (24 - 1)  # RTNLGRP_IPV4_NETCONF
+RTMGRP_IPV6_NETCONF = 1 << (25 - 1)  # RTNLGRP_IPV6_NETCONF
+NEXT_HOP_GROUPS = (
+    RTMGRP_LINK
+    | RTMGRP_NEIGH
+    | RTMGRP_IPV4_IFADDR
+    | RTMGRP_IPV4_ROUTE
+    | RTMGRP_IPV6_IFADDR
+    | RTMGRP_IPV6_ROUTE
+    | RTMGRP_IPV4_NETCONF
+    | RTMGRP_IPV6_NETCONF
+)
 
 
 def rtnetlink_socket(groups: int = NEXT_HOP_GROUPS) -> socket.socket:
@@ -151,8 +166,9 @@ def rtnetlink_socket(groups: int = NEXT_HOP_GROUPS) -> socket.socket:
 
 class NextHopWatch:
     """Calls `forget` (Maps.forget_next_hops) after every batch of rtnetlink messages about links,
-    neighbours, IPv4 addresses and routes, on a thread of its own: a changed MAC, route, MTU or a
-    link gone reaches the fast path as soon as the kernel announces it, not after the cache's 1 s.
+    neighbours, IPv4 and IPv6 addresses, routes and forwarding switches, on a thread of its own: a
+    changed MAC, route, MTU or a link gone reaches both directions' caches as soon as the kernel
+    announces it, not after the caches' 1 s.
     Any message counts (no parsing): a spurious forget costs one fib lookup per remembered next hop."""
 
     def __init__(self, forget: Callable[[], None], sock: socket.socket | None = None) -> None:

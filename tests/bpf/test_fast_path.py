@@ -23,7 +23,6 @@ import socket
 import struct
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,7 +32,6 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from lbtui.control.selection import weighted_table
-from lbtui.dataplane.fastpath import NextHopWatch, rtnetlink_socket
 from lbtui.dataplane.progrun import (
     TC_ACT_OK,
     TC_ACT_REDIRECT,
@@ -43,7 +41,9 @@ from lbtui.dataplane.progrun import (
     run_program,
     skb_context,
 )
-from tests.support.bpfrun import MAC_CLIENT, MAC_LB, TABLE, VIP, Programs, assert_checksums_valid
+from tests.bpf.nexthop_cache import *  # noqa: F403 (the shared cache tests, collected here with `way`)
+from tests.bpf.nexthop_cache import Way
+from tests.support.bpfrun import MAC_CLIENT, MAC_LB, TABLE, VIP, Programs, assert_checksums_valid, counting
 from tests.support.maps import write_table
 
 NS = f"lbfp16-{os.getpid()}"  # of this run: other worktrees run these tests at the same time
@@ -108,7 +108,7 @@ def progs(lab: dict[str, dict[str, object]]) -> Iterator[Programs]:
 @pytest.fixture(autouse=True)
 def empty_conntrack(progs: Programs) -> None:
     progs.clear()
-    progs.loaded.table("lb_fp_nexthops").clear()
+    progs.clear_next_hops()
 
 
 def in_lab(work: Callable[[], RunResult]) -> RunResult:
@@ -160,15 +160,6 @@ def to_vip(dport: int, ttl: int = 64, payload: bytes = b"", options: list | None
     l4 = UDP(sport=40000, dport=dport) if udp else TCP(sport=40000, dport=dport, flags="S", seq=1000)
     ip = IP(src=CLIENT, dst=VIP, ttl=ttl, options=options or [])
     return bytes(Ether(src=MAC_CLIENT, dst=MAC_LB) / ip / l4 / Raw(payload))
-
-
-def counting(progs: Programs, run) -> tuple[RunResult, dict[str, int]]:
-    """The run's result and how each fast_path_* counter moved."""
-    before = progs.global_counters()
-    r = run()
-    after = progs.global_counters()
-    moved = {k: after[k] - before[k] for k in after if k.startswith("fast_path_") and after[k] != before[k]}
-    return r, moved
 
 
 def test_known_neighbour_is_redirected_with_new_macs_and_ttl(progs, lab):
@@ -436,16 +427,30 @@ def test_packets_that_are_no_reply_pass_untouched(progs, lab):
     assert (r.retval, r.data, moved) == (TC_ACT_OK, stray, {})
 
 
-# ---- the next-hop cache (lb_fp_nexthops, docs/datapath.md#next-hop-cache)
+# ---- the next-hop caches (tests/bpf/nexthop_cache.py, both directions)
 
 
-def ack_to_vip(dport: int = TO_NEIGH, payload: bytes = b"") -> bytes:
-    return bytes(
-        Ether(src=MAC_CLIENT, dst=MAC_LB)
-        / IP(src=CLIENT, dst=VIP)
-        / TCP(sport=40000, dport=dport, flags="A", seq=1001, ack=5001)
-        / Raw(payload)
-    )
+@pytest.fixture(params=["forward", "reply"])
+def way(request: pytest.FixtureRequest, progs: Programs, lab: dict[str, dict[str, object]]) -> Way:
+    """UDP datagrams of one flow: to VIP:53 on fpin toward 10.0.2.11 (fpout, mtu 1400), or its
+    replies on fpout toward the client (fpin, mtu 1500)."""
+    if request.param == "forward":
+
+        def send(size: int) -> RunResult:
+            return run_in_lab(progs, lab, to_vip(UDP_TO_NEIGH, udp=True, payload=b"x" * (size - 28)))
+
+        return Way(
+            "forward", NS, "-4", send, 29, "fpout", ifindex(lab, "fpout"), 1400, "10.0.2.11", NEIGH_MAC
+        )
+    assert run_in_lab(progs, lab, to_vip(UDP_TO_NEIGH, udp=True, payload=b"q")).retval == XDP_REDIRECT
+
+    def reply(size: int) -> RunResult:
+        udp = UDP(sport=8080, dport=40000) / Raw(b"a" * (size - 28))
+        return run_reply(
+            progs, lab, bytes(Ether(src=NEIGH_MAC, dst=FPOUT_MAC) / IP(src="10.0.2.11", dst=CLIENT) / udp)
+        )
+
+    return Way("reply", NS, "-4", reply, 58, "fpin", ifindex(lab, "fpin"), 1500, CLIENT, MAC_CLIENT)
 
 
 def next_hops(progs: Programs) -> dict[tuple[int, str], Any]:
@@ -466,115 +471,10 @@ def other_mac(lab: dict[str, dict[str, object]]) -> Iterator[str]:
     _ip("neigh", "replace", "10.0.2.11", "lladdr", NEIGH_MAC, "dev", "fpout", "nud", "permanent")
 
 
-def test_a_cached_next_hop_gives_the_bytes_a_lookup_gives(progs, lab):
-    assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT  # looked up, remembered
-    key = (int(str(lab["fpin"]["ifindex"])), "10.0.2.11")
-    assert set(next_hops(progs)) == {key}
-    assert next_hops(progs)[key].ifindex == int(str(lab["fpout"]["ifindex"]))
-    cached, moved = counting(progs, lambda: run_in_lab(progs, lab, ack_to_vip()))
-    assert cached.retval == XDP_REDIRECT and moved == {"fast_path_forwarded": 1}
-    progs.loaded.table("lb_fp_nexthops").clear()
-    looked_up = run_in_lab(progs, lab, ack_to_vip())
-    assert looked_up.retval == XDP_REDIRECT
-    assert cached.data == looked_up.data
-    assert_checksums_valid(cached.data)
-
-
-def test_a_changed_neighbour_is_used_once_the_generation_moves(progs, lab, other_mac):
-    progs.maps.forget_next_hops()
-    assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT
-    _ip("neigh", "replace", "10.0.2.11", "lladdr", "02:00:00:16:02:98", "dev", "fpout", "nud", "permanent")
-    # the remembered MAC until the entry is stale (what NextHopWatch prevents: test below)
-    assert Ether(run_in_lab(progs, lab, ack_to_vip()).data).dst == other_mac
-    gen = progs.maps.next_hop_generation()
-    progs.maps.forget_next_hops()
-    assert progs.maps.next_hop_generation() == gen + 1
-    r = run_in_lab(progs, lab, ack_to_vip())
-    assert r.retval == XDP_REDIRECT and Ether(r.data).dst == "02:00:00:16:02:98"
-
-
-def test_an_expired_next_hop_is_looked_up_again(progs, lab, other_mac):
-    _ip("neigh", "replace", "10.0.2.11", "lladdr", NEIGH_MAC, "dev", "fpout", "nud", "permanent")
-    assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT
-    _ip("neigh", "replace", "10.0.2.11", "lladdr", other_mac, "dev", "fpout", "nud", "permanent")
-    table = progs.loaded.table("lb_fp_nexthops")
-    for key, value in table.items():
-        value.expires_ns = 1  # as if LB_FP_NH_TTL_NS had passed
-        table[key] = value
-    r = run_in_lab(progs, lab, ack_to_vip())
-    assert r.retval == XDP_REDIRECT and Ether(r.data).dst == other_mac
-    assert all(v.expires_ns > 1 for v in table.values())  # remembered again, fresh
-
-
-def test_a_cached_next_hop_still_sends_oversized_packets_to_the_kernel(progs, lab):
-    small = to_vip(UDP_TO_NEIGH, udp=True, payload=b"q")
-    assert run_in_lab(progs, lab, small).retval == XDP_REDIRECT  # remembered, 29 bytes known to fit
-    big = to_vip(UDP_TO_NEIGH, udp=True, payload=b"x" * 1400)  # 1428 > mtu 1400
-    r, moved = counting(progs, lambda: run_in_lab(progs, lab, big))
-    assert moved == {"fast_path_frag_needed": 1}
-    assert_passed_dnated(r, "10.0.2.11")
-    assert len(next_hops(progs)) == 1  # only that packet was too large: the way is still known
-    fits = to_vip(UDP_TO_NEIGH, udp=True, payload=b"x" * 1372)  # exactly 1400: asked, fits
-    assert run_in_lab(progs, lab, fits).retval == XDP_REDIRECT
-    assert next(iter(next_hops(progs).values())).len_ok == 1400
-    _ip("link", "set", "fpout", "mtu", "1300")
-    try:
-        progs.maps.forget_next_hops()  # what NextHopWatch does on the link change
-        r, moved = counting(progs, lambda: run_in_lab(progs, lab, fits))
-        assert moved == {"fast_path_frag_needed": 1}
-        assert_passed_dnated(r, "10.0.2.11")
-    finally:
-        _ip("link", "set", "fpout", "mtu", "1400")
-
-
-def test_an_interface_taken_out_of_lb_fp_ifaces_is_not_used_from_the_cache(progs, lab):
-    assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT
-    managed = progs.maps.fast_path_interfaces()
-    progs.maps.set_fast_path_interfaces(managed - {int(str(lab["fpout"]["ifindex"]))})
-    try:
-        r, moved = counting(progs, lambda: run_in_lab(progs, lab, ack_to_vip()))
-        assert moved == {"fast_path_unmanaged": 1}
-        assert r.retval == XDP_PASS
-        assert next_hops(progs) == {}  # forgotten
-    finally:
-        progs.maps.set_fast_path_interfaces(managed)
-
-
-def test_the_next_hop_watch_forgets_on_a_neighbour_change(progs, lab, other_mac):
-    """NextHopWatch listens in the namespace its socket was made in: made from a thread in the lab."""
-    made: list[socket.socket] = []
-
-    def make() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        ns_fd = os.open(f"/run/netns/{NS}", os.O_RDONLY)
-        try:
-            assert libc.setns(ns_fd, CLONE_NEWNET) == 0  # this thread only; it ends right after
-            made.append(rtnetlink_socket())
-        finally:
-            os.close(ns_fd)
-
-    t = threading.Thread(target=make)
-    t.start()
-    t.join()
-    watch = NextHopWatch(progs.maps.forget_next_hops, made[0])
-    try:
-        assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT  # remembered
-        gen = progs.maps.next_hop_generation()
-        new_mac = "02:00:00:16:02:97"
-        _ip("neigh", "replace", "10.0.2.11", "lladdr", new_mac, "dev", "fpout", "nud", "permanent")
-        deadline = time.monotonic() + 5
-        while progs.maps.next_hop_generation() == gen and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert progs.maps.next_hop_generation() != gen
-        r = run_in_lab(progs, lab, ack_to_vip())
-        assert Ether(r.data).dst == new_mac
-    finally:
-        watch.close()
-
-
 def test_new_flows_to_a_known_backend_use_its_remembered_next_hop(progs, lab, other_mac):
     """Keyed per backend (not per client): another client's SYN takes the remembered answer."""
     assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT
+    assert set(next_hops(progs)) == {(ifindex(lab, "fpin"), "10.0.2.11")}
     _ip("neigh", "replace", "10.0.2.11", "lladdr", "02:00:00:16:02:96", "dev", "fpout", "nud", "permanent")
     other = bytes(
         Ether(src=MAC_CLIENT, dst=MAC_LB)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import struct
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from scapy.layers.inet import TCP, UDP
@@ -35,7 +35,9 @@ from lbtui.dataplane.progrun import (
     run_program,
     skb_context,
 )
-from tests.support.bpfrun import MAC_CLIENT, MAC_LB, TABLE, Programs, assert_checksums_valid
+from tests.bpf.nexthop_cache import *  # noqa: F403 (the shared cache tests, collected here with `way`)
+from tests.bpf.nexthop_cache import Way
+from tests.support.bpfrun import MAC_CLIENT, MAC_LB, TABLE, Programs, assert_checksums_valid, counting
 from tests.support.maps import write_table
 from tests.support.netnsrun import run_in_netns
 
@@ -117,6 +119,7 @@ def progs(lab: dict[str, dict[str, object]]) -> Iterator[Programs]:
 def empty_conntrack(progs: Programs) -> None:
     for name in ("lb_ct6_established", "lb_ct6_transient"):
         progs.loaded.table(name).clear()
+    progs.clear_next_hops()
 
 
 def _ifindex(lab: dict[str, dict[str, object]], name: str) -> int:
@@ -142,15 +145,6 @@ def to_vip(
     if ext:
         ip = ip / IPv6ExtHdrDestOpt()
     return bytes(Ether(src=MAC_CLIENT, dst=MAC_LB) / ip / l4 / Raw(payload))
-
-
-def counting(progs: Programs, run: Callable[[], RunResult]) -> tuple[RunResult, dict[str, int]]:
-    """The run's result and how each fast_path_* counter moved."""
-    before = progs.global_counters()
-    r = run()
-    after = progs.global_counters()
-    moved = {k: after[k] - before[k] for k in after if k.startswith("fast_path_") and after[k] != before[k]}
-    return r, moved
 
 
 def test_known_neighbour_is_redirected_with_new_macs_and_hop_limit(progs, lab):
@@ -260,15 +254,32 @@ def test_established_packets_take_the_fast_path_too(progs, lab):
     assert_checksums_valid(r.data)
 
 
+@pytest.mark.parametrize("source", ["ff02::1", "fe80::1", "::1"])
+def test_sources_the_kernel_never_forwards_fall_back_with_the_next_hop_remembered(progs, lab, source):
+    """bpf_fib_lookup answers NOT_FWDED for a multicast, link-local or loopback source; the forward
+    cache, keyed per backend without the client's address, must not answer for it instead."""
+    assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT  # the backend's way remembered
+    r, moved = counting(progs, lambda: run_in_lab(progs, lab, to_vip(TO_NEIGH, src=source)))
+    assert moved == {"fast_path_fib_other": 1}
+    assert_passed_dnated(r, "fd00:16:b::11")
+
+
 def test_multipath_routes_spread_by_flow_label_as_the_kernel_does(progs, lab):
     """The kernel hashes IPv6 multipath routes on addresses, flow label and protocol (policy 0):
-    with the flow label in the lookup (flowinfo), one client's flows spread over both next hops."""
+    with the flow label in the lookup (flowinfo), one client's flows spread over both next hops when
+    each is looked up; the forward cache then keeps the first answer for every flow to that backend
+    (keyed per backend and traffic class, as for IPv4: docs/datapath.md#next-hop-cache)."""
     used = set()
     for fl in range(32):
+        progs.clear_next_hops()
         r = run_in_lab(progs, lab, to_vip(TO_ECMP, fl=fl))
         assert r.retval == XDP_REDIRECT
         used.add(Ether(r.data).dst)
     assert used == set(ECMP_MACS.values())
+    remembered = Ether(r.data).dst
+    for fl in range(32):
+        other_client = to_vip(TO_ECMP, fl=fl, src=f"fd00:16:a::{fl + 100:x}")
+        assert Ether(run_in_lab(progs, lab, other_client).data).dst == remembered
 
 
 # ---- replies: lbtui_tc_reply at TC ingress of the backend side, IPv6 by its tail call ---------------
@@ -392,3 +403,26 @@ def test_packets_that_are_no_reply_pass_untouched(progs, lab):
     stray = backend_reply(lab, sport=41234)  # no flow on that port
     r, moved = counting(progs, lambda: run_reply(progs, lab, stray))
     assert (r.retval, r.data, moved) == (TC_ACT_OK, stray, {})
+
+
+# ---- the next-hop caches (tests/bpf/nexthop_cache.py, both directions) -----------------------------
+
+
+@pytest.fixture(params=["forward", "reply"])
+def way(request: pytest.FixtureRequest, progs: Programs, lab: dict[str, dict[str, object]]) -> Way:
+    """UDP datagrams of one flow: to VIP6:53 on fpin toward fd00:16:b::11 (fpout, mtu 1400), or its
+    replies on fpout toward the client (fpin, mtu 1500)."""
+    if request.param == "forward":
+
+        def send(size: int) -> RunResult:
+            return run_in_lab(progs, lab, to_vip(UDP_TO_NEIGH, udp=True, payload=b"x" * (size - 48)))
+
+        return Way(
+            "forward", NS, "-6", send, 49, "fpout", _ifindex(lab, "fpout"), 1400, "fd00:16:b::11", NEIGH_MAC
+        )
+    open_flow(progs, lab, udp=True)
+
+    def reply(size: int) -> RunResult:
+        return run_reply(progs, lab, backend_reply(lab, udp_payload=b"a" * (size - 48)))
+
+    return Way("reply", NS, "-6", reply, 78, "fpin", _ifindex(lab, "fpin"), 1500, CLIENT, MAC_CLIENT)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from scapy.layers.inet import IP, TCP, UDP
@@ -23,7 +23,7 @@ from lbtui.dataplane import structs
 from lbtui.dataplane.loader import DataplaneSpec, Loaded
 from lbtui.dataplane.maps import Maps
 from lbtui.dataplane.port import FlowEntry, ServiceEntry
-from lbtui.dataplane.progrun import run_program
+from lbtui.dataplane.progrun import RunResult, run_program
 from tests.support.maps import conntrack_entries, remove_conntrack, write_table
 
 VIP = "10.0.0.1"
@@ -80,6 +80,11 @@ class Programs:
 
     def clear(self) -> None:
         remove_conntrack(self.maps)
+
+    def clear_next_hops(self) -> None:
+        """Empty both next-hop caches of the fast path (bpf/lb_nexthop.h)."""
+        for name in ("lb_fp_nexthops", "lb_fp_nexthops6", "lb_fp_reply_nexthops", "lb_fp_reply_nexthops6"):
+            self.loaded.table(name).clear()
 
     def ct_tables(self) -> list[Any]:
         """The BCC tables of conntrack (one before the established/transient split, two after)."""
@@ -227,3 +232,12 @@ def _assert_checksums_valid6(pkt: Packet) -> None:
 def monotonic_ns() -> int:
     """The clock bpf_ktime_get_ns reads (CLOCK_MONOTONIC)."""
     return time.monotonic_ns()
+
+
+def counting(progs: Programs, run: Callable[[], RunResult]) -> tuple[RunResult, dict[str, int]]:
+    """The run's result and how each fast_path_* counter moved."""
+    before = progs.global_counters()
+    r = run()
+    after = progs.global_counters()
+    moved = {k: after[k] - before[k] for k in after if k.startswith("fast_path_") and after[k] != before[k]}
+    return r, moved
