@@ -228,6 +228,9 @@ class KernelDataplane:
     def latency(self, backend_ids: Iterable[int]) -> dict[int, LatencyCounts]:
         return self.maps.latency(backend_ids)
 
+    def global_counters(self) -> dict[str, int]:
+        return self.maps.global_counters()
+
     def conntrack_arrays(self, family: int = 4) -> tuple[np.ndarray, np.ndarray]:
         return self.maps.conntrack_arrays(family)
 
