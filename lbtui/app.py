@@ -21,6 +21,7 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
+from lbtui.console_fetch import ConsoleFetcher, PeerState, Poll, error_text
 from lbtui.model import (
     BackendView,
     Command,
@@ -28,8 +29,6 @@ from lbtui.model import (
     EngineHandle,
     Event,
     FlowQuery,
-    HistoryAnswer,
-    HistoryQuery,
     Level,
     Reload,
     Snapshot,
@@ -42,7 +41,7 @@ from lbtui.screens.confirm import ConfirmScreen
 from lbtui.screens.export import export_view
 from lbtui.screens.help import HelpScreen
 from lbtui.screens.keys import APP_CSS, BINDINGS, PANES, key_help
-from lbtui.screens.operate import TRAFFIC_ACTIONS, describe_command
+from lbtui.screens.operate import TRAFFIC_ACTIONS, TrafficActions, describe_command
 from lbtui.widgets import fmt
 from lbtui.widgets.backends import TREND_S, BackendsTable, ProxiesSummary, find_backend
 from lbtui.widgets.circuits import CircuitsPane, CircuitTable
@@ -52,7 +51,7 @@ from lbtui.widgets.history_cache import SeriesCache
 from lbtui.widgets.latency import LatencyPane
 from lbtui.widgets.logs import AccessLog, EventLog
 from lbtui.widgets.notes import pane_notes
-from lbtui.widgets.summary import PeerState, SummaryBar, peers_text
+from lbtui.widgets.summary import SummaryBar, peers_text
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +68,7 @@ QUIT_EMBEDDED = "Quit lbtui? This stops the load balancer and detaches its progr
 QUIT_ATTACHED = "Quit the console? The load balancer keeps running."
 
 
-def error_text(error: BaseException | None) -> str:
-    if error is None:
-        return "unknown error"
-    return str(error) or type(error).__name__
-
-
-class LbtuiApp(App[CommandResult | None]):
+class LbtuiApp(TrafficActions, App[CommandResult | None]):
     """Operator console. `run()` returns the result of the Stop command when quitting stopped the engine."""
 
     CSS = APP_CSS
@@ -100,11 +93,11 @@ class LbtuiApp(App[CommandResult | None]):
         # other instances shown under the header (`--peer`): polled on a worker of their own, so a
         # peer that hangs never holds up this instance's screen
         self.peers = dict(peers or {})
+        self.fetcher = ConsoleFetcher(handle, self.peers, trend_s=TREND_S)  # called on workers only
         self._polling_peers = False
         self.export_dir = export_dir
         self.window_s: int | None = LATENCY_WINDOWS[0]
         self.trends = SeriesCache(keep=TREND_S)  # new/s of every target, for the backends sparklines
-        self.history_error: str | None = None
         self._note_texts: dict[str, str | None] = {}
         self.refresh_s = refresh_s
         self.title = title
@@ -195,37 +188,17 @@ class LbtuiApp(App[CommandResult | None]):
         return self.conntrack.flow_query if self.tabs.active == "conntrack" else None
 
     @work(thread=True, name="poll", group="poll", exit_on_error=False)
-    def _fetch(
-        self, after_seq: int, flows: FlowQuery | None, trends_since: float | None
-    ) -> tuple[Snapshot, list[Event], HistoryAnswer | None]:
-        snapshot = self.handle.snapshot(flows)
-        events = list(self.handle.events_since(after_seq))
-        return snapshot, events, self._fetch_trends(snapshot, trends_since)
+    def _fetch(self, after_seq: int, flows: FlowQuery | None, trends_since: float | None) -> Poll:
+        return self.fetcher.poll(after_seq, flows, trends_since)
 
     @work(thread=True, name="peers", group="peers", exit_on_error=False)
     def _fetch_peers(self) -> list[PeerState]:
-        """Each peer's snapshot (no flows: the engine reads none for it), or why there is none."""
-        states = []
-        for name, handle in self.peers.items():
-            try:
-                states.append(PeerState(name, snapshot=handle.snapshot()))
-            except Exception as exc:  # a peer that is gone is shown as such, never an error here
-                states.append(PeerState(name, error=error_text(exc)))
-        return states
+        return self.fetcher.peer_states()
 
-    def _fetch_trends(self, snapshot: Snapshot, since: float | None) -> HistoryAnswer | None:
-        """The new/s points since the last poll, for the sparklines; None if none are kept or on error."""
-        if not snapshot.history_s:
-            return None
-        if since is None:
-            since = snapshot.taken_at - TREND_S
-        try:
-            answer = self.handle.history(HistoryQuery(since=since, series=("new_flows",)))
-        except Exception as exc:  # sparklines are extra: a failure must not cost the snapshot
-            self.history_error = error_text(exc)
-            return None
-        self.history_error = None
-        return answer
+    @property
+    def history_error(self) -> str | None:
+        """Why the last sparkline query failed (None: it did not)."""
+        return self.fetcher.history_error
 
     def refresh_now(self) -> None:
         """Poll as soon as possible, without overlapping a poll in flight."""
@@ -260,10 +233,10 @@ class LbtuiApp(App[CommandResult | None]):
             return  # not ours, or the app is shutting down and its widgets are going away
         if worker.name == "poll":
             if event.state is WorkerState.SUCCESS and worker.result is not None:
-                snapshot, events, trends = worker.result
-                if trends is not None:
-                    self.trends.merge(trends)
-                self._apply(snapshot, events)
+                poll: Poll = worker.result
+                if poll.trends is not None:
+                    self.trends.merge(poll.trends)
+                self._apply(poll.snapshot, poll.events)
             elif event.state is WorkerState.ERROR:
                 self._lost(worker.error)
             else:
@@ -351,11 +324,7 @@ class LbtuiApp(App[CommandResult | None]):
 
     @work(thread=True, name="command", group="commands", exit_on_error=False)
     def _submit(self, command: Command) -> tuple[Command, CommandResult]:
-        try:
-            result = self.handle.submit(command)
-        except Exception as exc:  # the engine's own errors come back as results; this is transport
-            result = CommandResult(False, error_text(exc))
-        return command, result
+        return command, self.fetcher.submit(command)
 
     def _command_done(self, command: Command, result: CommandResult) -> None:
         if isinstance(command, Reload) and command.dry_run:  # `r`: show what would change, then ask
@@ -388,43 +357,7 @@ class LbtuiApp(App[CommandResult | None]):
             self.notify("select a backend in the Backends pane first", severity="warning")
         return backend
 
-    # ---- actions (keys and palette); those that change traffic ask first (screens/operate.py) ----
-
-    def action_drain(self) -> None:
-        operate.drain(self)
-
-    def action_maintenance(self) -> None:
-        operate.maintenance(self)
-
-    def action_health(self) -> None:
-        operate.health(self)
-
-    def action_reweight(self) -> None:
-        operate.reweight(self)
-
-    def action_weight_up(self) -> None:
-        operate.step_weight(self, +1)
-
-    def action_weight_down(self) -> None:
-        operate.step_weight(self, -1)
-
-    def action_rate_limits(self) -> None:
-        operate.rate_limits(self)
-
-    def action_circuit(self) -> None:
-        operate.circuit(self)
-
-    def action_add_backend(self) -> None:
-        operate.add_backend(self)
-
-    def action_remove_backend(self) -> None:
-        operate.remove_backend(self)
-
-    def action_reload(self) -> None:
-        operate.reload(self)
-
-    def action_announce(self) -> None:
-        operate.announce(self)
+    # ---- actions (keys and palette); those that change traffic: operate.TrafficActions ----------
 
     def action_filter(self) -> None:
         """`/`: filter the pane on screen (conntrack's filter is answered by the engine)."""
@@ -537,11 +470,4 @@ class LbtuiApp(App[CommandResult | None]):
 
     def palette_actions(self) -> list[tuple[str, str, Callable[[], object]]]:
         """The console's commands for the palette, titles naming the current selection."""
-        actions = console_actions(self)
-        if self.read_only:
-            actions = [
-                a
-                for a in actions
-                if getattr(a[2], "__name__", "").removeprefix("action_") not in TRAFFIC_ACTIONS
-            ]
-        return actions
+        return console_actions(self, self.read_only)

@@ -134,8 +134,8 @@ def prog_id(prog_fd: int) -> int:
     return int(pid)
 
 
-def program_maps(prog_id: int) -> dict[str, MapRef]:
-    """Open every map of program `prog_id`, by name; the caller closes them."""
+def program_map_ids(prog_id: int) -> list[int]:
+    """The ids of the maps program `prog_id` uses."""
     prog_fd = _fd_by_id(_BPF_PROG_GET_FD_BY_ID, prog_id)
     try:
         # struct bpf_prog_info: nr_map_ids at offset 52, map_ids (u64 pointer) at 56
@@ -149,8 +149,13 @@ def program_maps(prog_id: int) -> dict[str, MapRef]:
         _bpf(_BPF_OBJ_GET_INFO_BY_FD, attr)
     finally:
         os.close(prog_fd)
+    return [int(i) for i in list(ids)[:nr_maps]]
+
+
+def program_maps(prog_id: int) -> dict[str, MapRef]:
+    """Open every map of program `prog_id`, by name; the caller closes them."""
     maps: dict[str, MapRef] = {}
-    for map_id in list(ids)[:nr_maps]:
+    for map_id in program_map_ids(prog_id):
         fd = _fd_by_id(_BPF_MAP_GET_FD_BY_ID, map_id)
         # struct bpf_map_info: type, id, key_size, value_size, max_entries, map_flags, name[16]
         raw = _info(fd, 40)

@@ -15,6 +15,7 @@ import numpy as np
 
 from lbtui.dataplane.bpffs import PinDirRefused, remove_pins
 from lbtui.dataplane.fastpath import FastPathInterfaces, NextHopWatch, ReplyPrograms, interface_name
+from lbtui.dataplane.leftover_replies import LeftoverReplies, map_ids_of
 from lbtui.dataplane.loader import Attachment, Loaded
 from lbtui.dataplane.maps import Maps
 from lbtui.dataplane.port import (
@@ -59,6 +60,7 @@ class KernelDataplane:
         self._fast_path = FastPathInterfaces()
         self._replies: ReplyPrograms | None = None
         self._next_hops: NextHopWatch | None = None
+        self._leftover_replies: LeftoverReplies | None = None  # an earlier run's, until set_interfaces
 
     @property
     def spec(self) -> DataplaneSpec:
@@ -74,6 +76,11 @@ class KernelDataplane:
         finally:
             self._pins_ours = not refused
         self._maps = Maps(self._loaded)
+        try:
+            ours = map_ids_of((self._loaded.xdp_fn.fd, self._loaded.tc_fn.fd))
+            self._leftover_replies = LeftoverReplies.find(ours)
+        except Exception:  # a failed look must not stop the start
+            log.exception("fast path: looking for reply programs an earlier run left attached")
 
     @property
     def maps(self) -> Maps:
@@ -104,6 +111,19 @@ class KernelDataplane:
                 att.attach()
                 self._attachments[ifname] = att
         self._update_fast_path()
+        self._remove_leftover_replies()
+
+    def _remove_leftover_replies(self) -> None:
+        """After this run attached its own reply programs (in place of the earlier run's where it
+        wants one), remove the rest an earlier run left (leftover_replies.py)."""
+        leftover, self._leftover_replies = self._leftover_replies, None
+        if leftover is None or not leftover.ours:
+            return
+        if self._spec.fast_path:
+            keep, why = (self._replies.attached if self._replies else set()), "not backend-facing now"
+        else:
+            keep, why = set(), 'settings.fast_path is "off"'
+        leftover.remove(keep, why)
 
     def _update_fast_path(self) -> None:
         if not self._spec.fast_path:
@@ -160,6 +180,9 @@ class KernelDataplane:
         if self._replies is not None and not keep:
             self._replies.close()
         self._replies = None
+        if not keep:  # a start that ended before attaching
+            self._remove_leftover_replies()
+        self._leftover_replies = None
         if not keep:
             for ifname in list(self._attachments):
                 try:
@@ -227,6 +250,9 @@ class KernelDataplane:
 
     def latency(self, backend_ids: Iterable[int]) -> dict[int, LatencyCounts]:
         return self.maps.latency(backend_ids)
+
+    def global_counters(self) -> dict[str, int]:
+        return self.maps.global_counters()
 
     def conntrack_arrays(self, family: int = 4) -> tuple[np.ndarray, np.ndarray]:
         return self.maps.conntrack_arrays(family)

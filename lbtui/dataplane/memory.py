@@ -24,6 +24,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from lbtui.dataplane import structs
 from lbtui.dataplane.memory_state import CtTable, MapState
 from lbtui.dataplane.memory_traffic import MemoryFlow, Traffic
 from lbtui.dataplane.port import (
@@ -223,6 +224,10 @@ class MemoryDataplane(Traffic):
                     tuple(h.handshake), h.handshake_sum_us, tuple(h.duration), h.duration_sum_us
                 )
             return out
+
+    def global_counters(self) -> dict[str, int]:
+        with self.lock:
+            return {name: self.state.global_stats.get(name, 0) for name in structs.GLOBAL_COUNTERS}
 
     def conntrack_arrays(self, family: int = 4) -> tuple[np.ndarray, np.ndarray]:
         with self.lock:

@@ -122,6 +122,7 @@ class MapState:
     latency: dict[int, Histograms] = field(default_factory=dict)
     rate_buckets: dict[tuple[int, str], int] = field(default_factory=dict)  # -> last refill ns
     no_new: set[int] = field(default_factory=set)  # backend ids with LB_BE_F_NO_NEW
+    global_stats: dict[str, int] = field(default_factory=dict)  # structs.GLOBAL_COUNTERS that moved
     established: CtTable = field(init=False)
     transient: CtTable = field(init=False)
     established6: CtTable = field(init=False)  # the IPv6 twins, sized apart (DataplaneSpec)

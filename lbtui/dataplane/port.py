@@ -286,6 +286,9 @@ class Dataplane(Protocol):
 
     def latency(self, backend_ids: Iterable[int]) -> dict[int, LatencyCounts]: ...
 
+    def global_counters(self) -> dict[str, int]:
+        """Every counter of structs.GLOBAL_COUNTERS (not per service or backend), summed over CPUs."""
+
     # ---- conntrack and rate buckets -------------------------------------------------------------
 
     def conntrack_arrays(self, family: int = 4) -> tuple[np.ndarray, np.ndarray]:

@@ -100,6 +100,18 @@ GLOBAL_COUNTERS = (
     "fast_path_reply_forwarded",
 )
 
+# The fast path's counters, derived from GLOBAL_COUNTERS by name (docs/datapath.md#fast-path): the
+# packets it forwarded itself, by direction (forward: client to backend, XDP; reply: backend to
+# client, TC ingress), and every other fast_path_* counter is a reason a packet fell back to the
+# kernel's forwarding (the reason is the name without the prefix).
+FAST_PATH_PREFIX = "fast_path_"
+FAST_PATH_FORWARDED = {"forward": "fast_path_forwarded", "reply": "fast_path_reply_forwarded"}
+FAST_PATH_FALLBACKS = tuple(
+    name.removeprefix(FAST_PATH_PREFIX)
+    for name in GLOBAL_COUNTERS
+    if name.startswith(FAST_PATH_PREFIX) and name not in FAST_PATH_FORWARDED.values()
+)
+
 EV_NEW = 1
 EV_CLOSED = 2
 CLOSE_REASONS = {1: "fin", 2: "rst"}

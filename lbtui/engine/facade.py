@@ -359,6 +359,7 @@ class Engine:
         """Build the snapshot front ends read (on the loop; replaced whole)."""
         if self._running:
             self.measurements.read_latency(self._dp, self.topology.backends)
+            self.measurements.read_fast_path(self._dp)
         snap = build_snapshot(self._status(), self.topology, self.measurements, self.sweeper.view)
         snap = self.recorder.observe(snap)  # the first snapshot of a second is history's point
         for decorate in self.snapshot_decorators:

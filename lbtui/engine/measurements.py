@@ -35,6 +35,7 @@ class Measurements:
         self.latency: dict[int, LatencyCounts] = {}
         self._idle: dict[int, tuple[list[int], int]] = {}  # flows closed by the idle sweep: counts, sum
         self._rates: dict[tuple[int, str], tuple[float, int, float | None]] = {}
+        self.fast_path: model.FastPathView | None = None
 
     def refresh(self, dp: Dataplane, topology: Topology, now: float) -> None:
         """Read every backend's and service's counters and live flows; rates over windows of at
@@ -55,6 +56,16 @@ class Measurements:
             self.latency = dp.latency(list(backend_ids))
         except Exception:
             log.exception("reading latency histograms")
+
+    def read_fast_path(self, dp: Dataplane) -> None:
+        """The fast path's counters (None while settings.fast_path is off: there is none)."""
+        if not dp.spec.fast_path:
+            self.fast_path = None
+            return
+        try:
+            self.fast_path = fast_path_view(dp.global_counters())
+        except Exception:
+            log.exception("reading the fast path's counters")
 
     def forget(self, backend_id: int) -> None:
         """A backend id starts over (a new backend): the idle sweep's durations go too."""
@@ -100,6 +111,14 @@ class Measurements:
                 structs.HIST_BOUNDS_MS, duration, (lat.duration_sum_us + idle_sum) / 1000
             ),
         )
+
+
+def fast_path_view(counters: dict[str, int]) -> model.FastPathView:
+    """The fast path's share of the data path's global counters (structs.FAST_PATH_*)."""
+    return model.FastPathView(
+        forwarded={d: counters.get(name, 0) for d, name in structs.FAST_PATH_FORWARDED.items()},
+        fallbacks={r: counters.get(structs.FAST_PATH_PREFIX + r, 0) for r in structs.FAST_PATH_FALLBACKS},
+    )
 
 
 def add_counters(a: model.Counters, b: model.Counters) -> model.Counters:

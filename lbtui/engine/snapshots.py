@@ -117,6 +117,7 @@ def build_snapshot(
         running=status.running,
         overrides=status.overrides,
         state_file=status.state_file,
+        fast_path=measured.fast_path,
     )
 
 

@@ -166,6 +166,16 @@ class ConntrackSummary:
 
 
 @dataclass(frozen=True)
+class FastPathView:
+    """The data path's fast path (docs/datapath.md#fast-path) since its maps were created: packets
+    it forwarded itself, by direction (forward: client to backend, from XDP; reply: backend to
+    client, from TC ingress), and packets that fell back to the kernel's forwarding, by reason."""
+
+    forwarded: dict[str, int] = field(default_factory=dict)  # "forward" | "reply" -> packets
+    fallbacks: dict[str, int] = field(default_factory=dict)  # reason -> packets
+
+
+@dataclass(frozen=True)
 class DnsStatus:
     hostname: str
     proxy: str
@@ -324,6 +334,7 @@ class Snapshot:
     tables: tuple[TableFingerprint, ...] = ()  # one per selection table (docs/scale-out.md)
     overrides: tuple[OverrideView, ...] = ()  # every runtime override in force
     state_file: str | None = None  # where the overrides are kept across restarts; None: nowhere
+    fast_path: FastPathView | None = None  # None: settings.fast_path is off
     version: str = __version__  # of the lbtui that built the snapshot
 
     def service(self, name: str) -> ServiceView | None:

@@ -141,6 +141,19 @@ METRICS: tuple[MetricSpec, ...] = (
         "1 if the last resolution of a backend hostname succeeded, 0 if failing or never resolved.",
         ("proxy", "hostname"),
     ),
+    MetricSpec(
+        "lbtui_fast_path_packets_total",
+        "counter",
+        "Packets the fast path forwarded itself: forward = client to backend (from XDP), "
+        "reply = backend to client (from TC ingress).",
+        ("direction",),
+    ),
+    MetricSpec(
+        "lbtui_fast_path_fallbacks_total",
+        "counter",
+        "Packets the fast path left to the kernel's forwarding, by reason.",
+        ("reason",),
+    ),
     MetricSpec("lbtui_conntrack_entries", "gauge", "Conntrack map entries (both directions)."),
     MetricSpec("lbtui_conntrack_capacity", "gauge", "Conntrack map capacity."),
     MetricSpec("lbtui_conntrack_swept_total", "counter", "Conntrack entries removed by the idle sweep."),
@@ -260,6 +273,11 @@ def _counter_samples(snap: model.Snapshot) -> Iterator[tuple[str, tuple[str, ...
                 cumulative += count
                 yield f"{name}_bucket", (view.proxy, view.backend, _le(bound)), cumulative
             yield f"{name}_sum", (view.proxy, view.backend), hist.sum_ms / 1000
+    if snap.fast_path is not None:
+        for direction, count in sorted(snap.fast_path.forwarded.items()):
+            yield "lbtui_fast_path_packets_total", (direction,), count
+        for reason, count in sorted(snap.fast_path.fallbacks.items()):
+            yield "lbtui_fast_path_fallbacks_total", (reason,), count
     yield "lbtui_conntrack_swept_total", (), snap.conntrack.swept_total
     yield "lbtui_events_dropped_total", (), snap.events_dropped
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from lbtui.model import DrainState
+from lbtui.screens.operate import TRAFFIC_ACTIONS
 
 if TYPE_CHECKING:
     from lbtui.app import LbtuiApp
@@ -36,7 +37,17 @@ class ConsoleCommands(Provider):
                 yield Hit(score, matcher.highlight(title), callback, text=title, help=help_text)
 
 
-def console_actions(app: LbtuiApp) -> list[tuple[str, str, Callable[[], object]]]:
+def console_actions(app: LbtuiApp, read_only: bool = False) -> list[tuple[str, str, Callable[[], object]]]:
+    """(title, help, callback) of every palette entry; read_only: none that changes traffic."""
+    actions = _all_actions(app)
+    if read_only:
+        actions = [
+            a for a in actions if getattr(a[2], "__name__", "").removeprefix("action_") not in TRAFFIC_ACTIONS
+        ]
+    return actions
+
+
+def _all_actions(app: LbtuiApp) -> list[tuple[str, str, Callable[[], object]]]:
     b = app.selected_backend()
     target = f"{b.address} of {b.proxy}" if b else "the selected backend"
     drain = "Undrain" if b is not None and b.drain is not DrainState.ACTIVE else "Drain"

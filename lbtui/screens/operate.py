@@ -2,13 +2,14 @@
 """The console's operator actions: each asks (a dialog or a confirmation) before it changes traffic,
 then submits one command through the app; the app shows the result.
 
-Kept out of app.py so the app stays about layout and polling. `TRAFFIC_ACTIONS` names the actions
-a read-only console hides (the read-only socket would refuse their commands anyway).
+Kept out of app.py so the app stays about layout and polling. `TrafficActions` holds the app's
+actions that change traffic; `TRAFFIC_ACTIONS`, their names, are those a read-only console hides
+(the read-only socket would refuse their commands anyway).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from lbtui.model import (
     AddBackend,
@@ -40,21 +41,54 @@ from lbtui.screens.weight import WeightScreen
 if TYPE_CHECKING:
     from lbtui.app import LbtuiApp
 
+
+class TrafficActions:
+    """The console's actions that change traffic, inherited by LbtuiApp (its keys and palette name
+    them `drain`, `reweight`...): each asks first, below, then submits one command."""
+
+    @property
+    def _console(self) -> LbtuiApp:
+        return cast("LbtuiApp", self)  # the only class that inherits this one
+
+    def action_drain(self) -> None:
+        drain(self._console)
+
+    def action_maintenance(self) -> None:
+        maintenance(self._console)
+
+    def action_health(self) -> None:
+        health(self._console)
+
+    def action_reweight(self) -> None:
+        reweight(self._console)
+
+    def action_weight_up(self) -> None:
+        step_weight(self._console, +1)
+
+    def action_weight_down(self) -> None:
+        step_weight(self._console, -1)
+
+    def action_rate_limits(self) -> None:
+        rate_limits(self._console)
+
+    def action_circuit(self) -> None:
+        circuit(self._console)
+
+    def action_add_backend(self) -> None:
+        add_backend(self._console)
+
+    def action_remove_backend(self) -> None:
+        remove_backend(self._console)
+
+    def action_reload(self) -> None:
+        reload(self._console)
+
+    def action_announce(self) -> None:
+        announce(self._console)
+
+
 TRAFFIC_ACTIONS = frozenset(
-    {
-        "drain",
-        "reweight",
-        "weight_up",
-        "weight_down",
-        "rate_limits",
-        "circuit",
-        "reload",
-        "add_backend",
-        "remove_backend",
-        "maintenance",
-        "health",
-        "announce",
-    }
+    name.removeprefix("action_") for name in vars(TrafficActions) if name.startswith("action_")
 )
 
 MAX_PLAN_LINES = 20  # changes listed in the reload question; the rest are counted

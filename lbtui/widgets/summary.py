@@ -5,11 +5,11 @@ and, under it, the other instances the console was given (`--peer`), one item ea
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from rich.text import Text
 from textual.widgets import Static
 
+from lbtui.console_fetch import PeerState
 from lbtui.model import Snapshot
 from lbtui.widgets import fmt
 from lbtui.widgets.backends import all_backends
@@ -79,16 +79,6 @@ def bgp_state(snapshot: Snapshot) -> Text:
     text.append(f"{announced}/{len(view.vips)}", style="bold" if all_vips else "bold yellow")
     text.append(" VIPs announced", style="dim")
     return text
-
-
-@dataclass(frozen=True)
-class PeerState:
-    """Another instance shown beside this one (`--peer NAME=SOCKET`): its last snapshot, or why
-    there is none."""
-
-    name: str
-    snapshot: Snapshot | None = None
-    error: str | None = None
 
 
 def peers_text(peers: Sequence[PeerState]) -> Text:

@@ -14,7 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lbtui import model
-from lbtui.dataplane.structs import HIST_BOUNDS_MS, HIST_BUCKETS, hist_bucket
+from lbtui.dataplane.structs import GLOBAL_COUNTERS, HIST_BOUNDS_MS, HIST_BUCKETS, hist_bucket
+from lbtui.engine.measurements import fast_path_view
 from lbtui.observe.histogram import histogram_from_counts
 from lbtui.observe.metrics import BUCKETS_S, Metrics, parse_listen, rate_limit_scope
 
@@ -46,6 +47,7 @@ def snapshot(
     dns: tuple[model.DnsStatus, ...] = (),
     latency: tuple[model.LatencyView, ...] = (),
     taken_at: float = 1_700_000_000.0,
+    fast_path: model.FastPathView | None = None,
 ) -> model.Snapshot:
     if backends is None:
         backends = (
@@ -72,6 +74,7 @@ def snapshot(
         flows=(),
         dns=dns,
         latency=latency,
+        fast_path=fast_path,
     )
 
 
@@ -207,13 +210,78 @@ def test_promtool_accepts_the_page(tmp_path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed")
-    snap = snapshot(dns=(model.DnsStatus("api.example", "web", last_success=1.0),), latency=(latency_view(),))
+    snap = snapshot(
+        dns=(model.DnsStatus("api.example", "web", last_success=1.0),),
+        latency=(latency_view(),),
+        fast_path=fast_path_view(GLOBAL_VALUES),
+    )
     metrics = Metrics(lambda: snap)
     metrics.observe_health_check("web", "10.0.2.11:8080", 0.003)
+    assert b'lbtui_fast_path_fallbacks_total{reason="no_neigh"}' in metrics.render()
     result = subprocess.run(
         [promtool, "check", "metrics"], input=metrics.render(), capture_output=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# every global counter of the data path with a value of its own (its position + 1, times 1000)
+GLOBAL_VALUES = {name: (i + 1) * 1000 for i, name in enumerate(GLOBAL_COUNTERS)}
+
+
+def test_fast_path_counters_by_direction_and_fallback_reason() -> None:
+    current = {"snap": snapshot(fast_path=fast_path_view(GLOBAL_VALUES))}
+    metrics = Metrics(lambda: current["snap"])
+    page = samples(metrics)
+    assert (
+        value(metrics, "lbtui_fast_path_packets_total", direction="forward")
+        == GLOBAL_VALUES["fast_path_forwarded"]
+    )
+    assert (
+        value(metrics, "lbtui_fast_path_packets_total", direction="reply")
+        == GLOBAL_VALUES["fast_path_reply_forwarded"]
+    )
+    directions = {
+        dict(labels)["direction"] for name, labels in page if name == "lbtui_fast_path_packets_total"
+    }
+    assert directions == {"forward", "reply"}
+    # one series per fallback counter the data path declares, each with that counter's value
+    fallbacks = {
+        dict(labels)["reason"]: v
+        for (name, labels), v in page.items()
+        if name == "lbtui_fast_path_fallbacks_total"
+    }
+    declared = {
+        n.removeprefix("fast_path_"): GLOBAL_VALUES[n]
+        for n in GLOBAL_COUNTERS
+        if n.startswith("fast_path_") and not n.endswith("_forwarded")
+    }
+    assert fallbacks == declared
+    assert set(fallbacks) == {
+        "no_neigh",
+        "frag_needed",
+        "ttl",
+        "ip_options",
+        "unmanaged",
+        "vlan",
+        "fib_other",
+    }
+
+    # maps recreated (a restart that could not adopt): the counters go on from where they were
+    restarted = {name: 5 for name in GLOBAL_COUNTERS}
+    current["snap"] = snapshot(fast_path=fast_path_view(restarted), taken_at=1_700_000_010.0)
+    assert (
+        value(metrics, "lbtui_fast_path_packets_total", direction="forward")
+        == GLOBAL_VALUES["fast_path_forwarded"] + 5
+    )
+    assert (
+        value(metrics, "lbtui_fast_path_fallbacks_total", reason="ttl") == GLOBAL_VALUES["fast_path_ttl"] + 5
+    )
+
+
+def test_no_fast_path_series_while_the_fast_path_is_off() -> None:
+    metrics = Metrics(lambda: snapshot(fast_path=None))
+    names = {name for name, _ in samples(metrics)}
+    assert not {n for n in names if n.startswith("lbtui_fast_path_")}
 
 
 def test_no_snapshot_or_a_failing_one_still_renders() -> None:

@@ -1,0 +1,80 @@
+# SPDX-License-Identifier: Apache-2.0
+"""A run killed with the fast path on leaves its reply program (lbtui_tc_reply) at TC ingress of the
+backend-facing bridge; the next start, with settings.fast_path = "off", adopts the pinned maps and
+must remove that program (dataplane/leftover_replies.py), or it would go on SNATing and redirecting
+replies through the adopted maps.
+
+Checked in a real lab: the program is there after the kill -9, gone after the restart (which says so
+in its log), requests are served with no reply taking the fast path, and a clean stop leaves no pin.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from lbtui.engine import PIN_ROOT
+from lbtui.lab import LabSpec
+from tests.support.lab import ClientLab
+from tests.support.labtools import global_counter, served, stop_lbtui, wait_until
+
+P = "lfk"
+PIN_DIR = f"{PIN_ROOT}/{P}"
+
+
+def reply_filters(lab: ClientLab) -> str:
+    return lab.run(lab.ns_lb, "tc", "filter", "show", "dev", f"{P}br0", "ingress").stdout
+
+
+def start(lab: ClientLab, cfg: Path, log: Path) -> subprocess.Popen[bytes]:
+    before = log.read_text().count("msg=started") if log.exists() else 0
+    with open(log, "a") as err:
+        proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
+    assert wait_until(
+        lambda: log.read_text().count("msg=started") > before or proc.poll() is not None, timeout=30
+    ), log.read_text()
+    assert proc.poll() is None, log.read_text()
+    return proc
+
+
+def test_a_killed_runs_reply_program_is_removed_by_a_start_without_fast_path(tmp_path: Path) -> None:
+    lab = ClientLab(LabSpec(prefix=P))
+    lab.up()
+    cfg, log = tmp_path / "lbtui.toml", tmp_path / "lbtui.log"
+    proc = None
+    try:
+        lab.start_backends()
+        cfg.write_text(lab.config_toml(weights=(1, 1, 1)))  # the fast path on (the default)
+        proc = start(lab, cfg, log)
+        assert wait_until(lambda: "lbtui_tc_reply" in reply_filters(lab), timeout=10), log.read_text()
+        got = lab.http_requests(30)
+        assert got["errors"] == 0 and len(served(got)) == 3, got
+        assert global_counter("fast_path_reply_forwarded", PIN_DIR) > 0
+
+        proc.kill()  # kill -9: nothing detached, nothing unpinned
+        proc.wait(10)
+        assert "lbtui_tc_reply" in reply_filters(lab)
+
+        cfg.write_text(lab.config_toml(weights=(1, 1, 1), fast_path="off"))
+        proc = start(lab, cfg, log)
+        text = log.read_text()
+        assert "took over the data path of an earlier run" in text
+        assert "lbtui_tc_reply" not in reply_filters(lab)
+        assert f"removed the reply program an earlier run left on TC ingress of {P}br0" in text, text
+        before = global_counter("fast_path_reply_forwarded", PIN_DIR)
+        # 30 requests leave a backend out 1 run in 60,000 (3 x (2/3)^30)
+        got = lab.http_requests(30)
+        assert got["errors"] == 0 and len(served(got)) == 3, got
+        assert global_counter("fast_path_reply_forwarded", PIN_DIR) == before
+        stop_lbtui(proc, log, P)
+        proc = None
+        assert not Path(PIN_DIR).exists()  # the clean stop unpinned everything
+    finally:
+        try:
+            if proc is not None:
+                stop_lbtui(proc, log, P)
+        finally:
+            shutil.rmtree(PIN_DIR, ignore_errors=True)  # a failed restart leaves the killed run's pins
+            lab.down()
