@@ -122,7 +122,9 @@ def test_demo_under_the_console(tmp_path):
         assert h.snapshot().backend("web", target).drain != model.DrainState.ACTIVE
         time.sleep(1.0)  # let connections opened before the drain finish
         before = {a: new_flows(h, a) for a in addresses}
-        time.sleep(4.0)
+        # a window in which every other backend took 10 new connections (~1.5 s at the demo's rate)
+        others = [a for a in addresses if a != target]
+        assert wait_until(lambda: all(new_flows(h, a) >= before[a] + 10 for a in others), timeout=20), before
         after = {a: new_flows(h, a) for a in addresses}
         assert after[target] == before[target], (before, after)  # no new connections to it
         assert all(after[a] > before[a] for a in addresses if a != target), (before, after)

@@ -88,7 +88,9 @@ def run(tmp_path_factory):
                 stderr=subprocess.DEVNULL,
             )
             captures[i] = (dump, pcap)
-        time.sleep(1.5)  # tcpdump ready
+        # tcpdump writes the pcap file header once its capture is active and filtered
+        pcaps = [path for _, path in captures.values()]
+        assert wait_until(lambda: all(path.exists() and path.stat().st_size >= 24 for path in pcaps))
         got = lab.http_requests(N, new_conn=True)
         assert got.get("errors", 0) == 0, got
         time.sleep(1.0)

@@ -133,8 +133,9 @@ def test_a_dead_host_loses_no_connection_and_resets_none(hosts, capsys):
         lab.set_host_link(1, True)
         assert wait_until(lambda: lab.router_nexthops() == all_hosts(lab), timeout=30)
         encapsulated = counters(hosts, 1)["ipip_encap"]
-        time.sleep(5)
-        assert counters(hosts, 1)["ipip_encap"] > encapsulated, "host 1 is back in the route but gets nothing"
+        assert wait_until(lambda: counters(hosts, 1)["ipip_encap"] > encapsulated, timeout=10), (
+            "host 1 is back in the route but gets nothing"
+        )
     finally:
         open(stop, "w").close()
     (done,) = lab.client_lines(held, 1, timeout=60)
