@@ -24,7 +24,7 @@ from lbtui.control_client import SocketEngineHandle
 from lbtui.lab import LabSpec
 from tests.e2e.test_console import Tmux, rows
 from tests.support.lab import ClientLab
-from tests.support.labtools import wait_until
+from tests.support.labtools import start_lbtui, wait_until
 
 PREFIX = "lal"
 GROUP = 47121  # a gid no account has; the test user gets it as a supplementary group
@@ -64,9 +64,8 @@ def test_a_group_member_reads_and_attaches_read_only_and_others_are_refused(tmp_
         cfg.write_text(text + f'\n[settings.read_only]\nsocket = "{ro}"\ngroup = "{GROUP}"\n')
         os.chmod(tmp_path, 0o755)
         log = tmp_path / "lbtui.log"
-        with open(log, "w") as err:
-            proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
-        assert wait_until(lambda: "started" in log.read_text(), timeout=30), log.read_text()
+        log.write_text("")
+        proc = start_lbtui(lab, cfg, log)
         member = str(GROUP)
         b1 = f"{lab.backend_ip(1)}:8080"
 

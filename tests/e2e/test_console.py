@@ -25,7 +25,7 @@ from lbtui.engine import PIN_ROOT, instance_name
 from lbtui.lab import LabSpec, lab_namespaces
 from lbtui.scaleout_lab import scaleout_namespaces
 from tests.support.lab import ClientLab
-from tests.support.labtools import wait_until
+from tests.support.labtools import start_lbtui, wait_until
 
 pytestmark = pytest.mark.requires("tmux")
 
@@ -215,9 +215,8 @@ def test_attach_drives_a_headless_instance(tmp_path):
         cfg = tmp_path / "lbtui.toml"
         cfg.write_text(lab.config_toml(weights=(1, 1, 1)))
         log = tmp_path / "lbtui.log"
-        with open(log, "w") as err:
-            proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
-        assert wait_until(lambda: "started" in log.read_text(), timeout=30), log.read_text()
+        log.write_text("")
+        proc = start_lbtui(lab, cfg, log)
         sock = f"/run/lbtui/{prefix}.sock"
         tmux = Tmux("lbtui-attach-test", f"cd {REPO} && {sys.executable} -m lbtui attach --socket {sock}")
         assert wait_until(lambda: len(rows(tmux.screen())) == 3, timeout=30), tmux.screen()

@@ -20,7 +20,7 @@ from lbtui.control_client import RemoteError, SocketEngineHandle
 from lbtui.lab import LabSpec
 from lbtui.model import FlowQuery
 from tests.support.lab import ClientLab
-from tests.support.labtools import served, wait_until
+from tests.support.labtools import served, start_lbtui, wait_until
 
 SOCK = "/run/lbtui/lct.sock"
 
@@ -45,9 +45,8 @@ def lb(tmp_path_factory):
         cfg = tmp / "lbtui.toml"
         cfg.write_text(lab.config_toml(weights=(1, 1, 1)))
         log = tmp / "lbtui.log"
-        with open(log, "w") as err:
-            proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
-        assert wait_until(lambda: "started" in log.read_text() or proc.poll() is not None), log.read_text()
+        log.write_text("")
+        proc = start_lbtui(lab, cfg, log)
         yield lab, cfg, proc
     finally:
         if proc is not None and proc.poll() is None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from lbtui.addresses import IPV4, host_text
 from lbtui.control_client import SocketEngineHandle
 from lbtui.lab import LabSpec, TrafficGenerator
 from tests.support.lab import ClientLab
-from tests.support.labtools import served, wait_until
+from tests.support.labtools import served, start_lbtui, wait_until
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 
@@ -156,10 +155,8 @@ def running_lb_with_dns(
         cfg = tmp / "lbtui.toml"
         cfg.write_text(config_text(lab, family))
         log = tmp / "lbtui.log"
-        with open(log, "w") as err:
-            proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
-        assert wait_until(lambda: "started" in log.read_text() or proc.poll() is not None), log.read_text()
-        assert proc.poll() is None, log.read_text()
+        log.write_text("")
+        proc = start_lbtui(lab, cfg, log)
         handle = SocketEngineHandle(lab.control_socket)
         yield lab, handle, dnsmasq
     finally:

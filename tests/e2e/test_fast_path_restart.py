@@ -11,14 +11,12 @@ in its log), requests are served with no reply taking the fast path, and a clean
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from lbtui.engine import PIN_ROOT
 from lbtui.lab import LabSpec
 from tests.support.lab import ClientLab
-from tests.support.labtools import global_counter, served, stop_lbtui, wait_until
+from tests.support.labtools import global_counter, served, start_lbtui, stop_lbtui, wait_until
 
 P = "lfk"
 PIN_DIR = f"{PIN_ROOT}/{P}"
@@ -26,17 +24,6 @@ PIN_DIR = f"{PIN_ROOT}/{P}"
 
 def reply_filters(lab: ClientLab) -> str:
     return lab.run(lab.ns_lb, "tc", "filter", "show", "dev", f"{P}br0", "ingress").stdout
-
-
-def start(lab: ClientLab, cfg: Path, log: Path) -> subprocess.Popen[bytes]:
-    before = log.read_text().count("msg=started") if log.exists() else 0
-    with open(log, "a") as err:
-        proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
-    assert wait_until(
-        lambda: log.read_text().count("msg=started") > before or proc.poll() is not None, timeout=30
-    ), log.read_text()
-    assert proc.poll() is None, log.read_text()
-    return proc
 
 
 def test_a_killed_runs_reply_program_is_removed_by_a_start_without_fast_path(tmp_path: Path) -> None:
@@ -47,7 +34,7 @@ def test_a_killed_runs_reply_program_is_removed_by_a_start_without_fast_path(tmp
     try:
         lab.start_backends()
         cfg.write_text(lab.config_toml(weights=(1, 1, 1)))  # the fast path on (the default)
-        proc = start(lab, cfg, log)
+        proc = start_lbtui(lab, cfg, log)
         assert wait_until(lambda: "lbtui_tc_reply" in reply_filters(lab), timeout=10), log.read_text()
         got = lab.http_requests(30)
         assert got["errors"] == 0 and len(served(got)) == 3, got
@@ -58,7 +45,7 @@ def test_a_killed_runs_reply_program_is_removed_by_a_start_without_fast_path(tmp
         assert "lbtui_tc_reply" in reply_filters(lab)
 
         cfg.write_text(lab.config_toml(weights=(1, 1, 1), fast_path="off"))
-        proc = start(lab, cfg, log)
+        proc = start_lbtui(lab, cfg, log)
         text = log.read_text()
         assert "took over the data path of an earlier run" in text
         assert "lbtui_tc_reply" not in reply_filters(lab)

@@ -25,7 +25,6 @@ import json
 import signal
 import struct
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import pytest
 
 from lbtui.lab import LabSpec
 from tests.support.lab import ClientLab
-from tests.support.labtools import wait_until
+from tests.support.labtools import start_lbtui, wait_until
 
 CONNS = 4
 SIZE = 4 << 20
@@ -112,10 +111,8 @@ def test_gro_merged_segments_are_rewritten_with_correct_checksums(tmp_path: Path
             lab.config_toml(weights=(1, 1, 1)).replace('xdp_mode = "generic"', f'xdp_mode = "{mode}"')
         )
         log = tmp_path / "lbtui.log"
-        with open(log, "w") as err:
-            proc = lab.popen(lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
-        assert wait_until(lambda: "started" in log.read_text() or proc.poll() is not None), log.read_text()
-        assert proc.poll() is None, log.read_text()
+        log.write_text("")
+        proc = start_lbtui(lab, cfg, log, ns=lb)
 
         pcap = tmp_path / "l0.pcap"
         dump = lab.popen(

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from lbtui.control_client import SocketEngineHandle
 from lbtui.engine import PIN_ROOT
 from lbtui.lab import LabSpec
 from tests.support.lab import ClientLab
-from tests.support.labtools import served, wait_until
+from tests.support.labtools import served, start_lbtui
 
 PREFIX = "lin"
 SOCKET_A = f"/run/lbtui/{PREFIX}.sock"  # what the file says
@@ -47,13 +46,8 @@ weight = 1
 
 
 def start(lab: ClientLab, cfg: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
-    with open(log, "w") as err:
-        proc = lab.popen(
-            lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", *extra, stderr=err
-        )
-    assert wait_until(lambda: "msg=started" in log.read_text() or proc.poll() is not None), log.read_text()
-    assert proc.poll() is None, log.read_text()
-    return proc
+    log.write_text("")
+    return start_lbtui(lab, cfg, log, *extra)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

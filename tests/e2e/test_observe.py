@@ -25,7 +25,7 @@ from scapy.utils import PcapReader
 
 from lbtui.lab import LabSpec
 from tests.support.lab import ClientLab
-from tests.support.labtools import wait_until
+from tests.support.labtools import start_lbtui, wait_until
 
 METRICS_PORT = 9109
 N = 500
@@ -248,9 +248,8 @@ def test_slow_log_consumer_drops_lines_not_memory_or_traffic(tmp_path):
         )
         cfg.write_text(text)
         log = tmp_path / "lbtui.log"
-        with open(log, "w") as err:
-            lb = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
-        assert wait_until(lambda: "started" in log.read_text()), log.read_text()
+        log.write_text("")
+        lb = start_lbtui(lab, cfg, log)
         rss_before = rss_kb(lb.pid)
         got = lab.http_requests(6000, new_conn=True)
         assert got.get("errors", 0) == 0, got  # balancing went on

@@ -24,7 +24,7 @@ import pytest
 from lbtui.engine import PIN_ROOT
 from lbtui.lab import VIP6, LabSpec
 from tests.support.lab import ClientLab
-from tests.support.labtools import global_counter, wait_until
+from tests.support.labtools import global_counter, start_lbtui, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -112,10 +112,8 @@ def test_packet_too_big_and_fragmented_udp_replies_through_a_1280_byte_link(tmp_
         cfg = tmp_path / "lbtui.toml"
         cfg.write_text(config(lab))
         log = tmp_path / "lbtui.log"
-        with open(log, "w") as err:
-            proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
-        assert wait_until(lambda: "started" in log.read_text() or proc.poll() is not None), log.read_text()
-        assert proc.poll() is None, log.read_text()
+        log.write_text("")
+        proc = start_lbtui(lab, cfg, log)
         pin_dir = f"{PIN_ROOT}/{p}"
         icmp_before = global_counter("xdp_icmp_translated", pin_dir)
 

@@ -17,7 +17,6 @@ import re
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from lbtui import model
 from lbtui.control_client import SocketEngineHandle
 from lbtui.lab import LabSpec
 from tests.support.lab import ClientLab
-from tests.support.labtools import wait_until
+from tests.support.labtools import start_lbtui, wait_until
 
 ROUTE = """
 [[proxy.source_route]]
@@ -51,17 +50,6 @@ class Wrk:
         errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
         non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
         return {"requests": requests, "errors": errors, "non2xx": non2xx, "raw": out}  # type: ignore[dict-item]
-
-
-def start_lb(lab: ClientLab, cfg: Path, log: Path) -> subprocess.Popen:
-    before = log.read_text().count("msg=started") if log.exists() else 0
-    with open(log, "a") as err:
-        proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
-    assert wait_until(
-        lambda: log.read_text().count("msg=started") > before or proc.poll() is not None, timeout=20
-    ), log.read_text()
-    assert proc.poll() is None, log.read_text()
-    return proc
 
 
 @pytest.fixture
@@ -97,7 +85,7 @@ def test_ten_reloads_under_load_lose_nothing(lab, tmp_path):
     cfg = tmp_path / "lbtui.toml"
     cfg.write_text(config_for(lab, (1, 1, 1, 1), four=False, route=False))
     log = tmp_path / "lbtui.log"
-    proc = start_lb(lab, cfg, log)
+    proc = start_lbtui(lab, cfg, log)
     h = SocketEngineHandle("/run/lbtui/lrl.sock")
     apply_ms = []
     try:
@@ -148,7 +136,7 @@ def test_broken_reload_changes_nothing_under_load(lab, tmp_path):
     good = config_for(lab, (3, 2, 1), four=False, route=False)
     cfg.write_text(good)
     log = tmp_path / "lbtui.log"
-    proc = start_lb(lab, cfg, log)
+    proc = start_lbtui(lab, cfg, log)
     h = SocketEngineHandle("/run/lbtui/lrl.sock")
     try:
         before = h.snapshot()
@@ -182,7 +170,7 @@ def test_file_watcher_and_sighup_trigger_reloads(lab, tmp_path):
     cfg = tmp_path / "lbtui.toml"
     cfg.write_text(watched(config_for(lab, (1, 1, 1), four=False, route=False)))
     log = tmp_path / "lbtui.log"
-    proc = start_lb(lab, cfg, log)
+    proc = start_lbtui(lab, cfg, log)
     h = SocketEngineHandle("/run/lbtui/lrl.sock")
     b1 = f"{lab.backend_ip(1)}:8080"
     try:
@@ -209,7 +197,7 @@ def test_kill_9_keeps_traffic_flowing_and_restart_adopts(lab, tmp_path):
     cfg = tmp_path / "lbtui.toml"
     cfg.write_text(config_for(lab, (1, 1, 1), four=False, route=False))
     log = tmp_path / "lbtui.log"
-    proc = start_lb(lab, cfg, log)
+    proc = start_lbtui(lab, cfg, log)
     h = SocketEngineHandle("/run/lbtui/lrl.sock")
     keepalive = Wrk(lab, 8, close=False)
     # held across the restart even when BCC takes 10+ s to compile on a loaded machine
@@ -225,7 +213,7 @@ def test_kill_9_keeps_traffic_flowing_and_restart_adopts(lab, tmp_path):
         # while lbtui is down: new connections are still balanced by the data path
         got = lab.http_requests(60)
         assert got.get("errors", 0) == 0 and len([k for k in got if k != "errors" and got[k]]) == 3, got
-        proc = start_lb(lab, cfg, log)
+        proc = start_lbtui(lab, cfg, log)
         assert "took over the data path" in log.read_text()
         h = SocketEngineHandle("/run/lbtui/lrl.sock")
         assert wait_until(lambda: h.snapshot().conntrack.flows >= min(30, flows_before), timeout=5)

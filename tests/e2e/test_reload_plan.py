@@ -16,7 +16,7 @@ from pathlib import Path
 from lbtui.lab import LabSpec, lab_state_file
 from tests.support.configgen import initial, mutate
 from tests.support.lab import ClientLab
-from tests.support.labtools import wait_until
+from tests.support.labtools import start_lbtui
 
 PREFIX = "lrp"
 
@@ -42,9 +42,8 @@ def test_dry_run_equals_the_following_reload_over_20_generated_changes(tmp_path:
         cfg = tmp_path / "lbtui.toml"
         cfg.write_text(gen.toml())
         log = tmp_path / "lbtui.log"
-        with open(log, "w") as err:
-            proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
-        assert wait_until(lambda: "started" in log.read_text(), timeout=60), log.read_text()
+        log.write_text("")
+        proc = start_lbtui(lab, cfg, log, timeout=60)
         rng = random.Random(19)
         compared = 0
         for step in range(20):

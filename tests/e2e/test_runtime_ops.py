@@ -31,7 +31,7 @@ from lbtui.control_client import SocketEngineHandle
 from lbtui.engine.statefile import decode
 from lbtui.lab import LabSpec, lab_state_file
 from tests.support.lab import ClientLab
-from tests.support.labtools import served, wait_until
+from tests.support.labtools import served, start_lbtui, wait_until
 
 PREFIX = "lro"
 SOCK = f"/run/lbtui/{PREFIX}.sock"
@@ -67,15 +67,7 @@ class Instance:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        before = self.log.read_text().count("msg=started") if self.log.exists() else 0
-        with open(self.log, "a") as err:
-            self.proc = self.lab.popen(
-                self.lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(self.cfg), "--no-ui", stderr=err
-            )
-        assert wait_until(
-            lambda: self.log.read_text().count("msg=started") > before or self.proc.poll() is not None, 30
-        ), self.log.read_text()
-        assert self.proc.poll() is None, self.log.read_text()
+        self.proc = start_lbtui(self.lab, self.cfg, self.log)
 
     def stop(self) -> int:
         assert self.proc is not None

@@ -60,6 +60,24 @@ def backend(handle: SocketEngineHandle, address: str, proxy: str = "web") -> mod
     return b
 
 
+def start_lbtui(
+    lab: ClientLab, cfg: Path, log: Path, *extra: str, ns: str | None = None, timeout: float = 30.0
+) -> subprocess.Popen[bytes]:
+    """`lbtui -c cfg --no-ui *extra` in the lab's LB namespace (or `ns`), its stderr appended to `log`;
+    returns once it logged one more `msg=started` than before (so a restart over the same log waits for
+    its own), failing with the log if it exited or did not start within `timeout` s."""
+    before = log.read_text().count("msg=started") if log.exists() else 0
+    with open(log, "a") as err:
+        proc = lab.popen(
+            ns or lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", *extra, stderr=err
+        )
+    assert wait_until(
+        lambda: log.read_text().count("msg=started") > before or proc.poll() is not None, timeout=timeout
+    ), log.read_text()
+    assert proc.poll() is None, log.read_text()
+    return proc
+
+
 @contextmanager
 def running_lb(
     prefix: str,
@@ -98,10 +116,8 @@ def running_lb(
             text = text.replace(disabled, f'[settings.metrics]\nenabled = true\nlisten = "{metrics_listen}"')
         cfg.write_text(f"{text}\n{tables}")
         log = tmp / "lbtui.log"
-        with open(log, "w") as err:
-            proc = lab.popen(lab.ns_lb, sys.executable, "-m", "lbtui", "-c", str(cfg), "--no-ui", stderr=err)
-        assert wait_until(lambda: "started" in log.read_text() or proc.poll() is not None), log.read_text()
-        assert proc.poll() is None, log.read_text()
+        log.write_text("")
+        proc = start_lbtui(lab, cfg, log)
         handle = SocketEngineHandle(f"/run/lbtui/{prefix}.sock")
         yield lab, handle
     finally:
