@@ -10,6 +10,7 @@ have planted maps that send traffic anywhere.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import stat
@@ -34,17 +35,31 @@ def prepare_pin_dir(path: str) -> None:
     if needed); PinDirRefused if it exists but is not safe to adopt from (`check_pin_dir`)."""
     root = os.path.dirname(path.rstrip("/"))
     if not _on_bpffs(root):
-        os.makedirs(root, mode=PIN_DIR_MODE, exist_ok=True)
-        mount = ["mount", "-t", "bpf", "-o", f"mode={PIN_DIR_MODE:o}", "bpf", root]
-        r = subprocess.run(mount, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise DataplaneError(f"cannot mount a bpf filesystem on {root}: {r.stderr.strip()}")
-        log.warning("mounted bpffs on %s (pins survive only while this mount does)", root)
+        _mount_bpffs(root)
     try:
         os.mkdir(path, PIN_DIR_MODE)
     except FileExistsError:
         check_pin_dir(path)
     os.chmod(path, PIN_DIR_MODE)  # whatever the umask; an earlier version made it 0755
+
+
+def _mount_bpffs(root: str) -> None:
+    """Mount a 0700 bpffs on `root`, once: two instances starting together (systemd starts them in
+    parallel) would otherwise both see no bpffs and mount twice, and the second mount would hide the
+    first one's pins. The check and the mount happen under a lock on the parent directory."""
+    os.makedirs(root, mode=PIN_DIR_MODE, exist_ok=True)
+    fd = os.open(os.path.dirname(root.rstrip("/")) or "/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if _on_bpffs(root):  # the other start mounted it while this one waited
+            return
+        mount = ["mount", "-t", "bpf", "-o", f"mode={PIN_DIR_MODE:o}", "bpf", root]
+        r = subprocess.run(mount, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise DataplaneError(f"cannot mount a bpf filesystem on {root}: {r.stderr.strip()}")
+        log.warning("mounted bpffs on %s (pins survive only while this mount does)", root)
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 def check_pin_dir(path: str) -> None:

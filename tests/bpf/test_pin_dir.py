@@ -10,7 +10,9 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,3 +110,23 @@ def test_a_bpffs_lbtui_mounts_is_0700() -> None:
         if subprocess.run(["mountpoint", "-q", str(root)]).returncode == 0:
             subprocess.run(["umount", str(root)], check=True)
         shutil.rmtree(base)
+
+
+def test_starts_racing_to_mount_the_bpffs_mount_it_once(tmp_path: Path) -> None:
+    """Four processes prepare pin directories under one fresh mount point at the same moment: one
+    bpffs is mounted there (not four stacked ones), and every directory is on it."""
+    root = tmp_path / "bpffs"
+    code = (
+        "import sys, time; from lbtui.dataplane.bpffs import prepare_pin_dir; "
+        "t = float(sys.argv[2]); time.sleep(max(0.0, t - time.time())); prepare_pin_dir(sys.argv[1])"
+    )
+    start = f"{time.time() + 1.0}"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(root / f"i{n}"), start]) for n in range(4)]
+    try:
+        assert [p.wait(30) for p in procs] == [0, 0, 0, 0]
+        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+        assert mounts.count(str(root)) == 1, mounts
+        assert {"i0", "i1", "i2", "i3"} <= set(os.listdir(root))  # (a bpffs also shows maps.debug...)
+    finally:
+        while str(root) in Path("/proc/self/mounts").read_text():
+            subprocess.run(["umount", str(root)], check=True)
