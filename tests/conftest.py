@@ -6,7 +6,8 @@ BPF_PROG_TEST_RUN: root) and `e2e/` (namespace labs with real servers: root). Ev
 `bpf/` and `e2e/` is marked `root` (and `e2e/` also `slow`); a test elsewhere that needs root says
 `@pytest.mark.root`. Without root those tests are skipped, with a reason. A test that drives an
 outside program says `@pytest.mark.requires("tmux")` (a command name or an absolute path) and is
-skipped where that program is missing.
+skipped where that program is missing. `beside` and `alone` say how an end-to-end module may share
+the host with other tests (scripts/test runs them accordingly).
 """
 
 from __future__ import annotations
@@ -25,6 +26,17 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "root: needs root, BPF and network namespaces")
     config.addinivalue_line("markers", "slow: end-to-end test over namespaces")
     config.addinivalue_line("markers", "requires(program): needs an outside program (name or path)")
+    config.addinivalue_line(
+        "markers",
+        "beside: an end-to-end module that may run beside the other end-to-end tests: labs of its own "
+        "prefix, no runtime overrides kept across a restart, no time bound a busy CPU could break "
+        "(scripts/test runs these after the unit and BPF tests, while the rest run)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "alone: looks at every lbtui instance of the host (e.g. `lbtui ctl` without --socket): "
+        "scripts/test runs these last, when nothing else runs",
+    )
 
 
 def _have(program: str) -> bool:

@@ -26,6 +26,8 @@ from tests.e2e.test_console import Tmux, rows
 from tests.support.lab import ClientLab
 from tests.support.labtools import start_lbtui, wait_until
 
+pytestmark = pytest.mark.alone  # `ctl` without --socket must find this module's instance alone
+
 PREFIX = "lal"
 GROUP = 47121  # a gid no account has; the test user gets it as a supplementary group
 NOBODY = 65534

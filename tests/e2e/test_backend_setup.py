@@ -24,6 +24,8 @@ from tests.support.labtools import global_counter, served, wait_until
 from tests.support.scaleout import ScaleOutClientLab
 from tests.support.scaleout_lbtui import LbtuiHosts
 
+pytestmark = pytest.mark.beside  # may run beside other e2e tests (tests/conftest.py)
+
 PREFIX = "sbs"
 VIP = "10.100.0.1"
 OTHER_VIP = "10.100.0.2"

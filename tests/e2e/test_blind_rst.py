@@ -13,7 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.support.labtools import running_lb, wait_until
+
+pytestmark = pytest.mark.beside  # may run beside other e2e tests (tests/conftest.py)
 
 METRICS = "127.0.0.1:9131"
 RESETS = 3

@@ -33,6 +33,8 @@ import dns.flags, dns.message, dns.rrset
 
 from lbtui.control.dns import DnsBackendResolver
 
+pytestmark = pytest.mark.beside  # may run beside other e2e tests (tests/conftest.py)
+
 
 class Garbage(asyncio.DatagramProtocol):
     # mode "random": bytes that are not DNS; "lies": a well-formed answer with unusable addresses

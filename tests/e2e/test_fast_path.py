@@ -29,6 +29,8 @@ PIN_DIR = f"{PIN_ROOT}/{P}"
 # learnt from the ICMP error that came back (the kernel keeps it per destination: the VIP)
 PMTU_PROBE = """
 import socket, sys, time
+
+pytestmark = pytest.mark.beside  # may run beside other e2e tests (tests/conftest.py)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO
 s.connect((sys.argv[1], 5353))

@@ -27,7 +27,7 @@ from lbtui.engine import PIN_ROOT
 from lbtui.lab import VIP6
 from tests.support.labtools import global_counter, running_lb, served, wait_until
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.beside]  # beside: tests/conftest.py
 
 P = "lq6"
 PIN_DIR = f"{PIN_ROOT}/{P}"

@@ -13,10 +13,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from lbtui.engine import PIN_ROOT
 from lbtui.lab import LabSpec
 from tests.support.lab import ClientLab
 from tests.support.labtools import global_counter, served, start_lbtui, stop_lbtui, wait_until
+
+pytestmark = pytest.mark.beside  # may run beside other e2e tests (tests/conftest.py)
 
 P = "lfk"
 PIN_DIR = f"{PIN_ROOT}/{P}"

@@ -20,7 +20,7 @@ from tests.e2e.test_foundation import chi_square_p_df2
 from tests.support.lab import ClientLab
 from tests.support.labtools import running_lb, wait_until
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.beside]  # beside: tests/conftest.py
 
 URL = f"http://[{VIP6}]/"
 

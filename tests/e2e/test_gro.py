@@ -34,6 +34,8 @@ from lbtui.lab import LabSpec
 from tests.support.lab import ClientLab
 from tests.support.labtools import start_lbtui, wait_until
 
+pytestmark = pytest.mark.beside  # may run beside other e2e tests (tests/conftest.py)
+
 CONNS = 4
 SIZE = 4 << 20
 MTU_FRAME = 1514  # the lab's MTU (1500) plus the Ethernet header

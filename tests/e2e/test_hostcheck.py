@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.beside  # may run beside other e2e tests (tests/conftest.py)
+
 NS = "lckns"  # prefix "lck", unique in tests/
 IF = "lck0"
 PORT = 17100

@@ -17,6 +17,8 @@ import pytest
 from lbtui.lab import LabError, LabSpec, TrafficGenerator, cleanup_prefix, lab_namespaces, lab_state_file
 from tests.support.lab import ClientLab
 
+pytestmark = pytest.mark.beside  # may run beside other e2e tests (tests/conftest.py)
+
 # ---------------------------------------------------------------- namespaces
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from lbtui.lab import VIP6, Lab, LabSpec, lab_namespaces
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.beside]  # beside: tests/conftest.py
 
 
 @pytest.fixture(scope="module")

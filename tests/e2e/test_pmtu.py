@@ -16,10 +16,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lbtui.engine import PIN_ROOT
 from lbtui.lab import LabSpec
 from tests.support.lab import ClientLab
 from tests.support.labtools import global_counter, start_lbtui
+
+pytestmark = pytest.mark.beside  # may run beside other e2e tests (tests/conftest.py)
 
 BODY = 1 << 20
 UDP_REPLY = 3000

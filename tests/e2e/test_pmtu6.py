@@ -26,7 +26,7 @@ from lbtui.lab import VIP6, LabSpec
 from tests.support.lab import ClientLab
 from tests.support.labtools import global_counter, start_lbtui, wait_until
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.beside]  # beside: tests/conftest.py
 
 BODY = 1 << 20
 UDP_REPLY = 3000
