@@ -26,14 +26,14 @@ REPO = Path(__file__).resolve().parents[2]
 PYTHON = REPO / ".venv" / "bin" / "python"
 DNSMASQ = "/usr/sbin/dnsmasq"
 
+pytestmark = pytest.mark.beside  # may run beside other e2e tests (tests/conftest.py)
+
 CHILD = r"""
 import asyncio, dataclasses, json, random, sys
 
 import dns.flags, dns.message, dns.rrset
 
 from lbtui.control.dns import DnsBackendResolver
-
-pytestmark = pytest.mark.beside  # may run beside other e2e tests (tests/conftest.py)
 
 
 class Garbage(asyncio.DatagramProtocol):

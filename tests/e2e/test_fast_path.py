@@ -17,10 +17,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from lbtui.dataplane.structs import GLOBAL_COUNTERS
 from lbtui.engine import PIN_ROOT
 from tests.support.lab import ClientLab
 from tests.support.labtools import global_counter, running_lb, served, wait_until
+
+pytestmark = pytest.mark.beside  # may run beside other e2e tests (tests/conftest.py)
 
 P = "lfp"
 PIN_DIR = f"{PIN_ROOT}/{P}"
@@ -29,8 +33,6 @@ PIN_DIR = f"{PIN_ROOT}/{P}"
 # learnt from the ICMP error that came back (the kernel keeps it per destination: the VIP)
 PMTU_PROBE = """
 import socket, sys, time
-
-pytestmark = pytest.mark.beside  # may run beside other e2e tests (tests/conftest.py)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO
 s.connect((sys.argv[1], 5353))
