@@ -179,7 +179,14 @@ static __always_inline int tc_reply6(struct __sk_buff *skb)
     struct lb_addr6 vip = {};
     __u16 vip_port = 0;
     __be16 old_port = rk.sport;
-    int verdict = tc_flow6(&rk, is_tcp, &seg, ip_len, &vip, &vip_port);
+    if (table != LB_TBL_ESTABLISHED) {              // promoted meanwhile? (as lb_fastpath_reply.h)
+        peek = ct_lookup6(&rk, &table);
+        if (!peek || peek->dir != LB_DIR_REVERSE) {
+            global_inc(LB_G_TC_MISS);
+            return TC_ACT_OK;
+        }
+    }
+    int verdict = tc_flow_of6(peek, table, &rk, is_tcp, &seg, ip_len, &vip, &vip_port);
     if (verdict != LB_GO_NAT)
         return verdict;
     // pointers fetched anew: the flow logic's many paths leave them with different verified ranges

@@ -9,8 +9,10 @@
 // Every reply the fast path is not sure about passes untouched (TC_ACT_OK): the kernel forwards it
 // and lbtui_tc SNATs it at the client interface's egress, as without the fast path. The flow is only
 // looked at until the way out is known; its state moves (tc_flow) just before the rewrite, so each
-// reply is counted once, here or there. A redirected reply still passes lbtui_tc on its way out: it
-// carries LB_FP_REPLY_MARK, which lbtui_tc clears and lets through untouched.
+// reply is counted once, here or there. An established flow's entry found first is the one the flow
+// logic moves (no second lookup); a transient one is looked up again, as it may have moved meanwhile.
+// A redirected reply still passes lbtui_tc on its way out: it carries LB_FP_REPLY_MARK, which lbtui_tc
+// clears and lets through untouched.
 // Compiled only with LB_FAST_PATH=1 (settings.fast_path = "auto").
 #ifndef LBTUI_LB_FASTPATH_REPLY_H
 #define LBTUI_LB_FASTPATH_REPLY_H
@@ -102,7 +104,14 @@ static __always_inline int tc_reply4(struct __sk_buff *skb)
     // sure of the way: the flow moves (as lbtui_tc would move it) and the reply is rewritten here
     __be32 new_ip = 0;
     __u16 new_port = 0;
-    int verdict = tc_flow(&rk, is_tcp, &seg, ip_len, &new_ip, &new_port);
+    if (table != LB_TBL_ESTABLISHED) {              // promoted meanwhile? (an established one stays put)
+        peek = ct_lookup(&rk, &table);
+        if (!peek || peek->dir != LB_DIR_REVERSE) {
+            global_inc(LB_G_TC_MISS);
+            return TC_ACT_OK;
+        }
+    }
+    int verdict = tc_flow_of(peek, table, &rk, is_tcp, &seg, ip_len, &new_ip, &new_port);
     if (verdict != LB_GO_NAT)
         return verdict;
     __be32 old_ip = iph->saddr;

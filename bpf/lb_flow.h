@@ -214,17 +214,13 @@ static __always_inline int LB_F(xdp_flow)(struct lb_service *svc, LB_CT_KEY *fk,
     return LB_GO_NAT;
 }
 
-// TC egress, a TCP segment or UDP datagram whose reverse key is `rk`: a reply of a tracked flow gets
-// LB_GO_NAT with the flow's VIP:port in *vip_out / *vip_port_out; anything else the verdict to return.
-static __always_inline int LB_F(tc_flow)(LB_CT_KEY *rk, int is_tcp, struct lb_seg *seg, __u32 ip_len,
-                                         LB_ADDR *vip_out, __u16 *vip_port_out)
+// A reply (reverse key `rk`) of the tracked flow whose reverse entry `rev` the caller found in `table`
+// (ct_lookup): LB_GO_NAT with the flow's VIP:port in *vip_out / *vip_port_out, else the verdict to
+// return. The fast path's reply (lb_fastpath_reply.h) looked the entry up already: one lookup each.
+static __always_inline int LB_F(tc_flow_of)(LB_CT_ENTRY *rev, int table, LB_CT_KEY *rk, int is_tcp,
+                                            struct lb_seg *seg, __u32 ip_len, LB_ADDR *vip_out,
+                                            __u16 *vip_port_out)
 {
-    int table;
-    LB_CT_ENTRY *rev = LB_F(ct_lookup)(rk, &table);
-    if (!rev || rev->dir != LB_DIR_REVERSE) {
-        global_inc(LB_G_TC_MISS);
-        return TC_ACT_OK;
-    }
     __u64 now = bpf_ktime_get_ns();
     *vip_out = rev->vip;
     *vip_port_out = rev->vip_port;
@@ -307,4 +303,18 @@ static __always_inline int LB_F(tc_flow)(LB_CT_KEY *rk, int is_tcp, struct lb_se
         ss->bytes_out += ip_len;
     }
     return LB_GO_NAT;
+}
+
+// TC egress, a TCP segment or UDP datagram whose reverse key is `rk`: a reply of a tracked flow gets
+// LB_GO_NAT with the flow's VIP:port in *vip_out / *vip_port_out; anything else the verdict to return.
+static __always_inline int LB_F(tc_flow)(LB_CT_KEY *rk, int is_tcp, struct lb_seg *seg, __u32 ip_len,
+                                         LB_ADDR *vip_out, __u16 *vip_port_out)
+{
+    int table;
+    LB_CT_ENTRY *rev = LB_F(ct_lookup)(rk, &table);
+    if (!rev || rev->dir != LB_DIR_REVERSE) {
+        global_inc(LB_G_TC_MISS);
+        return TC_ACT_OK;
+    }
+    return LB_F(tc_flow_of)(rev, table, rk, is_tcp, seg, ip_len, vip_out, vip_port_out);
 }
