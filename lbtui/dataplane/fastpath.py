@@ -13,8 +13,8 @@ when its peer runs XDP or has GRO on: docs/datapath.md#fast-path). lbtui cannot 
 while any attachment runs in native mode the set stays empty and every packet falls back.
 
 The fast path remembers bpf_fib_lookup's answers (lb_fp_nexthops forward, lb_fp_reply_nexthops for
-replies, each with an IPv6 twin: bpf/lb_nexthop.h) for at most a second; `NextHopWatch` makes it forget them
-at once when the kernel announces a neighbour, route, address, forwarding or link change
+replies, each with an IPv6 twin: bpf/lb_nexthop.h) for at most a second; `NextHopWatch`
+(nexthop_watch.py) makes it forget them at once when the kernel announces a change that may alter one
 (docs/datapath.md#next-hop-cache).
 
 Replies: `ReplyPrograms` attaches lbtui_tc_reply at TC ingress of the backend-facing interfaces, those
@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import select
 import socket
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from lbtui.dataplane import tcfilter
@@ -133,70 +131,3 @@ class ReplyPrograms:
     def close(self) -> None:
         for ifname in list(self.attached):
             self._detach(ifname)
-
-
-# rtnetlink multicast groups (linux/rtnetlink.h; bind takes bit group - 1): what can change
-# bpf_fib_lookup's answer, for both families. Netconf carries the forwarding switches.
-RTMGRP_LINK = 0x1
-RTMGRP_NEIGH = 0x4  # IPv4 and IPv6 neighbours
-RTMGRP_IPV4_IFADDR = 0x10
-RTMGRP_IPV4_ROUTE = 0x40
-RTMGRP_IPV6_IFADDR = 0x100
-RTMGRP_IPV6_ROUTE = 0x400
-RTMGRP_IPV4_NETCONF = 1 << (24 - 1)  # RTNLGRP_IPV4_NETCONF
-RTMGRP_IPV6_NETCONF = 1 << (25 - 1)  # RTNLGRP_IPV6_NETCONF
-NEXT_HOP_GROUPS = (
-    RTMGRP_LINK
-    | RTMGRP_NEIGH
-    | RTMGRP_IPV4_IFADDR
-    | RTMGRP_IPV4_ROUTE
-    | RTMGRP_IPV6_IFADDR
-    | RTMGRP_IPV6_ROUTE
-    | RTMGRP_IPV4_NETCONF
-    | RTMGRP_IPV6_NETCONF
-)
-
-
-def rtnetlink_socket(groups: int = NEXT_HOP_GROUPS) -> socket.socket:
-    """A netlink socket of the current thread's network namespace that receives `groups`."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE)
-    sock.bind((0, groups))
-    return sock
-
-
-class NextHopWatch:
-    """Calls `forget` (Maps.forget_next_hops) after every batch of rtnetlink messages about links,
-    neighbours, IPv4 and IPv6 addresses, routes and forwarding switches, on a thread of its own: a
-    changed MAC, route, MTU or a link gone reaches both directions' caches as soon as the kernel
-    announces it, not after the caches' 1 s.
-    Any message counts (no parsing): a spurious forget costs one fib lookup per remembered next hop."""
-
-    def __init__(self, forget: Callable[[], None], sock: socket.socket | None = None) -> None:
-        self._forget = forget
-        self._stop = threading.Event()
-        self._sock = sock or rtnetlink_socket()
-        self._thread = threading.Thread(target=self._run, name="lbtui-next-hops", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self._sock], [], [], 0.5)
-            if not ready:
-                continue
-            try:
-                while self._sock.recv(65536):  # the whole batch, then one forget
-                    pass
-            except BlockingIOError:
-                pass
-            except OSError as exc:  # ENOBUFS: messages lost, so forget anyway
-                log.debug("fast path: next-hop watch: %s", exc)
-            try:
-                self._forget()
-            except Exception:  # the map went away under a closing engine: never end silently
-                if not self._stop.is_set():
-                    log.exception("fast path: next-hop watch")
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self._sock.close()

@@ -14,10 +14,11 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from lbtui.dataplane.bpffs import PinDirRefused, remove_pins
-from lbtui.dataplane.fastpath import FastPathInterfaces, NextHopWatch, ReplyPrograms, interface_name
+from lbtui.dataplane.fastpath import FastPathInterfaces, ReplyPrograms, interface_name
 from lbtui.dataplane.leftover_replies import LeftoverReplies, map_ids_of
 from lbtui.dataplane.loader import Attachment, Loaded
 from lbtui.dataplane.maps import Maps
+from lbtui.dataplane.nexthop_watch import NextHopWatch
 from lbtui.dataplane.port import (
     ESTABLISHED,
     BackendCounts,
