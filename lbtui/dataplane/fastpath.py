@@ -18,7 +18,8 @@ replies, each with an IPv6 twin: bpf/lb_nexthop.h) for at most a second; `NextHo
 (docs/datapath.md#next-hop-cache).
 
 Replies: `ReplyPrograms` attaches lbtui_tc_reply at TC ingress of the backend-facing interfaces, those
-the routes to the backends leave through that are not client-facing (bpf/lb_fastpath_reply.h).
+the routes to the backends leave through that are not client-facing (bpf/lb_fastpath_reply.h), each
+at a preference of its own so that several instances can share an interface.
 """
 
 from __future__ import annotations
@@ -26,16 +27,19 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from lbtui.dataplane import tcfilter
+from lbtui.dataplane import bpfobj, tcfilter
 from lbtui.dataplane.netlink import off_loop
 from lbtui.dataplane.port import DataplaneError
 
 log = logging.getLogger(__name__)
 
-REPLY_PREF = 0xC002  # lbtui_tc_reply's TC ingress preference (egress: 0xC000, the decapsulator: 0xC001)
+# lbtui_tc_reply's TC ingress preferences (egress: 0xC000, the decapsulator: 0xC001): each instance
+# that shares a backend-facing interface takes a free one (docs/datapath.md#attachments)
+REPLY_PREF = 0xC002
+REPLY_PREFS = range(REPLY_PREF, REPLY_PREF + 16)
 
 
 @off_loop
@@ -99,33 +103,59 @@ def interface_name(ifindex: int) -> str | None:
 
 class ReplyPrograms:
     """lbtui_tc_reply at TC ingress (clsact) of the backend-facing interfaces, attached and detached by
-    name. The filter has a preference of its own, so it shares the hook with anyone else's filters."""
+    name. Each filter takes a free preference of REPLY_PREFS and is remembered with it, so it shares
+    the hook with anyone else's filters, other lbtui instances' reply programs included; a stop
+    removes only this instance's (and the clsact once no filter is left on it). `adopt` names an
+    earlier run's reply filter of this instance (leftover_replies.py) to replace in place, without a
+    gap, on an interface still wanted."""
 
-    def __init__(self, prog: Any) -> None:
+    def __init__(self, prog: Any, adopt: Mapping[str, tuple[int, int]] | None = None) -> None:
         self._prog = prog
-        self.attached: set[str] = set()
+        self._adopt = dict(adopt or {})  # ifname -> (preference, program id) of the earlier run's
+        self.attached: dict[str, int] = {}  # ifname -> preference
 
     @off_loop
     def set(self, ifnames: set[str]) -> None:
-        for ifname in self.attached - ifnames:
+        for ifname in set(self.attached) - ifnames:
             self._detach(ifname)
-        for ifname in ifnames - self.attached:
+        for ifname in ifnames - set(self.attached):
             try:
-                tcfilter.attach(ifname, tcfilter.INGRESS, self._prog.fd, self._prog.name, REPLY_PREF)
+                pref = self._attach(ifname)
             except DataplaneError as exc:
                 log.warning("fast path: cannot attach the reply program to %s: %s", ifname, exc)
                 continue
-            self.attached.add(ifname)
-            log.info("fast path: reply program attached to TC ingress of %s", ifname)
+            self.attached[ifname] = pref
+            log.info("fast path: reply program attached to TC ingress of %s (preference %#x)", ifname, pref)
+
+    def _attach(self, ifname: str) -> int:
+        prog = self._prog
+        if ifname in self._adopt:
+            pref, earlier = self._adopt.pop(ifname)
+            current = tcfilter.filters(ifname, tcfilter.INGRESS)
+            if any(f.pref == pref and f.prog_id == earlier for f in current):
+                tcfilter.attach(ifname, tcfilter.INGRESS, prog.fd, prog.name, pref)  # replaced in place
+                return pref
+        return tcfilter.attach_free(ifname, tcfilter.INGRESS, prog.fd, prog.name, REPLY_PREFS)
 
     def _detach(self, ifname: str) -> None:
-        # the clsact goes too once no filter is left on it (as the loader's TC egress does), also one
-        # that an earlier run created and a crash left behind
+        # only while the filter there is still this program (an older lbtui's fixed preference could
+        # have replaced it); the clsact goes too once no filter is left on it
+        pref = self.attached.pop(ifname)
+        there = [f.prog_id for f in tcfilter.filters(ifname, tcfilter.INGRESS) if f.pref == pref]
+        if not there:
+            return  # gone with its interface, or removed by hand
+        if bpfobj.prog_id(self._prog.fd) not in there:
+            log.warning(
+                "fast path: the reply program on TC ingress of %s (preference %#x) was replaced by "
+                "someone else's filter; left as it is",
+                ifname,
+                pref,
+            )
+            return
         try:
-            tcfilter.detach(ifname, tcfilter.INGRESS, REPLY_PREF, delete_clsact=True)
+            tcfilter.detach(ifname, tcfilter.INGRESS, pref, delete_clsact=True)
         except DataplaneError as exc:
             log.warning("fast path: removing the reply program from %s: %s", ifname, exc)
-        self.attached.discard(ifname)
 
     @off_loop
     def close(self) -> None:
