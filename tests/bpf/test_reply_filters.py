@@ -16,15 +16,15 @@ import ctypes
 import os
 import socket
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 
 from lbtui.dataplane import bpfobj, tcfilter
 from lbtui.dataplane.fastpath import REPLY_PREF, REPLY_PREFS, ReplyPrograms
 from lbtui.dataplane.leftover_replies import LeftoverReplies, map_ids_of
+from tests.support.netnsrun import call_in_netns
 
 NS = f"lbrf-{os.getpid()}"  # of this run: other worktrees run these tests at the same time
 IF, PEER = "rf0", "rf0p"
@@ -50,27 +50,8 @@ int someone_else(struct __sk_buff *skb)
 
 
 def in_ns(fn: Callable[[], T]) -> T:
-    """fn() on a thread that entered NS (netlink sockets and the `tc` it runs belong to NS)."""
-    out: list[Any] = []
-
-    def work() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        ns_fd = os.open(f"/run/netns/{NS}", os.O_RDONLY)
-        try:
-            if libc.setns(ns_fd, CLONE_NEWNET) != 0:  # this thread only; it ends right after
-                raise OSError(ctypes.get_errno(), "setns")
-            out.append(fn())
-        except BaseException as exc:  # handed to the test's thread
-            out.append(exc)
-        finally:
-            os.close(ns_fd)
-
-    t = threading.Thread(target=work)
-    t.start()
-    t.join()
-    if isinstance(out[0], BaseException):
-        raise out[0]
-    return out[0]  # type: ignore[no-any-return]
+    """fn() from inside NS (netlink sockets and the `tc` it runs belong to NS)."""
+    return call_in_netns(NS, fn)
 
 
 class Instance:
