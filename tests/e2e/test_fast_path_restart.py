@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lbtui.dataplane.fastpath import REPLY_PREF
 from lbtui.engine import PIN_ROOT
 from lbtui.lab import LabSpec
 from tests.support.lab import ClientLab
@@ -68,12 +69,12 @@ def test_a_killed_runs_reply_program_is_removed_by_a_start_without_fast_path(tmp
         proc.kill()  # kill -9: nothing detached, nothing unpinned
         proc.wait(10)
         killed = reply_programs(lab)
-        assert list(killed) == [0xC002]
+        assert list(killed) == [REPLY_PREF]
 
         # started again as it was: its reply program replaced in place, at the same preference
         proc = start(lab, cfg, log)
         again = reply_programs(lab)
-        assert list(again) == [0xC002] and again != killed, again
+        assert list(again) == [REPLY_PREF] and again != killed, again
         assert "removed the reply program" not in log.read_text()
         proc.kill()
         proc.wait(10)

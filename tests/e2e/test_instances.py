@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from lbtui.control_client import SocketEngineHandle
+from lbtui.dataplane.fastpath import REPLY_PREF
 from lbtui.engine import PIN_ROOT
 from lbtui.lab import LabSpec
 from tests.support.lab import ClientLab
@@ -114,7 +115,7 @@ def test_two_instances_with_their_own_sockets_are_isolated(tmp_path: Path) -> No
         assert pins_a.is_dir() and pins_b.is_dir()
 
         # one backend-facing bridge, two reply programs, and both instances' replies go fast
-        assert reply_filters(lab) == {0xC002: "lbtui_tc_reply", 0xC003: "lbtui_tc_reply"}
+        assert reply_filters(lab) == {REPLY_PREF: "lbtui_tc_reply", REPLY_PREF + 1: "lbtui_tc_reply"}
         fast_a, fast_b = fast_replies(pins_a), fast_replies(pins_b)
         assert served(lab.http_requests(20, client=1)) == {"b1": 20}
         assert served(lab.http_requests(20, client=2)) == {"b2": 20}
@@ -124,7 +125,7 @@ def test_two_instances_with_their_own_sockets_are_isolated(tmp_path: Path) -> No
         stop(b)
         assert not pins_b.exists()
         assert pins_a.is_dir() and (pins_a / "lb_ct_established").exists(), "B's stop unpinned A's maps"
-        assert reply_filters(lab) == {0xC002: "lbtui_tc_reply"}, "B's stop took A's reply program"
+        assert reply_filters(lab) == {REPLY_PREF: "lbtui_tc_reply"}, "B's stop took A's reply program"
         fast_a = fast_replies(pins_a)
         assert served(lab.http_requests(20, client=1)) == {"b1": 20}
         assert fast_replies(pins_a) > fast_a
