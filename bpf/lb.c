@@ -12,7 +12,8 @@
 //
 //   lbtui_tc_reply  TC clsact ingress on the backend-facing interfaces, with settings.fast_path = "auto":
 //               replies of tracked IPv4 flows SNATed there and redirected to the client's interface
-//               when the kernel's tables allow it (lb_fastpath_reply.h); TC_ACT_OK otherwise. IPv6
+//               when the kernel's tables allow it (lb_fastpath_reply.h); TC_ACT_OK otherwise (a packet
+//               that is no reply of ours: TC_ACT_UNSPEC, the next filter decides). IPv6
 //               replies go to lbtui_tc_reply6 by a tail call (lb_fastpath6.h).
 //
 //   With settings.fast_path = "auto" a DNATed packet is redirected to its backend's interface

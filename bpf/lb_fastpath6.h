@@ -102,31 +102,31 @@ static __always_inline int xdp_fast_forward6(struct xdp_md *ctx)
 
 // TC ingress of a backend-facing interface (lbtui_tc_reply6, tail-called by lbtui_tc_reply for IPv6):
 // a reply of a tracked IPv6 flow without extension headers gets VIP:port as its source, the next
-// hop's MAC and hop limit - 1, and leaves through the client's interface; anything else, and every
-// reply the fast path is not sure about, passes untouched (TC_ACT_OK) to the kernel's forwarding and
-// lbtui_tc6 at the client interface's egress. The flow's state moves (tc_flow6) only once the way out
-// is known, so each reply is counted once. The L4 checksum goes through the kernel's helper, which
-// keeps CHECKSUM_PARTIAL and GSO skbs right.
+// hop's MAC and hop limit - 1, and leaves through the client's interface; a packet that is no reply of
+// ours goes to the hook's next filter (FP_NOT_OURS), a reply the fast path is not sure about passes
+// untouched (TC_ACT_OK) to the kernel's forwarding and lbtui_tc6 at the client interface's egress.
+// The flow's state moves (tc_flow6) only once the way out is known, so each reply is counted once.
+// The L4 checksum goes through the kernel's helper, which keeps CHECKSUM_PARTIAL and GSO skbs right.
 static __always_inline int tc_reply6(struct __sk_buff *skb)
 {
     if (skb->pkt_type != PACKET_HOST || skb->protocol != htons(ETH_P_IPV6))
-        return TC_ACT_OK;
+        return FP_NOT_OURS;
     fp_pull_headers(skb, sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + 48 + sizeof(struct tcphdr));
     void *data = (void *)(long)skb->data;
     void *data_end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
     struct ipv6hdr *ip6 = (void *)(eth + 1);
     if ((void *)(ip6 + 1) > data_end || eth->h_proto != htons(ETH_P_IPV6) || ip6->version != 6)
-        return TC_ACT_OK;
+        return FP_NOT_OURS;
     __u32 off = 0;
     int frag = 0;
     int proto = ipv6_upper(ip6, data_end, &off, &frag);
     if (frag || (proto != IPPROTO_TCP && proto != IPPROTO_UDP))
-        return TC_ACT_OK;                           // fragments, ICMPv6 errors: lbtui_tc6 at egress
+        return FP_NOT_OURS;                         // fragments, ICMPv6 errors: lbtui_tc6 at egress
     off &= 0xff;                                    // at most 48 bytes of extension headers pulled
     __be16 *ports = (void *)ip6 + off;              // source, destination: the first L4 fields
     if ((void *)(ports + 2) > data_end)
-        return TC_ACT_OK;
+        return FP_NOT_OURS;
     int is_tcp = proto == IPPROTO_TCP;
     struct lb_ct6_key rk = {};
     addr6_of(&rk.saddr, &ip6->saddr);
@@ -137,7 +137,7 @@ static __always_inline int tc_reply6(struct __sk_buff *skb)
     int table;
     struct lb_ct6_entry *peek = ct_lookup6(&rk, &table);
     if (!peek || peek->dir != LB_DIR_REVERSE)
-        return TC_ACT_OK;                           // not a reply of ours
+        return FP_NOT_OURS;                         // not a reply of ours
     // a reply of ours from here on: every fallback is counted
     if (skb->vlan_present) {                        // the tag would go out on the client's side
         global_inc(LB_G_FP_VLAN);

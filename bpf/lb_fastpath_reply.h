@@ -6,6 +6,7 @@
 // through the kernel's helpers, which keep CHECKSUM_PARTIAL and GSO skbs (a local backend's replies)
 // right, as the TC egress SNAT in lb.c does.
 //
+// A packet that is no reply of this instance's flows passes to the hook's next filter (FP_NOT_OURS).
 // Every reply the fast path is not sure about passes untouched (TC_ACT_OK): the kernel forwards it
 // and lbtui_tc SNATs it at the client interface's egress, as without the fast path. The flow is only
 // looked at until the way out is known; its state moves (tc_flow) just before the rewrite, so each
@@ -32,11 +33,16 @@
 // skbs without a mark of their own; lbtui_tc puts the 0 back)
 #define LB_FP_REPLY_MARK 0x4c42fa57
 
+// The verdict for a packet that is no reply of this instance's flows: TC_ACT_UNSPEC runs the hook's
+// next filter (another instance's lbtui_tc_reply on a shared interface, anyone's), and the packet
+// passes when none is left; TC_ACT_OK would end the chain here (docs/datapath.md#fast-path)
+#define FP_NOT_OURS TC_ACT_UNSPEC
+
 #if LB_FAST_PATH
 static __always_inline int tc_reply4(struct __sk_buff *skb)
 {
     if (skb->pkt_type != PACKET_HOST || skb->protocol != htons(ETH_P_IP))
-        return TC_ACT_OK;                           // not for this host to route, or not IPv4
+        return FP_NOT_OURS;                         // not for this host to route, or not IPv4
     // the headers we read linear: Ethernet, IP with options, a TCP header without
     fp_pull_headers(skb, sizeof(struct ethhdr) + 60 + sizeof(struct tcphdr));
     void *data = (void *)(long)skb->data;
@@ -44,15 +50,15 @@ static __always_inline int tc_reply4(struct __sk_buff *skb)
     struct ethhdr *eth = data;
     struct iphdr *iph = (void *)(eth + 1);
     if ((void *)(iph + 1) > data_end || eth->h_proto != htons(ETH_P_IP) || iph->version != 4)
-        return TC_ACT_OK;
+        return FP_NOT_OURS;
     if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
-        return TC_ACT_OK;                           // ICMP errors: lb_icmp.h at TC egress
+        return FP_NOT_OURS;                         // ICMP errors: lb_icmp.h at TC egress
     if (iph->frag_off & htons(0x3FFF))              // IP_MF | IP_OFFSET
-        return TC_ACT_OK;                           // fragments: lb_frags at TC egress
+        return FP_NOT_OURS;                         // fragments: lb_frags at TC egress
     __u32 ihl_len = iph->ihl * 4;
     __be16 *ports = (void *)iph + ihl_len;          // source, destination: the first L4 fields
     if (ihl_len < sizeof(*iph) || (void *)(ports + 2) > data_end)
-        return TC_ACT_OK;
+        return FP_NOT_OURS;
     int is_tcp = iph->protocol == IPPROTO_TCP;
     struct lb_ct_key rk = {};
     rk.saddr = iph->saddr;
@@ -63,7 +69,7 @@ static __always_inline int tc_reply4(struct __sk_buff *skb)
     int table;
     struct lb_ct_entry *peek = ct_lookup(&rk, &table);
     if (!peek || peek->dir != LB_DIR_REVERSE)
-        return TC_ACT_OK;                           // not a reply of ours
+        return FP_NOT_OURS;                         // not a reply of ours
     // a reply of ours from here on: every fallback is counted
     if (skb->vlan_present) {                        // the tag would go out on the client's side
         global_inc(LB_G_FP_VLAN);

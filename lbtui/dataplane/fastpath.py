@@ -13,31 +13,33 @@ when its peer runs XDP or has GRO on: docs/datapath.md#fast-path). lbtui cannot 
 while any attachment runs in native mode the set stays empty and every packet falls back.
 
 The fast path remembers bpf_fib_lookup's answers (lb_fp_nexthops forward, lb_fp_reply_nexthops for
-replies, each with an IPv6 twin: bpf/lb_nexthop.h) for at most a second; `NextHopWatch` makes it forget them
-at once when the kernel announces a neighbour, route, address, forwarding or link change
+replies, each with an IPv6 twin: bpf/lb_nexthop.h) for at most a second; `NextHopWatch`
+(nexthop_watch.py) makes it forget them at once when the kernel announces a change that may alter one
 (docs/datapath.md#next-hop-cache).
 
 Replies: `ReplyPrograms` attaches lbtui_tc_reply at TC ingress of the backend-facing interfaces, those
-the routes to the backends leave through that are not client-facing (bpf/lb_fastpath_reply.h).
+the routes to the backends leave through that are not client-facing (bpf/lb_fastpath_reply.h), each
+at a preference of its own so that several instances can share an interface.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import select
 import socket
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from lbtui.dataplane import tcfilter
+from lbtui.dataplane import bpfobj, tcfilter
 from lbtui.dataplane.netlink import off_loop
 from lbtui.dataplane.port import DataplaneError
 
 log = logging.getLogger(__name__)
 
-REPLY_PREF = 0xC002  # lbtui_tc_reply's TC ingress preference (egress: 0xC000, the decapsulator: 0xC001)
+# lbtui_tc_reply's TC ingress preferences (egress: 0xC000, the decapsulator: 0xC001): each instance
+# that shares a backend-facing interface takes a free one (docs/datapath.md#attachments)
+REPLY_PREF = 0xC002
+REPLY_PREFS = range(REPLY_PREF, REPLY_PREF + 16)
 
 
 @off_loop
@@ -101,102 +103,61 @@ def interface_name(ifindex: int) -> str | None:
 
 class ReplyPrograms:
     """lbtui_tc_reply at TC ingress (clsact) of the backend-facing interfaces, attached and detached by
-    name. The filter has a preference of its own, so it shares the hook with anyone else's filters."""
+    name. Each filter takes a free preference of REPLY_PREFS and is remembered with it, so it shares
+    the hook with anyone else's filters, other lbtui instances' reply programs included; a stop
+    removes only this instance's (and the clsact once no filter is left on it). `adopt` names an
+    earlier run's reply filter of this instance (leftover_replies.py) to replace in place, without a
+    gap, on an interface still wanted."""
 
-    def __init__(self, prog: Any) -> None:
+    def __init__(self, prog: Any, adopt: Mapping[str, tuple[int, int]] | None = None) -> None:
         self._prog = prog
-        self.attached: set[str] = set()
+        self._adopt = dict(adopt or {})  # ifname -> (preference, program id) of the earlier run's
+        self.attached: dict[str, int] = {}  # ifname -> preference
 
     @off_loop
     def set(self, ifnames: set[str]) -> None:
-        for ifname in self.attached - ifnames:
+        for ifname in set(self.attached) - ifnames:
             self._detach(ifname)
-        for ifname in ifnames - self.attached:
+        for ifname in ifnames - set(self.attached):
             try:
-                tcfilter.attach(ifname, tcfilter.INGRESS, self._prog.fd, self._prog.name, REPLY_PREF)
+                pref = self._attach(ifname)
             except DataplaneError as exc:
                 log.warning("fast path: cannot attach the reply program to %s: %s", ifname, exc)
                 continue
-            self.attached.add(ifname)
-            log.info("fast path: reply program attached to TC ingress of %s", ifname)
+            self.attached[ifname] = pref
+            log.info("fast path: reply program attached to TC ingress of %s (preference %#x)", ifname, pref)
+
+    def _attach(self, ifname: str) -> int:
+        prog = self._prog
+        if ifname in self._adopt:
+            pref, earlier = self._adopt.pop(ifname)
+            current = tcfilter.filters(ifname, tcfilter.INGRESS)
+            if any(f.pref == pref and f.prog_id == earlier for f in current):
+                tcfilter.attach(ifname, tcfilter.INGRESS, prog.fd, prog.name, pref)  # replaced in place
+                return pref
+        return tcfilter.attach_free(ifname, tcfilter.INGRESS, prog.fd, prog.name, REPLY_PREFS)
 
     def _detach(self, ifname: str) -> None:
-        # the clsact goes too once no filter is left on it (as the loader's TC egress does), also one
-        # that an earlier run created and a crash left behind
+        # only while the filter there is still this program (an older lbtui's fixed preference could
+        # have replaced it); the clsact goes too once no filter is left on it
+        pref = self.attached.pop(ifname)
+        there = [f.prog_id for f in tcfilter.filters(ifname, tcfilter.INGRESS) if f.pref == pref]
+        if not there:
+            return  # gone with its interface, or removed by hand
+        if bpfobj.prog_id(self._prog.fd) not in there:
+            log.warning(
+                "fast path: the reply program on TC ingress of %s (preference %#x) was replaced by "
+                "someone else's filter; left as it is",
+                ifname,
+                pref,
+            )
+            return
         try:
-            tcfilter.detach(ifname, tcfilter.INGRESS, REPLY_PREF, delete_clsact=True)
+            tcfilter.detach(ifname, tcfilter.INGRESS, pref, delete_clsact=True)
         except DataplaneError as exc:
             log.warning("fast path: removing the reply program from %s: %s", ifname, exc)
-        self.attached.discard(ifname)
 
     @off_loop
     def close(self) -> None:
         for ifname in list(self.attached):
             self._detach(ifname)
-
-
-# rtnetlink multicast groups (linux/rtnetlink.h; bind takes bit group - 1): what can change
-# bpf_fib_lookup's answer, for both families. Netconf carries the forwarding switches.
-RTMGRP_LINK = 0x1
-RTMGRP_NEIGH = 0x4  # IPv4 and IPv6 neighbours
-RTMGRP_IPV4_IFADDR = 0x10
-RTMGRP_IPV4_ROUTE = 0x40
-RTMGRP_IPV6_IFADDR = 0x100
-RTMGRP_IPV6_ROUTE = 0x400
-RTMGRP_IPV4_NETCONF = 1 << (24 - 1)  # RTNLGRP_IPV4_NETCONF
-RTMGRP_IPV6_NETCONF = 1 << (25 - 1)  # RTNLGRP_IPV6_NETCONF
-NEXT_HOP_GROUPS = (
-    RTMGRP_LINK
-    | RTMGRP_NEIGH
-    | RTMGRP_IPV4_IFADDR
-    | RTMGRP_IPV4_ROUTE
-    | RTMGRP_IPV6_IFADDR
-    | RTMGRP_IPV6_ROUTE
-    | RTMGRP_IPV4_NETCONF
-    | RTMGRP_IPV6_NETCONF
-)
-
-
-def rtnetlink_socket(groups: int = NEXT_HOP_GROUPS) -> socket.socket:
-    """A netlink socket of the current thread's network namespace that receives `groups`."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE)
-    sock.bind((0, groups))
-    return sock
-
-
-class NextHopWatch:
-    """Calls `forget` (Maps.forget_next_hops) after every batch of rtnetlink messages about links,
-    neighbours, IPv4 and IPv6 addresses, routes and forwarding switches, on a thread of its own: a
-    changed MAC, route, MTU or a link gone reaches both directions' caches as soon as the kernel
-    announces it, not after the caches' 1 s.
-    Any message counts (no parsing): a spurious forget costs one fib lookup per remembered next hop."""
-
-    def __init__(self, forget: Callable[[], None], sock: socket.socket | None = None) -> None:
-        self._forget = forget
-        self._stop = threading.Event()
-        self._sock = sock or rtnetlink_socket()
-        self._thread = threading.Thread(target=self._run, name="lbtui-next-hops", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self._sock], [], [], 0.5)
-            if not ready:
-                continue
-            try:
-                while self._sock.recv(65536):  # the whole batch, then one forget
-                    pass
-            except BlockingIOError:
-                pass
-            except OSError as exc:  # ENOBUFS: messages lost, so forget anyway
-                log.debug("fast path: next-hop watch: %s", exc)
-            try:
-                self._forget()
-            except Exception:  # the map went away under a closing engine: never end silently
-                if not self._stop.is_set():
-                    log.exception("fast path: next-hop watch")
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self._sock.close()

@@ -14,10 +14,11 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from lbtui.dataplane.bpffs import PinDirRefused, remove_pins
-from lbtui.dataplane.fastpath import FastPathInterfaces, NextHopWatch, ReplyPrograms, interface_name
+from lbtui.dataplane.fastpath import FastPathInterfaces, ReplyPrograms, interface_name
 from lbtui.dataplane.leftover_replies import LeftoverReplies, map_ids_of
 from lbtui.dataplane.loader import Attachment, Loaded
 from lbtui.dataplane.maps import Maps
+from lbtui.dataplane.nexthop_watch import NextHopWatch
 from lbtui.dataplane.port import (
     ESTABLISHED,
     BackendCounts,
@@ -119,11 +120,7 @@ class KernelDataplane:
         leftover, self._leftover_replies = self._leftover_replies, None
         if leftover is None or not leftover.ours:
             return
-        if self._spec.fast_path:
-            keep, why = (self._replies.attached if self._replies else set()), "not backend-facing now"
-        else:
-            keep, why = set(), 'settings.fast_path is "off"'
-        leftover.remove(keep, why)
+        leftover.remove("not backend-facing now" if self._spec.fast_path else 'settings.fast_path is "off"')
 
     def _update_fast_path(self) -> None:
         if not self._spec.fast_path:
@@ -135,7 +132,8 @@ class KernelDataplane:
         if self._next_hops is None:
             self._next_hops = NextHopWatch(self.maps.forget_next_hops)
         if self._replies is None:
-            self._replies = ReplyPrograms(self.loaded.tc_reply_fn)
+            adopt = self._leftover_replies.adoptable() if self._leftover_replies else {}
+            self._replies = ReplyPrograms(self.loaded.tc_reply_fn, adopt)
         backend_side: set[str] = set()
         if not native and self._attachments:
             names = (interface_name(i) for i in self._fast_path.backend_side())

@@ -10,9 +10,11 @@ them even when the new run has `settings.fast_path = "off"` or the interface is 
 backend-facing.
 
 A reply program is this instance's when it uses one of the maps of this run's programs: adopted
-pinned maps keep their ids. Those this run does not re-attach are removed with a warning. An lbtui
-reply program of another instance, or of an earlier run whose pins are gone (its maps are not ours),
-is left where it is, with a warning that says how to remove it.
+pinned maps keep their ids. Where this run wants a reply program it replaces that one in place, at
+its preference (fastpath.ReplyPrograms' `adopt`); the others are removed with a warning. An lbtui
+reply program of another instance (several share a backend-facing interface, each at a preference
+of its own), or of an earlier run whose pins are gone (its maps are not ours), is left where it is;
+the log says how to remove it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from lbtui.dataplane import bpfobj, tcfilter
-from lbtui.dataplane.fastpath import REPLY_PREF
 from lbtui.dataplane.loader import TC_REPLY_PROG
 from lbtui.dataplane.netlink import off_loop
 from lbtui.dataplane.port import DataplaneError
@@ -37,6 +38,7 @@ _INGRESS_PARENT = 0xFFFFFFF2
 class ReplyFilter:
     ifname: str
     prog_id: int
+    pref: int
 
 
 def _bpf_name(flt: Any) -> str | None:
@@ -47,7 +49,7 @@ def _bpf_name(flt: Any) -> str | None:
 
 @off_loop
 def reply_filters() -> list[ReplyFilter]:
-    """Every lbtui_tc_reply at TC ingress (REPLY_PREF) of an interface of this network namespace.
+    """Every lbtui_tc_reply at TC ingress (any preference) of an interface of this network namespace.
     Netlink finds the interfaces that have one (one dump per interface); `tc` gives its program id."""
     from pyroute2 import IPRoute
 
@@ -61,10 +63,10 @@ def reply_filters() -> list[ReplyFilter]:
             if any(_bpf_name(f) == TC_REPLY_PROG for f in found):
                 names.append(str(link.get_attr("IFLA_IFNAME")))
     return [
-        ReplyFilter(name, f.prog_id)
+        ReplyFilter(name, f.prog_id, f.pref)
         for name in names
         for f in tcfilter.filters(name, tcfilter.INGRESS)
-        if f.pref == REPLY_PREF and f.name == TC_REPLY_PROG
+        if f.name == TC_REPLY_PROG
     ]
 
 
@@ -74,51 +76,55 @@ def map_ids_of(prog_fds: Iterable[int]) -> set[int]:
 
 
 class LeftoverReplies:
-    """This instance's reply programs an earlier run left attached, by interface."""
+    """This instance's reply programs an earlier run left attached."""
 
-    def __init__(self, ours: dict[str, int]) -> None:
-        self.ours = ours  # ifname -> program id
+    def __init__(self, ours: list[ReplyFilter]) -> None:
+        self.ours = ours
 
     @classmethod
     def find(cls, our_map_ids: set[int]) -> LeftoverReplies:
-        ours = {}
+        ours = []
         for flt in reply_filters():
             try:
                 maps = set(bpfobj.program_map_ids(flt.prog_id))
             except OSError:  # detached meanwhile
                 continue
             if maps & our_map_ids:
-                ours[flt.ifname] = flt.prog_id
+                ours.append(flt)
                 continue
-            log.warning(
-                "fast path: an lbtui reply program (id %d) of another instance, or of an earlier run whose "
-                "pinned maps are gone, is attached to TC ingress of %s; left alone "
-                "(`tc filter del dev %s ingress pref %d` removes it)",
+            log.info(
+                "fast path: the lbtui reply program at TC ingress of %s (preference %#x, program id %d) "
+                "is another instance's, or an earlier run's whose pinned maps are gone; left alone "
+                "(if no running instance uses %s: `tc filter del dev %s ingress pref %d`)",
+                flt.ifname,
+                flt.pref,
                 flt.prog_id,
                 flt.ifname,
                 flt.ifname,
-                REPLY_PREF,
+                flt.pref,
             )
         return cls(ours)
 
+    def adoptable(self) -> dict[str, tuple[int, int]]:
+        """ifname -> (preference, program id) of the filter to replace in place (fastpath.ReplyPrograms)."""
+        return {f.ifname: (f.pref, f.prog_id) for f in self.ours}
+
     @off_loop
-    def remove(self, keep: set[str], why: str) -> None:
-        """Detach every left reply program but those on `keep` (this run attached its own there, in
-        place); each only while it is still the program found at load."""
-        for ifname, prog_id in sorted(self.ours.items()):
-            if ifname in keep:
-                continue
-            current = tcfilter.filters(ifname, tcfilter.INGRESS)
-            if not any(f.pref == REPLY_PREF and f.prog_id == prog_id for f in current):
+    def remove(self, why: str) -> None:
+        """Detach every left reply program that is still the program found at load (those this run
+        replaced in place are not)."""
+        for flt in sorted(self.ours, key=lambda f: (f.ifname, f.pref)):
+            current = tcfilter.filters(flt.ifname, tcfilter.INGRESS)
+            if not any(f.pref == flt.pref and f.prog_id == flt.prog_id for f in current):
                 continue  # gone or replaced since
             try:
-                tcfilter.detach(ifname, tcfilter.INGRESS, REPLY_PREF, delete_clsact=True)
+                tcfilter.detach(flt.ifname, tcfilter.INGRESS, flt.pref, delete_clsact=True)
             except DataplaneError as exc:
-                log.warning("fast path: removing an earlier run's reply program from %s: %s", ifname, exc)
+                log.warning("fast path: removing an earlier run's reply program from %s: %s", flt.ifname, exc)
                 continue
             log.warning(
                 "fast path: removed the reply program an earlier run left on TC ingress of %s (%s)",
-                ifname,
+                flt.ifname,
                 why,
             )
-        self.ours = {}
+        self.ours = []

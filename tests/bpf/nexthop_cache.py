@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from scapy.layers.l2 import Ether
 
-from lbtui.dataplane.fastpath import NextHopWatch, rtnetlink_socket
+from lbtui.dataplane.nexthop_watch import NextHopWatch, rtnetlink_socket
 from lbtui.dataplane.progrun import TC_ACT_REDIRECT, XDP_REDIRECT, RunResult
 from tests.support.bpfrun import Programs, assert_checksums_valid, counting
 
@@ -37,6 +37,7 @@ __all__ = [  # what a test module imports with *: the tests and the fixture they
     "test_an_expired_next_hop_is_looked_up_again",
     "test_an_interface_taken_out_of_lb_fp_ifaces_is_not_used_from_the_cache",
     "test_the_next_hop_watch_forgets_on_a_neighbour_change",
+    "test_the_next_hop_watch_keeps_next_hops_over_a_neighbour_state_within_nud_valid",
     "test_the_next_hop_watch_forgets_on_route_address_and_forwarding_changes",
 ]
 
@@ -225,3 +226,44 @@ def test_the_next_hop_watch_forgets_on_route_address_and_forwarding_changes(prog
             way.ip("addr", "del", addr, "dev", way.egress)
         else:
             subprocess.run(["ip", "netns", "exec", way.ns, "sysctl", "-qw", f"{sysctl}=1"], check=True)
+
+
+def wait_for_messages(watch: NextHopWatch, seen: int) -> bool:
+    """Until the watch has read more than `seen` messages (each command's own: nothing else changes
+    the lab's neighbours during a test run)."""
+    deadline = time.monotonic() + 5
+    while watch.counts.messages <= seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return watch.counts.messages > seen
+
+
+def test_the_next_hop_watch_keeps_next_hops_over_a_neighbour_state_within_nud_valid(progs, way, restore_mac):
+    """A known neighbour moved to another state in NUD_VALID with the same lladdr (what the NUD timers
+    do all day) leaves the generation alone; a new lladdr and a deletion move it."""
+    watch = NextHopWatch(progs.maps.forget_next_hops, watch_socket(way.ns))
+    try:
+        assert way.send(way.small).retval == way.redirect  # remembered
+        gen = progs.maps.next_hop_generation()
+        way.ip("neigh", "change", way.next_hop, "lladdr", way.mac, "dev", way.egress, "nud", "reachable")
+        assert wait_for_new_generation(progs, gen)  # the watch's first sighting of it
+        gen, seen = progs.maps.next_hop_generation(), watch.counts
+        way.ip("neigh", "change", way.next_hop, "lladdr", way.mac, "dev", way.egress, "nud", "stale")
+        assert wait_for_messages(watch, seen.messages)
+        assert watch.counts.skipped == seen.skipped + 1
+        assert progs.maps.next_hop_generation() == gen
+        r, moved = counting(progs, lambda: way.send(way.small))
+        assert r.retval == way.redirect and Ether(r.data).dst == way.mac and moved == {way.counter: 1}
+
+        way.ip(
+            "neigh", "change", way.next_hop, "lladdr", "02:00:00:16:99:95", "dev", way.egress, "nud", "stale"
+        )
+        assert wait_for_new_generation(progs, gen)
+        assert Ether(way.send(way.small).data).dst == "02:00:00:16:99:95"
+
+        gen = progs.maps.next_hop_generation()
+        way.ip("neigh", "del", way.next_hop, "dev", way.egress)
+        assert wait_for_new_generation(progs, gen)
+        r, moved = counting(progs, lambda: way.send(way.small))
+        assert r.retval != way.redirect and moved == {"fast_path_no_neigh": 1}
+    finally:
+        watch.close()

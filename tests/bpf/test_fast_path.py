@@ -35,6 +35,7 @@ from lbtui.control.selection import weighted_table
 from lbtui.dataplane.progrun import (
     TC_ACT_OK,
     TC_ACT_REDIRECT,
+    TC_ACT_UNSPEC,
     XDP_PASS,
     XDP_REDIRECT,
     RunResult,
@@ -410,7 +411,7 @@ def test_vlan_tagged_replies_pass_untouched(progs, lab):
     inner = Ether(backend_reply(CLIENT))
     tagged = bytes(Ether(src=NEIGH_MAC, dst=FPOUT_MAC) / Dot1Q(vlan=16) / inner[IP])
     r, moved = counting(progs, lambda: run_reply(progs, lab, tagged))
-    assert (r.retval, r.data, moved) == (TC_ACT_OK, tagged, {})
+    assert (r.retval, r.data, moved) == (TC_ACT_UNSPEC, tagged, {})  # skb->protocol 802.1Q: not looked at
 
 
 def test_replies_to_another_host_are_not_routed(progs, lab):
@@ -418,13 +419,15 @@ def test_replies_to_another_host_are_not_routed(progs, lab):
     assert run_in_lab(progs, lab, to_vip(TO_NEIGH)).retval == XDP_REDIRECT
     reply = bytes(Ether(src=NEIGH_MAC, dst="02:00:00:00:00:99") / Ether(backend_reply(CLIENT))[IP])
     r, moved = counting(progs, lambda: run_reply(progs, lab, reply))
-    assert (r.retval, r.data, moved) == (TC_ACT_OK, reply, {})
+    assert (r.retval, r.data, moved) == (TC_ACT_UNSPEC, reply, {})
 
 
 def test_packets_that_are_no_reply_pass_untouched(progs, lab):
+    """...and go on to the hook's next filter (TC_ACT_UNSPEC): another instance's reply program on a
+    shared backend-facing interface, or anyone's; TC_ACT_OK would end the chain here."""
     stray = backend_reply(CLIENT, sport=41234)  # no flow on that port
     r, moved = counting(progs, lambda: run_reply(progs, lab, stray))
-    assert (r.retval, r.data, moved) == (TC_ACT_OK, stray, {})
+    assert (r.retval, r.data, moved) == (TC_ACT_UNSPEC, stray, {})
 
 
 # ---- the next-hop caches (tests/bpf/nexthop_cache.py, both directions)

@@ -4,17 +4,20 @@ backend-facing bridge; the next start, with settings.fast_path = "off", adopts t
 must remove that program (dataplane/leftover_replies.py), or it would go on SNATing and redirecting
 replies through the adopted maps.
 
-Checked in a real lab: the program is there after the kill -9, gone after the restart (which says so
+Checked in a real lab: the program is there after the kill -9, replaced in place (same preference,
+a new program) by a restart with the fast path on, gone after a restart without it (which says so
 in its log), requests are served with no reply taking the fast path, and a clean stop leaves no pin.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
+from lbtui.dataplane.fastpath import REPLY_PREF
 from lbtui.engine import PIN_ROOT
 from lbtui.lab import LabSpec
 from tests.support.lab import ClientLab
@@ -28,6 +31,16 @@ PIN_DIR = f"{PIN_ROOT}/{P}"
 
 def reply_filters(lab: ClientLab) -> str:
     return lab.run(lab.ns_lb, "tc", "filter", "show", "dev", f"{P}br0", "ingress").stdout
+
+
+def reply_programs(lab: ClientLab) -> dict[int, int]:
+    """preference -> program id of the lbtui_tc_reply filters at TC ingress of the bridge."""
+    out = lab.run(lab.ns_lb, "tc", "-j", "filter", "show", "dev", f"{P}br0", "ingress").stdout
+    return {
+        int(f["pref"]): int(f["options"]["prog"]["id"])
+        for f in json.loads(out or "[]")
+        if f.get("options", {}).get("prog", {}).get("name") == "lbtui_tc_reply"
+    }
 
 
 def test_a_killed_runs_reply_program_is_removed_by_a_start_without_fast_path(tmp_path: Path) -> None:
@@ -46,7 +59,16 @@ def test_a_killed_runs_reply_program_is_removed_by_a_start_without_fast_path(tmp
 
         proc.kill()  # kill -9: nothing detached, nothing unpinned
         proc.wait(10)
-        assert "lbtui_tc_reply" in reply_filters(lab)
+        killed = reply_programs(lab)
+        assert list(killed) == [REPLY_PREF]
+
+        # started again as it was: its reply program replaced in place, at the same preference
+        proc = start_lbtui(lab, cfg, log)
+        again = reply_programs(lab)
+        assert list(again) == [REPLY_PREF] and again != killed, again
+        assert "removed the reply program" not in log.read_text()
+        proc.kill()
+        proc.wait(10)
 
         cfg.write_text(lab.config_toml(weights=(1, 1, 1), fast_path="off"))
         proc = start_lbtui(lab, cfg, log)

@@ -14,22 +14,28 @@ from lbtui.dataplane.fastpath import REPLY_PREF
 from lbtui.dataplane.leftover_replies import LeftoverReplies, ReplyFilter
 
 MAPS = {10: [1, 2, 3], 11: [1, 2, 3], 20: [7, 8]}  # program id -> its map ids; 20: another instance's
-FOUND = [ReplyFilter("br0", 10), ReplyFilter("br1", 11), ReplyFilter("other0", 20)]
+FOUND = [
+    ReplyFilter("br0", 10, REPLY_PREF),
+    ReplyFilter("br1", 11, REPLY_PREF + 1),
+    ReplyFilter("other0", 20, REPLY_PREF),
+]
 
 
 @pytest.fixture
 def kernel(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     detached: list[str] = []
-    attached = {f.ifname: f.prog_id for f in FOUND}
+    attached = {f.ifname: (f.prog_id, f.pref) for f in FOUND}
     monkeypatch.setattr(leftover_replies, "reply_filters", lambda: list(FOUND))
     monkeypatch.setattr(leftover_replies.bpfobj, "program_map_ids", lambda prog_id: MAPS[prog_id])
 
     def filters(ifname: str, hook: str) -> list[tcfilter.BpfFilter]:
-        prog = attached.get(ifname)
-        return [] if prog is None else [tcfilter.BpfFilter("lbtui_tc_reply", prog, REPLY_PREF)]
+        if ifname not in attached:
+            return []
+        prog, pref = attached[ifname]
+        return [tcfilter.BpfFilter("lbtui_tc_reply", prog, pref)]
 
     def detach(ifname: str, hook: str, pref: int, handle: int = 1, delete_clsact: bool = False) -> None:
-        assert (hook, pref) == (tcfilter.INGRESS, REPLY_PREF)
+        assert (hook, pref) == (tcfilter.INGRESS, attached[ifname][1])
         detached.append(ifname)
         del attached[ifname]
 
@@ -39,28 +45,27 @@ def kernel(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_only_programs_with_our_maps_are_ours(kernel: list[str], caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         left = LeftoverReplies.find({3, 4, 5})
-    assert left.ours == {"br0": 10, "br1": 11}
-    assert "attached to TC ingress of other0; left alone" in caplog.text
+    assert [(f.ifname, f.prog_id) for f in left.ours] == [("br0", 10), ("br1", 11)]
+    assert left.adoptable() == {"br0": (REPLY_PREF, 10), "br1": (REPLY_PREF + 1, 11)}
+    assert "at TC ingress of other0 (preference 0xc002, program id 20) is another instance's" in caplog.text
+    assert "`tc filter del dev other0 ingress pref 49154`" in caplog.text
 
 
 def test_fast_path_off_removes_all_of_ours(kernel: list[str], caplog: pytest.LogCaptureFixture) -> None:
     left = LeftoverReplies.find({1})
     with caplog.at_level(logging.WARNING):
-        left.remove(set(), 'settings.fast_path is "off"')
+        left.remove('settings.fast_path is "off"')
     assert kernel == ["br0", "br1"]
     assert "removed the reply program an earlier run left on TC ingress of br0" in caplog.text
-    assert left.ours == {}
-
-
-def test_those_this_run_re_attached_stay(kernel: list[str]) -> None:
-    LeftoverReplies.find({1}).remove({"br1"}, "not backend-facing now")
-    assert kernel == ["br0"]
+    assert left.ours == []
 
 
 def test_a_program_replaced_since_load_is_not_removed(kernel: list[str]) -> None:
+    """Where this run replaced the earlier run's program in place (fastpath.ReplyPrograms' adopt), or
+    anyone else did, the filter found at load is no longer there."""
     left = LeftoverReplies.find({1})
-    left.ours["br0"] = 99  # another program is there now
-    left.remove(set(), "test")
+    left.ours[0] = ReplyFilter("br0", 99, REPLY_PREF)  # another program is there now
+    left.remove("test")
     assert kernel == ["br1"]

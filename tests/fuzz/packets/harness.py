@@ -41,7 +41,7 @@ from tests.fuzz.packets.conntrack import ESTABLISHED, TRANSIENT, CtKey, RealEntr
 from tests.fuzz.packets.frames import IPV6_FAMILIES, Flow, Frame, FrameGenerator
 from tests.fuzz.packets.oracle import BACKEND_COUNTERS, CHECKED_COUNTERS, PICK_DROPPED, Oracle, Verdict
 from tests.fuzz.packets.pick import DROP_CONFLICT
-from tests.fuzz.packets.rewrite import TC_ACT_OK
+from tests.fuzz.packets.rewrite import TC_ACT_OK, TC_ACT_UNSPEC
 from tests.fuzz.packets.topology import (
     BACKEND_BY_ENDPOINT,
     BACKENDS,
@@ -484,7 +484,7 @@ class PacketFuzzer:
     def _tc_after(self, reply_verdict: int | None, reply_out: bytes, mark: int) -> tuple[int | None, bytes]:
         """lbtui_tc on what the reply program let through or redirected, with the mark it left (TC
         egress on the client's side); (None, b"") after a drop."""
-        if reply_verdict not in (TC_ACT_OK, fastpath.TC_ACT_REDIRECT):
+        if reply_verdict not in (TC_ACT_OK, TC_ACT_UNSPEC, fastpath.TC_ACT_REDIRECT):
             return None, b""
         return self.dp.run("tc", reply_out, mark=mark)
 

@@ -58,6 +58,7 @@ from tests.fuzz.packets.pick import DROP_CONFLICT, pick_outcomes
 from tests.fuzz.packets.rewrite import (
     TC_ACT_OK,
     TC_ACT_SHOT,
+    TC_ACT_UNSPEC,
     XDP_DROP,
     XDP_PASS,
     check_refused,
@@ -426,8 +427,10 @@ class Oracle(TcRules):
             if decision is not None:
                 self.counters[decision.counter] += 1
                 self.fast_path_seen[seen + decision.counter] += 1
-            what = f"lbtui_tc_reply ({decision.counter if decision else 'not a reply it takes'})"
-            problems = check_untouched(what, data, rverdict, rout, TC_ACT_OK)
+            what = f"lbtui_tc_reply ({decision.counter if decision else 'not a reply it redirects'})"
+            # what is no reply of ours goes to the hook's next filter (TC_ACT_UNSPEC); ours ends the chain
+            passed = TC_ACT_UNSPEC if rev is None else TC_ACT_OK
+            problems = check_untouched(what, data, rverdict, rout, passed)
             if problems:
                 return Verdict(REPLY_PASSED, tuple(problems))
             return self.check_tc(data, verdict, out)  # TC egress SNATs it as without the fast path

@@ -16,6 +16,7 @@ from tests.fuzz.packets.wire import TCP, UDP, endpoint_text, ones_sum, pseudo_he
 
 XDP_DROP, XDP_PASS = 1, 2
 TC_ACT_OK = 0
+TC_ACT_UNSPEC = 0xFFFFFFFF  # -1 as a test run's retval (lbtui_tc_reply: a packet that is no reply of ours)
 TC_ACT_SHOT = 2
 
 
