@@ -555,6 +555,8 @@ def run_cell(
     lb: LoadBalancer | None = None
     try:
         lab.up()
+        if routed:  # GRO on the client's end too: the LB's client veth takes native redirects (replies)
+            lab.run(lab.ns_client, "ethtool", "-K", f"{lab.prefix}c0", "gro", "on")
         # haproxy originates connections from the LB namespace: many ports, TIME_WAIT reuse
         lab.sysctl(lab.ns_lb, "net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1")
         if mode == "lbtui-dsr":
@@ -895,7 +897,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="bridge",
         choices=("bridge", "veth-gro"),
         help="the lab's backend side: the bridge, or one routed veth per backend with GRO on at the "
-        "backend's end (so the LB's veths take native XDP redirects; not with lbtui-dsr)",
+        "backend's end and the client's (so the LB's veths take native XDP redirects; not with lbtui-dsr)",
     )
     ap.add_argument(
         "--no-bpf-stats",
