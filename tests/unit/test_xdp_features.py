@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from lbtui.dataplane.xdp_features import (
     NETDEV_CMD_DEV_GET,
     NETDEV_XDP_ACT_NDO_XMIT,
@@ -79,3 +81,20 @@ def test_only_devices_with_ndo_xdp_xmit_are_native_targets() -> None:
 def test_without_the_netdev_family_nothing_is_a_native_target() -> None:
     assert native_targets({1, 2, 3}, None) == set()
     assert not can_transmit(None, 3)
+
+
+def test_native_mode_writes_only_the_wanted_interfaces_that_transmit_xdp_frames(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lbtui.dataplane import fastpath
+
+    monkeypatch.setattr(fastpath, "interface_indexes", lambda names: {2} if list(names) == ["l0"] else set())
+    monkeypatch.setattr(fastpath, "route_interface", lambda ip: {"10.0.2.11": 5, "10.0.2.12": 6}.get(ip))
+    monkeypatch.setattr(fastpath, "xdp_features", lambda: {2: VETH, 5: VETH_XMIT, 6: 0})
+    fp = fastpath.FastPathInterfaces()
+    for ip in ("10.0.2.11", "10.0.2.12", "10.9.9.9"):
+        fp.note_backend(ip)
+    assert fp.wanted(["l0"], any_native=False) == {2, 5, 6}  # generic: an skb redirect goes anywhere
+    assert fp.wanted(["l0"], any_native=True) == {5}
+    monkeypatch.setattr(fastpath, "xdp_features", lambda: None)  # no netdev family
+    assert fp.wanted(["l0"], any_native=True) == set()
