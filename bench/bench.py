@@ -20,7 +20,9 @@ Modes:
   nft      nftables DNAT, ``numgen random`` over the backends (kernel conntrack + NAT)
   haproxy  HAProxy in TCP mode, 1 thread (a full proxy: two TCP connections per client connection)
   lbtui    ``ip netns exec <p>lb PYTHON -m lbtui -c CFG --no-ui`` (XDP DNAT + TC SNAT), stopped by SIGTERM;
-           its XDP mode is lbtui's default (``--lbtui-xdp-mode`` sets one)
+           its XDP mode is lbtui's default (``--lbtui-xdp-mode`` sets one); the fast path is on
+           (lbtui's default), so with ``--lbtui-xdp-mode native --backend-links veth-gro`` this is
+           native XDP with the fast path against lbtui-fp's generic
   lbtui-fp lbtui with ``fast_path = "auto"``, generic XDP
   lbtui-dsr  lbtui with ``forwarding = "ipip"`` (DSR): the client's packets go to the backends inside
            IPIP (XDP), the backends (``lbtui backend-setup``: VIP on lo, TC decapsulation) answer from
@@ -547,10 +549,14 @@ def run_loads(
 def run_cell(
     mode: str, family: int, backends: int, rep: int, args: argparse.Namespace, record: ModeRecord
 ) -> None:
-    lab = ClientLab(LabSpec(prefix=args.prefix, backends=backends, second_client=False))
+    routed = args.backend_links == "veth-gro"
+    spec = LabSpec(args.prefix, backends, second_client=False, backend_bridge=not routed, backend_gro=routed)
+    lab = ClientLab(spec)
     lb: LoadBalancer | None = None
     try:
         lab.up()
+        if routed:  # GRO on the client's end too: the LB's client veth takes native redirects (replies)
+            lab.run(lab.ns_client, "ethtool", "-K", f"{lab.prefix}c0", "gro", "on")
         # haproxy originates connections from the LB namespace: many ports, TIME_WAIT reuse
         lab.sysctl(lab.ns_lb, "net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1")
         if mode == "lbtui-dsr":
@@ -887,6 +893,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="settings.xdp_mode of mode lbtui (default: lbtui's own); the other lbtui modes run generic",
     )
     ap.add_argument(
+        "--backend-links",
+        default="bridge",
+        choices=("bridge", "veth-gro"),
+        help="the lab's backend side: the bridge, or one routed veth per backend with GRO on at the "
+        "backend's end and the client's (so the LB's veths take native XDP redirects; not with lbtui-dsr)",
+    )
+    ap.add_argument(
         "--no-bpf-stats",
         dest="bpf_stats",
         action="store_false",
@@ -910,6 +923,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"--backends: counts between 1 and {MAX_BACKENDS} (the lab's backend namespaces)")
     if not (1 <= args.duration <= 120 and 1 <= args.reps <= 20 and 1 <= args.conns <= 1024):
         ap.error("keep it bounded: 1 <= duration <= 120, 1 <= reps <= 20, 1 <= conns <= 1024")
+    if args.backend_links != "bridge" and "lbtui-dsr" in args.modes:
+        ap.error("lbtui-dsr's return path needs the backends' bridge: --backend-links bridge")
     if not (0 <= args.warmup <= 30 and 1 <= args.threads <= 16 and 0 < args.max_minutes <= 240):
         ap.error("keep it bounded: 0 <= warmup <= 30, 1 <= threads <= 16, 0 < max-minutes <= 240")
     return args

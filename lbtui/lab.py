@@ -7,6 +7,11 @@ Topology for prefix ``p`` (every name starts with it, nothing is created in the 
     pcli2 [pc1 10.0.1.2/24] ==veth== [pl1 10.0.1.1/24]        (second client network)
     plb: bridge pbr0 10.0.2.1/24; per backend i: veth pbNp (bridge port) <-> pbN in ns pbN,
          10.0.2.(10+i)/24, default route via 10.0.2.1
+         (``backend_bridge=False``: no bridge; each pbNp holds 10.0.2.1/32 and a route to its
+         backend's address, so the LB's backend-facing interfaces are veths)
+
+``backend_gro=True`` turns GRO on at the backends' ends (pbN): then the LB's pbNp can transmit XDP
+frames, what a native XDP redirect into them needs (docs/datapath.md#fast-path).
 
 Every link is dual stack: beside each IPv4 address x.y.z.n/24 its IPv6 twin in a /64 (client
 networks fd00:10::/64 and fd00:11::/64 with VIP6 fd00:10::1, backends fd00:20::(10+i) behind
@@ -77,6 +82,8 @@ class LabSpec:
     prefix: str = "lbt"
     backends: int = 3
     second_client: bool = True
+    backend_bridge: bool = True  # False: one routed veth per backend, no bridge (see the module doc)
+    backend_gro: bool = False  # GRO on at the backends' ends of their veths
 
     def __post_init__(self) -> None:
         check_prefix(self.prefix)
@@ -208,10 +215,11 @@ class Lab(NamespaceLab):
             self.sysctl(ns, "net.ipv4.ip_local_port_range=1024 65000", "net.ipv4.tcp_tw_reuse=1")
         # backend network
         br = f"{p}br0"
-        ip("-n", lb, "link", "add", br, "type", "bridge")
-        ip("-n", lb, "addr", "add", f"{BACKEND_NET}.1/24", "dev", br)
-        ip("-n", lb, "-6", "addr", "add", f"{BACKEND_NET6}:1/64", "dev", br, "nodad")
-        ip("-n", lb, "link", "set", br, "up")
+        if self.spec.backend_bridge:
+            ip("-n", lb, "link", "add", br, "type", "bridge")
+            ip("-n", lb, "addr", "add", f"{BACKEND_NET}.1/24", "dev", br)
+            ip("-n", lb, "-6", "addr", "add", f"{BACKEND_NET6}:1/64", "dev", br, "nodad")
+            ip("-n", lb, "link", "set", br, "up")
         for i in self.backend_ids:
             ns, bif, port = self.ns_backend(i), f"{p}b{i}", f"{p}b{i}p"
             ip("-n", ns, "link", "add", bif, "type", "veth", "peer", "name", port, "netns", lb)
@@ -220,8 +228,17 @@ class Lab(NamespaceLab):
             ip("-n", ns, "link", "set", bif, "up")
             ip("-n", ns, "route", "add", "default", "via", f"{BACKEND_NET}.1")
             ip("-n", ns, "-6", "route", "add", "default", "via", f"{BACKEND_NET6}:1")
-            ip("-n", lb, "link", "set", port, "master", br)
-            ip("-n", lb, "link", "set", port, "up")
+            if self.spec.backend_bridge:
+                ip("-n", lb, "link", "set", port, "master", br)
+                ip("-n", lb, "link", "set", port, "up")
+            else:
+                ip("-n", lb, "addr", "add", f"{BACKEND_NET}.1/32", "dev", port)
+                ip("-n", lb, "-6", "addr", "add", f"{BACKEND_NET6}:1/128", "dev", port, "nodad")
+                ip("-n", lb, "link", "set", port, "up")
+                ip("-n", lb, "route", "add", f"{self.backend_ip(i)}/32", "dev", port)
+                ip("-n", lb, "-6", "route", "add", f"{self.backend_ip6(i)}/128", "dev", port)
+            if self.spec.backend_gro:
+                self.run(ns, "ethtool", "-K", bif, "gro", "on")
             self.sysctl(ns, "net.core.somaxconn=4096")
         # ethtool flaps the link (docs/datapath.md#checksums): ping every path before anyone uses it
         for ns, _cif, _lif, net, net6 in clients:

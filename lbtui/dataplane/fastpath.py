@@ -9,8 +9,9 @@ through, looked up when a backend is set (a later route change makes the lookup 
 unmanaged until the backend is set again, never a wrong redirect).
 
 Native XDP can redirect only into a device that can transmit XDP frames (ndo_xdp_xmit; a veth only
-when its peer runs XDP or has GRO on: docs/datapath.md#fast-path). lbtui cannot tell that yet, so
-while any attachment runs in native mode the set stays empty and every packet falls back.
+when its peer runs XDP or has GRO on: docs/datapath.md#fast-path). So while any attachment runs in
+native mode the set holds only the interfaces whose netdev xdp-features say NDO_XMIT (xdp_features.py,
+re-read whenever the kernel announces a change); the others' packets fall back.
 
 The fast path remembers bpf_fib_lookup's answers (lb_fp_nexthops forward, lb_fp_reply_nexthops for
 replies, each with an IPv6 twin: bpf/lb_nexthop.h) for at most a second; `NextHopWatch`
@@ -33,6 +34,7 @@ from typing import Any
 from lbtui.dataplane import bpfobj, tcfilter
 from lbtui.dataplane.netlink import off_loop
 from lbtui.dataplane.port import DataplaneError
+from lbtui.dataplane.xdp_features import native_targets, xdp_features
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +89,11 @@ class FastPathInterfaces:
         return {i for i in self._backend_routes.values() if i is not None}
 
     def wanted(self, attached: Iterable[str], any_native: bool) -> set[int]:
-        if any_native:
-            return set()
-        return interface_indexes(attached) | self.backend_side()
+        """The attachments and backend-side interfaces; while any attachment runs native XDP only
+        those that can transmit XDP frames (the program cannot tell which mode runs it, so a generic
+        ingress gives up the others too: never a native redirect into a device that drops it)."""
+        candidates = interface_indexes(attached) | self.backend_side()
+        return native_targets(candidates, xdp_features()) if any_native else candidates
 
 
 @off_loop

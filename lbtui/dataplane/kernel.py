@@ -31,6 +31,7 @@ from lbtui.dataplane.port import (
     PinnedService,
     ServiceEntry,
 )
+from lbtui.dataplane.xdp_features import XdpFeaturesWatch
 from lbtui.model import Counters
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ class KernelDataplane:
         self._fast_path = FastPathInterfaces()
         self._replies: ReplyPrograms | None = None
         self._next_hops: NextHopWatch | None = None
+        self._xdp_features: XdpFeaturesWatch | None = None  # while any attachment runs native XDP
+        self._fp_lock = threading.Lock()  # the engine and the xdp-features watch both write lb_fp_ifaces
+        self._fp_written: set[int] | None = None
         self._leftover_replies: LeftoverReplies | None = None  # an earlier run's, until set_interfaces
 
     @property
@@ -125,20 +129,47 @@ class KernelDataplane:
     def _update_fast_path(self) -> None:
         if not self._spec.fast_path:
             return
-        native = any(a.native for a in self._attachments.values())
-        if native:
-            log.warning("fast path: XDP runs in native mode here; every packet takes the kernel's forwarding")
-        self.maps.set_fast_path_interfaces(self._fast_path.wanted(self._attachments, native))
+        native = self._write_fast_path_interfaces()
+        if native and self._xdp_features is None:
+            self._xdp_features = XdpFeaturesWatch.start(self._on_xdp_features_change)
         if self._next_hops is None:
             self._next_hops = NextHopWatch(self.maps.forget_next_hops)
         if self._replies is None:
             adopt = self._leftover_replies.adoptable() if self._leftover_replies else {}
             self._replies = ReplyPrograms(self.loaded.tc_reply_fn, adopt)
         backend_side: set[str] = set()
-        if not native and self._attachments:
+        if self._attachments:
             names = (interface_name(i) for i in self._fast_path.backend_side())
             backend_side = {n for n in names if n is not None and n not in self._attachments}
         self._replies.set(backend_side)
+
+    def _write_fast_path_interfaces(self) -> bool:
+        """Write lb_fp_ifaces (FastPathInterfaces.wanted) if it changed; whether any attachment is
+        native. In native mode the interfaces left out (no ndo_xdp_xmit) are logged once per change."""
+        with self._fp_lock:
+            attachments = dict(self._attachments)  # the watch's thread runs this too
+            native = any(a.native for a in attachments.values())
+            wanted = self._fast_path.wanted(attachments, native)
+            if wanted == self._fp_written:
+                return native
+            self.maps.set_fast_path_interfaces(wanted)
+            self._fp_written = wanted
+            if native:
+                left_out = self._fast_path.wanted(attachments, False) - wanted
+                names = sorted(str(interface_name(i) or i) for i in left_out)
+                if names:
+                    log.warning(
+                        "fast path: native XDP cannot redirect into %s (no ndo_xdp_xmit: "
+                        "docs/datapath.md#fast-path); packets to them take the kernel's forwarding",
+                        ", ".join(names),
+                    )
+                else:
+                    log.info("fast path: native XDP redirects into every managed interface")
+            return native
+
+    def _on_xdp_features_change(self) -> None:
+        if self._maps is not None and self._attachments:
+            self._write_fast_path_interfaces()
 
     def start_event_reader(self, callback: EventCallback) -> None:
         """Poll the ring buffer on a thread of its own; callback(batch) runs on that thread."""
@@ -172,6 +203,9 @@ class KernelDataplane:
         if self._reader is not None:
             self._reader.join(timeout=2)
             self._reader = None
+        if self._xdp_features is not None:
+            self._xdp_features.close()
+            self._xdp_features = None
         if self._next_hops is not None:
             self._next_hops.close()
             self._next_hops = None

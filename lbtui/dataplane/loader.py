@@ -327,8 +327,9 @@ def xdp_mode_flags(xdp_mode: str, kind: str | None) -> list[int]:
     """The XDP attach modes to try, in order, for settings.xdp_mode on a link of this kind.
 
     "auto" is generic on a veth: there native XDP only emulates a NIC's (the peer loses TSO, its MTU
-    is capped, and a redirect from it needs an XDP program on the target), and it measured no faster
-    (docs/datapath.md#xdp-modes); elsewhere native, else generic (a driver without XDP support)."""
+    is capped, and a redirect from it needs a target veth whose peer runs XDP or GRO), and it measured
+    no faster, with the fast path on too (docs/datapath.md#xdp-modes); elsewhere native, else generic
+    (a driver without XDP support)."""
     if xdp_mode == "native":
         return [XDP_FLAGS_DRV_MODE]
     if xdp_mode == "generic" or kind == "veth":

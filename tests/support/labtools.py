@@ -92,13 +92,17 @@ def running_lb(
     family: int = IPV4,
     tables: str = "",
     dual_stack_backends: bool = False,
+    spec: LabSpec | None = None,
+    xdp_mode: str = "generic",
 ) -> Iterator[tuple[ClientLab, SocketEngineHandle]]:
     """A lab with `lbtui --no-ui` in its LB namespace, and a handle on its control socket (and the
     metrics endpoint on `metrics_listen`, inside the LB namespace, if given). `family` 6: the
     proxies' VIP is VIP6 and their backends are the backends' IPv6 addresses (Lab.config_toml).
     `settings` holds plain keys of [settings]; `tables` more tables (e.g. [settings.access_log]).
-    `dual_stack_backends`: the backends listen on both families whatever `family` is."""
-    lab = ClientLab(LabSpec(prefix=prefix, second_client=second_client))
+    `dual_stack_backends`: the backends listen on both families whatever `family` is. `spec`: a lab
+    of another shape (its prefix must be `prefix`); `xdp_mode`: settings.xdp_mode."""
+    lab = ClientLab(spec or LabSpec(prefix=prefix, second_client=second_client))
+    assert lab.prefix == prefix
     lab.up()
     proc = None
     handle = None
@@ -110,6 +114,7 @@ def running_lb(
         cfg = tmp / "lbtui.toml"
         text = lab.config_toml(weights=weights, algorithm=algorithm, extra_proxy_toml=extra, family=family)
         text = text.replace("[settings]\n", f"[settings]\nsweep_interval_s = 0.25\n{settings}", 1)
+        text = text.replace('xdp_mode = "generic"', f'xdp_mode = "{xdp_mode}"', 1)
         if metrics_listen is not None:
             disabled = "[settings.metrics]\nenabled = false"
             assert disabled in text
