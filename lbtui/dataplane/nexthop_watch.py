@@ -15,13 +15,13 @@ leaves NUD_VALID or it is deleted; `KnownNeighbours` tells those apart from repe
 from __future__ import annotations
 
 import logging
-import select
 import socket
-import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from lbtui.dataplane.netlink import SocketWatch
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class WatchCounts:
     evicted: int = 0  # neighbours dropped from the table to keep it bounded
 
 
-class NextHopWatch:
+class NextHopWatch(SocketWatch):
     """Calls `forget` (Maps.forget_next_hops) after a batch of rtnetlink messages about links,
     neighbours, IPv4 and IPv6 addresses, routes and forwarding switches that may change what
     bpf_fib_lookup answers, on a thread of its own: a changed MAC, route, MTU or a link gone reaches
@@ -151,10 +151,7 @@ class NextHopWatch:
         self._marshal = MarshalRtnl()
         self._neighbours = KnownNeighbours()
         self._tally: Counter[str] = Counter()  # WatchCounts' fields but evicted, on the watch's thread
-        self._stop = threading.Event()
-        self._sock = sock or rtnetlink_socket()
-        self._thread = threading.Thread(target=self._run, name="lbtui-next-hops", daemon=True)
-        self._thread.start()
+        super().__init__(sock or rtnetlink_socket(), "lbtui-next-hops")
 
     @property
     def counts(self) -> WatchCounts:
@@ -163,29 +160,21 @@ class NextHopWatch:
             t["batches"], t["messages"], t["skipped"], t["forgets"], t["lost"], self._neighbours.evicted
         )
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self._sock], [], [], 0.5)
-            if not ready:
-                continue
-            messages, skipped = self._tally["messages"], self._tally["skipped"]
-            changed = self._read_batch()
-            self._tally["batches"] += 1
-            messages, skipped = self._tally["messages"] - messages, self._tally["skipped"] - skipped
-            if not changed:
-                log.debug("fast path: next-hop watch: %d messages, none changes an answer", messages)
-                continue
-            self._tally["forgets"] += 1
-            log.debug(
-                "fast path: next-hop watch: %d messages (%d change nothing): forgetting next hops",
-                messages,
-                skipped,
-            )
-            try:
-                self._forget()
-            except Exception:  # the map went away under a closing engine: never end silently
-                if not self._stop.is_set():
-                    log.exception("fast path: next-hop watch")
+    def batch(self) -> None:
+        messages, skipped = self._tally["messages"], self._tally["skipped"]
+        changed = self._read_batch()
+        self._tally["batches"] += 1
+        messages, skipped = self._tally["messages"] - messages, self._tally["skipped"] - skipped
+        if not changed:
+            log.debug("fast path: next-hop watch: %d messages, none changes an answer", messages)
+            return
+        self._tally["forgets"] += 1
+        log.debug(
+            "fast path: next-hop watch: %d messages (%d change nothing): forgetting next hops",
+            messages,
+            skipped,
+        )
+        self._forget()
 
     def _read_batch(self) -> bool:
         """Read every datagram queued; True if any of them may change an answer."""
@@ -224,9 +213,7 @@ class NextHopWatch:
         return changed
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self._sock.close()
+        super().close()
         c = self.counts
         log.info(
             "fast path: next-hop watch: %d messages in %d batches, %d changed nothing; %d forgets "

@@ -15,15 +15,13 @@ A kernel without the family (older than 6.3) answers None: no interface is known
 from __future__ import annotations
 
 import logging
-import select
 import socket
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from pyroute2.netlink import genlmsg
 
-from lbtui.dataplane.netlink import off_loop
+from lbtui.dataplane.netlink import SocketWatch, off_loop
 
 log = logging.getLogger(__name__)
 
@@ -132,17 +130,14 @@ def mgmt_socket() -> socket.socket | None:
     return sock
 
 
-class XdpFeaturesWatch:
+class XdpFeaturesWatch(SocketWatch):
     """Calls `changed` after every batch of netdev device notifications (a device added, deleted or
-    its xdp-features changed), on a thread of its own. Any message counts (no parsing): a spurious
-    call re-reads the features once."""
+    its xdp-features changed). Any message counts (no parsing): a spurious call re-reads the features
+    once."""
 
     def __init__(self, changed: Callable[[], None], sock: socket.socket) -> None:
         self._changed = changed
-        self._stop = threading.Event()
-        self._sock = sock
-        self._thread = threading.Thread(target=self._run, name="lbtui-xdp-features", daemon=True)
-        self._thread.start()
+        super().__init__(sock, "lbtui-xdp-features")
 
     @classmethod
     def start(cls, changed: Callable[[], None]) -> XdpFeaturesWatch | None:
@@ -152,25 +147,12 @@ class XdpFeaturesWatch:
             return None
         return cls(changed, sock)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self._sock], [], [], 0.5)
-            if not ready:
-                continue
-            try:
-                while self._sock.recv(65536):  # the whole batch, then one call
-                    pass
-            except BlockingIOError:
+    def batch(self) -> None:
+        try:
+            while self._sock.recv(65536):  # the whole batch, then one call
                 pass
-            except OSError as exc:  # ENOBUFS: notifications lost, so look anyway
-                log.debug("fast path: xdp-features watch: %s", exc)
-            try:
-                self._changed()
-            except Exception:  # a closing engine: never end silently while running
-                if not self._stop.is_set():
-                    log.exception("fast path: xdp-features watch")
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self._sock.close()
+        except BlockingIOError:
+            pass
+        except OSError as exc:  # ENOBUFS: notifications lost, so look anyway
+            log.debug("fast path: xdp-features watch: %s", exc)
+        self._changed()

@@ -18,10 +18,14 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from lbtui.engine import PIN_ROOT
 from lbtui.lab import LabSpec
 from tests.support.lab import ClientLab
 from tests.support.labtools import global_counter, running_lb, served, wait_until
+
+pytestmark = pytest.mark.beside  # may run beside other e2e tests (tests/conftest.py)
 
 P = "lfn"
 PIN_DIR = f"{PIN_ROOT}/{P}"
