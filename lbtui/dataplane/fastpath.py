@@ -8,6 +8,11 @@ set is the interfaces lbtui attaches to plus those the routes to the backends (I
 through, looked up when a backend is set (a later route change makes the lookup name another interface:
 unmanaged until the backend is set again, never a wrong redirect).
 
+Each interface comes with its MAC, read when the set is written: the forward fast path takes only
+frames addressed to the ingress interface's MAC, as the kernel's forwarding does (fast_path_other_host,
+bpf/lb_nexthop.h). A MAC changed later is read again at the next rewrite of the set (interfaces or
+backends set); until then frames to the new MAC fall back.
+
 Native XDP can redirect only into a device that can transmit XDP frames (ndo_xdp_xmit; a veth only
 when its peer runs XDP or has GRO on: docs/datapath.md#fast-path). lbtui cannot tell that yet, so
 while any attachment runs in native mode the set stays empty and every packet falls back.
@@ -68,6 +73,24 @@ def interface_indexes(names: Iterable[str]) -> set[int]:
         return {i for name in names for i in ipr.link_lookup(ifname=name)}
 
 
+@off_loop
+def interface_macs(ifindexes: Iterable[int]) -> dict[int, str]:
+    """ifindex -> MAC ("02:00:5e:00:53:01") of each interface that has an Ethernet address (one gone,
+    or of another kind, is left out: the fast path then never uses it)."""
+    from pyroute2 import IPRoute
+
+    wanted = set(ifindexes)
+    if not wanted:
+        return {}
+    out = {}
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            mac = link.get_attr("IFLA_ADDRESS")
+            if link["index"] in wanted and isinstance(mac, str) and len(mac) == 17:
+                out[int(link["index"])] = mac
+    return out
+
+
 class FastPathInterfaces:
     """The wanted content of lb_fp_ifaces, from the attachments and the backends' routes."""
 
@@ -84,10 +107,11 @@ class FastPathInterfaces:
     def backend_side(self) -> set[int]:
         return {i for i in self._backend_routes.values() if i is not None}
 
-    def wanted(self, attached: Iterable[str], any_native: bool) -> set[int]:
+    def wanted(self, attached: Iterable[str], any_native: bool) -> dict[int, str]:
+        """ifindex -> MAC of every interface the fast path may use (Maps.set_fast_path_interfaces)."""
         if any_native:
-            return set()
-        return interface_indexes(attached) | self.backend_side()
+            return {}
+        return interface_macs(interface_indexes(attached) | self.backend_side())
 
 
 @off_loop
