@@ -27,6 +27,7 @@ from scapy.layers.l2 import Ether
 
 from lbtui.dataplane.fastpath import NextHopWatch, rtnetlink_socket
 from lbtui.dataplane.progrun import TC_ACT_REDIRECT, XDP_PASS, XDP_REDIRECT, RunResult
+from lbtui.dataplane.structs import mac_to_bytes
 from tests.support.bpfrun import Programs, assert_checksums_valid, counting
 
 CLONE_NEWNET = 0x40000000
@@ -239,10 +240,15 @@ def test_the_next_hop_watch_forgets_on_route_address_and_forwarding_changes(prog
 class Ingress:
     """Where the forward way's frames arrive: the test module's `ingress` fixture."""
 
-    send: Callable[[str], RunResult]  # one datagram of the forward flow, addressed to a MAC
+    run: Callable[[bytes], RunResult]  # lbtui_xdp on a frame arriving there
+    frame: bytes  # a datagram of the forward flow, addressed to the interface
     ifindex: int
     mac: str  # the interface's MAC (lb_fp_ifaces)
     table: str  # the family's forward cache
+
+    def send(self, mac: str) -> RunResult:
+        """The datagram addressed to `mac`."""
+        return self.run(mac_to_bytes(mac) + self.frame[6:])
 
 
 # destinations the kernel does not forward from (skb->pkt_type OTHERHOST, BROADCAST, MULTICAST)

@@ -36,7 +36,6 @@ from lbtui.dataplane.progrun import (
     run_program,
     skb_context,
 )
-from lbtui.dataplane.structs import mac_to_bytes
 from tests.bpf.nexthop_cache import *  # noqa: F403 (the shared cache tests, collected here with `way`)
 from tests.bpf.nexthop_cache import Ingress, Way
 from tests.support.bpfrun import MAC_CLIENT, MAC_LB, TABLE, Programs, assert_checksums_valid, counting
@@ -415,12 +414,10 @@ def test_packets_that_are_no_reply_pass_untouched(progs, lab):
 @pytest.fixture
 def ingress(progs: Programs, lab: dict[str, dict[str, object]]) -> Ingress:
     """The forward way's datagrams on fpin (its MAC: MAC_LB), to any destination MAC."""
-
-    def send(mac: str) -> RunResult:
-        frame = to_vip(UDP_TO_NEIGH, udp=True, payload=b"q")
-        return run_in_lab(progs, lab, mac_to_bytes(mac) + frame[6:])
-
-    return Ingress(send, _ifindex(lab, "fpin"), MAC_LB, "lb_fp_nexthops6")
+    frame = to_vip(UDP_TO_NEIGH, udp=True, payload=b"q")
+    return Ingress(
+        lambda f: run_in_lab(progs, lab, f), frame, _ifindex(lab, "fpin"), MAC_LB, "lb_fp_nexthops6"
+    )
 
 
 @pytest.fixture(params=["forward", "reply"])
