@@ -86,6 +86,7 @@ PORT_QUIET = 80  # service 0: events off
 PORT_EVENTS = 81  # service 1: events on
 OTHER_ADDRESS = "10.0.0.99"
 CLIENT = "10.0.0.2"
+LB_MAC = "02:00:00:00:00:02"  # the destination of the frames below (fast path: the ingress veth's MAC)
 FIRST_NEW_CLIENT = int(ipaddress.IPv4Address("10.128.0.0"))  # new flows: 10.128.0.0 + n
 BACKENDS = {0: ("10.0.2.11", 8080), 1: ("10.0.2.12", 8080), 2: ("10.0.2.13", 8080)}
 TCP_SYN, TCP_ACK = 0x02, 0x10
@@ -224,6 +225,7 @@ class FastPathNetns:
             ip("addr", "add", addr6, "dev", name, "nodad")
             ip("link", "set", name, "up")
             ip("link", "set", name + "p", "up")
+        ip("link", "set", "mfin", "address", LB_MAC)  # the frames are addressed to it
         for n, (addr, _) in enumerate(BACKENDS.values()):
             ip(
                 "neigh",
@@ -259,6 +261,7 @@ class FastPathNetns:
             subprocess.run(["ip", "netns", "exec", self.NAME, "sysctl", "-qw", forwarding], check=True)
         self.egress_ifindex = int(links["mfout"])
         self.ingress_ifindex = int(links["mfin"])
+        self.macs = {int(x["ifindex"]): str(x["address"]) for x in found if x["ifname"] in ("mfin", "mfout")}
         self._home = os.open("/proc/self/ns/net", os.O_RDONLY)
 
     def enter(self) -> None:
@@ -299,7 +302,7 @@ class Bench:
         self.netns = FastPathNetns() if args.fast_path else None
         self.xdp_ctx: int | None = None  # the ingress ifindex XDP classes run with
         if self.netns is not None:
-            self.maps.set_fast_path_interfaces([self.netns.egress_ifindex, self.netns.ingress_ifindex])
+            self.maps.set_fast_path_interfaces(self.netns.macs)
         for bid, (ip, port) in BACKENDS.items():
             self.maps.set_backend(bid, ip, port, active=True)
         table_size = self.loaded.spec.table_size

@@ -391,6 +391,7 @@ enum lb_global_counter {
     LB_G_FP_FIB_OTHER,         // ... fell back: any other bpf_fib_lookup answer (no route, forwarding off, ...)
     LB_G_FP_REPLY_FORWARDED,   // fast path: replies SNATed at TC ingress of a backend-facing interface and redirected
                                // to the client's (their fallbacks count in the reasons above)
+    LB_G_FP_OTHER_HOST,        // fast path fell back: the frame was not addressed to the ingress interface's MAC
     LB_G_MAX,
 };
 
@@ -484,8 +485,16 @@ LB_TABLE("percpu_array", __u32, struct lb_backend_stats, lb_backend_stats, LB_MA
 LB_TABLE("percpu_array", __u32, struct lb_service_stats, lb_service_stats, LB_MAX_SERVICES, 0);
 LB_TABLE("percpu_array", __u32, struct lb_latency, lb_latency, LB_MAX_BACKENDS, 0);
 LB_TABLE("percpu_array", __u32, __u64, lb_global_stats, LB_G_MAX, 0);
-// fast path (lb_fastpath.h): ifindex -> 1 for the interfaces packets may be redirected to
-LB_TABLE("hash", __u32, __u32, lb_fp_ifaces, LB_FP_IFACES, 0);
+// fast path (lb_fastpath.h): the interfaces packets may arrive on and be redirected to, by ifindex,
+// with the MAC a frame must be addressed to for the kernel to forward it (lb_nexthop.h). Replies (an
+// skb redirected from TC) may go into any of them; XDP frames only into those with xdp_out (all of
+// them, but while an attachment runs native XDP only those that transmit XDP frames: ndo_xdp_xmit).
+struct lb_fp_iface {
+    __u8 mac[ETH_ALEN];
+    __u8 xdp_out;
+    __u8 pad;
+};
+LB_TABLE("hash", __u32, struct lb_fp_iface, lb_fp_ifaces, LB_FP_IFACES, 0);
 BPF_PERCPU_ARRAY(lb_scratch, struct lb_scratch, 1);
 BPF_PERCPU_ARRAY(lb_scratch6, struct lb_scratch6, 1);
 BPF_RINGBUF_OUTPUT(lb_events, LB_RINGBUF_PAGES);

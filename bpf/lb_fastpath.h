@@ -68,7 +68,7 @@ static __always_inline int xdp_fast_forward4(struct xdp_md *ctx, struct ethhdr *
     struct bpf_fib_lookup fib = {};
     fp_question4(&fib, iph, iph->saddr, sport, dport, ip_len, ctx->ingress_ifindex);
     struct lb_nh way;
-    if (!fp_next_hop(ctx, AF_INET, 0, &fib, &way))
+    if (!fp_next_hop(ctx, AF_INET, 0, eth, &fib, &way))
         return XDP_PASS;
     // the frame leaves as the kernel's forwarding would send it: next hop's MAC, TTL - 1
     fp_ttl_dec4(iph);

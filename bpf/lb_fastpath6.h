@@ -91,7 +91,7 @@ static __always_inline int xdp_fast_forward6(struct xdp_md *ctx)
     fp_question6(&fib, ip6, &ip6->saddr, &ip6->daddr, ip6->nexthdr, ports[0], ports[1],
                  sizeof(*ip6) + ntohs(ip6->payload_len), ctx->ingress_ifindex);
     struct lb_nh way;
-    if (!fp_next_hop(ctx, AF_INET6, 0, &fib, &way))
+    if (!fp_next_hop(ctx, AF_INET6, 0, eth, &fib, &way))
         return XDP_PASS;
     // the frame leaves as the kernel's forwarding would send it: next hop's MAC, hop limit - 1
     ip6->hop_limit--;
@@ -172,7 +172,7 @@ static __always_inline int tc_reply6(struct __sk_buff *skb)
     fp_question6(&fib, ip6, &peek->vip, &ip6->daddr, proto, peek->vip_port, ports[1],
                  fp_wire_len(skb, ip_len, sizeof(*ip6) + l4_hdr), skb->ifindex);   // per segment for GSO
     struct lb_nh way;
-    if (!fp_next_hop(skb, AF_INET6, 1, &fib, &way))
+    if (!fp_next_hop(skb, AF_INET6, 1, 0, &fib, &way))
         return TC_ACT_OK;
 
     // sure of the way: the flow moves (as lbtui_tc6 would move it) and the reply is rewritten here

@@ -104,7 +104,7 @@ static __always_inline int tc_reply4(struct __sk_buff *skb)
     fp_question4(&fib, iph, peek->vip, peek->vip_port, ports[1],
                  fp_wire_len(skb, ip_len, sizeof(*iph) + l4_hdr), skb->ifindex);   // per segment for GSO
     struct lb_nh way;
-    if (!fp_next_hop(skb, AF_INET, 1, &fib, &way))
+    if (!fp_next_hop(skb, AF_INET, 1, 0, &fib, &way))
         return TC_ACT_OK;
 
     // sure of the way: the flow moves (as lbtui_tc would move it) and the reply is rewritten here

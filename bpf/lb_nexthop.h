@@ -64,10 +64,11 @@ struct lb_nh {
     __u64 expires_ns;               // bpf_ktime_get_coarse_ns of the lookup + LB_FP_NH_TTL_NS
     __u32 gen;                      // lb_fp_gen when it was looked up: another value = stale
     __u32 ifindex;                  // egress interface (in lb_fp_ifaces when looked up)
+    __u8 imac[ETH_ALEN];            // forward only: the ingress interface's MAC (lb_fp_ifaces) then
+    __u16 len_ok;                   // the IP length the lookup's MTU check passed: larger ones ask again
     __u8 smac[ETH_ALEN];
     __u8 dmac[ETH_ALEN];
-    __u16 len_ok;                   // the IP length the lookup's MTU check passed: larger ones ask again
-    __u16 pad;
+    __u32 pad;
 };
 
 // Not pinned: a restarted lbtui starts with empty caches and generation 0.
@@ -89,18 +90,47 @@ static __always_inline void fp_count_fib_failure(int rc)
 }
 
 // What a bpf_fib_lookup answer allows: 1 when the packet may leave through fib->ifindex (SUCCESS and
-// an interface lbtui manages), else 0 with the reason counted.
-static __always_inline int fp_fib_usable(int rc, struct bpf_fib_lookup *fib)
+// an interface lbtui manages; for an XDP frame (`reply` 0) one it may redirect XDP frames into), else
+// 0 with the reason counted.
+static __always_inline int fp_fib_usable(int reply, int rc, struct bpf_fib_lookup *fib)
 {
     if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
         fp_count_fib_failure(rc);
         return 0;
     }
     __u32 out = fib->ifindex;
-    if (!lb_fp_ifaces.lookup(&out)) {
+    struct lb_fp_iface *iface = lb_fp_ifaces.lookup(&out);
+    if (!iface || (!reply && !iface->xdp_out)) {
         global_inc(LB_G_FP_UNMANAGED);
         return 0;
     }
+    return 1;
+}
+
+// 1 when the two MACs are equal (a: the frame's, 2-byte aligned; b: a map value's, 4-byte aligned)
+static __always_inline int fp_mac_eq(const __u8 *a, const __u8 *b)
+{
+    return ((*(__u32 *)a ^ *(__u32 *)b) | (*(__u16 *)(a + 4) ^ *(__u16 *)(b + 4))) == 0;
+}
+
+// The kernel forwards only frames addressed to the ingress interface (ip_forward and ip6_forward drop
+// any other pkt_type: a frame a switch flooded for another host, one seen in promiscuous mode, an L2
+// broadcast or multicast carrying a unicast address), so the forward fast path redirects only those
+// too: 1 when eth's destination is the MAC lb_fp_ifaces holds for the ingress interface, which is
+// copied to way->imac for the cache; else 0 with the reason counted (an interface lbtui does not
+// manage: unmanaged).
+static __always_inline int fp_ingress_ok(struct ethhdr *eth, __u32 ifindex, struct lb_nh *way)
+{
+    struct lb_fp_iface *iface = lb_fp_ifaces.lookup(&ifindex);
+    if (!iface) {
+        global_inc(LB_G_FP_UNMANAGED);
+        return 0;
+    }
+    if (!fp_mac_eq(eth->h_dest, iface->mac)) {
+        global_inc(LB_G_FP_OTHER_HOST);
+        return 0;
+    }
+    __builtin_memcpy(way->imac, iface->mac, ETH_ALEN);
     return 1;
 }
 
@@ -143,13 +173,17 @@ static __always_inline void fp_nh_delete(int family, int reply, void *k)
 
 // The way out for the question in fib (family, addresses, TOS/flow info, protocol, ports, tot_len =
 // the packet's IP length, ifindex = the ingress interface, all filled; `family` and `reply` are
-// constants of the caller). 1: *way holds the egress interface and MACs, from the family's and
+// constants of the caller; eth: the frame, forward only, replies pass 0: TC checked skb->pkt_type).
+// 1: *way holds the egress interface and MACs, from the family's and
 // direction's cache when remembered, current and the packet no longer than
 // the length known to fit, else from bpf_fib_lookup, whose usable answer is remembered. 0: the packet
 // must take the kernel's way, the reason counted; a failed lookup forgets the remembered way, unless
 // only this packet was too large for it (FRAG_NEEDED leaves the MTU in tot_len's place, below len).
-static __always_inline int fp_next_hop(void *ctx, int family, int reply, struct bpf_fib_lookup *fib,
-                                       struct lb_nh *way)
+// Forward, a frame not addressed to the ingress interface's MAC falls back (fp_ingress_ok): on a miss
+// before the lookup, on a hit against the MAC the entry keeps, so nothing a foreign frame does is
+// remembered.
+static __always_inline int fp_next_hop(void *ctx, int family, int reply, struct ethhdr *eth,
+                                       struct bpf_fib_lookup *fib, struct lb_nh *way)
 {
     // the key, read from the question before the lookup overwrites it
     struct lb_nh_key k4 = {};
@@ -180,10 +214,18 @@ static __always_inline int fp_next_hop(void *ctx, int family, int reply, struct 
     __u64 now = bpf_ktime_get_coarse_ns();
     struct lb_nh *nh = fp_nh_lookup(family, reply, k);
     if (nh && nh->gen == gen && now < nh->expires_ns && len <= nh->len_ok) {
+        if (!reply && !fp_mac_eq(eth->h_dest, nh->imac)) {
+            global_inc(LB_G_FP_OTHER_HOST);
+            return 0;
+        }
         __builtin_memcpy(way, nh, sizeof(*way));
         return 1;
     }
-    if (!fp_fib_usable(bpf_fib_lookup(ctx, fib, sizeof(*fib), 0), fib)) {
+    if (reply)
+        __builtin_memset(way->imac, 0, ETH_ALEN);
+    else if (!fp_ingress_ok(eth, fib->ifindex, way))
+        return 0;
+    if (!fp_fib_usable(reply, bpf_fib_lookup(ctx, fib, sizeof(*fib), 0), fib)) {
         if (nh && fib->tot_len >= len)
             fp_nh_delete(family, reply, k);
         return 0;

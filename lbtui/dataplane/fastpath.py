@@ -8,6 +8,12 @@ set is the interfaces lbtui attaches to plus those the routes to the backends (I
 through, looked up when a backend is set (a later route change makes the lookup name another interface:
 unmanaged until the backend is set again, never a wrong redirect).
 
+Each interface comes with its MAC, read when the set is written: the forward fast path takes only
+frames addressed to the ingress interface's MAC, as the kernel's forwarding does (fast_path_other_host,
+bpf/lb_nexthop.h). A MAC changed later is read again at the next rewrite of the set (interfaces set,
+a new backend seen); until then frames to the new MAC fall back and frames to the old one still go
+fast (docs/datapath.md#fast-path, "Destination MAC").
+
 Native XDP can redirect only into a device that can transmit XDP frames (ndo_xdp_xmit; a veth only
 when its peer runs XDP or has GRO on: docs/datapath.md#fast-path). So while any attachment runs in
 native mode the set holds only the interfaces whose netdev xdp-features say NDO_XMIT (xdp_features.py,
@@ -29,6 +35,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from lbtui.dataplane import bpfobj, tcfilter
@@ -72,6 +79,33 @@ def interface_indexes(names: Iterable[str]) -> set[int]:
         return {i for name in names for i in ipr.link_lookup(ifname=name)}
 
 
+@off_loop
+def interface_macs(ifindexes: Iterable[int]) -> dict[int, str]:
+    """ifindex -> MAC ("02:00:5e:00:53:01") of each interface that has an Ethernet address (one gone,
+    or of another kind, is left out: the fast path then never uses it)."""
+    from pyroute2 import IPRoute
+
+    wanted = set(ifindexes)
+    if not wanted:
+        return {}
+    out = {}
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            mac = link.get_attr("IFLA_ADDRESS")
+            if link["index"] in wanted and isinstance(mac, str) and len(mac) == 17:
+                out[int(link["index"])] = mac
+    return out
+
+
+@dataclass(frozen=True)
+class FastPathSet:
+    """What lb_fp_ifaces holds (Maps.set_fast_path_interfaces): every interface the fast path may use,
+    ifindex -> MAC, and those of them XDP may redirect frames into."""
+
+    macs: dict[int, str]
+    xdp_out: frozenset[int]
+
+
 class FastPathInterfaces:
     """The wanted content of lb_fp_ifaces, from the attachments and the backends' routes."""
 
@@ -88,12 +122,14 @@ class FastPathInterfaces:
     def backend_side(self) -> set[int]:
         return {i for i in self._backend_routes.values() if i is not None}
 
-    def wanted(self, attached: Iterable[str], any_native: bool) -> set[int]:
-        """The attachments and backend-side interfaces; while any attachment runs native XDP only
-        those that can transmit XDP frames (the program cannot tell which mode runs it, so a generic
-        ingress gives up the others too: never a native redirect into a device that drops it)."""
-        candidates = interface_indexes(attached) | self.backend_side()
-        return native_targets(candidates, xdp_features()) if any_native else candidates
+    def wanted(self, attached: Iterable[str], any_native: bool) -> FastPathSet:
+        """The attachments and backend-side interfaces with their MACs; while any attachment runs
+        native XDP, XDP frames go only into those that transmit XDP frames (the program cannot tell
+        which mode runs it, so a generic ingress gives up the others too: never a native redirect into
+        a device that drops it). Replies, skbs redirected from TC, may go into any of them."""
+        macs = interface_macs(interface_indexes(attached) | self.backend_side())
+        xdp_out = native_targets(macs, xdp_features()) if any_native else set(macs)
+        return FastPathSet(macs, frozenset(xdp_out))
 
 
 @off_loop

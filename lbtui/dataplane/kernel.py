@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from lbtui.dataplane.bpffs import PinDirRefused, remove_pins
-from lbtui.dataplane.fastpath import FastPathInterfaces, ReplyPrograms, interface_name
+from lbtui.dataplane.fastpath import FastPathInterfaces, FastPathSet, ReplyPrograms, interface_name
 from lbtui.dataplane.leftover_replies import LeftoverReplies, map_ids_of
 from lbtui.dataplane.loader import Attachment, Loaded
 from lbtui.dataplane.maps import Maps
@@ -64,7 +64,7 @@ class KernelDataplane:
         self._next_hops: NextHopWatch | None = None
         self._xdp_features: XdpFeaturesWatch | None = None  # while any attachment runs native XDP
         self._fp_lock = threading.Lock()  # the engine and the xdp-features watch both write lb_fp_ifaces
-        self._fp_written: set[int] | None = None
+        self._fp_written: FastPathSet | None = None
         self._leftover_replies: LeftoverReplies | None = None  # an earlier run's, until set_interfaces
 
     @property
@@ -152,15 +152,16 @@ class KernelDataplane:
             wanted = self._fast_path.wanted(attachments, native)
             if wanted == self._fp_written:
                 return native
-            self.maps.set_fast_path_interfaces(wanted)
+            self.maps.set_fast_path_interfaces(wanted.macs, wanted.xdp_out)
             self._fp_written = wanted
             if native:
-                left_out = self._fast_path.wanted(attachments, False) - wanted
+                left_out = set(wanted.macs) - wanted.xdp_out
                 names = sorted(str(interface_name(i) or i) for i in left_out)
                 if names:
                     log.warning(
                         "fast path: native XDP cannot redirect into %s (no ndo_xdp_xmit: "
-                        "docs/datapath.md#fast-path); packets to them take the kernel's forwarding",
+                        "docs/datapath.md#fast-path); packets to them take the kernel's forwarding "
+                        "(replies still go fast)",
                         ", ".join(names),
                     )
                 else:

@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -197,16 +197,23 @@ class Maps:
         v.flags = (structs.BE_F_ACTIVE if active else 0) | (0 if accepts_new else structs.BE_F_NO_NEW)
         self._backends[self._backends.Key(backend_id)] = v
 
-    def set_fast_path_interfaces(self, ifindexes: Iterable[int]) -> None:
-        """The interfaces the fast path may redirect to (lb_fp_ifaces): exactly `ifindexes`."""
+    def set_fast_path_interfaces(self, macs: Mapping[int, str], xdp_out: Iterable[int] | None = None) -> None:
+        """The interfaces the fast path may use (lb_fp_ifaces): exactly those of `macs`, ifindex ->
+        the interface's MAC ("02:00:5e:00:53:01"), the only destination a frame arriving there may
+        have to be forwarded fast (bpf/lb_nexthop.h); XDP may redirect frames into those of `xdp_out`
+        (None: into all of them), replies into all."""
+        xdp_ok = set(macs) if xdp_out is None else set(xdp_out)
         table = self._loaded.table("lb_fp_ifaces")
-        wanted = set(ifindexes)
         for key in list(table.keys()):
-            if key.value not in wanted:
+            if key.value not in macs:
                 del table[key]
-        for ifindex in wanted:
-            table[table.Key(ifindex)] = table.Leaf(1)
-        self.forget_next_hops()  # a remembered next hop may leave through an interface just removed
+        for ifindex, mac in macs.items():
+            leaf = table.Leaf()
+            leaf.mac[:] = structs.mac_to_bytes(mac)
+            leaf.xdp_out = int(ifindex in xdp_ok)
+            table[table.Key(ifindex)] = leaf
+        # a remembered next hop may leave through an interface just removed, or hold an old MAC
+        self.forget_next_hops()
 
     def forget_next_hops(self) -> None:
         """Make the fast path ask bpf_fib_lookup again for every remembered next hop: bump lb_fp_gen
@@ -223,8 +230,9 @@ class Maps:
         table = self._loaded.table("lb_fp_gen")
         return int(table[table.Key(0)].value)
 
-    def fast_path_interfaces(self) -> set[int]:
-        return {k.value for k in self._loaded.table("lb_fp_ifaces").keys()}
+    def fast_path_interfaces(self) -> dict[int, str]:
+        """lb_fp_ifaces: ifindex -> MAC (as set_fast_path_interfaces takes them)."""
+        return {k.value: bytes(v.mac).hex(":") for k, v in self._loaded.table("lb_fp_ifaces").items()}
 
     def clear_backend_stats(self, backend_id: int) -> None:
         self._backend_stats.clearitem(self._backend_stats.Key(backend_id))

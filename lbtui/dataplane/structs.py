@@ -98,6 +98,7 @@ GLOBAL_COUNTERS = (
     "fast_path_vlan",
     "fast_path_fib_other",
     "fast_path_reply_forwarded",
+    "fast_path_other_host",
 )
 
 # The fast path's counters, derived from GLOBAL_COUNTERS by name (docs/datapath.md#fast-path): the
@@ -156,6 +157,12 @@ class Service6Key(ctypes.Structure):
         ("proto", ctypes.c_uint8),
         ("pad", ctypes.c_uint8),
     ]
+
+
+class FpIface(ctypes.Structure):
+    """struct lb_fp_iface: an interface the fast path may use, with the MAC frames must be sent to."""
+
+    _fields_ = [("mac", ctypes.c_uint8 * 6), ("xdp_out", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
 
 
 class Bucket(ctypes.Structure):
@@ -416,6 +423,7 @@ MAP_LAYOUTS: dict[str, tuple[Any, Any]] = {
     "lb_ct6_transient": (Ct6Key, Ct6Entry),
     "lb_rl6_source": (Rate6Key, Bucket),
     "lb_scratch6": (ctypes.c_uint32, Scratch6),
+    "lb_fp_ifaces": (ctypes.c_uint32, FpIface),
 }
 
 # structs of lb.h that are no map's key or value, by C name: the ring-buffer record and lbtui_reap's
@@ -543,3 +551,11 @@ def port_to_be16(port: int) -> int:
 
 def be16_to_port(value: int) -> int:
     return socket.ntohs(value)
+
+
+def mac_to_bytes(mac: str) -> bytes:
+    """An Ethernet address as written ("02:00:5e:00:53:01") -> its 6 wire bytes."""
+    raw = bytes.fromhex(mac.replace(":", "").replace("-", ""))
+    if len(raw) != 6:
+        raise ValueError(f"not an Ethernet address: {mac!r}")
+    return raw

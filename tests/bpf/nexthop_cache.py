@@ -6,6 +6,8 @@ for both directions and both families: tests/bpf/test_fast_path.py (IPv4) and te
 
 Each way sends UDP datagrams of one flow through its program, from the first (looked up and
 remembered) on; its next hop is a neighbour with a permanent entry whose MAC the tests change.
+The forward way's destination-MAC check (fp_ingress_ok) is tested here too, on an `ingress` fixture
+of each family: datagrams of the forward flow addressed to any MAC.
 """
 
 from __future__ import annotations
@@ -24,13 +26,17 @@ import pytest
 from scapy.layers.l2 import Ether
 
 from lbtui.dataplane.nexthop_watch import NextHopWatch, rtnetlink_socket
-from lbtui.dataplane.progrun import TC_ACT_REDIRECT, XDP_REDIRECT, RunResult
+from lbtui.dataplane.progrun import TC_ACT_REDIRECT, XDP_PASS, XDP_REDIRECT, RunResult
+from lbtui.dataplane.structs import mac_to_bytes
 from tests.support.bpfrun import Programs, assert_checksums_valid, counting
 
 CLONE_NEWNET = 0x40000000
 
 __all__ = [  # what a test module imports with *: the tests and the fixture they use besides `way`
     "restore_mac",
+    "test_a_new_mac_of_the_ingress_interface_replaces_the_remembered_one",
+    "test_an_ingress_interface_outside_lb_fp_ifaces_falls_back_as_unmanaged",
+    "test_frames_not_addressed_to_the_ingress_interface_are_never_forwarded_fast",
     "test_a_cached_next_hop_gives_the_bytes_a_lookup_gives",
     "test_a_cached_next_hop_still_sends_oversized_packets_to_the_kernel",
     "test_a_changed_neighbour_is_used_once_the_generation_moves",
@@ -152,7 +158,7 @@ def test_a_cached_next_hop_still_sends_oversized_packets_to_the_kernel(progs, wa
 def test_an_interface_taken_out_of_lb_fp_ifaces_is_not_used_from_the_cache(progs, way):
     assert way.send(way.small).retval == way.redirect
     managed = progs.maps.fast_path_interfaces()
-    progs.maps.set_fast_path_interfaces(managed - {way.egress_ifindex})
+    progs.maps.set_fast_path_interfaces({i: mac for i, mac in managed.items() if i != way.egress_ifindex})
     try:
         r, moved = counting(progs, lambda: way.send(way.small))
         assert moved == {"fast_path_unmanaged": 1}
@@ -267,3 +273,80 @@ def test_the_next_hop_watch_keeps_next_hops_over_a_neighbour_state_within_nud_va
         assert r.retval != way.redirect and moved == {"fast_path_no_neigh": 1}
     finally:
         watch.close()
+
+
+# ---- the forward way's destination MAC (fp_ingress_ok)
+
+
+@dataclass(frozen=True)
+class Ingress:
+    """Where the forward way's frames arrive: the test module's `ingress` fixture."""
+
+    run: Callable[[bytes], RunResult]  # lbtui_xdp on a frame arriving there
+    frame: bytes  # a datagram of the forward flow, addressed to the interface
+    ifindex: int
+    mac: str  # the interface's MAC (lb_fp_ifaces)
+    table: str  # the family's forward cache
+
+    def send(self, mac: str) -> RunResult:
+        """The datagram addressed to `mac`."""
+        return self.run(mac_to_bytes(mac) + self.frame[6:])
+
+
+# destinations the kernel does not forward from (skb->pkt_type OTHERHOST, BROADCAST, MULTICAST)
+NOT_OURS = {
+    "another-host": "02:00:00:16:00:99",
+    "broadcast": "ff:ff:ff:ff:ff:ff",
+    "ipv4-multicast": "01:00:5e:00:00:01",
+    "ipv6-multicast": "33:33:00:00:00:01",
+}
+
+
+def remembered(progs: Programs, ingress: Ingress) -> list[bytes]:
+    return [bytes(v) for v in progs.loaded.table(ingress.table).values()]
+
+
+@pytest.mark.parametrize("mac", list(NOT_OURS.values()), ids=list(NOT_OURS))
+def test_frames_not_addressed_to_the_ingress_interface_are_never_forwarded_fast(progs, ingress, mac):
+    """The kernel forwards only frames sent to the ingress interface's MAC: the fast path passes the
+    others (DNATed, their MACs as they came), whether its cache knows the backend's way (hit) or not
+    (miss), and remembers nothing from them."""
+    r, moved = counting(progs, lambda: ingress.send(mac))  # nothing remembered yet
+    assert (r.retval, moved) == (XDP_PASS, {"fast_path_other_host": 1})
+    assert Ether(r.data).dst == mac
+    assert remembered(progs, ingress) == []
+    r, moved = counting(progs, lambda: ingress.send(ingress.mac))  # looked up, remembered
+    assert (r.retval, moved) == (XDP_REDIRECT, {"fast_path_forwarded": 1})
+    known = remembered(progs, ingress)
+    assert [bytes(v.imac).hex(":") for v in progs.loaded.table(ingress.table).values()] == [ingress.mac]
+    r, moved = counting(progs, lambda: ingress.send(mac))  # the way is remembered now
+    assert (r.retval, moved) == (XDP_PASS, {"fast_path_other_host": 1})
+    assert Ether(r.data).dst == mac
+    assert remembered(progs, ingress) == known
+    assert ingress.send(ingress.mac).retval == XDP_REDIRECT
+
+
+def test_a_new_mac_of_the_ingress_interface_replaces_the_remembered_one(progs, ingress):
+    """lb_fp_ifaces rewritten with another MAC (a link's new address): the generation moves, so the
+    old MAC remembered with the way no longer lets frames through."""
+    assert ingress.send(ingress.mac).retval == XDP_REDIRECT
+    managed = progs.maps.fast_path_interfaces()
+    new = "02:00:00:16:00:42"
+    progs.maps.set_fast_path_interfaces({**managed, ingress.ifindex: new})
+    try:
+        r, moved = counting(progs, lambda: ingress.send(ingress.mac))
+        assert (r.retval, moved) == (XDP_PASS, {"fast_path_other_host": 1})
+        assert ingress.send(new).retval == XDP_REDIRECT
+    finally:
+        progs.maps.set_fast_path_interfaces(managed)
+
+
+def test_an_ingress_interface_outside_lb_fp_ifaces_falls_back_as_unmanaged(progs, ingress):
+    assert ingress.send(ingress.mac).retval == XDP_REDIRECT
+    managed = progs.maps.fast_path_interfaces()
+    progs.maps.set_fast_path_interfaces({i: mac for i, mac in managed.items() if i != ingress.ifindex})
+    try:
+        r, moved = counting(progs, lambda: ingress.send(ingress.mac))
+        assert (r.retval, moved) == (XDP_PASS, {"fast_path_unmanaged": 1})
+    finally:
+        progs.maps.set_fast_path_interfaces(managed)

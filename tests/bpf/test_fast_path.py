@@ -43,7 +43,7 @@ from lbtui.dataplane.progrun import (
     skb_context,
 )
 from tests.bpf.nexthop_cache import *  # noqa: F403 (the shared cache tests, collected here with `way`)
-from tests.bpf.nexthop_cache import Way
+from tests.bpf.nexthop_cache import Ingress, Way
 from tests.support.bpfrun import MAC_CLIENT, MAC_LB, TABLE, VIP, Programs, assert_checksums_valid, counting
 from tests.support.maps import write_table
 
@@ -80,6 +80,7 @@ def lab() -> Iterator[dict[str, dict[str, object]]]:
             _ip("link", "set", name + "p", "up")
         _ip("link", "set", "fpout", "mtu", "1400")
         _ip("link", "set", "fpout", "address", FPOUT_MAC)
+        _ip("link", "set", "fpin", "address", MAC_LB)  # the client frames' destination
         _ip("neigh", "replace", "10.0.2.11", "lladdr", NEIGH_MAC, "dev", "fpout", "nud", "permanent")
         _ip("neigh", "replace", "10.0.3.13", "lladdr", UNMANAGED_MAC, "dev", "fpun", "nud", "permanent")
         _ip("neigh", "replace", CLIENT, "lladdr", MAC_CLIENT, "dev", "fpin", "nud", "permanent")
@@ -101,7 +102,7 @@ def progs(lab: dict[str, dict[str, object]]) -> Iterator[Programs]:
     ):
         p.set_service(port, proto, sid, "weighted-random")
         write_table(p.maps, sid, weighted_table({(0, 1, 2, 0)[sid]: 1}, TABLE))
-    p.maps.set_fast_path_interfaces([int(str(lab["fpout"]["ifindex"])), int(str(lab["fpin"]["ifindex"]))])
+    p.maps.set_fast_path_interfaces({ifindex(lab, n): str(lab[n]["address"]) for n in ("fpout", "fpin")})
     yield p
     p.close()
 
@@ -431,6 +432,13 @@ def test_packets_that_are_no_reply_pass_untouched(progs, lab):
 
 
 # ---- the next-hop caches (tests/bpf/nexthop_cache.py, both directions)
+
+
+@pytest.fixture
+def ingress(progs: Programs, lab: dict[str, dict[str, object]]) -> Ingress:
+    """The forward way's datagrams on fpin (its MAC: MAC_LB), to any destination MAC."""
+    frame = to_vip(UDP_TO_NEIGH, udp=True, payload=b"q")
+    return Ingress(lambda f: run_in_lab(progs, lab, f), frame, ifindex(lab, "fpin"), MAC_LB, "lb_fp_nexthops")
 
 
 @pytest.fixture(params=["forward", "reply"])

@@ -38,7 +38,7 @@ from lbtui.dataplane.progrun import (
     skb_context,
 )
 from tests.bpf.nexthop_cache import *  # noqa: F403 (the shared cache tests, collected here with `way`)
-from tests.bpf.nexthop_cache import Way
+from tests.bpf.nexthop_cache import Ingress, Way
 from tests.support.bpfrun import MAC_CLIENT, MAC_LB, TABLE, Programs, assert_checksums_valid, counting
 from tests.support.maps import write_table
 from tests.support.netnsrun import run_in_netns
@@ -86,6 +86,8 @@ def lab() -> Iterator[dict[str, dict[str, object]]]:
         for name, addr in (("fpin", "fd00:16:a::1"), ("fpout", "fd00:16:b::1"), ("fpun", "fd00:16:c::1")):
             _ip("link", "add", name, "type", "veth", "peer", "name", name + "p")
             _ip("link", "set", name, "mtu", "1400" if name == "fpout" else "1500")
+            if name == "fpin":
+                _ip("link", "set", name, "address", MAC_LB)  # the client frames' destination
             _ip("addr", "add", f"{addr}/64", "dev", name, "nodad")
             _ip("link", "set", name, "up")
             _ip("link", "set", name + "p", "up")
@@ -112,7 +114,7 @@ def progs(lab: dict[str, dict[str, object]]) -> Iterator[Programs]:
     for sid, (port, proto, bid) in SERVICES.items():
         p.maps.set_service(ServiceEntry(VIP6, port, proto, sid, sid, "weighted-random"))
         write_table(p.maps, sid, weighted_table({bid: 1}, TABLE))
-    p.maps.set_fast_path_interfaces([_ifindex(lab, "fpout"), _ifindex(lab, "fpin")])
+    p.maps.set_fast_path_interfaces({_ifindex(lab, n): str(lab[n]["address"]) for n in ("fpout", "fpin")})
     yield p
     p.close()
 
@@ -408,6 +410,15 @@ def test_packets_that_are_no_reply_pass_untouched(progs, lab):
 
 
 # ---- the next-hop caches (tests/bpf/nexthop_cache.py, both directions) -----------------------------
+
+
+@pytest.fixture
+def ingress(progs: Programs, lab: dict[str, dict[str, object]]) -> Ingress:
+    """The forward way's datagrams on fpin (its MAC: MAC_LB), to any destination MAC."""
+    frame = to_vip(UDP_TO_NEIGH, udp=True, payload=b"q")
+    return Ingress(
+        lambda f: run_in_lab(progs, lab, f), frame, _ifindex(lab, "fpin"), MAC_LB, "lb_fp_nexthops6"
+    )
 
 
 @pytest.fixture(params=["forward", "reply"])

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.fuzz.packets import fastpath
-from tests.fuzz.packets.frames import FAST_PATH_FAMILIES, FAST_PATH_TC_FAMILIES, Frame
+from tests.fuzz.packets.frames import FAST_PATH_FAMILIES, FAST_PATH_TC_FAMILIES, NOT_OURS_MACS, Frame
 from tests.fuzz.packets.frames6 import FAST_PATH6_FAMILIES, FAST_PATH6_TC_FAMILIES
 from tests.fuzz.packets.harness import Dataplane, PacketFuzzer, pinned_to_one_cpu, summary_table
 from tests.fuzz.packets.oracle import DNAT, REDIRECTED, REPLY_REDIRECTED, SNAT, Oracle
@@ -119,6 +119,20 @@ def test_frames_arriving_where_forwarding_is_off_fall_back(dataplane: Dataplane)
     assert fuzzer.oracle.counters[fastpath.FIB_OTHER] == 1
     fuzzer.sync()
     assert fuzzer.stats.failure_count == 0
+
+
+@pytest.mark.parametrize("mac", NOT_OURS_MACS, ids=["another-host", "broadcast", "multicast4", "multicast6"])
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_frames_to_another_mac_fall_back_as_predicted(dataplane: Dataplane, mac: bytes, v6: bool) -> None:
+    """A new flow to a backend with a neighbour, in a frame not addressed to the ingress interface:
+    XDP_PASS with the DNAT done, counted other_host; a redirect would be a failure."""
+    frame = mac + bytes((syn6_frame() if v6 else syn_frame()).data)[6:]
+    verdict, out = _run(dataplane, frame, 4 if v6 else 0, GROUP6_80 if v6 else GROUP_80)
+    assert verdict == XDP_PASS
+    oracle = Oracle(dataplane.fast_path_rules)
+    assert oracle.check_xdp(frame, verdict, out).problems == ()
+    assert oracle.counters[fastpath.OTHER_HOST] == 1
+    assert _problems(dataplane, frame, fastpath.XDP_REDIRECT, out)
 
 
 def test_the_oracle_rejects_a_reply_redirect_wrong_in_one_field(dataplane: Dataplane) -> None:

@@ -9,13 +9,17 @@ veths' offloads on (the default), so their replies are CHECKSUM_PARTIAL skbs, la
 skbs. Checked: requests are served, most packets go the fast way both ways, the first packets to a
 backend whose neighbour entry is not there yet take the kernel's path and are delivered, a datagram
 larger than the backend side's MTU falls back and the kernel's "fragmentation needed" reaches the
-client (about the VIP), bulk transfers arrive intact with every reply fast, no checksum errors.
+client (about the VIP), bulk transfers arrive intact with every reply fast, no checksum errors;
+datagrams to the VIP in frames addressed to another MAC than the LB's (injected with a packet socket)
+never reach a backend (fast_path_other_host; the kernel drops them), the same datagrams addressed to
+the LB's MAC do.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 
@@ -45,6 +49,48 @@ for _ in range(20):
 print(s.getsockopt(socket.IPPROTO_IP, 14))  # IP_MTU
 """
 
+# UDP datagrams to VIP:5353 from the client's address, in frames addressed to the MAC argv[2], sent
+# from the interface argv[1] with a packet socket (the kernel's own stack would address them to the
+# LB); argv[3] is in every payload
+INJECT = """
+import socket, struct, sys
+ifname, mac, marker, vip = sys.argv[1:5]
+dst_mac = bytes.fromhex(mac.replace(":", ""))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.connect((vip, 5353))
+src = socket.inet_aton(u.getsockname()[0])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((ifname, 0))
+payload = marker.encode()
+ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28 + len(payload), 1, 0x4000, 64, 17, 0, src,
+                           socket.inet_aton(vip)))
+words = sum(struct.unpack("!10H", ip))
+struct.pack_into("!H", ip, 10, ~((words & 0xFFFF) + (words >> 16)) & 0xFFFF)
+udp = struct.pack("!HHHH", 40053, 5353, 8 + len(payload), 0)  # checksum 0: none (IPv4)
+for _ in range(20):
+    s.send(dst_mac + s.getsockname()[4] + b"\\x08\\x00" + bytes(ip) + udp + payload)
+"""
+# counts the UDP datagrams received that carry argv[1] and argv[2] (not the ICMP errors about the
+# backend's answers that the client sends back) on every interface of its namespace for argv[3]
+# seconds; prints "ready" once listening, then the two counts
+SNIFF = """
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))  # ETH_P_ALL
+s.settimeout(0.2)
+seen = {sys.argv[1]: 0, sys.argv[2]: 0}
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:
+    try:
+        data, addr = s.recvfrom(65535)
+    except socket.timeout:
+        continue
+    for marker in seen:
+        udp = data[12:14] == b"\\x08\\x00" and data[23] == 17
+        if udp and marker.encode() in data and addr[2] != socket.PACKET_OUTGOING:
+            seen[marker] += 1
+print(seen[sys.argv[1]], seen[sys.argv[2]])
+"""
 
 # the fallback reasons: every fast_path_* counter but the two that count packets gone fast
 FALLBACKS = tuple(n for n in GLOBAL_COUNTERS if n.startswith("fast_path_") and not n.endswith("_forwarded"))
@@ -89,6 +135,9 @@ def test_fast_path_serves_falls_back_and_keeps_checksums(tmp_path: Path) -> None
         assert moved["fast_path_forwarded"] > 30 * 3, moved  # SYN, ACK, request, FINs... fast
         assert moved["fast_path_reply_forwarded"] > 30 * 3, moved  # SYN-ACK, response, FIN... fast
         assert moved["fast_path_unmanaged"] == 0, moved
+        assert moved["fast_path_other_host"] == 0, moved
+
+        assert_frames_for_another_mac_never_reach_a_backend(lab)
 
         # the backend side narrower than the client side: a big datagram with DF falls back and the
         # kernel's ICMP (translated to be about the VIP by the TC program) tells the client
@@ -99,6 +148,33 @@ def test_fast_path_serves_falls_back_and_keeps_checksums(tmp_path: Path) -> None
         moved = moved_since(before)
         assert moved["fast_path_frag_needed"] >= 1, moved
         assert_no_checksum_errors(lab)
+
+
+def assert_frames_for_another_mac_never_reach_a_backend(lab: ClientLab) -> None:
+    """The kernel drops a frame that was not addressed to its interface (pkt_type OTHERHOST,
+    BROADCAST, MULTICAST) before forwarding; so must the fast path, which runs before that check.
+    20 datagrams to VIP:5353 in frames to another host's MAC, 20 to the broadcast MAC, then 20 to
+    the LB's MAC: only the last 20 reach a backend."""
+    lb_mac = json.loads(lab.run(lab.ns_lb, "ip", "-j", "link", "show", f"{P}l0").stdout)[0]["address"]
+    sniffers = [
+        lab.popen(
+            ns, *lab.python_cmd("-c", SNIFF, "fp-other-host", "fp-own-mac", "6"), stdout=PIPE, text=True
+        )
+        for ns in (lab.ns_backend(i) for i in lab.backend_ids)
+    ]
+    for proc in sniffers:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    before = counters()
+    for mac, marker in (("02:00:00:00:00:99", "fp-other-host"), ("ff:ff:ff:ff:ff:ff", "fp-other-host")):
+        lab.run(lab.ns_client, *lab.python_cmd("-c", INJECT, f"{P}c0", mac, marker, lab.vip))
+    wait_until(lambda: moved_since(before)["fast_path_other_host"] >= 40, timeout=5)
+    other_host = moved_since(before)
+    lab.run(lab.ns_client, *lab.python_cmd("-c", INJECT, f"{P}c0", lb_mac, "fp-own-mac", lab.vip))
+    seen = [tuple(int(n) for n in proc.communicate(timeout=20)[0].split()) for proc in sniffers]
+    assert sum(n for n, _ in seen) == 0, seen  # neither redirected nor forwarded by the kernel
+    assert sum(n for _, n in seen) == 20, seen  # the same datagrams addressed to the LB arrive
+    assert other_host["fast_path_other_host"] == 40, other_host
+    assert other_host["fast_path_forwarded"] == 0, other_host
 
 
 def test_offloaded_replies_take_the_fast_path_intact(tmp_path: Path) -> None:

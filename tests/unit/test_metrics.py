@@ -264,6 +264,7 @@ def test_fast_path_counters_by_direction_and_fallback_reason() -> None:
         "unmanaged",
         "vlan",
         "fib_other",
+        "other_host",
     }
 
     # maps recreated (a restart that could not adopt): the counters go on from where they were

@@ -91,10 +91,16 @@ def test_native_mode_writes_only_the_wanted_interfaces_that_transmit_xdp_frames(
     monkeypatch.setattr(fastpath, "interface_indexes", lambda names: {2} if list(names) == ["l0"] else set())
     monkeypatch.setattr(fastpath, "route_interface", lambda ip: {"10.0.2.11": 5, "10.0.2.12": 6}.get(ip))
     monkeypatch.setattr(fastpath, "xdp_features", lambda: {2: VETH, 5: VETH_XMIT, 6: 0})
+    monkeypatch.setattr(
+        fastpath, "interface_macs", lambda ifindexes: {i: f"02:00:00:00:00:0{i}" for i in ifindexes}
+    )
     fp = fastpath.FastPathInterfaces()
     for ip in ("10.0.2.11", "10.0.2.12", "10.9.9.9"):
         fp.note_backend(ip)
-    assert fp.wanted(["l0"], any_native=False) == {2, 5, 6}  # generic: an skb redirect goes anywhere
-    assert fp.wanted(["l0"], any_native=True) == {5}
+    macs = {2: "02:00:00:00:00:02", 5: "02:00:00:00:00:05", 6: "02:00:00:00:00:06"}
+    generic = fp.wanted(["l0"], any_native=False)  # an skb redirect goes anywhere
+    assert generic == fastpath.FastPathSet(macs, frozenset({2, 5, 6}))
+    native = fp.wanted(["l0"], any_native=True)  # every one kept for its MAC and the replies
+    assert native == fastpath.FastPathSet(macs, frozenset({5}))
     monkeypatch.setattr(fastpath, "xdp_features", lambda: None)  # no netdev family
-    assert fp.wanted(["l0"], any_native=True) == set()
+    assert fp.wanted(["l0"], any_native=True) == fastpath.FastPathSet(macs, frozenset())

@@ -13,7 +13,8 @@ ingress interface alone:
            172.16.0.0/12 via 10.0.0.2 (permanent neighbour)   -> replies redirected
            172.31.0.0/16 via 10.0.0.2, mtu lock 160          -> frag_needed above 160 bytes
            192.168.0.0/16 via 10.0.0.3 (no neighbour entry)  -> no_neigh
-    fzoff  10.0.8.1/24, forwarding off: frames arriving here get "forwarding disabled" (fib_other)
+    fzoff  10.0.8.1/24 (in lb_fp_ifaces), forwarding off: frames arriving here get "forwarding
+           disabled" (fib_other)
     fzout  10.0.2.1/24, mtu 1400 (in lb_fp_ifaces)
            10.0.2.11  permanent neighbour                      -> redirected
            10.0.2.12  no neighbour entry                       -> no_neigh
@@ -27,7 +28,10 @@ The kernel's order (net/core/filter.c bpf_ipv4_fib_lookup): forwarding on the in
 route (local and broadcast routes are not forwarded), MTU (tot_len against the locked route MTU or
 the device's), neighbour of the next hop; then lb_fastpath.h checks the egress against
 lb_fp_ifaces. Before any lookup the forward program passes VLAN-tagged frames, IP options and
-TTL <= 1, in that order; the reply program (lbtui_tc_reply, lb_fastpath_reply.h) looks at frames
+TTL <= 1, in that order, then frames arriving on an interface not in lb_fp_ifaces (unmanaged) and
+frames not addressed to the ingress interface's MAC (other_host: the generator sends some to another
+unicast, the broadcast and multicast MACs; fzin, fzoff and fzout all have wire.ETH_DST, the MAC the
+generator's frames are addressed to); the reply program (lbtui_tc_reply, lb_fastpath_reply.h) looks at frames
 addressed to the backend interface's MAC, counts IP options and TTL <= 1 of replies of ours, then
 looks up the way to the client. The tables never change during a run, so whether a next-hop cache (if the
 program has one) hits does not change any answer.
@@ -68,6 +72,7 @@ IP_OPTIONS = "fast_path_ip_options"
 UNMANAGED_EGRESS = "fast_path_unmanaged"
 VLAN = "fast_path_vlan"
 FIB_OTHER = "fast_path_fib_other"
+OTHER_HOST = "fast_path_other_host"
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ DEVICES = {
     MANAGED: "10.0.2.1/24",
     UNMANAGED: "10.0.3.1/24",
 }
-MANAGED_DEVICES = (INGRESS, MANAGED)
+MANAGED_DEVICES = (INGRESS, INGRESS_NO_FORWARDING, MANAGED)  # lbtui attaches to both ingress ones
 _ROUTE_NETS = sorted(((ipaddress.ip_network(r.prefix), r) for r in ROUTES), key=lambda nr: -nr[0].prefixlen)
 
 
@@ -135,7 +140,7 @@ class FastPathLab:
             self._ip("link", "add", name, "type", "veth", "peer", "name", name + "p")
             self._ip("addr", "add", cidr, "dev", name)
             self._ip("link", "set", name, "mtu", str(DEVICE_MTU[name]))
-            if name == REPLY_INGRESS:  # the generator's frames are addressed to it (pkt_type PACKET_HOST)
+            if name != UNMANAGED:  # the generator's frames are addressed to them (pkt_type PACKET_HOST)
                 self._ip("link", "set", name, "address", ETH_DST.hex(":"))
             self._ip("link", "set", name, "up")
             self._ip("link", "set", name + "p", "up")
@@ -176,11 +181,23 @@ class FastPathLab:
         finally:
             os.close(home)
 
-    def managed_ifindexes(self) -> list[int]:
-        return [self.ifindex[name] for name in MANAGED_DEVICES]
+    def managed_macs(self) -> dict[int, str]:
+        """lb_fp_ifaces as lbtui would write it: ifindex -> MAC of the managed interfaces."""
+        return {self.ifindex[name]: self.mac[name].hex(":") for name in MANAGED_DEVICES}
 
 
 # ---- the rules ------------------------------------------------------------------------------------
+
+
+def ingress_decision(data: bytes, ingress: str, macs: dict[str, bytes]) -> Decision | None:
+    """fp_ingress_ok (lb_nexthop.h), both families: the forward fast path takes only frames arriving
+    on an interface of lb_fp_ifaces and addressed to its MAC; None: it goes on to the lookup. (Its
+    cache, keyed by the ingress interface, keeps the MAC: a hit gives the same answer.)"""
+    if ingress not in MANAGED_DEVICES:
+        return Decision(UNMANAGED_EGRESS)
+    if data[0:6] != macs[ingress]:
+        return Decision(OTHER_HOST)
+    return None
 
 
 @dataclass(frozen=True)
@@ -232,7 +249,9 @@ class Rules:
             return Decision(IP_OPTIONS)
         if data[view.l3 + 8] <= 1:
             return Decision(TTL)
-        return self.lookup(backend_ip, view.ip_len, ingress, FORWARDED)
+        return ingress_decision(data, ingress, self.macs) or self.lookup(
+            backend_ip, view.ip_len, ingress, FORWARDED
+        )
 
     def reply(self, data: bytes, reply: ReplyView) -> Decision | None:
         """tc_reply4 on a reply of a tracked flow (its reverse entry found) arriving on REPLY_INGRESS:

@@ -22,7 +22,9 @@ The kernel's order (net/core/filter.c bpf_ipv6_fib_lookup): link-local, multicas
 or destination (never forwarded), forwarding on the ingress interface, route (unicast only), MTU
 (tot_len against the locked route MTU, else the device's, at least 1280), the next hop's
 neighbour; then lb_fastpath6.h checks the egress against lb_fp_ifaces. Before the lookup
-xdp_fast_forward6 counts a VLAN tag, extension headers and hop limit <= 1, in that order; tc_reply6
+xdp_fast_forward6 counts a VLAN tag, extension headers, hop limit <= 1 and a client address the
+lookup never forwards from (fib_other), in that order, then the ingress interface's checks as IPv4
+(fastpath.ingress_decision: unmanaged, other_host); tc_reply6
 (lbtui_tc_reply's tail call for IPv6 frames) takes frames addressed to the interface's MAC whose
 upper layer is TCP or UDP and not a fragment, and for a reply of ours counts extension headers and
 hop limit <= 1 before its lookup.
@@ -51,6 +53,7 @@ from tests.fuzz.packets.fastpath import (
     Decision,
     ReplyView,
     Route,
+    ingress_decision,
 )
 from tests.fuzz.packets.parse import View, _upper6
 from tests.fuzz.packets.wire import ETH_IPV6, TCP, UDP, u16
@@ -142,7 +145,11 @@ class Rules6:
             return Decision(IP_OPTIONS)
         if data[view.l3 + 7] <= 1:
             return Decision(TTL)
-        return self.lookup(view.saddr, backend_ip, view.ip_len, ingress, forwarded)
+        if _strict(ipaddress.IPv6Address(view.saddr)):  # fp_never_forwarded6, before the cache
+            return Decision(FIB_OTHER)
+        return ingress_decision(data, ingress, self.macs) or self.lookup(
+            view.saddr, backend_ip, view.ip_len, ingress, forwarded
+        )
 
     def reply(
         self, data: bytes, reply: ReplyView, vip: bytes, ingress: str, forwarded: str

@@ -8,7 +8,8 @@ harness.py: a failing run's frames are recorded, picks included, for an exact re
 families live in frames6.py; `families` chooses both halves (the default), "ipv4" or "ipv6".
 With `fast_path` the XDP families get FAST_PATH_FAMILIES too (TTLs about to expire, lengths at the
 lab's MTUs) and each XDP frame an ingress interface of the lab (fastpath.py): mostly the one that
-forwards, sometimes the one with forwarding off.
+forwards, sometimes the one with forwarding off; a few XDP frames are addressed to a MAC that is not
+the ingress interface's (NOT_OURS_MACS: the kernel would not forward them, nor may the fast path).
 """
 
 from __future__ import annotations
@@ -115,6 +116,10 @@ FAST_PATH_FAMILIES: dict[str, int] = {"fp_ttl": 4, "fp_length": 4}
 FAST_PATH_TC_FAMILIES: dict[str, int] = {"fp_reply": 4}  # replies with those TTLs and lengths
 FAST_PATH_NO_FORWARDING_SHARE = 0.03  # XDP frames arriving on the lab interface with forwarding off
 OTHER_HOST_MAC = bytes.fromhex("020000000099")  # a unicast MAC no lab interface has
+# XDP frames addressed to a MAC not the ingress interface's (fast path: other_host): another host's
+# unicast MAC, broadcast, IPv4 and IPv6 multicast
+FAST_PATH_OTHER_HOST_SHARE = 0.05
+NOT_OURS_MACS = (OTHER_HOST_MAC, b"\xff" * 6, bytes.fromhex("01005e000001"), bytes.fromhex("333300000001"))
 FAMILIES = {**XDP_FAMILIES, **TC_FAMILIES, **XDP6_FAMILIES, **TC6_FAMILIES}
 IPV6_FAMILIES = frozenset({**XDP6_FAMILIES, **TC6_FAMILIES, **FAST_PATH6_FAMILIES, **FAST_PATH6_TC_FAMILIES})
 FAMILY_SETS = {
@@ -364,6 +369,8 @@ class FrameGenerator:
             data = bytes(self._fast_path_family(family, [f for f in recent if not f.v6]))
         else:
             data = bytes(self._xdp_family(family, [f for f in recent if not f.v6]))
+        if self.fast_path and len(data) >= 14 and self.rng.random() < FAST_PATH_OTHER_HOST_SHARE:
+            data = self.rng.choice(NOT_OURS_MACS) + data[6:]
         return Frame(family, "xdp", data, ingress)
 
     def _fast_path_family(self, family: str, flows: Sequence[Flow]) -> bytearray:

@@ -121,7 +121,7 @@ class Dataplane:
                 raise
         self.maps = Maps(self.loaded)
         if self.lab is not None:
-            self.maps.set_fast_path_interfaces(self.lab.managed_ifindexes())
+            self.maps.set_fast_path_interfaces(self.lab.managed_macs())
         for bid, (ip, port) in BACKENDS.items():
             self.maps.set_backend(bid, ip, port, active=True)
         for svc in SERVICES:
