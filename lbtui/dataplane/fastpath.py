@@ -10,9 +10,8 @@ unmanaged until the backend is set again, never a wrong redirect).
 
 Each interface comes with its MAC, read when the set is written: the forward fast path takes only
 frames addressed to the ingress interface's MAC, as the kernel's forwarding does (fast_path_other_host,
-bpf/lb_nexthop.h). A MAC changed later is read again at the next rewrite of the set (interfaces set,
-a new backend seen); until then frames to the new MAC fall back and frames to the old one still go
-fast (docs/datapath.md#fast-path, "Destination MAC").
+bpf/lb_nexthop.h). A MAC changed later is read again when the next-hop watch sees a link message
+(kernel.py rewrites the set: docs/datapath.md#fast-path, "Destination MAC").
 
 Native XDP can redirect only into a device that can transmit XDP frames (ndo_xdp_xmit; a veth only
 when its peer runs XDP or has GRO on: docs/datapath.md#fast-path). So while any attachment runs in

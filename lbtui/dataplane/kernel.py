@@ -131,9 +131,9 @@ class KernelDataplane:
             return
         native = self._write_fast_path_interfaces()
         if native and self._xdp_features is None:
-            self._xdp_features = XdpFeaturesWatch.start(self._on_xdp_features_change)
+            self._xdp_features = XdpFeaturesWatch.start(self._rewrite_fast_path)
         if self._next_hops is None:
-            self._next_hops = NextHopWatch(self.maps.forget_next_hops)
+            self._next_hops = NextHopWatch(self.maps.forget_next_hops, links_changed=self._rewrite_fast_path)
         if self._replies is None:
             adopt = self._leftover_replies.adoptable() if self._leftover_replies else {}
             self._replies = ReplyPrograms(self.loaded.tc_reply_fn, adopt)
@@ -168,7 +168,8 @@ class KernelDataplane:
                     log.info("fast path: native XDP redirects into every managed interface")
             return native
 
-    def _on_xdp_features_change(self) -> None:
+    def _rewrite_fast_path(self) -> None:
+        """lb_fp_ifaces again, on the watches' threads: an interface's xdp-features or MAC changed."""
         if self._maps is not None and self._attachments:
             self._write_fast_path_interfaces()
 

@@ -46,7 +46,8 @@ NEXT_HOP_GROUPS = (
     | RTMGRP_IPV6_NETCONF
 )
 
-RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29  # linux/rtnetlink.h
+RTM_NEWLINK, RTM_DELLINK = 16, 17  # linux/rtnetlink.h
+RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
 # linux/neighbour.h: the states bpf_fib_lookup answers from (the kernel's NUD_VALID)
 NUD_REACHABLE, NUD_STALE, NUD_DELAY, NUD_PROBE, NUD_NOARP, NUD_PERMANENT = 0x02, 0x04, 0x08, 0x10, 0x40, 0x80
 NUD_VALID = NUD_PERMANENT | NUD_NOARP | NUD_REACHABLE | NUD_PROBE | NUD_STALE | NUD_DELAY
@@ -142,12 +143,21 @@ class NextHopWatch(SocketWatch):
     """Calls `forget` (Maps.forget_next_hops) after a batch of rtnetlink messages about links,
     neighbours, IPv4 and IPv6 addresses, routes and forwarding switches that may change what
     bpf_fib_lookup answers, on a thread of its own: a changed MAC, route, MTU or a link gone reaches
-    both directions' caches as soon as the kernel announces it, not after the caches' 1 s."""
+    both directions' caches as soon as the kernel announces it, not after the caches' 1 s.
+    A batch with a link message (or lost messages) first calls `links_changed`, if given: the
+    interfaces' MACs that lb_fp_ifaces holds are read again (a changed MAC, docs/datapath.md#fast-path)."""
 
-    def __init__(self, forget: Callable[[], None], sock: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        forget: Callable[[], None],
+        sock: socket.socket | None = None,
+        links_changed: Callable[[], None] | None = None,
+    ) -> None:
         from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
         self._forget = forget
+        self._links_changed = links_changed
+        self._link_seen = False
         self._marshal = MarshalRtnl()
         self._neighbours = KnownNeighbours()
         self._tally: Counter[str] = Counter()  # WatchCounts' fields but evicted, on the watch's thread
@@ -174,6 +184,9 @@ class NextHopWatch(SocketWatch):
             messages,
             skipped,
         )
+        link_seen, self._link_seen = self._link_seen, False
+        if link_seen and self._links_changed is not None:
+            self._links_changed()
         self._forget()
 
     def _read_batch(self) -> bool:
@@ -187,6 +200,7 @@ class NextHopWatch(SocketWatch):
             except OSError as exc:  # ENOBUFS: messages lost, so forget anyway
                 log.debug("fast path: next-hop watch: %s", exc)
                 self._neighbours.clear()
+                self._link_seen = True  # a lost one may have been about a link
                 self._tally["lost"] += 1
                 return True
             if not data:
@@ -205,6 +219,7 @@ class NextHopWatch(SocketWatch):
         self._tally["lost"] += changed
         for msg in messages:
             self._tally["messages"] += 1
+            self._link_seen |= msg["header"].get("type") in (RTM_NEWLINK, RTM_DELLINK)
             neighbour = neighbour_of(msg)
             if neighbour is None or self._neighbours.changes_answers(neighbour):
                 changed = True

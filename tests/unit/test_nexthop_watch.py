@@ -82,10 +82,14 @@ class Feed:
         self.theirs, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         ours.setblocking(False)
         self.forgets = 0
-        self.watch = NextHopWatch(self._forget, ours)
+        self.links = 0  # calls of links_changed
+        self.watch = NextHopWatch(self._forget, ours, links_changed=self._links_changed)
 
     def _forget(self) -> None:
         self.forgets += 1
+
+    def _links_changed(self) -> None:
+        self.links += 1
 
     def send(self, *datagrams: bytes) -> WatchCounts:
         before = self.watch.counts.batches
@@ -232,3 +236,12 @@ def test_close_reports_the_counts(feed: Feed, caplog: pytest.LogCaptureFixture) 
     with caplog.at_level("INFO", logger="lbtui.dataplane.nexthop_watch"):
         feed.watch.close()
     assert "2 messages in 2 batches, 1 changed nothing; 1 forgets" in caplog.text
+
+
+def test_a_link_message_has_the_interfaces_read_again_before_the_forget(feed: Feed) -> None:
+    """A link message may carry a new MAC of an interface lb_fp_ifaces holds: links_changed runs (the
+    data path rewrites lb_fp_ifaces), once per batch; other messages do not call it."""
+    assert feed.forgets_after(other("route"), neigh()) >= 1
+    assert feed.links == 0
+    assert feed.forgets_after(other("link") + other("link")) == 1
+    assert feed.links == 1
