@@ -26,7 +26,7 @@ import pytest
 from lbtui.dataplane.structs import GLOBAL_COUNTERS
 from lbtui.engine import PIN_ROOT
 from tests.support.lab import ClientLab
-from tests.support.labtools import global_counter, running_lb, served, wait_until
+from tests.support.labtools import forget_backend_neighbours, global_counter, running_lb, served, wait_until
 
 pytestmark = pytest.mark.beside  # may run beside other e2e tests (tests/conftest.py)
 
@@ -123,8 +123,8 @@ def assert_no_checksum_errors(lab: ClientLab) -> None:
 
 def test_fast_path_serves_falls_back_and_keeps_checksums(tmp_path: Path) -> None:
     with running_lb(P, tmp_path) as (lab, _):  # the fast path is on by default
-        # nothing has talked to the backends from the LB yet: no neighbour entries
-        lab.run(lab.ns_lb, "ip", "neigh", "flush", "dev", f"{P}br0")
+        # no neighbour entries between the LB and the backends yet (the lab's pings made some)
+        forget_backend_neighbours(lab)
         before = counters()
         got = lab.http_requests(30)
         assert got["errors"] == 0 and len(served(got)) == 3, got

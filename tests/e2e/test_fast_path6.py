@@ -25,7 +25,7 @@ from lbtui.addresses import IPV6
 from lbtui.dataplane.structs import GLOBAL_COUNTERS
 from lbtui.engine import PIN_ROOT
 from lbtui.lab import VIP6
-from tests.support.labtools import global_counter, running_lb, served, wait_until
+from tests.support.labtools import forget_backend_neighbours, global_counter, running_lb, served, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.beside]  # beside: tests/conftest.py
 
@@ -80,8 +80,8 @@ def test_ipv6_fast_path_serves_falls_back_and_keeps_checksums(tmp_path: Path) ->
         # the client checks the checksums of what it gets itself (veth would trust them otherwise)
         lab.run(lab.ns_client, "ethtool", "-K", f"{P}c0", "rx", "off")
         csum_before = lab.nstat_csum_errors(CSUM_ERRORS)
-        # nothing has talked to the backends from the LB yet: no neighbour entries
-        lab.run(lab.ns_lb, "ip", "-6", "neigh", "flush", "dev", f"{P}br0")
+        # no neighbour entries between the LB and the backends yet (the lab's pings made some)
+        forget_backend_neighbours(lab)
         before = counters()
         got = lab.http_requests(30, url=URL)
         assert got["errors"] == 0 and len(served(got)) == 3, got

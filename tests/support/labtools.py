@@ -54,6 +54,20 @@ def served(got: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in got.items() if k != "errors" and v}
 
 
+def forget_backend_neighbours(lab: ClientLab) -> None:
+    """No neighbour entries (both families) between the LB and its backends, on either side, so that
+    the LB's next packet to a backend finds none. The backends' go first: a backend whose entry for
+    the LB is still being confirmed (DELAY/PROBE, some 5 s after the lab's pings) sends the LB an
+    ARP request or neighbour solicitation, and the receiver of one makes the sender's entry (STALE,
+    usable): flushing the LB alone left it a few seconds later with entries nobody asked for."""
+    p = lab.prefix
+    for i in lab.backend_ids:
+        lab.run(lab.ns_backend(i), "ip", "neigh", "flush", "dev", f"{p}b{i}")
+    lb_links = [f"{p}br0"] if lab.spec.backend_bridge else [f"{p}b{i}p" for i in lab.backend_ids]
+    for link in lb_links:
+        lab.run(lab.ns_lb, "ip", "neigh", "flush", "dev", link)
+
+
 def backend(handle: SocketEngineHandle, address: str, proxy: str = "web") -> model.BackendView:
     b = handle.snapshot().backend(proxy, address)
     assert b is not None
