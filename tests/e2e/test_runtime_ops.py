@@ -234,9 +234,11 @@ def test_overrides_survive_sigterm_and_kill_9_and_a_reload_drops_b4_with_an_even
         assert {a: force[a] for a in wanted} == wanted and force[b(lab, 2)][1] in ("draining", "drained"), (
             force
         )
-        got = lab.http_requests(160)
+        # 5 : 2 : 1 by weighted random: b4 - b3 is 50 +- 12 (sd) in 400 requests, below 1 about once
+        # in 50,000 checks (in 160 requests 20 +- 7.6: about once in 200, and CI saw b4 27, b3 27)
+        got = lab.http_requests(400)
         assert "b2" not in served(got) and got.get("errors", 0) == 0, got
-        assert got["b1"] > got["b4"] > got["b3"], got  # 5 : 2 : 1
+        assert got["b1"] > got["b4"] > got["b3"], got
         state = decode(Path(lab_state_file(PREFIX)).read_bytes())  # the file is valid
         assert [r.backend for r in state.drains] == [b(lab, 2)] and [r.weight for r in state.weights] == [5]
         assert [(r.backend, r.weight) for r in state.added] == [(b(lab, 4), 2)]
