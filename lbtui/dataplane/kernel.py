@@ -32,7 +32,7 @@ from lbtui.dataplane.port import (
     ServiceEntry,
 )
 from lbtui.dataplane.xdp_features import XdpFeaturesWatch
-from lbtui.model import Counters
+from lbtui.model import Counters, NextHopWatchCounts
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +287,10 @@ class KernelDataplane:
 
     def global_counters(self) -> dict[str, int]:
         return self.maps.global_counters()
+
+    def next_hop_watch(self) -> NextHopWatchCounts:
+        watch = self._next_hops
+        return watch.counts if watch is not None else NextHopWatchCounts()
 
     def conntrack_arrays(self, family: int = 4) -> tuple[np.ndarray, np.ndarray]:
         return self.maps.conntrack_arrays(family)

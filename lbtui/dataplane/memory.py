@@ -44,7 +44,7 @@ from lbtui.dataplane.port import (
     ServiceEntry,
 )
 from lbtui.dataplane.records import backend_counts
-from lbtui.model import Counters
+from lbtui.model import Counters, NextHopWatchCounts
 
 __all__ = ["MemoryDataplane", "MemoryFlow", "MemoryPins"]
 
@@ -228,6 +228,9 @@ class MemoryDataplane(Traffic):
     def global_counters(self) -> dict[str, int]:
         with self.lock:
             return {name: self.state.global_stats.get(name, 0) for name in structs.GLOBAL_COUNTERS}
+
+    def next_hop_watch(self) -> NextHopWatchCounts:
+        return NextHopWatchCounts()  # no kernel to watch
 
     def conntrack_arrays(self, family: int = 4) -> tuple[np.ndarray, np.ndarray]:
         with self.lock:

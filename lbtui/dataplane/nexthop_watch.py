@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lbtui.dataplane.netlink import SocketWatch
+from lbtui.model import NextHopWatchCounts
 
 log = logging.getLogger(__name__)
 
@@ -129,16 +130,6 @@ def neighbour_of(msg: Any) -> Neighbour | None:
     )
 
 
-@dataclass(frozen=True)
-class WatchCounts:
-    batches: int = 0  # wake-ups with something to read
-    messages: int = 0
-    skipped: int = 0  # messages that change no answer (a known neighbour's state within NUD_VALID)
-    forgets: int = 0  # generation bumps
-    lost: int = 0  # ENOBUFS, truncated or undecodable datagrams (each forgets)
-    evicted: int = 0  # neighbours dropped from the table to keep it bounded
-
-
 class NextHopWatch(SocketWatch):
     """Calls `forget` (Maps.forget_next_hops) after a batch of rtnetlink messages about links,
     neighbours, IPv4 and IPv6 addresses, routes and forwarding switches that may change what
@@ -160,13 +151,13 @@ class NextHopWatch(SocketWatch):
         self._link_seen = False
         self._marshal = MarshalRtnl()
         self._neighbours = KnownNeighbours()
-        self._tally: Counter[str] = Counter()  # WatchCounts' fields but evicted, on the watch's thread
+        self._tally: Counter[str] = Counter()  # the counts but evicted, on the watch's thread
         super().__init__(sock or rtnetlink_socket(), "lbtui-next-hops")
 
     @property
-    def counts(self) -> WatchCounts:
+    def counts(self) -> NextHopWatchCounts:
         t = self._tally
-        return WatchCounts(
+        return NextHopWatchCounts(
             t["batches"], t["messages"], t["skipped"], t["forgets"], t["lost"], self._neighbours.evicted
         )
 

@@ -22,7 +22,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from lbtui.model import Counters
+from lbtui.model import Counters, NextHopWatchCounts
 
 ESTABLISHED = "established"
 TRANSIENT = "transient"
@@ -288,6 +288,9 @@ class Dataplane(Protocol):
 
     def global_counters(self) -> dict[str, int]:
         """Every counter of structs.GLOBAL_COUNTERS (not per service or backend), summed over CPUs."""
+
+    def next_hop_watch(self) -> NextHopWatchCounts:
+        """What the fast path's next-hop watch did since it started (zeros while there is none)."""
 
     # ---- conntrack and rate buckets -------------------------------------------------------------
 

@@ -63,7 +63,7 @@ class Measurements:
             self.fast_path = None
             return
         try:
-            self.fast_path = fast_path_view(dp.global_counters())
+            self.fast_path = fast_path_view(dp.global_counters(), dp.next_hop_watch())
         except Exception:
             log.exception("reading the fast path's counters")
 
@@ -113,11 +113,15 @@ class Measurements:
         )
 
 
-def fast_path_view(counters: dict[str, int]) -> model.FastPathView:
-    """The fast path's share of the data path's global counters (structs.FAST_PATH_*)."""
+def fast_path_view(
+    counters: dict[str, int], watch: model.NextHopWatchCounts | None = None
+) -> model.FastPathView:
+    """The fast path's share of the data path's global counters (structs.FAST_PATH_*), and what its
+    next-hop watch did."""
     return model.FastPathView(
         forwarded={d: counters.get(name, 0) for d, name in structs.FAST_PATH_FORWARDED.items()},
         fallbacks={r: counters.get(structs.FAST_PATH_PREFIX + r, 0) for r in structs.FAST_PATH_FALLBACKS},
+        watch=watch or model.NextHopWatchCounts(),
     )
 
 

@@ -166,13 +166,34 @@ class ConntrackSummary:
 
 
 @dataclass(frozen=True)
+class NextHopWatchCounts:
+    """What the fast path's next-hop watch (lbtui/dataplane/nexthop_watch.py) did since it started:
+    the rtnetlink messages it read and how often it made the next-hop caches forget."""
+
+    batches: int = 0  # wake-ups with something to read
+    messages: int = 0
+    skipped: int = 0  # messages that change no answer (a known neighbour's state within NUD_VALID)
+    forgets: int = 0  # generation bumps
+    lost: int = 0  # ENOBUFS, truncated or undecodable datagrams (each forgets)
+    evicted: int = 0  # neighbours dropped from the watch's table to keep it bounded
+
+
+@dataclass(frozen=True)
 class FastPathView:
     """The data path's fast path (docs/datapath.md#fast-path) since its maps were created: packets
     it forwarded itself, by direction (forward: client to backend, from XDP; reply: backend to
-    client, from TC ingress), and packets that fell back to the kernel's forwarding, by reason."""
+    client, from TC ingress), and packets that fell back to the kernel's forwarding, by reason; and
+    since this run started, what the next-hop watch did."""
 
     forwarded: dict[str, int] = field(default_factory=dict)  # "forward" | "reply" -> packets
     fallbacks: dict[str, int] = field(default_factory=dict)  # reason -> packets
+    watch: NextHopWatchCounts = field(default_factory=NextHopWatchCounts)
+
+    def share(self) -> float | None:
+        """The part of the packets it decided on that went fast (0..1); None before any."""
+        fast = sum(self.forwarded.values())
+        total = fast + sum(self.fallbacks.values())
+        return fast / total if total else None
 
 
 @dataclass(frozen=True)

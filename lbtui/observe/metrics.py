@@ -154,6 +154,28 @@ METRICS: tuple[MetricSpec, ...] = (
         "Packets the fast path left to the kernel's forwarding, by reason.",
         ("reason",),
     ),
+    MetricSpec(
+        "lbtui_fast_path_netlink_messages_total",
+        "counter",
+        "Kernel announcements (links, neighbours, addresses, routes) the fast path's next-hop watch "
+        "read: changes = may change a next hop, none = a known neighbour staying usable.",
+        ("effect",),
+    ),
+    MetricSpec(
+        "lbtui_fast_path_next_hop_forgets_total",
+        "counter",
+        "Times the fast path's remembered next hops were all forgotten after an announcement.",
+    ),
+    MetricSpec(
+        "lbtui_fast_path_netlink_lost_total",
+        "counter",
+        "Announcements the next-hop watch lost (socket overrun, truncated or undecodable); each forgets.",
+    ),
+    MetricSpec(
+        "lbtui_fast_path_neighbours_evicted_total",
+        "counter",
+        "Neighbours the next-hop watch dropped from its bounded table (a large or hostile LAN).",
+    ),
     MetricSpec("lbtui_conntrack_entries", "gauge", "Conntrack map entries (both directions)."),
     MetricSpec("lbtui_conntrack_capacity", "gauge", "Conntrack map capacity."),
     MetricSpec("lbtui_conntrack_swept_total", "counter", "Conntrack entries removed by the idle sweep."),
@@ -278,6 +300,12 @@ def _counter_samples(snap: model.Snapshot) -> Iterator[tuple[str, tuple[str, ...
             yield "lbtui_fast_path_packets_total", (direction,), count
         for reason, count in sorted(snap.fast_path.fallbacks.items()):
             yield "lbtui_fast_path_fallbacks_total", (reason,), count
+        watch = snap.fast_path.watch
+        yield "lbtui_fast_path_netlink_messages_total", ("changes",), watch.messages - watch.skipped
+        yield "lbtui_fast_path_netlink_messages_total", ("none",), watch.skipped
+        yield "lbtui_fast_path_next_hop_forgets_total", (), watch.forgets
+        yield "lbtui_fast_path_netlink_lost_total", (), watch.lost
+        yield "lbtui_fast_path_neighbours_evicted_total", (), watch.evicted
     yield "lbtui_conntrack_swept_total", (), snap.conntrack.swept_total
     yield "lbtui_events_dropped_total", (), snap.events_dropped
 

@@ -46,6 +46,12 @@ def summary_text(snapshot: Snapshot, title: str, attached: bool, read_only: bool
         (fmt.rate(total_new_per_s(snapshot)), "bold"),
         (" new/s", "dim"),
     )
+    share = snapshot.fast_path.share() if snapshot.fast_path is not None else None
+    if share is not None:
+        text.append(" │ ", style="dim")
+        text.append("fast ", style="dim")
+        # most packets go fast once neighbours are known: a low share is worth a look (ctl status)
+        text.append(f"{share:.1%}", style="bold" if share >= 0.9 else "bold yellow")
     if snapshot.version:  # an older instance over the socket may not report it
         text.append(" │ ", style="dim")
         text.append(f"v{snapshot.version}", style="dim")

@@ -23,6 +23,7 @@ from subprocess import PIPE
 
 import pytest
 
+from lbtui.control_client import SocketEngineHandle
 from lbtui.dataplane.structs import GLOBAL_COUNTERS
 from lbtui.engine import PIN_ROOT
 from tests.support.lab import ClientLab
@@ -116,13 +117,18 @@ def moved_since(before: dict[str, int]) -> dict[str, int]:
     return {k: v - before[k] for k, v in counters().items()}
 
 
+def watch_forgets(handle: SocketEngineHandle) -> int:
+    fast_path = handle.snapshot().fast_path
+    return fast_path.watch.forgets if fast_path is not None else 0
+
+
 def assert_no_checksum_errors(lab: ClientLab) -> None:
     csum = lab.nstat_csum_errors()
     assert all(v == 0 for counts in csum.values() for v in counts.values()), csum
 
 
 def test_fast_path_serves_falls_back_and_keeps_checksums(tmp_path: Path) -> None:
-    with running_lb(P, tmp_path) as (lab, _):  # the fast path is on by default
+    with running_lb(P, tmp_path) as (lab, handle):  # the fast path is on by default
         # no neighbour entries between the LB and the backends yet (the lab's pings made some)
         forget_backend_neighbours(lab)
         before = counters()
@@ -136,6 +142,8 @@ def test_fast_path_serves_falls_back_and_keeps_checksums(tmp_path: Path) -> None
         assert moved["fast_path_reply_forwarded"] > 30 * 3, moved  # SYN-ACK, response, FIN... fast
         assert moved["fast_path_unmanaged"] == 0, moved
         assert moved["fast_path_other_host"] == 0, moved
+        # the flush was announced, and the next-hop watch made the caches forget (its metrics)
+        assert wait_until(lambda: watch_forgets(handle) >= 1), handle.snapshot().fast_path
 
         assert_frames_for_another_mac_never_reach_a_backend(lab)
 

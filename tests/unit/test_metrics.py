@@ -279,6 +279,22 @@ def test_fast_path_counters_by_direction_and_fallback_reason() -> None:
     )
 
 
+def test_next_hop_watch_counts() -> None:
+    watch = model.NextHopWatchCounts(batches=7, messages=40, skipped=25, forgets=6, lost=1, evicted=2)
+    current = {"snap": snapshot(fast_path=fast_path_view(GLOBAL_VALUES, watch))}
+    metrics = Metrics(lambda: current["snap"])
+    assert value(metrics, "lbtui_fast_path_netlink_messages_total", effect="changes") == 15
+    assert value(metrics, "lbtui_fast_path_netlink_messages_total", effect="none") == 25
+    assert value(metrics, "lbtui_fast_path_next_hop_forgets_total") == 6
+    assert value(metrics, "lbtui_fast_path_netlink_lost_total") == 1
+    assert value(metrics, "lbtui_fast_path_neighbours_evicted_total") == 2
+    # a restart starts a new watch: the exported counters go on from where they were
+    watch = model.NextHopWatchCounts(batches=1, messages=3, skipped=1, forgets=1)
+    current["snap"] = snapshot(fast_path=fast_path_view(GLOBAL_VALUES, watch), taken_at=1_700_000_010.0)
+    assert value(metrics, "lbtui_fast_path_netlink_messages_total", effect="changes") == 15 + 2
+    assert value(metrics, "lbtui_fast_path_next_hop_forgets_total") == 6 + 1
+
+
 def test_no_fast_path_series_while_the_fast_path_is_off() -> None:
     metrics = Metrics(lambda: snapshot(fast_path=None))
     names = {name for name, _ in samples(metrics)}

@@ -30,8 +30,8 @@ from lbtui.dataplane.nexthop_watch import (
     RTM_NEWNEIGH,
     KnownNeighbours,
     NextHopWatch,
-    WatchCounts,
 )
+from lbtui.model import NextHopWatchCounts
 
 MAC, OTHER_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
 
@@ -91,7 +91,7 @@ class Feed:
     def _links_changed(self) -> None:
         self.links += 1
 
-    def send(self, *datagrams: bytes) -> WatchCounts:
+    def send(self, *datagrams: bytes) -> NextHopWatchCounts:
         before = self.watch.counts.batches
         for d in datagrams:
             self.theirs.send(d)
