@@ -102,7 +102,7 @@ def _fast_path(view: model.FastPathView | None) -> str:
     if fell_back:
         line += "; fell back: " + ", ".join(fell_back)
     watch = view.watch
-    line += f"; next hops forgotten {watch.forgets} times"
+    line += f"; next hops forgotten {watch.forgets} time{'' if watch.forgets == 1 else 's'}"
     if watch.lost:
         line += f" ({watch.lost} for lost announcements)"
     return line

@@ -34,12 +34,12 @@ def test_the_share_counts_every_packet_it_decided_on() -> None:
 
 
 def test_ctl_status_has_a_fast_path_line() -> None:
-    watch = model.NextHopWatchCounts(messages=9, forgets=3, lost=1)
+    watch = model.NextHopWatchCounts(messages=9, forgets=1, lost=1)
     v = view(watch, fast_path_forwarded=600, fast_path_reply_forwarded=396, fast_path_no_neigh=4)
     lines = ctl.format_status(snapshot(v)).splitlines()
     assert lines[2] == (
         "fast path: 99.6% fast (forward 600, reply 396); fell back: no_neigh 4; "
-        "next hops forgotten 3 times (1 for lost announcements)"
+        "next hops forgotten 1 time (1 for lost announcements)"
     )
     assert ctl.format_status(snapshot(view())).splitlines()[2] == (
         "fast path: no packets yet (forward 0, reply 0); next hops forgotten 0 times"
