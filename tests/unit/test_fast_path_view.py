@@ -8,18 +8,11 @@ from lbtui import ctl, model
 from lbtui.dataplane.structs import GLOBAL_COUNTERS
 from lbtui.engine.measurements import fast_path_view
 from lbtui.widgets.summary import summary_text
+from tests.support.snapshots import bare_snapshot
 
 
 def snapshot(fast_path: model.FastPathView | None) -> model.Snapshot:
-    return model.Snapshot(
-        taken_at=10.0,
-        started_at=0.0,
-        config_path="/etc/lbtui/lbtui.toml",
-        services=(),
-        conntrack=model.ConntrackSummary(),
-        flows=(),
-        fast_path=fast_path,
-    )
+    return bare_snapshot(fast_path=fast_path)
 
 
 def view(watch: model.NextHopWatchCounts | None = None, **counters: int) -> model.FastPathView:

@@ -13,17 +13,11 @@ import pytest
 from lbtui import model
 from lbtui.observe.metrics import Metrics
 from lbtui.observe.scrape import ScrapeServer
+from tests.support.snapshots import bare_snapshot
 
 
 def _snapshot() -> model.Snapshot:
-    return model.Snapshot(
-        taken_at=1.0,
-        started_at=0.0,
-        config_path=None,
-        services=(),
-        conntrack=model.ConntrackSummary(),
-        flows=(),
-    )
+    return bare_snapshot(taken_at=1.0, config_path=None)
 
 
 @pytest.fixture

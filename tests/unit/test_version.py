@@ -9,19 +9,8 @@ from importlib import metadata
 import pytest
 
 import lbtui
-from lbtui import cli, ctl, model
-
-
-def _snapshot(**kw: object) -> model.Snapshot:
-    return model.Snapshot(
-        taken_at=10.0,
-        started_at=0.0,
-        config_path="/etc/lbtui/lbtui.toml",
-        services=(),
-        conntrack=model.ConntrackSummary(),
-        flows=(),
-        **kw,  # type: ignore[arg-type]
-    )
+from lbtui import cli, ctl
+from tests.support.snapshots import bare_snapshot
 
 
 def test_the_version_is_the_installed_distributions() -> None:
@@ -36,5 +25,5 @@ def test_dash_dash_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_snapshots_carry_the_version_of_the_engine_that_built_them() -> None:
-    assert _snapshot().version == lbtui.__version__
-    assert ctl.format_status(_snapshot(version="7.7.7"), {"pid": 1}).startswith("lbtui 7.7.7 pid 1,")
+    assert bare_snapshot().version == lbtui.__version__
+    assert ctl.format_status(bare_snapshot(version="7.7.7"), {"pid": 1}).startswith("lbtui 7.7.7 pid 1,")
