@@ -71,27 +71,21 @@ def route_interface(ip: str) -> int | None:
 
 
 @off_loop
-def interface_indexes(names: Iterable[str]) -> set[int]:
+def interface_macs(names: Iterable[str], ifindexes: Iterable[int]) -> dict[int, str]:
+    """ifindex -> MAC ("02:00:5e:00:53:01") of the interfaces named `names` and of those of
+    `ifindexes`, from one dump of the links; one without an Ethernet address (gone, or of another
+    kind) is left out: the fast path then never uses it."""
     from pyroute2 import IPRoute
 
-    with IPRoute() as ipr:
-        return {i for name in names for i in ipr.link_lookup(ifname=name)}
-
-
-@off_loop
-def interface_macs(ifindexes: Iterable[int]) -> dict[int, str]:
-    """ifindex -> MAC ("02:00:5e:00:53:01") of each interface that has an Ethernet address (one gone,
-    or of another kind, is left out: the fast path then never uses it)."""
-    from pyroute2 import IPRoute
-
-    wanted = set(ifindexes)
-    if not wanted:
+    wanted_names, wanted_indexes = set(names), set(ifindexes)
+    if not wanted_names and not wanted_indexes:
         return {}
     out = {}
     with IPRoute() as ipr:
         for link in ipr.get_links():
             mac = link.get_attr("IFLA_ADDRESS")
-            if link["index"] in wanted and isinstance(mac, str) and len(mac) == 17:
+            wanted = link["index"] in wanted_indexes or link.get_attr("IFLA_IFNAME") in wanted_names
+            if wanted and isinstance(mac, str) and len(mac) == 17:
                 out[int(link["index"])] = mac
     return out
 
@@ -126,7 +120,7 @@ class FastPathInterfaces:
         native XDP, XDP frames go only into those that transmit XDP frames (the program cannot tell
         which mode runs it, so a generic ingress gives up the others too: never a native redirect into
         a device that drops it). Replies, skbs redirected from TC, may go into any of them."""
-        macs = interface_macs(interface_indexes(attached) | self.backend_side())
+        macs = interface_macs(attached, self.backend_side())
         xdp_out = native_targets(macs, xdp_features()) if any_native else set(macs)
         return FastPathSet(macs, frozenset(xdp_out))
 

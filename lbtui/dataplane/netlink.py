@@ -4,7 +4,7 @@ and `SocketWatch`, a thread that hands each batch of a netlink socket's notifica
 
 pyroute2 0.9 drives an asyncio loop of its own in the calling thread, which fails inside a running
 loop (the engine's). Netlink calls here are rare (attach, announce, set up), so a short-lived
-thread each is fine. (dataplane/loader.py has the same wrapper, private; one of the two can go.)
+thread each is fine.
 """
 
 from __future__ import annotations

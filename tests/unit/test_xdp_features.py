@@ -88,12 +88,14 @@ def test_native_mode_writes_only_the_wanted_interfaces_that_transmit_xdp_frames(
 ) -> None:
     from lbtui.dataplane import fastpath
 
-    monkeypatch.setattr(fastpath, "interface_indexes", lambda names: {2} if list(names) == ["l0"] else set())
     monkeypatch.setattr(fastpath, "route_interface", lambda ip: {"10.0.2.11": 5, "10.0.2.12": 6}.get(ip))
     monkeypatch.setattr(fastpath, "xdp_features", lambda: {2: VETH, 5: VETH_XMIT, 6: 0})
-    monkeypatch.setattr(
-        fastpath, "interface_macs", lambda ifindexes: {i: f"02:00:00:00:00:0{i}" for i in ifindexes}
-    )
+
+    def interface_macs(names: list[str], ifindexes: set[int]) -> dict[int, str]:
+        named = {2} if list(names) == ["l0"] else set()
+        return {i: f"02:00:00:00:00:0{i}" for i in named | set(ifindexes)}
+
+    monkeypatch.setattr(fastpath, "interface_macs", interface_macs)
     fp = fastpath.FastPathInterfaces()
     for ip in ("10.0.2.11", "10.0.2.12", "10.9.9.9"):
         fp.note_backend(ip)
