@@ -179,13 +179,9 @@ static __always_inline int tc_reply6(struct __sk_buff *skb)
     struct lb_addr6 vip = {};
     __u16 vip_port = 0;
     __be16 old_port = rk.sport;
-    if (table != LB_TBL_ESTABLISHED) {              // promoted meanwhile? (as lb_fastpath_reply.h)
-        peek = ct_lookup6(&rk, &table);
-        if (!peek || peek->dir != LB_DIR_REVERSE) {
-            global_inc(LB_G_TC_MISS);
-            return TC_ACT_OK;
-        }
-    }
+    // a transient entry may have been promoted meanwhile (as lb_fastpath_reply.h)
+    if (table != LB_TBL_ESTABLISHED && !(peek = ct_reverse6(&rk, &table)))
+        return TC_ACT_OK;
     int verdict = tc_flow_of6(peek, table, &rk, is_tcp, &seg, ip_len, &vip, &vip_port);
     if (verdict != LB_GO_NAT)
         return verdict;

@@ -110,13 +110,9 @@ static __always_inline int tc_reply4(struct __sk_buff *skb)
     // sure of the way: the flow moves (as lbtui_tc would move it) and the reply is rewritten here
     __be32 new_ip = 0;
     __u16 new_port = 0;
-    if (table != LB_TBL_ESTABLISHED) {              // promoted meanwhile? (an established one stays put)
-        peek = ct_lookup(&rk, &table);
-        if (!peek || peek->dir != LB_DIR_REVERSE) {
-            global_inc(LB_G_TC_MISS);
-            return TC_ACT_OK;
-        }
-    }
+    // a transient entry may have been promoted meanwhile (an established one stays put)
+    if (table != LB_TBL_ESTABLISHED && !(peek = ct_reverse(&rk, &table)))
+        return TC_ACT_OK;
     int verdict = tc_flow_of(peek, table, &rk, is_tcp, &seg, ip_len, &new_ip, &new_port);
     if (verdict != LB_GO_NAT)
         return verdict;

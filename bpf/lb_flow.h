@@ -305,16 +305,26 @@ static __always_inline int LB_F(tc_flow_of)(LB_CT_ENTRY *rev, int table, LB_CT_K
     return LB_GO_NAT;
 }
 
+// The reverse entry of a tracked flow for the reply key `rk` (and its table in *table), or 0 with
+// tc_miss counted: no flow of ours.
+static __always_inline LB_CT_ENTRY *LB_F(ct_reverse)(LB_CT_KEY *rk, int *table)
+{
+    LB_CT_ENTRY *rev = LB_F(ct_lookup)(rk, table);
+    if (!rev || rev->dir != LB_DIR_REVERSE) {
+        global_inc(LB_G_TC_MISS);
+        return 0;
+    }
+    return rev;
+}
+
 // TC egress, a TCP segment or UDP datagram whose reverse key is `rk`: a reply of a tracked flow gets
 // LB_GO_NAT with the flow's VIP:port in *vip_out / *vip_port_out; anything else the verdict to return.
 static __always_inline int LB_F(tc_flow)(LB_CT_KEY *rk, int is_tcp, struct lb_seg *seg, __u32 ip_len,
                                          LB_ADDR *vip_out, __u16 *vip_port_out)
 {
     int table;
-    LB_CT_ENTRY *rev = LB_F(ct_lookup)(rk, &table);
-    if (!rev || rev->dir != LB_DIR_REVERSE) {
-        global_inc(LB_G_TC_MISS);
+    LB_CT_ENTRY *rev = LB_F(ct_reverse)(rk, &table);
+    if (!rev)
         return TC_ACT_OK;
-    }
     return LB_F(tc_flow_of)(rev, table, rk, is_tcp, seg, ip_len, vip_out, vip_port_out);
 }
